@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export OMP_NUM_THREADS ?= 1
+export PYTENSOR_FLAGS ?= compiledir=$(CURDIR)/.cache/pytensor
+
+.PHONY: demo test test-slow validate bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m bayesgmm.cli demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+validate: $(STAMP)
+	$(BIN)/python -m bayesgmm.validation --simulations 100 --out validation
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_em.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

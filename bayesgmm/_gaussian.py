@@ -1,0 +1,341 @@
+"""The package's only NumPy Gaussian-mixture math.
+
+Everything works in log space with the Cholesky factor of the *precision* matrices, following
+scikit-learn's conventions: for a full covariance ``Sigma = inv(U @ U.T)`` where ``U`` is the upper
+triangular ``precisions_cholesky``. Log-determinants come from the diagonal of ``U``; no matrix is
+ever inverted and no determinant is ever taken.
+
+Shapes by covariance family (``K`` components, ``D`` features):
+
+=============  ===================  ====================
+family         covariances          precisions_cholesky
+=============  ===================  ====================
+``full``       ``(K, D, D)``        ``(K, D, D)``
+``tied``       ``(D, D)``           ``(D, D)``
+``diag``       ``(K, D)``           ``(K, D)``
+``spherical``  ``(K,)``             ``(K,)``
+=============  ===================  ====================
+
+The E-step is expressed as sufficient statistics (:class:`MixtureStatistics`) that add across
+chunks of rows, so one pass over the data serves both the log-likelihood and the next M-step, and
+the same code runs on in-memory chunks or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+from scipy.special import logsumexp
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+LOG_2PI = np.log(2.0 * np.pi)
+_NK_FLOOR = 10.0 * np.finfo(np.float64).eps
+
+
+class SingularCovarianceError(ValueError):
+    """A component covariance is not positive definite."""
+
+
+def _singular_message(component: int | None) -> str:
+    which = (
+        "the tied covariance" if component is None else f"the covariance of component {component}"
+    )
+    return (
+        f"Fitting the mixture failed: {which} is singular (the component has collapsed onto "
+        "too few distinct points). Increase reg_covar, reduce n_components, or remove duplicate "
+        "points."
+    )
+
+
+def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
+    try:
+        return linalg.cholesky(matrix, lower=True, check_finite=False)
+    except linalg.LinAlgError as err:
+        raise SingularCovarianceError(_singular_message(component)) from err
+
+
+def _inv_lower_transpose(chol_lower: np.ndarray) -> np.ndarray:
+    """Return ``inv(L).T`` (upper triangular) by a triangular solve."""
+    eye = np.eye(chol_lower.shape[0])
+    return linalg.solve_triangular(chol_lower, eye, lower=True, check_finite=False).T
+
+
+def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Cholesky factors of the precision matrices from covariances.
+
+    Parameters
+    ----------
+    covariances : ndarray
+        Covariances in the shape of ``covariance_type`` (see the module docstring).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    ndarray
+        Upper triangular ``U`` with ``inv(covariance) = U @ U.T`` (full, tied), or
+        ``1 / sqrt(variance)`` (diag, spherical).
+
+    Raises
+    ------
+    SingularCovarianceError
+        If a covariance is not positive definite; the message names the component.
+    """
+    if covariance_type == "full":
+        return np.stack(
+            [_inv_lower_transpose(_cholesky_lower(cov, k)) for k, cov in enumerate(covariances)]
+        )
+    if covariance_type == "tied":
+        return _inv_lower_transpose(_cholesky_lower(covariances, None))
+    variances = np.asarray(covariances)
+    bad = np.flatnonzero(np.reshape(variances <= 0.0, (variances.shape[0], -1)).any(axis=1))
+    if bad.size:
+        raise SingularCovarianceError(_singular_message(int(bad[0])))
+    return 1.0 / np.sqrt(variances)
+
+
+def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Cholesky factors (upper triangular ``U``, ``P = U @ U.T``) of given precision matrices."""
+    if covariance_type in ("diag", "spherical"):
+        return np.sqrt(precisions)
+
+    def upper_factor(precision: np.ndarray, component: int | None) -> np.ndarray:
+        # U = J L J with L = chol(J P J) and J the reversal permutation: U is upper triangular.
+        flipped = _cholesky_lower(precision[::-1, ::-1], component)
+        return flipped[::-1, ::-1]
+
+    if covariance_type == "tied":
+        return upper_factor(precisions, None)
+    return np.stack([upper_factor(p, k) for k, p in enumerate(precisions)])
+
+
+def covariance_cholesky(precisions_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Lower Cholesky factor ``L`` of each covariance, ``Sigma = L @ L.T``, from precision factors.
+
+    Returns ``(K, D, D)`` for full, ``(D, D)`` for tied and standard deviations for diag and
+    spherical.
+    """
+    if covariance_type == "full":
+        return np.stack([_inv_upper_transpose(u) for u in precisions_chol])
+    if covariance_type == "tied":
+        return _inv_upper_transpose(precisions_chol)
+    return 1.0 / precisions_chol
+
+
+def _inv_upper_transpose(chol_upper: np.ndarray) -> np.ndarray:
+    eye = np.eye(chol_upper.shape[0])
+    return linalg.solve_triangular(chol_upper, eye, lower=False, check_finite=False).T
+
+
+def covariances_from_precision_cholesky(
+    precisions_chol: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Covariances (in the family's shape) from precision Cholesky factors."""
+    chol = covariance_cholesky(precisions_chol, covariance_type)
+    if covariance_type in ("full", "tied"):
+        return chol @ np.swapaxes(chol, -1, -2)
+    return chol**2
+
+
+def log_det_precision_cholesky(
+    precisions_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray:
+    """``log det U`` per component (half the log-determinant of the precision)."""
+    if covariance_type == "full":
+        return np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)
+    if covariance_type == "tied":
+        return np.sum(np.log(np.diag(precisions_chol)))
+    if covariance_type == "diag":
+        return np.sum(np.log(precisions_chol), axis=1)
+    return n_features * np.log(precisions_chol)
+
+
+def _whitened(
+    X: np.ndarray, means: np.ndarray, precisions_chol: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Residuals ``(x - mean_k)`` mapped through the precision factor: ``(N, K, D)``."""
+    diff = X[:, None, :] - means[None, :, :]
+    if covariance_type == "full":
+        return np.einsum("nkd,kde->nke", diff, precisions_chol, optimize=True)
+    if covariance_type == "tied":
+        return diff @ precisions_chol
+    if covariance_type == "diag":
+        return diff * precisions_chol[None, :, :]
+    return diff * precisions_chol[None, :, None]
+
+
+def log_gaussian_prob(
+    X: np.ndarray, means: np.ndarray, precisions_chol: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Log density of every row of ``X`` under every component, ``(N, K)``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    means : ndarray of shape (n_components, n_features)
+    precisions_chol : ndarray
+        Precision Cholesky factors in the shape of ``covariance_type``.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    """
+    n_features = X.shape[1]
+    y = _whitened(X, means, precisions_chol, covariance_type)
+    mahalanobis = np.einsum("nkd,nkd->nk", y, y)
+    log_det = log_det_precision_cholesky(precisions_chol, covariance_type, n_features)
+    return -0.5 * (n_features * LOG_2PI + mahalanobis) + log_det
+
+
+def log_responsibilities(
+    X: np.ndarray,
+    weights: np.ndarray,
+    means: np.ndarray,
+    precisions_chol: np.ndarray,
+    covariance_type: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log mixture density ``(N,)`` and log responsibilities ``(N, K)``."""
+    weighted = log_gaussian_prob(X, means, precisions_chol, covariance_type) + np.log(weights)
+    log_norm = logsumexp(weighted, axis=1)
+    return log_norm, weighted - log_norm[:, None]
+
+
+@dataclass
+class MixtureStatistics:
+    """Sufficient statistics of one E-step, additive over chunks of rows.
+
+    Moments are taken about ``shift`` (the component means used in the E-step), which keeps the
+    covariance update free of the cancellation that raw second moments suffer.
+
+    Attributes
+    ----------
+    log_likelihood : float
+        Sum of the per-row log mixture densities.
+    n_samples : int
+    resp_sum : ndarray of shape (n_components,)
+    first : ndarray of shape (n_components, n_features)
+        ``sum_n r_nk (x_n - shift_k)``.
+    second : ndarray
+        ``sum_n r_nk (x_n - shift_k)(x_n - shift_k)^T``, ``(K, D, D)`` for full and tied;
+        the diagonal only, ``(K, D)``, for diag and spherical.
+    shift : ndarray of shape (n_components, n_features)
+    """
+
+    log_likelihood: float
+    n_samples: int
+    resp_sum: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    shift: np.ndarray
+
+    def __add__(self, other: MixtureStatistics) -> MixtureStatistics:
+        return MixtureStatistics(
+            self.log_likelihood + other.log_likelihood,
+            self.n_samples + other.n_samples,
+            self.resp_sum + other.resp_sum,
+            self.first + other.first,
+            self.second + other.second,
+            self.shift,
+        )
+
+
+def weighted_statistics(
+    X: np.ndarray, resp: np.ndarray, shift: np.ndarray, covariance_type: str
+) -> MixtureStatistics:
+    """Moments of ``X`` weighted by responsibilities ``resp`` about ``shift`` (log-lik left 0)."""
+    n_components = resp.shape[1]
+    resp_sum = resp.sum(axis=0)
+    first = resp.T @ X - resp_sum[:, None] * shift
+    if covariance_type in ("full", "tied"):
+        second = np.empty((n_components, X.shape[1], X.shape[1]))
+        for k in range(n_components):
+            diff = X - shift[k]
+            second[k] = (resp[:, k, None] * diff).T @ diff
+    else:
+        second = np.stack([resp[:, k] @ (X - shift[k]) ** 2 for k in range(n_components)])
+    return MixtureStatistics(0.0, X.shape[0], resp_sum, first, second, shift)
+
+
+def e_step_statistics(
+    X: np.ndarray,
+    weights: np.ndarray,
+    means: np.ndarray,
+    precisions_chol: np.ndarray,
+    covariance_type: str,
+) -> MixtureStatistics:
+    """One E-step on a block of rows: its log-likelihood and the next M-step's statistics."""
+    log_norm, log_resp = log_responsibilities(X, weights, means, precisions_chol, covariance_type)
+    stats = weighted_statistics(X, np.exp(log_resp), means, covariance_type)
+    stats.log_likelihood = float(log_norm.sum())
+    return stats
+
+
+def m_step(
+    stats: MixtureStatistics, reg_covar: float, covariance_type: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and covariances maximising the expected log-likelihood.
+
+    ``reg_covar`` is added to the diagonal of every covariance. Empty components get a floor of
+    ``10 * eps`` on their effective size, as scikit-learn does, so their means stay finite.
+    """
+    nk = stats.resp_sum + _NK_FLOOR
+    delta = stats.first / nk[:, None]
+    means = stats.shift + delta
+    weights = nk / nk.sum()
+    if covariance_type in ("full", "tied"):
+        scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        if covariance_type == "full":
+            covariances = scatter / nk[:, None, None]
+        else:
+            covariances = scatter.sum(axis=0) / nk.sum()
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+        covariances[..., np.arange(means.shape[1]), np.arange(means.shape[1])] += reg_covar
+    else:
+        covariances = stats.second / nk[:, None] - delta**2 + reg_covar
+        if covariance_type == "spherical":
+            covariances = covariances.mean(axis=1)
+    return weights, means, covariances
+
+
+def full_covariances(
+    covariances: np.ndarray, covariance_type: str, n_components: int, n_features: int
+) -> np.ndarray:
+    """Expand covariances of any family to full matrices, ``(K, D, D)``."""
+    covariances = np.asarray(covariances, dtype=float)
+    if covariance_type == "full":
+        return covariances
+    if covariance_type == "tied":
+        return np.broadcast_to(covariances, (n_components, n_features, n_features)).copy()
+    variances = (
+        covariances if covariance_type == "diag" else covariances[:, None] * np.ones(n_features)
+    )
+    return variances[:, :, None] * np.eye(n_features)[None, :, :]
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Number of free parameters of a mixture (weights, means and covariances)."""
+    cov_params = {
+        "full": n_components * n_features * (n_features + 1) / 2.0,
+        "tied": n_features * (n_features + 1) / 2.0,
+        "diag": n_components * n_features,
+        "spherical": n_components,
+    }[covariance_type]
+    return int(cov_params + n_components * n_features + n_components - 1)
+
+
+def packed_cholesky(covariance: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of one covariance, packed row-wise as ``pm.LKJCholeskyCov`` does."""
+    chol = _cholesky_lower(covariance, None)
+    return chol[np.tril_indices(chol.shape[0])]
+
+
+def unpack_cholesky(packed: np.ndarray, n_features: int) -> np.ndarray:
+    """Inverse of :func:`packed_cholesky`: the ``(D, D)`` lower factor."""
+    chol = np.zeros((n_features, n_features))
+    chol[np.tril_indices(n_features)] = packed
+    return chol
+
+
+def std_and_correlation(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standard deviations ``(..., D)`` and correlation matrices ``(..., D, D)``."""
+    std = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
+    corr = covariances / (std[..., :, None] * std[..., None, :])
+    return std, corr

@@ -1,0 +1,136 @@
+"""The Gaussian math checked against SciPy and against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+from bayesgmm import _gaussian as g
+
+
+def _random_covariances(rng, k, d):
+    a = rng.normal(size=(k, d, d))
+    return a @ np.swapaxes(a, 1, 2) + d * np.eye(d)
+
+
+def _family_covariances(rng, cov_type, k, d):
+    full = _random_covariances(rng, k, d)
+    return {
+        "full": full,
+        "tied": full[0],
+        "diag": np.stack([np.diag(c) for c in full]),
+        "spherical": np.array([c[0, 0] for c in full]),
+    }[cov_type]
+
+
+@pytest.mark.parametrize("cov_type", g.COVARIANCE_TYPES)
+def test_log_gaussian_prob_matches_scipy(rng, cov_type):
+    k, d = 3, 4
+    X = rng.normal(size=(50, d)) * 3
+    means = rng.normal(size=(k, d))
+    cov = _family_covariances(rng, cov_type, k, d)
+    chol = g.precision_cholesky(cov, cov_type)
+    got = g.log_gaussian_prob(X, means, chol, cov_type)
+    full = g.full_covariances(cov, cov_type, k, d)
+    expected = np.column_stack([multivariate_normal(means[j], full[j]).logpdf(X) for j in range(k)])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cov_type", g.COVARIANCE_TYPES)
+def test_precision_cholesky_round_trip_and_matches_sklearn(rng, cov_type):
+    cov = _family_covariances(rng, cov_type, 3, 3)
+    chol = g.precision_cholesky(cov, cov_type)
+    np.testing.assert_allclose(chol, _compute_precision_cholesky(cov, cov_type), rtol=1e-12)
+    np.testing.assert_allclose(
+        g.covariances_from_precision_cholesky(chol, cov_type), cov, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("cov_type", ["full", "tied"])
+def test_precision_cholesky_from_precisions_is_upper_factor(rng, cov_type):
+    cov = _family_covariances(rng, cov_type, 2, 4)
+    precisions = np.linalg.inv(cov)  # test oracle only; the package never inverts
+    chol = g.precision_cholesky_from_precisions(precisions, cov_type)
+    np.testing.assert_allclose(chol @ np.swapaxes(chol, -1, -2), precisions, rtol=1e-10)
+    np.testing.assert_array_equal(np.tril(chol, -1), 0.0)
+    np.testing.assert_allclose(chol, g.precision_cholesky(cov, cov_type), rtol=1e-10)
+
+
+def test_singular_covariance_names_the_component():
+    cov = np.stack([np.eye(2), np.zeros((2, 2))])
+    with pytest.raises(g.SingularCovarianceError, match=r"component 1.*reg_covar"):
+        g.precision_cholesky(cov, "full")
+
+
+def test_packed_cholesky_round_trip(rng):
+    cov = _random_covariances(rng, 1, 4)[0]
+    packed = g.packed_cholesky(cov)
+    assert packed.shape == (10,)
+    chol = g.unpack_cholesky(packed, 4)
+    np.testing.assert_allclose(chol @ chol.T, cov, rtol=1e-12)
+
+
+def test_log_responsibilities_normalise(rng):
+    X = rng.normal(size=(40, 2))
+    cov = _random_covariances(rng, 3, 2)
+    log_norm, log_resp = g.log_responsibilities(
+        X,
+        np.array([0.2, 0.3, 0.5]),
+        rng.normal(size=(3, 2)),
+        g.precision_cholesky(cov, "full"),
+        "full",
+    )
+    np.testing.assert_allclose(np.exp(log_resp).sum(axis=1), 1.0, rtol=1e-12)
+    assert log_norm.shape == (40,)
+
+
+@pytest.mark.parametrize("cov_type", g.COVARIANCE_TYPES)
+def test_m_step_equals_weighted_moments(rng, cov_type):
+    X = rng.normal(size=(200, 3)) + 5.0
+    resp = rng.dirichlet(np.ones(2), size=200)
+    stats = g.weighted_statistics(X, resp, rng.normal(size=(2, 3)), cov_type)
+    weights, means, cov = g.m_step(stats, 0.0, cov_type)
+    np.testing.assert_allclose(weights, resp.mean(axis=0), rtol=1e-10)
+    for k in range(2):
+        np.testing.assert_allclose(means[k], np.average(X, axis=0, weights=resp[:, k]), rtol=1e-10)
+    full = [np.cov(X.T, aweights=resp[:, k], bias=True) for k in range(2)]
+    expected = {
+        "full": np.stack(full),
+        "tied": sum(w * c for w, c in zip(weights, full, strict=True)),
+        "diag": np.stack([np.diag(c) for c in full]),
+        "spherical": np.array([np.diag(c).mean() for c in full]),
+    }[cov_type]
+    np.testing.assert_allclose(cov, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cov_type", g.COVARIANCE_TYPES)
+def test_statistics_add_over_chunks(rng, cov_type):
+    X = rng.normal(size=(90, 2))
+    cov = _family_covariances(rng, cov_type, 3, 2)
+    args = (np.array([0.3, 0.3, 0.4]), rng.normal(size=(3, 2)), g.precision_cholesky(cov, cov_type))
+    whole = g.e_step_statistics(X, *args, cov_type)
+    parts = g.e_step_statistics(X[:37], *args, cov_type) + g.e_step_statistics(
+        X[37:], *args, cov_type
+    )
+    for name in ("log_likelihood", "resp_sum", "first", "second"):
+        np.testing.assert_allclose(getattr(parts, name), getattr(whole, name), rtol=1e-10)
+    assert parts.n_samples == 90
+
+
+@pytest.mark.parametrize("cov_type", g.COVARIANCE_TYPES)
+def test_n_parameters_matches_sklearn(cov_type):
+    from sklearn.mixture import GaussianMixture
+
+    sk = GaussianMixture(3, covariance_type=cov_type).fit(
+        np.random.default_rng(0).normal(size=(60, 4))
+    )
+    assert g.n_parameters(3, 4, cov_type) == sk._n_parameters()
+
+
+def test_std_and_correlation(rng):
+    cov = _random_covariances(rng, 2, 3)
+    std, corr = g.std_and_correlation(cov)
+    np.testing.assert_allclose(std[..., :, None] * corr * std[..., None, :], cov, rtol=1e-12)
+    np.testing.assert_allclose(np.diagonal(corr, axis1=1, axis2=2), 1.0)

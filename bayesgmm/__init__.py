@@ -1,6 +1,32 @@
-"""bayesgmm: Gaussian mixtures fitted two ways, EM and NUTS from the EM start, compared honestly."""
+"""bayesgmm: Gaussian mixtures fitted two ways, EM and NUTS from the EM start, compared honestly.
 
+The path: :class:`EMGaussianMixture` (point estimates) -> :func:`build_model` (PyMC mixture)
+-> :func:`sample_posterior` (NUTS, every chain at the EM mode, label switching undone) ->
+memberships, comparisons, model selection and reports. :class:`BayesianGMM` runs the common case.
+"""
+
+from .bayesian import BayesianGMM
+from .datasets import load_faithful, simulate_mixture
+from .diagnostics import SamplingWarning, diagnostics
 from .em import CollapsedComponentWarning, EMGaussianMixture
+from .membership import co_clustering, posterior_membership
+from .model import build_model
+from .priors import GMMPriors
+from .sampling import CompileCache, sample_posterior
 
-__all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
+__all__ = [
+    "BayesianGMM",
+    "CollapsedComponentWarning",
+    "CompileCache",
+    "EMGaussianMixture",
+    "GMMPriors",
+    "SamplingWarning",
+    "build_model",
+    "co_clustering",
+    "diagnostics",
+    "load_faithful",
+    "posterior_membership",
+    "sample_posterior",
+    "simulate_mixture",
+]
 __version__ = "0.1.0"

@@ -46,10 +46,16 @@ def _check_finite(X: np.ndarray, names: np.ndarray | None) -> None:
         return
     bad_rows, bad_cols = np.nonzero(~finite)
     kind = "NaN" if np.isnan(X[bad_rows, bad_cols]).any() else "infinity"
-    features = ", ".join(_feature_label(int(j), names) for j in np.unique(bad_cols)[:5])
     raise ValueError(
+        _non_finite_message(kind, np.unique(bad_rows).size, np.unique(bad_cols), names)
+    )
+
+
+def _non_finite_message(kind: str, n_rows: int, columns: np.ndarray, names: Any) -> str:
+    features = ", ".join(_feature_label(int(j), names) for j in columns[:5])
+    return (
         f"Input X contains {kind} (or other non-finite values, NaN or inf) in "
-        f"{np.unique(bad_rows).size} row(s), feature(s) {features}. Drop those rows or impute "
+        f"{n_rows} row(s), feature(s) {features}. Drop those rows or impute "
         "the missing values before fitting."
     )
 
@@ -83,14 +89,22 @@ def check_data(estimator: Any, X: Any, *, reset: bool, ensure_min_samples: int =
 def check_fit_data(estimator: Any, X: Any, n_components: int) -> np.ndarray:
     """Validate data for fitting a ``n_components`` mixture."""
     X = check_data(estimator, X, reset=True, ensure_min_samples=2)
-    n_samples = X.shape[0]
+    _check_n_samples(X.shape[0], n_components)
+    _check_constant(estimator, np.ptp(X, axis=0) == 0)
+    return X
+
+
+def _check_n_samples(n_samples: int, n_components: int) -> None:
     if n_samples < n_components:
         raise ValueError(
             f"Expected n_samples >= n_components but got n_components = {n_components}, "
             f"n_samples = {n_samples}: a mixture needs at least one sample per component. "
             "Reduce n_components or supply more data."
         )
-    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
+
+
+def _check_constant(estimator: Any, is_constant: np.ndarray) -> None:
+    constant = np.flatnonzero(is_constant)
     if constant.size:
         names = getattr(estimator, "feature_names_in_", None)
         labels = ", ".join(_feature_label(int(j), names) for j in constant)
@@ -98,4 +112,70 @@ def check_fit_data(estimator: Any, X: Any, n_components: int) -> np.ndarray:
             f"Feature(s) {labels} of X are constant (zero variance): a Gaussian component "
             "cannot have zero spread. Drop the constant column(s) before fitting."
         )
-    return X
+
+
+def check_lazy_shape(
+    estimator: Any, shape: tuple[int, ...], dtype: Any, *, reset: bool, ensure_min_samples: int = 1
+) -> None:
+    """The checks of :func:`check_data` that need no values, for data not in memory (Dask).
+
+    Dimensions, sample count and feature count (recorded when ``reset``, compared otherwise)
+    are checked on a zero-filled stand-in of the same shape (at most ``ensure_min_samples``
+    rows) and dtype, so the messages are those of in-memory data.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"X has dtype {dtype}: a Gaussian mixture needs real-valued features. Convert the "
+            "array to numbers (X.astype(float)) or drop the non-numeric columns."
+        )
+    stand_in = np.zeros((min(shape[0], ensure_min_samples), *shape[1:]), dtype=dtype)
+    check_data(estimator, stand_in, reset=reset, ensure_min_samples=ensure_min_samples)
+
+
+def check_fit_summary(
+    estimator: Any,
+    n_components: int,
+    *,
+    n_samples: int,
+    n_bad_rows: int,
+    n_nan: np.ndarray,
+    n_inf: np.ndarray,
+    minimum: np.ndarray,
+    maximum: np.ndarray,
+) -> None:
+    """The value checks of :func:`check_fit_data` from per-feature counts and ranges.
+
+    For data not in memory (a Dask array), whose counts of NaN and infinite values, rows with
+    either, minimum and maximum come from one pass. Raises the same messages.
+    """
+    _check_n_samples(n_samples, n_components)
+    bad = np.flatnonzero(np.asarray(n_nan) + np.asarray(n_inf))
+    if bad.size:
+        kind = "NaN" if np.sum(n_nan) else "infinity"
+        names = getattr(estimator, "feature_names_in_", None)
+        raise ValueError(_non_finite_message(kind, n_bad_rows, bad, names))
+    _check_constant(estimator, np.asarray(maximum) == np.asarray(minimum))
+
+
+class _Holder:
+    """A bare object for scikit-learn's ``validate_data`` outside an estimator."""
+
+    def __sklearn_tags__(self):  # noqa: D105
+        from sklearn.base import BaseEstimator
+
+        return BaseEstimator().__sklearn_tags__()
+
+
+def check_matrix(X: Any, *, n_components: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Validate data outside an estimator; return the float array and feature names.
+
+    Feature names are the DataFrame's columns, or ``x0, x1, ...`` for arrays. Raises the same
+    errors as fitting EM (NaN/inf, shapes, non-numeric or constant columns, too few samples).
+    """
+    holder = _Holder()
+    array = check_fit_data(holder, X, n_components or 1)
+    names = getattr(holder, "feature_names_in_", None)
+    if names is None:
+        names = [f"x{j}" for j in range(array.shape[1])]
+    return array, [str(n) for n in names]

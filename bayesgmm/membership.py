@@ -1,0 +1,169 @@
+"""Posterior membership probabilities, with their uncertainty.
+
+For every posterior draw ``s`` the responsibilities ``r_s[n, k] = p(z_n = k | x_n, theta_s)``
+come from the same Gaussian math as EM (:mod:`bayesgmm._gaussian`). Their posterior mean is the
+membership probability, their HDI its uncertainty. Nothing per observation is stored in the
+trace: memberships are computed on demand, in blocks of observations, so memory stays bounded
+by ``max_bytes`` however many draws and rows there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+from . import _gaussian as g
+from ._idata import get_group
+
+__all__ = ["co_clustering", "posterior_membership"]
+
+_DEFAULT_MAX_BYTES = 2**26
+
+
+def _posterior_parameters(idata: az.InferenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights ``(S, K)``, means ``(S, K, D)`` and precision factors ``(S, K, D, D)``."""
+    post = get_group(idata, "posterior")
+    missing = [v for v in ("weights", "means", "covariances") if v not in post]
+    if missing:
+        raise ValueError(
+            f"The posterior lacks {missing}: memberships need weights, means and covariances "
+            "(models from bayesgmm.build_model provide them)."
+        )
+    weights = post["weights"].transpose("chain", "draw", "component").values
+    means = post["means"].transpose("chain", "draw", "component", ...).values
+    cov = post["covariances"].transpose("chain", "draw", "component", ...).values
+    s = weights.shape[0] * weights.shape[1]
+    k, d = means.shape[2], means.shape[3]
+    chol = g.batched_precision_cholesky(cov.reshape(s, k, d, d))
+    return weights.reshape(s, k), means.reshape(s, k, d), chol
+
+
+def _responsibility_draws(
+    X: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Responsibilities of every draw for a block of rows: ``(S, n, K)``."""
+    weights, means, chol = params
+    out = np.empty((weights.shape[0], X.shape[0], weights.shape[1]))
+    for s in range(weights.shape[0]):
+        _, log_resp = g.log_responsibilities(X, weights[s], means[s], chol[s], "full")
+        out[s] = np.exp(log_resp)
+    return out
+
+
+def _blocks(n_rows: int, n_draws: int, n_components: int, max_bytes: int) -> Iterator[slice]:
+    size = max(1, max_bytes // (8 * n_draws * n_components))
+    for start in range(0, n_rows, size):
+        yield slice(start, start + size)
+
+
+def _observed(idata: az.InferenceData, X: Any) -> np.ndarray:
+    if X is not None:
+        array = np.asarray(X, dtype=float)
+        if array.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {array.shape}.")
+        return array
+    return get_group(idata, "observed_data")["obs"].values
+
+
+def posterior_membership(
+    idata: az.InferenceData,
+    X: Any = None,
+    *,
+    hdi_prob: float = 0.94,
+    max_bytes: int = _DEFAULT_MAX_BYTES,
+) -> xr.Dataset:
+    """Membership probabilities of every observation, with HDIs and entropy.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Relabelled posterior with ``weights``, ``means`` and ``covariances``.
+    X : array-like of shape (n_samples, n_features), optional
+        Rows to classify; defaults to the observed data.
+    hdi_prob : float
+        Probability mass of the highest-density intervals.
+    max_bytes : int
+        Memory budget of one block of draws x rows x components.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``probability`` (obs_id, component): posterior mean membership; ``hdi_low`` and
+        ``hdi_high`` (obs_id, component); ``entropy`` (obs_id): entropy in nats of the mean
+        membership (0 = certain, ``log K`` = maximally ambiguous); ``hdi_width`` (obs_id): the
+        widest membership interval of the row; ``most_probable`` (obs_id).
+    """
+    data = _observed(idata, X)
+    params = _posterior_parameters(idata)
+    n_draws, n_components = params[0].shape
+    n_chains = get_group(idata, "posterior").sizes["chain"]
+    mean = np.empty((data.shape[0], n_components))
+    low = np.empty_like(mean)
+    high = np.empty_like(mean)
+    for rows in _blocks(data.shape[0], n_draws, n_components, max_bytes):
+        resp = _responsibility_draws(data[rows], params)
+        mean[rows] = resp.mean(axis=0)
+        draws = resp.reshape(n_chains, n_draws // n_chains, *resp.shape[1:])
+        interval = az.hdi(
+            xr.Dataset({"p": (("chain", "draw", "obs_id", "component"), draws)}),
+            hdi_prob=hdi_prob,
+        )["p"].values
+        low[rows], high[rows] = interval[..., 0], interval[..., 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.sum(np.where(mean > 0, mean * np.log(mean), 0.0), axis=1)
+    dims = ("obs_id", "component")
+    coords = {"obs_id": np.arange(data.shape[0]), "component": np.arange(n_components)}
+    return xr.Dataset(
+        {
+            "probability": (dims, mean),
+            "hdi_low": (dims, low),
+            "hdi_high": (dims, high),
+            "entropy": ("obs_id", entropy),
+            "hdi_width": ("obs_id", (high - low).max(axis=1)),
+            "most_probable": ("obs_id", mean.argmax(axis=1)),
+        },
+        coords=coords,
+        attrs={"hdi_prob": hdi_prob},
+    )
+
+
+def co_clustering(
+    idata: az.InferenceData,
+    X: Any = None,
+    *,
+    max_samples: int = 5000,
+    max_bytes: int = _DEFAULT_MAX_BYTES,
+) -> xr.DataArray:
+    """Posterior similarity matrix: the probability that two observations share a component.
+
+    ``P[i, j] = E_theta[sum_k r_ik(theta) r_jk(theta)]``, averaged over the draws in blocks.
+
+    Returns
+    -------
+    xarray.DataArray of shape (obs_id, obs_id_bis)
+    """
+    data = _observed(idata, X)
+    n = data.shape[0]
+    if n > max_samples:
+        raise ValueError(
+            f"The co-clustering matrix of {n} observations has {n * n:,} entries; it is meant "
+            f"for at most max_samples={max_samples}. Pass a subset of rows as X, or raise "
+            "max_samples."
+        )
+    weights, means, chol = _posterior_parameters(idata)
+    n_draws, n_components = weights.shape
+    total = np.zeros((n, n))
+    step = max(1, max_bytes // (8 * n * n_components))
+    for start in range(0, n_draws, step):
+        sl = slice(start, start + step)
+        resp = _responsibility_draws(data, (weights[sl], means[sl], chol[sl]))
+        stacked = np.concatenate(list(resp), axis=1)
+        total += stacked @ stacked.T
+    ids = np.arange(n)
+    return xr.DataArray(
+        total / n_draws, dims=("obs_id", "obs_id_bis"), coords={"obs_id": ids, "obs_id_bis": ids}
+    )

@@ -1,0 +1,308 @@
+"""NUTS from the EM mode, with the chosen sampler, returning a relabelled InferenceData.
+
+Every chain starts exactly at the EM estimate, with no jitter: nutpie through its own
+``compile_pymc_model(initial_points=..., jitter_rvs=set())`` (``pm.sample(nuts_sampler=
+"nutpie")`` silently drops ``initvals``), PyMC through ``initvals`` with ``init="adapt_diag"``
+(the default ``"jitter+adapt_diag"`` moves chains away from them). BLAS is limited to one thread
+per process while sampling, which on small machines is the difference between seconds and
+minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from . import _gaussian as g
+from ._idata import add_groups, get_group, replace_group, set_attrs
+from ._validation import check_choice
+from .alignment import apply_permutations, label_switching_summary, match_to_reference
+from .diagnostics import check_sampling
+from .em import EMGaussianMixture
+from .priors import GMMPriors
+from .start import em_initial_point, em_initial_values
+
+__all__ = ["SAMPLERS", "CompileCache", "em_dataset", "sample_posterior"]
+
+SAMPLERS = ("nutpie", "pymc")
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompileCache:
+    """Compiled nutpie models kept for reuse with new data.
+
+    Compiling dominates small fits. A model whose data were replaced with ``pm.set_data``
+    (same shapes) needs no recompilation: nutpie swaps the data and the EM start into the
+    compiled model. Pass one ``CompileCache`` to many :func:`sample_posterior` calls with the
+    same ``pm.Model`` object (simulation studies, bootstrap refits).
+
+    Parameters
+    ----------
+    max_size : int
+        Compiled models kept (least recently used dropped first).
+    """
+
+    max_size: int = 4
+    _entries: list = field(default_factory=list, repr=False)
+
+    def get(self, model: pm.Model, backend: str):
+        for i, (cached_model, cached_backend, compiled) in enumerate(self._entries):
+            if cached_model is model and cached_backend == backend:
+                self._entries.append(self._entries.pop(i))
+                return compiled
+        return None
+
+    def put(self, model: pm.Model, backend: str, compiled: Any) -> None:
+        self._entries.append((model, backend, compiled))
+        del self._entries[: max(0, len(self._entries) - self.max_size)]
+
+
+def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
+    """The EM start as nutpie's flat vector (value variables in ``model.free_RVs`` order)."""
+    point = em_initial_point(model, em)
+    return np.concatenate(
+        [np.ravel(point[model.rvs_to_values[rv].name]) for rv in model.free_RVs]
+    ).astype(np.float64)
+
+
+def _compiled_nutpie(
+    model: pm.Model, em: EMGaussianMixture, backend: str, cache: CompileCache | None
+):
+    """nutpie's compiled model with the current data and every chain starting at EM."""
+    import nutpie
+
+    compiled = cache.get(model, backend) if cache is not None else None
+    if compiled is None:
+        compiled = nutpie.compile_pymc_model(
+            model,
+            backend=backend,
+            initial_points=em_initial_values(model, em),
+            jitter_rvs=set(),
+            freeze_model=False,
+        )
+        if cache is not None:
+            cache.put(model, backend, compiled)
+    start = _flat_start(model, em)
+    start.flags.writeable = False
+    compiled = compiled.with_data(X=model["X"].get_value())
+    return dataclasses.replace(compiled, initial_point_func=lambda seed: start.copy())
+
+
+def _sample_nutpie(
+    model, em, *, draws, tune, chains, seed, target_accept, progressbar, backend, cache
+):
+    import nutpie
+
+    return nutpie.sample(
+        _compiled_nutpie(model, em, backend, cache),
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=progressbar,
+        save_warmup=False,
+    )
+
+
+def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
+    return pm.sample(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=min(chains, 2),
+        random_seed=seed,
+        initvals=initial,
+        init="adapt_diag",
+        target_accept=target_accept,
+        progressbar=progressbar,
+        compute_convergence_checks=False,
+        idata_kwargs={"log_likelihood": True},
+        model=model,
+    )
+
+
+def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
+    """The EM estimate with the posterior's names and dims (the ``em`` group).
+
+    ``covariances`` are expanded to full matrices whatever EM's family, so that
+    ``posterior["covariances"] - em["covariances"]`` broadcasts.
+    """
+    k, d = em.n_components, em.n_features_in_
+    cov = g.full_covariances(em.covariances_, em.covariance_type, k, d)
+    stds, corr = g.std_and_correlation(cov)
+    component, feature = ("component",), ("component", "feature")
+    matrix = ("component", "feature", "feature_bis")
+    return xr.Dataset(
+        {
+            "weights": (component, np.asarray(em.weights_)),
+            "means": (feature, np.asarray(em.means_)),
+            "covariances": (matrix, cov),
+            "stds": (feature, stds),
+            "correlations": (matrix, corr),
+        },
+        coords={name: list(coords[name]) for name in ("component", "feature", "feature_bis")},
+        attrs={
+            "covariance_type": em.covariance_type,
+            "lower_bound": float(em.lower_bound_),
+            "n_iter": int(em.n_iter_),
+            "converged": int(bool(em.converged_)),
+        },
+    )
+
+
+def _keep_model_variables(idata: az.InferenceData, model: pm.Model) -> None:
+    """Drop sampler-internal (transformed) variables from the posterior."""
+    names = {v.name for v in model.free_RVs + model.deterministics}
+    posterior = get_group(idata, "posterior")
+    replace_group(idata, "posterior", posterior[[v for v in posterior.data_vars if v in names]])
+
+
+def _complete_groups(idata: az.InferenceData, model: pm.Model) -> None:
+    """Pointwise log-likelihood (for LOO) and observed data on every sampler path."""
+    if "log_likelihood" not in idata.groups():
+        pm.compute_log_likelihood(
+            idata, model=model, var_names=["obs"], extend_inferencedata=True, progressbar=False
+        )
+    if "observed_data" not in idata.groups():
+        observed = xr.Dataset(
+            {"obs": (("obs_id", "feature"), np.asarray(model["X"].get_value()))},
+            coords={name: list(model.coords[name]) for name in ("obs_id", "feature")},
+        )
+        add_groups(idata, {"observed_data": observed})
+
+
+def relabel(idata: az.InferenceData) -> np.ndarray:
+    """Relabel the posterior in place to the ``em`` group's components; return permutations.
+
+    The permutations are also stored as ``sample_stats["label_permutation"]``
+    (chain, draw, component).
+    """
+    posterior = get_group(idata, "posterior")
+    em = get_group(idata, "em")
+    perm = match_to_reference(
+        posterior["means"].transpose("chain", "draw", "component", "feature").values,
+        posterior["covariances"].transpose("chain", "draw", "component", ...).values,
+        em["means"].values,
+        em["covariances"].values,
+    )
+    replace_group(idata, "posterior", apply_permutations(posterior, perm))
+    stats = get_group(idata, "sample_stats").copy()
+    stats["label_permutation"] = (("chain", "draw", "component"), perm)
+    replace_group(idata, "sample_stats", stats)
+    return perm
+
+
+def _versions() -> dict[str, str]:
+    names = ("bayesgmm", "pymc", "pytensor", "arviz", "nutpie", "numpy", "scipy", "scikit-learn")
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def sample_posterior(
+    model: pm.Model,
+    em: EMGaussianMixture,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    sampler: str = "nutpie",
+    random_seed: int | None = None,
+    target_accept: float = 0.8,
+    progressbar: bool = True,
+    priors: GMMPriors | None = None,
+    backend: str = "numba",
+    compile_cache: CompileCache | None = None,
+    check: bool = True,
+) -> az.InferenceData:
+    """Sample the mixture with NUTS, every chain starting at the EM estimate.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        From :func:`bayesgmm.build_model` (or a model with the same variable names).
+    em : EMGaussianMixture
+        Fitted on the model's data with the model's number of components.
+    draws, tune, chains : int
+        Draws kept per chain, tuning steps per chain, number of chains.
+    sampler : {"nutpie", "pymc"}
+    random_seed : int, optional
+    target_accept : float
+        NUTS target acceptance rate; raise it (e.g. 0.95) if there are divergences.
+    progressbar : bool
+    priors : GMMPriors, optional
+        Recorded in the attrs (pass the priors the model was built with).
+    backend : {"numba", "jax"}
+        nutpie's compilation backend.
+    compile_cache : CompileCache, optional
+        Reuse compiled nutpie models across calls with models of the same structure.
+    check : bool
+        Run the convergence checks and warn (:class:`SamplingWarning`) if any fails.
+
+    Returns
+    -------
+    arviz.InferenceData
+        Groups ``posterior`` (relabelled to EM's components), ``sample_stats`` (with
+        ``label_permutation``), ``log_likelihood``, ``observed_data`` and ``em``; provenance in
+        ``posterior.attrs``.
+    """
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("backend", backend, ("numba", "jax"))
+    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+        if not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
+    seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1)
+    kwargs = dict(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+        progressbar=progressbar,
+    )
+    with threadpool_limits(limits=1, user_api="blas"):
+        if sampler == "nutpie":
+            idata = _sample_nutpie(model, em, backend=backend, cache=compile_cache, **kwargs)
+        else:
+            idata = _sample_pymc(model, em_initial_values(model, em), **kwargs)
+        _keep_model_variables(idata, model)
+        _complete_groups(idata, model)
+    add_groups(idata, {"em": em_dataset(em, model.coords)})
+    perm = relabel(idata)
+    switched = label_switching_summary(perm)
+    set_attrs(
+        idata,
+        {
+            "sampler": sampler,
+            "backend": backend if sampler == "nutpie" else "pymc-c",
+            "random_seed": -1 if random_seed is None else int(random_seed),
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "target_accept": target_accept,
+            "start": "EM estimate, no jitter",
+            "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
+            "priors": priors.to_json() if priors is not None else "not recorded",
+            "versions": _versions(),
+        },
+    )
+    if check:
+        check_sampling(idata, stacklevel=3)
+    return idata

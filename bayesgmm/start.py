@@ -1,0 +1,73 @@
+"""EM estimates converted to the PyMC parameterisation: the point every chain starts from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+from pymc.initial_point import make_initial_point_fn
+
+from . import _gaussian as g
+from .em import EMGaussianMixture
+from .model import chol_cov_name
+
+__all__ = ["em_initial_point", "em_initial_values"]
+
+_MIN_WEIGHT = 1e-6
+
+
+def _check_compatible(model: pm.Model, em: EMGaussianMixture) -> None:
+    n_components = len(model.coords["component"])
+    n_features = len(model.coords["feature"])
+    if (em.n_components, em.n_features_in_) != (n_components, n_features):
+        raise ValueError(
+            f"The EM fit has {em.n_components} components and {em.n_features_in_} features, "
+            f"but the model has {n_components} components and {n_features} features: fit EM "
+            "with the model's n_components on the same data."
+        )
+
+
+def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
+    """EM estimates as initial values of the model's free variables (natural space).
+
+    Weights below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays
+    finite; a covariance family of EM that differs from the model's is expanded to full
+    matrices (or reduced to its diagonal).
+
+    Parameters
+    ----------
+    model : pymc.Model
+        Built by :func:`bayesgmm.build_model`.
+    em : EMGaussianMixture
+        Fitted on the model's data.
+
+    Returns
+    -------
+    dict
+        Keyed by the model's random-variable names.
+    """
+    _check_compatible(model, em)
+    k, d = em.n_components, em.n_features_in_
+    weights = np.maximum(em.weights_, _MIN_WEIGHT)
+    values = {"weights": weights / weights.sum(), "means": np.asarray(em.means_, dtype=float)}
+    covariances = g.full_covariances(em.covariances_, em.covariance_type, k, d)
+    names = set(model.named_vars)
+    if chol_cov_name(0) in names:
+        for j in range(k):
+            values[chol_cov_name(j)] = g.packed_cholesky(covariances[j])
+    else:
+        values["stds"] = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+    return values
+
+
+def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
+    """The EM start on the sampler's unconstrained space, keyed by value-variable names.
+
+    Uses PyMC's own transforms (no jitter), so it is exactly what NUTS starts from.
+    """
+    point_fn = make_initial_point_fn(
+        model=model,
+        overrides=em_initial_values(model, em),
+        jitter_rvs=set(),
+        return_transformed=True,
+    )
+    return point_fn(None)

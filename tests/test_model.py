@@ -1,0 +1,129 @@
+"""The PyMC model: structure, and its log-likelihood checked against EM's (one math, two sides)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytest
+
+from bayesgmm import EMGaussianMixture, GMMPriors, build_model
+from bayesgmm import _gaussian as g
+from bayesgmm.datasets import load_faithful
+from bayesgmm.start import em_initial_point, em_initial_values
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_faithful()
+
+
+def _obs_loglik(model, point):
+    return float(model.compile_logp(vars=[model["obs"]], sum=True)(point))
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+def test_model_log_likelihood_equals_em(faithful, cov_type):
+    em = EMGaussianMixture(2, covariance_type=cov_type, tol=1e-8, random_state=0).fit(faithful)
+    model = build_model(faithful, 2, covariance_type=cov_type)
+    point = em_initial_point(model, em)
+    np.testing.assert_allclose(
+        _obs_loglik(model, point), em.score_samples(faithful).sum(), rtol=1e-8
+    )
+
+
+def test_model_structure(faithful):
+    priors = GMMPriors.from_data(faithful)
+    model = build_model(faithful, 3, priors=priors)
+    assert model.coords["feature"] == ("eruptions", "waiting")
+    assert len(model.coords["obs_id"]) == 272
+    assert {v.name for v in model.free_RVs} == {
+        "weights",
+        "means",
+        "chol_cov_0",
+        "chol_cov_1",
+        "chol_cov_2",
+    }
+    assert model.named_vars_to_dims["covariances"] == ("component", "feature", "feature_bis")
+    assert model.named_vars_to_dims["obs"] == ("obs_id", "feature")
+    assert model.named_vars_to_dims["correlations"] == ("component", "feature", "feature_bis")
+
+
+def test_diag_model_has_no_lkj(faithful):
+    model = build_model(faithful, 2, covariance_type="diag")
+    assert {v.name for v in model.free_RVs} == {"weights", "means", "stds"}
+
+
+def test_covariance_round_trip_through_pymc_parameterisation(faithful):
+    """EM covariance -> packed LKJ Cholesky -> the model's own covariances deterministic."""
+    em = EMGaussianMixture(2, random_state=0).fit(faithful)
+    model = build_model(faithful, 2)
+    values = em_initial_values(model, em)
+    for k in range(2):
+        chol = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)
+        np.testing.assert_allclose(chol @ chol.T, em.covariances_[k], rtol=1e-12)
+    point = em_initial_point(model, em)
+    (graph,) = model.replace_rvs_by_values([model["covariances"]])
+    covariances = model.compile_fn(graph, inputs=model.value_vars, on_unused_input="ignore")(point)
+    np.testing.assert_allclose(covariances, em.covariances_, rtol=1e-10)
+
+
+def test_prior_log_density_matches_scipy_for_means(faithful):
+    """The means prior is the documented Normal(loc, scale)."""
+    from scipy.stats import norm
+
+    priors = GMMPriors(means_loc=(1.0, 50.0), means_scale=(2.0, 20.0), sd_scale=(1.0, 10.0))
+    model = build_model(faithful, 2, priors=priors)
+    point = model.initial_point()
+    point["means"] = np.array([[0.5, 40.0], [3.0, 90.0]])
+    logp = model.compile_logp(vars=[model["means"]], sum=True)(point)
+    expected = norm(loc=[1.0, 50.0], scale=[2.0, 20.0]).logpdf(point["means"]).sum()
+    np.testing.assert_allclose(logp, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"covariance_type": "tied"}, "covariance_type.*'full', 'diag'"),
+        ({"n_components": 0}, "n_components"),
+        ({"priors": GMMPriors(means_loc=(0.0, 1.0, 2.0))}, "3 values but the data has 2"),
+    ],
+)
+def test_bad_model_arguments(faithful, kwargs, match):
+    kwargs = {"n_components": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        build_model(faithful, **kwargs)
+
+
+def test_bad_priors():
+    with pytest.raises(ValueError, match="lkj_eta must be a positive"):
+        GMMPriors(lkj_eta=0)
+    with pytest.raises(ValueError, match="sd_scale must be positive"):
+        GMMPriors(sd_scale=(-1.0,))
+
+
+def test_priors_json_round_trip(faithful):
+    priors = GMMPriors.from_data(faithful, weights_concentration=2.0)
+    assert GMMPriors.from_json(priors.to_json()) == priors
+
+
+def test_em_incompatible_with_model(faithful):
+    em = EMGaussianMixture(3, random_state=0).fit(faithful)
+    with pytest.raises(ValueError, match=r"3 components.*model has 2"):
+        em_initial_values(build_model(faithful, 2), em)
+
+
+def test_pymc_path_starts_every_chain_at_em(faithful):
+    """PyMC's own initialisation with our arguments yields the EM point for every chain."""
+    em = EMGaussianMixture(2, random_state=0).fit(faithful)
+    model = build_model(faithful, 2)
+    initial_points, _ = pm.init_nuts(
+        init="adapt_diag",
+        chains=3,
+        initvals=em_initial_values(model, em),
+        model=model,
+        random_seed=[1, 2, 3],
+    )
+    expected = em_initial_point(model, em)
+    for point in initial_points:
+        for name, value in expected.items():
+            np.testing.assert_allclose(point[name], value, rtol=1e-12)

@@ -1,0 +1,207 @@
+"""Sampling from the EM start: the start itself, the InferenceData layout, relabelling, warnings.
+
+One small nutpie run (shared by the module) keeps the suite fast; statistical checks of the
+posterior are in test_posterior_slow.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bayesgmm import (
+    BayesianGMM,
+    CompileCache,
+    EMGaussianMixture,
+    GMMPriors,
+    SamplingWarning,
+    build_model,
+    diagnostics,
+    sample_posterior,
+)
+from bayesgmm.alignment import apply_permutations, match_to_reference
+from bayesgmm.datasets import simulate_mixture
+from bayesgmm.sampling import _compiled_nutpie, _flat_start
+
+SMALL = dict(draws=150, tune=150, chains=2, progressbar=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    sim = simulate_mixture(
+        120,
+        weights=[0.6, 0.4],
+        means=[[0.0, 0.0], [5.0, 3.0]],
+        covariances=[[[1.0, 0.3], [0.3, 1.0]], [[0.6, 0.0], [0.0, 0.8]]],
+        random_state=7,
+    )
+    return sim.X
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return CompileCache()
+
+
+@pytest.fixture(scope="module")
+def fitted(data, cache):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        bgmm = BayesianGMM(2, random_seed=3, compile_cache=cache, **SMALL).fit(data)
+    return bgmm, caught
+
+
+def test_nutpie_chains_start_at_em(data, cache):
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    model = build_model(data, 2)
+    compiled = _compiled_nutpie(model, em, "numba", cache)
+    expected = _flat_start(model, em)
+    for seed in (0, 1, 12345):
+        np.testing.assert_array_equal(compiled.initial_point_func(seed), expected)
+    # the flat vector decodes to the EM estimate through the model's own transforms
+    point, start = {}, 0
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        size = int(np.prod(model.initial_point()[value.name].shape))
+        point[value.name] = expected[start : start + size].reshape(
+            model.initial_point()[value.name].shape
+        )
+        start += size
+    (weights, means) = model.replace_rvs_by_values([model["weights"], model["means"]])
+    fn = model.compile_fn([weights, means], inputs=model.value_vars, on_unused_input="ignore")
+    got_weights, got_means = fn(point)
+    np.testing.assert_allclose(got_weights, em.weights_, rtol=1e-9)
+    np.testing.assert_allclose(got_means, em.means_, rtol=1e-12)
+
+
+def test_inference_data_layout(fitted, data):
+    bgmm, _ = fitted
+    idata = bgmm.idata_
+    assert set(idata.groups()) >= {
+        "posterior",
+        "sample_stats",
+        "log_likelihood",
+        "observed_data",
+        "em",
+    }
+    post = idata.posterior
+    assert post["means"].dims == ("chain", "draw", "component", "feature")
+    assert post["covariances"].dims == ("chain", "draw", "component", "feature", "feature_bis")
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 150
+    assert not any(name.endswith("__") for name in post.data_vars)
+    assert idata.log_likelihood["obs"].dims == ("chain", "draw", "obs_id")
+    np.testing.assert_array_equal(idata.observed_data["obs"].values, data)
+    em = idata.em
+    np.testing.assert_allclose(em["means"].values, bgmm.em_.means_)
+    diff = post["covariances"] - em["covariances"]
+    assert diff.dims == ("chain", "draw", "component", "feature", "feature_bis")
+    assert idata.sample_stats["label_permutation"].dims == ("chain", "draw", "component")
+    attrs = post.attrs
+    assert attrs["sampler"] == "nutpie" and attrs["random_seed"] == 3
+    assert GMMPriors.from_json(attrs["priors"]) == bgmm.priors_
+    assert "pymc" in attrs["versions"]
+
+
+def test_pointwise_log_likelihood_matches_em_math(fitted, data):
+    """At each draw, the stored pointwise log-likelihood is the mixture density of EM's math."""
+    from bayesgmm import _gaussian as g
+
+    bgmm, _ = fitted
+    post = bgmm.idata_.posterior.isel(chain=1, draw=17)
+    chol = g.precision_cholesky(post["covariances"].values, "full")
+    log_norm, _ = g.log_responsibilities(
+        data, post["weights"].values, post["means"].values, chol, "full"
+    )
+    stored = bgmm.idata_.log_likelihood["obs"].isel(chain=1, draw=17).values
+    np.testing.assert_allclose(stored, log_norm, rtol=1e-9)
+
+
+def test_short_run_warns_and_still_returns(fitted):
+    bgmm, caught = fitted
+    messages = [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+    assert messages, "300 draws cannot reach ESS 400: a SamplingWarning is expected"
+    assert "ess_bulk" in messages[0] and "increase draws" in messages[0]
+    table = bgmm.diagnostics()
+    assert list(table["check"]) == ["divergences", "r_hat", "ess_bulk", "ess_tail", "bfmi"]
+    assert not table.set_index("check").loc["ess_bulk", "passed"]
+    assert bgmm.idata_.posterior.sizes["draw"] == 150
+
+
+def test_real_posterior_scrambled_is_restored(fitted, rng):
+    bgmm, _ = fitted
+    post = bgmm.idata_.posterior
+    scramble = np.stack([np.stack([rng.permutation(2) for _ in range(150)]) for _ in range(2)])
+    scrambled = apply_permutations(post, scramble)
+    em = bgmm.idata_.em
+    perm = match_to_reference(
+        scrambled["means"].values,
+        scrambled["covariances"].values,
+        em["means"].values,
+        em["covariances"].values,
+    )
+    xr.testing.assert_identical(apply_permutations(scrambled, perm), post)
+
+
+def test_memberships_from_the_fit(fitted, data):
+    bgmm, _ = fitted
+    proba, low, high = bgmm.predict_proba(return_interval=True, hdi_prob=0.9)
+    assert proba.shape == (120, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-10)
+    # a skewed membership distribution may have its mean outside its HDI: check the bounds only
+    assert np.all(0 <= low) and np.all(low <= high) and np.all(high <= 1)
+    agreement = np.mean(bgmm.predict() == bgmm.em_.predict(data))
+    assert agreement > 0.95
+    co = bgmm.co_clustering()
+    assert co.shape == (120, 120)
+    np.testing.assert_allclose(np.diag(co.values), (proba**2).sum(axis=1), atol=0.05)
+
+
+def test_compile_cache_reuses_model_with_new_data(data, cache):
+    import pymc as pm
+
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    model = build_model(data, 2)
+    first = _compiled_nutpie(model, em, "numba", cache)
+    shifted = data + 1.0
+    with model:
+        pm.set_data({"X": shifted})
+    em2 = EMGaussianMixture(2, random_state=0).fit(shifted)
+    second = _compiled_nutpie(model, em2, "numba", cache)
+    assert second.compiled_logp_func is first.compiled_logp_func
+    np.testing.assert_array_equal(second.shared_data["X"], shifted)
+    np.testing.assert_array_equal(second.initial_point_func(0), _flat_start(model, em2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sampler": "metropolis"}, "sampler.*'nutpie', 'pymc'"),
+        ({"draws": 0}, "draws"),
+        ({"target_accept": 1.5}, "target_accept"),
+        ({"backend": "torch"}, "backend"),
+    ],
+)
+def test_bad_sampling_arguments(data, kwargs, match):
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    with pytest.raises(ValueError, match=match):
+        sample_posterior(build_model(data, 2), em, **kwargs)
+
+
+def test_bayesian_gmm_rejects_mismatched_em(data):
+    em = EMGaussianMixture(3, random_state=0).fit(data)
+    with pytest.raises(ValueError, match="3 components"):
+        BayesianGMM(2, **SMALL).fit(data, em=em)
+
+
+def test_diagnostics_requires_fit():
+    with pytest.raises(ValueError, match="not fitted"):
+        BayesianGMM(2).diagnostics()
+
+
+def test_diagnostics_function_on_idata(fitted):
+    bgmm, _ = fitted
+    table = diagnostics(bgmm.idata_)
+    assert table.loc[table["check"] == "divergences", "value"].item() >= 0

@@ -5,11 +5,15 @@ the best run, the convergence warning and a last E-step so that ``fit_predict(X)
 ``fit(X).predict(X)``. The Gaussian math is in :mod:`bayesgmm._gaussian`.
 
 EM works on standardised data (:mod:`bayesgmm._scaling`); fitted attributes are reported in the
-user's units.
+user's units. The standardisation is applied block by block inside the E-step
+(:mod:`bayesgmm._kernels`), so no standardised copy of the data is made, and the E-step's
+memory does not grow with the number of rows. A ``dask.array`` is fitted where it lives: its
+blocks' sufficient statistics are reduced by Dask (:mod:`bayesgmm._dask`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from dataclasses import dataclass, field
@@ -21,15 +25,31 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
+from . import _dask
 from . import _gaussian as g
+from . import _kernels as kernels
 from ._scaling import AffineScaling
 from ._validation import check_choice, check_data, check_fit_data
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
-_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once in the E-step
+# Work per E-step, n_samples x n_components x n_features**2, below which the NumPy engine runs
+# (well under a millisecond, where a first Numba compile would cost seconds), and below which
+# the kernel stays on one thread (waking threads costs more than it saves).
+_NUMPY_BELOW = 2**15
+_SERIAL_BELOW = 2**24
+_DASK_INIT_ROWS = 50_000  # rows of a Dask array that data-driven initialisation looks at
+
+
+def _engine(n_samples: int, n_components: int, n_features: int) -> str:
+    """The E-step engine (see :mod:`bayesgmm._kernels`) for a problem of this size."""
+    work = n_samples * n_components * n_features**2
+    if work < _NUMPY_BELOW:
+        return "numpy"
+    return "serial" if work < _SERIAL_BELOW else "parallel"
 
 
 class CollapsedComponentWarning(UserWarning):
@@ -89,7 +109,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seed for the initialisation and for :meth:`sample`.
     chunk_size : int or None, default=None
-        Rows per block in the E-step; ``None`` picks a block of about 4 MB of working memory.
+        Rows per block in the E-step and in prediction. The E-step's extra memory is
+        ``O(chunk_size x K + K x D^2)`` with the fused Numba kernel and
+        ``O(chunk_size x K x D)`` with the NumPy engine (used for tiny problems). ``None``
+        picks 512 rows for the kernel and about 4 MB of working memory for NumPy. Results do
+        not depend on it beyond rounding.
 
     Attributes
     ----------
@@ -226,34 +250,50 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            A Dask array is validated, standardised and fitted without being loaded: every
+            E-step reduces its blocks' sufficient statistics with Dask, so the fit runs on
+            whatever scheduler is active (e.g. a ``dask.distributed.Client``). Data-driven
+            initialisation (``init_params``) then uses a random subsample of at most
+            50,000 rows held in memory; pass ``weights_init``, ``means_init`` and
+            ``precisions_init`` to skip it.
         y : ignored
 
         Returns
         -------
         self : EMGaussianMixture
         """
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit the mixture and return the most probable component of every sample.
 
-        The labels come from a last E-step with the final parameters, so they equal
-        ``fit(X).predict(X)``.
+        The labels come from a last pass with the final parameters, so they equal
+        ``fit(X).predict(X)``; for a Dask array they are a lazy Dask array.
         """
+        return self._predict_rows(self._fit(X), "labels")
+
+    def _fit(self, X: Any) -> Any:
+        """Validate, standardise and run EM; return the validated data (ndarray or Dask)."""
         self._check_parameters()
-        X = check_fit_data(self, X, self.n_components)
+        if _dask.is_dask_array(X):
+            X, summary = _dask.check_fit_array(self, X, self.n_components)
+        else:
+            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components))
+            summary = kernels.column_summary(X)
         initial = self._check_initial_values(X.shape[1])
-        scaling = AffineScaling.fit(X, isotropic=self.covariance_type == "spherical")
-        Xu = scaling.transform(X)
+        scaling = summary.scaling(isotropic=self.covariance_type == "spherical")
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
-        for _ in range(self.n_init):
-            run = self._run_em(Xu, self._initial_params(Xu, random_state, scaling, initial))
-            if best is None or run.lower_bound > best.lower_bound:
-                best = run
-        self._store(best, scaling)
+        with self._blas_limit(X):
+            for _ in range(self.n_init):
+                params = self._initial_params(X, random_state, scaling, initial)
+                run = self._run_em(X, scaling, params)
+                if best is None or run.lower_bound > best.lower_bound:
+                    best = run
+            self._store(best, scaling)
+            final = self._statistics(X, scaling, self._unit_params())
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -261,22 +301,34 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 "Increase max_iter, raise tol, try more restarts (n_init) or another "
                 "init_params, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        log_resp = self._log_resp_unit(Xu)
-        self._report_collapse(np.exp(log_resp).sum(axis=0))
-        return log_resp.argmax(axis=1)
+        self._report_collapse(final.resp_sum)
+        return X
+
+    def _blas_limit(self, X: Any) -> contextlib.AbstractContextManager:
+        """One BLAS thread while the kernel runs (Dask or larger in-memory problems).
+
+        The kernel uses no BLAS, and the M-step's tiny LAPACK calls are several times slower
+        when an idle multi-threaded BLAS competes with the kernel's threads for the cores.
+        """
+        if _dask.is_dask_array(X) or _engine(X.shape[0], self.n_components, X.shape[1]) != "numpy":
+            return threadpool_limits(limits=1, user_api="blas")
+        return contextlib.nullcontext()
 
     def _initial_params(
         self,
-        Xu: np.ndarray,
+        X: Any,
         random_state: np.random.RandomState,
         scaling: AffineScaling,
         initial: dict[str, np.ndarray],
     ) -> _Params:
-        n_features = Xu.shape[1]
+        n_features = X.shape[1]
         weights = means = covariances = None
         if len(initial) < 3:
+            if _dask.is_dask_array(X):
+                X = _dask.subsample(X, _DASK_INIT_ROWS, random_state)
+            Xu = scaling.transform(X)
             resp = self._initial_resp(Xu, random_state)
             stats = g.weighted_statistics(
                 Xu, resp, np.zeros((self.n_components, n_features)), self.covariance_type
@@ -311,10 +363,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             resp[indices, np.arange(k)] = 1.0
         return resp
 
-    def _run_em(self, Xu: np.ndarray, params: _Params) -> _Run:
+    def _run_em(self, X: Any, scaling: AffineScaling, params: _Params) -> _Run:
         run = _Run(params)
         for n_iter in range(1, self.max_iter + 1):
-            stats = self._statistics(Xu, run.params)
+            stats = self._statistics(X, scaling, run.params)
             previous = run.lower_bound
             run.lower_bound = stats.log_likelihood / stats.n_samples
             run.trace.append(run.lower_bound)
@@ -327,20 +379,27 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 break
         return run
 
-    def _chunks(self, n_samples: int) -> list[slice]:
-        size = self.chunk_size or max(
-            256, _CHUNK_ELEMENTS // (self.n_components * self.n_features_in_)
+    def _block_rows(self, engine: str) -> int:
+        """Rows per E-step block: ``chunk_size``, or the engine's default."""
+        return self.chunk_size or kernels.default_block_rows(
+            engine, self.n_components, self.n_features_in_
         )
-        return [slice(start, start + size) for start in range(0, n_samples, size)]
 
-    def _statistics(self, Xu: np.ndarray, params: _Params) -> g.MixtureStatistics:
-        total = None
-        for rows in self._chunks(Xu.shape[0]):
-            stats = g.e_step_statistics(
-                Xu[rows], params.weights, params.means, params.precisions_chol, self.covariance_type
-            )
-            total = stats if total is None else total + stats
-        return total
+    def _statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> g.MixtureStatistics:
+        """One E-step over all rows of ``X`` (user units): the next M-step's statistics."""
+        mixture = self._mixture(scaling, params)
+        if _dask.is_dask_array(X):
+            # Dask runs blocks in parallel, so each block's kernel stays on its own thread.
+            engine = _engine(max(X.chunks[0]), self.n_components, X.shape[1])
+            engine = "serial" if engine == "parallel" else engine
+            return _dask.e_step(X, mixture, block_rows=self._block_rows(engine), engine=engine)
+        engine = _engine(X.shape[0], self.n_components, X.shape[1])
+        return kernels.e_step(X, mixture, block_rows=self._block_rows(engine), engine=engine)
+
+    def _mixture(self, scaling: AffineScaling, params: _Params) -> kernels.Mixture:
+        return kernels.Mixture(
+            scaling, params.weights, params.means, params.precisions_chol, self.covariance_type
+        )
 
     def _store(self, run: _Run, scaling: AffineScaling) -> None:
         cov_type = self.covariance_type
@@ -397,41 +456,43 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             )
 
     # ------------------------------------------------------------------ prediction
-    def _log_resp_unit(self, Xu: np.ndarray) -> np.ndarray:
-        p = self._unit_params()
-        out = np.empty((Xu.shape[0], self.n_components))
-        for rows in self._chunks(Xu.shape[0]):
-            _, out[rows] = g.log_responsibilities(
-                Xu[rows], p.weights, p.means, p.precisions_chol, self.covariance_type
-            )
-        return out
-
-    def _validated_unit(self, X: Any) -> np.ndarray:
+    def _validated(self, X: Any) -> Any:
+        """``X`` checked against the fit: a float ndarray, or a Dask array (checked lazily)."""
         check_is_fitted(self)
-        return self._scaling.transform(check_data(self, X, reset=False))
+        if _dask.is_dask_array(X):
+            return _dask.check_array(self, X, reset=False)
+        return check_data(self, X, reset=False)
 
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Log density of the mixture at every sample, ``(n_samples,)``, in the user's units."""
-        Xu = self._validated_unit(X)
-        p = self._unit_params()
-        out = np.empty(Xu.shape[0])
-        for rows in self._chunks(Xu.shape[0]):
-            out[rows], _ = g.log_responsibilities(
-                Xu[rows], p.weights, p.means, p.precisions_chol, self.covariance_type
-            )
-        return out - self._scaling.log_jacobian
+    def _predict_rows(self, X: Any, output: str) -> Any:
+        """Row-wise ``output`` of :func:`bayesgmm._kernels.predict_rows`, chunked or lazy."""
+        mixture = self._mixture(self._scaling, self._unit_params())
+        block_rows = self._block_rows("numpy")
+        if _dask.is_dask_array(X):
+            names = getattr(self, "feature_names_in_", None)
+            return _dask.predict_rows(X, mixture, block_rows=block_rows, output=output, names=names)
+        return kernels.predict_rows(X, mixture, block_rows=block_rows, output=output)
+
+    def score_samples(self, X: Any) -> Any:
+        """Log density of the mixture at every sample, ``(n_samples,)``, in the user's units.
+
+        Computed in chunks of rows; lazily (a Dask array) when ``X`` is a Dask array.
+        """
+        return self._predict_rows(self._validated(X), "log_norm") - self._scaling.log_jacobian
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per sample."""
         return float(np.mean(self.score_samples(X)))
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Responsibilities: the posterior probability of each component, ``(n_samples, K)``."""
-        return np.exp(self._log_resp_unit(self._validated_unit(X)))
+    def predict_proba(self, X: Any) -> Any:
+        """Responsibilities: the posterior probability of each component, ``(n_samples, K)``.
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Most probable component of every sample."""
-        return self._log_resp_unit(self._validated_unit(X)).argmax(axis=1)
+        Computed in chunks of rows; lazily (a Dask array) when ``X`` is a Dask array.
+        """
+        return self._predict_rows(self._validated(X), "resp")
+
+    def predict(self, X: Any) -> Any:
+        """Most probable component of every sample (lazily for a Dask array)."""
+        return self._predict_rows(self._validated(X), "labels")
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture.
@@ -485,7 +546,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         ``bic(X) - 2 sum_i log z_{i, c_i}``: BIC penalised by the entropy of the hard
         classification, so overlapping components cost more than under BIC.
         """
-        log_resp = self._log_resp_unit(self._validated_unit(X))
+        log_resp = self._predict_rows(self._validated(X), "log_resp")
         return self.bic(X) - 2.0 * float(log_resp.max(axis=1).sum())
 
     def __sklearn_tags__(self):

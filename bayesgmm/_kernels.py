@@ -1,0 +1,460 @@
+"""One pass over blocks of rows: the E-step's sufficient statistics and the column summary.
+
+:func:`e_step` returns the :class:`~bayesgmm._gaussian.MixtureStatistics` of a block of rows in
+the user's units, standardised on the fly with an :class:`~bayesgmm._scaling.AffineScaling` (so
+no standardised copy of the data is ever made). Two engines compute the same numbers:
+
+``"numpy"``
+    The reference: :func:`bayesgmm._gaussian.e_step_statistics` on row chunks. Its working
+    memory is ``O(chunk x K x D)``.
+``"parallel"`` / ``"serial"``
+    A fused Numba kernel. Per block of rows it whitens the residuals, takes the log-densities,
+    their log-sum-exp, the responsibilities and the moments about the current means in one
+    sweep, with ``O(D x block + K x block)`` scratch per thread and ``O(K x D^2)``
+    accumulators per thread; no ``(N, K)`` or ``(N, K, D)`` array exists. ``"parallel"``
+    spreads blocks over Numba's threads (``prange``), ``"serial"`` runs on the calling thread
+    (for Dask tasks, which are already parallel). Sums are formed per block and then added,
+    which keeps rounding error near ``(block + N / block) eps``.
+
+Diagonal and spherical precisions go through the same kernel as ``(K, D, D)`` diagonal factors
+with a flag that restricts the work to the diagonal.
+
+:class:`ColumnSummary` is the one pass that validation and standardisation need (counts of
+non-finite values, minimum, maximum and the scale-free moments of every feature); it adds over
+blocks, so it also serves Dask arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from . import _gaussian as g
+from ._scaling import AffineScaling
+
+__all__ = [
+    "ENGINES",
+    "PREDICTIONS",
+    "ColumnSummary",
+    "Mixture",
+    "column_summary",
+    "default_block_rows",
+    "e_step",
+    "predict_rows",
+]
+
+ENGINES = ("parallel", "serial", "numpy")
+_KERNEL_BLOCK_ROWS = 512
+_NUMPY_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once by the NumPy engine
+_SUMMARY_BLOCK_ELEMENTS = 2**17
+# Reassociation lets LLVM vectorise the sums over a block; no-NaN/no-inf flags stay off, so
+# -inf log-weights and exp underflow behave as in IEEE arithmetic.
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+def default_block_rows(engine: str, n_components: int, n_features: int) -> int:
+    """Rows per block when ``chunk_size`` is not given.
+
+    The kernel's scratch does not grow with ``K x D`` per row, so it uses small cache-friendly
+    blocks; the NumPy engine holds ``chunk x K x D`` floats (about 4 MB).
+    """
+    if engine == "numpy":
+        return max(256, _NUMPY_CHUNK_ELEMENTS // (n_components * n_features))
+    return _KERNEL_BLOCK_ROWS
+
+
+# --------------------------------------------------------------------------- Numba kernel
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _load_block(X, start, stop, loc, scale, xt):  # pragma: no cover - compiled
+    """Standardise rows ``start:stop`` of ``X`` into the transposed buffer ``xt`` (D, block)."""
+    for i in range(stop - start):
+        for j in range(X.shape[1]):
+            xt[j, i] = (X[start + i, j] - loc[j]) / scale[j]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragma: no cover
+    """``lp[c, i] = offset[c] - |(x_i - mean_c) U_c|^2 / 2`` for the first ``m`` rows.
+
+    ``chol_t[c]`` is ``U_c`` transposed (lower triangular), so row ``col`` of it holds the
+    coefficients of whitened coordinate ``col``.
+    """
+    n_features = xt.shape[0]
+    for c in range(means.shape[0]):
+        acc[:m] = 0.0
+        for col in range(n_features):
+            if diagonal:
+                u = chol_t[c, col, col]
+                mc = means[c, col]
+                for i in range(m):
+                    y[i] = (xt[col, i] - mc) * u
+            else:
+                y[:m] = 0.0
+                for row in range(col + 1):
+                    u = chol_t[c, col, row]
+                    mr = means[c, row]
+                    for i in range(m):
+                        y[i] += (xt[row, i] - mr) * u
+            for i in range(m):
+                acc[i] += y[i] * y[i]
+        for i in range(m):
+            lp[c, i] = offset[c] - 0.5 * acc[i]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
+    """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik."""
+    n_components = lp.shape[0]
+    for i in range(m):
+        top[i] = lp[0, i]
+    for c in range(1, n_components):
+        for i in range(m):
+            top[i] = max(top[i], lp[c, i])
+    norm[:m] = 0.0
+    for c in range(n_components):
+        for i in range(m):
+            lp[c, i] = np.exp(lp[c, i] - top[i])
+            norm[i] += lp[c, i]
+    log_lik = 0.0
+    for i in range(m):
+        log_lik += top[i] + np.log(norm[i])
+        norm[i] = 1.0 / norm[i]
+    for c in range(n_components):
+        for i in range(m):
+            lp[c, i] *= norm[i]
+    return log_lik
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _add_moments(
+    xt, m, resp, means, diagonal, diff, w, t, resp_sum, first, second
+):  # pragma: no cover
+    """Add the block's responsibility-weighted moments about ``means`` to thread ``t``'s sums.
+
+    Only the upper triangle of ``second`` is filled (the diagonal when ``diagonal``).
+    """
+    n_features = xt.shape[0]
+    for c in range(means.shape[0]):
+        total = 0.0
+        for i in range(m):
+            total += resp[c, i]
+        resp_sum[t, c] += total
+        for a in range(n_features):
+            mc = means[c, a]
+            for i in range(m):
+                diff[a, i] = xt[a, i] - mc
+        for a in range(n_features):
+            f = 0.0
+            for i in range(m):
+                w[i] = resp[c, i] * diff[a, i]
+                f += w[i]
+            first[t, c, a] += f
+            stop = a + 1 if diagonal else n_features
+            for e in range(a, stop):
+                q = 0.0
+                for i in range(m):
+                    q += w[i] * diff[e, i]
+                second[t, c, a, e] += q
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _block_pass(
+    X, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
+):  # pragma: no cover
+    """Load, score, normalise and accumulate one block of rows into thread ``t``'s sums."""
+    log_lik, resp_sum, first, second = sums
+    m = stop - start
+    n_components, n_features = means.shape
+    xt = np.empty((n_features, m))
+    diff = np.empty((n_features, m))
+    lp = np.empty((n_components, m))
+    y = np.empty(m)
+    acc = np.empty(m)
+    _load_block(X, start, stop, loc, scale, xt)
+    _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc)
+    log_lik[t] += _responsibilities(lp, m, y, acc)
+    _add_moments(xt, m, lp, means, diagonal, diff, y, t, resp_sum, first, second)
+
+
+@numba.njit(cache=True)
+def _new_sums(n_threads, n_components, n_features):  # pragma: no cover - compiled
+    return (
+        np.zeros(n_threads),
+        np.zeros((n_threads, n_components)),
+        np.zeros((n_threads, n_components, n_features)),
+        np.zeros((n_threads, n_components, n_features, n_features)),
+    )
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _stats_parallel(
+    X, loc, scale, offset, means, chol_t, diagonal, block, threads
+):  # pragma: no cover
+    n = X.shape[0]
+    n_blocks = (n + block - 1) // block
+    n_threads = max(1, min(threads, n_blocks))
+    sums = _new_sums(n_threads, means.shape[0], means.shape[1])
+    for t in numba.prange(n_threads):
+        for b in range(t, n_blocks, n_threads):
+            start = b * block
+            stop = min(n, start + block)
+            _block_pass(X, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums)
+    return sums
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _stats_serial(
+    X, loc, scale, offset, means, chol_t, diagonal, block, threads
+):  # pragma: no cover
+    n = X.shape[0]
+    sums = _new_sums(1, means.shape[0], means.shape[1])
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        _block_pass(X, start, stop, loc, scale, offset, means, chol_t, diagonal, 0, sums)
+    return sums
+
+
+# --------------------------------------------------------------------------- Python side
+@dataclass(frozen=True)
+class Mixture:
+    """Unit-scale mixture parameters, with the map from the user's units to that scale.
+
+    Attributes
+    ----------
+    scaling : AffineScaling
+        Maps rows in the user's units to the unit scale of the parameters.
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    precisions_chol : ndarray
+        Precision Cholesky factors in the shape of ``covariance_type``.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    """
+
+    scaling: AffineScaling
+    weights: np.ndarray
+    means: np.ndarray
+    precisions_chol: np.ndarray
+    covariance_type: str
+
+    def log_responsibilities(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-scale log mixture density ``(N,)`` and log responsibilities ``(N, K)``."""
+        return g.log_responsibilities(
+            self.scaling.transform(X),
+            self.weights,
+            self.means,
+            self.precisions_chol,
+            self.covariance_type,
+        )
+
+    def e_step_statistics(self, X: np.ndarray) -> g.MixtureStatistics:
+        """:func:`bayesgmm._gaussian.e_step_statistics` of rows in the user's units."""
+        return g.e_step_statistics(
+            self.scaling.transform(X),
+            self.weights,
+            self.means,
+            self.precisions_chol,
+            self.covariance_type,
+        )
+
+    def lower_factors(self) -> np.ndarray:
+        """Every family's precision factor as ``(K, D, D)`` transposed (lower) triangles."""
+        n_components, n_features = self.means.shape
+        chol = self.precisions_chol
+        if self.covariance_type == "full":
+            factors = np.swapaxes(chol, 1, 2)
+        elif self.covariance_type == "tied":
+            factors = np.broadcast_to(chol.T, (n_components, n_features, n_features))
+        else:
+            diag = np.broadcast_to(np.reshape(chol, (n_components, -1)), self.means.shape)
+            factors = diag[:, :, None] * np.eye(n_features)
+        return np.ascontiguousarray(factors, dtype=np.float64)
+
+    def log_offsets(self) -> np.ndarray:
+        """``log w_k + log det U_k - D log(2 pi) / 2``: each component's log density at its mean."""
+        n_features = self.means.shape[1]
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights)
+        log_det = g.log_det_precision_cholesky(
+            self.precisions_chol, self.covariance_type, n_features
+        )
+        return log_weights + log_det - 0.5 * n_features * g.LOG_2PI
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _kernel_statistics(
+    X: np.ndarray, mixture: Mixture, block_rows: int, parallel: bool
+) -> g.MixtureStatistics:
+    diagonal = mixture.covariance_type in ("diag", "spherical")
+    kernel = _stats_parallel if parallel else _stats_serial
+    log_lik, resp_sum, first, second = kernel(
+        _contiguous(X),
+        _contiguous(mixture.scaling.loc),
+        _contiguous(mixture.scaling.scale),
+        _contiguous(mixture.log_offsets()),
+        _contiguous(mixture.means),
+        mixture.lower_factors(),
+        diagonal,
+        int(block_rows),
+        numba.get_num_threads(),
+    )
+    second = second.sum(axis=0)
+    if diagonal:
+        second = np.diagonal(second, axis1=1, axis2=2).copy()
+    else:
+        second = second + np.triu(second, 1).transpose(0, 2, 1)
+    return g.MixtureStatistics(
+        float(log_lik.sum()),
+        X.shape[0],
+        resp_sum.sum(axis=0),
+        first.sum(axis=0),
+        second,
+        mixture.means,
+    )
+
+
+def e_step(X: np.ndarray, mixture: Mixture, *, block_rows: int, engine: str) -> g.MixtureStatistics:
+    """E-step statistics of the rows of ``X`` (user units) under ``mixture``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Rows in the user's units; ``mixture.scaling`` maps them to the parameters' scale.
+    mixture : Mixture
+        The moments are taken about its (unit-scale) means.
+    block_rows : int
+        Rows per block (the estimator's ``chunk_size``).
+    engine : {"parallel", "serial", "numpy"}
+        See the module docstring; all three return the same statistics up to rounding.
+
+    Returns
+    -------
+    MixtureStatistics
+    """
+    if engine != "numpy":
+        return _kernel_statistics(X, mixture, block_rows, engine == "parallel")
+    total = None
+    for start in range(0, X.shape[0], block_rows):
+        stats = mixture.e_step_statistics(X[start : start + block_rows])
+        total = stats if total is None else total + stats
+    return total
+
+
+PREDICTIONS = ("log_norm", "log_resp", "resp", "labels")
+
+
+def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: str) -> np.ndarray:
+    """A row-wise quantity of the mixture at the rows of ``X`` (user units), chunk by chunk.
+
+    ``output`` is ``"log_norm"`` (unit-scale log mixture density, ``(N,)``), ``"log_resp"`` or
+    ``"resp"`` (log responsibilities or responsibilities, ``(N, K)``) or ``"labels"`` (most
+    probable component, ``(N,)``). Extra memory is ``O(block_rows x K x D)`` beyond the output.
+    """
+    n_samples, n_components = X.shape[0], mixture.means.shape[0]
+    if output in ("log_resp", "resp"):
+        out = np.empty((n_samples, n_components))
+    else:
+        out = np.empty(n_samples, dtype=np.intp if output == "labels" else np.float64)
+    for start in range(0, n_samples, block_rows):
+        rows = slice(start, start + block_rows)
+        log_norm, log_resp = mixture.log_responsibilities(X[rows])
+        if output == "log_norm":
+            out[rows] = log_norm
+        elif output == "labels":
+            out[rows] = log_resp.argmax(axis=1)
+        else:
+            out[rows] = np.exp(log_resp) if output == "resp" else log_resp
+    return out
+
+
+# --------------------------------------------------------------------------- column summary
+@dataclass
+class ColumnSummary:
+    """Per-feature counts, range and scale-free moments of a set of rows; adds over blocks.
+
+    ``mean`` and ``m2`` (sum of squared deviations) are of ``x / magnitude`` with
+    ``magnitude = max |x|``, so squares neither overflow at 1e200 nor underflow at 1e-200.
+    Values are only meaningful when every count of non-finite values is zero.
+    """
+
+    n_samples: int
+    n_bad_rows: int
+    n_nan: np.ndarray
+    n_inf: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    magnitude: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    def __add__(self, other: ColumnSummary) -> ColumnSummary:
+        magnitude = np.maximum(self.magnitude, other.magnitude)
+        safe = np.where(magnitude > 0, magnitude, 1.0)
+        with np.errstate(invalid="ignore"):  # inf / inf: non-finite data, rejected anyway
+            ra, rb = self.magnitude / safe, other.magnitude / safe
+        mean_a, mean_b = self.mean * ra, other.mean * rb
+        n = self.n_samples + other.n_samples
+        delta = mean_b - mean_a
+        return ColumnSummary(
+            n,
+            self.n_bad_rows + other.n_bad_rows,
+            self.n_nan + other.n_nan,
+            self.n_inf + other.n_inf,
+            np.minimum(self.minimum, other.minimum),
+            np.maximum(self.maximum, other.maximum),
+            magnitude,
+            mean_a + delta * (other.n_samples / n),
+            self.m2 * ra**2 + other.m2 * rb**2 + delta**2 * (self.n_samples * other.n_samples / n),
+        )
+
+    def scaling(self, *, isotropic: bool) -> AffineScaling:
+        """The standardisation :meth:`AffineScaling.fit` would give on the same rows."""
+        magnitude = np.where(self.magnitude > 0, self.magnitude, 1.0)
+        var = self.m2 / self.n_samples
+        loc = self.mean * magnitude
+        if isotropic:
+            common = np.max(magnitude)
+            rel_var = var * (magnitude / common) ** 2
+            scale = np.full(magnitude.shape[0], np.sqrt(rel_var.mean()) * common)
+        else:
+            scale = np.sqrt(var) * magnitude
+        return AffineScaling(loc=loc, scale=np.where(scale > 0, scale, 1.0))
+
+
+def _block_summary(X: np.ndarray) -> ColumnSummary:
+    with np.errstate(invalid="ignore", over="ignore"):
+        nan = np.isnan(X)
+        inf = np.isinf(X)
+        magnitude = np.max(np.abs(X), axis=0)
+        reduced = X / np.where(magnitude > 0, magnitude, 1.0)
+        mean = reduced.mean(axis=0)
+        reduced -= mean
+        reduced *= reduced
+    return ColumnSummary(
+        X.shape[0],
+        int(np.count_nonzero((nan | inf).any(axis=1))),
+        nan.sum(axis=0),
+        inf.sum(axis=0),
+        X.min(axis=0),
+        X.max(axis=0),
+        magnitude,
+        mean,
+        reduced.sum(axis=0),
+    )
+
+
+def column_summary(X: np.ndarray, block_rows: int | None = None) -> ColumnSummary:
+    """:class:`ColumnSummary` of ``X`` computed block by block (``O(block x D)`` memory).
+
+    ``block_rows`` defaults to about 2**17 values (1 MB per temporary) per block.
+    """
+    block_rows = block_rows or max(1024, _SUMMARY_BLOCK_ELEMENTS // max(1, X.shape[1]))
+    total = None
+    for start in range(0, X.shape[0], block_rows):
+        part = _block_summary(np.asarray(X[start : start + block_rows], dtype=np.float64))
+        total = part if total is None else total + part
+    return total

@@ -6,6 +6,7 @@ memberships, comparisons, model selection and reports. :class:`BayesianGMM` runs
 """
 
 from .bayesian import BayesianGMM
+from .compare import compare, compare_mixture
 from .datasets import load_faithful, simulate_mixture
 from .diagnostics import SamplingWarning, diagnostics
 from .em import CollapsedComponentWarning, EMGaussianMixture
@@ -23,6 +24,8 @@ __all__ = [
     "SamplingWarning",
     "build_model",
     "co_clustering",
+    "compare",
+    "compare_mixture",
     "diagnostics",
     "load_faithful",
     "posterior_membership",

@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from ._validation import check_choice, check_matrix
+from .compare import compare, compare_mixture
 from .diagnostics import diagnostics
 from .em import EMGaussianMixture
 from .membership import co_clustering, posterior_membership
@@ -205,6 +206,16 @@ class BayesianGMM:
             f"{self.covariance_type!r}, sampler={self.sampler!r}, draws={self.draws}, "
             f"tune={self.tune}, chains={self.chains})"
         )
+
+    def compare(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """EM estimates against posterior summaries (see :func:`bayesgmm.compare`)."""
+        self._check_fitted()
+        return compare(self.em_, self.idata_, hdi_prob=hdi_prob)
+
+    def compare_mixture(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """Mixture-level EM/posterior agreement (see :func:`bayesgmm.compare_mixture`)."""
+        self._check_fitted()
+        return compare_mixture(self.em_, self.idata_, hdi_prob=hdi_prob)
 
     def summary(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """ArviZ summary of weights, means and covariances (relabelled draws)."""

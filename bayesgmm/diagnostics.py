@@ -38,17 +38,38 @@ class SamplingWarning(UserWarning):
     """A convergence check failed; the message says which and what to try."""
 
 
-def _scalar_entries(posterior: xr.Dataset) -> xr.Dataset:
-    """The summarised parameters, without entries that are constant or duplicated by symmetry."""
-    names = [v for v in PARAMETERS if v in posterior]
-    out = posterior[names]
-    if "covariances" in out:
-        cov = out["covariances"]
-        d = cov.sizes["feature"]
-        lower = np.tril(np.ones((d, d), dtype=bool))
-        mask = xr.DataArray(lower, dims=("feature", "feature_bis"))
-        out["covariances"] = cov.where(mask)
+def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.Dataset:
+    """The named variables with entries duplicated by symmetry or fixed by definition masked.
+
+    ``covariances`` keep their lower triangle (diagonal included); ``correlations`` keep their
+    strictly lower triangle (the diagonal is 1). Masked entries are NaN and are dropped from
+    summaries by :func:`quiet_summary`.
+    """
+    missing = [v for v in var_names if v not in posterior]
+    if missing:
+        raise ValueError(f"The posterior has no variable(s) {missing}.")
+    out = posterior[list(var_names)]
+    for name, offset in (("covariances", 0), ("correlations", -1)):
+        if name in out:
+            d = out[name].sizes["feature"]
+            mask = xr.DataArray(
+                np.tril(np.ones((d, d), dtype=bool), offset), dims=("feature", "feature_bis")
+            )
+            out[name] = out[name].where(mask)
     return out
+
+
+def quiet_summary(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
+    """``az.summary`` of a Dataset from :func:`scalar_parameters`, masked entries dropped."""
+    arviz_log = logging.getLogger("arviz")
+    level = arviz_log.level
+    arviz_log.setLevel(logging.ERROR)  # masked entries are NaN on purpose
+    try:
+        table = az.summary(dataset, round_to="none", **kwargs)
+    finally:
+        arviz_log.setLevel(level)
+    first = table.columns[0]
+    return table.dropna(subset=[first])
 
 
 def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
@@ -58,13 +79,8 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     all draws (e.g. zero off-diagonal covariances of a diagonal model) are left out.
     """
     posterior = get_group(idata, "posterior")
-    arviz_log = logging.getLogger("arviz")
-    level = arviz_log.level
-    arviz_log.setLevel(logging.ERROR)  # the masked upper triangle is NaN on purpose
-    try:
-        table = az.summary(_scalar_entries(posterior), kind="diagnostics", round_to="none")
-    finally:
-        arviz_log.setLevel(level)
+    names = tuple(v for v in PARAMETERS if v in posterior)
+    table = quiet_summary(scalar_parameters(posterior, names), kind="diagnostics")
     return table.dropna(subset=["r_hat"])
 
 

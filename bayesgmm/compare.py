@@ -1,0 +1,217 @@
+"""EM against the posterior: where the point estimate sits, parameter by parameter.
+
+Every summary comes from ArviZ (``az.summary``: mean, sd, HDI, R-hat, ESS); bayesgmm adds the
+EM value, whether it lies in the HDI, and the standardised difference ``z = (EM - mean) / sd``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from arviz.labels import BaseLabeller
+from arviz.sel_utils import xarray_var_iter
+from scipy.special import rel_entr
+from sklearn.metrics import adjusted_rand_score
+
+from . import _gaussian as g
+from ._idata import get_group, has_group
+from .diagnostics import quiet_summary, scalar_parameters
+from .em import EMGaussianMixture
+from .membership import posterior_membership
+from .sampling import em_dataset
+
+__all__ = ["compare", "compare_mixture"]
+
+COLUMNS = [
+    "parameter",
+    "em",
+    "mean",
+    "median",
+    "sd",
+    "hdi_low",
+    "hdi_high",
+    "em_in_hdi",
+    "z",
+    "r_hat",
+    "ess_bulk",
+]
+
+
+def _reference(em: EMGaussianMixture | None, idata: az.InferenceData) -> xr.Dataset:
+    """The EM estimate as a Dataset with the posterior's names, checked against the posterior."""
+    posterior = get_group(idata, "posterior")
+    if em is None:
+        if not has_group(idata, "em"):
+            raise ValueError(
+                "No EM estimate to compare: the InferenceData has no 'em' group and no em was "
+                "given. Pass the fitted EMGaussianMixture as em."
+            )
+        reference = get_group(idata, "em")
+    else:
+        if not hasattr(em, "means_"):
+            raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
+        if em.n_components != posterior.sizes["component"] or (
+            em.n_features_in_ != posterior.sizes["feature"]
+        ):
+            raise ValueError(
+                f"em has {em.n_components} components and {em.n_features_in_} features but the "
+                f"posterior has {posterior.sizes['component']} components and "
+                f"{posterior.sizes['feature']} features: compare fits of the same model."
+            )
+        coords = {n: posterior[n].values for n in ("component", "feature", "feature_bis")}
+        reference = em_dataset(em, coords)
+    for dim in ("component", "feature"):
+        if reference.sizes[dim] != posterior.sizes[dim]:
+            raise ValueError(
+                f"The em group has {reference.sizes[dim]} {dim}s but the posterior has "
+                f"{posterior.sizes[dim]}."
+            )
+    return reference
+
+
+def _parameter_names(posterior: xr.Dataset) -> tuple[str, ...]:
+    names = ["weights", "means", "stds"]
+    if "correlations" in posterior:
+        names.append("correlations")
+    return tuple(names)
+
+
+def _em_values(reference: xr.Dataset, names: tuple[str, ...]) -> pd.Series:
+    """EM values labelled exactly as ``az.summary`` labels the posterior's entries."""
+    masked = scalar_parameters(reference, names)
+    labeller = BaseLabeller()
+    values = {
+        labeller.make_label_flat(var, sel, isel): float(value)
+        for var, sel, isel, value in xarray_var_iter(masked, combined=True)
+    }
+    return pd.Series(values).dropna()
+
+
+def compare(
+    em: EMGaussianMixture | None, idata: az.InferenceData, *, hdi_prob: float = 0.94
+) -> pd.DataFrame:
+    """EM estimates against posterior summaries, one row per scalar parameter.
+
+    Parameters
+    ----------
+    em : EMGaussianMixture or None
+        The EM fit; ``None`` uses the InferenceData's ``em`` group.
+    idata : arviz.InferenceData
+        A relabelled posterior (from :func:`~bayesgmm.sample_posterior`).
+    hdi_prob : float
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``parameter`` (ArviZ's label, e.g. ``means[0, waiting]``), ``em``, ``mean``,
+        ``median``, ``sd``, ``hdi_low``, ``hdi_high``, ``em_in_hdi``, ``z`` (``(em - mean) /
+        sd``), ``r_hat`` and ``ess_bulk``. Parameters are weights, means, standard deviations
+        and (full covariances) the correlations below the diagonal.
+
+    Examples
+    --------
+    >>> table = compare(None, bgmm.idata_)  # doctest: +SKIP
+    >>> table[~table.em_in_hdi]  # doctest: +SKIP
+    """
+    posterior = get_group(idata, "posterior")
+    reference = _reference(em, idata)
+    names = _parameter_names(posterior)
+    summary = quiet_summary(
+        scalar_parameters(posterior, names),
+        hdi_prob=hdi_prob,
+        stat_funcs={"median": np.median},
+        extend=True,
+    )
+    low, high = [c for c in summary.columns if c.startswith("hdi_")][:2]
+    table = pd.DataFrame(
+        {
+            "parameter": summary.index,
+            "em": _em_values(reference, names).reindex(summary.index).to_numpy(),
+            "mean": summary["mean"].to_numpy(),
+            "median": summary["median"].to_numpy(),
+            "sd": summary["sd"].to_numpy(),
+            "hdi_low": summary[low].to_numpy(),
+            "hdi_high": summary[high].to_numpy(),
+            "r_hat": summary["r_hat"].to_numpy(),
+            "ess_bulk": summary["ess_bulk"].to_numpy(),
+        }
+    )
+    table["em_in_hdi"] = (table["em"] >= table["hdi_low"]) & (table["em"] <= table["hdi_high"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["z"] = (table["em"] - table["mean"]) / table["sd"]
+    table.attrs["hdi_prob"] = hdi_prob
+    return table[COLUMNS].reset_index(drop=True)
+
+
+def compare_mixture(
+    em: EMGaussianMixture | None,
+    idata: az.InferenceData,
+    X: Any = None,
+    *,
+    hdi_prob: float = 0.94,
+) -> pd.DataFrame:
+    """Mixture-level agreement of EM and the posterior.
+
+    Rows (``metric``):
+
+    - ``log_likelihood``: EM's total log-likelihood (``em``) against the posterior
+      distribution of the total log-likelihood (``mean``, ``sd``, ``hdi_low``, ``hdi_high``);
+      ``value`` is the fraction of draws whose log-likelihood is below EM's (EM is a maximum,
+      so this is usually close to 1);
+    - ``adjusted_rand_index``: between EM's hard labels and the posterior's most probable
+      components;
+    - ``label_agreement``: the fraction of observations with the same hard label;
+    - ``mean_kl_em_to_posterior``: the mean over observations of ``KL(EM responsibilities ||
+      posterior mean memberships)``, in nats.
+
+    Parameters
+    ----------
+    em : EMGaussianMixture or None
+        The EM fit; ``None`` uses the ``em`` group (responsibilities are then computed with the
+        package's Gaussian math from its parameters).
+    idata : arviz.InferenceData
+    X : array-like, optional
+        The data; defaults to the observed data.
+    hdi_prob : float
+    """
+    reference = _reference(em, idata)
+    observed = (
+        get_group(idata, "observed_data")["obs"].values if X is None else np.asarray(X, float)
+    )
+    log_norm, log_resp = _em_log_resp(reference, observed)
+    em_resp, em_log_lik = np.exp(log_resp), float(log_norm.sum())
+    membership = posterior_membership(idata, observed, hdi_prob=hdi_prob)
+    post_resp = membership["probability"].values
+    log_lik = get_group(idata, "log_likelihood")["obs"].sum("obs_id")
+    hdi = az.hdi(log_lik.to_dataset(name="ll"), hdi_prob=hdi_prob)["ll"].values
+    em_labels, post_labels = em_resp.argmax(axis=1), post_resp.argmax(axis=1)
+    kl = rel_entr(em_resp, np.clip(post_resp, 1e-300, None)).sum(axis=1)
+    rows = [
+        {
+            "metric": "log_likelihood",
+            "value": float((log_lik < em_log_lik).mean()),
+            "em": em_log_lik,
+            "mean": float(log_lik.mean()),
+            "sd": float(log_lik.std()),
+            "hdi_low": float(hdi[0]),
+            "hdi_high": float(hdi[1]),
+        },
+        {"metric": "adjusted_rand_index", "value": adjusted_rand_score(em_labels, post_labels)},
+        {"metric": "label_agreement", "value": float(np.mean(em_labels == post_labels))},
+        {"metric": "mean_kl_em_to_posterior", "value": float(kl.mean())},
+    ]
+    return pd.DataFrame(
+        rows, columns=["metric", "value", "em", "mean", "sd", "hdi_low", "hdi_high"]
+    )
+
+
+def _em_log_resp(reference: xr.Dataset, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log density and log responsibilities under the EM estimate."""
+    chol = g.precision_cholesky(reference["covariances"].values, "full")
+    return g.log_responsibilities(
+        X, reference["weights"].values, reference["means"].values, chol, "full"
+    )

@@ -161,7 +161,7 @@ def check_fit_summary(
 class _Holder:
     """A bare object for scikit-learn's ``validate_data`` outside an estimator."""
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         from sklearn.base import BaseEstimator
 
         return BaseEstimator().__sklearn_tags__()

@@ -105,7 +105,7 @@ def test_missing_em_group_and_no_em(idata):
 
 def test_mismatched_em(idata, three_clusters):
     other = EMGaussianMixture(2, random_state=0).fit(three_clusters.X)
-    with pytest.raises(ValueError, match="2 components.*posterior has 3 components"):
+    with pytest.raises(ValueError, match=r"2 components.*posterior has 3 components"):
         compare(other, idata)
 
 

@@ -1,0 +1,836 @@
+"""Figures: where the EM point estimate sits inside the posterior.
+
+Every function takes the data first, draws on the axes it is given (or creates a figure when
+given none), returns the axes, never calls ``plt.show()`` and never changes rcParams. The EM
+estimate is read from the InferenceData's ``em`` group, or from a fitted
+:class:`~bayesgmm.EMGaussianMixture` passed as ``em``. Components are coloured ``C0, C1, ...``
+(the current style's colour cycle) in every figure, so a component keeps its colour throughout.
+
+Parameter-level figures (forest, posterior densities, pair plot) work on one scalar per
+parameter entry (``means[1, x0]``), named as ArviZ names them; symmetric duplicates (the upper
+triangle of covariance and correlation matrices) and entries constant in every draw (unit
+correlation diagonals) are left out. This flattening is also what makes the EM marks on ArviZ's
+forest plot exact: every row label is one scalar whose EM value is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import arviz as az
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Ellipse
+from scipy import stats
+
+from . import _gaussian as g
+from ._idata import get_group, has_group
+from ._validation import check_choice
+from .alignment import label_switching_summary
+from .em import EMGaussianMixture
+from .membership import _observed, posterior_membership
+from .sampling import em_dataset
+
+__all__ = [
+    "plot_ellipses",
+    "plot_forest",
+    "plot_label_switching",
+    "plot_membership",
+    "plot_pair_em",
+    "plot_posterior_em",
+    "plot_trace",
+]
+
+FeatureSpec = Sequence[int | str] | None
+UNCERTAINTIES = ("entropy", "hdi_width")
+_EM_MARK = {"marker": "D", "color": "C3", "markeredgecolor": "black", "markersize": 7}
+_EM_TICK = {"marker": "|", "color": "C3", "markersize": 15, "markeredgewidth": 2.5}
+_MATRIX_DIMS = ("feature", "feature_bis")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}.")
+
+
+def _posterior(idata: az.InferenceData) -> xr.Dataset:
+    posterior = get_group(idata, "posterior")
+    missing = [v for v in ("weights", "means", "covariances") if v not in posterior]
+    if missing:
+        raise ValueError(
+            f"The posterior lacks {missing}: the figures need weights, means and covariances "
+            "(models from bayesgmm.build_model provide them)."
+        )
+    return posterior
+
+
+def _reference(
+    idata: az.InferenceData, posterior: xr.Dataset, em: EMGaussianMixture | None
+) -> xr.Dataset:
+    """The EM estimate as a Dataset named and shaped like the posterior."""
+    if em is None:
+        if not has_group(idata, "em"):
+            raise ValueError(
+                "The InferenceData has no 'em' group and no em was given: pass "
+                "em=<fitted EMGaussianMixture>, or use the InferenceData returned by "
+                "bayesgmm.sample_posterior (which stores the EM estimate)."
+            )
+        return get_group(idata, "em")
+    if not hasattr(em, "means_"):
+        raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
+    k, d = posterior.sizes["component"], posterior.sizes["feature"]
+    if (em.n_components, em.n_features_in_) != (k, d):
+        raise ValueError(
+            f"em has {em.n_components} components and {em.n_features_in_} features, but the "
+            f"posterior has {k} components and {d} features: pass the EM fit the chains "
+            "started from."
+        )
+    coords = {name: posterior[name].values for name in ("component", "feature")}
+    coords["feature_bis"] = coords["feature"]
+    return em_dataset(em, coords)
+
+
+def _feature_indices(features: FeatureSpec, names: Sequence[Any]) -> list[int]:
+    """Positions of ``features`` (indices or names) among ``names``; all of them if None."""
+    if features is None:
+        return list(range(len(names)))
+    labels = [str(n) for n in names]
+    out = []
+    for f in features:
+        if isinstance(f, str):
+            if f not in labels:
+                raise ValueError(f"Unknown feature {f!r}: the features are {labels}.")
+            out.append(labels.index(f))
+        elif isinstance(f, int | np.integer) and not isinstance(f, bool) and 0 <= f < len(labels):
+            out.append(int(f))
+        else:
+            raise ValueError(
+                f"Feature {f!r} is out of range: give an index in 0..{len(labels) - 1} or a "
+                f"name among {labels}."
+            )
+    if len(set(out)) != len(out) or not out:
+        raise ValueError(f"features must name distinct features, got {list(features)}.")
+    return out
+
+
+def _select_features(dataset: xr.Dataset, index: list[int]) -> xr.Dataset:
+    """The features at positions ``index`` (on both matrix axes where there are two)."""
+    return dataset.isel({dim: index for dim in _MATRIX_DIMS if dim in dataset.dims})
+
+
+def _pair_of_features(features: FeatureSpec, names: Sequence[Any]) -> list[int]:
+    index = _feature_indices(features, names)
+    if len(index) != 2:
+        raise ValueError(f"features must name exactly two features, got {list(features or [])}.")
+    return index
+
+
+def _var_names(var_names: Sequence[str], posterior: xr.Dataset, em: xr.Dataset) -> list[str]:
+    valid = [str(v) for v in posterior.data_vars if v in em.data_vars and "component" in em[v].dims]
+    names = [var_names] if isinstance(var_names, str) else list(var_names)
+    unknown = [v for v in names if v not in valid]
+    if unknown or not names:
+        raise ValueError(f"Unknown var_names {unknown or names}: choose from {valid}.")
+    return names
+
+
+def _parameters(
+    idata: az.InferenceData,
+    var_names: Sequence[str],
+    features: FeatureSpec,
+    em: EMGaussianMixture | None,
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """Posterior and EM Datasets restricted to ``var_names`` and ``features``."""
+    posterior = _posterior(idata)
+    reference = _reference(idata, posterior, em)
+    names = _var_names(var_names, posterior, reference)
+    index = _feature_indices(features, posterior["feature"].values)
+    return _select_features(posterior[names], index), _select_features(reference[names], index)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _component_colors(n_components: int) -> list[str]:
+    return [f"C{k}" for k in range(n_components)]
+
+
+def _redundant(da: xr.DataArray, index: dict[str, int]) -> bool:
+    """Upper-triangle entries of a matrix, and entries equal in every draw."""
+    if all(dim in index for dim in _MATRIX_DIMS) and index["feature_bis"] > index["feature"]:
+        return True
+    values = da.isel(index).values
+    return bool(np.allclose(values, values.flat[0], rtol=1e-12, atol=0.0))
+
+
+def _flat_parameters(
+    posterior: xr.Dataset, reference: xr.Dataset
+) -> tuple[xr.Dataset, dict[str, float]]:
+    """One ``(chain, draw)`` variable per scalar entry, labelled as ArviZ does, with EM values."""
+    labeller = az.labels.BaseLabeller()
+    draws, em_values = {}, {}
+    for name, da in posterior.data_vars.items():
+        dims = [d for d in da.dims if d not in ("chain", "draw")]
+        for position in np.ndindex(*(da.sizes[d] for d in dims)):
+            isel = dict(zip(dims, position, strict=True))
+            if _redundant(da, isel):
+                continue
+            sel = {d: da[d].values[i] for d, i in isel.items()}
+            label = labeller.make_label_flat(str(name), sel, isel)
+            draws[label] = da.isel(isel).transpose("chain", "draw").drop_vars(dims)
+            em_values[label] = float(reference[name].isel(isel))
+    if not draws:
+        raise ValueError(
+            f"Nothing to plot: every entry of {list(posterior.data_vars)} is constant across "
+            "draws (e.g. correlations of one feature); choose other var_names."
+        )
+    return xr.Dataset(draws), em_values
+
+
+def _flat_selection(
+    idata: az.InferenceData,
+    var_names: Sequence[str],
+    features: FeatureSpec,
+    em: EMGaussianMixture | None,
+    hdi_prob: float,
+) -> tuple[xr.Dataset, dict[str, float]]:
+    """Checked arguments of the parameter-level figures, flattened to scalar parameters."""
+    _check_probability("hdi_prob", hdi_prob)
+    return _flat_parameters(*_parameters(idata, var_names, features, em))
+
+
+def _stacked_draws(posterior: xr.Dataset, n_draws: int, random_seed: Any) -> xr.Dataset:
+    """A random sample of ``n_draws`` draws (all of them if fewer), dim ``sample`` first."""
+    if not isinstance(n_draws, int | np.integer) or n_draws < 0:
+        raise ValueError(f"n_draws must be a non-negative integer, got {n_draws!r}.")
+    stacked = posterior[["weights", "means", "covariances"]].stack(sample=("chain", "draw"))
+    total = stacked.sizes["sample"]
+    rng = np.random.default_rng(random_seed)
+    chosen = np.sort(rng.choice(total, size=min(int(n_draws), total), replace=False))
+    picked = stacked.isel(sample=chosen).drop_vars(["sample", "chain", "draw"])
+    return picked.transpose("sample", "component", ...)
+
+
+def _em_legend_handle(style: dict[str, Any], label: str = "EM estimate") -> Line2D:
+    return Line2D([], [], linestyle="", label=label, **style)
+
+
+def _data(idata: az.InferenceData, X: Any, n_features: int) -> np.ndarray:
+    data = _observed(idata, X)
+    if data.shape[1] != n_features:
+        raise ValueError(
+            f"X has {data.shape[1]} features but the posterior has {n_features}: pass all "
+            "features (use `features` to choose the two plotted)."
+        )
+    return data
+
+
+# ----------------------------------------------------------------------------- forest
+
+
+def plot_forest(
+    idata: az.InferenceData,
+    *,
+    var_names: Sequence[str] = ("weights", "means", "stds"),
+    features: FeatureSpec = None,
+    hdi_prob: float = 0.94,
+    em: EMGaussianMixture | None = None,
+    ax: Axes | None = None,
+    em_marker: str = "|",
+) -> Axes:
+    """Forest plot of the posterior (ArviZ) with the EM estimate marked on every row.
+
+    ArviZ 0.23's ``plot_forest`` has no reference argument. Each scalar parameter becomes its
+    own forest row, labelled ``weights[0]``, ``means[1, x0]``, ...; the EM value of each row is
+    looked up by that label and drawn at the row's tick position.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Relabelled posterior (from :func:`bayesgmm.sample_posterior`).
+    var_names : sequence of str
+        Parameters to show, e.g. ``weights``, ``means``, ``stds``, ``covariances``,
+        ``correlations``.
+    features : sequence of int or str, optional
+        Features to show (indices or names); all by default.
+    hdi_prob : float
+        Probability mass of the highest-density intervals.
+    em : EMGaussianMixture, optional
+        The EM fit; defaults to the ``em`` group of ``idata``.
+    ax : matplotlib.axes.Axes, optional
+    em_marker : str
+        Matplotlib marker of the EM estimates (default: a red tick across the interval).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> from bayesgmm.plotting import plot_forest
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> ax = plot_forest(bgmm.idata_, var_names=["weights", "means"])  # doctest: +SKIP
+    """
+    flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
+    figsize = None if ax is not None else (7.0, 1.2 + 0.32 * len(flat.data_vars))
+    axes = az.plot_forest(
+        flat, combined=True, hdi_prob=hdi_prob, ax=ax, legend=False, colors="C0", figsize=figsize
+    )
+    ax = np.atleast_1d(axes)[0]
+    ticks = ax.get_yticks()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    style = {**_EM_TICK, "marker": em_marker}
+    ax.plot([em_values[label] for label in labels], ticks, linestyle="", zorder=5, **style)
+    interval = Line2D(
+        [], [], color="C0", linewidth=2, label=f"posterior: median, quartiles, {hdi_prob:.0%} HDI"
+    )
+    ax.legend(
+        handles=[interval, _em_legend_handle(style)],
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncols=2,
+        frameon=False,
+    )
+    ax.set_title("")  # ArviZ's "94.0% HDI" title: the legend says it, where the legend sits
+    return ax
+
+
+# ----------------------------------------------------------------------------- densities
+
+
+def plot_posterior_em(
+    idata: az.InferenceData,
+    *,
+    var_names: Sequence[str] = ("weights", "means", "stds"),
+    features: FeatureSpec = None,
+    hdi_prob: float = 0.94,
+    em: EMGaussianMixture | None = None,
+    axes: Any = None,
+) -> np.ndarray:
+    """Posterior densities (``az.plot_posterior``) with the EM value as reference line.
+
+    Each panel shows one scalar parameter, its HDI, and the EM value with the posterior mass
+    below and above it.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    var_names : sequence of str
+    features : sequence of int or str, optional
+        Features to show (indices or names); all by default.
+    hdi_prob : float
+    em : EMGaussianMixture, optional
+        The EM fit; defaults to the ``em`` group of ``idata``.
+    axes : ndarray of matplotlib.axes.Axes, optional
+        One per scalar parameter shown.
+
+    Returns
+    -------
+    ndarray of matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_posterior_em
+    >>> axes = plot_posterior_em(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
+    """
+    flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
+    ref_val = {name: [{"ref_val": value}] for name, value in em_values.items()}
+    axes = az.plot_posterior(flat, hdi_prob=hdi_prob, ref_val=ref_val, ref_val_color="C3", ax=axes)
+    return np.atleast_1d(axes)
+
+
+def plot_pair_em(
+    idata: az.InferenceData,
+    *,
+    var_names: Sequence[str] = ("means",),
+    features: FeatureSpec = None,
+    hdi_prob: float = 0.94,
+    kind: str = "scatter",
+    em: EMGaussianMixture | None = None,
+    axes: Any = None,
+) -> Any:
+    """Pair plot of posterior draws (``az.plot_pair``) with the EM estimate as reference.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    var_names : sequence of str
+    features : sequence of int or str, optional
+        Features to show (indices or names); all by default. With many features, choose a few:
+        the grid has one row and column per scalar parameter.
+    hdi_prob : float
+        With ``kind="kde"``, the HDI contour drawn.
+    kind : {"scatter", "kde", "hexbin"}
+    em : EMGaussianMixture, optional
+        The EM fit; defaults to the ``em`` group of ``idata``.
+    axes : ndarray of matplotlib.axes.Axes, optional
+        A square grid with one row and column fewer than the scalar parameters shown.
+
+    Returns
+    -------
+    matplotlib.axes.Axes or ndarray of them (ArviZ returns one Axes for two parameters)
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_pair_em
+    >>> axes = plot_pair_em(bgmm.idata_, var_names=["means"], features=[0, 1])  # doctest: +SKIP
+    """
+    flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
+    if len(flat.data_vars) < 2:
+        raise ValueError(
+            f"A pair plot needs at least two parameters; {list(flat.data_vars)} was selected: "
+            "add var_names or features."
+        )
+    side = min(2.4 * (len(flat.data_vars) - 1) + 1.0, 16.0)
+    axes = az.plot_pair(
+        flat,
+        kind=kind,
+        reference_values=em_values,
+        reference_values_kwargs={**_EM_MARK, "zorder": 5},
+        kde_kwargs={"hdi_probs": [hdi_prob]},
+        scatter_kwargs={"alpha": 0.3},
+        figsize=(side, side) if axes is None else None,
+        ax=axes,
+    )
+    first = np.ravel(axes)[0]
+    first.figure.legend(handles=[_em_legend_handle(_EM_MARK)], loc="upper right")
+    return axes
+
+
+# ----------------------------------------------------------------------------- trace
+
+
+def _component_of_entries(da: xr.DataArray) -> np.ndarray:
+    """The component of every entry of ``da`` in ArviZ's compact (C order) flattening."""
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    shape = [da.sizes[d] for d in dims]
+    index = np.indices(shape)[dims.index("component")] if shape else np.zeros(())
+    return np.ravel(index)
+
+
+def plot_trace(
+    idata: az.InferenceData,
+    *,
+    var_names: Sequence[str] = ("weights", "means"),
+    features: FeatureSpec = None,
+    em: EMGaussianMixture | None = None,
+    axes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Trace plot of the relabelled draws (``az.plot_trace``) with the EM values as lines.
+
+    One row per parameter (compact: all entries of a parameter in one panel, coloured by
+    component, chains by line style); the EM value is a dashed vertical line on the density
+    panel and a dashed horizontal line on the trace panel, in the component's colour.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    var_names : sequence of str
+    features : sequence of int or str, optional
+        Features to show (indices or names); all by default.
+    em : EMGaussianMixture, optional
+        The EM fit; defaults to the ``em`` group of ``idata``.
+    axes : ndarray of matplotlib.axes.Axes, optional
+        Shape ``(len(var_names), 2)``: density and trace panel of every parameter.
+
+    Returns
+    -------
+    ndarray of matplotlib.axes.Axes of shape (len(var_names), 2)
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_trace
+    >>> axes = plot_trace(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
+    """
+    posterior, reference = _parameters(idata, var_names, features, em)
+    names = list(posterior.data_vars)
+    if axes is None:
+        _, axes = plt.subplots(
+            len(names), 2, figsize=(12, 2.6 * len(names)), squeeze=False, layout="constrained"
+        )
+    axes = np.asarray(axes).reshape(len(names), 2)
+    colors = _component_colors(posterior.sizes["component"])
+    coords = {d: posterior[d].values for d in _MATRIX_DIMS if d in posterior.dims}
+    for row, name in zip(axes, names, strict=True):
+        component = _component_of_entries(posterior[name])
+        az.plot_trace(
+            idata,
+            var_names=[name],
+            coords=coords,
+            compact=True,
+            compact_prop={"color": [colors[k] for k in component]},
+            axes=row[None, :],
+        )
+        em_values = reference[name].transpose(*posterior[name].dims[2:]).values.ravel()
+        for value, k in zip(em_values, component, strict=True):
+            row[0].axvline(value, color=colors[k], linestyle="--", linewidth=1.5)
+            row[1].axhline(value, color=colors[k], linestyle="--", linewidth=1.5)
+    handles = [Line2D([], [], color=c, label=f"component {k}") for k, c in enumerate(colors)]
+    handles.append(Line2D([], [], color="0.3", linestyle="--", label="EM estimate"))
+    axes[0, 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return axes
+
+
+# ----------------------------------------------------------------------------- ellipses
+
+
+def _ellipse(mean: np.ndarray, covariance: np.ndarray, radius: float, **kwargs: Any) -> Ellipse:
+    """The ellipse ``(x - mean)' inv(covariance) (x - mean) = radius**2`` of a 2-D Gaussian."""
+    variances, vectors = np.linalg.eigh(covariance)
+    width, height = 2.0 * radius * np.sqrt(variances[::-1])
+    angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+    return Ellipse(tuple(mean), width, height, angle=angle, fill=False, **kwargs)
+
+
+def _draw_ellipses(
+    ax: Axes, means: np.ndarray, covariances: np.ndarray, radius: float, **kwargs: Any
+) -> None:
+    """One ellipse per component, in the component colours, for ``(K, 2)`` and ``(K, 2, 2)``."""
+    for k, color in enumerate(_component_colors(means.shape[0])):
+        ax.add_patch(_ellipse(means[k], covariances[k], radius, edgecolor=color, **kwargs))
+
+
+def _mixture_legend(ax: Axes, n_components: int, n_draws: int) -> None:
+    handles = [
+        Line2D([], [], color=c, linewidth=2, label=f"component {k}")
+        for k, c in enumerate(_component_colors(n_components))
+    ]
+    handles += [
+        Line2D([], [], color="0.2", linewidth=2, label="EM estimate"),
+        Line2D([], [], color="0.2", linewidth=1, alpha=0.3, label=f"{n_draws} posterior draws"),
+    ]
+    ax.legend(handles=handles, loc="best", fontsize="small")
+
+
+def _plot_ellipses_2d(
+    ax: Axes, data: np.ndarray, em: xr.Dataset, draws: xr.Dataset, index: list[int], level: float
+) -> None:
+    """Data and ellipses projected on the features ``index`` (marginal covariances)."""
+    em, draws = _select_features(em, index), _select_features(draws, index)
+    radius = float(np.sqrt(stats.chi2.ppf(level, df=2)))
+    ax.scatter(data[:, index[0]], data[:, index[1]], s=8, color="0.55", alpha=0.6, zorder=1)
+    _draw_ellipses(ax, em["means"].values, em["covariances"].values, radius, linewidth=2.2)
+    means, covariances = draws["means"].values, draws["covariances"].values
+    for s in range(means.shape[0]):
+        _draw_ellipses(ax, means[s], covariances[s], radius, alpha=0.12)
+    ax.set_xlabel(str(em["feature"].values[0]))
+    ax.set_ylabel(str(em["feature"].values[1]))
+    ax.set_title(f"{level:.0%} ellipses of each component: EM and posterior draws")
+
+
+def _component_densities(
+    grid: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
+) -> np.ndarray:
+    """Weighted component densities ``w_k N(x; mu_k, Sigma_k)`` on a 1-D grid, ``(G, K)``."""
+    chol = g.batched_precision_cholesky(covariances)
+    log_prob = g.log_gaussian_prob(grid[:, None], means, chol, "full")
+    return np.exp(log_prob + np.log(weights))
+
+
+def _plot_densities_1d(ax: Axes, data: np.ndarray, em: xr.Dataset, draws: xr.Dataset) -> None:
+    x = data[:, 0]
+    pad = 0.1 * np.ptp(x)
+    grid = np.linspace(x.min() - pad, x.max() + pad, 400)
+    colors = _component_colors(em.sizes["component"])
+    ax.hist(x, bins="auto", density=True, color="0.85", edgecolor="0.7", zorder=0)
+    for s in range(draws.sizes["sample"]):
+        draw = draws.isel(sample=s)
+        dens = _component_densities(
+            grid, draw["weights"].values, draw["means"].values, draw["covariances"].values
+        )
+        for k, color in enumerate(colors):
+            ax.plot(grid, dens[:, k], color=color, alpha=0.12, linewidth=1)
+    dens = _component_densities(
+        grid, em["weights"].values, em["means"].values, em["covariances"].values
+    )
+    for k, color in enumerate(colors):
+        ax.plot(grid, dens[:, k], color=color, linewidth=2.2)
+    ax.plot(grid, dens.sum(axis=1), color="black", linestyle=":", linewidth=1.5)
+    ax.set_xlabel(str(em["feature"].values[0]))
+    ax.set_ylabel("density")
+    ax.set_title("Weighted component densities: EM and posterior draws (dotted: EM mixture)")
+
+
+def plot_ellipses(
+    idata: az.InferenceData,
+    X: Any = None,
+    *,
+    features: FeatureSpec = (0, 1),
+    n_draws: int = 50,
+    level: float = 0.9,
+    em: EMGaussianMixture | None = None,
+    random_seed: Any = 0,
+    ax: Axes | None = None,
+) -> Axes:
+    """The data with EM covariance ellipses and a random sample of posterior ellipses.
+
+    EM ellipses are solid, one colour per component; ``n_draws`` posterior draws are drawn
+    faintly in the same colours, so the spread of the faint ellipses around the solid one is
+    the posterior uncertainty of that component. With more than two features the data and
+    ellipses are projected on the two chosen features (marginal 2-D covariances). With one
+    feature the figure shows a histogram of the data with the weighted component densities of
+    EM (solid) and of the posterior draws (faint) instead.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    X : array-like of shape (n_samples, n_features), optional
+        Data to show; defaults to the observed data.
+    features : sequence of two ints or names
+        The two features plotted (ignored with one feature).
+    n_draws : int
+        Posterior draws shown (all of them if there are fewer).
+    level : float
+        Probability mass inside each ellipse (of each component's Gaussian).
+    em : EMGaussianMixture, optional
+        The EM fit; defaults to the ``em`` group of ``idata``.
+    random_seed : int, optional
+        Seed of the choice of posterior draws.
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_ellipses
+    >>> ax = plot_ellipses(bgmm.idata_, n_draws=30)  # doctest: +SKIP
+    """
+    _check_probability("level", level)
+    posterior = _posterior(idata)
+    reference = _reference(idata, posterior, em)
+    data = _data(idata, X, posterior.sizes["feature"])
+    draws = _stacked_draws(posterior, n_draws, random_seed)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 5.5))
+    if data.shape[1] == 1:
+        _plot_densities_1d(ax, data, reference, draws)
+    else:
+        index = _pair_of_features(features, posterior["feature"].values)
+        _plot_ellipses_2d(ax, data, reference, draws, index, level)
+    _mixture_legend(ax, posterior.sizes["component"], draws.sizes["sample"])
+    return ax
+
+
+# ----------------------------------------------------------------------------- membership
+
+
+def _uncertainty(membership: xr.Dataset, uncertainty: str) -> tuple[np.ndarray, float, str]:
+    """Uncertainty per row, its largest possible value and an axis label."""
+    values = membership[uncertainty].values
+    if uncertainty == "entropy":
+        n_components = membership.sizes["component"]
+        return values, float(np.log(n_components)) if n_components > 1 else 1.0, "entropy (nats)"
+    hdi_prob = membership.attrs.get("hdi_prob")
+    label = f"{hdi_prob:.0%} HDI width" if hdi_prob is not None else "HDI width"
+    return values, 1.0, label
+
+
+def _highlight(ax: Axes, x: np.ndarray, y: np.ndarray, u: np.ndarray, n: int) -> None:
+    if n <= 0:
+        return
+    top = np.argsort(u)[::-1][:n]
+    ax.scatter(
+        x[top],
+        y[top],
+        s=160,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.4,
+        label=f"{len(top)} most uncertain",
+        zorder=4,
+    )
+
+
+def _membership_legend(ax: Axes, n_components: int, sizes: list[tuple[float, float, str]]) -> None:
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=c, label=f"component {k}")
+        for k, c in enumerate(_component_colors(n_components))
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markersize=np.sqrt(s),
+            color="0.6",
+            markeredgecolor="black",
+            markeredgewidth=w,
+            label=text,
+        )
+        for s, w, text in sizes
+    ]
+    handles += ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="best", fontsize="small")
+
+
+def _marker_size(scaled: np.ndarray | float) -> tuple[Any, Any]:
+    """Marker area and edge width for an uncertainty scaled to [0, 1]."""
+    return 10 + 110 * scaled, 0.2 + 1.2 * scaled
+
+
+def _plot_membership_2d(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    colors: np.ndarray,
+    scaled: np.ndarray,
+    label: str,
+    u_max: float,
+) -> list[tuple[float, float, str]]:
+    """Scatter with size by uncertainty (most uncertain on top); returns legend sizes."""
+    scaled = np.clip(scaled, 0.0, 1.0)
+    sizes, widths = _marker_size(scaled)
+    order = np.argsort(scaled, kind="stable")
+    ax.scatter(
+        x[order],
+        y[order],
+        s=sizes[order],
+        c=colors[order],
+        edgecolors="black",
+        linewidths=widths[order],
+        alpha=0.85,
+        zorder=2,
+    )
+    return [(*_marker_size(f), f"{label} {f * u_max:.2f}") for f in (0.0, 0.5, 1.0)]
+
+
+def plot_membership(
+    idata: az.InferenceData,
+    X: Any = None,
+    *,
+    features: FeatureSpec = (0, 1),
+    hdi_prob: float = 0.94,
+    uncertainty: str = "entropy",
+    highlight: int = 10,
+    membership: xr.Dataset | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Uncertainty-aware clustering: most probable component and how sure the posterior is.
+
+    Points are coloured by their most probable component (posterior mean membership); marker
+    size and edge width grow with the membership uncertainty, so borderline points stand out,
+    and the ``highlight`` most uncertain points are circled. With one feature the figure is the
+    feature against the uncertainty; with more than two the points are projected on the two
+    chosen features.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    X : array-like of shape (n_samples, n_features), optional
+        Rows to show; defaults to the observed data.
+    features : sequence of two ints or names
+        The two features plotted (ignored with one feature).
+    hdi_prob : float
+        Probability mass of the membership HDIs (for ``uncertainty="hdi_width"``).
+    uncertainty : {"entropy", "hdi_width"}
+        Entropy of the mean membership (0 to log K nats), or the widest membership HDI.
+    highlight : int
+        Number of most uncertain points to circle (0 for none).
+    membership : xarray.Dataset, optional
+        A precomputed :func:`bayesgmm.posterior_membership` of the same rows.
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_membership
+    >>> ax = plot_membership(bgmm.idata_, uncertainty="hdi_width")  # doctest: +SKIP
+    """
+    _check_probability("hdi_prob", hdi_prob)
+    check_choice("uncertainty", uncertainty, UNCERTAINTIES)
+    posterior = _posterior(idata)
+    names = posterior["feature"].values
+    data = _data(idata, X, len(names))
+    index = [0] if len(names) == 1 else _pair_of_features(features, names)
+    if membership is None:
+        membership = posterior_membership(idata, data, hdi_prob=hdi_prob)
+    if membership.sizes["obs_id"] != data.shape[0]:
+        raise ValueError(
+            f"membership has {membership.sizes['obs_id']} rows but X has {data.shape[0]}."
+        )
+    u, u_max, label = _uncertainty(membership, uncertainty)
+    labels = membership["most_probable"].values
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 5.5))
+    colors = np.array(_component_colors(membership.sizes["component"]))[labels]
+    if len(names) == 1:
+        x, y, sizes = data[:, 0], u, []
+        ax.scatter(x, y, s=18, c=colors, zorder=2)
+    else:
+        x, y = data[:, index[0]], data[:, index[1]]
+        sizes = _plot_membership_2d(ax, x, y, colors, u / u_max, label, u_max)
+    _highlight(ax, x, y, u, highlight)
+    _label_membership_axes(ax, names, index, u_max, label)
+    _membership_legend(ax, membership.sizes["component"], sizes)
+    return ax
+
+
+def _label_membership_axes(
+    ax: Axes, names: np.ndarray, index: list[int], u_max: float, label: str
+) -> None:
+    one_feature = len(index) == 1
+    ax.set_xlabel(str(names[index[0]]))
+    if one_feature:
+        ax.set_ylabel(f"membership {label}")
+        ax.axhline(u_max, color="0.5", linestyle=":", linewidth=1, label="largest possible")
+        ax.set_ylim(-0.03 * u_max, 1.08 * u_max)
+    else:
+        ax.set_ylabel(str(names[index[1]]))
+    encoding = "" if one_feature else "; marker size: "
+    ax.set_title(f"Most probable component{encoding or ' and '}membership {label}")
+
+
+# ----------------------------------------------------------------------------- label switching
+
+
+def plot_label_switching(idata: az.InferenceData, *, ax: Axes | None = None) -> Axes:
+    """Fraction of draws per chain whose labels were permuted to match EM.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With ``sample_stats["label_permutation"]`` (written by
+        :func:`bayesgmm.sample_posterior`).
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm.plotting import plot_label_switching
+    >>> ax = plot_label_switching(bgmm.idata_)  # doctest: +SKIP
+    """
+    stats_ = get_group(idata, "sample_stats")
+    if "label_permutation" not in stats_:
+        raise ValueError(
+            "sample_stats has no 'label_permutation': relabel the posterior first "
+            "(bayesgmm.sample_posterior does)."
+        )
+    perm = stats_["label_permutation"].transpose("chain", "draw", "component").values
+    summary = label_switching_summary(perm)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    bars = ax.bar(summary["chain"], summary["fraction_relabelled"], color="C0")
+    ax.bar_label(bars, labels=[f"{n}" for n in summary["relabelled_draws"]], padding=2)
+    ax.set_xticks(summary["chain"])
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("chain")
+    ax.set_ylabel("fraction of draws relabelled")
+    ax.set_title("Label switching undone (bar labels: relabelled draws)")
+    return ax

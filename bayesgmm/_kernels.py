@@ -49,6 +49,7 @@ ENGINES = ("parallel", "serial", "numpy")
 _KERNEL_BLOCK_ROWS = 512
 _NUMPY_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once by the NumPy engine
 _SUMMARY_BLOCK_ELEMENTS = 2**17
+_LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding error
 # Reassociation lets LLVM vectorise the sums over a block; no-NaN/no-inf flags stay off, so
 # -inf log-weights and exp underflow behave as in IEEE arithmetic.
 _FASTMATH = {"reassoc", "contract", "nsz"}
@@ -105,7 +106,12 @@ def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragm
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
-    """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik."""
+    """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik.
+
+    Responsibilities below ``exp(_LOG_NEGLIGIBLE)`` relative to the largest are set to zero:
+    they change no sum, and left in they make subnormal products, which cost ~100x a normal
+    multiplication (measured: 2x slower E-steps once components separate).
+    """
     n_components = lp.shape[0]
     for i in range(m):
         top[i] = lp[0, i]
@@ -115,7 +121,8 @@ def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
     norm[:m] = 0.0
     for c in range(n_components):
         for i in range(m):
-            lp[c, i] = np.exp(lp[c, i] - top[i])
+            gap = lp[c, i] - top[i]
+            lp[c, i] = np.exp(gap) if gap > _LOG_NEGLIGIBLE else 0.0
             norm[i] += lp[c, i]
     log_lik = 0.0
     for i in range(m):
@@ -141,6 +148,8 @@ def _add_moments(
         for i in range(m):
             total += resp[c, i]
         resp_sum[t, c] += total
+        if total == 0.0:
+            continue
         for a in range(n_features):
             mc = means[c, a]
             for i in range(m):

@@ -148,6 +148,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     responsibilities and ``c_i`` the most probable component. R's mclust reports the negatives
     (``2 log L - p log n``, higher is better); the numbers agree up to sign.
 
+    At scale: each E-step is one pass over the rows by a fused Numba kernel
+    (:mod:`bayesgmm._kernels`; NumPy for problems too small to be worth a first compile), on
+    Numba's threads when the problem is large, with BLAS held to one thread during the fit.
+    Its extra memory is ``O(chunk_size x K + K x D^2)``; no standardised copy of ``X`` is made.
+    A ``dask.array`` is fitted and predicted where it lives (see :meth:`fit`).
+
     Examples
     --------
     >>> from bayesgmm import EMGaussianMixture

@@ -19,6 +19,7 @@ __all__ = [
     "get_attr",
     "get_group",
     "has_group",
+    "posterior_with",
     "replace_group",
     "set_attrs",
 ]
@@ -35,6 +36,18 @@ def get_group(idata: az.InferenceData, name: str) -> xr.Dataset:
             f"The InferenceData has no {name!r} group (it has {list(idata.groups())})."
         )
     return idata[name]
+
+
+def posterior_with(idata: az.InferenceData, names: tuple[str, ...], purpose: str) -> xr.Dataset:
+    """The posterior, or a ValueError naming the variables ``purpose`` needs but lacks."""
+    posterior = get_group(idata, "posterior")
+    missing = [v for v in names if v not in posterior]
+    if missing:
+        raise ValueError(
+            f"The posterior lacks {missing}: {purpose} need {', '.join(names)} (models from "
+            "bayesgmm.build_model provide them)."
+        )
+    return posterior
 
 
 def replace_group(idata: az.InferenceData, name: str, dataset: xr.Dataset) -> None:

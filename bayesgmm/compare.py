@@ -18,11 +18,11 @@ from scipy.special import rel_entr
 from sklearn.metrics import adjusted_rand_score
 
 from . import _gaussian as g
-from ._idata import get_group, has_group
+from ._idata import get_group
 from .diagnostics import quiet_summary, scalar_parameters
 from .em import EMGaussianMixture
 from .membership import posterior_membership
-from .sampling import em_dataset
+from .sampling import em_reference
 
 __all__ = ["compare", "compare_mixture"]
 
@@ -39,38 +39,6 @@ COLUMNS = [
     "r_hat",
     "ess_bulk",
 ]
-
-
-def _reference(em: EMGaussianMixture | None, idata: az.InferenceData) -> xr.Dataset:
-    """The EM estimate as a Dataset with the posterior's names, checked against the posterior."""
-    posterior = get_group(idata, "posterior")
-    if em is None:
-        if not has_group(idata, "em"):
-            raise ValueError(
-                "No EM estimate to compare: the InferenceData has no 'em' group and no em was "
-                "given. Pass the fitted EMGaussianMixture as em."
-            )
-        reference = get_group(idata, "em")
-    else:
-        if not hasattr(em, "means_"):
-            raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
-        if em.n_components != posterior.sizes["component"] or (
-            em.n_features_in_ != posterior.sizes["feature"]
-        ):
-            raise ValueError(
-                f"em has {em.n_components} components and {em.n_features_in_} features but the "
-                f"posterior has {posterior.sizes['component']} components and "
-                f"{posterior.sizes['feature']} features: compare fits of the same model."
-            )
-        coords = {n: posterior[n].values for n in ("component", "feature", "feature_bis")}
-        reference = em_dataset(em, coords)
-    for dim in ("component", "feature"):
-        if reference.sizes[dim] != posterior.sizes[dim]:
-            raise ValueError(
-                f"The em group has {reference.sizes[dim]} {dim}s but the posterior has "
-                f"{posterior.sizes[dim]}."
-            )
-    return reference
 
 
 def _parameter_names(posterior: xr.Dataset) -> tuple[str, ...]:
@@ -118,7 +86,7 @@ def compare(
     >>> table[~table.em_in_hdi]  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")
-    reference = _reference(em, idata)
+    reference = em_reference(idata, em)
     names = _parameter_names(posterior)
     summary = quiet_summary(
         scalar_parameters(posterior, names),
@@ -178,7 +146,7 @@ def compare_mixture(
         The data; defaults to the observed data.
     hdi_prob : float
     """
-    reference = _reference(em, idata)
+    reference = em_reference(idata, em)
     observed = (
         get_group(idata, "observed_data")["obs"].values if X is None else np.asarray(X, float)
     )

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from . import _gaussian as g
-from ._idata import get_group
+from ._idata import get_group, posterior_with
 
 __all__ = ["co_clustering", "posterior_membership"]
 
@@ -26,13 +26,7 @@ _DEFAULT_MAX_BYTES = 2**26
 
 def _posterior_parameters(idata: az.InferenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights ``(S, K)``, means ``(S, K, D)`` and precision factors ``(S, K, D, D)``."""
-    post = get_group(idata, "posterior")
-    missing = [v for v in ("weights", "means", "covariances") if v not in post]
-    if missing:
-        raise ValueError(
-            f"The posterior lacks {missing}: memberships need weights, means and covariances "
-            "(models from bayesgmm.build_model provide them)."
-        )
+    post = posterior_with(idata, ("weights", "means", "covariances"), "memberships")
     weights = post["weights"].transpose("chain", "draw", "component").values
     means = post["means"].transpose("chain", "draw", "component", ...).values
     cov = post["covariances"].transpose("chain", "draw", "component", ...).values

@@ -28,14 +28,15 @@ from matplotlib.patches import Ellipse
 from scipy import stats
 
 from . import _gaussian as g
-from ._idata import get_group, has_group
+from ._idata import get_group, posterior_with
 from ._validation import check_choice
 from .alignment import label_switching_summary
 from .em import EMGaussianMixture
 from .membership import _observed, posterior_membership
-from .sampling import em_dataset
+from .sampling import em_reference
 
 __all__ = [
+    "plot_criteria",
     "plot_ellipses",
     "plot_forest",
     "plot_label_switching",
@@ -61,40 +62,7 @@ def _check_probability(name: str, value: float) -> None:
 
 
 def _posterior(idata: az.InferenceData) -> xr.Dataset:
-    posterior = get_group(idata, "posterior")
-    missing = [v for v in ("weights", "means", "covariances") if v not in posterior]
-    if missing:
-        raise ValueError(
-            f"The posterior lacks {missing}: the figures need weights, means and covariances "
-            "(models from bayesgmm.build_model provide them)."
-        )
-    return posterior
-
-
-def _reference(
-    idata: az.InferenceData, posterior: xr.Dataset, em: EMGaussianMixture | None
-) -> xr.Dataset:
-    """The EM estimate as a Dataset named and shaped like the posterior."""
-    if em is None:
-        if not has_group(idata, "em"):
-            raise ValueError(
-                "The InferenceData has no 'em' group and no em was given: pass "
-                "em=<fitted EMGaussianMixture>, or use the InferenceData returned by "
-                "bayesgmm.sample_posterior (which stores the EM estimate)."
-            )
-        return get_group(idata, "em")
-    if not hasattr(em, "means_"):
-        raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
-    k, d = posterior.sizes["component"], posterior.sizes["feature"]
-    if (em.n_components, em.n_features_in_) != (k, d):
-        raise ValueError(
-            f"em has {em.n_components} components and {em.n_features_in_} features, but the "
-            f"posterior has {k} components and {d} features: pass the EM fit the chains "
-            "started from."
-        )
-    coords = {name: posterior[name].values for name in ("component", "feature")}
-    coords["feature_bis"] = coords["feature"]
-    return em_dataset(em, coords)
+    return posterior_with(idata, ("weights", "means", "covariances"), "the figures")
 
 
 def _feature_indices(features: FeatureSpec, names: Sequence[Any]) -> list[int]:
@@ -149,7 +117,7 @@ def _parameters(
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """Posterior and EM Datasets restricted to ``var_names`` and ``features``."""
     posterior = _posterior(idata)
-    reference = _reference(idata, posterior, em)
+    reference = em_reference(idata, em)
     names = _var_names(var_names, posterior, reference)
     index = _feature_indices(features, posterior["feature"].values)
     return _select_features(posterior[names], index), _select_features(reference[names], index)
@@ -607,7 +575,7 @@ def plot_ellipses(
     """
     _check_probability("level", level)
     posterior = _posterior(idata)
-    reference = _reference(idata, posterior, em)
+    reference = em_reference(idata, em)
     data = _data(idata, X, posterior.sizes["feature"])
     draws = _stacked_draws(posterior, n_draws, random_seed)
     if ax is None:
@@ -833,4 +801,76 @@ def plot_label_switching(idata: az.InferenceData, *, ax: Axes | None = None) -> 
     ax.set_xlabel("chain")
     ax.set_ylabel("fraction of draws relabelled")
     ax.set_title("Label switching undone (bar labels: relabelled draws)")
+    return ax
+
+
+def plot_criteria(
+    table: Any,
+    *,
+    criteria: Sequence[str] = ("bic", "icl", "aic"),
+    ax: Axes | None = None,
+) -> Axes:
+    """Information criteria of an EM sweep against K, the best of each criterion marked.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``EMSelection.table`` (columns ``n_components``, ``covariance_type``, ``status`` and
+        the criteria). Failed fits are skipped; collapsed or unconverged fits are drawn
+        hollow.
+    criteria : sequence of {"bic", "icl", "aic"}
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from bayesgmm.selection import em_sweep
+    >>> from bayesgmm.datasets import load_faithful
+    >>> ax = plot_criteria(em_sweep(load_faithful(), range(1, 4), progress=False).table)
+    """
+    for criterion in criteria:
+        check_choice("criterion", criterion, ("bic", "icl", "aic"))
+    missing = {"n_components", "covariance_type", "status", *criteria} - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks column(s) {sorted(missing)}: pass EMSelection.table.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    rows = table[table["status"] != "failed"]
+    styles = {"bic": "-", "icl": "--", "aic": ":"}
+    for i, (family, group) in enumerate(rows.groupby("covariance_type", sort=False)):
+        group = group.sort_values("n_components")
+        for criterion in criteria:
+            ax.plot(
+                group["n_components"],
+                group[criterion],
+                styles[criterion],
+                color=f"C{i}",
+                label=f"{criterion.upper()} ({family})",
+            )
+            ok = group["status"] == "ok"
+            ax.plot(group.loc[ok, "n_components"], group.loc[ok, criterion], "o", color=f"C{i}")
+            ax.plot(
+                group.loc[~ok, "n_components"],
+                group.loc[~ok, criterion],
+                "o",
+                mfc="white",
+                color=f"C{i}",
+            )
+            best = group.loc[group[criterion].idxmin()]
+            ax.plot(
+                best["n_components"],
+                best[criterion],
+                "*",
+                ms=14,
+                color=f"C{i}",
+                markeredgecolor="black",
+            )
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("criterion (lower is better)")
+    ax.set_xticks(sorted(rows["n_components"].unique()))
+    ax.legend(fontsize="small", ncols=2)
+    ax.set_title("EM information criteria (stars: best; hollow: collapsed or not converged)")
     return ax

@@ -31,7 +31,7 @@ from .em import EMGaussianMixture
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
 
-__all__ = ["SAMPLERS", "CompileCache", "em_dataset", "sample_posterior"]
+__all__ = ["SAMPLERS", "CompileCache", "em_dataset", "em_reference", "sample_posterior"]
 
 SAMPLERS = ("nutpie", "pymc")
 _log = logging.getLogger(__name__)
@@ -159,6 +159,38 @@ def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
             "converged": int(bool(em.converged_)),
         },
     )
+
+
+def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -> xr.Dataset:
+    """The EM estimate as a Dataset named and shaped like the posterior.
+
+    ``em=None`` reads the InferenceData's ``em`` group; a fitted :class:`EMGaussianMixture` is
+    converted with :func:`em_dataset` after checking it matches the posterior.
+    """
+    posterior = get_group(idata, "posterior")
+    if em is None:
+        if "em" not in idata.groups():
+            raise ValueError(
+                "No EM estimate: the InferenceData has no 'em' group and no em was given. Pass "
+                "em=<fitted EMGaussianMixture>, or use the InferenceData returned by "
+                "bayesgmm.sample_posterior (which stores the EM estimate)."
+            )
+        reference = get_group(idata, "em")
+        sizes = (reference.sizes["component"], reference.sizes["feature"])
+    elif not hasattr(em, "means_"):
+        raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
+    else:
+        sizes = (em.n_components, em.n_features_in_)
+    k, d = posterior.sizes["component"], posterior.sizes["feature"]
+    if sizes != (k, d):
+        raise ValueError(
+            f"The EM estimate has {sizes[0]} components and {sizes[1]} features, but the "
+            f"posterior has {k} components and {d} features: pass the EM fit the chains "
+            "started from."
+        )
+    if em is None:
+        return reference
+    return em_dataset(em, {n: posterior[n].values for n in ("component", "feature", "feature_bis")})
 
 
 def _keep_model_variables(idata: az.InferenceData, model: pm.Model) -> None:

@@ -9,7 +9,7 @@ import pytest
 from bayesgmm import EMGaussianMixture
 from bayesgmm.compare import compare, compare_mixture
 
-from ._fake import fake_idata
+from ._fake import idata_around
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def em(three_clusters):
 
 @pytest.fixture(scope="module")
 def idata(em, three_clusters):
-    return fake_idata(em, three_clusters.X, n_draw=300, seed=1)
+    return idata_around(em, three_clusters.X, n_draws=300, seed=1)
 
 
 def test_rows_and_columns(idata):
@@ -70,12 +70,13 @@ def test_values_equal_arviz(idata):
 
 
 def test_em_outside_hdi_is_flagged(em, three_clusters):
-    shifted = fake_idata(em, three_clusters.X, mean_shift=6.0, seed=2)
+    shifted = idata_around(em, three_clusters.X, n_draws=200, mean_shift=6.0, seed=2)
     table = compare(em, shifted).set_index("parameter")
     means = table[table.index.str.startswith("means")]
     assert not means["em_in_hdi"].any()
     assert (means["z"] < -4).all()
-    centred = compare(em, fake_idata(em, three_clusters.X, seed=3)).set_index("parameter")
+    centred_idata = idata_around(em, three_clusters.X, n_draws=200, seed=3)
+    centred = compare(em, centred_idata).set_index("parameter")
     assert centred.loc[centred.index.str.startswith("means"), "em_in_hdi"].all()
 
 

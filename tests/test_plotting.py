@@ -18,7 +18,6 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from plot_fixtures import make_idata, simulated_data
 from scipy import stats
 
 from bayesgmm import EMGaussianMixture
@@ -33,6 +32,8 @@ from bayesgmm.plotting import (
     plot_posterior_em,
     plot_trace,
 )
+
+from ._fake import make_idata, simulated_data
 
 K = 3
 # ArviZ 0.23's own kwarg handling warns on matplotlib >= 3.11; nothing bayesgmm can change.
@@ -333,7 +334,7 @@ def test_missing_em_group_says_what_to_pass():
 
 @pytest.mark.parametrize(
     ("n_components", "n_features", "message"),
-    [(2, 2, "em has 2 components and 2 features"), (3, 3, "3 components and 3 features")],
+    [(2, 2, "EM estimate has 2 components and 2 features"), (3, 3, "3 components and 3 features")],
 )
 def test_mismatched_em_is_refused(case2, n_components, n_features, message):
     idata, _ = case2
@@ -391,3 +392,21 @@ def test_missing_groups_and_variables(case2):
     no_cov = az.InferenceData(posterior=get_group(idata, "posterior")[["weights", "means"]])
     with pytest.raises(ValueError, match=r"lacks \['covariances'\]"):
         plot_forest(no_cov)
+
+
+def test_plot_criteria_marks_the_best():
+    from bayesgmm.plotting import plot_criteria
+    from bayesgmm.selection import em_sweep
+
+    sweep = em_sweep(simulated_data(2), range(1, 5), ("full", "diag"), progress=False)
+    ax = plot_criteria(sweep.table, criteria=("bic",))
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert len(stars) == 2
+    for star, family in zip(stars, ("full", "diag"), strict=True):
+        rows = sweep.table[sweep.table["covariance_type"] == family]
+        best = rows.loc[rows["bic"].idxmin()]
+        assert star.get_xdata()[0] == best["n_components"]
+        assert star.get_ydata()[0] == pytest.approx(best["bic"])
+    with pytest.raises(ValueError, match="criterion"):
+        plot_criteria(sweep.table, criteria=("waic",))
+    plt.close("all")

@@ -360,3 +360,14 @@ def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
             row = np.einsum("...m,...mj->...j", lower[..., i, :i], inverse[..., :i, :i])
             inverse[..., i, :i] = -row / lower[..., i, i, None]
     return np.swapaxes(inverse, -1, -2)
+
+
+def draw_log_responsibilities(
+    X: np.ndarray, weights: np.ndarray, means: np.ndarray, precisions_chol: np.ndarray
+):
+    """Yield :func:`log_responsibilities` of full-covariance parameter sets, one per draw.
+
+    ``weights (S, K)``, ``means (S, K, D)``, ``precisions_chol (S, K, D, D)``.
+    """
+    for s in range(weights.shape[0]):
+        yield log_responsibilities(X, weights[s], means[s], precisions_chol[s], "full")

@@ -19,6 +19,7 @@ __all__ = [
     "get_attr",
     "get_group",
     "has_group",
+    "posterior_draws",
     "posterior_with",
     "replace_group",
     "set_attrs",
@@ -48,6 +49,20 @@ def posterior_with(idata: az.InferenceData, names: tuple[str, ...], purpose: str
             "bayesgmm.build_model provide them)."
         )
     return posterior
+
+
+def posterior_draws(posterior: xr.Dataset, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The named variables as arrays with chain and draw flattened to one leading axis.
+
+    Component-indexed variables come with ``component`` first after the draws.
+    """
+    out = []
+    for name in names:
+        da = posterior[name]
+        order = ["chain", "draw", *[d for d in ("component",) if d in da.dims]]
+        values = da.transpose(*order, ...).values
+        out.append(values.reshape(-1, *values.shape[2:]))
+    return out
 
 
 def replace_group(idata: az.InferenceData, name: str, dataset: xr.Dataset) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from . import _gaussian as g
-from ._idata import get_group, posterior_with
+from ._idata import get_group, posterior_draws, posterior_with
 
 __all__ = ["co_clustering", "posterior_membership"]
 
@@ -27,25 +27,15 @@ _DEFAULT_MAX_BYTES = 2**26
 def _posterior_parameters(idata: az.InferenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights ``(S, K)``, means ``(S, K, D)`` and precision factors ``(S, K, D, D)``."""
     post = posterior_with(idata, ("weights", "means", "covariances"), "memberships")
-    weights = post["weights"].transpose("chain", "draw", "component").values
-    means = post["means"].transpose("chain", "draw", "component", ...).values
-    cov = post["covariances"].transpose("chain", "draw", "component", ...).values
-    s = weights.shape[0] * weights.shape[1]
-    k, d = means.shape[2], means.shape[3]
-    chol = g.batched_precision_cholesky(cov.reshape(s, k, d, d))
-    return weights.reshape(s, k), means.reshape(s, k, d), chol
+    weights, means, covariances = posterior_draws(post, ("weights", "means", "covariances"))
+    return weights, means, g.batched_precision_cholesky(covariances)
 
 
 def _responsibility_draws(
     X: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """Responsibilities of every draw for a block of rows: ``(S, n, K)``."""
-    weights, means, chol = params
-    out = np.empty((weights.shape[0], X.shape[0], weights.shape[1]))
-    for s in range(weights.shape[0]):
-        _, log_resp = g.log_responsibilities(X, weights[s], means[s], chol[s], "full")
-        out[s] = np.exp(log_resp)
-    return out
+    return np.stack([np.exp(log_resp) for _, log_resp in g.draw_log_responsibilities(X, *params)])
 
 
 def _blocks(n_rows: int, n_draws: int, n_components: int, max_bytes: int) -> Iterator[slice]:

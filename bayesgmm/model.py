@@ -10,7 +10,8 @@ ArviZ:
   covariances: ``stds ~ HalfNormal``;
 - deterministics ``covariances`` ``(component, feature, feature_bis)``, ``stds``
   ``(component, feature)`` and, for full covariances, ``correlations``;
-- the labels are marginalised: ``obs ~ Mixture(weights, MvNormal(means, chol))``.
+- the labels are marginalised: ``obs`` is a ``pm.CustomDist`` whose log density is
+  ``logsumexp_k(log weights_k + log MvNormal(x | means_k, chol_k))`` (:func:`mixture_logp`).
 
 The data enter through ``pm.Data("X")`` so a compiled model can be reused for new data of the
 same shape.
@@ -24,10 +25,11 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from ._gaussian import LOG_2PI
 from ._validation import check_choice, check_matrix
 from .priors import GMMPriors
 
-__all__ = ["BAYES_COVARIANCE_TYPES", "build_model", "chol_cov_name"]
+__all__ = ["BAYES_COVARIANCE_TYPES", "build_model", "chol_cov_name", "mixture_logp"]
 
 BAYES_COVARIANCE_TYPES = ("full", "diag")
 
@@ -35,6 +37,46 @@ BAYES_COVARIANCE_TYPES = ("full", "diag")
 def chol_cov_name(component: int) -> str:
     """Name of the ``LKJCholeskyCov`` variable of one component."""
     return f"chol_cov_{component}"
+
+
+def _drop_batch(param: pt.TensorVariable, core_ndim: int) -> pt.TensorVariable:
+    """PyMC hands CustomDist parameters with size-1 batch dims; the mixture's don't vary by row."""
+    return param[(0,) * (param.ndim - core_ndim)] if param.ndim > core_ndim else param
+
+
+def mixture_logp(
+    value: pt.TensorVariable,
+    weights: pt.TensorVariable,
+    means: pt.TensorVariable,
+    chol: pt.TensorVariable,
+) -> pt.TensorVariable:
+    """Per-row mixture log density, ``logsumexp_k(log w_k + log N(x | mu_k, L_k L_k'))``.
+
+    The symbolic twin of :func:`bayesgmm._gaussian.log_responsibilities` (the tests check the
+    two agree): one triangular solve per component over all rows, the log-determinant from the
+    Cholesky diagonal. Faster to compile and evaluate than ``pm.Mixture`` of ``MvNormal``.
+    """
+    weights, means, chol = _drop_batch(weights, 1), _drop_batch(means, 2), _drop_batch(chol, 3)
+    residuals = (value[None, :, :] - means[:, None, :]).mT  # (K, D, N)
+    whitened = pt.linalg.solve_triangular(chol, residuals, lower=True)
+    log_det = pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+    n_features = value.shape[-1]
+    log_dens = -0.5 * (whitened**2).sum(axis=-2) - log_det[:, None] - 0.5 * n_features * LOG_2PI
+    return pt.logsumexp(pt.log(weights)[:, None] + log_dens, axis=0)
+
+
+def _mixture_random(weights, means, chol, rng=None, size=None):
+    """Draws from the mixture (prior and posterior predictive checks)."""
+    weights, means, chol = (np.asarray(a) for a in (weights, means, chol))
+    weights = weights.reshape(-1, weights.shape[-1])[0]
+    means = means.reshape(-1, *means.shape[-2:])[0]
+    chol = chol.reshape(-1, *chol.shape[-3:])[0]
+    n_rows = int(np.prod(size)) if size is not None else 1
+    labels = rng.choice(len(weights), size=n_rows, p=weights / weights.sum())
+    z = rng.standard_normal((n_rows, means.shape[1]))
+    draws = means[labels] + np.einsum("nij,nj->ni", chol[labels], z)
+    shape = tuple(np.atleast_1d(size)) if size is not None else ()
+    return draws.reshape(*shape, means.shape[1])
 
 
 def _full_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.TensorVariable:
@@ -131,10 +173,14 @@ def build_model(
                 covariances / (stds[:, :, None] * stds[:, None, :]),
                 dims=("component", "feature", "feature_bis"),
             )
-        pm.Mixture(
+        pm.CustomDist(
             "obs",
-            w=weights,
-            comp_dists=pm.MvNormal.dist(mu=means, chol=chol),
+            weights,
+            means,
+            chol,
+            logp=mixture_logp,
+            random=_mixture_random,
+            signature="(k),(k,d),(k,d,d)->(d)",
             observed=observed,
             dims=("obs_id", "feature"),
         )

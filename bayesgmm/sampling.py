@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import arviz as az
@@ -23,7 +25,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from . import _gaussian as g
-from ._idata import add_groups, get_group, replace_group, set_attrs
+from ._idata import add_groups, get_group, posterior_draws, replace_group, set_attrs
 from ._validation import check_choice
 from .alignment import apply_permutations, label_switching_summary, match_to_reference
 from .diagnostics import check_sampling
@@ -75,17 +77,42 @@ def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
     ).astype(np.float64)
 
 
+def cache_dir() -> Path:
+    """Where compiled models persist across processes: ``$BAYESGMM_CACHE_DIR`` or
+    ``~/.cache/bayesgmm``."""
+    return Path(os.environ.get("BAYESGMM_CACHE_DIR", Path.home() / ".cache" / "bayesgmm"))
+
+
+def _enable_jax_cache() -> None:
+    """Persist JAX's compiled executables (a warm compile takes seconds), unless the user
+    already configured a JAX compilation cache."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
 def _compiled_nutpie(
     model: pm.Model, em: EMGaussianMixture, backend: str, cache: CompileCache | None
 ):
-    """nutpie's compiled model with the current data and every chain starting at EM."""
+    """nutpie's compiled model with the current data and every chain starting at EM.
+
+    The EM start replaces nutpie's initial-point function (nutpie ignores ``init_mean`` for
+    PyMC models and would jitter ``initial_points`` unless ``jitter_rvs=set()``).
+    """
     import nutpie
 
     compiled = cache.get(model, backend) if cache is not None else None
     if compiled is None:
+        if backend == "jax":
+            _enable_jax_cache()
         compiled = nutpie.compile_pymc_model(
             model,
             backend=backend,
+            gradient_backend="jax" if backend == "jax" else "pytensor",
             initial_points=em_initial_values(model, em),
             jitter_rvs=set(),
             freeze_model=False,
@@ -93,9 +120,9 @@ def _compiled_nutpie(
         if cache is not None:
             cache.put(model, backend, compiled)
     start = _flat_start(model, em)
-    start.flags.writeable = False
+    field_name = "initial_point_func" if backend == "numba" else "_make_initial_points"
     compiled = compiled.with_data(X=model["X"].get_value())
-    return dataclasses.replace(compiled, initial_point_func=lambda seed: start.copy())
+    return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
 def _sample_nutpie(
@@ -193,25 +220,38 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
     return em_dataset(em, {n: posterior[n].values for n in ("component", "feature", "feature_bis")})
 
 
-def _keep_model_variables(idata: az.InferenceData, model: pm.Model) -> None:
-    """Drop sampler-internal (transformed) variables from the posterior."""
+def _drop_warmup_and_internals(idata: az.InferenceData, model: pm.Model) -> None:
+    """Keep the model's own variables in the posterior (not the sampler's transformed ones)."""
     names = {v.name for v in model.free_RVs + model.deterministics}
     posterior = get_group(idata, "posterior")
     replace_group(idata, "posterior", posterior[[v for v in posterior.data_vars if v in names]])
 
 
+def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataArray:
+    """``log p(x_n | theta_s)`` for every draw and row, with the package's Gaussian math."""
+    weights, means, covariances = posterior_draws(posterior, ("weights", "means", "covariances"))
+    chol = g.batched_precision_cholesky(covariances)
+    out = np.empty((weights.shape[0], X.shape[0]))
+    for s, (log_norm, _) in enumerate(g.draw_log_responsibilities(X, weights, means, chol)):
+        out[s] = log_norm
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"], X.shape[0])
+    return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
+
+
 def _complete_groups(idata: az.InferenceData, model: pm.Model) -> None:
-    """Pointwise log-likelihood (for LOO) and observed data on every sampler path."""
-    if "log_likelihood" not in idata.groups():
+    """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
+    X = np.asarray(model["X"].get_value())
+    coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
+    posterior = get_group(idata, "posterior")
+    if {"weights", "means", "covariances"} <= set(posterior.data_vars):
+        log_lik = _pointwise_log_likelihood(posterior, X).assign_coords(obs_id=coords["obs_id"])
+        replace_group(idata, "log_likelihood", xr.Dataset({"obs": log_lik}))
+    elif "log_likelihood" not in idata.groups():  # a user's own model: let PyMC compute it
         pm.compute_log_likelihood(
             idata, model=model, var_names=["obs"], extend_inferencedata=True, progressbar=False
         )
-    if "observed_data" not in idata.groups():
-        observed = xr.Dataset(
-            {"obs": (("obs_id", "feature"), np.asarray(model["X"].get_value()))},
-            coords={name: list(model.coords[name]) for name in ("obs_id", "feature")},
-        )
-        add_groups(idata, {"observed_data": observed})
+    observed = xr.Dataset({"obs": (("obs_id", "feature"), X)}, coords=coords)
+    replace_group(idata, "observed_data", observed)
 
 
 def relabel(idata: az.InferenceData) -> np.ndarray:
@@ -258,7 +298,7 @@ def sample_posterior(
     target_accept: float = 0.8,
     progressbar: bool = True,
     priors: GMMPriors | None = None,
-    backend: str = "numba",
+    backend: str = "jax",
     compile_cache: CompileCache | None = None,
     check: bool = True,
 ) -> az.InferenceData:
@@ -279,8 +319,10 @@ def sample_posterior(
     progressbar : bool
     priors : GMMPriors, optional
         Recorded in the attrs (pass the priors the model was built with).
-    backend : {"numba", "jax"}
-        nutpie's compilation backend.
+    backend : {"jax", "numba"}
+        nutpie's compilation backend. JAX (default) compiled this model in about 6 s warm and
+        12 s cold here, numba in 25 s warm and 150 s cold, and sampled as fast or faster;
+        compiled JAX executables persist in :func:`cache_dir`.
     compile_cache : CompileCache, optional
         Reuse compiled nutpie models across calls with models of the same structure.
     check : bool
@@ -314,7 +356,7 @@ def sample_posterior(
             idata = _sample_nutpie(model, em, backend=backend, cache=compile_cache, **kwargs)
         else:
             idata = _sample_pymc(model, em_initial_values(model, em), **kwargs)
-        _keep_model_variables(idata, model)
+        _drop_warmup_and_internals(idata, model)
         _complete_groups(idata, model)
     add_groups(idata, {"em": em_dataset(em, model.coords)})
     perm = relabel(idata)

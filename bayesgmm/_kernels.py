@@ -14,7 +14,8 @@ no standardised copy of the data is ever made). Two engines compute the same num
     accumulators per thread; no ``(N, K)`` or ``(N, K, D)`` array exists. ``"parallel"``
     spreads blocks over Numba's threads (``prange``), ``"serial"`` runs on the calling thread
     (for Dask tasks, which are already parallel). Sums are formed per block and then added,
-    which keeps rounding error near ``(block + N / block) eps``.
+    which keeps rounding error near ``(block + N / block) eps``. Responsibilities below
+    ``exp(-600)`` of a row's largest are exactly zero (see :func:`_responsibilities`).
 
 Diagonal and spherical precisions go through the same kernel as ``(K, D, D)`` diagonal factors
 with a flag that restricts the work to the diagonal.

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m bayesgmm.cli demo
+	$(BIN)/bayesgmm report --components 1-4 --out out/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

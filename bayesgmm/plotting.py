@@ -212,6 +212,7 @@ def plot_forest(
     em: EMGaussianMixture | None = None,
     ax: Axes | None = None,
     em_marker: str = "|",
+    legend: bool = True,
 ) -> Axes:
     """Forest plot of the posterior (ArviZ) with the EM estimate marked on every row.
 
@@ -235,6 +236,8 @@ def plot_forest(
     ax : matplotlib.axes.Axes, optional
     em_marker : str
         Matplotlib marker of the EM estimates (default: a red tick across the interval).
+    legend : bool
+        Draw the legend above the axes (turn off for all but one panel of a grid).
 
     Returns
     -------
@@ -260,13 +263,14 @@ def plot_forest(
     interval = Line2D(
         [], [], color="C0", linewidth=2, label=f"posterior: median, quartiles, {hdi_prob:.0%} HDI"
     )
-    ax.legend(
-        handles=[interval, _em_legend_handle(style)],
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.0),
-        ncols=2,
-        frameon=False,
-    )
+    if legend:
+        ax.legend(
+            handles=[interval, _em_legend_handle(style)],
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.0),
+            ncols=2,
+            frameon=False,
+        )
     ax.set_title("")  # ArviZ's "94.0% HDI" title: the legend says it, where the legend sits
     return ax
 
@@ -384,6 +388,18 @@ def _component_of_entries(da: xr.DataArray) -> np.ndarray:
     return np.ravel(index)
 
 
+def _trace_rows(posterior: xr.Dataset) -> list[tuple[str, dict[str, Any]]]:
+    """One row per variable, or per feature for variables indexed by feature only (so one
+    panel never mixes features on different scales)."""
+    rows = []
+    for name, da in posterior.data_vars.items():
+        if "feature" in da.dims and "feature_bis" not in da.dims:
+            rows += [(str(name), {"feature": [f]}) for f in da["feature"].values]
+        else:
+            rows.append((str(name), {d: da[d].values for d in _MATRIX_DIMS if d in da.dims}))
+    return rows
+
+
 def plot_trace(
     idata: az.InferenceData,
     *,
@@ -394,9 +410,10 @@ def plot_trace(
 ) -> np.ndarray:
     """Trace plot of the relabelled draws (``az.plot_trace``) with the EM values as lines.
 
-    One row per parameter (compact: all entries of a parameter in one panel, coloured by
-    component, chains by line style); the EM value is a dashed vertical line on the density
-    panel and a dashed horizontal line on the trace panel, in the component's colour.
+    One row per parameter, or per parameter and feature when it is indexed by feature
+    (``means[:, waiting]``); the entries of a row are coloured by component, chains by line
+    style. The EM value is a dashed vertical line on the density panel and a dashed horizontal
+    line on the trace panel, in the component's colour.
 
     Parameters
     ----------
@@ -407,11 +424,11 @@ def plot_trace(
     em : EMGaussianMixture, optional
         The EM fit; defaults to the ``em`` group of ``idata``.
     axes : ndarray of matplotlib.axes.Axes, optional
-        Shape ``(len(var_names), 2)``: density and trace panel of every parameter.
+        Shape ``(n_rows, 2)``: density and trace panel of every row.
 
     Returns
     -------
-    ndarray of matplotlib.axes.Axes of shape (len(var_names), 2)
+    ndarray of matplotlib.axes.Axes of shape (n_rows, 2)
 
     Examples
     --------
@@ -419,16 +436,16 @@ def plot_trace(
     >>> axes = plot_trace(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
     """
     posterior, reference = _parameters(idata, var_names, features, em)
-    names = list(posterior.data_vars)
+    rows = _trace_rows(posterior)
     if axes is None:
         _, axes = plt.subplots(
-            len(names), 2, figsize=(12, 2.6 * len(names)), squeeze=False, layout="constrained"
+            len(rows), 2, figsize=(12, 2.4 * len(rows)), squeeze=False, layout="constrained"
         )
-    axes = np.asarray(axes).reshape(len(names), 2)
+    axes = np.asarray(axes).reshape(len(rows), 2)
     colors = _component_colors(posterior.sizes["component"])
-    coords = {d: posterior[d].values for d in _MATRIX_DIMS if d in posterior.dims}
-    for row, name in zip(axes, names, strict=True):
-        component = _component_of_entries(posterior[name])
+    for row, (name, coords) in zip(axes, rows, strict=True):
+        selected = posterior[name].sel(coords)
+        component = _component_of_entries(selected)
         az.plot_trace(
             idata,
             var_names=[name],
@@ -437,10 +454,13 @@ def plot_trace(
             compact_prop={"color": [colors[k] for k in component]},
             axes=row[None, :],
         )
-        em_values = reference[name].transpose(*posterior[name].dims[2:]).values.ravel()
+        em_values = reference[name].sel(coords).transpose(*selected.dims[2:]).values.ravel()
         for value, k in zip(em_values, component, strict=True):
             row[0].axvline(value, color=colors[k], linestyle="--", linewidth=1.5)
             row[1].axhline(value, color=colors[k], linestyle="--", linewidth=1.5)
+        if "feature" in coords and len(coords) == 1:
+            for ax in row:
+                ax.set_title(f"{name}[:, {coords['feature'][0]}]")
     handles = [Line2D([], [], color=c, label=f"component {k}") for k, c in enumerate(colors)]
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="EM estimate"))
     axes[0, 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))

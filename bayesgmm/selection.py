@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import arviz as az
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
@@ -18,9 +19,10 @@ from sklearn.exceptions import ConvergenceWarning
 from ._gaussian import COVARIANCE_TYPES
 from ._progress import progress_bar
 from ._validation import check_choice
+from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
-__all__ = ["EMSelection", "em_sweep"]
+__all__ = ["EMSelection", "Selection", "bayesian_comparison", "em_sweep", "select_n_components"]
 
 CRITERIA = ("bic", "aic", "icl")
 
@@ -170,3 +172,180 @@ def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
         row = usable.loc[usable[criterion].idxmin()]
         best[criterion] = (int(row["n_components"]), str(row["covariance_type"]))
     return best
+
+
+def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int]:
+    """The ``n_candidates`` distinct K with the lowest BIC (at least two when possible)."""
+    usable = table[table["status"] != "failed"].sort_values("bic")
+    ks: list[int] = []
+    for k in usable["n_components"]:
+        if int(k) not in ks:
+            ks.append(int(k))
+    n = max(2, n_candidates)
+    return sorted(ks[:n])
+
+
+def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str, Any]:
+    loo = az.loo(idata, pointwise=True)
+    pareto_k = np.asarray(loo.pareto_k)
+    checks = diagnostics_table.set_index("check")
+    failed = [c for c in checks.index if not checks.loc[c, "passed"]]
+    return {
+        "model": name,
+        "pareto_k_above_0.7": int(np.sum(pareto_k > 0.7)),
+        "pareto_k_above_1": int(np.sum(pareto_k > 1.0)),
+        "max_r_hat": float(checks.loc["r_hat", "value"]),
+        "min_ess_bulk": float(checks.loc["ess_bulk", "value"]),
+        "divergences": int(checks.loc["divergences", "value"]),
+        "converged": not failed,
+        "failed_checks": ", ".join(failed),
+    }
+
+
+def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
+    """LOO comparison (``az.compare``, stacking weights) with each model's diagnostics.
+
+    Parameters
+    ----------
+    fits : dict of str to BayesianGMM
+        Fitted models keyed by a label such as ``"K=2"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``az.compare``'s columns (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, warning)
+        plus Pareto-k counts, the worst R-hat and ESS, divergences, ``converged`` (every check
+        of :func:`bayesgmm.diagnostics` passed), ``failed_checks`` and ``winner`` (the best
+        ranked model among the converged ones; no winner if none converged).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Pareto.*")
+        warnings.filterwarnings("ignore", message=".*pareto.*")
+        table = az.compare(
+            {name: fit.idata_ for name, fit in fits.items()}, ic="loo", method="stacking"
+        )
+        extra = pd.DataFrame(
+            [_loo_row(name, fit.idata_, fit.diagnostics()) for name, fit in fits.items()]
+        ).set_index("model")
+    table = table.join(extra)
+    table["winner"] = False
+    converged = table[table["converged"]]
+    if not converged.empty:
+        table.loc[converged["rank"].idxmin(), "winner"] = True
+    table.index.name = "model"
+    return table
+
+
+@dataclass
+class Selection:
+    """How many components: the EM sweep and, for the candidate Ks, the LOO comparison.
+
+    Attributes
+    ----------
+    em : EMSelection
+        Every (K, covariance family) fitted by EM, with BIC/AIC/ICL.
+    loo : pandas.DataFrame or None
+        :func:`bayesian_comparison` of the candidates (None when ``bayesian=False``).
+    fits : dict of str to BayesianGMM
+        The sampled candidates, keyed ``"K=k"``.
+    chosen : dict
+        ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
+    """
+
+    em: EMSelection
+    loo: pd.DataFrame | None = None
+    fits: dict[str, Any] = field(default_factory=dict, repr=False)
+    chosen: dict[str, Any] = field(default_factory=dict)
+
+
+def select_n_components(
+    X: Any,
+    n_components: Iterable[int] = range(1, 7),
+    covariance_types: Iterable[str] = ("full",),
+    *,
+    bayesian: bool = True,
+    n_candidates: int = 2,
+    bayes_covariance_type: str = "full",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    sampler: str = "nutpie",
+    random_seed: int | None = 0,
+    n_init: int = 5,
+    progress: bool = True,
+    priors: Any = None,
+    compile_cache: Any = None,
+) -> Selection:
+    """Choose the number of components by BIC/AIC/ICL (EM) and by LOO (the posterior).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    n_components : iterable of int
+        K values for the EM sweep.
+    covariance_types : iterable of str
+        EM covariance families to sweep.
+    bayesian : bool
+        Also sample the candidate Ks and compare them by LOO.
+    n_candidates : int
+        How many of the best distinct K by BIC to sample (at least two).
+    bayes_covariance_type : {"full", "diag"}
+        Covariance family of the Bayesian candidates.
+    draws, tune, chains, sampler, random_seed, priors, compile_cache
+        Passed to :class:`~bayesgmm.BayesianGMM`.
+    n_init : int
+        EM restarts.
+    progress : bool
+        Show which K and which stage runs.
+
+    Returns
+    -------
+    Selection
+
+    Examples
+    --------
+    >>> from bayesgmm.datasets import load_faithful
+    >>> sel = select_n_components(load_faithful(), range(1, 4), bayesian=False, progress=False)
+    >>> sel.chosen["bic"]
+    (2, 'full')
+    """
+    from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
+
+    check_choice("bayes_covariance_type", bayes_covariance_type, ("full", "diag"))
+    sweep = em_sweep(
+        X,
+        n_components,
+        covariance_types,
+        n_init=n_init,
+        random_state=random_seed,
+        progress=progress,
+    )
+    selection = Selection(em=sweep, chosen=dict(sweep.best))
+    if not bayesian:
+        return selection
+    ks = candidate_components(sweep.table, n_candidates)
+    with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
+        for k in ks:
+            bar.describe(f"NUTS: K={k} {bayes_covariance_type}")
+            em = sweep.fits.get((k, bayes_covariance_type))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SamplingWarning)
+                fit = BayesianGMM(
+                    k,
+                    covariance_type=bayes_covariance_type,
+                    priors=priors,
+                    draws=draws,
+                    tune=tune,
+                    chains=chains,
+                    sampler=sampler,
+                    random_seed=random_seed,
+                    progressbar=False,
+                    compile_cache=compile_cache,
+                    em_n_init=n_init,
+                ).fit(X, em=em)
+            selection.fits[f"K={k}"] = fit
+            bar.advance()
+    selection.loo = bayesian_comparison(selection.fits)
+    winners = selection.loo.index[selection.loo["winner"]]
+    selection.chosen["loo"] = int(winners[0].split("=")[1]) if len(winners) else None
+    return selection

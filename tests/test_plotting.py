@@ -201,12 +201,12 @@ def test_trace_has_em_lines_in_component_colours(case):
     d, idata, em = case
     features = None if d < 3 else [2]
     axes = plot_trace(idata, var_names=["weights", "means"], features=features)
-    assert axes.shape == (2, 2)
-    colors = [matplotlib.colors.to_hex(f"C{k}") for k in range(K)]
     chosen = em.means_ if features is None else em.means_[:, [2]]
-    expected = [
-        sorted(zip(em.weights_, colors, strict=True)),
-        sorted((m, colors[k]) for k in range(K) for m in chosen[k]),
+    # one row for the weights, then one per feature of the means
+    assert axes.shape == (1 + chosen.shape[1], 2)
+    colors = [matplotlib.colors.to_hex(f"C{k}") for k in range(K)]
+    expected = [sorted(zip(em.weights_, colors, strict=True))] + [
+        sorted((chosen[k, j], colors[k]) for k in range(K)) for j in range(chosen.shape[1])
     ]
     for row, want in zip(axes, expected, strict=True):
         for got in (_dashed_lines(row[0], vertical=True), _dashed_lines(row[1], vertical=False)):

@@ -1,0 +1,240 @@
+"""The report end to end from the command line, its HTML and Markdown, and CLI errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bayesgmm.cli import build_parser, main, parse_components
+from bayesgmm.datasets import simulate_mixture
+from bayesgmm.report import SECTIONS
+
+
+class _Page(HTMLParser):
+    """Collects section ids, table captions, images and external references."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self.captions: list[str] = []
+        self._in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+        for key in ("src", "href"):
+            value = attrs.get(key) or ""
+            if value.startswith(("http:", "https:", "//")):
+                self.external.append(value)
+        self._in_caption = tag == "caption"
+
+    def handle_data(self, data):
+        if self._in_caption:
+            self.captions.append(data)
+            self._in_caption = False
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory) -> Path:
+    sim = simulate_mixture(
+        90,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [6.0, 2.0]],
+        covariances=[np.eye(2), [[1.0, 0.4], [0.4, 1.0]]],
+        random_state=11,
+    )
+    frame = pd.DataFrame(sim.X, columns=["length", "width"])
+    frame["label"] = "x"  # a non-numeric column the CLI ignores with a notice
+    frame.loc[4, "width"] = np.nan  # a row the CLI drops with --dropna
+    path = tmp_path_factory.mktemp("data") / "sim.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_run(csv_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "sim_report.html"
+    argv = [
+        "report",
+        str(csv_file),
+        "--components",
+        "1-2",
+        "--draws",
+        "100",
+        "--tune",
+        "150",
+        "--chains",
+        "2",
+        "--dropna",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    code = main(argv)
+    return code, out
+
+
+def test_report_exit_code_and_files(report_run):
+    code, out = report_run
+    assert code == 0
+    assert out.is_file() and out.with_suffix(".md").is_file()
+
+
+def test_html_has_every_section_and_decodable_images(report_run):
+    _, out = report_run
+    page = _Page()
+    page.feed(out.read_text(encoding="utf-8"))
+    assert page.sections == [key for key, _ in SECTIONS]
+    assert not page.external, "the page must not fetch anything"
+    assert len(page.images) >= 6
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        image.verify()
+    assert "Feature summary" in page.captions
+    assert any(c.startswith("EM estimates and posterior summaries") for c in page.captions)
+
+
+def test_markdown_has_the_same_tables(report_run):
+    _, out = report_run
+    page = _Page()
+    page.feed(out.read_text(encoding="utf-8"))
+    markdown = out.with_suffix(".md").read_text(encoding="utf-8")
+    bold = re.findall(r"^\*\*(.+)\*\*$", markdown, flags=re.MULTILINE)
+    assert bold == page.captions
+    for _, title in SECTIONS:
+        assert f"## {title}" in markdown
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(figures) == len(page.images)
+    for relative in figures:
+        Image.open(out.parent / relative).verify()
+    assert "| length |" in markdown  # the data summary names the columns
+
+
+def test_report_names_the_columns_and_drops_the_bad_row(report_run):
+    _, out = report_run
+    text = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "89 observations of 2 features" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "missing.csv"], "no such file: missing.csv"),
+        (["fit", "{words}", "--components", "2"], "no numeric columns"),
+        (["report", "{csv}", "--columns", "length", "height"], r"unknown column\(s\) \['height'\]"),
+        (["fit", "{csv}", "--components", "2"], r"1 row\(s\) have missing values.*--dropna"),
+        (
+            ["fit", "{csv}", "--components", "2", "--columns", "length", "label"],
+            r"column\(s\) \['label'\] are not numeric",
+        ),
+    ],
+)
+def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message):
+    words = tmp_path / "words.csv"
+    words.write_text("a,b\nx,y\nz,w\n")
+    argv = [a.format(csv=csv_file, words=words) for a in argv]
+    assert main(argv) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("bayesgmm: error:")
+    assert re.search(message, errors[0])
+
+
+def test_component_lists():
+    assert parse_components("1-4") == [1, 2, 3, 4]
+    assert parse_components("2") == [2]
+    assert parse_components("1,3,5-6") == [1, 3, 5, 6]
+    with pytest.raises(Exception, match="invalid component list"):
+        parse_components("two")
+
+
+def test_help_is_complete(capsys):
+    parser = build_parser()
+    for command, options in {
+        "report": [
+            "--columns",
+            "--components",
+            "--covariance-types",
+            "--draws",
+            "--tune",
+            "--chains",
+            "--seed",
+            "--sampler",
+            "--out",
+            "--dropna",
+            "--candidates",
+        ],
+        "fit": [
+            "--components",
+            "--columns",
+            "--draws",
+            "--tune",
+            "--chains",
+            "--seed",
+            "--sampler",
+            "--dropna",
+        ],
+    }.items():
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        for option in options:
+            assert option in text, f"{command} --help lacks {option}"
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="needs headless Chromium: install Debian's package with `apt-get install chromium` "
+    "(.ci/run does this before `make test`)",
+)
+def test_report_renders_in_a_real_browser(report_run, tmp_path):
+    _, out = report_run
+    shot = tmp_path / "shot.png"
+    command = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1200,2400",
+        f"--screenshot={shot}",
+        out.resolve().as_uri(),
+    ]
+    subprocess.run(
+        command,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape[0] >= 2000
+    assert pixels.std() > 20, "the screenshot is blank"
+    # figures are rendered: some rows hold many distinct grey levels (anti-aliased plots)
+    assert max(len(np.unique(row)) for row in pixels[::20]) > 30

@@ -1,0 +1,137 @@
+"""Choosing K: the EM sweep's table, its known optimum on Old Faithful, and the LOO comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesgmm.datasets import load_faithful
+from bayesgmm.selection import candidate_components, em_sweep, select_n_components
+
+
+@pytest.fixture(scope="module")
+def faithful_sweep():
+    return em_sweep(
+        load_faithful(),
+        range(1, 5),
+        ("full", "tied", "diag", "spherical"),
+        tol=1e-8,
+        max_iter=2000,
+        progress=False,
+    )
+
+
+def test_faithful_known_optimum(faithful_sweep):
+    table = faithful_sweep.table.set_index(["n_components", "covariance_type"])
+    # R mclust: VVV (full) with G=2 has log-likelihood -1130.26
+    np.testing.assert_allclose(table.loc[(2, "full"), "log_likelihood"], -1130.26, atol=1e-2)
+    # mclust's BIC over all families picks EEE (tied) with G=3 (loglik -1126.3, BIC 2314.3)
+    assert faithful_sweep.best["bic"] == (3, "tied")
+    np.testing.assert_allclose(table.loc[(3, "tied"), "bic"], 2314.3, atol=0.1)
+    np.testing.assert_allclose(table.loc[(3, "tied"), "log_likelihood"], -1126.3, atol=0.1)
+
+
+def test_table_columns_and_criteria(faithful_sweep):
+    table = faithful_sweep.table
+    assert list(table.columns) == [
+        "n_components",
+        "covariance_type",
+        "status",
+        "log_likelihood",
+        "n_parameters",
+        "bic",
+        "aic",
+        "icl",
+        "converged",
+        "n_iter",
+        "message",
+    ]
+    assert len(table) == 16
+    row = table.iloc[5]
+    n = 272
+    np.testing.assert_allclose(
+        row["bic"], -2 * row["log_likelihood"] + row["n_parameters"] * np.log(n)
+    )
+    np.testing.assert_allclose(row["aic"], -2 * row["log_likelihood"] + 2 * row["n_parameters"])
+    assert (table["icl"] >= table["bic"] - 1e-9).all()
+    for criterion in ("bic", "aic", "icl"):
+        k, family = faithful_sweep.best[criterion]
+        ok = table[table["status"] == "ok"]
+        assert ok[criterion].min() == pytest.approx(
+            table[(table.n_components == k) & (table.covariance_type == family)][criterion].item()
+        )
+
+
+def test_failed_fits_are_listed_not_raised():
+    X = np.vstack([np.random.default_rng(0).normal(size=(30, 2)), [[9.0, 9.0]] * 3])
+    sweep = em_sweep(X, [1, 2, 40], ("full",), reg_covar=0.0, progress=False)
+    table = sweep.table.set_index("n_components")
+    assert table.loc[40, "status"] == "failed"
+    assert "n_samples >= n_components" in table.loc[40, "message"]
+    assert np.isnan(table.loc[40, "bic"])
+    assert sweep.best["bic"][0] in (1, 2)
+
+
+def test_collapsed_fit_is_marked():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (5, 1))])
+    sweep = em_sweep(X, [2], ("full",), progress=False)
+    assert sweep.table["status"].item() == "collapsed"
+    assert "Collapsed component" in sweep.table["message"].item()
+
+
+def test_candidates_are_the_best_distinct_k():
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3, 2, 4],
+            "covariance_type": ["full", "full", "full", "diag", "full"],
+            "status": ["ok"] * 4 + ["failed"],
+            "bic": [10.0, 3.0, 5.0, 2.0, np.nan],
+        }
+    )
+    assert candidate_components(table, 2) == [2, 3]
+    assert candidate_components(table, 1) == [2, 3]  # at least two
+    assert candidate_components(table, 3) == [1, 2, 3]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="covariance type"):
+        em_sweep(load_faithful(), [1, 2], ("banana",), progress=False)
+    with pytest.raises(ValueError, match="positive"):
+        em_sweep(load_faithful(), [0, 1], progress=False)
+    with pytest.raises(ValueError, match="bayes_covariance_type"):
+        select_n_components(load_faithful(), [1, 2], bayes_covariance_type="tied", progress=False)
+
+
+def test_bayesian_comparison_marks_converged_winner():
+    """Two candidates with tiny draws: the table has LOO, Pareto-k and diagnostics per model."""
+    sel = select_n_components(
+        load_faithful(),
+        [1, 2, 3],
+        n_candidates=2,
+        draws=200,
+        tune=200,
+        chains=2,
+        progress=False,
+    )
+    loo = sel.loo
+    assert set(loo.index) == {"K=2", "K=3"}
+    for column in (
+        "elpd_loo",
+        "weight",
+        "pareto_k_above_0.7",
+        "max_r_hat",
+        "min_ess_bulk",
+        "divergences",
+        "converged",
+        "failed_checks",
+        "winner",
+    ):
+        assert column in loo.columns
+    # 400 draws cannot pass the ESS gate of 400 for every parameter: nothing is a winner
+    # unless it converged, and the chosen K follows the winner column
+    winners = loo.index[loo["winner"]].tolist()
+    assert all(loo.loc[w, "converged"] for w in winners)
+    assert sel.chosen["loo"] == (int(winners[0].split("=")[1]) if winners else None)
+    np.testing.assert_allclose(loo["weight"].sum(), 1.0, atol=1e-6)

@@ -13,7 +13,9 @@ from .em import CollapsedComponentWarning, EMGaussianMixture
 from .membership import co_clustering, posterior_membership
 from .model import build_model
 from .priors import GMMPriors
+from .report import report
 from .sampling import CompileCache, sample_posterior
+from .selection import em_sweep, select_n_components
 
 __all__ = [
     "BayesianGMM",
@@ -27,9 +29,12 @@ __all__ = [
     "compare",
     "compare_mixture",
     "diagnostics",
+    "em_sweep",
     "load_faithful",
     "posterior_membership",
+    "report",
     "sample_posterior",
+    "select_n_components",
     "simulate_mixture",
 ]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from . import _gaussian as g
 from ._idata import get_group
-from .diagnostics import quiet_summary, scalar_parameters
+from .diagnostics import scalar_parameters, summarise
 from .em import EMGaussianMixture
 from .membership import posterior_membership
 from .sampling import em_reference
@@ -50,13 +50,13 @@ def _parameter_names(posterior: xr.Dataset) -> tuple[str, ...]:
 
 def _em_values(reference: xr.Dataset, names: tuple[str, ...]) -> pd.Series:
     """EM values labelled exactly as ``az.summary`` labels the posterior's entries."""
-    masked = scalar_parameters(reference, names)
+    entries = scalar_parameters(reference, names)
     labeller = BaseLabeller()
     values = {
         labeller.make_label_flat(var, sel, isel): float(value)
-        for var, sel, isel, value in xarray_var_iter(masked, combined=True)
+        for var, sel, isel, value in xarray_var_iter(entries, combined=True)
     }
-    return pd.Series(values).dropna()
+    return pd.Series(values)
 
 
 def compare(
@@ -88,7 +88,7 @@ def compare(
     posterior = get_group(idata, "posterior")
     reference = em_reference(idata, em)
     names = _parameter_names(posterior)
-    summary = quiet_summary(
+    summary = summarise(
         scalar_parameters(posterior, names),
         hdi_prob=hdi_prob,
         stat_funcs={"median": np.median},

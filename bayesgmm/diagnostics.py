@@ -7,7 +7,6 @@ E-BFMI) and warns with :class:`SamplingWarning`. Results are returned either way
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import arviz as az
@@ -38,38 +37,44 @@ class SamplingWarning(UserWarning):
     """A convergence check failed; the message says which and what to try."""
 
 
-def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.Dataset:
-    """The named variables with entries duplicated by symmetry or fixed by definition masked.
+def _lower_pairs(da: xr.DataArray, offset: int) -> xr.DataArray:
+    """The entries of a symmetric ``(feature, feature_bis)`` matrix on and below the diagonal
+    (``offset=0``) or strictly below it (``offset=-1``), stacked into one ``pair`` dim."""
+    rows, cols = np.tril_indices(da.sizes["feature"], offset)
+    picked = da.isel(
+        feature=xr.DataArray(rows, dims="pair"), feature_bis=xr.DataArray(cols, dims="pair")
+    )
+    names = [
+        f"{a}, {b}"
+        for a, b in zip(picked["feature"].values, picked["feature_bis"].values, strict=True)
+    ]
+    return picked.drop_vars(["feature", "feature_bis"]).assign_coords(pair=names)
 
-    ``covariances`` keep their lower triangle (diagonal included); ``correlations`` keep their
-    strictly lower triangle (the diagonal is 1). Masked entries are NaN and are dropped from
-    summaries by :func:`quiet_summary`.
+
+def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.Dataset:
+    """The named variables without entries duplicated by symmetry or fixed by definition.
+
+    ``covariances`` keep their lower triangle (diagonal included) and ``correlations`` their
+    strictly lower triangle (the diagonal is 1), stacked into a ``pair`` dimension whose
+    labels make ArviZ write ``covariances[0, waiting, eruptions]``.
     """
     missing = [v for v in var_names if v not in posterior]
     if missing:
         raise ValueError(f"The posterior has no variable(s) {missing}.")
-    out = posterior[list(var_names)]
-    for name, offset in (("covariances", 0), ("correlations", -1)):
-        if name in out:
-            d = out[name].sizes["feature"]
-            mask = xr.DataArray(
-                np.tril(np.ones((d, d), dtype=bool), offset), dims=("feature", "feature_bis")
-            )
-            out[name] = out[name].where(mask)
-    return out
+    variables = {}
+    for name in var_names:
+        da = posterior[name]
+        if name in ("covariances", "correlations"):
+            if name == "correlations" and da.sizes["feature"] < 2:
+                continue  # one feature: no correlation to summarise
+            da = _lower_pairs(da, 0 if name == "covariances" else -1)
+        variables[name] = da
+    return xr.Dataset(variables)
 
 
-def quiet_summary(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
-    """``az.summary`` of a Dataset from :func:`scalar_parameters`, masked entries dropped."""
-    arviz_log = logging.getLogger("arviz")
-    level = arviz_log.level
-    arviz_log.setLevel(logging.ERROR)  # masked entries are NaN on purpose
-    try:
-        table = az.summary(dataset, round_to="none", **kwargs)
-    finally:
-        arviz_log.setLevel(level)
-    first = table.columns[0]
-    return table.dropna(subset=[first])
+def summarise(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
+    """``az.summary`` of a Dataset from :func:`scalar_parameters`, unrounded."""
+    return az.summary(dataset, round_to="none", **kwargs)
 
 
 def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
@@ -80,7 +85,7 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     """
     posterior = get_group(idata, "posterior")
     names = tuple(v for v in PARAMETERS if v in posterior)
-    table = quiet_summary(scalar_parameters(posterior, names), kind="diagnostics")
+    table = summarise(scalar_parameters(posterior, names), kind="diagnostics")
     return table.dropna(subset=["r_hat"])
 
 
@@ -102,20 +107,18 @@ def _check_rows(idata: az.InferenceData) -> list[dict]:
     for ess in ("ess_bulk", "ess_tail"):
         worst = params[ess].idxmin()
         rows.append((ess, params[ess].min(), GATES[ess], params[ess].min() >= GATES[ess], worst))
-    worst_chain = int(np.nanargmin(bfmi))
-    rows.append(
-        (
-            "bfmi",
-            float(np.nanmin(bfmi)),
-            GATES["bfmi"],
-            bool(np.nanmin(bfmi) >= GATES["bfmi"]),
-            f"chain {worst_chain}",
-        )
-    )
+    rows.append(_bfmi_row(bfmi))
     return [
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
     ]
+
+
+def _bfmi_row(bfmi: np.ndarray) -> tuple:
+    if np.all(np.isnan(bfmi)):  # no energy recorded (e.g. a posterior built by hand)
+        return ("bfmi", np.nan, GATES["bfmi"], True, "energy not recorded")
+    lowest = float(np.nanmin(bfmi))
+    return ("bfmi", lowest, GATES["bfmi"], lowest >= GATES["bfmi"], f"chain {np.nanargmin(bfmi)}")
 
 
 def diagnostics(idata: az.InferenceData) -> pd.DataFrame:

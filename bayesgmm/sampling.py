@@ -14,6 +14,7 @@ import dataclasses
 import importlib.metadata
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,18 +144,26 @@ def _sample_nutpie(
 
 
 def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
+    """PyMC's NUTS from the EM start (the log-likelihood is added afterwards, as for nutpie).
+
+    Once JAX has run in this process (e.g. an earlier nutpie fit), worker processes start with
+    ``forkserver``, because forking a process in which JAX's threads run can deadlock; like
+    ``spawn``, that needs scripts to guard their entry point with ``if __name__ ==
+    "__main__":``.
+    """
+    cores = min(chains, os.cpu_count() or 1)
     return pm.sample(
         draws=draws,
         tune=tune,
         chains=chains,
-        cores=min(chains, 2),
+        cores=cores,
         random_seed=seed,
         initvals=initial,
         init="adapt_diag",
         target_accept=target_accept,
         progressbar=progressbar,
         compute_convergence_checks=False,
-        idata_kwargs={"log_likelihood": True},
+        mp_ctx="forkserver" if cores > 1 and "jax" in sys.modules else None,
         model=model,
     )
 

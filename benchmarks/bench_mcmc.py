@@ -1,0 +1,249 @@
+"""Time from data to a converged posterior: bayesgmm's default path against PyMC recipes.
+
+Side by side in one process, on the same model (``bayesgmm.build_model``) and data:
+
+- **bayesgmm**: EM, then nutpie (JAX backend) with every chain at the EM mode, then relabelling;
+- **(a) standard recipe**: ``pm.sample()`` with its defaults, as users run it (jittered random
+  starts; chains often end in different modes);
+- **(b) hand-tuned PyMC**: EM ``initvals``, ``init="adapt_diag"``, one BLAS thread per process.
+
+Each run is split into EM, compile, sampling and relabelling (with the pointwise
+log-likelihood), and judged after relabelling to EM: converged means R-hat <= 1.01 and bulk ESS
+>= 400 for every weight, mean and covariance entry. Every recipe first runs once untimed so the
+timed runs see warm caches; bayesgmm's cold-cache time is measured in a fresh process with empty
+cache directories and printed separately.
+
+    python benchmarks/bench_mcmc.py                 # both data sets
+    python benchmarks/bench_mcmc.py --data faithful # Old Faithful K=2 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+from threadpoolctl import threadpool_limits
+
+from bayesgmm import EMGaussianMixture, build_model, load_faithful, simulate_mixture
+from bayesgmm.diagnostics import parameter_diagnostics
+from bayesgmm.sampling import (
+    CompileCache,
+    _compiled_nutpie,
+    em_dataset,
+    relabel,
+    sample_posterior,
+)
+from bayesgmm.start import em_initial_values
+
+DRAWS, TUNE, CHAINS = 1000, 1000, 4
+
+
+@dataclass
+class Timing:
+    name: str
+    em: float = 0.0
+    compile: float = 0.0
+    sampling: float = 0.0
+    relabel: float = 0.0
+    r_hat: float = np.nan
+    ess_bulk: float = np.nan
+    raw_r_hat: float = np.nan
+
+    @property
+    def total(self) -> float:
+        return self.em + self.compile + self.sampling + self.relabel
+
+    @property
+    def converged(self) -> bool:
+        return self.r_hat <= 1.01 and self.ess_bulk >= 400
+
+
+def data_sets() -> dict[str, tuple[np.ndarray, int]]:
+    sim = simulate_mixture(
+        5000,
+        weights=[0.5, 0.3, 0.2],
+        means=[[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]],
+        covariances=[
+            [[1.0, 0.3], [0.3, 1.0]],
+            [[0.5, 0.0], [0.0, 1.5]],
+            [[1.0, -0.4], [-0.4, 0.8]],
+        ],
+        random_state=1,
+    )
+    return {"faithful": (load_faithful().to_numpy(), 2), "sim5000": (sim.X, 3)}
+
+
+def fit_em(X: np.ndarray, k: int) -> tuple[EMGaussianMixture, float]:
+    t0 = time.perf_counter()
+    em = EMGaussianMixture(k, n_init=5, tol=1e-6, max_iter=1000, random_state=0).fit(X)
+    return em, time.perf_counter() - t0
+
+
+def judge(timing: Timing, idata, raw_r_hat: float | None = None) -> Timing:
+    table = parameter_diagnostics(idata)
+    timing.r_hat = float(table["r_hat"].max())
+    timing.ess_bulk = float(table["ess_bulk"].min())
+    if raw_r_hat is not None:
+        timing.raw_r_hat = raw_r_hat
+    return timing
+
+
+def run_bayesgmm(X: np.ndarray, k: int, seed: int, draws: int = DRAWS, tune: int = TUNE) -> Timing:
+    timing = Timing("bayesgmm (nutpie/JAX from EM)")
+    em, timing.em = fit_em(X, k)
+    model = build_model(X, k)
+    cache = CompileCache()
+    t0 = time.perf_counter()
+    _compiled_nutpie(model, em, "jax", cache)
+    timing.compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = sample_posterior(
+            model,
+            em,
+            draws=draws,
+            tune=tune,
+            chains=CHAINS,
+            random_seed=seed,
+            progressbar=False,
+            compile_cache=cache,
+            check=False,
+        )
+    elapsed = time.perf_counter() - t0
+    # sample_posterior also relabels and writes the log-likelihood: time that part on its own
+    copy = idata.copy()
+    t0 = time.perf_counter()
+    relabel(copy)
+    timing.relabel = time.perf_counter() - t0
+    timing.sampling = elapsed - timing.relabel
+    return judge(timing, idata)
+
+
+def _pymc_run(name, X, k, seed, draws, tune, *, em: bool, **sample_kwargs) -> Timing:
+    """pm.sample on the same model; compile and sampling are not separable, so both count as
+    sampling. Judged after relabelling to EM (fitted for the judgement, not timed, in (a))."""
+    timing = Timing(name)
+    model = build_model(X, k)
+    reference, em_time = fit_em(X, k)
+    if em:
+        timing.em = em_time
+        sample_kwargs["initvals"] = em_initial_values(model, reference)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            random_seed=seed,
+            progressbar=False,
+            model=model,
+            compute_convergence_checks=False,
+            **sample_kwargs,
+        )
+    timing.sampling = time.perf_counter() - t0
+    raw = float(parameter_diagnostics(idata)["r_hat"].max())
+    t0 = time.perf_counter()
+    idata.add_groups({"em": em_dataset(reference, model.coords)}, warn_on_custom_groups=False)
+    relabel(idata)
+    timing.relabel = time.perf_counter() - t0
+    return judge(timing, idata, raw_r_hat=raw)
+
+
+def run_standard(X: np.ndarray, k: int, seed: int, draws: int = DRAWS, tune: int = TUNE) -> Timing:
+    return _pymc_run("(a) pm.sample() defaults", X, k, seed, draws, tune, em=False)
+
+
+def run_tuned(X: np.ndarray, k: int, seed: int, draws: int = DRAWS, tune: int = TUNE) -> Timing:
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _pymc_run(
+            "(b) PyMC: EM initvals, adapt_diag, 1 BLAS thread",
+            X,
+            k,
+            seed,
+            draws,
+            tune,
+            em=True,
+            init="adapt_diag",
+            chains=CHAINS,
+            cores=2,
+            blas_cores=2,
+        )
+
+
+def cold_bayesgmm(name: str) -> float:
+    """bayesgmm's default path in a fresh process with empty caches (seconds, end to end)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {
+            **os.environ,
+            "BAYESGMM_CACHE_DIR": cache,
+            "PYTENSOR_FLAGS": f"base_compiledir={cache}/pytensor",
+        }
+        code = (
+            "import sys, time; sys.path.insert(0, 'benchmarks'); import bench_mcmc as b; "
+            f"X, k = b.data_sets()[{name!r}]; t = b.run_bayesgmm(X, k, 1); "
+            "print(t.total)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+
+def report(name: str, rows: list[Timing], cold: float | None) -> None:
+    ours = rows[0]
+    print(f"\n== {name}: {DRAWS} draws + {TUNE} tuning x {CHAINS} chains (warm caches)")
+    print(
+        f"{'recipe':52} {'EM':>6} {'compile':>8} {'sample':>8} {'relabel':>8} {'total':>8} "
+        f"{'ratio':>6}  r_hat  ess_bulk  converged"
+    )
+    for t in rows:
+        raw = "" if np.isnan(t.raw_r_hat) else f" (before relabelling {t.raw_r_hat:.3f})"
+        print(
+            f"{t.name:52} {t.em:6.1f} {t.compile:8.1f} {t.sampling:8.1f} {t.relabel:8.2f} "
+            f"{t.total:8.1f} {t.total / ours.total:6.1f}  {t.r_hat:.3f} {t.ess_bulk:9.0f}  "
+            f"{t.converged}{raw}"
+        )
+    if cold is not None:
+        print(f"bayesgmm with cold caches (fresh process, empty cache directories): {cold:.1f} s")
+    print(
+        "JSON "
+        + json.dumps(
+            {
+                "data": name,
+                "cold": cold,
+                "rows": [{**t.__dict__, "total": t.total, "converged": t.converged} for t in rows],
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", nargs="+", choices=["faithful", "sim5000"], default=["faithful", "sim5000"]
+    )
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    sets = data_sets()
+    for name in args.data:
+        X, k = sets[name]
+        cold = None if args.no_cold else cold_bayesgmm(name)
+        for run in (run_bayesgmm, run_standard, run_tuned):  # warm-up: fill every cache
+            run(X, k, 0, draws=20, tune=20)
+        rows = [run(X, k, args.seed) for run in (run_bayesgmm, run_standard, run_tuned)]
+        report(name, rows, cold)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,6 +57,15 @@ def match_to_reference(
     -------
     ndarray of int, shape (chain, draw, K)
         ``perm[c, s, k]`` is the draw's component that becomes component ``k``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref_means = np.array([[0.0, 0.0], [5.0, 5.0]])
+    >>> ref_cov = np.stack([np.eye(2), np.eye(2)])
+    >>> draws = ref_means[::-1][None, None]            # one draw with the labels swapped
+    >>> match_to_reference(draws, ref_cov[None, None], ref_means, ref_cov)
+    array([[[1, 0]]])
     """
     n_chain, n_draw, k, d = means.shape
     costs = _assignment_costs(
@@ -97,6 +106,13 @@ def apply_permutations(dataset: xr.Dataset, perm: np.ndarray) -> xr.Dataset:
 
     Variables with a ``component`` dimension are reordered along it; families of per-component
     variables (``chol_cov_0``, ``chol_cov_1``, ...) exchange their values accordingly.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> post = xr.Dataset({"weights": (("chain", "draw", "component"), [[[0.3, 0.7]]])})
+    >>> apply_permutations(post, np.array([[[1, 0]]]))["weights"].values
+    array([[[0.7, 0.3]]])
     """
     out = dataset.copy()
     for name, da in dataset.data_vars.items():
@@ -112,7 +128,15 @@ def apply_permutations(dataset: xr.Dataset, perm: np.ndarray) -> xr.Dataset:
 
 
 def label_switching_summary(perm: np.ndarray) -> pd.DataFrame:
-    """Per chain: draws relabelled (permutation not the identity) and distinct labellings."""
+    """Per chain: draws relabelled (permutation not the identity) and distinct labellings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> perm = np.array([[[0, 1], [1, 0], [0, 1]]])     # 1 chain, 3 draws, 2 components
+    >>> label_switching_summary(perm)[["chain", "relabelled_draws"]].values.tolist()
+    [[0, 1]]
+    """
     identity = np.arange(perm.shape[2])
     switched = np.any(perm != identity, axis=2)
     rows = []

@@ -145,6 +145,12 @@ def compare_mixture(
     X : array-like, optional
         The data; defaults to the observed data.
     hdi_prob : float
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> compare_mixture(fit.em_, fit.idata_).set_index("metric")["value"]  # doctest: +SKIP
     """
     reference = em_reference(idata, em)
     observed = (

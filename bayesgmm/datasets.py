@@ -45,6 +45,13 @@ class SimulatedMixture:
     weights : ndarray of shape (n_components,)
     means : ndarray of shape (n_components, n_features)
     covariances : ndarray of shape (n_components, n_features, n_features)
+
+    Examples
+    --------
+    >>> sim = simulate_mixture(50, weights=[1.0], means=[[0.0]], covariances=[[[1.0]]],
+    ...                        random_state=0)
+    >>> sim.X.shape, sim.labels.shape
+    ((50, 1), (50,))
     """
 
     X: np.ndarray

@@ -34,7 +34,16 @@ _ADVICE = {
 
 
 class SamplingWarning(UserWarning):
-    """A convergence check failed; the message says which and what to try."""
+    """A convergence check failed; the message says which and what to try.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from bayesgmm import BayesianGMM, SamplingWarning, load_faithful
+    >>> with warnings.catch_warnings():  # doctest: +SKIP
+    ...     warnings.simplefilter("error", SamplingWarning)  # make failed checks errors
+    ...     BayesianGMM(2, draws=100).fit(load_faithful())
+    """
 
 
 def _lower_pairs(da: xr.DataArray, offset: int) -> xr.DataArray:
@@ -82,6 +91,10 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
 
     Computed by ArviZ (``az.summary(kind="diagnostics")``); entries that are constant across
     all draws (e.g. zero off-diagonal covariances of a diagonal model) are left out.
+
+    Examples
+    --------
+    >>> parameter_diagnostics(fit.idata_).sort_values("r_hat").tail(3)  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")
     names = tuple(v for v in PARAMETERS if v in posterior)
@@ -127,6 +140,14 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi), ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> table = diagnostics(fit.idata_)  # doctest: +SKIP
+    >>> bool(table["passed"].all())  # doctest: +SKIP
+    True
     """
     table = pd.DataFrame(_check_rows(idata))
     table["advice"] = [
@@ -137,7 +158,14 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
 
 
 def check_sampling(idata: az.InferenceData, *, stacklevel: int = 2) -> pd.DataFrame:
-    """Run :func:`diagnostics` and warn with :class:`SamplingWarning` if any check fails."""
+    """Run :func:`diagnostics` and warn with :class:`SamplingWarning` if any check fails.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:  # doctest: +SKIP
+    ...     table = check_sampling(fit.idata_)
+    """
     table = diagnostics(idata)
     failed = table[~table["passed"]]
     if not failed.empty:

@@ -53,7 +53,19 @@ def _engine(n_samples: int, n_components: int, n_features: int) -> str:
 
 
 class CollapsedComponentWarning(UserWarning):
-    """A fitted component has too few points or a covariance at the ``reg_covar`` floor."""
+    """A fitted component has too few points or a covariance at the ``reg_covar`` floor.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> X = np.vstack([np.random.default_rng(0).normal(size=(50, 2)), [[9.0, 9.0]] * 5])
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     em = EMGaussianMixture(2, random_state=0).fit(X)
+    >>> em.collapsed_components_.size, caught[-1].category.__name__
+    (1, 'CollapsedComponentWarning')
+    """
 
 
 @dataclass

@@ -80,6 +80,13 @@ def posterior_membership(
         ``hdi_high`` (obs_id, component); ``entropy`` (obs_id): entropy in nats of the mean
         membership (0 = certain, ``log K`` = maximally ambiguous); ``hdi_width`` (obs_id): the
         widest membership interval of the row; ``most_probable`` (obs_id).
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> m = posterior_membership(fit.idata_, hdi_prob=0.9)  # doctest: +SKIP
+    >>> m["entropy"].sortby(m["entropy"]).obs_id[-5:]  # most ambiguous  # doctest: +SKIP
     """
     data = _observed(idata, X)
     params = _posterior_parameters(idata)
@@ -129,6 +136,11 @@ def co_clustering(
     Returns
     -------
     xarray.DataArray of shape (obs_id, obs_id_bis)
+
+    Examples
+    --------
+    >>> co = co_clustering(fit.idata_)  # doctest: +SKIP
+    >>> float(co.sel(obs_id=0, obs_id_bis=1))  # P(rows 0 and 1 share a component)  # doctest: +SKIP
     """
     data = _observed(idata, X)
     n = data.shape[0]

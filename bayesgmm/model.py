@@ -35,7 +35,13 @@ BAYES_COVARIANCE_TYPES = ("full", "diag")
 
 
 def chol_cov_name(component: int) -> str:
-    """Name of the ``LKJCholeskyCov`` variable of one component."""
+    """Name of the ``LKJCholeskyCov`` variable of one component.
+
+    Examples
+    --------
+    >>> chol_cov_name(2)
+    'chol_cov_2'
+    """
     return f"chol_cov_{component}"
 
 
@@ -55,6 +61,15 @@ def mixture_logp(
     The symbolic twin of :func:`bayesgmm._gaussian.log_responsibilities` (the tests check the
     two agree): one triangular solve per component over all rows, the log-determinant from the
     Cholesky diagonal. Faster to compile and evaluate than ``pm.Mixture`` of ``MvNormal``.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor.tensor as pt
+    >>> x = pt.as_tensor(np.zeros((1, 2)))
+    >>> w, mu = pt.as_tensor([0.5, 0.5]), pt.as_tensor(np.zeros((2, 2)))
+    >>> chol = pt.as_tensor(np.stack([np.eye(2), np.eye(2)]))
+    >>> float(mixture_logp(x, w, mu, chol).eval()[0])  # log N(0 | 0, I) in 2-D
+    -1.8378770664093453
     """
     weights, means, chol = _drop_batch(weights, 1), _drop_batch(means, 2), _drop_batch(chol, 3)
     residuals = (value[None, :, :] - means[:, None, :]).mT  # (K, D, N)

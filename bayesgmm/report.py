@@ -72,6 +72,12 @@ class Report:
     selection : Selection
     chosen : BayesianGMM
         The model the report presents.
+
+    Examples
+    --------
+    >>> from bayesgmm import report
+    >>> result = report(out="out/faithful.html", n_components=range(1, 5))  # doctest: +SKIP
+    >>> result.chosen.diagnostics()  # doctest: +SKIP
     """
 
     html_path: Path

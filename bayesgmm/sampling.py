@@ -53,6 +53,18 @@ class CompileCache:
     ----------
     max_size : int
         Compiled models kept (least recently used dropped first).
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> from bayesgmm import CompileCache, EMGaussianMixture, build_model, sample_posterior
+    >>> cache = CompileCache()
+    >>> model = build_model(X_first, 2)  # doctest: +SKIP
+    >>> for X in datasets:  # same shape: compiled once  # doctest: +SKIP
+    ...     with model:
+    ...         pm.set_data({"X": X})
+    ...     em = EMGaussianMixture(2).fit(X)
+    ...     idata = sample_posterior(model, em, compile_cache=cache)
     """
 
     max_size: int = 4
@@ -173,6 +185,15 @@ def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
 
     ``covariances`` are expanded to full matrices whatever EM's family, so that
     ``posterior["covariances"] - em["covariances"]`` broadcasts.
+
+    Examples
+    --------
+    >>> from bayesgmm import EMGaussianMixture, load_faithful
+    >>> em = EMGaussianMixture(2, random_state=0).fit(load_faithful())
+    >>> names = ["eruptions", "waiting"]
+    >>> ds = em_dataset(em, {"component": [0, 1], "feature": names, "feature_bis": names})
+    >>> ds["covariances"].dims
+    ('component', 'feature', 'feature_bis')
     """
     k, d = em.n_components, em.n_features_in_
     cov = g.full_covariances(em.covariances_, em.covariance_type, k, d)
@@ -202,6 +223,10 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
 
     ``em=None`` reads the InferenceData's ``em`` group; a fitted :class:`EMGaussianMixture` is
     converted with :func:`em_dataset` after checking it matches the posterior.
+
+    Examples
+    --------
+    >>> reference = em_reference(fit.idata_)  # the stored em group  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")
     if em is None:
@@ -343,6 +368,14 @@ def sample_posterior(
         Groups ``posterior`` (relabelled to EM's components), ``sample_stats`` (with
         ``label_permutation``), ``log_likelihood``, ``observed_data`` and ``em``; provenance in
         ``posterior.attrs``.
+
+    Examples
+    --------
+    >>> from bayesgmm import EMGaussianMixture, build_model, load_faithful, sample_posterior
+    >>> X = load_faithful()
+    >>> em = EMGaussianMixture(2, random_state=0).fit(X)
+    >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
+    >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, ("numba", "jax"))

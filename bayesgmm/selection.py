@@ -43,6 +43,13 @@ class EMSelection:
     best : dict
         Per criterion, the ``(n_components, covariance_type)`` with the lowest value among fits
         whose status is "ok" (or among all fitted rows if none is).
+
+    Examples
+    --------
+    >>> from bayesgmm import em_sweep, load_faithful
+    >>> sweep = em_sweep(load_faithful(), range(1, 4), ("full", "tied"), progress=False)
+    >>> sweep.best["bic"], sweep.best_fit("bic").n_components
+    ((3, 'tied'), 3)
     """
 
     table: pd.DataFrame
@@ -121,7 +128,7 @@ def em_sweep(
     >>> from bayesgmm.datasets import load_faithful
     >>> sweep = em_sweep(load_faithful(), range(1, 4), progress=False)
     >>> sweep.best["bic"]
-    (3, 'full')
+    (2, 'full')
     """
     ks = sorted({int(k) for k in n_components})
     if not ks or ks[0] < 1:
@@ -217,6 +224,13 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
         plus Pareto-k counts, the worst R-hat and ESS, divergences, ``converged`` (every check
         of :func:`bayesgmm.diagnostics` passed), ``failed_checks`` and ``winner`` (the best
         ranked model among the converged ones; no winner if none converged).
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> X = load_faithful()
+    >>> fits = {f"K={k}": BayesianGMM(k).fit(X) for k in (2, 3)}  # doctest: +SKIP
+    >>> bayesian_comparison(fits)[["elpd_loo", "converged", "winner"]]  # doctest: +SKIP
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Pareto.*")
@@ -250,6 +264,13 @@ class Selection:
         The sampled candidates, keyed ``"K=k"``.
     chosen : dict
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
+
+    Examples
+    --------
+    >>> from bayesgmm import load_faithful, select_n_components
+    >>> sel = select_n_components(load_faithful(), range(1, 5))  # doctest: +SKIP
+    >>> sel.loo[["elpd_loo", "weight", "converged", "winner"]]  # doctest: +SKIP
+    >>> sel.chosen  # doctest: +SKIP
     """
 
     em: EMSelection

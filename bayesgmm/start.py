@@ -44,6 +44,14 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     -------
     dict
         Keyed by the model's random-variable names.
+
+    Examples
+    --------
+    >>> from bayesgmm import EMGaussianMixture, build_model, load_faithful
+    >>> X = load_faithful()
+    >>> em = EMGaussianMixture(2, random_state=0).fit(X)
+    >>> sorted(em_initial_values(build_model(X, 2), em))
+    ['chol_cov_0', 'chol_cov_1', 'means', 'weights']
     """
     _check_compatible(model, em)
     k, d = em.n_components, em.n_features_in_
@@ -63,6 +71,15 @@ def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nda
     """The EM start on the sampler's unconstrained space, keyed by value-variable names.
 
     Uses PyMC's own transforms (no jitter), so it is exactly what NUTS starts from.
+
+    Examples
+    --------
+    >>> from bayesgmm import EMGaussianMixture, build_model, load_faithful
+    >>> X = load_faithful()
+    >>> model = build_model(X, 2)
+    >>> point = em_initial_point(model, EMGaussianMixture(2, random_state=0).fit(X))
+    >>> sorted(point) == sorted(v.name for v in model.value_vars)
+    True
     """
     point_fn = make_initial_point_fn(
         model=model,

@@ -54,6 +54,7 @@ import xarray as xr
 from arviz.stats.ecdf_utils import ecdf_confidence_band
 from matplotlib.figure import Figure
 from scipy import stats
+from scipy.special import logsumexp
 
 from . import _gaussian as g
 from ._idata import get_group, posterior_draws
@@ -74,22 +75,32 @@ __all__ = [
     "PosteriorFit",
     "SBCResult",
     "SamplerSettings",
+    "Simulation",
     "calibration_tests",
     "chi_square_uniformity",
     "covered",
     "draw_prior",
+    "ecdf_band",
     "ecdf_uniformity",
+    "fit_em",
+    "format_summary",
     "fractional_ranks",
     "invariant_quantities",
     "main",
     "plot_rank_ecdfs",
     "quantity_names",
+    "rank_draws",
     "rank_of_truth",
+    "relabel_to_truth",
     "run_sbc",
     "run_validation",
+    "sampler_diagnostics",
+    "sbc_simulation",
+    "simulate",
     "summarize_sbc",
     "thin_indices",
     "truth_coverage",
+    "write_outputs",
 ]
 
 SBC_PRIORS = GMMPriors(
@@ -143,6 +154,8 @@ class PosteriorFit:
 
 
 class FitterLike(Protocol):
+    """Anything that fits one data set: :class:`Fitter`, or a stub in the tests."""
+
     def fit(self, X: np.ndarray, *, random_seed: int) -> PosteriorFit: ...
 
 
@@ -151,7 +164,9 @@ def _placeholder_data(n_samples: int, n_features: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, n_samples * n_features).reshape(n_samples, n_features)
 
 
-def fit_em(X: np.ndarray, n_components: int, *, random_seed: int):
+def fit_em(
+    X: np.ndarray, n_components: int, *, random_seed: int
+) -> tuple[EMGaussianMixture, dict[str, Any]]:
     """EM as the default path runs it, with the warnings it raised recorded.
 
     Returns
@@ -263,11 +278,22 @@ def quantity_names(n_components: int, n_features: int) -> tuple[str, ...]:
 def _log_mixture_density(
     rows: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
 ) -> np.ndarray:
-    """``log p(row | theta_s)``, ``(S, n_rows)``, with the package's Gaussian math."""
+    """``log p(row | theta_s)``, ``(S, n_rows)``.
+
+    One call of the package's Gaussian log density for every component of every parameter set
+    (the ``S * K`` components stacked), combined with the weights as
+    :func:`bayesgmm._gaussian.log_responsibilities` does, without a Python loop over draws.
+    """
+    n_sets, n_components, n_features = means.shape
     chol = g.batched_precision_cholesky(covariances)
-    return np.stack(
-        [log_norm for log_norm, _ in g.draw_log_responsibilities(rows, weights, means, chol)]
+    log_prob = g.log_gaussian_prob(
+        rows,
+        means.reshape(-1, n_features),
+        chol.reshape(-1, n_features, n_features),
+        "full",
     )
+    weighted = log_prob.reshape(-1, n_sets, n_components) + np.log(weights)[None]
+    return logsumexp(weighted, axis=2).T
 
 
 def invariant_quantities(
@@ -507,7 +533,9 @@ def run_sbc(
     return SBCResult(records, quantity_names(n_components, n_features), info)
 
 
-def _maybe_bar(tracker: Any, total: int, description: str, enabled: bool):
+def _maybe_bar(
+    tracker: Any, total: int, description: str, enabled: bool
+) -> contextlib.AbstractContextManager:
     """The caller's progress tracker, or a bar of our own."""
     if tracker is not None:
         return contextlib.nullcontext(tracker)
@@ -646,7 +674,9 @@ def summarize_sbc(result: SBCResult, *, alpha: float = 0.05) -> dict[str, Any]:
     }
 
 
-def relabel_to_truth(posterior: xr.Dataset, means: np.ndarray, covariances: np.ndarray):
+def relabel_to_truth(
+    posterior: xr.Dataset, means: np.ndarray, covariances: np.ndarray
+) -> xr.Dataset:
     """The posterior with every draw's components matched to the true components."""
     perm = match_to_reference(
         posterior["means"].transpose("chain", "draw", "component", "feature").values,

@@ -363,11 +363,44 @@ def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
 
 
 def draw_log_responsibilities(
-    X: np.ndarray, weights: np.ndarray, means: np.ndarray, precisions_chol: np.ndarray
+    X: np.ndarray,
+    weights: np.ndarray,
+    means: np.ndarray,
+    precisions_chol: np.ndarray,
+    *,
+    max_bytes: int = 2**26,
 ):
-    """Yield :func:`log_responsibilities` of full-covariance parameter sets, one per draw.
+    """:func:`log_responsibilities` of many full-covariance parameter sets (posterior draws).
 
-    ``weights (S, K)``, ``means (S, K, D)``, ``precisions_chol (S, K, D, D)``.
+    Vectorised over blocks of draws whose working memory stays under ``max_bytes``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, D)
+    weights : ndarray of shape (S, K)
+    means : ndarray of shape (S, K, D)
+    precisions_chol : ndarray of shape (S, K, D, D)
+
+    Yields
+    ------
+    draws : slice
+        The block of draws.
+    log_norm : ndarray of shape (n_draws_in_block, N)
+    log_resp : ndarray of shape (n_draws_in_block, N, K)
     """
-    for s in range(weights.shape[0]):
-        yield log_responsibilities(X, weights[s], means[s], precisions_chol[s], "full")
+    n_draws, n_components, n_features = means.shape
+    n_rows = X.shape[0]
+    step = max(1, max_bytes // (8 * n_rows * n_components * (n_features + 2)))
+    for start in range(0, n_draws, step):
+        block = slice(start, min(start + step, n_draws))
+        size = block.stop - block.start
+        flat = log_gaussian_prob(
+            X,
+            means[block].reshape(-1, n_features),
+            precisions_chol[block].reshape(-1, n_features, n_features),
+            "full",
+        )
+        weighted = flat.reshape(n_rows, size, n_components).transpose(1, 0, 2)
+        weighted += np.log(weights[block])[:, None, :]
+        log_norm = logsumexp(weighted, axis=2)
+        yield block, log_norm, weighted - log_norm[..., None]

@@ -35,7 +35,10 @@ def _responsibility_draws(
     X: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """Responsibilities of every draw for a block of rows: ``(S, n, K)``."""
-    return np.stack([np.exp(log_resp) for _, log_resp in g.draw_log_responsibilities(X, *params)])
+    out = np.empty((params[0].shape[0], X.shape[0], params[0].shape[1]))
+    for draws, _, log_resp in g.draw_log_responsibilities(X, *params):
+        out[draws] = np.exp(log_resp)
+    return out
 
 
 def _blocks(n_rows: int, n_draws: int, n_components: int, max_bytes: int) -> Iterator[slice]:

@@ -266,8 +266,8 @@ def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataAr
     weights, means, covariances = posterior_draws(posterior, ("weights", "means", "covariances"))
     chol = g.batched_precision_cholesky(covariances)
     out = np.empty((weights.shape[0], X.shape[0]))
-    for s, (log_norm, _) in enumerate(g.draw_log_responsibilities(X, weights, means, chol)):
-        out[s] = log_norm
+    for draws, log_norm, _ in g.draw_log_responsibilities(X, weights, means, chol):
+        out[draws] = log_norm
     shape = (posterior.sizes["chain"], posterior.sizes["draw"], X.shape[0])
     return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
 

@@ -26,12 +26,25 @@ def _check_compatible(model: pm.Model, em: EMGaussianMixture) -> None:
         )
 
 
+def _broaden_collapsed(covariances: np.ndarray, collapsed: np.ndarray) -> np.ndarray:
+    """Replace collapsed components' covariances by the mean of the healthy ones."""
+    healthy = np.setdiff1d(np.arange(len(covariances)), collapsed)
+    if collapsed.size == 0 or healthy.size == 0:
+        return covariances
+    out = covariances.copy()
+    out[collapsed] = covariances[healthy].mean(axis=0)
+    return out
+
+
 def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
     """EM estimates as initial values of the model's free variables (natural space).
 
     Weights below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays
     finite; a covariance family of EM that differs from the model's is expanded to full
-    matrices (or reduced to its diagonal).
+    matrices (or reduced to its diagonal). A component EM reports as collapsed
+    (``collapsed_components_``) sits on a likelihood singularity, not at a posterior mode:
+    it starts from the average covariance of the other components instead (where NUTS can
+    take a step), with its EM mean and weight.
 
     Parameters
     ----------
@@ -57,7 +70,10 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     k, d = em.n_components, em.n_features_in_
     weights = np.maximum(em.weights_, _MIN_WEIGHT)
     values = {"weights": weights / weights.sum(), "means": np.asarray(em.means_, dtype=float)}
-    covariances = g.full_covariances(em.covariances_, em.covariance_type, k, d)
+    covariances = _broaden_collapsed(
+        g.full_covariances(em.covariances_, em.covariance_type, k, d),
+        np.asarray(getattr(em, "collapsed_components_", []), dtype=int),
+    )
     names = set(model.named_vars)
     if chol_cov_name(0) in names:
         for j in range(k):

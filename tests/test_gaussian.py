@@ -134,3 +134,22 @@ def test_std_and_correlation(rng):
     std, corr = g.std_and_correlation(cov)
     np.testing.assert_allclose(std[..., :, None] * corr * std[..., None, :], cov, rtol=1e-12)
     np.testing.assert_allclose(np.diagonal(corr, axis1=1, axis2=2), 1.0)
+
+
+def test_draw_log_responsibilities_equals_one_draw_at_a_time(rng):
+    X = rng.normal(size=(30, 3))
+    a = rng.normal(size=(7, 2, 3, 3))
+    cov = a @ np.swapaxes(a, -1, -2) + np.eye(3)
+    weights = rng.dirichlet(np.ones(2), size=7)
+    means = rng.normal(size=(7, 2, 3))
+    chol = g.batched_precision_cholesky(cov)
+    seen = []
+    for draws, log_norm, log_resp in g.draw_log_responsibilities(
+        X, weights, means, chol, max_bytes=4000
+    ):
+        for i, s in enumerate(range(draws.start, draws.stop)):
+            expected = g.log_responsibilities(X, weights[s], means[s], chol[s], "full")
+            np.testing.assert_allclose(log_norm[i], expected[0], rtol=1e-12)
+            np.testing.assert_allclose(log_resp[i], expected[1], rtol=1e-10, atol=1e-12)
+            seen.append(s)
+    assert seen == list(range(7))

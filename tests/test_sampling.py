@@ -205,3 +205,27 @@ def test_diagnostics_function_on_idata(fitted):
     bgmm, _ = fitted
     table = diagnostics(bgmm.idata_)
     assert table.loc[table["check"] == "divergences", "value"].item() >= 0
+
+
+def test_collapsed_em_component_still_starts_sampling(rng):
+    """One far point makes EM collapse a component onto it; NUTS must still start (and the
+    collapsed component starts from a broadened covariance, not the reg_covar floor)."""
+    from bayesgmm import CollapsedComponentWarning
+    from bayesgmm import _gaussian as g
+    from bayesgmm.start import em_initial_values
+
+    X = np.vstack([rng.normal(size=(60, 2)), [[12.0, 12.0]]])
+    with pytest.warns(CollapsedComponentWarning):
+        em = EMGaussianMixture(2, random_state=0).fit(X)
+    (k,) = em.collapsed_components_
+    model = build_model(X, 2)
+    values = em_initial_values(model, em)
+    start_cov = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)
+    start_cov = start_cov @ start_cov.T
+    np.testing.assert_allclose(start_cov, em.covariances_[1 - k], rtol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        idata = sample_posterior(
+            model, em, draws=30, tune=30, chains=2, random_seed=0, progressbar=False
+        )
+    assert idata.posterior.sizes["draw"] == 30

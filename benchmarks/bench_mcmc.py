@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,14 @@ from bayesgmm.start import em_initial_values
 DRAWS, TUNE, CHAINS = 1000, 1000, 4
 
 
+class OverBudget(Exception):
+    """A recipe ran longer than --budget seconds and was stopped."""
+
+
+def _alarm(signum, frame):
+    raise OverBudget
+
+
 @dataclass
 class Timing:
     name: str
@@ -57,6 +66,7 @@ class Timing:
     r_hat: float = np.nan
     ess_bulk: float = np.nan
     raw_r_hat: float = np.nan
+    stopped: bool = False
 
     @property
     def total(self) -> float:
@@ -64,7 +74,7 @@ class Timing:
 
     @property
     def converged(self) -> bool:
-        return self.r_hat <= 1.01 and self.ess_bulk >= 400
+        return not self.stopped and self.r_hat <= 1.01 and self.ess_bulk >= 400
 
 
 def data_sets() -> dict[str, tuple[np.ndarray, int]]:
@@ -208,6 +218,7 @@ def report(name: str, rows: list[Timing], cold: float | None) -> None:
     )
     for t in rows:
         raw = "" if np.isnan(t.raw_r_hat) else f" (before relabelling {t.raw_r_hat:.3f})"
+        raw += " (stopped: over the time budget)" if t.stopped else ""
         print(
             f"{t.name:52} {t.em:6.1f} {t.compile:8.1f} {t.sampling:8.1f} {t.relabel:8.2f} "
             f"{t.total:8.1f} {t.total / ours.total:6.1f}  {t.r_hat:.3f} {t.ess_bulk:9.0f}  "
@@ -234,14 +245,27 @@ def main() -> None:
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=1800,
+        help="seconds after which a PyMC recipe is stopped (default 1800)",
+    )
     args = parser.parse_args()
+    signal.signal(signal.SIGALRM, _alarm)
     sets = data_sets()
     for name in args.data:
         X, k = sets[name]
         cold = None if args.no_cold else cold_bayesgmm(name)
         for run in (run_bayesgmm, run_standard, run_tuned):  # warm-up: fill every cache
             run(X, k, 0, draws=20, tune=20)
-        rows = [run(X, k, args.seed) for run in (run_bayesgmm, run_standard, run_tuned)]
+        rows = [run_bayesgmm(X, k, args.seed)]
+        for run in (run_standard, run_tuned):
+            signal.alarm(args.budget)
+            try:
+                rows.append(run(X, k, args.seed))
+            finally:
+                signal.alarm(0)
         report(name, rows, cold)
 
 

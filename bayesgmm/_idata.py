@@ -85,7 +85,7 @@ def set_attrs(idata: az.InferenceData, attrs: dict[str, Any], *, group: str = "p
         if isinstance(value, str | int | float | bool | np.integer | np.floating):
             dataset.attrs[key] = value
         else:
-            dataset.attrs[key] = json.dumps(value, default=_json_default)
+            dataset.attrs[key] = json.dumps(value, default=json_default)
 
 
 def get_attr(idata: az.InferenceData, key: str, *, group: str = "posterior", default: Any = None):
@@ -99,7 +99,8 @@ def get_attr(idata: az.InferenceData, key: str, *, group: str = "posterior", def
     return value
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy values (anything else is stored as its string)."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.integer | np.floating):

@@ -264,10 +264,7 @@ def _drop_warmup_and_internals(idata: az.InferenceData, model: pm.Model) -> None
 def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataArray:
     """``log p(x_n | theta_s)`` for every draw and row, with the package's Gaussian math."""
     weights, means, covariances = posterior_draws(posterior, ("weights", "means", "covariances"))
-    chol = g.batched_precision_cholesky(covariances)
-    out = np.empty((weights.shape[0], X.shape[0]))
-    for draws, log_norm, _ in g.draw_log_responsibilities(X, weights, means, chol):
-        out[draws] = log_norm
+    out = g.draw_log_density(X, weights, means, covariances)
     shape = (posterior.sizes["chain"], posterior.sizes["draw"], X.shape[0])
     return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
 

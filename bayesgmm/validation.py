@@ -54,10 +54,9 @@ import xarray as xr
 from arviz.stats.ecdf_utils import ecdf_confidence_band
 from matplotlib.figure import Figure
 from scipy import stats
-from scipy.special import logsumexp
 
 from . import _gaussian as g
-from ._idata import get_group, posterior_draws
+from ._idata import get_group, json_default, posterior_draws
 from ._progress import progress_bar
 from .alignment import apply_permutations, match_to_reference
 from .datasets import simulate_mixture
@@ -275,27 +274,6 @@ def quantity_names(n_components: int, n_features: int) -> tuple[str, ...]:
     return (*weights, *means, "log_likelihood", "log_predictive")
 
 
-def _log_mixture_density(
-    rows: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
-) -> np.ndarray:
-    """``log p(row | theta_s)``, ``(S, n_rows)``.
-
-    One call of the package's Gaussian log density for every component of every parameter set
-    (the ``S * K`` components stacked), combined with the weights as
-    :func:`bayesgmm._gaussian.log_responsibilities` does, without a Python loop over draws.
-    """
-    n_sets, n_components, n_features = means.shape
-    chol = g.batched_precision_cholesky(covariances)
-    log_prob = g.log_gaussian_prob(
-        rows,
-        means.reshape(-1, n_features),
-        chol.reshape(-1, n_features, n_features),
-        "full",
-    )
-    weighted = log_prob.reshape(-1, n_sets, n_components) + np.log(weights)[None]
-    return logsumexp(weighted, axis=2).T
-
-
 def invariant_quantities(
     weights: np.ndarray,
     means: np.ndarray,
@@ -319,7 +297,7 @@ def invariant_quantities(
     order = np.argsort(means[:, :, 0], axis=1)
     sorted_means = np.take_along_axis(means, order[:, :, None], axis=1).reshape(n_sets, -1)
     rows = np.vstack([X, np.reshape(held_out, (1, -1))])
-    log_dens = _log_mixture_density(rows, weights, means, covariances)
+    log_dens = g.draw_log_density(rows, weights, means, covariances)
     return np.column_stack(
         [np.sort(weights, axis=1), sorted_means, log_dens[:, :-1].sum(axis=1), log_dens[:, -1]]
     )
@@ -846,14 +824,6 @@ def plot_rank_ecdfs(
     return axes
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"Cannot store {type(value).__name__} in JSON.")
-
-
 def _overall(gates: dict[str, bool | None]) -> bool:
     """Passed: no gate failed and at least one was tested."""
     return all(v is not False for v in gates.values()) and any(v is True for v in gates.values())
@@ -948,7 +918,7 @@ def write_outputs(results: dict[str, Any], sbc: SBCResult, out_dir: str | Path) 
     """``results.json`` and ``rank_ecdfs.png`` (bands at the ECDF test's level) in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     u = sbc.fractional_ranks()
     if u.shape[0] < MIN_SIMULATIONS:
         return

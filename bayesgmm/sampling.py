@@ -307,7 +307,18 @@ def relabel(idata: az.InferenceData) -> np.ndarray:
 
 
 def _versions() -> dict[str, str]:
-    names = ("bayesgmm", "pymc", "pytensor", "arviz", "nutpie", "numpy", "scipy", "scikit-learn")
+    names = (
+        "bayesgmm",
+        "pymc",
+        "pytensor",
+        "arviz",
+        "nutpie",
+        "jax",
+        "numba",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+    )
     out = {}
     for name in names:
         try:
@@ -315,6 +326,18 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def _check_arguments(
+    sampler: str, backend: str, draws: int, tune: int, chains: int, target_accept: float
+) -> None:
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("backend", backend, ("numba", "jax"))
+    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+        if not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
 
 
 def sample_posterior(
@@ -374,13 +397,8 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("backend", backend, ("numba", "jax"))
-    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
-        if not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    if not 0 < target_accept < 1:
-        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
+    _check_arguments(sampler, backend, draws, tune, chains, target_accept)
+    initial = em_initial_values(model, em)  # checks EM against the model before any compile
     seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1)
     kwargs = dict(
         draws=draws,
@@ -394,12 +412,11 @@ def sample_posterior(
         if sampler == "nutpie":
             idata = _sample_nutpie(model, em, backend=backend, cache=compile_cache, **kwargs)
         else:
-            idata = _sample_pymc(model, em_initial_values(model, em), **kwargs)
+            idata = _sample_pymc(model, initial, **kwargs)
         _drop_warmup_and_internals(idata, model)
         _complete_groups(idata, model)
     add_groups(idata, {"em": em_dataset(em, model.coords)})
-    perm = relabel(idata)
-    switched = label_switching_summary(perm)
+    switched = label_switching_summary(relabel(idata))
     set_attrs(
         idata,
         {

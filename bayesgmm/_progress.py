@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,3 +40,12 @@ def progress_bar(total: int, description: str, *, enabled: bool = True) -> Itera
     )
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         yield _Tracker(progress, progress.add_task(description, total=total))
+
+
+def tracker_or_bar(
+    tracker: Any, total: int, description: str, enabled: bool
+) -> contextlib.AbstractContextManager:
+    """The caller's progress tracker, or a bar of our own."""
+    if tracker is not None:
+        return contextlib.nullcontext(tracker)
+    return progress_bar(total, description, enabled=enabled)

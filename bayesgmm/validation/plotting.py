@@ -1,0 +1,65 @@
+"""ECDF-difference plots of fractional ranks with their simultaneous band."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import arviz as az
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from .uniformity import ecdf_band
+
+
+def plot_rank_ecdfs(
+    u: np.ndarray,
+    names: Sequence[str],
+    *,
+    prob: float,
+    u_subset: np.ndarray | None = None,
+    axes: np.ndarray | None = None,
+) -> np.ndarray:
+    """ECDF-difference plots of fractional ranks, one panel per quantity, with the band.
+
+    Parameters
+    ----------
+    u : ndarray of shape (n_simulations, n_quantities)
+    names : sequence of str
+    prob : float
+        Simultaneous probability of the band (the level of :func:`ecdf_uniformity`).
+    u_subset : ndarray, optional
+        Fractional ranks of a subset (e.g. simulations whose diagnostics passed), drawn as a
+        line without its own band.
+    axes : array of matplotlib Axes, optional
+        At least ``len(names)``; a new figure's grid by default.
+
+    Returns
+    -------
+    ndarray of matplotlib Axes
+    """
+    if axes is None:
+        n_cols = min(4, len(names))
+        n_rows = -(-len(names) // n_cols)
+        figure = Figure(figsize=(3.2 * n_cols, 2.7 * n_rows), layout="constrained")
+        axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False).ravel())
+    eval_points, _, _ = ecdf_band(u.shape[0], prob)
+    for q, (name, ax) in enumerate(zip(names, axes, strict=False)):
+        az.plot_ecdf(
+            u[:, q],
+            eval_points=eval_points,
+            cdf=stats.uniform(0.0, 1.0).cdf,
+            difference=True,
+            confidence_bands="optimized",
+            ci_prob=prob,
+            ax=ax,
+        )
+        if u_subset is not None and len(u_subset):
+            ecdf = np.searchsorted(np.sort(u_subset[:, q]), eval_points, side="right")
+            ax.step(eval_points, ecdf / len(u_subset) - eval_points, color="C1", lw=1)
+        ax.axhline(0.0, color="0.5", lw=0.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("fractional rank")
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    return axes

@@ -1,0 +1,76 @@
+"""The simulator: the study's fixed priors and truth, prior draws and simulated data sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pymc as pm
+
+from ..datasets import simulate_mixture
+from ..model import build_model
+from ..priors import GMMPriors
+
+SBC_PRIORS = GMMPriors(
+    weights_concentration=1.0, lkj_eta=2.0, means_loc=0.0, means_scale=3.0, sd_scale=1.0
+)
+"""The fixed priors of the calibration study (not data-scaled: the prior must not see the data)."""
+
+FIXED_TRUTH = {
+    "weights": [0.4, 0.6],
+    "means": [[-2.0, 0.0], [2.0, 1.0]],
+    "covariances": [[[1.0, 0.3], [0.3, 0.8]], [[0.6, -0.2], [-0.2, 0.9]]],
+}
+"""Parameters of the coverage-at-a-known-truth check: plausible under :data:`SBC_PRIORS`."""
+
+
+def _placeholder_data(n_samples: int, n_features: int) -> np.ndarray:
+    """Data of the right shape to build a model before any data are simulated."""
+    return np.linspace(-1.0, 1.0, n_samples * n_features).reshape(n_samples, n_features)
+
+
+def draw_prior(
+    priors: GMMPriors,
+    n_draws: int,
+    *,
+    n_components: int = 2,
+    n_features: int = 2,
+    random_seed: Any = None,
+) -> dict[str, np.ndarray]:
+    """Parameters drawn from the model's own prior (``pm.draw`` on :func:`build_model`'s RVs).
+
+    Returns
+    -------
+    dict
+        ``weights (n_draws, K)``, ``means (n_draws, K, D)``, ``covariances (n_draws, K, D, D)``.
+    """
+    model = build_model(_placeholder_data(4, n_features), n_components, priors=priors)
+    names = ("weights", "means", "covariances")
+    values = pm.draw([model[n] for n in names], draws=n_draws, random_seed=random_seed)
+    if n_draws == 1:
+        values = [v[None] for v in values]
+    return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """One simulated data set, the parameters behind it and a held-out point."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    X: np.ndarray
+    held_out: np.ndarray
+
+
+def simulate(parameters: dict[str, np.ndarray], n_samples: int, *, random_seed: Any) -> Simulation:
+    """``n_samples`` rows and one held-out row drawn from the mixture ``parameters``."""
+    sim = simulate_mixture(
+        n_samples + 1,
+        weights=parameters["weights"],
+        means=parameters["means"],
+        covariances=parameters["covariances"],
+        random_state=np.random.default_rng(random_seed),
+    )
+    return Simulation(sim.weights, sim.means, sim.covariances, sim.X[:-1], sim.X[-1])

@@ -1,0 +1,121 @@
+"""Tests of calibration on fractional ranks: uniformity (chi-square, ECDF band) and coverage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from arviz.stats.ecdf_utils import ecdf_confidence_band
+from scipy import stats
+
+from .ranks import covered
+
+LEVELS = (0.5, 0.9)
+MIN_SIMULATIONS = 5
+
+
+def chi_square_uniformity(u: np.ndarray, n_bins: int | None = None) -> tuple[float, float, int]:
+    """Chi-square test of ``Uniform(0, 1)`` on equal-width bins of ``u``.
+
+    ``n_bins`` defaults to one bin per ten values (at least 2, at most 20), so every bin
+    expects at least five values once there are ten or more.
+
+    Returns
+    -------
+    statistic, p_value : float
+    n_bins : int
+    """
+    u = np.asarray(u, dtype=float)
+    if n_bins is None:
+        n_bins = int(np.clip(u.size // 10, 2, 20))
+    counts, _ = np.histogram(u, bins=n_bins, range=(0.0, 1.0))
+    result = stats.chisquare(counts)
+    return float(result.statistic), float(result.pvalue), n_bins
+
+
+def ecdf_band(n_values: int, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simultaneous ``prob`` band of the ECDF of ``n_values`` uniform values (Säilynoja et al.).
+
+    Returns the evaluation points (``K = min(n, 100)`` interior points of a regular grid, fixed
+    in advance as the band requires) and the band's lower and upper ECDF values there.
+    """
+    n_points = min(n_values, 100)
+    eval_points = np.linspace(0.0, 1.0, n_points + 1)[1:-1]
+    lower, upper = ecdf_confidence_band(
+        n_values, eval_points, eval_points, prob=prob, method="optimized"
+    )
+    return eval_points, lower, upper
+
+
+def ecdf_uniformity(u: np.ndarray, prob: float) -> tuple[bool, float]:
+    """Whether the ECDF of ``u`` stays inside the simultaneous ``prob`` band of the uniform.
+
+    Returns
+    -------
+    inside : bool
+    max_abs_difference : float
+        The largest ``|ECDF(z) - z|`` over the evaluation points.
+    """
+    u = np.sort(np.asarray(u, dtype=float))
+    eval_points, lower, upper = ecdf_band(u.size, prob)
+    ecdf = np.searchsorted(u, eval_points, side="right") / u.size
+    inside = bool(np.all((ecdf >= lower) & (ecdf <= upper)))
+    return inside, float(np.max(np.abs(ecdf - eval_points)))
+
+
+def _coverage_test(hits: np.ndarray, level: float, alpha: float) -> dict[str, Any]:
+    """Binomial test that ``hits`` (booleans) occur at rate ``level``."""
+    n_hits, n = int(np.sum(hits)), int(np.size(hits))
+    p_value = float(stats.binomtest(n_hits, n, level).pvalue)
+    return {
+        "level": level,
+        "covered": n_hits,
+        "n": n,
+        "rate": n_hits / n,
+        "p_value": p_value,
+        "passed": p_value >= alpha,
+    }
+
+
+def calibration_tests(
+    u: np.ndarray, names: Sequence[str], *, alpha: float = 0.05, levels=LEVELS
+) -> dict[str, Any]:
+    """Uniformity (chi-square, ECDF band) and interval coverage of fractional ranks.
+
+    Parameters
+    ----------
+    u : ndarray of shape (n_simulations, n_quantities)
+        Fractional ranks (:func:`fractional_ranks`).
+    names : sequence of str
+    alpha : float
+        Family-wise level of each family of tests (chi-square, ECDF, coverage), Bonferroni
+        over its tests: ``alpha / Q`` per quantity, ``alpha / (Q * len(levels))`` per coverage.
+
+    Returns
+    -------
+    dict
+        ``n``, per-quantity ``chi_square``, ``ecdf`` and ``coverage`` results, and ``passed``
+        (``None`` when fewer than five simulations leave nothing to test).
+    """
+    u = np.asarray(u, dtype=float).reshape(-1, len(names))
+    out: dict[str, Any] = {"n": int(u.shape[0]), "alpha": alpha}
+    if u.shape[0] < MIN_SIMULATIONS:
+        return {**out, "skipped": f"fewer than {MIN_SIMULATIONS} simulations", "passed": None}
+    per_quantity, per_coverage = alpha / len(names), alpha / (len(names) * len(levels))
+    chi2, ecdf, coverage = {}, {}, {}
+    for q, name in enumerate(names):
+        statistic, p_value, n_bins = chi_square_uniformity(u[:, q])
+        chi2[name] = {"statistic": statistic, "p_value": p_value, "n_bins": n_bins}
+        chi2[name]["passed"] = p_value >= per_quantity
+        inside, deviation = ecdf_uniformity(u[:, q], 1.0 - per_quantity)
+        ecdf[name] = {"inside_band": inside, "max_abs_difference": deviation, "passed": inside}
+        coverage[name] = {
+            f"{level:g}": _coverage_test(covered(u[:, q], level), level, per_coverage)
+            for level in levels
+        }
+    out.update(chi_square=chi2, ecdf=ecdf, coverage=coverage)
+    out["uniformity_passed"] = all(r["passed"] for r in (*chi2.values(), *ecdf.values()))
+    out["coverage_passed"] = all(c["passed"] for r in coverage.values() for c in r.values())
+    out["passed"] = out["uniformity_passed"] and out["coverage_passed"]
+    return out

@@ -61,7 +61,9 @@ def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.D
 
 def quiet_summary(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
     """``az.summary`` of a Dataset from :func:`scalar_parameters`, masked entries dropped."""
-    arviz_log = logging.getLogger("arviz")
+    # ArviZ 0.23 logs through ``arviz._log``, a Logger made outside the logging registry:
+    # ``logging.getLogger("arviz")`` is another object and silences nothing.
+    arviz_log = getattr(az, "_log", None) or logging.getLogger("arviz")
     level = arviz_log.level
     arviz_log.setLevel(logging.ERROR)  # masked entries are NaN on purpose
     try:

@@ -121,7 +121,7 @@ def em_sweep(
     >>> from bayesgmm.datasets import load_faithful
     >>> sweep = em_sweep(load_faithful(), range(1, 4), progress=False)
     >>> sweep.best["bic"]
-    (3, 'full')
+    (2, 'full')
     """
     ks = sorted({int(k) for k in n_components})
     if not ks or ks[0] < 1:

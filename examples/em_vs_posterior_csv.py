@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from bayesgmm import BayesianGMM, EMGaussianMixture, load_faithful
@@ -28,6 +29,24 @@ def sampling_settings() -> dict[str, int]:
     return {k: int(os.environ.get(f"BAYESGMM_{k.upper()}", v)) for k, v in defaults.items()}
 
 
+def read_numeric(path: str | Path) -> pd.DataFrame:
+    """The numeric columns of a CSV file, rows with missing values dropped."""
+    return pd.read_csv(path).select_dtypes("number").dropna()
+
+
+def forest_figure(idata) -> plt.Figure:
+    """EM ticks on posterior intervals, one panel per parameter and feature: parameters on
+    different scales (a mean of 80, a standard deviation of 6) make one forest unreadable."""
+    features = list(idata.posterior["feature"].values)
+    panels = [("weights", None)] + ([("correlations", None)] if len(features) > 1 else [])
+    panels += [(name, feature) for feature in features for name in ("means", "stds")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.5 * len(panels)), layout="constrained")
+    for i, (ax, (name, feature)) in enumerate(zip(axes, panels, strict=True)):
+        features_shown = None if feature is None else [feature]
+        plot_forest(idata, var_names=[name], features=features_shown, ax=ax, legend=i == 0)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", nargs="?", help="CSV file (default: Old Faithful)")
@@ -36,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.csv is None:
-        args.csv = Path(tempfile.mkdtemp()) / "faithful.csv"
-        load_faithful().to_csv(args.csv, index=False)
-        print(f"No CSV given: wrote Old Faithful to {args.csv}")
-    X = pd.read_csv(args.csv).select_dtypes("number").dropna()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "faithful.csv"
+            load_faithful().to_csv(path, index=False)
+            print("No CSV given: wrote Old Faithful to a temporary CSV and read it back")
+            X = read_numeric(path)
+    else:
+        X = read_numeric(args.csv)
     print(f"{len(X)} rows, features {list(X.columns)}\n")
 
     em = EMGaussianMixture(args.components, n_init=5, random_state=0).fit(X)
@@ -55,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     print(bgmm.compare_mixture().round(4).to_string(index=False))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, ax in (
-        ("ellipses.png", plot_ellipses(bgmm.idata_, n_draws=40)),
-        ("forest.png", plot_forest(bgmm.idata_)),
-    ):
-        ax.figure.savefig(args.out / name, dpi=90, bbox_inches="tight")
+    figures = {
+        "ellipses.png": plot_ellipses(bgmm.idata_, n_draws=40).figure,
+        "forest.png": forest_figure(bgmm.idata_),
+    }
+    for name, fig in figures.items():
+        fig.savefig(args.out / name, dpi=90, bbox_inches="tight")
         print(f"saved {args.out / name}")
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from .start import em_initial_point, em_initial_values
 __all__ = ["SAMPLERS", "CompileCache", "em_dataset", "em_reference", "sample_posterior"]
 
 SAMPLERS = ("nutpie", "pymc")
-_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,14 +120,22 @@ def _compiled_nutpie(
     if compiled is None:
         if backend == "jax":
             _enable_jax_cache()
-        compiled = nutpie.compile_pymc_model(
-            model,
-            backend=backend,
-            gradient_backend="jax" if backend == "jax" else "pytensor",
-            initial_points=em_initial_values(model, em),
-            jitter_rvs=set(),
-            freeze_model=False,
-        )
+        # nutpie 0.16 writes default dims of the transformed variables (``weights_simplex__``)
+        # into the model's own ``named_vars_to_dims``; compiling the same model again then
+        # fails with "Unknown dimension size". Leave the user's model as it was.
+        dims = dict(model.named_vars_to_dims)
+        try:
+            compiled = nutpie.compile_pymc_model(
+                model,
+                backend=backend,
+                gradient_backend="jax" if backend == "jax" else "pytensor",
+                initial_points=em_initial_values(model, em),
+                jitter_rvs=set(),
+                freeze_model=False,
+            )
+        finally:
+            model.named_vars_to_dims.clear()
+            model.named_vars_to_dims.update(dims)
         if cache is not None:
             cache.put(model, backend, compiled)
     start = _flat_start(model, em)

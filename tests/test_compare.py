@@ -113,3 +113,21 @@ def test_mismatched_em(idata, three_clusters):
 def test_unfitted_em(idata):
     with pytest.raises(ValueError, match="fitted"):
         compare(EMGaussianMixture(3), idata)
+
+
+def test_masked_entries_log_nothing(idata, monkeypatch):
+    # The NaN-masked upper triangles are on purpose; ArviZ's "Array contains NaN-value." must
+    # not reach the user (ArviZ logs through its own Logger object, once per message).
+    import logging
+
+    arviz_log = az._log
+    monkeypatch.setattr(arviz_log, "cache", [])
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    arviz_log.addHandler(handler)
+    try:
+        compare(None, idata)
+    finally:
+        arviz_log.removeHandler(handler)
+    assert not [r for r in records if "NaN" in r.getMessage()]

@@ -175,6 +175,20 @@ def test_compile_cache_reuses_model_with_new_data(data, cache):
     np.testing.assert_array_equal(second._make_initial_points(0), _flat_start(model, em2))
 
 
+def test_same_model_sampled_twice_without_cache(data):
+    # nutpie 0.16 wrote the transformed variables' default dims into the model, and a second
+    # compilation of that model failed with "Unknown dimension size".
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    model = build_model(data, 2)
+    dims = dict(model.named_vars_to_dims)
+    _compiled_nutpie(model, em, "jax", None)
+    assert dict(model.named_vars_to_dims) == dims
+    run = dict(draws=20, tune=20, chains=1, progressbar=False, check=False)
+    first = sample_posterior(model, em, random_seed=0, **run)
+    second = sample_posterior(model, em, random_seed=1, **run)
+    assert first.posterior.sizes["draw"] == second.posterior.sizes["draw"] == 20
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

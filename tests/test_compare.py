@@ -116,8 +116,8 @@ def test_unfitted_em(idata):
 
 
 def test_masked_entries_log_nothing(idata, monkeypatch):
-    # The NaN-masked upper triangles are on purpose; ArviZ's "Array contains NaN-value." must
-    # not reach the user (ArviZ logs through its own Logger object, once per message).
+    # Symmetric matrix entries are summarised once, without NaN placeholders, so ArviZ's
+    # "Array contains NaN-value." (logged through its own Logger object) never reaches the user.
     import logging
 
     arviz_log = az._log

@@ -140,7 +140,12 @@ def _compiled_nutpie(
             cache.put(model, backend, compiled)
     start = _flat_start(model, em)
     field_name = "initial_point_func" if backend == "numba" else "_make_initial_points"
-    compiled = compiled.with_data(X=model["X"].get_value())
+    data = model["X"].get_value()
+    if backend == "jax":  # a NumPy array would be copied to the device at every evaluation
+        import jax.numpy as jnp
+
+        data = jnp.asarray(data)
+    compiled = compiled.with_data(X=data)
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 

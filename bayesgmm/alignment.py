@@ -107,6 +107,19 @@ def apply_permutations(dataset: xr.Dataset, perm: np.ndarray) -> xr.Dataset:
     Variables with a ``component`` dimension are reordered along it; families of per-component
     variables (``chol_cov_0``, ``chol_cov_1``, ...) exchange their values accordingly.
 
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        With ``chain`` and ``draw`` as its first two dims.
+    perm : ndarray of int, shape (chain, draw, K)
+        ``perm[c, s, k]`` is the draw's component that becomes component ``k``
+        (:func:`match_to_reference`).
+
+    Returns
+    -------
+    xarray.Dataset
+        A relabelled copy.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr
@@ -129,6 +142,17 @@ def apply_permutations(dataset: xr.Dataset, perm: np.ndarray) -> xr.Dataset:
 
 def label_switching_summary(perm: np.ndarray) -> pd.DataFrame:
     """Per chain: draws relabelled (permutation not the identity) and distinct labellings.
+
+    Parameters
+    ----------
+    perm : ndarray of int, shape (chain, draw, K)
+        Permutations from :func:`match_to_reference`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``chain``, ``draws``, ``relabelled_draws``, ``fraction_relabelled`` and
+        ``distinct_labellings``.
 
     Examples
     --------

@@ -92,6 +92,16 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     Computed by ArviZ (``az.summary(kind="diagnostics")``); entries that are constant across
     all draws (e.g. zero off-diagonal covariances of a diagonal model) are left out.
 
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With a (relabelled) posterior holding any of ``weights``, ``means``, ``covariances``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar parameter; columns as ``az.summary(kind="diagnostics")``.
+
     Examples
     --------
     >>> parameter_diagnostics(fit.idata_).sort_values("r_hat").tail(3)  # doctest: +SKIP
@@ -141,6 +151,16 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
 
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With a (relabelled) posterior and ``sample_stats`` (``diverging``; ``energy`` for
+        E-BFMI, which passes as not recorded without it).
+
+    Returns
+    -------
+    pandas.DataFrame
+
     Examples
     --------
     >>> from bayesgmm import BayesianGMM, load_faithful
@@ -159,6 +179,18 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
 
 def check_sampling(idata: az.InferenceData, *, stacklevel: int = 2) -> pd.DataFrame:
     """Run :func:`diagnostics` and warn with :class:`SamplingWarning` if any check fails.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        As for :func:`diagnostics`.
+    stacklevel : int
+        Passed to :func:`warnings.warn`, so the warning points at the caller.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`diagnostics` table, returned whether or not it warned.
 
     Examples
     --------

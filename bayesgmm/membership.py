@@ -136,6 +136,17 @@ def co_clustering(
 
     ``P[i, j] = E_theta[sum_k r_ik(theta) r_jk(theta)]``, averaged over the draws in blocks.
 
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Relabelled posterior with ``weights``, ``means`` and ``covariances``.
+    X : array-like of shape (n_samples, n_features), optional
+        Rows to compare; defaults to the observed data.
+    max_samples : int
+        Largest number of rows accepted (the matrix has ``n_samples**2`` entries).
+    max_bytes : int
+        Memory budget of one block of draws x rows x components.
+
     Returns
     -------
     xarray.DataArray of shape (obs_id, obs_id_bis)

@@ -37,6 +37,14 @@ BAYES_COVARIANCE_TYPES = ("full", "diag")
 def chol_cov_name(component: int) -> str:
     """Name of the ``LKJCholeskyCov`` variable of one component.
 
+    Parameters
+    ----------
+    component : int
+
+    Returns
+    -------
+    str
+
     Examples
     --------
     >>> chol_cov_name(2)
@@ -61,6 +69,20 @@ def mixture_logp(
     The symbolic twin of :func:`bayesgmm._gaussian.log_responsibilities` (the tests check the
     two agree): one triangular solve per component over all rows, the log-determinant from the
     Cholesky diagonal. Faster to compile and evaluate than ``pm.Mixture`` of ``MvNormal``.
+
+    Parameters
+    ----------
+    value : TensorVariable of shape (N, D)
+        The rows.
+    weights : TensorVariable of shape (K,)
+    means : TensorVariable of shape (K, D)
+    chol : TensorVariable of shape (K, D, D)
+        Lower Cholesky factors of the covariances. Leading size-1 batch dims that PyMC adds
+        to ``CustomDist`` parameters are dropped.
+
+    Returns
+    -------
+    TensorVariable of shape (N,)
 
     Examples
     --------

@@ -197,6 +197,19 @@ def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
     ``covariances`` are expanded to full matrices whatever EM's family, so that
     ``posterior["covariances"] - em["covariances"]`` broadcasts.
 
+    Parameters
+    ----------
+    em : EMGaussianMixture
+        A fitted EM estimate, of any covariance type.
+    coords : dict
+        Labels of ``component``, ``feature`` and ``feature_bis`` (other keys are ignored).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``weights``, ``means``, ``covariances``, ``stds`` and ``correlations``; EM's
+        covariance type, lower bound, iterations and convergence as attributes.
+
     Examples
     --------
     >>> from bayesgmm import EMGaussianMixture, load_faithful
@@ -234,6 +247,17 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
 
     ``em=None`` reads the InferenceData's ``em`` group; a fitted :class:`EMGaussianMixture` is
     converted with :func:`em_dataset` after checking it matches the posterior.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With a posterior (and an ``em`` group when ``em`` is None).
+    em : EMGaussianMixture, optional
+        A fitted EM estimate with the posterior's numbers of components and features.
+
+    Returns
+    -------
+    xarray.Dataset
 
     Examples
     --------

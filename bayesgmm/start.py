@@ -88,6 +88,17 @@ def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nda
 
     Uses PyMC's own transforms (no jitter), so it is exactly what NUTS starts from.
 
+    Parameters
+    ----------
+    model : pymc.Model
+        From :func:`bayesgmm.build_model`.
+    em : EMGaussianMixture
+        A fitted EM estimate of the same data shape and number of components.
+
+    Returns
+    -------
+    dict of str to ndarray
+
     Examples
     --------
     >>> from bayesgmm import EMGaussianMixture, build_model, load_faithful

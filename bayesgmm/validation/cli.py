@@ -38,7 +38,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the validation, write its outputs, print a summary; 0 if it passed, 1 if not."""
+    """Run the validation, write its outputs, print a summary; 0 if it passed, 1 if not.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments (``sys.argv[1:]`` by default); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        The exit status.
+
+    Examples
+    --------
+    From a shell (``make validate`` runs the full study)::
+
+        python -m bayesgmm.validation --simulations 20 --coverage-datasets 10 --out validation
+
+    or from Python:
+
+    >>> from bayesgmm.validation import main
+    >>> main(["--simulations", "20", "--coverage-datasets", "10"])  # doctest: +SKIP
+    """
     args = _parser().parse_args(argv)
     results = run_validation(
         args.simulations,

@@ -20,7 +20,32 @@ from .uniformity import MIN_SIMULATIONS, _coverage_test
 def relabel_to_truth(
     posterior: xr.Dataset, means: np.ndarray, covariances: np.ndarray
 ) -> xr.Dataset:
-    """The posterior with every draw's components matched to the true components."""
+    """The posterior with every draw's components matched to the true components.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        With ``means (chain, draw, component, feature)`` and ``covariances`` (plus
+        ``feature_bis``); every component-indexed variable is relabelled.
+    means : ndarray of shape (K, D)
+    covariances : ndarray of shape (K, D, D)
+        The true components (:func:`bayesgmm.alignment.match_to_reference`'s reference).
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from bayesgmm.validation import relabel_to_truth
+    >>> means, covs = np.array([[0.0, 0.0], [5.0, 5.0]]), np.stack([np.eye(2), np.eye(2)])
+    >>> dims = ("chain", "draw", "component", "feature")  # one draw, its labels swapped:
+    >>> post = xr.Dataset({"means": (dims, means[None, None, ::-1]),
+    ...                    "covariances": ((*dims, "feature_bis"), covs[None, None])})
+    >>> relabel_to_truth(post, means, covs)["means"].values[0, 0].tolist()
+    [[0.0, 0.0], [5.0, 5.0]]
+    """
     perm = match_to_reference(
         posterior["means"].transpose("chain", "draw", "component", "feature").values,
         posterior["covariances"].transpose("chain", "draw", "component", ...).values,
@@ -97,6 +122,12 @@ def truth_coverage(
     dict
         ``truth``, ``level``, ``datasets`` (per data set: status, diagnostics, the truth's
         posterior quantiles), ``tests`` (per parameter), ``pooled_rate``, ``failed``, ``passed``.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import truth_coverage
+    >>> coverage = truth_coverage(20, progressbar=False)  # 20 NUTS fits  # doctest: +SKIP
+    >>> coverage["pooled_rate"], coverage["passed"]  # doctest: +SKIP
     """
     truth = {k: np.asarray(v, dtype=float) for k, v in (truth or FIXED_TRUTH).items()}
     n_components, n_features = truth["means"].shape

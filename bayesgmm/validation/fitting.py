@@ -25,7 +25,14 @@ EM_SETTINGS = {"n_init": 5, "tol": 1e-6, "max_iter": 1000}
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """NUTS settings of every fit (per chain: ``tune`` warm-up steps, ``draws`` kept)."""
+    """NUTS settings of every fit (per chain: ``tune`` warm-up steps, ``draws`` kept).
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import SamplerSettings
+    >>> SamplerSettings(draws=200, chains=4)
+    SamplerSettings(draws=200, tune=500, chains=4, target_accept=0.8)
+    """
 
     draws: int = 500
     tune: int = 500
@@ -46,6 +53,14 @@ class PosteriorFit:
         ``passed`` (every gate of :func:`bayesgmm.diagnostics` passed).
     em : dict
         ``warnings``: the warning classes EM raised (see :func:`fit_em`).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from bayesgmm.validation import PosteriorFit
+    >>> fit = PosteriorFit(xr.Dataset(), {"passed": True})  # what Fitter.fit returns
+    >>> fit.diagnostics["passed"], fit.em
+    (True, {})
     """
 
     posterior: xr.Dataset
@@ -64,12 +79,29 @@ def fit_em(
 ) -> tuple[EMGaussianMixture, dict[str, Any]]:
     """EM as the default path runs it, with the warnings it raised recorded.
 
+    Parameters
+    ----------
+    X : ndarray of shape (N, D)
+    n_components : int
+    random_seed : int
+        EM's ``random_state`` (its settings are :data:`EM_SETTINGS`).
+
     Returns
     -------
     em : EMGaussianMixture
     info : dict
         ``warnings``: names of the warning classes raised (e.g. ``CollapsedComponentWarning``
         when a component holds too few points, which small simulated data sets can cause).
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import FIXED_TRUTH, fit_em, simulate
+    >>> X = simulate(FIXED_TRUTH, 100, random_seed=0).X
+    >>> em, info = fit_em(X, 2, random_seed=0)
+    >>> em.means_.round(1).tolist(), info
+    ([[2.1, 0.8], [-2.1, -0.3]], {'warnings': []})
+    >>> fit_em(X[:6], 3, random_seed=0)[1]  # three components on six rows
+    {'warnings': ['CollapsedComponentWarning']}
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -78,7 +110,31 @@ def fit_em(
 
 
 def sampler_diagnostics(idata: az.InferenceData) -> dict[str, Any]:
-    """The worst value of every check of :func:`bayesgmm.diagnostics`, and whether all passed."""
+    """The worst value of every check of :func:`bayesgmm.diagnostics`, and whether all passed.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With a ``posterior`` (any of ``weights``, ``means``, ``covariances``) and
+        ``sample_stats`` (``diverging``; ``energy`` for E-BFMI, NaN without it).
+
+    Returns
+    -------
+    dict
+        ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences``, ``min_bfmi`` and
+        ``passed``.
+
+    Examples
+    --------
+    >>> import arviz as az, numpy as np
+    >>> from bayesgmm.validation import sampler_diagnostics
+    >>> weights = np.random.default_rng(0).dirichlet([50, 50], size=(2, 1000))  # iid draws
+    >>> idata = az.from_dict(posterior={"weights": weights},
+    ...                      sample_stats={"diverging": np.zeros((2, 1000), bool)})
+    >>> checks = sampler_diagnostics(idata)
+    >>> checks["divergences"], checks["passed"]
+    (0, True)
+    """
     table = diagnostics(idata).set_index("check")
     value = table["value"]
     return {
@@ -103,7 +159,16 @@ class Fitter:
         Shape of every data set and number of components.
     priors : GMMPriors
         The fitter's priors (a deliberately wrong choice here mis-specifies the fitter).
-    settings : SamplerSettings
+    settings : SamplerSettings, optional
+        Defaults to ``SamplerSettings()``.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import FIXED_TRUTH, Fitter, SamplerSettings, simulate
+    >>> fitter = Fitter(100, 2, 2, settings=SamplerSettings(draws=300))  # builds the model
+    >>> sim = simulate(FIXED_TRUTH, 100, random_seed=0)
+    >>> fit = fitter.fit(sim.X, random_seed=1)  # EM, then NUTS  # doctest: +SKIP
+    >>> fit.diagnostics["passed"], fit.em["warnings"]  # doctest: +SKIP
     """
 
     def __init__(
@@ -124,7 +189,18 @@ class Fitter:
         self.cache = CompileCache()
 
     def fit(self, X: np.ndarray, *, random_seed: int) -> PosteriorFit:
-        """Fit one data set (same shape as the model's data)."""
+        """Fit one data set (same shape as the model's data) from its EM start.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        random_seed : int
+            Seeds EM and NUTS.
+
+        Returns
+        -------
+        PosteriorFit
+        """
         em, em_info = fit_em(X, self.n_components, random_seed=random_seed)
         pm.set_data({"X": X}, model=self.model, coords={"obs_id": np.arange(X.shape[0])})
         idata = sample_posterior(

@@ -13,7 +13,28 @@ from .uniformity import MIN_SIMULATIONS
 
 
 def write_outputs(results: dict[str, Any], sbc: SBCResult, out_dir: str | Path) -> None:
-    """``results.json`` and ``rank_ecdfs.png`` (bands at the ECDF test's level) in ``out_dir``."""
+    """``results.json`` and ``rank_ecdfs.png`` (bands at the ECDF test's level) in ``out_dir``.
+
+    The figure needs at least five fitted simulations; with fewer, only ``results.json`` is
+    written.
+
+    Parameters
+    ----------
+    results : dict
+        JSON-ready results with ``family_alpha`` (the ECDF band's level is
+        ``1 - family_alpha / Q``), as :func:`run_validation` assembles them.
+    sbc : SBCResult
+        The calibration run whose fractional ranks are plotted.
+    out_dir : str or Path
+        Created if missing.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import run_sbc, summarize_sbc, write_outputs
+    >>> sbc = run_sbc(20)  # doctest: +SKIP
+    >>> results = {"family_alpha": 0.05 / 7, "sbc": summarize_sbc(sbc)}  # doctest: +SKIP
+    >>> write_outputs(results, sbc, "validation")  # doctest: +SKIP
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
@@ -51,7 +72,24 @@ def _calibration_lines(title: str, tests: dict[str, Any]) -> list[str]:
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """A plain-text summary of :func:`run_validation`'s results."""
+    """A plain-text summary of :func:`run_validation`'s results.
+
+    Parameters
+    ----------
+    results : dict
+        As returned by :func:`run_validation`.
+
+    Returns
+    -------
+    str
+        Counts, per-quantity p-values and coverage rates, and the overall verdict.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import format_summary, run_validation
+    >>> results = run_validation(20, n_datasets=10, progressbar=False)  # doctest: +SKIP
+    >>> print(format_summary(results))  # doctest: +SKIP
+    """
     sbc, coverage = results["sbc"], results["coverage"]
     c = sbc["counts"]
     lines = [

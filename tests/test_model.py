@@ -31,6 +31,18 @@ def test_model_log_likelihood_equals_em(faithful, cov_type):
     )
 
 
+@pytest.mark.parametrize(
+    ("shift", "scale"), [(1e9, 1.0), (0.0, 1e-150), (0.0, 1e150)], ids=["far", "tiny", "huge"]
+)
+def test_model_log_likelihood_far_from_origin_and_at_extreme_scales(faithful, shift, scale):
+    """The residual is formed before whitening, so neither an offset nor the scale costs digits."""
+    X = faithful.to_numpy() * scale + shift
+    em = EMGaussianMixture(2, tol=1e-8, random_state=0).fit(X)
+    model = build_model(X, 2)
+    point = em_initial_point(model, em)
+    np.testing.assert_allclose(_obs_loglik(model, point), em.score_samples(X).sum(), rtol=1e-8)
+
+
 def test_model_structure(faithful):
     priors = GMMPriors.from_data(faithful)
     model = build_model(faithful, 3, priors=priors)

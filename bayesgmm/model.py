@@ -227,4 +227,6 @@ def build_model(
             observed=observed,
             dims=("obs_id", "feature"),
         )
+    # read back by sample_posterior, which records the priors in the results' attrs
+    model._bayesgmm_priors = priors
     return model

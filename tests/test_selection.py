@@ -135,3 +135,41 @@ def test_bayesian_comparison_marks_converged_winner():
     assert all(loo.loc[w, "converged"] for w in winners)
     assert sel.chosen["loo"] == (int(winners[0].split("=")[1]) if winners else None)
     np.testing.assert_allclose(loo["weight"].sum(), 1.0, atol=1e-6)
+
+
+class _StubFit:
+    """What bayesian_comparison reads from a fitted BayesianGMM: idata_ and diagnostics()."""
+
+    def __init__(self, idata):
+        self.idata_ = idata
+
+    def diagnostics(self):
+        from bayesgmm import diagnostics
+
+        return diagnostics(self.idata_)
+
+
+@pytest.mark.parametrize("true_k_converged", [True, False])
+def test_winner_is_the_best_converged_model(true_k_converged):
+    """K=3 (the truth) has the better elpd; it wins only if its chains agree."""
+    from bayesgmm import EMGaussianMixture
+    from bayesgmm.selection import bayesian_comparison
+
+    from ._fake import idata_around, simulated_data
+
+    X = simulated_data(2, n_samples=150)
+    fits = {}
+    for k in (2, 3):
+        em = EMGaussianMixture(k, random_state=0, n_init=2).fit(X)
+        idata = idata_around(em, X, n_chains=2, n_draws=1000, seed=k)
+        idata.sample_stats["diverging"].values[:] = False
+        if k == 3 and not true_k_converged:
+            idata.posterior["means"].values[1] += 0.5  # chain 1 elsewhere: R-hat fails
+        fits[f"K={k}"] = _StubFit(idata)
+    table = bayesian_comparison(fits)
+    assert table["rank"].idxmin() == "K=3"  # the better elpd, converged or not
+    assert table.loc["K=3", "converged"] == true_k_converged
+    assert table.loc["K=2", "converged"]
+    assert table.index[table["winner"]].tolist() == (["K=3"] if true_k_converged else ["K=2"])
+    if not true_k_converged:
+        assert "r_hat" in table.loc["K=3", "failed_checks"]

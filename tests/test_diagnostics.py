@@ -1,0 +1,74 @@
+"""Each convergence check fails on a posterior built to fail it, and warns with its advice."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bayesgmm import EMGaussianMixture, SamplingWarning, diagnostics
+from bayesgmm.diagnostics import check_sampling
+
+from ._fake import idata_around, simulated_data
+
+
+@pytest.fixture(scope="module")
+def fit():
+    X = simulated_data(2)
+    return EMGaussianMixture(3, random_state=0, n_init=2).fit(X), X
+
+
+def _posterior(fit, *, n_draws=2000, divergent=0, energy=None, chain_shift=0.0):
+    """A posterior that passes every check unless told otherwise (``n_draws`` per chain)."""
+    em, X = fit
+    idata = idata_around(em, X[:30], n_chains=2, n_draws=n_draws, seed=1)
+    stats = idata.sample_stats
+    stats["diverging"].values[:] = False
+    stats["diverging"].values[1, :divergent] = True
+    if energy is not None:
+        stats["energy"] = (("chain", "draw"), energy)
+    if chain_shift:
+        idata.posterior["means"].values[1] += chain_shift
+    return idata
+
+
+def _failed(idata) -> tuple[set[str], str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        table = check_sampling(idata)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+    assert len(messages) <= 1
+    return set(table.loc[~table["passed"], "check"]), messages[0] if messages else ""
+
+
+def test_a_healthy_posterior_passes_silently(fit, rng):
+    energy = rng.standard_normal((2, 2000))  # independent energies: E-BFMI about 2
+    failed, message = _failed(_posterior(fit, energy=energy))
+    assert failed == set() and message == ""
+
+
+def test_divergences_warn_with_target_accept_advice(fit):
+    failed, message = _failed(_posterior(fit, divergent=3))
+    assert failed == {"divergences"}
+    assert "divergences = 3" in message and "target_accept" in message
+
+
+def test_chains_in_different_places_fail_r_hat(fit):
+    failed, message = _failed(_posterior(fit, chain_shift=0.5))
+    assert "r_hat" in failed
+    assert "worst: means[" in message and "fewer components" in message
+
+
+def test_sticky_energy_fails_bfmi(fit, rng):
+    walk = np.cumsum(0.05 * rng.standard_normal((2, 2000)), axis=1)  # E-BFMI about 0.0025
+    failed, message = _failed(_posterior(fit, energy=walk))
+    assert failed == {"bfmi"}
+    assert "bfmi" in message and "tune longer" in message
+
+
+def test_table_values(fit):
+    table = diagnostics(_posterior(fit, divergent=5)).set_index("check")
+    assert table.loc["divergences", "value"] == 5 and not table.loc["divergences", "passed"]
+    assert table.loc["bfmi", "worst"] == "energy not recorded"
+    assert table.loc["ess_bulk", "value"] > 400 and table.loc["r_hat", "value"] < 1.01

@@ -82,6 +82,8 @@ def compare(
 
     Examples
     --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> table = compare(None, bgmm.idata_)  # doctest: +SKIP
     >>> table[~table.em_in_hdi]  # doctest: +SKIP
     """

@@ -104,6 +104,8 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
 
     Examples
     --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> parameter_diagnostics(fit.idata_).sort_values("r_hat").tail(3)  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")
@@ -195,6 +197,8 @@ def check_sampling(idata: az.InferenceData, *, stacklevel: int = 2) -> pd.DataFr
     Examples
     --------
     >>> import warnings
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> with warnings.catch_warnings(record=True) as caught:  # doctest: +SKIP
     ...     table = check_sampling(fit.idata_)
     """

@@ -153,6 +153,8 @@ def co_clustering(
 
     Examples
     --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> co = co_clustering(fit.idata_)  # doctest: +SKIP
     >>> float(co.sel(obs_id=0, obs_id_bis=1))  # P(rows 0 and 1 share a component)  # doctest: +SKIP
     """

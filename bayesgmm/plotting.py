@@ -311,6 +311,8 @@ def plot_posterior_em(
     Examples
     --------
     >>> from bayesgmm.plotting import plot_posterior_em
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> axes = plot_posterior_em(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
     """
     flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
@@ -353,6 +355,8 @@ def plot_pair_em(
     Examples
     --------
     >>> from bayesgmm.plotting import plot_pair_em
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> axes = plot_pair_em(bgmm.idata_, var_names=["means"], features=[0, 1])  # doctest: +SKIP
     """
     flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
@@ -433,6 +437,8 @@ def plot_trace(
     Examples
     --------
     >>> from bayesgmm.plotting import plot_trace
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> axes = plot_trace(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
     """
     posterior, reference = _parameters(idata, var_names, features, em)
@@ -591,6 +597,8 @@ def plot_ellipses(
     Examples
     --------
     >>> from bayesgmm.plotting import plot_ellipses
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> ax = plot_ellipses(bgmm.idata_, n_draws=30)  # doctest: +SKIP
     """
     _check_probability("level", level)
@@ -736,6 +744,8 @@ def plot_membership(
     Examples
     --------
     >>> from bayesgmm.plotting import plot_membership
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> ax = plot_membership(bgmm.idata_, uncertainty="hdi_width")  # doctest: +SKIP
     """
     _check_probability("hdi_prob", hdi_prob)
@@ -802,6 +812,8 @@ def plot_label_switching(idata: az.InferenceData, *, ax: Axes | None = None) -> 
     Examples
     --------
     >>> from bayesgmm.plotting import plot_label_switching
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> ax = plot_label_switching(bgmm.idata_)  # doctest: +SKIP
     """
     stats_ = get_group(idata, "sample_stats")

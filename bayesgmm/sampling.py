@@ -261,6 +261,8 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
 
     Examples
     --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> reference = em_reference(fit.idata_)  # the stored em group  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")

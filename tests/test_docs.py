@@ -2,7 +2,9 @@
 
 Public means named in a module's ``__all__``. Functions must document their parameters (a
 ``Parameters`` section, unless they take none); classes, dataclasses and warnings may document
-theirs as attributes or not at all. The examples themselves run as doctests with the suite.
+theirs as attributes or not at all. The examples run as doctests with the suite
+(``--doctest-modules``), except the lines marked ``+SKIP`` because they sample with NUTS;
+what those lines show is exercised by the tests of each module.
 """
 
 from __future__ import annotations

@@ -392,6 +392,7 @@ def report(
     hdi_prob: float = 0.94,
     title: str | None = None,
     progress: bool = True,
+    em_options: dict[str, Any] | None = None,
 ) -> Report:
     """Model selection, the chosen mixture and EM against its posterior, as one HTML page.
 
@@ -406,6 +407,9 @@ def report(
         Columns of a DataFrame to model.
     n_components, covariance_types, n_candidates, draws, tune, chains, sampler, random_seed
         See :func:`~bayesgmm.selection.select_n_components`.
+    em_options : dict, optional
+        Further EM parameters for the sweep (e.g. ``{"tol": 1e-8}``); recorded in the
+        reproducibility section.
     hdi_prob : float
     title : str, optional
     progress : bool
@@ -431,6 +435,7 @@ def report(
         "sampler": sampler,
         "random_seed": random_seed,
         "hdi_prob": hdi_prob,
+        "em_options": dict(em_options or {}),
     }
     selection = select_n_components(
         frame,
@@ -443,6 +448,7 @@ def report(
         sampler=sampler,
         random_seed=random_seed,
         progress=progress,
+        em_options=em_options,
     )
     label, reason = _choose(selection)
     fit = selection.fits[label]

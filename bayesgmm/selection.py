@@ -296,6 +296,7 @@ def select_n_components(
     progress: bool = True,
     priors: Any = None,
     compile_cache: Any = None,
+    em_options: dict[str, Any] | None = None,
 ) -> Selection:
     """Choose the number of components by BIC/AIC/ICL (EM) and by LOO (the posterior).
 
@@ -318,6 +319,9 @@ def select_n_components(
         EM restarts.
     progress : bool
         Show which K and which stage runs.
+    em_options : dict, optional
+        Further :class:`~bayesgmm.EMGaussianMixture` parameters for the sweep, e.g.
+        ``{"tol": 1e-8, "max_iter": 2000}`` to reach the optimum to more digits.
 
     Returns
     -------
@@ -340,6 +344,7 @@ def select_n_components(
         n_init=n_init,
         random_state=random_seed,
         progress=progress,
+        **(em_options or {}),
     )
     selection = Selection(em=sweep, chosen=dict(sweep.best))
     if not bayesian:

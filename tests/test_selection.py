@@ -22,6 +22,20 @@ def faithful_sweep():
     )
 
 
+def test_selection_table_reaches_the_known_optimum_with_em_options():
+    """The K=2 row of select_n_components' own table, with tol=1e-8 passed through."""
+    sel = select_n_components(
+        load_faithful(),
+        [1, 2, 3],
+        bayesian=False,
+        progress=False,
+        em_options={"tol": 1e-8, "max_iter": 2000},
+    )
+    table = sel.em.table.set_index(["n_components", "covariance_type"])
+    np.testing.assert_allclose(table.loc[(2, "full"), "log_likelihood"], -1130.26, atol=1e-2)
+    assert sel.em.fits[(2, "full")].tol == 1e-8
+
+
 def test_faithful_known_optimum(faithful_sweep):
     table = faithful_sweep.table.set_index(["n_components", "covariance_type"])
     # R mclust: VVV (full) with G=2 has log-likelihood -1130.26

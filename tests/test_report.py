@@ -30,7 +30,9 @@ class _Page(HTMLParser):
         self.images: list[str] = []
         self.external: list[str] = []
         self.captions: list[str] = []
+        self.tables: list[list[list[str]]] = []  # per table, its rows of cell texts
         self._in_caption = False
+        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -43,11 +45,40 @@ class _Page(HTMLParser):
             if value.startswith(("http:", "https:", "//")):
                 self.external.append(value)
         self._in_caption = tag == "caption"
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
 
     def handle_data(self, data):
         if self._in_caption:
             self.captions.append(data)
             self._in_caption = False
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _markdown_tables(markdown: str) -> list[list[list[str]]]:
+    """Pipe tables as rows of cell texts, the separator row left out."""
+    tables, current = [], None
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [" ".join(c.split()) for c in line.strip().strip("|").split("|")]
+            if current is None:
+                current = []
+                tables.append(current)
+            if not all(set(c) <= set("-:") and c for c in cells):
+                current.append(cells)
+        else:
+            current = None
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +156,24 @@ def test_markdown_has_the_same_tables(report_run):
     for relative in figures:
         Image.open(out.parent / relative).verify()
     assert "| length |" in markdown  # the data summary names the columns
+    html_tables, md_tables = page.tables, _markdown_tables(markdown)
+    assert len(md_tables) == len(html_tables)
+    for html_rows, md_rows in zip(html_tables, md_tables, strict=True):
+        assert len(md_rows) == len(html_rows)
+        assert [len(r) for r in md_rows] == [len(r) for r in html_rows]
+        assert md_rows[0] == html_rows[0]  # the same header
+        assert md_rows[1:] == html_rows[1:]  # the same values, cell by cell
+
+
+def test_fit_command_prints_em_posterior_and_diagnostics(csv_file, capsys):
+    argv = ["fit", str(csv_file), "--components", "2", "--draws", "60", "--tune", "60"]
+    code = main([*argv, "--chains", "2", "--dropna", "--quiet", "--seed", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    for heading in ("EM estimate", "EM against the posterior", "Diagnostics"):
+        assert heading in out
+    assert "weights[0]" in out and "means[1, width]" in out and "ess_bulk" in out
+    assert "SamplingWarning" in err  # 120 draws cannot pass the ESS gate: said, not raised
 
 
 def test_report_names_the_columns_and_drops_the_bad_row(report_run):

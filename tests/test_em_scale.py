@@ -227,10 +227,11 @@ distributed = pytest.importorskip("dask.distributed")
 @pytest.fixture(scope="module")
 def client():
     with (
+        # worker processes, so tasks and their results are pickled as on a real cluster
         distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            processes=False,
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
             dashboard_address=None,
         ) as cluster,
         distributed.Client(cluster) as client,

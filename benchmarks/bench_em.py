@@ -14,7 +14,8 @@ Peak extra memory is measured two ways during a 2-iteration fit:
   (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``); it sees every allocation, but
   also the allocator's page reuse, so small numbers are noisy. ``n/a`` off Linux.
 
-Prints the ratio ours / sklearn.
+Prints the ratio ours / sklearn, and both fits run to convergence (``tol=1e-8``) from the
+same start: the final log-likelihoods must agree to 1e-8 relative (the same optimum).
 
     python benchmarks/bench_em.py                # all sizes
     python benchmarks/bench_em.py --sizes small  # (N=1e4, D=2, K=3) only
@@ -141,6 +142,7 @@ def run(name: str, n: int, d: int, k: int, repeats: int) -> None:
     _, a = fit_time(ours, X, long)
     _, b = fit_time(theirs, X, long)
     rel = abs(a.lower_bound_ - b.lower_bound_) / abs(b.lower_bound_)
+    optimum = same_optimum(k, X, dict(common, tol=CONVERGED_TOL))
     traced_ours, rss_ours = peak_memory(ours, X, 2)
     traced_sk, rss_sk = peak_memory(theirs, X, 2)
     print(
@@ -150,8 +152,23 @@ def run(name: str, n: int, d: int, k: int, repeats: int) -> None:
         f"log-lik after {long} it. ours {a.lower_bound_:.10f} sklearn {b.lower_bound_:.10f} "
         f"(rel. diff {rel:.1e}) | peak extra memory traced/rss: ours {traced_ours:.1f}/"
         f"{_mib(rss_ours)} MiB, sklearn {traced_sk:.1f}/{_mib(rss_sk)} MiB "
-        f"(X is {X.nbytes / 2**20:.1f} MiB)",
+        f"(X is {X.nbytes / 2**20:.1f} MiB) | {optimum}",
         flush=True,
+    )
+
+
+CONVERGED_TOL = 1e-8
+
+
+def same_optimum(k: int, X: np.ndarray, common: dict) -> str:
+    """Both fitted to convergence (change of the mean log-likelihood below ``tol``)."""
+    ours = EMGaussianMixture(k, max_iter=5000, **common).fit(X)
+    theirs = GaussianMixture(k, max_iter=5000, init_params="random_from_data", **common).fit(X)
+    rel = abs(ours.lower_bound_ - theirs.lower_bound_) / abs(theirs.lower_bound_)
+    return (
+        f"converged (tol {common['tol']:g}): ours {ours.n_iter_} it. "
+        f"{ours.lower_bound_:.12f}, sklearn {theirs.n_iter_} it. {theirs.lower_bound_:.12f} "
+        f"(rel. diff {rel:.1e}, {'same optimum' if rel <= 1e-8 else 'DIFFERENT optimum'})"
     )
 
 

@@ -1,0 +1,85 @@
+"""Cost of one logp-and-gradient call of the compiled model, and how well chain threads overlap.
+
+nutpie runs chains in threads and, with the JAX backend, calls back into Python for every
+logp-and-gradient evaluation. This script times the compiled function (as nutpie calls it) on
+one thread, then the throughput of two threads calling it at once: a speedup near 2 means the
+chains overlap, near 1 means the call is serialised (the GIL, or the dispatch of the XLA
+executable). It is the measurement behind the README's "what limits bayesgmm's path".
+
+    python benchmarks/profile_logp.py                 # N = 20, 272, 5000 (D=2, K=3)
+    python benchmarks/profile_logp.py --rows 5000 --calls 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import warnings
+
+from bayesgmm import EMGaussianMixture, build_model, simulate_mixture
+from bayesgmm.sampling import _compiled_nutpie, _flat_start
+
+
+def compiled_call(n_rows: int):
+    """nutpie's logp function of the K=3 model on ``n_rows`` simulated rows, and its inputs."""
+    import jax.numpy as jnp
+
+    sim = simulate_mixture(
+        n_rows,
+        weights=[0.5, 0.3, 0.2],
+        means=[[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]],
+        covariances=[
+            [[1.0, 0.3], [0.3, 1.0]],
+            [[0.5, 0.0], [0.0, 1.5]],
+            [[1.0, -0.4], [-0.4, 0.8]],
+        ],
+        random_state=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        em = EMGaussianMixture(3, random_state=0).fit(sim.X)
+    model = build_model(sim.X, 3)
+    compiled = _compiled_nutpie(model, em, "jax", None)
+    logp = compiled._make_logp_func()
+    start = _flat_start(model, em)
+    data = jnp.asarray(model["X"].get_value())
+    return logp, start, data
+
+
+def throughput(logp, start, data, calls: int, threads: int) -> float:
+    """Seconds per call, over ``threads`` threads each making ``calls`` calls."""
+
+    def loop():
+        for _ in range(calls):
+            logp(start + 0.0, X=data)
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return (time.perf_counter() - t0) / (calls * threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[20, 272, 5000])
+    parser.add_argument("--calls", type=int, default=400)
+    args = parser.parse_args()
+    for n_rows in args.rows:
+        logp, start, data = compiled_call(n_rows)
+        for _ in range(20):  # warm up
+            logp(start, X=data)
+        one = throughput(logp, start, data, args.calls, 1)
+        two = throughput(logp, start, data, args.calls, 2)
+        print(
+            f"N={n_rows:>6}: {one * 1e3:.3f} ms per call on one thread; two threads "
+            f"{two * 1e3:.3f} ms per call, speedup {one / two:.2f} (2.00 = full overlap)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -265,7 +265,11 @@ def test_harness_detects_a_shrunk_stub(prior_pool):
     result = run_sbc(40, fitter=fitter, random_seed=3, progressbar=False)
     tests = summarize_sbc(result)["all"]
     assert not tests["uniformity_passed"]
-    assert not tests["ecdf"]["sorted_means[0,0]"]["passed"]
+    means = [q for q in tests["ecdf"] if q.startswith("sorted_means")]
+    # too narrow a means posterior: every mean's 90% interval misses the truth too often, and
+    # the ranks of some mean leave the ECDF band (which one varies with the draws at n=10)
+    assert not any(tests["coverage"][q]["0.9"]["passed"] for q in means)
+    assert not all(tests["ecdf"][q]["passed"] for q in means)
 
 
 def test_failed_fits_are_reported_not_dropped(prior_pool):
@@ -314,7 +318,11 @@ def test_sbc_detects_a_misspecified_fitter():
     assert result.settings["fitter_priors"]["means_scale"] == (0.3,)
     assert summarize_sbc(result)["counts"]["fitted"] == 10
     assert not tests["uniformity_passed"]
-    assert not tests["ecdf"]["sorted_means[0,0]"]["passed"]
+    means = [q for q in tests["ecdf"] if q.startswith("sorted_means")]
+    # too narrow a means posterior: every mean's 90% interval misses the truth too often, and
+    # the ranks of some mean leave the ECDF band (which one varies with the draws at n=10)
+    assert not any(tests["coverage"][q]["0.9"]["passed"] for q in means)
+    assert not all(tests["ecdf"][q]["passed"] for q in means)
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from bayesgmm import (
     sample_posterior,
 )
 from bayesgmm import _gaussian as g
+from bayesgmm._idata import get_attr
 from bayesgmm.alignment import apply_permutations, match_to_reference
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.sampling import _compiled_nutpie, _flat_start
@@ -104,6 +105,9 @@ def test_inference_data_layout(fitted, data):
     assert attrs["sampler"] == "nutpie" and attrs["random_seed"] == 3
     assert GMMPriors.from_json(attrs["priors"]) == bgmm.priors_
     assert "pymc" in attrs["versions"]
+    perm = idata.sample_stats["label_permutation"].values
+    moved = (perm != np.arange(2)).any(axis=-1).sum(axis=1)  # relabelled draws per chain
+    assert get_attr(idata, "relabelled_draws_per_chain") == moved.tolist()
 
 
 def test_pointwise_log_likelihood_matches_scipy(fitted, data):

@@ -788,8 +788,9 @@ def _label_membership_axes(
         ax.set_ylim(-0.03 * u_max, 1.08 * u_max)
     else:
         ax.set_ylabel(str(names[index[1]]))
-    encoding = "" if one_feature else "; marker size: "
-    ax.set_title(f"Most probable component{encoding or ' and '}membership {label}")
+    # two lines: one line is wider than a half-width panel
+    encoding = "\nmarker size: " if not one_feature else " and "
+    ax.set_title(f"Most probable component{encoding}membership {label}")
 
 
 # ----------------------------------------------------------------------------- label switching

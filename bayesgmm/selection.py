@@ -182,8 +182,14 @@ def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
 
 
 def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int]:
-    """The ``n_candidates`` distinct K with the lowest BIC (at least two when possible)."""
-    usable = table[table["status"] != "failed"].sort_values("bic")
+    """The ``n_candidates`` distinct K with the lowest BIC (at least two when possible).
+
+    Fits whose EM collapsed a component or did not converge come after every healthy fit,
+    whatever their BIC (as in the best-by-criterion choice): sampling from a collapsed EM start
+    rarely converges. Failed fits are never candidates.
+    """
+    usable = table[table["status"] != "failed"].assign(_unhealthy=table["status"] != "ok")
+    usable = usable.sort_values(["_unhealthy", "bic"])
     ks: list[int] = []
     for k in usable["n_components"]:
         if int(k) not in ks:

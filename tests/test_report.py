@@ -287,3 +287,21 @@ def test_report_renders_in_a_real_browser(report_run, tmp_path):
     assert pixels.std() > 20, "the screenshot is blank"
     # figures are rendered: some rows hold many distinct grey levels (anti-aliased plots)
     assert max(len(np.unique(row)) for row in pixels[::20]) > 30
+
+
+@pytest.mark.parametrize(("sampler", "shown"), [("nutpie", False), ("pymc", True)])
+def test_cli_hides_the_blas_warning_only_when_it_does_not_apply(sampler, shown):
+    """pip PyTensor's "no BLAS" warning concerns its C backend, which only sampler="pymc" uses."""
+    import argparse
+    import warnings
+
+    from bayesgmm.cli import _ignore_blas_warning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ignore_blas_warning(argparse.Namespace(sampler=sampler))
+        warnings.warn("PyTensor could not link to a BLAS installation.", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert ("PyTensor could not link to a BLAS installation." in messages) == shown
+    assert "something else" in messages

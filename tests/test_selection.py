@@ -109,6 +109,19 @@ def test_candidates_are_the_best_distinct_k():
     assert candidate_components(table, 3) == [1, 2, 3]
 
 
+def test_candidates_put_collapsed_fits_last():
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3, 4],
+            "covariance_type": ["full"] * 4,
+            "status": ["ok", "ok", "ok", "collapsed"],
+            "bic": [30.0, 10.0, 20.0, 5.0],  # the collapsed K=4 has the lowest BIC
+        }
+    )
+    assert candidate_components(table, 2) == [2, 3]
+    assert candidate_components(table, 4) == [1, 2, 3, 4]  # still there when there is room
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="covariance type"):
         em_sweep(load_faithful(), [1, 2], ("banana",), progress=False)

@@ -170,10 +170,22 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> _Section:
     )
     ax = plotting.plot_ellipses(fit.idata_, random_seed=0)
     section.figure(_figure_of(ax), "EM covariance ellipses (solid) over posterior draws (faint)")
-    if fit.idata_.posterior.sizes["feature"] >= 2:
-        axes = plotting.plot_pair_em(fit.idata_, hdi_prob=hdi_prob)
-        section.figure(_figure_of(axes), "Pair plot of the component means, EM as reference")
+    n_features = fit.idata_.posterior.sizes["feature"]
+    if n_features >= 2:
+        shown = _pair_features(n_features, fit.idata_.posterior.sizes["component"])
+        axes = plotting.plot_pair_em(fit.idata_, features=shown, hdi_prob=hdi_prob)
+        which = (
+            "" if len(shown) == n_features else f" (first {len(shown)} of {n_features} features)"
+        )
+        section.figure(
+            _figure_of(axes), f"Pair plot of the component means, EM as reference{which}"
+        )
     return section
+
+
+def _pair_features(n_features: int, n_components: int, max_means: int = 9) -> list[int]:
+    """The first features whose means (one per component and feature) fit a readable grid."""
+    return list(range(min(n_features, max(2, max_means // n_components))))
 
 
 def _forest_figure(idata: Any, hdi_prob: float, max_features: int = 4) -> plt.Figure:

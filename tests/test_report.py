@@ -305,3 +305,12 @@ def test_cli_hides_the_blas_warning_only_when_it_does_not_apply(sampler, shown):
     messages = [str(w.message) for w in caught]
     assert ("PyTensor could not link to a BLAS installation." in messages) == shown
     assert "something else" in messages
+
+
+def test_pair_plot_features_keep_the_grid_readable():
+    from bayesgmm.report import _pair_features
+
+    assert _pair_features(2, 2) == [0, 1]
+    assert _pair_features(13, 2) == [0, 1, 2, 3]  # 8 means
+    assert _pair_features(13, 3) == [0, 1, 2]  # 9 means
+    assert _pair_features(13, 6) == [0, 1]  # never fewer than two features

@@ -17,29 +17,21 @@ import threading
 import time
 import warnings
 
-from bayesgmm import EMGaussianMixture, build_model, simulate_mixture
+from bench_mcmc import simulated  # the benchmark's data, at any size
+
+from bayesgmm import EMGaussianMixture, build_model
 from bayesgmm.sampling import _compiled_nutpie, _flat_start
 
 
 def compiled_call(n_rows: int):
-    """nutpie's logp function of the K=3 model on ``n_rows`` simulated rows, and its inputs."""
+    """nutpie's logp function of the K=3 model on ``n_rows`` rows of the benchmark's data."""
     import jax.numpy as jnp
 
-    sim = simulate_mixture(
-        n_rows,
-        weights=[0.5, 0.3, 0.2],
-        means=[[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]],
-        covariances=[
-            [[1.0, 0.3], [0.3, 1.0]],
-            [[0.5, 0.0], [0.0, 1.5]],
-            [[1.0, -0.4], [-0.4, 0.8]],
-        ],
-        random_state=1,
-    )
+    X = simulated(n_rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        em = EMGaussianMixture(3, random_state=0).fit(sim.X)
-    model = build_model(sim.X, 3)
+        em = EMGaussianMixture(3, random_state=0).fit(X)
+    model = build_model(X, 3)
     compiled = _compiled_nutpie(model, em, "jax", None)
     logp = compiled._make_logp_func()
     start = _flat_start(model, em)

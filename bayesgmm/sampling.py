@@ -1,11 +1,14 @@
 """NUTS from the EM mode, with the chosen sampler, returning a relabelled InferenceData.
 
-Every chain starts exactly at the EM estimate, with no jitter: nutpie through its own
-``compile_pymc_model(initial_points=..., jitter_rvs=set())`` (``pm.sample(nuts_sampler=
-"nutpie")`` silently drops ``initvals``), PyMC through ``initvals`` with ``init="adapt_diag"``
-(the default ``"jitter+adapt_diag"`` moves chains away from them). BLAS is limited to one thread
-per process while sampling, which on small machines is the difference between seconds and
-minutes.
+Every chain starts exactly at the EM estimate, with no jitter. nutpie evaluates the log
+density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
+EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as a Python function whose
+Numba core releases the GIL), started through ``make_initial_point_fn``; for any other model
+through its own ``compile_pymc_model(initial_points=..., jitter_rvs=set())`` with JAX or Numba
+(``pm.sample(nuts_sampler="nutpie")`` silently drops ``initvals``). PyMC's sampler starts
+through ``initvals`` with ``init="adapt_diag"`` (the default ``"jitter+adapt_diag"`` moves
+chains away from them). BLAS is limited to one thread per process while sampling, which on
+small machines is the difference between seconds and minutes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _gaussian as g
 from ._idata import add_groups, get_group, posterior_draws, replace_group, set_attrs
+from ._logdensity import LogDensity, log_density_for
 from ._validation import check_choice
 from .alignment import apply_permutations, label_switching_summary, match_to_reference
 from .diagnostics import check_sampling
@@ -33,9 +37,18 @@ from .em import EMGaussianMixture
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
 
-__all__ = ["SAMPLERS", "CompileCache", "em_dataset", "em_reference", "sample_posterior"]
+__all__ = [
+    "BACKENDS",
+    "SAMPLERS",
+    "CompileCache",
+    "em_dataset",
+    "em_reference",
+    "resolve_backend",
+    "sample_posterior",
+]
 
 SAMPLERS = ("nutpie", "pymc")
+BACKENDS = ("auto", "kernel", "jax", "numba")
 
 
 @dataclass
@@ -106,6 +119,20 @@ def _enable_jax_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
+def resolve_backend(model: pm.Model, backend: str) -> str:
+    """The nutpie backend a run uses: ``"auto"`` is ``"kernel"`` for an unchanged
+    :func:`bayesgmm.build_model` model, else ``"jax"``."""
+    if backend == "auto":
+        return "kernel" if log_density_for(model) is not None else "jax"
+    if backend == "kernel" and log_density_for(model) is None:
+        raise ValueError(
+            "backend='kernel' evaluates only the models bayesgmm.build_model makes, unchanged; "
+            "this model differs (its free variables, observed variables or potentials). Use "
+            "backend='jax' (or 'auto', which picks it)."
+        )
+    return backend
+
+
 def _compiled_nutpie(
     model: pm.Model, em: EMGaussianMixture, backend: str, cache: CompileCache | None
 ):
@@ -140,7 +167,7 @@ def _compiled_nutpie(
             cache.put(model, backend, compiled)
     start = _flat_start(model, em)
     field_name = "initial_point_func" if backend == "numba" else "_make_initial_points"
-    data = model["X"].get_value()
+    data = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
     if backend == "jax":  # a NumPy array would be copied to the device at every evaluation
         import jax.numpy as jnp
 
@@ -149,13 +176,11 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _sample_nutpie(
-    model, em, *, draws, tune, chains, seed, target_accept, progressbar, backend, cache
-):
+def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
     import nutpie
 
     return nutpie.sample(
-        _compiled_nutpie(model, em, backend, cache),
+        compiled,
         draws=draws,
         tune=tune,
         chains=chains,
@@ -164,6 +189,51 @@ def _sample_nutpie(
         progress_bar=progressbar,
         save_warmup=False,
     )
+
+
+def _sample_nutpie(model, em, *, backend, cache, **run):
+    return _run_nutpie(_compiled_nutpie(model, em, backend, cache), **run)
+
+
+_UNCONSTRAINED = "unconstrained_point"
+
+
+def _sample_kernel(model, em, density: LogDensity, **run):
+    """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`).
+
+    nutpie keeps each draw's unconstrained vector; the model's variables are computed from all
+    kept draws at once afterwards, so no compiled graph is needed at all.
+    """
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    start = _flat_start(model, em)
+
+    def make_logp_fn():
+        def logp(x, **shared):
+            return density(x, shared["X"])
+
+        return logp
+
+    def make_expand_fn(*seeds_and_chain):
+        def expand(x, **shared):
+            return {_UNCONSTRAINED: np.array(x, dtype=np.float64)}
+
+        return expand
+
+    compiled = from_pyfunc(
+        density.n_dim,
+        make_logp_fn,
+        make_expand_fn,
+        [np.dtype("float64")],
+        [(density.n_dim,)],
+        [_UNCONSTRAINED],
+        shared_data={"X": np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)},
+        make_initial_point_fn=lambda seed: start.copy(),
+    )
+    idata = _run_nutpie(compiled, **run)
+    flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
+    replace_group(idata, "posterior", density.posterior(flat, model.coords))
+    return idata
 
 
 def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
@@ -369,7 +439,7 @@ def _check_arguments(
     sampler: str, backend: str, draws: int, tune: int, chains: int, target_accept: float
 ) -> None:
     check_choice("sampler", sampler, SAMPLERS)
-    check_choice("backend", backend, ("numba", "jax"))
+    check_choice("backend", backend, BACKENDS)
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
@@ -389,7 +459,7 @@ def sample_posterior(
     target_accept: float = 0.8,
     progressbar: bool = True,
     priors: GMMPriors | None = None,
-    backend: str = "jax",
+    backend: str = "auto",
     compile_cache: CompileCache | None = None,
     check: bool = True,
 ) -> az.InferenceData:
@@ -413,10 +483,15 @@ def sample_posterior(
     priors : GMMPriors, optional
         Recorded in the attrs. Defaults to the priors :func:`bayesgmm.build_model` built the
         model with; a model built otherwise records "not recorded" unless they are given.
-    backend : {"jax", "numba"}
-        nutpie's compilation backend. JAX (default) compiled a K=3 model in 2-4 s with a warm
-        cache here, numba in 48 s warm and 90 s cold, and sampled as fast; compiled JAX
-        executables persist in :func:`cache_dir`.
+    backend : {"auto", "kernel", "jax", "numba"}
+        How nutpie evaluates the log density and its gradient. ``"kernel"``: one compiled
+        Numba call built on the EM's E-step kernel (:mod:`bayesgmm._logdensity`), for models
+        :func:`bayesgmm.build_model` makes (about 20 us a call for Old Faithful against about
+        0.3 ms for the JAX graph, and the GIL is released, so chains run in parallel).
+        ``"jax"``: the PyMC graph compiled by JAX (any model; compiled executables persist in
+        :func:`cache_dir`). ``"numba"``: the graph compiled by Numba (slow to compile: 48 s
+        warm here). ``"auto"`` (default) is ``"kernel"`` when the model allows it, else
+        ``"jax"``.
     compile_cache : CompileCache, optional
         Reuse compiled nutpie models across calls with models of the same structure.
     check : bool
@@ -438,6 +513,8 @@ def sample_posterior(
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
     _check_arguments(sampler, backend, draws, tune, chains, target_accept)
+    if sampler == "nutpie":
+        backend = resolve_backend(model, backend)
     initial = em_initial_values(model, em)  # checks EM against the model before any compile
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -452,7 +529,9 @@ def sample_posterior(
         progressbar=progressbar,
     )
     with threadpool_limits(limits=1, user_api="blas"):
-        if sampler == "nutpie":
+        if sampler == "nutpie" and backend == "kernel":
+            idata = _sample_kernel(model, em, log_density_for(model), **kwargs)
+        elif sampler == "nutpie":
             idata = _sample_nutpie(model, em, backend=backend, cache=compile_cache, **kwargs)
         else:
             idata = _sample_pymc(model, initial, **kwargs)

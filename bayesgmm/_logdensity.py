@@ -268,11 +268,12 @@ def _logp_and_grad(
 
 # --------------------------------------------------------------------------- Python side
 def _lkj_log_normaliser(eta: float, n: int) -> float:
-    """PyMC's normalising constant of the LKJ density (its own function, evaluated)."""
+    """PyMC's normalising constant of the LKJ density (its own function, evaluated in
+    Python: no C compilation for one number)."""
     from pymc.distributions.multivariate import _lkj_normalizing_constant
 
     value = _lkj_normalizing_constant(float(eta), int(n))
-    return float(value.eval()) if hasattr(value, "eval") else float(value)
+    return float(value.eval(mode="FAST_COMPILE")) if hasattr(value, "eval") else float(value)
 
 
 @dataclass(frozen=True)

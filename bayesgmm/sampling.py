@@ -121,7 +121,35 @@ def _enable_jax_cache() -> None:
 
 def resolve_backend(model: pm.Model, backend: str) -> str:
     """The nutpie backend a run uses: ``"auto"`` is ``"kernel"`` for an unchanged
-    :func:`bayesgmm.build_model` model, else ``"jax"``."""
+    :func:`bayesgmm.build_model` model, else ``"jax"``.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    backend : {"auto", "kernel", "jax", "numba"}
+
+    Returns
+    -------
+    str
+        ``"kernel"``, ``"jax"`` or ``"numba"``.
+
+    Raises
+    ------
+    ValueError
+        ``backend="kernel"`` for a model the kernel does not evaluate.
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> from bayesgmm import build_model, load_faithful
+    >>> model = build_model(load_faithful(), 2)
+    >>> resolve_backend(model, "auto")
+    'kernel'
+    >>> with model:
+    ...     _ = pm.Potential("penalty", -model["means"].sum())
+    >>> resolve_backend(model, "auto")  # a changed model: the PyMC graph, compiled by JAX
+    'jax'
+    """
     if backend == "auto":
         return "kernel" if log_density_for(model) is not None else "jax"
     if backend == "kernel" and log_density_for(model) is None:

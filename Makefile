@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 1
-# PyTensor's C backend only builds small helper functions here (sampling runs on JAX); an empty
-# blas__ldflags skips its BLAS search and the warning that pip-installed PyTensor prints.
+# PyTensor's C backend only builds small helper functions here (nutpie samples with bayesgmm's
+# Numba kernel or JAX); an empty blas__ldflags skips its BLAS search and the warning that
+# pip-installed PyTensor prints.
 export PYTENSOR_FLAGS ?= compiledir=$(CURDIR)/.cache/pytensor,blas__ldflags=
 
 .PHONY: demo test test-slow validate bench lint clean

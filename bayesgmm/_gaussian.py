@@ -404,18 +404,3 @@ def draw_log_responsibilities(
         weighted += np.log(weights[block])[:, None, :]
         log_norm = logsumexp(weighted, axis=2)
         yield block, log_norm, weighted - log_norm[..., None]
-
-
-def draw_log_density(
-    X: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
-) -> np.ndarray:
-    """``log p(x_n | theta_s)`` for many full-covariance parameter sets: ``(S, N)``.
-
-    ``weights (S, K)``, ``means (S, K, D)``, ``covariances (S, K, D, D)``; vectorised in
-    blocks of draws by :func:`draw_log_responsibilities`.
-    """
-    chol = batched_precision_cholesky(covariances)
-    out = np.empty((weights.shape[0], X.shape[0]))
-    for draws, log_norm, _ in draw_log_responsibilities(X, weights, means, chol):
-        out[draws] = log_norm
-    return out

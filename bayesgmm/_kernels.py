@@ -42,6 +42,7 @@ __all__ = [
     "Mixture",
     "column_summary",
     "default_block_rows",
+    "draw_log_density",
     "e_step",
     "predict_rows",
 ]
@@ -226,7 +227,61 @@ def _stats_serial(
     return sums
 
 
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _draw_log_density(X, offset, means, chol_t, block, out):  # pragma: no cover - compiled
+    """``out[s, n] = log p(x_n | draw s)``, draws spread over Numba's threads."""
+    n, n_features = X.shape
+    n_components = means.shape[1]
+    loc = np.zeros(n_features)
+    scale = np.ones(n_features)
+    for s in numba.prange(offset.shape[0]):
+        xt = np.empty((n_features, block))
+        lp = np.empty((n_components, block))
+        y = np.empty(block)
+        acc = np.empty(block)
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            m = stop - start
+            _load_block(X, start, stop, loc, scale, xt)
+            _log_densities(xt, m, offset[s], means[s], chol_t[s], False, lp, y, acc)
+            for i in range(m):
+                top = lp[0, i]
+                for c in range(1, n_components):
+                    top = max(top, lp[c, i])
+                total = 0.0
+                for c in range(n_components):
+                    total += np.exp(lp[c, i] - top)
+                out[s, start + i] = top + np.log(total)
+
+
 # --------------------------------------------------------------------------- Python side
+def draw_log_density(
+    X: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray
+) -> np.ndarray:
+    """``log p(x_n | theta_s)`` for many full-covariance parameter sets: ``(S, N)``.
+
+    The pointwise log-likelihood of posterior draws (for LOO): ``weights (S, K)``, ``means (S,
+    K, D)``, ``covariances (S, K, D, D)``. One pass of the E-step kernel's log-densities per
+    draw, draws spread over Numba's threads; the NumPy reference is
+    :func:`bayesgmm._gaussian.draw_log_responsibilities`.
+    """
+    n_features = means.shape[-1]
+    precisions_chol = g.batched_precision_cholesky(covariances)  # upper U, inv(Sigma) = U U'
+    log_det = np.log(np.diagonal(precisions_chol, axis1=-2, axis2=-1)).sum(axis=-1)
+    with np.errstate(divide="ignore"):
+        offset = np.log(weights) + log_det - 0.5 * n_features * g.LOG_2PI
+    out = np.empty((weights.shape[0], X.shape[0]))
+    _draw_log_density(
+        _contiguous(X),
+        _contiguous(offset),
+        _contiguous(means),
+        _contiguous(np.swapaxes(precisions_chol, -1, -2)),
+        _KERNEL_BLOCK_ROWS,
+        out,
+    )
+    return out
+
+
 @dataclass(frozen=True)
 class Mixture:
     """Unit-scale mixture parameters, with the map from the user's units to that scale.

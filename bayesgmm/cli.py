@@ -228,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ignore_blas_warning(args: argparse.Namespace) -> None:
-    """pip-installed PyTensor warns that its C backend has no BLAS; nutpie samples with JAX,
-    so with the default sampler the warning is about code the command does not run."""
+    """pip-installed PyTensor warns that its C backend has no BLAS; nutpie samples with the
+    E-step kernel (or JAX), so with the default sampler the warning is about code the command
+    does not run."""
     if getattr(args, "sampler", "nutpie") == "nutpie":
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _gaussian as g
 from ._idata import add_groups, get_group, posterior_draws, replace_group, set_attrs
+from ._kernels import draw_log_density
 from ._logdensity import LogDensity, log_density_for
 from ._validation import check_choice
 from .alignment import apply_permutations, label_switching_summary, match_to_reference
@@ -399,7 +400,7 @@ def _drop_warmup_and_internals(idata: az.InferenceData, model: pm.Model) -> None
 def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataArray:
     """``log p(x_n | theta_s)`` for every draw and row, with the package's Gaussian math."""
     weights, means, covariances = posterior_draws(posterior, ("weights", "means", "covariances"))
-    out = g.draw_log_density(X, weights, means, covariances)
+    out = draw_log_density(X, weights, means, covariances)
     shape = (posterior.sizes["chain"], posterior.sizes["draw"], X.shape[0])
     return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
 

@@ -153,3 +153,29 @@ def test_draw_log_responsibilities_equals_one_draw_at_a_time(rng):
             np.testing.assert_allclose(log_resp[i], expected[1], rtol=1e-10, atol=1e-12)
             seen.append(s)
     assert seen == list(range(7))
+
+
+def test_kernel_draw_log_density_equals_scipy(rng):
+    """The pointwise log-likelihood kernel (one log density per draw and row) against SciPy."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    from bayesgmm._kernels import draw_log_density
+
+    n_draws, k, d = 5, 3, 3
+    X = rng.normal(size=(700, d)) * [1.0, 10.0, 0.1] + 1e3  # more rows than one block
+    weights = rng.dirichlet(np.ones(k), size=n_draws)
+    weights[0, 1] = 0.0  # an empty component contributes nothing
+    weights[0] /= weights[0].sum()
+    means = X.mean(axis=0) + rng.normal(size=(n_draws, k, d)) * [1.0, 10.0, 0.1]
+    factors = rng.normal(size=(n_draws, k, d, d)) * 0.3 + np.eye(d)
+    covariances = factors @ np.swapaxes(factors, -1, -2) * np.outer([1.0, 10.0, 0.1], [1, 10, 0.1])
+    got = draw_log_density(X, weights, means, covariances)
+    for s in range(n_draws):
+        with np.errstate(divide="ignore"):
+            dens = [
+                np.log(weights[s, c])
+                + multivariate_normal(means[s, c], covariances[s, c]).logpdf(X)
+                for c in range(k)
+            ]
+        np.testing.assert_allclose(got[s], logsumexp(np.stack(dens), axis=0), rtol=1e-11)

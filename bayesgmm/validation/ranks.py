@@ -5,7 +5,7 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 
-from .. import _gaussian as g
+from .._kernels import draw_log_density
 
 
 def quantity_names(n_components: int, n_features: int) -> tuple[str, ...]:
@@ -74,7 +74,7 @@ def invariant_quantities(
     order = np.argsort(means[:, :, 0], axis=1)
     sorted_means = np.take_along_axis(means, order[:, :, None], axis=1).reshape(n_sets, -1)
     rows = np.vstack([X, np.reshape(held_out, (1, -1))])
-    log_dens = g.draw_log_density(rows, weights, means, covariances)
+    log_dens = draw_log_density(rows, weights, means, covariances)
     return np.column_stack(
         [np.sort(weights, axis=1), sorted_means, log_dens[:, :-1].sum(axis=1), log_dens[:, -1]]
     )

@@ -53,7 +53,10 @@ _NUMPY_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once by th
 _SUMMARY_BLOCK_ELEMENTS = 2**17
 _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding error
 # Reassociation lets LLVM vectorise the sums over a block; no-NaN/no-inf flags stay off, so
-# -inf log-weights and exp underflow behave as in IEEE arithmetic.
+# -inf log-weights and exp underflow behave as in IEEE arithmetic. Every kernel also compiles
+# with error_model="numpy": a division by zero gives inf or NaN instead of raising, so a NUTS
+# step into an extreme region returns a non-finite density (a divergence) instead of stopping
+# the sampler.
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
@@ -69,7 +72,7 @@ def default_block_rows(engine: str, n_components: int, n_features: int) -> int:
 
 
 # --------------------------------------------------------------------------- Numba kernel
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _load_block(X, start, stop, loc, scale, xt):  # pragma: no cover - compiled
     """Standardise rows ``start:stop`` of ``X`` into the transposed buffer ``xt`` (D, block)."""
     for i in range(stop - start):
@@ -77,7 +80,7 @@ def _load_block(X, start, stop, loc, scale, xt):  # pragma: no cover - compiled
             xt[j, i] = (X[start + i, j] - loc[j]) / scale[j]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragma: no cover
     """``lp[c, i] = offset[c] - |(x_i - mean_c) U_c|^2 / 2`` for the first ``m`` rows.
 
@@ -106,7 +109,7 @@ def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragm
             lp[c, i] = offset[c] - 0.5 * acc[i]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
     """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik.
 
@@ -136,7 +139,7 @@ def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
     return log_lik
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _add_moments(
     xt, m, resp, means, diagonal, diff, w, t, resp_sum, first, second
 ):  # pragma: no cover
@@ -170,7 +173,7 @@ def _add_moments(
                 second[t, c, a, e] += q
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _block_pass(
     X, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
 ):  # pragma: no cover
@@ -189,7 +192,7 @@ def _block_pass(
     _add_moments(xt, m, lp, means, diagonal, diff, y, t, resp_sum, first, second)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _new_sums(n_threads, n_components, n_features):  # pragma: no cover - compiled
     return (
         np.zeros(n_threads),
@@ -199,7 +202,7 @@ def _new_sums(n_threads, n_components, n_features):  # pragma: no cover - compil
     )
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _stats_parallel(
     X, loc, scale, offset, means, chol_t, diagonal, block, threads
 ):  # pragma: no cover
@@ -215,7 +218,7 @@ def _stats_parallel(
     return sums
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _stats_serial(
     X, loc, scale, offset, means, chol_t, diagonal, block, threads
 ):  # pragma: no cover
@@ -227,7 +230,7 @@ def _stats_serial(
     return sums
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _draw_log_density(X, offset, means, chol_t, block, out):  # pragma: no cover - compiled
     """``out[s, n] = log p(x_n | draw s)``, draws spread over Numba's threads."""
     n, n_features = X.shape

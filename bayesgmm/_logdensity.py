@@ -41,7 +41,7 @@ __all__ = ["LogDensity", "log_density_for"]
 
 
 # --------------------------------------------------------------------------- Numba kernel
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _log_weights(v):  # pragma: no cover - compiled
     """PyMC's simplex transform backwards: ``log softmax([v, -sum(v)])``."""
     k = v.shape[0] + 1
@@ -58,7 +58,7 @@ def _log_weights(v):  # pragma: no cover - compiled
     return y - (top + np.log(norm))
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _lower_inverse(chol, inverse):  # pragma: no cover - compiled
     """Inverse of each lower-triangular ``chol[k]`` into ``inverse[k]`` (forward substitution)."""
     n_features = chol.shape[1]
@@ -73,7 +73,7 @@ def _lower_inverse(chol, inverse):  # pragma: no cover - compiled
                 inverse[c, row, col] = -acc / chol[c, row, row]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _likelihood_gradients(
     inverse, resp_sum, first, second, diagonal, grad_means, grad_chol
 ):  # pragma: no cover - compiled
@@ -127,7 +127,7 @@ def _likelihood_gradients(
                 grad_chol[c, a, b] = acc
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _unpack(x, n_components, n_features, diagonal):  # pragma: no cover - compiled
     """The model's parameters from the unconstrained vector.
 
@@ -154,7 +154,7 @@ def _unpack(x, n_components, n_features, diagonal):  # pragma: no cover - compil
     return log_w, means, chol, log_diag
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _unpack_draws(draws, n_components, n_features, diagonal):  # pragma: no cover - compiled
     """:func:`_unpack` of every row of ``draws`` (S, n_dim): weights, means, Cholesky factors."""
     n_draws = draws.shape[0]
@@ -167,7 +167,7 @@ def _unpack_draws(draws, n_components, n_features, diagonal):  # pragma: no cove
     return weights, means, chol
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
 def _logp_and_grad(
     x,
     X,
@@ -263,6 +263,11 @@ def _logp_and_grad(
                 else:
                     grad[pos] = g
                 pos += 1
+    # Far in the tails (a scale of exp(-800), say) IEEE arithmetic can leave 0 x inf in the
+    # gradient. Such points carry no posterior mass: report them as outside the support, which
+    # NUTS rejects (a divergence), rather than hand it a NaN gradient.
+    if not np.isfinite(logp) or not np.all(np.isfinite(grad)):
+        logp = -np.inf
     return logp, grad
 
 

@@ -145,3 +145,19 @@ def test_kernel_and_jax_backends_draw_the_same_chain(cov_type):
         assert np.all(gap <= 1e-3 * spread + 1e-12), name
     same_steps = kernel.sample_stats["n_steps"].values == jax.sample_stats["n_steps"].values
     assert same_steps.mean() >= 0.95
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("value", [800.0, -800.0, 1e300, -1e300, np.inf, np.nan])
+def test_extreme_points_give_a_non_finite_density_not_an_error(cov_type, value):
+    """A leapfrog step can land anywhere: the density must come back non-finite (nutpie then
+    records a divergence), never raise (which would stop every chain)."""
+    X = np.ascontiguousarray(load_faithful().to_numpy(), dtype=np.float64)
+    density = log_density_for(build_model(X, 2, covariance_type=cov_type))
+    for position in (0, 3, density.n_dim - 1):  # a weight, a mean, a scale
+        x = np.zeros(density.n_dim)
+        x[position] = value
+        logp, grad = density(x, X)
+        assert grad.shape == (density.n_dim,)
+        if np.isfinite(logp):  # e.g. a vanishing scale: that component explains no row
+            assert np.all(np.isfinite(grad))

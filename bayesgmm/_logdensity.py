@@ -167,6 +167,110 @@ def _unpack_draws(draws, n_components, n_features, diagonal):  # pragma: no cove
     return weights, means, chol
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _likelihood(X, log_w, means, chol, log_diag, diagonal, block):  # pragma: no cover
+    """Log-likelihood, ``n_k`` and the gradients on the means and Cholesky factors, from one
+    pass of the E-step kernel over the rows (in blocks)."""
+    n, n_features = X.shape
+    n_components = means.shape[0]
+    inverse = np.empty_like(chol)  # L^{-1}: the kernel's (transposed) precision factor
+    _lower_inverse(chol, inverse)
+    offset = log_w - 0.5 * n_features * LOG_2PI
+    for c in range(n_components):
+        for i in range(n_features):
+            offset[c] -= log_diag[c, i]
+    sums = _new_sums(1, n_components, n_features)
+    loc = np.zeros(n_features)
+    scale = np.ones(n_features)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        _block_pass(X, start, stop, loc, scale, offset, means, inverse, diagonal, 0, sums)
+    log_lik, resp_sum, first, second = sums
+    grad_means = np.empty((n_components, n_features))
+    grad_chol = np.zeros((n_components, n_features, n_features))
+    _likelihood_gradients(
+        inverse, resp_sum[0], first[0], second[0], diagonal, grad_means, grad_chol
+    )
+    return log_lik[0], resp_sum[0], grad_means, grad_chol
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _weights_term(log_w, resp_sum, alpha, grad):  # pragma: no cover - compiled
+    """Dirichlet(alpha) prior plus the simplex transform's log-Jacobian (``sum_k log w_k + log
+    K``, the ``log K`` in the constant); the gradient on ``v`` also takes the likelihood's
+    ``d / d log w_k = n_k``."""
+    k1 = log_w.shape[0] - 1
+    value = 0.0
+    g_total = 0.0
+    for c in range(k1 + 1):
+        value += alpha * log_w[c]
+        g_total += resp_sum[c] + alpha
+    g_last = resp_sum[k1] + alpha
+    w_last = np.exp(log_w[k1])
+    for c in range(k1):
+        grad[c] = resp_sum[c] + alpha - g_last - g_total * (np.exp(log_w[c]) - w_last)
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _means_term(means, grad_means, loc, scale, grad):  # pragma: no cover - compiled
+    """Normal(loc, scale) prior on every mean, with the likelihood's gradient added."""
+    n_components, n_features = means.shape
+    value = 0.0
+    for c in range(n_components):
+        for i in range(n_features):
+            z = (means[c, i] - loc[i]) / scale[i]
+            value -= 0.5 * z * z
+            grad[c * n_features + i] = grad_means[c, i] - z / scale[i]
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _diag_scales_term(chol, log_diag, grad_chol, sd_scale, grad):  # pragma: no cover
+    """HalfNormal(sd_scale) on each standard deviation ``s = exp(u)``, with the Jacobian ``u``."""
+    n_components, n_features = log_diag.shape
+    value = 0.0
+    for c in range(n_components):
+        for i in range(n_features):
+            s = chol[c, i, i]
+            ratio = s / sd_scale[i]
+            value += -0.5 * ratio * ratio + log_diag[c, i]
+            grad[c * n_features + i] = s * grad_chol[c, i, i] - ratio * ratio + 1.0
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad):  # pragma: no cover
+    """PyMC's LKJCholeskyCov density of each factor, on packed rows with log diagonals.
+
+    Row norms are the standard deviations (HalfNormal), the diagonal over the row norm is the
+    correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the diagonal's
+    exp adds ``u_ii`` to the log-Jacobian.
+    """
+    n_components, n_features = log_diag.shape
+    value = 0.0
+    pos = 0
+    for c in range(n_components):
+        for i in range(n_features):
+            variance = 0.0
+            for j in range(i + 1):
+                variance += chol[c, i, j] * chol[c, i, j]
+            log_sd = 0.5 * np.log(variance)
+            a_i = lkj_shape - i
+            value += (
+                a_i * (log_diag[c, i] - log_sd)
+                - i * log_sd
+                - 0.5 * variance / (sd_scale[i] * sd_scale[i])
+                + log_diag[c, i]
+            )
+            factor = -lkj_shape / variance - 1.0 / (sd_scale[i] * sd_scale[i])
+            for j in range(i + 1):
+                g = grad_chol[c, i, j] + factor * chol[c, i, j]
+                grad[pos] = chol[c, i, i] * g + a_i + 1.0 if i == j else g
+                pos += 1
+    return value
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
 def _logp_and_grad(
     x,
@@ -190,79 +294,16 @@ def _logp_and_grad(
     start = k1 + n_components * n_features
     grad = np.zeros(x.shape[0])
     log_w, means, chol, log_diag = _unpack(x, n_components, n_features, diagonal)
-
-    # likelihood and its E-step moments
-    inverse = np.empty_like(chol)
-    _lower_inverse(chol, inverse)
-    offset = log_w - 0.5 * n_features * LOG_2PI
-    for c in range(n_components):
-        for i in range(n_features):
-            offset[c] -= log_diag[c, i]
-    chol_t = inverse  # the kernel's precision factor is L^{-1}
-    sums = _new_sums(1, n_components, n_features)
-    n = X.shape[0]
-    loc = np.zeros(n_features)
-    scale = np.ones(n_features)
-    for first_row in range(0, n, block):
-        stop = min(n, first_row + block)
-        _block_pass(X, first_row, stop, loc, scale, offset, means, chol_t, diagonal, 0, sums)
-    log_lik, resp_sum, first, second = sums
-    grad_means = np.empty((n_components, n_features))
-    grad_chol = np.zeros((n_components, n_features, n_features))
-    _likelihood_gradients(
-        inverse, resp_sum[0], first[0], second[0], diagonal, grad_means, grad_chol
+    log_lik, resp_sum, grad_means, grad_chol = _likelihood(
+        X, log_w, means, chol, log_diag, diagonal, block
     )
-    logp = log_lik[0] + constant
-
-    # weights: Dirichlet(alpha) and the simplex transform's log-Jacobian (sum_k log w_k + log K)
-    g_total = 0.0
-    for c in range(n_components):
-        logp += alpha * log_w[c]
-        g_total += resp_sum[0, c] + alpha
-    g_last = resp_sum[0, k1] + alpha
-    w_last = np.exp(log_w[k1])
-    for c in range(k1):
-        grad[c] = resp_sum[0, c] + alpha - g_last - g_total * (np.exp(log_w[c]) - w_last)
-
-    # means: Normal(loc, scale)
-    for c in range(n_components):
-        for i in range(n_features):
-            z = (means[c, i] - means_loc[i]) / means_scale[i]
-            logp -= 0.5 * z * z
-            grad[k1 + c * n_features + i] = grad_means[c, i] - z / means_scale[i]
-
-    # covariances, with the log-Jacobian of the exp on the diagonals
-    pos = start
-    for c in range(n_components):
-        for i in range(n_features):
-            if diagonal:
-                s = chol[c, i, i]
-                ratio = s / sd_scale[i]
-                logp += -0.5 * ratio * ratio + log_diag[c, i]
-                grad[pos] = s * grad_chol[c, i, i] - ratio * ratio + 1.0
-                pos += 1
-                continue
-            # LKJCholeskyCov: row norms are the standard deviations (HalfNormal), the
-            # diagonal over the row norm is the correlation factor's diagonal (LKJ)
-            variance = 0.0
-            for j in range(i + 1):
-                variance += chol[c, i, j] * chol[c, i, j]
-            log_sd = 0.5 * np.log(variance)
-            a_i = lkj_shape - i
-            logp += (
-                a_i * (log_diag[c, i] - log_sd)
-                - i * log_sd
-                - 0.5 * variance / (sd_scale[i] * sd_scale[i])
-                + log_diag[c, i]
-            )
-            factor = -lkj_shape / variance - 1.0 / (sd_scale[i] * sd_scale[i])
-            for j in range(i + 1):
-                g = grad_chol[c, i, j] + factor * chol[c, i, j]
-                if i == j:
-                    grad[pos] = chol[c, i, i] * g + a_i + 1.0
-                else:
-                    grad[pos] = g
-                pos += 1
+    logp = log_lik + constant
+    logp += _weights_term(log_w, resp_sum, alpha, grad)
+    logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
+    if diagonal:
+        logp += _diag_scales_term(chol, log_diag, grad_chol, sd_scale, grad[start:])
+    else:
+        logp += _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad[start:])
     # Far in the tails (a scale of exp(-800), say) IEEE arithmetic can leave 0 x inf in the
     # gradient. Such points carry no posterior mass: report them as outside the support, which
     # NUTS rejects (a divergence), rather than hand it a NaN gradient.

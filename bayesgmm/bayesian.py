@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ._validation import check_choice, check_matrix
 from .compare import compare, compare_mixture
-from .diagnostics import diagnostics
+from .diagnostics import diagnostics, scalar_parameters, summarise
 from .em import EMGaussianMixture
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model
@@ -218,8 +217,11 @@ class BayesianGMM:
         return compare_mixture(self.em_, self.idata_, hdi_prob=hdi_prob)
 
     def summary(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
-        """ArviZ summary of weights, means and covariances (relabelled draws)."""
+        """ArviZ summary of weights, means and covariances (relabelled draws).
+
+        Each covariance matrix contributes its lower triangle (the upper one repeats it).
+        """
         self._check_fitted()
-        return az.summary(
-            self.idata_, var_names=["weights", "means", "covariances"], hdi_prob=hdi_prob
-        )
+        names = ("weights", "means", "covariances")
+        parameters = scalar_parameters(self.idata_.posterior, names)
+        return summarise(parameters, hdi_prob=hdi_prob)

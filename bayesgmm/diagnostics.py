@@ -82,8 +82,15 @@ def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.D
 
 
 def summarise(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
-    """``az.summary`` of a Dataset from :func:`scalar_parameters`, unrounded."""
-    return az.summary(dataset, round_to="none", **kwargs)
+    """``az.summary`` of a Dataset from :func:`scalar_parameters`, unrounded.
+
+    Entries constant over every draw (the weight of a one-component model, the zero
+    covariances of a diagonal one) have no R-hat or ESS: ArviZ returns NaN for them after a
+    0/0 that NumPy would report as a RuntimeWarning; that warning is silenced here, and the
+    callers drop or show the NaN.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return az.summary(dataset, round_to="none", **kwargs)
 
 
 def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:

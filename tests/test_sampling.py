@@ -310,3 +310,15 @@ def test_collapsed_em_component_still_starts_sampling(rng):
             model, em, draws=30, tune=30, chains=2, random_seed=0, progressbar=False
         )
     assert idata.posterior.sizes["draw"] == 30
+
+
+def test_summary_has_each_parameter_once(fitted):
+    bgmm, _ = fitted
+    table = bgmm.summary()
+    k, d = 2, bgmm.em_.n_features_in_
+    assert len(table) == k + k * d + k * d * (d + 1) // 2  # one covariance triangle each
+    post = bgmm.idata_.posterior
+    assert table.loc["weights[1]", "mean"] == pytest.approx(float(post["weights"][..., 1].mean()))
+    lower = [name for name in table.index if name.startswith("covariances[0")]
+    assert len(lower) == d * (d + 1) // 2
+    assert {"hdi_3%", "hdi_97%", "r_hat", "ess_bulk"} <= set(table.columns)

@@ -164,34 +164,71 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> _Section:
     section.text(
         "EM lies inside every HDI." if not outside else f"EM outside the HDI: {', '.join(outside)}."
     )
-    section.figure(
-        _forest_figure(fit.idata_, hdi_prob),
-        "Posterior HDIs with the EM estimates marked, one panel per parameter and feature",
-    )
-    ax = plotting.plot_ellipses(fit.idata_, random_seed=0)
-    section.figure(_figure_of(ax), "EM covariance ellipses (solid) over posterior draws (faint)")
     n_features = fit.idata_.posterior.sizes["feature"]
+    ranked = _separating_features(fit.idata_.em)
+    forest = sorted(ranked[:_FOREST_FEATURES])
+    section.figure(
+        _forest_figure(fit.idata_, hdi_prob, forest),
+        "Posterior HDIs with the EM estimates marked, one panel per parameter and feature"
+        + _which(forest, n_features),
+    )
+    ax = plotting.plot_ellipses(fit.idata_, features=sorted(ranked[:2]), random_seed=0)
+    caption = "EM covariance ellipses (solid) over posterior draws (faint)"
+    section.figure(_figure_of(ax), caption + _which(ranked[:2], n_features))
     if n_features >= 2:
-        shown = _pair_features(n_features, fit.idata_.posterior.sizes["component"])
+        shown = _pair_features(ranked, fit.idata_.posterior.sizes["component"])
         axes = plotting.plot_pair_em(fit.idata_, features=shown, hdi_prob=hdi_prob)
-        which = (
-            "" if len(shown) == n_features else f" (first {len(shown)} of {n_features} features)"
-        )
         section.figure(
-            _figure_of(axes), f"Pair plot of the component means, EM as reference{which}"
+            _figure_of(axes),
+            "Pair plot of the component means, EM as reference" + _which(shown, n_features),
         )
     return section
 
 
-def _pair_features(n_features: int, n_components: int, max_means: int = 9) -> list[int]:
-    """The first features whose means (one per component and feature) fit a readable grid."""
-    return list(range(min(n_features, max(2, max_means // n_components))))
+def _separating_features(em: Any) -> list[int]:
+    """Features ordered from the most to the least separated by the EM components.
+
+    The separation of feature ``j`` is the weighted variance of the component means over the
+    weighted mean of the component variances (between over within, Fisher's ratio); ties keep
+    the features' order.
+
+    Parameters
+    ----------
+    em : xarray.Dataset
+        The ``em`` group of a fit: ``weights``, ``means`` and ``covariances``.
+
+    Returns
+    -------
+    list of int
+    """
+    weights = np.asarray(em["weights"].values, dtype=float)
+    means = np.asarray(em["means"].values, dtype=float)
+    variances = np.diagonal(np.asarray(em["covariances"].values), axis1=1, axis2=2)
+    centre = weights @ means
+    between = weights @ (means - centre) ** 2
+    within = weights @ variances
+    return [int(j) for j in np.argsort(-(between / within), kind="stable")]
 
 
-def _forest_figure(idata: Any, hdi_prob: float, max_features: int = 4) -> plt.Figure:
+def _pair_features(ranked: list[int], n_components: int, max_means: int = 9) -> list[int]:
+    """The most separating features whose means (one per component and feature) fit a
+    readable grid, in the data's order."""
+    return sorted(ranked[: max(2, max_means // n_components)])
+
+
+def _which(shown: list[int], n_features: int) -> str:
+    if len(shown) == n_features:
+        return ""
+    return f" ({len(shown)} of {n_features} features: the most separated by the EM components)"
+
+
+_FOREST_FEATURES = 4  # features with their own means and stds panels
+
+
+def _forest_figure(idata: Any, hdi_prob: float, shown: list[int]) -> plt.Figure:
     """Forest plots on separate panels, so parameters on different scales stay readable."""
     posterior = idata.posterior
-    features = list(posterior["feature"].values)[:max_features]
+    features = [posterior["feature"].values[j] for j in shown]
     first = [("weights", None)]
     if "correlations" in posterior and len(features) > 1:
         first.append(("correlations", None))

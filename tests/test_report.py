@@ -310,7 +310,27 @@ def test_cli_hides_the_blas_warning_only_when_it_does_not_apply(sampler, shown):
 def test_pair_plot_features_keep_the_grid_readable():
     from bayesgmm.report import _pair_features
 
-    assert _pair_features(2, 2) == [0, 1]
-    assert _pair_features(13, 2) == [0, 1, 2, 3]  # 8 means
-    assert _pair_features(13, 3) == [0, 1, 2]  # 9 means
-    assert _pair_features(13, 6) == [0, 1]  # never fewer than two features
+    assert _pair_features([1, 0], 2) == [0, 1]
+    ranked = [7, 3, 12, 0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
+    assert _pair_features(ranked, 2) == [0, 3, 7, 12]  # 8 means, in the data's order
+    assert _pair_features(ranked, 3) == [3, 7, 12]  # 9 means
+    assert _pair_features(ranked, 6) == [3, 7]  # never fewer than two features
+
+
+def test_separating_features_rank_by_between_over_within_variance():
+    """Components apart along features 2 and 0 (most along 2), not along 1 and 3."""
+    import xarray as xr
+
+    from bayesgmm.report import _separating_features
+
+    means = np.array([[0.0, 5.0, 0.0, 1.0], [3.0, 5.0, 10.0, 1.0]])
+    covariances = np.stack([np.diag([1.0, 1.0, 4.0, 1.0])] * 2)
+    em = xr.Dataset(
+        {
+            "weights": ("component", [0.5, 0.5]),
+            "means": (("component", "feature"), means),
+            "covariances": (("component", "feature", "feature_bis"), covariances),
+        }
+    )
+    # Fisher ratios: 2.25, 0, 6.25, 0 -> 2, 0, then the ties in the data's order
+    assert _separating_features(em) == [2, 0, 1, 3]

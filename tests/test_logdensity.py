@@ -17,6 +17,9 @@ from bayesgmm.datasets import load_faithful, simulate_mixture
 from bayesgmm.model import chol_cov_name
 from bayesgmm.sampling import _flat_start, resolve_backend
 
+# PyMC's graphs evaluated by PyTensor's Python linker: the same oracle, without compiling C
+PYTHON = "FAST_COMPILE"
+
 
 def _split(model: pm.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """nutpie's flat vector as PyMC's point (value variables in free_RVs order)."""
@@ -39,7 +42,7 @@ def _data(n_features: int, rng: np.random.Generator, shift: float = 0.0) -> np.n
 CASES = [
     ("full", 1, 2, GMMPriors(weights_concentration=1.0, lkj_eta=2.0)),
     ("full", 2, 1, GMMPriors(weights_concentration=0.5, lkj_eta=1.0)),
-    ("full", 3, 3, GMMPriors(weights_concentration=3.0, lkj_eta=1.0)),
+    ("full", 2, 3, GMMPriors(weights_concentration=3.0, lkj_eta=1.0)),
     ("full", 3, 2, GMMPriors(weights_concentration=1.0, lkj_eta=4.0, sd_scale=(2.0, 0.5))),
     ("diag", 1, 3, GMMPriors()),
     ("diag", 3, 2, GMMPriors(weights_concentration=0.7, means_loc=(1.0, -1.0))),
@@ -52,8 +55,8 @@ def test_value_and_gradient_equal_pymc(cov_type, k, d, priors, rng):
     model = build_model(X, k, priors=priors, covariance_type=cov_type)
     density = log_density_for(model)
     assert density is not None
-    logp = model.compile_logp(jacobian=True)
-    dlogp = model.compile_dlogp(jacobian=True)
+    logp = model.compile_logp(jacobian=True, mode=PYTHON)
+    dlogp = model.compile_dlogp(jacobian=True, mode=PYTHON)
     for _ in range(4):
         x = rng.normal(size=density.n_dim) * 0.7
         value, grad = density(x, X)
@@ -79,8 +82,10 @@ def test_value_and_gradient_at_the_em_mode_of_offset_data(rng):
     x = _flat_start(model, em)
     value, grad = log_density_for(model)(x, X)
     point = _split(model, x)
-    np.testing.assert_allclose(value, model.compile_logp(jacobian=True)(point), rtol=1e-12)
-    expected = model.compile_dlogp(jacobian=True)(point)
+    np.testing.assert_allclose(
+        value, model.compile_logp(jacobian=True, mode=PYTHON)(point), rtol=1e-12
+    )
+    expected = model.compile_dlogp(jacobian=True, mode=PYTHON)(point)
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
@@ -96,7 +101,7 @@ def test_posterior_variables_equal_pymc(cov_type, rng):
         names += ["correlations", chol_cov_name(0), chol_cov_name(1)]
     assert sorted(posterior.data_vars) == sorted(names)
     outputs = model.replace_rvs_by_values([model[name] for name in names])
-    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
+    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", mode=PYTHON)
     for chain, draw in [(0, 0), (1, 3)]:
         expected = fn(_split(model, draws[chain, draw]))
         for name, value in zip(names, expected, strict=True):

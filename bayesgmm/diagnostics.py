@@ -25,7 +25,8 @@ _ADVICE = {
     "divergences": "raise target_accept (e.g. 0.95); persistent divergences often mean too "
     "many components for the data (try fewer)",
     "r_hat": "chains disagree: tune and draw longer, or use fewer components (an empty or "
-    "duplicated component makes the posterior multimodal)",
+    "duplicated component makes the posterior multimodal); with one chain R-hat cannot be "
+    "computed: run 2 or more chains",
     "ess_bulk": "increase draws (or tune longer); a low ESS with many components suggests "
     "fewer components",
     "ess_tail": "increase draws so the tails (and HDIs) are estimated reliably",
@@ -118,7 +119,8 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     posterior = get_group(idata, "posterior")
     names = tuple(v for v in PARAMETERS if v in posterior)
     table = summarise(scalar_parameters(posterior, names), kind="diagnostics")
-    return table.dropna(subset=["r_hat"])
+    # constant entries have no R-hat and no ESS; with one chain only R-hat is missing
+    return table.dropna(how="all", subset=["r_hat", "ess_bulk", "ess_tail"])
 
 
 def _check_rows(idata: az.InferenceData) -> list[dict]:
@@ -128,22 +130,26 @@ def _check_rows(idata: az.InferenceData) -> list[dict]:
     bfmi = az.bfmi(idata) if "energy" in stats else np.array([np.nan])
     rows = [
         ("divergences", float(divergences), GATES["divergences"], divergences == 0, ""),
-        (
-            "r_hat",
-            params["r_hat"].max(),
-            GATES["r_hat"],
-            params["r_hat"].max() <= GATES["r_hat"],
-            params["r_hat"].idxmax(),
-        ),
+        _worst_row(params, "r_hat", largest=True),
+        _worst_row(params, "ess_bulk", largest=False),
+        _worst_row(params, "ess_tail", largest=False),
     ]
-    for ess in ("ess_bulk", "ess_tail"):
-        worst = params[ess].idxmin()
-        rows.append((ess, params[ess].min(), GATES[ess], params[ess].min() >= GATES[ess], worst))
     rows.append(_bfmi_row(bfmi))
     return [
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
     ]
+
+
+def _worst_row(params: pd.DataFrame, check: str, *, largest: bool) -> tuple:
+    """The worst value of one check over parameters; one chain has no R-hat (it fails)."""
+    values = params[check].dropna()
+    if values.empty:
+        return (check, np.nan, GATES[check], False, "not computable: run 2 or more chains")
+    worst = values.idxmax() if largest else values.idxmin()
+    value = values[worst]
+    passed = value <= GATES[check] if largest else value >= GATES[check]
+    return (check, value, GATES[check], passed, worst)
 
 
 def _bfmi_row(bfmi: np.ndarray) -> tuple:

@@ -72,3 +72,15 @@ def test_table_values(fit):
     assert table.loc["divergences", "value"] == 5 and not table.loc["divergences", "passed"]
     assert table.loc["bfmi", "worst"] == "energy not recorded"
     assert table.loc["ess_bulk", "value"] > 400 and table.loc["r_hat", "value"] < 1.01
+
+
+def test_one_chain_fails_r_hat_but_keeps_the_ess_checks(fit):
+    """R-hat needs two chains: with one the check fails with that reason, and the ESS checks
+    are still computed (they were lost, and the table raised, before)."""
+    one = _posterior(fit).isel(chain=[0])
+    table = diagnostics(one).set_index("check")
+    assert not table.loc["r_hat", "passed"] and np.isnan(table.loc["r_hat", "value"])
+    assert "2 or more chains" in table.loc["r_hat", "worst"]
+    assert table.loc["ess_bulk", "value"] > 400 and table.loc["ess_bulk", "passed"]
+    failed, message = _failed(one)
+    assert failed == {"r_hat"} and "run 2 or more chains" in message

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -334,3 +335,35 @@ def test_separating_features_rank_by_between_over_within_variance():
     )
     # Fisher ratios: 2.25, 0, 6.25, 0 -> 2, 0, then the ties in the data's order
     assert _separating_features(em) == [2, 0, 1, 3]
+
+
+def test_forest_figure_keeps_its_layout_with_long_feature_names():
+    """Feature names of 40 characters and three components: every panel keeps a plot area
+    (matplotlib warns "constrained_layout not applied" when one collapses)."""
+    import matplotlib.pyplot as plt
+
+    from bayesgmm import BayesianGMM, simulate_mixture
+    from bayesgmm.report import _forest_figure
+
+    sim = simulate_mixture(
+        150,
+        weights=[0.4, 0.3, 0.3],
+        means=[[0.0, 0.0, 0.0], [5.0, 0.0, 5.0], [0.0, 5.0, 5.0]],
+        covariances=[np.eye(3)] * 3,
+        random_state=2,
+    )
+    names = [f"a_rather_long_measurement_name_number_{i}" for i in range(3)]
+    X = pd.DataFrame(sim.X, columns=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = BayesianGMM(3, random_seed=0, draws=30, tune=30, chains=1, progressbar=False)
+        fit.fit(X)
+    fig = _forest_figure(fit.idata_, 0.94, [0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.savefig(io.BytesIO(), format="png", dpi=40)
+    plotted = [ax for ax in fig.axes if ax.get_yticklabels()]
+    assert len(plotted) == 2 + 2 * 3  # weights, correlations, means and stds per feature
+    assert all(ax.get_position().width > 0.05 for ax in plotted)
+    assert {ax.get_title() for ax in plotted} >= set(names)
+    plt.close(fig)

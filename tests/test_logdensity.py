@@ -124,6 +124,11 @@ def test_a_changed_model_is_not_evaluated_by_the_kernel():
     em = EMGaussianMixture(2, random_state=0).fit(X)
     with pytest.raises(ValueError, match="build_model makes"):
         sample_posterior(model, em, backend="kernel", progressbar=False)
+    # the default samples the changed model through PyMC's graph, penalty included
+    run = dict(draws=30, tune=30, chains=1, random_seed=0, progressbar=False, check=False)
+    idata = sample_posterior(model, em, **run)
+    assert idata.posterior.attrs["backend"] == "jax"
+    assert idata.posterior.sizes["draw"] == 30
 
 
 @pytest.mark.parametrize("cov_type", ["full", "diag"])

@@ -54,12 +54,13 @@ BACKENDS = ("auto", "kernel", "jax", "numba")
 
 @dataclass
 class CompileCache:
-    """Compiled nutpie models kept for reuse with new data.
+    """Compiled nutpie models kept for reuse with new data (``backend="jax"`` or ``"numba"``;
+    the default kernel backend compiles nothing per model and ignores the cache).
 
-    Compiling dominates small fits. A model whose data were replaced with ``pm.set_data``
-    (same shapes) needs no recompilation: nutpie swaps the data and the EM start into the
-    compiled model. Pass one ``CompileCache`` to many :func:`sample_posterior` calls with the
-    same ``pm.Model`` object (simulation studies, bootstrap refits).
+    Compiling dominates small fits on those backends. A model whose data were replaced with
+    ``pm.set_data`` (same shapes) needs no recompilation: nutpie swaps the data and the EM
+    start into the compiled model. Pass one ``CompileCache`` to many :func:`sample_posterior`
+    calls with the same ``pm.Model`` object (simulation studies, bootstrap refits).
 
     Parameters
     ----------

@@ -148,10 +148,11 @@ def sampler_diagnostics(idata: az.InferenceData) -> dict[str, Any]:
 
 
 class Fitter:
-    """The package's default path, compiled once: EM, then NUTS from the EM start.
+    """The package's default path, built once: EM, then NUTS from the EM start.
 
-    The PyMC model is built once; every :meth:`fit` swaps the data in with ``pm.set_data`` and
-    reuses the compiled nutpie model through one :class:`CompileCache`.
+    The PyMC model is built once; every :meth:`fit` swaps the data in with ``pm.set_data``
+    (a compiled nutpie model, on the backends that compile one, is reused through one
+    :class:`CompileCache`).
 
     Parameters
     ----------

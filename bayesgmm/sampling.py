@@ -228,11 +228,12 @@ def _sample_nutpie(model, em, *, backend, cache, **run):
 _UNCONSTRAINED = "unconstrained_point"
 
 
-def _sample_kernel(model, em, density: LogDensity, **run):
-    """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`).
+def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity):
+    """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
-    nutpie keeps each draw's unconstrained vector; the model's variables are computed from all
-    kept draws at once afterwards, so no compiled graph is needed at all.
+    nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
+    model's variables are computed from all kept draws at once afterwards, so no graph is
+    compiled at all.
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
@@ -250,7 +251,7 @@ def _sample_kernel(model, em, density: LogDensity, **run):
 
         return expand
 
-    compiled = from_pyfunc(
+    return from_pyfunc(
         density.n_dim,
         make_logp_fn,
         make_expand_fn,
@@ -260,7 +261,11 @@ def _sample_kernel(model, em, density: LogDensity, **run):
         shared_data={"X": np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)},
         make_initial_point_fn=lambda seed: start.copy(),
     )
-    idata = _run_nutpie(compiled, **run)
+
+
+def _sample_kernel(model, em, density: LogDensity, **run):
+    """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`)."""
+    idata = _run_nutpie(_kernel_compiled(model, em, density), **run)
     flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
     replace_group(idata, "posterior", density.posterior(flat, model.coords))
     return idata

@@ -15,7 +15,7 @@ from bayesgmm import EMGaussianMixture, GMMPriors, build_model, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm.datasets import load_faithful, simulate_mixture
 from bayesgmm.model import chol_cov_name
-from bayesgmm.sampling import _flat_start, resolve_backend
+from bayesgmm.sampling import _flat_start, _kernel_compiled, resolve_backend
 
 # PyMC's graphs evaluated by PyTensor's Python linker: the same oracle, without compiling C
 PYTHON = "FAST_COMPILE"
@@ -171,3 +171,20 @@ def test_extreme_points_give_a_non_finite_density_not_an_error(cov_type, value):
         assert grad.shape == (density.n_dim,)
         if np.isfinite(logp):  # e.g. a vanishing scale: that component explains no row
             assert np.all(np.isfinite(grad))
+
+
+def test_kernel_path_starts_every_chain_at_em():
+    """nutpie asks the start function once per chain with a seed: it must return the EM
+    estimate, unjittered, whatever the seed, and that point decodes to EM's parameters."""
+    X = np.asarray(load_faithful())
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    model = build_model(X, 2)
+    density = log_density_for(model)
+    compiled = _kernel_compiled(model, em, density)
+    expected = _flat_start(model, em)
+    for seed in (0, 1, 12345):
+        np.testing.assert_array_equal(compiled._make_initial_points(seed), expected)
+    start = density.posterior(expected[None, None, :], model.coords)
+    np.testing.assert_allclose(start["weights"].values[0, 0], em.weights_, rtol=1e-9)
+    np.testing.assert_allclose(start["means"].values[0, 0], em.means_, rtol=1e-12)
+    np.testing.assert_allclose(start["covariances"].values[0, 0], em.covariances_, rtol=1e-9)

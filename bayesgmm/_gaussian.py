@@ -141,9 +141,10 @@ def covariances_from_precision_cholesky(
 def log_det_precision_cholesky(
     precisions_chol: np.ndarray, covariance_type: str, n_features: int
 ) -> np.ndarray:
-    """``log det U`` per component (half the log-determinant of the precision)."""
+    """``log det U`` per component (half the log-determinant of the precision); full factors
+    may carry leading batch dims, e.g. ``(draws, K, D, D)``."""
     if covariance_type == "full":
-        return np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)
+        return np.sum(np.log(np.diagonal(precisions_chol, axis1=-2, axis2=-1)), axis=-1)
     if covariance_type == "tied":
         return np.sum(np.log(np.diag(precisions_chol)))
     if covariance_type == "diag":

@@ -25,6 +25,7 @@ model at random points.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -37,7 +38,7 @@ from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
 from .model import chol_cov_name
 from .priors import GMMPriors
 
-__all__ = ["LogDensity", "log_density_for"]
+__all__ = ["LogDensity", "kernel_applies", "log_density_for"]
 
 
 # --------------------------------------------------------------------------- Numba kernel
@@ -313,9 +314,10 @@ def _logp_and_grad(
 
 
 # --------------------------------------------------------------------------- Python side
+@functools.lru_cache(maxsize=32)
 def _lkj_log_normaliser(eta: float, n: int) -> float:
     """PyMC's normalising constant of the LKJ density (its own function, evaluated in
-    Python: no C compilation for one number)."""
+    Python: no C compilation for one number; a quarter of a second, so kept per (eta, n))."""
     from pymc.distributions.multivariate import _lkj_normalizing_constant
 
     value = _lkj_normalizing_constant(float(eta), int(n))
@@ -426,10 +428,20 @@ def log_density_for(model) -> LogDensity | None:
     A model changed after it was built (other free variables, potentials, other observed
     variables) returns None, and sampling falls back to the PyTensor graph.
     """
+    spec = _unchanged_spec(model)
+    return None if spec is None else LogDensity(*spec)
+
+
+def kernel_applies(model) -> bool:
+    """Whether ``model`` is a :func:`bayesgmm.build_model` model, unchanged (a cheap check)."""
+    return _unchanged_spec(model) is not None
+
+
+def _unchanged_spec(model) -> tuple | None:
     spec = getattr(model, "_bayesgmm_spec", None)
     if spec is None:
         return None
-    n_components, n_features, covariance_type, priors = spec
+    n_components, _, covariance_type, _ = spec
     expected = ["weights", "means"]
     if covariance_type == "full":
         expected += [chol_cov_name(k) for k in range(n_components)]
@@ -441,4 +453,4 @@ def log_density_for(model) -> LogDensity | None:
         or model.potentials
     ):
         return None
-    return LogDensity(n_components, n_features, covariance_type, priors)
+    return spec

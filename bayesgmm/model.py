@@ -229,6 +229,5 @@ def build_model(
         )
     # read back by sample_posterior, which records the priors in the results' attrs and
     # evaluates the log density of this model with the E-step kernel (bayesgmm._logdensity)
-    model._bayesgmm_priors = priors
     model._bayesgmm_spec = (n_components, n_features, covariance_type, priors)
     return model

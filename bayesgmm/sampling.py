@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 from . import _gaussian as g
 from ._idata import add_groups, get_group, posterior_draws, replace_group, set_attrs
 from ._kernels import draw_log_density
-from ._logdensity import LogDensity, log_density_for
+from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._validation import check_choice
 from .alignment import apply_permutations, label_switching_summary, match_to_reference
 from .diagnostics import check_sampling
@@ -153,8 +153,8 @@ def resolve_backend(model: pm.Model, backend: str) -> str:
     'jax'
     """
     if backend == "auto":
-        return "kernel" if log_density_for(model) is not None else "jax"
-    if backend == "kernel" and log_density_for(model) is None:
+        return "kernel" if kernel_applies(model) else "jax"
+    if backend == "kernel" and not kernel_applies(model):
         raise ValueError(
             "backend='kernel' evaluates only the models bayesgmm.build_model makes, unchanged; "
             "this model differs (its free variables, observed variables or potentials). Use "
@@ -553,7 +553,8 @@ def sample_posterior(
     initial = em_initial_values(model, em)  # checks EM against the model before any compile
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
-    priors = priors if priors is not None else getattr(model, "_bayesgmm_priors", None)
+    spec = getattr(model, "_bayesgmm_spec", None)  # (K, D, covariance type, priors)
+    priors = priors if priors is not None else (spec[-1] if spec is not None else None)
     seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1)
     kwargs = dict(
         draws=draws,

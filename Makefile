@@ -1,5 +1,8 @@
 # Two commands do all the set-up: `make demo` and `make test`. Both create or reuse .venv.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The interpreter: the version .python-version names (pyenv and uv read that file too), else
+# any python3.13 / python3.12 / python3 on PATH or in pyenv's versions that is >= 3.12.
+# Override with `make PYTHON=/path/to/python3.12 test`.
+PYTHON ?= $(shell sh tools/find-python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -12,7 +15,9 @@ export PYTENSOR_FLAGS ?= compiledir=$(CURDIR)/.cache/pytensor,blas__ldflags=
 .PHONY: demo test test-slow validate bench lint clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "bayesgmm needs Python >= 3.12 and none was found: install one (pyenv install 3.12, or uv python install 3.12) or run make PYTHON=/path/to/python3.12"; exit 1; }
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+		|| { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)

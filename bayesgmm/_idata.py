@@ -1,47 +1,85 @@
-"""Every use of the ArviZ container lives here.
+"""The one seam to ArviZ: the results container and every ArviZ statistic bayesgmm uses.
 
-ArviZ 1.x replaces ``InferenceData`` with ``xarray.DataTree``; keeping group access, group
-creation and attrs in this one module makes that move one file. Other modules work on
-``xarray.Dataset`` objects obtained through these functions.
+Results are ``xarray.DataTree`` objects (what PyMC 6, nutpie and ArviZ 1 return): one child
+group per ArviZ group (``posterior``, ``sample_stats``, ``log_likelihood``,
+``observed_data``, and bayesgmm's ``em``). Group access, group creation, attrs and every call
+into ArviZ (summaries, HDIs, ESS, R-hat, E-BFMI, LOO, model comparison, labels, the ECDF
+band, kernel density estimates) live here, so the next ArviZ change is one file. Other
+modules work on ``xarray.Dataset`` objects obtained through these functions.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import arviz as az
 import numpy as np
+import pandas as pd
 import xarray as xr
+from arviz_base import xarray_var_iter
+from arviz_base.labels import BaseLabeller
 
 __all__ = [
+    "Tree",
     "add_groups",
+    "bfmi",
+    "compare",
+    "ecdf_band",
+    "entry_label",
+    "ess",
+    "flat_values",
     "get_attr",
     "get_group",
+    "groups",
     "has_group",
+    "hdi",
+    "kde",
+    "load",
+    "loo",
+    "new_tree",
     "posterior_draws",
     "posterior_with",
     "replace_group",
+    "rhat",
+    "save",
     "set_attrs",
+    "summary",
+    "tree_from_arrays",
 ]
 
+Tree = xr.DataTree
+SAMPLE_DIMS = ("chain", "draw")
 
-def has_group(idata: az.InferenceData, name: str) -> bool:
-    return name in idata.groups()
+
+# ----------------------------------------------------------------------------- container
+def groups(tree: Tree) -> list[str]:
+    """Names of the tree's groups (its children), in order."""
+    return list(tree.children)
 
 
-def get_group(idata: az.InferenceData, name: str) -> xr.Dataset:
+def has_group(tree: Tree, name: str) -> bool:
+    return name in tree.children
+
+
+def get_group(tree: Tree, name: str) -> xr.Dataset:
     """The named group as a Dataset, or a ValueError that says which groups exist."""
-    if not has_group(idata, name):
-        raise ValueError(
-            f"The InferenceData has no {name!r} group (it has {list(idata.groups())})."
+    if not isinstance(tree, xr.DataTree):
+        raise TypeError(
+            f"Expected the xarray.DataTree that bayesgmm (or PyMC / ArviZ) returns, got "
+            f"{type(tree).__name__}."
         )
-    return idata[name]
+    if not has_group(tree, name):
+        raise ValueError(f"The results have no {name!r} group (they have {groups(tree)}).")
+    return tree[name].to_dataset()
 
 
-def posterior_with(idata: az.InferenceData, names: tuple[str, ...], purpose: str) -> xr.Dataset:
+def posterior_with(tree: Tree, names: tuple[str, ...], purpose: str) -> xr.Dataset:
     """The posterior, or a ValueError naming the variables ``purpose`` needs but lacks."""
-    posterior = get_group(idata, "posterior")
+    posterior = get_group(tree, "posterior")
     missing = [v for v in names if v not in posterior]
     if missing:
         raise ValueError(
@@ -65,32 +103,52 @@ def posterior_draws(posterior: xr.Dataset, names: tuple[str, ...]) -> list[np.nd
     return out
 
 
-def replace_group(idata: az.InferenceData, name: str, dataset: xr.Dataset) -> None:
-    """Replace (or create) a group in place."""
-    if has_group(idata, name):
-        setattr(idata, name, dataset)
-    else:
-        idata.add_groups({name: dataset}, warn_on_custom_groups=False)
+def replace_group(tree: Tree, name: str, dataset: xr.Dataset) -> None:
+    """Replace (or create) a group in place; the Dataset's attrs become the group's."""
+    tree[name] = xr.DataTree(dataset)
 
 
-def add_groups(idata: az.InferenceData, groups: dict[str, xr.Dataset]) -> None:
-    for name, dataset in groups.items():
-        replace_group(idata, name, dataset)
+def add_groups(tree: Tree, new: Mapping[str, xr.Dataset]) -> None:
+    for name, dataset in new.items():
+        replace_group(tree, name, dataset)
 
 
-def set_attrs(idata: az.InferenceData, attrs: dict[str, Any], *, group: str = "posterior") -> None:
+def new_tree(new: Mapping[str, xr.Dataset]) -> Tree:
+    """A results tree holding the given groups."""
+    return xr.DataTree.from_dict({f"/{name}": dataset for name, dataset in new.items()})
+
+
+def tree_from_arrays(
+    arrays: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    dims: Mapping[str, list[str]] | None = None,
+    coords: Mapping[str, Any] | None = None,
+) -> Tree:
+    """A results tree from ``{group: {variable: (chain, draw, ...) array}}`` (ArviZ's
+    ``from_dict``); ``observed_data``-like groups take arrays without sample dims."""
+    return az.from_dict(dict(arrays), dims=dict(dims or {}), coords=dict(coords or {}))
+
+
+def _attr_value(value: Any) -> Any:
+    """A netCDF-safe attribute: numbers and strings as they are, anything else as JSON."""
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, str | int | float | np.integer | np.floating):
+        return value
+    return json.dumps(value, default=json_default)
+
+
+def set_attrs(tree: Tree, attrs: Mapping[str, Any], *, group: str = "posterior") -> None:
     """Store provenance in a group's attrs; non-scalar values are stored as JSON strings."""
-    dataset = get_group(idata, group)
+    get_group(tree, group)  # a clear error if the group is missing
+    node_attrs = tree[group].attrs
     for key, value in attrs.items():
-        if isinstance(value, str | int | float | bool | np.integer | np.floating):
-            dataset.attrs[key] = value
-        else:
-            dataset.attrs[key] = json.dumps(value, default=json_default)
+        node_attrs[key] = _attr_value(value)
 
 
-def get_attr(idata: az.InferenceData, key: str, *, group: str = "posterior", default: Any = None):
+def get_attr(tree: Tree, key: str, *, group: str = "posterior", default: Any = None) -> Any:
     """Read an attr written by :func:`set_attrs` (JSON decoded where it was encoded)."""
-    value = get_group(idata, group).attrs.get(key, default)
+    value = get_group(tree, group).attrs.get(key, default)
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -106,3 +164,141 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.integer | np.floating):
         return value.item()
     return str(value)
+
+
+def save(tree: Tree, path: str | os.PathLike) -> None:
+    """Write the results to one netCDF file (HDF5, through h5netcdf)."""
+    tree.to_netcdf(path, engine="h5netcdf")
+
+
+def load(path: str | os.PathLike) -> Tree:
+    """Read results written by :func:`save` into memory (the file is closed afterwards)."""
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        return tree.load().copy()
+
+
+# ----------------------------------------------------------------------------- statistics
+def _interval_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """ArviZ names interval bounds after their mass (``hdi94_lb``); bayesgmm's tables use
+    ``hdi_low`` and ``hdi_high`` whatever the mass (recorded in the table's attrs)."""
+    renames = {}
+    for column in table.columns:
+        if column.startswith("hdi") and column.endswith("_lb"):
+            renames[column] = "hdi_low"
+        elif column.startswith("hdi") and column.endswith("_ub"):
+            renames[column] = "hdi_high"
+    return table.rename(columns=renames)
+
+
+def summary(dataset: xr.Dataset, *, kind: str = "all", hdi_prob: float = 0.94) -> pd.DataFrame:
+    """ArviZ's summary of every entry of ``dataset``, unrounded, with HDIs.
+
+    Columns as ArviZ's ``summary(kind=...)`` (mean, sd, hdi_low, hdi_high, ess_bulk,
+    ess_tail, r_hat, mcse_mean, mcse_sd for ``kind="all"``), rows labelled as ArviZ labels
+    them (``means[0, waiting]``). Entries constant over every draw (the weight of a
+    one-component model) have no R-hat or ESS: ArviZ returns NaN for them after a 0/0 that
+    NumPy would report; that warning is silenced here, and the callers drop or show the NaN.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(dataset, kind=kind, ci_kind="hdi", ci_prob=hdi_prob, round_to="none")
+    table = _interval_columns(table)
+    table.attrs["hdi_prob"] = hdi_prob
+    return table
+
+
+def flat_values(dataset: xr.Dataset) -> pd.Series:
+    """Every scalar entry of ``dataset`` (no sample dims), labelled as :func:`summary` labels
+    the posterior's entries."""
+    labeller = BaseLabeller()
+    return pd.Series(
+        {
+            labeller.make_label_flat(var, sel, isel): float(value)
+            for var, sel, isel, value in xarray_var_iter(dataset, combined=True)
+        }
+    )
+
+
+def entry_label(name: str, sel: Mapping[str, Any], isel: Mapping[str, int]) -> str:
+    """ArviZ's label of one entry of a variable (``means[0, waiting]``)."""
+    return BaseLabeller().make_label_flat(name, dict(sel), dict(isel))
+
+
+def hdi(dataset: xr.Dataset, prob: float) -> xr.Dataset:
+    """Highest-density intervals over chain and draw; last dim ``ci_bound`` (lower, upper)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = az.hdi(dataset, prob=prob)
+    return out.transpose(..., "ci_bound")
+
+
+def ess(dataset: xr.Dataset, method: str = "bulk") -> xr.Dataset:
+    """Effective sample size of every entry (``method`` "bulk" or "tail")."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return az.ess(dataset, method=method)
+
+
+def rhat(dataset: xr.Dataset) -> xr.Dataset:
+    """Rank-normalised split R-hat of every entry."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return az.rhat(dataset)
+
+
+def bfmi(tree: Tree) -> np.ndarray:
+    """E-BFMI of every chain (NaN when the sampler recorded no energy)."""
+    stats = get_group(tree, "sample_stats")
+    if "energy" not in stats:
+        return np.full(stats.sizes.get("chain", 1), np.nan)
+    energy = new_tree({"sample_stats": stats[["energy"]].transpose("chain", "draw")})
+    return np.asarray(az.bfmi(energy)["energy"].values, dtype=float)
+
+
+def loo(tree: Tree) -> Any:
+    """PSIS-LOO with pointwise results (``elpd``, ``se``, ``p``, ``pareto_k`` per row)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
+        return az.loo(tree, pointwise=True)
+
+
+COMPARE_COLUMNS = {"elpd": "elpd_loo", "p": "p_loo"}
+
+
+def compare(trees: Mapping[str, Tree]) -> pd.DataFrame:
+    """LOO comparison with stacking weights, unrounded.
+
+    Columns as ArviZ 1's ``compare`` with ``elpd`` and ``p`` renamed ``elpd_loo`` and
+    ``p_loo`` (what they are): rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, p_worse,
+    diag_diff, diag_elpd.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
+        table = az.compare(dict(trees), method="stacking", round_to="none")
+    return table.rename(columns=COMPARE_COLUMNS)
+
+
+def ecdf_band(
+    n_values: int,
+    eval_points: np.ndarray,
+    prob: float,
+    *,
+    n_simulations: int = 10_000,
+    random_seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous ``prob`` band of the ECDF of ``n_values`` uniform values (Säilynoja et
+    al. 2022), at ``eval_points`` in (0, 1): the lower and upper ECDF values.
+
+    ArviZ 1 computes the pointwise level that makes the band simultaneous by simulation;
+    a fixed ``random_seed`` makes the band reproducible.
+    """
+    from arviz_stats.ecdf_utils import get_pointwise_confidence_band, simulate_confidence_bands
+
+    rng = np.random.default_rng(random_seed)
+    pointwise = simulate_confidence_bands(n_values, 1, eval_points, prob, n_simulations, rng)
+    lower, upper = get_pointwise_confidence_band(pointwise, n_values, eval_points)
+    return np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+
+
+def kde(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ArviZ's kernel density estimate of a 1-D sample: grid and density."""
+    da = xr.DataArray(np.asarray(values, dtype=float).ravel(), dims=["sample"])
+    density = az.kde(da, dim="sample")
+    return density.sel(plot_axis="x").values, density.sel(plot_axis="y").values

@@ -52,7 +52,7 @@ class BayesianGMM:
     em_ : EMGaussianMixture
         The EM fit every chain started from.
     model_ : pymc.Model
-    idata_ : arviz.InferenceData
+    idata_ : xarray.DataTree
         Relabelled posterior with ``log_likelihood``, ``observed_data`` and ``em`` groups.
     priors_ : GMMPriors
     feature_names_ : list of str

@@ -1,6 +1,6 @@
 """EM against the posterior: where the point estimate sits, parameter by parameter.
 
-Every summary comes from ArviZ (``az.summary``: mean, sd, HDI, R-hat, ESS); bayesgmm adds the
+Every summary comes from ArviZ (its ``summary``: mean, sd, HDI, R-hat, ESS); bayesgmm adds the
 EM value, whether it lies in the HDI, and the standardised difference ``z = (EM - mean) / sd``.
 """
 
@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
-from arviz.labels import BaseLabeller
-from arviz.sel_utils import xarray_var_iter
 from scipy.special import rel_entr
 from sklearn.metrics import adjusted_rand_score
 
 from . import _gaussian as g
-from ._idata import get_group
+from ._idata import Tree, flat_values, get_group, hdi
 from .diagnostics import scalar_parameters, summarise
 from .em import EMGaussianMixture
 from .membership import posterior_membership
@@ -49,26 +46,18 @@ def _parameter_names(posterior: xr.Dataset) -> tuple[str, ...]:
 
 
 def _em_values(reference: xr.Dataset, names: tuple[str, ...]) -> pd.Series:
-    """EM values labelled exactly as ``az.summary`` labels the posterior's entries."""
-    entries = scalar_parameters(reference, names)
-    labeller = BaseLabeller()
-    values = {
-        labeller.make_label_flat(var, sel, isel): float(value)
-        for var, sel, isel, value in xarray_var_iter(entries, combined=True)
-    }
-    return pd.Series(values)
+    """EM values labelled exactly as the summary labels the posterior's entries."""
+    return flat_values(scalar_parameters(reference, names))
 
 
-def compare(
-    em: EMGaussianMixture | None, idata: az.InferenceData, *, hdi_prob: float = 0.94
-) -> pd.DataFrame:
+def compare(em: EMGaussianMixture | None, idata: Tree, *, hdi_prob: float = 0.94) -> pd.DataFrame:
     """EM estimates against posterior summaries, one row per scalar parameter.
 
     Parameters
     ----------
     em : EMGaussianMixture or None
-        The EM fit; ``None`` uses the InferenceData's ``em`` group.
-    idata : arviz.InferenceData
+        The EM fit; ``None`` uses the results' ``em`` group.
+    idata : xarray.DataTree
         A relabelled posterior (from :func:`~bayesgmm.sample_posterior`).
     hdi_prob : float
 
@@ -90,22 +79,18 @@ def compare(
     posterior = get_group(idata, "posterior")
     reference = em_reference(idata, em)
     names = _parameter_names(posterior)
-    summary = summarise(
-        scalar_parameters(posterior, names),
-        hdi_prob=hdi_prob,
-        stat_funcs={"median": np.median},
-        extend=True,
-    )
-    low, high = [c for c in summary.columns if c.startswith("hdi_")][:2]
+    parameters = scalar_parameters(posterior, names)
+    summary = summarise(parameters, hdi_prob=hdi_prob)
+    median = flat_values(parameters.median(("chain", "draw")))
     table = pd.DataFrame(
         {
             "parameter": summary.index,
             "em": _em_values(reference, names).reindex(summary.index).to_numpy(),
             "mean": summary["mean"].to_numpy(),
-            "median": summary["median"].to_numpy(),
+            "median": median.reindex(summary.index).to_numpy(),
             "sd": summary["sd"].to_numpy(),
-            "hdi_low": summary[low].to_numpy(),
-            "hdi_high": summary[high].to_numpy(),
+            "hdi_low": summary["hdi_low"].to_numpy(),
+            "hdi_high": summary["hdi_high"].to_numpy(),
             "r_hat": summary["r_hat"].to_numpy(),
             "ess_bulk": summary["ess_bulk"].to_numpy(),
         }
@@ -119,7 +104,7 @@ def compare(
 
 def compare_mixture(
     em: EMGaussianMixture | None,
-    idata: az.InferenceData,
+    idata: Tree,
     X: Any = None,
     *,
     hdi_prob: float = 0.94,
@@ -143,7 +128,7 @@ def compare_mixture(
     em : EMGaussianMixture or None
         The EM fit; ``None`` uses the ``em`` group (responsibilities are then computed with the
         package's Gaussian math from its parameters).
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     X : array-like, optional
         The data; defaults to the observed data.
     hdi_prob : float
@@ -163,7 +148,7 @@ def compare_mixture(
     membership = posterior_membership(idata, observed, hdi_prob=hdi_prob)
     post_resp = membership["probability"].values
     log_lik = get_group(idata, "log_likelihood")["obs"].sum("obs_id")
-    hdi = az.hdi(log_lik.to_dataset(name="ll"), hdi_prob=hdi_prob)["ll"].values
+    interval = hdi(log_lik.to_dataset(name="ll"), hdi_prob)["ll"].values
     em_labels, post_labels = em_resp.argmax(axis=1), post_resp.argmax(axis=1)
     kl = rel_entr(em_resp, np.clip(post_resp, 1e-300, None)).sum(axis=1)
     rows = [
@@ -173,8 +158,8 @@ def compare_mixture(
             "em": em_log_lik,
             "mean": float(log_lik.mean()),
             "sd": float(log_lik.std()),
-            "hdi_low": float(hdi[0]),
-            "hdi_high": float(hdi[1]),
+            "hdi_low": float(interval[0]),
+            "hdi_high": float(interval[1]),
         },
         {"metric": "adjusted_rand_index", "value": adjusted_rand_score(em_labels, post_labels)},
         {"metric": "label_agreement", "value": float(np.mean(em_labels == post_labels))},

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import warnings
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._idata import get_group
+from ._idata import Tree, bfmi, get_group, summary
 
 __all__ = ["GATES", "SamplingWarning", "check_sampling", "diagnostics", "parameter_diagnostics"]
 
@@ -82,33 +81,31 @@ def scalar_parameters(posterior: xr.Dataset, var_names: tuple[str, ...]) -> xr.D
     return xr.Dataset(variables)
 
 
-def summarise(dataset: xr.Dataset, **kwargs) -> pd.DataFrame:
-    """``az.summary`` of a Dataset from :func:`scalar_parameters`, unrounded.
+def summarise(dataset: xr.Dataset, *, kind: str = "all", hdi_prob: float = 0.94) -> pd.DataFrame:
+    """ArviZ's summary of a Dataset from :func:`scalar_parameters`, unrounded, with HDIs
+    (columns ``hdi_low``, ``hdi_high``).
 
     Entries constant over every draw (the weight of a one-component model, the zero
-    covariances of a diagonal one) have no R-hat or ESS: ArviZ returns NaN for them after a
-    0/0 that NumPy would report as a RuntimeWarning; that warning is silenced here, and the
-    callers drop or show the NaN.
+    covariances of a diagonal one) have no R-hat or ESS (NaN); the callers drop or show it.
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return az.summary(dataset, round_to="none", **kwargs)
+    return summary(dataset, kind=kind, hdi_prob=hdi_prob)
 
 
-def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
+def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     """R-hat, bulk and tail ESS for every scalar of weights, means and covariances.
 
-    Computed by ArviZ (``az.summary(kind="diagnostics")``); entries that are constant across
+    Computed by ArviZ (``summary(kind="diagnostics")``); entries that are constant across
     all draws (e.g. zero off-diagonal covariances of a diagonal model) are left out.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         With a (relabelled) posterior holding any of ``weights``, ``means``, ``covariances``.
 
     Returns
     -------
     pandas.DataFrame
-        One row per scalar parameter; columns as ``az.summary(kind="diagnostics")``.
+        One row per scalar parameter; columns as ArviZ's ``summary(kind="diagnostics")``.
 
     Examples
     --------
@@ -123,18 +120,18 @@ def parameter_diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     return table.dropna(how="all", subset=["r_hat", "ess_bulk", "ess_tail"])
 
 
-def _check_rows(idata: az.InferenceData) -> list[dict]:
+def _check_rows(idata: Tree) -> list[dict]:
     stats = get_group(idata, "sample_stats")
     params = parameter_diagnostics(idata)
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
-    bfmi = az.bfmi(idata) if "energy" in stats else np.array([np.nan])
+    chain_bfmi = bfmi(idata)
     rows = [
         ("divergences", float(divergences), GATES["divergences"], divergences == 0, ""),
         _worst_row(params, "r_hat", largest=True),
         _worst_row(params, "ess_bulk", largest=False),
         _worst_row(params, "ess_tail", largest=False),
     ]
-    rows.append(_bfmi_row(bfmi))
+    rows.append(_bfmi_row(chain_bfmi))
     return [
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
@@ -152,14 +149,14 @@ def _worst_row(params: pd.DataFrame, check: str, *, largest: bool) -> tuple:
     return (check, value, GATES[check], passed, worst)
 
 
-def _bfmi_row(bfmi: np.ndarray) -> tuple:
-    if np.all(np.isnan(bfmi)):  # no energy recorded (e.g. a posterior built by hand)
+def _bfmi_row(values: np.ndarray) -> tuple:
+    if np.all(np.isnan(values)):  # no energy recorded (e.g. a posterior built by hand)
         return ("bfmi", np.nan, GATES["bfmi"], True, "energy not recorded")
-    lowest = float(np.nanmin(bfmi))
-    return ("bfmi", lowest, GATES["bfmi"], lowest >= GATES["bfmi"], f"chain {np.nanargmin(bfmi)}")
+    lowest = float(np.nanmin(values))
+    return ("bfmi", lowest, GATES["bfmi"], lowest >= GATES["bfmi"], f"chain {np.nanargmin(values)}")
 
 
-def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
+def diagnostics(idata: Tree) -> pd.DataFrame:
     """One row per convergence check.
 
     Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi), ``value`` (the count,
@@ -168,7 +165,7 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         With a (relabelled) posterior and ``sample_stats`` (``diverging``; ``energy`` for
         E-BFMI, which passes as not recorded without it).
 
@@ -192,12 +189,12 @@ def diagnostics(idata: az.InferenceData) -> pd.DataFrame:
     return table
 
 
-def check_sampling(idata: az.InferenceData, *, stacklevel: int = 2) -> pd.DataFrame:
+def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
     """Run :func:`diagnostics` and warn with :class:`SamplingWarning` if any check fails.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         As for :func:`diagnostics`.
     stacklevel : int
         Passed to :func:`warnings.warn`, so the warning points at the caller.

@@ -12,19 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
 from . import _gaussian as g
-from ._idata import get_group, posterior_draws, posterior_with
+from ._idata import Tree, get_group, hdi, posterior_draws, posterior_with
 
 __all__ = ["co_clustering", "posterior_membership"]
 
 _DEFAULT_MAX_BYTES = 2**26
 
 
-def _posterior_parameters(idata: az.InferenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _posterior_parameters(idata: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights ``(S, K)``, means ``(S, K, D)`` and precision factors ``(S, K, D, D)``."""
     post = posterior_with(idata, ("weights", "means", "covariances"), "memberships")
     weights, means, covariances = posterior_draws(post, ("weights", "means", "covariances"))
@@ -47,7 +46,7 @@ def _blocks(n_rows: int, n_draws: int, n_components: int, max_bytes: int) -> Ite
         yield slice(start, start + size)
 
 
-def _observed(idata: az.InferenceData, X: Any) -> np.ndarray:
+def _observed(idata: Tree, X: Any) -> np.ndarray:
     if X is not None:
         array = np.asarray(X, dtype=float)
         if array.ndim != 2:
@@ -57,7 +56,7 @@ def _observed(idata: az.InferenceData, X: Any) -> np.ndarray:
 
 
 def posterior_membership(
-    idata: az.InferenceData,
+    idata: Tree,
     X: Any = None,
     *,
     hdi_prob: float = 0.94,
@@ -67,7 +66,7 @@ def posterior_membership(
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         Relabelled posterior with ``weights``, ``means`` and ``covariances``.
     X : array-like of shape (n_samples, n_features), optional
         Rows to classify; defaults to the observed data.
@@ -102,9 +101,8 @@ def posterior_membership(
         resp = _responsibility_draws(data[rows], params)
         mean[rows] = resp.mean(axis=0)
         draws = resp.reshape(n_chains, n_draws // n_chains, *resp.shape[1:])
-        interval = az.hdi(
-            xr.Dataset({"p": (("chain", "draw", "obs_id", "component"), draws)}),
-            hdi_prob=hdi_prob,
+        interval = hdi(
+            xr.Dataset({"p": (("chain", "draw", "obs_id", "component"), draws)}), hdi_prob
         )["p"].values
         low[rows], high[rows] = interval[..., 0], interval[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -126,7 +124,7 @@ def posterior_membership(
 
 
 def co_clustering(
-    idata: az.InferenceData,
+    idata: Tree,
     X: Any = None,
     *,
     max_samples: int = 5000,
@@ -138,7 +136,7 @@ def co_clustering(
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         Relabelled posterior with ``weights``, ``means`` and ``covariances``.
     X : array-like of shape (n_samples, n_features), optional
         Rows to compare; defaults to the observed data.

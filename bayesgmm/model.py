@@ -132,7 +132,7 @@ def _full_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.
             sd_dist=pm.HalfNormal.dist(sigma=np.asarray(priors.sd_scale), shape=n_features),
             compute_corr=False,
         )
-        factors.append(pm.expand_packed_triangular(n_features, packed, lower=True))
+        factors.append(pm.math.expand_packed_triangular(n_features, packed, lower=True))
     return pt.stack(factors)
 
 
@@ -162,6 +162,8 @@ def build_model(
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data`.
     covariance_type : {"full", "diag"}
+        With one feature the two models coincide, and both are built with the diagonal
+        parameterisation (``stds``): PyMC 6.4's ``LKJCholeskyCov`` fails for ``n=1``.
 
     Returns
     -------
@@ -181,6 +183,8 @@ def build_model(
     data, names = check_matrix(X, n_components=n_components)
     n_samples, n_features = data.shape
     priors = (priors or GMMPriors.from_data(data)).for_features(n_features)
+    if n_features == 1:
+        covariance_type = "diag"
     coords = {
         "obs_id": np.arange(n_samples),
         "component": np.arange(n_components),

@@ -2,7 +2,7 @@
 
 Every function takes the data first, draws on the axes it is given (or creates a figure when
 given none), returns the axes, never calls ``plt.show()`` and never changes rcParams. The EM
-estimate is read from the InferenceData's ``em`` group, or from a fitted
+estimate is read from the results' ``em`` group, or from a fitted
 :class:`~bayesgmm.EMGaussianMixture` passed as ``em``. Components are coloured ``C0, C1, ...``
 (the current style's colour cycle) in every figure, so a component keeps its colour throughout.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import arviz as az
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -28,7 +27,7 @@ from matplotlib.patches import Ellipse
 from scipy import stats
 
 from . import _gaussian as g
-from ._idata import get_group, posterior_with
+from ._idata import Tree, entry_label, get_group, hdi, kde, posterior_with
 from ._validation import check_choice
 from .alignment import label_switching_summary
 from .em import EMGaussianMixture
@@ -61,7 +60,7 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must lie in (0, 1), got {value!r}.")
 
 
-def _posterior(idata: az.InferenceData) -> xr.Dataset:
+def _posterior(idata: Tree) -> xr.Dataset:
     return posterior_with(idata, ("weights", "means", "covariances"), "the figures")
 
 
@@ -110,7 +109,7 @@ def _var_names(var_names: Sequence[str], posterior: xr.Dataset, em: xr.Dataset) 
 
 
 def _parameters(
-    idata: az.InferenceData,
+    idata: Tree,
     var_names: Sequence[str],
     features: FeatureSpec,
     em: EMGaussianMixture | None,
@@ -142,7 +141,6 @@ def _flat_parameters(
     posterior: xr.Dataset, reference: xr.Dataset
 ) -> tuple[xr.Dataset, dict[str, float]]:
     """One ``(chain, draw)`` variable per scalar entry, labelled as ArviZ does, with EM values."""
-    labeller = az.labels.BaseLabeller()
     draws, em_values = {}, {}
     for name, da in posterior.data_vars.items():
         dims = [d for d in da.dims if d not in ("chain", "draw")]
@@ -151,7 +149,7 @@ def _flat_parameters(
             if _redundant(da, isel):
                 continue
             sel = {d: da[d].values[i] for d, i in isel.items()}
-            label = labeller.make_label_flat(str(name), sel, isel)
+            label = entry_label(str(name), sel, isel)
             draws[label] = da.isel(isel).transpose("chain", "draw").drop_vars(dims)
             em_values[label] = float(reference[name].isel(isel))
     if not draws:
@@ -163,7 +161,7 @@ def _flat_parameters(
 
 
 def _flat_selection(
-    idata: az.InferenceData,
+    idata: Tree,
     var_names: Sequence[str],
     features: FeatureSpec,
     em: EMGaussianMixture | None,
@@ -190,7 +188,7 @@ def _em_legend_handle(style: dict[str, Any], label: str = "EM estimate") -> Line
     return Line2D([], [], linestyle="", label=label, **style)
 
 
-def _data(idata: az.InferenceData, X: Any, n_features: int) -> np.ndarray:
+def _data(idata: Tree, X: Any, n_features: int) -> np.ndarray:
     data = _observed(idata, X)
     if data.shape[1] != n_features:
         raise ValueError(
@@ -203,8 +201,23 @@ def _data(idata: az.InferenceData, X: Any, n_features: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- forest
 
 
+def _forest_statistics(flat: xr.Dataset, hdi_prob: float) -> dict[str, np.ndarray]:
+    """Per scalar parameter: HDI bounds, quartiles and median of the draws."""
+    intervals = hdi(flat, hdi_prob)
+    names = list(flat.data_vars)
+    quantiles = np.array([np.quantile(flat[n].values, [0.25, 0.5, 0.75]) for n in names])
+    bounds = np.array([intervals[n].values for n in names])
+    return {
+        "low": bounds[:, 0],
+        "high": bounds[:, 1],
+        "q1": quantiles[:, 0],
+        "median": quantiles[:, 1],
+        "q3": quantiles[:, 2],
+    }
+
+
 def plot_forest(
-    idata: az.InferenceData,
+    idata: Tree,
     *,
     var_names: Sequence[str] = ("weights", "means", "stds"),
     features: FeatureSpec = None,
@@ -214,15 +227,15 @@ def plot_forest(
     em_marker: str = "|",
     legend: bool = True,
 ) -> Axes:
-    """Forest plot of the posterior (ArviZ) with the EM estimate marked on every row.
+    """Forest plot of the posterior with the EM estimate marked on every row.
 
-    ArviZ 0.23's ``plot_forest`` has no reference argument. Each scalar parameter becomes its
-    own forest row, labelled ``weights[0]``, ``means[1, x0]``, ...; the EM value of each row is
-    looked up by that label and drawn at the row's tick position.
+    Each scalar parameter is one row, labelled as ArviZ labels it (``weights[0]``,
+    ``means[1, x0]``, ...): its HDI (thin line), quartiles (thick line) and median (open
+    circle), computed with ArviZ, and the EM value of that entry.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         Relabelled posterior (from :func:`bayesgmm.sample_posterior`).
     var_names : sequence of str
         Parameters to show, e.g. ``weights``, ``means``, ``stds``, ``covariances``,
@@ -251,15 +264,19 @@ def plot_forest(
     >>> ax = plot_forest(bgmm.idata_, var_names=["weights", "means"])  # doctest: +SKIP
     """
     flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
-    figsize = None if ax is not None else (7.0, 1.2 + 0.32 * len(flat.data_vars))
-    axes = az.plot_forest(
-        flat, combined=True, hdi_prob=hdi_prob, ax=ax, legend=False, colors="C0", figsize=figsize
-    )
-    ax = np.atleast_1d(axes)[0]
-    ticks = ax.get_yticks()
-    labels = [t.get_text() for t in ax.get_yticklabels()]
+    labels = list(flat.data_vars)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 1.2 + 0.32 * len(labels)), layout="constrained")
+    rows = np.arange(len(labels), dtype=float)[::-1]  # the first parameter on top
+    summary = _forest_statistics(flat, hdi_prob)
+    ax.hlines(rows, summary["low"], summary["high"], color="C0", linewidth=1.5)
+    ax.hlines(rows, summary["q1"], summary["q3"], color="C0", linewidth=4)
+    ax.plot(summary["median"], rows, "o", color="C0", markerfacecolor="white", markersize=5)
     style = {**_EM_TICK, "marker": em_marker}
-    ax.plot([em_values[label] for label in labels], ticks, linestyle="", zorder=5, **style)
+    ax.plot([em_values[label] for label in labels], rows, linestyle="", zorder=5, **style)
+    ax.set_yticks(rows, labels)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.grid(axis="x", alpha=0.3)
     interval = Line2D(
         [], [], color="C0", linewidth=2, label=f"posterior: median, quartiles, {hdi_prob:.0%} HDI"
     )
@@ -271,15 +288,65 @@ def plot_forest(
             ncols=2,
             frameon=False,
         )
-    ax.set_title("")  # ArviZ's "94.0% HDI" title: the legend says it, where the legend sits
     return ax
 
 
 # ----------------------------------------------------------------------------- densities
 
 
+def _grid(n_panels: int, n_cols: int, panel: tuple[float, float]) -> np.ndarray:
+    """A new figure's axes for ``n_panels`` panels (unused ones hidden)."""
+    n_cols = min(n_cols, n_panels)
+    n_rows = -(-n_panels // n_cols)
+    _, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(panel[0] * n_cols, panel[1] * n_rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.ravel()[n_panels:]:
+        ax.set_visible(False)
+    return axes
+
+
+def _density_panel(
+    ax: Axes, draws: np.ndarray, em_value: float, interval: np.ndarray, hdi_prob: float
+) -> None:
+    """One parameter's posterior density, its HDI, and the EM value with the mass either side."""
+    grid, density = kde(draws)
+    ax.plot(grid, density, color="C0")
+    ax.hlines(0.0, *interval, color="k", linewidth=4, zorder=3)
+    axis_units = ax.get_xaxis_transform()
+    ax.text(
+        np.mean(interval),
+        0.08,
+        f"{hdi_prob:.0%} HDI",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        transform=axis_units,
+    )
+    below = float(np.mean(draws < em_value))
+    ax.axvline(em_value, color="C3", linewidth=1.5)
+    ax.text(
+        em_value,
+        0.92,
+        f"{below:.1%} < EM < {1 - below:.1%}",
+        ha="center",
+        va="top",
+        color="C3",
+        fontsize=8,
+        transform=axis_units,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7},
+    )
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+
+
 def plot_posterior_em(
-    idata: az.InferenceData,
+    idata: Tree,
     *,
     var_names: Sequence[str] = ("weights", "means", "stds"),
     features: FeatureSpec = None,
@@ -287,14 +354,14 @@ def plot_posterior_em(
     em: EMGaussianMixture | None = None,
     axes: Any = None,
 ) -> np.ndarray:
-    """Posterior densities (``az.plot_posterior``) with the EM value as reference line.
+    """Posterior densities with the EM value as a reference line.
 
-    Each panel shows one scalar parameter, its HDI, and the EM value with the posterior mass
-    below and above it.
+    Each panel shows one scalar parameter's density (ArviZ's KDE), its HDI, and the EM value
+    with the posterior mass below and above it.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     var_names : sequence of str
     features : sequence of int or str, optional
         Features to show (indices or names); all by default.
@@ -302,7 +369,7 @@ def plot_posterior_em(
     em : EMGaussianMixture, optional
         The EM fit; defaults to the ``em`` group of ``idata``.
     axes : ndarray of matplotlib.axes.Axes, optional
-        One per scalar parameter shown.
+        At least one per scalar parameter shown.
 
     Returns
     -------
@@ -316,13 +383,35 @@ def plot_posterior_em(
     >>> axes = plot_posterior_em(bgmm.idata_, var_names=["weights"])  # doctest: +SKIP
     """
     flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
-    ref_val = {name: [{"ref_val": value}] for name, value in em_values.items()}
-    axes = az.plot_posterior(flat, hdi_prob=hdi_prob, ref_val=ref_val, ref_val_color="C3", ax=axes)
-    return np.atleast_1d(axes)
+    labels = list(flat.data_vars)
+    axes = _grid(len(labels), 3, (3.6, 2.6)) if axes is None else np.asarray(axes)
+    if axes.size < len(labels):
+        raise ValueError(f"axes has {axes.size} panels but {len(labels)} parameters are shown.")
+    intervals = hdi(flat, hdi_prob)
+    for ax, label in zip(axes.ravel(), labels, strict=False):
+        draws = flat[label].values.ravel()
+        _density_panel(ax, draws, em_values[label], intervals[label].values, hdi_prob)
+        ax.set_title(label, fontsize=9)
+    return axes
+
+
+def _pair_panel(ax: Axes, x: np.ndarray, y: np.ndarray, kind: str, hdi_prob: float) -> None:
+    """Draws of two parameters: points, hexagonal bins, or the HDI region of a 2-D KDE."""
+    if kind == "scatter":
+        ax.scatter(x, y, s=4, alpha=0.3, color="C0", linewidths=0)
+    elif kind == "hexbin":
+        ax.hexbin(x, y, gridsize=25, cmap="Blues", mincnt=1)
+    else:
+        density = stats.gaussian_kde(np.vstack([x, y]))
+        xx, yy = np.meshgrid(np.linspace(x.min(), x.max(), 60), np.linspace(y.min(), y.max(), 60))
+        zz = density(np.vstack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
+        level = np.quantile(density(np.vstack([x, y])), 1.0 - hdi_prob)
+        ax.contourf(xx, yy, zz, levels=[level, zz.max()], colors=["C0"], alpha=0.3)
+        ax.contour(xx, yy, zz, levels=[level], colors=["C0"])
 
 
 def plot_pair_em(
-    idata: az.InferenceData,
+    idata: Tree,
     *,
     var_names: Sequence[str] = ("means",),
     features: FeatureSpec = None,
@@ -330,18 +419,18 @@ def plot_pair_em(
     kind: str = "scatter",
     em: EMGaussianMixture | None = None,
     axes: Any = None,
-) -> Any:
-    """Pair plot of posterior draws (``az.plot_pair``) with the EM estimate as reference.
+) -> np.ndarray:
+    """Pair plot of posterior draws with the EM estimate marked in every panel.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     var_names : sequence of str
     features : sequence of int or str, optional
         Features to show (indices or names); all by default. With many features, choose a few:
         the grid has one row and column per scalar parameter.
     hdi_prob : float
-        With ``kind="kde"``, the HDI contour drawn.
+        With ``kind="kde"``, the HDI region drawn.
     kind : {"scatter", "kde", "hexbin"}
     em : EMGaussianMixture, optional
         The EM fit; defaults to the ``em`` group of ``idata``.
@@ -350,7 +439,9 @@ def plot_pair_em(
 
     Returns
     -------
-    matplotlib.axes.Axes or ndarray of them (ArviZ returns one Axes for two parameters)
+    ndarray of matplotlib.axes.Axes
+        Shape ``(n - 1, n - 1)`` for ``n`` parameters: panel ``[i, j]`` (``j <= i``) plots
+        parameter ``i + 1`` against parameter ``j``; panels above the diagonal are hidden.
 
     Examples
     --------
@@ -359,37 +450,36 @@ def plot_pair_em(
     >>> bgmm = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> axes = plot_pair_em(bgmm.idata_, var_names=["means"], features=[0, 1])  # doctest: +SKIP
     """
+    check_choice("kind", kind, ("scatter", "kde", "hexbin"))
     flat, em_values = _flat_selection(idata, var_names, features, em, hdi_prob)
-    if len(flat.data_vars) < 2:
+    labels = list(flat.data_vars)
+    if len(labels) < 2:
         raise ValueError(
-            f"A pair plot needs at least two parameters; {list(flat.data_vars)} was selected: "
+            f"A pair plot needs at least two parameters; {labels} was selected: "
             "add var_names or features."
         )
-    side = min(2.4 * (len(flat.data_vars) - 1) + 1.0, 16.0)
-    axes = az.plot_pair(
-        flat,
-        kind=kind,
-        reference_values=em_values,
-        reference_values_kwargs={**_EM_MARK, "zorder": 5},
-        kde_kwargs={"hdi_probs": [hdi_prob]},
-        scatter_kwargs={"alpha": 0.3},
-        figsize=(side, side) if axes is None else None,
-        ax=axes,
-    )
-    first = np.ravel(axes)[0]
-    first.figure.legend(handles=[_em_legend_handle(_EM_MARK)], loc="upper right")
+    n = len(labels) - 1
+    if axes is None:
+        side = min(2.4 * n + 1.0, 16.0)
+        _, axes = plt.subplots(n, n, figsize=(side, side), squeeze=False, layout="constrained")
+    axes = np.asarray(axes).reshape(n, n)
+    for row, col in np.ndindex(n, n):
+        ax = axes[row, col]
+        if col > row:
+            ax.set_visible(False)
+            continue
+        x_name, y_name = labels[col], labels[row + 1]
+        _pair_panel(ax, flat[x_name].values.ravel(), flat[y_name].values.ravel(), kind, hdi_prob)
+        ax.plot([em_values[x_name]], [em_values[y_name]], linestyle="", zorder=5, **_EM_MARK)
+        ax.set_xlabel(x_name if row == n - 1 else "")
+        ax.set_ylabel(y_name if col == 0 else "")
+    axes[0, 0].figure.legend(handles=[_em_legend_handle(_EM_MARK)], loc="upper right")
     return axes
 
 
 # ----------------------------------------------------------------------------- trace
 
-
-def _component_of_entries(da: xr.DataArray) -> np.ndarray:
-    """The component of every entry of ``da`` in ArviZ's compact (C order) flattening."""
-    dims = [d for d in da.dims if d not in ("chain", "draw")]
-    shape = [da.sizes[d] for d in dims]
-    index = np.indices(shape)[dims.index("component")] if shape else np.zeros(())
-    return np.ravel(index)
+_CHAIN_STYLES = ("-", ":", "-.", (0, (1, 3)))
 
 
 def _trace_rows(posterior: xr.Dataset) -> list[tuple[str, dict[str, Any]]]:
@@ -404,15 +494,37 @@ def _trace_rows(posterior: xr.Dataset) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+def _trace_row(row: np.ndarray, selected: xr.DataArray, em_values: xr.DataArray) -> None:
+    """Densities (per chain) and traces of every entry of ``selected``, in its component's
+    colour, with the EM values as dashed lines."""
+    entries = [d for d in selected.dims if d not in ("chain", "draw")]
+    values = selected.transpose("chain", "draw", *entries).values
+    values = values.reshape(values.shape[0], values.shape[1], -1)
+    shape = [selected.sizes[d] for d in entries]
+    component = np.ravel(np.indices(shape)[entries.index("component")])
+    reference = em_values.transpose(*entries).values.ravel()
+    steps = np.arange(values.shape[1])
+    for e, k in enumerate(component):
+        for c in range(values.shape[0]):
+            style = {"color": f"C{k}", "linestyle": _CHAIN_STYLES[c % len(_CHAIN_STYLES)]}
+            if np.ptp(values[c, :, e]) > 0:
+                row[0].plot(*kde(values[c, :, e]), linewidth=1, **style)
+            row[1].plot(steps, values[c, :, e], linewidth=0.6, alpha=0.8, **style)
+        row[0].axvline(reference[e], color=f"C{k}", linestyle="--", linewidth=1.5)
+        row[1].axhline(reference[e], color=f"C{k}", linestyle="--", linewidth=1.5)
+    row[0].set_yticks([])
+    row[1].set_xlabel("draw")
+
+
 def plot_trace(
-    idata: az.InferenceData,
+    idata: Tree,
     *,
     var_names: Sequence[str] = ("weights", "means"),
     features: FeatureSpec = None,
     em: EMGaussianMixture | None = None,
     axes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Trace plot of the relabelled draws (``az.plot_trace``) with the EM values as lines.
+    """Trace plot of the relabelled draws with the EM values as lines.
 
     One row per parameter, or per parameter and feature when it is indexed by feature
     (``means[:, waiting]``); the entries of a row are coloured by component, chains by line
@@ -421,7 +533,7 @@ def plot_trace(
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     var_names : sequence of str
     features : sequence of int or str, optional
         Features to show (indices or names); all by default.
@@ -448,26 +560,14 @@ def plot_trace(
             len(rows), 2, figsize=(12, 2.4 * len(rows)), squeeze=False, layout="constrained"
         )
     axes = np.asarray(axes).reshape(len(rows), 2)
-    colors = _component_colors(posterior.sizes["component"])
     for row, (name, coords) in zip(axes, rows, strict=True):
-        selected = posterior[name].sel(coords)
-        component = _component_of_entries(selected)
-        az.plot_trace(
-            idata,
-            var_names=[name],
-            coords=coords,
-            compact=True,
-            compact_prop={"color": [colors[k] for k in component]},
-            axes=row[None, :],
-        )
-        em_values = reference[name].sel(coords).transpose(*selected.dims[2:]).values.ravel()
-        for value, k in zip(em_values, component, strict=True):
-            row[0].axvline(value, color=colors[k], linestyle="--", linewidth=1.5)
-            row[1].axhline(value, color=colors[k], linestyle="--", linewidth=1.5)
-        if "feature" in coords and len(coords) == 1:
-            for ax in row:
-                ax.set_title(f"{name}[:, {coords['feature'][0]}]")
-    handles = [Line2D([], [], color=c, label=f"component {k}") for k, c in enumerate(colors)]
+        _trace_row(row, posterior[name].sel(coords), reference[name].sel(coords))
+        one_feature = "feature" in coords and len(coords) == 1
+        title = f"{name}[:, {coords['feature'][0]}]" if one_feature else name
+        for ax in row:
+            ax.set_title(title, fontsize=9)
+    n_components = posterior.sizes["component"]
+    handles = [Line2D([], [], color=f"C{k}", label=f"component {k}") for k in range(n_components)]
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="EM estimate"))
     axes[0, 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return axes
@@ -554,7 +654,7 @@ def _plot_densities_1d(ax: Axes, data: np.ndarray, em: xr.Dataset, draws: xr.Dat
 
 
 def plot_ellipses(
-    idata: az.InferenceData,
+    idata: Tree,
     X: Any = None,
     *,
     features: FeatureSpec = (0, 1),
@@ -575,7 +675,7 @@ def plot_ellipses(
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     X : array-like of shape (n_samples, n_features), optional
         Data to show; defaults to the observed data.
     features : sequence of two ints or names
@@ -702,7 +802,7 @@ def _plot_membership_2d(
 
 
 def plot_membership(
-    idata: az.InferenceData,
+    idata: Tree,
     X: Any = None,
     *,
     features: FeatureSpec = (0, 1),
@@ -722,7 +822,7 @@ def plot_membership(
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
     X : array-like of shape (n_samples, n_features), optional
         Rows to show; defaults to the observed data.
     features : sequence of two ints or names
@@ -796,12 +896,12 @@ def _label_membership_axes(
 # ----------------------------------------------------------------------------- label switching
 
 
-def plot_label_switching(idata: az.InferenceData, *, ax: Axes | None = None) -> Axes:
+def plot_label_switching(idata: Tree, *, ax: Axes | None = None) -> Axes:
     """Fraction of draws per chain whose labels were permuted to match EM.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         With ``sample_stats["label_permutation"]`` (written by
         :func:`bayesgmm.sample_posterior`).
     ax : matplotlib.axes.Axes, optional

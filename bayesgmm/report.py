@@ -139,7 +139,7 @@ def _loo_section(selection: Selection) -> _Section:
         "failed_checks",
         "winner",
     ]
-    section.table(selection.loo[columns].reset_index(), "az.compare (stacking weights)")
+    section.table(selection.loo[columns].reset_index(), "LOO comparison (ArviZ, stacking weights)")
     unconverged = selection.loo.index[~selection.loo["converged"]].tolist()
     if unconverged:
         section.text(

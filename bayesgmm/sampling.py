@@ -1,4 +1,4 @@
-"""NUTS from the EM mode, with the chosen sampler, returning a relabelled InferenceData.
+"""NUTS from the EM mode, with the chosen sampler, returning relabelled results (a DataTree).
 
 Every chain starts exactly at the EM estimate, with no jitter. nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
@@ -21,14 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pymc as pm
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from . import _gaussian as g
-from ._idata import add_groups, get_group, posterior_draws, replace_group, set_attrs
+from ._idata import (
+    Tree,
+    add_groups,
+    get_group,
+    has_group,
+    posterior_draws,
+    replace_group,
+    set_attrs,
+)
 from ._kernels import draw_log_density
 from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._validation import check_choice
@@ -286,6 +293,7 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
         chains=chains,
         cores=cores,
         random_seed=seed,
+        nuts_sampler="pymc",  # PyMC 6 would otherwise hand the model to nutpie
         initvals=initial,
         init="adapt_diag",
         target_accept=target_accept,
@@ -347,7 +355,7 @@ def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
     )
 
 
-def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -> xr.Dataset:
+def em_reference(idata: Tree, em: EMGaussianMixture | None = None) -> xr.Dataset:
     """The EM estimate as a Dataset named and shaped like the posterior.
 
     ``em=None`` reads the InferenceData's ``em`` group; a fitted :class:`EMGaussianMixture` is
@@ -355,7 +363,7 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         With a posterior (and an ``em`` group when ``em`` is None).
     em : EMGaussianMixture, optional
         A fitted EM estimate with the posterior's numbers of components and features.
@@ -372,11 +380,11 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
     """
     posterior = get_group(idata, "posterior")
     if em is None:
-        if "em" not in idata.groups():
+        if not has_group(idata, "em"):
             raise ValueError(
-                "No EM estimate: the InferenceData has no 'em' group and no em was given. Pass "
-                "em=<fitted EMGaussianMixture>, or use the InferenceData returned by "
-                "bayesgmm.sample_posterior (which stores the EM estimate)."
+                "No EM estimate: the results have no 'em' group and no em was given. Pass "
+                "em=<fitted EMGaussianMixture>, or use the results returned by "
+                "bayesgmm.sample_posterior (which store the EM estimate)."
             )
         reference = get_group(idata, "em")
         sizes = (reference.sizes["component"], reference.sizes["feature"])
@@ -396,7 +404,7 @@ def em_reference(idata: az.InferenceData, em: EMGaussianMixture | None = None) -
     return em_dataset(em, {n: posterior[n].values for n in ("component", "feature", "feature_bis")})
 
 
-def _drop_warmup_and_internals(idata: az.InferenceData, model: pm.Model) -> None:
+def _drop_warmup_and_internals(idata: Tree, model: pm.Model) -> None:
     """Keep the model's own variables in the posterior (not the sampler's transformed ones)."""
     names = {v.name for v in model.free_RVs + model.deterministics}
     posterior = get_group(idata, "posterior")
@@ -411,7 +419,7 @@ def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataAr
     return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
 
 
-def _complete_groups(idata: az.InferenceData, model: pm.Model) -> None:
+def _complete_groups(idata: Tree, model: pm.Model) -> None:
     """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
     X = np.asarray(model["X"].get_value())
     coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
@@ -419,7 +427,7 @@ def _complete_groups(idata: az.InferenceData, model: pm.Model) -> None:
     if {"weights", "means", "covariances"} <= set(posterior.data_vars):
         log_lik = _pointwise_log_likelihood(posterior, X).assign_coords(obs_id=coords["obs_id"])
         replace_group(idata, "log_likelihood", xr.Dataset({"obs": log_lik}))
-    elif "log_likelihood" not in idata.groups():  # a user's own model: let PyMC compute it
+    elif not has_group(idata, "log_likelihood"):  # a user's own model: let PyMC compute it
         pm.compute_log_likelihood(
             idata, model=model, var_names=["obs"], extend_inferencedata=True, progressbar=False
         )
@@ -427,7 +435,7 @@ def _complete_groups(idata: az.InferenceData, model: pm.Model) -> None:
     replace_group(idata, "observed_data", observed)
 
 
-def relabel(idata: az.InferenceData) -> np.ndarray:
+def relabel(idata: Tree) -> np.ndarray:
     """Relabel the posterior in place to the ``em`` group's components; return permutations.
 
     The permutations are also stored as ``sample_stats["label_permutation"]``
@@ -497,7 +505,7 @@ def sample_posterior(
     backend: str = "auto",
     compile_cache: CompileCache | None = None,
     check: bool = True,
-) -> az.InferenceData:
+) -> Tree:
     """Sample the mixture with NUTS, every chain starting at the EM estimate.
 
     Parameters
@@ -534,7 +542,7 @@ def sample_posterior(
 
     Returns
     -------
-    arviz.InferenceData
+    xarray.DataTree
         Groups ``posterior`` (relabelled to EM's components), ``sample_stats`` (with
         ``label_permutation``), ``log_likelihood``, ``observed_data`` and ``em``; provenance in
         ``posterior.attrs``.

@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from ._gaussian import COVARIANCE_TYPES
+from ._idata import compare, loo
 from ._progress import progress_bar
 from ._validation import check_choice
 from .diagnostics import SamplingWarning
@@ -199,8 +199,7 @@ def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int
 
 
 def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str, Any]:
-    loo = az.loo(idata, pointwise=True)
-    pareto_k = np.asarray(loo.pareto_k)
+    pareto_k = np.asarray(loo(idata).pareto_k)
     checks = diagnostics_table.set_index("check")
     failed = [c for c in checks.index if not checks.loc[c, "passed"]]
     return {
@@ -216,7 +215,7 @@ def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str
 
 
 def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
-    """LOO comparison (``az.compare``, stacking weights) with each model's diagnostics.
+    """LOO comparison (ArviZ's ``compare``, stacking weights) with each model's diagnostics.
 
     Parameters
     ----------
@@ -226,10 +225,11 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``az.compare``'s columns (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, warning)
-        plus Pareto-k counts, the worst R-hat and ESS, divergences, ``converged`` (every check
-        of :func:`bayesgmm.diagnostics` passed), ``failed_checks`` and ``winner`` (the best
-        ranked model among the converged ones; no winner if none converged).
+        ArviZ's comparison columns (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse,
+        p_worse, diag_diff, diag_elpd) plus Pareto-k counts, the worst R-hat and ESS,
+        divergences, ``converged`` (every check of :func:`bayesgmm.diagnostics` passed),
+        ``failed_checks`` and ``winner`` (the best ranked model among the converged ones; no
+        winner if none converged).
 
     Examples
     --------
@@ -238,15 +238,10 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
     >>> fits = {f"K={k}": BayesianGMM(k).fit(X) for k in (2, 3)}  # doctest: +SKIP
     >>> bayesian_comparison(fits)[["elpd_loo", "converged", "winner"]]  # doctest: +SKIP
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Pareto.*")
-        warnings.filterwarnings("ignore", message=".*pareto.*")
-        table = az.compare(
-            {name: fit.idata_ for name, fit in fits.items()}, ic="loo", method="stacking"
-        )
-        extra = pd.DataFrame(
-            [_loo_row(name, fit.idata_, fit.diagnostics()) for name, fit in fits.items()]
-        ).set_index("model")
+    table = compare({name: fit.idata_ for name, fit in fits.items()})
+    extra = pd.DataFrame(
+        [_loo_row(name, fit.idata_, fit.diagnostics()) for name, fit in fits.items()]
+    ).set_index("model")
     table = table.join(extra)
     table["winner"] = False
     converged = table[table["converged"]]

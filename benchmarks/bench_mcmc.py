@@ -38,6 +38,7 @@ import pymc as pm
 from threadpoolctl import threadpool_limits
 
 from bayesgmm import EMGaussianMixture, build_model, load_faithful, simulate_mixture
+from bayesgmm._idata import add_groups
 from bayesgmm._logdensity import log_density_for
 from bayesgmm.diagnostics import parameter_diagnostics
 from bayesgmm.sampling import (
@@ -197,7 +198,7 @@ def _pymc_run(name, X, k, seed, draws, tune, *, em: bool, **sample_kwargs) -> Ti
     timing.sampling = time.perf_counter() - t0
     raw = float(parameter_diagnostics(idata)["r_hat"].max())
     t0 = time.perf_counter()
-    idata.add_groups({"em": em_dataset(reference, model.coords)}, warn_on_custom_groups=False)
+    add_groups(idata, {"em": em_dataset(reference, model.coords)})
     relabel(idata)
     timing.relabel = time.perf_counter() - t0
     return judge(timing, idata, raw_r_hat=raw)

@@ -1,4 +1,4 @@
-"""Relabelled-looking InferenceData built without sampling, for the plotting tests.
+"""Relabelled-looking results (DataTree) built without sampling, for the plotting tests.
 
 Draws are simulated around an EM fit (Dirichlet weights, jittered means, covariances
 ``A Sigma A'`` with ``A`` near the identity), so every figure has a posterior whose centre is
@@ -69,7 +69,7 @@ def make_idata(
     seed: int = 0,
     with_em: bool = True,
 ):
-    """(InferenceData with posterior, sample_stats, observed_data and em groups; the EM fit).
+    """(Results with posterior, sample_stats, observed_data and em groups; the EM fit).
 
     A quarter of chain 0's draws are recorded as relabelled, and chain 1 has 3 divergences.
     """
@@ -99,7 +99,7 @@ def idata_around(
     mean_shift: float = 0.0,
     with_em: bool = True,
 ):
-    """InferenceData whose posterior is scattered around ``em`` (no sampling)."""
+    """Results whose posterior is scattered around ``em`` (no sampling)."""
     n_components, n_features = em.means_.shape
     rng = np.random.default_rng(seed)
     names = [f"x{j}" for j in range(n_features)]
@@ -125,10 +125,12 @@ def idata_around(
     diverging[1, :3] = True
     draws = _draws(em, n_chains, n_draws, rng, mean_shift)
     idata = az.from_dict(
-        posterior=draws,
-        sample_stats={"diverging": diverging, "label_permutation": perm},
-        observed_data={"obs": X},
-        log_likelihood={"obs": _log_likelihood(X, draws)},
+        {
+            "posterior": draws,
+            "sample_stats": {"diverging": diverging, "label_permutation": perm},
+            "observed_data": {"obs": X},
+            "log_likelihood": {"obs": _log_likelihood(X, draws)},
+        },
         coords=coords,
         dims={**dims, "obs": ["obs_id", "feature"]},
     )

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from bayesgmm import EMGaussianMixture, SamplingWarning, diagnostics
 from bayesgmm.diagnostics import check_sampling
@@ -27,7 +28,7 @@ def _posterior(fit, *, n_draws=2000, divergent=0, energy=None, chain_shift=0.0):
     stats["diverging"].values[:] = False
     stats["diverging"].values[1, :divergent] = True
     if energy is not None:
-        stats["energy"] = (("chain", "draw"), energy)
+        stats["energy"] = xr.DataArray(energy, dims=("chain", "draw"))
     if chain_shift:
         idata.posterior["means"].values[1] += chain_shift
     return idata

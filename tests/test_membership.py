@@ -12,9 +12,9 @@ from bayesgmm.membership import co_clustering, posterior_membership
 
 
 def _idata_from_params(weights, means, covariances):
-    """An InferenceData whose posterior draws are the given (chain, draw, ...) arrays."""
+    """Results whose posterior draws are the given (chain, draw, ...) arrays."""
     return az.from_dict(
-        posterior={"weights": weights, "means": means, "covariances": covariances},
+        {"posterior": {"weights": weights, "means": means, "covariances": covariances}},
         dims={
             "weights": ["component"],
             "means": ["component", "feature"],
@@ -68,7 +68,7 @@ def test_mixture_of_two_parameter_sets(three_clusters, em_fit, rng):
 
 
 def test_missing_variables_are_named():
-    idata = az.from_dict(posterior={"weights": np.ones((1, 2, 2)) / 2})
+    idata = az.from_dict({"posterior": {"weights": np.ones((1, 2, 2)) / 2}})
     with pytest.raises(ValueError, match=r"lacks \['means', 'covariances'\]"):
         posterior_membership(idata, np.zeros((3, 2)))
 

@@ -39,17 +39,18 @@ def test_well_separated_simulation_converges_and_covers_truth():
     sim = simulate_mixture(500, **TRUTH, random_state=5)
     fit = _fit(sim.X, 3)
     _assert_gates(fit)
-    post = fit.idata_.posterior
+    post = fit.idata_.posterior.to_dataset()
     truth_cov = np.asarray(TRUTH["covariances"])
     # relabel to the truth (EM's labels are arbitrary)
     perm = match_to_reference(
         post["means"].values, post["covariances"].values, np.asarray(TRUTH["means"]), truth_cov
     )
     aligned = apply_permutations(post, perm)
-    hdi = az.hdi(aligned[["weights", "means"]], hdi_prob=0.94)
+    hdi = az.hdi(aligned[["weights", "means"]], prob=0.94)
     w, m = np.asarray(TRUTH["weights"]), np.asarray(TRUTH["means"])
-    assert np.all((hdi["weights"].sel(hdi="lower") <= w) & (w <= hdi["weights"].sel(hdi="higher")))
-    assert np.all((hdi["means"].sel(hdi="lower") <= m) & (m <= hdi["means"].sel(hdi="higher")))
+    low, high = {"ci_bound": "lower"}, {"ci_bound": "upper"}
+    assert np.all((hdi["weights"].sel(low) <= w) & (w <= hdi["weights"].sel(high)))
+    assert np.all((hdi["means"].sel(low) <= m) & (m <= hdi["means"].sel(high)))
 
 
 def test_old_faithful_two_components_em_inside_hdi():

@@ -1,4 +1,4 @@
-"""Sampling from the EM start: the start itself, the InferenceData layout, relabelling, warnings.
+"""Sampling from the EM start: the start itself, the results layout, relabelling, warnings.
 
 One small nutpie run (shared by the module) keeps the suite fast; statistical checks of the
 posterior are in test_posterior_slow.py.
@@ -27,6 +27,7 @@ from bayesgmm._idata import get_attr
 from bayesgmm.alignment import apply_permutations, match_to_reference
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.sampling import _compiled_nutpie, _flat_start
+from bayesgmm.start import em_initial_point
 
 SMALL = dict(draws=150, tune=150, chains=2, progressbar=False)
 
@@ -82,7 +83,7 @@ def test_nutpie_chains_start_at_em(data, cache):
 def test_inference_data_layout(fitted, data):
     bgmm, _ = fitted
     idata = bgmm.idata_
-    assert set(idata.groups()) >= {
+    assert set(idata.children) >= {
         "posterior",
         "sample_stats",
         "log_likelihood",
@@ -171,7 +172,7 @@ def _co_clustering_oracle(idata, X):
     from scipy.special import softmax
     from scipy.stats import multivariate_normal
 
-    post = idata.posterior.stack(sample=("chain", "draw"))
+    post = idata.posterior.to_dataset().stack(sample=("chain", "draw"))
     total = np.zeros((len(X), len(X)))
     for s in range(post.sizes["sample"]):
         draw = post.isel(sample=s)
@@ -240,7 +241,7 @@ def test_pymc_sampler_path_gives_the_same_layout(data):
         check=False,
     )
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "em"):
-        assert group in idata.groups(), group
+        assert group in idata.children, group
     assert idata.log_likelihood["obs"].dims == ("chain", "draw", "obs_id")
     np.testing.assert_array_equal(idata.observed_data["obs"].values, data)
     assert idata.posterior.attrs["sampler"] == "pymc"
@@ -252,6 +253,31 @@ def test_pymc_sampler_path_gives_the_same_layout(data):
         data, post["weights"].values, post["means"].values, chol, "full"
     )
     np.testing.assert_allclose(idata.log_likelihood["obs"].values[0, 0], expected, rtol=1e-10)
+
+
+def test_pymc_sampler_starts_every_chain_at_em(data, monkeypatch):
+    """PyMC 6 hands models to nutpie unless told otherwise, and its default init jitters the
+    start: the initial points PyMC's own NUTS actually uses are the EM start, in every chain."""
+    import pymc.sampling.mcmc as mcmc
+
+    captured = {}
+    init_nuts = mcmc.init_nuts
+
+    def spy(*args, **kwargs):
+        captured["points"], step = init_nuts(*args, **kwargs)
+        return captured["points"], step
+
+    monkeypatch.setattr(mcmc, "init_nuts", spy)
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    model = build_model(data, 2)
+    run = dict(draws=5, tune=5, chains=2, progressbar=False, check=False)
+    sample_posterior(model, em, sampler="pymc", random_seed=4, **run)
+    expected = em_initial_point(model, em)
+    assert len(captured["points"]) == 2
+    for point in captured["points"]:
+        assert point.keys() == expected.keys()
+        for name, value in expected.items():
+            np.testing.assert_allclose(point[name], value, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -321,4 +347,4 @@ def test_summary_has_each_parameter_once(fitted):
     assert table.loc["weights[1]", "mean"] == pytest.approx(float(post["weights"][..., 1].mean()))
     lower = [name for name in table.index if name.startswith("covariances[0")]
     assert len(lower) == d * (d + 1) // 2
-    assert {"hdi_3%", "hdi_97%", "r_hat", "ess_bulk"} <= set(table.columns)
+    assert {"hdi_low", "hdi_high", "r_hat", "ess_bulk"} <= set(table.columns)

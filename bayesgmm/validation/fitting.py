@@ -6,7 +6,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import arviz as az
 import numpy as np
 import pymc as pm
 import xarray as xr
@@ -109,12 +108,12 @@ def fit_em(
     return em, {"warnings": sorted({w.category.__name__ for w in caught})}
 
 
-def sampler_diagnostics(idata: az.InferenceData) -> dict[str, Any]:
+def sampler_diagnostics(idata: xr.DataTree) -> dict[str, Any]:
     """The worst value of every check of :func:`bayesgmm.diagnostics`, and whether all passed.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
+    idata : xarray.DataTree
         With a ``posterior`` (any of ``weights``, ``means``, ``covariances``) and
         ``sample_stats`` (``diverging``; ``energy`` for E-BFMI, NaN without it).
 
@@ -129,8 +128,8 @@ def sampler_diagnostics(idata: az.InferenceData) -> dict[str, Any]:
     >>> import arviz as az, numpy as np
     >>> from bayesgmm.validation import sampler_diagnostics
     >>> weights = np.random.default_rng(0).dirichlet([50, 50], size=(2, 1000))  # iid draws
-    >>> idata = az.from_dict(posterior={"weights": weights},
-    ...                      sample_stats={"diverging": np.zeros((2, 1000), bool)})
+    >>> idata = az.from_dict({"posterior": {"weights": weights},
+    ...                       "sample_stats": {"diverging": np.zeros((2, 1000), bool)}})
     >>> checks = sampler_diagnostics(idata)
     >>> checks["divergences"], checks["passed"]
     (0, True)

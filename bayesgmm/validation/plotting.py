@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import arviz as az
 import numpy as np
 from matplotlib.figure import Figure
-from scipy import stats
 
-from .uniformity import ecdf_band
+from .uniformity import ecdf_at, ecdf_band
 
 
 def plot_rank_ecdfs(
@@ -53,20 +51,22 @@ def plot_rank_ecdfs(
         n_rows = -(-len(names) // n_cols)
         figure = Figure(figsize=(3.2 * n_cols, 2.7 * n_rows), layout="constrained")
         axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False).ravel())
-    eval_points, _, _ = ecdf_band(u.shape[0], prob)
+    eval_points, lower, upper = ecdf_band(u.shape[0], prob)
     for q, (name, ax) in enumerate(zip(names, axes, strict=False)):
-        az.plot_ecdf(
-            u[:, q],
-            eval_points=eval_points,
-            cdf=stats.uniform(0.0, 1.0).cdf,
-            difference=True,
-            confidence_bands="optimized",
-            ci_prob=prob,
-            ax=ax,
+        ax.fill_between(
+            eval_points,
+            lower - eval_points,
+            upper - eval_points,
+            step="post",
+            color="C0",
+            alpha=0.2,
+            lw=0,
+            label=f"{prob:.4g} simultaneous band",
         )
+        ax.step(eval_points, ecdf_at(u[:, q], eval_points) - eval_points, where="post", color="C0")
         if u_subset is not None and len(u_subset):
-            ecdf = np.searchsorted(np.sort(u_subset[:, q]), eval_points, side="right")
-            ax.step(eval_points, ecdf / len(u_subset) - eval_points, color="C1", lw=1)
+            ecdf = ecdf_at(u_subset[:, q], eval_points)
+            ax.step(eval_points, ecdf - eval_points, where="post", color="C1", lw=1)
         ax.axhline(0.0, color="0.5", lw=0.5)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("fractional rank")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import arviz as az
 import numpy as np
+import xarray as xr
 
+from .._idata import ess as bulk_ess
 from .._kernels import draw_log_density
 
 
@@ -128,7 +129,8 @@ def rank_draws(values: np.ndarray) -> int:
     >>> rank_draws(iid), rank_draws(np.cumsum(iid, axis=1))  # random walks: few are effective
     (147, 3)
     """
-    ess = min(float(az.ess(values[:, :, q], method="bulk")) for q in range(values.shape[2]))
+    quantities = xr.Dataset({"q": (("chain", "draw", "quantity"), values)})
+    ess = float(bulk_ess(quantities, "bulk")["q"].min())
     total = values.shape[0] * values.shape[1]
     return int(np.clip(np.floor(ess), 1, total)) if np.isfinite(ess) else 1
 

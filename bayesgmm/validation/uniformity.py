@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from arviz.stats.ecdf_utils import ecdf_confidence_band
 from scipy import stats
 
+from .._idata import ecdf_band as _simultaneous_band
 from .ranks import covered
 
 LEVELS = (0.5, 0.9)
@@ -80,10 +80,13 @@ def ecdf_band(n_values: int, prob: float) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     n_points = min(n_values, 100)
     eval_points = np.linspace(0.0, 1.0, n_points + 1)[1:-1]
-    lower, upper = ecdf_confidence_band(
-        n_values, eval_points, eval_points, prob=prob, method="optimized"
-    )
+    lower, upper = _simultaneous_band(n_values, eval_points, prob)
     return eval_points, lower, upper
+
+
+def ecdf_at(values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The empirical CDF of ``values`` at ``points``: the fraction of values ``<=`` each."""
+    return np.searchsorted(np.sort(values), points, side="right") / np.size(values)
 
 
 def ecdf_uniformity(u: np.ndarray, prob: float) -> tuple[bool, float]:
@@ -113,9 +116,9 @@ def ecdf_uniformity(u: np.ndarray, prob: float) -> tuple[bool, float]:
     >>> ecdf_uniformity(u**2, 0.95)[0]  # skewed towards 0: leaves the band
     False
     """
-    u = np.sort(np.asarray(u, dtype=float))
+    u = np.asarray(u, dtype=float)
     eval_points, lower, upper = ecdf_band(u.size, prob)
-    ecdf = np.searchsorted(u, eval_points, side="right") / u.size
+    ecdf = ecdf_at(u, eval_points)
     inside = bool(np.all((ecdf >= lower) & (ecdf <= upper)))
     return inside, float(np.max(np.abs(ecdf - eval_points)))
 

@@ -3,7 +3,7 @@
 # any python3.13 / python3.12 / python3 on PATH or in pyenv's versions that is >= 3.12.
 # Override with `make PYTHON=/path/to/python3.12 test`.
 PYTHON ?= $(shell sh tools/find-python.sh)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 1

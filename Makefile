@@ -9,7 +9,7 @@ export OMP_NUM_THREADS ?= 1
 # pip-installed PyTensor prints.
 export PYTENSOR_FLAGS ?= compiledir=$(CURDIR)/.cache/pytensor,blas__ldflags=
 
-.PHONY: demo test test-slow validate bench lint clean
+.PHONY: demo test test-slow validate bench bench-mclust lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_em.py
+
+# EM sweeps beside R's mclust (Rscript + r-cran-mclust; committed numbers without them) and sklearn
+bench-mclust: $(STAMP)
+	$(BIN)/python benchmarks/bench_mclust.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,11 +2,13 @@
 # the partitions of its default hierarchical initialisation.
 #
 #   Rscript benchmarks/mclust_reference.R [--data=DIR] [--out=DIR] [--gmax=9]
-#                                         [--datasets=a,b,...] [--no-hc]
+#                                         [--datasets=a,b,...] [--models=VVV,EEE,...]
+#                                         [--no-hc]
 #
 # Defaults: --data=benchmarks/data, --out=tests/data/mclust. Writes one <name>.json per CSV
 # (files ending in _labels.csv are labels, not data sets). Everything mclust does is run with
-# its defaults (all 14 models, emControl(), hcUse = "SVD", hcModelName = "VVV").
+# its defaults (all 14 models, emControl(), hcUse = "SVD", hcModelName = "VVV"); --models
+# restricts Mclust to some models (benchmarks/bench_mclust.py times a like-for-like sweep so).
 #
 # Per data set, the JSON holds:
 #   n, d, mclust and R versions, seed, seconds (wall time of the whole Mclust call);
@@ -37,6 +39,8 @@ data_dir <- option(args, "data", file.path("benchmarks", "data"))
 out_dir <- option(args, "out", file.path("tests", "data", "mclust"))
 gmax <- as.integer(option(args, "gmax", "9"))
 only <- option(args, "datasets", "")
+models <- option(args, "models", "")
+model_names <- if (nzchar(models)) strsplit(models, ",")[[1]] else NULL
 with_hc <- !("--no-hc" %in% args)
 seed <- 0L
 dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
@@ -84,7 +88,8 @@ run_one <- function(path, name) {
   n <- nrow(X)
   d <- ncol(X)
   set.seed(seed)
-  seconds <- system.time(fit <- Mclust(X, G = seq_len(gmax), verbose = FALSE))[["elapsed"]]
+  seconds <- system.time(fit <- Mclust(X, G = seq_len(gmax), modelNames = model_names,
+                                          verbose = FALSE))[["elapsed"]]
   result <- list(
     dataset = name, n = n, d = d, G = seq_len(gmax),
     mclust_version = as.character(packageVersion("mclust")),

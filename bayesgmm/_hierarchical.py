@@ -113,7 +113,14 @@ def transform(X: np.ndarray, use: str = "SVD") -> np.ndarray:
     X = np.asarray(X, dtype=float)
     if use == "VARS":
         return X.copy()
-    scaled = (X - X.mean(axis=0)) / X.std(axis=0, ddof=1)
+    spread = X.std(axis=0, ddof=1)
+    if not np.all(spread > 0):
+        raise ValueError(
+            f"Feature(s) {np.flatnonzero(~(spread > 0)).tolist()} are constant in the rows "
+            f"agglomerated, so use={use!r} cannot scale them. Drop them, or agglomerate more "
+            "rows (max_samples)."
+        )
+    scaled = (X - X.mean(axis=0)) / spread
     if use == "STD":
         return scaled
     _, singular, vt = np.linalg.svd(scaled, full_matrices=False)
@@ -165,6 +172,8 @@ def merge_tree(
     Z = np.ascontiguousarray(Z, dtype=float)
     if Z.ndim != 2 or Z.shape[0] < 2:
         raise ValueError(f"Z must be a 2-D array with at least two rows, got shape {Z.shape}.")
+    if not np.all(np.isfinite(Z)):
+        raise ValueError("Z contains NaN or infinity: drop or impute those rows first.")
     for name, value in (("alpha", alpha), ("beta", beta)):
         if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")

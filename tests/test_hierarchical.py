@@ -221,5 +221,9 @@ def test_bad_data():
         hierarchical_partitions(np.column_stack([np.ones(10), np.arange(10.0)]), [2])
     with pytest.raises(ValueError, match="at least two rows"):
         merge_tree(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        merge_tree(np.where(np.eye(3) > 0, np.inf, 0.0))
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\] are constant"):
+        transform(np.column_stack([np.arange(5.0), np.ones(5)]))
     with pytest.raises(ValueError, match="Unknown n_clusters 4"):
         hierarchical_partitions(np.arange(20.0).reshape(10, 2) ** 1.5, [2, 3]).partition(4)

@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 # pip-installed PyTensor prints.
 export PYTENSOR_FLAGS ?= compiledir=$(CURDIR)/.cache/pytensor,blas__ldflags=
 
-.PHONY: demo test test-slow validate bench lint clean
+.PHONY: demo test test-slow validate bench bench-mclust lint clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "bayesgmm needs Python >= 3.12 and none was found: install one (pyenv install 3.12, or uv python install 3.12) or run make PYTHON=/path/to/python3.12"; exit 1; }
@@ -36,6 +36,10 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_em.py
+
+# EM sweeps beside R's mclust (Rscript + r-cran-mclust; committed numbers without them) and sklearn
+bench-mclust: $(STAMP)
+	$(BIN)/python benchmarks/bench_mclust.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

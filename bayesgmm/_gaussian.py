@@ -5,10 +5,12 @@ scikit-learn's conventions: for a full covariance ``Sigma = inv(U @ U.T)`` where
 triangular ``precisions_cholesky``. Log-determinants come from the diagonal of ``U``; no matrix is
 ever inverted and no determinant is ever taken.
 
-Shapes by covariance family (``K`` components, ``D`` features):
+Functions take a covariance **layout** (see :mod:`bayesgmm._models`: each of the 14 models
+stores its covariances in one of scikit-learn's four shapes). Shapes by layout (``K``
+components, ``D`` features):
 
 =============  ===================  ====================
-family         covariances          precisions_cholesky
+layout         covariances          precisions_cholesky
 =============  ===================  ====================
 ``full``       ``(K, D, D)``        ``(K, D, D)``
 ``tied``       ``(D, D)``           ``(D, D)``
@@ -29,9 +31,10 @@ import numpy as np
 from scipy import linalg
 from scipy.special import logsumexp
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+from . import _models
+
+COVARIANCE_TYPES = _models.LAYOUTS  # the four layouts (scikit-learn's families)
 LOG_2PI = np.log(2.0 * np.pi)
-_NK_FLOOR = 10.0 * np.finfo(np.float64).eps
 
 
 class SingularCovarianceError(ValueError):
@@ -68,7 +71,7 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     Parameters
     ----------
     covariances : ndarray
-        Covariances in the shape of ``covariance_type`` (see the module docstring).
+        Covariances in the shape of the layout ``covariance_type`` (see the module docstring).
     covariance_type : {"full", "tied", "diag", "spherical"}
 
     Returns
@@ -80,19 +83,29 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     Raises
     ------
     SingularCovarianceError
-        If a covariance is not positive definite; the message names the component.
+        If a covariance is not positive definite (or not finite); the message names the
+        component.
     """
     if covariance_type == "full":
-        return np.stack(
-            [_inv_lower_transpose(_cholesky_lower(cov, k)) for k, cov in enumerate(covariances)]
-        )
+        return _batched_upper_factors(covariances)
     if covariance_type == "tied":
         return _inv_lower_transpose(_cholesky_lower(covariances, None))
     variances = np.asarray(covariances)
-    bad = np.flatnonzero(np.reshape(variances <= 0.0, (variances.shape[0], -1)).any(axis=1))
+    ok = (variances > 0.0) & (variances < np.inf)
+    bad = np.flatnonzero(~np.reshape(ok, (variances.shape[0], -1)).all(axis=1))
     if bad.size:
         raise SingularCovarianceError(_singular_message(int(bad[0])))
     return 1.0 / np.sqrt(variances)
+
+
+def _batched_upper_factors(covariances: np.ndarray) -> np.ndarray:
+    """:func:`batched_precision_cholesky` of ``(K, D, D)`` covariances, naming a failed one."""
+    try:
+        return batched_precision_cholesky(covariances)
+    except SingularCovarianceError:
+        for k, cov in enumerate(covariances):
+            _cholesky_lower(cov, k)
+        raise
 
 
 def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -269,38 +282,12 @@ def e_step_statistics(
     return stats
 
 
-def m_step(
-    stats: MixtureStatistics, reg_covar: float, covariance_type: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, means and covariances maximising the expected log-likelihood.
-
-    ``reg_covar`` is added to the diagonal of every covariance. Empty components get a floor of
-    ``10 * eps`` on their effective size, as scikit-learn does, so their means stay finite.
-    """
-    nk = stats.resp_sum + _NK_FLOOR
-    delta = stats.first / nk[:, None]
-    means = stats.shift + delta
-    weights = nk / nk.sum()
-    if covariance_type in ("full", "tied"):
-        scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
-        if covariance_type == "full":
-            covariances = scatter / nk[:, None, None]
-        else:
-            covariances = scatter.sum(axis=0) / nk.sum()
-        covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
-        covariances[..., np.arange(means.shape[1]), np.arange(means.shape[1])] += reg_covar
-    else:
-        covariances = stats.second / nk[:, None] - delta**2 + reg_covar
-        if covariance_type == "spherical":
-            covariances = covariances.mean(axis=1)
-    return weights, means, covariances
-
-
 def full_covariances(
     covariances: np.ndarray, covariance_type: str, n_components: int, n_features: int
 ) -> np.ndarray:
-    """Expand covariances of any family to full matrices, ``(K, D, D)``."""
+    """Expand covariances of any model (or layout) to full matrices, ``(K, D, D)``."""
     covariances = np.asarray(covariances, dtype=float)
+    covariance_type = _models.layout(covariance_type)
     if covariance_type == "full":
         return covariances
     if covariance_type == "tied":
@@ -312,14 +299,8 @@ def full_covariances(
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
-    """Number of free parameters of a mixture (weights, means and covariances)."""
-    cov_params = {
-        "full": n_components * n_features * (n_features + 1) / 2.0,
-        "tied": n_features * (n_features + 1) / 2.0,
-        "diag": n_components * n_features,
-        "spherical": n_components,
-    }[covariance_type]
-    return int(cov_params + n_components * n_features + n_components - 1)
+    """Number of free parameters of a mixture (weights, means and covariances), any model."""
+    return _models.n_parameters(covariance_type, n_components, n_features)
 
 
 def packed_cholesky(covariance: np.ndarray) -> np.ndarray:

@@ -1,0 +1,369 @@
+"""The M-step of every covariance model: weights, means and constrained covariances.
+
+Every model minimises, over its covariances, the covariance part of the expected complete-data
+negative log-likelihood (times two)
+
+    F = sum_k [ n_k log|Sigma_k| + tr(W_k Sigma_k^-1) ],
+
+with ``n_k`` the effective sizes and ``W_k`` the scatter matrices about the new means.
+``reg_covar`` is added as ``n_k reg_covar I`` to every ``W_k`` before the update, which for
+scikit-learn's four families is exactly their ``Sigma_k + reg_covar I``.
+
+Each model reduces to a rule on **diagonal values** ``V_k`` (``(K, D)``, the variances along a
+set of axes) for its volume and shape, and an **orientation** giving those axes
+(Celeux & Govaert 1995, Sections 3-4):
+
+==============  =================================  =========================================
+rule on V_k     closed form or algorithm           models (orientation)
+==============  =================================  =========================================
+EE              ``sum_k V_k / n``                  EEI (axes), EEV (eigenvectors of each W_k)
+VV              ``V_k / n_k``                      VVI (axes), VVE (common, MM)
+EV              ``lambda V_k / |V_k|^(1/D)``,      EVI (axes), EVE (common, MM)
+                ``lambda = sum_k |V_k|^(1/D) / n``
+VE              ``lambda_k A``, alternating        VEI (axes), VEV (eigenvectors of each W_k)
+                exact updates (C&G 1995, 3.2)
+==============  =================================  =========================================
+
+The rest are closed forms: ``EII`` and ``VII`` (traces), ``EEE`` (``sum_k W_k / n``), ``VVV``
+(``W_k / n_k``) and ``EVV`` (``lambda W_k / |W_k|^(1/D)``, ``lambda = sum_k |W_k|^(1/D) / n``),
+except ``VEE`` (``lambda_k C``): alternating exact updates of ``C`` given the volumes and the
+volumes given ``C`` (C&G 1995). Given the eigenvectors of each ``W_k``, ordered by eigenvalue,
+the ``EE``/``VE`` rules on the eigenvalues are the exact ``EEV``/``VEV`` M-steps (the pairing
+of ordered eigenvalues is optimal by von Neumann's trace inequality).
+
+A common orientation (``EVE``, ``VVE``) has no closed form. It is updated by the two
+majorisation-minimisation (MM) steps of Browne & McNicholas (2014, "Estimating common principal
+components in high dimensions", ADAC 8:217-226), alternated with the exact update of the
+diagonal values given the orientation: step 1 majorises ``tr(W_k R M_k R^T)`` through the
+largest eigenvalue of ``W_k``, step 2 through the largest element of ``M_k = diag(1/V_k)``;
+each is maximised over orthogonal ``R`` by one SVD.
+
+Every iterative M-step starts from the previous EM iteration's solution (:class:`Warm`) and
+only takes steps that do not increase ``F`` (exact block minimisations or MM steps), so the EM
+log-likelihood never decreases; it iterates until ``F / (2 N)`` changes by less than
+``inner_tol``. Covariances come back in the model's layout (:mod:`bayesgmm._models`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from . import _models
+from ._gaussian import MixtureStatistics, SingularCovarianceError, _singular_message
+
+__all__ = ["Warm", "m_step"]
+
+NK_FLOOR = 10.0 * np.finfo(np.float64).eps  # effective size of an empty component
+_INNER_MAX = 500  # iterations of an iterative M-step (each never increases F)
+
+
+@dataclass(frozen=True)
+class Warm:
+    """Where an iterative M-step starts at the next EM iteration (unit scale).
+
+    Attributes
+    ----------
+    volumes : ndarray of shape (n_components,), optional
+        ``lambda_k`` of VEI, VEV and VEE.
+    orientation : ndarray of shape (n_features, n_features), optional
+        The common eigenvectors ``R`` of EVE and VVE (columns).
+    values : ndarray of shape (n_components, n_features), optional
+        Each component's variances along ``orientation`` (EVE, VVE).
+    """
+
+    volumes: np.ndarray | None = None
+    orientation: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+def m_step(
+    stats: MixtureStatistics,
+    reg_covar: float,
+    covariance_type: str,
+    warm: Warm | None = None,
+    *,
+    inner_tol: float = 1e-12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Warm | None]:
+    """Weights, means and covariances maximising the expected log-likelihood.
+
+    Parameters
+    ----------
+    stats : MixtureStatistics
+        From an E-step in the model's layout (full second moments for the "full" and "tied"
+        layouts, their diagonals otherwise).
+    reg_covar : float
+        Added to the diagonal of every covariance (as ``n_k reg_covar I`` to each scatter).
+    covariance_type : str
+        Any of the 14 mclust names or scikit-learn's four.
+    warm : Warm, optional
+        The previous M-step's solution; None starts the iterative models afresh.
+    inner_tol : float
+        Iterative models stop when ``F / (2 N)`` changes by less than this.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    covariances : ndarray
+        In the model's layout.
+    warm : Warm or None
+        Where the next M-step starts.
+
+    Empty components get a floor of ``10 * eps`` on their effective size, as scikit-learn does,
+    so their means stay finite.
+    """
+    nk = stats.resp_sum + NK_FLOOR
+    delta = stats.first / nk[:, None]
+    means = stats.shift + delta
+    weights = nk / nk.sum()
+    scatter = _regularised_scatter(stats, nk, delta, reg_covar)
+    rule = _RULES[_models.model_name(covariance_type)]
+    tol = inner_tol * 2.0 * nk.sum()  # on F itself
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        covariances, warm = rule(scatter, nk, warm, tol)
+    return weights, means, covariances, warm
+
+
+def _regularised_scatter(
+    stats: MixtureStatistics, nk: np.ndarray, delta: np.ndarray, reg_covar: float
+) -> np.ndarray:
+    """``W_k + n_k reg_covar I`` about the new means: ``(K, D, D)``, or its diagonal ``(K, D)``."""
+    if stats.second.ndim == 2:
+        return stats.second - nk[:, None] * delta**2 + nk[:, None] * reg_covar
+    scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    diagonal = np.arange(delta.shape[1])
+    scatter[:, diagonal, diagonal] += nk[:, None] * reg_covar
+    return scatter
+
+
+# --------------------------------------------------------------------------- rules on V_k
+def _geometric_mean(values: np.ndarray) -> np.ndarray:
+    """``|diag(V_k)|^(1/D)`` per row, in log space."""
+    return np.exp(np.mean(np.log(values), axis=-1))
+
+
+def _rule_ee(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+    """Common volume and shape: ``sum_k V_k / n`` for every component."""
+    return np.broadcast_to(values.sum(axis=0) / nk.sum(), values.shape).copy()
+
+
+def _rule_vv(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+    """Volume and shape of each component's own: ``V_k / n_k``."""
+    return values / nk[:, None]
+
+
+def _rule_ev(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+    """Common volume, own shape: ``lambda V_k / |V_k|^(1/D)``, ``lambda = sum |V_k|^(1/D) / n``."""
+    volumes = _geometric_mean(values)
+    return (volumes.sum() / nk.sum()) * values / volumes[:, None]
+
+
+def _rule_ve(
+    values: np.ndarray, nk: np.ndarray, volumes: np.ndarray | None, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Own volume, common shape (C&G 1995): alternate the exact shape and volume updates.
+
+    ``A = s / |s|^(1/D)`` with ``s = sum_k V_k / lambda_k``, then
+    ``lambda_k = sum_j V_kj / A_j / (n_k D)``; ``F = sum_k n_k D log lambda_k + n D`` after
+    each volume update. Returns ``lambda_k A`` and the volumes.
+    """
+    n_features = values.shape[1]
+    if volumes is None:
+        volumes = values.sum(axis=1) / (nk * n_features)
+    previous = np.inf
+    for _ in range(_INNER_MAX):
+        shape = (values / volumes[:, None]).sum(axis=0)
+        shape /= _geometric_mean(shape)
+        volumes = (values / shape).sum(axis=1) / (nk * n_features)
+        objective = n_features * float(nk @ np.log(volumes))
+        if not previous - objective > tol:  # converged, or not finite
+            break
+        previous = objective
+    return volumes[:, None] * shape, volumes
+
+
+# --------------------------------------------------------------------------- the models
+def _eii(scatter, nk, warm, tol):
+    n_features = scatter.shape[1]
+    return np.full(len(nk), scatter.sum() / (nk.sum() * n_features)), None
+
+
+def _vii(scatter, nk, warm, tol):
+    return scatter.sum(axis=1) / (nk * scatter.shape[1]), None
+
+
+def _eei(scatter, nk, warm, tol):
+    return _rule_ee(scatter, nk), None
+
+
+def _vei(scatter, nk, warm, tol):
+    values, volumes = _rule_ve(scatter, nk, None if warm is None else warm.volumes, tol)
+    return values, Warm(volumes=volumes)
+
+
+def _evi(scatter, nk, warm, tol):
+    return _rule_ev(scatter, nk), None
+
+
+def _vvi(scatter, nk, warm, tol):
+    return _rule_vv(scatter, nk), None
+
+
+def _eee(scatter, nk, warm, tol):
+    return scatter.sum(axis=0) / nk.sum(), None
+
+
+def _vvv(scatter, nk, warm, tol):
+    return scatter / nk[:, None, None], None
+
+
+def _evv(scatter, nk, warm, tol):
+    """``lambda C_k`` with ``C_k = W_k / |W_k|^(1/D)`` (C&G 1995): log-determinants by Cholesky."""
+    lower = _cholesky(scatter)
+    log_diag = np.log(np.diagonal(lower, axis1=1, axis2=2))
+    volumes = np.exp(2.0 * log_diag.mean(axis=1))  # |W_k|^(1/D)
+    return (volumes.sum() / nk.sum()) * scatter / volumes[:, None, None], None
+
+
+def _eev(scatter, nk, warm, tol):
+    values, vectors = np.linalg.eigh(scatter)
+    return _rotate(vectors, _rule_ee(values, nk)), None
+
+
+def _vev(scatter, nk, warm, tol):
+    values, vectors = np.linalg.eigh(scatter)
+    values, volumes = _rule_ve(values, nk, None if warm is None else warm.volumes, tol)
+    return _rotate(vectors, values), Warm(volumes=volumes)
+
+
+def _vee(scatter, nk, warm, tol):
+    """``lambda_k C`` (C&G 1995): ``C`` given the volumes, then the volumes given ``C``.
+
+    ``C = S / |S|^(1/D)`` with ``S = sum_k W_k / lambda_k``, and
+    ``lambda_k = tr(W_k C^-1) / (n_k D)``, the traces through the Cholesky factor of ``S``.
+    """
+    n_features = scatter.shape[1]
+    volumes = None if warm is None else warm.volumes
+    if volumes is None:
+        volumes = np.trace(scatter, axis1=1, axis2=2) / (nk * n_features)
+    previous = np.inf
+    for _ in range(_INNER_MAX):
+        common = (scatter / volumes[:, None, None]).sum(axis=0)
+        lower = _cholesky(common[None])[0]
+        root_det = np.exp(2.0 * np.mean(np.log(np.diag(lower))))  # |S|^(1/D)
+        inverse = linalg.solve_triangular(lower, np.eye(n_features), lower=True, check_finite=False)
+        traces = np.einsum("ij,kjl,il->k", inverse, scatter, inverse, optimize=True)
+        volumes = root_det * traces / (nk * n_features)
+        objective = n_features * float(nk @ np.log(volumes))
+        if not previous - objective > tol:
+            break
+        previous = objective
+    return volumes[:, None, None] * (common / root_det), Warm(volumes=volumes)
+
+
+def _eve(scatter, nk, warm, tol):
+    return _common_orientation(scatter, nk, warm, tol, _rule_ev)
+
+
+def _vve(scatter, nk, warm, tol):
+    return _common_orientation(scatter, nk, warm, tol, _rule_vv)
+
+
+def _common_orientation(
+    scatter: np.ndarray,
+    nk: np.ndarray,
+    warm: Warm | None,
+    tol: float,
+    rule: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, Warm]:
+    """``R diag(V_k) R^T`` with a common orthogonal ``R`` (EVE, VVE).
+
+    Alternates the two MM steps of Browne & McNicholas (2014) on ``R`` with the exact update
+    of the values given ``R`` (``rule`` on ``diag(R^T W_k R)``). A fresh start takes ``R``
+    from the eigenvectors of ``sum_k W_k``.
+    """
+    if warm is None or warm.orientation is None:
+        orientation = np.linalg.eigh(scatter.sum(axis=0))[1]
+        values = rule(_diagonal_in(orientation, scatter), nk)
+    else:
+        orientation, values = warm.orientation, warm.values
+    largest = np.linalg.eigvalsh(scatter)[:, -1]
+    previous = np.inf
+    for _ in range(_INNER_MAX):
+        orientation = _mm_orientation(scatter, largest, orientation, 1.0 / values)
+        projected = _diagonal_in(orientation, scatter)
+        values = rule(projected, nk)
+        objective = float(nk @ np.log(values).sum(axis=1) + (projected / values).sum())
+        if not previous - objective > tol:
+            break
+        previous = objective
+    return _rotate(orientation[None], values), Warm(orientation=orientation, values=values)
+
+
+def _mm_orientation(
+    scatter: np.ndarray, largest: np.ndarray, orientation: np.ndarray, inverse: np.ndarray
+) -> np.ndarray:
+    """Two MM steps on ``R`` for ``sum_k tr(R^T W_k R M_k)``, ``M_k = diag(inverse[k])``.
+
+    Step 1: ``W_k <= w_k I`` (``w_k`` its largest eigenvalue) gives the majoriser's linear term
+    ``tr(R^T sum_k (w_k I - W_k) R0 M_k)``. Step 2: ``M_k <= m_k I`` gives
+    ``tr(R^T sum_k W_k R0 (m_k I - M_k))``. Each is maximised over orthogonal ``R`` by
+    ``P Q^T`` from the SVD ``P S Q^T`` of its matrix.
+    """
+    projected = scatter @ orientation
+    target = ((largest[:, None, None] * orientation - projected) * inverse[:, None, :]).sum(axis=0)
+    orientation = _polar(target)
+    projected = scatter @ orientation
+    gap = inverse.max(axis=1, keepdims=True) - inverse
+    return _polar((projected * gap[:, None, :]).sum(axis=0))
+
+
+def _polar(matrix: np.ndarray) -> np.ndarray:
+    """The orthogonal matrix nearest ``matrix`` (maximises ``tr(R^T matrix)``)."""
+    left, _, right = np.linalg.svd(matrix)
+    return left @ right
+
+
+def _diagonal_in(orientation: np.ndarray, scatter: np.ndarray) -> np.ndarray:
+    """``diag(R^T W_k R)`` for every component: ``(K, D)``."""
+    return np.einsum("dj,kde,ej->kj", orientation, scatter, orientation, optimize=True)
+
+
+def _rotate(vectors: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``R_k diag(V_k) R_k^T`` for every component (``vectors`` ``(K, D, D)`` or ``(1, D, D)``)."""
+    matrices = (vectors * values[:, None, :]) @ np.swapaxes(vectors, 1, 2)
+    return 0.5 * (matrices + np.swapaxes(matrices, 1, 2))
+
+
+def _cholesky(matrices: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of scatter matrices, naming one that is singular."""
+    try:
+        return np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        for k, matrix in enumerate(matrices):
+            if not np.all(np.isfinite(matrix)) or np.linalg.eigvalsh(matrix)[0] <= 0.0:
+                raise SingularCovarianceError(_singular_message(k)) from None
+        raise SingularCovarianceError(_singular_message(None)) from None
+
+
+_RULES = {
+    "EII": _eii,
+    "VII": _vii,
+    "EEI": _eei,
+    "VEI": _vei,
+    "EVI": _evi,
+    "VVI": _vvi,
+    "EEE": _eee,
+    "VEE": _vee,
+    "EVE": _eve,
+    "VVE": _vve,
+    "EEV": _eev,
+    "VEV": _vev,
+    "EVV": _evv,
+    "VVV": _vvv,
+}

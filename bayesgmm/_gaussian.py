@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from scipy import linalg
 from scipy.special import logsumexp
 
 from . import _models
@@ -43,7 +43,7 @@ class SingularCovarianceError(ValueError):
 
 def _singular_message(component: int | None) -> str:
     which = (
-        "the tied covariance" if component is None else f"the covariance of component {component}"
+        "the shared covariance" if component is None else f"the covariance of component {component}"
     )
     return (
         f"Fitting the mixture failed: {which} is singular (the component has collapsed onto "
@@ -52,17 +52,68 @@ def _singular_message(component: int | None) -> str:
     )
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _cholesky_into(matrices, lower):  # pragma: no cover - compiled
+    """Lower Cholesky factors of ``matrices`` ``(B, D, D)`` (lower triangles read) into ``lower``.
+
+    Returns the index of the first matrix that is not positive definite (or not finite), or -1.
+    """
+    n = matrices.shape[1]
+    for b in range(matrices.shape[0]):
+        for j in range(n):
+            total = matrices[b, j, j]
+            for m in range(j):
+                total -= lower[b, j, m] * lower[b, j, m]
+            if not (total > 0.0 and total < np.inf):
+                return b
+            pivot = np.sqrt(total)
+            lower[b, j, j] = pivot
+            for i in range(j + 1, n):
+                total = matrices[b, i, j]
+                for m in range(j):
+                    total -= lower[b, i, m] * lower[b, j, m]
+                lower[b, i, j] = total / pivot
+            for i in range(j):
+                lower[b, i, j] = 0.0
+    return -1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _invert_lower_into(lower, inverse):  # pragma: no cover - compiled
+    """``inverse[b] = inv(lower[b])`` for lower triangular factors, by forward substitution."""
+    n = lower.shape[1]
+    for b in range(lower.shape[0]):
+        inverse[b] = 0.0
+        for j in range(n):
+            inverse[b, j, j] = 1.0 / lower[b, j, j]
+            for i in range(j + 1, n):
+                total = 0.0
+                for m in range(j, i):
+                    total -= lower[b, i, m] * inverse[b, m, j]
+                inverse[b, i, j] = total / lower[b, i, i]
+
+
+def _cholesky(matrices: np.ndarray) -> tuple[np.ndarray, int]:
+    """Lower Cholesky factors of ``(..., D, D)`` matrices, and the first failed one (or -1)."""
+    flat = np.ascontiguousarray(np.reshape(matrices, (-1, *matrices.shape[-2:])), dtype=float)
+    lower = np.empty_like(flat)
+    failed = _cholesky_into(flat, lower)
+    return lower.reshape(matrices.shape), int(failed)
+
+
+def _invert_lower(lower: np.ndarray) -> np.ndarray:
+    """Inverses of lower triangular ``(..., D, D)`` factors (triangular, exactly)."""
+    flat = np.ascontiguousarray(np.reshape(lower, (-1, *lower.shape[-2:])), dtype=float)
+    inverse = np.empty_like(flat)
+    _invert_lower_into(flat, inverse)
+    return inverse.reshape(lower.shape)
+
+
 def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
-    try:
-        return linalg.cholesky(matrix, lower=True, check_finite=False)
-    except linalg.LinAlgError as err:
-        raise SingularCovarianceError(_singular_message(component)) from err
-
-
-def _inv_lower_transpose(chol_lower: np.ndarray) -> np.ndarray:
-    """Return ``inv(L).T`` (upper triangular) by a triangular solve."""
-    eye = np.eye(chol_lower.shape[0])
-    return linalg.solve_triangular(chol_lower, eye, lower=True, check_finite=False).T
+    lower, failed = _cholesky(matrix)
+    if failed >= 0:
+        raise SingularCovarianceError(_singular_message(component))
+    return lower
 
 
 def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -86,10 +137,13 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
         If a covariance is not positive definite (or not finite); the message names the
         component.
     """
-    if covariance_type == "full":
-        return _batched_upper_factors(covariances)
-    if covariance_type == "tied":
-        return _inv_lower_transpose(_cholesky_lower(covariances, None))
+    if covariance_type in ("full", "tied"):
+        lower, failed = _cholesky(covariances)
+        if failed >= 0:
+            raise SingularCovarianceError(
+                _singular_message(failed if covariance_type == "full" else None)
+            )
+        return np.swapaxes(_invert_lower(lower), -1, -2)
     variances = np.asarray(covariances)
     ok = (variances > 0.0) & (variances < np.inf)
     bad = np.flatnonzero(~np.reshape(ok, (variances.shape[0], -1)).all(axis=1))
@@ -98,29 +152,17 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     return 1.0 / np.sqrt(variances)
 
 
-def _batched_upper_factors(covariances: np.ndarray) -> np.ndarray:
-    """:func:`batched_precision_cholesky` of ``(K, D, D)`` covariances, naming a failed one."""
-    try:
-        return batched_precision_cholesky(covariances)
-    except SingularCovarianceError:
-        for k, cov in enumerate(covariances):
-            _cholesky_lower(cov, k)
-        raise
-
-
 def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
     """Cholesky factors (upper triangular ``U``, ``P = U @ U.T``) of given precision matrices."""
     if covariance_type in ("diag", "spherical"):
         return np.sqrt(precisions)
-
-    def upper_factor(precision: np.ndarray, component: int | None) -> np.ndarray:
-        # U = J L J with L = chol(J P J) and J the reversal permutation: U is upper triangular.
-        flipped = _cholesky_lower(precision[::-1, ::-1], component)
-        return flipped[::-1, ::-1]
-
-    if covariance_type == "tied":
-        return upper_factor(precisions, None)
-    return np.stack([upper_factor(p, k) for k, p in enumerate(precisions)])
+    # U = J L J with L = chol(J P J) and J the reversal permutation: U is upper triangular.
+    lower, failed = _cholesky(precisions[..., ::-1, ::-1])
+    if failed >= 0:
+        raise SingularCovarianceError(
+            _singular_message(failed if covariance_type == "full" else None)
+        )
+    return lower[..., ::-1, ::-1].copy()
 
 
 def covariance_cholesky(precisions_chol: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -129,16 +171,9 @@ def covariance_cholesky(precisions_chol: np.ndarray, covariance_type: str) -> np
     Returns ``(K, D, D)`` for full, ``(D, D)`` for tied and standard deviations for diag and
     spherical.
     """
-    if covariance_type == "full":
-        return np.stack([_inv_upper_transpose(u) for u in precisions_chol])
-    if covariance_type == "tied":
-        return _inv_upper_transpose(precisions_chol)
+    if covariance_type in ("full", "tied"):
+        return _invert_lower(np.swapaxes(precisions_chol, -1, -2))  # inv(U).T = inv(U.T)
     return 1.0 / precisions_chol
-
-
-def _inv_upper_transpose(chol_upper: np.ndarray) -> np.ndarray:
-    eye = np.eye(chol_upper.shape[0])
-    return linalg.solve_triangular(chol_upper, eye, lower=False, check_finite=False).T
 
 
 def covariances_from_precision_cholesky(
@@ -327,21 +362,12 @@ def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
     """Upper precision factors ``U`` (``inv(Sigma) = U @ U.T``) of a stack of full covariances.
 
     Vectorised over any leading dimensions ``(..., D, D)`` (e.g. posterior draws x components):
-    a batched Cholesky, then the inverse of the lower factor by forward substitution, one row
-    at a time across the whole batch. Agrees with :func:`precision_cholesky`.
+    :func:`precision_cholesky` of the flattened stack, with a message that names no component.
     """
-    try:
-        lower = np.linalg.cholesky(covariances)
-    except np.linalg.LinAlgError as err:
-        raise SingularCovarianceError(_singular_message(None).replace("the tied", "a")) from err
-    n_features = lower.shape[-1]
-    inverse = np.zeros_like(lower)
-    for i in range(n_features):
-        inverse[..., i, i] = 1.0 / lower[..., i, i]
-        if i:
-            row = np.einsum("...m,...mj->...j", lower[..., i, :i], inverse[..., :i, :i])
-            inverse[..., i, :i] = -row / lower[..., i, i, None]
-    return np.swapaxes(inverse, -1, -2)
+    lower, failed = _cholesky(covariances)
+    if failed >= 0:
+        raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
+    return np.swapaxes(_invert_lower(lower), -1, -2)
 
 
 def draw_log_responsibilities(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from ._gaussian import COVARIANCE_TYPES
+from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
 from ._progress import progress_bar
 from ._validation import check_choice
 from .diagnostics import SamplingWarning
@@ -34,7 +34,8 @@ class EMSelection:
     Attributes
     ----------
     table : pandas.DataFrame
-        One row per (``n_components``, ``covariance_type``): ``status`` ("ok", "collapsed",
+        One row per (``n_components``, ``covariance_type``), with the model's mclust name in
+        ``model_name`` (the same for a name and its alias): ``status`` ("ok", "collapsed",
         "not converged" or "failed"), ``log_likelihood`` (total), ``n_parameters``, ``bic``,
         ``aic``, ``icl`` (scikit-learn's sign: lower is better), ``converged``, ``n_iter`` and
         ``message`` (the error or warning text). Rows that failed carry NaN criteria.
@@ -62,54 +63,77 @@ class EMSelection:
         return self.fits[self.best[criterion]]
 
 
-def _fit_one(X: np.ndarray, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type}
+def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[str, Any]:
+    name = model_name(cov_type)
+    row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
+    shape = np.shape(X)
+    n, p = (shape[0], n_parameters(name, k, shape[1])) if len(shape) == 2 else (0, 0)
+    if k <= n <= p:
+        message = (
+            f"The {name} model with K={k} has {p} free parameters, as many as or more than the "
+            f"{n} observations: it cannot be estimated. Use fewer components or a more "
+            "constrained model."
+        )
+        return {**row, "status": "failed", "n_parameters": p, "message": message, "_fit": None}
     em = EMGaussianMixture(k, covariance_type=cov_type, **em_kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            em.fit(X)
-        except ValueError as err:
+            validated = em._fit(X)
+        except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    n = X.shape[0]
-    log_l = float(em.score_samples(X).sum())
+    criteria = em._criteria(validated, validated=True)
     return {
         **row,
         "status": status,
-        "log_likelihood": log_l,
-        "n_parameters": em.n_parameters(),
-        "bic": em.bic(X),
-        "aic": em.aic(X),
-        "icl": em.icl(X),
+        "log_likelihood": criteria["log_likelihood"],
+        "n_parameters": p,
+        "bic": criteria["bic"],
+        "aic": criteria["aic"],
+        "icl": criteria["icl"],
         "converged": em.converged_,
         "n_iter": em.n_iter_,
         "message": " ".join(messages),
         "_fit": em,
-        "_n": n,
     }
+
+
+def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
+    """The requested models: names, aliases or "all" (the 14 models), checked."""
+    if isinstance(covariance_types, str):
+        covariance_types = [covariance_types]
+    options = (*COVARIANCE_NAMES, "all")
+    names = [check_choice("covariance type", c, options) for c in covariance_types]
+    return [m for c in names for m in (MODEL_NAMES if c == "all" else [c])]
 
 
 def em_sweep(
     X: Any,
     n_components: Iterable[int] = range(1, 7),
-    covariance_types: Iterable[str] = ("full",),
+    covariance_types: str | Iterable[str] = ("full",),
     *,
     n_init: int = 5,
     random_state: int | None = 0,
     progress: bool = True,
     **em_kwargs: Any,
 ) -> EMSelection:
-    """Fit EM with restarts for every (K, covariance family) and tabulate the criteria.
+    """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
+
+    Like mclust's ``mclustBIC``: a model that cannot be fitted at some K (a singular
+    covariance, more free parameters than observations, bad data) is a row with status
+    "failed" and the reason in ``message``; it never stops the sweep.
 
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
     n_components : iterable of int
-    covariance_types : iterable of {"full", "tied", "diag", "spherical"}
+    covariance_types : str or iterable of str
+        mclust model names (``"EII"`` ... ``"VVV"``), scikit-learn's aliases (``"full"``,
+        ``"tied"``, ``"diag"``, ``"spherical"``), or ``"all"`` for the 14 models.
     n_init : int
         EM restarts per fit.
     random_state : int or None
@@ -133,7 +157,7 @@ def em_sweep(
     ks = sorted({int(k) for k in n_components})
     if not ks or ks[0] < 1:
         raise ValueError(f"n_components must be positive integers, got {ks}.")
-    cov_types = [check_choice("covariance type", c, COVARIANCE_TYPES) for c in covariance_types]
+    cov_types = _covariance_names(covariance_types)
     probe = EMGaussianMixture(ks[0], n_init=n_init, random_state=random_state, **em_kwargs)
     probe._check_parameters()
     rows = []
@@ -151,6 +175,7 @@ def em_sweep(
     columns = [
         "n_components",
         "covariance_type",
+        "model_name",
         "status",
         "log_likelihood",
         "n_parameters",

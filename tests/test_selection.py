@@ -51,6 +51,7 @@ def test_table_columns_and_criteria(faithful_sweep):
     assert list(table.columns) == [
         "n_components",
         "covariance_type",
+        "model_name",
         "status",
         "log_likelihood",
         "n_parameters",

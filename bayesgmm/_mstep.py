@@ -6,8 +6,8 @@ negative log-likelihood (times two)
     F = sum_k [ n_k log|Sigma_k| + tr(W_k Sigma_k^-1) ],
 
 with ``n_k`` the effective sizes and ``W_k`` the scatter matrices about the new means.
-``reg_covar`` is added as ``n_k reg_covar I`` to every ``W_k`` before the update, which for
-scikit-learn's four families is exactly their ``Sigma_k + reg_covar I``.
+``reg_covar`` is added as ``n_k reg_covar`` to the diagonal of every ``W_k`` before the
+update, which for scikit-learn's four families is exactly their ``Sigma_k + reg_covar I``.
 
 Each model reduces to a rule on **diagonal values** ``V_k`` (``(K, D)``, the variances along a
 set of axes) for its volume and shape, and an **orientation** giving those axes
@@ -99,8 +99,9 @@ def m_step(
     stats : MixtureStatistics
         From an E-step in the model's layout (full second moments for the "full" and "tied"
         layouts, their diagonals otherwise).
-    reg_covar : float
-        Added to the diagonal of every covariance (as ``n_k reg_covar I`` to each scatter).
+    reg_covar : float or ndarray of shape (n_features,)
+        Added to the diagonal of every covariance (as ``n_k reg_covar`` to the diagonal of each
+        scatter), one value or one per feature.
     covariance_type : str
         Any of the 14 mclust names or scikit-learn's four.
     warm : Warm, optional
@@ -133,15 +134,16 @@ def m_step(
 
 
 def _regularised_scatter(
-    stats: MixtureStatistics, nk: np.ndarray, delta: np.ndarray, reg_covar: float
+    stats: MixtureStatistics, nk: np.ndarray, delta: np.ndarray, reg_covar: float | np.ndarray
 ) -> np.ndarray:
-    """``W_k + n_k reg_covar I`` about the new means: ``(K, D, D)``, or its diagonal ``(K, D)``."""
+    """``W_k + n_k diag(reg_covar)`` about the new means: ``(K, D, D)``, or its diagonal."""
+    regularisation = nk[:, None] * reg_covar
     if stats.second.ndim == 2:
-        return stats.second - nk[:, None] * delta**2 + nk[:, None] * reg_covar
+        return stats.second - nk[:, None] * delta**2 + regularisation
     scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
     scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
     diagonal = np.arange(delta.shape[1])
-    scatter[:, diagonal, diagonal] += nk[:, None] * reg_covar
+    scatter[:, diagonal, diagonal] += regularisation
     return scatter
 
 

@@ -116,12 +116,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood per sample.
     reg_covar : float, default=1e-6
-        Added to the diagonal of every covariance, **as a fraction of each feature's variance**
-        (of the mean variance for the unit-dependent models named above). scikit-learn adds it
-        in absolute units; the two agree on standardised data. The relative form keeps the fit
-        invariant to units. For the constrained models it enters as ``n_k reg_covar I`` added
-        to each component's scatter matrix before the M-step (which is scikit-learn's rule for
-        its four families), so the fitted covariances keep their constraints.
+        Added to the diagonal of every covariance, **as a fraction of each feature's variance**.
+        scikit-learn adds it in absolute units; the two agree on standardised data. The
+        relative form keeps the fit invariant to units. It enters as ``n_k reg_covar
+        diag(var)`` added to each component's scatter matrix before the M-step: scikit-learn's
+        rule for its four families (for spherical covariances, a fraction of the mean
+        variance), and for the constrained models a regularisation that keeps their
+        constraints.
     max_iter : int, default=100
         Maximum EM iterations per initialisation.
     n_init : int, default=1
@@ -321,6 +322,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
+        # Each feature's variance on the unit scale (ones after per-feature standardisation):
+        # reg_covar is a fraction of it, and collapse is judged against it.
+        self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(X):
@@ -395,7 +399,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def _m_step(self, stats: g.MixtureStatistics, warm: Warm | None) -> _Params:
         """The model's M-step, its precision factors, and where the next M-step starts."""
         weights, means, covariances, warm = m_step(
-            stats, self.reg_covar, self.model_name_, warm, inner_tol=self._inner_tol
+            stats,
+            self.reg_covar * self._unit_variances,
+            self.model_name_,
+            warm,
+            inner_tol=self._inner_tol,
         )
         chol = g.precision_cholesky(covariances, self._layout)
         return _Params(weights, means, chol, covariances, warm)
@@ -490,13 +498,14 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
         p = self._unit_params()
         floor = 2.0 * self.reg_covar + 1e-12
+        std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
         if self._layout in ("full", "tied"):
-            smallest = np.linalg.eigvalsh(p.covariances)[..., 0]
+            smallest = np.linalg.eigvalsh(p.covariances / np.outer(std, std))[..., 0]
             smallest = np.broadcast_to(smallest, (self.n_components,))
         elif self._layout == "diag":
-            smallest = p.covariances.min(axis=1)
+            smallest = (p.covariances / std**2).min(axis=1)
         else:
-            smallest = p.covariances
+            smallest = p.covariances / np.mean(std**2)
         collapsed = (effective_sizes < minimum) | (smallest <= floor)
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:

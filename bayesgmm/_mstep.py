@@ -49,7 +49,6 @@ log-likelihood never decreases; it iterates until ``F / (2 N)`` changes by less 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -148,49 +147,59 @@ def _regularised_scatter(
 
 
 # --------------------------------------------------------------------------- rules on V_k
-def _geometric_mean(values: np.ndarray) -> np.ndarray:
-    """``|diag(V_k)|^(1/D)`` per row, in log space."""
-    return np.exp(np.log(values).sum(axis=-1) / values.shape[-1])
+# Compiled, so that the iterative M-steps' loops (also compiled) and the closed forms share them.
+@numba.njit(cache=True, error_model="numpy")
+def _geometric_mean(values):  # pragma: no cover - compiled
+    """``|diag(V_k)|^(1/D)`` per row ``k`` of ``values`` ``(K, D)``, in log space."""
+    out = np.empty(values.shape[0])
+    for k in range(values.shape[0]):
+        out[k] = np.exp(np.log(values[k]).sum() / values.shape[1])
+    return out
 
 
-def _rule_ee(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True, error_model="numpy")
+def _rule_ee(values, nk):  # pragma: no cover - compiled
     """Common volume and shape: ``sum_k V_k / n`` for every component."""
-    return np.broadcast_to(values.sum(axis=0) / nk.sum(), values.shape).copy()
+    common = values.sum(axis=0) / nk.sum()
+    out = np.empty_like(values)
+    for k in range(values.shape[0]):
+        out[k] = common
+    return out
 
 
-def _rule_vv(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True, error_model="numpy")
+def _rule_vv(values, nk):  # pragma: no cover - compiled
     """Volume and shape of each component's own: ``V_k / n_k``."""
-    return values / nk[:, None]
+    return values / nk.reshape((-1, 1))
 
 
-def _rule_ev(values: np.ndarray, nk: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True, error_model="numpy")
+def _rule_ev(values, nk):  # pragma: no cover - compiled
     """Common volume, own shape: ``lambda V_k / |V_k|^(1/D)``, ``lambda = sum |V_k|^(1/D) / n``."""
     volumes = _geometric_mean(values)
-    return (volumes.sum() / nk.sum()) * values / volumes[:, None]
+    return (volumes.sum() / nk.sum()) * values / volumes.reshape((-1, 1))
 
 
-def _rule_ve(
-    values: np.ndarray, nk: np.ndarray, volumes: np.ndarray | None, tol: float
-) -> tuple[np.ndarray, np.ndarray]:
+@numba.njit(cache=True, error_model="numpy")
+def _rule_ve(values, nk, volumes, tol, max_iter):  # pragma: no cover - compiled
     """Own volume, common shape (C&G 1995): alternate the exact shape and volume updates.
 
-    ``A = s / |s|^(1/D)`` with ``s = sum_k V_k / lambda_k``, then
-    ``lambda_k = sum_j V_kj / A_j / (n_k D)``; ``F = sum_k n_k D log lambda_k + n D`` after
-    each volume update. Returns ``lambda_k A`` and the volumes.
+    From ``volumes`` (``lambda_k``): ``A = s / |s|^(1/D)`` with ``s = sum_k V_k / lambda_k``,
+    then ``lambda_k = sum_j V_kj / A_j / (n_k D)``; ``F = sum_k n_k D log lambda_k + n D``
+    after each volume update. Returns ``lambda_k A`` and the volumes.
     """
     n_features = values.shape[1]
-    if volumes is None:
-        volumes = values.sum(axis=1) / (nk * n_features)
+    shape = np.ones(n_features)
     previous = np.inf
-    for _ in range(_INNER_MAX):
-        shape = (values / volumes[:, None]).sum(axis=0)
-        shape /= _geometric_mean(shape)
+    for _ in range(max_iter):
+        shape = (values / volumes.reshape((-1, 1))).sum(axis=0)
+        shape /= np.exp(np.log(shape).sum() / n_features)
         volumes = (values / shape).sum(axis=1) / (nk * n_features)
-        objective = n_features * float(nk @ np.log(volumes))
+        objective = n_features * (nk * np.log(volumes)).sum()
         if not previous - objective > tol:  # converged, or not finite
             break
         previous = objective
-    return volumes[:, None] * shape, volumes
+    return volumes.reshape((-1, 1)) * shape, volumes
 
 
 # --------------------------------------------------------------------------- the models
@@ -208,8 +217,16 @@ def _eei(scatter, nk, warm, tol):
 
 
 def _vei(scatter, nk, warm, tol):
-    values, volumes = _rule_ve(scatter, nk, None if warm is None else warm.volumes, tol)
+    values, volumes = _rule_ve(scatter, nk, _start_volumes(scatter, nk, warm), tol, _INNER_MAX)
     return values, Warm(volumes=volumes)
+
+
+def _start_volumes(values: np.ndarray, nk: np.ndarray, warm: Warm | None) -> np.ndarray:
+    """The previous volumes, or the VII ones (``tr / (n_k D)``) on a fresh start."""
+    if warm is not None and warm.volumes is not None:
+        return warm.volumes
+    traces = values.sum(axis=1) if values.ndim == 2 else np.trace(values, axis1=1, axis2=2)
+    return traces / (nk * values.shape[1])
 
 
 def _evi(scatter, nk, warm, tol):
@@ -245,73 +262,107 @@ def _eev(scatter, nk, warm, tol):
 
 def _vev(scatter, nk, warm, tol):
     values, vectors = np.linalg.eigh(scatter)
-    values, volumes = _rule_ve(values, nk, None if warm is None else warm.volumes, tol)
+    values, volumes = _rule_ve(values, nk, _start_volumes(values, nk, warm), tol, _INNER_MAX)
     return _rotate(vectors, values), Warm(volumes=volumes)
 
 
 def _vee(scatter, nk, warm, tol):
+    common, volumes, failed = _vee_loop(
+        scatter, nk, _start_volumes(scatter, nk, warm), tol, _INNER_MAX
+    )
+    if failed:
+        raise SingularCovarianceError(g._singular_message(None))
+    return volumes[:, None, None] * common, Warm(volumes=volumes)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _vee_loop(scatter, nk, volumes, tol, max_iter):  # pragma: no cover - compiled
     """``lambda_k C`` (C&G 1995): ``C`` given the volumes, then the volumes given ``C``.
 
     ``C = S / |S|^(1/D)`` with ``S = sum_k W_k / lambda_k``, and
-    ``lambda_k = tr(W_k C^-1) / (n_k D)``; with ``U`` the precision factor of ``S``
-    (``S^-1 = U U^T``), ``tr(W_k S^-1) = tr(U^T W_k U)`` and ``log|S| = -2 sum log diag U``.
+    ``lambda_k = tr(W_k C^-1) / (n_k D)``: with ``S = L L^T``, ``tr(W_k S^-1)`` is the sum of
+    the squares' products of ``L^-1 W_k`` and ``L^-1``. Returns ``C``, the volumes and whether
+    ``S`` was singular.
     """
-    n_features = scatter.shape[1]
-    volumes = None if warm is None else warm.volumes
-    if volumes is None:
-        volumes = np.trace(scatter, axis1=1, axis2=2) / (nk * n_features)
+    n_components, n_features = scatter.shape[0], scatter.shape[1]
+    common = np.zeros((1, n_features, n_features))
+    lower = np.empty_like(common)
+    inverse = np.empty_like(common)
+    root_det = 1.0
     previous = np.inf
-    for _ in range(_INNER_MAX):
-        common = (scatter / volumes[:, None, None]).sum(axis=0)
-        factor = g.precision_cholesky(common, "tied")
-        root_det = np.exp(-2.0 * np.mean(np.log(np.diag(factor))))  # |S|^(1/D)
-        traces = ((scatter @ factor) * factor).sum(axis=(1, 2))
-        volumes = root_det * traces / (nk * n_features)
-        objective = n_features * float(nk @ np.log(volumes))
+    for _ in range(max_iter):
+        common[0] = 0.0
+        for k in range(n_components):
+            common[0] += scatter[k] / volumes[k]
+        if g._cholesky_into(common, lower) >= 0:
+            return common[0], volumes, True
+        g._invert_lower_into(lower, inverse)
+        root_det = np.exp(2.0 * np.log(np.diag(lower[0])).sum() / n_features)  # |S|^(1/D)
+        volumes = np.empty(n_components)
+        for k in range(n_components):
+            volumes[k] = root_det * (inverse[0] @ scatter[k] * inverse[0]).sum()
+        volumes /= nk * n_features
+        objective = n_features * (nk * np.log(volumes)).sum()
         if not previous - objective > tol:
             break
         previous = objective
-    return volumes[:, None, None] * (common / root_det), Warm(volumes=volumes)
+    return common[0] / root_det, volumes, False
 
 
 def _eve(scatter, nk, warm, tol):
-    return _common_orientation(scatter, nk, warm, tol, _rule_ev)
+    return _common_orientation(scatter, nk, warm, tol, equal_volume=True)
 
 
 def _vve(scatter, nk, warm, tol):
-    return _common_orientation(scatter, nk, warm, tol, _rule_vv)
+    return _common_orientation(scatter, nk, warm, tol, equal_volume=False)
 
 
 def _common_orientation(
-    scatter: np.ndarray,
-    nk: np.ndarray,
-    warm: Warm | None,
-    tol: float,
-    rule: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    scatter: np.ndarray, nk: np.ndarray, warm: Warm | None, tol: float, equal_volume: bool
 ) -> tuple[np.ndarray, Warm]:
     """``R diag(V_k) R^T`` with a common orthogonal ``R`` (EVE, VVE).
 
-    Alternates a sweep of plane rotations of ``R`` (:func:`_rotation_sweep`, the values held
-    fixed) with the exact update of the values given ``R`` (``rule`` on ``diag(R^T W_k R)``).
-    A fresh start takes ``R`` from the eigenvectors of ``sum_k W_k``.
+    A fresh start takes ``R`` from the eigenvectors of ``sum_k W_k``; see
+    :func:`_orientation_loop`.
     """
     if warm is None or warm.orientation is None:
         orientation = np.ascontiguousarray(np.linalg.eigh(scatter.sum(axis=0))[1])
-        rotated = orientation.T @ scatter @ orientation  # R^T W_k R
-        values = rule(np.diagonal(rotated, axis1=1, axis2=2), nk)
+        values = np.empty((0, 0))
     else:
         orientation, values = warm.orientation.copy(), warm.values
-        rotated = orientation.T @ scatter @ orientation
+    values = _orientation_loop(scatter, nk, orientation, values, equal_volume, tol, _INNER_MAX)
+    return _rotate(orientation[None], values), Warm(orientation=orientation, values=values)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _orientation_loop(
+    scatter, nk, orientation, values, equal_volume, tol, max_iter
+):  # pragma: no cover - compiled
+    """Alternate a sweep of plane rotations of ``R`` (the values held fixed) with the exact
+    update of the values given ``R`` (``EV`` or ``VV`` rule on ``diag(R^T W_k R)``).
+
+    ``orientation`` (``R``) is updated in place; empty ``values`` start from the rule at ``R``.
+    Returns the values.
+    """
+    rotated = np.empty_like(scatter)
+    for k in range(scatter.shape[0]):
+        rotated[k] = orientation.T @ scatter[k] @ orientation  # R^T W_k R
+    projected = np.empty((scatter.shape[0], scatter.shape[1]))
+    if values.size == 0:
+        for j in range(scatter.shape[1]):
+            projected[:, j] = rotated[:, j, j]
+        values = _rule_ev(projected, nk) if equal_volume else _rule_vv(projected, nk)
     previous = np.inf
-    for _ in range(_INNER_MAX):
+    for _ in range(max_iter):
         _rotation_sweep(rotated, 1.0 / values, orientation)
-        projected = np.diagonal(rotated, axis1=1, axis2=2)
-        values = rule(projected, nk)
-        objective = float(nk @ np.log(values).sum(axis=1) + (projected / values).sum())
+        for j in range(scatter.shape[1]):
+            projected[:, j] = rotated[:, j, j]
+        values = _rule_ev(projected, nk) if equal_volume else _rule_vv(projected, nk)
+        objective = (nk * np.log(values).sum(axis=1)).sum() + (projected / values).sum()
         if not previous - objective > tol:
             break
         previous = objective
-    return _rotate(orientation[None], values), Warm(orientation=orientation, values=values)
+    return values
 
 
 @numba.njit(cache=True, error_model="numpy")

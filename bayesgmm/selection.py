@@ -313,7 +313,7 @@ class Selection:
 def select_n_components(
     X: Any,
     n_components: Iterable[int] = range(1, 7),
-    covariance_types: Iterable[str] = ("full",),
+    covariance_types: str | Iterable[str] = ("full",),
     *,
     bayesian: bool = True,
     n_candidates: int = 2,
@@ -337,7 +337,7 @@ def select_n_components(
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str
-        EM covariance families to sweep.
+        EM covariance models to sweep, as in :func:`em_sweep` (names, aliases or ``"all"``).
     bayesian : bool
         Also sample the candidate Ks and compare them by LOO.
     n_candidates : int

@@ -17,8 +17,8 @@ set of axes) for its volume and shape, and an **orientation** giving those axes
 rule on V_k     closed form or algorithm           models (orientation)
 ==============  =================================  =========================================
 EE              ``sum_k V_k / n``                  EEI (axes), EEV (eigenvectors of each W_k)
-VV              ``V_k / n_k``                      VVI (axes), VVE (common, MM)
-EV              ``lambda V_k / |V_k|^(1/D)``,      EVI (axes), EVE (common, MM)
+VV              ``V_k / n_k``                      VVI (axes), VVE (common, rotations)
+EV              ``lambda V_k / |V_k|^(1/D)``,      EVI (axes), EVE (common, rotations)
                 ``lambda = sum_k |V_k|^(1/D) / n``
 VE              ``lambda_k A``, alternating        VEI (axes), VEV (eigenvectors of each W_k)
                 exact updates (C&G 1995, 3.2)
@@ -42,9 +42,10 @@ about ten.) mclust 6 weights the orientation update of ``VVE`` by the unit-deter
 points of the VVE likelihood, and ours reach higher likelihoods from the same start.
 
 Every iterative M-step starts from the previous EM iteration's solution (:class:`Warm`) and
-only takes steps that do not increase ``F`` (exact block minimisations or MM steps), so the EM
-log-likelihood never decreases; it iterates until ``F / (2 N)`` changes by less than
-``inner_tol``. Covariances come back in the model's layout (:mod:`bayesgmm._models`).
+only takes steps that do not increase ``F`` (exact minimisations over a block of parameters,
+a plane rotation being one), so the EM log-likelihood never decreases; it iterates until
+``F / (2 N)`` changes by less than ``inner_tol``. Covariances come back in the model's layout
+(:mod:`bayesgmm._models`).
 """
 
 from __future__ import annotations

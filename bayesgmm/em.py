@@ -110,8 +110,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         ``"full"`` (VVV). The models whose fit depends on the units of the features, EII, VII,
         EVE, VVE, EEV and VEV, are fitted after one common rescaling of all features, so they
         equal mclust's fits in the user's units; every other model is invariant to the units of
-        each feature and is fitted on standardised features. Iterative M-steps (VEI, VEV, VEE,
-        EVE, VVE) follow Celeux & Govaert (1995) and Browne & McNicholas (2014); see
+        each feature and is fitted on standardised features. The iterative M-steps (VEI, VEV,
+        VEE, EVE, VVE) follow Celeux & Govaert (1995) and Flury & Gautschi (1986); see
         :mod:`bayesgmm._mstep`.
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood per sample.

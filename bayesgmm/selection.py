@@ -389,7 +389,11 @@ def select_n_components(
     with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
         for k in ks:
             bar.describe(f"NUTS: K={k} {bayes_covariance_type}")
-            em = sweep.fits.get((k, bayes_covariance_type))
+            # the sweep's fit of the same model, whether named "full" or "VVV"
+            name = model_name(bayes_covariance_type)
+            em = next(
+                (f for (j, c), f in sweep.fits.items() if j == k and model_name(c) == name), None
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SamplingWarning)
                 fit = BayesianGMM(

@@ -92,6 +92,21 @@ def _invert_lower_into(lower, inverse):  # pragma: no cover - compiled
                 inverse[b, i, j] = total / lower[b, i, i]
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _precision_factors_into(covariances, factors):  # pragma: no cover - compiled
+    """Upper ``U = inv(L)^T`` (``inv(Sigma) = U U^T``) of each ``(B, D, D)`` covariance into
+    ``factors``; returns the first covariance that is not positive definite, or -1."""
+    lower = np.empty_like(covariances)
+    failed = _cholesky_into(covariances, lower)
+    if failed >= 0:
+        return failed
+    inverse = np.empty_like(covariances)
+    _invert_lower_into(lower, inverse)
+    for b in range(covariances.shape[0]):
+        factors[b] = inverse[b].T
+    return -1
+
+
 def _cholesky(matrices: np.ndarray) -> tuple[np.ndarray, int]:
     """Lower Cholesky factors of ``(..., D, D)`` matrices, and the first failed one (or -1)."""
     flat = np.ascontiguousarray(np.reshape(matrices, (-1, *matrices.shape[-2:])), dtype=float)
@@ -106,6 +121,14 @@ def _invert_lower(lower: np.ndarray) -> np.ndarray:
     inverse = np.empty_like(flat)
     _invert_lower_into(flat, inverse)
     return inverse.reshape(lower.shape)
+
+
+def _precision_factors(covariances: np.ndarray) -> tuple[np.ndarray, int]:
+    """Upper precision factors of ``(..., D, D)`` covariances, and the first failed one (or -1)."""
+    flat = np.ascontiguousarray(np.reshape(covariances, (-1, *covariances.shape[-2:])), dtype=float)
+    factors = np.empty_like(flat)
+    failed = _precision_factors_into(flat, factors)
+    return factors.reshape(covariances.shape), int(failed)
 
 
 def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
@@ -137,12 +160,12 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
         component.
     """
     if covariance_type in ("full", "tied"):
-        lower, failed = _cholesky(covariances)
+        factors, failed = _precision_factors(covariances)
         if failed >= 0:
             raise SingularCovarianceError(
                 _singular_message(failed if covariance_type == "full" else None)
             )
-        return np.swapaxes(_invert_lower(lower), -1, -2)
+        return factors
     variances = np.asarray(covariances)
     ok = (variances > 0.0) & (variances < np.inf)
     bad = np.flatnonzero(~np.reshape(ok, (variances.shape[0], -1)).all(axis=1))
@@ -374,10 +397,10 @@ def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
     Vectorised over any leading dimensions ``(..., D, D)`` (e.g. posterior draws x components):
     :func:`precision_cholesky` of the flattened stack, with a message that names no component.
     """
-    lower, failed = _cholesky(covariances)
+    factors, failed = _precision_factors(covariances)
     if failed >= 0:
         raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
-    return np.swapaxes(_invert_lower(lower), -1, -2)
+    return factors
 
 
 def draw_log_responsibilities(

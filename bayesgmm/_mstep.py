@@ -122,29 +122,37 @@ def m_step(
     so their means stay finite.
     """
     nk = stats.resp_sum + NK_FLOOR
-    delta = stats.first / nk[:, None]
-    means = stats.shift + delta
-    weights = nk / nk.sum()
-    scatter = _regularised_scatter(stats, nk, delta, reg_covar)
+    regularisation = np.broadcast_to(np.asarray(reg_covar, dtype=float), stats.shift.shape[1:])
+    if stats.second.ndim == 2:
+        delta = stats.first / nk[:, None]
+        means = stats.shift + delta
+        scatter = stats.second - nk[:, None] * (delta**2 - regularisation)
+    else:
+        means, scatter = _full_scatter(nk, stats.first, stats.second, stats.shift, regularisation)
     rule = _RULES[_models.model_name(covariance_type)]
     tol = inner_tol * 2.0 * nk.sum()  # on F itself
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         covariances, warm = rule(scatter, nk, warm, tol)
-    return weights, means, covariances, warm
+    return nk / nk.sum(), means, covariances, warm
 
 
-def _regularised_scatter(
-    stats: MixtureStatistics, nk: np.ndarray, delta: np.ndarray, reg_covar: float | np.ndarray
-) -> np.ndarray:
-    """``W_k + n_k diag(reg_covar)`` about the new means: ``(K, D, D)``, or its diagonal."""
-    regularisation = nk[:, None] * reg_covar
-    if stats.second.ndim == 2:
-        return stats.second - nk[:, None] * delta**2 + regularisation
-    scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
-    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
-    diagonal = np.arange(delta.shape[1])
-    scatter[:, diagonal, diagonal] += regularisation
-    return scatter
+@numba.njit(cache=True, error_model="numpy")
+def _full_scatter(nk, first, second, shift, regularisation):  # pragma: no cover - compiled
+    """New means and ``W_k + n_k diag(reg_covar)`` about them, symmetric, from moments about
+    ``shift``: ``W_k = second_k - n_k delta_k delta_k^T`` with ``delta_k = first_k / n_k``."""
+    n_components, n_features = first.shape
+    means = np.empty_like(first)
+    scatter = np.empty_like(second)
+    for k in range(n_components):
+        delta = first[k] / nk[k]
+        means[k] = shift[k] + delta
+        for a in range(n_features):
+            for b in range(a + 1):
+                value = 0.5 * (second[k, a, b] + second[k, b, a]) - nk[k] * delta[a] * delta[b]
+                scatter[k, a, b] = value
+                scatter[k, b, a] = value
+            scatter[k, a, a] += nk[k] * regularisation[a]
+    return means, scatter
 
 
 # --------------------------------------------------------------------------- rules on V_k

@@ -332,9 +332,8 @@ class Mixture:
             factors = np.swapaxes(chol, 1, 2)
         elif self.covariance_type == "tied":
             factors = np.broadcast_to(chol.T, (n_components, n_features, n_features))
-        else:
-            diag = np.broadcast_to(np.reshape(chol, (n_components, -1)), self.means.shape)
-            factors = diag[:, :, None] * np.eye(n_features)
+        else:  # diag (K, D) or spherical (K,): the diagonal, times the identity
+            factors = np.reshape(chol, (n_components, -1))[:, :, None] * np.eye(n_features)
         return np.ascontiguousarray(factors, dtype=np.float64)
 
     def log_offsets(self) -> np.ndarray:

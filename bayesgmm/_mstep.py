@@ -122,7 +122,9 @@ def m_step(
     so their means stay finite.
     """
     nk = stats.resp_sum + NK_FLOOR
-    regularisation = np.broadcast_to(np.asarray(reg_covar, dtype=float), stats.shift.shape[1:])
+    regularisation = np.asarray(reg_covar, dtype=float)
+    if regularisation.ndim == 0:
+        regularisation = np.full(stats.shift.shape[1], float(regularisation))
     if stats.second.ndim == 2:
         delta = stats.first / nk[:, None]
         means = stats.shift + delta

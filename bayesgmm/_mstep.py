@@ -135,7 +135,15 @@ def m_step(
     tol = inner_tol * 2.0 * nk.sum()  # on F itself
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         covariances, warm = rule(scatter, nk, warm, tol)
+    if not np.isfinite(covariances).all():  # shared parameters spread one collapse to all
+        raise SingularCovarianceError(g._singular_message(_most_degenerate(scatter, nk)))
     return nk / nk.sum(), means, covariances, warm
+
+
+def _most_degenerate(scatter: np.ndarray, nk: np.ndarray) -> int:
+    """The component whose scatter has the smallest variance in some direction, per point."""
+    smallest = scatter if scatter.ndim == 2 else np.linalg.eigvalsh(scatter)
+    return int(np.argmin(smallest.min(axis=1) / nk))
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -325,3 +325,28 @@ def test_sklearn_estimator_checks(estimator, check):
         warnings.simplefilter("ignore", CollapsedComponentWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+# --------------------------------------------------------------------------- degenerate fits
+# A component's own volume or shape has no maximum on duplicated points (no regularisation).
+OWN_VOLUME_OR_SHAPE = [m for m in MODELS if m[0] == "V" or m[1] == "V"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_duplicated_points_are_singular_or_reported(model):
+    """reg_covar=0: a named error with a remedy; default reg_covar: collapse reported."""
+    rng = np.random.default_rng(20261128)
+    X = np.vstack([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (10, 1))])
+    kw = dict(covariance_type=model, means_init=[[0.0, 0.0], [8.0, 8.0]], weights_init=[0.9, 0.1])
+    kw["random_state"] = 0
+    if model in OWN_VOLUME_OR_SHAPE and model != "EVE":  # EVE: rounding leaves a shape
+        with pytest.raises(g.SingularCovarianceError, match=r"component 1 is singular.*reg_covar"):
+            EMGaussianMixture(2, reg_covar=0.0, **kw).fit(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em = EMGaussianMixture(2, **kw).fit(X)
+    collapsed = [w for w in caught if issubclass(w.category, CollapsedComponentWarning)]
+    own_volume = model[0] == "V"  # only then can the component shrink to the floor
+    assert em.collapsed_components_.tolist() == ([1] if own_volume else [])
+    assert bool(collapsed) == own_volume
+    np.testing.assert_allclose(em.means_[1], [8.0, 8.0])

@@ -300,8 +300,8 @@ def _vee_loop(scatter, nk, volumes, tol, max_iter):  # pragma: no cover - compil
 
     ``C = S / |S|^(1/D)`` with ``S = sum_k W_k / lambda_k``, and
     ``lambda_k = tr(W_k C^-1) / (n_k D)``: with ``S = L L^T``, ``tr(W_k S^-1)`` is the sum of
-    the squares' products of ``L^-1 W_k`` and ``L^-1``. Returns ``C``, the volumes and whether
-    ``S`` was singular.
+    the elementwise product of ``L^-1 W_k`` and ``L^-1``. Returns ``C``, the volumes (the
+    exact update given that ``C``) and whether ``S`` was singular.
     """
     n_components, n_features = scatter.shape[0], scatter.shape[1]
     common = np.zeros((1, n_features, n_features))

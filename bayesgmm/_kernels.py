@@ -268,18 +268,12 @@ def draw_log_density(
     """
     n_features = means.shape[-1]
     precisions_chol = g.batched_precision_cholesky(covariances)  # upper U, inv(Sigma) = U U'
-    log_det = g.log_det_precision_cholesky(precisions_chol, "full", n_features)
-    with np.errstate(divide="ignore"):
-        offset = np.log(weights) + log_det - 0.5 * n_features * g.LOG_2PI
+    factors = _contiguous(np.swapaxes(precisions_chol, -1, -2))
+    offset = _log_offsets(
+        _contiguous(weights).ravel(), factors.reshape(-1, n_features, n_features)
+    ).reshape(weights.shape)
     out = np.empty((weights.shape[0], X.shape[0]))
-    _draw_log_density(
-        _contiguous(X),
-        _contiguous(offset),
-        _contiguous(means),
-        _contiguous(np.swapaxes(precisions_chol, -1, -2)),
-        _KERNEL_BLOCK_ROWS,
-        out,
-    )
+    _draw_log_density(_contiguous(X), offset, _contiguous(means), factors, _KERNEL_BLOCK_ROWS, out)
     return out
 
 
@@ -336,18 +330,26 @@ class Mixture:
             factors = np.reshape(chol, (n_components, -1))[:, :, None] * np.eye(n_features)
         return np.ascontiguousarray(factors, dtype=np.float64)
 
-    def log_offsets(self) -> np.ndarray:
-        """``log w_k + log det U_k - D log(2 pi) / 2``: each component's log density at its mean."""
-        n_features = self.means.shape[1]
-        if self.weights.min() > 0.0:
-            log_weights = np.log(self.weights)
-        else:
-            with np.errstate(divide="ignore"):
-                log_weights = np.log(self.weights)
-        log_det = g.log_det_precision_cholesky(
-            self.precisions_chol, self.covariance_type, n_features
-        )
-        return log_weights + log_det - 0.5 * n_features * g.LOG_2PI
+    def log_offsets(self, factors: np.ndarray | None = None) -> np.ndarray:
+        """``log w_k + log det U_k - D log(2 pi) / 2``: each component's log density at its mean.
+
+        ``factors`` are :meth:`lower_factors`, when already at hand.
+        """
+        factors = self.lower_factors() if factors is None else factors
+        return _log_offsets(_contiguous(self.weights), factors)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _log_offsets(weights, factors):  # pragma: no cover - compiled
+    """``log w_k + sum_j log factors[k, j, j] - D log(2 pi) / 2`` (``-inf`` for a zero weight)."""
+    n_features = factors.shape[1]
+    out = np.empty(weights.shape[0])
+    for k in range(weights.shape[0]):
+        total = np.log(weights[k]) - 0.5 * n_features * np.log(2.0 * np.pi)
+        for j in range(n_features):
+            total += np.log(factors[k, j, j])
+        out[k] = total
+    return out
 
 
 def _contiguous(array: np.ndarray) -> np.ndarray:
@@ -380,13 +382,14 @@ def _kernel_statistics(
 ) -> g.MixtureStatistics:
     diagonal = mixture.covariance_type in ("diag", "spherical")
     kernel = _stats_parallel if parallel else _stats_serial
+    factors = mixture.lower_factors()
     sums = kernel(
         _contiguous(X),
         _contiguous(mixture.scaling.loc),
         _contiguous(mixture.scaling.scale),
-        _contiguous(mixture.log_offsets()),
+        mixture.log_offsets(factors),
         _contiguous(mixture.means),
-        mixture.lower_factors(),
+        factors,
         diagonal,
         int(block_rows),
         numba.get_num_threads() if parallel else 1,

@@ -150,7 +150,7 @@ def predict_rows(
 
     Each block is checked for NaN and infinity when it is computed (with the usual message).
     """
-    by_component = output in ("log_resp", "resp")
+    width = kernels.prediction_width(output, mixture.means.shape[0])
     dtype = np.intp if output == "labels" else np.float64
     return X.map_blocks(
         _block_predict,
@@ -159,9 +159,9 @@ def predict_rows(
         output,
         names,
         dtype=dtype,
-        chunks=(X.chunks[0], (mixture.means.shape[0],)) if by_component else (X.chunks[0],),
-        drop_axis=None if by_component else 1,
-        meta=np.empty((0, 0) if by_component else (0,), dtype=dtype),
+        chunks=(X.chunks[0], (width,)) if width else (X.chunks[0],),
+        drop_axis=None if width else 1,
+        meta=np.empty((0, 0) if width else (0,), dtype=dtype),
     )
 
 

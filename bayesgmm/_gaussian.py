@@ -5,10 +5,12 @@ scikit-learn's conventions: for a full covariance ``Sigma = inv(U @ U.T)`` where
 triangular ``precisions_cholesky``. Log-determinants come from the diagonal of ``U``; no matrix is
 ever inverted and no determinant is ever taken.
 
-Shapes by covariance family (``K`` components, ``D`` features):
+Functions take a covariance **layout** (see :mod:`bayesgmm._models`: each of the 14 models
+stores its covariances in one of scikit-learn's four shapes). Shapes by layout (``K``
+components, ``D`` features):
 
 =============  ===================  ====================
-family         covariances          precisions_cholesky
+layout         covariances          precisions_cholesky
 =============  ===================  ====================
 ``full``       ``(K, D, D)``        ``(K, D, D)``
 ``tied``       ``(D, D)``           ``(D, D)``
@@ -25,13 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from scipy import linalg
-from scipy.special import logsumexp
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+from . import _models
+
+COVARIANCE_TYPES = _models.LAYOUTS  # the four layouts (scikit-learn's families)
 LOG_2PI = np.log(2.0 * np.pi)
-_NK_FLOOR = 10.0 * np.finfo(np.float64).eps
 
 
 class SingularCovarianceError(ValueError):
@@ -40,7 +42,7 @@ class SingularCovarianceError(ValueError):
 
 def _singular_message(component: int | None) -> str:
     which = (
-        "the tied covariance" if component is None else f"the covariance of component {component}"
+        "the shared covariance" if component is None else f"the covariance of component {component}"
     )
     return (
         f"Fitting the mixture failed: {which} is singular (the component has collapsed onto "
@@ -49,17 +51,91 @@ def _singular_message(component: int | None) -> str:
     )
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _cholesky_into(matrices, lower):  # pragma: no cover - compiled
+    """Lower Cholesky factors of ``matrices`` ``(B, D, D)`` (lower triangles read) into ``lower``.
+
+    Returns the index of the first matrix that is not positive definite (or not finite), or -1.
+    """
+    n = matrices.shape[1]
+    for b in range(matrices.shape[0]):
+        for j in range(n):
+            total = matrices[b, j, j]
+            for m in range(j):
+                total -= lower[b, j, m] * lower[b, j, m]
+            if not (total > 0.0 and total < np.inf):
+                return b
+            pivot = np.sqrt(total)
+            lower[b, j, j] = pivot
+            for i in range(j + 1, n):
+                total = matrices[b, i, j]
+                for m in range(j):
+                    total -= lower[b, i, m] * lower[b, j, m]
+                lower[b, i, j] = total / pivot
+            for i in range(j):
+                lower[b, i, j] = 0.0
+    return -1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _invert_lower_into(lower, inverse):  # pragma: no cover - compiled
+    """``inverse[b] = inv(lower[b])`` for lower triangular factors, by forward substitution."""
+    n = lower.shape[1]
+    for b in range(lower.shape[0]):
+        inverse[b] = 0.0
+        for j in range(n):
+            inverse[b, j, j] = 1.0 / lower[b, j, j]
+            for i in range(j + 1, n):
+                total = 0.0
+                for m in range(j, i):
+                    total -= lower[b, i, m] * inverse[b, m, j]
+                inverse[b, i, j] = total / lower[b, i, i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _precision_factors_into(covariances, factors):  # pragma: no cover - compiled
+    """Upper ``U = inv(L)^T`` (``inv(Sigma) = U U^T``) of each ``(B, D, D)`` covariance into
+    ``factors``; returns the first covariance that is not positive definite, or -1."""
+    lower = np.empty_like(covariances)
+    failed = _cholesky_into(covariances, lower)
+    if failed >= 0:
+        return failed
+    inverse = np.empty_like(covariances)
+    _invert_lower_into(lower, inverse)
+    for b in range(covariances.shape[0]):
+        factors[b] = inverse[b].T
+    return -1
+
+
+def _cholesky(matrices: np.ndarray) -> tuple[np.ndarray, int]:
+    """Lower Cholesky factors of ``(..., D, D)`` matrices, and the first failed one (or -1)."""
+    flat = np.ascontiguousarray(np.reshape(matrices, (-1, *matrices.shape[-2:])), dtype=float)
+    lower = np.empty_like(flat)
+    failed = _cholesky_into(flat, lower)
+    return lower.reshape(matrices.shape), int(failed)
+
+
+def _invert_lower(lower: np.ndarray) -> np.ndarray:
+    """Inverses of lower triangular ``(..., D, D)`` factors (triangular, exactly)."""
+    flat = np.ascontiguousarray(np.reshape(lower, (-1, *lower.shape[-2:])), dtype=float)
+    inverse = np.empty_like(flat)
+    _invert_lower_into(flat, inverse)
+    return inverse.reshape(lower.shape)
+
+
+def _precision_factors(covariances: np.ndarray) -> tuple[np.ndarray, int]:
+    """Upper precision factors of ``(..., D, D)`` covariances, and the first failed one (or -1)."""
+    flat = np.ascontiguousarray(np.reshape(covariances, (-1, *covariances.shape[-2:])), dtype=float)
+    factors = np.empty_like(flat)
+    failed = _precision_factors_into(flat, factors)
+    return factors.reshape(covariances.shape), int(failed)
+
+
 def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
-    try:
-        return linalg.cholesky(matrix, lower=True, check_finite=False)
-    except linalg.LinAlgError as err:
-        raise SingularCovarianceError(_singular_message(component)) from err
-
-
-def _inv_lower_transpose(chol_lower: np.ndarray) -> np.ndarray:
-    """Return ``inv(L).T`` (upper triangular) by a triangular solve."""
-    eye = np.eye(chol_lower.shape[0])
-    return linalg.solve_triangular(chol_lower, eye, lower=True, check_finite=False).T
+    lower, failed = _cholesky(matrix)
+    if failed >= 0:
+        raise SingularCovarianceError(_singular_message(component))
+    return lower
 
 
 def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -68,7 +144,7 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     Parameters
     ----------
     covariances : ndarray
-        Covariances in the shape of ``covariance_type`` (see the module docstring).
+        Covariances in the shape of the layout ``covariance_type`` (see the module docstring).
     covariance_type : {"full", "tied", "diag", "spherical"}
 
     Returns
@@ -80,16 +156,19 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     Raises
     ------
     SingularCovarianceError
-        If a covariance is not positive definite; the message names the component.
+        If a covariance is not positive definite (or not finite); the message names the
+        component.
     """
-    if covariance_type == "full":
-        return np.stack(
-            [_inv_lower_transpose(_cholesky_lower(cov, k)) for k, cov in enumerate(covariances)]
-        )
-    if covariance_type == "tied":
-        return _inv_lower_transpose(_cholesky_lower(covariances, None))
+    if covariance_type in ("full", "tied"):
+        factors, failed = _precision_factors(covariances)
+        if failed >= 0:
+            raise SingularCovarianceError(
+                _singular_message(failed if covariance_type == "full" else None)
+            )
+        return factors
     variances = np.asarray(covariances)
-    bad = np.flatnonzero(np.reshape(variances <= 0.0, (variances.shape[0], -1)).any(axis=1))
+    ok = (variances > 0.0) & (variances < np.inf)
+    bad = np.flatnonzero(~np.reshape(ok, (variances.shape[0], -1)).all(axis=1))
     if bad.size:
         raise SingularCovarianceError(_singular_message(int(bad[0])))
     return 1.0 / np.sqrt(variances)
@@ -99,15 +178,13 @@ def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: 
     """Cholesky factors (upper triangular ``U``, ``P = U @ U.T``) of given precision matrices."""
     if covariance_type in ("diag", "spherical"):
         return np.sqrt(precisions)
-
-    def upper_factor(precision: np.ndarray, component: int | None) -> np.ndarray:
-        # U = J L J with L = chol(J P J) and J the reversal permutation: U is upper triangular.
-        flipped = _cholesky_lower(precision[::-1, ::-1], component)
-        return flipped[::-1, ::-1]
-
-    if covariance_type == "tied":
-        return upper_factor(precisions, None)
-    return np.stack([upper_factor(p, k) for k, p in enumerate(precisions)])
+    # U = J L J with L = chol(J P J) and J the reversal permutation: U is upper triangular.
+    lower, failed = _cholesky(precisions[..., ::-1, ::-1])
+    if failed >= 0:
+        raise SingularCovarianceError(
+            _singular_message(failed if covariance_type == "full" else None)
+        )
+    return lower[..., ::-1, ::-1].copy()
 
 
 def covariance_cholesky(precisions_chol: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -116,16 +193,9 @@ def covariance_cholesky(precisions_chol: np.ndarray, covariance_type: str) -> np
     Returns ``(K, D, D)`` for full, ``(D, D)`` for tied and standard deviations for diag and
     spherical.
     """
-    if covariance_type == "full":
-        return np.stack([_inv_upper_transpose(u) for u in precisions_chol])
-    if covariance_type == "tied":
-        return _inv_upper_transpose(precisions_chol)
+    if covariance_type in ("full", "tied"):
+        return _invert_lower(np.swapaxes(precisions_chol, -1, -2))  # inv(U).T = inv(U.T)
     return 1.0 / precisions_chol
-
-
-def _inv_upper_transpose(chol_upper: np.ndarray) -> np.ndarray:
-    eye = np.eye(chol_upper.shape[0])
-    return linalg.solve_triangular(chol_upper, eye, lower=False, check_finite=False).T
 
 
 def covariances_from_precision_cholesky(
@@ -157,8 +227,8 @@ def _whitened(
 ) -> np.ndarray:
     """Residuals ``(x - mean_k)`` mapped through the precision factor: ``(N, K, D)``."""
     diff = X[:, None, :] - means[None, :, :]
-    if covariance_type == "full":
-        return np.einsum("nkd,kde->nke", diff, precisions_chol, optimize=True)
+    if covariance_type == "full":  # a batched matmul: einsum's path search costs more here
+        return np.matmul(diff.transpose(1, 0, 2), precisions_chol).transpose(1, 0, 2)
     if covariance_type == "tied":
         return diff @ precisions_chol
     if covariance_type == "diag":
@@ -186,6 +256,17 @@ def log_gaussian_prob(
     return -0.5 * (n_features * LOG_2PI + mahalanobis) + log_det
 
 
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    """``log(sum(exp(values), axis))`` without overflow (8x faster than SciPy 1.17's here).
+
+    A slice whose largest value is not finite (every weight zero) gives that value, as SciPy's.
+    """
+    top = np.max(values, axis=axis, keepdims=True)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(shift, axis) + np.log(np.sum(np.exp(values - shift), axis=axis))
+
+
 def log_responsibilities(
     X: np.ndarray,
     weights: np.ndarray,
@@ -195,7 +276,7 @@ def log_responsibilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-row log mixture density ``(N,)`` and log responsibilities ``(N, K)``."""
     weighted = log_gaussian_prob(X, means, precisions_chol, covariance_type) + np.log(weights)
-    log_norm = logsumexp(weighted, axis=1)
+    log_norm = _logsumexp(weighted, axis=1)
     return log_norm, weighted - log_norm[:, None]
 
 
@@ -269,38 +350,12 @@ def e_step_statistics(
     return stats
 
 
-def m_step(
-    stats: MixtureStatistics, reg_covar: float, covariance_type: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, means and covariances maximising the expected log-likelihood.
-
-    ``reg_covar`` is added to the diagonal of every covariance. Empty components get a floor of
-    ``10 * eps`` on their effective size, as scikit-learn does, so their means stay finite.
-    """
-    nk = stats.resp_sum + _NK_FLOOR
-    delta = stats.first / nk[:, None]
-    means = stats.shift + delta
-    weights = nk / nk.sum()
-    if covariance_type in ("full", "tied"):
-        scatter = stats.second - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
-        if covariance_type == "full":
-            covariances = scatter / nk[:, None, None]
-        else:
-            covariances = scatter.sum(axis=0) / nk.sum()
-        covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
-        covariances[..., np.arange(means.shape[1]), np.arange(means.shape[1])] += reg_covar
-    else:
-        covariances = stats.second / nk[:, None] - delta**2 + reg_covar
-        if covariance_type == "spherical":
-            covariances = covariances.mean(axis=1)
-    return weights, means, covariances
-
-
 def full_covariances(
     covariances: np.ndarray, covariance_type: str, n_components: int, n_features: int
 ) -> np.ndarray:
-    """Expand covariances of any family to full matrices, ``(K, D, D)``."""
+    """Expand covariances of any model (or layout) to full matrices, ``(K, D, D)``."""
     covariances = np.asarray(covariances, dtype=float)
+    covariance_type = _models.layout(covariance_type)
     if covariance_type == "full":
         return covariances
     if covariance_type == "tied":
@@ -312,14 +367,8 @@ def full_covariances(
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
-    """Number of free parameters of a mixture (weights, means and covariances)."""
-    cov_params = {
-        "full": n_components * n_features * (n_features + 1) / 2.0,
-        "tied": n_features * (n_features + 1) / 2.0,
-        "diag": n_components * n_features,
-        "spherical": n_components,
-    }[covariance_type]
-    return int(cov_params + n_components * n_features + n_components - 1)
+    """Number of free parameters of a mixture (weights, means and covariances), any model."""
+    return _models.n_parameters(covariance_type, n_components, n_features)
 
 
 def packed_cholesky(covariance: np.ndarray) -> np.ndarray:
@@ -346,21 +395,12 @@ def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
     """Upper precision factors ``U`` (``inv(Sigma) = U @ U.T``) of a stack of full covariances.
 
     Vectorised over any leading dimensions ``(..., D, D)`` (e.g. posterior draws x components):
-    a batched Cholesky, then the inverse of the lower factor by forward substitution, one row
-    at a time across the whole batch. Agrees with :func:`precision_cholesky`.
+    :func:`precision_cholesky` of the flattened stack, with a message that names no component.
     """
-    try:
-        lower = np.linalg.cholesky(covariances)
-    except np.linalg.LinAlgError as err:
-        raise SingularCovarianceError(_singular_message(None).replace("the tied", "a")) from err
-    n_features = lower.shape[-1]
-    inverse = np.zeros_like(lower)
-    for i in range(n_features):
-        inverse[..., i, i] = 1.0 / lower[..., i, i]
-        if i:
-            row = np.einsum("...m,...mj->...j", lower[..., i, :i], inverse[..., :i, :i])
-            inverse[..., i, :i] = -row / lower[..., i, i, None]
-    return np.swapaxes(inverse, -1, -2)
+    factors, failed = _precision_factors(covariances)
+    if failed >= 0:
+        raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
+    return factors
 
 
 def draw_log_responsibilities(
@@ -403,5 +443,5 @@ def draw_log_responsibilities(
         )
         weighted = flat.reshape(n_rows, size, n_components).transpose(1, 0, 2)
         weighted += np.log(weights[block])[:, None, :]
-        log_norm = logsumexp(weighted, axis=2)
+        log_norm = _logsumexp(weighted, axis=2)
         yield block, log_norm, weighted - log_norm[..., None]

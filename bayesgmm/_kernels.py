@@ -268,18 +268,12 @@ def draw_log_density(
     """
     n_features = means.shape[-1]
     precisions_chol = g.batched_precision_cholesky(covariances)  # upper U, inv(Sigma) = U U'
-    log_det = g.log_det_precision_cholesky(precisions_chol, "full", n_features)
-    with np.errstate(divide="ignore"):
-        offset = np.log(weights) + log_det - 0.5 * n_features * g.LOG_2PI
+    factors = _contiguous(np.swapaxes(precisions_chol, -1, -2))
+    offset = _log_offsets(
+        _contiguous(weights).ravel(), factors.reshape(-1, n_features, n_features)
+    ).reshape(weights.shape)
     out = np.empty((weights.shape[0], X.shape[0]))
-    _draw_log_density(
-        _contiguous(X),
-        _contiguous(offset),
-        _contiguous(means),
-        _contiguous(np.swapaxes(precisions_chol, -1, -2)),
-        _KERNEL_BLOCK_ROWS,
-        out,
-    )
+    _draw_log_density(_contiguous(X), offset, _contiguous(means), factors, _KERNEL_BLOCK_ROWS, out)
     return out
 
 
@@ -332,24 +326,55 @@ class Mixture:
             factors = np.swapaxes(chol, 1, 2)
         elif self.covariance_type == "tied":
             factors = np.broadcast_to(chol.T, (n_components, n_features, n_features))
-        else:
-            diag = np.broadcast_to(np.reshape(chol, (n_components, -1)), self.means.shape)
-            factors = diag[:, :, None] * np.eye(n_features)
+        else:  # diag (K, D) or spherical (K,): the diagonal, times the identity
+            factors = np.reshape(chol, (n_components, -1))[:, :, None] * np.eye(n_features)
         return np.ascontiguousarray(factors, dtype=np.float64)
 
-    def log_offsets(self) -> np.ndarray:
-        """``log w_k + log det U_k - D log(2 pi) / 2``: each component's log density at its mean."""
-        n_features = self.means.shape[1]
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(self.weights)
-        log_det = g.log_det_precision_cholesky(
-            self.precisions_chol, self.covariance_type, n_features
-        )
-        return log_weights + log_det - 0.5 * n_features * g.LOG_2PI
+    def log_offsets(self, factors: np.ndarray | None = None) -> np.ndarray:
+        """``log w_k + log det U_k - D log(2 pi) / 2``: each component's log density at its mean.
+
+        ``factors`` are :meth:`lower_factors`, when already at hand.
+        """
+        factors = self.lower_factors() if factors is None else factors
+        return _log_offsets(_contiguous(self.weights), factors)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _log_offsets(weights, factors):  # pragma: no cover - compiled
+    """``log w_k + sum_j log factors[k, j, j] - D log(2 pi) / 2`` (``-inf`` for a zero weight)."""
+    n_features = factors.shape[1]
+    out = np.empty(weights.shape[0])
+    for k in range(weights.shape[0]):
+        total = np.log(weights[k]) - 0.5 * n_features * np.log(2.0 * np.pi)
+        for j in range(n_features):
+            total += np.log(factors[k, j, j])
+        out[k] = total
+    return out
 
 
 def _contiguous(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float64)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _finish(sums, diagonal):  # pragma: no cover - compiled
+    """Add the per-thread sums; fill the lower triangle of ``second`` (or keep its diagonal)."""
+    log_lik, resp_sum, first, second = sums
+    n_components, n_features = first.shape[1], first.shape[2]
+    total = second[0].copy()
+    for t in range(1, second.shape[0]):
+        total += second[t]
+    for c in range(n_components):
+        for a in range(n_features):
+            for e in range(a):
+                total[c, a, e] = total[c, e, a]
+    if diagonal:
+        out = np.empty((n_components, n_features))
+        for c in range(n_components):
+            for a in range(n_features):
+                out[c, a] = total[c, a, a]
+        total = out.reshape((n_components, n_features, 1))
+    return log_lik.sum(), resp_sum.sum(axis=0), first.sum(axis=0), total
 
 
 def _kernel_statistics(
@@ -357,28 +382,25 @@ def _kernel_statistics(
 ) -> g.MixtureStatistics:
     diagonal = mixture.covariance_type in ("diag", "spherical")
     kernel = _stats_parallel if parallel else _stats_serial
-    log_lik, resp_sum, first, second = kernel(
+    factors = mixture.lower_factors()
+    sums = kernel(
         _contiguous(X),
         _contiguous(mixture.scaling.loc),
         _contiguous(mixture.scaling.scale),
-        _contiguous(mixture.log_offsets()),
+        mixture.log_offsets(factors),
         _contiguous(mixture.means),
-        mixture.lower_factors(),
+        factors,
         diagonal,
         int(block_rows),
-        numba.get_num_threads(),
+        numba.get_num_threads() if parallel else 1,
     )
-    second = second.sum(axis=0)
-    if diagonal:
-        second = np.diagonal(second, axis1=1, axis2=2).copy()
-    else:
-        second = second + np.triu(second, 1).transpose(0, 2, 1)
+    log_lik, resp_sum, first, second = _finish(sums, diagonal)
     return g.MixtureStatistics(
-        float(log_lik.sum()),
+        float(log_lik),
         X.shape[0],
-        resp_sum.sum(axis=0),
-        first.sum(axis=0),
-        second,
+        resp_sum,
+        first,
+        second[:, :, 0] if diagonal else second,
         mixture.means,
     )
 
@@ -410,19 +432,27 @@ def e_step(X: np.ndarray, mixture: Mixture, *, block_rows: int, engine: str) -> 
     return total
 
 
-PREDICTIONS = ("log_norm", "log_resp", "resp", "labels")
+PREDICTIONS = ("log_norm", "log_resp", "resp", "labels", "scores")
+
+
+def prediction_width(output: str, n_components: int) -> int | None:
+    """Columns of a row-wise ``output`` of :func:`predict_rows` (None for one value per row)."""
+    return {"log_resp": n_components, "resp": n_components, "scores": 2}.get(output)
 
 
 def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: str) -> np.ndarray:
     """A row-wise quantity of the mixture at the rows of ``X`` (user units), chunk by chunk.
 
     ``output`` is ``"log_norm"`` (unit-scale log mixture density, ``(N,)``), ``"log_resp"`` or
-    ``"resp"`` (log responsibilities or responsibilities, ``(N, K)``) or ``"labels"`` (most
-    probable component, ``(N,)``). Extra memory is ``O(block_rows x K x D)`` beyond the output.
+    ``"resp"`` (log responsibilities or responsibilities, ``(N, K)``), ``"labels"`` (most
+    probable component, ``(N,)``) or ``"scores"`` (``(N, 2)``: the log density and the log of
+    the largest responsibility, what the information criteria need). Extra memory is
+    ``O(block_rows x K x D)`` beyond the output.
     """
     n_samples, n_components = X.shape[0], mixture.means.shape[0]
-    if output in ("log_resp", "resp"):
-        out = np.empty((n_samples, n_components))
+    width = prediction_width(output, n_components)
+    if width is not None:
+        out = np.empty((n_samples, width))
     else:
         out = np.empty(n_samples, dtype=np.intp if output == "labels" else np.float64)
     for start in range(0, n_samples, block_rows):
@@ -432,6 +462,9 @@ def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: st
             out[rows] = log_norm
         elif output == "labels":
             out[rows] = log_resp.argmax(axis=1)
+        elif output == "scores":
+            out[rows, 0] = log_norm
+            out[rows, 1] = log_resp.max(axis=1)
         else:
             out[rows] = np.exp(log_resp) if output == "resp" else log_resp
     return out

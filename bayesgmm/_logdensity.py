@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
-from ._gaussian import LOG_2PI, std_and_correlation
+from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
 from .model import chol_cov_name
 from .priors import GMMPriors
@@ -57,21 +57,6 @@ def _log_weights(v):  # pragma: no cover - compiled
     for i in range(k):
         norm += np.exp(y[i] - top)
     return y - (top + np.log(norm))
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _lower_inverse(chol, inverse):  # pragma: no cover - compiled
-    """Inverse of each lower-triangular ``chol[k]`` into ``inverse[k]`` (forward substitution)."""
-    n_features = chol.shape[1]
-    for c in range(chol.shape[0]):
-        inverse[c] = 0.0
-        for col in range(n_features):
-            inverse[c, col, col] = 1.0 / chol[c, col, col]
-            for row in range(col + 1, n_features):
-                acc = 0.0
-                for m in range(col, row):
-                    acc += chol[c, row, m] * inverse[c, m, col]
-                inverse[c, row, col] = -acc / chol[c, row, row]
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
@@ -175,7 +160,7 @@ def _likelihood(X, log_w, means, chol, log_diag, diagonal, block):  # pragma: no
     n, n_features = X.shape
     n_components = means.shape[0]
     inverse = np.empty_like(chol)  # L^{-1}: the kernel's (transposed) precision factor
-    _lower_inverse(chol, inverse)
+    _invert_lower_into(chol, inverse)
     offset = log_w - 0.5 * n_features * LOG_2PI
     for c in range(n_components):
         for i in range(n_features):

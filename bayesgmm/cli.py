@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._models import COVARIANCE_NAMES
+
 EXIT_DATA_ERROR = 1
 
 
@@ -194,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--covariance-types",
         nargs="+",
         default=["full"],
-        choices=("full", "tied", "diag", "spherical"),
-        help="EM covariance families (default full)",
+        choices=(*COVARIANCE_NAMES, "all"),
+        metavar="MODEL",
+        help="EM covariance models: mclust names (EII ... VVV), full/tied/diag/spherical, "
+        "or all for the 14 models (default full)",
     )
     rep.add_argument(
         "--candidates",

@@ -30,16 +30,18 @@ from threadpoolctl import threadpool_limits
 from . import _dask
 from . import _gaussian as g
 from . import _kernels as kernels
+from . import _models as models
+from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
 from ._validation import check_choice, check_data, check_fit_data
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
-# Work per E-step, n_samples x n_components x n_features**2, below which the NumPy engine runs
-# (well under a millisecond, where a first Numba compile would cost seconds), and below which
-# the kernel stays on one thread (waking threads costs more than it saves).
-_NUMPY_BELOW = 2**15
+# Work per E-step, n_samples x n_components x n_features**2, below which the kernel stays on one
+# thread (waking threads costs more than it saves). Fits always run the Numba kernel: it is
+# compiled once and cached on disk (loading it costs ~25 ms per process), and even for tiny
+# problems it is several times faster than the NumPy engine, which stays as the reference.
 _SERIAL_BELOW = 2**24
 _DASK_INIT_ROWS = 50_000  # rows of a Dask array that data-driven initialisation looks at
 
@@ -47,8 +49,6 @@ _DASK_INIT_ROWS = 50_000  # rows of a Dask array that data-driven initialisation
 def _engine(n_samples: int, n_components: int, n_features: int) -> str:
     """The E-step engine (see :mod:`bayesgmm._kernels`) for a problem of this size."""
     work = n_samples * n_components * n_features**2
-    if work < _NUMPY_BELOW:
-        return "numpy"
     return "serial" if work < _SERIAL_BELOW else "parallel"
 
 
@@ -70,12 +70,13 @@ class CollapsedComponentWarning(UserWarning):
 
 @dataclass
 class _Params:
-    """Mixture parameters on the unit scale."""
+    """Mixture parameters on the unit scale, and where the next iterative M-step starts."""
 
     weights: np.ndarray
     means: np.ndarray
     precisions_chol: np.ndarray
     covariances: np.ndarray
+    warm: Warm | None = None
 
 
 @dataclass
@@ -91,22 +92,37 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by expectation-maximisation.
 
     Same parameters, fitted attributes and methods as scikit-learn's ``GaussianMixture`` where
-    the names agree, plus ICL, the log-likelihood trace and a report of collapsed components.
-    EM works on standardised features, so the fit does not depend on the data's units.
+    the names agree, plus the 14 covariance models of mclust, ICL, the log-likelihood trace and
+    a report of collapsed components. EM works on standardised features, so the fit does not
+    depend on the data's units where the model does not (see ``covariance_type``).
 
     Parameters
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
-        Covariance family: one full matrix per component, one shared full matrix, diagonal
-        matrices, or one variance per component.
+    covariance_type : str, default="full"
+        One of the 14 models of Celeux & Govaert (1995) by its mclust name, ``"EII"``,
+        ``"VII"``, ``"EEI"``, ``"VEI"``, ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``,
+        ``"VVE"``, ``"EEV"``, ``"VEV"``, ``"EVV"``, ``"VVV"``: ``Sigma_k = lambda_k D_k A_k
+        D_k^T`` with the volume ``lambda_k``, shape ``A_k`` and orientation ``D_k`` Equal
+        across components, Variable, or the Identity (letters in that order). scikit-learn's
+        names are aliases: ``"spherical"`` (VII), ``"diag"`` (VVI), ``"tied"`` (EEE) and
+        ``"full"`` (VVV). The models whose fit depends on the units of the features, EII, VII,
+        EVE, VVE, EEV and VEV, are fitted after one common rescaling of all features, so they
+        equal mclust's fits in the user's units; every other model is invariant to the units of
+        each feature and is fitted on standardised features. The iterative M-steps (VEI, VEV,
+        VEE, EVE, VVE) follow Celeux & Govaert (1995) and Flury & Gautschi (1986); see
+        :mod:`bayesgmm._mstep`.
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood per sample.
     reg_covar : float, default=1e-6
-        Added to the diagonal of every covariance, **as a fraction of each feature's variance**
-        (of the mean variance for spherical covariances). scikit-learn adds it in absolute units;
-        the two agree on standardised data. The relative form keeps the fit invariant to units.
+        Added to the diagonal of every covariance, **as a fraction of each feature's variance**.
+        scikit-learn adds it in absolute units; the two agree on standardised data. The
+        relative form keeps the fit invariant to units. It enters as ``n_k reg_covar
+        diag(var)`` added to each component's scatter matrix before the M-step: scikit-learn's
+        rule for its four families (for spherical covariances, a fraction of the mean
+        variance), and for the constrained models a regularisation that keeps their
+        constraints.
     max_iter : int, default=100
         Maximum EM iterations per initialisation.
     n_init : int, default=1
@@ -116,23 +132,25 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     weights_init : array-like of shape (n_components,), optional
     means_init : array-like of shape (n_components, n_features), optional
     precisions_init : array-like, optional
-        Initial precisions (inverse covariances) in the shape of ``covariance_type``:
-        ``(K, D, D)`` full, ``(D, D)`` tied, ``(K, D)`` diag, ``(K,)`` spherical.
+        Initial precisions (inverse covariances) in the shape of the model's covariances (see
+        ``covariances_``). EM starts from the responsibilities they give; they need not satisfy
+        the model's constraints (the first M-step imposes them).
     random_state : int, RandomState instance or None, default=None
         Seed for the initialisation and for :meth:`sample`.
     chunk_size : int or None, default=None
         Rows per block in the E-step and in prediction. The E-step's extra memory is
-        ``O(chunk_size x K + K x D^2)`` with the fused Numba kernel and
-        ``O(chunk_size x K x D)`` with the NumPy engine (used for tiny problems). ``None``
-        picks 512 rows for the kernel and about 4 MB of working memory for NumPy. Results do
-        not depend on it beyond rounding.
+        ``O(chunk_size x K + K x D^2)`` with the fused Numba kernel; prediction holds
+        ``O(chunk_size x K x D)``. ``None`` picks 512 rows for the kernel and about 4 MB of
+        working memory for prediction. Results do not depend on it beyond rounding.
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
     means_ : ndarray of shape (n_components, n_features)
     covariances_ : ndarray
-        In the shape of ``covariance_type``.
+        ``(K,)`` for EII and VII (one variance per component), ``(K, D)`` for the diagonal
+        models EEI, VEI, EVI and VVI, ``(D, D)`` for EEE, and ``(K, D, D)`` for VEE, EVE, VVE,
+        EEV, VEV, EVV and VVV: the shapes of scikit-learn's spherical, diag, tied and full.
     precisions_ : ndarray
         Inverse covariances, same shape as ``covariances_``.
     precisions_cholesky_ : ndarray
@@ -144,9 +162,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         Mean log-likelihood per sample of the best initialisation at its last iteration.
     log_likelihood_trace_ : ndarray of shape (n_iter_,)
         Mean log-likelihood at every iteration of the best initialisation.
+    model_name_ : str
+        The fitted model's mclust name (``"VVV"`` for ``covariance_type="full"``).
     collapsed_components_ : ndarray of int
-        Components whose effective size is below the minimum of their family (``n_features + 1``
-        for full covariances, 1 for tied, 2 otherwise) or whose covariance is at the
+        Components whose effective size is below the minimum of their model (``n_features + 1``
+        for VVV and EVV, 1 for EII, EEI and EEE, 2 otherwise) or whose covariance is at the
         ``reg_covar`` floor. A :class:`CollapsedComponentWarning` names them.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -161,8 +181,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     (``2 log L - p log n``, higher is better); the numbers agree up to sign.
 
     At scale: each E-step is one pass over the rows by a fused Numba kernel
-    (:mod:`bayesgmm._kernels`; NumPy for problems too small to be worth a first compile), on
-    Numba's threads when the problem is large, with BLAS held to one thread during the fit.
+    (:mod:`bayesgmm._kernels`), on Numba's threads when the problem is large, with BLAS held
+    to one thread during such fits.
     Its extra memory is ``O(chunk_size x K + K x D^2)``; no standardised copy of ``X`` is made.
     A ``dask.array`` is fitted and predicted where it lives (see :meth:`fit`).
 
@@ -224,7 +244,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         integer("n_init", 1)
         real("tol", positive=False)
         real("reg_covar", positive=False)
-        check_choice("covariance_type", self.covariance_type, g.COVARIANCE_TYPES)
+        models.check_model(self.covariance_type)
         check_choice("init_params", self.init_params, INIT_PARAMS)
         if self.chunk_size is not None:
             integer("chunk_size", 1)
@@ -244,21 +264,20 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         if self.means_init is not None:
             out["means"] = _as_float_array("means_init", self.means_init, (k, d))
         if self.precisions_init is not None:
+            layout = models.layout(self.covariance_type)
             shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
-            p = _as_float_array(
-                "precisions_init", self.precisions_init, shape[self.covariance_type]
-            )
-            if self.covariance_type in ("full", "tied"):
+            p = _as_float_array("precisions_init", self.precisions_init, shape[layout])
+            if layout in ("full", "tied"):
                 if not np.allclose(p, np.swapaxes(p, -1, -2)):
                     raise ValueError("precisions_init must hold symmetric matrices.")
                 try:
-                    chol = g.precision_cholesky_from_precisions(p, self.covariance_type)
+                    chol = g.precision_cholesky_from_precisions(p, layout)
                 except g.SingularCovarianceError as err:
                     raise ValueError("precisions_init must be positive definite.") from err
             elif np.any(p <= 0):
                 raise ValueError("precisions_init must be strictly positive.")
             else:
-                chol = g.precision_cholesky_from_precisions(p, self.covariance_type)
+                chol = g.precision_cholesky_from_precisions(p, layout)
             out["precisions_chol"] = chol
         return out
 
@@ -301,7 +320,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             X = np.ascontiguousarray(check_fit_data(self, X, self.n_components))
             summary = kernels.column_summary(X)
         initial = self._check_initial_values(X.shape[1])
-        scaling = summary.scaling(isotropic=self.covariance_type == "spherical")
+        self.model_name_ = models.model_name(self.covariance_type)
+        scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
+        # Each feature's variance on the unit scale (ones after per-feature standardisation):
+        # reg_covar is a fraction of it, and collapse is judged against it.
+        self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(X):
@@ -325,12 +348,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return X
 
     def _blas_limit(self, X: Any) -> contextlib.AbstractContextManager:
-        """One BLAS thread while the kernel runs (Dask or larger in-memory problems).
+        """One BLAS thread while the kernel runs on several threads (Dask or large problems).
 
         The kernel uses no BLAS, and the M-step's tiny LAPACK calls are several times slower
         when an idle multi-threaded BLAS competes with the kernel's threads for the cores.
+        Setting the limit costs about half a millisecond, so small fits go without.
         """
-        if _dask.is_dask_array(X) or _engine(X.shape[0], self.n_components, X.shape[1]) != "numpy":
+        if _dask.is_dask_array(X) or _engine(X.shape[0], self.n_components, X.shape[1]) != "serial":
             return threadpool_limits(limits=1, user_api="blas")
         return contextlib.nullcontext()
 
@@ -341,29 +365,58 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         scaling: AffineScaling,
         initial: dict[str, np.ndarray],
     ) -> _Params:
-        n_features = X.shape[1]
-        weights = means = covariances = None
-        if len(initial) < 3:
+        if len(initial) == 3:
+            params = _Params(None, None, None, None)
+        else:
             if _dask.is_dask_array(X):
                 X = _dask.subsample(X, _DASK_INIT_ROWS, random_state)
             Xu = scaling.transform(X)
-            resp = self._initial_resp(Xu, random_state)
-            stats = g.weighted_statistics(
-                Xu, resp, np.zeros((self.n_components, n_features)), self.covariance_type
-            )
-            weights, means, covariances = g.m_step(stats, self.reg_covar, self.covariance_type)
+            params = self._params_from_resp(Xu, self._initial_resp(Xu, random_state))
         if "weights" in initial:
-            weights = initial["weights"]
+            params.weights = initial["weights"]
         if "means" in initial:
-            means = scaling.means_to_unit(initial["means"])
+            params.means = scaling.means_to_unit(initial["means"])
         if "precisions_chol" in initial:
-            chol = scaling.precisions_cholesky_to_unit(
-                initial["precisions_chol"], self.covariance_type
+            params.precisions_chol = scaling.precisions_cholesky_to_unit(
+                initial["precisions_chol"], self._layout
             )
-            covariances = g.covariances_from_precision_cholesky(chol, self.covariance_type)
-        else:
-            chol = g.precision_cholesky(covariances, self.covariance_type)
-        return _Params(weights, means, chol, covariances)
+            params.covariances = g.covariances_from_precision_cholesky(
+                params.precisions_chol, self._layout
+            )
+            params.warm = None  # the next M-step starts afresh
+        return params
+
+    def _params_from_resp(self, Xu: np.ndarray, resp: np.ndarray) -> _Params:
+        """Starting parameters from initial responsibilities (or a hard partition): one M-step.
+
+        Every initialisation goes through here: ``Xu`` is on the unit scale, ``resp`` has shape
+        ``(n_samples, n_components)`` (one-hot rows for a partition).
+        """
+        shift = np.zeros((self.n_components, Xu.shape[1]))
+        stats = g.weighted_statistics(Xu, resp, shift, self._layout)
+        return self._m_step(stats, None)
+
+    def _m_step(self, stats: g.MixtureStatistics, warm: Warm | None) -> _Params:
+        """The model's M-step, its precision factors, and where the next M-step starts."""
+        weights, means, covariances, warm = m_step(
+            stats,
+            self.reg_covar * self._unit_variances,
+            self.model_name_,
+            warm,
+            inner_tol=self._inner_tol,
+        )
+        chol = g.precision_cholesky(covariances, self._layout)
+        return _Params(weights, means, chol, covariances, warm)
+
+    @property
+    def _layout(self) -> str:
+        """How the fitted model stores covariances ("full", "tied", "diag" or "spherical")."""
+        return models.layout(self.model_name_)
+
+    @property
+    def _inner_tol(self) -> float:
+        """Tolerance of iterative M-steps (on ``F / (2N)``): far below ``tol``, above rounding."""
+        return min(max(1e-3 * self.tol, 1e-13), 1e-7)
 
     def _initial_resp(self, Xu: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:
         n_samples, k = Xu.shape[0], self.n_components
@@ -388,9 +441,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             previous = run.lower_bound
             run.lower_bound = stats.log_likelihood / stats.n_samples
             run.trace.append(run.lower_bound)
-            weights, means, covariances = g.m_step(stats, self.reg_covar, self.covariance_type)
-            chol = g.precision_cholesky(covariances, self.covariance_type)
-            run.params = _Params(weights, means, chol, covariances)
+            run.params = self._m_step(stats, run.params.warm)
             run.n_iter = n_iter
             if abs(run.lower_bound - previous) < self.tol:
                 run.converged = True
@@ -416,11 +467,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _mixture(self, scaling: AffineScaling, params: _Params) -> kernels.Mixture:
         return kernels.Mixture(
-            scaling, params.weights, params.means, params.precisions_chol, self.covariance_type
+            scaling, params.weights, params.means, params.precisions_chol, self._layout
         )
 
     def _store(self, run: _Run, scaling: AffineScaling) -> None:
-        cov_type = self.covariance_type
+        cov_type = self._layout
         p = run.params
         self._scaling = scaling
         self.weights_ = p.weights
@@ -439,23 +490,22 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _unit_params(self) -> _Params:
         s = self._scaling
-        chol = s.precisions_cholesky_to_unit(self.precisions_cholesky_, self.covariance_type)
-        cov = g.covariances_from_precision_cholesky(chol, self.covariance_type)
+        chol = s.precisions_cholesky_to_unit(self.precisions_cholesky_, self._layout)
+        cov = g.covariances_from_precision_cholesky(chol, self._layout)
         return _Params(self.weights_, s.means_to_unit(self.means_), chol, cov)
 
     def _report_collapse(self, effective_sizes: np.ndarray) -> None:
-        d = self.n_features_in_
-        minimum = {"full": d + 1, "tied": 1, "diag": 2, "spherical": 2}[self.covariance_type]
+        minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
         p = self._unit_params()
         floor = 2.0 * self.reg_covar + 1e-12
-        if self.covariance_type == "full":
-            smallest = np.array([np.linalg.eigvalsh(c)[0] for c in p.covariances])
-        elif self.covariance_type == "tied":
-            smallest = np.full(self.n_components, np.linalg.eigvalsh(p.covariances)[0])
-        elif self.covariance_type == "diag":
-            smallest = p.covariances.min(axis=1)
+        std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
+        if self._layout in ("full", "tied"):
+            smallest = np.linalg.eigvalsh(p.covariances / np.outer(std, std))[..., 0]
+            smallest = np.broadcast_to(smallest, (self.n_components,))
+        elif self._layout == "diag":
+            smallest = (p.covariances / std**2).min(axis=1)
         else:
-            smallest = p.covariances
+            smallest = p.covariances / np.mean(std**2)
         collapsed = (effective_sizes < minimum) | (smallest <= floor)
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:
@@ -466,7 +516,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             )
             warnings.warn(
                 f"Collapsed component(s) {self.collapsed_components_.tolist()} "
-                f"(minimum effective size {minimum} for {self.covariance_type!r} covariances): "
+                f"(minimum effective size {minimum} for the {self.model_name_} model): "
                 f"{details}. Their estimates are not trustworthy: reduce n_components, "
                 "remove duplicate points, or increase reg_covar.",
                 CollapsedComponentWarning,
@@ -527,14 +577,14 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         p = self._unit_params()
         counts = rng.multinomial(n_samples, p.weights)
-        chol = g.covariance_cholesky(p.precisions_chol, self.covariance_type)
+        chol = g.covariance_cholesky(p.precisions_chol, self._layout)
         d = self.n_features_in_
         blocks = []
         for k, count in enumerate(counts):
             z = rng.standard_normal((count, d))
-            if self.covariance_type == "full":
+            if self._layout == "full":
                 draw = z @ chol[k].T
-            elif self.covariance_type == "tied":
+            elif self._layout == "tied":
                 draw = z @ chol.T
             else:
                 draw = z * chol[k]
@@ -546,17 +596,15 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def n_parameters(self) -> int:
         """Number of free parameters of the fitted mixture."""
         check_is_fitted(self)
-        return g.n_parameters(self.n_components, self.n_features_in_, self.covariance_type)
+        return models.n_parameters(self.model_name_, self.n_components, self.n_features_in_)
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion, ``-2 log L + p log n`` (lower is better)."""
-        n = np.shape(X)[0]
-        return -2.0 * self.score(X) * n + self.n_parameters() * np.log(n)
+        return self._criteria(X)["bic"]
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion, ``-2 log L + 2 p`` (lower is better)."""
-        n = np.shape(X)[0]
-        return -2.0 * self.score(X) * n + 2.0 * self.n_parameters()
+        return self._criteria(X)["aic"]
 
     def icl(self, X: Any) -> float:
         """Integrated completed likelihood in BIC's sign (lower is better).
@@ -564,8 +612,25 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         ``bic(X) - 2 sum_i log z_{i, c_i}``: BIC penalised by the entropy of the hard
         classification, so overlapping components cost more than under BIC.
         """
-        log_resp = self._predict_rows(self._validated(X), "log_resp")
-        return self.bic(X) - 2.0 * float(log_resp.max(axis=1).sum())
+        return self._criteria(X)["icl"]
+
+    def _criteria(self, X: Any, *, validated: bool = False) -> dict[str, float]:
+        """Total log-likelihood (user units), BIC, AIC and ICL, from one pass over ``X``.
+
+        ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned).
+        """
+        scores = self._predict_rows(X if validated else self._validated(X), "scores")
+        totals = np.asarray(scores.sum(axis=0))  # computes a Dask array
+        n = scores.shape[0]
+        log_l = float(totals[0]) - n * self._scaling.log_jacobian
+        p = self.n_parameters()
+        bic = -2.0 * log_l + p * np.log(n)
+        return {
+            "log_likelihood": log_l,
+            "bic": bic,
+            "aic": -2.0 * log_l + 2.0 * p,
+            "icl": bic - 2.0 * float(totals[1]),
+        }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

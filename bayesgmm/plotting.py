@@ -975,13 +975,14 @@ def plot_criteria(
     styles = {"bic": "-", "icl": "--", "aic": ":"}
     for i, (family, group) in enumerate(rows.groupby("covariance_type", sort=False)):
         group = group.sort_values("n_components")
+        name = group["model_name"].iloc[0] if "model_name" in group else family  # mclust's
         for criterion in criteria:
             ax.plot(
                 group["n_components"],
                 group[criterion],
                 styles[criterion],
                 color=f"C{i}",
-                label=f"{criterion.upper()} ({family})",
+                label=f"{criterion.upper()} ({name})",
             )
             ok = group["status"] == "ok"
             ax.plot(group.loc[ok, "n_components"], group.loc[ok, criterion], "o", color=f"C{i}")

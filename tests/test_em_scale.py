@@ -18,6 +18,7 @@ from bayesgmm import EMGaussianMixture
 from bayesgmm import _gaussian as g
 from bayesgmm import _kernels as kernels
 from bayesgmm import em as em_module
+from bayesgmm._models import layout
 from bayesgmm._scaling import AffineScaling
 from bayesgmm.datasets import simulate_mixture
 
@@ -45,7 +46,7 @@ def _start(X, cov_type, k, seed=0):
         "tied": np.eye(d),
         "diag": np.ones((k, d)),
         "spherical": np.ones(k),
-    }[cov_type]
+    }[layout(cov_type)]
     return {
         "weights_init": np.full(k, 1.0 / k),
         "means_init": X[rng.choice(X.shape[0], k, replace=False)],
@@ -263,6 +264,21 @@ def test_dask_fit_equals_in_memory_fit(client, overlapping, cov_type, no_loading
             getattr(remote, name), getattr(local, name), rtol=1e-8, atol=1e-12
         )
     np.testing.assert_array_equal(remote.collapsed_components_, local.collapsed_components_)
+
+
+@pytest.mark.parametrize("cov_type", ["EII", "VEI", "EVE", "VEV"])
+def test_dask_fits_the_constrained_models(client, overlapping, cov_type, no_loading):
+    """The constrained models' M-steps run in the client on the reduced statistics."""
+    dX = da.from_array(overlapping, chunks=(1000, 3))
+    kw = dict(max_iter=40, tol=1e-8, **_start(overlapping, cov_type, 3))
+    local = _fit(overlapping, cov_type, **kw)
+    remote = _fit(dX, cov_type, **kw)
+    assert remote.n_iter_ == local.n_iter_ and remote.model_name_ == cov_type
+    np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-10)
+    for name in FITTED:
+        np.testing.assert_allclose(
+            getattr(remote, name), getattr(local, name), rtol=1e-8, atol=1e-12
+        )
 
 
 def test_dask_predictions_are_lazy_and_equal(client, overlapping, no_loading):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bayesgmm._models import MODEL_NAMES
 from bayesgmm.datasets import load_faithful
 from bayesgmm.selection import candidate_components, em_sweep, select_n_components
 
@@ -51,6 +52,7 @@ def test_table_columns_and_criteria(faithful_sweep):
     assert list(table.columns) == [
         "n_components",
         "covariance_type",
+        "model_name",
         "status",
         "log_likelihood",
         "n_parameters",
@@ -200,3 +202,49 @@ def test_winner_is_the_best_converged_model(true_k_converged):
     assert table.index[table["winner"]].tolist() == (["K=3"] if true_k_converged else ["K=2"])
     if not true_k_converged:
         assert "r_hat" in table.loc["K=3", "failed_checks"]
+
+
+def test_sweep_over_the_14_models_picks_mclusts_model():
+    """mclustBIC(faithful, G = 1:3) over all 14 models: EEE, G = 3, BIC 2314.32 (mclust sign)."""
+    sweep = em_sweep(load_faithful(), range(1, 4), "all", n_init=2, progress=False)
+    table = sweep.table
+    assert len(table) == 14 * 3
+    assert list(table["model_name"].unique()) == list(MODEL_NAMES)
+    assert (table["model_name"] == table["covariance_type"]).all()
+    assert sweep.best["bic"] == (3, "EEE")
+    best = table.set_index(["n_components", "model_name"]).loc[(3, "EEE")]
+    np.testing.assert_allclose(best["bic"], 2314.32, atol=0.05)
+    # every model reaches mclust's BIC (or a better one) at K = 2, where the optimum is clear
+    mclust_k2 = {"EII": 3453.00, "VII": 3458.30, "EEI": 2354.60, "VEI": 2350.61, "EVI": 2352.62}
+    mclust_k2 |= {"VVI": 2346.06, "EEE": 2325.22, "VEE": 2322.97, "EVE": 2324.27, "VVE": 2320.43}
+    mclust_k2 |= {"EEV": 2329.12, "VEV": 2325.42, "EVV": 2327.60, "VVV": 2322.19}
+    k2 = table[table["n_components"] == 2].set_index("model_name")["bic"]
+    for name, bic in mclust_k2.items():
+        assert k2[name] <= bic + 0.01, name
+
+
+def test_models_that_cannot_be_fitted_are_rows():
+    """Too many parameters for the data, or singular without regularisation: rows, no raise."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(14, 3)), np.tile([[6.0, 6.0, 6.0]], (4, 1))])
+    sweep = em_sweep(X, [1, 2, 3], ("VVV", "EII", "spherical"), reg_covar=0.0, progress=False)
+    table = sweep.table.set_index(["n_components", "covariance_type"])
+    assert table.loc[(3, "VVV"), "status"] == "failed"
+    assert "free parameters" in table.loc[(3, "VVV"), "message"]
+    assert table.loc[(3, "VVV"), "n_parameters"] == 29
+    assert table.loc[(1, "EII"), "status"] == "ok"
+    singular = table[table["message"].str.contains("singular", na=False)]
+    assert (singular["status"] == "failed").all() and len(singular) >= 1
+    assert table.loc[(2, "spherical"), "model_name"] == "VII"
+
+
+def test_aliases_and_names_fit_the_same_model():
+    sweep = em_sweep(load_faithful(), [2], ("full", "VVV", "diag", "VVI"), progress=False)
+    table = sweep.table.set_index("covariance_type")
+    for alias, name in (("full", "VVV"), ("diag", "VVI")):
+        assert table.loc[alias, "model_name"] == name
+        np.testing.assert_allclose(
+            table.loc[alias, ["log_likelihood", "bic", "icl"]].astype(float),
+            table.loc[name, ["log_likelihood", "bic", "icl"]].astype(float),
+            rtol=1e-12,
+        )

@@ -1,0 +1,163 @@
+"""The 14 covariance models of Celeux & Govaert (1995), in mclust's vocabulary.
+
+Each component covariance is ``Sigma_k = lambda_k D_k A_k D_k^T``: a volume ``lambda_k``
+(``|Sigma_k|^(1/d)``), a diagonal shape ``A_k`` with ``|A_k| = 1`` and an orientation ``D_k``
+(orthogonal). A model's three letters say, in that order, whether the volume, the shape and the
+orientation are Equal across components, Variable, or the Identity (the shape of ``EII`` and
+``VII``; the orientation of the diagonal models ``**I``).
+
+scikit-learn's four names are aliases: ``spherical = VII``, ``diag = VVI``, ``tied = EEE`` and
+``full = VVV``. Tables and figures use the mclust names (:func:`model_name`).
+
+Every model stores its covariances in one of four **layouts** (the shapes of scikit-learn's four
+families), which is all the E-step, the scaling and the conversions need to know:
+
+==========================================  ===========  ===============
+models                                      layout       ``covariances_``
+==========================================  ===========  ===============
+EII, VII                                    spherical    ``(K,)``
+EEI, VEI, EVI, VVI                          diag         ``(K, D)``
+EEE                                         tied         ``(D, D)``
+VEE, EVE, VVE, EEV, VEV, EVV, VVV           full         ``(K, D, D)``
+==========================================  ===========  ===============
+
+**Units.** A model is invariant to rescaling each feature separately (``x -> S x`` with ``S``
+diagonal) when ``S Sigma_k S`` stays in the model. That holds for the diagonal models, for
+``EEE``, ``VEE``, ``EVV`` and ``VVV``. It fails for ``EII`` and ``VII`` (spheres become
+ellipsoids), for ``EVE`` and ``VVE`` (``S D A_k D^T S`` share no orientation) and for ``EEV`` and
+``VEV`` (``S D_k A D_k^T S`` share no shape). Those six are invariant only to one common scale
+(and to rotations): their fit depends on the units in which the features are measured, and EM
+fits them after one common rescaling (:func:`per_feature_scaling` is False), so that the
+result in the user's units is the maximum-likelihood fit of those units, as mclust's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ALIASES",
+    "COVARIANCE_NAMES",
+    "LAYOUTS",
+    "MODEL_NAMES",
+    "check_model",
+    "layout",
+    "min_effective_size",
+    "model_name",
+    "n_covariance_parameters",
+    "n_parameters",
+    "per_feature_scaling",
+]
+
+MODEL_NAMES = (
+    "EII",
+    "VII",
+    "EEI",
+    "VEI",
+    "EVI",
+    "VVI",
+    "EEE",
+    "VEE",
+    "EVE",
+    "VVE",
+    "EEV",
+    "VEV",
+    "EVV",
+    "VVV",
+)
+ALIASES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+COVARIANCE_NAMES = (*ALIASES, *MODEL_NAMES)
+LAYOUTS = ("full", "tied", "diag", "spherical")
+
+
+@dataclass(frozen=True)
+class _Model:
+    layout: str
+    per_feature_scaling: bool  # invariant to rescaling each feature separately
+
+
+_MODELS = {
+    "EII": _Model("spherical", False),
+    "VII": _Model("spherical", False),
+    "EEI": _Model("diag", True),
+    "VEI": _Model("diag", True),
+    "EVI": _Model("diag", True),
+    "VVI": _Model("diag", True),
+    "EEE": _Model("tied", True),
+    "VEE": _Model("full", True),
+    "EVE": _Model("full", False),
+    "VVE": _Model("full", False),
+    "EEV": _Model("full", False),
+    "VEV": _Model("full", False),
+    "EVV": _Model("full", True),
+    "VVV": _Model("full", True),
+}
+# Every name, canonical or alias, to its layout: the E-step and the conversions need no more.
+_LAYOUT = {**{name: m.layout for name, m in _MODELS.items()}, **{a: a for a in ALIASES}}
+
+
+def check_model(covariance_type: str) -> str:
+    """The canonical mclust name of ``covariance_type``, or a ValueError listing the valid ones.
+
+    Parameters
+    ----------
+    covariance_type : str
+        One of the 14 mclust names or scikit-learn's four aliases.
+
+    Returns
+    -------
+    str
+    """
+    name = model_name(covariance_type) if covariance_type in _LAYOUT else None
+    if name is None:
+        valid = ", ".join(repr(o) for o in COVARIANCE_NAMES)
+        raise ValueError(f"Unknown covariance_type {covariance_type!r}: choose one of {valid}.")
+    return name
+
+
+def model_name(covariance_type: str) -> str:
+    """mclust's name of a model given by its mclust name or a scikit-learn alias."""
+    return ALIASES.get(covariance_type, covariance_type)
+
+
+def layout(covariance_type: str) -> str:
+    """How the model's covariances are stored: "full", "tied", "diag" or "spherical"."""
+    return _LAYOUT[covariance_type]
+
+
+def per_feature_scaling(covariance_type: str) -> bool:
+    """Whether the model is invariant to rescaling each feature separately (see above)."""
+    return _MODELS[model_name(covariance_type)].per_feature_scaling
+
+
+def n_covariance_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters of the covariances: volume, shape and orientation, as mclust counts them.
+
+    Volume: 1 (E) or ``K`` (V). Shape: 0 (I), ``D - 1`` (E) or ``K (D - 1)`` (V). Orientation:
+    0 (I), ``D (D - 1) / 2`` (E) or ``K D (D - 1) / 2`` (V).
+    """
+    volume, shape, orientation = model_name(covariance_type)
+    k, d = n_components, n_features
+    count = {"E": 1, "V": k}[volume]
+    count += {"I": 0, "E": d - 1, "V": k * (d - 1)}[shape]
+    count += {"I": 0, "E": 1, "V": k}[orientation] * (d * (d - 1) // 2)
+    return count
+
+
+def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters of the mixture: weights, means and covariances (mclust's nMclustParams)."""
+    k, d = n_components, n_features
+    return n_covariance_parameters(covariance_type, k, d) + k * d + k - 1
+
+
+def min_effective_size(covariance_type: str, n_features: int) -> int:
+    """Effective size below which a component counts as collapsed.
+
+    ``D + 1`` where a component's own scatter must have full rank (``VVV``, ``EVV``), 1 where
+    every covariance parameter is shared (``EII``, ``EEI``, ``EEE``), 2 otherwise (a volume, a
+    shape or an orientation of its own needs at least two distinct points).
+    """
+    name = model_name(covariance_type)
+    if name in ("VVV", "EVV"):
+        return n_features + 1
+    return 1 if name in ("EII", "EEI", "EEE") else 2

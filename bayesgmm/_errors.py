@@ -36,8 +36,8 @@ _SINGULAR = (
     "components"
 )
 _START = (
-    "the sampler could not start: the posterior density is not finite at the EM estimate "
-    "({detail}). Remove or correct extreme outliers, or use fewer components"
+    "the sampler could not start from the EM estimate: the posterior density there is "
+    "unusable ({detail}). Remove or correct outlying rows, or use fewer components"
 )
 _PANIC = (
     "nutpie stopped with an internal error ({detail}). Try again with sampler='pymc' "
@@ -72,6 +72,9 @@ def describe(err: BaseException) -> str | None:
     name = type(err).__name__
     if name == "PanicException":
         return _PANIC.format(detail=_first_line(message) or "a panic")
+    if "bad initial gradient" in message:
+        return _START.format(detail="its slope is zero in some direction, as when a component "
+                             "sits on a single row")
     if "All initialization points failed" in message:
         cause = _python_cause(message)
         if cause and "LinAlgError" in cause:

@@ -290,19 +290,23 @@ def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None
 
 
 def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> None:
-    """The log density at the EM start must be finite, or no chain can move: say why now,
-    rather than after nutpie's "All initialization points failed"."""
+    """nutpie needs a finite density with a non-zero slope in every direction where chains
+    start; say why there is none now, rather than after "All initialization points failed"."""
     X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
     logp, grad = density(_flat_start(model, em), X)
-    if np.isfinite(logp) and np.all(np.isfinite(grad)):
+    finite = np.isfinite(logp) and np.all(np.isfinite(grad))
+    if finite and np.all(grad != 0):
         return
     z = np.abs(density.scaling.transform(X))
     row, column = np.unravel_index(np.argmax(z), z.shape)
+    collapsed = np.asarray(getattr(em, "collapsed_components_", []), dtype=int).tolist()
     raise ValueError(
-        "The posterior density is not finite at the EM estimate every chain starts from "
-        f"(row {row}, feature {model.coords['feature'][column]!r}, lies {z[row, column]:.3g} "
-        "standard deviations from the mean). Remove or correct extreme outliers, or use fewer "
-        "components."
+        "Sampling cannot start at the EM estimate: the posterior density there is "
+        + ("not finite" if not finite else "flat in some direction")
+        + (f"; EM's component(s) {collapsed} hold too few rows" if collapsed else "")
+        + f" (row {row} lies {z[row, column]:.3g} standard deviations from the mean of "
+        f"feature {model.coords['feature'][column]!r}). Remove or correct outlying rows, or "
+        "use fewer components."
     )
 
 

@@ -165,6 +165,24 @@ def em_sweep(
     return EMSelection(table=table, fits=fits, best=_best_by_criterion(table))
 
 
+def _check_components(n_components: Iterable[int], n_samples: int) -> list[int]:
+    """The K values as sorted distinct integers, each between 1 and the number of rows."""
+    values = list(n_components)
+    bad = [k for k in values if not isinstance(k, int | np.integer) or isinstance(k, bool)]
+    if bad or not values:
+        raise ValueError(f"n_components must be positive integers, got {values[:10]!r}.")
+    ks = sorted({int(k) for k in values})
+    if ks[0] < 1:
+        raise ValueError(f"n_components must be positive integers, got {ks[0]}.")
+    if ks[-1] > n_samples:
+        raise ValueError(
+            f"K={ks[-1]} exceeds the {n_samples} observations: a mixture needs at least one "
+            f"observation per component. Ask for at most {n_samples} components (e.g. "
+            f"--components 1-{min(n_samples, 6)})."
+        )
+    return ks
+
+
 def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
     usable = table[table["status"] == "ok"]
     if usable.empty:
@@ -338,6 +356,13 @@ def select_n_components(
     from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
 
     check_choice("bayes_covariance_type", bayes_covariance_type, ("full", "diag"))
+    n_components = _check_components(n_components, np.shape(X)[0])
+    if not isinstance(n_candidates, int | np.integer) or n_candidates < 1:
+        raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
+    if bayesian:  # every sampling argument, before the EM sweep
+        BayesianGMM(
+            2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
+        )._check_parameters()
     sweep = em_sweep(
         X,
         n_components,

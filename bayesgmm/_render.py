@@ -47,12 +47,20 @@ class Section:
         self.blocks.append(("figure", (buffer.getvalue(), caption)))
 
 
+def _one_line(value: Any) -> Any:
+    return " ".join(value.splitlines()) if isinstance(value, str) else value
+
+
 def _format(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers to 4 significant digits; line breaks in text (a column's name, say) folded
+    into spaces, so both renderings show a table cell on one line the same way."""
     out = frame.copy()
     for column in out.columns:
         if pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    return out
+        elif not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(_one_line)
+    return out.rename(columns=_one_line)
 
 
 _CSS = """

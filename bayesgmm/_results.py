@@ -225,6 +225,8 @@ def keep_finished_draws(idata: Tree) -> tuple[int, int]:
     posterior = get_group(idata, "posterior")
     first = next(v for v in posterior.data_vars if posterior[v].dtype.kind == "f")
     values = posterior[first].transpose("chain", "draw", ...).values
+    if values.size == 0:
+        return 0, 0
     finished = (~np.isnan(values.reshape(*values.shape[:2], -1)).any(axis=2)).cumprod(axis=1)
     counts = finished.sum(axis=1)
     order = np.argsort(-counts, kind="stable")

@@ -217,6 +217,10 @@ def _fit(args: argparse.Namespace) -> int:
         print(fit.diagnostics().to_string(index=False))
     for warning in caught:
         _note(f"{warning.category.__name__}: {warning.message}")
+    interrupted = fit.idata_.posterior.attrs.get("interrupted")
+    if interrupted:
+        _note(f"{interrupted}: the summaries above are partial")
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -32,6 +32,8 @@ _ADVICE = {
     "fewer components",
     "ess_tail": "increase draws so the tails (and HDIs) are estimated reliably",
     "bfmi": "the momentum resampling explores energy poorly: tune longer, or use fewer components",
+    "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
+    "to completion",
 }
 
 
@@ -194,6 +196,10 @@ def _check_rows(idata: Tree) -> list[dict]:
         _worst_row(params, "ess_tail", largest=False),
     ]
     rows.append(_bfmi_row(chain_bfmi))
+    attrs = get_group(idata, "posterior").attrs
+    if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
+        kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
+        rows.append(("interrupted", kept, asked, False, attrs["interrupted"]))
     return [
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows

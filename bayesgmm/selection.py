@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from ._errors import SamplingInterrupted
 from ._gaussian import COVARIANCE_TYPES
 from ._idata import compare, loo
 from ._progress import progress_bar
@@ -395,6 +396,8 @@ def select_n_components(
                     compile_cache=compile_cache,
                     em_n_init=n_init,
                 ).fit(X, em=em)
+            if fit.idata_.posterior.attrs.get("interrupted"):
+                raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
             bar.advance()
     selection.loo = bayesian_comparison(selection.fits)

@@ -6,6 +6,9 @@ memberships, comparisons, model selection and reports. :class:`BayesianGMM` runs
 """
 
 from . import _kernels, _logdensity, _numba_cache
+from ._errors import SamplerError, SamplingInterrupted
+from ._numba_cache import CacheWarning
+from ._output import OutputPathError
 from .bayesian import BayesianGMM
 from .compare import compare, compare_mixture
 from .datasets import load_faithful, simulate_mixture
@@ -22,10 +25,14 @@ _numba_cache.install(_kernels, _logdensity)  # before any kernel compiles or loa
 
 __all__ = [
     "BayesianGMM",
+    "CacheWarning",
     "CollapsedComponentWarning",
     "CompileCache",
     "EMGaussianMixture",
     "GMMPriors",
+    "OutputPathError",
+    "SamplerError",
+    "SamplingInterrupted",
     "SamplingWarning",
     "build_model",
     "co_clustering",

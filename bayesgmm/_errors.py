@@ -22,11 +22,31 @@ __all__ = ["SamplerError", "SamplingInterrupted", "describe", "from_below"]
 
 
 class SamplerError(RuntimeError):
-    """The sampler (or the numerical stack under it) failed; the message says what to try."""
+    """The sampler (or the numerical stack under it) failed; the message says what to try.
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, SamplerError
+    >>> try:  # doctest: +SKIP
+    ...     BayesianGMM(3).fit(X)
+    ... except SamplerError as err:
+    ...     print(err)  # one line: what failed and what to try
+    """
 
 
 class SamplingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run before it had anything to return; the message says where."""
+    """Ctrl-C stopped a run before it had anything to return; the message says where.
+
+    A ``KeyboardInterrupt``: code that stops on Ctrl-C stops on it too.
+
+    Examples
+    --------
+    >>> from bayesgmm import SamplingInterrupted, select_n_components
+    >>> try:  # doctest: +SKIP
+    ...     select_n_components(X)
+    ... except SamplingInterrupted as stop:
+    ...     print(stop)  # e.g. "interrupted while sampling K=3"
+    """
 
 
 _SINGULAR = (

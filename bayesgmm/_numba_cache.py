@@ -41,7 +41,14 @@ _SUFFIX = ".checked"
 
 
 class CacheWarning(UserWarning):
-    """A cached compiled kernel could not be used; it is rebuilt (the message says where)."""
+    """A cached compiled kernel could not be used; it is rebuilt (the message says where).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from bayesgmm import CacheWarning
+    >>> warnings.simplefilter("error", CacheWarning)  # doctest: +SKIP
+    """
 
 
 class _DamagedEntry(Exception):

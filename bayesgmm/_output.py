@@ -28,7 +28,16 @@ PathLike = str | os.PathLike
 
 
 class OutputPathError(ValueError):
-    """An output path that cannot be written, or that would replace an input."""
+    """An output path that cannot be written, or that would replace an input.
+
+    Examples
+    --------
+    >>> from bayesgmm import OutputPathError, report
+    >>> try:  # doctest: +SKIP
+    ...     report(X, out="data.csv", inputs=["data.csv"])
+    ... except OutputPathError as err:
+    ...     print(err)
+    """
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

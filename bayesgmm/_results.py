@@ -141,6 +141,20 @@ def relabel(idata: Tree) -> np.ndarray:
 
     Draws are matched on the standardised scale (:mod:`bayesgmm._units`). The permutations
     are also stored as ``sample_stats["label_permutation"]`` (chain, draw, component).
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        With ``posterior``, ``sample_stats`` and ``em`` groups.
+
+    Returns
+    -------
+    ndarray of shape (chain, draw, component)
+
+    Examples
+    --------
+    >>> from bayesgmm.sampling import relabel
+    >>> permutations = relabel(idata)  # doctest: +SKIP
     """
     scaling = scaling_of(idata)
     posterior = get_group(idata, "posterior")

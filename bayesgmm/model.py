@@ -183,6 +183,13 @@ class ModelSpec:
         In the data's units, one value per feature (recorded with the results).
     scaling : AffineScaling
         The standardisation the parameters are sampled on.
+
+    Examples
+    --------
+    >>> from bayesgmm import build_model, load_faithful
+    >>> spec = model_spec(build_model(load_faithful(), 2))
+    >>> spec.covariance_type, spec.standardised_priors.means_loc == (0.0, 0.0)
+    ('full', True)
     """
 
     n_components: int
@@ -198,7 +205,22 @@ class ModelSpec:
 
 
 def model_spec(model: pm.Model) -> ModelSpec | None:
-    """The :class:`ModelSpec` of a :func:`build_model` model (None for any other model)."""
+    """The :class:`ModelSpec` of a :func:`build_model` model (None for any other model).
+
+    Parameters
+    ----------
+    model : pymc.Model
+
+    Returns
+    -------
+    ModelSpec or None
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> model_spec(pm.Model()) is None
+    True
+    """
     return getattr(model, "_bayesgmm_spec", None)
 
 

@@ -121,6 +121,8 @@ def _loo_section(selection: Selection) -> Section:
         "winner",
     ]
     section.table(selection.loo[columns].reset_index(), "LOO comparison (ArviZ, stacking weights)")
+    for label, why in selection.failed.items():
+        section.text(f"{label} could not be sampled, so it is not compared: {why}")
     unconverged = selection.loo.index[~selection.loo["converged"]].tolist()
     if unconverged:
         section.text(

@@ -17,15 +17,14 @@ import dataclasses
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
-from ._errors import SamplingInterrupted, from_below
+from ._compile_cache import CompileCache
+from ._errors import SamplerError, SamplingInterrupted, from_below
 from ._idata import Tree, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
@@ -50,49 +49,6 @@ __all__ = [
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
-
-
-@dataclass
-class CompileCache:
-    """Compiled nutpie models kept for reuse with new data (``backend="jax"`` or ``"numba"``;
-    the default kernel backend compiles nothing per model and ignores the cache).
-
-    Compiling dominates small fits on those backends. A model whose data were replaced with
-    ``pm.set_data`` (same shapes) needs no recompilation: nutpie swaps the data and the EM
-    start into the compiled model. Pass one ``CompileCache`` to many :func:`sample_posterior`
-    calls with the same ``pm.Model`` object (simulation studies, bootstrap refits).
-
-    Parameters
-    ----------
-    max_size : int
-        Compiled models kept (least recently used dropped first).
-
-    Examples
-    --------
-    >>> import pymc as pm
-    >>> from bayesgmm import CompileCache, EMGaussianMixture, build_model, sample_posterior
-    >>> cache = CompileCache()
-    >>> model = build_model(X_first, 2)  # doctest: +SKIP
-    >>> for X in datasets:  # same shape: compiled once  # doctest: +SKIP
-    ...     with model:
-    ...         pm.set_data({"X": X})
-    ...     em = EMGaussianMixture(2).fit(X)
-    ...     idata = sample_posterior(model, em, compile_cache=cache)
-    """
-
-    max_size: int = 4
-    _entries: list = field(default_factory=list, repr=False)
-
-    def get(self, model: pm.Model, backend: str):
-        for i, (cached_model, cached_backend, compiled) in enumerate(self._entries):
-            if cached_model is model and cached_backend == backend:
-                self._entries.append(self._entries.pop(i))
-                return compiled
-        return None
-
-    def put(self, model: pm.Model, backend: str, compiled: Any) -> None:
-        self._entries.append((model, backend, compiled))
-        del self._entries[: max(0, len(self._entries) - self.max_size)]
 
 
 def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
@@ -300,7 +256,7 @@ def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) ->
     z = np.abs(density.scaling.transform(X))
     row, column = np.unravel_index(np.argmax(z), z.shape)
     collapsed = np.asarray(getattr(em, "collapsed_components_", []), dtype=int).tolist()
-    raise ValueError(
+    raise SamplerError(
         "Sampling cannot start at the EM estimate: the posterior density there is "
         + ("not finite" if not finite else "flat in some direction")
         + (f"; EM's component(s) {collapsed} hold too few rows" if collapsed else "")
@@ -412,11 +368,11 @@ def sample_posterior(
     Raises
     ------
     ValueError
-        Bad arguments, a model not made by :func:`bayesgmm.build_model`, an EM fit that does
-        not match it, or a density that is not finite at the EM start (checked before
-        sampling, with the row that causes it).
-    RuntimeError
-        The sampler failed; the message says why and what to try.
+        Bad arguments, a model not made by :func:`bayesgmm.build_model`, or an EM fit that
+        does not match it.
+    SamplerError
+        A start nutpie cannot use (checked before sampling, naming the row that causes it), or
+        a failure of the sampler; the message says why and what to try.
     SamplingInterrupted
         Ctrl-C before any draw was finished. Later, the draws finished so far are returned,
         marked as partial (``posterior.attrs["interrupted"]``), with a :class:`SamplingWarning`.

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from ._errors import SamplingInterrupted
+from ._errors import SamplerError, SamplingInterrupted
 from ._gaussian import COVARIANCE_TYPES
 from ._idata import compare, loo
 from ._progress import progress_bar
@@ -166,6 +166,43 @@ def em_sweep(
     return EMSelection(table=table, fits=fits, best=_best_by_criterion(table))
 
 
+def _sample_candidates(
+    selection: Selection, X: Any, ks: list[int], settings: dict[str, Any], progress: bool
+) -> None:
+    """Fit the Bayesian mixture for every candidate K into ``selection.fits`` (or, when the
+    sampler cannot run at a K, its reason into ``selection.failed``); Ctrl-C stops them all."""
+    from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
+
+    with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
+        for k in ks:
+            bar.describe(f"NUTS: K={k} {settings['covariance_type']}")
+            em = selection.em.fits.get((k, settings["covariance_type"]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SamplingWarning)
+                fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
+            bar.advance()
+            if fit is None:  # said outside the block that silences the candidates' warnings
+                warnings.warn(
+                    f"K={k} could not be sampled: {selection.failed[f'K={k}']}",
+                    SamplingWarning,
+                    stacklevel=3,
+                )
+                continue
+            if fit.idata_.posterior.attrs.get("interrupted"):
+                raise SamplingInterrupted(f"interrupted while sampling K={k}")
+            selection.fits[f"K={k}"] = fit
+
+
+def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
+    """One candidate's fit, or None (the reason kept in ``selection.failed``) when the
+    sampler cannot run at that K: the other candidates still can."""
+    try:
+        return estimator.fit(X, em=em)
+    except SamplerError as err:
+        selection.failed[f"K={k}"] = str(err)
+        return None
+
+
 def _check_components(n_components: Iterable[int], n_samples: int) -> list[int]:
     """The K values as sorted distinct integers, each between 1 and the number of rows."""
     values = list(n_components)
@@ -284,6 +321,8 @@ class Selection:
         The sampled candidates, keyed ``"K=k"``.
     chosen : dict
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
+    failed : dict of str to str
+        Candidates that could not be sampled (``"K=k"``) and why.
 
     Examples
     --------
@@ -297,6 +336,7 @@ class Selection:
     loo: pd.DataFrame | None = None
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def select_n_components(
@@ -377,29 +417,24 @@ def select_n_components(
     if not bayesian:
         return selection
     ks = candidate_components(sweep.table, n_candidates)
-    with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
-        for k in ks:
-            bar.describe(f"NUTS: K={k} {bayes_covariance_type}")
-            em = sweep.fits.get((k, bayes_covariance_type))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SamplingWarning)
-                fit = BayesianGMM(
-                    k,
-                    covariance_type=bayes_covariance_type,
-                    priors=priors,
-                    draws=draws,
-                    tune=tune,
-                    chains=chains,
-                    sampler=sampler,
-                    random_seed=random_seed,
-                    progressbar=False,
-                    compile_cache=compile_cache,
-                    em_n_init=n_init,
-                ).fit(X, em=em)
-            if fit.idata_.posterior.attrs.get("interrupted"):
-                raise SamplingInterrupted(f"interrupted while sampling K={k}")
-            selection.fits[f"K={k}"] = fit
-            bar.advance()
+    settings = dict(
+        covariance_type=bayes_covariance_type,
+        priors=priors,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        sampler=sampler,
+        random_seed=random_seed,
+        progressbar=False,
+        compile_cache=compile_cache,
+        em_n_init=n_init,
+    )
+    _sample_candidates(selection, X, ks, settings, progress)
+    if not selection.fits:
+        raise SamplerError(
+            "no candidate could be sampled: "
+            + "; ".join(f"{label}: {why}" for label, why in selection.failed.items())
+        )
     selection.loo = bayesian_comparison(selection.fits)
     winners = selection.loo.index[selection.loo["winner"]]
     selection.chosen["loo"] = int(winners[0].split("=")[1]) if len(winners) else None

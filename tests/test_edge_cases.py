@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from bayesgmm import BayesianGMM, GMMPriors, SamplingWarning, load_faithful, select_n_components
+from bayesgmm import (
+    BayesianGMM,
+    CompileCache,
+    GMMPriors,
+    SamplerError,
+    SamplingWarning,
+    load_faithful,
+    select_n_components,
+)
 
 RUN = dict(draws=40, tune=40, chains=2, random_seed=3, progressbar=False)
 
@@ -94,8 +102,20 @@ def test_dependent_columns_are_named_before_any_work(faithful, column, message, 
 def test_an_extreme_outlier_is_named_before_sampling(faithful):
     frame = faithful.copy()
     frame.loc[3, "waiting"] = 1e12
-    with pytest.raises(ValueError, match=r"row 3 lies .* standard deviations.*'waiting'"):
+    with pytest.raises(SamplerError, match=r"row 3 lies .* standard deviations.*'waiting'"):
         _fit(frame)
+
+
+def test_a_candidate_that_cannot_be_sampled_is_reported_not_fatal(faithful):
+    """At K=2 EM puts a component on the outlier and sampling cannot start; K=1 can."""
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    with pytest.warns(SamplingWarning, match="K=2 could not be sampled"):
+        selection = select_n_components(
+            frame, range(1, 3), draws=20, tune=20, chains=2, progress=False
+        )
+    assert list(selection.fits) == ["K=1"]
+    assert "row 3" in selection.failed["K=2"]
 
 
 def test_new_data_must_have_the_fitted_columns(faithful, reference):
@@ -119,6 +139,8 @@ def test_scikit_learn_estimator_protocol(reference):
     assert copy.get_params() == params and not hasattr(copy, "idata_")
     assert copy.set_params(n_components=3).n_components == 3
     assert "BayesianGMM(" in repr(copy)
+    cache = CompileCache()
+    assert clone(BayesianGMM(compile_cache=cache)).compile_cache is cache  # shared
 
 
 def test_pickled_fit_predicts_and_rebuilds_its_model(faithful, reference):

@@ -124,6 +124,16 @@ def test_interrupt_while_drawing_keeps_the_finished_draws_marked_partial(monkeyp
     fit.predict()  # the partial results are usable
 
 
+def test_interrupted_fit_command_prints_the_partial_summaries(data_csv, capsys, monkeypatch):
+    monkeypatch.setattr(_background_sampler(), "wait", _interrupt_after_draws(10))
+    code = main(["fit", str(data_csv), "--components", "2", "--draws", "100000", "--tune", "20",
+                 "--chains", "2", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == EXIT_INTERRUPTED
+    assert "Diagnostics" in captured.out and "interrupted" in captured.out
+    assert captured.err.splitlines()[-1].endswith("the summaries above are partial")
+
+
 def test_interrupted_candidate_stops_the_report(data_csv, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(_background_sampler(), "wait", _interrupt_after_draws(5))
     out = tmp_path / "r.html"

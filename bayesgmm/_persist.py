@@ -40,6 +40,7 @@ _SAVED_PARAMS = (
     "target_accept",
     "random_seed",
     "em_n_init",
+    "em_reg_covar",
     "progressbar",
 )
 

@@ -56,6 +56,9 @@ class BayesianGMM(BaseEstimator):
         Seeds EM and the sampler.
     em_n_init : int
         EM restarts when :meth:`fit` runs EM itself.
+    em_reg_covar : float
+        EM's covariance floor (a fraction of each feature's variance) when :meth:`fit` runs EM
+        itself; raise it when EM reports a collapsed component.
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
@@ -97,6 +100,7 @@ class BayesianGMM(BaseEstimator):
         target_accept: float = 0.8,
         random_seed: int | None = None,
         em_n_init: int = 5,
+        em_reg_covar: float = 1e-6,
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
     ) -> None:
@@ -110,6 +114,7 @@ class BayesianGMM(BaseEstimator):
         self.target_accept = target_accept
         self.random_seed = random_seed
         self.em_n_init = em_n_init
+        self.em_reg_covar = em_reg_covar
         self.progressbar = progressbar
         self.compile_cache = compile_cache
 
@@ -119,6 +124,7 @@ class BayesianGMM(BaseEstimator):
                 self.n_components,
                 covariance_type=self.covariance_type,
                 n_init=self.em_n_init,
+                reg_covar=self.em_reg_covar,
                 tol=1e-6,
                 max_iter=1000,
                 random_state=self.random_seed,
@@ -146,6 +152,9 @@ class BayesianGMM(BaseEstimator):
             _check_integer(name, getattr(self, name), low)
         if self.random_seed is not None:
             _check_integer("random_seed", self.random_seed, 0)
+        reg = self.em_reg_covar
+        if not isinstance(reg, numbers.Real) or not 0 <= reg < np.inf:
+            raise ValueError(f"em_reg_covar must be a finite number >= 0, got {reg!r}.")
         accept = self.target_accept
         if not isinstance(accept, numbers.Real) or not 0 < accept < 1:
             raise ValueError(f"target_accept must be a number in (0, 1), got {accept!r}.")

@@ -181,6 +181,7 @@ def _report(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         random_seed=args.seed,
         progress=not args.quiet,
+        em_options={"reg_covar": args.reg_covar},
     )
     print(f"Report written to {result.html_path.resolve()}")
     print(f"Markdown twin:    {result.markdown_path.resolve()}")
@@ -204,6 +205,7 @@ def _fit(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             random_seed=args.seed,
             progressbar=not args.quiet,
+            em_reg_covar=args.reg_covar,
         ).fit(frame)
     with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
         print("EM estimate")
@@ -260,6 +262,23 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help="NUTS implementation (default nutpie)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--reg-covar",
+        type=_non_negative,
+        default=1e-6,
+        help="EM's covariance floor, a fraction of each feature's variance (default 1e-6); "
+        "raise it when EM reports a collapsed component",
+    )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> None:

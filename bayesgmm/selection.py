@@ -428,6 +428,7 @@ def select_n_components(
         progressbar=False,
         compile_cache=compile_cache,
         em_n_init=n_init,
+        em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
     )
     _sample_candidates(selection, X, ks, settings, progress)
     if not selection.fits:

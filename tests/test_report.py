@@ -220,6 +220,7 @@ def test_help_is_complete(capsys):
             "--out",
             "--dropna",
             "--candidates",
+            "--reg-covar",
         ],
         "fit": [
             "--components",

@@ -113,7 +113,7 @@ def render_html(title: str, sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
-_MARKUP = re.compile(r"([\\`*_\[\]|~$])")
+_MARKUP = re.compile(r"([\\`*\[\]|~$]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
 _LINE_START = re.compile(r"^(\s*)(\d*)([#>+=.)-])")
 
 

@@ -17,10 +17,11 @@ Set ``BAYESGMM_DEBUG=1`` to see the full traceback of an unexpected error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,25 +165,40 @@ def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.D
     return numeric.reset_index(drop=True)
 
 
+@contextlib.contextmanager
+def _warnings_as_notes(args: argparse.Namespace) -> Iterator[None]:
+    """Warnings raised inside (a failed convergence check, a K that could not be sampled),
+    said as ``bayesgmm: <Category>: <message>`` lines once the block is done."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ignore_blas_warning(args)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                _note(f"{warning.category.__name__}: {warning.message}")
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import report
 
     frame = load_data(args.data, args.columns, args.dropna)
-    result = report(
-        frame,
+    with _warnings_as_notes(args):
+        result = report(
+            frame,
         out=args.out,
-        inputs=[args.data] if args.data else [],
-        n_components=args.components,
-        covariance_types=tuple(args.covariance_types),
-        n_candidates=args.candidates,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        sampler=args.sampler,
-        random_seed=args.seed,
-        progress=not args.quiet,
-        em_options={"reg_covar": args.reg_covar},
-    )
+            inputs=[args.data] if args.data else [],
+            n_components=args.components,
+            covariance_types=tuple(args.covariance_types),
+            n_candidates=args.candidates,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            sampler=args.sampler,
+            random_seed=args.seed,
+            progress=not args.quiet,
+            em_options={"reg_covar": args.reg_covar},
+        )
     print(f"Report written to {result.html_path.resolve()}")
     print(f"Markdown twin:    {result.markdown_path.resolve()}")
     return 0
@@ -194,9 +210,7 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _ignore_blas_warning(args)
+    with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
             draws=args.draws,
@@ -217,8 +231,6 @@ def _fit(args: argparse.Namespace) -> int:
         print(fit.compare().to_string(index=False))
         print("\nDiagnostics")
         print(fit.diagnostics().to_string(index=False))
-    for warning in caught:
-        _note(f"{warning.category.__name__}: {warning.message}")
     interrupted = fit.idata_.posterior.attrs.get("interrupted")
     if interrupted:
         _note(f"{interrupted}: the summaries above are partial")

@@ -13,10 +13,12 @@ small machines is the difference between seconds and minutes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -406,7 +408,7 @@ def sample_posterior(
         progressbar=progressbar,
     )
     kernel = sampler == "nutpie" and backend == "kernel"
-    with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"):
+    with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
         idata, interrupted = _sample(model, em, sampler, backend, compile_cache, initial, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
@@ -440,6 +442,15 @@ def sample_posterior(
     if check:
         check_sampling(idata, stacklevel=3)
     return idata
+
+
+@contextlib.contextmanager
+def _quiet_arviz() -> Iterator[None]:
+    """ArviZ guesses that dims are misnamed when there are fewer draws than chains (a run
+    interrupted early); bayesgmm names them, so the guess is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
+        yield
 
 
 def _sample(model, em, sampler, backend, cache, initial, run) -> tuple[Tree, bool]:

@@ -23,6 +23,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,6 +180,17 @@ def _warnings_as_notes(args: argparse.Namespace) -> Iterator[None]:
                 _note(f"{warning.category.__name__}: {warning.message}")
 
 
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options both commands share, as keyword arguments."""
+    return {
+        "draws": args.draws,
+        "tune": args.tune,
+        "chains": args.chains,
+        "sampler": args.sampler,
+        "random_seed": args.seed,
+    }
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import report
 
@@ -186,18 +198,14 @@ def _report(args: argparse.Namespace) -> int:
     with _warnings_as_notes(args):
         result = report(
             frame,
-        out=args.out,
+            out=args.out,
             inputs=[args.data] if args.data else [],
             n_components=args.components,
             covariance_types=tuple(args.covariance_types),
             n_candidates=args.candidates,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            random_seed=args.seed,
             progress=not args.quiet,
             em_options={"reg_covar": args.reg_covar},
+            **_sampling(args),
         )
     print(f"Report written to {result.html_path.resolve()}")
     print(f"Markdown twin:    {result.markdown_path.resolve()}")
@@ -213,13 +221,9 @@ def _fit(args: argparse.Namespace) -> int:
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            random_seed=args.seed,
             progressbar=not args.quiet,
             em_reg_covar=args.reg_covar,
+            **_sampling(args),
         ).fit(frame)
     with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
         print("EM estimate")

@@ -185,13 +185,27 @@ def test_report_names_the_columns_and_drops_the_bad_row(report_run):
             ["fit", "{csv}", "--components", "2", "--columns", "length", "label"],
             r"column\(s\) \['label'\] are not numeric",
         ),
+        (["report", "{folder}"], r"is a directory, not a CSV file"),
+        (["fit", "{infinite}", "--components", "2"], r"infinite values.*--dropna drops missing"),
+        (["fit", "{csv}", "--components", "2", "--columns", "length", "length"], "more than once"),
+        (["report", "{csv}", "--components", "1-200", "--dropna"], r"K=200 exceeds the 89"),
+        (["report", "{csv}", "--components", "5-2"], r"invalid range '5-2'.*2-5"),
+        (["report", "{csv}", "--components", "0-3"], r"components must be at least 1"),
+        (["report", "{csv}", "--candidates", "-1"], r"--candidates: must be an integer >= 1"),
+        (["fit", "{csv}", "--components", "2", "--draws", "0"], r"--draws: must be an integer"),
     ],
 )
-def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message):
+def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr("bayesgmm.selection.em_sweep", started)  # every check comes first
     words = tmp_path / "words.csv"
     words.write_text("a,b\nx,y\nz,w\n")
-    argv = [a.format(csv=csv_file, words=words) for a in argv]
-    assert main(argv) == 1
+    infinite = tmp_path / "infinite.csv"
+    infinite.write_text("a,b\n1,2\ninf,3\n4,1e400\n")
+    argv = [a.format(csv=csv_file, words=words, folder=tmp_path, infinite=infinite) for a in argv]
+    assert main(argv) in (1, 2)  # 2: argparse's usage errors
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("bayesgmm: error:")
     assert re.search(message, errors[0])

@@ -5,6 +5,10 @@ The path: :class:`EMGaussianMixture` (point estimates) -> :func:`build_model` (P
 memberships, comparisons, model selection and reports. :class:`BayesianGMM` runs the common case.
 """
 
+from . import _kernels, _logdensity, _numba_cache
+from ._errors import SamplerError, SamplingInterrupted
+from ._numba_cache import CacheWarning
+from ._output import OutputPathError
 from .bayesian import BayesianGMM
 from .compare import compare, compare_mixture
 from .datasets import load_faithful, simulate_mixture
@@ -17,12 +21,18 @@ from .report import report
 from .sampling import CompileCache, sample_posterior
 from .selection import em_sweep, select_n_components
 
+_numba_cache.install(_kernels, _logdensity)  # before any kernel compiles or loads
+
 __all__ = [
     "BayesianGMM",
+    "CacheWarning",
     "CollapsedComponentWarning",
     "CompileCache",
     "EMGaussianMixture",
     "GMMPriors",
+    "OutputPathError",
+    "SamplerError",
+    "SamplingInterrupted",
     "SamplingWarning",
     "build_model",
     "co_clustering",

@@ -17,9 +17,11 @@ mu_k)`` and ``R_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)'``, Fisher's identity gi
 
 The priors and the change of variables follow PyMC's definitions on the same unconstrained
 vector nutpie samples (value variables in ``model.free_RVs`` order): ``weights`` through
-PyMC's simplex transform, ``means`` untransformed, each ``chol_cov_k`` packed row by row with
-log diagonals (LKJ correlations and HalfNormal standard deviations), or ``stds`` on the log
-scale. The tests check value and gradient against PyMC's compiled ``logp`` and ``dlogp`` of the
+PyMC's simplex transform, ``means_z`` untransformed, each ``chol_cov_k`` packed row by row with
+log diagonals (LKJ correlations and HalfNormal standard deviations), or ``stds_z`` on the log
+scale. Like the model, the density works on standardised rows ``(x - loc) / scale`` (the kernel
+standardises each block as it loads it, as in EM) and adds the Jacobian ``-N sum(log scale)``.
+The tests check value and gradient against PyMC's compiled ``logp`` and ``dlogp`` of the
 model at random points.
 """
 
@@ -35,7 +37,8 @@ from scipy.special import gammaln
 
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
-from .model import chol_cov_name
+from ._scaling import AffineScaling
+from .model import ModelSpec, chol_cov_name, model_spec
 from .priors import GMMPriors
 
 __all__ = ["LogDensity", "kernel_applies", "log_density_for"]
@@ -154,9 +157,10 @@ def _unpack_draws(draws, n_components, n_features, diagonal):  # pragma: no cove
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _likelihood(X, log_w, means, chol, log_diag, diagonal, block):  # pragma: no cover
-    """Log-likelihood, ``n_k`` and the gradients on the means and Cholesky factors, from one
-    pass of the E-step kernel over the rows (in blocks)."""
+def _likelihood(X, loc, scale, log_w, means, chol, log_diag, diagonal, block):  # pragma: no cover
+    """Log-likelihood of the standardised rows ``(X - loc) / scale``, ``n_k`` and the gradients
+    on the means and Cholesky factors, from one pass of the E-step kernel over the rows (in
+    blocks; the kernel standardises each block as it loads it)."""
     n, n_features = X.shape
     n_components = means.shape[0]
     inverse = np.empty_like(chol)  # L^{-1}: the kernel's (transposed) precision factor
@@ -166,8 +170,6 @@ def _likelihood(X, log_w, means, chol, log_diag, diagonal, block):  # pragma: no
         for i in range(n_features):
             offset[c] -= log_diag[c, i]
     sums = _new_sums(1, n_components, n_features)
-    loc = np.zeros(n_features)
-    scale = np.ones(n_features)
     for start in range(0, n, block):
         stop = min(n, start + block)
         _block_pass(X, start, stop, loc, scale, offset, means, inverse, diagonal, 0, sums)
@@ -261,6 +263,9 @@ def _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad):  # pragma: 
 def _logp_and_grad(
     x,
     X,
+    loc,
+    scale,
+    log_jacobian,
     n_components,
     diagonal,
     alpha,
@@ -273,7 +278,9 @@ def _logp_and_grad(
 ):  # pragma: no cover - compiled
     """Log posterior density (up to nothing: every constant included) and its gradient.
 
-    ``lkj_shape`` is ``2 eta - 2 + D``; ``constant`` holds the normalising constants.
+    The parameters are on the standardised scale ``(X - loc) / scale``; the data's density
+    takes the Jacobian, ``-log_jacobian`` per row. ``lkj_shape`` is ``2 eta - 2 + D``;
+    ``constant`` holds the normalising constants.
     """
     n_features = X.shape[1]
     k1 = n_components - 1
@@ -281,9 +288,9 @@ def _logp_and_grad(
     grad = np.zeros(x.shape[0])
     log_w, means, chol, log_diag = _unpack(x, n_components, n_features, diagonal)
     log_lik, resp_sum, grad_means, grad_chol = _likelihood(
-        X, log_w, means, chol, log_diag, diagonal, block
+        X, loc, scale, log_w, means, chol, log_diag, diagonal, block
     )
-    logp = log_lik + constant
+    logp = log_lik - X.shape[0] * log_jacobian + constant
     logp += _weights_term(log_w, resp_sum, alpha, grad)
     logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
     if diagonal:
@@ -313,21 +320,37 @@ def _lkj_log_normaliser(eta: float, n: int) -> float:
 class LogDensity:
     """``log p(theta | X)`` and its gradient for one :func:`bayesgmm.build_model` model.
 
-    Call it with nutpie's flat unconstrained vector and the data; it returns ``(logp, grad)``.
+    Call it with nutpie's flat unconstrained vector and the data (in the data's units); it
+    returns ``(logp, grad)``.
 
     Attributes
     ----------
-    n_components : int
-    n_features : int
-    covariance_type : {"full", "diag"}
-    priors : GMMPriors
-        Broadcast to ``n_features``.
+    spec : ModelSpec
+        The model's sizes, covariance type, priors and standardisation.
     """
 
-    n_components: int
-    n_features: int
-    covariance_type: str
-    priors: GMMPriors
+    spec: ModelSpec
+
+    @property
+    def n_components(self) -> int:
+        return self.spec.n_components
+
+    @property
+    def n_features(self) -> int:
+        return self.spec.n_features
+
+    @property
+    def covariance_type(self) -> str:
+        return self.spec.covariance_type
+
+    @property
+    def scaling(self) -> AffineScaling:
+        return self.spec.scaling
+
+    @property
+    def priors(self) -> GMMPriors:
+        """The priors on the standardised scale the model samples on."""
+        return self.spec.standardised_priors
 
     @property
     def n_dim(self) -> int:
@@ -351,6 +374,9 @@ class LogDensity:
     def __post_init__(self) -> None:
         p = self.priors
         args = (
+            np.ascontiguousarray(self.scaling.loc, dtype=np.float64),
+            np.ascontiguousarray(self.scaling.scale, dtype=np.float64),
+            self.scaling.log_jacobian,
             int(self.n_components),
             self.covariance_type == "diag",
             float(p.weights_concentration),
@@ -368,11 +394,12 @@ class LogDensity:
         return _logp_and_grad(x, X, *self._args)
 
     def posterior(self, draws: np.ndarray, coords: dict) -> xr.Dataset:
-        """The model's variables from unconstrained draws ``(chain, draw, n_dim)``.
+        """The mixture's parameters, on the standardised scale, from unconstrained draws
+        ``(chain, draw, n_dim)``.
 
-        Named and dimensioned as nutpie names the variables of the PyMC model: ``weights``,
-        ``means``, ``covariances`` and ``stds``; for full covariances also ``correlations``
-        and each packed ``chol_cov_k`` (dim ``chol_cov_k_dim_0``).
+        ``weights``, ``means``, ``covariances`` and ``stds`` (and ``correlations`` for full
+        covariances), dimensioned as the model's variables; in the data's units (see
+        :func:`bayesgmm._units.to_data_units`) they are the model's deterministics.
         """
         n_chains, n_draws, _ = draws.shape
         k, d = self.n_components, self.n_features
@@ -398,11 +425,6 @@ class LogDensity:
                 (*head, "component", "feature", "feature_bis"),
                 shaped(correlations),
             )
-            rows, cols = np.tril_indices(d)  # PyMC packs the lower triangle row by row
-            for c in range(k):
-                dim = f"{chol_cov_name(c)}_dim_0"
-                variables[chol_cov_name(c)] = ((*head, dim), shaped(chol[:, c, rows, cols]))
-                names[dim] = np.arange(rows.size)
         names |= {"chain": np.arange(n_chains), "draw": np.arange(n_draws)}
         return xr.Dataset(variables, coords=names)
 
@@ -414,7 +436,7 @@ def log_density_for(model) -> LogDensity | None:
     variables) returns None, and sampling falls back to the PyTensor graph.
     """
     spec = _unchanged_spec(model)
-    return None if spec is None else LogDensity(*spec)
+    return None if spec is None else LogDensity(spec)
 
 
 def kernel_applies(model) -> bool:
@@ -422,16 +444,15 @@ def kernel_applies(model) -> bool:
     return _unchanged_spec(model) is not None
 
 
-def _unchanged_spec(model) -> tuple | None:
-    spec = getattr(model, "_bayesgmm_spec", None)
+def _unchanged_spec(model) -> ModelSpec | None:
+    spec = model_spec(model)
     if spec is None:
         return None
-    n_components, _, covariance_type, _ = spec
-    expected = ["weights", "means"]
-    if covariance_type == "full":
-        expected += [chol_cov_name(k) for k in range(n_components)]
+    expected = ["weights", "means_z"]
+    if spec.covariance_type == "full":
+        expected += [chol_cov_name(k) for k in range(spec.n_components)]
     else:
-        expected += ["stds"]
+        expected += ["stds_z"]
     if (
         [rv.name for rv in model.free_RVs] != expected
         or [rv.name for rv in model.observed_RVs] != ["obs"]

@@ -5,6 +5,7 @@ Every check here runs before any long work starts.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,7 +160,8 @@ def check_fit_summary(
 
 
 class _Holder:
-    """A bare object for scikit-learn's ``validate_data`` outside an estimator."""
+    """A bare object for scikit-learn's ``validate_data`` outside an estimator; its class is
+    named after the caller, which scikit-learn's messages name."""
 
     def __sklearn_tags__(self):
         from sklearn.base import BaseEstimator
@@ -167,15 +169,76 @@ class _Holder:
         return BaseEstimator().__sklearn_tags__()
 
 
-def check_matrix(X: Any, *, n_components: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """Validate data outside an estimator; return the float array and feature names.
+def _holder(caller: str) -> _Holder:
+    return type(caller, (_Holder,), {})()
+
+
+def check_matrix(
+    X: Any, *, n_components: int | None = None, caller: str = "bayesgmm", estimator: Any = None
+) -> tuple[np.ndarray, list[str]]:
+    """Validate data for the Bayesian mixture; return the float array and feature names.
 
     Feature names are the DataFrame's columns, or ``x0, x1, ...`` for arrays. Raises the same
-    errors as fitting EM (NaN/inf, shapes, non-numeric or constant columns, too few samples).
+    errors as fitting EM (NaN/inf, shapes, non-numeric or constant columns, too few samples),
+    naming ``caller`` (or ``estimator``, on which ``n_features_in_`` and
+    ``feature_names_in_`` are recorded), and :func:`check_independent_columns`'s.
     """
-    holder = _Holder()
+    holder = estimator if estimator is not None else _holder(caller)
     array = check_fit_data(holder, X, n_components or 1)
     names = getattr(holder, "feature_names_in_", None)
     if names is None:
         names = [f"x{j}" for j in range(array.shape[1])]
-    return array, [str(n) for n in names]
+    names = [str(n) for n in names]
+    check_independent_columns(array, names)
+    return array, names
+
+
+def _dependent_columns(X: np.ndarray) -> list[int] | None:
+    """Columns with an exact (to rounding) linear dependence among them, or None.
+
+    From the correlation matrix of the standardised columns: an eigenvalue below ``1e-10`` of
+    the largest means one column is a linear function of others to ten digits.
+    """
+    from ._scaling import AffineScaling
+
+    z = AffineScaling.fit(X).transform(X)
+    values, vectors = np.linalg.eigh(z.T @ z / X.shape[0])
+    if values[0] > 1e-10 * values[-1]:
+        return None
+    null = np.abs(vectors[:, 0])
+    return [int(j) for j in np.flatnonzero(null > 1e-6 * null.max())]
+
+
+def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
+    """Raise a ValueError if a column is a linear function of others.
+
+    Then every covariance of the model is singular: sampling would run for its whole budget
+    and return nonsense (or fail). A duplicated column (also one rescaled or shifted) is named
+    with the column it repeats; any other dependence with the columns involved. The data are
+    standardised first, so the check does not depend on the columns' units.
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 2.0, 5.0], [2.0, 4.0, 3.0], [4.0, 8.0, 4.0], [3.0, 6.0, 1.0]])
+    >>> try:
+    ...     check_independent_columns(X, ["a", "b", "c"])
+    ... except ValueError as err:
+    ...     print(str(err)[:43])
+    column 'b' repeats column 'a' (up to units)
+    """
+    if X.shape[0] <= X.shape[1]:
+        return  # fewer rows than columns: EM's own checks speak about that
+    involved = _dependent_columns(X)
+    if involved is None:
+        return
+    drop = names[involved[-1]]
+    if len(involved) == 2:
+        problem = f"column {drop!r} repeats column {names[involved[0]]!r} (up to units)"
+    else:
+        columns = [names[j] for j in involved]
+        problem = f"columns {columns} are linearly dependent (one is a combination of the others)"
+    keep = " ".join(shlex.quote(n) for n in names if n != drop)
+    raise ValueError(
+        f"{problem}, so every covariance of the mixture would be singular. Drop {drop!r} "
+        f"(e.g. X.drop(columns=[{drop!r}])), or model --columns {keep} on the command line."
+    )

@@ -2,20 +2,28 @@
 
 Every step stays callable on its own: :class:`~bayesgmm.EMGaussianMixture`,
 :func:`~bayesgmm.build_model`, :func:`~bayesgmm.sample_posterior`,
-:func:`~bayesgmm.posterior_membership`.
+:func:`~bayesgmm.posterior_membership`. ``BayesianGMM`` is a scikit-learn estimator
+(``get_params``, ``set_params``, ``clone``); a fitted one pickles, and :meth:`BayesianGMM.save`
+and :meth:`BayesianGMM.load` keep it in one netCDF file.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from sklearn.base import BaseEstimator
 
-from ._validation import check_choice, check_matrix
+from ._errors import from_below
+from ._persist import read_fit, restore_em, write_fit
+from ._units import scaling_of
+from ._validation import check_choice, check_data, check_matrix
 from .compare import compare, compare_mixture
-from .diagnostics import diagnostics, scalar_parameters, summarise
+from .diagnostics import diagnostics, summarise_in_units
 from .em import EMGaussianMixture
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model
@@ -25,7 +33,12 @@ from .sampling import SAMPLERS, CompileCache, sample_posterior
 __all__ = ["BayesianGMM"]
 
 
-class BayesianGMM:
+def _check_integer(name: str, value: Any, low: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
+class BayesianGMM(BaseEstimator):
     """Bayesian Gaussian mixture sampled with NUTS from the EM estimate.
 
     Parameters
@@ -43,6 +56,9 @@ class BayesianGMM:
         Seeds EM and the sampler.
     em_n_init : int
         EM restarts when :meth:`fit` runs EM itself.
+    em_reg_covar : float
+        EM's covariance floor (a fraction of each feature's variance) when :meth:`fit` runs EM
+        itself; raise it when EM reports a collapsed component.
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
@@ -50,12 +66,18 @@ class BayesianGMM:
     Attributes
     ----------
     em_ : EMGaussianMixture
-        The EM fit every chain started from.
+        The EM fit every chain started from (after :meth:`load`, EM at the saved estimate).
     model_ : pymc.Model
+        Built on first access after unpickling or :meth:`load`.
     idata_ : xarray.DataTree
         Relabelled posterior with ``log_likelihood``, ``observed_data`` and ``em`` groups.
     priors_ : GMMPriors
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names; new data given to the
+        methods must then have the same columns in the same order.
     feature_names_ : list of str
+        The feature coordinate of the results (the columns, or ``x0, x1, ...``).
 
     Examples
     --------
@@ -78,6 +100,7 @@ class BayesianGMM:
         target_accept: float = 0.8,
         random_seed: int | None = None,
         em_n_init: int = 5,
+        em_reg_covar: float = 1e-6,
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
     ) -> None:
@@ -91,6 +114,7 @@ class BayesianGMM:
         self.target_accept = target_accept
         self.random_seed = random_seed
         self.em_n_init = em_n_init
+        self.em_reg_covar = em_reg_covar
         self.progressbar = progressbar
         self.compile_cache = compile_cache
 
@@ -100,6 +124,7 @@ class BayesianGMM:
                 self.n_components,
                 covariance_type=self.covariance_type,
                 n_init=self.em_n_init,
+                reg_covar=self.em_reg_covar,
                 tol=1e-6,
                 max_iter=1000,
                 random_state=self.random_seed,
@@ -112,6 +137,29 @@ class BayesianGMM:
                 f"expected {self.n_components} components and {X.shape[1]} features."
             )
         return em
+
+    def _check_parameters(self) -> None:
+        """Every parameter, with a message that names it (before any work)."""
+        _check_integer("n_components", self.n_components, 1)
+        check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        if self.priors is not None and not isinstance(self.priors, GMMPriors):
+            raise ValueError(
+                f"priors must be a GMMPriors or None, got {type(self.priors).__name__}: "
+                "e.g. GMMPriors.from_data(X, lkj_eta=4.0)."
+            )
+        for name, low in (("draws", 1), ("tune", 0), ("chains", 1), ("em_n_init", 1)):
+            _check_integer(name, getattr(self, name), low)
+        if self.random_seed is not None:
+            _check_integer("random_seed", self.random_seed, 0)
+        reg = self.em_reg_covar
+        if not isinstance(reg, numbers.Real) or not 0 <= reg < np.inf:
+            raise ValueError(f"em_reg_covar must be a finite number >= 0, got {reg!r}.")
+        accept = self.target_accept
+        if not isinstance(accept, numbers.Real) or not 0 < accept < 1:
+            raise ValueError(f"target_accept must be a number in (0, 1), got {accept!r}.")
+        if self.compile_cache is not None and not isinstance(self.compile_cache, CompileCache):
+            raise ValueError("compile_cache must be a bayesgmm.CompileCache or None.")
 
     def fit(self, X: Any, em: EMGaussianMixture | None = None) -> BayesianGMM:
         """Run EM (unless a fitted ``em`` is given), build the model and sample from EM.
@@ -126,18 +174,18 @@ class BayesianGMM:
         -------
         self : BayesianGMM
         """
-        check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
-        check_choice("sampler", self.sampler, SAMPLERS)
-        data, names = check_matrix(X, n_components=self.n_components)
+        self._check_parameters()
+        data, names = check_matrix(X, n_components=self.n_components, estimator=self)
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or GMMPriors.from_data(data)
-        self.em_ = self._fit_em(frame if isinstance(X, pd.DataFrame) else data, em)
-        self.model_ = build_model(
+        with from_below("EM"):
+            self.em_ = self._fit_em(frame if isinstance(X, pd.DataFrame) else data, em)
+        self._model = build_model(
             frame, self.n_components, priors=self.priors_, covariance_type=self.covariance_type
         )
         self.idata_ = sample_posterior(
-            self.model_,
+            self._model,
             self.em_,
             draws=self.draws,
             tune=self.tune,
@@ -150,6 +198,58 @@ class BayesianGMM:
             compile_cache=self.compile_cache,
         )
         return self
+
+    @property
+    def model_(self) -> Any:
+        """The PyMC model of the fit (rebuilt from the observed data when it was dropped by
+        pickling or never loaded)."""
+        self._check_fitted()
+        if getattr(self, "_model", None) is None:
+            observed = self.idata_.observed_data["obs"].values
+            self._model = build_model(
+                pd.DataFrame(observed, columns=self.feature_names_),
+                self.n_components,
+                priors=self.priors_,
+                covariance_type=self.covariance_type,
+            )
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the PyMC model (it holds compiled functions); it is rebuilt on
+        first use of :attr:`model_`."""
+        state = super().__getstate__()
+        state.pop("_model", None)
+        return state
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the fit to one netCDF file (replaced whole; see :meth:`load`).
+
+        Examples
+        --------
+        >>> fit.save("faithful_k2.nc")  # doctest: +SKIP
+        >>> BayesianGMM.load("faithful_k2.nc").predict(new_rows)  # doctest: +SKIP
+        """
+        self._check_fitted()
+        write_fit(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BayesianGMM:
+        """A fit saved by :meth:`save`, ready to ``predict``, ``membership``, ``compare``,
+        ``summary`` and ``diagnostics`` without sampling again (``compile_cache`` is not
+        saved)."""
+        tree, saved = read_fit(path)
+        params = dict(saved["params"])
+        if params.get("priors") is not None:
+            params["priors"] = GMMPriors.from_json(params["priors"])
+        fit = cls(**params)
+        fit.idata_ = tree
+        fit.priors_ = GMMPriors.from_json(saved["priors"])
+        fit.feature_names_ = [str(v) for v in tree.posterior["feature"].values]
+        fit.n_features_in_ = len(fit.feature_names_)
+        if saved["feature_names_in"] is not None:
+            fit.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
+        fit.em_ = restore_em(tree, saved["feature_names_in"])
+        return fit
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "idata_"):
@@ -188,33 +288,19 @@ class BayesianGMM:
         return co_clustering(self.idata_, self._rows(X), max_samples=max_samples)
 
     def _rows(self, X: Any) -> np.ndarray | None:
-        if X is None:
-            return None
-        data = np.asarray(X, dtype=float)
-        if data.ndim != 2 or data.shape[1] != len(self.feature_names_):
-            raise ValueError(
-                f"X must have shape (n_samples, {len(self.feature_names_)}), got {data.shape}."
-            )
-        if not np.all(np.isfinite(data)):
-            raise ValueError("X contains NaN or infinity: drop or impute those rows.")
-        return data
-
-    def __repr__(self) -> str:
-        return (
-            f"BayesianGMM(n_components={self.n_components}, covariance_type="
-            f"{self.covariance_type!r}, sampler={self.sampler!r}, draws={self.draws}, "
-            f"tune={self.tune}, chains={self.chains})"
-        )
+        """New data checked against the fit, as scikit-learn checks it: the number of
+        features, and the column names and their order when fitted on a DataFrame."""
+        return None if X is None else check_data(self, X, reset=False)
 
     def compare(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """EM estimates against posterior summaries (see :func:`bayesgmm.compare`)."""
         self._check_fitted()
-        return compare(self.em_, self.idata_, hdi_prob=hdi_prob)
+        return compare(None, self.idata_, hdi_prob=hdi_prob)
 
     def compare_mixture(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """Mixture-level EM/posterior agreement (see :func:`bayesgmm.compare_mixture`)."""
         self._check_fitted()
-        return compare_mixture(self.em_, self.idata_, hdi_prob=hdi_prob)
+        return compare_mixture(None, self.idata_, hdi_prob=hdi_prob)
 
     def summary(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """ArviZ summary of weights, means and covariances (relabelled draws).
@@ -223,5 +309,7 @@ class BayesianGMM:
         """
         self._check_fitted()
         names = ("weights", "means", "covariances")
-        parameters = scalar_parameters(self.idata_.posterior, names)
-        return summarise(parameters, hdi_prob=hdi_prob)
+        table = summarise_in_units(
+            self.idata_.posterior.to_dataset(), names, scaling_of(self.idata_), hdi_prob=hdi_prob
+        )
+        return table.drop(columns="median")

@@ -1,16 +1,29 @@
-"""The ``bayesgmm`` command: ``bayesgmm report`` and ``bayesgmm fit``.
+"""The ``bayesgmm`` command: ``bayesgmm report``, ``bayesgmm fit`` and ``bayesgmm cache``.
 
-Data problems (a missing file, no numeric columns, unknown columns, missing values) end the
-command with one clear line on stderr and exit status 1, before any fitting starts.
+Every problem ends the command with one line on stderr, ``bayesgmm: error: <what> ...<remedy>``,
+and an exit status that says what kind of problem it was:
+
+==== ======================================================================================
+0    success
+1    bad input: the data, an option's value, an output path (checked before any fitting)
+2    bad usage: an unknown option, a missing argument, an option that is not a number
+3    the computation failed (the sampler, a numerical failure); the line says what to try
+130  interrupted (Ctrl-C); ``fit`` prints the draws kept so far, ``report`` writes nothing
+==== ======================================================================================
+
+Set ``BAYESGMM_DEBUG=1`` to see the full traceback of an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,63 +31,115 @@ import pandas as pd
 from ._models import COVARIANCE_NAMES
 
 EXIT_DATA_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
+_MAX_COMPONENT_VALUES = 10_000
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """Bad input data; the message is one line for stderr."""
 
 
 def parse_components(text: str) -> list[int]:
     """``"1-6"``, ``"3"`` or ``"1,2,4"`` to a sorted list of positive integers."""
     values: set[int] = set()
-    try:
-        for part in text.split(","):
-            if "-" in part:
-                low, high = (int(v) for v in part.split("-", 1))
-                values.update(range(low, high + 1))
-            else:
-                values.add(int(part))
-    except ValueError:
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if dash and not low.strip():
+            raise argparse.ArgumentTypeError(f"components must be at least 1, got {text!r}")
+        try:
+            first, last = (int(low), int(high)) if dash else (int(part), int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid component list {text!r}: use e.g. 1-6, 3 or 1,2,4"
+            ) from None
+        if first > last:
+            raise argparse.ArgumentTypeError(
+                f"invalid range {part.strip()!r}: write the smaller number first, e.g. "
+                f"{last}-{first}"
+            )
+        if first < 1:
+            raise argparse.ArgumentTypeError(f"components must be at least 1, got {text!r}")
+        if last - first >= _MAX_COMPONENT_VALUES:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} asks for more than {_MAX_COMPONENT_VALUES} numbers of components"
+            )
+        values.update(range(first, last + 1))
+    if len(values) > _MAX_COMPONENT_VALUES:
         raise argparse.ArgumentTypeError(
-            f"invalid component list {text!r}: use e.g. 1-6, 3 or 1,2,4"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"components must be positive integers, got {text!r}")
+            f"{text!r} asks for more than {_MAX_COMPONENT_VALUES} numbers of components"
+        )
     return sorted(values)
+
+
+def _integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _note(message: str) -> None:
     print(f"bayesgmm: {message}", file=sys.stderr)
 
 
-def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
-    """Read the CSV (or Old Faithful when ``path`` is None) and select numeric columns."""
-    if path is None:
-        from .datasets import load_faithful
+def _read_csv(path: str) -> pd.DataFrame:
+    """The CSV as a DataFrame, or a DataError that names the problem with the file."""
+    file = Path(path)
+    if file.is_dir():
+        raise DataError(f"{path} is a directory, not a CSV file")
+    if not file.exists():
+        raise DataError(f"no such file: {path}")
+    if not file.is_file():
+        raise DataError(f"{path} is not a regular file: give a CSV file")
+    try:
+        return pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: give a CSV with a header row") from None
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"cannot read {path} as CSV: {first}") from None
 
-        frame = load_faithful()
-    else:
-        if not Path(path).is_file():
-            raise DataError(f"no such file: {path}")
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read {path} as CSV: {str(err).splitlines()[0]}") from None
+
+def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str) -> pd.DataFrame:
     if columns:
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise DataError(f"column(s) {repeated} given more than once in --columns")
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:
             raise DataError(f"unknown column(s) {unknown}; the file has {list(frame.columns)}")
         frame = frame[columns]
     numeric = frame.select_dtypes("number")
     if numeric.shape[1] == 0:
-        raise DataError(
-            f"no numeric columns in {path or 'the data'} (columns: {list(frame.columns)})"
-        )
+        raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)})")
     if numeric.shape[1] < frame.shape[1]:
         dropped = [c for c in frame.columns if c not in numeric.columns]
         if columns:
             raise DataError(f"column(s) {dropped} are not numeric")
         _note(f"ignoring non-numeric column(s) {dropped}")
+    return numeric
+
+
+def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
+    infinite = np.isinf(numeric.to_numpy(dtype=float))
+    if infinite.any():
+        rows = np.flatnonzero(infinite.any(axis=1))
+        bad = [c for c, flag in zip(numeric.columns, infinite.any(axis=0), strict=True) if flag]
+        raise DataError(
+            f"{rows.size} row(s) have infinite values in column(s) {bad} (first: data row "
+            f"{rows[0] + 1}); a mixture needs finite numbers: correct or remove those rows "
+            "(--dropna drops missing values only)"
+        )
     missing = numeric.isna().any(axis=1)
     if missing.any():
         bad = [c for c in numeric.columns if numeric[c].isna().any()]
@@ -85,26 +150,65 @@ def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.D
             )
         _note(f"dropped {int(missing.sum())} row(s) with missing values in column(s) {bad}")
         numeric = numeric[~missing]
+    return numeric
+
+
+def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
+    """Read the CSV (or Old Faithful when ``path`` is None) and select numeric columns."""
+    if path is None:
+        from .datasets import load_faithful
+
+        frame = load_faithful()
+    else:
+        frame = _read_csv(path)
+    source = path or "the data"
+    numeric = _drop_missing(_select_columns(frame, columns, source), dropna)
+    if numeric.shape[0] == 0:
+        raise DataError(f"no data rows left in {source}")
     return numeric.reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def _warnings_as_notes(args: argparse.Namespace) -> Iterator[None]:
+    """Warnings raised inside (a failed convergence check, a K that could not be sampled),
+    said as ``bayesgmm: <Category>: <message>`` lines once the block is done."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ignore_blas_warning(args)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                _note(f"{warning.category.__name__}: {warning.message}")
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options both commands share, as keyword arguments."""
+    return {
+        "draws": args.draws,
+        "tune": args.tune,
+        "chains": args.chains,
+        "sampler": args.sampler,
+        "random_seed": args.seed,
+    }
 
 
 def _report(args: argparse.Namespace) -> int:
     from .report import report
 
     frame = load_data(args.data, args.columns, args.dropna)
-    result = report(
-        frame,
-        out=args.out,
-        n_components=args.components,
-        covariance_types=tuple(args.covariance_types),
-        n_candidates=args.candidates,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        sampler=args.sampler,
-        random_seed=args.seed,
-        progress=not args.quiet,
-    )
+    with _warnings_as_notes(args):
+        result = report(
+            frame,
+            out=args.out,
+            inputs=[args.data] if args.data else [],
+            n_components=args.components,
+            covariance_types=tuple(args.covariance_types),
+            n_candidates=args.candidates,
+            progress=not args.quiet,
+            em_options={"reg_covar": args.reg_covar},
+            **_sampling(args),
+        )
     print(f"Report written to {result.html_path.resolve()}")
     print(f"Markdown twin:    {result.markdown_path.resolve()}")
     return 0
@@ -116,17 +220,12 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _ignore_blas_warning(args)
+    with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            random_seed=args.seed,
             progressbar=not args.quiet,
+            em_reg_covar=args.reg_covar,
+            **_sampling(args),
         ).fit(frame)
     with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
         print("EM estimate")
@@ -138,18 +237,42 @@ def _fit(args: argparse.Namespace) -> int:
         print(fit.compare().to_string(index=False))
         print("\nDiagnostics")
         print(fit.diagnostics().to_string(index=False))
-    for warning in caught:
-        _note(f"{warning.category.__name__}: {warning.message}")
+    interrupted = fit.idata_.posterior.attrs.get("interrupted")
+    if interrupted:
+        _note(f"{interrupted}: the summaries above are partial")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from . import _kernels, _logdensity, _numba_cache
+    from .sampling import cache_dir
+
+    modules = (_kernels, _logdensity)
+    jax_folder = cache_dir() / "jax"
+    if args.clear:
+        removed = _numba_cache.clear(*modules, extra=(jax_folder,))
+        print(f"Removed {len(removed)} cached file(s) and folder(s) of bayesgmm.")
+        return 0
+    for folder in _numba_cache.cache_folders(*modules):
+        print(f"Numba kernels: {folder}")
+    print(f"JAX executables: {jax_folder}")
     return 0
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
     parser.add_argument(
-        "--tune", type=int, default=1000, help="tuning steps per chain (default 1000)"
+        "--draws", type=_integer(1), default=1000, help="draws per chain (default 1000)"
     )
-    parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--tune", type=_integer(0), default=1000, help="tuning steps per chain (default 1000)"
+    )
+    parser.add_argument(
+        "--chains", type=_integer(1), default=4, help="number of chains (default 4)"
+    )
+    parser.add_argument(
+        "--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)"
+    )
     parser.add_argument(
         "--sampler",
         choices=("nutpie", "pymc"),
@@ -157,6 +280,23 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help="NUTS implementation (default nutpie)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--reg-covar",
+        type=_non_negative,
+        default=1e-6,
+        help="EM's covariance floor, a fraction of each feature's variance (default 1e-6); "
+        "raise it when EM reports a collapsed component",
+    )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> None:
@@ -174,16 +314,20 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> N
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bayesgmm",
-        description="Gaussian mixtures fitted by EM and by NUTS from the EM start, compared.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse with bayesgmm's error format: one line, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"bayesgmm: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser(
         "report",
         help="model selection and EM-vs-posterior report (HTML + Markdown)",
-        description="Choose K by BIC/ICL (EM) and LOO (posterior); write one HTML page.",
+        description="Choose K by BIC/ICL (EM) and LOO (posterior); write one HTML page, its "
+        "Markdown twin <stem>.md and the twin's figures in <stem>_figures/. Every output path "
+        "is checked before any fitting; the files are replaced together at the end.",
     )
     _add_data_arguments(rep, optional=True)
     rep.add_argument(
@@ -203,13 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--candidates",
-        type=int,
+        type=_integer(1),
         default=2,
         help="how many of the best K by BIC to sample and compare by LOO (default 2)",
     )
-    rep.add_argument("--out", default="report.html", help="HTML output path (default report.html)")
+    rep.add_argument(
+        "--out",
+        default="report.html",
+        help="HTML output path (default report.html); never the input file",
+    )
     _add_sampling_arguments(rep)
     rep.set_defaults(func=_report)
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser(
         "fit",
         help="fit one K and print EM and posterior summaries",
@@ -221,11 +372,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)
+
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser(
+        "cache",
+        help="show (or clear) where bayesgmm keeps compiled code",
+        description="bayesgmm's compiled Numba kernels and JAX executables persist on disk. "
+        "Damaged entries are detected and recompiled automatically; --clear removes them all.",
+    )
+    cache.add_argument("--clear", action="store_true", help="remove bayesgmm's cached code")
+    cache.set_defaults(func=_cache)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bayesgmm",
+        description="Gaussian mixtures fitted by EM and by NUTS from the EM start, compared.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_report(sub)
+    _add_fit(sub)
+    _add_cache(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; return its exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     with warnings.catch_warnings():
         _ignore_blas_warning(args)
         return _run(args)
@@ -239,15 +416,33 @@ def _ignore_blas_warning(args: argparse.Namespace) -> None:
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
 
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its class name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except DataError as err:
-        _note(f"error: {err}")
-        return EXIT_DATA_ERROR
+    except KeyboardInterrupt as err:
+        reason = _first_line(err) if str(err).strip() else "interrupted (Ctrl-C)"
+        _note(f"{reason}; no output was written")
+        return EXIT_INTERRUPTED
     except ValueError as err:
-        _note(f"error: {str(err).splitlines()[0]}")
+        _note(f"error: {_first_line(err)}")
         return EXIT_DATA_ERROR
+    except Exception as err:
+        if os.environ.get("BAYESGMM_DEBUG"):
+            raise
+        if isinstance(err, RuntimeError):
+            _note(f"error: {_first_line(err)}")
+        else:
+            _note(
+                f"error: unexpected {type(err).__name__}: {_first_line(err)} (set "
+                "BAYESGMM_DEBUG=1 to see where, and please report it)"
+            )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from . import _gaussian as g
 from ._idata import Tree, flat_values, get_group, hdi
-from .diagnostics import scalar_parameters, summarise
+from ._scaling import AffineScaling
+from ._units import scaling_of, standardised
+from .diagnostics import scalar_parameters, summarise_in_units
 from .em import EMGaussianMixture
 from .membership import posterior_membership
 from .sampling import em_reference
@@ -79,15 +81,13 @@ def compare(em: EMGaussianMixture | None, idata: Tree, *, hdi_prob: float = 0.94
     posterior = get_group(idata, "posterior")
     reference = em_reference(idata, em)
     names = _parameter_names(posterior)
-    parameters = scalar_parameters(posterior, names)
-    summary = summarise(parameters, hdi_prob=hdi_prob)
-    median = flat_values(parameters.median(("chain", "draw")))
+    summary = summarise_in_units(posterior, names, scaling_of(idata), hdi_prob=hdi_prob)
     table = pd.DataFrame(
         {
             "parameter": summary.index,
             "em": _em_values(reference, names).reindex(summary.index).to_numpy(),
             "mean": summary["mean"].to_numpy(),
-            "median": median.reindex(summary.index).to_numpy(),
+            "median": summary["median"].to_numpy(),
             "sd": summary["sd"].to_numpy(),
             "hdi_low": summary["hdi_low"].to_numpy(),
             "hdi_high": summary["hdi_high"].to_numpy(),
@@ -143,7 +143,7 @@ def compare_mixture(
     observed = (
         get_group(idata, "observed_data")["obs"].values if X is None else np.asarray(X, float)
     )
-    log_norm, log_resp = _em_log_resp(reference, observed)
+    log_norm, log_resp = _em_log_resp(reference, observed, scaling_of(idata))
     em_resp, em_log_lik = np.exp(log_resp), float(log_norm.sum())
     membership = posterior_membership(idata, observed, hdi_prob=hdi_prob)
     post_resp = membership["probability"].values
@@ -170,9 +170,14 @@ def compare_mixture(
     )
 
 
-def _em_log_resp(reference: xr.Dataset, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row log density and log responsibilities under the EM estimate."""
-    chol = g.precision_cholesky(reference["covariances"].values, "full")
-    return g.log_responsibilities(
-        X, reference["weights"].values, reference["means"].values, chol, "full"
+def _em_log_resp(
+    reference: xr.Dataset, X: np.ndarray, scaling: AffineScaling
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log density (in the data's units) and log responsibilities under the EM
+    estimate, computed on the standardised scale."""
+    unit = standardised(reference, scaling)
+    chol = g.precision_cholesky(unit["covariances"].values, "full")
+    log_norm, log_resp = g.log_responsibilities(
+        scaling.transform(X), unit["weights"].values, unit["means"].values, chol, "full"
     )
+    return log_norm - scaling.log_jacobian, log_resp

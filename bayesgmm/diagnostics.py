@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._idata import Tree, bfmi, get_group, summary
+from ._idata import Tree, bfmi, flat_values, get_group, summary
+from ._scaling import AffineScaling
+from ._units import scaling_of, standardised
 
 __all__ = ["GATES", "SamplingWarning", "check_sampling", "diagnostics", "parameter_diagnostics"]
 
@@ -30,6 +32,8 @@ _ADVICE = {
     "fewer components",
     "ess_tail": "increase draws so the tails (and HDIs) are estimated reliably",
     "bfmi": "the momentum resampling explores energy poorly: tune longer, or use fewer components",
+    "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
+    "to completion",
 }
 
 
@@ -91,11 +95,69 @@ def summarise(dataset: xr.Dataset, *, kind: str = "all", hdi_prob: float = 0.94)
     return summary(dataset, kind=kind, hdi_prob=hdi_prob)
 
 
+_LOCATIONS = ("mean", "median", "hdi_low", "hdi_high")
+_SCALES = ("sd", "mcse_mean", "mcse_sd")
+
+
+def _unit_maps(
+    unit: xr.Dataset, names: tuple[str, ...], scaling: AffineScaling
+) -> tuple[pd.Series, pd.Series]:
+    """Per scalar entry, the shift and factor that take it from the standardised scale to the
+    data's units (labelled as :func:`summarise` labels the entries)."""
+    loc = xr.DataArray(scaling.loc, dims="feature")
+    scale = xr.DataArray(scaling.scale, dims="feature")
+    factors = {
+        "means": scale,
+        "stds": scale,
+        "covariances": scale * scale.rename(feature="feature_bis"),
+    }
+    shift, factor = {}, {}
+    for name in names:
+        template = xr.zeros_like(unit[name].isel(chain=0, draw=0, drop=True))
+        factor[name] = template + factors.get(name, 1.0)
+        shift[name] = template + (loc if name == "means" else 0.0)
+    return (
+        flat_values(scalar_parameters(xr.Dataset(shift), names)),
+        flat_values(scalar_parameters(xr.Dataset(factor), names)),
+    )
+
+
+def summarise_in_units(
+    posterior: xr.Dataset,
+    names: tuple[str, ...],
+    scaling: AffineScaling,
+    *,
+    kind: str = "all",
+    hdi_prob: float = 0.94,
+) -> pd.DataFrame:
+    """:func:`summarise` of the named parameters in the data's units, plus their ``median``.
+
+    Computed on the standardised scale (:mod:`bayesgmm._units`) and mapped back entry by
+    entry (a mean, median or HDI bound by the affine map of its feature, a standard deviation
+    or error by its factor; R-hat and ESS do not change), so that data at 1e-200 keep their
+    spread (it would underflow to 0) and data at 1e200 their standard deviations.
+    """
+    unit = standardised(posterior, scaling)
+    parameters = scalar_parameters(unit, names)
+    table = summarise(parameters, kind=kind, hdi_prob=hdi_prob)
+    table["median"] = flat_values(parameters.median(("chain", "draw"))).reindex(table.index)
+    shift, factor = (values.reindex(table.index) for values in _unit_maps(unit, names, scaling))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for column in _LOCATIONS:
+            table[column] = shift + factor * table[column]
+        for column in set(_SCALES) & set(table.columns):
+            table[column] = factor * table[column]
+    return table
+
+
 def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     """R-hat, bulk and tail ESS for every scalar of weights, means and covariances.
 
-    Computed by ArviZ (``summary(kind="diagnostics")``); entries that are constant across
-    all draws (e.g. zero off-diagonal covariances of a diagonal model) are left out.
+    Computed by ArviZ (``summary(kind="diagnostics")``) on the standardised scale the model
+    samples on (R-hat and ESS do not depend on the units; covariances of data at 1e200 or
+    1e-200 overflow or underflow in the data's units); entries that are constant across all
+    draws (the weight of one component, the zero off-diagonal covariances of a diagonal
+    model) have no R-hat or ESS and are left out.
 
     Parameters
     ----------
@@ -114,6 +176,8 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     >>> parameter_diagnostics(fit.idata_).sort_values("r_hat").tail(3)  # doctest: +SKIP
     """
     posterior = get_group(idata, "posterior")
+    if {"weights", "means", "covariances"} <= set(posterior.data_vars):
+        posterior = standardised(posterior, scaling_of(idata))
     names = tuple(v for v in PARAMETERS if v in posterior)
     table = summarise(scalar_parameters(posterior, names), kind="diagnostics")
     # constant entries have no R-hat and no ESS; with one chain only R-hat is missing
@@ -132,6 +196,10 @@ def _check_rows(idata: Tree) -> list[dict]:
         _worst_row(params, "ess_tail", largest=False),
     ]
     rows.append(_bfmi_row(chain_bfmi))
+    attrs = get_group(idata, "posterior").attrs
+    if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
+        kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
+        rows.append(("interrupted", kept, asked, False, attrs["interrupted"]))
     return [
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows

@@ -17,17 +17,25 @@ import xarray as xr
 
 from . import _gaussian as g
 from ._idata import Tree, get_group, hdi, posterior_draws, posterior_with
+from ._units import scaling_of, standardised
 
 __all__ = ["co_clustering", "posterior_membership"]
 
 _DEFAULT_MAX_BYTES = 2**26
 
 
-def _posterior_parameters(idata: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights ``(S, K)``, means ``(S, K, D)`` and precision factors ``(S, K, D, D)``."""
+def _posterior_parameters(
+    idata: Tree, X: Any
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The rows and the draws' weights ``(S, K)``, means ``(S, K, D)`` and precision factors
+    ``(S, K, D, D)``, all on the standardised scale of :mod:`bayesgmm._units` (memberships do
+    not depend on the units; the covariances of data at 1e200 do not fit in float64)."""
     post = posterior_with(idata, ("weights", "means", "covariances"), "memberships")
-    weights, means, covariances = posterior_draws(post, ("weights", "means", "covariances"))
-    return weights, means, g.batched_precision_cholesky(covariances)
+    scaling = scaling_of(idata)
+    unit = standardised(post, scaling)
+    weights, means, covariances = posterior_draws(unit, ("weights", "means", "covariances"))
+    data = scaling.transform(_observed(idata, X))
+    return data, (weights, means, g.batched_precision_cholesky(covariances))
 
 
 def _responsibility_draws(
@@ -90,8 +98,7 @@ def posterior_membership(
     >>> m = posterior_membership(fit.idata_, hdi_prob=0.9)  # doctest: +SKIP
     >>> m["entropy"].sortby(m["entropy"]).obs_id[-5:]  # most ambiguous  # doctest: +SKIP
     """
-    data = _observed(idata, X)
-    params = _posterior_parameters(idata)
+    data, params = _posterior_parameters(idata, X)
     n_draws, n_components = params[0].shape
     n_chains = get_group(idata, "posterior").sizes["chain"]
     mean = np.empty((data.shape[0], n_components))
@@ -156,7 +163,7 @@ def co_clustering(
     >>> co = co_clustering(fit.idata_)  # doctest: +SKIP
     >>> float(co.sel(obs_id=0, obs_id_bis=1))  # P(rows 0 and 1 share a component)  # doctest: +SKIP
     """
-    data = _observed(idata, X)
+    data, (weights, means, chol) = _posterior_parameters(idata, X)
     n = data.shape[0]
     if n > max_samples:
         raise ValueError(
@@ -164,7 +171,6 @@ def co_clustering(
             f"for at most max_samples={max_samples}. Pass a subset of rows as X, or raise "
             "max_samples."
         )
-    weights, means, chol = _posterior_parameters(idata)
     n_draws, n_components = weights.shape
     total = np.zeros((n, n))
     step = max(1, max_bytes // (8 * n * n_components))

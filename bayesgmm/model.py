@@ -1,24 +1,33 @@
 """The PyMC model of the Gaussian mixture, and nothing else.
 
-Parameterisation (``K`` components, ``D`` features), one name per quantity shared with EM and
-ArviZ:
+The parameters are sampled on standardised features, ``z = (x - loc) / scale`` with the mean
+and standard deviation of each feature of the data the model is built on, so that NUTS works
+on numbers near 1 whatever the data's units (data at 1e-200 or 1e200 sample as data at 1);
+the priors are converted to that scale, so the model in the data's units is the one documented
+below. Parameterisation (``K`` components, ``D`` features), one name per quantity shared with
+EM and ArviZ:
 
 - ``weights ~ Dirichlet(alpha)``, dims ``component``;
-- ``means ~ Normal(loc, scale)``, dims ``(component, feature)``;
+- ``means_z ~ Normal((loc_prior - loc) / scale, scale_prior / scale)``, dims
+  ``(component, feature)``: the standardised means;
 - full covariances: one ``pm.LKJCholeskyCov`` per component, named ``chol_cov_{k}`` (the batched
-  form fails in PyMC 5.28), stacked into lower Cholesky factors ``(K, D, D)``; diagonal
-  covariances: ``stds ~ HalfNormal``;
-- deterministics ``covariances`` ``(component, feature, feature_bis)``, ``stds``
-  ``(component, feature)`` and, for full covariances, ``correlations``;
-- the labels are marginalised: ``obs`` is a ``pm.CustomDist`` whose log density is
-  ``logsumexp_k(log weights_k + log MvNormal(x | means_k, chol_k))`` (:func:`mixture_logp`).
+  form fails in PyMC), the lower Cholesky factors of the standardised covariances; diagonal
+  covariances: ``stds_z ~ HalfNormal``;
+- deterministics in the data's units: ``means`` ``(component, feature)``, ``covariances``
+  ``(component, feature, feature_bis)``, ``stds`` ``(component, feature)`` and, for full
+  covariances, ``correlations``;
+- the labels are marginalised: ``obs`` (the data, in their units) is a ``pm.CustomDist`` whose
+  log density is ``logsumexp_k(log weights_k + log MvNormal(z | means_z_k, chol_k)) -
+  sum(log scale)`` (:func:`mixture_logp` of the standardised rows, and the Jacobian).
 
 The data enter through ``pm.Data("X")`` so a compiled model can be reused for new data of the
-same shape.
+same shape (the standardisation stays the one of the data the model was built on, which is as
+exact: any ``loc`` and ``scale`` define the same model).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,10 +35,18 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from ._gaussian import LOG_2PI
+from ._scaling import AffineScaling
 from ._validation import check_choice, check_matrix
 from .priors import GMMPriors
 
-__all__ = ["BAYES_COVARIANCE_TYPES", "build_model", "chol_cov_name", "mixture_logp"]
+__all__ = [
+    "BAYES_COVARIANCE_TYPES",
+    "ModelSpec",
+    "build_model",
+    "chol_cov_name",
+    "mixture_logp",
+    "model_spec",
+]
 
 BAYES_COVARIANCE_TYPES = ("full", "diag")
 
@@ -108,16 +125,24 @@ def mixture_logp(
     return pt.logsumexp(pt.log(weights)[:, None] + log_dens, axis=0)
 
 
-def _mixture_random(weights, means, chol, rng=None, size=None):
-    """Draws from the mixture (prior and posterior predictive checks)."""
+def _observed_logp(value, weights, means, chol, loc, scale):
+    """Log density of rows in the data's units: the mixture of the standardised rows, and the
+    Jacobian ``-sum(log scale)`` of the standardisation."""
+    loc, scale = _drop_batch(loc, 1), _drop_batch(scale, 1)
+    return mixture_logp((value - loc) / scale, weights, means, chol) - pt.log(scale).sum()
+
+
+def _mixture_random(weights, means, chol, loc, scale, rng=None, size=None):
+    """Draws from the mixture in the data's units (prior and posterior predictive checks)."""
     weights, means, chol = (np.asarray(a) for a in (weights, means, chol))
+    loc, scale = (np.asarray(a).reshape(-1, np.shape(a)[-1])[0] for a in (loc, scale))
     weights = weights.reshape(-1, weights.shape[-1])[0]
     means = means.reshape(-1, *means.shape[-2:])[0]
     chol = chol.reshape(-1, *chol.shape[-3:])[0]
     n_rows = int(np.prod(size)) if size is not None else 1
     labels = rng.choice(len(weights), size=n_rows, p=weights / weights.sum())
     z = rng.standard_normal((n_rows, means.shape[1]))
-    draws = means[labels] + np.einsum("nij,nj->ni", chol[labels], z)
+    draws = (means[labels] + np.einsum("nij,nj->ni", chol[labels], z)) * scale + loc
     shape = tuple(np.atleast_1d(size)) if size is not None else ()
     return draws.reshape(*shape, means.shape[1])
 
@@ -138,11 +163,85 @@ def _full_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.
 
 def _diag_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.TensorVariable:
     stds = pm.HalfNormal(
-        "stds",
+        "stds_z",
         sigma=np.broadcast_to(np.asarray(priors.sd_scale), (n_components, n_features)),
         dims=("component", "feature"),
     )
     return stds[:, :, None] * pt.eye(n_features)[None, :, :]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What :func:`build_model` built: read back by sampling and by the kernel log density.
+
+    Attributes
+    ----------
+    n_components, n_features : int
+    covariance_type : {"full", "diag"}
+        As built (``"diag"`` for one feature).
+    priors : GMMPriors
+        In the data's units, one value per feature (recorded with the results).
+    scaling : AffineScaling
+        The standardisation the parameters are sampled on.
+
+    Examples
+    --------
+    >>> from bayesgmm import build_model, load_faithful
+    >>> spec = model_spec(build_model(load_faithful(), 2))
+    >>> spec.covariance_type, spec.standardised_priors.means_loc == (0.0, 0.0)
+    ('full', True)
+    """
+
+    n_components: int
+    n_features: int
+    covariance_type: str
+    priors: GMMPriors
+    scaling: AffineScaling
+
+    @property
+    def standardised_priors(self) -> GMMPriors:
+        """The priors on the standardised scale the model samples on."""
+        return self.priors.standardised(self.scaling.loc, self.scaling.scale)
+
+
+def model_spec(model: pm.Model) -> ModelSpec | None:
+    """The :class:`ModelSpec` of a :func:`build_model` model (None for any other model).
+
+    Parameters
+    ----------
+    model : pymc.Model
+
+    Returns
+    -------
+    ModelSpec or None
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> model_spec(pm.Model()) is None
+    True
+    """
+    return getattr(model, "_bayesgmm_spec", None)
+
+
+def _deterministics(means_z, chol, scaling: AffineScaling, covariance_type: str) -> None:
+    """``means``, ``covariances``, ``stds`` (and ``correlations``) in the data's units."""
+    loc, scale = scaling.loc, scaling.scale
+    pm.Deterministic("means", loc + scale * means_z, dims=("component", "feature"))
+    covariances_z = chol @ chol.mT
+    stds_z = pt.sqrt(pt.diagonal(covariances_z, axis1=1, axis2=2))
+    pm.Deterministic(
+        "covariances",
+        covariances_z * np.outer(scale, scale),
+        dims=("component", "feature", "feature_bis"),
+    )
+    pm.Deterministic("stds", stds_z * scale, dims=("component", "feature"))
+    if covariance_type == "full":
+        pm.Deterministic(
+            "correlations",
+            covariances_z / (stds_z[:, :, None] * stds_z[:, None, :]),
+            dims=("component", "feature", "feature_bis"),
+        )
 
 
 def build_model(
@@ -180,11 +279,17 @@ def build_model(
     check_choice("covariance_type", covariance_type, BAYES_COVARIANCE_TYPES)
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
-    data, names = check_matrix(X, n_components=n_components)
+    data, names = check_matrix(X, n_components=n_components, caller="build_model")
     n_samples, n_features = data.shape
     priors = (priors or GMMPriors.from_data(data)).for_features(n_features)
-    if n_features == 1:
-        covariance_type = "diag"
+    spec = ModelSpec(
+        int(n_components),
+        n_features,
+        "diag" if n_features == 1 else covariance_type,
+        priors,
+        AffineScaling.fit(data),
+    )
+    unit = spec.standardised_priors
     coords = {
         "obs_id": np.arange(n_samples),
         "component": np.arange(n_components),
@@ -196,42 +301,31 @@ def build_model(
         weights = pm.Dirichlet(
             "weights", a=np.full(n_components, priors.weights_concentration), dims="component"
         )
-        means = pm.Normal(
-            "means",
-            mu=np.broadcast_to(np.asarray(priors.means_loc), (n_components, n_features)),
-            sigma=np.broadcast_to(np.asarray(priors.means_scale), (n_components, n_features)),
+        means_z = pm.Normal(
+            "means_z",
+            mu=np.broadcast_to(np.asarray(unit.means_loc), (n_components, n_features)),
+            sigma=np.broadcast_to(np.asarray(unit.means_scale), (n_components, n_features)),
             dims=("component", "feature"),
         )
-        if covariance_type == "full":
-            chol = _full_cholesky(n_components, n_features, priors)
+        if spec.covariance_type == "full":
+            chol = _full_cholesky(n_components, n_features, unit)
         else:
-            chol = _diag_cholesky(n_components, n_features, priors)
-        covariances = pm.Deterministic(
-            "covariances", chol @ chol.mT, dims=("component", "feature", "feature_bis")
-        )
-        if covariance_type == "full":
-            stds = pm.Deterministic(
-                "stds",
-                pt.sqrt(pt.diagonal(covariances, axis1=1, axis2=2)),
-                dims=("component", "feature"),
-            )
-            pm.Deterministic(
-                "correlations",
-                covariances / (stds[:, :, None] * stds[:, None, :]),
-                dims=("component", "feature", "feature_bis"),
-            )
+            chol = _diag_cholesky(n_components, n_features, unit)
+        _deterministics(means_z, chol, spec.scaling, spec.covariance_type)
         pm.CustomDist(
             "obs",
             weights,
-            means,
+            means_z,
             chol,
-            logp=mixture_logp,
+            spec.scaling.loc,
+            spec.scaling.scale,
+            logp=_observed_logp,
             random=_mixture_random,
-            signature="(k),(k,d),(k,d,d)->(d)",
+            signature="(k),(k,d),(k,d,d),(d),(d)->(d)",
             observed=observed,
             dims=("obs_id", "feature"),
         )
-    # read back by sample_posterior, which records the priors in the results' attrs and
-    # evaluates the log density of this model with the E-step kernel (bayesgmm._logdensity)
-    model._bayesgmm_spec = (n_components, n_features, covariance_type, priors)
+    # read back by sample_posterior (the priors it records, the standardisation it undoes) and
+    # by the E-step kernel's log density of this model (bayesgmm._logdensity)
+    model._bayesgmm_spec = spec
     return model

@@ -52,6 +52,24 @@ _EM_TICK = {"marker": "|", "color": "C3", "markersize": 15, "markeredgewidth": 2
 _MATRIX_DIMS = ("feature", "feature_bis")
 
 
+# ----------------------------------------------------------------------------- text
+
+
+def plain_text(value: Any) -> str:
+    r"""``value`` as matplotlib text that is drawn as written.
+
+    matplotlib reads text between two ``$`` as mathtext and fails on what it cannot parse
+    (a column named ``$\notacommand$`` stops the figure from being drawn at all); every
+    label that comes from the data goes through here, with its ``$`` escaped.
+
+    Examples
+    --------
+    >>> plain_text("price in $ (2024)")
+    'price in \\$ (2024)'
+    """
+    return str(value).replace("$", r"\$")
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -274,7 +292,7 @@ def plot_forest(
     ax.plot(summary["median"], rows, "o", color="C0", markerfacecolor="white", markersize=5)
     style = {**_EM_TICK, "marker": em_marker}
     ax.plot([em_values[label] for label in labels], rows, linestyle="", zorder=5, **style)
-    ax.set_yticks(rows, labels)
+    ax.set_yticks(rows, [plain_text(label) for label in labels])
     ax.set_ylim(-0.7, len(labels) - 0.3)
     ax.grid(axis="x", alpha=0.3)
     interval = Line2D(
@@ -391,7 +409,7 @@ def plot_posterior_em(
     for ax, label in zip(axes.ravel(), labels, strict=False):
         draws = flat[label].values.ravel()
         _density_panel(ax, draws, em_values[label], intervals[label].values, hdi_prob)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(plain_text(label), fontsize=9)
     return axes
 
 
@@ -471,8 +489,8 @@ def plot_pair_em(
         x_name, y_name = labels[col], labels[row + 1]
         _pair_panel(ax, flat[x_name].values.ravel(), flat[y_name].values.ravel(), kind, hdi_prob)
         ax.plot([em_values[x_name]], [em_values[y_name]], linestyle="", zorder=5, **_EM_MARK)
-        ax.set_xlabel(x_name if row == n - 1 else "")
-        ax.set_ylabel(y_name if col == 0 else "")
+        ax.set_xlabel(plain_text(x_name) if row == n - 1 else "")
+        ax.set_ylabel(plain_text(y_name) if col == 0 else "")
     axes[0, 0].figure.legend(handles=[_em_legend_handle(_EM_MARK)], loc="upper right")
     return axes
 
@@ -565,7 +583,7 @@ def plot_trace(
         one_feature = "feature" in coords and len(coords) == 1
         title = f"{name}[:, {coords['feature'][0]}]" if one_feature else name
         for ax in row:
-            ax.set_title(title, fontsize=9)
+            ax.set_title(plain_text(title), fontsize=9)
     n_components = posterior.sizes["component"]
     handles = [Line2D([], [], color=f"C{k}", label=f"component {k}") for k in range(n_components)]
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="EM estimate"))
@@ -615,8 +633,8 @@ def _plot_ellipses_2d(
     means, covariances = draws["means"].values, draws["covariances"].values
     for s in range(means.shape[0]):
         _draw_ellipses(ax, means[s], covariances[s], radius, alpha=0.12)
-    ax.set_xlabel(str(em["feature"].values[0]))
-    ax.set_ylabel(str(em["feature"].values[1]))
+    ax.set_xlabel(plain_text(em["feature"].values[0]))
+    ax.set_ylabel(plain_text(em["feature"].values[1]))
     ax.set_title(f"{level:.0%} ellipses of each component: EM and posterior draws")
 
 
@@ -648,7 +666,7 @@ def _plot_densities_1d(ax: Axes, data: np.ndarray, em: xr.Dataset, draws: xr.Dat
     for k, color in enumerate(colors):
         ax.plot(grid, dens[:, k], color=color, linewidth=2.2)
     ax.plot(grid, dens.sum(axis=1), color="black", linestyle=":", linewidth=1.5)
-    ax.set_xlabel(str(em["feature"].values[0]))
+    ax.set_xlabel(plain_text(em["feature"].values[0]))
     ax.set_ylabel("density")
     ax.set_title("Weighted component densities: EM and posterior draws (dotted: EM mixture)")
 
@@ -881,13 +899,13 @@ def _label_membership_axes(
     ax: Axes, names: np.ndarray, index: list[int], u_max: float, label: str
 ) -> None:
     one_feature = len(index) == 1
-    ax.set_xlabel(str(names[index[0]]))
+    ax.set_xlabel(plain_text(names[index[0]]))
     if one_feature:
         ax.set_ylabel(f"membership {label}")
         ax.axhline(u_max, color="0.5", linestyle=":", linewidth=1, label="largest possible")
         ax.set_ylim(-0.03 * u_max, 1.08 * u_max)
     else:
-        ax.set_ylabel(str(names[index[1]]))
+        ax.set_ylabel(plain_text(names[index[1]]))
     # two lines: one line is wider than a half-width panel
     encoding = "\nmarker size: " if not one_feature else " and "
     ax.set_title(f"Most probable component{encoding}membership {label}")

@@ -93,19 +93,69 @@ class GMMPriors:
         means_spread, sd_spread : float
             Multiples of each feature's standard deviation.
         """
+        from ._scaling import AffineScaling
+
         X = np.asarray(X, dtype=float)
-        if X.ndim != 2 or X.shape[0] < 2:
-            raise ValueError("X must be a 2-D array with at least two rows.")
-        std = X.std(axis=0)
-        if np.any(std == 0):
-            raise ValueError("X has a constant feature: drop it before setting priors.")
+        if X.ndim != 2 or X.shape[0] < 2 or not np.all(np.isfinite(X)):
+            raise ValueError("X must be a 2-D array of finite numbers with at least two rows.")
+        constant = np.flatnonzero(np.max(X, axis=0) == np.min(X, axis=0))
+        if constant.size:
+            raise ValueError(
+                f"Feature(s) {constant.tolist()} of X are constant: drop them before setting "
+                "priors."
+            )
+        # mean and standard deviation without squaring the data (exact at 1e-200 and 1e200)
+        scaling = AffineScaling.fit(X)
+        with np.errstate(over="ignore"):
+            means_scale, sd_scale = means_spread * scaling.scale, sd_spread * scaling.scale
         return cls(
             weights_concentration=weights_concentration,
             lkj_eta=lkj_eta,
-            means_loc=tuple(X.mean(axis=0)),
-            means_scale=tuple(means_spread * std),
-            sd_scale=tuple(sd_spread * std),
+            means_loc=tuple(scaling.loc),
+            means_scale=tuple(means_scale),
+            sd_scale=tuple(sd_scale),
         )
+
+    def standardised(self, loc: Any, scale: Any) -> GMMPriors:
+        """The same priors for standardised features ``z = (x - loc) / scale``.
+
+        The model samples on that scale (:func:`bayesgmm.build_model`); the prior of each
+        parameter in the data's units is unchanged: a mean's Normal moves and shrinks with the
+        feature, a standard deviation's HalfNormal shrinks with it, and the LKJ prior on the
+        correlations does not depend on the units.
+
+        Parameters
+        ----------
+        loc, scale : array-like of shape (n_features,)
+
+        Returns
+        -------
+        GMMPriors
+            With one value per feature.
+
+        Examples
+        --------
+        >>> priors = GMMPriors(means_loc=10.0, means_scale=4.0, sd_scale=2.0)
+        >>> unit = priors.standardised([10.0], [2.0])
+        >>> unit.means_loc, unit.means_scale, unit.sd_scale
+        ((0.0,), (2.0,), (1.0,))
+        """
+        loc, scale = np.asarray(loc, dtype=float), np.asarray(scale, dtype=float)
+        own = self.for_features(loc.size)
+        with np.errstate(over="ignore", under="ignore"):
+            values = {
+                "means_loc": (np.asarray(own.means_loc) - loc) / scale,
+                "means_scale": np.asarray(own.means_scale) / scale,
+                "sd_scale": np.asarray(own.sd_scale) / scale,
+            }
+        for name, value in values.items():
+            if not np.all(np.isfinite(value)) or (name != "means_loc" and np.any(value <= 0)):
+                raise ValueError(
+                    f"priors.{name} {getattr(own, name)} is out of all proportion to the "
+                    f"data's spread (standard deviations {scale.tolist()}): give values on the "
+                    "data's scale, or use GMMPriors.from_data(X)."
+                )
+        return GMMPriors(self.weights_concentration, self.lkj_eta, **values)
 
     def for_features(self, n_features: int) -> GMMPriors:
         """Broadcast the per-feature settings to ``n_features`` (one value repeats)."""

@@ -13,35 +13,28 @@ small machines is the difference between seconds and minutes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib.metadata
 import os
 import sys
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pymc as pm
-import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from . import _gaussian as g
-from ._idata import (
-    Tree,
-    add_groups,
-    get_group,
-    has_group,
-    posterior_draws,
-    replace_group,
-    set_attrs,
-)
-from ._kernels import draw_log_density
+from ._compile_cache import CompileCache
+from ._errors import SamplerError, SamplingInterrupted, from_below
+from ._idata import Tree, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
+from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
-from .alignment import apply_permutations, label_switching_summary, match_to_reference
-from .diagnostics import check_sampling
+from .alignment import label_switching_summary
+from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
+from .model import model_spec
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
 
@@ -51,55 +44,13 @@ __all__ = [
     "CompileCache",
     "em_dataset",
     "em_reference",
+    "relabel",
     "resolve_backend",
     "sample_posterior",
 ]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
-
-
-@dataclass
-class CompileCache:
-    """Compiled nutpie models kept for reuse with new data (``backend="jax"`` or ``"numba"``;
-    the default kernel backend compiles nothing per model and ignores the cache).
-
-    Compiling dominates small fits on those backends. A model whose data were replaced with
-    ``pm.set_data`` (same shapes) needs no recompilation: nutpie swaps the data and the EM
-    start into the compiled model. Pass one ``CompileCache`` to many :func:`sample_posterior`
-    calls with the same ``pm.Model`` object (simulation studies, bootstrap refits).
-
-    Parameters
-    ----------
-    max_size : int
-        Compiled models kept (least recently used dropped first).
-
-    Examples
-    --------
-    >>> import pymc as pm
-    >>> from bayesgmm import CompileCache, EMGaussianMixture, build_model, sample_posterior
-    >>> cache = CompileCache()
-    >>> model = build_model(X_first, 2)  # doctest: +SKIP
-    >>> for X in datasets:  # same shape: compiled once  # doctest: +SKIP
-    ...     with model:
-    ...         pm.set_data({"X": X})
-    ...     em = EMGaussianMixture(2).fit(X)
-    ...     idata = sample_posterior(model, em, compile_cache=cache)
-    """
-
-    max_size: int = 4
-    _entries: list = field(default_factory=list, repr=False)
-
-    def get(self, model: pm.Model, backend: str):
-        for i, (cached_model, cached_backend, compiled) in enumerate(self._entries):
-            if cached_model is model and cached_backend == backend:
-                self._entries.append(self._entries.pop(i))
-                return compiled
-        return None
-
-    def put(self, model: pm.Model, backend: str, compiled: Any) -> None:
-        self._entries.append((model, backend, compiled))
-        del self._entries[: max(0, len(self._entries) - self.max_size)]
 
 
 def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
@@ -214,9 +165,11 @@ def _compiled_nutpie(
 
 
 def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
+    """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
+    ``(results, interrupted)``)."""
     import nutpie
 
-    return nutpie.sample(
+    sampler = nutpie.sample(
         compiled,
         draws=draws,
         tune=tune,
@@ -225,7 +178,20 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         target_accept=target_accept,
         progress_bar=progressbar,
         save_warmup=False,
+        blocking=False,
     )
+    try:
+        return sampler.wait(), False
+    except KeyboardInterrupt:
+        try:
+            return sampler.abort(), True
+        except Exception:  # nothing left to take (e.g. a second Ctrl-C while collecting)
+            raise SamplingInterrupted(
+                "sampling was interrupted and its draws could not be recovered"
+            ) from None
+    except BaseException:
+        sampler.cancel()
+        raise
 
 
 def _sample_nutpie(model, em, *, backend, cache, **run):
@@ -272,10 +238,34 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
 
 def _sample_kernel(model, em, density: LogDensity, **run):
     """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`)."""
-    idata = _run_nutpie(_kernel_compiled(model, em, density), **run)
+    return _run_nutpie(_kernel_compiled(model, em, density), **run)
+
+
+def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None:
+    """The standardised parameters of the kept unconstrained draws, as the posterior."""
     flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
-    replace_group(idata, "posterior", density.posterior(flat, model.coords))
-    return idata
+    replace_group(idata, "posterior", density.posterior(flat, coords))
+
+
+def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> None:
+    """nutpie needs a finite density with a non-zero slope in every direction where chains
+    start; say why there is none now, rather than after "All initialization points failed"."""
+    X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
+    logp, grad = density(_flat_start(model, em), X)
+    finite = np.isfinite(logp) and np.all(np.isfinite(grad))
+    if finite and np.all(grad != 0):
+        return
+    z = np.abs(density.scaling.transform(X))
+    row, column = np.unravel_index(np.argmax(z), z.shape)
+    collapsed = np.asarray(getattr(em, "collapsed_components_", []), dtype=int).tolist()
+    raise SamplerError(
+        "Sampling cannot start at the EM estimate: the posterior density there is "
+        + ("not finite" if not finite else "flat in some direction")
+        + (f"; EM's component(s) {collapsed} hold too few rows" if collapsed else "")
+        + f" (row {row} lies {z[row, column]:.3g} standard deviations from the mean of "
+        f"feature {model.coords['feature'][column]!r}). Remove or correct outlying rows, or "
+        "use fewer components."
+    )
 
 
 def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
@@ -287,7 +277,7 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
     "__main__":``.
     """
     cores = min(chains, os.cpu_count() or 1)
-    return pm.sample(
+    idata = pm.sample(
         draws=draws,
         tune=tune,
         chains=chains,
@@ -302,180 +292,8 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
         mp_ctx="forkserver" if cores > 1 and "jax" in sys.modules else None,
         model=model,
     )
-
-
-def em_dataset(em: EMGaussianMixture, coords: dict[str, Any]) -> xr.Dataset:
-    """The EM estimate with the posterior's names and dims (the ``em`` group).
-
-    ``covariances`` are expanded to full matrices whatever EM's family, so that
-    ``posterior["covariances"] - em["covariances"]`` broadcasts.
-
-    Parameters
-    ----------
-    em : EMGaussianMixture
-        A fitted EM estimate, of any covariance type.
-    coords : dict
-        Labels of ``component``, ``feature`` and ``feature_bis`` (other keys are ignored).
-
-    Returns
-    -------
-    xarray.Dataset
-        ``weights``, ``means``, ``covariances``, ``stds`` and ``correlations``; EM's
-        covariance type, lower bound, iterations and convergence as attributes.
-
-    Examples
-    --------
-    >>> from bayesgmm import EMGaussianMixture, load_faithful
-    >>> em = EMGaussianMixture(2, random_state=0).fit(load_faithful())
-    >>> names = ["eruptions", "waiting"]
-    >>> ds = em_dataset(em, {"component": [0, 1], "feature": names, "feature_bis": names})
-    >>> ds["covariances"].dims
-    ('component', 'feature', 'feature_bis')
-    """
-    k, d = em.n_components, em.n_features_in_
-    cov = g.full_covariances(em.covariances_, em.covariance_type, k, d)
-    stds, corr = g.std_and_correlation(cov)
-    component, feature = ("component",), ("component", "feature")
-    matrix = ("component", "feature", "feature_bis")
-    return xr.Dataset(
-        {
-            "weights": (component, np.asarray(em.weights_)),
-            "means": (feature, np.asarray(em.means_)),
-            "covariances": (matrix, cov),
-            "stds": (feature, stds),
-            "correlations": (matrix, corr),
-        },
-        coords={name: list(coords[name]) for name in ("component", "feature", "feature_bis")},
-        attrs={
-            "covariance_type": em.covariance_type,
-            "lower_bound": float(em.lower_bound_),
-            "n_iter": int(em.n_iter_),
-            "converged": int(bool(em.converged_)),
-        },
-    )
-
-
-def em_reference(idata: Tree, em: EMGaussianMixture | None = None) -> xr.Dataset:
-    """The EM estimate as a Dataset named and shaped like the posterior.
-
-    ``em=None`` reads the InferenceData's ``em`` group; a fitted :class:`EMGaussianMixture` is
-    converted with :func:`em_dataset` after checking it matches the posterior.
-
-    Parameters
-    ----------
-    idata : xarray.DataTree
-        With a posterior (and an ``em`` group when ``em`` is None).
-    em : EMGaussianMixture, optional
-        A fitted EM estimate with the posterior's numbers of components and features.
-
-    Returns
-    -------
-    xarray.Dataset
-
-    Examples
-    --------
-    >>> from bayesgmm import BayesianGMM, load_faithful
-    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
-    >>> reference = em_reference(fit.idata_)  # the stored em group  # doctest: +SKIP
-    """
-    posterior = get_group(idata, "posterior")
-    if em is None:
-        if not has_group(idata, "em"):
-            raise ValueError(
-                "No EM estimate: the results have no 'em' group and no em was given. Pass "
-                "em=<fitted EMGaussianMixture>, or use the results returned by "
-                "bayesgmm.sample_posterior (which store the EM estimate)."
-            )
-        reference = get_group(idata, "em")
-        sizes = (reference.sizes["component"], reference.sizes["feature"])
-    elif not hasattr(em, "means_"):
-        raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
-    else:
-        sizes = (em.n_components, em.n_features_in_)
-    k, d = posterior.sizes["component"], posterior.sizes["feature"]
-    if sizes != (k, d):
-        raise ValueError(
-            f"The EM estimate has {sizes[0]} components and {sizes[1]} features, but the "
-            f"posterior has {k} components and {d} features: pass the EM fit the chains "
-            "started from."
-        )
-    if em is None:
-        return reference
-    return em_dataset(em, {n: posterior[n].values for n in ("component", "feature", "feature_bis")})
-
-
-def _drop_warmup_and_internals(idata: Tree, model: pm.Model) -> None:
-    """Keep the model's own variables in the posterior (not the sampler's transformed ones)."""
-    names = {v.name for v in model.free_RVs + model.deterministics}
-    posterior = get_group(idata, "posterior")
-    replace_group(idata, "posterior", posterior[[v for v in posterior.data_vars if v in names]])
-
-
-def _pointwise_log_likelihood(posterior: xr.Dataset, X: np.ndarray) -> xr.DataArray:
-    """``log p(x_n | theta_s)`` for every draw and row, with the package's Gaussian math."""
-    weights, means, covariances = posterior_draws(posterior, ("weights", "means", "covariances"))
-    out = draw_log_density(X, weights, means, covariances)
-    shape = (posterior.sizes["chain"], posterior.sizes["draw"], X.shape[0])
-    return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
-
-
-def _complete_groups(idata: Tree, model: pm.Model) -> None:
-    """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
-    X = np.asarray(model["X"].get_value())
-    coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
-    posterior = get_group(idata, "posterior")
-    if {"weights", "means", "covariances"} <= set(posterior.data_vars):
-        log_lik = _pointwise_log_likelihood(posterior, X).assign_coords(obs_id=coords["obs_id"])
-        replace_group(idata, "log_likelihood", xr.Dataset({"obs": log_lik}))
-    elif not has_group(idata, "log_likelihood"):  # a user's own model: let PyMC compute it
-        pm.compute_log_likelihood(
-            idata, model=model, var_names=["obs"], extend_inferencedata=True, progressbar=False
-        )
-    observed = xr.Dataset({"obs": (("obs_id", "feature"), X)}, coords=coords)
-    replace_group(idata, "observed_data", observed)
-
-
-def relabel(idata: Tree) -> np.ndarray:
-    """Relabel the posterior in place to the ``em`` group's components; return permutations.
-
-    The permutations are also stored as ``sample_stats["label_permutation"]``
-    (chain, draw, component).
-    """
-    posterior = get_group(idata, "posterior")
-    em = get_group(idata, "em")
-    perm = match_to_reference(
-        posterior["means"].transpose("chain", "draw", "component", "feature").values,
-        posterior["covariances"].transpose("chain", "draw", "component", ...).values,
-        em["means"].values,
-        em["covariances"].values,
-    )
-    replace_group(idata, "posterior", apply_permutations(posterior, perm))
-    stats = get_group(idata, "sample_stats").copy()
-    stats["label_permutation"] = (("chain", "draw", "component"), perm)
-    replace_group(idata, "sample_stats", stats)
-    return perm
-
-
-def _versions() -> dict[str, str]:
-    names = (
-        "bayesgmm",
-        "pymc",
-        "pytensor",
-        "arviz",
-        "nutpie",
-        "jax",
-        "numba",
-        "numpy",
-        "scipy",
-        "scikit-learn",
-    )
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    # PyMC keeps the draws of an interrupted run (Ctrl-C) and returns fewer
+    return idata, get_group(idata, "posterior").sizes["draw"] < draws
 
 
 def _check_arguments(
@@ -525,7 +343,7 @@ def sample_posterior(
     progressbar : bool
     priors : GMMPriors, optional
         Recorded in the attrs. Defaults to the priors :func:`bayesgmm.build_model` built the
-        model with; a model built otherwise records "not recorded" unless they are given.
+        model with.
     backend : {"auto", "kernel", "jax", "numba"}
         How nutpie evaluates the log density and its gradient. ``"kernel"``: one compiled
         Numba call built on the EM's E-step kernel (:mod:`bayesgmm._logdensity`), for models
@@ -543,9 +361,23 @@ def sample_posterior(
     Returns
     -------
     xarray.DataTree
-        Groups ``posterior`` (relabelled to EM's components), ``sample_stats`` (with
-        ``label_permutation``), ``log_likelihood``, ``observed_data`` and ``em``; provenance in
-        ``posterior.attrs``.
+        Groups ``posterior`` (``weights``, ``means``, ``covariances``, ``stds`` and, for full
+        covariances, ``correlations``, in the data's units, relabelled to EM's components),
+        ``sample_stats`` (with ``label_permutation``), ``log_likelihood``, ``observed_data``
+        and ``em``; provenance in ``posterior.attrs`` (with the standardisation the model
+        sampled on, ``data_loc`` and ``data_scale``).
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, a model not made by :func:`bayesgmm.build_model`, or an EM fit that
+        does not match it.
+    SamplerError
+        A start nutpie cannot use (checked before sampling, naming the row that causes it), or
+        a failure of the sampler; the message says why and what to try.
+    SamplingInterrupted
+        Ctrl-C before any draw was finished. Later, the draws finished so far are returned,
+        marked as partial (``posterior.attrs["interrupted"]``), with a :class:`SamplingWarning`.
 
     Examples
     --------
@@ -556,33 +388,39 @@ def sample_posterior(
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
     _check_arguments(sampler, backend, draws, tune, chains, target_accept)
+    spec = model_spec(model)
+    if spec is None:
+        raise ValueError(
+            "sample_posterior samples the models bayesgmm.build_model makes (variables or "
+            "potentials may be added to them): build the model with build_model."
+        )
     if sampler == "nutpie":
         backend = resolve_backend(model, backend)
     initial = em_initial_values(model, em)  # checks EM against the model before any compile
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
-    spec = getattr(model, "_bayesgmm_spec", None)  # (K, D, covariance type, priors)
-    priors = priors if priors is not None else (spec[-1] if spec is not None else None)
-    seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1)
-    kwargs = dict(
+    run = dict(
         draws=draws,
         tune=tune,
         chains=chains,
-        seed=seed,
+        seed=int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1),
         target_accept=target_accept,
         progressbar=progressbar,
     )
-    with threadpool_limits(limits=1, user_api="blas"):
-        if sampler == "nutpie" and backend == "kernel":
-            idata = _sample_kernel(model, em, log_density_for(model), **kwargs)
-        elif sampler == "nutpie":
-            idata = _sample_nutpie(model, em, backend=backend, cache=compile_cache, **kwargs)
-        else:
-            idata = _sample_pymc(model, initial, **kwargs)
-        _drop_warmup_and_internals(idata, model)
-        _complete_groups(idata, model)
-    add_groups(idata, {"em": em_dataset(em, model.coords)})
-    switched = label_switching_summary(relabel(idata))
+    kernel = sampler == "nutpie" and backend == "kernel"
+    with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
+        idata, interrupted = _sample(model, em, sampler, backend, compile_cache, initial, run)
+        kept = keep_finished_draws(idata) if interrupted else (draws, chains)
+        if kept[0] == 0:
+            raise SamplingInterrupted(
+                "sampling was interrupted before any draw was finished (still tuning): "
+                "nothing to keep"
+            )
+        if kernel:
+            _decode_kernel_draws(idata, log_density_for(model), model.coords)
+        switched = label_switching_summary(
+            finish(idata, model, em, spec.scaling, is_standardised=kernel)
+        )
     set_attrs(
         idata,
         {
@@ -595,10 +433,45 @@ def sample_posterior(
             "target_accept": target_accept,
             "start": "EM estimate, no jitter",
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
-            "priors": priors.to_json() if priors is not None else "not recorded",
-            "versions": _versions(),
+            "priors": (priors or spec.priors).to_json(),
+            "versions": versions(),
         },
     )
+    if interrupted:
+        _mark_partial(idata, kept, draws, chains)
     if check:
         check_sampling(idata, stacklevel=3)
     return idata
+
+
+@contextlib.contextmanager
+def _quiet_arviz() -> Iterator[None]:
+    """ArviZ guesses that dims are misnamed when there are fewer draws than chains (a run
+    interrupted early); bayesgmm names them, so the guess is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
+        yield
+
+
+def _sample(model, em, sampler, backend, cache, initial, run) -> tuple[Tree, bool]:
+    """Run the chosen sampler from the EM start: (raw results, interrupted)."""
+    if sampler == "pymc":
+        return _sample_pymc(model, initial, **run)
+    if backend != "kernel":
+        return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
+    density = log_density_for(model)
+    _check_start(density, model, em)
+    return _sample_kernel(model, em, density, **run)
+
+
+def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:
+    """Record and announce what an interrupted run kept (the results are returned)."""
+    n, m = kept
+    note = f"interrupted (Ctrl-C): kept the first {n} of {draws} draws in {m} of {chains} chains"
+    set_attrs(idata, {"interrupted": note, "draws_kept": n, "chains_kept": m})
+    warnings.warn(
+        f"Sampling was {note}. The results are partial: the diagnostics say how far to trust "
+        "them; run again to completion for final results.",
+        SamplingWarning,
+        stacklevel=3,
+    )

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from ._errors import SamplerError, SamplingInterrupted
 from ._idata import compare, loo
 from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
 from ._progress import progress_bar
@@ -195,6 +196,66 @@ def em_sweep(
     return EMSelection(table=table, fits=fits, best=_best_by_criterion(table))
 
 
+def _sample_candidates(
+    selection: Selection, X: Any, ks: list[int], settings: dict[str, Any], progress: bool
+) -> None:
+    """Fit the Bayesian mixture for every candidate K into ``selection.fits`` (or, when the
+    sampler cannot run at a K, its reason into ``selection.failed``); Ctrl-C stops them all."""
+    from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
+
+    with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
+        for k in ks:
+            bar.describe(f"NUTS: K={k} {settings['covariance_type']}")
+            # the sweep's fit of the same model, whether named "full" or "VVV"
+            name = model_name(settings["covariance_type"])
+            em = next(
+                (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
+                None,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SamplingWarning)
+                fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
+            bar.advance()
+            if fit is None:  # said outside the block that silences the candidates' warnings
+                warnings.warn(
+                    f"K={k} could not be sampled: {selection.failed[f'K={k}']}",
+                    SamplingWarning,
+                    stacklevel=3,
+                )
+                continue
+            if fit.idata_.posterior.attrs.get("interrupted"):
+                raise SamplingInterrupted(f"interrupted while sampling K={k}")
+            selection.fits[f"K={k}"] = fit
+
+
+def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
+    """One candidate's fit, or None (the reason kept in ``selection.failed``) when the
+    sampler cannot run at that K: the other candidates still can."""
+    try:
+        return estimator.fit(X, em=em)
+    except SamplerError as err:
+        selection.failed[f"K={k}"] = str(err)
+        return None
+
+
+def _check_components(n_components: Iterable[int], n_samples: int) -> list[int]:
+    """The K values as sorted distinct integers, each between 1 and the number of rows."""
+    values = list(n_components)
+    bad = [k for k in values if not isinstance(k, int | np.integer) or isinstance(k, bool)]
+    if bad or not values:
+        raise ValueError(f"n_components must be positive integers, got {values[:10]!r}.")
+    ks = sorted({int(k) for k in values})
+    if ks[0] < 1:
+        raise ValueError(f"n_components must be positive integers, got {ks[0]}.")
+    if ks[-1] > n_samples:
+        raise ValueError(
+            f"K={ks[-1]} exceeds the {n_samples} observations: a mixture needs at least one "
+            f"observation per component. Ask for at most {n_samples} components (e.g. "
+            f"--components 1-{min(n_samples, 6)})."
+        )
+    return ks
+
+
 def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
     usable = table[table["status"] == "ok"]
     if usable.empty:
@@ -295,6 +356,8 @@ class Selection:
         The sampled candidates, keyed ``"K=k"``.
     chosen : dict
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
+    failed : dict of str to str
+        Candidates that could not be sampled (``"K=k"``) and why.
 
     Examples
     --------
@@ -308,6 +371,7 @@ class Selection:
     loo: pd.DataFrame | None = None
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def select_n_components(
@@ -368,6 +432,13 @@ def select_n_components(
     from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
 
     check_choice("bayes_covariance_type", bayes_covariance_type, ("full", "diag"))
+    n_components = _check_components(n_components, np.shape(X)[0])
+    if not isinstance(n_candidates, int | np.integer) or n_candidates < 1:
+        raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
+    if bayesian:  # every sampling argument, before the EM sweep
+        BayesianGMM(
+            2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
+        )._check_parameters()
     sweep = em_sweep(
         X,
         n_components,
@@ -381,31 +452,25 @@ def select_n_components(
     if not bayesian:
         return selection
     ks = candidate_components(sweep.table, n_candidates)
-    with progress_bar(len(ks), "Bayesian candidates", enabled=progress) as bar:
-        for k in ks:
-            bar.describe(f"NUTS: K={k} {bayes_covariance_type}")
-            # the sweep's fit of the same model, whether named "full" or "VVV"
-            name = model_name(bayes_covariance_type)
-            em = next(
-                (f for (j, c), f in sweep.fits.items() if j == k and model_name(c) == name), None
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SamplingWarning)
-                fit = BayesianGMM(
-                    k,
-                    covariance_type=bayes_covariance_type,
-                    priors=priors,
-                    draws=draws,
-                    tune=tune,
-                    chains=chains,
-                    sampler=sampler,
-                    random_seed=random_seed,
-                    progressbar=False,
-                    compile_cache=compile_cache,
-                    em_n_init=n_init,
-                ).fit(X, em=em)
-            selection.fits[f"K={k}"] = fit
-            bar.advance()
+    settings = dict(
+        covariance_type=bayes_covariance_type,
+        priors=priors,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        sampler=sampler,
+        random_seed=random_seed,
+        progressbar=False,
+        compile_cache=compile_cache,
+        em_n_init=n_init,
+        em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
+    )
+    _sample_candidates(selection, X, ks, settings, progress)
+    if not selection.fits:
+        raise SamplerError(
+            "no candidate could be sampled: "
+            + "; ".join(f"{label}: {why}" for label, why in selection.failed.items())
+        )
     selection.loo = bayesian_comparison(selection.fits)
     winners = selection.loo.index[selection.loo["winner"]]
     selection.chosen["loo"] = int(winners[0].split("=")[1]) if len(winners) else None

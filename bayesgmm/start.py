@@ -7,8 +7,10 @@ import pymc as pm
 from pymc.initial_point import make_initial_point_fn
 
 from . import _gaussian as g
+from ._scaling import AffineScaling
+from ._units import em_standardised
 from .em import EMGaussianMixture
-from .model import chol_cov_name
+from .model import chol_cov_name, model_spec
 
 __all__ = ["em_initial_point", "em_initial_values"]
 
@@ -39,9 +41,11 @@ def _broaden_collapsed(covariances: np.ndarray, collapsed: np.ndarray) -> np.nda
 def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
     """EM estimates as initial values of the model's free variables (natural space).
 
-    Weights below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays
-    finite; a covariance family of EM that differs from the model's is expanded to full
-    matrices (or reduced to its diagonal). A component EM reports as collapsed
+    The means and covariances are converted to the standardised scale the model samples on
+    (``means_z``, ``chol_cov_k`` or ``stds_z``; see :func:`bayesgmm.build_model`). Weights
+    below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays finite;
+    a covariance family of EM that differs from the model's is expanded to full matrices (or
+    reduced to its diagonal). A component EM reports as collapsed
     (``collapsed_components_``) sits on a likelihood singularity, not at a posterior mode:
     it starts from the average covariance of the other components instead (where NUTS can
     take a step), with its EM mean and weight.
@@ -64,22 +68,23 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     >>> X = load_faithful()
     >>> em = EMGaussianMixture(2, random_state=0).fit(X)
     >>> sorted(em_initial_values(build_model(X, 2), em))
-    ['chol_cov_0', 'chol_cov_1', 'means', 'weights']
+    ['chol_cov_0', 'chol_cov_1', 'means_z', 'weights']
     """
     _check_compatible(model, em)
-    k, d = em.n_components, em.n_features_in_
-    weights = np.maximum(em.weights_, _MIN_WEIGHT)
-    values = {"weights": weights / weights.sum(), "means": np.asarray(em.means_, dtype=float)}
+    spec = model_spec(model)
+    d = em.n_features_in_
+    scaling = spec.scaling if spec is not None else AffineScaling(np.zeros(d), np.ones(d))
+    weights, means, covariances = em_standardised(em, scaling)
+    weights = np.maximum(weights, _MIN_WEIGHT)
+    values = {"weights": weights / weights.sum(), "means_z": means}
     covariances = _broaden_collapsed(
-        g.full_covariances(em.covariances_, em.covariance_type, k, d),
-        np.asarray(getattr(em, "collapsed_components_", []), dtype=int),
+        covariances, np.asarray(getattr(em, "collapsed_components_", []), dtype=int)
     )
-    names = set(model.named_vars)
-    if chol_cov_name(0) in names:
-        for j in range(k):
+    if chol_cov_name(0) in set(model.named_vars):
+        for j in range(em.n_components):
             values[chol_cov_name(j)] = g.packed_cholesky(covariances[j])
     else:
-        values["stds"] = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+        values["stds_z"] = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
     return values
 
 

@@ -9,6 +9,7 @@ import pytest
 from bayesgmm import EMGaussianMixture, GMMPriors, build_model
 from bayesgmm import _gaussian as g
 from bayesgmm.datasets import load_faithful
+from bayesgmm.model import model_spec
 from bayesgmm.start import em_initial_point, em_initial_values
 
 
@@ -50,11 +51,18 @@ def test_model_structure(faithful):
     assert len(model.coords["obs_id"]) == 272
     assert {v.name for v in model.free_RVs} == {
         "weights",
-        "means",
+        "means_z",
         "chol_cov_0",
         "chol_cov_1",
         "chol_cov_2",
     }
+    assert {v.name for v in model.deterministics} == {
+        "means",
+        "covariances",
+        "stds",
+        "correlations",
+    }
+    assert model.named_vars_to_dims["means"] == ("component", "feature")
     assert model.named_vars_to_dims["covariances"] == ("component", "feature", "feature_bis")
     assert model.named_vars_to_dims["obs"] == ("obs_id", "feature")
     assert model.named_vars_to_dims["correlations"] == ("component", "feature", "feature_bis")
@@ -62,7 +70,8 @@ def test_model_structure(faithful):
 
 def test_diag_model_has_no_lkj(faithful):
     model = build_model(faithful, 2, covariance_type="diag")
-    assert {v.name for v in model.free_RVs} == {"weights", "means", "stds"}
+    assert {v.name for v in model.free_RVs} == {"weights", "means_z", "stds_z"}
+    assert {v.name for v in model.deterministics} == {"means", "covariances", "stds"}
 
 
 def test_covariance_round_trip_through_pymc_parameterisation(faithful):
@@ -70,9 +79,12 @@ def test_covariance_round_trip_through_pymc_parameterisation(faithful):
     em = EMGaussianMixture(2, random_state=0).fit(faithful)
     model = build_model(faithful, 2)
     values = em_initial_values(model, em)
+    scale = model_spec(model).scaling.scale
     for k in range(2):
-        chol = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)
-        np.testing.assert_allclose(chol @ chol.T, em.covariances_[k], rtol=1e-12)
+        chol = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)  # standardised
+        np.testing.assert_allclose(
+            chol @ chol.T * np.outer(scale, scale), em.covariances_[k], rtol=1e-12
+        )
     point = em_initial_point(model, em)
     (graph,) = model.replace_rvs_by_values([model["covariances"]])
     covariances = model.compile_fn(graph, inputs=model.value_vars, on_unused_input="ignore")(point)
@@ -80,16 +92,22 @@ def test_covariance_round_trip_through_pymc_parameterisation(faithful):
 
 
 def test_prior_log_density_matches_scipy_for_means(faithful):
-    """The means prior is the documented Normal(loc, scale)."""
+    """The means prior is the documented Normal(loc, scale) in the data's units: the model
+    samples standardised means, whose density is that one times the Jacobian prod(scale)."""
     from scipy.stats import norm
 
     priors = GMMPriors(means_loc=(1.0, 50.0), means_scale=(2.0, 20.0), sd_scale=(1.0, 10.0))
     model = build_model(faithful, 2, priors=priors)
+    scaling = model_spec(model).scaling
+    means = np.array([[0.5, 40.0], [3.0, 90.0]])
     point = model.initial_point()
-    point["means"] = np.array([[0.5, 40.0], [3.0, 90.0]])
-    logp = model.compile_logp(vars=[model["means"]], sum=True)(point)
-    expected = norm(loc=[1.0, 50.0], scale=[2.0, 20.0]).logpdf(point["means"]).sum()
-    np.testing.assert_allclose(logp, expected, rtol=1e-10)
+    point["means_z"] = scaling.transform(means)
+    logp = model.compile_logp(vars=[model["means_z"]], sum=True)(point)
+    expected = norm(loc=[1.0, 50.0], scale=[2.0, 20.0]).logpdf(means).sum()
+    np.testing.assert_allclose(logp, expected + 2 * scaling.log_jacobian, rtol=1e-10)
+    (graph,) = model.replace_rvs_by_values([model["means"]])
+    shown = model.compile_fn(graph, inputs=model.value_vars, on_unused_input="ignore")(point)
+    np.testing.assert_allclose(shown, means, rtol=1e-12)
 
 
 @pytest.mark.parametrize(

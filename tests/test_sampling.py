@@ -319,6 +319,7 @@ def test_collapsed_em_component_still_starts_sampling(rng):
     collapsed component starts from a broadened covariance, not the reg_covar floor)."""
     from bayesgmm import CollapsedComponentWarning
     from bayesgmm import _gaussian as g
+    from bayesgmm.model import model_spec
     from bayesgmm.start import em_initial_values
 
     X = np.vstack([rng.normal(size=(60, 2)), [[12.0, 12.0]]])
@@ -327,8 +328,9 @@ def test_collapsed_em_component_still_starts_sampling(rng):
     (k,) = em.collapsed_components_
     model = build_model(X, 2)
     values = em_initial_values(model, em)
-    start_cov = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)
-    start_cov = start_cov @ start_cov.T
+    start_cov = g.unpack_cholesky(values[f"chol_cov_{k}"], 2)  # on the standardised scale
+    scale = model_spec(model).scaling.scale
+    start_cov = start_cov @ start_cov.T * np.outer(scale, scale)
     np.testing.assert_allclose(start_cov, em.covariances_[1 - k], rtol=1e-10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)

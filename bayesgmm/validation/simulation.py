@@ -26,8 +26,9 @@ FIXED_TRUTH = {
 
 
 def _placeholder_data(n_samples: int, n_features: int) -> np.ndarray:
-    """Data of the right shape to build a model before any data are simulated."""
-    return np.linspace(-1.0, 1.0, n_samples * n_features).reshape(n_samples, n_features)
+    """Data of the right shape to build a model before any data are simulated (fixed, with
+    independent columns: build_model refuses columns that repeat one another)."""
+    return np.random.default_rng(0).standard_normal((n_samples, n_features))
 
 
 def draw_prior(

@@ -1,0 +1,126 @@
+"""Failures of the stack below bayesgmm, said in one line with what to try.
+
+nutpie reports a failing density as "All initialization points failed" followed by a Rust
+backtrace, and stops on a Rust panic with ``pyo3_runtime.PanicException`` (which is not even
+an ``Exception``); NumPy and PyTensor name a singular matrix, not the columns or the option
+that would help; Numba reports a damaged cache as an unpickling error. :func:`from_below`
+turns each of these into a :class:`SamplerError` (a ``RuntimeError``) whose message is one
+line: what failed, in bayesgmm's terms, and the remedy. Anything it does not recognise passes
+through unchanged; ``KeyboardInterrupt`` always does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import traceback
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["SamplerError", "SamplingInterrupted", "describe", "from_below"]
+
+
+class SamplerError(RuntimeError):
+    """The sampler (or the numerical stack under it) failed; the message says what to try.
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, SamplerError
+    >>> try:  # doctest: +SKIP
+    ...     BayesianGMM(3).fit(X)
+    ... except SamplerError as err:
+    ...     print(err)  # one line: what failed and what to try
+    """
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run before it had anything to return; the message says where.
+
+    A ``KeyboardInterrupt``: code that stops on Ctrl-C stops on it too.
+
+    Examples
+    --------
+    >>> from bayesgmm import SamplingInterrupted, select_n_components
+    >>> try:  # doctest: +SKIP
+    ...     select_n_components(X)
+    ... except SamplingInterrupted as stop:
+    ...     print(stop)  # e.g. "interrupted while sampling K=3"
+    """
+
+
+_SINGULAR = (
+    "a covariance matrix became singular or not positive definite ({detail}): features that "
+    "are (nearly) linear functions of each other, or a component holding very few rows, cause "
+    "this. Drop redundant columns (columns=..., or --columns), remove outliers, or use fewer "
+    "components"
+)
+_START = (
+    "the sampler could not start from the EM estimate: the posterior density there is "
+    "unusable ({detail}). Remove or correct outlying rows, or use fewer components"
+)
+_PANIC = (
+    "nutpie stopped with an internal error ({detail}). Try again with sampler='pymc' "
+    "(--sampler pymc)"
+)
+_CACHE = (
+    "bayesgmm's cached compiled code could not be read ({detail}). Remove it with "
+    "`bayesgmm cache --clear` and run again"
+)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _python_cause(message: str) -> str | None:
+    """The Python error nutpie reports as the cause ("PyError(PyErr { type: <class 'X'>,
+    value: X('...')")."""
+    match = re.search(r"type: <class '([\w.]+)'>, value: \w+\((['\"])(.*?)\2\)", message)
+    return f"{match.group(1).split('.')[-1]}: {match.group(3)}" if match else None
+
+
+def _from_numba_cache(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(f"numba{sep}core{sep}caching" in f.filename for f in frames for sep in "/\\")
+
+
+def describe(err: BaseException) -> str | None:
+    """The one-line explanation of an error from below bayesgmm, or None if unknown."""
+    message = str(err)
+    name = type(err).__name__
+    if name == "PanicException":
+        return _PANIC.format(detail=_first_line(message) or "a panic")
+    if "bad initial gradient" in message:
+        return _START.format(detail="its slope is zero in some direction, as when a component "
+                             "sits on a single row")
+    if "All initialization points failed" in message:
+        cause = _python_cause(message)
+        if cause and "LinAlgError" in cause:
+            return _SINGULAR.format(detail=cause)
+        return _START.format(detail=cause or "-inf or NaN")
+    if name == "SamplingError" and "starting point" in message.lower():
+        return _START.format(detail=_first_line(message))
+    if isinstance(err, np.linalg.LinAlgError) or name == "SingularCovarianceError":
+        return _SINGULAR.format(detail=_first_line(message) or name)
+    if _from_numba_cache(err):
+        return _CACHE.format(detail=f"{name}: {_first_line(message)}")
+    return None
+
+
+@contextlib.contextmanager
+def from_below(stage: str) -> Iterator[None]:
+    """Re-raise known failures of the stack below as one-line :class:`SamplerError`\\ s.
+
+    ``stage`` (e.g. "sampling") prefixes the message.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, SamplerError):
+        raise
+    except BaseException as err:
+        explanation = describe(err)
+        if explanation is None:
+            raise
+        raise SamplerError(f"{stage} failed: {explanation}") from err

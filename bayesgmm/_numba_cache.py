@@ -1,0 +1,195 @@
+"""bayesgmm's compiled Numba kernels on disk: checked on every load, rebuilt when damaged.
+
+The kernels (:mod:`bayesgmm._kernels`, :mod:`bayesgmm._logdensity`) compile with
+``cache=True``: their machine code is kept on disk (beside the modules in ``__pycache__``, or in
+``$NUMBA_CACHE_DIR``) so later processes skip the 10-60 s compile. Numba trusts those files: a
+truncated file stops every later run with an unpickling error, and a damaged one that still
+unpickles is loaded as machine code and crashes the process. Several processes compiling at
+once can also give two signatures the same file name.
+
+:func:`install` gives each of bayesgmm's kernels a cache that
+
+- stores a SHA-256 of each entry with it, and the entry's own key, in files of its own naming
+  (``<function>.checked.<key hash>.nbc``, so Numba's unchecked files are never read);
+- on loading, checks both before Numba sees the bytes; any failure to load (a bad checksum, a
+  truncated or unreadable index, an entry of another signature) removes that kernel's entries,
+  warns with :class:`CacheWarning` and compiles again, which writes fresh entries;
+- on saving, writes each file to a temporary name and renames it (Numba's own method), and a
+  cache folder that cannot be written only costs the saved compile (a warning, once).
+
+Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``bayesgmm cache
+--clear``), with JAX's compiled executables under :func:`bayesgmm.sampling.cache_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from numba.core.caching import FunctionCache, IndexDataCacheFile
+from numba.core.dispatcher import Dispatcher
+
+__all__ = ["CacheWarning", "cache_folders", "clear", "install"]
+
+_HEADER = b"bayesgmm-checked-1\n"
+_SUFFIX = ".checked"
+
+
+class CacheWarning(UserWarning):
+    """A cached compiled kernel could not be used; it is rebuilt (the message says where).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from bayesgmm import CacheWarning
+    >>> warnings.simplefilter("error", CacheWarning)  # doctest: +SKIP
+    """
+
+
+class _DamagedEntry(Exception):
+    """A cache file whose checksum or header does not match its contents."""
+
+
+def _verified(raw: bytes, path: str) -> bytes:
+    start = len(_HEADER) + 32
+    if not raw.startswith(_HEADER) or len(raw) < start:
+        raise _DamagedEntry(f"{path} is truncated or not a bayesgmm cache file")
+    if hashlib.sha256(raw[start:]).digest() != raw[len(_HEADER) : start]:
+        raise _DamagedEntry(f"{path} does not match its checksum")
+    return raw[start:]
+
+
+class _CheckedCacheFile(IndexDataCacheFile):
+    """Numba's index and data files, with every data file checksummed and holding its key."""
+
+    def __init__(self, cache_path: str, filename_base: str, source_stamp: Any) -> None:
+        super().__init__(cache_path, filename_base + _SUFFIX, source_stamp)
+        self._base = filename_base + _SUFFIX
+
+    def save(self, key: Any, data: Any) -> None:
+        name = f"{self._base}.{hashlib.sha256(self._dump(key)).hexdigest()[:16]}.nbc"
+        self._save_data(name, (key, data))
+        try:
+            overloads = self._load_index()
+        except Exception:  # a damaged index is replaced by a fresh one
+            overloads = {}
+        overloads[key] = name
+        self._save_index(overloads)
+
+    def load(self, key: Any) -> Any:
+        name = self._load_index().get(key)
+        if name is None:
+            return None
+        path = self._data_path(name)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:  # removed since the index was written
+            return None
+        stored_key, data = pickle.loads(_verified(raw, path))
+        return data if stored_key == key else None
+
+    def _save_data(self, name: str, data: Any) -> None:
+        payload = self._dump(data)
+        with self._open_for_write(self._data_path(name)) as handle:
+            handle.write(_HEADER + hashlib.sha256(payload).digest() + payload)
+
+
+class _CheckedCache(FunctionCache):
+    """Numba's per-function cache whose failures to load or save are not fatal."""
+
+    def __init__(self, py_func: Any) -> None:
+        super().__init__(py_func)
+        self._cache_file = _CheckedCacheFile(
+            self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
+        )
+        self._save_failed = False
+
+    def load_overload(self, sig: Any, target_context: Any) -> Any:
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as err:
+            removed = _remove_entries(Path(self._cache_path), self._impl.filename_base)
+            warnings.warn(
+                f"bayesgmm's cached compiled code for {self._py_func.__qualname__} could not "
+                f"be used ({type(err).__name__}: {_first_line(err)}); removed {removed} "
+                f"file(s) of it from {self._cache_path} and compiling it again (once).",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+
+    def save_overload(self, sig: Any, data: Any) -> None:
+        try:
+            super().save_overload(sig, data)
+        except OSError as err:
+            if not self._save_failed:
+                self._save_failed = True
+                warnings.warn(
+                    f"bayesgmm could not save compiled code in {self._cache_path} "
+                    f"({err.strerror}); it works, but is compiled again in every new process. "
+                    "Set NUMBA_CACHE_DIR to a writable folder.",
+                    CacheWarning,
+                    stacklevel=2,
+                )
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _remove_entries(folder: Path, filename_base: str) -> int:
+    """Remove one kernel's index and data files (Numba's own and the checked ones)."""
+    removed = 0
+    for path in folder.glob(f"{filename_base}.*"):
+        if path.suffix in (".nbi", ".nbc") or ".tmp." in path.name:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _dispatchers(modules: tuple[ModuleType, ...]) -> list[Dispatcher]:
+    return [
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, Dispatcher) and isinstance(value._cache, FunctionCache)
+    ]
+
+
+def install(*modules: ModuleType) -> None:
+    """Give every cached Numba kernel of ``modules`` a checked cache (before any compile)."""
+    for dispatcher in _dispatchers(modules):
+        if not isinstance(dispatcher._cache, _CheckedCache):
+            dispatcher._cache = _CheckedCache(dispatcher.py_func)
+
+
+def cache_folders(*modules: ModuleType) -> list[Path]:
+    """The folders holding the kernels' cached code."""
+    return sorted({Path(d._cache.cache_path) for d in _dispatchers(modules)})
+
+
+def clear(*modules: ModuleType, extra: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove every cached file of the kernels of ``modules``, and the folders ``extra``.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    removed = []
+    for dispatcher in _dispatchers(modules):
+        folder = Path(dispatcher._cache.cache_path)
+        base = dispatcher._cache._impl.filename_base
+        removed += sorted(folder.glob(f"{base}.*"))
+        _remove_entries(folder, base)
+    for folder in extra:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed

@@ -1,0 +1,221 @@
+"""The edge cases a real user hits: extreme scales, one component, dependent columns, an
+extreme outlier, new data with other columns, and BayesianGMM as a scikit-learn estimator
+that pickles and saves."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from bayesgmm import (
+    BayesianGMM,
+    CompileCache,
+    GMMPriors,
+    SamplerError,
+    SamplingWarning,
+    load_faithful,
+    select_n_components,
+)
+
+RUN = dict(draws=40, tune=40, chains=2, random_seed=3, progressbar=False)
+
+
+def _fit(X, k=2, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return BayesianGMM(k, **{**RUN, **kwargs}).fit(X)
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_faithful()
+
+
+@pytest.fixture(scope="module")
+def reference(faithful):
+    return _fit(faithful)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_extreme_scales_fit_as_at_scale_one(faithful, reference, scale):
+    """The model samples on standardised features: the same seed gives the same chains (to
+    rounding, which NUTS trajectories amplify a little), and every reported number is the
+    scale-1 number in the data's units."""
+    fit = _fit(faithful * scale)
+    posterior, base = fit.idata_.posterior, reference.idata_.posterior
+    np.testing.assert_allclose(posterior["means"] / scale, base["means"], rtol=1e-6)
+    np.testing.assert_allclose(posterior["stds"] / scale, base["stds"], rtol=1e-6)
+    np.testing.assert_allclose(posterior["correlations"], base["correlations"], atol=1e-6)
+    np.testing.assert_allclose(fit.predict_proba(), reference.predict_proba(), atol=1e-6)
+    table, base_table = fit.compare(), reference.compare()
+    for column in ("mean", "sd", "hdi_low", "hdi_high"):
+        ratio = np.where(table["parameter"].str.startswith(("means", "stds")), scale, 1.0)
+        np.testing.assert_allclose(table[column] / ratio, base_table[column], rtol=1e-5)
+    np.testing.assert_allclose(table["z"], base_table["z"], rtol=1e-4, atol=1e-6)
+    diagnostics = fit.diagnostics().set_index("check")["value"]
+    expected = reference.diagnostics().set_index("check")["value"]
+    np.testing.assert_allclose(diagnostics, expected, rtol=0.02)
+    log_lik = fit.idata_.log_likelihood["obs"] + 2 * np.log(scale)  # the Jacobian per row
+    np.testing.assert_allclose(log_lik, reference.idata_.log_likelihood["obs"], rtol=1e-5)
+
+
+def test_priors_from_tiny_data_are_not_constant(faithful):
+    priors = GMMPriors.from_data(faithful * 1e-200)
+    np.testing.assert_allclose(
+        np.asarray(priors.sd_scale) / 1e-200, faithful.std(ddof=0).to_numpy(), rtol=1e-12
+    )
+    assert np.all(np.isfinite(GMMPriors.from_data(faithful * 1e200).means_scale))
+
+
+def test_one_component_fits_and_summarises(faithful):
+    fit = _fit(faithful, k=1)
+    assert np.all(fit.idata_.posterior["weights"].values == 1.0)
+    table = fit.diagnostics().set_index("check")
+    assert "weights[0]" not in str(table["worst"].tolist())  # constant: no R-hat, no gate
+    assert len(fit.summary()) == 1 + 2 + 3
+    assert (fit.predict() == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        (lambda f: 3.0 * f["eruptions"] - 7.0, r"column 'extra' repeats column 'eruptions'"),
+        (lambda f: f["eruptions"] + 0.1 * f["waiting"], r"linearly dependent"),
+    ],
+)
+def test_dependent_columns_are_named_before_any_work(faithful, column, message, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("EM started")
+
+    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture.fit", started)
+    frame = faithful.assign(extra=column(faithful))
+    with pytest.raises(ValueError, match=message) as caught:
+        BayesianGMM(2).fit(frame)
+    assert "--columns eruptions waiting" in str(caught.value)
+
+
+def test_an_extreme_outlier_is_named_before_sampling(faithful):
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    with pytest.raises(SamplerError, match=r"row 3 lies .* standard deviations.*'waiting'"):
+        _fit(frame)
+
+
+def test_a_candidate_that_cannot_be_sampled_is_reported_not_fatal(faithful):
+    """At K=2 EM puts a component on the outlier and sampling cannot start; K=1 can."""
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    with pytest.warns(SamplingWarning, match="K=2 could not be sampled"):
+        selection = select_n_components(
+            frame, range(1, 3), draws=20, tune=20, chains=2, progress=False
+        )
+    assert list(selection.fits) == ["K=1"]
+    assert "row 3" in selection.failed["K=2"]
+
+
+def test_new_data_must_have_the_fitted_columns(faithful, reference):
+    reordered = faithful[["waiting", "eruptions"]]
+    renamed = faithful.rename(columns={"waiting": "wait"})
+    for method in ("predict", "predict_proba", "membership", "co_clustering"):
+        call = getattr(reference, method)
+        with pytest.raises(ValueError, match="same order"):
+            call(reordered.head(20))
+        with pytest.raises(ValueError, match="unseen at fit time"):
+            call(renamed.head(20))
+        with pytest.raises(ValueError, match="features"):
+            call(faithful.to_numpy()[:20, :1])
+    np.testing.assert_array_equal(reference.predict(faithful), reference.predict())
+
+
+def test_scikit_learn_estimator_protocol(reference):
+    params = reference.get_params()
+    assert params["n_components"] == 2 and params["draws"] == 40
+    copy = clone(reference)
+    assert copy.get_params() == params and not hasattr(copy, "idata_")
+    assert copy.set_params(n_components=3).n_components == 3
+    assert "BayesianGMM(" in repr(copy)
+    cache = CompileCache()
+    assert clone(BayesianGMM(compile_cache=cache)).compile_cache is cache  # shared
+
+
+def test_pickled_fit_predicts_and_rebuilds_its_model(faithful, reference):
+    restored = pickle.loads(pickle.dumps(reference))
+    np.testing.assert_array_equal(restored.predict(faithful), reference.predict(faithful))
+    assert restored.model_["means"] is not None
+
+
+def test_saved_fit_loads_without_sampling(faithful, reference, tmp_path, monkeypatch):
+    path = tmp_path / "fit.nc"
+    reference.save(path)
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr("bayesgmm.bayesian.sample_posterior", no_sampling)
+    loaded = BayesianGMM.load(path)
+    assert loaded.get_params() == {**reference.get_params(), "compile_cache": None}
+    np.testing.assert_array_equal(loaded.predict(faithful), reference.predict(faithful))
+    np.testing.assert_allclose(loaded.predict_proba(), reference.predict_proba())
+    pd.testing.assert_frame_equal(loaded.compare(), reference.compare())
+    pd.testing.assert_frame_equal(loaded.summary(), reference.summary())
+    pd.testing.assert_frame_equal(loaded.diagnostics(), reference.diagnostics())
+    np.testing.assert_allclose(loaded.em_.means_, reference.em_.means_, rtol=1e-10)
+    with pytest.raises(ValueError, match="same order"):
+        loaded.predict(faithful[["waiting", "eruptions"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.nc"]  # no temporary left
+
+
+def test_load_refuses_other_files(tmp_path):
+    path = tmp_path / "other.nc"
+    path.write_bytes(b"not a netCDF file")
+    with pytest.raises(ValueError, match="cannot read a saved fit"):
+        BayesianGMM.load(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_components": "3"}, r"n_components must be an integer >= 1, got '3'"),
+        ({"n_components": True}, r"n_components must be an integer"),
+        ({"draws": 0}, r"draws must be an integer >= 1"),
+        ({"tune": -1}, r"tune must be an integer >= 0"),
+        ({"random_seed": -2}, r"random_seed must be an integer >= 0"),
+        ({"target_accept": 1.5}, r"target_accept must be a number in \(0, 1\)"),
+        ({"priors": {"lkj_eta": 2}}, r"priors must be a GMMPriors"),
+        ({"sampler": "stan"}, r"Unknown sampler 'stan'"),
+    ],
+)
+def test_bad_parameters_are_named(faithful, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BayesianGMM(**{"n_components": 2, **kwargs}).fit(faithful)
+
+
+def test_errors_never_name_internal_classes(faithful):
+    with pytest.raises(ValueError) as caught:
+        from bayesgmm import build_model
+
+        build_model(faithful.head(1), 1)
+    assert "_Holder" not in str(caught.value) and "build_model" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_components": range(1, 501)}, r"K=500 exceeds the 272 observations"),
+        ({"n_components": [0, 2]}, r"positive integers"),
+        ({"n_candidates": 0}, r"n_candidates must be an integer >= 1"),
+        ({"draws": 0}, r"draws must be an integer >= 1"),
+    ],
+)
+def test_selection_arguments_are_checked_before_the_sweep(faithful, kwargs, message, monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("the sweep started")
+
+    monkeypatch.setattr("bayesgmm.selection.em_sweep", started)
+    with pytest.raises(ValueError, match=message):
+        select_n_components(faithful, **{"n_components": range(1, 3), **kwargs})

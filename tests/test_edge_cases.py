@@ -92,7 +92,7 @@ def test_dependent_columns_are_named_before_any_work(faithful, column, message, 
     def started(*args, **kwargs):
         raise AssertionError("EM started")
 
-    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture.fit", started)
+    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture._fit", started)  # every EM fit
     frame = faithful.assign(extra=column(faithful))
     with pytest.raises(ValueError, match=message) as caught:
         BayesianGMM(2).fit(frame)

@@ -70,7 +70,7 @@ def _background_sampler() -> type:
 def test_interrupt_during_em_ends_with_one_line_and_writes_nothing(
     data_csv, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture.fit", _interrupt)
+    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture._fit", _interrupt)  # every EM fit
     before = _snapshot(tmp_path)
     code = main(["report", str(data_csv), "--out", str(tmp_path / "r.html"), *TINY])
     assert code == EXIT_INTERRUPTED

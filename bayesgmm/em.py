@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask
+from . import _dask, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
@@ -86,6 +86,7 @@ class _Run:
     trace: list[float] = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
+    kind: str = "init"
 
 
 class EMGaussianMixture(DensityMixin, BaseEstimator):
@@ -311,8 +312,18 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._predict_rows(self._fit(X), "labels")
 
-    def _fit(self, X: Any) -> Any:
-        """Validate, standardise and run EM; return the validated data (ndarray or Dask)."""
+    def _fit(
+        self,
+        X: Any,
+        starts: list[tuple[str, np.ndarray]] | None = None,
+        strategy: _restarts.Strategy | None = None,
+    ) -> Any:
+        """Validate, standardise and run EM; return the validated data (ndarray or Dask).
+
+        ``starts`` (from :func:`bayesgmm._restarts.partition_pool`): starting responsibilities
+        of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
+        says) instead of ``n_init`` initialisations by ``init_params``.
+        """
         self._check_parameters()
         if _dask.is_dask_array(X):
             X, summary = _dask.check_fit_array(self, X, self.n_components)
@@ -328,7 +339,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(X):
-            for _ in range(self.n_init):
+            if starts is not None:
+                best = self._em_em(X, scaling, starts, strategy or _restarts.Strategy())
+            for _ in range(self.n_init if starts is None else 0):
                 params = self._initial_params(X, random_state, scaling, initial)
                 run = self._run_em(X, scaling, params)
                 if best is None or run.lower_bound > best.lower_bound:
@@ -436,17 +449,33 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _run_em(self, X: Any, scaling: AffineScaling, params: _Params) -> _Run:
         run = _Run(params)
-        for n_iter in range(1, self.max_iter + 1):
+        self._advance(X, scaling, run, None)
+        return run
+
+    def _advance(self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None) -> None:
+        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
+        stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
+        while run.n_iter < stop and not run.converged:
             stats = self._statistics(X, scaling, run.params)
             previous = run.lower_bound
             run.lower_bound = stats.log_likelihood / stats.n_samples
             run.trace.append(run.lower_bound)
             run.params = self._m_step(stats, run.params.warm)
-            run.n_iter = n_iter
+            run.n_iter += 1
             if abs(run.lower_bound - previous) < self.tol:
                 run.converged = True
-                break
-        return run
+
+    def _em_em(
+        self, X: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy
+    ) -> _Run:
+        """em-EM from the given starting responsibilities (see :mod:`bayesgmm._restarts`)."""
+        Xu = scaling.transform(X)
+        return _restarts.em_em(
+            lambda resp: _Run(self._params_from_resp(Xu, resp)),
+            lambda run, n_iter: self._advance(X, scaling, run, n_iter),
+            starts,
+            strategy,
+        )
 
     def _block_rows(self, engine: str) -> int:
         """Rows per E-step block: ``chunk_size``, or the engine's default."""

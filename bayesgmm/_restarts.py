@@ -12,8 +12,9 @@ covariance model and, through :func:`partition_pool`, every number of components
 - ``hc``: mclust's default, model-based hierarchical agglomeration (VVV criterion) on the scaled
   SVD of the data (:mod:`bayesgmm._hierarchical`); the merges are computed once and cut at
   every ``K``;
-- ``kmeans``: Lloyd's k-means from k-means++ seeds, several seeds per ``K``, on standardised
-  features;
+- ``kmeans``: Lloyd's k-means from k-means++ seeds, several seeds per ``K``, alternately on
+  standardised features and on the data in its own units (one common scale for all features:
+  the geometry of the models that are not invariant to each feature's units, e.g. VII);
 - ``random``: random responsibilities (uniform, normalised per row);
 - ``split``: for ``K > 1``, the maximum-a-posteriori partition of the same model's fit at
   ``K - 1`` with one of its largest clusters split in two along its principal axis
@@ -42,7 +43,8 @@ class Strategy:
     Attributes
     ----------
     n_kmeans : int
-        k-means starts per ``K`` (seeds drawn from the sweep's ``random_state``).
+        k-means starts per ``K`` (seeds drawn from the sweep's ``random_state``), alternately on
+        standardised features and on the data's own units.
     n_random : int
         Random-responsibility starts per ``K``.
     n_split : int
@@ -60,7 +62,7 @@ class Strategy:
         reaches from the same start.
     """
 
-    n_kmeans: int = 3
+    n_kmeans: int = 4
     n_random: int = 1
     n_split: int = 2
     n_cross: int = 3
@@ -158,15 +160,17 @@ def partition_pool(
         hc = cut_tree(merge_tree(transform(X[rows], "SVD")), hc_ks) if hc_ks else None
     except (ValueError, ArithmeticError):  # e.g. a feature constant in the subset
         hc = None
-    standard = (X - X.mean(axis=0)) / X.std(axis=0)
+    centred = X - X.mean(axis=0)
+    # k-means in two geometries: standardised features (the scale-free models') and the data's
+    # own units up to one common factor (the geometry of EII, VII, EEV, ... which are not)
+    spaces = (centred / X.std(axis=0), centred / np.sqrt(np.mean(X.var(axis=0))))
     pool: dict[int, list[tuple[str, np.ndarray]]] = {}
     for k in ks:
         found: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         if hc is not None and k in hc_ks:
             found.append(("hc", hc[:, hc_ks.index(k)], None if rows.size == n_samples else rows))
-        found += [
-            ("kmeans", kmeans_labels(standard, k, rng), None) for _ in range(strategy.n_kmeans)
-        ]
+        for i in range(strategy.n_kmeans):
+            found.append(("kmeans", kmeans_labels(spaces[i % 2], k, rng), None))
         if k == 1:
             found = [("hc", np.zeros(n_samples, dtype=np.int64), None)]
         pool[k] = _distinct(found, k, n_samples)

@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask, _restarts
+from . import _dask, _emloop, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
@@ -409,7 +409,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         stats = g.weighted_statistics(Xu, resp, shift, self._layout)
         return self._m_step(stats, None)
 
-    def _m_step(self, stats: g.MixtureStatistics, warm: Warm | None) -> _Params:
+    def _m_step(
+        self,
+        stats: g.MixtureStatistics,
+        warm: Warm | None,
+        small: _emloop.SmallLoop | None = None,
+    ) -> _Params:
         """The model's M-step, its precision factors, and where the next M-step starts."""
         weights, means, covariances, warm = m_step(
             stats,
@@ -418,7 +423,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             warm,
             inner_tol=self._inner_tol,
         )
-        chol = g.precision_cholesky(covariances, self._layout)
+        if small is None:
+            chol = g.precision_cholesky(covariances, self._layout)
+        else:
+            chol = small.precision_cholesky(covariances)
         return _Params(weights, means, chol, covariances, warm)
 
     @property
@@ -455,15 +463,30 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def _advance(self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None) -> None:
         """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
         stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
+        small = self._small_loop(X, scaling)
         while run.n_iter < stop and not run.converged:
-            stats = self._statistics(X, scaling, run.params)
+            p = run.params
+            if small is None:
+                stats = self._statistics(X, scaling, p)
+            else:
+                stats = small.statistics(p.weights, p.means, p.precisions_chol)
             previous = run.lower_bound
             run.lower_bound = stats.log_likelihood / stats.n_samples
             run.trace.append(run.lower_bound)
-            run.params = self._m_step(stats, run.params.warm)
+            run.params = self._m_step(stats, p.warm, small)
             run.n_iter += 1
             if abs(run.lower_bound - previous) < self.tol:
                 run.converged = True
+
+    def _small_loop(self, X: Any, scaling: AffineScaling) -> _emloop.SmallLoop | None:
+        """The lean loop of :mod:`bayesgmm._emloop` where it applies (an ndarray small enough
+        for the serial kernel), else None (the general path, :meth:`_statistics`)."""
+        if (
+            _dask.is_dask_array(X)
+            or _engine(*X.shape[:1], self.n_components, X.shape[1]) != "serial"
+        ):
+            return None
+        return _emloop.SmallLoop(X, scaling, self._layout, self._block_rows("serial"))
 
     def _em_em(
         self, X: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy

@@ -52,8 +52,11 @@ class Strategy:
     n_cross : int
         Starts per ``K`` from the partitions of the other models' fits at ``K`` (those with the
         highest log-likelihood): an optimum of one model is often a good start for another.
+    n_screened : int
+        Starts that go on to a short run: the ones with the highest log-likelihood after one
+        iteration (many k-means starts cost one iteration each).
     short_iter : int
-        Iterations of each short run.
+        Iterations of each short run, after the screening one.
     n_best : int
         Short runs continued to convergence (the ones with the highest log-likelihood).
     always : tuple of str
@@ -62,10 +65,11 @@ class Strategy:
         reaches from the same start.
     """
 
-    n_kmeans: int = 4
+    n_kmeans: int = 10
     n_random: int = 1
     n_split: int = 2
     n_cross: int = 3
+    n_screened: int = 6
     short_iter: int = 10
     n_best: int = 2
     always: tuple[str, ...] = ("hc",)
@@ -243,32 +247,38 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     ValueError or ArithmeticError
         The first start's error, when every start failed.
     """
-    runs, errors = [], []
+    errors: list[Exception] = []
+    runs = []
     for kind, resp in resps:
         try:
             run = start(resp)
-            run.kind = kind
-            advance(run, strategy.short_iter)
         except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
             errors.append(err)
             continue
-        if np.isfinite(run.lower_bound):
-            runs.append(run)
-    runs.sort(key=lambda r: r.lower_bound, reverse=True)
-    best = None
-    chosen = runs[: strategy.n_best] + [
-        r for r in runs[strategy.n_best :] if r.kind in strategy.always
-    ]
-    for run in chosen:
-        try:
-            advance(run, None)
-        except (ValueError, ArithmeticError) as err:
-            errors.append(err)
-            continue
-        if best is None or run.lower_bound > best.lower_bound:
-            best = run
+        run.kind = kind
+        runs.append(run)
+    # screen (one iteration), short runs, then to convergence: each stage keeps the best
+    stages = ((1, strategy.n_screened), (strategy.short_iter, strategy.n_best), (None, 0))
+    for n_iter, keep in stages:
+        runs = _advance_all(advance, runs, n_iter, errors)
+        runs = runs[:keep] + [r for r in runs[keep:] if r.kind in strategy.always] if keep else runs
+    best = runs[0] if runs else None
     if best is None:
         if errors:
             raise errors[0]
         raise ValueError("No start gave a finite log-likelihood; check the data.")
     return best
+
+
+def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:
+    """``advance`` every run by ``n_iter``; the ones that did not fail, best first."""
+    kept = []
+    for run in runs:
+        try:
+            advance(run, n_iter)
+        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+            errors.append(err)
+            continue
+        if np.isfinite(run.lower_bound):
+            kept.append(run)
+    return sorted(kept, key=lambda r: r.lower_bound, reverse=True)

@@ -157,7 +157,7 @@ def _sweep_rows(
                     starts = _starts(data, k, name, pool[k], labels, rows, strategy)
                 row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy)
                 if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = row["_fit"].predict(data)
+                    labels[k, name] = np.asarray(row["_fit"].predict(X))
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

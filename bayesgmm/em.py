@@ -27,13 +27,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask
+from . import _dask, _missing
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
 from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
-from ._validation import check_choice, check_data, check_fit_data
+from ._validation import check_choice, check_data, check_fit_data, check_sample_weight
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
@@ -282,7 +282,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return out
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any = None) -> EMGaussianMixture:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> EMGaussianMixture:
         """Fit the mixture by EM (``n_init`` restarts, best kept).
 
         Parameters
@@ -295,30 +295,42 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             50,000 rows held in memory; pass ``weights_init``, ``means_init`` and
             ``precisions_init`` to skip it.
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Frequency weights (scikit-learn's convention): non-negative, finite, positive on at
+            least ``n_components`` rows. A row of weight ``w`` counts ``w`` times everywhere
+            (E-step, standardisation, initialisation), so integer weights give the fit of the
+            repeated rows, and a zero weight removes the row. Not for Dask arrays.
 
         Returns
         -------
         self : EMGaussianMixture
         """
-        self._fit(X)
+        self._fit(X, sample_weight)
         return self
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit the mixture and return the most probable component of every sample.
 
         The labels come from a last pass with the final parameters, so they equal
         ``fit(X).predict(X)``; for a Dask array they are a lazy Dask array.
         """
-        return self._predict_rows(self._fit(X), "labels")
+        return self._predict_rows(self._fit(X, sample_weight), "labels")
 
-    def _fit(self, X: Any) -> Any:
+    def _fit(self, X: Any, sample_weight: Any = None) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask)."""
         self._check_parameters()
         if _dask.is_dask_array(X):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight is not supported for a Dask array: compute it into memory, "
+                    "or fit without weights."
+                )
             X, summary = _dask.check_fit_array(self, X, self.n_components)
+            data = X
         else:
             X = np.ascontiguousarray(check_fit_data(self, X, self.n_components))
-            summary = kernels.column_summary(X)
+            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components)
+            data, summary = _missing.prepare(X, weights)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
@@ -327,14 +339,14 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
-        with self._blas_limit(X):
+        with self._blas_limit(data):
             for _ in range(self.n_init):
-                params = self._initial_params(X, random_state, scaling, initial)
-                run = self._run_em(X, scaling, params)
+                params = self._initial_params(data, random_state, scaling, initial)
+                run = self._run_em(data, scaling, params)
                 if best is None or run.lower_bound > best.lower_bound:
                     best = run
             self._store(best, scaling)
-            final = self._statistics(X, scaling, self._unit_params())
+            final = self._statistics(data, scaling, self._unit_params())
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -370,8 +382,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         else:
             if _dask.is_dask_array(X):
                 X = _dask.subsample(X, _DASK_INIT_ROWS, random_state)
+            X, weight = _missing.initial_rows(X)
             Xu = scaling.transform(X)
-            params = self._params_from_resp(Xu, self._initial_resp(Xu, random_state))
+            resp = self._initial_resp(Xu, random_state, weight)
+            params = self._params_from_resp(Xu, resp, weight)
         if "weights" in initial:
             params.weights = initial["weights"]
         if "means" in initial:
@@ -386,14 +400,17 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             params.warm = None  # the next M-step starts afresh
         return params
 
-    def _params_from_resp(self, Xu: np.ndarray, resp: np.ndarray) -> _Params:
+    def _params_from_resp(
+        self, Xu: np.ndarray, resp: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> _Params:
         """Starting parameters from initial responsibilities (or a hard partition): one M-step.
 
         Every initialisation goes through here: ``Xu`` is on the unit scale, ``resp`` has shape
-        ``(n_samples, n_components)`` (one-hot rows for a partition).
+        ``(n_samples, n_components)`` (one-hot rows for a partition); rows count by their
+        frequency weights ``sample_weight``, if any.
         """
         shift = np.zeros((self.n_components, Xu.shape[1]))
-        stats = g.weighted_statistics(Xu, resp, shift, self._layout)
+        stats = g.weighted_statistics(Xu, resp, shift, self._layout, sample_weight)
         return self._m_step(stats, None)
 
     def _m_step(self, stats: g.MixtureStatistics, warm: Warm | None) -> _Params:
@@ -418,19 +435,29 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """Tolerance of iterative M-steps (on ``F / (2N)``): far below ``tol``, above rounding."""
         return min(max(1e-3 * self.tol, 1e-13), 1e-7)
 
-    def _initial_resp(self, Xu: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:
+    def _initial_resp(
+        self,
+        Xu: np.ndarray,
+        random_state: np.random.RandomState,
+        sample_weight: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Initial responsibilities; frequency weights go to (weighted) k-means and k-means++,
+        and make ``random_from_data`` draw rows in proportion to them."""
         n_samples, k = Xu.shape[0], self.n_components
+        w = sample_weight
         resp = np.zeros((n_samples, k))
         if self.init_params == "kmeans":
-            labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(Xu).labels_
+            kmeans = KMeans(n_clusters=k, n_init=1, random_state=random_state)
+            labels = kmeans.fit(Xu, sample_weight=w).labels_
             resp[np.arange(n_samples), labels] = 1.0
         elif self.init_params == "random":
             resp = random_state.uniform(size=(n_samples, k))
             resp /= resp.sum(axis=1, keepdims=True)
         elif self.init_params == "random_from_data":
-            resp[random_state.choice(n_samples, size=k, replace=False), np.arange(k)] = 1.0
+            p = None if w is None else w / w.sum()
+            resp[random_state.choice(n_samples, size=k, replace=False, p=p), np.arange(k)] = 1.0
         else:  # k-means++
-            _, indices = kmeans_plusplus(Xu, k, random_state=random_state)
+            _, indices = kmeans_plusplus(Xu, k, random_state=random_state, sample_weight=w)
             resp[indices, np.arange(k)] = 1.0
         return resp
 
@@ -457,6 +484,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def _statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> g.MixtureStatistics:
         """One E-step over all rows of ``X`` (user units): the next M-step's statistics."""
         mixture = self._mixture(scaling, params)
+        if isinstance(X, _missing.RowData):
+            engine = _engine(X.shape[0], self.n_components, X.shape[1])
+            return _missing.e_step(X, mixture, block_rows=self._block_rows(engine), engine=engine)
         if _dask.is_dask_array(X):
             # Dask runs blocks in parallel, so each block's kernel stays on its own thread.
             engine = _engine(max(X.chunks[0]), self.n_components, X.shape[1])
@@ -614,14 +644,25 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._criteria(X)["icl"]
 
-    def _criteria(self, X: Any, *, validated: bool = False) -> dict[str, float]:
+    def _criteria(
+        self, X: Any, *, validated: bool = False, sample_weight: Any = None
+    ) -> dict[str, float]:
         """Total log-likelihood (user units), BIC, AIC and ICL, from one pass over ``X``.
 
-        ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned).
+        ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned). With
+        frequency weights, sums over rows are weighted and ``n`` is the weights' sum.
         """
-        scores = self._predict_rows(X if validated else self._validated(X), "scores")
-        totals = np.asarray(scores.sum(axis=0))  # computes a Dask array
-        n = scores.shape[0]
+        X = X if validated else self._validated(X)
+        scores = self._predict_rows(X, "scores")
+        weight = None
+        if not _dask.is_dask_array(X):
+            weight = check_sample_weight(sample_weight, X.shape[0], 1)
+            weight = _missing.criteria_weights(X, weight)
+        if weight is None:
+            totals = np.asarray(scores.sum(axis=0))  # computes a Dask array
+            n = scores.shape[0]
+        else:
+            totals, n = weight @ scores, float(weight.sum())
         log_l = float(totals[0]) - n * self._scaling.log_jacobian
         p = self.n_parameters()
         bic = -2.0 * log_l + p * np.log(n)

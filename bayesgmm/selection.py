@@ -64,7 +64,9 @@ class EMSelection:
         return self.fits[self.best[criterion]]
 
 
-def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _fit_one(
+    X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any], sample_weight: Any = None
+) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
     shape = np.shape(X)
@@ -81,13 +83,13 @@ def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[s
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X)
+            validated = em._fit(X, sample_weight)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    criteria = em._criteria(validated, validated=True)
+    criteria = em._criteria(validated, validated=True, sample_weight=sample_weight)
     return {
         **row,
         "status": status,
@@ -122,6 +124,7 @@ def em_sweep(
     progress: bool = True,
     tol: float = 1e-5,
     max_iter: int = 1000,
+    sample_weight: Any = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -149,6 +152,9 @@ def em_sweep(
         100: the table compares log-likelihoods across models, and from mclust's own starting
         partitions ``tol=1e-3`` stopped fits up to hundreds of nats short of the optimum
         (the median shortfall 0.1-1 nats); ``1e-5`` is about mclust's relative ``1e-5``.
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights of the rows (see :meth:`EMGaussianMixture.fit`); the criteria then
+        count ``n`` as their sum.
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 
@@ -175,7 +181,7 @@ def em_sweep(
     with progress_bar(len(grid), "EM sweep", enabled=progress) as bar:
         for k, cov_type in grid:
             bar.describe(f"EM: K={k} {cov_type}")
-            rows.append(_fit_one(X, k, cov_type, em_kwargs))
+            rows.append(_fit_one(X, k, cov_type, em_kwargs, sample_weight))
             bar.advance()
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [

@@ -32,7 +32,14 @@ COV_TYPES = g.COVARIANCE_TYPES
         EMGaussianMixture(
             2, covariance_type="spherical", init_params="random_from_data", random_state=0
         ),
-    ]
+    ],
+    # Weighted and repeated rows draw different random starts (k-means' own check fails the
+    # same way); from the same start the fits are equal (tests/test_weights.py).
+    expected_failed_checks=lambda est: (
+        {"check_sample_weight_equivalence_on_dense_data": "random starts differ"}
+        if est.n_components > 1
+        else {}
+    ),
 )
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

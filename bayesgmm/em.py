@@ -186,6 +186,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     Its extra memory is ``O(chunk_size x K + K x D^2)``; no standardised copy of ``X`` is made.
     A ``dask.array`` is fitted and predicted where it lives (see :meth:`fit`).
 
+    Missing values (NaN) are handled exactly in :meth:`fit`, :meth:`predict`,
+    :meth:`predict_proba`, :meth:`score_samples` and :meth:`score` (the density of each row's
+    observed entries), and :meth:`impute` fills them with their conditional means; rows can
+    carry frequency weights (``fit(X, sample_weight=...)``). Neither for Dask arrays.
+
     Examples
     --------
     >>> from bayesgmm import EMGaussianMixture
@@ -288,12 +293,18 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or dask.array.Array of shape (n_samples, n_features)
-            A Dask array is validated, standardised and fitted without being loaded: every
-            E-step reduces its blocks' sufficient statistics with Dask, so the fit runs on
-            whatever scheduler is active (e.g. a ``dask.distributed.Client``). Data-driven
-            initialisation (``init_params``) then uses a random subsample of at most
-            50,000 rows held in memory; pass ``weights_init``, ``means_init`` and
-            ``precisions_init`` to skip it.
+            NaN cells are missing values, handled exactly under missing at random
+            (:mod:`bayesgmm._missing`): each row contributes the density of its observed
+            entries, and the M-step completes the rest by their conditional expectations
+            (Ghahramani & Jordan 1994). A row with nothing observed is left out with a
+            warning; a feature with nothing observed is an error. Data-driven initialisation
+            starts from a copy with each missing cell set to its feature's observed mean.
+            Infinity is an error. A Dask array (without missing values) is validated,
+            standardised and fitted without being loaded: every E-step reduces its blocks'
+            sufficient statistics with Dask, so the fit runs on whatever scheduler is active
+            (e.g. a ``dask.distributed.Client``). Data-driven initialisation
+            (``init_params``) then uses a random subsample of at most 50,000 rows held in
+            memory; pass ``weights_init``, ``means_init`` and ``precisions_init`` to skip it.
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             Frequency weights (scikit-learn's convention): non-negative, finite, positive on at
@@ -328,9 +339,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             X, summary = _dask.check_fit_array(self, X, self.n_components)
             data = X
         else:
-            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components))
+            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components, allow_nan=True))
             weights = check_sample_weight(sample_weight, X.shape[0], self.n_components)
-            data, summary = _missing.prepare(X, weights)
+            data, summary = _missing.prepare(X, weights, self.n_components)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
@@ -559,7 +570,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if _dask.is_dask_array(X):
             return _dask.check_array(self, X, reset=False)
-        return check_data(self, X, reset=False)
+        return check_data(self, X, reset=False, allow_nan=True)
 
     def _predict_rows(self, X: Any, output: str) -> Any:
         """Row-wise ``output`` of :func:`bayesgmm._kernels.predict_rows`, chunked or lazy."""
@@ -568,7 +579,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         if _dask.is_dask_array(X):
             names = getattr(self, "feature_names_in_", None)
             return _dask.predict_rows(X, mixture, block_rows=block_rows, output=output, names=names)
-        return kernels.predict_rows(X, mixture, block_rows=block_rows, output=output)
+        return _missing.predict_rows(X, mixture, block_rows=block_rows, output=output)
 
     def score_samples(self, X: Any) -> Any:
         """Log density of the mixture at every sample, ``(n_samples,)``, in the user's units.
@@ -591,6 +602,28 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:
         """Most probable component of every sample (lazily for a Dask array)."""
         return self._predict_rows(self._validated(X), "labels")
+
+    def impute(self, X: Any) -> np.ndarray:
+        """``X`` with its missing (NaN) cells replaced by their conditional means.
+
+        A missing cell gets ``sum_k p(k | x_O) E[x_M | x_O, k]``: each component's conditional
+        mean given the row's observed entries, mixed by the responsibilities of those entries.
+        Observed cells are returned unchanged; a row with nothing observed gets the mixture's
+        mean.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        X = self._validated(X)
+        if _dask.is_dask_array(X):
+            raise ValueError("impute needs data in memory: compute the Dask array first.")
+        mixture = self._mixture(self._scaling, self._unit_params())
+        return _missing.impute(X, mixture, block_rows=self._block_rows("numpy"))
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture.
@@ -675,7 +708,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True  # missing values, handled exactly (_missing)
         return tags
 
 

@@ -239,7 +239,12 @@ def _holder(caller: str) -> _Holder:
 
 
 def check_matrix(
-    X: Any, *, n_components: int | None = None, caller: str = "bayesgmm", estimator: Any = None
+    X: Any,
+    *,
+    n_components: int | None = None,
+    caller: str = "bayesgmm",
+    estimator: Any = None,
+    allow_nan: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Validate data for the Bayesian mixture; return the float array and feature names.
 
@@ -247,14 +252,16 @@ def check_matrix(
     errors as fitting EM (NaN/inf, shapes, non-numeric or constant columns, too few samples),
     naming ``caller`` (or ``estimator``, on which ``n_features_in_`` and
     ``feature_names_in_`` are recorded), and :func:`check_independent_columns`'s.
+    ``allow_nan`` lets missing values through (as EM takes them); the columns' independence is
+    then checked on the complete rows.
     """
     holder = estimator if estimator is not None else _holder(caller)
-    array = check_fit_data(holder, X, n_components or 1)
+    array = check_fit_data(holder, X, n_components or 1, allow_nan=allow_nan)
     names = getattr(holder, "feature_names_in_", None)
     if names is None:
         names = [f"x{j}" for j in range(array.shape[1])]
     names = [str(n) for n in names]
-    check_independent_columns(array, names)
+    check_independent_columns(array[~np.isnan(array).any(axis=1)], names)
     return array, names
 
 

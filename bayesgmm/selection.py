@@ -218,6 +218,8 @@ def _sample_candidates(
                 (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
                 None,
             )
+            if selection.bayesian_rows is not None:
+                em = None  # the sweep saw other rows: the candidate fits its own EM start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SamplingWarning)
                 fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
@@ -232,6 +234,14 @@ def _sample_candidates(
             if fit.idata_.posterior.attrs.get("interrupted"):
                 raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
+
+
+def _complete_rows(X: Any) -> Any:
+    """The rows of ``X`` without missing values, or None when it has none missing."""
+    missing = np.isnan(np.asarray(X, dtype=float)).any(axis=1)
+    if not missing.any():
+        return None
+    return X.loc[~missing] if isinstance(X, pd.DataFrame) else np.asarray(X)[~missing]
 
 
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
@@ -364,6 +374,9 @@ class Selection:
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
     failed : dict of str to str
         Candidates that could not be sampled (``"K=k"``) and why.
+    bayesian_rows : int or None
+        Rows the candidates were sampled on when the data had missing values (the complete
+        rows; the EM sweep uses every row), else None.
 
     Examples
     --------
@@ -378,6 +391,7 @@ class Selection:
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    bayesian_rows: int | None = None
 
 
 def select_n_components(
@@ -471,7 +485,17 @@ def select_n_components(
         em_n_init=n_init,
         em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
     )
-    _sample_candidates(selection, X, ks, settings, progress)
+    complete = _complete_rows(X)
+    if complete is not None:  # the sampler does not take missing values yet
+        selection.bayesian_rows = int(np.shape(complete)[0])
+        warnings.warn(
+            f"The Bayesian candidates are sampled on the {selection.bayesian_rows} complete "
+            f"row(s) of {np.shape(X)[0]} (the sampler does not handle missing values yet); "
+            "the EM sweep used every row's observed cells.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _sample_candidates(selection, X if complete is None else complete, ks, settings, progress)
     if not selection.fits:
         raise SamplerError(
             "no candidate could be sampled: "

@@ -246,41 +246,39 @@ def _marginal(mixture: kernels.Mixture, cov: np.ndarray, observed: np.ndarray) -
 
 def _regressions(cov: np.ndarray, observed: np.ndarray, missing: np.ndarray):
     """``B_k = S_MO S_OO^-1`` ``(K, m, o)`` and the conditional covariances ``(K, m, m)``."""
-    idx = np.arange(cov.shape[0])
-    s_oo = cov[np.ix_(idx, observed, observed)]
-    s_om = cov[np.ix_(idx, observed, missing)]
-    chol = np.linalg.cholesky(s_oo)
-    half = np.linalg.solve(chol, s_om)  # L^-1 S_OM
-    coef = np.swapaxes(np.linalg.solve(np.swapaxes(chol, 1, 2), half), 1, 2)
-    conditional = cov[np.ix_(idx, missing, missing)] - np.swapaxes(half, 1, 2) @ half
-    return coef, conditional
+    rows_o, rows_m = cov[:, observed], cov[:, missing]
+    s_oo, s_om = rows_o[:, :, observed], rows_o[:, :, missing]
+    solved = np.linalg.solve(s_oo, s_om)  # S_OO^-1 S_OM, (K, o, m)
+    conditional = rows_m[:, :, missing] - np.swapaxes(s_om, 1, 2) @ solved
+    return np.swapaxes(solved, 1, 2), conditional
 
 
 def _completed(
     part: g.MixtureStatistics, cov: np.ndarray, means: np.ndarray, pattern: Pattern
 ) -> g.MixtureStatistics:
-    """The full-row statistics of a pattern from the moments of its observed entries."""
+    """The full-row statistics of a pattern from the moments of its observed entries.
+
+    Built in the order (observed, missing) and put back in the features' order at the end.
+    """
     obs, miss = pattern.observed, pattern.missing
-    n_components, n_features = means.shape
+    back = np.argsort(np.concatenate([obs, miss]))
     nk = part.resp_sum
-    first = np.zeros((n_components, n_features))
-    first[:, obs] = part.first
-    if cov.ndim == 2:  # diagonal: x_M's conditional mean is mu_M, its covariance S_MM
-        second = np.zeros((n_components, n_features))
-        second[:, obs] = part.second
-        second[:, miss] = nk[:, None] * cov[:, miss]
-    else:
-        coef, conditional = _regressions(cov, obs, miss)
-        cross = coef @ part.second  # sum r (x_M^ - mu_M)(x_O - mu_O)^T
-        second = np.zeros((n_components, n_features, n_features))
-        idx = np.arange(n_components)
-        second[np.ix_(idx, obs, obs)] = part.second
-        second[np.ix_(idx, miss, obs)] = cross
-        second[np.ix_(idx, obs, miss)] = np.swapaxes(cross, 1, 2)
-        mm = cross @ np.swapaxes(coef, 1, 2) + nk[:, None, None] * conditional
-        second[np.ix_(idx, miss, miss)] = mm
-        first[:, miss] = np.einsum("kmo,ko->km", coef, part.first)
-    return g.MixtureStatistics(part.log_likelihood, part.n_samples, nk, first, second, means)
+    if cov.ndim == 2:  # diagonal: x_M's conditional mean is mu_M, its variance S_MM
+        first = np.concatenate([part.first, np.zeros((nk.size, miss.size))], axis=1)
+        second = np.concatenate([part.second, nk[:, None] * cov[:, miss]], axis=1)
+        return g.MixtureStatistics(
+            part.log_likelihood, part.n_samples, nk, first[:, back], second[:, back], means
+        )
+    coef, conditional = _regressions(cov, obs, miss)
+    cross = coef @ part.second  # sum_i r_ik (x_M^ - mu_M)(x_O - mu_O)^T, (K, m, o)
+    mm = cross @ np.swapaxes(coef, 1, 2) + nk[:, None, None] * conditional
+    top = np.concatenate([part.second, np.swapaxes(cross, 1, 2)], axis=2)
+    second = np.concatenate([top, np.concatenate([cross, mm], axis=2)], axis=1)
+    first = np.concatenate([part.first, np.einsum("kmo,ko->km", coef, part.first)], axis=1)
+    second = second[:, back][:, :, back]
+    return g.MixtureStatistics(
+        part.log_likelihood, part.n_samples, nk, first[:, back], second, means
+    )
 
 
 def e_step(

@@ -82,16 +82,22 @@ class Pattern:
 def group_patterns(X: np.ndarray, sample_weight: np.ndarray | None = None) -> list[Pattern]:
     """The rows of ``X`` grouped by missingness pattern; complete rows first (if any)."""
     missing = np.isnan(X)
-    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    order = np.argsort(inverse.ravel(), kind="stable")
-    bounds = np.cumsum(np.bincount(inverse.ravel(), minlength=len(patterns)))[:-1]
+    if X.shape[1] <= 62:  # one integer code per row: 10x faster than unique rows of booleans
+        bits = np.left_shift(np.int64(1), np.arange(X.shape[1], dtype=np.int64))
+        codes, inverse = np.unique(missing @ bits, return_inverse=True)
+        patterns = (codes[:, None] & bits) > 0
+    else:
+        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(patterns)))[:-1]
     groups = []
     for mask, rows in zip(patterns, np.split(order, bounds), strict=True):
         observed, absent = np.flatnonzero(~mask), np.flatnonzero(mask)
         values = np.ascontiguousarray(X[np.ix_(rows, observed)])
         weight = None if sample_weight is None else np.ascontiguousarray(sample_weight[rows])
         groups.append(Pattern(rows, observed, absent, values, weight))
-    return groups  # np.unique sorts the all-False (complete) pattern first
+    return groups  # sorted patterns: the complete one (code 0, all False) comes first
 
 
 @dataclass

@@ -277,3 +277,19 @@ def _fitted_vvv(X):
     if "vvv" not in _FITTED:
         _FITTED["vvv"] = _fit(X, "VVV")
     return _FITTED["vvv"]
+
+
+@pytest.mark.parametrize("n_features", [3, 70])  # integer codes, and unique rows beyond 62
+def test_patterns_group_every_row_once(n_features):
+    rng = np.random.default_rng(n_features)
+    X = rng.normal(size=(200, n_features))
+    X[rng.random(X.shape) < 0.3 / np.sqrt(n_features)] = np.nan
+    groups = _missing.group_patterns(X)
+    assert groups[0].missing.size == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([p.rows for p in groups])), np.arange(200))
+    for p in groups:
+        np.testing.assert_array_equal(
+            np.isnan(X[p.rows]),
+            np.isin(np.arange(n_features), p.missing)[None].repeat(p.rows.size, 0),
+        )
+        np.testing.assert_array_equal(p.values, X[np.ix_(p.rows, p.observed)])

@@ -13,7 +13,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.exceptions import ConvergenceWarning
 
-from bayesgmm import EMGaussianMixture, _missing
+from bayesgmm import EMGaussianMixture, _missing, em_sweep
 from bayesgmm import _gaussian as g
 from bayesgmm import _kernels as kernels
 from bayesgmm import _models as models
@@ -293,3 +293,16 @@ def test_patterns_group_every_row_once(n_features):
             np.isin(np.arange(n_features), p.missing)[None].repeat(p.rows.size, 0),
         )
         np.testing.assert_array_equal(p.values, X[np.ix_(p.rows, p.observed)])
+
+
+def test_sweep_and_fit_predict_take_missing_cells(data):
+    _, Xm = data
+    X = np.vstack([Xm, np.full((2, 3), np.nan)])
+    sweep = em_sweep(X, [1, 2], ["VVV", "VII"], n_init=1, progress=False, max_iter=30)
+    em = sweep.fits[(2, "VVV")]
+    row = sweep.table.query("n_components == 2 and covariance_type == 'VVV'").iloc[0]
+    assert "2 row(s) of X have every feature missing" in row["message"]
+    assert row["bic"] == pytest.approx(em.bic(Xm), rel=1e-12)  # empty rows do not count
+    with pytest.warns(UserWarning, match="2 row"):
+        labels = EMGaussianMixture(2, random_state=0).fit_predict(X)
+    assert labels.shape == (len(X),)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -250,7 +251,9 @@ def _marginal(mixture: kernels.Mixture, cov: np.ndarray, observed: np.ndarray) -
     )
 
 
-def _regressions(cov: np.ndarray, observed: np.ndarray, missing: np.ndarray):
+def _regressions(
+    cov: np.ndarray, observed: np.ndarray, missing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``B_k = S_MO S_OO^-1`` ``(K, m, o)`` and the conditional covariances ``(K, m, m)``."""
     rows_o, rows_m = cov[:, observed], cov[:, missing]
     s_oo, s_om = rows_o[:, :, observed], rows_o[:, :, missing]
@@ -322,7 +325,9 @@ def e_step(
 
 
 # --------------------------------------------------------------------------- prediction
-def predict_rows(X: np.ndarray, mixture: kernels.Mixture, *, block_rows: int, output: str):
+def predict_rows(
+    X: np.ndarray, mixture: kernels.Mixture, *, block_rows: int, output: str
+) -> np.ndarray:
     """:func:`bayesgmm._kernels.predict_rows` for rows that may have missing cells.
 
     Rows without NaN take the complete-data path; each missingness pattern is predicted under
@@ -351,7 +356,7 @@ def predict_rows(X: np.ndarray, mixture: kernels.Mixture, *, block_rows: int, ou
     return out
 
 
-def _prior_rows(mixture: kernels.Mixture, output: str, log_jacobian: float):
+def _prior_rows(mixture: kernels.Mixture, output: str, log_jacobian: float) -> Any:
     """The prediction for a row with nothing observed: the mixing weights."""
     with np.errstate(divide="ignore"):
         log_w = np.log(mixture.weights)

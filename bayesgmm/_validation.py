@@ -114,14 +114,12 @@ def check_fit_data(
 
 
 def _check_observed(estimator: Any, never_observed: np.ndarray) -> None:
-    missing = np.flatnonzero(never_observed)
-    if missing.size:
-        names = getattr(estimator, "feature_names_in_", None)
-        labels = ", ".join(_feature_label(int(j), names) for j in missing)
-        raise ValueError(
-            f"Feature(s) {labels} of X are missing (NaN) in every row: nothing can be "
-            "estimated about them. Drop the column(s) before fitting."
-        )
+    _reject_features(
+        estimator,
+        never_observed,
+        "are missing (NaN) in every row: nothing can be estimated about them. Drop the "
+        "column(s) before fitting.",
+    )
 
 
 def check_sample_weight(sample_weight: Any, n_samples: int, n_components: int) -> np.ndarray | None:
@@ -170,14 +168,21 @@ def _check_n_samples(n_samples: int, n_components: int) -> None:
 
 
 def _check_constant(estimator: Any, is_constant: np.ndarray) -> None:
-    constant = np.flatnonzero(is_constant)
-    if constant.size:
+    _reject_features(
+        estimator,
+        is_constant,
+        "are constant (zero variance): a Gaussian component cannot have zero spread. Drop "
+        "the constant column(s) before fitting.",
+    )
+
+
+def _reject_features(estimator: Any, flags: np.ndarray, problem: str) -> None:
+    """Raise ``Feature(s) <names> of X <problem>`` if any feature is flagged."""
+    bad = np.flatnonzero(flags)
+    if bad.size:
         names = getattr(estimator, "feature_names_in_", None)
-        labels = ", ".join(_feature_label(int(j), names) for j in constant)
-        raise ValueError(
-            f"Feature(s) {labels} of X are constant (zero variance): a Gaussian component "
-            "cannot have zero spread. Drop the constant column(s) before fitting."
-        )
+        labels = ", ".join(_feature_label(int(j), names) for j in bad)
+        raise ValueError(f"Feature(s) {labels} of X {problem}")
 
 
 def check_lazy_shape(

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bayesgmm.cli import build_parser, main, parse_components
+from bayesgmm.cli import DataError, build_parser, complete_rows, load_data, main, parse_components
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.report import SECTIONS
 
@@ -382,3 +382,17 @@ def test_forest_figure_keeps_its_layout_with_long_feature_names():
     assert all(ax.get_position().width > 0.05 for ax in plotted)
     assert {ax.get_title() for ax in plotted} >= set(names)
     plt.close(fig)
+
+
+def test_empty_cells_are_kept_for_em_and_dropped_for_the_sampler(tmp_path, capsys):
+    data = tmp_path / "gaps.csv"
+    data.write_text("a,b\n1,2\n,3\n4,\n5,6\n")
+    frame = load_data(str(data), None, dropna=False)
+    assert frame.shape == (4, 2) and int(frame.isna().sum().sum()) == 2
+    assert "2 missing cell(s) in 2 row(s), column(s) ['a', 'b']" in capsys.readouterr().err
+    complete = complete_rows(frame, "the Bayesian fit")
+    np.testing.assert_array_equal(complete.to_numpy(), [[1.0, 2.0], [5.0, 6.0]])
+    assert "the Bayesian fit uses the 2 complete row(s) of 4" in capsys.readouterr().err
+    assert load_data(str(data), None, dropna=True).shape == (2, 2)
+    with pytest.raises(DataError, match="every row has a missing value"):
+        complete_rows(frame.iloc[1:3], "the Bayesian fit")

@@ -146,14 +146,37 @@ def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
     missing = numeric.isna().any(axis=1)
     if missing.any():
         bad = [c for c in numeric.columns if numeric[c].isna().any()]
-        if not dropna:
+        if dropna:
+            _note(f"dropped {int(missing.sum())} row(s) with missing values in column(s) {bad}")
+            return numeric[~missing]
+        empty = [c for c in numeric.columns if numeric[c].isna().all()]
+        if empty:
             raise DataError(
-                f"{int(missing.sum())} row(s) have missing values in column(s) {bad}; "
-                "pass --dropna to drop them"
+                f"column(s) {empty} have no values: leave them out with --columns "
+                f"{' '.join(str(c) for c in numeric.columns if c not in empty)}"
             )
-        _note(f"dropped {int(missing.sum())} row(s) with missing values in column(s) {bad}")
-        numeric = numeric[~missing]
+        _note(
+            f"{int(numeric.isna().to_numpy().sum())} missing cell(s) in {int(missing.sum())} "
+            f"row(s), column(s) {bad}: EM uses every row's observed cells (--dropna drops "
+            "those rows instead)"
+        )
     return numeric
+
+
+def complete_rows(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The rows without missing values, with a note when some are left out of ``stage``."""
+    complete = frame.dropna()
+    if len(complete) < len(frame):
+        if complete.empty:
+            raise DataError(
+                f"every row has a missing value, and {stage} needs complete rows (the Bayesian "
+                "sampler does not handle missing values yet)"
+            )
+        _note(
+            f"{stage} uses the {len(complete)} complete row(s) of {len(frame)}: the Bayesian "
+            "sampler does not handle missing values yet"
+        )
+    return complete.reset_index(drop=True)
 
 
 def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
@@ -223,6 +246,7 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
+    frame = complete_rows(frame, "the Bayesian fit")
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
@@ -311,7 +335,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> N
         "--columns", nargs="+", metavar="NAME", help="columns to model (default: all numeric)"
     )
     parser.add_argument(
-        "--dropna", action="store_true", help="drop rows with missing values (with a notice)"
+        "--dropna",
+        action="store_true",
+        help="drop rows with missing values (with a notice); by default EM uses their "
+        "observed cells",
     )
 
 

@@ -76,10 +76,21 @@ class Report:
     chosen: BayesianGMM
 
 
-def _data_section(X: pd.DataFrame) -> Section:
+def _data_section(X: pd.DataFrame, bayesian_rows: int | None = None) -> Section:
     section = Section("data", "Data")
     section.text(f"{X.shape[0]} observations of {X.shape[1]} features.")
     summary = X.describe().T[["mean", "std", "min", "50%", "max"]].rename(columns={"50%": "median"})
+    missing = X.isna().sum()
+    if missing.any():
+        summary.insert(0, "missing", missing)
+        section.text(
+            f"{int(missing.sum())} cell(s) are missing ({missing.sum() / X.size:.1%}), in "
+            f"{int(X.isna().any(axis=1).sum())} row(s); the column 'missing' counts them per "
+            "feature. EM uses every row's observed cells (missing at random assumed). "
+            f"**The Bayesian candidates are sampled on the {bayesian_rows} complete rows only** "
+            "(the sampler does not handle missing values yet), so the LOO comparison, the "
+            "posterior and the clustering below describe those rows."
+        )
     section.table(summary.reset_index(names="feature"), "Feature summary")
     return section
 
@@ -251,7 +262,7 @@ def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:
                 f"Unknown column(s) {unknown}; the data has {[str(c) for c in frame.columns]}."
             )
         frame = frame[columns]
-    data, names = check_matrix(frame, caller="report")
+    data, names = check_matrix(frame, caller="report", allow_nan=True)
     return pd.DataFrame(data, columns=names)
 
 
@@ -347,13 +358,13 @@ def report(
     label, reason = _choose(selection)
     fit = selection.fits[label]
     sections = [
-        _data_section(frame),
+        _data_section(frame, selection.bayesian_rows),
         _em_section(selection),
         _loo_section(selection),
         _chosen_section(selection, label, reason),
         _comparison_section(fit, hdi_prob),
         _diagnostics_section(fit),
-        _clustering_section(fit, frame, hdi_prob),
+        _clustering_section(fit, frame.dropna(), hdi_prob),  # the rows that were sampled
         _reproducibility_section(fit, settings),
     ]
     title = title or f"bayesgmm report: {frame.shape[0]} x {frame.shape[1]} data, chosen {label}"

@@ -74,6 +74,7 @@ def _fit_one(
     em_kwargs: dict[str, Any],
     starts: Any = None,
     strategy: Any = None,
+    sample_weight: Any = None,
 ) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
@@ -91,13 +92,13 @@ def _fit_one(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X, starts, strategy)
+            validated = em._fit(X, sample_weight, starts, strategy)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    criteria = em._criteria(validated, validated=True)
+    criteria = em._criteria(validated, validated=True, sample_weight=sample_weight)
     return {
         **row,
         "status": status,
@@ -134,8 +135,12 @@ def _sweep_rows(
     em_kwargs: dict,
     strategy: Strategy | None,
     progress: bool,
+    sample_weight: Any = None,
 ) -> list[dict[str, Any]]:
-    """Every (K, model) row, K by K so that each model's K - 1 fit gives its split starts."""
+    """Every (K, model) row, K by K so that each model's K - 1 fit gives its split starts.
+
+    The pool of starting partitions ignores ``sample_weight`` (they are only starts); every
+    fit from them uses it."""
     data = None if strategy is None else _pool_data(X)
     pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
@@ -155,7 +160,7 @@ def _sweep_rows(
                 starts = None
                 if data is not None:
                     starts = _starts(data, k, name, pool[k], labels, rows, strategy)
-                row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy)
+                row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
                 if starts is not None and row["_fit"] is not None:
                     labels[k, name] = np.asarray(row["_fit"].predict(X))
                 rows[k, cov_type] = row
@@ -214,6 +219,7 @@ def em_sweep(
     max_iter: int = 1000,
     init: str = "em-EM",
     strategy: Strategy | None = None,
+    sample_weight: Any = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -251,6 +257,9 @@ def em_sweep(
         fitted so).
     strategy : bayesgmm._restarts.Strategy, optional
         The em-EM settings (how many starts of each kind, short-run length, runs continued).
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights of the rows (see :meth:`EMGaussianMixture.fit`); the criteria then
+        count ``n`` as their sum.
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 
@@ -274,7 +283,7 @@ def em_sweep(
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress)
+    rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [
         "n_components",
@@ -310,6 +319,8 @@ def _sample_candidates(
                 (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
                 None,
             )
+            if selection.bayesian_rows is not None:
+                em = None  # the sweep saw other rows: the candidate fits its own EM start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SamplingWarning)
                 fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
@@ -324,6 +335,14 @@ def _sample_candidates(
             if fit.idata_.posterior.attrs.get("interrupted"):
                 raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
+
+
+def _complete_rows(X: Any) -> Any:
+    """The rows of ``X`` without missing values, or None when it has none missing."""
+    missing = np.isnan(np.asarray(X, dtype=float)).any(axis=1)
+    if not missing.any():
+        return None
+    return X.loc[~missing] if isinstance(X, pd.DataFrame) else np.asarray(X)[~missing]
 
 
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
@@ -456,6 +475,9 @@ class Selection:
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
     failed : dict of str to str
         Candidates that could not be sampled (``"K=k"``) and why.
+    bayesian_rows : int or None
+        Rows the candidates were sampled on when the data had missing values (the complete
+        rows; the EM sweep uses every row), else None.
 
     Examples
     --------
@@ -470,6 +492,7 @@ class Selection:
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    bayesian_rows: int | None = None
 
 
 def select_n_components(
@@ -563,7 +586,17 @@ def select_n_components(
         em_n_init=n_init,
         em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
     )
-    _sample_candidates(selection, X, ks, settings, progress)
+    complete = _complete_rows(X)
+    if complete is not None:  # the sampler does not take missing values yet
+        selection.bayesian_rows = int(np.shape(complete)[0])
+        warnings.warn(
+            f"The Bayesian candidates are sampled on the {selection.bayesian_rows} complete "
+            f"row(s) of {np.shape(X)[0]} (the sampler does not handle missing values yet); "
+            "the EM sweep used every row's observed cells.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _sample_candidates(selection, X if complete is None else complete, ks, settings, progress)
     if not selection.fits:
         raise SamplerError(
             "no candidate could be sampled: "

@@ -44,7 +44,11 @@ class BayesianGMM(BaseEstimator):
     Parameters
     ----------
     n_components : int
-    covariance_type : {"full", "diag"}
+    covariance_type : str
+        The covariance model, for EM and the Bayesian mixture alike: ``"full"`` (VVV),
+        ``"tied"`` (EEE), ``"diag"`` (VVI), ``"spherical"`` (VII), or mclust's ``"VVV"``,
+        ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"`` (priors in
+        :mod:`bayesgmm._families`).
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`.
     draws, tune, chains : int

@@ -262,6 +262,7 @@ def report(
     columns: list[str] | None = None,
     n_components: Any = range(1, 7),
     covariance_types: tuple[str, ...] = ("full",),
+    bayes_covariance_type: str = "full",
     n_candidates: int = 2,
     draws: int = 1000,
     tune: int = 1000,
@@ -292,6 +293,9 @@ def report(
         Columns of a DataFrame to model.
     n_components, covariance_types, n_candidates, draws, tune, chains, sampler, random_seed
         See :func:`~bayesgmm.selection.select_n_components`.
+    bayes_covariance_type : str
+        The covariance model of the sampled candidates (``bayes_covariance_type`` of
+        :func:`~bayesgmm.selection.select_n_components`).
     em_options : dict, optional
         Further EM parameters for the sweep (e.g. ``{"tol": 1e-8}``); recorded in the
         reproducibility section.
@@ -322,6 +326,7 @@ def report(
     settings = {
         "n_components": list(n_components),
         "covariance_types": list(covariance_types),
+        "bayes_covariance_type": bayes_covariance_type,
         "n_candidates": n_candidates,
         "draws": draws,
         "tune": tune,
@@ -336,6 +341,7 @@ def report(
         settings["n_components"],
         covariance_types,
         n_candidates=n_candidates,
+        bayes_covariance_type=bayes_covariance_type,
         draws=draws,
         tune=tune,
         chains=chains,

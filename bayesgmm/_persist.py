@@ -42,6 +42,7 @@ _SAVED_PARAMS = (
     "random_seed",
     "em_n_init",
     "em_reg_covar",
+    "max_starts",
     "progressbar",
 )
 

@@ -172,6 +172,15 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:
 def _diagnostics_section(fit: BayesianGMM) -> Section:
     section = Section("diagnostics", "Diagnostics")
     section.table(fit.diagnostics(), "Convergence checks (after relabelling)")
+    modes = fit.modes()
+    if len(modes) > 1:  # R-hat above fails for this reason: each mode's own checks and weight
+        section.text(
+            f"The chains ended in {len(modes)} different modes (not label switches of one "
+            "another); the summaries over all chains average over them. Each mode's own R-hat, "
+            "ESS and stacking weight (Yao, Vehtari & Gelman 2022):"
+        )
+        chains = modes["chains"].map(lambda c: ", ".join(str(i) for i in c))
+        section.table(modes.assign(chains=chains), "Modes (draws relabelled within each mode)")
     switches = label_switching_summary(fit.idata_.sample_stats["label_permutation"].values)
     section.table(switches, "Label switching undone (draws relabelled to the EM components)")
     axes = plotting.plot_trace(fit.idata_)

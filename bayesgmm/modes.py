@@ -245,7 +245,7 @@ def _lppd(values: np.ndarray) -> np.ndarray:
 
 def _divergence(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two pointwise log predictive densities (nats per row)."""
-    return float(np.mean(np.abs(_lppd(a) - _lppd(b))))
+    return float(np.mean(np.abs(a - b)))
 
 
 def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
@@ -277,7 +277,8 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     n_chains, n_draws = values.shape[:2]
     totals = values.sum(axis=2)
     half = n_draws // 2
-    noise = [_divergence(v[:half], v[half:]) if half else 0.0 for v in values]
+    noise = [_divergence(_lppd(v[:half]), _lppd(v[half:])) if half else 0.0 for v in values]
+    lppd = [_lppd(v) for v in values]
     parent = list(range(n_chains))
 
     def root(i: int) -> int:
@@ -290,7 +291,7 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
             spread = max(totals[a].std(), totals[b].std(), 1e-12)
             close = abs(totals[a].mean() - totals[b].mean()) <= factor * spread
             level = factor * max(noise[a], noise[b]) + 0.01
-            if close and _divergence(values[a], values[b]) <= level:
+            if close and _divergence(lppd[a], lppd[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])
     groups = sorted(set(roots.tolist()), key=lambda r: -totals[roots == r].mean())
@@ -378,7 +379,7 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame:
+def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame | None:
     """Find the modes the chains ended in and record them, in place; warn if there are several.
 
     Always stores ``sample_stats["mode"]`` (chain) and ``n_modes`` in the posterior's attrs
@@ -396,8 +397,8 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
 
     Returns
     -------
-    pandas.DataFrame
-        The :func:`mode_table`.
+    pandas.DataFrame or None
+        The :func:`mode_table` when there are several modes.
 
     Examples
     --------
@@ -412,7 +413,7 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     n_modes = int(modes.max()) + 1
     set_attrs(idata, {"n_modes": n_modes})
     if n_modes == 1:
-        return mode_table(idata)
+        return None
     _relabel_within(idata, modes)
     table = _table(idata, modes)
     set_attrs(idata, {"modes": table.to_dict(orient="records")})

@@ -66,10 +66,11 @@ class BayesianGMM(BaseEstimator):
         EM's covariance floor (a fraction of each feature's variance) when :meth:`fit` runs EM
         itself; raise it when EM reports a collapsed component.
     max_starts : int
-        When :meth:`fit` runs EM itself, the chains start round robin from up to this many
-        distinct EM optima within 5 nats of the best (:func:`bayesgmm.modes.distinct_optima`,
-        from ``em_n_init`` further restarts); 1 starts every chain at the best. Chains that
-        end in different modes are reported either way (:meth:`modes`).
+        The chains start round robin from up to this many distinct EM optima within 5 nats
+        of the best (:func:`bayesgmm.modes.distinct_optima`, from ``em_n_init`` further
+        restarts; an EM fit given to :meth:`fit` stays the first); 1 starts every chain at
+        the EM estimate. Chains that end in different modes are reported either way
+        (:meth:`modes`).
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
@@ -203,7 +204,7 @@ class BayesianGMM(BaseEstimator):
         self.priors_ = self.priors or GMMPriors.from_data(data)
         with from_below("EM"):
             self.em_ = self._fit_em(frame if isinstance(X, pd.DataFrame) else data, em)
-            self.starts_ = [] if em is not None else self._other_optima(data)
+            self.starts_ = self._other_optima(data, keep_em=em is not None)
         self._model = build_model(
             frame, self.n_components, priors=self.priors_, covariance_type=self.covariance_type
         )
@@ -223,9 +224,10 @@ class BayesianGMM(BaseEstimator):
         )
         return self
 
-    def _other_optima(self, data: np.ndarray) -> list[EMGaussianMixture]:
-        """Distinct EM optima close to the best (the best becomes ``em_``); see
-        :func:`bayesgmm.modes.distinct_optima`."""
+    def _other_optima(self, data: np.ndarray, *, keep_em: bool) -> list[EMGaussianMixture]:
+        """Distinct EM optima close to the best, other than ``em_`` (see
+        :func:`bayesgmm.modes.distinct_optima`); the best becomes ``em_`` unless ``keep_em``
+        (an EM fit given to :meth:`fit` stays the reference)."""
         if min(self.max_starts, self.chains) < 2:
             return []
         optima = distinct_optima(
@@ -240,8 +242,10 @@ class BayesianGMM(BaseEstimator):
             tol=1e-6,
             max_iter=1000,
         )
-        self.em_ = optima[0]
-        return optima[1:]
+        if not keep_em:
+            self.em_ = optima[0]
+        others = [o for o in optima if o is not self.em_]
+        return others[: min(self.max_starts, self.chains) - 1]
 
     def modes(self) -> pd.DataFrame:
         """The modes the chains ended in, with stacking weights (see

@@ -108,7 +108,9 @@ def distinct_optima(
 
     Each restart is one EM run from data points drawn at random as the means
     (``init_params="random_from_data"``, which reaches more optima than k-means
-    initialisation); ``best`` (e.g. the usual best-of-``n_init`` fit) joins them.
+    initialisation); restarts that fail, do not converge or collapse a component (a
+    likelihood singularity, not a mode) are left out. ``best`` (e.g. the usual
+    best-of-``n_init`` fit) joins them whatever its state.
 
     Parameters
     ----------
@@ -143,17 +145,21 @@ def distinct_optima(
         raise ValueError(f"n_restarts must be an integer >= 0, got {n_restarts!r}.")
     seeds = np.random.SeedSequence(random_state).generate_state(max(n_restarts, 1))
     fits = [best] if best is not None else []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a restart that fails to converge is just not kept
-        for seed in seeds[:n_restarts]:
-            em = EMGaussianMixture(
-                n_components,
-                covariance_type=covariance_type,
-                init_params="random_from_data",
-                random_state=int(seed),
-                **em_options,
-            )
-            fits.append(em.fit(X))
+    for seed in seeds[:n_restarts]:
+        em = EMGaussianMixture(
+            n_components,
+            covariance_type=covariance_type,
+            init_params="random_from_data",
+            random_state=int(seed),
+            **em_options,
+        )
+        if _optimum(em, X):
+            fits.append(em)
+    if not fits:
+        raise ValueError(
+            "No EM restart reached an optimum (each failed, collapsed a component or did not "
+            "converge): fit EM with more iterations or fewer components and pass it as best."
+        )
     n = np.shape(X)[0]
     fits.sort(key=lambda f: -f.lower_bound_)
     top = fits[0].lower_bound_ * n
@@ -164,6 +170,18 @@ def distinct_optima(
         if not any(same_optimum(k, fit, fits[0]._scaling) for k in kept):
             kept.append(fit)
     return kept
+
+
+def _optimum(em: EMGaussianMixture, X: Any) -> bool:
+    """Fit ``em``; whether it reached an optimum: converged, no component collapsed onto a
+    likelihood singularity (a higher likelihood that is not a mode), no error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said by the outcome below
+        try:
+            em.fit(X)
+        except (ValueError, ArithmeticError):  # a singular restart: not an optimum
+            return False
+    return bool(em.converged_) and not len(getattr(em, "collapsed_components_", []))
 
 
 def start_assignment(n_starts: int, n_chains: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 """NUTS from the EM mode, with the chosen sampler, returning relabelled results (a DataTree).
 
-Every chain starts exactly at the EM estimate, with no jitter. nutpie evaluates the log
+Every chain starts exactly at the EM estimate, with no jitter, or, given further EM optima
+(``starts``), round robin at them (:mod:`bayesgmm.modes`, which also judges afterwards whether
+the chains ended in different modes). nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
 EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as a Python function whose
 Numba core releases the GIL), started through ``make_initial_point_fn``; for any other model

@@ -164,3 +164,14 @@ def test_report_shows_the_modes(two_modes):
     assert "Modes (draws relabelled within each mode)" in captions
     markdown, _ = render_markdown("t", [section], "figures")
     assert "2 different modes" in markdown and "stacking_weight" in markdown
+
+
+def test_a_given_em_stays_the_reference(mirrored):
+    em = EMGaussianMixture(2, random_state=0, tol=1e-8).fit(mirrored)
+    estimator = BayesianGMM(2, random_seed=0)
+    estimator.em_ = em
+    others = estimator._other_optima(mirrored, keep_em=True)
+    assert estimator.em_ is em
+    assert len(others) == 1 and not same_optimum(em, others[0])
+    estimator.max_starts = 1
+    assert estimator._other_optima(mirrored, keep_em=True) == []

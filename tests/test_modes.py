@@ -175,3 +175,33 @@ def test_a_given_em_stays_the_reference(mirrored):
     assert len(others) == 1 and not same_optimum(em, others[0])
     estimator.max_starts = 1
     assert estimator._other_optima(mirrored, keep_em=True) == []
+
+
+def test_too_few_draws_or_one_chain_are_not_judged(rng):
+    """An early interrupt leaves a handful of draws: too few to tell modes apart, so one mode
+    is recorded (unjudged) rather than a spurious warning."""
+    from bayesgmm.modes import record_modes
+
+    values = rng.normal(size=(2, 10, 30))
+    values[1] -= 5.0  # would be another mode with enough draws
+    for kept in (values, values[:1]):
+        n_chains, n_draws = kept.shape[:2]
+        sizes = {"chain": np.arange(n_chains), "draw": np.arange(n_draws)}
+        tree = new_tree(
+            {
+                "posterior": xr.Dataset(
+                    {"weights": (("chain", "draw"), np.ones((n_chains, n_draws)))}, coords=sizes
+                ),
+                "sample_stats": xr.Dataset(
+                    {"diverging": (("chain", "draw"), np.zeros((n_chains, n_draws), bool))},
+                    coords=sizes,
+                ),
+                "log_likelihood": xr.Dataset({"obs": (("chain", "draw", "obs_id"), kept)}),
+            }
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SamplingWarning)
+            assert record_modes(tree) is None
+        assert tree.posterior.attrs["n_modes"] == 1
+        assert set(tree.sample_stats["mode"].values.tolist()) == {0}
+    np.testing.assert_array_equal(find_modes(_tree(np.repeat(values, 3, axis=1))), [0, 1])

@@ -121,7 +121,10 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
         frame = frame[columns]
     numeric = frame.select_dtypes("number")
     if numeric.shape[1] == 0:
-        raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)})")
+        hint = ""
+        if frame.shape[1] == 1 and any(sep in str(frame.columns[0]) for sep in ";\t|"):
+            hint = ": the header looks separated by something other than commas; save as CSV"
+        raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)}){hint}")
     if numeric.shape[1] < frame.shape[1]:
         dropped = [c for c in frame.columns if c not in numeric.columns]
         if columns:
@@ -272,9 +275,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chains", type=_integer(1), default=4, help="number of chains (default 4)"
     )
-    parser.add_argument(
-        "--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)"
-    )
+    parser.add_argument("--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)")
     parser.add_argument(
         "--sampler",
         choices=("nutpie", "pymc"),

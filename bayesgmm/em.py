@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask
+from . import _dask, _emloop, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
@@ -86,6 +86,7 @@ class _Run:
     trace: list[float] = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
+    kind: str = "init"
 
 
 class EMGaussianMixture(DensityMixin, BaseEstimator):
@@ -311,8 +312,18 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._predict_rows(self._fit(X), "labels")
 
-    def _fit(self, X: Any) -> Any:
-        """Validate, standardise and run EM; return the validated data (ndarray or Dask)."""
+    def _fit(
+        self,
+        X: Any,
+        starts: list[tuple[str, np.ndarray]] | None = None,
+        strategy: _restarts.Strategy | None = None,
+    ) -> Any:
+        """Validate, standardise and run EM; return the validated data (ndarray or Dask).
+
+        ``starts`` (from :func:`bayesgmm._restarts.partition_pool`): starting responsibilities
+        of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
+        says) instead of ``n_init`` initialisations by ``init_params``.
+        """
         self._check_parameters()
         if _dask.is_dask_array(X):
             X, summary = _dask.check_fit_array(self, X, self.n_components)
@@ -328,7 +339,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(X):
-            for _ in range(self.n_init):
+            if starts is not None:
+                best = self._em_em(X, scaling, starts, strategy or _restarts.Strategy())
+            for _ in range(self.n_init if starts is None else 0):
                 params = self._initial_params(X, random_state, scaling, initial)
                 run = self._run_em(X, scaling, params)
                 if best is None or run.lower_bound > best.lower_bound:
@@ -396,7 +409,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         stats = g.weighted_statistics(Xu, resp, shift, self._layout)
         return self._m_step(stats, None)
 
-    def _m_step(self, stats: g.MixtureStatistics, warm: Warm | None) -> _Params:
+    def _m_step(
+        self,
+        stats: g.MixtureStatistics,
+        warm: Warm | None,
+        small: _emloop.SmallLoop | None = None,
+    ) -> _Params:
         """The model's M-step, its precision factors, and where the next M-step starts."""
         weights, means, covariances, warm = m_step(
             stats,
@@ -405,7 +423,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             warm,
             inner_tol=self._inner_tol,
         )
-        chol = g.precision_cholesky(covariances, self._layout)
+        if small is None:
+            chol = g.precision_cholesky(covariances, self._layout)
+        else:
+            chol = small.precision_cholesky(covariances)
         return _Params(weights, means, chol, covariances, warm)
 
     @property
@@ -436,17 +457,48 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _run_em(self, X: Any, scaling: AffineScaling, params: _Params) -> _Run:
         run = _Run(params)
-        for n_iter in range(1, self.max_iter + 1):
-            stats = self._statistics(X, scaling, run.params)
+        self._advance(X, scaling, run, None)
+        return run
+
+    def _advance(self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None) -> None:
+        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
+        stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
+        small = self._small_loop(X, scaling)
+        while run.n_iter < stop and not run.converged:
+            p = run.params
+            if small is None:
+                stats = self._statistics(X, scaling, p)
+            else:
+                stats = small.statistics(p.weights, p.means, p.precisions_chol)
             previous = run.lower_bound
             run.lower_bound = stats.log_likelihood / stats.n_samples
             run.trace.append(run.lower_bound)
-            run.params = self._m_step(stats, run.params.warm)
-            run.n_iter = n_iter
+            run.params = self._m_step(stats, p.warm, small)
+            run.n_iter += 1
             if abs(run.lower_bound - previous) < self.tol:
                 run.converged = True
-                break
-        return run
+
+    def _small_loop(self, X: Any, scaling: AffineScaling) -> _emloop.SmallLoop | None:
+        """The lean loop of :mod:`bayesgmm._emloop` where it applies (an ndarray small enough
+        for the serial kernel), else None (the general path, :meth:`_statistics`)."""
+        if (
+            _dask.is_dask_array(X)
+            or _engine(*X.shape[:1], self.n_components, X.shape[1]) != "serial"
+        ):
+            return None
+        return _emloop.SmallLoop(X, scaling, self._layout, self._block_rows("serial"))
+
+    def _em_em(
+        self, X: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy
+    ) -> _Run:
+        """em-EM from the given starting responsibilities (see :mod:`bayesgmm._restarts`)."""
+        Xu = scaling.transform(X)
+        return _restarts.em_em(
+            lambda resp: _Run(self._params_from_resp(Xu, resp)),
+            lambda run, n_iter: self._advance(X, scaling, run, n_iter),
+            starts,
+            strategy,
+        )
 
     def _block_rows(self, engine: str) -> int:
         """Rows per E-step block: ``chunk_size``, or the engine's default."""

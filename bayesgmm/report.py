@@ -399,9 +399,12 @@ class _ReportPaths:
                 f"the report's figure folder {self.figures} exists and is not a folder: move "
                 "it, or choose another output name"
             )
-        check_targets(
-            [(self.html, "HTML report"), (self.markdown, "Markdown twin")], inputs=inputs
-        )
+        check_targets([(self.html, "HTML report"), (self.markdown, "Markdown twin")], inputs=inputs)
+        if self.html.suffix.lower() not in (".html", ".htm"):
+            raise OutputPathError(
+                f"the report is an HTML page, but {self.html} does not end in .html: give a "
+                "path such as report.html (the Markdown twin is written beside it as .md)"
+            )
 
     def write(self, title: str, sections: list[Section], inputs: Iterable[PathLike]) -> None:
         """Render both twins, then write them and the figures as one set; figures of an

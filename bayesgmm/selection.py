@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
 from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
 from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
 from ._progress import progress_bar
+from ._restarts import Strategy, one_hot, partition_pool, split_starts
 from ._validation import check_choice
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
@@ -27,6 +29,7 @@ from .em import CollapsedComponentWarning, EMGaussianMixture
 __all__ = ["EMSelection", "Selection", "bayesian_comparison", "em_sweep", "select_n_components"]
 
 CRITERIA = ("bic", "aic", "icl")
+SWEEP_INITS = ("em-EM", "n_init")
 
 
 @dataclass
@@ -65,7 +68,14 @@ class EMSelection:
         return self.fits[self.best[criterion]]
 
 
-def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _fit_one(
+    X: Any,
+    k: int,
+    cov_type: str,
+    em_kwargs: dict[str, Any],
+    starts: Any = None,
+    strategy: Any = None,
+) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
     shape = np.shape(X)
@@ -82,7 +92,7 @@ def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[s
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X)
+            validated = em._fit(X, starts, strategy)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
@@ -104,6 +114,86 @@ def _fit_one(X: Any, k: int, cov_type: str, em_kwargs: dict[str, Any]) -> dict[s
     }
 
 
+def _pool_data(X: Any) -> np.ndarray | None:
+    """``X`` as a finite float matrix with no constant column, or None (no shared pool: Dask
+    arrays, or data the fits will reject with their own message)."""
+    if is_dask_array(X):
+        return None
+    try:
+        A = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if A.ndim != 2 or A.shape[0] < 2 or not np.isfinite(A).all() or np.any(np.ptp(A, axis=0) == 0):
+        return None
+    return A
+
+
+def _sweep_rows(
+    X: Any,
+    ks: list[int],
+    cov_types: list[str],
+    em_kwargs: dict,
+    strategy: Strategy | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every (K, model) row, K by K so that each model's K - 1 fit gives its split starts."""
+    data = None if strategy is None else _pool_data(X)
+    pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
+    labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
+    rows = {}
+    with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
+        for k in ks:
+            for cov_type in cov_types:
+                bar.describe(f"EM: K={k} {cov_type}")
+                name = model_name(cov_type)
+                same = next(
+                    (r for (j, _), r in rows.items() if j == k and r["model_name"] == name), None
+                )
+                if same is not None:  # an alias of a model fitted already: the same fit
+                    rows[k, cov_type] = {**same, "covariance_type": cov_type}
+                    bar.advance()
+                    continue
+                starts = None
+                if data is not None:
+                    starts = _starts(data, k, name, pool[k], labels, rows, strategy)
+                row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy)
+                if starts is not None and row["_fit"] is not None:
+                    labels[k, name] = np.asarray(row["_fit"].predict(X))
+                rows[k, cov_type] = row
+                bar.advance()
+    return [rows[k, c] for c in cov_types for k in ks]
+
+
+def _log_likelihood(rows: dict, key: tuple[int, str]) -> float:
+    """The log-likelihood of the fit of model ``key[1]`` at ``K = key[0]`` among ``rows``."""
+    return next(r["log_likelihood"] for (j, _), r in rows.items() if (j, r["model_name"]) == key)
+
+
+def _starts(
+    data: np.ndarray,
+    k: int,
+    cov_type: str,
+    shared: list[tuple[str, np.ndarray]],
+    labels: dict[tuple[int, str], np.ndarray],
+    rows: dict[tuple[int, str], dict[str, Any]],
+    strategy: Strategy,
+) -> list[tuple[str, np.ndarray]]:
+    """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
+    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
+    found = []
+    if (k - 1, cov_type) in labels:
+        standard = (data - data.mean(axis=0)) / data.std(axis=0)
+        found += [
+            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
+        ]
+    done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
+    done.sort(key=lambda item: -item[0])
+    found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
+    return list(shared) + [
+        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
+    ]
+
+
 def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
     """The requested models: names, aliases or "all" (the 14 models), checked."""
     if isinstance(covariance_types, str):
@@ -123,6 +213,8 @@ def em_sweep(
     progress: bool = True,
     tol: float = 1e-5,
     max_iter: int = 1000,
+    init: str = "em-EM",
+    strategy: Strategy | None = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -139,9 +231,9 @@ def em_sweep(
         mclust model names (``"EII"`` ... ``"VVV"``), scikit-learn's aliases (``"full"``,
         ``"tied"``, ``"diag"``, ``"spherical"``), or ``"all"`` for the 14 models.
     n_init : int
-        EM restarts per fit.
+        EM restarts per fit with ``init="n_init"``.
     random_state : int or None
-        Seed shared by every fit (each fit is reproducible on its own).
+        Seed of the starts (the shared pool, or each fit's own restarts).
     progress : bool
         Show a progress bar across the sweep.
     tol, max_iter : float, int
@@ -150,6 +242,16 @@ def em_sweep(
         100: the table compares log-likelihoods across models, and from mclust's own starting
         partitions ``tol=1e-3`` stopped fits up to hundreds of nats short of the optimum
         (the median shortfall 0.1-1 nats); ``1e-5`` is about mclust's relative ``1e-5``.
+    init : {"em-EM", "n_init"}
+        "em-EM" (default): one pool of starting partitions shared by every model and K
+        (mclust's hierarchical agglomeration cut at every K, k-means from several seeds,
+        random responsibilities) plus, for each model at K > 1, its K - 1 fit with a cluster
+        split; short EM runs from all of them and the best continued to convergence
+        (Biernacki, Celeux & Govaert 2003; see :mod:`bayesgmm._restarts`). "n_init": every
+        fit on its own, ``n_init`` initialisations by ``init_params`` (a Dask array is always
+        fitted so).
+    strategy : bayesgmm._restarts.Strategy, optional
+        The em-EM settings (how many starts of each kind, short-run length, runs continued).
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 
@@ -168,16 +270,12 @@ def em_sweep(
     if not ks or ks[0] < 1:
         raise ValueError(f"n_components must be positive integers, got {ks}.")
     cov_types = _covariance_names(covariance_types)
+    check_choice("init", init, SWEEP_INITS)
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
-    rows = []
-    grid = [(k, c) for c in cov_types for k in ks]
-    with progress_bar(len(grid), "EM sweep", enabled=progress) as bar:
-        for k, cov_type in grid:
-            bar.describe(f"EM: K={k} {cov_type}")
-            rows.append(_fit_one(X, k, cov_type, em_kwargs))
-            bar.advance()
+    strategy = (strategy or Strategy()) if init == "em-EM" else None
+    rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [
         "n_components",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +51,7 @@ from threadpoolctl import threadpool_limits
 
 from bayesgmm import em_sweep
 from bayesgmm._hierarchical import cut_tree, hierarchical_partitions, merge_tree, transform
+from bayesgmm._models import min_effective_size, n_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
@@ -64,9 +66,9 @@ DEFICIT = 0.1  # nats: a cell counts as below a reference when more than this be
 
 
 # ----------------------------------------------------------------------------- data and models
-def dataset_names(selected: str | None) -> list[str]:
+def dataset_names(selected: str | None, data: Path = DATA) -> list[str]:
     """The benchmark data sets, or the comma-separated ``selected`` ones (checked)."""
-    available = sorted(p.stem for p in DATA.glob("*.csv") if not p.stem.endswith("_labels"))
+    available = sorted(p.stem for p in data.glob("*.csv") if not p.stem.endswith("_labels"))
     if not selected:
         return available
     names = [name.strip() for name in selected.split(",") if name.strip()]
@@ -108,7 +110,9 @@ def r_problem() -> str | None:
     return None if check.returncode == 0 else "R package mclust not installed"
 
 
-def run_mclust(names: list[str], kmax: int, models: list[str] | None = None) -> dict[str, dict]:
+def run_mclust(
+    names: list[str], kmax: int, models: list[str] | None = None, data: Path = DATA
+) -> dict[str, dict]:
     """Run ``mclust_reference.R`` on the data sets; return its JSON per data set.
 
     With all models it also times mclust's ``hc`` (and records its partitions); restricted to
@@ -118,7 +122,7 @@ def run_mclust(names: list[str], kmax: int, models: list[str] | None = None) -> 
         command = [
             "Rscript",
             str(R_SCRIPT),
-            f"--data={DATA}",
+            f"--data={data}",
             f"--out={out}",
             f"--gmax={kmax}",
             f"--datasets={','.join(names)}",
@@ -189,8 +193,12 @@ def run_hc(X: pd.DataFrame, hc: dict | None, kmax: int) -> dict | None:
 
 
 def run_sklearn(X: pd.DataFrame, models: list[str], kmax: int, n_init: int) -> dict:
-    """scikit-learn's GaussianMixture for its models and K = 1..kmax, timed as a whole."""
+    """scikit-learn's GaussianMixture for its models and K = 1..kmax, timed as a whole.
+
+    ``spikes``: the cells whose optimum is degenerate (see :func:`sklearn_spike`).
+    """
     cells: dict[tuple[str, int], float] = {}
+    spikes: set[tuple[str, int]] = set()
     start = time.perf_counter()
     for model in (m for m in models if m in SKLEARN_NAMES):
         for k in range(1, kmax + 1):
@@ -201,12 +209,34 @@ def run_sklearn(X: pd.DataFrame, models: list[str], kmax: int, n_init: int) -> d
                     cells[model, k] = float(gm.set_params(random_state=0).fit(X).score(X)) * len(X)
             except ValueError:
                 cells[model, k] = np.nan
-    return {"cells": cells, "seconds": time.perf_counter() - start}
+                continue
+            if sklearn_spike(gm, model, len(X)):
+                spikes.add((model, k))
+    return {"cells": cells, "spikes": spikes, "seconds": time.perf_counter() - start}
+
+
+def sklearn_spike(gm: GaussianMixture, model: str, n: int) -> bool:
+    """Whether a fitted GaussianMixture is degenerate: a component with fewer points than its
+    model needs for a non-singular covariance, or a variance at scikit-learn's ``reg_covar``
+    floor (a spike on a few tied points, whose likelihood grows without bound as the floor
+    shrinks; mclust, without a floor, has no such optimum)."""
+    cov = gm.covariances_
+    smallest = cov.min() if cov.ndim < 3 and model != "EEE" else np.linalg.eigvalsh(cov).min()
+    few = (gm.weights_ * n).min() < min_effective_size(model, gm.means_.shape[1]) - 1e-3
+    return bool(few or smallest <= 2.0 * gm.reg_covar)
 
 
 # ----------------------------------------------------------------------------- comparison
-def cell_rows(models: list[str], kmax: int, mclust: dict, ours: dict, sk: dict) -> list[dict]:
-    """One row per (model, K) that bayesgmm can fit: the three log-likelihoods and differences."""
+def cell_rows(
+    models: list[str], kmax: int, mclust: dict, ours: dict, sk: dict, shape: tuple[int, int]
+) -> list[dict]:
+    """One row per (model, K) that bayesgmm can fit: the three log-likelihoods and differences.
+
+    ``reference`` is the best of mclust and scikit-learn that is not degenerate: a
+    scikit-learn spike (``sk["spikes"]``) or an mclust fit of a model with as many free
+    parameters as observations (nothing is estimated there; bayesgmm reports it as failed)
+    are shown, flagged in ``note``, and left out of it.
+    """
     rows = []
     for model in models:
         for k in range(1, kmax + 1):
@@ -214,7 +244,14 @@ def cell_rows(models: list[str], kmax: int, mclust: dict, ours: dict, sk: dict) 
                 continue
             loglik, status = ours["cells"][model, k]
             ref = mclust.get((model, k), np.nan)
-            skl = sk.get((model, k), np.nan)
+            skl = sk.get("cells", {}).get((model, k), np.nan)
+            notes = []
+            if n_parameters(model, k, shape[1]) >= shape[0] and not np.isnan(ref):
+                notes.append("mclust p>=n")
+            if (model, k) in sk.get("spikes", ()):
+                notes.append("sklearn spike")
+            usable = [ref] * ("mclust p>=n" not in notes) + [skl] * ("sklearn spike" not in notes)
+            best = max((v for v in usable if not np.isnan(v)), default=np.nan)
             rows.append(
                 {
                     "model": model,
@@ -224,7 +261,10 @@ def cell_rows(models: list[str], kmax: int, mclust: dict, ours: dict, sk: dict) 
                     "ours_minus_mclust": loglik - ref,
                     "sklearn": skl,
                     "ours_minus_sklearn": loglik - skl,
+                    "reference": best,
+                    "ours_minus_reference": loglik - best,
                     "status": status,
+                    "note": ", ".join(notes),
                 }
             )
     return rows
@@ -235,7 +275,7 @@ def _worst(rows: list[dict], column: str) -> tuple[float, str, int]:
 
     A cell where the reference fitted and ours did not (NaN log-likelihood) counts as -inf.
     """
-    reference = "mclust" if column == "ours_minus_mclust" else "sklearn"
+    reference = column.removeprefix("ours_minus_")
     worst = (np.nan, "", 0)
     for row in rows:
         if np.isnan(row[reference]):
@@ -255,8 +295,15 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
     below_sk = [
         r for r in rows if not np.isnan(r["sklearn"]) and not r["ours_minus_sklearn"] >= -DEFICIT
     ]
+    below_ref = [
+        r
+        for r in rows
+        if not np.isnan(r["reference"]) and not r["ours_minus_reference"] >= -DEFICIT
+    ]
     best_m = (mclust["best"]["model"], mclust["best"]["G"]) if mclust else None
     mclust_seconds = mclust["seconds"] if mclust else np.nan
+    # mclust's BIC is 2 log L - p log n (higher is better), ours its negative
+    better = bool(mclust) and -ours["best"][2] > mclust["best"]["bic"] + 1e-6
     return {
         "dataset": name,
         "n": len(X),
@@ -266,6 +313,11 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
         "cells_compared_mclust": sum(not np.isnan(r["mclust"]) for r in rows),
         "worst_vs_sklearn": _worst(rows, "ours_minus_sklearn"),
         "cells_below_sklearn": len(below_sk),
+        "worst_vs_reference": _worst(rows, "ours_minus_reference"),
+        "cells_below_reference": len(below_ref),
+        "cells_compared_reference": sum(not np.isnan(r["reference"]) for r in rows),
+        "cells_degenerate_reference": sum(bool(r["note"]) for r in rows),
+        "better_bic": better,
         "best_mclust": best_m,
         "best_mclust_bic": mclust["best"]["bic"] if mclust else np.nan,
         "best_bayesgmm": ours["best"][:2],
@@ -291,12 +343,13 @@ def print_dataset(summary: dict, rows: list[dict], names: dict[str, str | None])
     s = summary
     print(f"\n=== {s['dataset']}  (N = {s['n']}, D = {s['d']}) ===")
     header = f"{'model':<6}{'K':>3}{'mclust':>11}{'bayesgmm':>11}{'ours-mcl':>10}"
-    print(header + f"{'sklearn':>11}{'ours-skl':>10}  status")
+    print(header + f"{'sklearn':>11}{'ours-skl':>10}{'ours-ref':>10}  status")
     for r in rows:
         print(
             f"{r['model']:<6}{r['K']:>3} {_fmt(r['mclust'])} {_fmt(r['bayesgmm'])}"
             f"{_fmt(r['ours_minus_mclust'])} {_fmt(r['sklearn'])}{_fmt(r['ours_minus_sklearn'])}"
-            f"  {r['status']}"
+            f"{_fmt(r['ours_minus_reference'])}  {r['status']}"
+            + (f" [{r['note']}]" if r["note"] else "")
         )
     missing = [model for model, name in names.items() if name is None]
     if missing:
@@ -304,8 +357,11 @@ def print_dataset(summary: dict, rows: list[dict], names: dict[str, str | None])
     best_m = "-" if s["best_mclust"] is None else "{},{}".format(*s["best_mclust"])
     print(
         f"best BIC: mclust {best_m} (BIC {s['best_mclust_bic']:.2f}, higher is better); "
-        "bayesgmm {},{} (BIC {:.2f}, lower is better); same model: {}".format(
-            *s["best_bayesgmm"], s["best_bayesgmm_bic"], "yes" if s["same_best"] else "no"
+        "bayesgmm {},{} (BIC {:.2f}, lower is better); same model: {}{}".format(
+            *s["best_bayesgmm"],
+            s["best_bayesgmm_bic"],
+            "yes" if s["same_best"] else "no",
+            " (ours a better BIC)" if s["better_bic"] and not s["same_best"] else "",
         )
     )
     n_ours = sum(name is not None for name in names.values())
@@ -333,13 +389,16 @@ def print_summary(summaries: list[dict]) -> None:
     print("\n=== summary (log-likelihoods in nats; times in seconds, indicative) ===")
     print(
         f"{'data set':<13}{'N':>6}{'D':>3} {'worst vs mclust':>20} {'<mcl-0.1':>9}"
-        f" {'worst vs sklearn':>20} {'<skl-0.1':>9}  {'best mclust':<12}{'best ours':<11}"
-        f"{'same':<5}{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'ratio=':>7}{'hc ratio':>9} hc same"
+        f" {'worst vs sklearn':>20} {'<skl-0.1':>9} {'worst vs ref':>20} {'<ref-0.1':>9}"
+        f"{'degen':>6}  {'best mclust':<12}{'best ours':<11}{'same/better':<12}"
+        f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'hc ratio':>9} hc same"
     )
     for s in summaries:
         best_m = "-" if s["best_mclust"] is None else "{},{}".format(*s["best_mclust"])
         best_o = "{},{}".format(*s["best_bayesgmm"])
+        agree = "same" if s["same_best"] else ("better" if s["better_bic"] else "NO")
         cells = f"{s['cells_below_mclust']}/{s['cells_compared_mclust']}"
+        cells_ref = f"{s['cells_below_reference']}/{s['cells_compared_reference']}"
         h = s["hc"]
         hc = (
             f"{h['seconds'] / max(h['seconds_mclust'], 1e-3):>9.2f} {'yes' if h['same'] else 'no'}"
@@ -349,17 +408,21 @@ def print_summary(summaries: list[dict]) -> None:
         print(
             f"{s['dataset']:<13}{s['n']:>6}{s['d']:>3} {_worst_text(s['worst_vs_mclust']):>20}"
             f" {cells:>9} {_worst_text(s['worst_vs_sklearn']):>20} {s['cells_below_sklearn']:>9}"
-            f"  {best_m:<12}{best_o:<11}{'yes' if s['same_best'] else 'no':<5}"
+            f" {_worst_text(s['worst_vs_reference']):>20} {cells_ref:>9}"
+            f"{s['cells_degenerate_reference']:>6}  {best_m:<12}{best_o:<11}{agree:<12}"
             f"{_fmt(s['seconds_mclust'], 9)}{_fmt(s['seconds_bayesgmm'], 8)}"
-            f"{_fmt(s['ratio'], 7)}{_fmt(s['ratio_same_models'], 7)}{hc}"
+            f"{_fmt(s['ratio'], 7)}{hc}"
         )
     print(
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
         "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared; "
-        "<skl-0.1 likewise for scikit-learn. Times: whole sweeps, indicative only (a shared "
-        "2-core machine); ratio: ours / mclust's 14 models, ratio=: ours / mclust on the same "
-        "models as ours; hc ratio: our hierarchical initialisation / mclust's hc on the same "
-        "rows, hc same: equal partitions for every K."
+        "<skl-0.1 likewise for scikit-learn; ref: the best of the two that is not degenerate "
+        "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor or an "
+        "mclust fit with as many parameters as observations). same/better: the same best-BIC "
+        "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
+        "indicative only (a shared 2-core machine; see the load above); ratio: ours / mclust; "
+        "hc ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
+        "equal partitions for every K."
     )
 
 
@@ -377,6 +440,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-init", type=int, help="bayesgmm restarts (default: em_sweep's)")
     parser.add_argument("--tol", type=float, help="bayesgmm tol (default: EM's)")
     parser.add_argument("--max-iter", type=int, help="bayesgmm max_iter (default: EM's)")
+    parser.add_argument(
+        "--reg-covar",
+        type=float,
+        default=0.0,
+        help="bayesgmm reg_covar (default 0: mclust's Mclust has no regularisation)",
+    )
+    parser.add_argument("--data", type=Path, default=DATA, help="directory of the CSVs")
     parser.add_argument(
         "--threads", type=int, default=1, help="OpenMP/BLAS threads (0: libraries' default)"
     )
@@ -397,10 +467,10 @@ def mclust_runs(args: argparse.Namespace, names: list[str], ours: list[str]) -> 
         print(f"R mclust not run ({problem}): mclust numbers from {REFERENCE.relative_to(ROOT)}")
         return reference_mclust(names, args.kmax), {}, "reference"
     print(f"running R mclust on {len(names)} data set(s) ...", flush=True)
-    results = run_mclust(names, args.kmax)
+    results = run_mclust(names, args.kmax, data=args.data)
     same = {}
     if ours and len(ours) < len(MCLUST_MODELS):
-        subset = run_mclust(names, args.kmax, ours)
+        subset = run_mclust(names, args.kmax, ours, data=args.data)
         same = {name: subset[name]["seconds"] for name in names}
     return results, same, "run now"
 
@@ -417,7 +487,7 @@ def python_runs(args: argparse.Namespace, X: pd.DataFrame, available: dict, em_k
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    names = dataset_names(args.datasets)
+    names = dataset_names(args.datasets, args.data)
     available = bayesgmm_names(args.models)
     ours = [m for m, name in available.items() if name is not None]
     em_kwargs = {
@@ -425,6 +495,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for key, value in (("n_init", args.n_init), ("tol", args.tol), ("max_iter", args.max_iter))
         if value is not None
     }
+    em_kwargs["reg_covar"] = args.reg_covar
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}; bayesgmm {em_kwargs}")
     mclust, same_models, source = mclust_runs(args, names, ours)
     warm = np.random.default_rng(0).normal(size=(300, 3))  # load (or compile) Numba kernels
     em_sweep(warm, [2], ["full"], progress=False)
@@ -432,7 +504,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summaries, records = [], []
     for name in names:
         # float64: scikit-learn 1.9's score() truncates the log-density of integer input
-        X = pd.read_csv(DATA / f"{name}.csv").astype(float)
+        X = pd.read_csv(args.data / f"{name}.csv").astype(float)
         with threadpool_limits(limits=args.threads or None):
             runs = python_runs(args, X, available, em_kwargs)
         runs.update(
@@ -442,13 +514,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             hc=run_hc(X, (mclust.get(name) or {}).get("hc"), args.kmax),
         )
         reference = mclust_cells(runs["mclust"]) if runs["mclust"] else {}
-        sk = runs["sklearn"]["cells"] if runs["sklearn"] else {}
-        rows = cell_rows(args.models, args.kmax, reference, runs["bayesgmm"], sk)
+        rows = cell_rows(
+            args.models, args.kmax, reference, runs["bayesgmm"], runs["sklearn"] or {}, X.shape
+        )
         summary = summarise(name, X, rows, runs)
         print_dataset(summary, rows, available)
         summaries.append(summary)
         records.append({"summary": summary, "cells": rows})
     print_summary(summaries)
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1, default=_json_default) + "\n")

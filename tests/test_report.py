@@ -179,6 +179,7 @@ def test_report_names_the_columns_and_drops_the_bad_row(report_run):
     [
         (["report", "missing.csv"], "no such file: missing.csv"),
         (["fit", "{words}", "--components", "2"], "no numeric columns"),
+        (["fit", "{semicolons}", "--components", "2"], "separated by something other than comma"),
         (["report", "{csv}", "--columns", "length", "height"], r"unknown column\(s\) \['height'\]"),
         (["fit", "{csv}", "--components", "2"], r"1 row\(s\) have missing values.*--dropna"),
         (
@@ -204,7 +205,10 @@ def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message,
     words.write_text("a,b\nx,y\nz,w\n")
     infinite = tmp_path / "infinite.csv"
     infinite.write_text("a,b\n1,2\ninf,3\n4,1e400\n")
-    argv = [a.format(csv=csv_file, words=words, folder=tmp_path, infinite=infinite) for a in argv]
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("a;b\n1;2\n3;4\n")
+    files = {"words": words, "infinite": infinite, "semicolons": semicolons}
+    argv = [a.format(csv=csv_file, folder=tmp_path, **files) for a in argv]
     assert main(argv) in (1, 2)  # 2: argparse's usage errors
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("bayesgmm: error:")

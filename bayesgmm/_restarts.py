@@ -1,0 +1,284 @@
+"""Restarts that reach the best optimum: a pool of diverse starts and em-EM.
+
+EM converges to a local maximum that depends on where it starts. The strategy here is
+Biernacki, Celeux & Govaert's (2003) "em-EM": many **short** EM runs from diverse starts (a few
+iterations each), then the best few of them (by log-likelihood) **continued** to convergence.
+A start that fails in its short run (a component collapsing onto too few points, a singular
+covariance) is dropped, never fatal, as long as one start survives.
+
+The starts are hard partitions (or responsibilities) of the rows, so one pool serves every
+covariance model and, through :func:`partition_pool`, every number of components ``K``:
+
+- ``hc``: mclust's default, model-based hierarchical agglomeration (VVV criterion) on the scaled
+  SVD of the data (:mod:`bayesgmm._hierarchical`); the merges are computed once and cut at
+  every ``K``;
+- ``kmeans``: Lloyd's k-means from k-means++ seeds, several seeds per ``K``, alternately on
+  standardised features and on the data in its own units (one common scale for all features:
+  the geometry of the models that are not invariant to each feature's units, e.g. VII);
+- ``random``: random responsibilities (uniform, normalised per row);
+- ``split``: for ``K > 1``, the maximum-a-posteriori partition of the same model's fit at
+  ``K - 1`` with one of its largest clusters split in two along its principal axis
+  (:func:`split_starts`), the "split" move of incremental EM.
+
+Identical partitions (e.g. k-means agreeing with the hierarchical cut) are run once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from ._hierarchical import MAX_SAMPLES, cut_tree, merge_tree, transform
+
+__all__ = ["Strategy", "canonical", "partition_pool", "split_starts"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How many starts of each kind, and how em-EM spends them.
+
+    Attributes
+    ----------
+    n_kmeans : int
+        k-means starts per ``K`` (seeds drawn from the sweep's ``random_state``), alternately on
+        standardised features and on the data's own units.
+    n_random : int
+        Random-responsibility starts per ``K``.
+    n_split : int
+        Split starts per ``K`` from the same model's ``K - 1`` fit (its largest clusters).
+    n_cross : int
+        Starts per ``K`` from the partitions of the other models' fits at ``K`` (those with the
+        highest log-likelihood): an optimum of one model is often a good start for another.
+    n_screened : int
+        Starts that go on to a short run: the ones with the highest log-likelihood after one
+        iteration (many k-means starts cost one iteration each).
+    short_iter : int
+        Iterations of each short run, after the screening one.
+    n_best : int
+        Short runs continued to convergence (the ones with the highest log-likelihood).
+    always : tuple of str
+        Kinds of start always continued to convergence whatever their short run gave: by
+        default mclust's hierarchical start, so the sweep never ends below the optimum mclust
+        reaches from the same start.
+    """
+
+    n_kmeans: int = 10
+    n_random: int = 1
+    n_split: int = 2
+    n_cross: int = 3
+    n_screened: int = 6
+    short_iter: int = 10
+    n_best: int = 2
+    always: tuple[str, ...] = ("hc",)
+
+
+def canonical(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered ``0, 1, ...`` in order of first appearance (a partition's identity)."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first)
+    mapping = np.empty(order.size, dtype=np.int64)
+    mapping[order] = np.arange(order.size)
+    return mapping[np.unique(labels, return_inverse=True)[1]]
+
+
+def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
+    """k-means++ seeds (Arthur & Vassilvitskii 2007): ``k`` rows drawn by squared distance."""
+    centres = [X[rng.randint(X.shape[0])]]
+    closest = np.sum((X - centres[0]) ** 2, axis=1)
+    for _ in range(1, k):
+        total = closest.sum()
+        if not total > 0:  # fewer distinct rows than k: any row
+            index = rng.randint(X.shape[0])
+        else:
+            index = int(np.searchsorted(np.cumsum(closest), rng.uniform() * total))
+            index = min(index, X.shape[0] - 1)
+        centres.append(X[index])
+        closest = np.minimum(closest, np.sum((X - X[index]) ** 2, axis=1))
+    return np.array(centres)
+
+
+def kmeans_labels(
+    X: np.ndarray, k: int, rng: np.random.RandomState, max_iter: int = 100
+) -> np.ndarray:
+    """Lloyd's k-means from k-means++ seeds; an emptied cluster takes the farthest row."""
+    centres = _kmeans_pp(X, k, rng)
+    norms = np.sum(X**2, axis=1)
+    labels = np.full(X.shape[0], -1)
+    for _ in range(max_iter):
+        distances = norms[:, None] - 2.0 * X @ centres.T + np.sum(centres**2, axis=1)
+        new = np.argmin(distances, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            members = labels == c
+            if members.any():
+                centres[c] = X[members].mean(axis=0)
+            else:
+                far = int(np.argmax(distances[np.arange(X.shape[0]), labels]))
+                centres[c], labels[far] = X[far], c
+    return labels
+
+
+def one_hot(
+    labels: np.ndarray, k: int, n_samples: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Responsibilities of a hard partition; rows not in ``rows`` get zero weight."""
+    resp = np.zeros((n_samples, k))
+    rows = np.arange(n_samples) if rows is None else rows
+    resp[rows, labels] = 1.0
+    return resp
+
+
+def partition_pool(
+    X: np.ndarray, ks: list[int], strategy: Strategy, random_state: Any
+) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """Starting responsibilities for every ``K`` in ``ks``, shared by every model.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Validated data in the user's units.
+    ks : list of int
+        The numbers of components.
+    strategy : Strategy
+    random_state : int, RandomState instance or None
+
+    Returns
+    -------
+    dict
+        ``K -> [(kind, resp), ...]``: distinct starts, the hierarchical one first.
+    """
+    rng = check_random_state(random_state)
+    n_samples = X.shape[0]
+    rows = np.arange(n_samples)
+    if n_samples > MAX_SAMPLES:
+        rows = rng.choice(n_samples, MAX_SAMPLES, replace=False)
+    hc_ks = [k for k in ks if k <= rows.size]
+    hc = None
+    try:
+        hc = cut_tree(merge_tree(transform(X[rows], "SVD")), hc_ks) if hc_ks else None
+    except (ValueError, ArithmeticError):  # e.g. a feature constant in the subset
+        hc = None
+    centred = X - X.mean(axis=0)
+    # k-means in two geometries: standardised features (the scale-free models') and the data's
+    # own units up to one common factor (the geometry of EII, VII, EEV, ... which are not)
+    spaces = (centred / X.std(axis=0), centred / np.sqrt(np.mean(X.var(axis=0))))
+    pool: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for k in ks:
+        found: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+        if hc is not None and k in hc_ks:
+            found.append(("hc", hc[:, hc_ks.index(k)], None if rows.size == n_samples else rows))
+        for i in range(strategy.n_kmeans):
+            found.append(("kmeans", kmeans_labels(spaces[i % 2], k, rng), None))
+        if k == 1:
+            found = [("hc", np.zeros(n_samples, dtype=np.int64), None)]
+        pool[k] = _distinct(found, k, n_samples)
+        for _ in range(strategy.n_random if k > 1 else 0):
+            resp = rng.uniform(size=(n_samples, k))
+            pool[k].append(("random", resp / resp.sum(axis=1, keepdims=True)))
+    return pool
+
+
+def _distinct(
+    found: list[tuple[str, np.ndarray, np.ndarray | None]], k: int, n_samples: int
+) -> list[tuple[str, np.ndarray]]:
+    """The partitions with ``k`` non-empty clusters, each once, as responsibilities."""
+    seen: set[bytes] = set()
+    out = []
+    for kind, labels, subset in found:
+        key = canonical(labels).tobytes() + (b"" if subset is None else subset.tobytes())
+        if key not in seen and np.unique(labels).size == k:
+            seen.add(key)
+            out.append((kind, one_hot(labels, k, n_samples, subset)))
+    return out
+
+
+def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.ndarray]:
+    """Partitions into one more cluster: each of the ``n_split`` largest clusters of
+    ``labels`` split in two by the sign of its rows' projection on its principal axis.
+
+    ``X`` is on a scale where the principal axis is meaningful (standardised features).
+    """
+    labels = canonical(labels)
+    k = int(labels.max()) + 1
+    sizes = np.bincount(labels, minlength=k)
+    out = []
+    for c in np.argsort(-sizes, kind="stable")[:n_split]:
+        members = np.flatnonzero(labels == c)
+        if members.size < 4:
+            continue
+        centred = X[members] - X[members].mean(axis=0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        side = centred @ axis > 0
+        if side.all() or not side.any():
+            continue
+        new = labels.copy()
+        new[members[side]] = k
+        out.append(new)
+    return out
+
+
+def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strategy: Strategy) -> Any:
+    """Biernacki et al.'s em-EM: short runs from every start, the best continued.
+
+    Parameters
+    ----------
+    start : callable
+        ``start(resp)`` returns a new run (the parameters of one M-step from ``resp``).
+    advance : callable
+        ``advance(run, n_iter)`` runs at most ``n_iter`` more EM iterations (none once the run
+        has converged), updating ``run`` in place.
+    resps : list of (str, ndarray)
+        The starts, as from :func:`partition_pool`.
+    strategy : Strategy
+
+    Returns
+    -------
+    run
+        The continued run with the highest log-likelihood; ``run.kind`` names its start.
+
+    Raises
+    ------
+    ValueError or ArithmeticError
+        The first start's error, when every start failed.
+    """
+    errors: list[Exception] = []
+    runs = []
+    for kind, resp in resps:
+        try:
+            run = start(resp)
+        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+            errors.append(err)
+            continue
+        run.kind = kind
+        runs.append(run)
+    # screen (one iteration), short runs, then to convergence: each stage keeps the best
+    stages = ((1, strategy.n_screened), (strategy.short_iter, strategy.n_best), (None, 0))
+    for n_iter, keep in stages:
+        runs = _advance_all(advance, runs, n_iter, errors)
+        runs = runs[:keep] + [r for r in runs[keep:] if r.kind in strategy.always] if keep else runs
+    best = runs[0] if runs else None
+    if best is None:
+        if errors:
+            raise errors[0]
+        raise ValueError("No start gave a finite log-likelihood; check the data.")
+    return best
+
+
+def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:
+    """``advance`` every run by ``n_iter``; the ones that did not fail, best first."""
+    kept = []
+    for run in runs:
+        try:
+            advance(run, n_iter)
+        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+            errors.append(err)
+            continue
+        if np.isfinite(run.lower_bound):
+            kept.append(run)
+    return sorted(kept, key=lambda r: r.lower_bound, reverse=True)

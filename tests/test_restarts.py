@@ -1,0 +1,143 @@
+"""em-EM restarts (bayesgmm._restarts), the lean EM loop (bayesgmm._emloop) and the sweep built
+on them: better optima than mclust's single start (against committed mclust numbers), starts
+that collapse are dropped, the lean loop equals the general one bit for bit, the likelihood
+never decreases along the continued runs of every model, and the sweep table's invariants."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayesgmm import EMGaussianMixture, em_sweep
+from bayesgmm import _gaussian as g
+from bayesgmm import _kernels as kernels
+from bayesgmm._emloop import SmallLoop
+from bayesgmm._hierarchical import hierarchical_partitions
+from bayesgmm._models import MODEL_NAMES, n_parameters
+from bayesgmm._restarts import Strategy, canonical, one_hot, partition_pool
+from bayesgmm.datasets import load_faithful
+
+MCLUST = Path(__file__).parent / "data" / "mclust" / "faithful.json"
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return np.ascontiguousarray(np.asarray(load_faithful(), dtype=float))
+
+
+@pytest.fixture(scope="module")
+def mclust_loglik():
+    table = json.loads(MCLUST.read_text())["table"]
+    return {(row["model"], row["G"]): row["loglik"] for row in table}
+
+
+def _fit(X, k, model, starts, **kwargs):
+    em = EMGaussianMixture(k, covariance_type=model, reg_covar=0.0, tol=1e-5, max_iter=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        em._fit(X, starts, Strategy(**kwargs))
+    return em
+
+
+def _hc_start(X, k):
+    return [("hc", one_hot(hierarchical_partitions(X, [k]).partition(k), k, X.shape[0]))]
+
+
+def test_em_em_finds_a_better_optimum_than_mclusts_single_start(faithful, mclust_loglik):
+    """Old Faithful, VVV, K = 3: from mclust's hierarchical start EM stops where mclust 6.0
+    does (committed numbers); the em-EM sweep reaches an optimum at least 5 nats higher
+    (observed: 12.8 nats), and so does em-EM from the shared pool alone."""
+    n, model = faithful.shape[0], "VVV"
+    single = _fit(faithful, 3, model, _hc_start(faithful, 3))
+    assert abs(single.lower_bound_ * n - mclust_loglik[model, 3]) < 0.1
+    sweep = em_sweep(faithful, [1, 2, 3], [model], reg_covar=0.0, progress=False)
+    row = sweep.table.set_index("n_components").loc[3]
+    assert row["log_likelihood"] >= mclust_loglik[model, 3] + 5.0
+    pool = partition_pool(faithful, [3], Strategy(), 0)[3]
+    assert _fit(faithful, 3, model, pool).lower_bound_ * n >= mclust_loglik[model, 3] + 5.0
+
+
+def test_a_start_that_collapses_is_dropped(faithful):
+    """Without regularisation a cluster of one row has a singular covariance at the first
+    M-step: that start is dropped and the fit is the one from the other start; when every
+    start collapses the error says so."""
+    k, n = 3, faithful.shape[0]
+    labels = np.zeros(n, dtype=np.int64)
+    labels[0], labels[1:100] = 1, 2
+    bad = [("bad", one_hot(labels, k, n))]
+    good = _hc_start(faithful, k)
+    both = _fit(faithful, k, "VVV", bad + good)
+    alone = _fit(faithful, k, "VVV", good)
+    assert both.lower_bound_ == alone.lower_bound_
+    np.testing.assert_array_equal(both.means_, alone.means_)
+    with pytest.raises(ValueError, match=r"singular|positive definite"):
+        _fit(faithful, k, "VVV", bad)
+
+
+@pytest.mark.parametrize("model", ["VVV", "EEE", "VVI", "VII"])
+def test_small_loop_equals_the_general_e_step_bit_for_bit(faithful, model):
+    em = _fit(faithful, 3, model, _hc_start(faithful, 3))
+    params = em._unit_params()
+    general = kernels.e_step(
+        faithful, em._mixture(em._scaling, params), block_rows=512, engine="serial"
+    )
+    small = SmallLoop(faithful, em._scaling, em._layout, 512)
+    lean = small.statistics(params.weights, params.means, params.precisions_chol)
+    assert lean.log_likelihood == general.log_likelihood
+    for name in ("resp_sum", "first", "second", "shift"):
+        np.testing.assert_array_equal(getattr(lean, name), getattr(general, name))
+    np.testing.assert_array_equal(
+        small.precision_cholesky(params.covariances),
+        g.precision_cholesky(params.covariances, em._layout),
+    )
+
+
+def test_partition_pool_is_distinct_reproducible_and_starts_with_mclusts(faithful):
+    ks = [1, 2, 3, 4]
+    pool = partition_pool(faithful, ks, Strategy(n_kmeans=6, n_random=2), 7)
+    again = partition_pool(faithful, ks, Strategy(n_kmeans=6, n_random=2), 7)
+    hc = hierarchical_partitions(faithful, ks)
+    assert [kind for kind, _ in pool[1]] == ["hc"]
+    for k in ks[1:]:
+        kinds = [kind for kind, _ in pool[k]]
+        assert kinds[0] == "hc" and kinds.count("random") == 2
+        np.testing.assert_array_equal(pool[k][0][1].argmax(axis=1), hc.partition(k))
+        hard = [
+            canonical(resp.argmax(axis=1)).tobytes() for kind, resp in pool[k] if kind != "random"
+        ]
+        assert len(hard) == len(set(hard))  # each partition once
+        for (_, resp), (_, same) in zip(pool[k], again[k], strict=True):
+            np.testing.assert_array_equal(resp, same)
+            np.testing.assert_allclose(resp.sum(axis=1), 1.0)
+
+
+def test_sweep_table_invariants_and_never_decreasing_likelihood(faithful):
+    """Every model and K has a row; the criteria follow from the log-likelihood and mclust's
+    parameter counts; the best BIC is the lowest among healthy fits; along the continued
+    em-EM run of every model the log-likelihood never decreases."""
+    ks = [1, 2, 3]
+    sweep = em_sweep(faithful, ks, "all", reg_covar=0.0, progress=False)
+    table = sweep.table
+    n, d = faithful.shape
+    assert sorted(zip(table.n_components, table.model_name, strict=True)) == sorted(
+        (k, m) for m in MODEL_NAMES for k in ks
+    )
+    assert set(table.status) <= {"ok", "collapsed", "not converged", "failed"}
+    fitted = table[table.status != "failed"]
+    p = [n_parameters(m, k, d) for m, k in zip(fitted.model_name, fitted.n_components, strict=True)]
+    np.testing.assert_array_equal(fitted.n_parameters, p)
+    np.testing.assert_allclose(
+        fitted.bic, -2 * fitted.log_likelihood + np.log(n) * fitted.n_parameters
+    )
+    healthy = table[table.status == "ok"]
+    best = healthy.loc[healthy.bic.idxmin()]
+    assert sweep.best["bic"] == (best.n_components, best.covariance_type)
+    for (k, model), em in sweep.fits.items():
+        trace = em.log_likelihood_trace_
+        assert np.all(np.diff(trace) >= -1e-10 * np.abs(trace[1:])), (k, model)
+    one = table[table.n_components == 1]  # one component: every model's own closed form
+    assert np.all(np.isfinite(one.log_likelihood))

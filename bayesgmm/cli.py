@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._models import COVARIANCE_NAMES
+from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
 
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
@@ -230,6 +230,7 @@ def _report(args: argparse.Namespace) -> int:
             inputs=[args.data] if args.data else [],
             n_components=args.components,
             covariance_types=tuple(args.covariance_types),
+            bayes_covariance_type=args.bayes_covariance_type,
             n_candidates=args.candidates,
             progress=not args.quiet,
             em_options={"reg_covar": args.reg_covar},
@@ -250,6 +251,7 @@ def _fit(args: argparse.Namespace) -> int:
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
+            covariance_type=args.covariance_type,
             progressbar=not args.quiet,
             em_reg_covar=args.reg_covar,
             **_sampling(args),
@@ -272,10 +274,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from . import _kernels, _logdensity, _numba_cache
+    from . import _kernels, _logdensity, _numba_cache, _unconstrained
     from .sampling import cache_dir
 
-    modules = (_kernels, _logdensity)
+    modules = (_kernels, _logdensity, _unconstrained)
     jax_folder = cache_dir() / "jax"
     if args.clear:
         removed = _numba_cache.clear(*modules, extra=(jax_folder,))
@@ -374,6 +376,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "or all for the 14 models (default full)",
     )
     rep.add_argument(
+        "--bayes-covariance-type",
+        default="full",
+        choices=BAYES_COVARIANCE_TYPES,
+        metavar="MODEL",
+        help="covariance model of the sampled candidates: VVV, EEE, VVI, EEI, VII, EII or "
+        "full/tied/diag/spherical (default full)",
+    )
+    rep.add_argument(
         "--candidates",
         type=_integer(1),
         default=2,
@@ -397,6 +407,14 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     _add_data_arguments(fit, optional=False)
     fit.add_argument(
         "--components", type=parse_components, required=True, help="number of components K"
+    )
+    fit.add_argument(
+        "--covariance-type",
+        default="full",
+        choices=BAYES_COVARIANCE_TYPES,
+        metavar="MODEL",
+        help="covariance model: VVV, EEE, VVI, EEI, VII, EII or full/tied/diag/spherical "
+        "(default full)",
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)

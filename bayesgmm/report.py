@@ -183,6 +183,15 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:
 def _diagnostics_section(fit: BayesianGMM) -> Section:
     section = Section("diagnostics", "Diagnostics")
     section.table(fit.diagnostics(), "Convergence checks (after relabelling)")
+    modes = fit.modes()
+    if len(modes) > 1:  # R-hat above fails for this reason: each mode's own checks and weight
+        section.text(
+            f"The chains ended in {len(modes)} different modes (not label switches of one "
+            "another); the summaries over all chains average over them. Each mode's own R-hat, "
+            "ESS and stacking weight (Yao, Vehtari & Gelman 2022):"
+        )
+        chains = modes["chains"].map(lambda c: ", ".join(str(i) for i in c))
+        section.table(modes.assign(chains=chains), "Modes (draws relabelled within each mode)")
     switches = label_switching_summary(fit.idata_.sample_stats["label_permutation"].values)
     section.table(switches, "Label switching undone (draws relabelled to the EM components)")
     axes = plotting.plot_trace(fit.idata_)
@@ -273,6 +282,7 @@ def report(
     columns: list[str] | None = None,
     n_components: Any = range(1, 7),
     covariance_types: tuple[str, ...] = ("full",),
+    bayes_covariance_type: str = "full",
     n_candidates: int = 2,
     draws: int = 1000,
     tune: int = 1000,
@@ -303,6 +313,9 @@ def report(
         Columns of a DataFrame to model.
     n_components, covariance_types, n_candidates, draws, tune, chains, sampler, random_seed
         See :func:`~bayesgmm.selection.select_n_components`.
+    bayes_covariance_type : str
+        The covariance model of the sampled candidates (``bayes_covariance_type`` of
+        :func:`~bayesgmm.selection.select_n_components`).
     em_options : dict, optional
         Further EM parameters for the sweep (e.g. ``{"tol": 1e-8}``); recorded in the
         reproducibility section.
@@ -333,6 +346,7 @@ def report(
     settings = {
         "n_components": list(n_components),
         "covariance_types": list(covariance_types),
+        "bayes_covariance_type": bayes_covariance_type,
         "n_candidates": n_candidates,
         "draws": draws,
         "tune": tune,
@@ -347,6 +361,7 @@ def report(
         settings["n_components"],
         covariance_types,
         n_candidates=n_candidates,
+        bayes_covariance_type=bayes_covariance_type,
         draws=draws,
         tune=tune,
         chains=chains,

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
+from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
 from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
 from ._progress import progress_bar
@@ -527,8 +528,10 @@ def select_n_components(
         Also sample the candidate Ks and compare them by LOO.
     n_candidates : int
         How many of the best distinct K by BIC to sample (at least two).
-    bayes_covariance_type : {"full", "diag"}
-        Covariance family of the Bayesian candidates.
+    bayes_covariance_type : str
+        Covariance model of the Bayesian candidates, one of
+        :data:`bayesgmm.model.BAYES_COVARIANCE_TYPES` (``"full"``, ``"tied"``, ``"diag"``,
+        ``"spherical"``, ``"VVV"``, ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"``).
     draws, tune, chains, sampler, random_seed, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
@@ -552,7 +555,7 @@ def select_n_components(
     """
     from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
 
-    check_choice("bayes_covariance_type", bayes_covariance_type, ("full", "diag"))
+    check_choice("bayes_covariance_type", bayes_covariance_type, BAYES_COVARIANCE_TYPES)
     n_components = _check_components(n_components, np.shape(X)[0])
     if not isinstance(n_candidates, int | np.integer) or n_candidates < 1:
         raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")

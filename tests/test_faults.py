@@ -279,7 +279,7 @@ _KERNEL_SCRIPT = textwrap.dedent(
     """
     import warnings
     import numpy as np
-    from bayesgmm._logdensity import _log_weights
+    from bayesgmm._unconstrained import _log_weights
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         print(repr(_log_weights(np.array([0.5, -1.0])).tolist()))
@@ -300,7 +300,7 @@ def _run_kernel(cache: Path) -> subprocess.CompletedProcess:
 
 
 def _entries(cache: Path, suffix: str) -> list[Path]:
-    return sorted(cache.rglob(f"_logdensity._log_weights-*{suffix}"))
+    return sorted(cache.rglob(f"_unconstrained._log_weights-*{suffix}"))
 
 
 def test_damaged_cache_entries_are_rebuilt_with_a_warning(tmp_path):

@@ -346,6 +346,19 @@ def _complete_rows(X: Any) -> Any:
     return X.loc[~missing] if isinstance(X, pd.DataFrame) else np.asarray(X)[~missing]
 
 
+def _check_complete_rows(X: Any, largest_k: int) -> None:
+    """Enough complete rows for the sampler (which does not take missing values yet)."""
+    complete = _complete_rows(X)
+    n = None if complete is None else int(np.shape(complete)[0])
+    if n is not None and n <= largest_k:
+        raise ValueError(
+            f"Only {n} row(s) have no missing value, too few to sample a posterior with up to "
+            f"K={largest_k} components (the Bayesian sampler does not handle missing values "
+            "yet). Run the EM sweep alone (bayesian=False, or em_sweep), or ask for fewer "
+            "components."
+        )
+
+
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
     """One candidate's fit, or None (the reason kept in ``selection.failed``) when the
     sampler cannot run at that K: the other candidates still can."""
@@ -520,6 +533,10 @@ def select_n_components(
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
+        NaN cells are missing values: the EM sweep uses every row's observed cells; the
+        Bayesian candidates are sampled on the complete rows (with a warning), their EM start
+        refitted on those rows, as the sampler does not handle missing values yet. Fewer
+        complete rows than the largest K is an error before any work.
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str
@@ -563,6 +580,7 @@ def select_n_components(
         BayesianGMM(
             2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
         )._check_parameters()
+        _check_complete_rows(X, n_components[-1])
     sweep = em_sweep(
         X,
         n_components,

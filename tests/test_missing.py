@@ -306,3 +306,17 @@ def test_sweep_and_fit_predict_take_missing_cells(data):
     with pytest.warns(UserWarning, match="2 row"):
         labels = EMGaussianMixture(2, random_state=0).fit_predict(X)
     assert labels.shape == (len(X),)
+
+
+def test_too_few_complete_rows_for_the_sampler_is_an_error_before_the_sweep(data, monkeypatch):
+    from bayesgmm import selection
+
+    def started(*args, **kwargs):
+        raise AssertionError("the sweep started")
+
+    monkeypatch.setattr(selection, "em_sweep", started)
+    _, Xm = data
+    X = Xm.copy()
+    X[3:, 0] = np.nan  # three complete rows at most
+    with pytest.raises(ValueError, match=r"row\(s\) have no missing value.*K=3.*bayesian=False"):
+        selection.select_n_components(X, range(1, 4), progress=False)

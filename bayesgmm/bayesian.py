@@ -347,9 +347,21 @@ class BayesianGMM(BaseEstimator):
         features, and the column names and their order when fitted on a DataFrame."""
         return None if X is None else check_data(self, X, reset=False)
 
+    def _warn_if_modes(self, what: str, remedy: str) -> None:
+        """Say so when a summary over all chains averages over several modes."""
+        n_modes = int(self.idata_.posterior.attrs.get("n_modes", 1))
+        if n_modes > 1:
+            warnings.warn(
+                f"These draws come from {n_modes} different modes: the {what} averages over "
+                f"them. Use {remedy} (modes() lists them).",
+                SamplingWarning,
+                stacklevel=3,
+            )
+
     def compare(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """EM estimates against posterior summaries (see :func:`bayesgmm.compare`)."""
         self._check_fitted()
+        self._warn_if_modes("comparison", "bayesgmm.modes.mode_posterior(idata_, m)")
         return compare(None, self.idata_, hdi_prob=hdi_prob)
 
     def compare_mixture(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
@@ -367,14 +379,8 @@ class BayesianGMM(BaseEstimator):
         """
         self._check_fitted()
         tree = self.idata_ if mode is None else mode_posterior(self.idata_, mode)
-        n_modes = int(self.idata_.posterior.attrs.get("n_modes", 1))
-        if mode is None and n_modes > 1:
-            warnings.warn(
-                f"These draws come from {n_modes} different modes: the summary averages over "
-                "them. Use summary(mode=m) for each mode (modes() lists them).",
-                SamplingWarning,
-                stacklevel=2,
-            )
+        if mode is None:
+            self._warn_if_modes("summary", "summary(mode=m) for each mode")
         names = ("weights", "means", "covariances")
         table = summarise_in_units(
             tree.posterior.to_dataset(), names, scaling_of(tree), hdi_prob=hdi_prob

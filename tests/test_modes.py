@@ -116,8 +116,10 @@ def test_chains_in_two_optima_are_reported_per_mode(two_modes):
 
 def test_mode_summaries_and_saved_modes(two_modes, tmp_path):
     fit, _ = two_modes
-    with pytest.warns(SamplingWarning, match="2 different modes"):
+    with pytest.warns(SamplingWarning, match="2 different modes: the summary averages"):
         fit.summary()
+    with pytest.warns(SamplingWarning, match="2 different modes: the comparison averages"):
+        fit.compare()
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplingWarning)
         per_mode = [fit.summary(mode=m) for m in (0, 1)]

@@ -233,9 +233,10 @@ def cell_rows(
     """One row per (model, K) that bayesgmm can fit: the three log-likelihoods and differences.
 
     ``reference`` is the best of mclust and scikit-learn that is not degenerate: a
-    scikit-learn spike (``sk["spikes"]``) or an mclust fit of a model with as many free
-    parameters as observations (nothing is estimated there; bayesgmm reports it as failed)
-    are shown, flagged in ``note``, and left out of it.
+    scikit-learn spike (``sk["spikes"]``), and any fit of a model with as many free
+    parameters as observations (``p>=n``: nothing is estimated there, mclust's numbers are
+    spikes and scikit-learn's are set by its ``reg_covar``; bayesgmm reports the cell as
+    failed) are shown, flagged in ``note``, and left out of it.
     """
     rows = []
     for model in models:
@@ -246,11 +247,12 @@ def cell_rows(
             ref = mclust.get((model, k), np.nan)
             skl = sk.get("cells", {}).get((model, k), np.nan)
             notes = []
-            if n_parameters(model, k, shape[1]) >= shape[0] and not np.isnan(ref):
-                notes.append("mclust p>=n")
+            estimable = n_parameters(model, k, shape[1]) < shape[0]
+            if not estimable and not (np.isnan(ref) and np.isnan(skl)):
+                notes.append("p>=n")
             if (model, k) in sk.get("spikes", ()):
                 notes.append("sklearn spike")
-            usable = [ref] * ("mclust p>=n" not in notes) + [skl] * ("sklearn spike" not in notes)
+            usable = [ref] * estimable + [skl] * (estimable and "sklearn spike" not in notes)
             best = max((v for v in usable if not np.isnan(v)), default=np.nan)
             rows.append(
                 {
@@ -417,8 +419,8 @@ def print_summary(summaries: list[dict]) -> None:
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
         "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared; "
         "<skl-0.1 likewise for scikit-learn; ref: the best of the two that is not degenerate "
-        "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor or an "
-        "mclust fit with as many parameters as observations). same/better: the same best-BIC "
+        "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor, or a "
+        "model with as many parameters as observations, p>=n). same/better: the same best-BIC "
         "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
         "indicative only (a shared 2-core machine; see the load above); ratio: ours / mclust; "
         "hc ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
@@ -497,12 +499,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     em_kwargs["reg_covar"] = args.reg_covar
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}; bayesgmm {em_kwargs}")
-    mclust, same_models, source = mclust_runs(args, names, ours)
     warm = np.random.default_rng(0).normal(size=(300, 3))  # load (or compile) Numba kernels
     em_sweep(warm, [2], ["full"], progress=False)
     hierarchical_partitions(warm, [2])
     summaries, records = [], []
     for name in names:
+        # mclust just before ours, data set by data set: on a shared machine whose load
+        # drifts, the two times of a ratio are then taken under about the same load
+        mclust, same_models, source = mclust_runs(args, [name], ours)
         # float64: scikit-learn 1.9's score() truncates the log-density of integer input
         X = pd.read_csv(args.data / f"{name}.csv").astype(float)
         with threadpool_limits(limits=args.threads or None):

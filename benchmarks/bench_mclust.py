@@ -1,6 +1,7 @@
 """bayesgmm's EM sweep side by side with R's mclust and scikit-learn, on the benchmark CSVs.
 
-For every data set in ``benchmarks/data`` (``<name>.csv``; ``*_labels.csv`` are labels), it runs
+For every data set in ``benchmarks/data`` (or ``--data DIR``; ``<name>.csv``; ``*_labels.csv``
+are labels), one after the other, it runs
 
 - R mclust: ``Mclust(X, G = 1:kmax)`` with its defaults (all 14 models), through ``Rscript
   benchmarks/mclust_reference.R``; when bayesgmm has fewer models, also a like-for-like
@@ -8,23 +9,29 @@ For every data set in ``benchmarks/data`` (``<name>.csv``; ``*_labels.csv`` are 
   ``--no-r``) the mclust columns come from the committed reference numbers in
   ``tests/data/mclust`` (their times were measured when they were computed);
 - bayesgmm: one ``em_sweep`` over every model it accepts and K = 1..kmax, with the sweep's
-  defaults unless ``--n-init``, ``--tol`` or ``--max-iter`` say otherwise. A model is taken by
-  mclust's name when ``EMGaussianMixture`` accepts it, else by scikit-learn's name for the four
-  that have one (VII = spherical, VVI = diag, EEE = tied, VVV = full), else it is "not
+  defaults (em-EM restarts, :mod:`bayesgmm._restarts`) unless ``--n-init``, ``--tol`` or
+  ``--max-iter`` say otherwise, and ``reg_covar=0`` like mclust (``--reg-covar``). A model is
+  taken by mclust's name when ``EMGaussianMixture`` accepts it, else by scikit-learn's name for
+  the four that have one (VII = spherical, VVI = diag, EEE = tied, VVV = full), else it is "not
   available";
 - scikit-learn: ``GaussianMixture(n_init=10)`` for its four models and the same K.
 
-and prints, per data set, per model and K: the log-likelihoods of each, ours - mclust and
-ours - scikit-learn (nats), the best-BIC model of each, and the wall time of each whole sweep
-with the ratio ours / mclust; then a summary over the data sets (worst deficit, the number of
-(model, K) cells more than 0.1 nats below mclust, whether the best model agrees, time ratio).
+and prints, per data set, per model and K: the log-likelihoods of each, ours - mclust,
+ours - scikit-learn and ours - the reference (the better of the two that is not degenerate:
+a scikit-learn optimum with a component at its ``reg_covar`` floor or too small for its model,
+and any fit of a model with as many free parameters as observations, are flagged and left
+out), the best-BIC model of each, and the wall time of each whole sweep with the ratio
+ours / mclust; then a summary over the data sets (worst deficits, the number of (model, K)
+cells more than 0.1 nats below each reference, whether the best model agrees or ours has a
+better BIC, time ratio) and the load average at the start and the end.
 bayesgmm's BIC is ``-2 log L + p log n`` (lower is better); mclust's is its negative.
 
 Timings are indicative: they are wall times on whatever machine runs this, and the machine
-these numbers were first taken on has 2 cores shared with other work. mclust runs on one thread;
-the Python sweeps run with one OpenMP/BLAS thread too (``--threads``, as ``make`` sets
+these numbers were first taken on has 2 cores shared with other work. mclust runs just before
+bayesgmm on each data set, so both times of a ratio see about the same load. mclust runs on one
+thread; the Python sweeps run with one OpenMP/BLAS thread too (``--threads``, as ``make`` sets
 ``OMP_NUM_THREADS=1``): on a loaded 2-core machine, scikit-learn's multi-threaded k-means (which
-``em_sweep`` initialises with) made the same sweep 15x slower.
+``em_sweep`` once initialised with) made the same sweep 15x slower.
 
     python benchmarks/bench_mclust.py                          # every data set
     python benchmarks/bench_mclust.py --datasets faithful,iris --kmax 6 --no-sklearn

@@ -182,6 +182,18 @@ def contains(general: str, special: str) -> bool:
 def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -> str:
     """One plain sentence: the model EM's BIC chose and the model the Bayesian stage samples.
 
+    Parameters
+    ----------
+    best : tuple of (int, str)
+        EM's choice, ``(K, covariance_type)`` (as ``EMSelection.best["bic"]``).
+    bayes_covariance_type : str
+        The covariance family the Bayesian stage samples ("full" or "diag").
+
+    Returns
+    -------
+    str
+        Whether the sampled model is the chosen one, contains it, or cannot represent it.
+
     Examples
     --------
     >>> sampled_model_statement((3, "VVE"), "full")  # doctest: +NORMALIZE_WHITESPACE

@@ -445,7 +445,8 @@ def select_n_components(
     draws, tune, chains, sampler, random_seed, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
-        EM restarts.
+        EM restarts where EM is not the sweep's em-EM: the Bayesian stage's own EM fits, and
+        the sweep with ``em_options={"init": "n_init"}``.
     progress : bool
         Show which K and which stage runs.
     em_options : dict, optional

@@ -72,6 +72,7 @@ class SmallLoop:
         factors = self._factors(chol, means.shape[0])
         sums = kernels._stats_serial(
             self.X,
+            kernels.NO_WEIGHTS,
             self.loc,
             self.scale,
             kernels._log_offsets(np.ascontiguousarray(weights, dtype=np.float64), factors),

@@ -291,7 +291,8 @@ class MixtureStatistics:
     ----------
     log_likelihood : float
         Sum of the per-row log mixture densities.
-    n_samples : int
+    n_samples : int or float
+        Number of rows, or the sum of their frequency weights.
     resp_sum : ndarray of shape (n_components,)
     first : ndarray of shape (n_components, n_features)
         ``sum_n r_nk (x_n - shift_k)``.
@@ -320,9 +321,21 @@ class MixtureStatistics:
 
 
 def weighted_statistics(
-    X: np.ndarray, resp: np.ndarray, shift: np.ndarray, covariance_type: str
+    X: np.ndarray,
+    resp: np.ndarray,
+    shift: np.ndarray,
+    covariance_type: str,
+    sample_weight: np.ndarray | None = None,
 ) -> MixtureStatistics:
-    """Moments of ``X`` weighted by responsibilities ``resp`` about ``shift`` (log-lik left 0)."""
+    """Moments of ``X`` weighted by responsibilities ``resp`` about ``shift`` (log-lik left 0).
+
+    With frequency weights ``sample_weight`` ``(N,)``, row ``n`` counts ``sample_weight[n]``
+    times: ``resp`` is multiplied by it and ``n_samples`` is the weights' sum.
+    """
+    n_samples = X.shape[0]
+    if sample_weight is not None:
+        resp = resp * sample_weight[:, None]
+        n_samples = float(np.sum(sample_weight))
     n_components = resp.shape[1]
     resp_sum = resp.sum(axis=0)
     first = resp.T @ X - resp_sum[:, None] * shift
@@ -333,7 +346,7 @@ def weighted_statistics(
             second[k] = (resp[:, k, None] * diff).T @ diff
     else:
         second = np.stack([resp[:, k] @ (X - shift[k]) ** 2 for k in range(n_components)])
-    return MixtureStatistics(0.0, X.shape[0], resp_sum, first, second, shift)
+    return MixtureStatistics(0.0, n_samples, resp_sum, first, second, shift)
 
 
 def e_step_statistics(
@@ -342,10 +355,18 @@ def e_step_statistics(
     means: np.ndarray,
     precisions_chol: np.ndarray,
     covariance_type: str,
+    *,
+    sample_weight: np.ndarray | None = None,
 ) -> MixtureStatistics:
-    """One E-step on a block of rows: its log-likelihood and the next M-step's statistics."""
+    """One E-step on a block of rows: its log-likelihood and the next M-step's statistics.
+
+    ``sample_weight`` ``(N,)`` are frequency weights (see :func:`weighted_statistics`); the
+    log-likelihood is then ``sum_n w_n log p(x_n)``.
+    """
     log_norm, log_resp = log_responsibilities(X, weights, means, precisions_chol, covariance_type)
-    stats = weighted_statistics(X, np.exp(log_resp), means, covariance_type)
+    stats = weighted_statistics(X, np.exp(log_resp), means, covariance_type, sample_weight)
+    if sample_weight is not None:
+        log_norm = log_norm * sample_weight
     stats.log_likelihood = float(log_norm.sum())
     return stats
 

@@ -37,6 +37,7 @@ from ._scaling import AffineScaling
 
 __all__ = [
     "ENGINES",
+    "NO_WEIGHTS",
     "PREDICTIONS",
     "ColumnSummary",
     "Mixture",
@@ -58,6 +59,9 @@ _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding e
 # step into an extreme region returns a non-finite density (a divergence) instead of stopping
 # the sampler.
 _FASTMATH = {"reassoc", "contract", "nsz"}
+# "No frequency weights": the kernels test for an empty weight array and then run the
+# unweighted arithmetic unchanged.
+NO_WEIGHTS = np.empty(0)
 
 
 def default_block_rows(engine: str, n_components: int, n_features: int) -> int:
@@ -110,11 +114,14 @@ def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragm
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
+def _responsibilities(lp, m, top, norm, weights, start):  # pragma: no cover - compiled
     """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik.
 
-    Row ``i``'s log mixture density is ``top[i] - log(norm[i])`` afterwards: ``top`` holds each
-    row's largest log-density, ``norm`` the inverse of its sum of ``exp(lp - top)``.
+    Row ``i``'s log mixture density is ``top[i] - log(norm[i] / w_i)`` afterwards: ``top``
+    holds each row's largest log-density, ``norm`` its weight ``w_i`` over its sum of
+    ``exp(lp - top)``. With frequency ``weights`` (rows ``start:start + m`` of them; the empty
+    :data:`NO_WEIGHTS` for none, which leaves every operation of the unweighted pass as it
+    was), the responsibilities and the log-likelihood are multiplied by each row's weight.
 
     Responsibilities below ``exp(_LOG_NEGLIGIBLE)`` relative to the largest are set to zero:
     they change no sum, and left in they make subnormal products, which cost ~100x a normal
@@ -133,9 +140,15 @@ def _responsibilities(lp, m, top, norm):  # pragma: no cover - compiled
             lp[c, i] = np.exp(gap) if gap > _LOG_NEGLIGIBLE else 0.0
             norm[i] += lp[c, i]
     log_lik = 0.0
-    for i in range(m):
-        log_lik += top[i] + np.log(norm[i])
-        norm[i] = 1.0 / norm[i]
+    if weights.shape[0] == 0:
+        for i in range(m):
+            log_lik += top[i] + np.log(norm[i])
+            norm[i] = 1.0 / norm[i]
+    else:
+        for i in range(m):
+            w = weights[start + i]
+            log_lik += w * (top[i] + np.log(norm[i]))
+            norm[i] = w / norm[i]
     for c in range(n_components):
         for i in range(m):
             lp[c, i] *= norm[i]
@@ -180,7 +193,20 @@ def _add_moments(
 def _block_pass(
     X, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
 ):  # pragma: no cover
-    """Load, score, normalise and accumulate one block of rows into thread ``t``'s sums."""
+    """:func:`_weighted_block_pass` without weights (the signature the log density uses)."""
+    _weighted_block_pass(
+        X, NO_WEIGHTS, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
+    )
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _weighted_block_pass(
+    X, weights, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
+):  # pragma: no cover
+    """Load, score, normalise and accumulate one block of rows into thread ``t``'s sums.
+
+    ``weights`` are frequency weights of the rows of ``X``, or :data:`NO_WEIGHTS`.
+    """
     log_lik, resp_sum, first, second = sums
     m = stop - start
     n_components, n_features = means.shape
@@ -191,7 +217,7 @@ def _block_pass(
     acc = np.empty(m)
     _load_block(X, start, stop, loc, scale, xt)
     _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc)
-    log_lik[t] += _responsibilities(lp, m, y, acc)
+    log_lik[t] += _responsibilities(lp, m, y, acc, weights, start)
     _add_moments(xt, m, lp, means, diagonal, diff, y, t, resp_sum, first, second)
 
 
@@ -207,7 +233,7 @@ def _new_sums(n_threads, n_components, n_features):  # pragma: no cover - compil
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _stats_parallel(
-    X, loc, scale, offset, means, chol_t, diagonal, block, threads
+    X, weights, loc, scale, offset, means, chol_t, diagonal, block, threads
 ):  # pragma: no cover
     n = X.shape[0]
     n_blocks = (n + block - 1) // block
@@ -217,19 +243,23 @@ def _stats_parallel(
         for b in range(t, n_blocks, n_threads):
             start = b * block
             stop = min(n, start + block)
-            _block_pass(X, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums)
+            _weighted_block_pass(
+                X, weights, start, stop, loc, scale, offset, means, chol_t, diagonal, t, sums
+            )
     return sums
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _stats_serial(
-    X, loc, scale, offset, means, chol_t, diagonal, block, threads
+    X, weights, loc, scale, offset, means, chol_t, diagonal, block, threads
 ):  # pragma: no cover
     n = X.shape[0]
     sums = _new_sums(1, means.shape[0], means.shape[1])
     for start in range(0, n, block):
         stop = min(n, start + block)
-        _block_pass(X, start, stop, loc, scale, offset, means, chol_t, diagonal, 0, sums)
+        _weighted_block_pass(
+            X, weights, start, stop, loc, scale, offset, means, chol_t, diagonal, 0, sums
+        )
     return sums
 
 
@@ -250,7 +280,8 @@ def _draw_log_density(X, offset, means, chol_t, block, out):  # pragma: no cover
             m = stop - start
             _load_block(X, start, stop, loc, scale, xt)
             _log_densities(xt, m, offset[s], means[s], chol_t[s], False, lp, y, acc)
-            _responsibilities(lp, m, y, acc)  # leaves each row's max in y, 1 / sum exp in acc
+            # leaves each row's max in y, 1 / sum exp in acc
+            _responsibilities(lp, m, y, acc, NO_WEIGHTS, 0)
             for i in range(m):
                 out[s, start + i] = y[i] - np.log(acc[i])
 
@@ -308,7 +339,9 @@ class Mixture:
             self.covariance_type,
         )
 
-    def e_step_statistics(self, X: np.ndarray) -> g.MixtureStatistics:
+    def e_step_statistics(
+        self, X: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> g.MixtureStatistics:
         """:func:`bayesgmm._gaussian.e_step_statistics` of rows in the user's units."""
         return g.e_step_statistics(
             self.scaling.transform(X),
@@ -316,6 +349,7 @@ class Mixture:
             self.means,
             self.precisions_chol,
             self.covariance_type,
+            sample_weight=sample_weight,
         )
 
     def lower_factors(self) -> np.ndarray:
@@ -378,13 +412,19 @@ def _finish(sums, diagonal):  # pragma: no cover - compiled
 
 
 def _kernel_statistics(
-    X: np.ndarray, mixture: Mixture, block_rows: int, parallel: bool
+    X: np.ndarray,
+    mixture: Mixture,
+    block_rows: int,
+    parallel: bool,
+    sample_weight: np.ndarray | None,
 ) -> g.MixtureStatistics:
     diagonal = mixture.covariance_type in ("diag", "spherical")
     kernel = _stats_parallel if parallel else _stats_serial
     factors = mixture.lower_factors()
+    weights = NO_WEIGHTS if sample_weight is None else _contiguous(sample_weight)
     sums = kernel(
         _contiguous(X),
+        weights,
         _contiguous(mixture.scaling.loc),
         _contiguous(mixture.scaling.scale),
         mixture.log_offsets(factors),
@@ -397,7 +437,7 @@ def _kernel_statistics(
     log_lik, resp_sum, first, second = _finish(sums, diagonal)
     return g.MixtureStatistics(
         float(log_lik),
-        X.shape[0],
+        X.shape[0] if sample_weight is None else float(weights.sum()),
         resp_sum,
         first,
         second[:, :, 0] if diagonal else second,
@@ -405,7 +445,14 @@ def _kernel_statistics(
     )
 
 
-def e_step(X: np.ndarray, mixture: Mixture, *, block_rows: int, engine: str) -> g.MixtureStatistics:
+def e_step(
+    X: np.ndarray,
+    mixture: Mixture,
+    *,
+    block_rows: int,
+    engine: str,
+    sample_weight: np.ndarray | None = None,
+) -> g.MixtureStatistics:
     """E-step statistics of the rows of ``X`` (user units) under ``mixture``.
 
     Parameters
@@ -418,16 +465,22 @@ def e_step(X: np.ndarray, mixture: Mixture, *, block_rows: int, engine: str) -> 
         Rows per block (the estimator's ``chunk_size``).
     engine : {"parallel", "serial", "numpy"}
         See the module docstring; all three return the same statistics up to rounding.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Frequency weights (validated beforehand): every row's responsibilities and
+        log-likelihood are multiplied by its weight, and ``n_samples`` of the result is their
+        sum. None runs the unweighted arithmetic, unchanged.
 
     Returns
     -------
     MixtureStatistics
     """
     if engine != "numpy":
-        return _kernel_statistics(X, mixture, block_rows, engine == "parallel")
+        return _kernel_statistics(X, mixture, block_rows, engine == "parallel", sample_weight)
     total = None
     for start in range(0, X.shape[0], block_rows):
-        stats = mixture.e_step_statistics(X[start : start + block_rows])
+        rows = slice(start, start + block_rows)
+        weights = None if sample_weight is None else sample_weight[rows]
+        stats = mixture.e_step_statistics(X[rows], weights)
         total = stats if total is None else total + stats
     return total
 

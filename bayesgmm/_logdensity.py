@@ -17,10 +17,13 @@ mu_k)`` and ``R_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)'``, Fisher's identity gi
 
 The priors and the change of variables follow PyMC's definitions on the same unconstrained
 vector nutpie samples (value variables in ``model.free_RVs`` order): ``weights`` through
-PyMC's simplex transform, ``means_z`` untransformed, each ``chol_cov_k`` packed row by row with
-log diagonals (LKJ correlations and HalfNormal standard deviations), or ``stds_z`` on the log
-scale. Like the model, the density works on standardised rows ``(x - loc) / scale`` (the kernel
-standardises each block as it loads it, as in EM) and adds the Jacobian ``-N sum(log scale)``.
+PyMC's simplex transform, ``means_z`` untransformed, each ``chol_cov_k`` (or the shared
+``chol_cov``) packed row by row with log diagonals (LKJ correlations and HalfNormal standard
+deviations), or ``stds_z`` on the log scale (:mod:`bayesgmm._unconstrained`). A covariance
+shared by every component, or one scale for every feature, is evaluated as every component's
+own and its gradient summed back (the chain rule through the broadcast). Like the model, the
+density works on standardised rows ``(x - loc) / scale`` (the kernel standardises each block as
+it loads it, as in EM) and adds the Jacobian ``-N sum(log scale)``.
 The tests check value and gradient against PyMC's compiled ``logp`` and ``dlogp`` of the
 model at random points.
 """
@@ -35,33 +38,18 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
+from ._families import pooled_sd_scale
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
 from ._scaling import AffineScaling
-from .model import ModelSpec, chol_cov_name, model_spec
+from ._unconstrained import _expand, _reduce, _unpack, _unpack_draws
+from .model import ModelSpec, model_spec
 from .priors import GMMPriors
 
 __all__ = ["LogDensity", "kernel_applies", "log_density_for"]
 
 
 # --------------------------------------------------------------------------- Numba kernel
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _log_weights(v):  # pragma: no cover - compiled
-    """PyMC's simplex transform backwards: ``log softmax([v, -sum(v)])``."""
-    k = v.shape[0] + 1
-    y = np.empty(k)
-    total = 0.0
-    for i in range(k - 1):
-        y[i] = v[i]
-        total += v[i]
-    y[k - 1] = -total
-    top = y.max()
-    norm = 0.0
-    for i in range(k):
-        norm += np.exp(y[i] - top)
-    return y - (top + np.log(norm))
-
-
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _likelihood_gradients(
     inverse, resp_sum, first, second, diagonal, grad_means, grad_chol
@@ -114,46 +102,6 @@ def _likelihood_gradients(
                 for m in range(a, n_features):
                     acc += inv[m, a] * moment[m, b]
                 grad_chol[c, a, b] = acc
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _unpack(x, n_components, n_features, diagonal):  # pragma: no cover - compiled
-    """The model's parameters from the unconstrained vector.
-
-    Returns log weights ``(K,)``, means ``(K, D)``, lower Cholesky factors ``(K, D, D)`` and
-    the logs of their diagonals ``(K, D)`` (the unconstrained values).
-    """
-    k1 = n_components - 1
-    log_w = _log_weights(x[:k1])
-    means = x[k1 : k1 + n_components * n_features].copy().reshape((n_components, n_features))
-    chol = np.zeros((n_components, n_features, n_features))
-    log_diag = np.empty((n_components, n_features))
-    pos = k1 + n_components * n_features
-    for c in range(n_components):
-        for i in range(n_features):
-            for j in range(i + 1):
-                if diagonal and j < i:
-                    continue
-                if i == j:
-                    log_diag[c, i] = x[pos]
-                    chol[c, i, i] = np.exp(x[pos])
-                else:
-                    chol[c, i, j] = x[pos]
-                pos += 1
-    return log_w, means, chol, log_diag
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _unpack_draws(draws, n_components, n_features, diagonal):  # pragma: no cover - compiled
-    """:func:`_unpack` of every row of ``draws`` (S, n_dim): weights, means, Cholesky factors."""
-    n_draws = draws.shape[0]
-    weights = np.empty((n_draws, n_components))
-    means = np.empty((n_draws, n_components, n_features))
-    chol = np.empty((n_draws, n_components, n_features, n_features))
-    for s in range(n_draws):
-        log_w, means[s], chol[s], _ = _unpack(draws[s], n_components, n_features, diagonal)
-        weights[s] = np.exp(log_w)
-    return weights, means, chol
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
@@ -268,6 +216,8 @@ def _logp_and_grad(
     log_jacobian,
     n_components,
     diagonal,
+    n_groups,
+    n_scales,
     alpha,
     means_loc,
     means_scale,
@@ -279,24 +229,30 @@ def _logp_and_grad(
     """Log posterior density (up to nothing: every constant included) and its gradient.
 
     The parameters are on the standardised scale ``(X - loc) / scale``; the data's density
-    takes the Jacobian, ``-log_jacobian`` per row. ``lkj_shape`` is ``2 eta - 2 + D``;
+    takes the Jacobian, ``-log_jacobian`` per row. ``n_groups`` and ``n_scales`` say how many
+    covariances are free (``K``, or 1 when shared) and how many scales each has (``D``, or 1
+    when spherical); ``sd_scale`` has ``n_scales`` values. ``lkj_shape`` is ``2 eta - 2 + D``;
     ``constant`` holds the normalising constants.
     """
     n_features = X.shape[1]
     k1 = n_components - 1
     start = k1 + n_components * n_features
     grad = np.zeros(x.shape[0])
-    log_w, means, chol, log_diag = _unpack(x, n_components, n_features, diagonal)
+    log_w, means, free, free_log_diag = _unpack(
+        x, n_components, n_features, diagonal, n_groups, n_scales
+    )
+    chol, log_diag = _expand(free, free_log_diag, n_components, n_features)
     log_lik, resp_sum, grad_means, grad_chol = _likelihood(
         X, loc, scale, log_w, means, chol, log_diag, diagonal, block
     )
+    grad_free = _reduce(grad_chol, n_groups, n_scales)
     logp = log_lik - X.shape[0] * log_jacobian + constant
     logp += _weights_term(log_w, resp_sum, alpha, grad)
     logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
     if diagonal:
-        logp += _diag_scales_term(chol, log_diag, grad_chol, sd_scale, grad[start:])
+        logp += _diag_scales_term(free, free_log_diag, grad_free, sd_scale, grad[start:])
     else:
-        logp += _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad[start:])
+        logp += _lkj_term(free, free_log_diag, grad_free, sd_scale, lkj_shape, grad[start:])
     # Far in the tails (a scale of exp(-800), say) IEEE arithmetic can leave 0 x inf in the
     # gradient. Such points carry no posterior mass: report them as outside the support, which
     # NUTS rejects (a divergence), rather than hand it a NaN gradient.
@@ -341,7 +297,25 @@ class LogDensity:
 
     @property
     def covariance_type(self) -> str:
+        """mclust's name of the model."""
         return self.spec.covariance_type
+
+    @property
+    def _shape(self) -> tuple[bool, int, int]:
+        """``(diagonal, n_groups, n_scales)`` of the free covariances (see ``_unpack``)."""
+        family = self.spec.family
+        return (
+            family.diagonal,
+            family.n_groups(self.n_components),
+            family.n_scales(self.n_features),
+        )
+
+    @property
+    def _sd_scale(self) -> np.ndarray:
+        """The HalfNormal scales of the free standard deviations (one for a spherical model)."""
+        sd_scale = self.priors.sd_scale
+        spherical = self.spec.family.spherical
+        return np.atleast_1d(pooled_sd_scale(sd_scale) if spherical else sd_scale)
 
     @property
     def scaling(self) -> AffineScaling:
@@ -356,19 +330,17 @@ class LogDensity:
     def n_dim(self) -> int:
         """Length of the unconstrained vector."""
         k, d = self.n_components, self.n_features
-        per_component = d if self.covariance_type == "diag" else d * (d + 1) // 2
-        return (k - 1) + k * d + k * per_component
+        diagonal, n_groups, e = self._shape
+        return (k - 1) + k * d + n_groups * (e if diagonal else e * (e + 1) // 2)
 
     def _constant(self) -> float:
         k, d, p = self.n_components, self.n_features, self.priors
         alpha = p.weights_concentration
-        means_scale, sd_scale = np.asarray(p.means_scale), np.asarray(p.sd_scale)
+        means_scale, (diagonal, n_groups, _) = np.asarray(p.means_scale), self._shape
         dirichlet = gammaln(k * alpha) - k * gammaln(alpha) + np.log(k)
         normal = k * np.sum(-0.5 * LOG_2PI - np.log(means_scale))
-        half_normal = k * np.sum(0.5 * np.log(2.0 / np.pi) - np.log(sd_scale))
-        lkj = 0.0
-        if self.covariance_type == "full":
-            lkj = k * _lkj_log_normaliser(p.lkj_eta, d)
+        half_normal = n_groups * np.sum(0.5 * np.log(2.0 / np.pi) - np.log(self._sd_scale))
+        lkj = 0.0 if diagonal else n_groups * _lkj_log_normaliser(p.lkj_eta, d)
         return float(dirichlet + normal + half_normal + lkj)
 
     def __post_init__(self) -> None:
@@ -378,11 +350,11 @@ class LogDensity:
             np.ascontiguousarray(self.scaling.scale, dtype=np.float64),
             self.scaling.log_jacobian,
             int(self.n_components),
-            self.covariance_type == "diag",
+            *self._shape,
             float(p.weights_concentration),
             np.asarray(p.means_loc, dtype=np.float64),
             np.asarray(p.means_scale, dtype=np.float64),
-            np.asarray(p.sd_scale, dtype=np.float64),
+            np.asarray(self._sd_scale, dtype=np.float64),
             2.0 * p.lkj_eta - 2.0 + self.n_features,
             self._constant(),
             _KERNEL_BLOCK_ROWS,
@@ -397,15 +369,16 @@ class LogDensity:
         """The mixture's parameters, on the standardised scale, from unconstrained draws
         ``(chain, draw, n_dim)``.
 
-        ``weights``, ``means``, ``covariances`` and ``stds`` (and ``correlations`` for full
-        covariances), dimensioned as the model's variables; in the data's units (see
-        :func:`bayesgmm._units.to_data_units`) they are the model's deterministics.
+        ``weights``, ``means``, ``covariances`` and ``stds`` (and ``correlations`` for VVV and
+        EEE; a shared covariance repeated for every component), dimensioned as the model's
+        variables; in the data's units (see :func:`bayesgmm._units.to_data_units`) they are
+        the model's deterministics.
         """
         n_chains, n_draws, _ = draws.shape
         k, d = self.n_components, self.n_features
-        diagonal = self.covariance_type == "diag"
+        diagonal = self._shape[0]
         flat = np.ascontiguousarray(draws.reshape(n_chains * n_draws, -1), dtype=np.float64)
-        weights, means, chol = _unpack_draws(flat, k, d, diagonal)
+        weights, means, chol = _unpack_draws(flat, k, d, *self._shape)
         covariances = chol @ np.swapaxes(chol, -1, -2)
         stds, correlations = std_and_correlation(covariances)
 
@@ -448,11 +421,7 @@ def _unchanged_spec(model) -> ModelSpec | None:
     spec = model_spec(model)
     if spec is None:
         return None
-    expected = ["weights", "means_z"]
-    if spec.covariance_type == "full":
-        expected += [chol_cov_name(k) for k in range(spec.n_components)]
-    else:
-        expected += ["stds_z"]
+    expected = ["weights", "means_z", *spec.family.free_names(spec.n_components)]
     if (
         [rv.name for rv in model.free_RVs] != expected
         or [rv.name for rv in model.observed_RVs] != ["obs"]

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "ALIASES",
+    "BAYES_COVARIANCE_TYPES",
+    "BAYES_MODELS",
     "COVARIANCE_NAMES",
     "LAYOUTS",
     "MODEL_NAMES",
@@ -70,6 +72,9 @@ MODEL_NAMES = (
 ALIASES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
 COVARIANCE_NAMES = (*ALIASES, *MODEL_NAMES)
 LAYOUTS = ("full", "tied", "diag", "spherical")
+# The models the Bayesian mixture samples (their priors: bayesgmm._families), and their names
+BAYES_MODELS = ("VVV", "EEE", "VVI", "EEI", "VII", "EII")
+BAYES_COVARIANCE_TYPES = (*ALIASES, *BAYES_MODELS)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """bayesgmm's compiled Numba kernels on disk: checked on every load, rebuilt when damaged.
 
-The kernels (:mod:`bayesgmm._kernels`, :mod:`bayesgmm._logdensity`) compile with
+The kernels (:mod:`bayesgmm._kernels`, :mod:`bayesgmm._logdensity`,
+:mod:`bayesgmm._unconstrained`) compile with
 ``cache=True``: their machine code is kept on disk (beside the modules in ``__pycache__``, or in
 ``$NUMBA_CACHE_DIR``) so later processes skip the 10-60 s compile. Numba trusts those files: a
 truncated file stops every later run with an unpickling error, and a damaged one that still

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._idata import Tree, get_group, json_default, load, save
+from ._models import layout
 from ._output import check_targets, staged
 from .em import EMGaussianMixture
 
@@ -41,6 +42,7 @@ _SAVED_PARAMS = (
     "random_seed",
     "em_n_init",
     "em_reg_covar",
+    "max_starts",
     "progressbar",
 )
 
@@ -84,6 +86,7 @@ def read_fit(path: str | os.PathLike) -> tuple[Tree, dict[str, Any]]:
 
 def _precisions(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
     """EM's ``precisions_init`` of its family from full covariance matrices."""
+    covariance_type = layout(covariance_type)  # mclust's names too
     if covariance_type == "full":
         return np.linalg.inv(covariances)
     if covariance_type == "tied":

@@ -348,10 +348,13 @@ def sweep_rows(
     em_kwargs: dict,
     strategy: Strategy | None,
     progress: bool,
+    sample_weight: Any = None,
 ) -> list[dict[str, Any]]:
     """Every (K, model) row of an em_sweep, by ``fit_one(X, k, cov_type, em_kwargs, starts,
-    strategy)``, K by K so that each model's K - 1 fit gives its split starts and the models
-    fitted at K their partitions; an alias of a model fitted already shares its row."""
+    strategy, sample_weight)``, K by K so that each model's K - 1 fit gives its split starts
+    and the models fitted at K their partitions; an alias of a model fitted already shares its
+    row. The pool of starting partitions ignores ``sample_weight`` (they are only starts);
+    every fit from them uses it."""
     data = None if strategy is None else pool_data(X)
     pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
@@ -371,9 +374,9 @@ def sweep_rows(
                 starts = None
                 if data is not None:
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
-                row = fit_one(X, k, cov_type, em_kwargs, starts, strategy)
+                row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
                 if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = row["_fit"].predict(X)
+                    labels[k, name] = np.asarray(row["_fit"].predict(X))
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

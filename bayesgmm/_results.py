@@ -24,7 +24,7 @@ from .alignment import apply_permutations, match_to_reference
 __all__ = ["em_dataset", "em_reference", "finish", "keep_finished_draws", "relabel"]
 
 PARAMETERS = ("weights", "means", "covariances", "stds", "correlations")
-_INTERNAL = ("means_z", "stds_z")  # and chol_cov_k: the model's standardised free variables
+_INTERNAL = ("means_z", "stds_z", "chol_cov")  # and chol_cov_k: the standardised free variables
 
 
 def em_dataset(

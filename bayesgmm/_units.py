@@ -19,6 +19,7 @@ import xarray as xr
 
 from . import _gaussian as g
 from ._idata import Tree, get_attr, get_group, set_attrs
+from ._models import layout
 from ._scaling import AffineScaling
 
 __all__ = [
@@ -40,11 +41,12 @@ def _full_precision_cholesky(em: Any) -> np.ndarray:
     """EM's precision factors, ``(K, D, D)`` whatever its covariance family."""
     k, d = em.n_components, em.n_features_in_
     factor = np.asarray(em.precisions_cholesky_, dtype=float)
-    if em.covariance_type == "full":
+    kind = layout(em.covariance_type)  # mclust's names too (e.g. "EEE" is stored as "tied")
+    if kind == "full":
         return factor
-    if em.covariance_type == "tied":
+    if kind == "tied":
         return np.broadcast_to(factor, (k, d, d)).copy()
-    diagonal = factor if em.covariance_type == "diag" else np.repeat(factor[:, None], d, axis=1)
+    diagonal = factor if kind == "diag" else np.repeat(factor[:, None], d, axis=1)
     return diagonal[:, :, None] * np.eye(d)[None]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import validate_data
 
-__all__ = ["check_choice", "check_data", "check_fit_data"]
+__all__ = ["check_choice", "check_data", "check_fit_data", "check_sample_weight"]
 
 
 def check_choice(name: str, value: Any, options: Sequence[Any]) -> Any:
@@ -41,15 +41,19 @@ def _feature_label(j: int, names: np.ndarray | None) -> str:
     return f"{j} ({names[j]!r})" if names is not None else str(j)
 
 
-def _check_finite(X: np.ndarray, names: np.ndarray | None) -> None:
+def _check_finite(X: np.ndarray, names: np.ndarray | None, *, allow_nan: bool = False) -> None:
     finite = np.isfinite(X)
     if finite.all():
         return
-    bad_rows, bad_cols = np.nonzero(~finite)
+    bad = np.isinf(X) if allow_nan else ~finite
+    if allow_nan and not bad.any():
+        return
+    bad_rows, bad_cols = np.nonzero(bad)
     kind = "NaN" if np.isnan(X[bad_rows, bad_cols]).any() else "infinity"
-    raise ValueError(
-        _non_finite_message(kind, np.unique(bad_rows).size, np.unique(bad_cols), names)
-    )
+    message = _non_finite_message(kind, np.unique(bad_rows).size, np.unique(bad_cols), names)
+    if allow_nan:
+        message += " (NaN cells are missing values, which EM handles.)"
+    raise ValueError(message)
 
 
 def _non_finite_message(kind: str, n_rows: int, columns: np.ndarray, names: Any) -> str:
@@ -61,11 +65,14 @@ def _non_finite_message(kind: str, n_rows: int, columns: np.ndarray, names: Any)
     )
 
 
-def check_data(estimator: Any, X: Any, *, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
+def check_data(
+    estimator: Any, X: Any, *, reset: bool, ensure_min_samples: int = 1, allow_nan: bool = False
+) -> np.ndarray:
     """Validate ``X`` for ``estimator`` and return it as a float64 2-D array.
 
     ``reset=True`` (fitting) records ``n_features_in_`` and ``feature_names_in_``; ``reset=False``
-    (predicting) checks ``X`` against them.
+    (predicting) checks ``X`` against them. ``allow_nan`` lets NaN (missing values) through;
+    infinity is always an error.
     """
     if isinstance(X, pd.DataFrame):
         _check_dataframe(X)
@@ -83,16 +90,72 @@ def check_data(estimator: Any, X: Any, *, reset: bool, ensure_min_samples: int =
         ensure_all_finite=False,
         ensure_min_samples=ensure_min_samples,
     )
-    _check_finite(X, getattr(estimator, "feature_names_in_", None))
+    _check_finite(X, getattr(estimator, "feature_names_in_", None), allow_nan=allow_nan)
     return X
 
 
-def check_fit_data(estimator: Any, X: Any, n_components: int) -> np.ndarray:
-    """Validate data for fitting a ``n_components`` mixture."""
-    X = check_data(estimator, X, reset=True, ensure_min_samples=2)
+def check_fit_data(
+    estimator: Any, X: Any, n_components: int, *, allow_nan: bool = False
+) -> np.ndarray:
+    """Validate data for fitting a ``n_components`` mixture.
+
+    With ``allow_nan`` (missing values), a feature with no observed value is an error naming
+    it, and a feature is constant when its observed values are.
+    """
+    X = check_data(estimator, X, reset=True, ensure_min_samples=2, allow_nan=allow_nan)
     _check_n_samples(X.shape[0], n_components)
-    _check_constant(estimator, np.ptp(X, axis=0) == 0)
+    if allow_nan and np.isnan(X).any():
+        _check_observed(estimator, np.isnan(X).all(axis=0))
+        with np.errstate(invalid="ignore"):
+            _check_constant(estimator, np.nanmax(X, axis=0) == np.nanmin(X, axis=0))
+    else:
+        _check_constant(estimator, np.ptp(X, axis=0) == 0)
     return X
+
+
+def _check_observed(estimator: Any, never_observed: np.ndarray) -> None:
+    _reject_features(
+        estimator,
+        never_observed,
+        "are missing (NaN) in every row: nothing can be estimated about them. Drop the "
+        "column(s) before fitting.",
+    )
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, n_components: int) -> np.ndarray | None:
+    """Frequency weights as a float array of shape ``(n_samples,)``, or None.
+
+    Weights count how often each row occurs (scikit-learn's convention): they must be finite,
+    non-negative, and positive on at least ``n_components`` rows.
+    """
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise ValueError(f"sample_weight must be numbers, got dtype {w.dtype}.")
+    w = w.astype(np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per row of X, got {w.shape}."
+        )
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity: give every row a finite weight.")
+    if (w < 0).any():
+        raise ValueError(
+            f"sample_weight has {int(np.sum(w < 0))} negative value(s): weights count how often "
+            "a row occurs, so they must be >= 0."
+        )
+    if not w.any():
+        raise ValueError(
+            "sample_weight is zero for every row: at least one row needs a positive weight."
+        )
+    if np.count_nonzero(w) < n_components:
+        raise ValueError(
+            f"sample_weight is positive on {np.count_nonzero(w)} row(s), fewer than "
+            f"n_components = {n_components}: a mixture needs at least one weighted row per "
+            "component. Reduce n_components or give more rows a positive weight."
+        )
+    return w
 
 
 def _check_n_samples(n_samples: int, n_components: int) -> None:
@@ -105,14 +168,21 @@ def _check_n_samples(n_samples: int, n_components: int) -> None:
 
 
 def _check_constant(estimator: Any, is_constant: np.ndarray) -> None:
-    constant = np.flatnonzero(is_constant)
-    if constant.size:
+    _reject_features(
+        estimator,
+        is_constant,
+        "are constant (zero variance): a Gaussian component cannot have zero spread. Drop "
+        "the constant column(s) before fitting.",
+    )
+
+
+def _reject_features(estimator: Any, flags: np.ndarray, problem: str) -> None:
+    """Raise ``Feature(s) <names> of X <problem>`` if any feature is flagged."""
+    bad = np.flatnonzero(flags)
+    if bad.size:
         names = getattr(estimator, "feature_names_in_", None)
-        labels = ", ".join(_feature_label(int(j), names) for j in constant)
-        raise ValueError(
-            f"Feature(s) {labels} of X are constant (zero variance): a Gaussian component "
-            "cannot have zero spread. Drop the constant column(s) before fitting."
-        )
+        labels = ", ".join(_feature_label(int(j), names) for j in bad)
+        raise ValueError(f"Feature(s) {labels} of X {problem}")
 
 
 def check_lazy_shape(
@@ -174,7 +244,12 @@ def _holder(caller: str) -> _Holder:
 
 
 def check_matrix(
-    X: Any, *, n_components: int | None = None, caller: str = "bayesgmm", estimator: Any = None
+    X: Any,
+    *,
+    n_components: int | None = None,
+    caller: str = "bayesgmm",
+    estimator: Any = None,
+    allow_nan: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Validate data for the Bayesian mixture; return the float array and feature names.
 
@@ -182,14 +257,16 @@ def check_matrix(
     errors as fitting EM (NaN/inf, shapes, non-numeric or constant columns, too few samples),
     naming ``caller`` (or ``estimator``, on which ``n_features_in_`` and
     ``feature_names_in_`` are recorded), and :func:`check_independent_columns`'s.
+    ``allow_nan`` lets missing values through (as EM takes them); the columns' independence is
+    then checked on the complete rows.
     """
     holder = estimator if estimator is not None else _holder(caller)
-    array = check_fit_data(holder, X, n_components or 1)
+    array = check_fit_data(holder, X, n_components or 1, allow_nan=allow_nan)
     names = getattr(holder, "feature_names_in_", None)
     if names is None:
         names = [f"x{j}" for j in range(array.shape[1])]
     names = [str(n) for n in names]
-    check_independent_columns(array, names)
+    check_independent_columns(array[~np.isnan(array).any(axis=1)], names)
     return array, names
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,11 @@ from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
 from ._validation import check_choice, check_data, check_matrix
 from .compare import compare, compare_mixture
-from .diagnostics import diagnostics, summarise_in_units
+from .diagnostics import SamplingWarning, diagnostics, summarise_in_units
 from .em import EMGaussianMixture
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model
+from .modes import distinct_optima, mode_posterior, mode_table
 from .priors import GMMPriors
 from .sampling import SAMPLERS, CompileCache, sample_posterior
 
@@ -44,7 +46,11 @@ class BayesianGMM(BaseEstimator):
     Parameters
     ----------
     n_components : int
-    covariance_type : {"full", "diag"}
+    covariance_type : str
+        The covariance model, for EM and the Bayesian mixture alike: ``"full"`` (VVV),
+        ``"tied"`` (EEE), ``"diag"`` (VVI), ``"spherical"`` (VII), or mclust's ``"VVV"``,
+        ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"`` (priors in
+        :mod:`bayesgmm._families`).
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`.
     draws, tune, chains : int
@@ -59,6 +65,12 @@ class BayesianGMM(BaseEstimator):
     em_reg_covar : float
         EM's covariance floor (a fraction of each feature's variance) when :meth:`fit` runs EM
         itself; raise it when EM reports a collapsed component.
+    max_starts : int
+        The chains start round robin from up to this many distinct EM optima within 5 nats
+        of the best (:func:`bayesgmm.modes.distinct_optima`, from ``em_n_init`` further
+        restarts; an EM fit given to :meth:`fit` stays the first); 1 starts every chain at
+        the EM estimate. Chains that end in different modes are reported either way
+        (:meth:`modes`).
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
@@ -66,7 +78,10 @@ class BayesianGMM(BaseEstimator):
     Attributes
     ----------
     em_ : EMGaussianMixture
-        The EM fit every chain started from (after :meth:`load`, EM at the saved estimate).
+        The best EM optimum, the reference of the results (after :meth:`load`, EM at the
+        saved estimate).
+    starts_ : list of EMGaussianMixture
+        The other distinct EM optima chains started from (empty when there were none).
     model_ : pymc.Model
         Built on first access after unpickling or :meth:`load`.
     idata_ : xarray.DataTree
@@ -101,6 +116,7 @@ class BayesianGMM(BaseEstimator):
         random_seed: int | None = None,
         em_n_init: int = 5,
         em_reg_covar: float = 1e-6,
+        max_starts: int = 4,
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
     ) -> None:
@@ -115,6 +131,7 @@ class BayesianGMM(BaseEstimator):
         self.random_seed = random_seed
         self.em_n_init = em_n_init
         self.em_reg_covar = em_reg_covar
+        self.max_starts = max_starts
         self.progressbar = progressbar
         self.compile_cache = compile_cache
 
@@ -148,7 +165,13 @@ class BayesianGMM(BaseEstimator):
                 f"priors must be a GMMPriors or None, got {type(self.priors).__name__}: "
                 "e.g. GMMPriors.from_data(X, lkj_eta=4.0)."
             )
-        for name, low in (("draws", 1), ("tune", 0), ("chains", 1), ("em_n_init", 1)):
+        for name, low in (
+            ("draws", 1),
+            ("tune", 0),
+            ("chains", 1),
+            ("em_n_init", 1),
+            ("max_starts", 1),
+        ):
             _check_integer(name, getattr(self, name), low)
         if self.random_seed is not None:
             _check_integer("random_seed", self.random_seed, 0)
@@ -181,6 +204,7 @@ class BayesianGMM(BaseEstimator):
         self.priors_ = self.priors or GMMPriors.from_data(data)
         with from_below("EM"):
             self.em_ = self._fit_em(frame if isinstance(X, pd.DataFrame) else data, em)
+            self.starts_ = self._other_optima(data, keep_em=em is not None)
         self._model = build_model(
             frame, self.n_components, priors=self.priors_, covariance_type=self.covariance_type
         )
@@ -196,8 +220,38 @@ class BayesianGMM(BaseEstimator):
             progressbar=self.progressbar,
             priors=self.priors_,
             compile_cache=self.compile_cache,
+            starts=self.starts_,
         )
         return self
+
+    def _other_optima(self, data: np.ndarray, *, keep_em: bool) -> list[EMGaussianMixture]:
+        """Distinct EM optima close to the best, other than ``em_`` (see
+        :func:`bayesgmm.modes.distinct_optima`); the best becomes ``em_`` unless ``keep_em``
+        (an EM fit given to :meth:`fit` stays the reference)."""
+        if min(self.max_starts, self.chains) < 2:
+            return []
+        optima = distinct_optima(
+            data,
+            self.n_components,
+            covariance_type=self.covariance_type,
+            n_restarts=self.em_n_init,
+            max_optima=min(self.max_starts, self.chains),
+            random_state=self.random_seed,
+            best=self.em_,
+            reg_covar=self.em_reg_covar,
+            tol=1e-6,
+            max_iter=1000,
+        )
+        if not keep_em:
+            self.em_ = optima[0]
+        others = [o for o in optima if o is not self.em_]
+        return others[: min(self.max_starts, self.chains) - 1]
+
+    def modes(self) -> pd.DataFrame:
+        """The modes the chains ended in, with stacking weights (see
+        :func:`bayesgmm.modes.mode_table`)."""
+        self._check_fitted()
+        return mode_table(self.idata_)
 
     @property
     def model_(self) -> Any:
@@ -249,6 +303,7 @@ class BayesianGMM(BaseEstimator):
         if saved["feature_names_in"] is not None:
             fit.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
         fit.em_ = restore_em(tree, saved["feature_names_in"])
+        fit.starts_ = []  # the other optima are not saved; the modes they led to are
         return fit
 
     def _check_fitted(self) -> None:
@@ -292,9 +347,21 @@ class BayesianGMM(BaseEstimator):
         features, and the column names and their order when fitted on a DataFrame."""
         return None if X is None else check_data(self, X, reset=False)
 
+    def _warn_if_modes(self, what: str, remedy: str) -> None:
+        """Say so when a summary over all chains averages over several modes."""
+        n_modes = int(self.idata_.posterior.attrs.get("n_modes", 1))
+        if n_modes > 1:
+            warnings.warn(
+                f"These draws come from {n_modes} different modes: the {what} averages over "
+                f"them. Use {remedy} (modes() lists them).",
+                SamplingWarning,
+                stacklevel=3,
+            )
+
     def compare(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
         """EM estimates against posterior summaries (see :func:`bayesgmm.compare`)."""
         self._check_fitted()
+        self._warn_if_modes("comparison", "bayesgmm.modes.mode_posterior(idata_, m)")
         return compare(None, self.idata_, hdi_prob=hdi_prob)
 
     def compare_mixture(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
@@ -302,14 +369,20 @@ class BayesianGMM(BaseEstimator):
         self._check_fitted()
         return compare_mixture(None, self.idata_, hdi_prob=hdi_prob)
 
-    def summary(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
+    def summary(self, *, hdi_prob: float = 0.94, mode: int | None = None) -> pd.DataFrame:
         """ArviZ summary of weights, means and covariances (relabelled draws).
 
         Each covariance matrix contributes its lower triangle (the upper one repeats it).
+        ``mode`` summarises the chains of one mode (:meth:`modes`); without it, a run whose
+        chains ended in several modes is summarised over all of them, with a
+        :class:`~bayesgmm.SamplingWarning` saying so.
         """
         self._check_fitted()
+        tree = self.idata_ if mode is None else mode_posterior(self.idata_, mode)
+        if mode is None:
+            self._warn_if_modes("summary", "summary(mode=m) for each mode")
         names = ("weights", "means", "covariances")
         table = summarise_in_units(
-            self.idata_.posterior.to_dataset(), names, scaling_of(self.idata_), hdi_prob=hdi_prob
+            tree.posterior.to_dataset(), names, scaling_of(tree), hdi_prob=hdi_prob
         )
         return table.drop(columns="median")

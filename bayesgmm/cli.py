@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._models import COVARIANCE_NAMES
+from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
 
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
@@ -121,7 +121,10 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
         frame = frame[columns]
     numeric = frame.select_dtypes("number")
     if numeric.shape[1] == 0:
-        raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)})")
+        hint = ""
+        if frame.shape[1] == 1 and any(sep in str(frame.columns[0]) for sep in ";\t|"):
+            hint = ": the header looks separated by something other than commas; save as CSV"
+        raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)}){hint}")
     if numeric.shape[1] < frame.shape[1]:
         dropped = [c for c in frame.columns if c not in numeric.columns]
         if columns:
@@ -143,14 +146,37 @@ def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
     missing = numeric.isna().any(axis=1)
     if missing.any():
         bad = [c for c in numeric.columns if numeric[c].isna().any()]
-        if not dropna:
+        if dropna:
+            _note(f"dropped {int(missing.sum())} row(s) with missing values in column(s) {bad}")
+            return numeric[~missing]
+        empty = [c for c in numeric.columns if numeric[c].isna().all()]
+        if empty:
             raise DataError(
-                f"{int(missing.sum())} row(s) have missing values in column(s) {bad}; "
-                "pass --dropna to drop them"
+                f"column(s) {empty} have no values: leave them out with --columns "
+                f"{' '.join(str(c) for c in numeric.columns if c not in empty)}"
             )
-        _note(f"dropped {int(missing.sum())} row(s) with missing values in column(s) {bad}")
-        numeric = numeric[~missing]
+        _note(
+            f"{int(numeric.isna().to_numpy().sum())} missing cell(s) in {int(missing.sum())} "
+            f"row(s), column(s) {bad}: EM uses every row's observed cells (--dropna drops "
+            "those rows instead)"
+        )
     return numeric
+
+
+def complete_rows(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The rows without missing values, with a note when some are left out of ``stage``."""
+    complete = frame.dropna()
+    if len(complete) < len(frame):
+        if complete.empty:
+            raise DataError(
+                f"every row has a missing value, and {stage} needs complete rows (the Bayesian "
+                "sampler does not handle missing values yet)"
+            )
+        _note(
+            f"{stage} uses the {len(complete)} complete row(s) of {len(frame)}: the Bayesian "
+            "sampler does not handle missing values yet"
+        )
+    return complete.reset_index(drop=True)
 
 
 def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
@@ -204,6 +230,7 @@ def _report(args: argparse.Namespace) -> int:
             inputs=[args.data] if args.data else [],
             n_components=args.components,
             covariance_types=tuple(args.covariance_types),
+            bayes_covariance_type=args.bayes_covariance_type,
             n_candidates=args.candidates,
             progress=not args.quiet,
             em_options={"reg_covar": args.reg_covar},
@@ -220,9 +247,11 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
+    frame = complete_rows(frame, "the Bayesian fit")
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],
+            covariance_type=args.covariance_type,
             progressbar=not args.quiet,
             em_reg_covar=args.reg_covar,
             **_sampling(args),
@@ -245,10 +274,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from . import _kernels, _logdensity, _numba_cache
+    from . import _kernels, _logdensity, _numba_cache, _unconstrained
     from .sampling import cache_dir
 
-    modules = (_kernels, _logdensity)
+    modules = (_kernels, _logdensity, _unconstrained)
     jax_folder = cache_dir() / "jax"
     if args.clear:
         removed = _numba_cache.clear(*modules, extra=(jax_folder,))
@@ -270,9 +299,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chains", type=_integer(1), default=4, help="number of chains (default 4)"
     )
-    parser.add_argument(
-        "--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)"
-    )
+    parser.add_argument("--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)")
     parser.add_argument(
         "--sampler",
         choices=("nutpie", "pymc"),
@@ -310,7 +337,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> N
         "--columns", nargs="+", metavar="NAME", help="columns to model (default: all numeric)"
     )
     parser.add_argument(
-        "--dropna", action="store_true", help="drop rows with missing values (with a notice)"
+        "--dropna",
+        action="store_true",
+        help="drop rows with missing values (with a notice); by default EM uses their "
+        "observed cells",
     )
 
 
@@ -346,6 +376,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "or all for the 14 models (default full)",
     )
     rep.add_argument(
+        "--bayes-covariance-type",
+        default="full",
+        choices=BAYES_COVARIANCE_TYPES,
+        metavar="MODEL",
+        help="covariance model of the sampled candidates: VVV, EEE, VVI, EEI, VII, EII or "
+        "full/tied/diag/spherical (default full)",
+    )
+    rep.add_argument(
         "--candidates",
         type=_integer(1),
         default=2,
@@ -369,6 +407,14 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     _add_data_arguments(fit, optional=False)
     fit.add_argument(
         "--components", type=parse_components, required=True, help="number of components K"
+    )
+    fit.add_argument(
+        "--covariance-type",
+        default="full",
+        choices=BAYES_COVARIANCE_TYPES,
+        metavar="MODEL",
+        help="covariance model: VVV, EEE, VVI, EEI, VII, EII or full/tied/diag/spherical "
+        "(default full)",
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)

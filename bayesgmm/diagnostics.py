@@ -32,6 +32,9 @@ _ADVICE = {
     "fewer components",
     "ess_tail": "increase draws so the tails (and HDIs) are estimated reliably",
     "bfmi": "the momentum resampling explores energy poorly: tune longer, or use fewer components",
+    "modes": "the chains ended in different modes (not label switches), so R-hat over all "
+    "chains fails for that reason: read each mode on its own (bayesgmm.modes.mode_table, "
+    "BayesianGMM.modes(), summary(mode=...))",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -196,6 +199,12 @@ def _check_rows(idata: Tree) -> list[dict]:
         _worst_row(params, "ess_tail", largest=False),
     ]
     rows.append(_bfmi_row(chain_bfmi))
+    if "mode" in stats and int(stats["mode"].max()) > 0:  # bayesgmm.modes.record_modes
+        modes = np.asarray(stats["mode"].values)
+        groups = "; ".join(
+            f"mode {m}: chains {np.flatnonzero(modes == m).tolist()}" for m in np.unique(modes)
+        )
+        rows.append(("modes", float(modes.max() + 1), 1.0, False, groups))
     attrs = get_group(idata, "posterior").attrs
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
@@ -227,7 +236,8 @@ def _bfmi_row(values: np.ndarray) -> tuple:
 def diagnostics(idata: Tree) -> pd.DataFrame:
     """One row per convergence check.
 
-    Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi), ``value`` (the count,
+    Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi; ``modes`` when the
+    chains ended in several modes, :mod:`bayesgmm.modes`), ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
 

@@ -27,13 +27,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask, _emloop, _restarts
+from . import _dask, _emloop, _missing, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
 from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
-from ._validation import check_choice, check_data, check_fit_data
+from ._validation import check_choice, check_data, check_fit_data, check_sample_weight
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
@@ -187,6 +187,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     Its extra memory is ``O(chunk_size x K + K x D^2)``; no standardised copy of ``X`` is made.
     A ``dask.array`` is fitted and predicted where it lives (see :meth:`fit`).
 
+    Missing values (NaN) are handled exactly in :meth:`fit`, :meth:`predict`,
+    :meth:`predict_proba`, :meth:`score_samples` and :meth:`score` (the density of each row's
+    observed entries), and :meth:`impute` fills them with their conditional means; rows can
+    carry frequency weights (``fit(X, sample_weight=...)``). Neither for Dask arrays.
+
     Examples
     --------
     >>> from bayesgmm import EMGaussianMixture
@@ -283,38 +288,50 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return out
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any = None) -> EMGaussianMixture:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> EMGaussianMixture:
         """Fit the mixture by EM (``n_init`` restarts, best kept).
 
         Parameters
         ----------
         X : array-like or dask.array.Array of shape (n_samples, n_features)
-            A Dask array is validated, standardised and fitted without being loaded: every
-            E-step reduces its blocks' sufficient statistics with Dask, so the fit runs on
-            whatever scheduler is active (e.g. a ``dask.distributed.Client``). Data-driven
-            initialisation (``init_params``) then uses a random subsample of at most
-            50,000 rows held in memory; pass ``weights_init``, ``means_init`` and
-            ``precisions_init`` to skip it.
+            NaN cells are missing values, handled exactly under missing at random
+            (:mod:`bayesgmm._missing`): each row contributes the density of its observed
+            entries, and the M-step completes the rest by their conditional expectations
+            (Ghahramani & Jordan 1994). A row with nothing observed is left out with a
+            warning; a feature with nothing observed is an error. Data-driven initialisation
+            starts from a copy with each missing cell set to its feature's observed mean.
+            Infinity is an error. A Dask array (without missing values) is validated,
+            standardised and fitted without being loaded: every E-step reduces its blocks'
+            sufficient statistics with Dask, so the fit runs on whatever scheduler is active
+            (e.g. a ``dask.distributed.Client``). Data-driven initialisation
+            (``init_params``) then uses a random subsample of at most 50,000 rows held in
+            memory; pass ``weights_init``, ``means_init`` and ``precisions_init`` to skip it.
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Frequency weights (scikit-learn's convention): non-negative, finite, positive on at
+            least ``n_components`` rows. A row of weight ``w`` counts ``w`` times everywhere
+            (E-step, standardisation, initialisation), so integer weights give the fit of the
+            repeated rows, and a zero weight removes the row. Not for Dask arrays.
 
         Returns
         -------
         self : EMGaussianMixture
         """
-        self._fit(X)
+        self._fit(X, sample_weight)
         return self
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit the mixture and return the most probable component of every sample.
 
         The labels come from a last pass with the final parameters, so they equal
         ``fit(X).predict(X)``; for a Dask array they are a lazy Dask array.
         """
-        return self._predict_rows(self._fit(X), "labels")
+        return self._predict_rows(self._fit(X, sample_weight), "labels")
 
     def _fit(
         self,
         X: Any,
+        sample_weight: Any = None,
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
     ) -> Any:
@@ -326,10 +343,17 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """
         self._check_parameters()
         if _dask.is_dask_array(X):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight is not supported for a Dask array: compute it into memory, "
+                    "or fit without weights."
+                )
             X, summary = _dask.check_fit_array(self, X, self.n_components)
+            data = X
         else:
-            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components))
-            summary = kernels.column_summary(X)
+            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components, allow_nan=True))
+            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components)
+            data, summary = _missing.prepare(X, weights, self.n_components)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
@@ -338,16 +362,16 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
-        with self._blas_limit(X):
+        with self._blas_limit(data):
             if starts is not None:
-                best = self._em_em(X, scaling, starts, strategy or _restarts.Strategy())
+                best = self._em_em(data, scaling, starts, strategy or _restarts.Strategy())
             for _ in range(self.n_init if starts is None else 0):
-                params = self._initial_params(X, random_state, scaling, initial)
-                run = self._run_em(X, scaling, params)
+                params = self._initial_params(data, random_state, scaling, initial)
+                run = self._run_em(data, scaling, params)
                 if best is None or run.lower_bound > best.lower_bound:
                     best = run
             self._store(best, scaling)
-            final = self._statistics(X, scaling, self._unit_params())
+            final = self._statistics(data, scaling, self._unit_params())
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -383,8 +407,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         else:
             if _dask.is_dask_array(X):
                 X = _dask.subsample(X, _DASK_INIT_ROWS, random_state)
+            X, weight = _missing.initial_rows(X)
             Xu = scaling.transform(X)
-            params = self._params_from_resp(Xu, self._initial_resp(Xu, random_state))
+            resp = self._initial_resp(Xu, random_state, weight)
+            params = self._params_from_resp(Xu, resp, weight)
         if "weights" in initial:
             params.weights = initial["weights"]
         if "means" in initial:
@@ -399,14 +425,17 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             params.warm = None  # the next M-step starts afresh
         return params
 
-    def _params_from_resp(self, Xu: np.ndarray, resp: np.ndarray) -> _Params:
+    def _params_from_resp(
+        self, Xu: np.ndarray, resp: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> _Params:
         """Starting parameters from initial responsibilities (or a hard partition): one M-step.
 
         Every initialisation goes through here: ``Xu`` is on the unit scale, ``resp`` has shape
-        ``(n_samples, n_components)`` (one-hot rows for a partition).
+        ``(n_samples, n_components)`` (one-hot rows for a partition); rows count by their
+        frequency weights ``sample_weight``, if any.
         """
         shift = np.zeros((self.n_components, Xu.shape[1]))
-        stats = g.weighted_statistics(Xu, resp, shift, self._layout)
+        stats = g.weighted_statistics(Xu, resp, shift, self._layout, sample_weight)
         return self._m_step(stats, None)
 
     def _m_step(
@@ -439,19 +468,29 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """Tolerance of iterative M-steps (on ``F / (2N)``): far below ``tol``, above rounding."""
         return min(max(1e-3 * self.tol, 1e-13), 1e-7)
 
-    def _initial_resp(self, Xu: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:
+    def _initial_resp(
+        self,
+        Xu: np.ndarray,
+        random_state: np.random.RandomState,
+        sample_weight: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Initial responsibilities; frequency weights go to (weighted) k-means and k-means++,
+        and make ``random_from_data`` draw rows in proportion to them."""
         n_samples, k = Xu.shape[0], self.n_components
+        w = sample_weight
         resp = np.zeros((n_samples, k))
         if self.init_params == "kmeans":
-            labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(Xu).labels_
+            kmeans = KMeans(n_clusters=k, n_init=1, random_state=random_state)
+            labels = kmeans.fit(Xu, sample_weight=w).labels_
             resp[np.arange(n_samples), labels] = 1.0
         elif self.init_params == "random":
             resp = random_state.uniform(size=(n_samples, k))
             resp /= resp.sum(axis=1, keepdims=True)
         elif self.init_params == "random_from_data":
-            resp[random_state.choice(n_samples, size=k, replace=False), np.arange(k)] = 1.0
+            p = None if w is None else w / w.sum()
+            resp[random_state.choice(n_samples, size=k, replace=False, p=p), np.arange(k)] = 1.0
         else:  # k-means++
-            _, indices = kmeans_plusplus(Xu, k, random_state=random_state)
+            _, indices = kmeans_plusplus(Xu, k, random_state=random_state, sample_weight=w)
             resp[indices, np.arange(k)] = 1.0
         return resp
 
@@ -483,19 +522,22 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         for the serial kernel), else None (the general path, :meth:`_statistics`)."""
         if (
             _dask.is_dask_array(X)
+            or isinstance(X, _missing.RowData)
             or _engine(*X.shape[:1], self.n_components, X.shape[1]) != "serial"
         ):
             return None
         return _emloop.SmallLoop(X, scaling, self._layout, self._block_rows("serial"))
 
     def _em_em(
-        self, X: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy
+        self, data: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy
     ) -> _Run:
-        """em-EM from the given starting responsibilities (see :mod:`bayesgmm._restarts`)."""
-        Xu = scaling.transform(X)
+        """em-EM from the given starting responsibilities (see :mod:`bayesgmm._restarts`);
+        ``data`` as :meth:`_fit` iterates over it (rows weighted, if they are)."""
+        rows, weight = _missing.initial_rows(data)
+        Xu = scaling.transform(rows)
         return _restarts.em_em(
-            lambda resp: _Run(self._params_from_resp(Xu, resp)),
-            lambda run, n_iter: self._advance(X, scaling, run, n_iter),
+            lambda resp: _Run(self._params_from_resp(Xu, resp, weight)),
+            lambda run, n_iter: self._advance(data, scaling, run, n_iter),
             starts,
             strategy,
         )
@@ -509,6 +551,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def _statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> g.MixtureStatistics:
         """One E-step over all rows of ``X`` (user units): the next M-step's statistics."""
         mixture = self._mixture(scaling, params)
+        if isinstance(X, _missing.RowData):
+            engine = _engine(X.shape[0], self.n_components, X.shape[1])
+            return _missing.e_step(X, mixture, block_rows=self._block_rows(engine), engine=engine)
         if _dask.is_dask_array(X):
             # Dask runs blocks in parallel, so each block's kernel stays on its own thread.
             engine = _engine(max(X.chunks[0]), self.n_components, X.shape[1])
@@ -581,7 +626,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if _dask.is_dask_array(X):
             return _dask.check_array(self, X, reset=False)
-        return check_data(self, X, reset=False)
+        return check_data(self, X, reset=False, allow_nan=True)
 
     def _predict_rows(self, X: Any, output: str) -> Any:
         """Row-wise ``output`` of :func:`bayesgmm._kernels.predict_rows`, chunked or lazy."""
@@ -590,7 +635,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         if _dask.is_dask_array(X):
             names = getattr(self, "feature_names_in_", None)
             return _dask.predict_rows(X, mixture, block_rows=block_rows, output=output, names=names)
-        return kernels.predict_rows(X, mixture, block_rows=block_rows, output=output)
+        return _missing.predict_rows(X, mixture, block_rows=block_rows, output=output)
 
     def score_samples(self, X: Any) -> Any:
         """Log density of the mixture at every sample, ``(n_samples,)``, in the user's units.
@@ -613,6 +658,28 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:
         """Most probable component of every sample (lazily for a Dask array)."""
         return self._predict_rows(self._validated(X), "labels")
+
+    def impute(self, X: Any) -> np.ndarray:
+        """``X`` with its missing (NaN) cells replaced by their conditional means.
+
+        A missing cell gets ``sum_k p(k | x_O) E[x_M | x_O, k]``: each component's conditional
+        mean given the row's observed entries, mixed by the responsibilities of those entries.
+        Observed cells are returned unchanged; a row with nothing observed gets the mixture's
+        mean.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        X = self._validated(X)
+        if _dask.is_dask_array(X):
+            raise ValueError("impute needs data in memory: compute the Dask array first.")
+        mixture = self._mixture(self._scaling, self._unit_params())
+        return _missing.impute(X, mixture, block_rows=self._block_rows("numpy"))
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture.
@@ -666,14 +733,25 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._criteria(X)["icl"]
 
-    def _criteria(self, X: Any, *, validated: bool = False) -> dict[str, float]:
+    def _criteria(
+        self, X: Any, *, validated: bool = False, sample_weight: Any = None
+    ) -> dict[str, float]:
         """Total log-likelihood (user units), BIC, AIC and ICL, from one pass over ``X``.
 
-        ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned).
+        ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned). With
+        frequency weights, sums over rows are weighted and ``n`` is the weights' sum.
         """
-        scores = self._predict_rows(X if validated else self._validated(X), "scores")
-        totals = np.asarray(scores.sum(axis=0))  # computes a Dask array
-        n = scores.shape[0]
+        X = X if validated else self._validated(X)
+        scores = self._predict_rows(X, "scores")
+        weight = None
+        if not _dask.is_dask_array(X):
+            weight = check_sample_weight(sample_weight, X.shape[0], 1)
+            weight = _missing.criteria_weights(X, weight)
+        if weight is None:
+            totals = np.asarray(scores.sum(axis=0))  # computes a Dask array
+            n = scores.shape[0]
+        else:
+            totals, n = weight @ scores, float(weight.sum())
         log_l = float(totals[0]) - n * self._scaling.log_jacobian
         p = self.n_parameters()
         bic = -2.0 * log_l + p * np.log(n)
@@ -686,7 +764,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True  # missing values, handled exactly (_missing)
         return tags
 
 

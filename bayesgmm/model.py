@@ -10,12 +10,15 @@ EM and ArviZ:
 - ``weights ~ Dirichlet(alpha)``, dims ``component``;
 - ``means_z ~ Normal((loc_prior - loc) / scale, scale_prior / scale)``, dims
   ``(component, feature)``: the standardised means;
-- full covariances: one ``pm.LKJCholeskyCov`` per component, named ``chol_cov_{k}`` (the batched
-  form fails in PyMC), the lower Cholesky factors of the standardised covariances; diagonal
-  covariances: ``stds_z ~ HalfNormal``;
+- the covariances, in one of six of mclust's models (:mod:`bayesgmm._families`, which states
+  their priors): VVV (``full``) has one ``pm.LKJCholeskyCov`` per component, named
+  ``chol_cov_{k}`` (the batched form fails in PyMC), the lower Cholesky factors of the
+  standardised covariances; EEE (``tied``) one, named ``chol_cov``, for every component; the
+  diagonal models VVI (``diag``), EEI, VII (``spherical``) and EII have ``stds_z ~ HalfNormal``
+  with dims ``(component, feature)``, ``(feature,)``, ``(component,)`` and ``()``;
 - deterministics in the data's units: ``means`` ``(component, feature)``, ``covariances``
-  ``(component, feature, feature_bis)``, ``stds`` ``(component, feature)`` and, for full
-  covariances, ``correlations``;
+  ``(component, feature, feature_bis)``, ``stds`` ``(component, feature)`` and, for VVV and
+  EEE, ``correlations`` (a shared covariance repeated for every component);
 - the labels are marginalised: ``obs`` (the data, in their units) is a ``pm.CustomDist`` whose
   log density is ``logsumexp_k(log weights_k + log MvNormal(z | means_z_k, chol_k)) -
   sum(log scale)`` (:func:`mixture_logp` of the standardised rows, and the Jacobian).
@@ -34,9 +37,10 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from ._families import BAYES_COVARIANCE_TYPES, Family, bayes_family, chol_cov_name, family_cholesky
 from ._gaussian import LOG_2PI
 from ._scaling import AffineScaling
-from ._validation import check_choice, check_matrix
+from ._validation import check_matrix
 from .priors import GMMPriors
 
 __all__ = [
@@ -47,28 +51,6 @@ __all__ = [
     "mixture_logp",
     "model_spec",
 ]
-
-BAYES_COVARIANCE_TYPES = ("full", "diag")
-
-
-def chol_cov_name(component: int) -> str:
-    """Name of the ``LKJCholeskyCov`` variable of one component.
-
-    Parameters
-    ----------
-    component : int
-
-    Returns
-    -------
-    str
-
-    Examples
-    --------
-    >>> chol_cov_name(2)
-    'chol_cov_2'
-    """
-    return f"chol_cov_{component}"
-
 
 def _drop_batch(param: pt.TensorVariable, core_ndim: int) -> pt.TensorVariable:
     """PyMC hands CustomDist parameters with size-1 batch dims; the mixture's don't vary by row."""
@@ -147,29 +129,6 @@ def _mixture_random(weights, means, chol, loc, scale, rng=None, size=None):
     return draws.reshape(*shape, means.shape[1])
 
 
-def _full_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.TensorVariable:
-    factors = []
-    for k in range(n_components):
-        packed = pm.LKJCholeskyCov(
-            chol_cov_name(k),
-            n=n_features,
-            eta=priors.lkj_eta,
-            sd_dist=pm.HalfNormal.dist(sigma=np.asarray(priors.sd_scale), shape=n_features),
-            compute_corr=False,
-        )
-        factors.append(pm.math.expand_packed_triangular(n_features, packed, lower=True))
-    return pt.stack(factors)
-
-
-def _diag_cholesky(n_components: int, n_features: int, priors: GMMPriors) -> pt.TensorVariable:
-    stds = pm.HalfNormal(
-        "stds_z",
-        sigma=np.broadcast_to(np.asarray(priors.sd_scale), (n_components, n_features)),
-        dims=("component", "feature"),
-    )
-    return stds[:, :, None] * pt.eye(n_features)[None, :, :]
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """What :func:`build_model` built: read back by sampling and by the kernel log density.
@@ -177,19 +136,20 @@ class ModelSpec:
     Attributes
     ----------
     n_components, n_features : int
-    covariance_type : {"full", "diag"}
-        As built (``"diag"`` for one feature).
+    covariance_type : str
+        mclust's name of the model as built (VVV and EEE are built as VVI and EEI for one
+        feature; see :func:`bayesgmm._families.bayes_family`).
     priors : GMMPriors
         In the data's units, one value per feature (recorded with the results).
     scaling : AffineScaling
-        The standardisation the parameters are sampled on.
+        The standardisation the parameters are sampled on (one common scale for VII and EII).
 
     Examples
     --------
     >>> from bayesgmm import build_model, load_faithful
     >>> spec = model_spec(build_model(load_faithful(), 2))
     >>> spec.covariance_type, spec.standardised_priors.means_loc == (0.0, 0.0)
-    ('full', True)
+    ('VVV', True)
     """
 
     n_components: int
@@ -202,6 +162,11 @@ class ModelSpec:
     def standardised_priors(self) -> GMMPriors:
         """The priors on the standardised scale the model samples on."""
         return self.priors.standardised(self.scaling.loc, self.scaling.scale)
+
+    @property
+    def family(self) -> Family:
+        """How the covariances are parameterised."""
+        return bayes_family(self.covariance_type)
 
 
 def model_spec(model: pm.Model) -> ModelSpec | None:
@@ -224,7 +189,7 @@ def model_spec(model: pm.Model) -> ModelSpec | None:
     return getattr(model, "_bayesgmm_spec", None)
 
 
-def _deterministics(means_z, chol, scaling: AffineScaling, covariance_type: str) -> None:
+def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:
     """``means``, ``covariances``, ``stds`` (and ``correlations``) in the data's units."""
     loc, scale = scaling.loc, scaling.scale
     pm.Deterministic("means", loc + scale * means_z, dims=("component", "feature"))
@@ -236,7 +201,7 @@ def _deterministics(means_z, chol, scaling: AffineScaling, covariance_type: str)
         dims=("component", "feature", "feature_bis"),
     )
     pm.Deterministic("stds", stds_z * scale, dims=("component", "feature"))
-    if covariance_type == "full":
+    if not family.diagonal:
         pm.Deterministic(
             "correlations",
             covariances_z / (stds_z[:, :, None] * stds_z[:, None, :]),
@@ -260,9 +225,12 @@ def build_model(
     n_components : int
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data`.
-    covariance_type : {"full", "diag"}
-        With one feature the two models coincide, and both are built with the diagonal
-        parameterisation (``stds``): PyMC 6.4's ``LKJCholeskyCov`` fails for ``n=1``.
+    covariance_type : str
+        One of :data:`BAYES_COVARIANCE_TYPES`: ``"full"`` (VVV), ``"tied"`` (EEE), ``"diag"``
+        (VVI), ``"spherical"`` (VII), or mclust's ``"VVV"``, ``"EEE"``, ``"VVI"``, ``"EEI"``,
+        ``"VII"``, ``"EII"`` (see :mod:`bayesgmm._families`). With one feature VVV and EEE
+        coincide with VVI and EEI and are built so (PyMC 6.4's ``LKJCholeskyCov`` fails for
+        ``n=1``). VII and EII are sampled on features standardised with one common scale.
 
     Returns
     -------
@@ -276,19 +244,15 @@ def build_model(
     >>> sorted(model.coords)
     ['component', 'feature', 'feature_bis', 'obs_id']
     """
-    check_choice("covariance_type", covariance_type, BAYES_COVARIANCE_TYPES)
+    bayes_family(covariance_type)  # checked before the data
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
     data, names = check_matrix(X, n_components=n_components, caller="build_model")
     n_samples, n_features = data.shape
     priors = (priors or GMMPriors.from_data(data)).for_features(n_features)
-    spec = ModelSpec(
-        int(n_components),
-        n_features,
-        "diag" if n_features == 1 else covariance_type,
-        priors,
-        AffineScaling.fit(data),
-    )
+    family = bayes_family(covariance_type, n_features)
+    scaling = AffineScaling.fit(data, isotropic=family.isotropic)
+    spec = ModelSpec(int(n_components), n_features, family.name, priors, scaling)
     unit = spec.standardised_priors
     coords = {
         "obs_id": np.arange(n_samples),
@@ -307,11 +271,8 @@ def build_model(
             sigma=np.broadcast_to(np.asarray(unit.means_scale), (n_components, n_features)),
             dims=("component", "feature"),
         )
-        if spec.covariance_type == "full":
-            chol = _full_cholesky(n_components, n_features, unit)
-        else:
-            chol = _diag_cholesky(n_components, n_features, unit)
-        _deterministics(means_z, chol, spec.scaling, spec.covariance_type)
+        chol = family_cholesky(family, n_components, n_features, unit)
+        _deterministics(means_z, chol, spec.scaling, family)
         pm.CustomDist(
             "obs",
             weights,

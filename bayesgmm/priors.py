@@ -26,7 +26,10 @@ class GMMPriors:
     ``means[k, j] ~ Normal(means_loc[j], means_scale[j])``;
     for full covariances, ``Sigma_k = diag(s_k) Omega_k diag(s_k)`` with correlations
     ``Omega_k ~ LKJ(lkj_eta)`` and standard deviations ``s_k[j] ~ HalfNormal(sd_scale[j])``;
-    for diagonal covariances only the ``HalfNormal`` standard deviations.
+    for diagonal covariances only the ``HalfNormal`` standard deviations. The models with one
+    covariance for every component (EEE, EEI, EII) put the same priors on that one covariance;
+    the spherical ones (VII, EII, ``Sigma = sigma^2 I``) put ``sigma ~ HalfNormal(pooled)``
+    with ``pooled = sqrt(mean(sd_scale**2))`` (the table in :mod:`bayesgmm._families`).
 
     Per-feature settings are tuples (one value per feature) or one number for every feature.
 

@@ -78,10 +78,21 @@ class Report:
     chosen: BayesianGMM
 
 
-def _data_section(X: pd.DataFrame) -> Section:
+def _data_section(X: pd.DataFrame, bayesian_rows: int | None = None) -> Section:
     section = Section("data", "Data")
     section.text(f"{X.shape[0]} observations of {X.shape[1]} features.")
     summary = X.describe().T[["mean", "std", "min", "50%", "max"]].rename(columns={"50%": "median"})
+    missing = X.isna().sum()
+    if missing.any():
+        summary.insert(0, "missing", missing)
+        section.text(
+            f"{int(missing.sum())} cell(s) are missing ({missing.sum() / X.size:.1%}), in "
+            f"{int(X.isna().any(axis=1).sum())} row(s); the column 'missing' counts them per "
+            "feature. EM uses every row's observed cells (missing at random assumed). "
+            f"**The Bayesian candidates are sampled on the {bayesian_rows} complete rows only** "
+            "(the sampler does not handle missing values yet), so the LOO comparison, the "
+            "posterior and the clustering below describe those rows."
+        )
     section.table(summary.reset_index(names="feature"), "Feature summary")
     return section
 
@@ -181,6 +192,15 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:
 def _diagnostics_section(fit: BayesianGMM) -> Section:
     section = Section("diagnostics", "Diagnostics")
     section.table(fit.diagnostics(), "Convergence checks (after relabelling)")
+    modes = fit.modes()
+    if len(modes) > 1:  # R-hat above fails for this reason: each mode's own checks and weight
+        section.text(
+            f"The chains ended in {len(modes)} different modes (not label switches of one "
+            "another); the summaries over all chains average over them. Each mode's own R-hat, "
+            "ESS and stacking weight (Yao, Vehtari & Gelman 2022):"
+        )
+        chains = modes["chains"].map(lambda c: ", ".join(str(i) for i in c))
+        section.table(modes.assign(chains=chains), "Modes (draws relabelled within each mode)")
     switches = label_switching_summary(fit.idata_.sample_stats["label_permutation"].values)
     section.table(switches, "Label switching undone (draws relabelled to the EM components)")
     axes = plotting.plot_trace(fit.idata_)
@@ -260,7 +280,7 @@ def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:
                 f"Unknown column(s) {unknown}; the data has {[str(c) for c in frame.columns]}."
             )
         frame = frame[columns]
-    data, names = check_matrix(frame, caller="report")
+    data, names = check_matrix(frame, caller="report", allow_nan=True)
     return pd.DataFrame(data, columns=names)
 
 
@@ -271,6 +291,7 @@ def report(
     columns: list[str] | None = None,
     n_components: Any = range(1, 7),
     covariance_types: tuple[str, ...] = ("full",),
+    bayes_covariance_type: str = "full",
     n_candidates: int = 2,
     draws: int = 1000,
     tune: int = 1000,
@@ -301,6 +322,9 @@ def report(
         Columns of a DataFrame to model.
     n_components, covariance_types, n_candidates, draws, tune, chains, sampler, random_seed
         See :func:`~bayesgmm.selection.select_n_components`.
+    bayes_covariance_type : str
+        The covariance model of the sampled candidates (``bayes_covariance_type`` of
+        :func:`~bayesgmm.selection.select_n_components`).
     em_options : dict, optional
         Further EM parameters for the sweep (e.g. ``{"tol": 1e-8}``); recorded in the
         reproducibility section.
@@ -331,6 +355,7 @@ def report(
     settings = {
         "n_components": list(n_components),
         "covariance_types": list(covariance_types),
+        "bayes_covariance_type": bayes_covariance_type,
         "n_candidates": n_candidates,
         "draws": draws,
         "tune": tune,
@@ -345,6 +370,7 @@ def report(
         settings["n_components"],
         covariance_types,
         n_candidates=n_candidates,
+        bayes_covariance_type=bayes_covariance_type,
         draws=draws,
         tune=tune,
         chains=chains,
@@ -356,13 +382,13 @@ def report(
     label, reason = _choose(selection)
     fit = selection.fits[label]
     sections = [
-        _data_section(frame),
+        _data_section(frame, selection.bayesian_rows),
         _em_section(selection),
         _loo_section(selection),
         _chosen_section(selection, label, reason),
         _comparison_section(fit, hdi_prob),
         _diagnostics_section(fit),
-        _clustering_section(fit, frame, hdi_prob),
+        _clustering_section(fit, frame.dropna(), hdi_prob),  # the rows that were sampled
         _reproducibility_section(fit, settings),
     ]
     title = title or f"bayesgmm report: {frame.shape[0]} x {frame.shape[1]} data, chosen {label}"
@@ -394,6 +420,11 @@ class _ReportPaths:
                 "it, or choose another output name"
             )
         check_targets([(self.html, "HTML report"), (self.markdown, "Markdown twin")], inputs=inputs)
+        if self.html.suffix.lower() not in (".html", ".htm"):
+            raise OutputPathError(
+                f"the report is an HTML page, but {self.html} does not end in .html: give a "
+                "path such as report.html (the Markdown twin is written beside it as .md)"
+            )
 
     def write(self, title: str, sections: list[Section], inputs: Iterable[PathLike]) -> None:
         """Render both twins, then write them and the figures as one set; figures of an

@@ -1,6 +1,8 @@
 """NUTS from the EM mode, with the chosen sampler, returning relabelled results (a DataTree).
 
-Every chain starts exactly at the EM estimate, with no jitter. nutpie evaluates the log
+Every chain starts exactly at the EM estimate, with no jitter, or, given further EM optima
+(``starts``), round robin at them (:mod:`bayesgmm.modes`, which also judges afterwards whether
+the chains ended in different modes). nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
 EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as a Python function whose
 Numba core releases the GIL), started through ``make_initial_point_fn``; for any other model
@@ -35,6 +37,7 @@ from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
 from .model import model_spec
+from .modes import record_modes, sample_groups
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
 
@@ -323,8 +326,10 @@ def sample_posterior(
     backend: str = "auto",
     compile_cache: CompileCache | None = None,
     check: bool = True,
+    starts: list[EMGaussianMixture] | None = None,
 ) -> Tree:
-    """Sample the mixture with NUTS, every chain starting at the EM estimate.
+    """Sample the mixture with NUTS, every chain starting at the EM estimate (or at one of
+    several EM optima, ``starts``).
 
     Parameters
     ----------
@@ -356,7 +361,13 @@ def sample_posterior(
     compile_cache : CompileCache, optional
         Reuse compiled nutpie models across calls with models of the same structure.
     check : bool
-        Run the convergence checks and warn (:class:`SamplingWarning`) if any fails.
+        Run the convergence checks and warn (:class:`SamplingWarning`) if any fails, or if
+        the chains ended in different modes (:func:`bayesgmm.modes.record_modes`).
+    starts : list of EMGaussianMixture, optional
+        Further EM optima (e.g. :func:`bayesgmm.modes.distinct_optima` without the first):
+        the chains start round robin at ``em`` and these, each group with its own seed
+        (``sample_stats["start"]``). Whatever the starts, the chains' modes are judged after
+        sampling (``sample_stats["mode"]``, :func:`bayesgmm.modes.mode_table`).
 
     Returns
     -------
@@ -396,7 +407,8 @@ def sample_posterior(
         )
     if sampler == "nutpie":
         backend = resolve_backend(model, backend)
-    initial = em_initial_values(model, em)  # checks EM against the model before any compile
+    for start in [em, *(starts or [])]:  # checks every start against the model before work
+        em_initial_values(model, start)
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
     run = dict(
@@ -409,7 +421,13 @@ def sample_posterior(
     )
     kernel = sampler == "nutpie" and backend == "kernel"
     with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
-        idata, interrupted = _sample(model, em, sampler, backend, compile_cache, initial, run)
+        options = (model, sampler, backend, compile_cache)
+        if starts:
+            idata, interrupted = sample_groups(
+                lambda start, group: _sample(*options, start, group), [em, *starts], run
+            )
+        else:
+            idata, interrupted = _sample(*options, em, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -421,6 +439,7 @@ def sample_posterior(
         switched = label_switching_summary(
             finish(idata, model, em, spec.scaling, is_standardised=kernel)
         )
+        record_modes(idata, warn=check, stacklevel=3)
     set_attrs(
         idata,
         {
@@ -431,7 +450,9 @@ def sample_posterior(
             "tune": tune,
             "chains": chains,
             "target_accept": target_accept,
-            "start": "EM estimate, no jitter",
+            "start": "EM estimate, no jitter"
+            if not starts
+            else f"{len(starts) + 1} distinct EM optima, round robin, no jitter",
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -453,10 +474,10 @@ def _quiet_arviz() -> Iterator[None]:
         yield
 
 
-def _sample(model, em, sampler, backend, cache, initial, run) -> tuple[Tree, bool]:
+def _sample(model, sampler, backend, cache, em, run) -> tuple[Tree, bool]:
     """Run the chosen sampler from the EM start: (raw results, interrupted)."""
     if sampler == "pymc":
-        return _sample_pymc(model, initial, **run)
+        return _sample_pymc(model, em_initial_values(model, em), **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
     density = log_density_for(model)

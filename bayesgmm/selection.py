@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from ._errors import SamplerError, SamplingInterrupted
+from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
 from ._models import (
     COVARIANCE_NAMES,
@@ -86,6 +87,7 @@ def _fit_one(
     em_kwargs: dict[str, Any],
     starts: Any = None,
     strategy: Any = None,
+    sample_weight: Any = None,
 ) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
@@ -103,13 +105,13 @@ def _fit_one(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X, starts, strategy)
+            validated = em._fit(X, sample_weight, starts, strategy)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    criteria = em._criteria(validated, validated=True)
+    criteria = em._criteria(validated, validated=True, sample_weight=sample_weight)
     return {
         **row,
         "status": status,
@@ -146,6 +148,7 @@ def em_sweep(
     max_iter: int = 1000,
     init: str = "em-EM",
     strategy: Strategy | None = None,
+    sample_weight: Any = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -183,6 +186,9 @@ def em_sweep(
         fitted so).
     strategy : bayesgmm._restarts.Strategy, optional
         The em-EM settings (how many starts of each kind, short-run length, runs continued).
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights of the rows (see :meth:`EMGaussianMixture.fit`); the criteria then
+        count ``n`` as their sum.
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 
@@ -206,7 +212,7 @@ def em_sweep(
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress)
+    rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [
         "n_components",
@@ -242,6 +248,8 @@ def _sample_candidates(
                 (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
                 None,
             )
+            if selection.bayesian_rows is not None:
+                em = None  # the sweep saw other rows: the candidate fits its own EM start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SamplingWarning)
                 fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
@@ -256,6 +264,27 @@ def _sample_candidates(
             if fit.idata_.posterior.attrs.get("interrupted"):
                 raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
+
+
+def _complete_rows(X: Any) -> Any:
+    """The rows of ``X`` without missing values, or None when it has none missing."""
+    missing = np.isnan(np.asarray(X, dtype=float)).any(axis=1)
+    if not missing.any():
+        return None
+    return X.loc[~missing] if isinstance(X, pd.DataFrame) else np.asarray(X)[~missing]
+
+
+def _check_complete_rows(X: Any, largest_k: int) -> None:
+    """Enough complete rows for the sampler (which does not take missing values yet)."""
+    complete = _complete_rows(X)
+    n = None if complete is None else int(np.shape(complete)[0])
+    if n is not None and n <= largest_k:
+        raise ValueError(
+            f"Only {n} row(s) have no missing value, too few to sample a posterior with up to "
+            f"K={largest_k} components (the Bayesian sampler does not handle missing values "
+            "yet). Run the EM sweep alone (bayesian=False, or em_sweep), or ask for fewer "
+            "components."
+        )
 
 
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
@@ -391,6 +420,9 @@ class Selection:
     sampled : str
         Which covariance model the Bayesian stage samples, against the one EM's BIC chose
         (:func:`sampled_model_statement`); empty when ``bayesian=False``.
+    bayesian_rows : int or None
+        Rows the candidates were sampled on when the data had missing values (the complete
+        rows; the EM sweep uses every row), else None.
 
     Examples
     --------
@@ -406,6 +438,7 @@ class Selection:
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     sampled: str = ""
+    bayesian_rows: int | None = None
 
 
 def select_n_components(
@@ -432,6 +465,10 @@ def select_n_components(
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
+        NaN cells are missing values: the EM sweep uses every row's observed cells; the
+        Bayesian candidates are sampled on the complete rows (with a warning), their EM start
+        refitted on those rows, as the sampler does not handle missing values yet. Fewer
+        complete rows than the largest K is an error before any work.
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str
@@ -440,8 +477,10 @@ def select_n_components(
         Also sample the candidate Ks and compare them by LOO.
     n_candidates : int
         How many of the best distinct K by BIC to sample (at least two).
-    bayes_covariance_type : {"full", "diag"}
-        Covariance family of the Bayesian candidates.
+    bayes_covariance_type : str
+        Covariance model of the Bayesian candidates, one of
+        :data:`bayesgmm.model.BAYES_COVARIANCE_TYPES` (``"full"``, ``"tied"``, ``"diag"``,
+        ``"spherical"``, ``"VVV"``, ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"``).
     draws, tune, chains, sampler, random_seed, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
@@ -466,7 +505,7 @@ def select_n_components(
     """
     from .bayesian import BayesianGMM  # the Bayesian stage is optional and heavy
 
-    check_choice("bayes_covariance_type", bayes_covariance_type, ("full", "diag"))
+    check_choice("bayes_covariance_type", bayes_covariance_type, BAYES_COVARIANCE_TYPES)
     n_components = _check_components(n_components, np.shape(X)[0])
     if not isinstance(n_candidates, int | np.integer) or n_candidates < 1:
         raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
@@ -474,6 +513,7 @@ def select_n_components(
         BayesianGMM(
             2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
         )._check_parameters()
+        _check_complete_rows(X, n_components[-1])
     sweep = em_sweep(
         X,
         n_components,
@@ -501,7 +541,17 @@ def select_n_components(
         em_n_init=n_init,
         em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
     )
-    _sample_candidates(selection, X, ks, settings, progress)
+    complete = _complete_rows(X)
+    if complete is not None:  # the sampler does not take missing values yet
+        selection.bayesian_rows = int(np.shape(complete)[0])
+        warnings.warn(
+            f"The Bayesian candidates are sampled on the {selection.bayesian_rows} complete "
+            f"row(s) of {np.shape(X)[0]} (the sampler does not handle missing values yet); "
+            "the EM sweep used every row's observed cells.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _sample_candidates(selection, X if complete is None else complete, ks, settings, progress)
     if not selection.fits:
         raise SamplerError(
             "no candidate could be sampled: "

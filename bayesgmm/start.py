@@ -6,11 +6,11 @@ import numpy as np
 import pymc as pm
 from pymc.initial_point import make_initial_point_fn
 
-from . import _gaussian as g
+from ._families import bayes_family, start_values
 from ._scaling import AffineScaling
 from ._units import em_standardised
 from .em import EMGaussianMixture
-from .model import chol_cov_name, model_spec
+from .model import model_spec
 
 __all__ = ["em_initial_point", "em_initial_values"]
 
@@ -42,10 +42,13 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     """EM estimates as initial values of the model's free variables (natural space).
 
     The means and covariances are converted to the standardised scale the model samples on
-    (``means_z``, ``chol_cov_k`` or ``stds_z``; see :func:`bayesgmm.build_model`). Weights
-    below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays finite;
-    a covariance family of EM that differs from the model's is expanded to full matrices (or
-    reduced to its diagonal). A component EM reports as collapsed
+    (``means_z``, ``chol_cov_k``, ``chol_cov`` or ``stds_z``; see :func:`bayesgmm.build_model`).
+    Weights below ``1e-6`` are lifted to it (and renormalised) so the simplex transform stays
+    finite. EM's covariances are expanded to full matrices and then mapped to the model's
+    family (:func:`bayesgmm._families.start_values`): an EM fit of the same model starts at
+    its own estimate; another family is projected (a shared covariance is the weighted mean
+    of EM's, a spherical variance the mean over features, a diagonal model keeps the
+    diagonal). A component EM reports as collapsed
     (``collapsed_components_``) sits on a likelihood singularity, not at a posterior mode:
     it starts from the average covariance of the other components instead (where NUTS can
     take a step), with its EM mean and weight.
@@ -74,18 +77,14 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     spec = model_spec(model)
     d = em.n_features_in_
     scaling = spec.scaling if spec is not None else AffineScaling(np.zeros(d), np.ones(d))
+    family = bayes_family(spec.covariance_type if spec is not None else "full", d)
     weights, means, covariances = em_standardised(em, scaling)
     weights = np.maximum(weights, _MIN_WEIGHT)
     values = {"weights": weights / weights.sum(), "means_z": means}
     covariances = _broaden_collapsed(
         covariances, np.asarray(getattr(em, "collapsed_components_", []), dtype=int)
     )
-    if chol_cov_name(0) in set(model.named_vars):
-        for j in range(em.n_components):
-            values[chol_cov_name(j)] = g.packed_cholesky(covariances[j])
-    else:
-        values["stds_z"] = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
-    return values
+    return values | start_values(family, values["weights"], covariances)
 
 
 def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ PUBLIC_MODULES = (
     "bayesgmm.diagnostics",
     "bayesgmm.sampling",
     "bayesgmm.model",
+    "bayesgmm.modes",
     "bayesgmm.priors",
     "bayesgmm.datasets",
     "bayesgmm.start",

@@ -126,8 +126,21 @@ def test_interrupt_while_drawing_keeps_the_finished_draws_marked_partial(monkeyp
 
 def test_interrupted_fit_command_prints_the_partial_summaries(data_csv, capsys, monkeypatch):
     monkeypatch.setattr(_background_sampler(), "wait", _interrupt_after_draws(10))
-    code = main(["fit", str(data_csv), "--components", "2", "--draws", "100000", "--tune", "20",
-                 "--chains", "2", "--quiet"])
+    code = main(
+        [
+            "fit",
+            str(data_csv),
+            "--components",
+            "2",
+            "--draws",
+            "100000",
+            "--tune",
+            "20",
+            "--chains",
+            "2",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == EXIT_INTERRUPTED
     assert "Diagnostics" in captured.out and "interrupted" in captured.out
@@ -209,6 +222,7 @@ def _bad_outputs(tmp_path: Path, data_csv: Path) -> dict[str, tuple[str, str]]:
         "directory": (str(tmp_path / "folder"), "is a directory"),
         "under a file": (str(data_csv / "r.html"), "is a file, not a folder"),
         "read-only file system": ("/proc/bayesgmm-test/r.html", "not writable"),
+        "not an HTML name": (str(tmp_path / "r.pdf"), "does not end in .html"),
     }
 
 
@@ -222,11 +236,10 @@ def _bad_outputs(tmp_path: Path, data_csv: Path) -> dict[str, tuple[str, str]]:
         "directory",
         "under a file",
         "read-only file system",
+        "not an HTML name",
     ],
 )
-def test_bad_output_paths_are_refused_before_any_work(
-    case, data_csv, tmp_path, capsys, no_work
-):
+def test_bad_output_paths_are_refused_before_any_work(case, data_csv, tmp_path, capsys, no_work):
     out, message = _bad_outputs(tmp_path, data_csv)[case]
     before = _snapshot(tmp_path)
     code = main(["report", str(data_csv), "--out", out, *TINY])
@@ -236,8 +249,11 @@ def test_bad_output_paths_are_refused_before_any_work(
     assert _snapshot(tmp_path) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the "
-                    "read-only file system case covers the same branch")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes into read-only folders; the "
+    "read-only file system case covers the same branch",
+)
 def test_unwritable_folder_is_refused(data_csv, tmp_path, capsys, no_work):
     folder = tmp_path / "locked"
     folder.mkdir()
@@ -263,7 +279,7 @@ _KERNEL_SCRIPT = textwrap.dedent(
     """
     import warnings
     import numpy as np
-    from bayesgmm._logdensity import _log_weights
+    from bayesgmm._unconstrained import _log_weights
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         print(repr(_log_weights(np.array([0.5, -1.0])).tolist()))
@@ -275,13 +291,16 @@ _KERNEL_SCRIPT = textwrap.dedent(
 def _run_kernel(cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-c", _KERNEL_SCRIPT], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", _KERNEL_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
 
 def _entries(cache: Path, suffix: str) -> list[Path]:
-    return sorted(cache.rglob(f"_logdensity._log_weights-*{suffix}"))
+    return sorted(cache.rglob(f"_unconstrained._log_weights-*{suffix}"))
 
 
 def test_damaged_cache_entries_are_rebuilt_with_a_warning(tmp_path):
@@ -309,8 +328,11 @@ def test_two_processes_compiling_into_one_cache(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", _KERNEL_SCRIPT], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", _KERNEL_SCRIPT],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -330,7 +352,10 @@ def test_cache_command_clears_bayesgmm_entries_only(tmp_path, capsys):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "BAYESGMM_CACHE_DIR": str(tmp_path)}
     run = subprocess.run(
         [sys.executable, "-m", "bayesgmm.cli", "cache", "--clear"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert not _entries(cache, ".nbc") and not _entries(cache, ".nbi")

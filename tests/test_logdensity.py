@@ -46,6 +46,15 @@ CASES = [
     ("full", 3, 2, GMMPriors(weights_concentration=1.0, lkj_eta=4.0, sd_scale=(2.0, 0.5))),
     ("diag", 1, 3, GMMPriors()),
     ("diag", 3, 2, GMMPriors(weights_concentration=0.7, means_loc=(1.0, -1.0))),
+    ("EEE", 3, 3, GMMPriors(weights_concentration=2.0, lkj_eta=3.0, sd_scale=(2.0, 4.0, 0.5))),
+    ("tied", 1, 2, GMMPriors()),
+    ("EEE", 2, 1, GMMPriors()),  # built as EEI
+    ("EEI", 3, 3, GMMPriors(weights_concentration=0.7, sd_scale=(1.0, 3.0, 0.3))),
+    ("EEI", 1, 2, GMMPriors()),
+    ("VII", 3, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3))),
+    ("spherical", 2, 1, GMMPriors()),
+    ("EII", 3, 3, GMMPriors(weights_concentration=1.5, sd_scale=(1.0, 3.0, 0.3))),
+    ("EII", 1, 2, GMMPriors()),
 ]
 
 
@@ -89,7 +98,7 @@ def test_value_and_gradient_at_the_em_mode_of_offset_data(rng):
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("cov_type", ["full", "diag", "EEE", "EEI", "VII", "EII"])
 def test_posterior_variables_equal_pymc(cov_type, rng):
     """The kernel path's standardised parameters, in the data's units, are the PyMC model's
     deterministics at the same unconstrained points."""
@@ -99,7 +108,7 @@ def test_posterior_variables_equal_pymc(cov_type, rng):
     draws = rng.normal(size=(2, 5, density.n_dim)) * 0.5
     posterior = to_data_units(density.posterior(draws, model.coords), density.scaling)
     names = ["weights", "means", "covariances", "stds"]
-    if cov_type == "full":
+    if cov_type in ("full", "EEE"):
         names += ["correlations"]
     assert sorted(posterior.data_vars) == sorted(names)
     outputs = model.replace_rvs_by_values([model[name] for name in names])
@@ -162,7 +171,7 @@ def test_kernel_and_jax_backends_draw_the_same_chain(cov_type):
     assert same_steps.mean() >= 0.95
 
 
-@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("cov_type", ["full", "diag", "EEE", "VII"])
 @pytest.mark.parametrize("value", [800.0, -800.0, 1e300, -1e300, np.inf, np.nan])
 def test_extreme_points_give_a_non_finite_density_not_an_error(cov_type, value):
     """A leapfrog step can land anywhere: the density must come back non-finite (nutpie then

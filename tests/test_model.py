@@ -22,8 +22,11 @@ def _obs_loglik(model, point):
     return float(model.compile_logp(vars=[model["obs"]], sum=True)(point))
 
 
-@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("cov_type", ["full", "diag", "tied", "EEI", "spherical", "EII"])
 def test_model_log_likelihood_equals_em(faithful, cov_type):
+    """At EM's estimate of the same model, the model's log-likelihood is EM's. Old Faithful's
+    features differ in spread 14-fold: a spherical model standardised feature by feature
+    would be another model, whose start could not reproduce EM's spheres."""
     em = EMGaussianMixture(2, covariance_type=cov_type, tol=1e-8, random_state=0).fit(faithful)
     model = build_model(faithful, 2, covariance_type=cov_type)
     point = em_initial_point(model, em)
@@ -74,6 +77,43 @@ def test_diag_model_has_no_lkj(faithful):
     assert {v.name for v in model.deterministics} == {"means", "covariances", "stds"}
 
 
+FAMILY_VARIABLES = {
+    "EEE": ({"chol_cov": None}, True),
+    "EEI": ({"stds_z": ("feature",)}, False),
+    "VII": ({"stds_z": ("component",)}, False),
+    "EII": ({"stds_z": ()}, False),
+}
+
+
+@pytest.mark.parametrize("cov_type", sorted(FAMILY_VARIABLES))
+def test_family_structure_and_standardisation(faithful, cov_type):
+    """One free covariance for the shared models, one scale for the spherical ones, broadcast
+    to (component, feature, feature_bis) in the deterministics; VII and EII standardise with
+    one common scale (a per-feature one would make another model), the others per feature."""
+    variables, has_correlations = FAMILY_VARIABLES[cov_type]
+    model = build_model(faithful, 3, covariance_type=cov_type)
+    spec = model_spec(model)
+    assert spec.covariance_type == cov_type
+    assert [v.name for v in model.free_RVs] == ["weights", "means_z", *variables]
+    for name, dims in variables.items():
+        if dims is not None:
+            assert model.named_vars_to_dims.get(name, ()) == dims
+    names = {"means", "covariances", "stds"} | ({"correlations"} if has_correlations else set())
+    assert {v.name for v in model.deterministics} == names
+    assert model.named_vars_to_dims["covariances"] == ("component", "feature", "feature_bis")
+    scale = spec.scaling.scale
+    isotropic = cov_type in ("VII", "EII")
+    assert np.allclose(scale, scale[0]) == isotropic
+    covariances = pm.draw(model["covariances"], random_seed=1)
+    assert covariances.shape == (3, 2, 2)
+    if cov_type.startswith("E"):  # shared by every component
+        np.testing.assert_array_equal(covariances, np.broadcast_to(covariances[0], (3, 2, 2)))
+    if cov_type.endswith("I"):
+        assert np.all(covariances[:, 0, 1] == 0)
+    if isotropic:  # spheres in the data's units
+        np.testing.assert_allclose(covariances[:, 0, 0], covariances[:, 1, 1], rtol=1e-12)
+
+
 def test_covariance_round_trip_through_pymc_parameterisation(faithful):
     """EM covariance -> packed LKJ Cholesky -> the model's own covariances deterministic."""
     em = EMGaussianMixture(2, random_state=0).fit(faithful)
@@ -113,7 +153,7 @@ def test_prior_log_density_matches_scipy_for_means(faithful):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"covariance_type": "tied"}, "covariance_type.*'full', 'diag'"),
+        ({"covariance_type": "VVE"}, "covariance_type 'VVE'.*'full', 'tied'.*'EII'"),
         ({"n_components": 0}, "n_components"),
         ({"priors": GMMPriors(means_loc=(0.0, 1.0, 2.0))}, "3 values but the data has 2"),
     ],

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bayesgmm.cli import build_parser, main, parse_components
+from bayesgmm.cli import DataError, build_parser, complete_rows, load_data, main, parse_components
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.report import SECTIONS
 
@@ -87,7 +87,7 @@ def csv_file(tmp_path_factory) -> Path:
     )
     frame = pd.DataFrame(sim.X, columns=["length", "width"])
     frame["label"] = "x"  # a non-numeric column the CLI ignores with a notice
-    frame.loc[4, "width"] = np.nan  # a row the CLI drops with --dropna
+    frame.loc[4, "width"] = np.nan  # a missing cell: EM uses the row, the sampler does not
     path = tmp_path_factory.mktemp("data") / "sim.csv"
     frame.to_csv(path, index=False)
     return path
@@ -107,7 +107,6 @@ def report_run(csv_file, tmp_path_factory):
         "150",
         "--chains",
         "2",
-        "--dropna",
         "--quiet",
         "--out",
         str(out),
@@ -168,10 +167,14 @@ def test_fit_command_prints_em_posterior_and_diagnostics(csv_file, capsys):
     assert "SamplingWarning" in err  # 120 draws cannot pass the ESS gate: said, not raised
 
 
-def test_report_names_the_columns_and_drops_the_bad_row(report_run):
+def test_report_counts_missing_cells_and_samples_complete_rows(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")
-    assert "89 observations of 2 features" in text
+    assert "90 observations of 2 features" in text
+    assert "1 cell(s) are missing (0.6%), in 1 row(s)" in text
+    assert "sampled on the 89 complete rows only" in text
+    assert re.search(r"\|\s*width\s*\|\s*1\s*\|", text)  # per feature: width misses 1
+    assert re.search(r"\|\s*length\s*\|\s*0\s*\|", text)
 
 
 @pytest.mark.parametrize(
@@ -179,8 +182,12 @@ def test_report_names_the_columns_and_drops_the_bad_row(report_run):
     [
         (["report", "missing.csv"], "no such file: missing.csv"),
         (["fit", "{words}", "--components", "2"], "no numeric columns"),
+        (["fit", "{semicolons}", "--components", "2"], "separated by something other than comma"),
         (["report", "{csv}", "--columns", "length", "height"], r"unknown column\(s\) \['height'\]"),
-        (["fit", "{csv}", "--components", "2"], r"1 row\(s\) have missing values.*--dropna"),
+        (
+            ["fit", "{empty}", "--components", "2"],
+            r"column\(s\) \['b'\] have no values.*--columns a",
+        ),
         (
             ["fit", "{csv}", "--components", "2", "--columns", "length", "label"],
             r"column\(s\) \['label'\] are not numeric",
@@ -204,7 +211,12 @@ def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message,
     words.write_text("a,b\nx,y\nz,w\n")
     infinite = tmp_path / "infinite.csv"
     infinite.write_text("a,b\n1,2\ninf,3\n4,1e400\n")
-    argv = [a.format(csv=csv_file, words=words, folder=tmp_path, infinite=infinite) for a in argv]
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("a;b\n1;2\n3;4\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b\n1,\n2,\n3,\n")
+    files = {"words": words, "infinite": infinite, "semicolons": semicolons, "empty": empty}
+    argv = [a.format(csv=csv_file, folder=tmp_path, **files) for a in argv]
     assert main(argv) in (1, 2)  # 2: argparse's usage errors
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("bayesgmm: error:")
@@ -373,3 +385,17 @@ def test_forest_figure_keeps_its_layout_with_long_feature_names():
     assert all(ax.get_position().width > 0.05 for ax in plotted)
     assert {ax.get_title() for ax in plotted} >= set(names)
     plt.close(fig)
+
+
+def test_empty_cells_are_kept_for_em_and_dropped_for_the_sampler(tmp_path, capsys):
+    data = tmp_path / "gaps.csv"
+    data.write_text("a,b\n1,2\n,3\n4,\n5,6\n")
+    frame = load_data(str(data), None, dropna=False)
+    assert frame.shape == (4, 2) and int(frame.isna().sum().sum()) == 2
+    assert "2 missing cell(s) in 2 row(s), column(s) ['a', 'b']" in capsys.readouterr().err
+    complete = complete_rows(frame, "the Bayesian fit")
+    np.testing.assert_array_equal(complete.to_numpy(), [[1.0, 2.0], [5.0, 6.0]])
+    assert "the Bayesian fit uses the 2 complete row(s) of 4" in capsys.readouterr().err
+    assert load_data(str(data), None, dropna=True).shape == (2, 2)
+    with pytest.raises(DataError, match="every row has a missing value"):
+        complete_rows(frame.iloc[1:3], "the Bayesian fit")

@@ -1,0 +1,226 @@
+"""The covariance models the Bayesian mixture samples, in mclust's vocabulary, and their priors.
+
+Six of the 14 models of :mod:`bayesgmm._models` have a Bayesian form (scikit-learn's four names
+are aliases, as for EM). In the data's units, with the priors of :class:`~bayesgmm.GMMPriors`
+(``sd_scale`` one value per feature; ``pooled = sqrt(mean(sd_scale**2))``, its root mean square):
+
+=====  =========  =============================  ========================================
+model  alias      covariance of component ``k``  priors
+=====  =========  =============================  ========================================
+VVV    full       ``diag(s_k) O_k diag(s_k)``    ``s_k[j] ~ HalfNormal(sd_scale[j])``,
+                                                 ``O_k ~ LKJ(eta)``, independent over k
+EEE    tied       ``diag(s) O diag(s)``          ``s[j] ~ HalfNormal(sd_scale[j])``,
+                                                 ``O ~ LKJ(eta)``, one for every k
+VVI    diag       ``diag(s_k)^2``                ``s_k[j] ~ HalfNormal(sd_scale[j])``
+EEI               ``diag(s)^2``                  ``s[j] ~ HalfNormal(sd_scale[j])``
+VII    spherical  ``sigma_k^2 I``                ``sigma_k ~ HalfNormal(pooled)``
+EII               ``sigma^2 I``                  ``sigma ~ HalfNormal(pooled)``
+=====  =========  =============================  ========================================
+
+Weights and means have the same priors in every model. A shared covariance is one set of free
+variables (one ``pm.LKJCholeskyCov`` named ``chol_cov``, or ``stds_z`` of dims ``(feature,)``
+or ``()``), broadcast to every component in the deterministics, so ``covariances`` keeps its
+dims ``(component, feature, feature_bis)`` and everything downstream works unchanged.
+
+**Units.** The model samples on standardised features ``(x - loc) / scale``. VVV, EEE, VVI and
+EEI are invariant to rescaling each feature separately, so each feature gets its own ``scale``.
+``sigma^2 I`` is preserved only by one common scale (a per-feature one turns spheres into
+ellipsoids, another model), so VII and EII are standardised isotropically: centred, with one
+scale for every feature (:func:`bayesgmm._models.per_feature_scaling`), as EM fits them.
+
+With one feature VVV and EEE are built as VVI and EEI (the same models; PyMC 6.4's
+``LKJCholeskyCov`` fails for ``n=1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from ._models import BAYES_COVARIANCE_TYPES, BAYES_MODELS, model_name, per_feature_scaling
+from ._validation import check_choice
+from .priors import GMMPriors
+
+__all__ = [
+    "BAYES_COVARIANCE_TYPES",
+    "BAYES_MODELS",
+    "SHARED_CHOL_COV",
+    "Family",
+    "bayes_family",
+    "chol_cov_name",
+    "family_cholesky",
+    "start_values",
+]
+
+SHARED_CHOL_COV = "chol_cov"
+_ONE_FEATURE = {"VVV": "VVI", "EEE": "EEI"}
+
+
+def chol_cov_name(component: int) -> str:
+    """Name of the ``LKJCholeskyCov`` variable of one component (VVV).
+
+    Parameters
+    ----------
+    component : int
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> chol_cov_name(2)
+    'chol_cov_2'
+    """
+    return f"chol_cov_{component}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one Bayesian covariance model is parameterised (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        mclust's name.
+    shared : bool
+        One covariance for every component (EEE, EEI, EII).
+    diagonal : bool
+        Diagonal covariances (VVI, EEI, VII, EII).
+    spherical : bool
+        One scale for every feature (VII, EII).
+    """
+
+    name: str
+    shared: bool
+    diagonal: bool
+    spherical: bool
+
+    @property
+    def isotropic(self) -> bool:
+        """Standardised with one common scale (see the module docstring)."""
+        return not per_feature_scaling(self.name)
+
+    def n_groups(self, n_components: int) -> int:
+        """How many covariances are free: 1 if shared, else one per component."""
+        return 1 if self.shared else n_components
+
+    def n_scales(self, n_features: int) -> int:
+        """How many standard deviations each free covariance has: 1 if spherical, else D."""
+        return 1 if self.spherical else n_features
+
+    def free_names(self, n_components: int) -> list[str]:
+        """The covariance's free variables, in the order PyMC's ``free_RVs`` lists them."""
+        if self.diagonal:
+            return ["stds_z"]
+        if self.shared:
+            return [SHARED_CHOL_COV]
+        return [chol_cov_name(k) for k in range(n_components)]
+
+
+def bayes_family(covariance_type: str, n_features: int | None = None) -> Family:
+    """The :class:`Family` of a Bayesian covariance model (a name or an alias), checked.
+
+    Parameters
+    ----------
+    covariance_type : str
+        One of :data:`BAYES_COVARIANCE_TYPES`.
+    n_features : int, optional
+        With one feature, VVV and EEE are built as VVI and EEI.
+
+    Returns
+    -------
+    Family
+
+    Examples
+    --------
+    >>> bayes_family("tied")
+    Family(name='EEE', shared=True, diagonal=False, spherical=False)
+    >>> bayes_family("full", n_features=1).name
+    'VVI'
+    """
+    check_choice("covariance_type", covariance_type, BAYES_COVARIANCE_TYPES)
+    name = model_name(covariance_type)
+    if n_features == 1:
+        name = _ONE_FEATURE.get(name, name)
+    volume, shape, orientation = name
+    return Family(name, shared=volume == "E", diagonal=orientation == "I", spherical=shape == "I")
+
+
+def pooled_sd_scale(sd_scale: tuple[float, ...]) -> float:
+    """The one prior scale of a spherical model's standard deviation: the root mean square of
+    the per-feature ``sd_scale`` (the common scale of isotropic standardisation, times
+    ``sd_spread``, for :meth:`GMMPriors.from_data`)."""
+    return float(np.sqrt(np.mean(np.square(sd_scale))))
+
+
+def family_cholesky(
+    family: Family, n_components: int, n_features: int, unit: GMMPriors
+) -> pt.TensorVariable:
+    """The free covariance variables of ``family`` (inside a model context) and the lower
+    Cholesky factors ``(K, D, D)`` of the standardised covariances they make.
+
+    ``unit`` holds the priors on the standardised scale, one value per feature.
+    """
+    k, d = n_components, n_features
+    if not family.diagonal:
+        names = family.free_names(k)
+        factors = []
+        for name in names:
+            packed = pm.LKJCholeskyCov(
+                name,
+                n=d,
+                eta=unit.lkj_eta,
+                sd_dist=pm.HalfNormal.dist(sigma=np.asarray(unit.sd_scale), shape=d),
+                compute_corr=False,
+            )
+            factors.append(pm.math.expand_packed_triangular(d, packed, lower=True))
+        return pt.broadcast_to(pt.stack(factors), (k, d, d))
+    dims = (() if family.shared else ("component",)) + (() if family.spherical else ("feature",))
+    shape = (family.n_groups(k), family.n_scales(d))
+    sigma = pooled_sd_scale(unit.sd_scale) if family.spherical else np.asarray(unit.sd_scale)
+    size = ((k,) if not family.shared else ()) + ((d,) if not family.spherical else ())
+    stds = pm.HalfNormal("stds_z", sigma=np.broadcast_to(sigma, size), dims=dims)
+    full = pt.broadcast_to(pt.reshape(stds, shape), (k, d))
+    return full[:, :, None] * pt.eye(d)[None, :, :]
+
+
+def start_values(
+    family: Family, weights: np.ndarray, covariances: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Initial values of the covariance's free variables from component covariances.
+
+    Shared models take the weighted mean of the components' covariances, spherical ones the
+    mean variance over features: an EM fit of the same model comes back exactly, and any other
+    fit is projected onto the model.
+
+    Parameters
+    ----------
+    family : Family
+    weights : ndarray of shape (K,)
+    covariances : ndarray of shape (K, D, D)
+        Standardised covariances.
+
+    Returns
+    -------
+    dict
+        Keyed by the free variables' names (natural space).
+    """
+    from ._gaussian import packed_cholesky
+
+    k = covariances.shape[0]
+    if family.shared:
+        w = np.asarray(weights, dtype=float) / np.sum(weights)
+        covariances = np.einsum("k,kij->ij", w, covariances)[None]
+    if not family.diagonal:
+        packed = [packed_cholesky(c) for c in covariances]
+        return dict(zip(family.free_names(k), packed, strict=True))
+    variances = np.diagonal(covariances, axis1=1, axis2=2)
+    if family.spherical:
+        variances = variances.mean(axis=1, keepdims=True)
+    stds = np.sqrt(variances)
+    keep = (slice(None) if not family.shared else 0, slice(None) if not family.spherical else 0)
+    return {"stds_z": stds[keep]}

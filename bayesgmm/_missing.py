@@ -1,0 +1,403 @@
+"""Rows that are not a plain matrix: frequency weights and missing values (NaN) for EM.
+
+EM's fitting loop sees either the validated ndarray (complete, unweighted data: today's path,
+untouched) or a :class:`RowData` prepared here once per fit. Every E-step over a
+:class:`RowData` returns the same :class:`~bayesgmm._gaussian.MixtureStatistics` that the
+M-steps of all 14 covariance models consume.
+
+Frequency weights (scikit-learn's convention) count how often each row occurs: a row of weight
+``w`` contributes ``w`` times its log-likelihood and ``w`` times its responsibilities, so
+integer weights give exactly the fit of the repeated rows, and a zero weight removes the row.
+
+Missing values (NaN cells) are handled exactly under missing at random (MAR): a row
+contributes the density of its observed entries ``x_O``,
+``log sum_k w_k N(x_O | mu_k[O], Sigma_k[O, O])``. Rows are grouped by their pattern of
+missing features; complete rows go through the complete-data kernel unchanged, and each
+pattern is one pass of the same kernel (:func:`bayesgmm._kernels.e_step`, any engine) over its
+observed columns under the marginal mixture (means ``mu_k[O]``, covariances
+``Sigma_k[O, O]`` through their Cholesky factors). That pass returns the responsibility-
+weighted moments of ``x_O``; the M-step's moments of the full rows follow from them in
+``O(K D^3)`` per pattern (Ghahramani & Jordan 1994): the missing entries are replaced by their
+conditional expectations ``E[x_M | x_O, k] = mu_M + B_k (x_O - mu_O)``, ``B_k = S_MO S_OO^-1``,
+which are linear in ``x_O``, and the conditional covariance ``S_MM - B_k S_OM`` is added,
+times the component's responsibility mass, to the scatter. The result is the same
+:class:`~bayesgmm._gaussian.MixtureStatistics` as for complete data, so every covariance model
+works unchanged, and EM's log-likelihood (of the observed entries) never decreases.
+
+Log-likelihoods follow the complete-data convention: EM works on the unit scale and subtracts
+``log_jacobian = sum_j log scale_j`` once per row. A row's observed density carries the
+Jacobian of its observed features only, so ``sum_{j in M} log scale_j`` is added to its
+unit-scale log density here; after that subtraction it is the density in the user's units.
+
+A row with every feature missing carries no information about the mixture under MAR (its
+density is 1 whatever the parameters): fitting leaves it out with a warning that counts such
+rows; prediction gives it the mixing weights as responsibilities and log density 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _gaussian as g
+from . import _kernels as kernels
+from ._scaling import AffineScaling
+
+__all__ = [
+    "RowData",
+    "criteria_weights",
+    "e_step",
+    "impute",
+    "initial_rows",
+    "predict_rows",
+    "prepare",
+]
+
+
+@dataclass
+class Pattern:
+    """Rows that miss the same features.
+
+    Attributes
+    ----------
+    rows : ndarray of int
+        Their positions in the data they were grouped from.
+    observed, missing : ndarray of int
+        The observed and the missing features.
+    values : ndarray of shape (n_rows, n_observed)
+        The observed entries, contiguous (user units).
+    weight : ndarray of shape (n_rows,) or None
+        Their frequency weights.
+    """
+
+    rows: np.ndarray
+    observed: np.ndarray
+    missing: np.ndarray
+    values: np.ndarray
+    weight: np.ndarray | None
+
+
+def group_patterns(X: np.ndarray, sample_weight: np.ndarray | None = None) -> list[Pattern]:
+    """The rows of ``X`` grouped by missingness pattern; complete rows first (if any)."""
+    missing = np.isnan(X)
+    if X.shape[1] <= 62:  # one integer code per row: 10x faster than unique rows of booleans
+        bits = np.left_shift(np.int64(1), np.arange(X.shape[1], dtype=np.int64))
+        codes, inverse = np.unique(missing @ bits, return_inverse=True)
+        patterns = (codes[:, None] & bits) > 0
+    else:
+        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(patterns)))[:-1]
+    groups = []
+    for mask, rows in zip(patterns, np.split(order, bounds), strict=True):
+        observed, absent = np.flatnonzero(~mask), np.flatnonzero(mask)
+        values = np.ascontiguousarray(X[np.ix_(rows, observed)])
+        weight = None if sample_weight is None else np.ascontiguousarray(sample_weight[rows])
+        groups.append(Pattern(rows, observed, absent, values, weight))
+    return groups  # sorted patterns: the complete one (code 0, all False) comes first
+
+
+@dataclass
+class RowData:
+    """Rows of a fit that need more than the complete-data path: weights or missing cells.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n_rows, n_features)
+        The rows EM fits (user units, NaN for missing cells; rows with nothing observed
+        left out).
+    weight : ndarray of shape (n_rows,) or None
+        Their frequency weights (None: unweighted).
+    complete : ndarray of shape (n_complete, n_features)
+        The rows with every feature observed, contiguous.
+    complete_weight : ndarray of shape (n_complete,) or None
+    patterns : list of Pattern
+        The incomplete rows, by missingness pattern.
+    """
+
+    rows: np.ndarray
+    weight: np.ndarray | None
+    complete: np.ndarray = field(init=False)
+    complete_weight: np.ndarray | None = field(init=False)
+    patterns: list[Pattern] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not np.isnan(self.rows).any():
+            self.complete, self.complete_weight, self.patterns = self.rows, self.weight, []
+            return
+        groups = group_patterns(self.rows, self.weight)
+        if groups[0].missing.size == 0:
+            first = groups.pop(0)
+            self.complete, self.complete_weight = first.values, first.weight
+        else:
+            self.complete = np.empty((0, self.rows.shape[1]))
+            self.complete_weight = None if self.weight is None else np.empty(0)
+        self.patterns = groups
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, features)`` of the data EM sees (for the engine's choice)."""
+        return self.rows.shape
+
+
+def prepare(
+    X: np.ndarray, sample_weight: np.ndarray | None, n_components: int
+) -> tuple[np.ndarray | RowData, kernels.ColumnSummary]:
+    """What EM iterates over, and the column summary its standardisation comes from.
+
+    Complete, unweighted data come back unchanged with :func:`bayesgmm._kernels.column_summary`
+    (today's path, bit for bit); otherwise a :class:`RowData` and :func:`observed_summary`.
+    Rows with every feature missing are left out with a warning counting them (see the module
+    docstring for why).
+    """
+    nan = np.isnan(X)
+    if sample_weight is None and not nan.any():
+        return X, kernels.column_summary(X)
+    empty = nan.all(axis=1)
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} row(s) of X have every feature missing (NaN) and are left out "
+            "of the fit: with nothing observed they carry no information about the mixture.",
+            UserWarning,
+            stacklevel=4,
+        )
+        X = X[~empty]
+        sample_weight = None if sample_weight is None else sample_weight[~empty]
+    kept = X.shape[0] if sample_weight is None else np.count_nonzero(sample_weight)
+    if kept < n_components:
+        raise ValueError(
+            f"Only {kept} row(s) with an observed value (and a positive weight) are left, fewer "
+            f"than n_components = {n_components}. Reduce n_components or supply more data."
+        )
+    return RowData(X, sample_weight), observed_summary(X, sample_weight)
+
+
+def observed_summary(X: np.ndarray, sample_weight: np.ndarray | None) -> kernels.ColumnSummary:
+    """The :class:`~bayesgmm._kernels.ColumnSummary` of the observed cells, rows counted by weight.
+
+    Each feature's moments are over the rows that observe it; with integer weights they equal
+    those of the repeated rows (to rounding), so the standardisation, and with it
+    ``reg_covar``'s scale, is the repeated rows' one. ``n_samples`` is an array here (the
+    weighted count of each feature's observed cells); only the fields that
+    :meth:`~bayesgmm._kernels.ColumnSummary.scaling` reads are meaningful.
+    """
+    observed = ~np.isnan(X)
+    w = observed if sample_weight is None else observed * sample_weight[:, None]
+    with np.errstate(invalid="ignore"):
+        magnitude = np.nanmax(np.abs(X), axis=0)
+    reduced = np.where(observed, X / np.where(magnitude > 0, magnitude, 1.0), 0.0)
+    total = np.sum(w, axis=0, dtype=np.float64)
+    mean = np.sum(w * reduced, axis=0) / total
+    m2 = np.sum(w * np.where(observed, reduced - mean, 0.0) ** 2, axis=0)
+    zeros = np.zeros(X.shape[1], dtype=np.intp)
+    return kernels.ColumnSummary(
+        total, 0, zeros, zeros, np.nanmin(X, axis=0), np.nanmax(X, axis=0), magnitude, mean, m2
+    )
+
+
+def initial_rows(X: np.ndarray | RowData) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows (user units) and their weights for the data-driven initialisation.
+
+    Missing cells are filled with their feature's (weighted) observed mean: a start only,
+    which EM then improves with the exact treatment of the missing cells.
+    """
+    if not isinstance(X, RowData):
+        return X, None
+    if not X.patterns:
+        return X.rows, X.weight
+    summary = observed_summary(X.rows, X.weight)
+    means = summary.mean * np.where(summary.magnitude > 0, summary.magnitude, 1.0)
+    return np.where(np.isnan(X.rows), means, X.rows), X.weight
+
+
+def criteria_weights(X: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray | None:
+    """Each row's weight in the information criteria (None: every row counts once).
+
+    Rows with nothing observed count zero (they are not observations of the mixture).
+    """
+    empty = np.isnan(X).all(axis=1)
+    if not empty.any():
+        return sample_weight
+    weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight.copy()
+    weight[empty] = 0.0
+    return weight
+
+
+# --------------------------------------------------------------------------- E-step
+def _unit_covariances(mixture: kernels.Mixture) -> np.ndarray:
+    """``(K, D, D)`` covariances (full, tied) or ``(K, D)`` variances (diag, spherical)."""
+    layout = mixture.covariance_type
+    n_components, n_features = mixture.means.shape
+    cov = g.covariances_from_precision_cholesky(mixture.precisions_chol, layout)
+    if layout in ("full", "tied"):
+        return g.full_covariances(cov, layout, n_components, n_features)
+    return np.broadcast_to(np.reshape(cov, (n_components, -1)), (n_components, n_features))
+
+
+def _marginal(mixture: kernels.Mixture, cov: np.ndarray, observed: np.ndarray) -> kernels.Mixture:
+    """The mixture of the observed features: means ``mu[O]``, covariances ``Sigma[O, O]``."""
+    scaling = AffineScaling(mixture.scaling.loc[observed], mixture.scaling.scale[observed])
+    means = np.ascontiguousarray(mixture.means[:, observed])
+    if cov.ndim == 2:
+        chol = 1.0 / np.sqrt(cov[:, observed])
+        return kernels.Mixture(scaling, mixture.weights, means, chol, "diag")
+    sub = cov[np.ix_(np.arange(cov.shape[0]), observed, observed)]
+    return kernels.Mixture(
+        scaling, mixture.weights, means, g.precision_cholesky(sub, "full"), "full"
+    )
+
+
+def _regressions(
+    cov: np.ndarray, observed: np.ndarray, missing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``B_k = S_MO S_OO^-1`` ``(K, m, o)`` and the conditional covariances ``(K, m, m)``."""
+    rows_o, rows_m = cov[:, observed], cov[:, missing]
+    s_oo, s_om = rows_o[:, :, observed], rows_o[:, :, missing]
+    solved = np.linalg.solve(s_oo, s_om)  # S_OO^-1 S_OM, (K, o, m)
+    conditional = rows_m[:, :, missing] - np.swapaxes(s_om, 1, 2) @ solved
+    return np.swapaxes(solved, 1, 2), conditional
+
+
+def _completed(
+    part: g.MixtureStatistics, cov: np.ndarray, means: np.ndarray, pattern: Pattern
+) -> g.MixtureStatistics:
+    """The full-row statistics of a pattern from the moments of its observed entries.
+
+    Built in the order (observed, missing) and put back in the features' order at the end.
+    """
+    obs, miss = pattern.observed, pattern.missing
+    back = np.argsort(np.concatenate([obs, miss]))
+    nk = part.resp_sum
+    if cov.ndim == 2:  # diagonal: x_M's conditional mean is mu_M, its variance S_MM
+        first = np.concatenate([part.first, np.zeros((nk.size, miss.size))], axis=1)
+        second = np.concatenate([part.second, nk[:, None] * cov[:, miss]], axis=1)
+        return g.MixtureStatistics(
+            part.log_likelihood, part.n_samples, nk, first[:, back], second[:, back], means
+        )
+    coef, conditional = _regressions(cov, obs, miss)
+    cross = coef @ part.second  # sum_i r_ik (x_M^ - mu_M)(x_O - mu_O)^T, (K, m, o)
+    mm = cross @ np.swapaxes(coef, 1, 2) + nk[:, None, None] * conditional
+    top = np.concatenate([part.second, np.swapaxes(cross, 1, 2)], axis=2)
+    second = np.concatenate([top, np.concatenate([cross, mm], axis=2)], axis=1)
+    first = np.concatenate([part.first, np.einsum("kmo,ko->km", coef, part.first)], axis=1)
+    second = second[:, back][:, :, back]
+    return g.MixtureStatistics(
+        part.log_likelihood, part.n_samples, nk, first[:, back], second, means
+    )
+
+
+def e_step(
+    data: RowData, mixture: kernels.Mixture, *, block_rows: int, engine: str
+) -> g.MixtureStatistics:
+    """E-step statistics of prepared rows (weights, missing cells): one kernel pass per pattern.
+
+    Complete rows go through :func:`bayesgmm._kernels.e_step` as they are; every pattern's
+    observed entries go through it under the marginal mixture, and :func:`_completed` turns
+    their moments into those of the full rows (see the module docstring).
+    """
+    total = None
+    if data.complete.shape[0]:
+        total = kernels.e_step(
+            data.complete,
+            mixture,
+            block_rows=block_rows,
+            engine=engine,
+            sample_weight=data.complete_weight,
+        )
+    cov = _unit_covariances(mixture) if data.patterns else None
+    log_scale = np.log(mixture.scaling.scale)
+    for pattern in data.patterns:
+        part = kernels.e_step(
+            pattern.values,
+            _marginal(mixture, cov, pattern.observed),
+            block_rows=block_rows,
+            engine=engine,
+            sample_weight=pattern.weight,
+        )
+        stats = _completed(part, cov, mixture.means, pattern)
+        stats.log_likelihood += part.n_samples * float(log_scale[pattern.missing].sum())
+        total = stats if total is None else total + stats
+    return total
+
+
+# --------------------------------------------------------------------------- prediction
+def predict_rows(
+    X: np.ndarray, mixture: kernels.Mixture, *, block_rows: int, output: str
+) -> np.ndarray:
+    """:func:`bayesgmm._kernels.predict_rows` for rows that may have missing cells.
+
+    Rows without NaN take the complete-data path; each missingness pattern is predicted under
+    its marginal mixture, its log densities carrying the unit-scale convention of the module
+    docstring. A row with nothing observed gets the mixing weights as responsibilities.
+    """
+    nan = np.isnan(X)
+    if not nan.any():
+        return kernels.predict_rows(X, mixture, block_rows=block_rows, output=output)
+    n_components = mixture.means.shape[0]
+    width = kernels.prediction_width(output, n_components)
+    shape = (X.shape[0], width) if width else (X.shape[0],)
+    out = np.empty(shape, dtype=np.intp if output == "labels" else np.float64)
+    cov = _unit_covariances(mixture)
+    log_scale = np.log(mixture.scaling.scale)
+    for pattern in group_patterns(X):
+        if pattern.observed.size == 0:
+            out[pattern.rows] = _prior_rows(mixture, output, log_scale.sum())
+            continue
+        sub = mixture if pattern.missing.size == 0 else _marginal(mixture, cov, pattern.observed)
+        part = kernels.predict_rows(pattern.values, sub, block_rows=block_rows, output=output)
+        if output in ("log_norm", "scores"):
+            shift = float(log_scale[pattern.missing].sum())
+            part[..., 0 if output == "scores" else slice(None)] += shift
+        out[pattern.rows] = part
+    return out
+
+
+def _prior_rows(mixture: kernels.Mixture, output: str, log_jacobian: float) -> Any:
+    """The prediction for a row with nothing observed: the mixing weights."""
+    with np.errstate(divide="ignore"):
+        log_w = np.log(mixture.weights)
+    return {
+        "log_norm": log_jacobian,
+        "labels": int(np.argmax(log_w)),
+        "resp": mixture.weights,
+        "log_resp": log_w,
+        "scores": np.array([log_jacobian, log_w.max()]),
+    }[output]
+
+
+def impute(X: np.ndarray, mixture: kernels.Mixture, *, block_rows: int) -> np.ndarray:
+    """``X`` with every missing cell replaced by its conditional mean given the row's observed
+    entries, ``sum_k p(k | x_O) E[x_M | x_O, k]`` (user units)."""
+    out = X.copy()
+    if not np.isnan(X).any():
+        return out
+    cov = _unit_covariances(mixture)
+    s = mixture.scaling
+    for pattern in group_patterns(X):
+        obs, miss = pattern.observed, pattern.missing
+        if miss.size == 0:
+            continue
+        if obs.size == 0:
+            unit = np.broadcast_to(mixture.weights @ mixture.means, (pattern.rows.size, miss.size))
+        else:
+            sub = _marginal(mixture, cov, obs)
+            resp = kernels.predict_rows(pattern.values, sub, block_rows=block_rows, output="resp")
+            unit = np.einsum("nk,nkm->nm", resp, _conditional_means(mixture, cov, pattern))
+        out[np.ix_(pattern.rows, miss)] = unit * s.scale[miss] + s.loc[miss]
+    return out
+
+
+def _conditional_means(mixture: kernels.Mixture, cov: np.ndarray, pattern: Pattern) -> np.ndarray:
+    """``E[x_M | x_O, k]`` on the unit scale for every row and component, ``(n, K, m)``."""
+    obs, miss = pattern.observed, pattern.missing
+    mu = mixture.means
+    if cov.ndim == 2:
+        return np.broadcast_to(mu[:, miss], (pattern.values.shape[0], *mu[:, miss].shape))
+    coef, _ = _regressions(cov, obs, miss)
+    xu = (pattern.values - mixture.scaling.loc[obs]) / mixture.scaling.scale[obs]
+    resid = xu[:, None, :] - mu[None, :, obs]  # (n, K, o)
+    return mu[None, :, miss] + np.einsum("kmo,nko->nkm", coef, resid)

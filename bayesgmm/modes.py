@@ -1,0 +1,490 @@
+"""Several optima, honestly: chains started from distinct EM optima, and modes found and reported.
+
+A mixture's posterior can have several modes that are not label switches of one another (two
+ways of splitting the data). NUTS does not cross between them, so chains started at one EM
+optimum say nothing about the others, and chains that end in different modes make R-hat fail
+for a reason that more draws do not fix. This module
+
+1. finds the **distinct EM optima** of several restarts (:func:`distinct_optima`): two fits are
+   the same optimum when their parameters agree once the components are matched (so the
+   comparison does not depend on the labels), and only optima within ``within`` nats of the
+   best log-likelihood are kept, best first;
+2. starts the chains from them **round robin** (:func:`start_assignment`, used by
+   :func:`bayesgmm.sample_posterior` with ``starts=``);
+3. after sampling, judges **label-invariantly** whether chains ended in different modes
+   (:func:`find_modes`): each chain's log-likelihood distribution, and a mixture-level
+   divergence between chains, the mean absolute difference of their pointwise log predictive
+   densities (nats per observation), set against the same divergence between the two halves
+   of each chain;
+4. if they did (:func:`record_modes`): relabels the draws within each mode (to the mode's
+   best draw), weighs the modes by **stacking** (Yao, Vehtari & Gelman 2022, "Stacking for
+   non-mixing Bayesian computations": LOO stacking of the chain groups), records
+   ``sample_stats["mode"]`` per chain and the table in the posterior's attrs, and warns with a
+   :class:`~bayesgmm.SamplingWarning` naming the modes. The overall R-hat is left as it is (it
+   fails, as it should); :func:`mode_table` gives each mode's own R-hat, ESS and weight, and
+   :func:`mode_posterior` the draws of one mode.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import logsumexp
+
+from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
+from ._units import em_standardised, scaling_of, standardised
+from .alignment import apply_permutations, match_to_reference
+from .diagnostics import SamplingWarning, parameter_diagnostics
+from .em import EMGaussianMixture
+
+__all__ = [
+    "distinct_optima",
+    "find_modes",
+    "mode_posterior",
+    "mode_table",
+    "record_modes",
+    "same_optimum",
+    "start_assignment",
+]
+
+_PARAMETER_TOLERANCE = 0.05  # standardised units: far above EM's convergence, far below a mode
+_MIN_DRAWS = 20  # fewer draws per chain (an early interrupt) are too few to judge modes by
+
+
+def same_optimum(a: EMGaussianMixture, b: EMGaussianMixture, scaling: Any = None) -> bool:
+    """Whether two EM fits are the same optimum, whatever their labels.
+
+    The components of ``b`` are matched to those of ``a``
+    (:func:`~bayesgmm.alignment.match_to_reference`); the fits are the same optimum when the
+    matched weights, standardised means and standardised covariances all agree to 0.05.
+
+    Parameters
+    ----------
+    a, b : EMGaussianMixture
+        Fitted on the same data.
+    scaling : AffineScaling, optional
+        The standardisation to compare in (defaults to ``a``'s own).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from bayesgmm import EMGaussianMixture, load_faithful
+    >>> X = load_faithful()
+    >>> a = EMGaussianMixture(2, random_state=0).fit(X)
+    >>> b = EMGaussianMixture(2, random_state=1, init_params="random_from_data").fit(X)
+    >>> same_optimum(a, b)
+    True
+    """
+    scaling = scaling or a._scaling
+    wa, ma, ca = em_standardised(a, scaling)
+    wb, mb, cb = em_standardised(b, scaling)
+    perm = match_to_reference(mb[None, None], cb[None, None], ma, ca)[0, 0]
+    gaps = (np.abs(wb[perm] - wa), np.abs(mb[perm] - ma), np.abs(cb[perm] - ca))
+    return all(float(gap.max()) < _PARAMETER_TOLERANCE for gap in gaps)
+
+
+def distinct_optima(
+    X: Any,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    n_restarts: int = 5,
+    within: float = 5.0,
+    max_optima: int = 4,
+    random_state: int | None = None,
+    best: EMGaussianMixture | None = None,
+    **em_options: Any,
+) -> list[EMGaussianMixture]:
+    """The distinct EM optima of several restarts, best first, within ``within`` nats.
+
+    Each restart is one EM run from data points drawn at random as the means
+    (``init_params="random_from_data"``, which reaches more optima than k-means
+    initialisation); restarts that fail, do not converge or collapse a component (a
+    likelihood singularity, not a mode) are left out. ``best`` (e.g. the usual
+    best-of-``n_init`` fit) joins them whatever its state.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    n_components : int
+    covariance_type : str
+    n_restarts : int
+        Single EM runs, each from its own seed.
+    within : float
+        Keep optima whose total log-likelihood is at most this many nats below the best.
+    max_optima : int
+        At most this many (e.g. the number of chains).
+    random_state : int, optional
+    best : EMGaussianMixture, optional
+        A fit to include.
+    **em_options
+        Further :class:`~bayesgmm.EMGaussianMixture` parameters (``tol``, ``reg_covar``, ...).
+
+    Returns
+    -------
+    list of EMGaussianMixture
+        Distinct optima (see :func:`same_optimum`), by decreasing log-likelihood.
+
+    Examples
+    --------
+    >>> from bayesgmm import load_faithful
+    >>> optima = distinct_optima(load_faithful(), 2, random_state=0)
+    >>> len(optima)
+    1
+    """
+    if not isinstance(n_restarts, int | np.integer) or n_restarts < 0:
+        raise ValueError(f"n_restarts must be an integer >= 0, got {n_restarts!r}.")
+    seeds = np.random.SeedSequence(random_state).generate_state(max(n_restarts, 1))
+    fits = [best] if best is not None else []
+    for seed in seeds[:n_restarts]:
+        em = EMGaussianMixture(
+            n_components,
+            covariance_type=covariance_type,
+            init_params="random_from_data",
+            random_state=int(seed),
+            **em_options,
+        )
+        if _optimum(em, X):
+            fits.append(em)
+    if not fits:
+        raise ValueError(
+            "No EM restart reached an optimum (each failed, collapsed a component or did not "
+            "converge): fit EM with more iterations or fewer components and pass it as best."
+        )
+    n = np.shape(X)[0]
+    fits.sort(key=lambda f: -f.lower_bound_)
+    top = fits[0].lower_bound_ * n
+    kept: list[EMGaussianMixture] = []
+    for fit in fits:
+        if fit.lower_bound_ * n < top - within or len(kept) >= max_optima:
+            break
+        if not any(same_optimum(k, fit, fits[0]._scaling) for k in kept):
+            kept.append(fit)
+    return kept
+
+
+def _optimum(em: EMGaussianMixture, X: Any) -> bool:
+    """Fit ``em``; whether it reached an optimum: converged, no component collapsed onto a
+    likelihood singularity (a higher likelihood that is not a mode), no error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said by the outcome below
+        try:
+            em.fit(X)
+        except (ValueError, ArithmeticError):  # a singular restart: not an optimum
+            return False
+    return bool(em.converged_) and not len(getattr(em, "collapsed_components_", []))
+
+
+def start_assignment(n_starts: int, n_chains: int) -> np.ndarray:
+    """Which start each chain begins at: round robin over the starts (best first).
+
+    Parameters
+    ----------
+    n_starts, n_chains : int
+
+    Returns
+    -------
+    ndarray of int, shape (n_chains,)
+
+    Examples
+    --------
+    >>> start_assignment(2, 5)
+    array([0, 1, 0, 1, 0])
+    """
+    return np.arange(n_chains) % max(1, min(n_starts, n_chains))
+
+
+def sample_groups(
+    sample_one: Callable[[Any, dict], tuple[Tree, bool]],
+    starts: Sequence[Any],
+    run: dict[str, Any],
+) -> tuple[Tree, bool]:
+    """Sample the chains of each start (round robin) with ``sample_one(start, run)`` and put
+    them together, ordered by start; ``sample_stats["start"]`` records each chain's start.
+
+    Each group gets its own seed derived from ``run["seed"]``. Returns ``(tree, interrupted)``;
+    an interrupted group ends the run with the groups sampled so far.
+    """
+    assignment = start_assignment(len(starts), run["chains"])
+    trees, labels, interrupted = [], [], False
+    for j, start in enumerate(starts):
+        count = int(np.sum(assignment == j))
+        if count == 0:
+            continue
+        seed = (int(run["seed"]) + 7919 * j) % 2**31
+        tree, interrupted = sample_one(start, {**run, "chains": count, "seed": seed})
+        trees.append(tree)
+        labels += [j] * get_group(tree, "posterior").sizes["chain"]
+        if interrupted:
+            break
+    out = _concat_chains(trees)
+    stats = get_group(out, "sample_stats").copy()
+    stats["start"] = ("chain", np.asarray(labels, dtype=np.int64))
+    replace_group(out, "sample_stats", stats)
+    return out, interrupted
+
+
+def _concat_chains(trees: list[Tree]) -> Tree:
+    """Groups with a ``chain`` dim concatenated along it (chains renumbered), the others from
+    the first tree."""
+    groups = {}
+    for name, node in trees[0].children.items():
+        first = node.to_dataset()
+        if "chain" not in first.dims:
+            groups[name] = first
+            continue
+        parts = [t[name].to_dataset() for t in trees if name in t.children]
+        joined = xr.concat(parts, dim="chain", join="outer", combine_attrs="override")
+        groups[name] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
+    return new_tree(groups)
+
+
+# ----------------------------------------------------------------------------- modes
+def _pointwise(idata: Tree) -> np.ndarray:
+    """The pointwise log-likelihood ``(chain, draw, obs)``."""
+    da = get_group(idata, "log_likelihood")["obs"]
+    values = da.transpose("chain", "draw", ...).values
+    return values.reshape(da.sizes["chain"], da.sizes["draw"], -1)
+
+
+def _lppd(values: np.ndarray) -> np.ndarray:
+    """Log predictive density of each row under the draws of ``values`` ``(draw, obs)``."""
+    return logsumexp(values, axis=0) - np.log(values.shape[0])
+
+
+def _divergence(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two pointwise log predictive densities (nats per row)."""
+    return float(np.mean(np.abs(a - b)))
+
+
+def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
+    """Which mode each chain ended in, judged label-invariantly.
+
+    Two chains are in the same mode when (a) their total log-likelihoods differ in mean by at
+    most ``factor`` times the larger of their standard deviations, and (b) their mixture-level
+    divergence (the mean absolute difference of their pointwise log predictive densities) is
+    at most ``factor`` times the larger divergence between the halves of either chain (plus
+    0.01 nats per row). Modes are the groups of chains linked by that relation, numbered by
+    decreasing mean log-likelihood.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        With a ``log_likelihood`` group (``obs``: chain, draw, obs_id).
+    factor : float
+
+    Returns
+    -------
+    ndarray of int, shape (chain,)
+
+    Examples
+    --------
+    >>> find_modes(fit.idata_)  # doctest: +SKIP
+    array([0, 0, 0, 0])
+    """
+    values = _pointwise(idata)
+    n_chains, n_draws = values.shape[:2]
+    totals = values.sum(axis=2)
+    half = n_draws // 2
+    noise = [_divergence(_lppd(v[:half]), _lppd(v[half:])) if half else 0.0 for v in values]
+    lppd = [_lppd(v) for v in values]
+    parent = list(range(n_chains))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in range(n_chains):
+        for b in range(a + 1, n_chains):
+            spread = max(totals[a].std(), totals[b].std(), 1e-12)
+            close = abs(totals[a].mean() - totals[b].mean()) <= factor * spread
+            level = factor * max(noise[a], noise[b]) + 0.01
+            if close and _divergence(lppd[a], lppd[b]) <= level:
+                parent[root(b)] = root(a)
+    roots = np.array([root(i) for i in range(n_chains)])
+    groups = sorted(set(roots.tolist()), key=lambda r: -totals[roots == r].mean())
+    return np.array([groups.index(r) for r in roots], dtype=np.int64)
+
+
+def _relabel_within(idata: Tree, modes: np.ndarray) -> None:
+    """Relabel each mode's draws to its best draw (highest log-likelihood), in place."""
+    posterior = get_group(idata, "posterior")
+    unit = standardised(posterior, scaling_of(idata))
+    totals = _pointwise(idata).sum(axis=2)
+    means = unit["means"].transpose("chain", "draw", "component", "feature").values
+    covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
+    perm = np.broadcast_to(np.arange(means.shape[2]), means.shape[:3]).copy()
+    for mode in np.unique(modes):
+        chains = np.flatnonzero(modes == mode)
+        c, s = np.unravel_index(np.argmax(totals[chains]), totals[chains].shape)
+        ref = (means[chains[c], s], covariances[chains[c], s])
+        perm[chains] = match_to_reference(means[chains], covariances[chains], *ref)
+    replace_group(idata, "posterior", apply_permutations(posterior, perm))
+    stats = get_group(idata, "sample_stats").copy()
+    if "label_permutation" in stats:
+        before = stats["label_permutation"].transpose("chain", "draw", "component").values
+        perm = np.take_along_axis(before, perm, axis=2)
+    stats["label_permutation"] = (("chain", "draw", "component"), perm)
+    replace_group(idata, "sample_stats", stats)
+
+
+def mode_posterior(idata: Tree, mode: int) -> Tree:
+    """The draws of one mode: ``posterior``, ``sample_stats`` and ``log_likelihood`` of its
+    chains (renumbered), with the other groups.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Results with ``sample_stats["mode"]`` (:func:`record_modes`).
+    mode : int
+
+    Returns
+    -------
+    xarray.DataTree
+
+    Examples
+    --------
+    >>> first = mode_posterior(fit.idata_, 0)  # doctest: +SKIP
+    """
+    modes = _modes_of(idata)
+    chains = np.flatnonzero(modes == mode)
+    if chains.size == 0:
+        raise ValueError(f"No mode {mode!r}: the modes are {sorted(set(modes.tolist()))}.")
+    groups = {}
+    for name, node in idata.children.items():
+        data = node.to_dataset()
+        if "chain" in data.dims:
+            data = data.isel(chain=chains).assign_coords(chain=np.arange(chains.size))
+        groups[name] = data
+    return new_tree(groups)
+
+
+def _modes_of(idata: Tree) -> np.ndarray:
+    stats = get_group(idata, "sample_stats")
+    if "mode" not in stats:
+        return np.zeros(stats.sizes["chain"], dtype=np.int64)
+    return np.asarray(stats["mode"].values, dtype=np.int64)
+
+
+def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
+    """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS."""
+    trees = {m: mode_posterior(idata, m) for m in np.unique(modes)}
+    totals = _pointwise(idata).sum(axis=2)
+    weights = compare({f"mode {m}": t for m, t in trees.items()})["weight"]
+    rows = []
+    for m, tree in trees.items():
+        params = parameter_diagnostics(tree)
+        rows.append(
+            {
+                "mode": int(m),
+                "chains": np.flatnonzero(modes == m).tolist(),
+                "mean_log_likelihood": float(totals[modes == m].mean()),
+                "stacking_weight": float(weights[f"mode {m}"]),
+                "max_r_hat": float(params["r_hat"].max()),
+                "min_ess_bulk": float(params["ess_bulk"].min()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame | None:
+    """Find the modes the chains ended in and record them, in place; warn if there are several.
+
+    Always stores ``sample_stats["mode"]`` (chain) and ``n_modes`` in the posterior's attrs
+    (one mode, unjudged, with one chain or fewer than 20 draws per chain).
+    With several modes it also relabels the draws within each mode, stores the
+    :func:`mode_table` in the attrs (``modes``) and warns with a :class:`SamplingWarning`.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Results of :func:`bayesgmm.sample_posterior` (before this is recorded).
+    warn : bool
+        Warn when there are several modes.
+    stacklevel : int
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        The :func:`mode_table` when there are several modes.
+
+    Examples
+    --------
+    >>> table = record_modes(idata)  # doctest: +SKIP
+    """
+    sizes = get_group(idata, "posterior").sizes
+    judged = sizes["chain"] > 1 and sizes["draw"] >= _MIN_DRAWS
+    modes = find_modes(idata) if judged else np.zeros(sizes["chain"], dtype=np.int64)
+    stats = get_group(idata, "sample_stats").copy()
+    stats["mode"] = ("chain", modes)
+    replace_group(idata, "sample_stats", stats)
+    n_modes = int(modes.max()) + 1
+    set_attrs(idata, {"n_modes": n_modes})
+    if n_modes == 1:
+        return None
+    _relabel_within(idata, modes)
+    table = _table(idata, modes)
+    set_attrs(idata, {"modes": table.to_dict(orient="records")})
+    if not warn:
+        return table
+    described = "; ".join(
+        f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
+        for r in table.itertuples()
+    )
+    warnings.warn(
+        f"The chains ended in {n_modes} different modes (not label switches of one another; "
+        f"{described}). R-hat over all chains fails for that reason and summaries over all "
+        "chains average over the modes: read each mode on its own (mode_table(), "
+        "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)).",
+        SamplingWarning,
+        stacklevel=stacklevel,
+    )
+    return table
+
+
+def mode_table(idata: Tree) -> pd.DataFrame:
+    """The modes of a run: one row per mode.
+
+    Columns ``mode``, ``chains``, ``mean_log_likelihood``, ``stacking_weight`` (Yao, Vehtari
+    & Gelman 2022; 1 for a single mode), ``max_r_hat`` and ``min_ess_bulk`` (within the mode).
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Results of :func:`bayesgmm.sample_posterior`.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> mode_table(fit.idata_)  # doctest: +SKIP
+    """
+    stored = get_attr(idata, "modes")
+    if stored is not None:
+        return pd.DataFrame(json.loads(stored) if isinstance(stored, str) else stored)
+    modes = _modes_of(idata)
+    if modes.max() > 0:
+        return _table(idata, modes)
+    params = parameter_diagnostics(idata)
+    totals = _pointwise(idata).sum(axis=2)
+    row = {
+        "mode": 0,
+        "chains": list(range(modes.size)),
+        "mean_log_likelihood": float(totals.mean()),
+        "stacking_weight": 1.0,
+        "max_r_hat": float(params["r_hat"].max()),
+        "min_ess_bulk": float(params["ess_bulk"].min()),
+    }
+    return pd.DataFrame([row])

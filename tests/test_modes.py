@@ -1,0 +1,209 @@
+"""Several optima: distinct EM optima, chains started from them, modes found and reported.
+
+The two-optima data are mirror-symmetric (every row has its mirror image ``-x``): three
+clusters on a line, fitted with K=2, have two optima of exactly equal likelihood (the left pair
+merged, or the right pair merged) that NUTS cannot move between.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bayesgmm import BayesianGMM, EMGaussianMixture, SamplingWarning
+from bayesgmm._idata import new_tree
+from bayesgmm.datasets import simulate_mixture
+from bayesgmm.modes import (
+    distinct_optima,
+    find_modes,
+    mode_posterior,
+    mode_table,
+    same_optimum,
+    start_assignment,
+)
+
+RUN = dict(draws=150, tune=200, chains=4, progressbar=False)
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    rng = np.random.default_rng(3)
+    side = rng.normal(size=(60, 2)) + np.array([6.0, 0.0])
+    middle = rng.normal(size=(30, 2))
+    return np.concatenate([side, -side, middle, -middle])
+
+
+@pytest.fixture(scope="module")
+def two_modes(mirrored):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        fit = BayesianGMM(2, random_seed=2, **RUN).fit(mirrored)
+    return fit, caught
+
+
+def test_distinct_optima_are_judged_whatever_the_labels(mirrored):
+    optima = distinct_optima(mirrored, 2, n_restarts=8, random_state=0, tol=1e-8)
+    assert len(optima) == 2
+    lls = [em.lower_bound_ * len(mirrored) for em in optima]
+    assert abs(lls[0] - lls[1]) < 1e-4  # mirror images: the same likelihood
+    a = optima[0]
+    swapped = EMGaussianMixture(
+        2,
+        weights_init=a.weights_[::-1],
+        means_init=a.means_[::-1],
+        precisions_init=np.linalg.inv(a.covariances_[::-1]),
+        tol=1e-8,
+    ).fit(mirrored)
+    assert not np.allclose(swapped.means_, a.means_)  # other labels ...
+    assert same_optimum(a, swapped)  # ... same optimum
+    assert not same_optimum(a, optima[1])
+    assert len(distinct_optima(mirrored, 2, n_restarts=8, random_state=0, max_optima=1)) == 1
+
+
+def test_round_robin():
+    np.testing.assert_array_equal(start_assignment(2, 4), [0, 1, 0, 1])
+    np.testing.assert_array_equal(start_assignment(3, 2), [0, 1])
+    np.testing.assert_array_equal(start_assignment(1, 3), [0, 0, 0])
+
+
+def _tree(values: np.ndarray) -> xr.DataTree:
+    da = xr.DataArray(values, dims=("chain", "draw", "obs_id"))
+    return new_tree({"log_likelihood": xr.Dataset({"obs": da})})
+
+
+def test_find_modes_on_known_chains(rng):
+    """Chains 0 and 2 draw pointwise log-likelihoods around one profile, 1 and 3 around
+    another with the same total: only the mixture-level divergence tells them apart."""
+    profile = rng.normal(size=50)
+    other = profile[::-1].copy()
+    noise = 0.05 * rng.normal(size=(4, 200, 50))
+    values = np.stack([profile, other, profile, other])[:, None, :] + noise
+    np.testing.assert_array_equal(find_modes(_tree(values)), [0, 1, 0, 1])
+    same = profile[None, None, :] + noise
+    np.testing.assert_array_equal(find_modes(_tree(same)), [0, 0, 0, 0])
+    shifted = same.copy()
+    shifted[3] -= 0.2  # 10 nats lower in total: another mode by its likelihood alone
+    assert find_modes(_tree(shifted))[3] == 1 and len(set(find_modes(_tree(shifted)))) == 2
+
+
+def test_chains_in_two_optima_are_reported_per_mode(two_modes):
+    fit, caught = two_modes
+    assert len(fit.starts_) == 1
+    stats = fit.idata_.sample_stats
+    np.testing.assert_array_equal(stats["start"].values, [0, 0, 1, 1])
+    modes = stats["mode"].values
+    assert sorted(set(modes.tolist())) == [0, 1]
+    assert modes[0] == modes[1] != modes[2] == modes[3]  # each start stayed in its mode
+    messages = [str(w.message) for w in caught if "The chains ended in" in str(w.message)]
+    assert len(messages) == 1 and "mode 0" in messages[0] and "mode 1" in messages[0]
+    table = fit.modes()
+    assert list(table["mode"]) == [0, 1]
+    np.testing.assert_allclose(table["stacking_weight"].sum(), 1.0, atol=1e-6)
+    assert table["stacking_weight"].between(0.2, 0.8).all()  # symmetric modes
+    assert (table["max_r_hat"] < 1.1).all()  # each mode mixes on its own ...
+    checks = fit.diagnostics().set_index("check")
+    assert not checks.loc["r_hat", "passed"]  # ... the pooled R-hat is not averaged into a pass
+    assert not checks.loc["modes", "passed"] and checks.loc["modes", "value"] == 2
+    assert re.fullmatch(
+        r"mode 0: chains \[(0, 1|2, 3)\]; mode 1: chains \[(0, 1|2, 3)\]",
+        checks.loc["modes", "worst"],
+    )
+
+
+def test_mode_summaries_and_saved_modes(two_modes, tmp_path):
+    fit, _ = two_modes
+    with pytest.warns(SamplingWarning, match="2 different modes: the summary averages"):
+        fit.summary()
+    with pytest.warns(SamplingWarning, match="2 different modes: the comparison averages"):
+        fit.compare()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        per_mode = [fit.summary(mode=m) for m in (0, 1)]
+    means = [t.loc[[i for i in t.index if i.startswith("means[")], "mean"] for t in per_mode]
+    assert not np.allclose(np.sort(means[0].values), np.sort(means[1].values), atol=0.5)
+    assert mode_posterior(fit.idata_, 1).posterior.sizes["chain"] == 2
+    with pytest.raises(ValueError, match="No mode 5"):
+        mode_posterior(fit.idata_, 5)
+    fit.save(tmp_path / "fit.nc")
+    loaded = BayesianGMM.load(tmp_path / "fit.nc")
+    saved = loaded.idata_.sample_stats["mode"].values
+    np.testing.assert_array_equal(saved, fit.idata_.sample_stats["mode"].values)
+    np.testing.assert_allclose(
+        mode_table(loaded.idata_)["stacking_weight"], fit.modes()["stacking_weight"]
+    )
+
+
+def test_one_optimum_one_mode_no_warning():
+    sim = simulate_mixture(
+        200,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [6.0, 6.0]],
+        covariances=[np.eye(2), np.eye(2)],
+        random_state=4,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        fit = BayesianGMM(2, random_seed=1, **RUN).fit(sim.X)
+    assert fit.starts_ == []
+    assert not [w for w in caught if "modes" in str(w.message)]
+    assert set(fit.idata_.sample_stats["mode"].values.tolist()) == {0}
+    table = fit.modes()
+    assert len(table) == 1 and table.loc[0, "stacking_weight"] == 1.0
+
+
+def test_report_shows_the_modes(two_modes):
+    from bayesgmm._render import render_markdown
+    from bayesgmm.report import _diagnostics_section
+
+    fit, _ = two_modes
+    section = _diagnostics_section(fit)
+    tables = [block for kind, block in section.blocks if kind == "table"]
+    captions = [caption for _, caption in tables]
+    assert "Modes (draws relabelled within each mode)" in captions
+    markdown, _ = render_markdown("t", [section], "figures")
+    assert "2 different modes" in markdown and "stacking_weight" in markdown
+
+
+def test_a_given_em_stays_the_reference(mirrored):
+    em = EMGaussianMixture(2, random_state=0, tol=1e-8).fit(mirrored)
+    estimator = BayesianGMM(2, random_seed=0)
+    estimator.em_ = em
+    others = estimator._other_optima(mirrored, keep_em=True)
+    assert estimator.em_ is em
+    assert len(others) == 1 and not same_optimum(em, others[0])
+    estimator.max_starts = 1
+    assert estimator._other_optima(mirrored, keep_em=True) == []
+
+
+def test_too_few_draws_or_one_chain_are_not_judged(rng):
+    """An early interrupt leaves a handful of draws: too few to tell modes apart, so one mode
+    is recorded (unjudged) rather than a spurious warning."""
+    from bayesgmm.modes import record_modes
+
+    values = rng.normal(size=(2, 10, 30))
+    values[1] -= 5.0  # would be another mode with enough draws
+    for kept in (values, values[:1]):
+        n_chains, n_draws = kept.shape[:2]
+        sizes = {"chain": np.arange(n_chains), "draw": np.arange(n_draws)}
+        tree = new_tree(
+            {
+                "posterior": xr.Dataset(
+                    {"weights": (("chain", "draw"), np.ones((n_chains, n_draws)))}, coords=sizes
+                ),
+                "sample_stats": xr.Dataset(
+                    {"diverging": (("chain", "draw"), np.zeros((n_chains, n_draws), bool))},
+                    coords=sizes,
+                ),
+                "log_likelihood": xr.Dataset({"obs": (("chain", "draw", "obs_id"), kept)}),
+            }
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SamplingWarning)
+            assert record_modes(tree) is None
+        assert tree.posterior.attrs["n_modes"] == 1
+        assert set(tree.sample_stats["mode"].values.tolist()) == {0}
+    np.testing.assert_array_equal(find_modes(_tree(np.repeat(values, 3, axis=1))), [0, 1])

@@ -192,7 +192,7 @@ def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -
     best : tuple of (int, str)
         EM's choice, ``(K, covariance_type)`` (as ``EMSelection.best["bic"]``).
     bayes_covariance_type : str
-        The covariance family the Bayesian stage samples ("full" or "diag").
+        The covariance family the Bayesian stage samples (one of ``BAYES_COVARIANCE_TYPES``).
 
     Returns
     -------

@@ -29,6 +29,7 @@ from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
 from ._idata import Tree, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
+from ._precondition import Laplace, laplace, whitened_density
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
 from .alignment import label_switching_summary
@@ -51,6 +52,19 @@ __all__ = [
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
+PRECONDITIONS = ("laplace", "none")
+_MODE_START = "posterior mode found from the EM estimate (L-BFGS, Newton), no jitter"
+
+
+def _precondition_attrs(approx: Laplace | None) -> dict:
+    """What the run was whitened with (``"none"``: the unwhitened parameters)."""
+    if approx is None:
+        return {"precondition": "none"}
+    return {
+        "precondition": approx.kind,
+        "precondition_condition": approx.condition,
+        "precondition_gradients": approx.n_gradients,
+    }
 
 
 def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
@@ -201,26 +215,34 @@ def _sample_nutpie(model, em, *, backend, cache, **run):
 _UNCONSTRAINED = "unconstrained_point"
 
 
-def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity):
+def _kernel_compiled(
+    model: pm.Model, em: EMGaussianMixture, density: LogDensity, approx: Laplace | None = None
+):
     """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
     nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
     model's variables are computed from all kept draws at once afterwards, so no graph is
-    compiled at all.
+    compiled at all. With a Laplace approximation ``approx``, nutpie samples the whitened
+    ``z`` (``theta = mode + L z``, :mod:`bayesgmm._precondition`) from the mode, and keeps
+    ``theta``.
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
     start = _flat_start(model, em)
+    evaluate, to_theta = density, np.array
+    if approx is not None:
+        evaluate, to_theta = whitened_density(density, approx), approx.to_theta
+        start = np.zeros(density.n_dim)
 
     def make_logp_fn():
         def logp(x, **shared):
-            return density(x, shared["X"])
+            return evaluate(x, shared["X"])
 
         return logp
 
     def make_expand_fn(*seeds_and_chain):
         def expand(x, **shared):
-            return {_UNCONSTRAINED: np.array(x, dtype=np.float64)}
+            return {_UNCONSTRAINED: np.array(to_theta(x), dtype=np.float64)}
 
         return expand
 
@@ -236,9 +258,9 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
     )
 
 
-def _sample_kernel(model, em, density: LogDensity, **run):
+def _sample_kernel(model, em, density: LogDensity, approx: Laplace | None = None, **run):
     """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`)."""
-    return _run_nutpie(_kernel_compiled(model, em, density), **run)
+    return _run_nutpie(_kernel_compiled(model, em, density, approx), **run)
 
 
 def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None:
@@ -297,10 +319,17 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
 
 
 def _check_arguments(
-    sampler: str, backend: str, draws: int, tune: int, chains: int, target_accept: float
+    sampler: str,
+    backend: str,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    precondition: str,
 ) -> None:
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
+    check_choice("precondition", precondition, PRECONDITIONS)
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
@@ -323,6 +352,7 @@ def sample_posterior(
     backend: str = "auto",
     compile_cache: CompileCache | None = None,
     check: bool = True,
+    precondition: str = "laplace",
 ) -> Tree:
     """Sample the mixture with NUTS, every chain starting at the EM estimate.
 
@@ -357,6 +387,13 @@ def sample_posterior(
         Reuse compiled nutpie models across calls with models of the same structure.
     check : bool
         Run the convergence checks and warn (:class:`SamplingWarning`) if any fails.
+    precondition : {"laplace", "none"}
+        With ``backend="kernel"``: ``"laplace"`` (default) moves from EM to the posterior
+        mode and samples parameters whitened by the curvature there (a Laplace
+        approximation, :mod:`bayesgmm._precondition`; chains start at the mode), falling back
+        to the curvature's diagonal, or to none, when it is unusable; ``"none"`` samples the
+        unwhitened parameters from EM. The draws are the same parameters either way; the
+        attrs record what was used (``precondition``). Other backends ignore it.
 
     Returns
     -------
@@ -387,7 +424,7 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    _check_arguments(sampler, backend, draws, tune, chains, target_accept)
+    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition)
     spec = model_spec(model)
     if spec is None:
         raise ValueError(
@@ -409,7 +446,10 @@ def sample_posterior(
     )
     kernel = sampler == "nutpie" and backend == "kernel"
     with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
-        idata, interrupted = _sample(model, em, sampler, backend, compile_cache, initial, run)
+        approx = _kernel_laplace(model, em, precondition) if kernel else None
+        idata, interrupted = _sample(
+            model, em, sampler, backend, compile_cache, initial, run, approx
+        )
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -431,7 +471,8 @@ def sample_posterior(
             "tune": tune,
             "chains": chains,
             "target_accept": target_accept,
-            "start": "EM estimate, no jitter",
+            "start": "EM estimate, no jitter" if approx is None else _MODE_START,
+            **_precondition_attrs(approx),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -453,15 +494,26 @@ def _quiet_arviz() -> Iterator[None]:
         yield
 
 
-def _sample(model, em, sampler, backend, cache, initial, run) -> tuple[Tree, bool]:
-    """Run the chosen sampler from the EM start: (raw results, interrupted)."""
+def _sample(model, em, sampler, backend, cache, initial, run, approx) -> tuple[Tree, bool]:
+    """Run the chosen sampler from the EM start (or from the mode ``approx`` found from it):
+    (raw results, interrupted)."""
     if sampler == "pymc":
         return _sample_pymc(model, initial, **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
+    return _sample_kernel(model, em, log_density_for(model), approx, **run)
+
+
+def _kernel_laplace(model, em, precondition: str) -> Laplace | None:
+    """Check the EM start, then the Laplace approximation NUTS is whitened with (None: none,
+    asked for or usable)."""
     density = log_density_for(model)
     _check_start(density, model, em)
-    return _sample_kernel(model, em, density, **run)
+    if precondition == "none":
+        return None
+    X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
+    approx = laplace(density, X, _flat_start(model, em))
+    return None if approx.kind == "none" else approx
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

@@ -48,7 +48,9 @@ class BayesianGMM(BaseEstimator):
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`.
     draws, tune, chains : int
-        Draws kept per chain, tuning steps per chain, number of chains.
+        Draws kept per chain, tuning steps per chain, number of chains; ``tune=None``
+        (default) lets :func:`bayesgmm.sample_posterior` choose (300 on whitened parameters,
+        else 1000).
     sampler : {"nutpie", "pymc"}
         nutpie (default; faster) or PyMC's own NUTS. Both start every chain at EM.
     target_accept : float
@@ -94,7 +96,7 @@ class BayesianGMM(BaseEstimator):
         covariance_type: str = "full",
         priors: GMMPriors | None = None,
         draws: int = 1000,
-        tune: int = 1000,
+        tune: int | None = None,
         chains: int = 4,
         sampler: str = "nutpie",
         target_accept: float = 0.8,
@@ -149,7 +151,8 @@ class BayesianGMM(BaseEstimator):
                 "e.g. GMMPriors.from_data(X, lkj_eta=4.0)."
             )
         for name, low in (("draws", 1), ("tune", 0), ("chains", 1), ("em_n_init", 1)):
-            _check_integer(name, getattr(self, name), low)
+            if name != "tune" or self.tune is not None:
+                _check_integer(name, getattr(self, name), low)
         if self.random_seed is not None:
             _check_integer("random_seed", self.random_seed, 0)
         reg = self.em_reg_covar

@@ -53,7 +53,15 @@ __all__ = [
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
 PRECONDITIONS = ("laplace", "none")
+DEFAULT_TUNE, LAPLACE_TUNE = 1000, 300
 _MODE_START = "posterior mode found from the EM estimate (L-BFGS, Newton), no jitter"
+
+
+def _default_tune(approx: Laplace | None) -> int:
+    """Tuning steps per chain when none are given: fewer when NUTS runs on parameters whitened
+    by the full Laplace approximation (its metric needs little adapting; measured in
+    benchmarks/bench_mcmc.py --hard), else 1000."""
+    return LAPLACE_TUNE if approx is not None and approx.kind == "laplace" else DEFAULT_TUNE
 
 
 def _precondition_attrs(approx: Laplace | None) -> dict:
@@ -322,7 +330,7 @@ def _check_arguments(
     sampler: str,
     backend: str,
     draws: int,
-    tune: int,
+    tune: int | None,
     chains: int,
     target_accept: float,
     precondition: str,
@@ -330,7 +338,8 @@ def _check_arguments(
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
     check_choice("precondition", precondition, PRECONDITIONS)
-    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+    checked = (("draws", draws, 1), ("tune", 0 if tune is None else tune, 0), ("chains", chains, 1))
+    for name, value, low in checked:
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if not 0 < target_accept < 1:
@@ -342,7 +351,7 @@ def sample_posterior(
     em: EMGaussianMixture,
     *,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = None,
@@ -363,7 +372,9 @@ def sample_posterior(
     em : EMGaussianMixture
         Fitted on the model's data with the model's number of components.
     draws, tune, chains : int
-        Draws kept per chain, tuning steps per chain, number of chains.
+        Draws kept per chain, tuning steps per chain, number of chains. ``tune=None``
+        (default): 300 when NUTS runs on parameters whitened by the Laplace approximation
+        (``precondition="laplace"`` and the full curvature was usable), else 1000.
     sampler : {"nutpie", "pymc"}
     random_seed : int, optional
         Without one, a seed is drawn from the operating system's entropy and recorded in the
@@ -447,6 +458,7 @@ def sample_posterior(
     kernel = sampler == "nutpie" and backend == "kernel"
     with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
         approx = _kernel_laplace(model, em, precondition) if kernel else None
+        run["tune"] = tune = _default_tune(approx) if tune is None else tune
         idata, interrupted = _sample(
             model, em, sampler, backend, compile_cache, initial, run, approx
         )

@@ -15,7 +15,7 @@ from bayesgmm import EMGaussianMixture, build_model, load_faithful, sample_poste
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import _factor, hessian, laplace, whitened_density
 from bayesgmm.datasets import simulate_mixture
-from bayesgmm.sampling import _flat_start, _kernel_compiled
+from bayesgmm.sampling import DEFAULT_TUNE, LAPLACE_TUNE, _flat_start, _kernel_compiled
 
 
 @pytest.fixture(scope="module", params=["full", "diag"])
@@ -130,6 +130,12 @@ def test_sample_posterior_records_the_precondition_and_keeps_the_layout():
     assert plain.posterior.attrs["precondition"] == "none"
     assert whitened.posterior.attrs["precondition"] == "laplace"
     assert whitened.posterior.attrs["start"].startswith("posterior mode")
+    # tune=None: short tuning on whitened parameters only
+    assert (plain.posterior.attrs["tune"], whitened.posterior.attrs["tune"]) == (50, 50)
+    short = sample_posterior(model, em, draws=5, chains=1, random_seed=3, progressbar=False)
+    assert short.posterior.attrs["tune"] == LAPLACE_TUNE
+    long = sample_posterior(model, em, draws=5, chains=1, precondition="none", progressbar=False)
+    assert long.posterior.attrs["tune"] == DEFAULT_TUNE
     assert set(plain.children) == set(whitened.children)
     for name, values in plain.posterior.data_vars.items():
         assert whitened.posterior[name].dims == values.dims

@@ -30,7 +30,23 @@ from scipy.optimize import minimize
 from ._kernels import _FASTMATH
 from ._logdensity import LogDensity, _logp_and_grad
 
-__all__ = ["Laplace", "find_mode", "hessian", "laplace", "whitened_density"]
+__all__ = [
+    "DEFAULT_TUNE",
+    "LAPLACE_TUNE",
+    "PRECONDITIONS",
+    "Laplace",
+    "default_tune",
+    "find_mode",
+    "hessian",
+    "laplace",
+    "precondition_attrs",
+    "precondition_for",
+    "whitened_density",
+]
+
+PRECONDITIONS = ("laplace", "none")
+# tuning steps per chain on whitened parameters (benchmarks/bench_mcmc.py --hard), and else
+DEFAULT_TUNE, LAPLACE_TUNE = 1000, 300
 
 # condition number of -H above which its small eigenvalues are rounding: use the diagonal
 _MAX_CONDITION = 1e10
@@ -244,3 +260,32 @@ def whitened_density(density: LogDensity, approx: Laplace):
         return _whitened_logp_and_grad(np.asarray(z, dtype=np.float64), mode, factor, X, args)
 
     return logp
+
+
+def precondition_for(
+    density: LogDensity, X: np.ndarray, start: np.ndarray, precondition: str
+) -> Laplace | None:
+    """The Laplace approximation to whiten with, from ``start``; None for
+    ``precondition="none"`` or when no usable curvature was found."""
+    if precondition == "none":
+        return None
+    approx = laplace(density, X, start)
+    return None if approx.kind == "none" else approx
+
+
+def default_tune(approx: Laplace | None) -> int:
+    """Tuning steps per chain when none are given: fewer on parameters whitened by the full
+    Laplace approximation (the metric needs little adapting), else 1000."""
+    return LAPLACE_TUNE if approx is not None and approx.kind == "laplace" else DEFAULT_TUNE
+
+
+def precondition_attrs(approx: Laplace | None) -> dict:
+    """Provenance of a run: what it was whitened with, and where chains started."""
+    if approx is None:
+        return {"precondition": "none"}
+    return {
+        "precondition": approx.kind,
+        "precondition_condition": approx.condition,
+        "precondition_gradients": approx.n_gradients,
+        "start": "posterior mode found from the EM estimate (L-BFGS, Newton), no jitter",
+    }

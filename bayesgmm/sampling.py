@@ -1,6 +1,8 @@
 """NUTS from the EM mode, with the chosen sampler, returning relabelled results (a DataTree).
 
-Every chain starts exactly at the EM estimate, with no jitter. nutpie evaluates the log
+Every chain starts exactly at the EM estimate, with no jitter (with the E-step kernel and
+``precondition="laplace"``, the default: at the posterior mode found from it, on parameters
+whitened by the curvature there, :mod:`bayesgmm._precondition`). nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
 EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as a Python function whose
 Numba core releases the GIL), started through ``make_initial_point_fn``; for any other model
@@ -25,11 +27,11 @@ import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from . import _precondition as pre
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
 from ._idata import Tree, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
-from ._precondition import Laplace, laplace, whitened_density
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
 from .alignment import label_switching_summary
@@ -52,27 +54,6 @@ __all__ = [
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
-PRECONDITIONS = ("laplace", "none")
-DEFAULT_TUNE, LAPLACE_TUNE = 1000, 300
-_MODE_START = "posterior mode found from the EM estimate (L-BFGS, Newton), no jitter"
-
-
-def _default_tune(approx: Laplace | None) -> int:
-    """Tuning steps per chain when none are given: fewer when NUTS runs on parameters whitened
-    by the full Laplace approximation (its metric needs little adapting; measured in
-    benchmarks/bench_mcmc.py --hard), else 1000."""
-    return LAPLACE_TUNE if approx is not None and approx.kind == "laplace" else DEFAULT_TUNE
-
-
-def _precondition_attrs(approx: Laplace | None) -> dict:
-    """What the run was whitened with (``"none"``: the unwhitened parameters)."""
-    if approx is None:
-        return {"precondition": "none"}
-    return {
-        "precondition": approx.kind,
-        "precondition_condition": approx.condition,
-        "precondition_gradients": approx.n_gradients,
-    }
 
 
 def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
@@ -223,23 +204,20 @@ def _sample_nutpie(model, em, *, backend, cache, **run):
 _UNCONSTRAINED = "unconstrained_point"
 
 
-def _kernel_compiled(
-    model: pm.Model, em: EMGaussianMixture, density: LogDensity, approx: Laplace | None = None
-):
+def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity, approx=None):
     """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
     nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
     model's variables are computed from all kept draws at once afterwards, so no graph is
-    compiled at all. With a Laplace approximation ``approx``, nutpie samples the whitened
-    ``z`` (``theta = mode + L z``, :mod:`bayesgmm._precondition`) from the mode, and keeps
-    ``theta``.
+    compiled at all. With ``approx``, nutpie samples whitened ``z`` from the mode and keeps
+    ``theta = mode + L z`` (:mod:`bayesgmm._precondition`).
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
     start = _flat_start(model, em)
     evaluate, to_theta = density, np.array
     if approx is not None:
-        evaluate, to_theta = whitened_density(density, approx), approx.to_theta
+        evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
         start = np.zeros(density.n_dim)
 
     def make_logp_fn():
@@ -264,11 +242,6 @@ def _kernel_compiled(
         shared_data={"X": np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)},
         make_initial_point_fn=lambda seed: start.copy(),
     )
-
-
-def _sample_kernel(model, em, density: LogDensity, approx: Laplace | None = None, **run):
-    """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`)."""
-    return _run_nutpie(_kernel_compiled(model, em, density, approx), **run)
 
 
 def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None:
@@ -326,18 +299,10 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
     return idata, get_group(idata, "posterior").sizes["draw"] < draws
 
 
-def _check_arguments(
-    sampler: str,
-    backend: str,
-    draws: int,
-    tune: int | None,
-    chains: int,
-    target_accept: float,
-    precondition: str,
-) -> None:
+def _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition) -> None:
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
-    check_choice("precondition", precondition, PRECONDITIONS)
+    check_choice("precondition", precondition, pre.PRECONDITIONS)
     checked = (("draws", draws, 1), ("tune", 0 if tune is None else tune, 0), ("chains", chains, 1))
     for name, value, low in checked:
         if not isinstance(value, int | np.integer) or value < low:
@@ -363,7 +328,8 @@ def sample_posterior(
     check: bool = True,
     precondition: str = "laplace",
 ) -> Tree:
-    """Sample the mixture with NUTS, every chain starting at the EM estimate.
+    """Sample the mixture with NUTS, every chain starting at the EM estimate (or the posterior
+    mode found from it, see ``precondition``).
 
     Parameters
     ----------
@@ -373,8 +339,7 @@ def sample_posterior(
         Fitted on the model's data with the model's number of components.
     draws, tune, chains : int
         Draws kept per chain, tuning steps per chain, number of chains. ``tune=None``
-        (default): 300 when NUTS runs on parameters whitened by the Laplace approximation
-        (``precondition="laplace"`` and the full curvature was usable), else 1000.
+        (default): 300 on parameters whitened by the full Laplace approximation, else 1000.
     sampler : {"nutpie", "pymc"}
     random_seed : int, optional
         Without one, a seed is drawn from the operating system's entropy and recorded in the
@@ -399,12 +364,10 @@ def sample_posterior(
     check : bool
         Run the convergence checks and warn (:class:`SamplingWarning`) if any fails.
     precondition : {"laplace", "none"}
-        With ``backend="kernel"``: ``"laplace"`` (default) moves from EM to the posterior
-        mode and samples parameters whitened by the curvature there (a Laplace
-        approximation, :mod:`bayesgmm._precondition`; chains start at the mode), falling back
-        to the curvature's diagonal, or to none, when it is unusable; ``"none"`` samples the
-        unwhitened parameters from EM. The draws are the same parameters either way; the
-        attrs record what was used (``precondition``). Other backends ignore it.
+        With ``backend="kernel"``: ``"laplace"`` (default) starts at the posterior mode found
+        from EM and samples parameters whitened by the curvature there (its diagonal, or
+        nothing, when unusable; :mod:`bayesgmm._precondition`); ``"none"`` samples unwhitened
+        from EM. Same parameters either way; the attrs say which. Other backends ignore it.
 
     Returns
     -------
@@ -458,7 +421,7 @@ def sample_posterior(
     kernel = sampler == "nutpie" and backend == "kernel"
     with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
         approx = _kernel_laplace(model, em, precondition) if kernel else None
-        run["tune"] = tune = _default_tune(approx) if tune is None else tune
+        run["tune"] = tune = pre.default_tune(approx) if tune is None else tune
         idata, interrupted = _sample(
             model, em, sampler, backend, compile_cache, initial, run, approx
         )
@@ -483,8 +446,8 @@ def sample_posterior(
             "tune": tune,
             "chains": chains,
             "target_accept": target_accept,
-            "start": "EM estimate, no jitter" if approx is None else _MODE_START,
-            **_precondition_attrs(approx),
+            "start": "EM estimate, no jitter",
+            **pre.precondition_attrs(approx),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -507,25 +470,20 @@ def _quiet_arviz() -> Iterator[None]:
 
 
 def _sample(model, em, sampler, backend, cache, initial, run, approx) -> tuple[Tree, bool]:
-    """Run the chosen sampler from the EM start (or from the mode ``approx`` found from it):
-    (raw results, interrupted)."""
+    """Run the chosen sampler from EM (or the mode ``approx``): (raw results, interrupted)."""
     if sampler == "pymc":
         return _sample_pymc(model, initial, **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
-    return _sample_kernel(model, em, log_density_for(model), approx, **run)
+    return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
 
 
-def _kernel_laplace(model, em, precondition: str) -> Laplace | None:
-    """Check the EM start, then the Laplace approximation NUTS is whitened with (None: none,
-    asked for or usable)."""
+def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
+    """Check the EM start, then the Laplace approximation NUTS is whitened with (or None)."""
     density = log_density_for(model)
     _check_start(density, model, em)
-    if precondition == "none":
-        return None
     X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
-    approx = laplace(density, X, _flat_start(model, em))
-    return None if approx.kind == "none" else approx
+    return pre.precondition_for(density, X, _flat_start(model, em), precondition)
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

@@ -329,7 +329,9 @@ def main() -> None:
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
     parser.add_argument("--hard", nargs="*", default=[], choices=sorted(HARD_CASES))
-    parser.add_argument("--hard-tune", type=int, default=TUNE, help="tuning of the 'after' run")
+    parser.add_argument(
+        "--hard-tune", type=int, default=None, help="tuning of the 'after' run (default: its own)"
+    )
     parser.add_argument(
         "--reference-draws", type=int, default=0, help="draws per chain of the reference run"
     )

@@ -181,7 +181,7 @@ def _posterior_summary(idata) -> pd.DataFrame:
 
 def run_case(X, k, em, *, precondition, seed, draws=1000, tune=1000, chains=4) -> HardRun:
     """``sample_posterior`` from EM (kernel backend), measured."""
-    run = HardRun(f"precondition={precondition!r}, tune={tune}")
+    run = HardRun(f"precondition={precondition!r}")
     model = build_model(X, k)
     with counting_gradients() as counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -208,6 +208,7 @@ def run_case(X, k, em, *, precondition, seed, draws=1000, tune=1000, chains=4) -
     run.ess_bulk = float(table["ess_bulk"].min())
     run.ess_tail = float(table["ess_tail"].min())
     run.precondition = str(attrs["precondition"])
+    run.name += f", tune={attrs['tune']}"
     run.posterior = _posterior_summary(idata)
     return run
 
@@ -220,7 +221,9 @@ def posterior_gap(run: HardRun, reference: HardRun) -> tuple[float, int]:
     return float(z.max()), int((z > 4).sum())
 
 
-def report_case(name: str, fit_em, *, seed: int, tune: int, reference_draws: int, guard) -> None:
+def report_case(
+    name: str, fit_em, *, seed: int, tune: int | None, reference_draws: int, guard
+) -> None:
     """Before (unwhitened, tune 1000) and after (the default path) on one hard case, printed,
     with the posterior compared to a long unwhitened reference run when ``reference_draws``.
 

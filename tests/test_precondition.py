@@ -13,9 +13,16 @@ import pytest
 
 from bayesgmm import EMGaussianMixture, build_model, load_faithful, sample_posterior
 from bayesgmm._logdensity import log_density_for
-from bayesgmm._precondition import _factor, hessian, laplace, whitened_density
+from bayesgmm._precondition import (
+    DEFAULT_TUNE,
+    LAPLACE_TUNE,
+    _factor,
+    hessian,
+    laplace,
+    whitened_density,
+)
 from bayesgmm.datasets import simulate_mixture
-from bayesgmm.sampling import DEFAULT_TUNE, LAPLACE_TUNE, _flat_start, _kernel_compiled
+from bayesgmm.sampling import _flat_start, _kernel_compiled
 
 
 @pytest.fixture(scope="module", params=["full", "diag"])

@@ -220,10 +220,14 @@ def laplace(
     -------
     Laplace
         With ``kind="none"`` (identity factor, ``mode = start``) when no usable mode or
-        curvature was found.
+        curvature was found, or when the log density rose by more than ``n_dim`` from
+        ``start`` (far more than from a typical draw to the mode: the search ran towards a
+        collapsing component, where the density grows without bound).
     """
     mode, logp, H, calls = find_mode(density, X, start, newton_steps=newton_steps)
     factor, kind, condition = _factor(-H)
+    if logp - float(density(np.asarray(start, dtype=np.float64), X)[0]) > start.size:
+        factor, kind = np.eye(start.size), "none"
     if kind == "none":
         mode = np.asarray(start, dtype=np.float64)
         logp = float(density(mode, X)[0])

@@ -175,3 +175,25 @@ def test_whitened_and_plain_posteriors_agree_on_faithful():
     for fit, table in zip(fits, (a, b), strict=True):
         assert int(fit.sample_stats["diverging"].sum()) == 0
         assert float(table["r_hat"].max()) <= 1.01
+
+
+@pytest.mark.parametrize(("shift", "kind"), [(0.5, "laplace"), (10.0, "none")])
+def test_a_mode_far_above_the_start_is_not_trusted(shift, kind):
+    """A Gaussian target: the mode and factor are exact when the climb from the start is
+    modest; a climb above n_dim (as towards a collapsing component) falls back to the start."""
+    scale = np.array([0.5, 1.0, 2.0, 3.0])
+    centre = shift * scale
+
+    def density(x, X):
+        r = (x - centre) / scale
+        return -0.5 * r @ r, -r / scale
+
+    start = np.zeros(4)
+    approx = laplace(density, np.empty((0, 1)), start)
+    assert approx.kind == kind
+    if kind == "laplace":
+        np.testing.assert_allclose(approx.mode, centre, atol=1e-6)
+        np.testing.assert_allclose(approx.factor, np.diag(scale), atol=1e-5)
+    else:
+        np.testing.assert_array_equal(approx.mode, start)
+        np.testing.assert_array_equal(approx.factor, np.eye(4))

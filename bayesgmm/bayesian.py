@@ -64,6 +64,9 @@ class BayesianGMM(BaseEstimator):
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
+    precondition : {"laplace", "none"}
+        Whiten by the curvature at the posterior mode, or not (see
+        :func:`~bayesgmm.sample_posterior`).
 
     Attributes
     ----------
@@ -105,6 +108,7 @@ class BayesianGMM(BaseEstimator):
         em_reg_covar: float = 1e-6,
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
+        precondition: str = "laplace",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -119,6 +123,7 @@ class BayesianGMM(BaseEstimator):
         self.em_reg_covar = em_reg_covar
         self.progressbar = progressbar
         self.compile_cache = compile_cache
+        self.precondition = precondition
 
     def _fit_em(self, X: np.ndarray, em: EMGaussianMixture | None) -> EMGaussianMixture:
         if em is None:
@@ -145,6 +150,7 @@ class BayesianGMM(BaseEstimator):
         _check_integer("n_components", self.n_components, 1)
         check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
         check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("precondition", self.precondition, ("laplace", "none"))
         if self.priors is not None and not isinstance(self.priors, GMMPriors):
             raise ValueError(
                 f"priors must be a GMMPriors or None, got {type(self.priors).__name__}: "
@@ -199,6 +205,7 @@ class BayesianGMM(BaseEstimator):
             progressbar=self.progressbar,
             priors=self.priors_,
             compile_cache=self.compile_cache,
+            precondition=self.precondition,
         )
         return self
 

@@ -294,7 +294,7 @@ def report(
     bayes_covariance_type: str = "full",
     n_candidates: int = 2,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int = 0,

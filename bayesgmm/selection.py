@@ -450,7 +450,7 @@ def select_n_components(
     n_candidates: int = 2,
     bayes_covariance_type: str = "full",
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = 0,

@@ -15,18 +15,30 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
 from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
-from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
+from ._models import (
+    COVARIANCE_NAMES,
+    MODEL_NAMES,
+    model_name,
+    n_parameters,
+    sampled_model_statement,
+)
 from ._progress import progress_bar
-from ._restarts import Strategy, one_hot, partition_pool, split_starts
+from ._restarts import Strategy, sweep_rows
 from ._validation import check_choice
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
-__all__ = ["EMSelection", "Selection", "bayesian_comparison", "em_sweep", "select_n_components"]
+__all__ = [
+    "EMSelection",
+    "Selection",
+    "bayesian_comparison",
+    "em_sweep",
+    "sampled_model_statement",
+    "select_n_components",
+]
 
 CRITERIA = ("bic", "aic", "icl")
 SWEEP_INITS = ("em-EM", "n_init")
@@ -115,90 +127,6 @@ def _fit_one(
     }
 
 
-def _pool_data(X: Any) -> np.ndarray | None:
-    """``X`` as a finite float matrix with no constant column, or None (no shared pool: Dask
-    arrays, or data the fits will reject with their own message)."""
-    if is_dask_array(X):
-        return None
-    try:
-        A = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    if A.ndim != 2 or A.shape[0] < 2 or not np.isfinite(A).all() or np.any(np.ptp(A, axis=0) == 0):
-        return None
-    return A
-
-
-def _sweep_rows(
-    X: Any,
-    ks: list[int],
-    cov_types: list[str],
-    em_kwargs: dict,
-    strategy: Strategy | None,
-    progress: bool,
-    sample_weight: Any = None,
-) -> list[dict[str, Any]]:
-    """Every (K, model) row, K by K so that each model's K - 1 fit gives its split starts.
-
-    The pool of starting partitions ignores ``sample_weight`` (they are only starts); every
-    fit from them uses it."""
-    data = None if strategy is None else _pool_data(X)
-    pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
-    labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
-    rows = {}
-    with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
-        for k in ks:
-            for cov_type in cov_types:
-                bar.describe(f"EM: K={k} {cov_type}")
-                name = model_name(cov_type)
-                same = next(
-                    (r for (j, _), r in rows.items() if j == k and r["model_name"] == name), None
-                )
-                if same is not None:  # an alias of a model fitted already: the same fit
-                    rows[k, cov_type] = {**same, "covariance_type": cov_type}
-                    bar.advance()
-                    continue
-                starts = None
-                if data is not None:
-                    starts = _starts(data, k, name, pool[k], labels, rows, strategy)
-                row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = np.asarray(row["_fit"].predict(X))
-                rows[k, cov_type] = row
-                bar.advance()
-    return [rows[k, c] for c in cov_types for k in ks]
-
-
-def _log_likelihood(rows: dict, key: tuple[int, str]) -> float:
-    """The log-likelihood of the fit of model ``key[1]`` at ``K = key[0]`` among ``rows``."""
-    return next(r["log_likelihood"] for (j, _), r in rows.items() if (j, r["model_name"]) == key)
-
-
-def _starts(
-    data: np.ndarray,
-    k: int,
-    cov_type: str,
-    shared: list[tuple[str, np.ndarray]],
-    labels: dict[tuple[int, str], np.ndarray],
-    rows: dict[tuple[int, str], dict[str, Any]],
-    strategy: Strategy,
-) -> list[tuple[str, np.ndarray]]:
-    """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
-    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
-    found = []
-    if (k - 1, cov_type) in labels:
-        standard = (data - data.mean(axis=0)) / data.std(axis=0)
-        found += [
-            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
-        ]
-    done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
-    done.sort(key=lambda item: -item[0])
-    found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
-    return list(shared) + [
-        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
-    ]
-
-
 def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
     """The requested models: names, aliases or "all" (the 14 models), checked."""
     if isinstance(covariance_types, str):
@@ -284,7 +212,7 @@ def em_sweep(
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
+    rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [
         "n_components",
@@ -489,6 +417,9 @@ class Selection:
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
     failed : dict of str to str
         Candidates that could not be sampled (``"K=k"``) and why.
+    sampled : str
+        Which covariance model the Bayesian stage samples, against the one EM's BIC chose
+        (:func:`sampled_model_statement`); empty when ``bayesian=False``.
     bayesian_rows : int or None
         Rows the candidates were sampled on when the data had missing values (the complete
         rows; the EM sweep uses every row), else None.
@@ -506,6 +437,7 @@ class Selection:
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    sampled: str = ""
     bayesian_rows: int | None = None
 
 
@@ -518,7 +450,7 @@ def select_n_components(
     n_candidates: int = 2,
     bayes_covariance_type: str = "full",
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = 0,
@@ -552,7 +484,8 @@ def select_n_components(
     draws, tune, chains, sampler, random_seed, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
-        EM restarts.
+        EM restarts where EM is not the sweep's em-EM: the Bayesian stage's own EM fits, and
+        the sweep with ``em_options={"init": "n_init"}``.
     progress : bool
         Show which K and which stage runs.
     em_options : dict, optional
@@ -594,6 +527,7 @@ def select_n_components(
     if not bayesian:
         return selection
     ks = candidate_components(sweep.table, n_candidates)
+    selection.sampled = sampled_model_statement(sweep.best["bic"], bayes_covariance_type)
     settings = dict(
         covariance_type=bayes_covariance_type,
         priors=priors,

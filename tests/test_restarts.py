@@ -39,7 +39,7 @@ def _fit(X, k, model, starts, **kwargs):
     em = EMGaussianMixture(k, covariance_type=model, reg_covar=0.0, tol=1e-5, max_iter=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        em._fit(X, starts, Strategy(**kwargs))
+        em._fit(X, starts=starts, strategy=Strategy(**kwargs))
     return em
 
 
@@ -141,3 +141,12 @@ def test_sweep_table_invariants_and_never_decreasing_likelihood(faithful):
         assert np.all(np.diff(trace) >= -1e-10 * np.abs(trace[1:])), (k, model)
     one = table[table.n_components == 1]  # one component: every model's own closed form
     assert np.all(np.isfinite(one.log_likelihood))
+
+
+def test_init_n_init_fits_every_cell_on_its_own(faithful):
+    """``init="n_init"``: no shared pool; each cell is EMGaussianMixture's own restarts."""
+    sweep = em_sweep(faithful, [2], ["VVV"], init="n_init", n_init=2, progress=False)
+    em = EMGaussianMixture(2, n_init=2, random_state=0, tol=1e-5, max_iter=1000).fit(faithful)
+    assert sweep.table.log_likelihood.iloc[0] == em.score(faithful) * faithful.shape[0]
+    with pytest.raises(ValueError, match="init"):
+        em_sweep(faithful, [2], ["VVV"], init="em-em", progress=False)

@@ -60,8 +60,17 @@ def _non_finite_message(kind: str, n_rows: int, columns: np.ndarray, names: Any)
     features = ", ".join(_feature_label(int(j), names) for j in columns[:5])
     return (
         f"Input X contains {kind} (or other non-finite values, NaN or inf) in "
-        f"{n_rows} row(s), feature(s) {features}. Drop those rows or impute "
-        "the missing values before fitting."
+        f"{n_rows} row(s), feature(s) {features}. " + _non_finite_remedy(kind)
+    )
+
+
+def _non_finite_remedy(kind: str) -> str:
+    if kind == "infinity":
+        return "Correct or drop those rows before fitting."
+    return (
+        "EMGaussianMixture fits rows with missing cells exactly; here drop those rows (filling "
+        "them in first, e.g. with EMGaussianMixture.impute, would make posterior intervals "
+        "too narrow)."
     )
 
 

@@ -101,6 +101,26 @@ def test_dependent_columns_are_named_before_any_work(faithful, column, message, 
     assert "--columns eruptions waiting" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.nan, r"contains NaN .* 1 row\(s\), feature\(s\) 1 \('waiting'\)\. EMGaussianMixture"),
+        (np.inf, r"contains infinity .*'waiting'.*Correct or drop those rows"),
+    ],
+)
+def test_missing_or_infinite_cells_are_refused_before_any_work(
+    faithful, value, message, monkeypatch
+):
+    def started(*args, **kwargs):
+        raise AssertionError("EM started")
+
+    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture._fit", started)
+    frame = faithful.astype(float)
+    frame.loc[3, "waiting"] = value
+    with pytest.raises(ValueError, match=message):
+        BayesianGMM(2).fit(frame)
+
+
 def test_an_extreme_outlier_is_named_before_sampling(faithful):
     frame = faithful.copy()
     frame.loc[3, "waiting"] = 1e12

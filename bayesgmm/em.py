@@ -332,6 +332,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self,
         X: Any,
         sample_weight: Any = None,
+        *,
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
     ) -> Any:

@@ -93,7 +93,7 @@ def _fit_one(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X, sample_weight, starts, strategy)
+            validated = em._fit(X, sample_weight, starts=starts, strategy=strategy)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]

@@ -39,7 +39,7 @@ def _fit(X, k, model, starts, **kwargs):
     em = EMGaussianMixture(k, covariance_type=model, reg_covar=0.0, tol=1e-5, max_iter=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        em._fit(X, starts, Strategy(**kwargs))
+        em._fit(X, starts=starts, strategy=Strategy(**kwargs))
     return em
 
 

@@ -22,7 +22,7 @@ from ._idata import compare, loo
 from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
 from ._progress import progress_bar
 from ._restarts import Strategy, one_hot, partition_pool, split_starts
-from ._validation import check_choice
+from ._validation import check_choice, check_fit_data, check_sample_weight
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
@@ -208,6 +208,20 @@ def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
     return [m for c in names for m in (MODEL_NAMES if c == "all" else [c])]
 
 
+def _check_sweep_data(X: Any, sample_weight: Any) -> None:
+    """The checks every fit of the sweep would make of ``X`` and ``sample_weight``, once and
+    before any work: bad data is one named error, not a table of identical failures."""
+    if is_dask_array(X):
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight is not supported for a Dask array: compute it into memory, "
+                "or sweep without weights."
+            )
+        return  # checked lazily by each fit
+    data = check_fit_data(EMGaussianMixture(), X, 1, allow_nan=True)
+    check_sample_weight(sample_weight, data.shape[0], 1)
+
+
 def em_sweep(
     X: Any,
     n_components: Iterable[int] = range(1, 7),
@@ -283,6 +297,7 @@ def em_sweep(
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
+    _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
     rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}

@@ -141,3 +141,14 @@ def test_sweep_table_invariants_and_never_decreasing_likelihood(faithful):
         assert np.all(np.diff(trace) >= -1e-10 * np.abs(trace[1:])), (k, model)
     one = table[table.n_components == 1]  # one component: every model's own closed form
     assert np.all(np.isfinite(one.log_likelihood))
+
+
+def test_a_sweep_without_iterations_keeps_its_rows(faithful):
+    """max_iter=0 (the initial parameters, as EMGaussianMixture allows) has no
+    log-likelihood for em-EM to rank starts by: the fits take their own initialisation,
+    like init="n_init", instead of every start being dropped and every fit failing."""
+    kw = dict(n_components=[1, 2], max_iter=0, progress=False)
+    sweep = em_sweep(faithful, **kw)
+    assert (sweep.table["status"] == "not converged").all()
+    reference = em_sweep(faithful, init="n_init", **kw)
+    np.testing.assert_array_equal(sweep.table["log_likelihood"], reference.table["log_likelihood"])

@@ -43,12 +43,14 @@ __all__ = [
     "LAYOUTS",
     "MODEL_NAMES",
     "check_model",
+    "contains",
     "layout",
     "min_effective_size",
     "model_name",
     "n_covariance_parameters",
     "n_parameters",
     "per_feature_scaling",
+    "sampled_model_statement",
 ]
 
 MODEL_NAMES = (
@@ -166,3 +168,55 @@ def min_effective_size(covariance_type: str, n_features: int) -> int:
     if name in ("VVV", "EVV"):
         return n_features + 1
     return 1 if name in ("EII", "EEI", "EEE") else 2
+
+
+_CONSTRAINT = {"I": 0, "E": 1, "V": 2}  # identity, equal, variable: each letter's generality
+
+
+def contains(general: str, special: str) -> bool:
+    """Whether every mixture of model ``special`` is also one of model ``general``.
+
+    Letter by letter (volume, shape, orientation), the identity is a special case of Equal and
+    Equal of Variable (Celeux & Govaert 1995): e.g. VVV contains all 14 models, VVI the six
+    diagonal ones (EII, VII, EEI, VEI, EVI, VVI), and EEE does not contain VVI.
+    """
+    general, special = model_name(general), model_name(special)
+    return all(_CONSTRAINT[s] <= _CONSTRAINT[g] for g, s in zip(general, special, strict=True))
+
+
+def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -> str:
+    """One plain sentence: the model EM's BIC chose and the model the Bayesian stage samples.
+
+    Parameters
+    ----------
+    best : tuple of (int, str)
+        EM's choice, ``(K, covariance_type)`` (as ``EMSelection.best["bic"]``).
+    bayes_covariance_type : str
+        The covariance family the Bayesian stage samples (one of ``BAYES_COVARIANCE_TYPES``).
+
+    Returns
+    -------
+    str
+        Whether the sampled model is the chosen one, contains it, or cannot represent it.
+
+    Examples
+    --------
+    >>> sampled_model_statement((3, "VVE"), "full")  # doctest: +NORMALIZE_WHITESPACE
+    "EM's BIC chose VVE with K=3; the Bayesian stage samples VVV (full), which contains VVE
+    as a special case but does not impose its constraints."
+    """
+    k, chosen = best[0], model_name(best[1])
+    sampled = model_name(bayes_covariance_type)
+    head = f"EM's BIC chose {chosen} with K={k}; the Bayesian stage samples {sampled}"
+    head += f" ({bayes_covariance_type})"
+    if sampled == chosen:
+        return f"{head}, the same model."
+    if contains(sampled, chosen):
+        return (
+            f"{head}, which contains {chosen} as a special case but does not impose its "
+            "constraints."
+        )
+    return (
+        f"{head}, which cannot represent {chosen}: its posterior is that of a different model. "
+        "Choose bayes_covariance_type accordingly (full contains every model)."
+    )

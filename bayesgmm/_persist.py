@@ -33,6 +33,7 @@ __all__ = ["read_fit", "restore_em", "write_fit"]
 FORMAT = "bayesgmm.BayesianGMM/1"
 _SAVED_PARAMS = (
     "n_components",
+    "precondition",
     "covariance_type",
     "draws",
     "tune",

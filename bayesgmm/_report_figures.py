@@ -130,3 +130,32 @@ def _number_long_features(ax: Any, names: list[str], max_label: int = 48) -> Non
 def _figure_of(axes: Any) -> plt.Figure:
     first = np.ravel(np.asarray(axes, dtype=object))[0]
     return first.figure
+
+
+def bic_table(table: Any) -> Any:
+    """The EM sweep's BIC as a models x K table (mclust's layout), failed fits blank."""
+    fitted = table[table["status"] != "failed"]
+    pivot = fitted.pivot_table(index="model_name", columns="n_components", values="bic")
+    order = [m for m in dict.fromkeys(table["model_name"]) if m in pivot.index]
+    pivot = pivot.loc[order]
+    pivot.columns = [f"K={k}" for k in pivot.columns]
+    return pivot.reset_index(names="model")
+
+
+def bic_figure(table: Any, best: tuple[int, str]) -> plt.Figure:
+    """BIC against K, a line per covariance model (each model's best a star), and the sweep's
+    best fit ringed and named."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotting.plot_criteria(table, criteria=("bic",), ax=ax)
+    k, name = best
+    row = table[(table["n_components"] == k) & (table["covariance_type"] == name)].iloc[0]
+    ax.plot(k, row["bic"], "o", ms=20, mfc="none", mec="black", mew=1.5)
+    ax.annotate(
+        f"best: {row['model_name']}, K={k}",
+        (k, row["bic"]),
+        xytext=(8, 12),
+        textcoords="offset points",
+        fontsize="small",
+    )
+    ax.set_title("EM: BIC against K (lower is better; stars: each model's best)")
+    return fig

@@ -31,9 +31,21 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._dask import is_dask_array
 from ._hierarchical import MAX_SAMPLES, cut_tree, merge_tree, transform
+from ._models import model_name
+from ._progress import progress_bar
 
-__all__ = ["Strategy", "canonical", "partition_pool", "split_starts"]
+__all__ = [
+    "Strategy",
+    "canonical",
+    "em_em",
+    "partition_pool",
+    "pool_data",
+    "split_starts",
+    "sweep_rows",
+    "sweep_starts",
+]
 
 
 @dataclass(frozen=True)
@@ -282,3 +294,105 @@ def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> 
         if np.isfinite(run.lower_bound):
             kept.append(run)
     return sorted(kept, key=lambda r: r.lower_bound, reverse=True)
+
+
+def pool_data(X: Any) -> np.ndarray | None:
+    """The rows the fits iterate over, as a finite float matrix for the shared pool of
+    starting partitions, or None (no shared pool: Dask arrays, or data the fits will reject
+    with their own message).
+
+    With missing cells these are the rows with something observed (those
+    :func:`bayesgmm._missing.prepare` keeps, so the starts line up with the fits' rows), each
+    missing cell set to its feature's observed mean (a start only, as in
+    :func:`bayesgmm._missing.initial_rows`)."""
+    if is_dask_array(X):
+        return None
+    try:
+        A = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if A.ndim != 2 or np.isinf(A).any():
+        return None
+    nan = np.isnan(A)
+    if nan.any():
+        A = A[~nan.all(axis=1)]
+        if A.shape[0] < 2 or np.isnan(A).all(axis=0).any():
+            return None
+        A = np.where(np.isnan(A), np.nanmean(A, axis=0), A)
+    if A.shape[0] < 2 or np.any(np.ptp(A, axis=0) == 0):
+        return None
+    return A
+
+
+def _log_likelihood(rows: dict, key: tuple[int, str]) -> float:
+    """The log-likelihood of the fit of model ``key[1]`` at ``K = key[0]`` among ``rows``."""
+    return next(r["log_likelihood"] for (j, _), r in rows.items() if (j, r["model_name"]) == key)
+
+
+def sweep_starts(
+    data: np.ndarray,
+    k: int,
+    cov_type: str,
+    shared: list[tuple[str, np.ndarray]],
+    labels: dict[tuple[int, str], np.ndarray],
+    rows: dict[tuple[int, str], dict[str, Any]],
+    strategy: Strategy,
+) -> list[tuple[str, np.ndarray]]:
+    """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
+    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
+    found = []
+    if (k - 1, cov_type) in labels:
+        standard = (data - data.mean(axis=0)) / data.std(axis=0)
+        found += [
+            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
+        ]
+    done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
+    done.sort(key=lambda item: -item[0])
+    found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
+    return list(shared) + [
+        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
+    ]
+
+
+def sweep_rows(
+    fit_one: Any,
+    X: Any,
+    ks: list[int],
+    cov_types: list[str],
+    em_kwargs: dict,
+    strategy: Strategy | None,
+    progress: bool,
+    sample_weight: Any = None,
+) -> list[dict[str, Any]]:
+    """Every (K, model) row of an em_sweep, by ``fit_one(X, k, cov_type, em_kwargs, starts,
+    strategy, sample_weight)``, K by K so that each model's K - 1 fit gives its split starts
+    and the models fitted at K their partitions; an alias of a model fitted already shares its
+    row. The pool of starting partitions ignores ``sample_weight`` (they are only starts);
+    every fit from them uses it."""
+    data = None if strategy is None else pool_data(X)
+    pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
+    if data is not None:  # the rows the fits keep: those with something observed
+        observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
+    labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
+    rows = {}
+    with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
+        for k in ks:
+            for cov_type in cov_types:
+                bar.describe(f"EM: K={k} {cov_type}")
+                name = model_name(cov_type)
+                same = next(
+                    (r for (j, _), r in rows.items() if j == k and r["model_name"] == name), None
+                )
+                if same is not None:  # an alias of a model fitted already: the same fit
+                    rows[k, cov_type] = {**same, "covariance_type": cov_type}
+                    bar.advance()
+                    continue
+                starts = None
+                if data is not None:
+                    starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
+                row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
+                if starts is not None and row["_fit"] is not None:
+                    labels[k, name] = np.asarray(row["_fit"].predict(X))[observed]
+                rows[k, cov_type] = row
+                bar.advance()
+    return [rows[k, c] for c in cov_types for k in ks]

@@ -54,7 +54,9 @@ class BayesianGMM(BaseEstimator):
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`.
     draws, tune, chains : int
-        Draws kept per chain, tuning steps per chain, number of chains.
+        Draws kept per chain, tuning steps per chain, number of chains; ``tune=None``
+        (default) lets :func:`bayesgmm.sample_posterior` choose (300 on whitened parameters,
+        else 1000).
     sampler : {"nutpie", "pymc"}
         nutpie (default; faster) or PyMC's own NUTS. Both start every chain at EM.
     target_accept : float
@@ -74,6 +76,9 @@ class BayesianGMM(BaseEstimator):
     progressbar : bool
     compile_cache : CompileCache, optional
         Shared compiled models (see :class:`~bayesgmm.sampling.CompileCache`).
+    precondition : {"laplace", "none"}
+        Whiten by the curvature at the posterior mode, or not (see
+        :func:`~bayesgmm.sample_posterior`).
 
     Attributes
     ----------
@@ -109,7 +114,7 @@ class BayesianGMM(BaseEstimator):
         covariance_type: str = "full",
         priors: GMMPriors | None = None,
         draws: int = 1000,
-        tune: int = 1000,
+        tune: int | None = None,
         chains: int = 4,
         sampler: str = "nutpie",
         target_accept: float = 0.8,
@@ -119,6 +124,7 @@ class BayesianGMM(BaseEstimator):
         max_starts: int = 4,
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
+        precondition: str = "laplace",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -134,6 +140,7 @@ class BayesianGMM(BaseEstimator):
         self.max_starts = max_starts
         self.progressbar = progressbar
         self.compile_cache = compile_cache
+        self.precondition = precondition
 
     def _fit_em(self, X: np.ndarray, em: EMGaussianMixture | None) -> EMGaussianMixture:
         if em is None:
@@ -160,6 +167,7 @@ class BayesianGMM(BaseEstimator):
         _check_integer("n_components", self.n_components, 1)
         check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
         check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("precondition", self.precondition, ("laplace", "none"))
         if self.priors is not None and not isinstance(self.priors, GMMPriors):
             raise ValueError(
                 f"priors must be a GMMPriors or None, got {type(self.priors).__name__}: "
@@ -172,7 +180,8 @@ class BayesianGMM(BaseEstimator):
             ("em_n_init", 1),
             ("max_starts", 1),
         ):
-            _check_integer(name, getattr(self, name), low)
+            if name != "tune" or self.tune is not None:
+                _check_integer(name, getattr(self, name), low)
         if self.random_seed is not None:
             _check_integer("random_seed", self.random_seed, 0)
         reg = self.em_reg_covar
@@ -222,6 +231,7 @@ class BayesianGMM(BaseEstimator):
             priors=self.priors_,
             compile_cache=self.compile_cache,
             starts=self.starts_,
+            precondition=self.precondition,
         )
         return self
 

@@ -294,7 +294,11 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--draws", type=_integer(1), default=1000, help="draws per chain (default 1000)"
     )
     parser.add_argument(
-        "--tune", type=_integer(0), default=1000, help="tuning steps per chain (default 1000)"
+        "--tune",
+        type=_integer(0),
+        default=None,
+        help="tuning steps per chain (default: 300 on parameters whitened at the posterior "
+        "mode, else 1000)",
     )
     parser.add_argument(
         "--chains", type=_integer(1), default=4, help="number of chains (default 4)"

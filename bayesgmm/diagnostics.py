@@ -182,8 +182,12 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     if {"weights", "means", "covariances"} <= set(posterior.data_vars):
         posterior = standardised(posterior, scaling_of(idata))
     names = tuple(v for v in PARAMETERS if v in posterior)
-    table = summarise(scalar_parameters(posterior, names), kind="diagnostics")
-    # constant entries have no R-hat and no ESS; with one chain only R-hat is missing
+    scalars = scalar_parameters(posterior, names)
+    table = summarise(scalars, kind="diagnostics")
+    # constant entries have no R-hat and no ESS (ArviZ may still give a bulk ESS: drop them);
+    # with one chain only R-hat is missing
+    spread = flat_values(scalars.max(("chain", "draw")) - scalars.min(("chain", "draw")))
+    table = table.drop(index=spread.index[spread == 0], errors="ignore")
     return table.dropna(how="all", subset=["r_hat", "ess_bulk", "ess_tail"])
 
 

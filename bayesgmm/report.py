@@ -29,6 +29,8 @@ from ._report_figures import (
     _pair_features,
     _separating_features,
     _which,
+    bic_figure,
+    bic_table,
 )
 from ._validation import check_matrix
 from .alignment import label_switching_summary
@@ -104,9 +106,14 @@ def _em_section(selection: Selection) -> Section:
     failed = selection.em.table[selection.em.table["status"] != "ok"]
     for row in failed.itertuples():
         section.text(f"K={row.n_components} {row.covariance_type}: {row.status}. {row.message}")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    plotting.plot_criteria(selection.em.table, ax=ax)
-    section.figure(fig, "Information criteria against K")
+    section.table(bic_table(selection.em.table), "BIC of every model and K (lower is better)")
+    section.figure(
+        bic_figure(selection.em.table, selection.em.best["bic"]), "BIC against K, per model"
+    )
+    if len(set(selection.em.table["model_name"])) <= 4:  # every criterion, while readable
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        plotting.plot_criteria(selection.em.table, ax=ax)
+        section.figure(fig, "Information criteria against K")
     return section
 
 
@@ -146,6 +153,8 @@ def _loo_section(selection: Selection) -> Section:
 def _chosen_section(selection: Selection, chosen_label: str, reason: str) -> Section:
     section = Section("chosen", "Chosen model")
     section.text(f"{chosen_label}: {reason}")
+    if selection.sampled:
+        section.text(selection.sampled)
     fit = selection.fits[chosen_label]
     section.table(fit.compare_mixture(), "Mixture-level agreement of EM and the posterior")
     return section
@@ -285,7 +294,7 @@ def report(
     bayes_covariance_type: str = "full",
     n_candidates: int = 2,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int = 0,

@@ -2,7 +2,9 @@
 
 Every chain starts exactly at the EM estimate, with no jitter, or, given further EM optima
 (``starts``), round robin at them (:mod:`bayesgmm.modes`, which also judges afterwards whether
-the chains ended in different modes). nutpie evaluates the log
+the chains ended in different modes). With the E-step kernel and ``precondition="laplace"``
+(the default) a chain starts at the posterior mode found from its EM start, on parameters
+whitened by the curvature there (:mod:`bayesgmm._precondition`). nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
 EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as a Python function whose
 Numba core releases the GIL), started through ``make_initial_point_fn``; for any other model
@@ -27,6 +29,7 @@ import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from . import _precondition as pre
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
 from ._idata import Tree, get_group, replace_group, set_attrs
@@ -204,26 +207,31 @@ def _sample_nutpie(model, em, *, backend, cache, **run):
 _UNCONSTRAINED = "unconstrained_point"
 
 
-def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity):
+def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity, approx=None):
     """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
     nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
     model's variables are computed from all kept draws at once afterwards, so no graph is
-    compiled at all.
+    compiled at all. With ``approx``, nutpie samples whitened ``z`` from the mode and keeps
+    ``theta = mode + L z`` (:mod:`bayesgmm._precondition`).
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
     start = _flat_start(model, em)
+    evaluate, to_theta = density, np.array
+    if approx is not None:
+        evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
+        start = np.zeros(density.n_dim)
 
     def make_logp_fn():
         def logp(x, **shared):
-            return density(x, shared["X"])
+            return evaluate(x, shared["X"])
 
         return logp
 
     def make_expand_fn(*seeds_and_chain):
         def expand(x, **shared):
-            return {_UNCONSTRAINED: np.array(x, dtype=np.float64)}
+            return {_UNCONSTRAINED: np.array(to_theta(x), dtype=np.float64)}
 
         return expand
 
@@ -237,11 +245,6 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
         shared_data={"X": np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)},
         make_initial_point_fn=lambda seed: start.copy(),
     )
-
-
-def _sample_kernel(model, em, density: LogDensity, **run):
-    """nutpie with the E-step kernel's log density (:mod:`bayesgmm._logdensity`)."""
-    return _run_nutpie(_kernel_compiled(model, em, density), **run)
 
 
 def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None:
@@ -299,12 +302,12 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
     return idata, get_group(idata, "posterior").sizes["draw"] < draws
 
 
-def _check_arguments(
-    sampler: str, backend: str, draws: int, tune: int, chains: int, target_accept: float
-) -> None:
+def _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition) -> None:
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
-    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+    check_choice("precondition", precondition, pre.PRECONDITIONS)
+    checked = (("draws", draws, 1), ("tune", 0 if tune is None else tune, 0), ("chains", chains, 1))
+    for name, value, low in checked:
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if not 0 < target_accept < 1:
@@ -316,7 +319,7 @@ def sample_posterior(
     em: EMGaussianMixture,
     *,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = None,
@@ -327,9 +330,11 @@ def sample_posterior(
     compile_cache: CompileCache | None = None,
     check: bool = True,
     starts: list[EMGaussianMixture] | None = None,
+    precondition: str = "laplace",
 ) -> Tree:
     """Sample the mixture with NUTS, every chain starting at the EM estimate (or at one of
-    several EM optima, ``starts``).
+    several EM optima, ``starts``; or at the posterior mode found from it, see
+    ``precondition``).
 
     Parameters
     ----------
@@ -338,7 +343,8 @@ def sample_posterior(
     em : EMGaussianMixture
         Fitted on the model's data with the model's number of components.
     draws, tune, chains : int
-        Draws kept per chain, tuning steps per chain, number of chains.
+        Draws kept per chain, tuning steps per chain, number of chains. ``tune=None``
+        (default): 300 on parameters whitened by the full Laplace approximation, else 1000.
     sampler : {"nutpie", "pymc"}
     random_seed : int, optional
         Without one, a seed is drawn from the operating system's entropy and recorded in the
@@ -368,6 +374,13 @@ def sample_posterior(
         the chains start round robin at ``em`` and these, each group with its own seed
         (``sample_stats["start"]``). Whatever the starts, the chains' modes are judged after
         sampling (``sample_stats["mode"]``, :func:`bayesgmm.modes.mode_table`).
+    precondition : {"laplace", "none"}
+        With ``backend="kernel"``: ``"laplace"`` (default) starts at the posterior mode found
+        from EM and samples parameters whitened by the curvature there (its diagonal, or
+        nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
+        group of chains at its own mode with its own curvature. ``"none"`` samples unwhitened
+        from EM. Same parameters either way; the attrs say which (for the first start).
+        Other backends ignore it.
 
     Returns
     -------
@@ -398,7 +411,7 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    _check_arguments(sampler, backend, draws, tune, chains, target_accept)
+    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition)
     spec = model_spec(model)
     if spec is None:
         raise ValueError(
@@ -421,13 +434,19 @@ def sample_posterior(
     )
     kernel = sampler == "nutpie" and backend == "kernel"
     with threadpool_limits(limits=1, user_api="blas"), from_below("sampling"), _quiet_arviz():
+        every = [em, *(starts or [])]
+        approxes = [_kernel_laplace(model, s, precondition) if kernel else None for s in every]
+        run["tune"] = tune = max(map(pre.default_tune, approxes)) if tune is None else tune
         options = (model, sampler, backend, compile_cache)
         if starts:
+            approx_of = {id(s): a for s, a in zip(every, approxes, strict=True)}
             idata, interrupted = sample_groups(
-                lambda start, group: _sample(*options, start, group), [em, *starts], run
+                lambda start, group: _sample(*options, start, group, approx_of[id(start)]),
+                every,
+                run,
             )
         else:
-            idata, interrupted = _sample(*options, em, run)
+            idata, interrupted = _sample(*options, em, run, approxes[0])
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -450,9 +469,8 @@ def sample_posterior(
             "tune": tune,
             "chains": chains,
             "target_accept": target_accept,
-            "start": "EM estimate, no jitter"
-            if not starts
-            else f"{len(starts) + 1} distinct EM optima, round robin, no jitter",
+            **pre.precondition_attrs(approxes[0]),
+            "start": _start_description(len(every), approxes[0]),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -474,15 +492,28 @@ def _quiet_arviz() -> Iterator[None]:
         yield
 
 
-def _sample(model, sampler, backend, cache, em, run) -> tuple[Tree, bool]:
-    """Run the chosen sampler from the EM start: (raw results, interrupted)."""
+def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree, bool]:
+    """Run the chosen sampler from the EM start (or the mode ``approx``): (raw results,
+    interrupted)."""
     if sampler == "pymc":
         return _sample_pymc(model, em_initial_values(model, em), **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
+    return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
+
+
+def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:
+    """Where the chains started, for the attrs."""
+    one = pre.precondition_attrs(approx).get("start", "EM estimate, no jitter")
+    return one if n_starts == 1 else f"{n_starts} distinct EM optima, round robin; each: {one}"
+
+
+def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
+    """Check the EM start, then the Laplace approximation NUTS is whitened with (or None)."""
     density = log_density_for(model)
     _check_start(density, model, em)
-    return _sample_kernel(model, em, density, **run)
+    X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
+    return pre.precondition_for(density, X, _flat_start(model, em), precondition)
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

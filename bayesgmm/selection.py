@@ -19,14 +19,27 @@ from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
 from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
-from ._models import COVARIANCE_NAMES, MODEL_NAMES, model_name, n_parameters
+from ._models import (
+    COVARIANCE_NAMES,
+    MODEL_NAMES,
+    model_name,
+    n_parameters,
+    sampled_model_statement,
+)
 from ._progress import progress_bar
-from ._restarts import Strategy, one_hot, partition_pool, split_starts
+from ._restarts import Strategy, sweep_rows
 from ._validation import check_choice, check_fit_data, check_sample_weight
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
-__all__ = ["EMSelection", "Selection", "bayesian_comparison", "em_sweep", "select_n_components"]
+__all__ = [
+    "EMSelection",
+    "Selection",
+    "bayesian_comparison",
+    "em_sweep",
+    "sampled_model_statement",
+    "select_n_components",
+]
 
 CRITERIA = ("bic", "aic", "icl")
 SWEEP_INITS = ("em-EM", "n_init")
@@ -113,106 +126,6 @@ def _fit_one(
         "message": " ".join(messages),
         "_fit": em,
     }
-
-
-def _pool_data(X: Any) -> np.ndarray | None:
-    """The rows the fits iterate over, as a finite float matrix for the shared pool of
-    starting partitions, or None (no shared pool: Dask arrays, or data the fits will reject
-    with their own message).
-
-    With missing cells these are the rows with something observed (those
-    :func:`bayesgmm._missing.prepare` keeps, so the starts line up with the fits' rows), each
-    missing cell set to its feature's observed mean (a start only, as in
-    :func:`bayesgmm._missing.initial_rows`)."""
-    if is_dask_array(X):
-        return None
-    try:
-        A = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    if A.ndim != 2 or np.isinf(A).any():
-        return None
-    nan = np.isnan(A)
-    if nan.any():
-        A = A[~nan.all(axis=1)]
-        if A.shape[0] < 2 or np.isnan(A).all(axis=0).any():
-            return None
-        A = np.where(np.isnan(A), np.nanmean(A, axis=0), A)
-    if A.shape[0] < 2 or np.any(np.ptp(A, axis=0) == 0):
-        return None
-    return A
-
-
-def _sweep_rows(
-    X: Any,
-    ks: list[int],
-    cov_types: list[str],
-    em_kwargs: dict,
-    strategy: Strategy | None,
-    progress: bool,
-    sample_weight: Any = None,
-) -> list[dict[str, Any]]:
-    """Every (K, model) row, K by K so that each model's K - 1 fit gives its split starts.
-
-    The pool of starting partitions ignores ``sample_weight`` (they are only starts); every
-    fit from them uses it."""
-    data = None if strategy is None else _pool_data(X)
-    pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
-    if data is not None:  # the rows the fits keep: those with something observed
-        observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
-    labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
-    rows = {}
-    with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
-        for k in ks:
-            for cov_type in cov_types:
-                bar.describe(f"EM: K={k} {cov_type}")
-                name = model_name(cov_type)
-                same = next(
-                    (r for (j, _), r in rows.items() if j == k and r["model_name"] == name), None
-                )
-                if same is not None:  # an alias of a model fitted already: the same fit
-                    rows[k, cov_type] = {**same, "covariance_type": cov_type}
-                    bar.advance()
-                    continue
-                starts = None
-                if data is not None:
-                    starts = _starts(data, k, name, pool[k], labels, rows, strategy)
-                row = _fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = np.asarray(row["_fit"].predict(X))[observed]
-                rows[k, cov_type] = row
-                bar.advance()
-    return [rows[k, c] for c in cov_types for k in ks]
-
-
-def _log_likelihood(rows: dict, key: tuple[int, str]) -> float:
-    """The log-likelihood of the fit of model ``key[1]`` at ``K = key[0]`` among ``rows``."""
-    return next(r["log_likelihood"] for (j, _), r in rows.items() if (j, r["model_name"]) == key)
-
-
-def _starts(
-    data: np.ndarray,
-    k: int,
-    cov_type: str,
-    shared: list[tuple[str, np.ndarray]],
-    labels: dict[tuple[int, str], np.ndarray],
-    rows: dict[tuple[int, str], dict[str, Any]],
-    strategy: Strategy,
-) -> list[tuple[str, np.ndarray]]:
-    """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
-    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
-    found = []
-    if (k - 1, cov_type) in labels:
-        standard = (data - data.mean(axis=0)) / data.std(axis=0)
-        found += [
-            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
-        ]
-    done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
-    done.sort(key=lambda item: -item[0])
-    found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
-    return list(shared) + [
-        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
-    ]
 
 
 def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
@@ -316,7 +229,7 @@ def em_sweep(
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
     _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = _sweep_rows(X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
+    rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     columns = [
         "n_components",
@@ -521,6 +434,9 @@ class Selection:
         ``{"bic": (K, family), "icl": ..., "aic": ..., "loo": K or None}``.
     failed : dict of str to str
         Candidates that could not be sampled (``"K=k"``) and why.
+    sampled : str
+        Which covariance model the Bayesian stage samples, against the one EM's BIC chose
+        (:func:`sampled_model_statement`); empty when ``bayesian=False``.
     bayesian_rows : int or None
         Rows the candidates were sampled on when the data had missing values (the complete
         rows; the EM sweep uses every row), else None.
@@ -538,6 +454,7 @@ class Selection:
     fits: dict[str, Any] = field(default_factory=dict, repr=False)
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    sampled: str = ""
     bayesian_rows: int | None = None
 
 
@@ -550,7 +467,7 @@ def select_n_components(
     n_candidates: int = 2,
     bayes_covariance_type: str = "full",
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = 0,
@@ -584,7 +501,8 @@ def select_n_components(
     draws, tune, chains, sampler, random_seed, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
-        EM restarts.
+        EM restarts where EM is not the sweep's em-EM: the Bayesian stage's own EM fits, and
+        the sweep with ``em_options={"init": "n_init"}``.
     progress : bool
         Show which K and which stage runs.
     em_options : dict, optional
@@ -626,6 +544,7 @@ def select_n_components(
     if not bayesian:
         return selection
     ks = candidate_components(sweep.table, n_candidates)
+    selection.sampled = sampled_model_statement(sweep.best["bic"], bayes_covariance_type)
     settings = dict(
         covariance_type=bayes_covariance_type,
         priors=priors,

@@ -1,6 +1,7 @@
 """bayesgmm's EM sweep side by side with R's mclust and scikit-learn, on the benchmark CSVs.
 
-For every data set in ``benchmarks/data`` (``<name>.csv``; ``*_labels.csv`` are labels), it runs
+For every data set in ``benchmarks/data`` (or ``--data DIR``; ``<name>.csv``; ``*_labels.csv``
+are labels), one after the other, it runs
 
 - R mclust: ``Mclust(X, G = 1:kmax)`` with its defaults (all 14 models), through ``Rscript
   benchmarks/mclust_reference.R``; when bayesgmm has fewer models, also a like-for-like
@@ -8,23 +9,29 @@ For every data set in ``benchmarks/data`` (``<name>.csv``; ``*_labels.csv`` are 
   ``--no-r``) the mclust columns come from the committed reference numbers in
   ``tests/data/mclust`` (their times were measured when they were computed);
 - bayesgmm: one ``em_sweep`` over every model it accepts and K = 1..kmax, with the sweep's
-  defaults unless ``--n-init``, ``--tol`` or ``--max-iter`` say otherwise. A model is taken by
-  mclust's name when ``EMGaussianMixture`` accepts it, else by scikit-learn's name for the four
-  that have one (VII = spherical, VVI = diag, EEE = tied, VVV = full), else it is "not
+  defaults (em-EM restarts, :mod:`bayesgmm._restarts`) unless ``--n-init``, ``--tol`` or
+  ``--max-iter`` say otherwise, and ``reg_covar=0`` like mclust (``--reg-covar``). A model is
+  taken by mclust's name when ``EMGaussianMixture`` accepts it, else by scikit-learn's name for
+  the four that have one (VII = spherical, VVI = diag, EEE = tied, VVV = full), else it is "not
   available";
 - scikit-learn: ``GaussianMixture(n_init=10)`` for its four models and the same K.
 
-and prints, per data set, per model and K: the log-likelihoods of each, ours - mclust and
-ours - scikit-learn (nats), the best-BIC model of each, and the wall time of each whole sweep
-with the ratio ours / mclust; then a summary over the data sets (worst deficit, the number of
-(model, K) cells more than 0.1 nats below mclust, whether the best model agrees, time ratio).
+and prints, per data set, per model and K: the log-likelihoods of each, ours - mclust,
+ours - scikit-learn and ours - the reference (the better of the two that is not degenerate:
+a scikit-learn optimum with a component at its ``reg_covar`` floor or too small for its model,
+and any fit of a model with as many free parameters as observations, are flagged and left
+out), the best-BIC model of each, and the wall time of each whole sweep with the ratio
+ours / mclust; then a summary over the data sets (worst deficits, the number of (model, K)
+cells more than 0.1 nats below each reference, whether the best model agrees or ours has a
+better BIC, time ratio) and the load average at the start and the end.
 bayesgmm's BIC is ``-2 log L + p log n`` (lower is better); mclust's is its negative.
 
 Timings are indicative: they are wall times on whatever machine runs this, and the machine
-these numbers were first taken on has 2 cores shared with other work. mclust runs on one thread;
-the Python sweeps run with one OpenMP/BLAS thread too (``--threads``, as ``make`` sets
+these numbers were first taken on has 2 cores shared with other work. mclust runs just before
+bayesgmm on each data set, so both times of a ratio see about the same load. mclust runs on one
+thread; the Python sweeps run with one OpenMP/BLAS thread too (``--threads``, as ``make`` sets
 ``OMP_NUM_THREADS=1``): on a loaded 2-core machine, scikit-learn's multi-threaded k-means (which
-``em_sweep`` initialises with) made the same sweep 15x slower.
+``em_sweep`` once initialised with) made the same sweep 15x slower.
 
     python benchmarks/bench_mclust.py                          # every data set
     python benchmarks/bench_mclust.py --datasets faithful,iris --kmax 6 --no-sklearn
@@ -233,9 +240,10 @@ def cell_rows(
     """One row per (model, K) that bayesgmm can fit: the three log-likelihoods and differences.
 
     ``reference`` is the best of mclust and scikit-learn that is not degenerate: a
-    scikit-learn spike (``sk["spikes"]``) or an mclust fit of a model with as many free
-    parameters as observations (nothing is estimated there; bayesgmm reports it as failed)
-    are shown, flagged in ``note``, and left out of it.
+    scikit-learn spike (``sk["spikes"]``), and any fit of a model with as many free
+    parameters as observations (``p>=n``: nothing is estimated there, mclust's numbers are
+    spikes and scikit-learn's are set by its ``reg_covar``; bayesgmm reports the cell as
+    failed) are shown, flagged in ``note``, and left out of it.
     """
     rows = []
     for model in models:
@@ -246,11 +254,12 @@ def cell_rows(
             ref = mclust.get((model, k), np.nan)
             skl = sk.get("cells", {}).get((model, k), np.nan)
             notes = []
-            if n_parameters(model, k, shape[1]) >= shape[0] and not np.isnan(ref):
-                notes.append("mclust p>=n")
+            estimable = n_parameters(model, k, shape[1]) < shape[0]
+            if not estimable and not (np.isnan(ref) and np.isnan(skl)):
+                notes.append("p>=n")
             if (model, k) in sk.get("spikes", ()):
                 notes.append("sklearn spike")
-            usable = [ref] * ("mclust p>=n" not in notes) + [skl] * ("sklearn spike" not in notes)
+            usable = [ref] * estimable + [skl] * (estimable and "sklearn spike" not in notes)
             best = max((v for v in usable if not np.isnan(v)), default=np.nan)
             rows.append(
                 {
@@ -417,8 +426,8 @@ def print_summary(summaries: list[dict]) -> None:
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
         "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared; "
         "<skl-0.1 likewise for scikit-learn; ref: the best of the two that is not degenerate "
-        "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor or an "
-        "mclust fit with as many parameters as observations). same/better: the same best-BIC "
+        "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor, or a "
+        "model with as many parameters as observations, p>=n). same/better: the same best-BIC "
         "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
         "indicative only (a shared 2-core machine; see the load above); ratio: ours / mclust; "
         "hc ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
@@ -497,12 +506,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     em_kwargs["reg_covar"] = args.reg_covar
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}; bayesgmm {em_kwargs}")
-    mclust, same_models, source = mclust_runs(args, names, ours)
     warm = np.random.default_rng(0).normal(size=(300, 3))  # load (or compile) Numba kernels
     em_sweep(warm, [2], ["full"], progress=False)
     hierarchical_partitions(warm, [2])
     summaries, records = [], []
     for name in names:
+        # mclust just before ours, data set by data set: on a shared machine whose load
+        # drifts, the two times of a ratio are then taken under about the same load
+        mclust, same_models, source = mclust_runs(args, [name], ours)
         # float64: scikit-learn 1.9's score() truncates the log-density of integer input
         X = pd.read_csv(args.data / f"{name}.csv").astype(float)
         with threadpool_limits(limits=args.threads or None):

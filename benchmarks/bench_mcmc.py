@@ -21,6 +21,13 @@ cache directories (JAX, PyTensor and Numba) and printed separately.
 
     python benchmarks/bench_mcmc.py                 # both data sets
     python benchmarks/bench_mcmc.py --data faithful # Old Faithful K=2 only
+    python benchmarks/bench_mcmc.py --data --hard correlated collinear wine crabs
+
+``--hard`` runs the hard posteriors of ``hard_cases.py`` (strong within-component
+correlation, near-collinear features, real data the tests never see) before and after
+preconditioning: bayesgmm unwhitened from EM (``precondition="none"``, tune 1000) against the
+default path, with gradient evaluations (warm-up included), divergences, R-hat, bulk and tail
+ESS, and with ``--reference-draws`` each posterior against a long unwhitened run.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
+from hard_cases import HARD_CASES, report_case
 from threadpoolctl import threadpool_limits
 
 from bayesgmm import EMGaussianMixture, build_model, load_faithful, simulate_mixture
@@ -303,12 +311,30 @@ def report(name: str, rows: list[Timing], cold: float | None) -> None:
     )
 
 
+def _within_budget(budget: int, run):
+    """``run()``, or None when it takes longer than ``budget`` seconds."""
+    signal.alarm(budget)
+    try:
+        return run()
+    except OverBudget:
+        return None
+    finally:
+        signal.alarm(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", nargs="+", choices=["faithful", "sim5000"], default=["faithful", "sim5000"]
+        "--data", nargs="*", choices=["faithful", "sim5000"], default=["faithful", "sim5000"]
     )
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
+    parser.add_argument("--hard", nargs="*", default=[], choices=sorted(HARD_CASES))
+    parser.add_argument(
+        "--hard-tune", type=int, default=None, help="tuning of the 'after' run (default: its own)"
+    )
+    parser.add_argument(
+        "--reference-draws", type=int, default=0, help="draws per chain of the reference run"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--budget",
@@ -318,6 +344,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, _alarm)
+    for name in args.hard:
+        report_case(
+            name,
+            fit_em,
+            seed=args.seed,
+            tune=args.hard_tune,
+            reference_draws=args.reference_draws,
+            guard=functools.partial(_within_budget, args.budget),
+        )
     sets = data_sets()
     for name in args.data:
         X, k = sets[name]

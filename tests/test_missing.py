@@ -327,7 +327,7 @@ def test_sweep_with_missing_cells_runs_em_em_on_the_fitted_rows(data, monkeypatc
     """em-EM (the sweep's default) is not silently replaced by n_init restarts when cells are
     missing: its pool is built on the rows the fits keep (not the rows with nothing
     observed), mean-filled; adding rows with nothing observed changes no fit."""
-    from bayesgmm import selection
+    from bayesgmm import _restarts
 
     _, Xm = data
     pools = []
@@ -336,7 +336,7 @@ def test_sweep_with_missing_cells_runs_em_em_on_the_fitted_rows(data, monkeypatc
         pools.append(X)
         return partition_pool(X, ks, strategy, random_state)
 
-    monkeypatch.setattr(selection, "partition_pool", spy)
+    monkeypatch.setattr(_restarts, "partition_pool", spy)
     kw = dict(n_components=[1, 2, 3], covariance_types=["VVV", "VII"], progress=False)
     plain = em_sweep(Xm, **kw)
     padded = em_sweep(np.vstack([Xm[:5], np.full((2, 3), np.nan), Xm[5:]]), **kw)

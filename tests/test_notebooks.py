@@ -21,9 +21,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = {"BAYESGMM_DRAWS": "100", "BAYESGMM_TUNE": "100", "BAYESGMM_CHAINS": "2"}
 
 
-def test_the_three_notebooks_exist():
+def test_the_four_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == [
         "em_vs_mcmc.ipynb",
+        "missing_values.ipynb",
         "model_selection.ipynb",
         "uncertainty_clustering.ipynb",
     ]

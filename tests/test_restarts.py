@@ -143,6 +143,15 @@ def test_sweep_table_invariants_and_never_decreasing_likelihood(faithful):
     assert np.all(np.isfinite(one.log_likelihood))
 
 
+def test_init_n_init_fits_every_cell_on_its_own(faithful):
+    """``init="n_init"``: no shared pool; each cell is EMGaussianMixture's own restarts."""
+    sweep = em_sweep(faithful, [2], ["VVV"], init="n_init", n_init=2, progress=False)
+    em = EMGaussianMixture(2, n_init=2, random_state=0, tol=1e-5, max_iter=1000).fit(faithful)
+    assert sweep.table.log_likelihood.iloc[0] == em.score(faithful) * faithful.shape[0]
+    with pytest.raises(ValueError, match="init"):
+        em_sweep(faithful, [2], ["VVV"], init="em-em", progress=False)
+
+
 def test_a_sweep_without_iterations_keeps_its_rows(faithful):
     """max_iter=0 (the initial parameters, as EMGaussianMixture allows) has no
     log-likelihood for em-EM to rank starts by: the fits take their own initialisation,

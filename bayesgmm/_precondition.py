@@ -1,0 +1,317 @@
+"""NUTS preconditioned by the posterior's curvature at its mode (a Laplace approximation).
+
+Strongly correlated components make the posterior of their Cholesky factors a narrow, tilted
+ridge in the unconstrained space; a diagonal metric then needs tiny steps and long trajectories.
+This module moves from the EM start to the nearest posterior mode (MAP under the model's
+priors: L-BFGS with the E-step kernel's exact gradient, then Newton steps), takes the Hessian
+``H`` of the log posterior there (central differences of the exact gradient), and samples the
+whitened parameters ``z`` with ``theta = mode + L z``, ``L L' = (-H)^{-1}``. The whitened
+density and its gradient ``L' grad`` are one compiled Numba call that releases the GIL, like
+the unwhitened one; nutpie adapts its diagonal metric on ``z`` on top (in ``theta`` that is a
+dense metric ``L M L'``), and the draws are mapped back to ``theta`` as they are kept, so the
+results are those of the unwhitened model.
+
+A Laplace approximation can be poor: a mode at the edge of the support (a collapsing
+component), a Hessian that is not negative definite, or one so ill-conditioned that some
+directions are guessed from rounding. :func:`laplace` says which case it met
+(:attr:`Laplace.kind`): ``"laplace"`` (the full curvature), ``"diagonal"`` (its diagonal only,
+when the full one is indefinite or too ill-conditioned but the diagonal is usable) or
+``"none"`` (no usable curvature: sampling falls back to the unpreconditioned path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from scipy.optimize import minimize
+
+from ._kernels import _FASTMATH
+from ._logdensity import LogDensity, _logp_and_grad
+
+__all__ = [
+    "DEFAULT_TUNE",
+    "LAPLACE_TUNE",
+    "PRECONDITIONS",
+    "Laplace",
+    "default_tune",
+    "find_mode",
+    "hessian",
+    "laplace",
+    "precondition_attrs",
+    "precondition_for",
+    "whitened_density",
+]
+
+PRECONDITIONS = ("laplace", "none")
+# tuning steps per chain on whitened parameters (benchmarks/bench_mcmc.py --hard), and else
+DEFAULT_TUNE, LAPLACE_TUNE = 1000, 300
+
+# condition number of -H above which its small eigenvalues are rounding: use the diagonal
+_MAX_CONDITION = 1e10
+# relative finite-difference step of the Hessian (central differences of an exact gradient)
+_FD_STEP = 1e-5
+
+
+@dataclass(frozen=True)
+class Laplace:
+    """The posterior's mode and a factor of its Laplace covariance, in the unconstrained space.
+
+    Attributes
+    ----------
+    mode : ndarray of shape (n_dim,)
+    factor : ndarray of shape (n_dim, n_dim)
+        Lower triangular ``L`` with ``L L'`` the Laplace covariance ``(-H)^{-1}`` (or its
+        diagonal version).
+    kind : {"laplace", "diagonal", "none"}
+        Which curvature ``factor`` holds; ``"none"``: no usable one (``factor`` is the identity
+        and ``mode`` the start).
+    log_density : float
+        Log posterior density at ``mode``.
+    condition : float
+        Condition number of ``-H`` (``inf`` when it is not positive definite).
+    n_gradients : int
+        Gradient evaluations spent on the mode and the Hessian.
+    """
+
+    mode: np.ndarray
+    factor: np.ndarray
+    kind: str
+    log_density: float
+    condition: float
+    n_gradients: int
+
+    def to_theta(self, z: np.ndarray) -> np.ndarray:
+        """Unconstrained parameters ``mode + L z`` of whitened ``z`` (..., n_dim)."""
+        return self.mode + np.asarray(z) @ self.factor.T
+
+    def to_z(self, theta: np.ndarray) -> np.ndarray:
+        """Whitened coordinates of unconstrained ``theta`` (..., n_dim)."""
+        return np.linalg.solve(self.factor, (np.asarray(theta) - self.mode).T).T
+
+
+class _Counted:
+    """The density at fixed data, counting gradient evaluations."""
+
+    def __init__(self, density: LogDensity, X: np.ndarray):
+        self.density, self.X, self.calls = density, X, 0
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.calls += 1
+        return self.density(np.ascontiguousarray(x, dtype=np.float64), self.X)
+
+
+def _newton_steps(f: _Counted, x: np.ndarray, logp: float, steps: int) -> tuple:
+    """``steps`` Newton steps (halved until the density does not fall beyond rounding), while
+    ``-H`` is positive definite; returns ``(x, logp, H)`` with ``H`` the Hessian at ``x``.
+
+    Every step is taken, however small the gain: L-BFGS stops where the density is flat to
+    about 1e-10, i.e. ``x`` within about 1e-6 of the mode, and such a difference (from data
+    that differ by rounding, say) would start otherwise identical chains at different points.
+    Newton's quadratic convergence brings ``x`` to the mode to rounding.
+    """
+    H = hessian(f, x)
+    for _ in range(steps):
+        _, grad = f(x)
+        try:
+            step = np.linalg.solve(-H, grad)
+            np.linalg.cholesky(-H)
+        except np.linalg.LinAlgError:
+            break
+        for _ in range(20):
+            value, _ = f(x + step)
+            if np.isfinite(value) and value >= logp - 1e-12 * abs(logp):
+                break
+            step = step / 2.0
+        else:
+            break
+        x, logp = x + step, max(value, logp)
+        H = hessian(f, x)
+    return x, logp, H
+
+
+def find_mode(
+    density: LogDensity, X: np.ndarray, start: np.ndarray, *, newton_steps: int = 2
+) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """The posterior mode nearest ``start`` (L-BFGS, then Newton steps) and the Hessian there.
+
+    Parameters
+    ----------
+    density : LogDensity
+    X : ndarray of shape (n_samples, n_features)
+        float64, C-contiguous.
+    start : ndarray of shape (n_dim,)
+        Unconstrained start (the EM estimate).
+    newton_steps : int
+
+    Returns
+    -------
+    mode : ndarray
+    log_density : float
+    hessian : ndarray of shape (n_dim, n_dim)
+    n_gradients : int
+    """
+    f = _Counted(density, X)
+
+    def negative(x):
+        value, grad = f(x)
+        if not np.isfinite(value):
+            return np.inf, np.zeros_like(grad)
+        return -value, -grad
+
+    result = minimize(
+        negative,
+        np.asarray(start, dtype=np.float64),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 2000, "gtol": 1e-6, "ftol": 1e-13, "maxcor": 30},
+    )
+    x, logp = result.x, -float(result.fun)
+    start_logp, _ = f(start)
+    if not np.isfinite(logp) or logp < start_logp:
+        x, logp = np.asarray(start, dtype=np.float64), float(start_logp)
+    x, logp, H = _newton_steps(f, x, logp, newton_steps)
+    return x, logp, H, f.calls
+
+
+def hessian(f, x: np.ndarray) -> np.ndarray:
+    """Hessian of the log density at ``x``: central differences of its exact gradient,
+    symmetrised. ``f(x)`` returns ``(logp, grad)``."""
+    n = x.size
+    H = np.empty((n, n))
+    for i in range(n):
+        h = _FD_STEP * max(1.0, abs(x[i]))
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        H[:, i] = (f(up)[1] - f(down)[1]) / (2.0 * h)
+    return 0.5 * (H + H.T)
+
+
+def _factor(precision: np.ndarray) -> tuple[np.ndarray, str, float]:
+    """``L`` with ``L L' = precision^{-1}``, the kind of curvature used and the condition."""
+    n = precision.shape[0]
+    eigenvalues, vectors = np.linalg.eigh(precision)
+    finite = bool(np.all(np.isfinite(eigenvalues)))
+    positive = finite and eigenvalues[0] > 0
+    condition = float(eigenvalues[-1] / eigenvalues[0]) if positive else np.inf
+    if positive and condition <= _MAX_CONDITION:
+        covariance = (vectors / eigenvalues) @ vectors.T
+        return np.linalg.cholesky(0.5 * (covariance + covariance.T)), "laplace", condition
+    diagonal = np.diag(precision)
+    if np.all(np.isfinite(diagonal)) and np.all(diagonal > 0):
+        return np.diag(1.0 / np.sqrt(diagonal)), "diagonal", condition
+    return np.eye(n), "none", condition
+
+
+def laplace(
+    density: LogDensity, X: np.ndarray, start: np.ndarray, *, newton_steps: int = 2
+) -> Laplace:
+    """Mode and Laplace covariance factor of the posterior, from ``start``.
+
+    Parameters
+    ----------
+    density : LogDensity
+    X : ndarray of shape (n_samples, n_features)
+        float64, C-contiguous (the model's data).
+    start : ndarray of shape (n_dim,)
+        Unconstrained start, e.g. the EM estimate.
+    newton_steps : int
+        Newton steps after L-BFGS (each costs a Hessian: ``2 n_dim`` gradients).
+
+    Returns
+    -------
+    Laplace
+        With ``kind="none"`` (identity factor, ``mode = start``) when no usable mode or
+        curvature was found, or when the log density rose by more than ``n_dim`` from
+        ``start`` (far more than from a typical draw to the mode: the search ran towards a
+        collapsing component, where the density grows without bound).
+    """
+    mode, logp, H, calls = find_mode(density, X, start, newton_steps=newton_steps)
+    factor, kind, condition = _factor(-H)
+    if logp - float(density(np.asarray(start, dtype=np.float64), X)[0]) > start.size:
+        factor, kind = np.eye(start.size), "none"
+    if kind == "none":
+        mode = np.asarray(start, dtype=np.float64)
+    else:
+        mode, factor = _quantised(mode, 40), _quantised(factor, 24)
+    logp = float(density(mode, X)[0])
+    return Laplace(mode, factor, kind, logp, condition, calls)
+
+
+def _quantised(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` rounded to a grid of ``2**-bits`` times their largest magnitude (a power
+    of two, so the grid's points are exact).
+
+    The finite-difference Hessian turns rounding in the data (1e-16) into differences near
+    1e-12 in the factor, which NUTS trajectories amplify: the same data at another scale
+    would give other chains. Rounded, the two give the same numbers (almost always), and the
+    approximation loses nothing that matters to a metric.
+    """
+    top = float(np.max(np.abs(values)))
+    if not np.isfinite(top) or top == 0.0:
+        return values
+    step = 2.0 ** (int(np.ceil(np.log2(top))) - bits)
+    return np.round(values / step) * step
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _whitened_logp_and_grad(z, mode, factor, X, args):  # pragma: no cover - compiled
+    """Log density at ``mode + L z`` and its gradient on ``z``, ``L' grad`` (``L`` lower
+    triangular: half the work of a dense factor)."""
+    n = z.shape[0]
+    x = mode.copy()
+    for i in range(n):
+        acc = 0.0
+        for j in range(i + 1):
+            acc += factor[i, j] * z[j]
+        x[i] += acc
+    logp, grad = _logp_and_grad(x, X, *args)
+    out = np.zeros(n)
+    for i in range(n):
+        for j in range(i + 1):
+            out[j] += factor[i, j] * grad[i]
+    return logp, out
+
+
+def whitened_density(density: LogDensity, approx: Laplace):
+    """``(z, X) -> (logp, grad_z)``: the log density of ``theta = mode + L z`` (the same
+    values as ``density`` at ``theta``; the constant Jacobian ``log |L|`` is left out)."""
+    mode = np.ascontiguousarray(approx.mode, dtype=np.float64)
+    factor = np.ascontiguousarray(approx.factor, dtype=np.float64)
+    args = density._args
+
+    def logp(z: np.ndarray, X: np.ndarray) -> tuple[float, np.ndarray]:
+        return _whitened_logp_and_grad(np.asarray(z, dtype=np.float64), mode, factor, X, args)
+
+    return logp
+
+
+def precondition_for(
+    density: LogDensity, X: np.ndarray, start: np.ndarray, precondition: str
+) -> Laplace | None:
+    """The Laplace approximation to whiten with, from ``start``; None for
+    ``precondition="none"`` or when no usable curvature was found."""
+    if precondition == "none":
+        return None
+    approx = laplace(density, X, start)
+    return None if approx.kind == "none" else approx
+
+
+def default_tune(approx: Laplace | None) -> int:
+    """Tuning steps per chain when none are given: fewer on parameters whitened by the full
+    Laplace approximation (the metric needs little adapting), else 1000."""
+    return LAPLACE_TUNE if approx is not None and approx.kind == "laplace" else DEFAULT_TUNE
+
+
+def precondition_attrs(approx: Laplace | None) -> dict:
+    """Provenance of a run: what it was whitened with, and where chains started."""
+    if approx is None:
+        return {"precondition": "none"}
+    return {
+        "precondition": approx.kind,
+        "precondition_condition": approx.condition,
+        "precondition_gradients": approx.n_gradients,
+        "start": "posterior mode found from the EM estimate (L-BFGS, Newton), no jitter",
+    }

@@ -1,0 +1,265 @@
+"""The hard posteriors of the MCMC benchmark: strong correlation, near-collinearity, real data.
+
+- ``correlated``: simulated, D = 5, K = 4, N = 200, every component with within-component
+  correlation 0.95 (equicorrelated or mixed-sign);
+- ``collinear``: simulated, D = 4, K = 3, N = 300, the last column the sum of the others plus
+  noise of 2% of its spread (near-singular covariances);
+- ``wine``: scikit-learn's wine data (178 x 13, K = 3), shipped with scikit-learn;
+- ``crabs``: ``MASS::crabs`` (200 x 5 morphometric measurements, K = 4), read through
+  ``Rscript`` when R and MASS are installed.
+
+The real data sets are held back from the repository on purpose (benchmarks/data/README.md):
+they are read at run time and never written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import StringIO
+
+import numpy as np
+import pandas as pd
+
+from bayesgmm import build_model, sample_posterior, sampling
+from bayesgmm._idata import get_group
+from bayesgmm._units import scaling_of, standardised
+from bayesgmm.datasets import simulate_mixture
+from bayesgmm.diagnostics import parameter_diagnostics, scalar_parameters, summarise
+
+__all__ = ["HARD_CASES", "HardRun", "counting_gradients", "hard_case", "posterior_gap", "run_case"]
+
+
+def correlated(n_rows: int = 200, rho: float = 0.95) -> np.ndarray:
+    """Four components in five features, within-component correlation ``rho``."""
+    d = 5
+    signs = [np.ones(d), np.where(np.arange(d) % 2 == 0, 1.0, -1.0), np.ones(d), -np.ones(d)]
+    scales = np.array([[1.0] * d, [1.5, 1.0, 0.8, 1.2, 1.0], [0.7] * d, [2.0, 1.5, 2.0, 2.5, 1.5]])
+    covariances = []
+    for s, sign in zip(scales, signs, strict=True):
+        corr = rho * np.outer(sign, sign) + (1.0 - rho) * np.eye(d)
+        covariances.append(np.outer(s, s) * corr)
+    means = np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [4.0, 1.0, -3.0, 0.0, 3.0],
+            [-3.0, 3.0, 1.0, -4.0, 0.0],
+            [2.0, -5.0, 4.0, 3.0, -3.0],
+        ]
+    )
+    sim = simulate_mixture(
+        n_rows,
+        weights=[0.3, 0.25, 0.25, 0.2],
+        means=means,
+        covariances=covariances,
+        random_state=20261202,
+    )
+    return sim.X
+
+
+def collinear(n_rows: int = 300, noise: float = 0.02) -> np.ndarray:
+    """Three components in three free features plus their sum (noise: ``noise`` of its sd)."""
+    sim = simulate_mixture(
+        n_rows,
+        weights=[0.4, 0.35, 0.25],
+        means=[[0.0, 0.0, 0.0], [4.0, -2.0, 1.0], [-3.0, 3.0, 4.0]],
+        covariances=[
+            np.eye(3),
+            [[1.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 1.0]],
+            np.diag([0.5, 2.0, 1.0]),
+        ],
+        random_state=20261203,
+    )
+    total = sim.X.sum(axis=1)
+    rng = np.random.default_rng(20261204)
+    column = total + noise * total.std() * rng.standard_normal(n_rows)
+    return np.column_stack([sim.X, column])
+
+
+def wine() -> np.ndarray:
+    """scikit-learn's wine recognition data (178 x 13)."""
+    from sklearn.datasets import load_wine
+
+    return load_wine().data
+
+
+def crabs() -> np.ndarray:
+    """``MASS::crabs``' five measurements (200 x 5), through ``Rscript``."""
+    code = "library(MASS); write.csv(crabs[, 4:8], stdout(), row.names = FALSE)"
+    out = subprocess.run(
+        ["Rscript", "-e", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return pd.read_csv(StringIO(out.stdout)).to_numpy(dtype=float)
+
+
+# name -> (loader, number of components)
+HARD_CASES = {
+    "correlated": (correlated, 4),
+    "collinear": (collinear, 3),
+    "wine": (wine, 3),
+    "crabs": (crabs, 4),
+}
+
+
+def hard_case(name: str) -> tuple[np.ndarray, int]:
+    """The data and number of components of one hard case."""
+    loader, k = HARD_CASES[name]
+    return loader(), k
+
+
+# --------------------------------------------------------------------------- measuring
+@dataclass
+class HardRun:
+    """One sampling run of a hard case: cost and convergence."""
+
+    name: str
+    seconds: float = np.nan
+    gradients: int = 0
+    draw_steps: int = 0
+    divergences: int = 0
+    r_hat: float = np.nan
+    ess_bulk: float = np.nan
+    ess_tail: float = np.nan
+    precondition: str = ""
+    stopped: bool = False
+    posterior: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def converged(self) -> bool:
+        return (
+            not self.stopped
+            and self.r_hat <= 1.01
+            and min(self.ess_bulk, self.ess_tail) >= 400
+            and self.divergences == 0
+        )
+
+
+@contextlib.contextmanager
+def counting_gradients() -> Iterator[itertools.count]:
+    """Count every log-density evaluation nutpie asks of the kernel path (warm-up included).
+
+    Wraps the compiled model's logp function; nutpie calls it once per gradient.
+    """
+    counter = itertools.count()
+    original = sampling._kernel_compiled
+
+    def counted(*args, **kwargs):
+        compiled = original(*args, **kwargs)
+        make = compiled._make_logp_func
+
+        def make_counted():
+            logp = make()
+
+            def counted_logp(x, **shared):
+                next(counter)
+                return logp(x, **shared)
+
+            return counted_logp
+
+        return dataclasses.replace(compiled, _make_logp_func=make_counted)
+
+    sampling._kernel_compiled = counted
+    try:
+        yield counter
+    finally:
+        sampling._kernel_compiled = original
+
+
+def _posterior_summary(idata) -> pd.DataFrame:
+    """Mean and its Monte Carlo error of every weight, mean and covariance entry (relabelled,
+    standardised scale)."""
+    posterior = standardised(get_group(idata, "posterior"), scaling_of(idata))
+    names = ("weights", "means", "covariances")
+    return summarise(scalar_parameters(posterior, names), kind="all")[["mean", "mcse_mean"]]
+
+
+def run_case(X, k, em, *, precondition, seed, draws=1000, tune=1000, chains=4) -> HardRun:
+    """``sample_posterior`` from EM (kernel backend), measured."""
+    run = HardRun(f"precondition={precondition!r}")
+    model = build_model(X, k)
+    with counting_gradients() as counter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        idata = sample_posterior(
+            model,
+            em,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            progressbar=False,
+            check=False,
+            precondition=precondition,
+        )
+        run.seconds = time.perf_counter() - t0
+    attrs = idata.posterior.attrs
+    run.gradients = next(counter) + int(attrs.get("precondition_gradients", 0))
+    stats = idata.sample_stats
+    run.draw_steps = int(stats["n_steps"].sum())
+    run.divergences = int(stats["diverging"].sum())
+    table = parameter_diagnostics(idata)
+    run.r_hat = float(table["r_hat"].max())
+    run.ess_bulk = float(table["ess_bulk"].min())
+    run.ess_tail = float(table["ess_tail"].min())
+    run.precondition = str(attrs["precondition"])
+    run.name += f", tune={attrs['tune']}"
+    run.posterior = _posterior_summary(idata)
+    return run
+
+
+def posterior_gap(run: HardRun, reference: HardRun) -> tuple[float, int]:
+    """Largest ``|mean - reference mean| / (combined Monte Carlo error)`` over the entries,
+    and how many exceed 4 (a few are expected by chance among hundreds only rarely)."""
+    a, b = run.posterior, reference.posterior.loc[run.posterior.index]
+    z = (a["mean"] - b["mean"]).abs() / np.sqrt(a["mcse_mean"] ** 2 + b["mcse_mean"] ** 2)
+    return float(z.max()), int((z > 4).sum())
+
+
+def report_case(
+    name: str, fit_em, *, seed: int, tune: int | None, reference_draws: int, guard
+) -> None:
+    """Before (unwhitened, tune 1000) and after (the default path) on one hard case, printed,
+    with the posterior compared to a long unwhitened reference run when ``reference_draws``.
+
+    ``guard(function)`` runs one sampling run under the time budget (None when stopped).
+    """
+    X, k = hard_case(name)
+    em, em_seconds = fit_em(X, k)
+    print(f"\n== {name}: N={X.shape[0]}, D={X.shape[1]}, K={k}; EM {em_seconds:.1f} s")
+    runs = {
+        "before": guard(lambda: run_case(X, k, em, precondition="none", seed=seed)),
+        "after": guard(lambda: run_case(X, k, em, precondition="laplace", seed=seed, tune=tune)),
+    }
+    reference = None
+    if reference_draws:
+        reference = guard(
+            lambda: run_case(X, k, em, precondition="none", seed=seed + 1, draws=reference_draws)
+        )
+    print(
+        f"{'run':8} {'total s':>8} {'gradients':>10} {'ratio':>6} {'draw steps':>10} "
+        f"{'div':>4} {'r_hat':>6} {'bulk':>6} {'tail':>6} conv  vs reference (max z, #z>4)"
+    )
+    before = runs["before"]
+    for label, run in runs.items():
+        if run is None:
+            print(f"{label:8} stopped: over the time budget")
+            continue
+        ratio = before.gradients / run.gradients if before is not None else np.nan
+        gap = "" if reference is None else "{:.1f}, {}".format(*posterior_gap(run, reference))
+        print(
+            f"{label:8} {em_seconds + run.seconds:8.1f} {run.gradients:10d} {ratio:6.1f} "
+            f"{run.draw_steps:10d} {run.divergences:4d} {run.r_hat:6.3f} {run.ess_bulk:6.0f} "
+            f"{run.ess_tail:6.0f} {'yes' if run.converged else 'NO':4}  {gap}  "
+            f"[{run.name}; used {run.precondition}]"
+        )
+    if reference is not None:
+        print(
+            f"reference: precondition='none', {reference_draws} draws x 4 chains, "
+            f"r_hat {reference.r_hat:.3f}, bulk ESS {reference.ess_bulk:.0f}"
+        )

@@ -484,8 +484,8 @@ def select_n_components(
     X : array-like of shape (n_samples, n_features)
         NaN cells are missing values: the EM sweep uses every row's observed cells; the
         Bayesian candidates are sampled on the complete rows (with a warning), their EM start
-        refitted on those rows, as the sampler does not handle missing values yet. Fewer
-        complete rows than the largest K is an error before any work.
+        refitted on those rows, as the sampler does not handle missing values yet. No more
+        complete rows than the largest K (with ``bayesian=True``) is an error before any work.
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str

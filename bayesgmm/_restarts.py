@@ -297,15 +297,29 @@ def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> 
 
 
 def pool_data(X: Any) -> np.ndarray | None:
-    """``X`` as a finite float matrix with no constant column, or None (no shared pool: Dask
-    arrays, or data the fits will reject with their own message)."""
+    """The rows the fits iterate over, as a finite float matrix for the shared pool of
+    starting partitions, or None (no shared pool: Dask arrays, or data the fits will reject
+    with their own message).
+
+    With missing cells these are the rows with something observed (those
+    :func:`bayesgmm._missing.prepare` keeps, so the starts line up with the fits' rows), each
+    missing cell set to its feature's observed mean (a start only, as in
+    :func:`bayesgmm._missing.initial_rows`)."""
     if is_dask_array(X):
         return None
     try:
         A = np.asarray(X, dtype=float)
     except (TypeError, ValueError):
         return None
-    if A.ndim != 2 or A.shape[0] < 2 or not np.isfinite(A).all() or np.any(np.ptp(A, axis=0) == 0):
+    if A.ndim != 2 or np.isinf(A).any():
+        return None
+    nan = np.isnan(A)
+    if nan.any():
+        A = A[~nan.all(axis=1)]
+        if A.shape[0] < 2 or np.isnan(A).all(axis=0).any():
+            return None
+        A = np.where(np.isnan(A), np.nanmean(A, axis=0), A)
+    if A.shape[0] < 2 or np.any(np.ptp(A, axis=0) == 0):
         return None
     return A
 
@@ -357,6 +371,8 @@ def sweep_rows(
     every fit from them uses it."""
     data = None if strategy is None else pool_data(X)
     pool = {} if data is None else partition_pool(data, ks, strategy, em_kwargs["random_state"])
+    if data is not None:  # the rows the fits keep: those with something observed
+        observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
     rows = {}
     with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
@@ -376,7 +392,7 @@ def sweep_rows(
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
                 if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = np.asarray(row["_fit"].predict(X))
+                    labels[k, name] = np.asarray(row["_fit"].predict(X))[observed]
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

@@ -211,9 +211,10 @@ class BayesianGMM(BaseEstimator):
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or GMMPriors.from_data(data)
+        em_data = frame if isinstance(X, pd.DataFrame) else data  # EM knows the columns
         with from_below("EM"):
-            self.em_ = self._fit_em(frame if isinstance(X, pd.DataFrame) else data, em)
-            self.starts_ = self._other_optima(data, keep_em=em is not None)
+            self.em_ = self._fit_em(em_data, em)
+            self.starts_ = self._other_optima(em_data, keep_em=em is not None)
         self._model = build_model(
             frame, self.n_components, priors=self.priors_, covariance_type=self.covariance_type
         )
@@ -234,7 +235,7 @@ class BayesianGMM(BaseEstimator):
         )
         return self
 
-    def _other_optima(self, data: np.ndarray, *, keep_em: bool) -> list[EMGaussianMixture]:
+    def _other_optima(self, data: Any, *, keep_em: bool) -> list[EMGaussianMixture]:
         """Distinct EM optima close to the best, other than ``em_`` (see
         :func:`bayesgmm.modes.distinct_optima`); the best becomes ``em_`` unless ``keep_em``
         (an EM fit given to :meth:`fit` stays the reference)."""

@@ -332,6 +332,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self,
         X: Any,
         sample_weight: Any = None,
+        *,
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
     ) -> Any:
@@ -363,9 +364,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(data):
-            if starts is not None:
+            if starts is not None and self.max_iter > 0:  # no iteration: nothing to rank by
                 best = self._em_em(data, scaling, starts, strategy or _restarts.Strategy())
-            for _ in range(self.n_init if starts is None else 0):
+            for _ in range(self.n_init if best is None else 0):
                 params = self._initial_params(data, random_state, scaling, initial)
                 run = self._run_em(data, scaling, params)
                 if best is None or run.lower_bound > best.lower_bound:

@@ -89,7 +89,7 @@ def _data_section(X: pd.DataFrame, bayesian_rows: int | None = None) -> Section:
             f"{int(missing.sum())} cell(s) are missing ({missing.sum() / X.size:.1%}), in "
             f"{int(X.isna().any(axis=1).sum())} row(s); the column 'missing' counts them per "
             "feature. EM uses every row's observed cells (missing at random assumed). "
-            f"**The Bayesian candidates are sampled on the {bayesian_rows} complete rows only** "
+            f"The Bayesian candidates are sampled on the {bayesian_rows} complete rows only "
             "(the sampler does not handle missing values yet), so the LOO comparison, the "
             "posterior and the clustering below describe those rows."
         )

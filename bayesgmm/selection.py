@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
 from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
@@ -27,7 +28,7 @@ from ._models import (
 )
 from ._progress import progress_bar
 from ._restarts import Strategy, sweep_rows
-from ._validation import check_choice
+from ._validation import check_choice, check_fit_data, check_sample_weight
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
@@ -105,7 +106,7 @@ def _fit_one(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X, sample_weight, starts, strategy)
+            validated = em._fit(X, sample_weight, starts=starts, strategy=strategy)
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
@@ -134,6 +135,20 @@ def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
     options = (*COVARIANCE_NAMES, "all")
     names = [check_choice("covariance type", c, options) for c in covariance_types]
     return [m for c in names for m in (MODEL_NAMES if c == "all" else [c])]
+
+
+def _check_sweep_data(X: Any, sample_weight: Any) -> None:
+    """The checks every fit of the sweep would make of ``X`` and ``sample_weight``, once and
+    before any work: bad data is one named error, not a table of identical failures."""
+    if is_dask_array(X):
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight is not supported for a Dask array: compute it into memory, "
+                "or sweep without weights."
+            )
+        return  # checked lazily by each fit
+    data = check_fit_data(EMGaussianMixture(), X, 1, allow_nan=True)
+    check_sample_weight(sample_weight, data.shape[0], 1)
 
 
 def em_sweep(
@@ -183,7 +198,8 @@ def em_sweep(
         split; short EM runs from all of them and the best continued to convergence
         (Biernacki, Celeux & Govaert 2003; see :mod:`bayesgmm._restarts`). "n_init": every
         fit on its own, ``n_init`` initialisations by ``init_params`` (a Dask array is always
-        fitted so).
+        fitted so). With missing cells, the pool is built on the rows with each missing cell
+        set to its feature's observed mean; the fits from it treat the cells as missing.
     strategy : bayesgmm._restarts.Strategy, optional
         The em-EM settings (how many starts of each kind, short-run length, runs continued).
     sample_weight : array-like of shape (n_samples,), optional
@@ -211,6 +227,7 @@ def em_sweep(
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
+    _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
     rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
@@ -467,8 +484,8 @@ def select_n_components(
     X : array-like of shape (n_samples, n_features)
         NaN cells are missing values: the EM sweep uses every row's observed cells; the
         Bayesian candidates are sampled on the complete rows (with a warning), their EM start
-        refitted on those rows, as the sampler does not handle missing values yet. Fewer
-        complete rows than the largest K is an error before any work.
+        refitted on those rows, as the sampler does not handle missing values yet. No more
+        complete rows than the largest K (with ``bayesian=True``) is an error before any work.
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str

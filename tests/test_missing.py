@@ -17,6 +17,7 @@ from bayesgmm import EMGaussianMixture, _missing, em_sweep
 from bayesgmm import _gaussian as g
 from bayesgmm import _kernels as kernels
 from bayesgmm import _models as models
+from bayesgmm._restarts import partition_pool
 from bayesgmm._scaling import AffineScaling
 from bayesgmm.datasets import simulate_mixture
 
@@ -320,3 +321,28 @@ def test_too_few_complete_rows_for_the_sampler_is_an_error_before_the_sweep(data
     X[3:, 0] = np.nan  # three complete rows at most
     with pytest.raises(ValueError, match=r"row\(s\) have no missing value.*K=3.*bayesian=False"):
         selection.select_n_components(X, range(1, 4), progress=False)
+
+
+def test_sweep_with_missing_cells_runs_em_em_on_the_fitted_rows(data, monkeypatch):
+    """em-EM (the sweep's default) is not silently replaced by n_init restarts when cells are
+    missing: its pool is built on the rows the fits keep (not the rows with nothing
+    observed), mean-filled; adding rows with nothing observed changes no fit."""
+    from bayesgmm import _restarts
+
+    _, Xm = data
+    pools = []
+
+    def spy(X, ks, strategy, random_state):
+        pools.append(X)
+        return partition_pool(X, ks, strategy, random_state)
+
+    monkeypatch.setattr(_restarts, "partition_pool", spy)
+    kw = dict(n_components=[1, 2, 3], covariance_types=["VVV", "VII"], progress=False)
+    plain = em_sweep(Xm, **kw)
+    padded = em_sweep(np.vstack([Xm[:5], np.full((2, 3), np.nan), Xm[5:]]), **kw)
+    assert padded.table["message"].str.contains("2 row").all()
+    assert [p.shape for p in pools] == [Xm.shape, Xm.shape]
+    assert np.isfinite(pools[0]).all()
+    np.testing.assert_allclose(
+        padded.table["log_likelihood"], plain.table["log_likelihood"], rtol=1e-10
+    )

@@ -207,3 +207,23 @@ def test_too_few_draws_or_one_chain_are_not_judged(rng):
         assert tree.posterior.attrs["n_modes"] == 1
         assert set(tree.sample_stats["mode"].values.tolist()) == {0}
     np.testing.assert_array_equal(find_modes(_tree(np.repeat(values, 3, axis=1))), [0, 1])
+
+
+def test_em_optima_of_a_dataframe_keep_its_feature_names(monkeypatch):
+    """Fitted on a DataFrame, ``em_`` (which the best restart may replace) and every other
+    start are fitted on the DataFrame too: they know its columns, and predicting on it does
+    not warn about feature names."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    from bayesgmm import bayesian
+
+    monkeypatch.setattr(bayesian, "sample_posterior", lambda *args, **kwargs: None)
+    wine = load_wine()
+    X = pd.DataFrame(wine.data[:, :4], columns=wine.feature_names[:4])
+    fit = BayesianGMM(3, chains=4, random_seed=0, em_n_init=5).fit(X)
+    for em in [fit.em_, *fit.starts_]:
+        assert list(em.feature_names_in_) == list(X.columns)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            em.predict(X)

@@ -173,6 +173,8 @@ def test_report_counts_missing_cells_and_samples_complete_rows(report_run):
     assert "90 observations of 2 features" in text
     assert "1 cell(s) are missing (0.6%), in 1 row(s)" in text
     assert "sampled on the 89 complete rows only" in text
+    # report text is plain (escaped in both renderings): Markdown markup would show literally
+    assert "\\*" not in text and "**" not in out.read_text(encoding="utf-8")
     assert re.search(r"\|\s*width\s*\|\s*1\s*\|", text)  # per feature: width misses 1
     assert re.search(r"\|\s*length\s*\|\s*0\s*\|", text)
 

@@ -150,3 +150,14 @@ def test_init_n_init_fits_every_cell_on_its_own(faithful):
     assert sweep.table.log_likelihood.iloc[0] == em.score(faithful) * faithful.shape[0]
     with pytest.raises(ValueError, match="init"):
         em_sweep(faithful, [2], ["VVV"], init="em-em", progress=False)
+
+
+def test_a_sweep_without_iterations_keeps_its_rows(faithful):
+    """max_iter=0 (the initial parameters, as EMGaussianMixture allows) has no
+    log-likelihood for em-EM to rank starts by: the fits take their own initialisation,
+    like init="n_init", instead of every start being dropped and every fit failing."""
+    kw = dict(n_components=[1, 2], max_iter=0, progress=False)
+    sweep = em_sweep(faithful, **kw)
+    assert (sweep.table["status"] == "not converged").all()
+    reference = em_sweep(faithful, init="n_init", **kw)
+    np.testing.assert_array_equal(sweep.table["log_likelihood"], reference.table["log_likelihood"])

@@ -248,3 +248,21 @@ def test_aliases_and_names_fit_the_same_model():
             table.loc[name, ["log_likelihood", "bic", "icl"]].astype(float),
             rtol=1e-12,
         )
+
+
+@pytest.mark.parametrize(
+    ("X", "weight", "match"),
+    [
+        (np.c_[np.arange(20.0), np.ones(20)], None, "constant"),
+        (np.r_[np.arange(20.0)], None, "2-D"),
+        (np.c_[np.arange(20.0), np.r_[np.inf, np.arange(19.0)]], None, "infinity"),
+        (np.c_[np.arange(20.0), np.full(20, np.nan)], None, "missing .NaN. in every row"),
+        (np.c_[np.arange(20.0), np.arange(20.0) ** 2], np.ones(5), r"shape \(20,\)"),
+        (np.c_[np.arange(20.0), np.arange(20.0) ** 2], -np.ones(20), "negative"),
+    ],
+)
+def test_bad_data_and_weights_are_named_before_the_sweep(X, weight, match):
+    """Data or weights that every fit would reject are one named error, not a table of
+    identical failures ending in "Every EM fit failed ... increase reg_covar"."""
+    with pytest.raises(ValueError, match=match):
+        em_sweep(X, [1, 2], progress=False, sample_weight=weight)

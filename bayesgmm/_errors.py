@@ -93,8 +93,9 @@ def describe(err: BaseException) -> str | None:
     if name == "PanicException":
         return _PANIC.format(detail=_first_line(message) or "a panic")
     if "bad initial gradient" in message:
-        return _START.format(detail="its slope is zero in some direction, as when a component "
-                             "sits on a single row")
+        return _START.format(
+            detail="its slope is zero in some direction, as when a component sits on a single row"
+        )
     if "All initialization points failed" in message:
         cause = _python_cause(message)
         if cause and "LinAlgError" in cause:

@@ -80,9 +80,7 @@ def _check_one(path: Path, role: str) -> None:
         raise OutputPathError(f"the {role} {path} exists and is not a regular file")
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
-        raise OutputPathError(
-            f"cannot write the {role} {path}: {ancestor} is a file, not a folder"
-        )
+        raise OutputPathError(f"cannot write the {role} {path}: {ancestor} is a file, not a folder")
     _probe_writable(ancestor, path)
 
 

@@ -179,7 +179,9 @@ def _users_variables(posterior: xr.Dataset, model: pm.Model) -> list[str]:
     return [
         str(v)
         for v in posterior.data_vars
-        if v in own and v not in PARAMETERS and v not in _INTERNAL
+        if v in own
+        and v not in PARAMETERS
+        and v not in _INTERNAL
         and not str(v).startswith("chol_cov_")
     ]
 

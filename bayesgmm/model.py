@@ -52,6 +52,7 @@ __all__ = [
     "model_spec",
 ]
 
+
 def _drop_batch(param: pt.TensorVariable, core_ndim: int) -> pt.TensorVariable:
     """PyMC hands CustomDist parameters with size-1 batch dims; the mixture's don't vary by row."""
     return param[(0,) * (param.ndim - core_ndim)] if param.ndim > core_ndim else param

@@ -51,7 +51,10 @@ def _data(name: str, n: int, d: int, k: int) -> np.ndarray:
     rng = np.random.default_rng(1)
     means = rng.normal(size=(k, d)) * 4.0
     sim = simulate_mixture(
-        n, weights=np.full(k, 1 / k), means=means, covariances=_covariances(name, k, d, rng),
+        n,
+        weights=np.full(k, 1 / k),
+        means=means,
+        covariances=_covariances(name, k, d, rng),
         random_state=2,
     )
     return sim.X
@@ -75,14 +78,24 @@ def _run(name: str, X: np.ndarray, k: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         fit = BayesianGMM(
-            k, covariance_type=name, draws=500, tune=500, chains=4, random_seed=0,
+            k,
+            covariance_type=name,
+            draws=500,
+            tune=500,
+            chains=4,
+            random_seed=0,
             progressbar=False,
         ).fit(X)
     seconds = time.perf_counter() - start
     checks = fit.diagnostics().set_index("check")["value"]
     steps = int(fit.idata_.sample_stats["n_steps"].sum())
-    return {"seconds": seconds, "gradients": steps, "r_hat": checks["r_hat"],
-            "ess_bulk": checks["ess_bulk"], "modes": len(fit.modes())}
+    return {
+        "seconds": seconds,
+        "gradients": steps,
+        "r_hat": checks["r_hat"],
+        "ess_bulk": checks["ess_bulk"],
+        "modes": len(fit.modes()),
+    }
 
 
 def main() -> None:
@@ -94,8 +107,10 @@ def main() -> None:
     data = {name: _data(name, args.n, args.d, args.k) for name in MODELS}
     calls = {name: _call_time(name, data[name], args.k) for name in MODELS}
     print(f"N={args.n} D={args.d} K={args.k}")
-    print(f"{'model':6} {'call us':>8} {'vs VVV':>7} {'run s':>7} {'grads':>8} "
-          f"{'r_hat':>6} {'ess':>6} {'modes':>5}")
+    print(
+        f"{'model':6} {'call us':>8} {'vs VVV':>7} {'run s':>7} {'grads':>8} "
+        f"{'r_hat':>6} {'ess':>6} {'modes':>5}"
+    )
     for name in MODELS:
         r = _run(name, data[name], args.k)
         print(

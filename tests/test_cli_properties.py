@@ -172,9 +172,7 @@ def _corrupt(array: np.ndarray, how: str | None) -> np.ndarray:
 @pytest.mark.timeout(900)
 @settings(max_examples=30, deadline=None)
 @given(
-    values=st.lists(
-        st.lists(st.floats(-50, 50), min_size=2, max_size=2), min_size=0, max_size=25
-    ),
+    values=st.lists(st.lists(st.floats(-50, 50), min_size=2, max_size=2), min_size=0, max_size=25),
     trouble=st.sampled_from([None] * 4 + ["nan", "inf", "duplicate", "constant", "outlier"]),
     n_components=st.one_of(
         st.integers(1, 3), st.integers(1, 3), st.sampled_from([-1, 0, 5, "2", 2.0, None, True])

@@ -20,6 +20,8 @@ from bayesgmm import CollapsedComponentWarning, EMGaussianMixture
 from bayesgmm import _gaussian as g
 from bayesgmm.datasets import load_faithful, simulate_mixture
 
+from ._starts import identity_precisions
+
 COV_TYPES = g.COVARIANCE_TYPES
 
 
@@ -65,12 +67,7 @@ def standardised():
 def _initial(X, cov_type, k=3):
     rng = np.random.default_rng(0)
     d = X.shape[1]
-    precisions = {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[cov_type]
+    precisions = identity_precisions(cov_type, k, d)
     means = X[rng.choice(X.shape[0], k, replace=False)]
     return {"weights_init": np.full(k, 1 / k), "means_init": means, "precisions_init": precisions}
 

@@ -22,6 +22,8 @@ from bayesgmm._models import layout
 from bayesgmm._scaling import AffineScaling
 from bayesgmm.datasets import simulate_mixture
 
+from ._starts import identity_precisions
+
 COV_TYPES = g.COVARIANCE_TYPES
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
@@ -41,12 +43,7 @@ def _start(X, cov_type, k, seed=0):
     """A common start (user units) so that fits can be compared parameter by parameter."""
     rng = np.random.default_rng(seed)
     d = X.shape[1]
-    precisions = {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[layout(cov_type)]
+    precisions = identity_precisions(layout(cov_type), k, d)
     return {
         "weights_init": np.full(k, 1.0 / k),
         "means_init": X[rng.choice(X.shape[0], k, replace=False)],

@@ -14,6 +14,8 @@ from bayesgmm import _models as models
 from bayesgmm._scaling import AffineScaling
 from bayesgmm.em import CollapsedComponentWarning
 
+from ._starts import identity_precisions
+
 MODELS = models.MODEL_NAMES
 
 
@@ -29,12 +31,7 @@ def weighted():
 def _start(X, k, model="VVV"):
     """A full start (weights, means and precisions), so that no data-driven step runs."""
     d = X.shape[1]
-    precisions = {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[models.layout(model)]
+    precisions = identity_precisions(models.layout(model), k, d)
     means = X[[0, 70, 30][:k]]
     return {"weights_init": np.full(k, 1 / k), "means_init": means, "precisions_init": precisions}
 

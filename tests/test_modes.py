@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayesgmm import BayesianGMM, EMGaussianMixture, SamplingWarning
+from bayesgmm import BayesianGMM, EMGaussianMixture, SamplingWarning, load_faithful
 from bayesgmm._idata import new_tree
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.modes import (
@@ -177,6 +177,16 @@ def test_a_given_em_stays_the_reference(mirrored):
     assert len(others) == 1 and not same_optimum(em, others[0])
     estimator.max_starts = 1
     assert estimator._other_optima(mirrored, keep_em=True) == []
+
+
+def test_a_given_em_is_not_started_twice():
+    """Old Faithful has one optimum at K=2: a restart reaching it again (a hair higher after a
+    tighter tol, with the labels swapped) is the kept EM fit, not a second start."""
+    X = load_faithful()
+    em = EMGaussianMixture(2, random_state=0, tol=1e-5).fit(X)
+    estimator = BayesianGMM(2, random_seed=0)
+    estimator.em_ = em
+    assert estimator._other_optima(X, keep_em=True) == []
 
 
 def test_too_few_draws_or_one_chain_are_not_judged(rng):

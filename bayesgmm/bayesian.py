@@ -28,7 +28,7 @@ from .diagnostics import SamplingWarning, diagnostics, summarise_in_units
 from .em import EMGaussianMixture
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model
-from .modes import distinct_optima, mode_posterior, mode_table, same_optimum
+from .modes import distinct_optima, mode_posterior, mode_table
 from .priors import GMMPriors
 from .sampling import SAMPLERS, CompileCache, sample_posterior
 
@@ -255,8 +255,7 @@ class BayesianGMM(BaseEstimator):
         )
         if not keep_em:
             self.em_ = optima[0]
-        # A kept em_ may be the optimum a restart reached again (a hair higher, other labels).
-        others = [o for o in optima if o is not self.em_ and not same_optimum(self.em_, o)]
+        others = [o for o in optima if o is not self.em_]
         return others[: min(self.max_starts, self.chains) - 1]
 
     def modes(self) -> pd.DataFrame:

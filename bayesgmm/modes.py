@@ -163,11 +163,14 @@ def distinct_optima(
     n = np.shape(X)[0]
     fits.sort(key=lambda f: -f.lower_bound_)
     top = fits[0].lower_bound_ * n
+    scaling = fits[0]._scaling
     kept: list[EMGaussianMixture] = []
     for fit in fits:
         if fit.lower_bound_ * n < top - within or len(kept) >= max_optima:
             break
-        if not any(same_optimum(k, fit, fits[0]._scaling) for k in kept):
+        if best is not None and fit is not best and same_optimum(best, fit, scaling):
+            fit = best  # a restart that reached best's optimum again (a hair higher) is best
+        if not any(k is fit or same_optimum(k, fit, scaling) for k in kept):
             kept.append(fit)
     return kept
 

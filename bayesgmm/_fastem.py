@@ -1,9 +1,9 @@
-"""Whole EM iterations in one compiled call, for the models whose M-step is compiled already.
+"""Whole EM iterations in one compiled call, for every covariance model.
 
 The sweep's em-EM runs thousands of short EM iterations on small data, where the Python around
 each E-step (the M-step's NumPy calls, the precision factors, the run's bookkeeping) cost two to
-four times the E-step itself. For the models whose covariance update is a closed form or one of
-the compiled rules of :mod:`bayesgmm._mstep` (EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, VVV),
+four times the E-step itself. For every model (:data:`MODEL_CODES`: the M-step's closed forms
+and the compiled rules and loops of :mod:`bayesgmm._mstep`),
 :func:`iterate` runs the iterations of :meth:`bayesgmm.em.EMGaussianMixture._advance` inside one
 Numba call: the E-step of :mod:`bayesgmm._emloop`, the M-step of :func:`bayesgmm._mstep.m_step`
 by the same compiled rules, the precision factors of :mod:`bayesgmm._gaussian` and the same
@@ -39,7 +39,14 @@ MODEL_CODES = {
     "EEE": 6,
     "VEE": 7,
     "VVV": 8,
+    "EVE": 9,
+    "VVE": 10,
+    "EEV": 11,
+    "VEV": 12,
+    "EVV": 13,
 }
+_VOLUMES = ("VEI", "VEE", "VEV")  # models whose M-step starts from the previous volumes
+_ORIENTATION = ("EVE", "VVE")  # ... from the previous common orientation and values
 _BLOCK = 128  # NumPy's pairwise summation block (PW_BLOCKSIZE)
 
 
@@ -91,31 +98,52 @@ def _diagonal_covariances(scatter, nk, model, volumes, tol):  # pragma: no cover
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _full_covariances(scatter, nk, model, volumes, tol):  # pragma: no cover - compiled
-    """The covariances ``(K, D, D)`` (``(1, D, D)`` for EEE) of EEE, VEE and VVV; ``failed``."""
+def _full_covariances(scatter, nk, model, warm, tol):  # pragma: no cover - compiled
+    """The covariances ``(K, D, D)`` (``(1, D, D)`` for EEE) of the models with full
+    covariances, the next warm start ``(volumes, orientation, values)``, and ``failed``."""
+    volumes, orientation, values = warm
     n_components = scatter.shape[0]
+    out = np.empty_like(scatter)
+    failed = False
     if model == 6:  # EEE
         out = scatter[:1].copy()
         for k in range(1, n_components):
             out[0] = out[0] + scatter[k]
-        return out / _numpy_sum(nk), volumes, False
-    if model == 7:  # VEE
+        out = out / _numpy_sum(nk)
+    elif model == 7:  # VEE
         common, volumes, failed = _mstep._vee_loop(scatter, nk, volumes, tol, _mstep._INNER_MAX)
-        out = np.empty_like(scatter)
         for k in range(n_components):
             out[k] = volumes[k] * common
-        return out, volumes, failed
-    out = np.empty_like(scatter)
-    for k in range(n_components):
-        out[k] = scatter[k] / nk[k]
-    return out, volumes, False
+    elif model == 8:  # VVV
+        for k in range(n_components):
+            out[k] = scatter[k] / nk[k]
+    elif model <= 10:  # EVE, VVE
+        orientation = orientation.copy()
+        values = _mstep._orientation_loop(
+            scatter, nk, orientation, values, model == 9, tol, _mstep._INNER_MAX
+        )
+        out = _mstep._rotate(
+            orientation.reshape((1, orientation.shape[0], orientation.shape[1])), values
+        )
+    elif model <= 12:  # EEV, VEV
+        eigenvalues, vectors = _mstep._eigh(scatter)
+        if model == 11:
+            out = _mstep._rotate(vectors, _mstep._rule_ee(eigenvalues, nk))
+        else:
+            eigenvalues, volumes = _mstep._rule_ve(eigenvalues, nk, volumes, tol, _mstep._INNER_MAX)
+            out = _mstep._rotate(vectors, eigenvalues)
+    else:  # EVV
+        out, first_failed = _mstep._evv_rule(scatter, nk)
+        failed = first_failed >= 0
+    return out, (volumes, orientation, values), failed
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _m_step(stats, means, model, regularisation, volumes, inner_tol):  # pragma: no cover
+def _m_step(stats, means, model, regularisation, warm, inner_tol):  # pragma: no cover
     """:func:`bayesgmm._mstep.m_step` and the precision factors: weights, means, covariances
     (``(K, D)`` diagonal or ``(K or 1, D, D)``), factors (``(K, D or 1, 1)`` or like the
-    covariances), volumes, and whether it failed (then nothing else is meaningful)."""
+    covariances), the next warm start ``(volumes, orientation, values)`` (empty arrays where the
+    model has none), and whether it failed (then nothing else is meaningful)."""
     _, resp_sum, first, second = stats
     nk = resp_sum + _mstep.NK_FLOOR
     tol = inner_tol * 2.0 * _numpy_sum(nk)
@@ -128,7 +156,8 @@ def _m_step(stats, means, model, regularisation, volumes, inner_tol):  # pragma:
                 delta = first[k, j] / nk[k]
                 new_means[k, j] = means[k, j] + delta
                 values[k, j] = second[k, j, 0] - nk[k] * (delta * delta - regularisation[j])
-        diagonal, volumes = _diagonal_covariances(values, nk, model, volumes, tol)
+        diagonal, volumes = _diagonal_covariances(values, nk, model, warm[0], tol)
+        warm = (volumes, warm[1], warm[2])
         covariances = diagonal.reshape((n_components, n_features, 1))
         factors = np.empty_like(covariances)
         failed = False
@@ -141,22 +170,23 @@ def _m_step(stats, means, model, regularisation, volumes, inner_tol):  # pragma:
             covariances, factors = covariances[:, :1].copy(), factors[:, :1].copy()
     else:
         new_means, scatter = _mstep._full_scatter(nk, first, second, means, regularisation)
-        covariances, volumes, failed = _full_covariances(scatter, nk, model, volumes, tol)
+        covariances, warm, failed = _full_covariances(scatter, nk, model, warm, tol)
         factors = np.empty_like(covariances)
         failed = failed or not np.isfinite(covariances).all()
         if not failed:
             failed = g._precision_factors_into(covariances, factors) >= 0
-    return nk / _numpy_sum(nk), new_means, covariances, factors, volumes, failed
+    return nk / _numpy_sum(nk), new_means, covariances, factors, warm, failed
 
 
 @numba.njit(cache=True, error_model="numpy")
 def iterate(
-    X, loc, scale, layout, block_rows, model, regularisation, inner_tol, params, volumes, state
+    X, loc, scale, layout, block_rows, model, regularisation, inner_tol, params, warm, state
 ):  # pragma: no cover - compiled
     """At most ``state[0]`` EM iterations from ``params`` (weights, means, factors as for
     :func:`bayesgmm._emloop._statistics`, covariances), each as the Python loop takes it.
 
-    ``state`` is ``[n_iter, tol, lower_bound]`` on entry. Returns the parameters and volumes
+    ``warm`` is the M-step's ``(volumes, orientation, values)``, ``state`` is ``[n_iter, tol,
+    lower_bound]`` on entry. Returns the parameters and warm start
     after the last iteration taken, the lower bound after each iteration taken, whether the
     last one converged, and whether the next one would fail (the caller runs it in Python).
     """
@@ -168,7 +198,7 @@ def iterate(
     failed = False
     while taken < trace.shape[0]:
         stats = _statistics(X, loc, scale, weights, means, factors, layout, block_rows)
-        step = _m_step(stats, means, model, regularisation, volumes, inner_tol)
+        step = _m_step(stats, means, model, regularisation, warm, inner_tol)
         if step[5]:
             failed = True
             break
@@ -176,14 +206,29 @@ def iterate(
         lower_bound = stats[0] / X.shape[0]
         trace[taken] = lower_bound
         taken += 1
-        weights, means, covariances, factors, volumes = step[0], step[1], step[2], step[3], step[4]
+        weights, means, covariances, factors, warm = step[0], step[1], step[2], step[3], step[4]
         if abs(lower_bound - previous) < state[1]:
             converged = True
             break
-    return (weights, means, factors, covariances), volumes, trace[:taken], converged, failed
+    return (weights, means, factors, covariances), warm, trace[:taken], converged, failed
 
 
-_NO_VOLUMES = np.empty(0)
+def _warm_arrays(warm: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A :class:`bayesgmm._mstep.Warm` as :func:`iterate`'s contiguous arrays (empty: none)."""
+    volumes = np.empty(0) if warm is None or warm.volumes is None else warm.volumes
+    orientation, values = np.empty((0, 0)), np.empty((0, 0))
+    if warm is not None and warm.orientation is not None:
+        orientation, values = warm.orientation, warm.values
+    return tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (volumes, orientation, values))
+
+
+def _warm_start(model: str, volumes, orientation, values) -> Any:
+    """The :class:`bayesgmm._mstep.Warm` the Python M-step of ``model`` returns."""
+    if model in _VOLUMES:
+        return _mstep.Warm(volumes=volumes)
+    if model in _ORIENTATION:
+        return _mstep.Warm(orientation=orientation, values=values)
+    return None
 
 
 def _as_blocks(array: np.ndarray, layout: str) -> np.ndarray:
@@ -208,16 +253,18 @@ def advance(small: Any, run: Any, n_iter: int, em: Any) -> None:
     """At most ``n_iter`` EM iterations of ``run`` (a :class:`bayesgmm.em._Run`) of the fit
     ``em`` by :func:`iterate`, updating it in place as the Python loop would; it stops before
     an iteration that would fail, for the caller to run that one. Nothing for a model without
-    a code in :data:`MODEL_CODES`, a converged run, or VEI and VEE from given parameters
-    (no volumes to start their M-step from: the Python loop computes them).
+    a code in :data:`MODEL_CODES`, a converged run, or an iterative M-step from given
+    parameters (no warm start: the Python loop computes one).
 
     ``small`` is the fit's :class:`bayesgmm._emloop.SmallLoop`.
     """
     model, p, layout = em.model_name_, run.params, small.layout
-    warm = p.warm.volumes if p.warm is not None and p.warm.volumes is not None else _NO_VOLUMES
-    fresh = model in ("VEI", "VEE") and warm.size == 0  # given parameters: Python's start
+    warm = _warm_arrays(p.warm)
+    fresh = (model in _VOLUMES and warm[0].size == 0) or (
+        model in _ORIENTATION and warm[1].size == 0
+    )
     if model not in MODEL_CODES or run.converged or n_iter <= 0 or fresh:
-        return
+        return  # (given parameters: the Python loop starts the iterative M-steps afresh)
     regularisation = em.reg_covar * em._unit_variances
     params = (
         np.ascontiguousarray(p.weights, dtype=np.float64),
@@ -225,10 +272,9 @@ def advance(small: Any, run: Any, n_iter: int, em: Any) -> None:
         _as_blocks(p.precisions_chol, layout),
         _as_blocks(p.covariances, layout),
     )
-    out, volumes, trace, converged, _ = iterate(
+    out, warm, trace, converged, _ = iterate(
         small.X, small.loc, small.scale, small.code, small.block_rows, MODEL_CODES[model],
-        np.ascontiguousarray(regularisation, dtype=np.float64), em._inner_tol, params,
-        np.ascontiguousarray(warm, dtype=np.float64),
+        np.ascontiguousarray(regularisation, dtype=np.float64), em._inner_tol, params, warm,
         np.array([n_iter, em.tol, run.lower_bound], dtype=np.float64),
     )  # fmt: skip
     if trace.size == 0:
@@ -240,7 +286,7 @@ def advance(small: Any, run: Any, n_iter: int, em: Any) -> None:
         means=means,
         precisions_chol=_from_blocks(factors, layout),
         covariances=_from_blocks(covariances, layout),
-        warm=_mstep.Warm(volumes=volumes) if model in ("VEI", "VEE") else None,
+        warm=_warm_start(model, *warm),
     )
     run.lower_bound = float(trace[-1])
     run.trace.extend(trace.tolist())

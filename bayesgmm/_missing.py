@@ -399,5 +399,14 @@ def _conditional_means(mixture: kernels.Mixture, cov: np.ndarray, pattern: Patte
         return np.broadcast_to(mu[:, miss], (pattern.values.shape[0], *mu[:, miss].shape))
     coef, _ = _regressions(cov, obs, miss)
     xu = (pattern.values - mixture.scaling.loc[obs]) / mixture.scaling.scale[obs]
-    resid = xu[:, None, :] - mu[None, :, obs]  # (n, K, o)
-    return mu[None, :, miss] + np.einsum("kmo,nko->nkm", coef, resid)
+    return conditional_means(mu, coef, xu, obs, miss)
+
+
+def conditional_means(
+    means: np.ndarray, coef: np.ndarray, xu: np.ndarray, observed: np.ndarray, missing: np.ndarray
+) -> np.ndarray:
+    """``E[x_M | x_O, k] = mu_M + B_k (x_O - mu_O)`` for rows ``xu`` ``(n, o)`` and the
+    components ``means`` ``(K, D)`` with regressions ``coef`` ``(K, m, o)`` (one scale for all):
+    ``(n, K, m)``."""
+    resid = xu[:, None, :] - means[None, :, observed]  # (n, K, o)
+    return means[None, :, missing] + np.einsum("kmo,nko->nkm", coef, resid)

@@ -26,6 +26,7 @@ from ._validation import check_choice, check_data, check_matrix
 from .compare import compare, compare_mixture
 from .diagnostics import SamplingWarning, diagnostics, summarise_in_units
 from .em import EMGaussianMixture
+from .imputation import posterior_imputation
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model
 from .modes import distinct_optima, mode_posterior, mode_table
@@ -397,3 +398,34 @@ class BayesianGMM(BaseEstimator):
             tree.posterior.to_dataset(), names, scaling_of(tree), hdi_prob=hdi_prob
         )
         return table.drop(columns="median")
+
+    def impute(self, X: Any = None, *, prob: float = 0.9, random_seed: Any = None) -> xr.Dataset:
+        """Posterior predictive mean, sd and central ``prob`` interval of every missing cell.
+
+        See :func:`bayesgmm.imputation.posterior_imputation` (one row per missing cell; rows
+        with nothing missing are absent, and complete data give an empty result).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), optional
+            Rows with missing cells as NaN, checked against the fit as in :meth:`predict`;
+            defaults to the training data.
+        prob : float
+            Probability of the equal-tailed interval.
+        random_seed : int or numpy.random.Generator, optional
+            Seeds the predictive draws behind the interval.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``mean``, ``sd``, ``low``, ``high`` over ``cell``, with coordinates ``row`` and
+            ``feature``; ``.to_dataframe()`` gives the table.
+
+        Examples
+        --------
+        >>> cells = fit.impute(X_with_nan, prob=0.9, random_seed=0)  # doctest: +SKIP
+        >>> cells.to_dataframe().set_index(["row", "feature"])  # doctest: +SKIP
+        """
+        self._check_fitted()
+        rows = None if X is None else check_data(self, X, reset=False, allow_nan=True)
+        return posterior_imputation(self.idata_, rows, prob=prob, random_seed=random_seed)

@@ -135,3 +135,23 @@ def test_study_runs_end_to_end_with_a_stub_posterior():
 def test_mean_imputation_fills_with_observed_means():
     X = np.array([[1.0, np.nan], [3.0, 4.0], [np.nan, 8.0]])
     np.testing.assert_array_equal(mean_imputed(X), [[1.0, 6.0], [3.0, 4.0], [2.0, 8.0]])
+
+
+def test_command_line_writes_summary_and_results(tmp_path):
+    import json
+
+    from bayesgmm.validation.missing_study import main
+
+    args = ["--replicates", "3", "--rates", "0.2", "--n-samples", "120", "--no-posterior"]
+    status = main([*args, "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "missing_results.json").read_text())
+    assert status == (0 if results["passed"] else 1)
+    assert results["command"].endswith("--no-posterior --out " + str(tmp_path))
+    assert "estimates" not in results["replicates"]["0.2"][0]  # summaries only by default
+    assert set(results["rates"]["0.2"]["methods"]) == {
+        "complete",
+        "em",
+        "drop_rows",
+        "mean_imputation",
+    }
+    assert (tmp_path / "missing_summary.txt").read_text().startswith("MCAR study: 3 replicates")

@@ -191,3 +191,23 @@ def test_bayesian_gmm_impute_checks_rows_against_the_fit():
     )
     with pytest.raises(ValueError, match="3 features"):
         fit.impute(observed[:, :2])
+
+
+@pytest.mark.slow
+def test_fitted_posterior_intervals_cover_held_out_cells():
+    """A real fit (complete rows): its 90% intervals cover removed values of new rows from the
+    same mixture at about 90%, and its predictive means sit near EM's conditional means."""
+    sim = simulate_mixture(500, weights=[0.4, 0.6], means=MEANS, covariances=COVS, random_state=11)
+    train, new = sim.X[:300], sim.X[300:]
+    fit = BayesianGMM(2, draws=500, tune=500, chains=2, random_seed=3, progressbar=False)
+    fit.fit(train)
+    mask = np.random.default_rng(4).random(new.shape) < 0.3
+    mask[mask.all(axis=1), 0] = False
+    cells = fit.impute(np.where(mask, np.nan, new), prob=0.9, random_seed=5)
+    truth = new[cells.row.values, [fit.feature_names_.index(f) for f in cells.feature.values]]
+    hits = (cells["low"].values <= truth) & (truth <= cells["high"].values)
+    n = hits.size  # 158 cells: the binomial 99.9% range of the rate
+    assert abs(hits.mean() - 0.9) < 3.3 * np.sqrt(0.09 / n), (hits.mean(), n)
+    em_filled = fit.em_.impute(np.where(mask, np.nan, new))[mask]
+    # cells are ordered by row then feature, as the mask's True entries are
+    assert np.max(np.abs(cells["mean"].values - em_filled) / cells["sd"].values) < 0.2

@@ -232,6 +232,8 @@ def format_missing_summary(results: dict[str, Any]) -> str:
     ]
     for key, rate in results["rates"].items():
         lines += _rate_lines(key, rate, s["n_samples"])
+    if "command" in results:
+        lines.append(f"Command: {results['command']}")
     failed = [k for k, v in results["gates"].items() if v is False]
     lines.append(
         f"Gates failed: {failed or 'none'}; overall {'PASS' if results['passed'] else 'FAIL'}"

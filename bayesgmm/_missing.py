@@ -291,13 +291,19 @@ def _completed(
 
 
 def e_step(
-    data: RowData, mixture: kernels.Mixture, *, block_rows: int, engine: str
+    data: RowData,
+    mixture: kernels.Mixture,
+    *,
+    block_rows: int,
+    engine: str,
+    cov: np.ndarray | None = None,
 ) -> g.MixtureStatistics:
     """E-step statistics of prepared rows (weights, missing cells): one kernel pass per pattern.
 
     Complete rows go through :func:`bayesgmm._kernels.e_step` as they are; every pattern's
     observed entries go through it under the marginal mixture, and :func:`_completed` turns
-    their moments into those of the full rows (see the module docstring).
+    their moments into those of the full rows (see the module docstring). ``cov`` are the
+    mixture's unit-scale covariances in :func:`_unit_covariances`' shape, when already at hand.
     """
     total = None
     if data.complete.shape[0]:
@@ -308,7 +314,8 @@ def e_step(
             engine=engine,
             sample_weight=data.complete_weight,
         )
-    cov = _unit_covariances(mixture) if data.patterns else None
+    if cov is None and data.patterns:
+        cov = _unit_covariances(mixture)
     log_scale = np.log(mixture.scaling.scale)
     for pattern in data.patterns:
         part = kernels.e_step(

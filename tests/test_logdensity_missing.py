@@ -35,8 +35,7 @@ def _with_holes(rng: np.random.Generator, n: int = 60, fraction: float = 0.3) ->
 
 
 def _density(X: np.ndarray, k: int, cov_type: str = "full"):
-    """The kernel density of the model of ``X`` (its priors from the filled-in rows)."""
-    return log_density_for(build_model(np.where(np.isnan(X), 3.0, X), k, covariance_type=cov_type))
+    return log_density_for(build_model(X, k, covariance_type=cov_type))
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)

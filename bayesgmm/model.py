@@ -55,6 +55,7 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "chol_cov_name",
+    "default_priors",
     "mixture_logp",
     "model_spec",
     "observed_rows",
@@ -273,9 +274,17 @@ def _standardisation(
     if weight is None and not np.isnan(data).any():
         scaling = AffineScaling.fit(data, isotropic=family.isotropic)
         return scaling, priors or GMMPriors.from_data(data)
-    summary = observed_summary(data, weight)
-    scaling = summary.scaling(isotropic=family.isotropic)
-    return scaling, priors or GMMPriors.from_scaling(summary.scaling(isotropic=False))
+    scaling = observed_summary(data, weight).scaling(isotropic=family.isotropic)
+    return scaling, priors or default_priors(data, weight)
+
+
+def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GMMPriors:
+    """:meth:`GMMPriors.from_data` of validated rows that may have missing cells (NaN) or
+    frequency weights: the means and standard deviations of each feature's observed cells,
+    rows counted by weight (those of the repeated rows, for integer weights)."""
+    if sample_weight is None and not np.isnan(X).any():
+        return GMMPriors.from_data(X)
+    return GMMPriors.from_scaling(observed_summary(X, sample_weight).scaling(isotropic=False))
 
 
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -185,3 +186,42 @@ def test_empty_rows_and_features_match_em(rng):
         with pytest.raises(ValueError, match="Feature\\(s\\) 2 of X are missing") as err:
             build_model(X, 2)
     assert str(err.value) == str(em_err.value)
+
+
+def test_pointwise_log_likelihood_is_each_rows_observed_density(rng):
+    """Per draw and row, SciPy's density of the row's observed entries (in the data's units);
+    one entry per row."""
+    from bayesgmm._results import _pointwise_log_likelihood
+    from bayesgmm._scaling import AffineScaling
+
+    X = _holes(rng, n=15)
+    scaling = AffineScaling(np.array([3.0, 2.0, 3.5]), np.array([1.5, 4.0, 0.3]))
+    n_draws, k = 3, 2
+    factors = rng.normal(size=(1, n_draws, k, 3, 3)) * 0.3 + np.eye(3)
+    unit = xr.Dataset(
+        {
+            "weights": (("chain", "draw", "component"), rng.dirichlet([2, 2], (1, n_draws))),
+            "means": (
+                ("chain", "draw", "component", "feature"),
+                rng.normal(size=(1, n_draws, k, 3)),
+            ),
+            "covariances": (
+                ("chain", "draw", "component", "feature", "feature_bis"),
+                factors @ np.swapaxes(factors, -1, -2),
+            ),
+        }
+    )
+    got = _pointwise_log_likelihood(unit, X, scaling).values[0]
+    assert got.shape == (n_draws, X.shape[0])
+    for s in range(n_draws):
+        d = unit.isel(chain=0, draw=s)
+        mu = d["means"].values * scaling.scale + scaling.loc
+        cov = d["covariances"].values * np.outer(scaling.scale, scaling.scale)
+        for i, row in enumerate(X):
+            o = ~np.isnan(row)
+            dens = [
+                np.log(d["weights"].values[c])
+                + multivariate_normal(mu[c, o], cov[c][np.ix_(o, o)]).logpdf(row[o])
+                for c in range(k)
+            ]
+            assert got[s, i] == pytest.approx(logsumexp(dens), rel=1e-10)

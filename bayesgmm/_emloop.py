@@ -22,15 +22,39 @@ from ._scaling import AffineScaling
 __all__ = ["SmallLoop"]
 
 
+_LAYOUT_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _diagonal_factors(chol, n_features):  # pragma: no cover - compiled
-    """``(K, D, D)`` diagonal matrices from diagonal ``(K, D)`` or spherical ``(K, 1)`` factors."""
-    n_components = chol.shape[0]
+def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover - compiled
+    """:meth:`bayesgmm._kernels.Mixture.lower_factors` from ``chol`` as ``(K or 1, D, D)``
+    (full, tied) or ``(K, D or 1, 1)`` (diag, spherical), ``layout`` a :data:`_LAYOUT_CODES`."""
     out = np.zeros((n_components, n_features, n_features))
     for k in range(n_components):
-        for j in range(n_features):
-            out[k, j, j] = chol[k, 0] if chol.shape[1] == 1 else chol[k, j]
+        for a in range(n_features):
+            if layout == 0:
+                for b in range(a + 1):
+                    out[k, a, b] = chol[k, b, a]
+            elif layout == 1:
+                for b in range(a + 1):
+                    out[k, a, b] = chol[0, b, a]
+            else:
+                out[k, a, a] = chol[k, 0, 0] if chol.shape[1] == 1 else chol[k, a, 0]
     return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _statistics(X, loc, scale, weights, means, chol, layout, block_rows):  # pragma: no cover
+    """The serial E-step of :func:`bayesgmm._kernels.e_step` in one compiled call: precision
+    factors, log-offsets, the kernel's sums and their totals (``_finish``)."""
+    n_components, n_features = means.shape
+    factors = _lower_factors(chol, layout, n_components, n_features)
+    diagonal = layout >= 2
+    offsets = kernels._log_offsets(weights, factors)
+    sums = kernels._stats_serial(
+        X, kernels.NO_WEIGHTS, loc, scale, offsets, means, factors, diagonal, block_rows, 1
+    )
+    return kernels._finish(sums, diagonal)
 
 
 class SmallLoop:
@@ -52,37 +76,31 @@ class SmallLoop:
         self.loc = np.ascontiguousarray(scaling.loc, dtype=np.float64)
         self.scale = np.ascontiguousarray(scaling.scale, dtype=np.float64)
         self.layout = layout
+        self.code = _LAYOUT_CODES[layout]
         self.diagonal = layout in ("diag", "spherical")
         self.block_rows = int(block_rows)
         self.n_features = X.shape[1]
-
-    def _factors(self, chol: np.ndarray, n_components: int) -> np.ndarray:
-        """:meth:`bayesgmm._kernels.Mixture.lower_factors`, equal to the last bit."""
-        if self.layout == "full":
-            return np.ascontiguousarray(np.swapaxes(chol, 1, 2))
-        if self.layout == "tied":
-            return np.ascontiguousarray(np.broadcast_to(chol.T, (n_components, *chol.shape)))
-        return _diagonal_factors(np.reshape(chol, (n_components, -1)), self.n_features)
 
     def statistics(
         self, weights: np.ndarray, means: np.ndarray, chol: np.ndarray
     ) -> g.MixtureStatistics:
         """:func:`bayesgmm._kernels.e_step` (serial engine) of all rows under the parameters."""
         means = np.ascontiguousarray(means, dtype=np.float64)
-        factors = self._factors(chol, means.shape[0])
-        sums = kernels._stats_serial(
+        n_components = means.shape[0]
+        if self.diagonal:  # (K, D) or (K,) -> (K, D or 1, 1)
+            chol = np.reshape(chol, (n_components, -1, 1))
+        elif chol.ndim == 2:  # tied
+            chol = chol[None]
+        log_lik, resp_sum, first, second = _statistics(
             self.X,
-            kernels.NO_WEIGHTS,
             self.loc,
             self.scale,
-            kernels._log_offsets(np.ascontiguousarray(weights, dtype=np.float64), factors),
+            np.ascontiguousarray(weights, dtype=np.float64),
             means,
-            factors,
-            self.diagonal,
+            np.ascontiguousarray(chol, dtype=np.float64),
+            self.code,
             self.block_rows,
-            1,
         )
-        log_lik, resp_sum, first, second = kernels._finish(sums, self.diagonal)
         second = second[:, :, 0] if self.diagonal else second
         return g.MixtureStatistics(float(log_lik), self.X.shape[0], resp_sum, first, second, means)
 

@@ -265,22 +265,48 @@ def _vvv(scatter, nk, warm, tol):
 
 
 def _evv(scatter, nk, warm, tol):
-    """``lambda C_k`` with ``C_k = W_k / |W_k|^(1/D)`` (C&G 1995): log-determinants by Cholesky."""
-    lower, failed = g._cholesky(scatter)
+    covariances, failed = _evv_rule(scatter, nk)
     if failed >= 0:
         raise SingularCovarianceError(g._singular_message(failed))
-    log_diag = np.log(np.diagonal(lower, axis1=1, axis2=2))
-    volumes = np.exp(2.0 * log_diag.mean(axis=1))  # |W_k|^(1/D)
-    return (volumes.sum() / nk.sum()) * scatter / volumes[:, None, None], None
+    return covariances, None
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _evv_rule(scatter, nk):  # pragma: no cover - compiled
+    """``lambda C_k`` with ``C_k = W_k / |W_k|^(1/D)`` (C&G 1995): log-determinants by Cholesky;
+    the first ``W_k`` that is not positive definite, or -1."""
+    n_components, n_features = scatter.shape[0], scatter.shape[1]
+    lower = np.empty_like(scatter)
+    failed = g._cholesky_into(scatter, lower)
+    volumes = np.empty(n_components)  # |W_k|^(1/D)
+    for k in range(n_components):
+        volumes[k] = np.exp(2.0 * np.log(np.diag(lower[k])).sum() / n_features)
+    common = volumes.sum() / nk.sum()
+    out = np.empty_like(scatter)
+    for k in range(n_components):
+        out[k] = common * scatter[k] / volumes[k]
+    return out, failed
 
 
 def _eev(scatter, nk, warm, tol):
-    values, vectors = np.linalg.eigh(scatter)
+    values, vectors = _eigh(scatter)
     return _rotate(vectors, _rule_ee(values, nk)), None
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _eigh(matrices):  # pragma: no cover - compiled
+    """Eigenvalues ``(K, D)`` (ascending) and eigenvectors ``(K, D, D)`` of each matrix."""
+    values = np.empty(matrices.shape[:2])
+    vectors = np.empty_like(matrices)
+    for k in range(matrices.shape[0]):
+        w, v = np.linalg.eigh(matrices[k])
+        values[k] = w
+        vectors[k] = v
+    return values, vectors
+
+
 def _vev(scatter, nk, warm, tol):
-    values, vectors = np.linalg.eigh(scatter)
+    values, vectors = _eigh(scatter)
     values, volumes = _rule_ve(values, nk, _start_volumes(values, nk, warm), tol, _INNER_MAX)
     return _rotate(vectors, values), Warm(volumes=volumes)
 
@@ -424,10 +450,22 @@ def _rotation_sweep(rotated, inverse, orientation):  # pragma: no cover - compil
                     rotated[k, j, r] = c * rotated[k, j, r] - s * first
 
 
-def _rotate(vectors: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``R_k diag(V_k) R_k^T`` for every component (``vectors`` ``(K, D, D)`` or ``(1, D, D)``)."""
-    matrices = (vectors * values[:, None, :]) @ np.swapaxes(vectors, 1, 2)
-    return 0.5 * (matrices + np.swapaxes(matrices, 1, 2))
+@numba.njit(cache=True, error_model="numpy")
+def _rotate(vectors, values):  # pragma: no cover - compiled
+    """``R_k diag(V_k) R_k^T`` for every component (``vectors`` ``(K, D, D)`` or ``(1, D, D)``),
+    symmetric by construction."""
+    n_components, n_features = values.shape
+    out = np.empty((n_components, n_features, n_features))
+    for k in range(n_components):
+        vector = vectors[k if vectors.shape[0] > 1 else 0]
+        for a in range(n_features):
+            for b in range(a + 1):
+                total = 0.0
+                for j in range(n_features):
+                    total += vector[a, j] * values[k, j] * vector[b, j]
+                out[k, a, b] = total
+                out[k, b, a] = total
+    return out
 
 
 _RULES = {

@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask, _emloop, _missing, _restarts
+from . import _dask, _emloop, _fastem, _missing, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
@@ -504,6 +504,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
         stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
         small = self._small_loop(X, scaling)
+        if small is not None:  # compiled iterations, for the models that have them
+            _fastem.advance(small, run, stop - run.n_iter, self)
         while run.n_iter < stop and not run.converged:
             p = run.params
             if small is None:

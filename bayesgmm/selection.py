@@ -137,18 +137,21 @@ def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
     return [m for c in names for m in (MODEL_NAMES if c == "all" else [c])]
 
 
-def _check_sweep_data(X: Any, sample_weight: Any) -> None:
+def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     """The checks every fit of the sweep would make of ``X`` and ``sample_weight``, once and
-    before any work: bad data is one named error, not a table of identical failures."""
+    before any work (bad data is one named error, not a table of identical failures); the data
+    the fits take (a Dask array as given) and a DataFrame's feature names, or None."""
     if is_dask_array(X):
         if sample_weight is not None:
             raise ValueError(
                 "sample_weight is not supported for a Dask array: compute it into memory, "
                 "or sweep without weights."
             )
-        return  # checked lazily by each fit
-    data = check_fit_data(EMGaussianMixture(), X, 1, allow_nan=True)
+        return X, None  # checked lazily by each fit
+    probe = EMGaussianMixture()
+    data = check_fit_data(probe, X, 1, allow_nan=True)
     check_sample_weight(sample_weight, data.shape[0], 1)
+    return data, getattr(probe, "feature_names_in_", None)
 
 
 def em_sweep(
@@ -227,10 +230,12 @@ def em_sweep(
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
-    _check_sweep_data(X, sample_weight)
+    data, names = _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = sweep_rows(_fit_one, X, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
+    rows = sweep_rows(_fit_one, data, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
+    for fit in fits.values() if names is not None else ():  # as if fitted on the DataFrame
+        fit.feature_names_in_ = names  # (validating it in every fit cost 1/3 of a small sweep)
     columns = [
         "n_components",
         "covariance_type",

@@ -506,8 +506,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     em_kwargs["reg_covar"] = args.reg_covar
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}; bayesgmm {em_kwargs}")
-    warm = np.random.default_rng(0).normal(size=(300, 3))  # load (or compile) Numba kernels
-    em_sweep(warm, [2], ["full"], progress=False)
+    # load (or compile) the Numba kernels of every model, as mclust_reference.R warms mclust up
+    warm = np.random.default_rng(0).normal(size=(300, 3))
+    em_sweep(warm, [1, 2, 3], ["all"], progress=False)
     hierarchical_partitions(warm, [2])
     summaries, records = [], []
     for name in names:

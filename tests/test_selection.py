@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -266,3 +268,18 @@ def test_bad_data_and_weights_are_named_before_the_sweep(X, weight, match):
     identical failures ending in "Every EM fit failed ... increase reg_covar"."""
     with pytest.raises(ValueError, match=match):
         em_sweep(X, [1, 2], progress=False, sample_weight=weight)
+
+
+def test_a_dataframe_is_swept_as_its_values_with_its_feature_names():
+    """The DataFrame is validated once: the same table as its values, and every fit carries the
+    column names (predict on the DataFrame does not warn about feature names)."""
+    frame = pd.DataFrame(np.asarray(load_faithful(), dtype=float), columns=["eruption", "wait"])
+    swept = em_sweep(frame, [1, 2, 3], ["VVV", "EII"], progress=False)
+    plain = em_sweep(frame.to_numpy(), [1, 2, 3], ["VVV", "EII"], progress=False)
+    pd.testing.assert_frame_equal(swept.table, plain.table)
+    for fit in swept.fits.values():
+        assert list(fit.feature_names_in_) == ["eruption", "wait"]
+    assert not hasattr(plain.fits[2, "VVV"], "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        swept.fits[2, "VVV"].predict(frame)

@@ -14,6 +14,7 @@ from .compare import compare, compare_mixture
 from .datasets import load_faithful, simulate_mixture
 from .diagnostics import SamplingWarning, diagnostics
 from .em import CollapsedComponentWarning, EMGaussianMixture
+from .imputation import posterior_imputation
 from .membership import co_clustering, posterior_membership
 from .model import build_model
 from .priors import GMMPriors
@@ -41,6 +42,7 @@ __all__ = [
     "diagnostics",
     "em_sweep",
     "load_faithful",
+    "posterior_imputation",
     "posterior_membership",
     "report",
     "sample_posterior",

@@ -22,6 +22,7 @@ PUBLIC_MODULES = (
     "bayesgmm.alignment",
     "bayesgmm.selection",
     "bayesgmm.membership",
+    "bayesgmm.imputation",
     "bayesgmm.compare",
     "bayesgmm.diagnostics",
     "bayesgmm.sampling",

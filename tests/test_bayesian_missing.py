@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from bayesgmm import BayesianGMM
+from bayesgmm._logdensity import log_density_for
+from bayesgmm._logdensity_missing import Rows
 from bayesgmm.datasets import load_faithful, simulate_mixture
-from bayesgmm.model import model_spec
+from bayesgmm.model import model_spec, observed_rows
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +95,21 @@ def test_integer_weights_give_the_posterior_of_repeated_rows():
     a, b = (s.loc[s.index.str.match(r"(weights|means|stds)\[")] for s in summaries)
     bound = 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
     assert (np.abs(a["mean"] - b["mean"]) < bound).all(), pd.concat([a["mean"], b["mean"]], axis=1)
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_rounded_rows_are_sampled_collapsed_and_scored_per_original_row():
+    X = load_faithful().to_numpy()
+    X[:, 0] = np.round(X[:, 0], 1)  # eruptions to 0.1 minute: 209 unique rows of 272
+    fit = _small(max_starts=1).fit(X)
+    model = fit.model_
+    rows = log_density_for(model).rows(*observed_rows(model))
+    assert isinstance(rows, Rows) and rows.data.rows.shape[0] == 209
+    log_lik = fit.idata_.log_likelihood["obs"]
+    assert log_lik.sizes["obs_id"] == X.shape[0]
+    # duplicate rows: equal pointwise log-likelihoods, entry by entry
+    _, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+    first = np.flatnonzero(inverse.ravel() == np.argmax(counts))
+    assert first.size > 1
+    values = log_lik.isel(obs_id=first).values
+    np.testing.assert_array_equal(values, np.broadcast_to(values[..., :1], values.shape))

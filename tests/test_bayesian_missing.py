@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import multivariate_normal
 
 from bayesgmm import BayesianGMM
 from bayesgmm._logdensity import log_density_for
@@ -25,7 +26,8 @@ def holes() -> np.ndarray:
 
 
 def _small(**kw) -> BayesianGMM:
-    return BayesianGMM(2, draws=60, tune=60, chains=2, random_seed=3, progressbar=False, **kw)
+    settings = dict(draws=60, tune=60, chains=2, random_seed=3, progressbar=False) | kw
+    return BayesianGMM(2, **settings)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
@@ -113,3 +115,31 @@ def test_rounded_rows_are_sampled_collapsed_and_scored_per_original_row():
     assert first.size > 1
     values = log_lik.isel(obs_id=first).values
     np.testing.assert_array_equal(values, np.broadcast_to(values[..., :1], values.shape))
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes):
+    """Posterior mean membership against SciPy: each draw's responsibilities from the
+    densities of the observed entries, averaged over draws."""
+    fit = _small(max_starts=1, draws=20).fit(holes)
+    probability = fit.membership()["probability"].values
+    post = fit.idata_.posterior.to_dataset().stack(sample=("chain", "draw"))
+    w, mu, cov = (post[n].values for n in ("weights", "means", "covariances"))
+    for i in np.flatnonzero(np.isnan(holes).any(axis=1))[:5]:
+        o = ~np.isnan(holes[i])
+        resp = np.zeros(2)
+        for s in range(w.shape[-1]):
+            dens = np.array(
+                [
+                    w[k, s]
+                    * multivariate_normal(mu[k, o, s], cov[k][np.ix_(o, o)][..., s]).pdf(
+                        holes[i, o]
+                    )
+                    for k in range(2)
+                ]
+            )
+            resp += dens / dens.sum()
+        np.testing.assert_allclose(probability[i], resp / w.shape[-1], rtol=1e-8)
+    assert np.isfinite(probability).all()
+    labels = fit.predict()
+    np.testing.assert_array_equal(labels, np.argmax(probability, axis=1))

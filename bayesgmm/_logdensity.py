@@ -41,6 +41,7 @@ from scipy.special import gammaln
 from ._families import pooled_sd_scale
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
+from ._logdensity_missing import Rows, logp_and_grad_rows
 from ._scaling import AffineScaling
 from ._unconstrained import _expand, _reduce, _unpack, _unpack_draws
 from .model import ModelSpec, model_spec
@@ -235,8 +236,6 @@ def _logp_and_grad(
     ``constant`` holds the normalising constants.
     """
     n_features = X.shape[1]
-    k1 = n_components - 1
-    start = k1 + n_components * n_features
     grad = np.zeros(x.shape[0])
     log_w, means, free, free_log_diag = _unpack(
         x, n_components, n_features, diagonal, n_groups, n_scales
@@ -247,6 +246,50 @@ def _logp_and_grad(
     )
     grad_free = _reduce(grad_chol, n_groups, n_scales)
     logp = log_lik - X.shape[0] * log_jacobian + constant
+    logp = _add_prior(
+        logp,
+        log_w,
+        means,
+        free,
+        free_log_diag,
+        resp_sum,
+        grad_means,
+        grad_free,
+        diagonal,
+        alpha,
+        means_loc,
+        means_scale,
+        sd_scale,
+        lkj_shape,
+        grad,
+    )
+    return logp, grad
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _add_prior(
+    logp,
+    log_w,
+    means,
+    free,
+    free_log_diag,
+    resp_sum,
+    grad_means,
+    grad_free,
+    diagonal,
+    alpha,
+    means_loc,
+    means_scale,
+    sd_scale,
+    lkj_shape,
+    grad,
+):  # pragma: no cover - compiled
+    """``logp`` (the likelihood and the constants) plus the priors and the transforms'
+    Jacobians; fills ``grad`` from the likelihood's ``n_k`` and gradients on the means and the
+    free Cholesky factors (the posterior's part that does not depend on the data)."""
+    n_components, n_features = means.shape
+    k1 = n_components - 1
+    start = k1 + n_components * n_features
     logp += _weights_term(log_w, resp_sum, alpha, grad)
     logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
     if diagonal:
@@ -258,7 +301,7 @@ def _logp_and_grad(
     # NUTS rejects (a divergence), rather than hand it a NaN gradient.
     if not np.isfinite(logp) or not np.all(np.isfinite(grad)):
         logp = -np.inf
-    return logp, grad
+    return logp
 
 
 # --------------------------------------------------------------------------- Python side
@@ -361,9 +404,22 @@ class LogDensity:
         )
         object.__setattr__(self, "_args", args)
 
-    def __call__(self, x: np.ndarray, X: np.ndarray) -> tuple[float, np.ndarray]:
-        """Value and gradient at ``x`` for data ``X`` (float64, C-contiguous)."""
+    def __call__(self, x: np.ndarray, X: np.ndarray | Rows) -> tuple[float, np.ndarray]:
+        """Value and gradient at ``x`` for data ``X``: complete rows (float64, C-contiguous),
+        or rows with missing cells or weights prepared by :meth:`rows`."""
+        if isinstance(X, Rows):
+            args = self._args
+            return logp_and_grad_rows(x, X, self.scaling, args[3:7], args[7:12], args[12])
         return _logp_and_grad(x, X, *self._args)
+
+    def rows(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray | Rows:
+        """The data as :meth:`__call__` takes them: complete, unweighted rows as a contiguous
+        array (the all-Numba path), else :class:`~bayesgmm._logdensity_missing.Rows` (rows
+        with NaN cells, frequency ``sample_weight``; validated beforehand)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if sample_weight is None and not np.isnan(X).any():
+            return X
+        return Rows.prepare(X, sample_weight)
 
     def posterior(self, draws: np.ndarray, coords: dict) -> xr.Dataset:
         """The mixture's parameters, on the standardised scale, from unconstrained draws

@@ -49,6 +49,7 @@ from ._scaling import AffineScaling
 __all__ = [
     "RowData",
     "criteria_weights",
+    "drop_empty_rows",
     "e_step",
     "impute",
     "initial_rows",
@@ -157,16 +158,7 @@ def prepare(
     nan = np.isnan(X)
     if sample_weight is None and not nan.any():
         return X, kernels.column_summary(X)
-    empty = nan.all(axis=1)
-    if empty.any():
-        warnings.warn(
-            f"{int(empty.sum())} row(s) of X have every feature missing (NaN) and are left out "
-            "of the fit: with nothing observed they carry no information about the mixture.",
-            UserWarning,
-            stacklevel=4,
-        )
-        X = X[~empty]
-        sample_weight = None if sample_weight is None else sample_weight[~empty]
+    X, sample_weight = drop_empty_rows(X, sample_weight, stacklevel=5)
     kept = X.shape[0] if sample_weight is None else np.count_nonzero(sample_weight)
     if kept < n_components:
         raise ValueError(
@@ -174,6 +166,23 @@ def prepare(
             f"than n_components = {n_components}. Reduce n_components or supply more data."
         )
     return RowData(X, sample_weight), observed_summary(X, sample_weight)
+
+
+def drop_empty_rows(
+    X: np.ndarray, sample_weight: np.ndarray | None, *, stacklevel: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``X`` and its weights without the rows that have every feature missing, with a warning
+    that counts them (``stacklevel`` points it at the user's call)."""
+    empty = np.isnan(X).all(axis=1)
+    if not empty.any():
+        return X, sample_weight
+    warnings.warn(
+        f"{int(empty.sum())} row(s) of X have every feature missing (NaN) and are left out "
+        "of the fit: with nothing observed they carry no information about the mixture.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return X[~empty], None if sample_weight is None else sample_weight[~empty]
 
 
 def observed_summary(X: np.ndarray, sample_weight: np.ndarray | None) -> kernels.ColumnSummary:
@@ -291,13 +300,19 @@ def _completed(
 
 
 def e_step(
-    data: RowData, mixture: kernels.Mixture, *, block_rows: int, engine: str
+    data: RowData,
+    mixture: kernels.Mixture,
+    *,
+    block_rows: int,
+    engine: str,
+    cov: np.ndarray | None = None,
 ) -> g.MixtureStatistics:
     """E-step statistics of prepared rows (weights, missing cells): one kernel pass per pattern.
 
     Complete rows go through :func:`bayesgmm._kernels.e_step` as they are; every pattern's
     observed entries go through it under the marginal mixture, and :func:`_completed` turns
-    their moments into those of the full rows (see the module docstring).
+    their moments into those of the full rows (see the module docstring). ``cov`` are the
+    mixture's unit-scale covariances in :func:`_unit_covariances`' shape, when already at hand.
     """
     total = None
     if data.complete.shape[0]:
@@ -308,7 +323,8 @@ def e_step(
             engine=engine,
             sample_weight=data.complete_weight,
         )
-    cov = _unit_covariances(mixture) if data.patterns else None
+    if cov is None and data.patterns:
+        cov = _unit_covariances(mixture)
     log_scale = np.log(mixture.scaling.scale)
     for pattern in data.patterns:
         part = kernels.e_step(

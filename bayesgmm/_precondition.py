@@ -283,6 +283,9 @@ def whitened_density(density: LogDensity, approx: Laplace):
     args = density._args
 
     def logp(z: np.ndarray, X: np.ndarray) -> tuple[float, np.ndarray]:
+        if not isinstance(X, np.ndarray):  # rows with missing cells or weights: in Python
+            value, grad = density(mode + factor @ np.asarray(z, dtype=np.float64), X)
+            return value, factor.T @ grad
         return _whitened_logp_and_grad(np.asarray(z, dtype=np.float64), mode, factor, X, args)
 
     return logp

@@ -17,9 +17,11 @@ import xarray as xr
 from . import _gaussian as g
 from ._idata import Tree, get_group, has_group, posterior_draws, replace_group
 from ._kernels import draw_log_density
+from ._missing import group_patterns
 from ._scaling import AffineScaling
 from ._units import em_standardised, record_scaling, scaling_of, standardised, to_data_units
 from .alignment import apply_permutations, match_to_reference
+from .model import observed_rows
 
 __all__ = ["em_dataset", "em_reference", "finish", "keep_finished_draws", "relabel"]
 
@@ -188,16 +190,33 @@ def _users_variables(posterior: xr.Dataset, model: pm.Model) -> list[str]:
 
 def _pointwise_log_likelihood(unit: xr.Dataset, X: np.ndarray, scaling: AffineScaling):
     """``log p(x_n | theta_s)`` for every draw and row in the data's units, computed on the
-    standardised scale with the package's Gaussian math."""
+    standardised scale with the package's Gaussian math.
+
+    A row with missing cells (NaN) gets the density of its observed entries: rows are grouped
+    by missingness pattern and each pattern scored under every draw's marginal mixture (means
+    ``mu[O]``, covariances ``Sigma[O, O]``), with the Jacobian of its observed features. One
+    entry per row, whatever the row's frequency weight.
+    """
     weights, means, covariances = posterior_draws(unit, ("weights", "means", "covariances"))
-    out = draw_log_density(scaling.transform(X), weights, means, covariances)
     shape = (unit.sizes["chain"], unit.sizes["draw"], X.shape[0])
-    return xr.DataArray(out.reshape(shape) - scaling.log_jacobian, dims=("chain", "draw", "obs_id"))
+    if not np.isnan(X).any():
+        out = draw_log_density(scaling.transform(X), weights, means, covariances)
+        out = out.reshape(shape) - scaling.log_jacobian
+        return xr.DataArray(out, dims=("chain", "draw", "obs_id"))
+    out = np.empty((weights.shape[0], X.shape[0]))
+    log_scale = np.log(scaling.scale)
+    for pattern in group_patterns(X):
+        o = pattern.observed
+        values = (pattern.values - scaling.loc[o]) / scaling.scale[o]
+        sub = covariances[:, :, o][:, :, :, o]
+        dens = draw_log_density(values, weights, means[:, :, o], sub)
+        out[:, pattern.rows] = dens - log_scale[o].sum()
+    return xr.DataArray(out.reshape(shape), dims=("chain", "draw", "obs_id"))
 
 
 def _complete_groups(idata: Tree, model: pm.Model, scaling: AffineScaling) -> None:
     """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
-    X = np.asarray(model["X"].get_value())
+    X, _ = observed_rows(model)
     coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
     unit = standardised(get_group(idata, "posterior"), scaling)
     log_lik = _pointwise_log_likelihood(unit, X, scaling).assign_coords(obs_id=coords["obs_id"])

@@ -22,13 +22,13 @@ from sklearn.base import BaseEstimator
 from ._errors import from_below
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
-from ._validation import check_choice, check_data, check_matrix
+from ._validation import check_choice, check_data, check_matrix, check_sample_weight
 from .compare import compare, compare_mixture
 from .diagnostics import SamplingWarning, diagnostics, summarise_in_units
 from .em import EMGaussianMixture
 from .imputation import posterior_imputation
 from .membership import co_clustering, posterior_membership
-from .model import BAYES_COVARIANCE_TYPES, build_model
+from .model import BAYES_COVARIANCE_TYPES, build_model, default_priors
 from .modes import distinct_optima, mode_posterior, mode_table
 from .priors import GMMPriors
 from .sampling import SAMPLERS, CompileCache, sample_posterior
@@ -143,7 +143,9 @@ class BayesianGMM(BaseEstimator):
         self.compile_cache = compile_cache
         self.precondition = precondition
 
-    def _fit_em(self, X: np.ndarray, em: EMGaussianMixture | None) -> EMGaussianMixture:
+    def _fit_em(
+        self, X: np.ndarray, em: EMGaussianMixture | None, sample_weight: np.ndarray | None
+    ) -> EMGaussianMixture:
         if em is None:
             return EMGaussianMixture(
                 self.n_components,
@@ -153,7 +155,7 @@ class BayesianGMM(BaseEstimator):
                 tol=1e-6,
                 max_iter=1000,
                 random_state=self.random_seed,
-            ).fit(X)
+            ).fit(X, sample_weight=sample_weight)
         if not hasattr(em, "means_"):
             raise ValueError("em must be a fitted EMGaussianMixture: call em.fit(X) first.")
         if em.n_components != self.n_components or em.n_features_in_ != X.shape[1]:
@@ -194,30 +196,45 @@ class BayesianGMM(BaseEstimator):
         if self.compile_cache is not None and not isinstance(self.compile_cache, CompileCache):
             raise ValueError("compile_cache must be a bayesgmm.CompileCache or None.")
 
-    def fit(self, X: Any, em: EMGaussianMixture | None = None) -> BayesianGMM:
+    def fit(
+        self, X: Any, em: EMGaussianMixture | None = None, sample_weight: Any = None
+    ) -> BayesianGMM:
         """Run EM (unless a fitted ``em`` is given), build the model and sample from EM.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            NaN cells are missing values (missing at random): every row is used, through the
+            density of its observed entries, in EM and in the posterior alike. Rows with
+            every cell missing are left out with a warning; infinity is an error.
         em : EMGaussianMixture, optional
-            A fit on the same data with ``n_components`` components.
+            A fit on the same data (and weights) with ``n_components`` components.
+        sample_weight : array-like of shape (n_samples,), optional
+            Frequency weights: each row's log-likelihood term counts this many times (integer
+            weights give the posterior of the repeated rows).
 
         Returns
         -------
         self : BayesianGMM
         """
         self._check_parameters()
-        data, names = check_matrix(X, n_components=self.n_components, estimator=self)
+        data, names = check_matrix(
+            X, n_components=self.n_components, estimator=self, allow_nan=True
+        )
+        weight = check_sample_weight(sample_weight, data.shape[0], self.n_components)
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
-        self.priors_ = self.priors or GMMPriors.from_data(data)
+        self.priors_ = self.priors or default_priors(data, weight)
         em_data = frame if isinstance(X, pd.DataFrame) else data  # EM knows the columns
         with from_below("EM"):
-            self.em_ = self._fit_em(em_data, em)
-            self.starts_ = self._other_optima(em_data, keep_em=em is not None)
+            self.em_ = self._fit_em(em_data, em, weight)
+            self.starts_ = self._other_optima(em_data, keep_em=em is not None, weight=weight)
         self._model = build_model(
-            frame, self.n_components, priors=self.priors_, covariance_type=self.covariance_type
+            frame,
+            self.n_components,
+            priors=self.priors_,
+            covariance_type=self.covariance_type,
+            sample_weight=weight,
         )
         self.idata_ = sample_posterior(
             self._model,
@@ -236,7 +253,9 @@ class BayesianGMM(BaseEstimator):
         )
         return self
 
-    def _other_optima(self, data: Any, *, keep_em: bool) -> list[EMGaussianMixture]:
+    def _other_optima(
+        self, data: Any, *, keep_em: bool, weight: np.ndarray | None = None
+    ) -> list[EMGaussianMixture]:
         """Distinct EM optima close to the best, other than ``em_`` (see
         :func:`bayesgmm.modes.distinct_optima`); the best becomes ``em_`` unless ``keep_em``
         (an EM fit given to :meth:`fit` stays the reference)."""
@@ -250,6 +269,7 @@ class BayesianGMM(BaseEstimator):
             max_optima=min(self.max_starts, self.chains),
             random_state=self.random_seed,
             best=self.em_,
+            sample_weight=weight,
             reg_covar=self.em_reg_covar,
             tol=1e-6,
             max_iter=1000,

@@ -21,7 +21,12 @@ EM and ArviZ:
   EEE, ``correlations`` (a shared covariance repeated for every component);
 - the labels are marginalised: ``obs`` (the data, in their units) is a ``pm.CustomDist`` whose
   log density is ``logsumexp_k(log weights_k + log MvNormal(z | means_z_k, chol_k)) -
-  sum(log scale)`` (:func:`mixture_logp` of the standardised rows, and the Jacobian).
+  sum(log scale)`` (:func:`mixture_logp` of the standardised rows, and the Jacobian). Rows with
+  missing cells (NaN, missing at random) contribute the density of their observed entries:
+  the missingness patterns are constants of the graph, each scored under the marginal mixture
+  (``means_z[:, O]`` and the Cholesky factors of ``Sigma[O, O]``) with the Jacobian of the
+  observed features; ``X`` holds 0 in the missing cells, so PyMC imputes nothing (no NaN
+  observation becomes a free variable). Frequency weights multiply each row's term.
 
 The data enter through ``pm.Data("X")`` so a compiled model can be reused for new data of the
 same shape (the standardisation stays the one of the data the model was built on, which is as
@@ -30,7 +35,8 @@ exact: any ``loc`` and ``scale`` define the same model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,8 +45,9 @@ import pytensor.tensor as pt
 
 from ._families import BAYES_COVARIANCE_TYPES, Family, bayes_family, chol_cov_name, family_cholesky
 from ._gaussian import LOG_2PI
+from ._missing import drop_empty_rows, observed_summary
 from ._scaling import AffineScaling
-from ._validation import check_matrix
+from ._validation import check_matrix, check_sample_weight
 from .priors import GMMPriors
 
 __all__ = [
@@ -48,8 +55,10 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "chol_cov_name",
+    "default_priors",
     "mixture_logp",
     "model_spec",
+    "observed_rows",
 ]
 
 
@@ -115,6 +124,34 @@ def _observed_logp(value, weights, means, chol, loc, scale):
     return mixture_logp((value - loc) / scale, weights, means, chol) - pt.log(scale).sum()
 
 
+def _patterns_logp(value, weights, means, chol, loc, scale, *, patterns, sample_weight):
+    """Per-row log density of the observed entries of rows with missing cells (and weights).
+
+    ``patterns`` are constants baked into the graph: ``(rows, observed)`` index arrays of each
+    missingness pattern. A pattern's rows are standardised on their observed features and
+    scored under the marginal mixture: means ``mu_k[O]``, the Cholesky factors of the observed
+    sub-covariances ``Sigma_k[O, O]``, and the Jacobian ``-sum_{j in O} log scale_j``. The
+    cells outside ``observed`` (filled with 0) never enter the graph. Each row's term is
+    multiplied by its frequency weight, if any.
+    """
+    weights, means, chol = _drop_batch(weights, 1), _drop_batch(means, 2), _drop_batch(chol, 3)
+    loc, scale = _drop_batch(loc, 1), _drop_batch(scale, 1)
+    covariances = chol @ chol.mT
+    parts, order = [], []
+    for rows, observed in patterns:
+        z = (value[rows][:, observed] - loc[observed]) / scale[observed]
+        if observed.size == covariances.shape[-1]:
+            sub_chol = chol
+        else:
+            sub = covariances[:, observed][:, :, observed]
+            sub_chol = pt.linalg.cholesky(sub, lower=True)
+        log_dens = mixture_logp(z, weights, means[:, observed], sub_chol)
+        parts.append(log_dens - pt.log(scale[observed]).sum())
+        order.append(rows)
+    per_row = pt.concatenate(parts)[np.argsort(np.concatenate(order))]
+    return per_row if sample_weight is None else per_row * sample_weight
+
+
 def _mixture_random(weights, means, chol, loc, scale, rng=None, size=None):
     """Draws from the mixture in the data's units (prior and posterior predictive checks)."""
     weights, means, chol = (np.asarray(a) for a in (weights, means, chol))
@@ -144,6 +181,10 @@ class ModelSpec:
         In the data's units, one value per feature (recorded with the results).
     scaling : AffineScaling
         The standardisation the parameters are sampled on (one common scale for VII and EII).
+    missing : ndarray of bool, shape (n_samples, n_features), or None
+        The data's missing cells (the model's ``X`` holds 0 there), None when there are none.
+    sample_weight : ndarray of shape (n_samples,) or None
+        The rows' frequency weights.
 
     Examples
     --------
@@ -158,6 +199,8 @@ class ModelSpec:
     covariance_type: str
     priors: GMMPriors
     scaling: AffineScaling
+    missing: np.ndarray | None = field(default=None, compare=False, repr=False)
+    sample_weight: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def standardised_priors(self) -> GMMPriors:
@@ -190,6 +233,60 @@ def model_spec(model: pm.Model) -> ModelSpec | None:
     return getattr(model, "_bayesgmm_spec", None)
 
 
+def observed_rows(model: pm.Model) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows a :func:`build_model` model is conditioned on (NaN in missing cells) and their
+    frequency weights (None: every row counts once).
+
+    Parameters
+    ----------
+    model : pymc.Model
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,) or None
+    """
+    X = np.asarray(model["X"].get_value(), dtype=np.float64)
+    spec = model_spec(model)
+    if spec is None or spec.missing is None:
+        return X, None if spec is None else spec.sample_weight
+    return np.where(spec.missing, np.nan, X), spec.sample_weight
+
+
+def _observed_dist(spec: ModelSpec) -> Any:
+    """The ``obs`` log density: today's for complete, unweighted rows, else per pattern."""
+    if spec.missing is None and spec.sample_weight is None:
+        return _observed_logp
+    from ._missing import group_patterns
+
+    mask = spec.missing
+    if mask is None:
+        mask = np.zeros((spec.sample_weight.size, spec.n_features), bool)
+    patterns = [(p.rows, p.observed) for p in group_patterns(np.where(mask, np.nan, 0.0))]
+    return functools.partial(_patterns_logp, patterns=patterns, sample_weight=spec.sample_weight)
+
+
+def _standardisation(
+    data: np.ndarray, weight: np.ndarray | None, priors: GMMPriors | None, family: Family
+) -> tuple[AffineScaling, GMMPriors]:
+    """The model's standardisation and default priors: of the data as they are (complete,
+    unweighted), else of the observed cells counted by weight."""
+    if weight is None and not np.isnan(data).any():
+        scaling = AffineScaling.fit(data, isotropic=family.isotropic)
+        return scaling, priors or GMMPriors.from_data(data)
+    scaling = observed_summary(data, weight).scaling(isotropic=family.isotropic)
+    return scaling, priors or default_priors(data, weight)
+
+
+def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GMMPriors:
+    """:meth:`GMMPriors.from_data` of validated rows that may have missing cells (NaN) or
+    frequency weights: the means and standard deviations of each feature's observed cells,
+    rows counted by weight (those of the repeated rows, for integer weights)."""
+    if sample_weight is None and not np.isnan(X).any():
+        return GMMPriors.from_data(X)
+    return GMMPriors.from_scaling(observed_summary(X, sample_weight).scaling(isotropic=False))
+
+
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:
     """``means``, ``covariances``, ``stds`` (and ``correlations``) in the data's units."""
     loc, scale = scaling.loc, scaling.scale
@@ -216,13 +313,18 @@ def build_model(
     *,
     priors: GMMPriors | None = None,
     covariance_type: str = "full",
+    sample_weight: Any = None,
 ) -> pm.Model:
     """Build the PyMC Gaussian mixture with the labels marginalised.
 
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
-        Data; a DataFrame's column names become the ``feature`` coordinate.
+        Data; a DataFrame's column names become the ``feature`` coordinate. NaN cells are
+        missing values (missing at random): each row contributes the density of its observed
+        entries, with the missingness patterns fixed in the model (``X`` holds 0 in those
+        cells, and PyMC imputes nothing). Rows with every cell missing are left out with a
+        warning, as EM does; a feature missing everywhere is an error.
     n_components : int
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data`.
@@ -232,6 +334,9 @@ def build_model(
         ``"VII"``, ``"EII"`` (see :mod:`bayesgmm._families`). With one feature VVV and EEE
         coincide with VVI and EEI and are built so (PyMC 6.4's ``LKJCholeskyCov`` fails for
         ``n=1``). VII and EII are sampled on features standardised with one common scale.
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights: each row's log-likelihood term is multiplied by its weight (integer
+        weights give the model of the repeated rows).
 
     Returns
     -------
@@ -248,12 +353,24 @@ def build_model(
     bayes_family(covariance_type)  # checked before the data
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
-    data, names = check_matrix(X, n_components=n_components, caller="build_model")
+    data, names = check_matrix(X, n_components=n_components, caller="build_model", allow_nan=True)
+    weight = check_sample_weight(sample_weight, data.shape[0], int(n_components))
+    data, weight = drop_empty_rows(data, weight, stacklevel=3)
     n_samples, n_features = data.shape
-    priors = (priors or GMMPriors.from_data(data)).for_features(n_features)
     family = bayes_family(covariance_type, n_features)
-    scaling = AffineScaling.fit(data, isotropic=family.isotropic)
-    spec = ModelSpec(int(n_components), n_features, family.name, priors, scaling)
+    scaling, priors = _standardisation(data, weight, priors, family)
+    priors = priors.for_features(n_features)
+    missing = np.isnan(data)
+    spec = ModelSpec(
+        int(n_components),
+        n_features,
+        family.name,
+        priors,
+        scaling,
+        missing if missing.any() else None,
+        weight,
+    )
+    data = np.where(missing, 0.0, data)
     unit = spec.standardised_priors
     coords = {
         "obs_id": np.arange(n_samples),
@@ -281,7 +398,7 @@ def build_model(
             chol,
             spec.scaling.loc,
             spec.scaling.scale,
-            logp=_observed_logp,
+            logp=_observed_dist(spec),
             random=_mixture_random,
             signature="(k),(k,d),(k,d,d),(d),(d)->(d)",
             observed=observed,

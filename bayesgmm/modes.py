@@ -102,6 +102,7 @@ def distinct_optima(
     max_optima: int = 4,
     random_state: int | None = None,
     best: EMGaussianMixture | None = None,
+    sample_weight: Any = None,
     **em_options: Any,
 ) -> list[EMGaussianMixture]:
     """The distinct EM optima of several restarts, best first, within ``within`` nats.
@@ -126,6 +127,8 @@ def distinct_optima(
     random_state : int, optional
     best : EMGaussianMixture, optional
         A fit to include.
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights of the rows, for every restart.
     **em_options
         Further :class:`~bayesgmm.EMGaussianMixture` parameters (``tol``, ``reg_covar``, ...).
 
@@ -153,14 +156,14 @@ def distinct_optima(
             random_state=int(seed),
             **em_options,
         )
-        if _optimum(em, X):
+        if _optimum(em, X, sample_weight):
             fits.append(em)
     if not fits:
         raise ValueError(
             "No EM restart reached an optimum (each failed, collapsed a component or did not "
             "converge): fit EM with more iterations or fewer components and pass it as best."
         )
-    n = np.shape(X)[0]
+    n = np.shape(X)[0] if sample_weight is None else float(np.sum(sample_weight))
     fits.sort(key=lambda f: -f.lower_bound_)
     top = fits[0].lower_bound_ * n
     scaling = fits[0]._scaling
@@ -175,13 +178,13 @@ def distinct_optima(
     return kept
 
 
-def _optimum(em: EMGaussianMixture, X: Any) -> bool:
+def _optimum(em: EMGaussianMixture, X: Any, sample_weight: Any = None) -> bool:
     """Fit ``em``; whether it reached an optimum: converged, no component collapsed onto a
     likelihood singularity (a higher likelihood that is not a mode), no error."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said by the outcome below
         try:
-            em.fit(X)
+            em.fit(X, sample_weight=sample_weight)
         except (ValueError, ArithmeticError):  # a singular restart: not an optimum
             return False
     return bool(em.converged_) and not len(getattr(em, "collapsed_components_", []))

@@ -108,7 +108,27 @@ class GMMPriors:
                 "priors."
             )
         # mean and standard deviation without squaring the data (exact at 1e-200 and 1e200)
-        scaling = AffineScaling.fit(X)
+        return cls.from_scaling(
+            AffineScaling.fit(X),
+            weights_concentration=weights_concentration,
+            lkj_eta=lkj_eta,
+            means_spread=means_spread,
+            sd_spread=sd_spread,
+        )
+
+    @classmethod
+    def from_scaling(
+        cls,
+        scaling: Any,
+        *,
+        weights_concentration: float = 1.0,
+        lkj_eta: float = 2.0,
+        means_spread: float = 2.0,
+        sd_spread: float = 1.0,
+    ) -> GMMPriors:
+        """:meth:`from_data`'s priors from the features' means and standard deviations
+        (``scaling.loc`` and ``scaling.scale``, an :class:`~bayesgmm._scaling.AffineScaling`),
+        e.g. those of the observed cells of rows with missing values, counted by weight."""
         with np.errstate(over="ignore"):
             means_scale, sd_scale = means_spread * scaling.scale, sd_spread * scaling.scale
         return cls(

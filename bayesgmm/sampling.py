@@ -39,7 +39,7 @@ from ._validation import check_choice
 from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
-from .model import model_spec
+from .model import model_spec, observed_rows
 from .modes import record_modes, sample_groups
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
@@ -242,7 +242,7 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
         [np.dtype("float64")],
         [(density.n_dim,)],
         [_UNCONSTRAINED],
-        shared_data={"X": np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)},
+        shared_data={"X": density.rows(*observed_rows(model))},
         make_initial_point_fn=lambda seed: start.copy(),
     )
 
@@ -256,12 +256,12 @@ def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None
 def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> None:
     """nutpie needs a finite density with a non-zero slope in every direction where chains
     start; say why there is none now, rather than after "All initialization points failed"."""
-    X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
-    logp, grad = density(_flat_start(model, em), X)
+    X, weight = observed_rows(model)
+    logp, grad = density(_flat_start(model, em), density.rows(X, weight))
     finite = np.isfinite(logp) and np.all(np.isfinite(grad))
     if finite and np.all(grad != 0):
         return
-    z = np.abs(density.scaling.transform(X))
+    z = np.abs(np.nan_to_num(density.scaling.transform(X)))
     row, column = np.unravel_index(np.argmax(z), z.shape)
     collapsed = np.asarray(getattr(em, "collapsed_components_", []), dtype=int).tolist()
     raise SamplerError(
@@ -512,8 +512,8 @@ def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
     """Check the EM start, then the Laplace approximation NUTS is whitened with (or None)."""
     density = log_density_for(model)
     _check_start(density, model, em)
-    X = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
-    return pre.precondition_for(density, X, _flat_start(model, em), precondition)
+    rows = density.rows(*observed_rows(model))
+    return pre.precondition_for(density, rows, _flat_start(model, em), precondition)
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

@@ -40,8 +40,9 @@ from scipy.special import gammaln
 
 from ._families import pooled_sd_scale
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
-from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, _block_pass, _new_sums
-from ._logdensity_missing import Rows, logp_and_grad_rows
+from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _weighted_block_pass
+from ._logdensity_missing import Rows, collapse_duplicates, logp_and_grad_rows
+from ._logprior import _add_prior
 from ._scaling import AffineScaling
 from ._unconstrained import _expand, _reduce, _unpack, _unpack_draws
 from .model import ModelSpec, model_spec
@@ -106,10 +107,13 @@ def _likelihood_gradients(
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _likelihood(X, loc, scale, log_w, means, chol, log_diag, diagonal, block):  # pragma: no cover
+def _likelihood(
+    X, weights, loc, scale, log_w, means, chol, log_diag, diagonal, block
+):  # pragma: no cover - compiled
     """Log-likelihood of the standardised rows ``(X - loc) / scale``, ``n_k`` and the gradients
     on the means and Cholesky factors, from one pass of the E-step kernel over the rows (in
-    blocks; the kernel standardises each block as it loads it)."""
+    blocks; the kernel standardises each block as it loads it). ``weights`` are the rows'
+    frequency weights, or the empty ``NO_WEIGHTS`` (the unweighted arithmetic)."""
     n, n_features = X.shape
     n_components = means.shape[0]
     inverse = np.empty_like(chol)  # L^{-1}: the kernel's (transposed) precision factor
@@ -121,7 +125,9 @@ def _likelihood(X, loc, scale, log_w, means, chol, log_diag, diagonal, block):  
     sums = _new_sums(1, n_components, n_features)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        _block_pass(X, start, stop, loc, scale, offset, means, inverse, diagonal, 0, sums)
+        _weighted_block_pass(
+            X, weights, start, stop, loc, scale, offset, means, inverse, diagonal, 0, sums
+        )
     log_lik, resp_sum, first, second = sums
     grad_means = np.empty((n_components, n_features))
     grad_chol = np.zeros((n_components, n_features, n_features))
@@ -129,83 +135,6 @@ def _likelihood(X, loc, scale, log_w, means, chol, log_diag, diagonal, block):  
         inverse, resp_sum[0], first[0], second[0], diagonal, grad_means, grad_chol
     )
     return log_lik[0], resp_sum[0], grad_means, grad_chol
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _weights_term(log_w, resp_sum, alpha, grad):  # pragma: no cover - compiled
-    """Dirichlet(alpha) prior plus the simplex transform's log-Jacobian (``sum_k log w_k + log
-    K``, the ``log K`` in the constant); the gradient on ``v`` also takes the likelihood's
-    ``d / d log w_k = n_k``."""
-    k1 = log_w.shape[0] - 1
-    value = 0.0
-    g_total = 0.0
-    for c in range(k1 + 1):
-        value += alpha * log_w[c]
-        g_total += resp_sum[c] + alpha
-    g_last = resp_sum[k1] + alpha
-    w_last = np.exp(log_w[k1])
-    for c in range(k1):
-        grad[c] = resp_sum[c] + alpha - g_last - g_total * (np.exp(log_w[c]) - w_last)
-    return value
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _means_term(means, grad_means, loc, scale, grad):  # pragma: no cover - compiled
-    """Normal(loc, scale) prior on every mean, with the likelihood's gradient added."""
-    n_components, n_features = means.shape
-    value = 0.0
-    for c in range(n_components):
-        for i in range(n_features):
-            z = (means[c, i] - loc[i]) / scale[i]
-            value -= 0.5 * z * z
-            grad[c * n_features + i] = grad_means[c, i] - z / scale[i]
-    return value
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _diag_scales_term(chol, log_diag, grad_chol, sd_scale, grad):  # pragma: no cover
-    """HalfNormal(sd_scale) on each standard deviation ``s = exp(u)``, with the Jacobian ``u``."""
-    n_components, n_features = log_diag.shape
-    value = 0.0
-    for c in range(n_components):
-        for i in range(n_features):
-            s = chol[c, i, i]
-            ratio = s / sd_scale[i]
-            value += -0.5 * ratio * ratio + log_diag[c, i]
-            grad[c * n_features + i] = s * grad_chol[c, i, i] - ratio * ratio + 1.0
-    return value
-
-
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad):  # pragma: no cover
-    """PyMC's LKJCholeskyCov density of each factor, on packed rows with log diagonals.
-
-    Row norms are the standard deviations (HalfNormal), the diagonal over the row norm is the
-    correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the diagonal's
-    exp adds ``u_ii`` to the log-Jacobian.
-    """
-    n_components, n_features = log_diag.shape
-    value = 0.0
-    pos = 0
-    for c in range(n_components):
-        for i in range(n_features):
-            variance = 0.0
-            for j in range(i + 1):
-                variance += chol[c, i, j] * chol[c, i, j]
-            log_sd = 0.5 * np.log(variance)
-            a_i = lkj_shape - i
-            value += (
-                a_i * (log_diag[c, i] - log_sd)
-                - i * log_sd
-                - 0.5 * variance / (sd_scale[i] * sd_scale[i])
-                + log_diag[c, i]
-            )
-            factor = -lkj_shape / variance - 1.0 / (sd_scale[i] * sd_scale[i])
-            for j in range(i + 1):
-                g = grad_chol[c, i, j] + factor * chol[c, i, j]
-                grad[pos] = chol[c, i, i] * g + a_i + 1.0 if i == j else g
-                pos += 1
-    return value
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
@@ -227,13 +156,59 @@ def _logp_and_grad(
     constant,
     block,
 ):  # pragma: no cover - compiled
+    """Log posterior density (up to nothing: every constant included) and its gradient, for
+    complete rows: :func:`_weighted_logp_and_grad` with every row counted once."""
+    return _weighted_logp_and_grad(
+        x,
+        X,
+        NO_WEIGHTS,
+        X.shape[0],
+        loc,
+        scale,
+        log_jacobian,
+        n_components,
+        diagonal,
+        n_groups,
+        n_scales,
+        alpha,
+        means_loc,
+        means_scale,
+        sd_scale,
+        lkj_shape,
+        constant,
+        block,
+    )
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _weighted_logp_and_grad(
+    x,
+    X,
+    weights,
+    n_weight,
+    loc,
+    scale,
+    log_jacobian,
+    n_components,
+    diagonal,
+    n_groups,
+    n_scales,
+    alpha,
+    means_loc,
+    means_scale,
+    sd_scale,
+    lkj_shape,
+    constant,
+    block,
+):  # pragma: no cover - compiled
     """Log posterior density (up to nothing: every constant included) and its gradient.
 
     The parameters are on the standardised scale ``(X - loc) / scale``; the data's density
     takes the Jacobian, ``-log_jacobian`` per row. ``n_groups`` and ``n_scales`` say how many
     covariances are free (``K``, or 1 when shared) and how many scales each has (``D``, or 1
     when spherical); ``sd_scale`` has ``n_scales`` values. ``lkj_shape`` is ``2 eta - 2 + D``;
-    ``constant`` holds the normalising constants.
+    ``constant`` holds the normalising constants. ``weights`` are frequency weights of the
+    complete rows ``X`` (``NO_WEIGHTS``: none), ``n_weight`` their total (the rows' number).
     """
     n_features = X.shape[1]
     grad = np.zeros(x.shape[0])
@@ -242,10 +217,10 @@ def _logp_and_grad(
     )
     chol, log_diag = _expand(free, free_log_diag, n_components, n_features)
     log_lik, resp_sum, grad_means, grad_chol = _likelihood(
-        X, loc, scale, log_w, means, chol, log_diag, diagonal, block
+        X, weights, loc, scale, log_w, means, chol, log_diag, diagonal, block
     )
     grad_free = _reduce(grad_chol, n_groups, n_scales)
-    logp = log_lik - X.shape[0] * log_jacobian + constant
+    logp = log_lik - n_weight * log_jacobian + constant
     logp = _add_prior(
         logp,
         log_w,
@@ -264,44 +239,6 @@ def _logp_and_grad(
         grad,
     )
     return logp, grad
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
-def _add_prior(
-    logp,
-    log_w,
-    means,
-    free,
-    free_log_diag,
-    resp_sum,
-    grad_means,
-    grad_free,
-    diagonal,
-    alpha,
-    means_loc,
-    means_scale,
-    sd_scale,
-    lkj_shape,
-    grad,
-):  # pragma: no cover - compiled
-    """``logp`` (the likelihood and the constants) plus the priors and the transforms'
-    Jacobians; fills ``grad`` from the likelihood's ``n_k`` and gradients on the means and the
-    free Cholesky factors (the posterior's part that does not depend on the data)."""
-    n_components, n_features = means.shape
-    k1 = n_components - 1
-    start = k1 + n_components * n_features
-    logp += _weights_term(log_w, resp_sum, alpha, grad)
-    logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
-    if diagonal:
-        logp += _diag_scales_term(free, free_log_diag, grad_free, sd_scale, grad[start:])
-    else:
-        logp += _lkj_term(free, free_log_diag, grad_free, sd_scale, lkj_shape, grad[start:])
-    # Far in the tails (a scale of exp(-800), say) IEEE arithmetic can leave 0 x inf in the
-    # gradient. Such points carry no posterior mass: report them as outside the support, which
-    # NUTS rejects (a divergence), rather than hand it a NaN gradient.
-    if not np.isfinite(logp) or not np.all(np.isfinite(grad)):
-        logp = -np.inf
-    return logp
 
 
 # --------------------------------------------------------------------------- Python side
@@ -409,14 +346,24 @@ class LogDensity:
         or rows with missing cells or weights prepared by :meth:`rows`."""
         if isinstance(X, Rows):
             args = self._args
+            if not X.data.patterns:  # complete rows with weights: all in Numba
+                weight = X.data.complete_weight
+                weight = NO_WEIGHTS if weight is None else weight
+                return _weighted_logp_and_grad(x, X.data.complete, weight, X.n_weight, *args)
             return logp_and_grad_rows(x, X, self.scaling, args[3:7], args[7:12], args[12])
         return _logp_and_grad(x, X, *self._args)
 
-    def rows(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray | Rows:
+    def rows(
+        self, X: np.ndarray, sample_weight: np.ndarray | None = None, *, collapse: bool = True
+    ) -> np.ndarray | Rows:
         """The data as :meth:`__call__` takes them: complete, unweighted rows as a contiguous
         array (the all-Numba path), else :class:`~bayesgmm._logdensity_missing.Rows` (rows
-        with NaN cells, frequency ``sample_weight``; validated beforehand)."""
+        with NaN cells, frequency ``sample_weight``; validated beforehand). With ``collapse``,
+        exact duplicate rows become one row weighted by their count when there are enough of
+        them to make each evaluation faster (the same density, to rounding)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
+        if collapse:
+            X, sample_weight = collapse_duplicates(X, sample_weight)
         if sample_weight is None and not np.isnan(X).any():
             return X
         return Rows.prepare(X, sample_weight)

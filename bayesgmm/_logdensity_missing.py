@@ -10,7 +10,7 @@ per missingness pattern, one pass of the E-step kernel under the marginal mixtur
 lifted to those of the full rows with ``B_k = S_MO S_OO^-1`` and the conditional covariance),
 so this module adds no likelihood arithmetic of its own: it unpacks the unconstrained vector,
 calls that E-step, then the gradient formulas and the priors
-(:func:`bayesgmm._logdensity._add_prior`) that the complete-data kernel uses.
+(:func:`bayesgmm._logprior._add_prior`) that the complete-data kernel uses.
 
 The rows are standardised with the model's ``loc`` and ``scale``; the Jacobian of the
 standardisation counts each row's observed features only, ``-sum_{j in O} log scale_j`` times
@@ -27,9 +27,37 @@ import numpy as np
 from . import _missing
 from ._gaussian import _invert_lower_into
 from ._kernels import _KERNEL_BLOCK_ROWS, Mixture
+from ._logprior import _add_prior
 from ._unconstrained import _expand, _reduce, _unpack
 
-__all__ = ["Rows", "logp_and_grad_rows"]
+__all__ = ["Rows", "collapse_duplicates", "logp_and_grad_rows"]
+
+# Collapse duplicates when the unique rows are at most this fraction of all rows: a weighted
+# pass costs a multiply per row more, and the unique rows are found once per fit
+COLLAPSE_FRACTION = 0.9
+
+
+def collapse_duplicates(
+    X: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Exact duplicate rows of ``X`` (NaN cells in the same places) as one row weighted by
+    their count (or total weight), when the unique rows are at most ``COLLAPSE_FRACTION`` of
+    all rows; else ``X`` and ``sample_weight`` unchanged.
+
+    The log density is a sum over rows, so the collapsed rows give the same value and gradient
+    (to rounding). Rows come out in sorted order.
+    """
+    if X.shape[0] < 2:
+        return X, sample_weight
+    filled = np.where(np.isnan(X), np.inf, X)  # NaN never equals NaN; validated data hold no inf
+    unique, inverse, counts = np.unique(filled, axis=0, return_inverse=True, return_counts=True)
+    if unique.shape[0] > COLLAPSE_FRACTION * X.shape[0]:
+        return X, sample_weight
+    if sample_weight is None:
+        weight = counts.astype(np.float64)
+    else:
+        weight = np.bincount(inverse.ravel(), weights=sample_weight, minlength=unique.shape[0])
+    return np.ascontiguousarray(np.where(np.isinf(unique), np.nan, unique)), weight
 
 
 @dataclass(frozen=True)
@@ -89,9 +117,9 @@ def logp_and_grad_rows(
 
     ``shape`` is ``(n_components, diagonal, n_groups, n_scales)``; ``prior_args`` are
     ``(alpha, means_loc, means_scale, sd_scale, lkj_shape)`` of
-    :func:`bayesgmm._logdensity._add_prior`, ``constant`` the normalising constants.
+    :func:`bayesgmm._logprior._add_prior`, ``constant`` the normalising constants.
     """
-    from ._logdensity import _add_prior, _likelihood_gradients
+    from ._logdensity import _likelihood_gradients
 
     n_components, diagonal, n_groups, n_scales = shape
     n_features = rows.data.rows.shape[1]

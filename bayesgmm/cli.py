@@ -157,26 +157,10 @@ def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
             )
         _note(
             f"{int(numeric.isna().to_numpy().sum())} missing cell(s) in {int(missing.sum())} "
-            f"row(s), column(s) {bad}: EM uses every row's observed cells (--dropna drops "
-            "those rows instead)"
+            f"row(s), column(s) {bad}: EM and the sampler use every row's observed cells (--dropna "
+            "drops those rows instead)"
         )
     return numeric
-
-
-def complete_rows(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """The rows without missing values, with a note when some are left out of ``stage``."""
-    complete = frame.dropna()
-    if len(complete) < len(frame):
-        if complete.empty:
-            raise DataError(
-                f"every row has a missing value, and {stage} needs complete rows (the Bayesian "
-                "sampler does not handle missing values yet)"
-            )
-        _note(
-            f"{stage} uses the {len(complete)} complete row(s) of {len(frame)}: the Bayesian "
-            "sampler does not handle missing values yet"
-        )
-    return complete.reset_index(drop=True)
 
 
 def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
@@ -247,7 +231,6 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
-    frame = complete_rows(frame, "the Bayesian fit")
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],

@@ -324,7 +324,8 @@ def build_model(
         missing values (missing at random): each row contributes the density of its observed
         entries, with the missingness patterns fixed in the model (``X`` holds 0 in those
         cells, and PyMC imputes nothing). Rows with every cell missing are left out with a
-        warning, as EM does; a feature missing everywhere is an error.
+        warning, as EM does; a feature missing everywhere is an error. New data given with
+        ``pm.set_data`` must miss the same cells (build a new model otherwise).
     n_components : int
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data`.

@@ -78,7 +78,7 @@ class Report:
     chosen: BayesianGMM
 
 
-def _data_section(X: pd.DataFrame, bayesian_rows: int | None = None) -> Section:
+def _data_section(X: pd.DataFrame) -> Section:
     section = Section("data", "Data")
     section.text(f"{X.shape[0]} observations of {X.shape[1]} features.")
     summary = X.describe().T[["mean", "std", "min", "50%", "max"]].rename(columns={"50%": "median"})
@@ -88,10 +88,9 @@ def _data_section(X: pd.DataFrame, bayesian_rows: int | None = None) -> Section:
         section.text(
             f"{int(missing.sum())} cell(s) are missing ({missing.sum() / X.size:.1%}), in "
             f"{int(X.isna().any(axis=1).sum())} row(s); the column 'missing' counts them per "
-            "feature. EM uses every row's observed cells (missing at random assumed). "
-            f"The Bayesian candidates are sampled on the {bayesian_rows} complete rows only "
-            "(the sampler does not handle missing values yet), so the LOO comparison, the "
-            "posterior and the clustering below describe those rows."
+            "feature. EM and the posterior use every row through the density of its observed "
+            "cells (missing at random assumed), so the LOO comparison, the posterior and the "
+            "clustering below describe every row."
         )
     section.table(summary.reset_index(names="feature"), "Feature summary")
     return section
@@ -382,7 +381,7 @@ def report(
     label, reason = _choose(selection)
     fit = selection.fits[label]
     sections = [
-        _data_section(frame, selection.bayesian_rows),
+        _data_section(frame),
         _em_section(selection),
         _loo_section(selection),
         _chosen_section(selection, label, reason),

@@ -265,8 +265,6 @@ def _sample_candidates(
                 (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
                 None,
             )
-            if selection.bayesian_rows is not None:
-                em = None  # the sweep saw other rows: the candidate fits its own EM start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SamplingWarning)
                 fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
@@ -281,27 +279,6 @@ def _sample_candidates(
             if fit.idata_.posterior.attrs.get("interrupted"):
                 raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
-
-
-def _complete_rows(X: Any) -> Any:
-    """The rows of ``X`` without missing values, or None when it has none missing."""
-    missing = np.isnan(np.asarray(X, dtype=float)).any(axis=1)
-    if not missing.any():
-        return None
-    return X.loc[~missing] if isinstance(X, pd.DataFrame) else np.asarray(X)[~missing]
-
-
-def _check_complete_rows(X: Any, largest_k: int) -> None:
-    """Enough complete rows for the sampler (which does not take missing values yet)."""
-    complete = _complete_rows(X)
-    n = None if complete is None else int(np.shape(complete)[0])
-    if n is not None and n <= largest_k:
-        raise ValueError(
-            f"Only {n} row(s) have no missing value, too few to sample a posterior with up to "
-            f"K={largest_k} components (the Bayesian sampler does not handle missing values "
-            "yet). Run the EM sweep alone (bayesian=False, or em_sweep), or ask for fewer "
-            "components."
-        )
 
 
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
@@ -437,9 +414,6 @@ class Selection:
     sampled : str
         Which covariance model the Bayesian stage samples, against the one EM's BIC chose
         (:func:`sampled_model_statement`); empty when ``bayesian=False``.
-    bayesian_rows : int or None
-        Rows the candidates were sampled on when the data had missing values (the complete
-        rows; the EM sweep uses every row), else None.
 
     Examples
     --------
@@ -455,7 +429,6 @@ class Selection:
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     sampled: str = ""
-    bayesian_rows: int | None = None
 
 
 def select_n_components(
@@ -482,10 +455,9 @@ def select_n_components(
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
-        NaN cells are missing values: the EM sweep uses every row's observed cells; the
-        Bayesian candidates are sampled on the complete rows (with a warning), their EM start
-        refitted on those rows, as the sampler does not handle missing values yet. No more
-        complete rows than the largest K (with ``bayesian=True``) is an error before any work.
+        NaN cells are missing values (missing at random): the EM sweep and the Bayesian
+        candidates alike use every row through the density of its observed cells, each
+        candidate starting from the sweep's EM fit.
     n_components : iterable of int
         K values for the EM sweep.
     covariance_types : iterable of str
@@ -530,7 +502,6 @@ def select_n_components(
         BayesianGMM(
             2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
         )._check_parameters()
-        _check_complete_rows(X, n_components[-1])
     sweep = em_sweep(
         X,
         n_components,
@@ -558,17 +529,7 @@ def select_n_components(
         em_n_init=n_init,
         em_reg_covar=(em_options or {}).get("reg_covar", 1e-6),
     )
-    complete = _complete_rows(X)
-    if complete is not None:  # the sampler does not take missing values yet
-        selection.bayesian_rows = int(np.shape(complete)[0])
-        warnings.warn(
-            f"The Bayesian candidates are sampled on the {selection.bayesian_rows} complete "
-            f"row(s) of {np.shape(X)[0]} (the sampler does not handle missing values yet); "
-            "the EM sweep used every row's observed cells.",
-            UserWarning,
-            stacklevel=2,
-        )
-    _sample_candidates(selection, X if complete is None else complete, ks, settings, progress)
+    _sample_candidates(selection, X, ks, settings, progress)
     if not selection.fits:
         raise SamplerError(
             "no candidate could be sampled: "

@@ -16,7 +16,7 @@ import pytest
 
 from bayesgmm import build_model
 from bayesgmm._logdensity import log_density_for
-from bayesgmm._logdensity_missing import Rows
+from bayesgmm._logdensity_missing import Rows, collapse_duplicates
 from bayesgmm.datasets import load_faithful
 
 REFERENCE = Path(__file__).parent / "data" / "logdensity_reference.json"
@@ -52,17 +52,18 @@ def test_complete_rows_give_the_values_recorded_before_missing_cells(cov_type):
         np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("fraction", [0.3, 0.0])
 @pytest.mark.parametrize("cov_type", COV_TYPES)
-def test_integer_weights_equal_repeated_rows(cov_type, rng):
-    X = _with_holes(rng)
+def test_integer_weights_equal_repeated_rows(cov_type, fraction, rng):
+    X = _with_holes(rng, fraction=fraction)
     counts = rng.integers(0, 4, size=X.shape[0])
     counts[:3] = 1  # keep every feature observed
     repeated = np.repeat(X, counts, axis=0)
     density = _density(X, 2, cov_type)
     for _ in range(3):
         x = rng.normal(size=density.n_dim) * 0.6
-        value, grad = density(x, density.rows(X, counts.astype(float)))
-        value_rep, grad_rep = density(x, density.rows(repeated))
+        value, grad = density(x, density.rows(X, counts.astype(float), collapse=False))
+        value_rep, grad_rep = density(x, density.rows(repeated, collapse=False))
         assert value == pytest.approx(value_rep, rel=1e-10)
         np.testing.assert_allclose(grad, grad_rep, rtol=1e-10, atol=1e-10 * np.abs(grad).max())
 
@@ -102,3 +103,30 @@ def test_extreme_points_with_missing_cells_give_minus_infinity(value, rng):
     density = _density(X, 2)
     logp, grad = density(np.full(density.n_dim, value), density.rows(X))
     assert logp == -np.inf and grad.shape == (density.n_dim,)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25])
+def test_collapsed_duplicates_give_the_same_density(fraction, rng):
+    """Rounded rows, many exact duplicates (also of their missing cells): the unique rows
+    weighted by their counts give the density of all rows, to 1e-10."""
+    X = np.round(rng.normal(size=(400, 2)) * [1.0, 2.0], 0)
+    X[rng.random(X.shape) < fraction] = np.nan
+    X[np.isnan(X).all(axis=1), 0] = 1.0
+    density = _density(X, 2)
+    collapsed, every = density.rows(X), density.rows(X, collapse=False)
+    assert isinstance(collapsed, Rows) and collapsed.data.rows.shape[0] < 0.5 * X.shape[0]
+    assert collapsed.n_weight == X.shape[0]
+    for _ in range(3):
+        x = rng.normal(size=density.n_dim) * 0.6
+        (a, ga), (b, gb) = density(x, collapsed), density(x, every)
+        assert a == pytest.approx(b, rel=1e-10)
+        np.testing.assert_allclose(ga, gb, rtol=1e-10, atol=1e-10 * np.abs(gb).max())
+
+
+def test_duplicates_are_rows_equal_in_every_cell_and_missing_in_the_same_places():
+    X = np.array([[1.0, np.nan], [1.0, np.nan], [1.0, 2.0], [np.nan, 2.0], [1.0, 2.0]] * 2)
+    unique, weight = collapse_duplicates(X, np.arange(10.0))
+    np.testing.assert_array_equal(unique, [[1.0, 2.0], [1.0, np.nan], [np.nan, 2.0]])
+    np.testing.assert_array_equal(weight, [2 + 4 + 7 + 9, 0 + 1 + 5 + 6, 3 + 8])
+    few = np.arange(20.0).reshape(10, 2)
+    assert collapse_duplicates(few, None)[0] is few  # nothing to gain: unchanged

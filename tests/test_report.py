@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bayesgmm.cli import DataError, build_parser, complete_rows, load_data, main, parse_components
+from bayesgmm.cli import build_parser, load_data, main, parse_components
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.report import SECTIONS
 
@@ -167,12 +167,12 @@ def test_fit_command_prints_em_posterior_and_diagnostics(csv_file, capsys):
     assert "SamplingWarning" in err  # 120 draws cannot pass the ESS gate: said, not raised
 
 
-def test_report_counts_missing_cells_and_samples_complete_rows(report_run):
+def test_report_counts_missing_cells_and_samples_every_row(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "90 observations of 2 features" in text
     assert "1 cell(s) are missing (0.6%), in 1 row(s)" in text
-    assert "sampled on the 89 complete rows only" in text
+    assert "clustering below describe every row" in text and "complete rows" not in text
     # report text is plain (escaped in both renderings): Markdown markup would show literally
     assert "\\*" not in text and "**" not in out.read_text(encoding="utf-8")
     assert re.search(r"\|\s*width\s*\|\s*1\s*\|", text)  # per feature: width misses 1
@@ -389,15 +389,10 @@ def test_forest_figure_keeps_its_layout_with_long_feature_names():
     plt.close(fig)
 
 
-def test_empty_cells_are_kept_for_em_and_dropped_for_the_sampler(tmp_path, capsys):
+def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     data = tmp_path / "gaps.csv"
     data.write_text("a,b\n1,2\n,3\n4,\n5,6\n")
     frame = load_data(str(data), None, dropna=False)
     assert frame.shape == (4, 2) and int(frame.isna().sum().sum()) == 2
     assert "2 missing cell(s) in 2 row(s), column(s) ['a', 'b']" in capsys.readouterr().err
-    complete = complete_rows(frame, "the Bayesian fit")
-    np.testing.assert_array_equal(complete.to_numpy(), [[1.0, 2.0], [5.0, 6.0]])
-    assert "the Bayesian fit uses the 2 complete row(s) of 4" in capsys.readouterr().err
     assert load_data(str(data), None, dropna=True).shape == (2, 2)
-    with pytest.raises(DataError, match="every row has a missing value"):
-        complete_rows(frame.iloc[1:3], "the Bayesian fit")

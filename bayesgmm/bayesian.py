@@ -429,7 +429,8 @@ class BayesianGMM(BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features), optional
             Rows with missing cells as NaN, checked against the fit as in :meth:`predict`;
-            defaults to the training data.
+            defaults to the training data as fitted (rows with nothing observed were left
+            out, so ``row`` then counts the fitted rows; pass ``X`` to keep its numbering).
         prob : float
             Probability of the equal-tailed interval.
         random_seed : int or numpy.random.Generator, optional

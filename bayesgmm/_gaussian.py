@@ -339,11 +339,9 @@ def weighted_statistics(
     n_components = resp.shape[1]
     resp_sum = resp.sum(axis=0)
     first = resp.T @ X - resp_sum[:, None] * shift
-    if covariance_type in ("full", "tied"):
-        second = np.empty((n_components, X.shape[1], X.shape[1]))
-        for k in range(n_components):
-            diff = X - shift[k]
-            second[k] = (resp[:, k, None] * diff).T @ diff
+    if covariance_type in ("full", "tied"):  # one batched product (the same numbers)
+        diff = X[None] - shift[:, None, :]
+        second = np.matmul(np.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff)
     else:
         second = np.stack([resp[:, k] @ (X - shift[k]) ** 2 for k in range(n_components)])
     return MixtureStatistics(0.0, n_samples, resp_sum, first, second, shift)

@@ -361,11 +361,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         # Each feature's variance on the unit scale (ones after per-feature standardisation):
         # reg_covar is a fraction of it, and collapse is judged against it.
         self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
-        random_state = check_random_state(self.random_state)
         best: _Run | None = None
         with self._blas_limit(data):
             if starts is not None and self.max_iter > 0:  # no iteration: nothing to rank by
                 best = self._em_em(data, scaling, starts, strategy or _restarts.Strategy())
+            random_state = check_random_state(self.random_state) if best is None else None
             for _ in range(self.n_init if best is None else 0):
                 params = self._initial_params(data, random_state, scaling, initial)
                 run = self._run_em(data, scaling, params)

@@ -53,7 +53,13 @@ import pymc as pm
 from hard_cases import HARD_CASES, report_case, run_default
 from threadpoolctl import threadpool_limits
 
-from bayesgmm import EMGaussianMixture, build_model, load_faithful, simulate_mixture
+from bayesgmm import (
+    BayesianGMM,
+    EMGaussianMixture,
+    build_model,
+    load_faithful,
+    simulate_mixture,
+)
 from bayesgmm._idata import add_groups
 from bayesgmm._logdensity import log_density_for
 from bayesgmm.diagnostics import parameter_diagnostics
@@ -359,6 +365,10 @@ def main() -> None:
             reference_draws=args.reference_draws,
             guard=functools.partial(_within_budget, args.budget),
         )
+    if args.real:  # warm-up: Numba's and PyTensor's caches filled before anything is timed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            BayesianGMM(2, draws=20, tune=20, progressbar=False).fit(load_faithful())
     for name in args.real:
         for seed in args.seeds:
             print("REAL " + json.dumps(run_default(name, seed)), flush=True)

@@ -288,9 +288,10 @@ def log_likelihood_drift(idata: Tree) -> pd.DataFrame:
 
 
 def _drift_row(idata: Tree) -> tuple | None:
-    """The ``drift`` check's row when some chain drifted (8 draws per chain at least)."""
+    """The ``drift`` check's row when some chain drifted, judged from 100 draws per chain
+    (quarters of fewer draws differ by the chain's spread too often by chance)."""
     posterior = get_group(idata, "posterior")
-    if posterior.sizes["draw"] < 8 or "weights" not in posterior:
+    if posterior.sizes["draw"] < 100 or "weights" not in posterior:
         return None
     if not has_group(idata, "log_likelihood") or "obs" not in idata["log_likelihood"]:
         return None

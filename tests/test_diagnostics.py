@@ -76,6 +76,9 @@ def test_a_chain_that_moves_to_a_worse_region_while_drawing_fails_drift(fit):
     assert table["drifted"].tolist() == [False, True]
     assert table.loc[1, "last"] - table.loc[1, "first"] == pytest.approx(-60.0, abs=2.0)
     assert table.loc[1, "min_weight_last"] == pytest.approx(0.01)
+    short = _posterior(fit, n_draws=99)  # too few draws to judge: no drift row
+    short.log_likelihood["obs"].values[1, 50:] -= 2.0
+    assert "drift" not in set(diagnostics(short)["check"])
 
 
 def test_sticky_energy_fails_bfmi(fit, rng):

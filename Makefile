@@ -38,7 +38,7 @@ validate: $(STAMP)
 # and the posterior against dropping rows and mean imputation (the committed run is in
 # docs/validation/missing_summary.txt, with its command)
 validate-missing: $(STAMP)
-	$(BIN)/python -m bayesgmm.validation.missing_study --replicates 200 --posterior-replicates 20 --out validation
+	$(BIN)/python -m bayesgmm.validation.missing_study --replicates 200 --posterior-replicates 20 --draws 250 --tune 250 --out validation
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_em.py

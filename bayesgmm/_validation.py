@@ -68,9 +68,9 @@ def _non_finite_remedy(kind: str) -> str:
     if kind == "infinity":
         return "Correct or drop those rows before fitting."
     return (
-        "EMGaussianMixture fits rows with missing cells exactly; here drop those rows (filling "
-        "them in first, e.g. with EMGaussianMixture.impute, would make posterior intervals "
-        "too narrow)."
+        "EMGaussianMixture and BayesianGMM.fit take rows with missing cells exactly; here drop "
+        "those rows (filling them in first, e.g. with EMGaussianMixture.impute, would make "
+        "posterior intervals too narrow)."
     )
 
 

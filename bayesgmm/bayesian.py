@@ -60,7 +60,9 @@ class BayesianGMM(BaseEstimator):
         else 1000).
     sampler : {"nutpie", "pymc"}
         nutpie (default; faster) or PyMC's own NUTS. Both start every chain at EM.
-    target_accept : float
+    target_accept : float, optional
+        None (default): 0.8, or 0.9 on an ill-conditioned posterior (see
+        :func:`~bayesgmm.sample_posterior`).
     random_seed : int, optional
         Seeds EM and the sampler.
     em_n_init : int
@@ -118,7 +120,7 @@ class BayesianGMM(BaseEstimator):
         tune: int | None = None,
         chains: int = 4,
         sampler: str = "nutpie",
-        target_accept: float = 0.8,
+        target_accept: float | None = None,
         random_seed: int | None = None,
         em_n_init: int = 5,
         em_reg_covar: float = 1e-6,
@@ -191,7 +193,7 @@ class BayesianGMM(BaseEstimator):
         if not isinstance(reg, numbers.Real) or not 0 <= reg < np.inf:
             raise ValueError(f"em_reg_covar must be a finite number >= 0, got {reg!r}.")
         accept = self.target_accept
-        if not isinstance(accept, numbers.Real) or not 0 < accept < 1:
+        if accept is not None and (not isinstance(accept, numbers.Real) or not 0 < accept < 1):
             raise ValueError(f"target_accept must be a number in (0, 1), got {accept!r}.")
         if self.compile_cache is not None and not isinstance(self.compile_cache, CompileCache):
             raise ValueError("compile_cache must be a bayesgmm.CompileCache or None.")
@@ -429,7 +431,8 @@ class BayesianGMM(BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features), optional
             Rows with missing cells as NaN, checked against the fit as in :meth:`predict`;
-            defaults to the training data.
+            defaults to the training data as fitted (rows with nothing observed were left
+            out, so ``row`` then counts the fitted rows; pass ``X`` to keep its numbering).
         prob : float
             Probability of the equal-tailed interval.
         random_seed : int or numpy.random.Generator, optional

@@ -13,11 +13,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._idata import Tree, bfmi, flat_values, get_group, summary
+from ._idata import Tree, bfmi, flat_values, get_group, has_group, summary
 from ._scaling import AffineScaling
 from ._units import scaling_of, standardised
 
-__all__ = ["GATES", "SamplingWarning", "check_sampling", "diagnostics", "parameter_diagnostics"]
+__all__ = [
+    "GATES",
+    "SamplingWarning",
+    "check_sampling",
+    "diagnostics",
+    "log_likelihood_drift",
+    "parameter_diagnostics",
+]
 
 GATES = {"r_hat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "bfmi": 0.3, "divergences": 0}
 PARAMETERS = ("weights", "means", "covariances")
@@ -35,6 +42,11 @@ _ADVICE = {
     "modes": "the chains ended in different modes (not label switches), so R-hat over all "
     "chains fails for that reason: read each mode on its own (bayesgmm.modes.mode_table, "
     "BayesianGMM.modes(), summary(mode=...))",
+    "drift": "a chain moved to another region while its draws were kept (its log-likelihood "
+    "shifted by more than its spread), so its draws mix two regions and the region it started "
+    "in (EM's optimum) holds little of the posterior; longer tuning does not help when the new "
+    "region mixes slowly. If the smallest weight fell, the posterior prefers near-empty "
+    "components: use fewer components or a simpler covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -209,6 +221,9 @@ def _check_rows(idata: Tree) -> list[dict]:
             f"mode {m}: chains {np.flatnonzero(modes == m).tolist()}" for m in np.unique(modes)
         )
         rows.append(("modes", float(modes.max() + 1), 1.0, False, groups))
+    drifted = _drift_row(idata)
+    if drifted is not None:
+        rows.append(drifted)
     attrs = get_group(idata, "posterior").attrs
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
@@ -230,6 +245,69 @@ def _worst_row(params: pd.DataFrame, check: str, *, largest: bool) -> tuple:
     return (check, value, GATES[check], passed, worst)
 
 
+def log_likelihood_drift(idata: Tree) -> pd.DataFrame:
+    """Whether each chain stayed in one region while its draws were kept.
+
+    A chain drifts when the mean total log-likelihood of the last quarter of its draws
+    differs from that of the first quarter by more than the chain's standard deviation of it
+    (for a stationary chain the two means differ by a fraction of that). The smallest
+    component weight (posterior mean over each quarter) says whether a component emptied.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        With ``log_likelihood`` (``obs``) and a posterior with ``weights``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per chain: ``first``, ``last`` (mean total log-likelihood of the first and
+        last quarter), ``sd``, ``drifted``, ``min_weight_first``, ``min_weight_last``.
+
+    Examples
+    --------
+    >>> log_likelihood_drift(fit.idata_)  # doctest: +SKIP
+    """
+    totals = get_group(idata, "log_likelihood")["obs"]
+    totals = totals.sum([d for d in totals.dims if d not in ("chain", "draw")])
+    values = totals.transpose("chain", "draw").values
+    weights = get_group(idata, "posterior")["weights"].transpose("chain", "draw", ...).values
+    q = max(values.shape[1] // 4, 1)
+    first, last = values[:, :q].mean(axis=1), values[:, -q:].mean(axis=1)
+    sd = values.std(axis=1)
+    return pd.DataFrame(
+        {
+            "first": first,
+            "last": last,
+            "sd": sd,
+            "drifted": np.abs(last - first) > sd,
+            "min_weight_first": weights[:, :q].mean(axis=1).min(axis=1),
+            "min_weight_last": weights[:, -q:].mean(axis=1).min(axis=1),
+        }
+    )
+
+
+def _drift_row(idata: Tree) -> tuple | None:
+    """The ``drift`` check's row when some chain drifted, judged from 100 draws per chain
+    (quarters of fewer draws differ by the chain's spread too often by chance)."""
+    posterior = get_group(idata, "posterior")
+    if posterior.sizes["draw"] < 100 or "weights" not in posterior:
+        return None
+    if not has_group(idata, "log_likelihood") or "obs" not in idata["log_likelihood"]:
+        return None
+    table = log_likelihood_drift(idata)
+    if not table["drifted"].any():
+        return None
+    worst = int(np.argmax(np.abs(table["last"] - table["first"]) / table["sd"]))
+    r = table.iloc[worst]
+    where = (
+        f"chain {worst} (of {table['drifted'].sum()} drifting): log-likelihood {r['first']:.1f} "
+        f"-> {r['last']:.1f} (sd {r['sd']:.1f}), smallest weight {r['min_weight_first']:.3f} "
+        f"-> {r['min_weight_last']:.3f}"
+    )
+    return ("drift", float(abs(r["last"] - r["first"])), float(r["sd"]), False, where)
+
+
 def _bfmi_row(values: np.ndarray) -> tuple:
     if np.all(np.isnan(values)):  # no energy recorded (e.g. a posterior built by hand)
         return ("bfmi", np.nan, GATES["bfmi"], True, "energy not recorded")
@@ -241,7 +319,8 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     """One row per convergence check.
 
     Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi; ``modes`` when the
-    chains ended in several modes, :mod:`bayesgmm.modes`), ``value`` (the count,
+    chains ended in several modes, :mod:`bayesgmm.modes`; ``drift`` when a chain moved to
+    another region while drawing, :func:`log_likelihood_drift`), ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
 

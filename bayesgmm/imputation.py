@@ -172,7 +172,9 @@ def posterior_imputation(
         A posterior with ``weights``, ``means`` and ``covariances`` in the data's units (as
         :meth:`bayesgmm.BayesianGMM.fit` and :func:`bayesgmm.sample_posterior` make it).
     X : array-like of shape (n_samples, n_features), optional
-        Rows with missing cells as NaN; defaults to the observed data.
+        Rows with missing cells as NaN; defaults to the observed data (``observed_data``,
+        which holds the fitted rows: a row with nothing observed was left out of the fit,
+        so pass ``X`` to number the rows as your data do).
     prob : float
         Probability of the central interval.
     random_seed : int, numpy.random.Generator or None

@@ -17,6 +17,7 @@ import xarray as xr
 
 from . import _gaussian as g
 from ._idata import Tree, get_group, hdi, posterior_draws, posterior_with
+from ._missing import group_patterns
 from ._units import scaling_of, standardised
 
 __all__ = ["co_clustering", "posterior_membership"]
@@ -27,24 +28,40 @@ _DEFAULT_MAX_BYTES = 2**26
 def _posterior_parameters(
     idata: Tree, X: Any
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The rows and the draws' weights ``(S, K)``, means ``(S, K, D)`` and precision factors
-    ``(S, K, D, D)``, all on the standardised scale of :mod:`bayesgmm._units` (memberships do
-    not depend on the units; the covariances of data at 1e200 do not fit in float64)."""
+    """The rows and the draws' weights ``(S, K)``, means ``(S, K, D)``, precision factors
+    ``(S, K, D, D)`` and covariances ``(S, K, D, D)`` (for rows with missing cells), all on
+    the standardised scale of :mod:`bayesgmm._units` (memberships do not depend on the units;
+    the covariances of data at 1e200 do not fit in float64)."""
     post = posterior_with(idata, ("weights", "means", "covariances"), "memberships")
     scaling = scaling_of(idata)
     unit = standardised(post, scaling)
     weights, means, covariances = posterior_draws(unit, ("weights", "means", "covariances"))
     data = scaling.transform(_observed(idata, X))
-    return data, (weights, means, g.batched_precision_cholesky(covariances))
+    return data, (weights, means, g.batched_precision_cholesky(covariances), covariances)
 
 
-def _responsibility_draws(
-    X: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """Responsibilities of every draw for a block of rows: ``(S, n, K)``."""
-    out = np.empty((params[0].shape[0], X.shape[0], params[0].shape[1]))
-    for draws, _, log_resp in g.draw_log_responsibilities(X, *params):
-        out[draws] = np.exp(log_resp)
+def _responsibility_draws(X: np.ndarray, params: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Responsibilities of every draw for a block of rows: ``(S, n, K)``.
+
+    A row with missing cells (NaN) is classified by its observed entries, under each draw's
+    marginal mixture (means ``mu[O]``, covariances ``Sigma[O, O]``; rows grouped by pattern);
+    a row with nothing observed gets the mixing weights.
+    """
+    weights, means, chol, covariances = params
+    out = np.empty((weights.shape[0], X.shape[0], weights.shape[1]))
+    if not np.isnan(X).any():
+        for draws, _, log_resp in g.draw_log_responsibilities(X, weights, means, chol):
+            out[draws] = np.exp(log_resp)
+        return out
+    for pattern in group_patterns(X):
+        o = pattern.observed
+        if o.size == 0:
+            out[:, pattern.rows] = weights[:, None, :]
+            continue
+        sub = g.batched_precision_cholesky(covariances[:, :, o][:, :, :, o])
+        parts = g.draw_log_responsibilities(pattern.values, weights, means[:, :, o], sub)
+        for draws, _, log_resp in parts:
+            out[draws, pattern.rows] = np.exp(log_resp)
     return out
 
 
@@ -163,7 +180,7 @@ def co_clustering(
     >>> co = co_clustering(fit.idata_)  # doctest: +SKIP
     >>> float(co.sel(obs_id=0, obs_id_bis=1))  # P(rows 0 and 1 share a component)  # doctest: +SKIP
     """
-    data, (weights, means, chol) = _posterior_parameters(idata, X)
+    data, (weights, means, chol, covariances) = _posterior_parameters(idata, X)
     n = data.shape[0]
     if n > max_samples:
         raise ValueError(
@@ -176,7 +193,7 @@ def co_clustering(
     step = max(1, max_bytes // (8 * n * n_components))
     for start in range(0, n_draws, step):
         sl = slice(start, start + step)
-        resp = _responsibility_draws(data, (weights[sl], means[sl], chol[sl]))
+        resp = _responsibility_draws(data, (weights[sl], means[sl], chol[sl], covariances[sl]))
         stacked = np.concatenate(list(resp), axis=1)
         total += stacked @ stacked.T
     ids = np.arange(n)

@@ -310,7 +310,7 @@ def _check_arguments(sampler, backend, draws, tune, chains, target_accept, preco
     for name, value, low in checked:
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    if not 0 < target_accept < 1:
+    if target_accept is not None and not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
 
 
@@ -323,7 +323,7 @@ def sample_posterior(
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = None,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     progressbar: bool = True,
     priors: GMMPriors | None = None,
     backend: str = "auto",
@@ -349,8 +349,11 @@ def sample_posterior(
     random_seed : int, optional
         Without one, a seed is drawn from the operating system's entropy and recorded in the
         attrs, so the run can be repeated.
-    target_accept : float
-        NUTS target acceptance rate; raise it (e.g. 0.95) if there are divergences.
+    target_accept : float, optional
+        NUTS target acceptance rate; raise it (e.g. 0.95) if there are divergences. None
+        (default): 0.8, or 0.9 when the Laplace covariance is ill-conditioned (a
+        near-singular component covariance makes the posterior a narrow, curved ridge; see
+        :func:`bayesgmm._precondition.default_target_accept`).
     progressbar : bool
     priors : GMMPriors, optional
         Recorded in the attrs. Defaults to the priors :func:`bayesgmm.build_model` built the
@@ -437,6 +440,9 @@ def sample_posterior(
         every = [em, *(starts or [])]
         approxes = [_kernel_laplace(model, s, precondition) if kernel else None for s in every]
         run["tune"] = tune = max(map(pre.default_tune, approxes)) if tune is None else tune
+        if target_accept is None:
+            target_accept = max(map(pre.default_target_accept, approxes))
+        run["target_accept"] = target_accept
         options = (model, sampler, backend, compile_cache)
         if starts:
             approx_of = {id(s): a for s, a in zip(every, approxes, strict=True)}

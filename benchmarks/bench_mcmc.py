@@ -22,12 +22,16 @@ cache directories (JAX, PyTensor and Numba) and printed separately.
     python benchmarks/bench_mcmc.py                 # both data sets
     python benchmarks/bench_mcmc.py --data faithful # Old Faithful K=2 only
     python benchmarks/bench_mcmc.py --data --hard correlated collinear wine crabs
+    python benchmarks/bench_mcmc.py --data --real wine iris banknote diabetes crabs compositional
 
 ``--hard`` runs the hard posteriors of ``hard_cases.py`` (strong within-component
 correlation, near-collinear features, real data the tests never see) before and after
 preconditioning: bayesgmm unwhitened from EM (``precondition="none"``, tune 1000) against the
 default path, with gradient evaluations (warm-up included), divergences, R-hat, bulk and tail
 ESS, and with ``--reference-draws`` each posterior against a long unwhitened run.
+``--real`` runs the default ``BayesianGMM`` end to end on each case (``--seeds`` of them):
+time, R-hat, bulk and tail ESS, divergences, the modes reported, and each chain's drift of
+its log-likelihood (last quarter minus first quarter of its draws).
 """
 
 from __future__ import annotations
@@ -46,10 +50,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
-from hard_cases import HARD_CASES, report_case
+from hard_cases import HARD_CASES, report_case, run_default
 from threadpoolctl import threadpool_limits
 
-from bayesgmm import EMGaussianMixture, build_model, load_faithful, simulate_mixture
+from bayesgmm import (
+    BayesianGMM,
+    EMGaussianMixture,
+    build_model,
+    load_faithful,
+    simulate_mixture,
+)
 from bayesgmm._idata import add_groups
 from bayesgmm._logdensity import log_density_for
 from bayesgmm.diagnostics import parameter_diagnostics
@@ -335,6 +345,8 @@ def main() -> None:
     parser.add_argument(
         "--reference-draws", type=int, default=0, help="draws per chain of the reference run"
     )
+    parser.add_argument("--real", nargs="*", default=[], choices=sorted(HARD_CASES))
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1], help="seeds of --real")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--budget",
@@ -353,6 +365,13 @@ def main() -> None:
             reference_draws=args.reference_draws,
             guard=functools.partial(_within_budget, args.budget),
         )
+    if args.real:  # warm-up: Numba's and PyTensor's caches filled before anything is timed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            BayesianGMM(2, draws=20, tune=20, progressbar=False).fit(load_faithful())
+    for name in args.real:
+        for seed in args.seeds:
+            print("REAL " + json.dumps(run_default(name, seed)), flush=True)
     sets = data_sets()
     for name in args.data:
         X, k = sets[name]

@@ -9,10 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import multivariate_normal
 
 from bayesgmm import BayesianGMM
+from bayesgmm._logdensity import log_density_for
+from bayesgmm._logdensity_missing import Rows
 from bayesgmm.datasets import load_faithful, simulate_mixture
-from bayesgmm.model import model_spec
+from bayesgmm.model import model_spec, observed_rows
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,8 @@ def holes() -> np.ndarray:
 
 
 def _small(**kw) -> BayesianGMM:
-    return BayesianGMM(2, draws=60, tune=60, chains=2, random_seed=3, progressbar=False, **kw)
+    settings = dict(draws=60, tune=60, chains=2, random_seed=3, progressbar=False) | kw
+    return BayesianGMM(2, **settings)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
@@ -93,3 +97,49 @@ def test_integer_weights_give_the_posterior_of_repeated_rows():
     a, b = (s.loc[s.index.str.match(r"(weights|means|stds)\[")] for s in summaries)
     bound = 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
     assert (np.abs(a["mean"] - b["mean"]) < bound).all(), pd.concat([a["mean"], b["mean"]], axis=1)
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_rounded_rows_are_sampled_collapsed_and_scored_per_original_row():
+    X = load_faithful().to_numpy()
+    X[:, 0] = np.round(X[:, 0], 1)  # eruptions to 0.1 minute: 209 unique rows of 272
+    fit = _small(max_starts=1).fit(X)
+    model = fit.model_
+    rows = log_density_for(model).rows(*observed_rows(model))
+    assert isinstance(rows, Rows) and rows.data.rows.shape[0] == 209
+    log_lik = fit.idata_.log_likelihood["obs"]
+    assert log_lik.sizes["obs_id"] == X.shape[0]
+    # duplicate rows: equal pointwise log-likelihoods, entry by entry
+    _, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+    first = np.flatnonzero(inverse.ravel() == np.argmax(counts))
+    assert first.size > 1
+    values = log_lik.isel(obs_id=first).values
+    np.testing.assert_array_equal(values, np.broadcast_to(values[..., :1], values.shape))
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes):
+    """Posterior mean membership against SciPy: each draw's responsibilities from the
+    densities of the observed entries, averaged over draws."""
+    fit = _small(max_starts=1, draws=20).fit(holes)
+    probability = fit.membership()["probability"].values
+    post = fit.idata_.posterior.to_dataset().stack(sample=("chain", "draw"))
+    w, mu, cov = (post[n].values for n in ("weights", "means", "covariances"))
+    for i in np.flatnonzero(np.isnan(holes).any(axis=1))[:5]:
+        o = ~np.isnan(holes[i])
+        resp = np.zeros(2)
+        for s in range(w.shape[-1]):
+            dens = np.array(
+                [
+                    w[k, s]
+                    * multivariate_normal(mu[k, o, s], cov[k][np.ix_(o, o)][..., s]).pdf(
+                        holes[i, o]
+                    )
+                    for k in range(2)
+                ]
+            )
+            resp += dens / dens.sum()
+        np.testing.assert_allclose(probability[i], resp / w.shape[-1], rtol=1e-8)
+    assert np.isfinite(probability).all()
+    labels = fit.predict()
+    np.testing.assert_array_equal(labels, np.argmax(probability, axis=1))

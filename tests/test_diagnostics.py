@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from bayesgmm import EMGaussianMixture, SamplingWarning, diagnostics
-from bayesgmm.diagnostics import check_sampling
+from bayesgmm.diagnostics import check_sampling, log_likelihood_drift
 
 from ._fake import idata_around, simulated_data
 
@@ -59,6 +59,26 @@ def test_chains_in_different_places_fail_r_hat(fit):
     failed, message = _failed(_posterior(fit, chain_shift=0.5))
     assert "r_hat" in failed
     assert "worst: means[" in message and "fewer components" in message
+
+
+def test_a_chain_that_moves_to_a_worse_region_while_drawing_fails_drift(fit):
+    """Chain 1's log-likelihood falls by 2 nats per row (60 in all) half way, while its
+    smallest weight falls: the drift row names the chain, both levels and the weights."""
+    idata = _posterior(fit)
+    obs = idata.log_likelihood["obs"]
+    obs.values[1, 1000:] -= 2.0
+    weights = idata.posterior["weights"]
+    weights.values[1, 1000:, 0] = 0.01
+    failed, message = _failed(idata)
+    assert "drift" in failed
+    assert "chain 1 (of 1 drifting)" in message and "fewer components" in message
+    table = log_likelihood_drift(idata)
+    assert table["drifted"].tolist() == [False, True]
+    assert table.loc[1, "last"] - table.loc[1, "first"] == pytest.approx(-60.0, abs=2.0)
+    assert table.loc[1, "min_weight_last"] == pytest.approx(0.01)
+    short = _posterior(fit, n_draws=99)  # too few draws to judge: no drift row
+    short.log_likelihood["obs"].values[1, 50:] -= 2.0
+    assert "drift" not in set(diagnostics(short)["check"])
 
 
 def test_sticky_energy_fails_bfmi(fit, rng):

@@ -14,9 +14,13 @@ import pytest
 from bayesgmm import EMGaussianMixture, build_model, load_faithful, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import (
+    CAREFUL_TARGET_ACCEPT,
+    DEFAULT_TARGET_ACCEPT,
     DEFAULT_TUNE,
     LAPLACE_TUNE,
+    Laplace,
     _factor,
+    default_target_accept,
     hessian,
     laplace,
     whitened_density,
@@ -150,6 +154,38 @@ def test_sample_posterior_records_the_precondition_and_keeps_the_layout():
     # same posterior region: the whitened draws sit where the unwhitened ones do
     gap = np.abs(whitened.posterior["means"].mean(("chain", "draw")) - em.means_)
     assert np.all(gap.values < 3 * plain.posterior["means"].std(("chain", "draw")).values)
+
+
+def test_smaller_steps_only_on_an_ill_conditioned_full_laplace():
+    def approx(kind, condition):
+        return Laplace(np.zeros(2), np.eye(2), kind, 0.0, condition, 0)
+
+    assert default_target_accept(None) == DEFAULT_TARGET_ACCEPT == 0.8
+    assert default_target_accept(approx("laplace", 1e3)) == DEFAULT_TARGET_ACCEPT
+    assert default_target_accept(approx("laplace", 1e4)) == CAREFUL_TARGET_ACCEPT == 0.9
+    # the diagonal fallback's condition (inf: indefinite) says nothing about a ridge
+    assert default_target_accept(approx("diagonal", np.inf)) == DEFAULT_TARGET_ACCEPT
+
+
+def test_near_collinear_data_sample_with_smaller_steps():
+    """A feature that is the sum of the others plus 1% noise: a near-singular covariance,
+    an ill-conditioned Laplace covariance, and target_accept 0.9 unless one is given."""
+    rng = np.random.default_rng(5)
+    free = rng.standard_normal((200, 2))
+    total = free.sum(axis=1)
+    X = np.column_stack([free, total + 0.01 * total.std() * rng.standard_normal(200)])
+    em = EMGaussianMixture(1, random_state=0).fit(X)
+    model = build_model(X, 1)
+    approx = laplace(log_density_for(model), X, _flat_start(model, em))
+    assert approx.kind == "laplace" and approx.condition > 5e3
+    run = dict(draws=5, tune=5, chains=1, random_seed=3, progressbar=False, check=False)
+    assert sample_posterior(model, em, **run).posterior.attrs["target_accept"] == 0.9
+    given = sample_posterior(model, em, target_accept=0.85, **run)
+    assert given.posterior.attrs["target_accept"] == 0.85
+    well = np.asarray(load_faithful())
+    em = EMGaussianMixture(2, random_state=0).fit(well)
+    plain = sample_posterior(build_model(well, 2), em, **run)
+    assert plain.posterior.attrs["target_accept"] == 0.8
 
 
 def test_bad_precondition_is_refused():

@@ -42,6 +42,11 @@ The package, in the order data flow through it (each module imports only earlier
 :mod:`~bayesgmm.validation.plotting` and :mod:`~bayesgmm.validation.output` (what a run leaves),
 :mod:`~bayesgmm.validation.study` (both checks under one level) and
 :mod:`~bayesgmm.validation.cli` (the command line).
+
+**Missing completely at random** (issue 16) is a separate study, ``make validate-missing``:
+:mod:`~bayesgmm.validation.missing` (the mask, the estimators, matching to the truth, bias,
+RMSE and coverage) and :mod:`~bayesgmm.validation.missing_study` (the run, its summary and its
+command line).
 """
 
 from __future__ import annotations

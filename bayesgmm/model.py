@@ -245,6 +245,13 @@ def observed_rows(model: pm.Model) -> tuple[np.ndarray, np.ndarray | None]:
     -------
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,) or None
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, np.nan], [2.0, 1.0], [3.0, 0.0], [4.0, 2.0]])
+    >>> rows, weight = observed_rows(build_model(X, 1))
+    >>> bool(np.isnan(rows[0, 1])), weight is None
+    (True, True)
     """
     X = np.asarray(model["X"].get_value(), dtype=np.float64)
     spec = model_spec(model)
@@ -281,7 +288,23 @@ def _standardisation(
 def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GMMPriors:
     """:meth:`GMMPriors.from_data` of validated rows that may have missing cells (NaN) or
     frequency weights: the means and standard deviations of each feature's observed cells,
-    rows counted by weight (those of the repeated rows, for integer weights)."""
+    rows counted by weight (those of the repeated rows, for integer weights).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,), optional
+
+    Returns
+    -------
+    GMMPriors
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, np.nan], [3.0, 1.0], [3.0, 3.0]])
+    >>> default_priors(X, np.array([2.0, 1.0, 1.0])).means_loc
+    (2.0, 2.0)
+    """
     if sample_weight is None and not np.isnan(X).any():
         return GMMPriors.from_data(X)
     return GMMPriors.from_scaling(observed_summary(X, sample_weight).scaling(isotropic=False))

@@ -46,6 +46,7 @@ __all__ = ["posterior_imputation"]
 
 _DEFAULT_MAX_BYTES = 2**26
 _NAMES = ("weights", "means", "covariances")
+_LOC_ROWS = np.array([1.0, 0.0, 1.0, 1.0])[:, None, None]  # mean, sd, low, high: sd has no loc
 
 
 def _unit_draws(idata: Tree) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -204,15 +205,13 @@ def posterior_imputation(
     tails = np.array([(1 - prob) / 2, (1 + prob) / 2])
     rng = np.random.default_rng(random_seed)
     rows, features, values = [], [], []
-    for pattern in group_patterns(data):
+    for pattern in (p for p in group_patterns(data) if p.missing.size):
         obs, miss = pattern.observed, pattern.missing
-        if miss.size == 0:
-            continue
         xu = (pattern.values - scaling.loc[obs]) / scaling.scale[obs]
         for block in _row_blocks(xu.shape[0], *draws[0].shape, miss.size, max_bytes):
             unit = _pattern_summary(xu[block], tuple(draws), obs, miss, tails, rng)
-            shift = np.array([1.0, 0.0, 1.0, 1.0])[:, None, None] * scaling.loc[miss]
-            values.append((unit * scaling.scale[miss] + shift).reshape(4, -1))
+            user = unit * scaling.scale[miss] + _LOC_ROWS * scaling.loc[miss]
+            values.append(user.reshape(4, -1))
             rows.append(np.repeat(pattern.rows[block], miss.size))
             features.append(np.tile(miss, unit.shape[1]))
     return _cells_dataset(rows, features, values, names, prob)

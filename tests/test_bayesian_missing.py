@@ -77,7 +77,8 @@ def test_bad_weights_are_refused_before_any_work(holes, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
 def test_integer_weights_give_the_posterior_of_repeated_rows():
-    """Posterior means of every parameter agree within Monte Carlo error (4 combined MCSE)."""
+    """Posterior means and standard deviations of every parameter agree within Monte Carlo
+    error (4 combined MCSE)."""
     sim = simulate_mixture(
         120,
         weights=[0.6, 0.4],
@@ -97,6 +98,8 @@ def test_integer_weights_give_the_posterior_of_repeated_rows():
     a, b = (s.loc[s.index.str.match(r"(weights|means|stds)\[")] for s in summaries)
     bound = 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
     assert (np.abs(a["mean"] - b["mean"]) < bound).all(), pd.concat([a["mean"], b["mean"]], axis=1)
+    bound = 4 * np.hypot(a["mcse_sd"], b["mcse_sd"])  # the weights' share: narrower posteriors
+    assert (np.abs(a["sd"] - b["sd"]) < bound).all(), pd.concat([a["sd"], b["sd"]], axis=1)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")

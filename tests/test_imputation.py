@@ -211,3 +211,19 @@ def test_fitted_posterior_intervals_cover_held_out_cells():
     em_filled = fit.em_.impute(np.where(mask, np.nan, new))[mask]
     # cells are ordered by row then feature, as the mask's True entries are
     assert np.max(np.abs(cells["mean"].values - em_filled) / cells["sd"].values) < 0.2
+
+
+@pytest.mark.slow
+def test_fit_with_missing_cells_imputes_its_own_holes():
+    """BayesianGMM fitted on rows with NaN: impute() covers the removed training values at
+    about 90% and returns one row per missing cell of the fitted data."""
+    X = simulate_mixture(300, weights=[0.4, 0.6], means=MEANS, covariances=COVS, random_state=12).X
+    mask = np.random.default_rng(6).random(X.shape) < 0.2
+    mask[mask.all(axis=1), 1] = False
+    fit = BayesianGMM(2, draws=400, tune=400, chains=2, random_seed=4, progressbar=False)
+    fit.fit(np.where(mask, np.nan, X))
+    cells = fit.impute(prob=0.9, random_seed=7)
+    assert cells.sizes["cell"] == int(mask.sum())
+    truth = X[cells.row.values, [fit.feature_names_.index(f) for f in cells.feature.values]]
+    hits = (cells["low"].values <= truth) & (truth <= cells["high"].values)
+    assert abs(hits.mean() - 0.9) < 3.3 * np.sqrt(0.09 / hits.size), (hits.mean(), hits.size)

@@ -89,6 +89,32 @@ def _gates(rates: dict[str, Any]) -> dict[str, bool | None]:
     return gates
 
 
+def _logged(seeds: list[Any], label: str, start: float, log: Any) -> Any:
+    """The seeds, with a progress line to ``log`` after each replicate."""
+    for i, seed in enumerate(seeds):
+        yield seed
+        if log is not None:
+            elapsed = time.perf_counter() - start
+            print(f"{label} replicate {i + 1}/{len(seeds)} ({elapsed:.0f} s)", file=log, flush=True)
+
+
+def _replicate(
+    truth: dict[str, np.ndarray],
+    n_samples: int,
+    rate: float,
+    index: int,
+    seed: np.random.SeedSequence,
+    posterior: PosteriorFitter | None,
+    n_posterior: int | None,
+    level: float,
+) -> dict[str, Any]:
+    fit_posterior = n_posterior is None or index < n_posterior
+    record = run_replicate(
+        truth, n_samples, rate, seed, posterior, level, fit_posterior=fit_posterior
+    )
+    return {"index": index, **record}
+
+
 def run_missing_study(
     n_replicates: int = 20,
     *,
@@ -143,27 +169,11 @@ def run_missing_study(
     start = time.perf_counter()
     records: dict[str, list[dict[str, Any]]] = {}
     for rate in rates:
-        key = f"{rate:g}"
         seeds = np.random.SeedSequence([random_seed, round(rate * 1000)]).spawn(n_replicates)
-        records[key] = []
-        for i, seed in enumerate(seeds):
-            rec = run_replicate(
-                truth_arrays,
-                n_samples,
-                rate,
-                seed,
-                posterior,
-                level,
-                fit_posterior=n_posterior is None or i < n_posterior,
-            )
-            records[key].append({"index": i, **rec})
-            if log is not None:
-                print(
-                    f"rate {key} replicate {i + 1}/{n_replicates} "
-                    f"({time.perf_counter() - start:.0f} s)",
-                    file=log,
-                    flush=True,
-                )
+        records[f"{rate:g}"] = [
+            _replicate(truth_arrays, n_samples, rate, i, seed, posterior, n_posterior, level)
+            for i, seed in enumerate(_logged(seeds, f"rate {rate:g}", start, log))
+        ]
     rates_out = {k: summarise_rate(v, truth_arrays, level, alpha) for k, v in records.items()}
     gates = _gates(rates_out)
     return {

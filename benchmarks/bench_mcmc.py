@@ -347,6 +347,9 @@ def main() -> None:
     )
     parser.add_argument("--real", nargs="*", default=[], choices=sorted(HARD_CASES))
     parser.add_argument("--seeds", type=int, nargs="*", default=[1], help="seeds of --real")
+    parser.add_argument(
+        "--target-accept", type=float, default=None, help="of --real (default: BayesianGMM's)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--budget",
@@ -371,7 +374,8 @@ def main() -> None:
             BayesianGMM(2, draws=20, tune=20, progressbar=False).fit(load_faithful())
     for name in args.real:
         for seed in args.seeds:
-            print("REAL " + json.dumps(run_default(name, seed)), flush=True)
+            row = run_default(name, seed, args.target_accept)
+            print("REAL " + json.dumps(row), flush=True)
     sets = data_sets()
     for name in args.data:
         X, k = sets[name]

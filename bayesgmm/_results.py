@@ -215,13 +215,16 @@ def _pointwise_log_likelihood(unit: xr.Dataset, X: np.ndarray, scaling: AffineSc
 
 
 def _complete_groups(idata: Tree, model: pm.Model, scaling: AffineScaling) -> None:
-    """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
-    X, _ = observed_rows(model)
+    """Pointwise log-likelihood (for LOO) and observed data (with the rows' frequency weights,
+    if any, as ``sample_weight``), the same on every sampler path."""
+    X, weight = observed_rows(model)
     coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
     unit = standardised(get_group(idata, "posterior"), scaling)
     log_lik = _pointwise_log_likelihood(unit, X, scaling).assign_coords(obs_id=coords["obs_id"])
     replace_group(idata, "log_likelihood", xr.Dataset({"obs": log_lik}))
     observed = xr.Dataset({"obs": (("obs_id", "feature"), X)}, coords=coords)
+    if weight is not None:
+        observed["sample_weight"] = ("obs_id", weight)
     replace_group(idata, "observed_data", observed)
 
 

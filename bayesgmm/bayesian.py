@@ -293,12 +293,14 @@ class BayesianGMM(BaseEstimator):
         pickling or never loaded)."""
         self._check_fitted()
         if getattr(self, "_model", None) is None:
-            observed = self.idata_.observed_data["obs"].values
+            observed = self.idata_.observed_data
+            weight = observed.get("sample_weight")
             self._model = build_model(
-                pd.DataFrame(observed, columns=self.feature_names_),
+                pd.DataFrame(observed["obs"].values, columns=self.feature_names_),
                 self.n_components,
                 priors=self.priors_,
                 covariance_type=self.covariance_type,
+                sample_weight=None if weight is None else weight.values,
             )
         return self._model
 

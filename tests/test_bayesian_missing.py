@@ -6,6 +6,8 @@ SciPy in ``test_model_missing.py`` and ``test_logdensity_missing.py``.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,3 +148,18 @@ def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes
     assert np.isfinite(probability).all()
     labels = fit.predict()
     np.testing.assert_array_equal(labels, np.argmax(probability, axis=1))
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_a_weighted_fit_rebuilds_its_weighted_model_after_pickling(holes, tmp_path):
+    weight = np.random.default_rng(0).integers(1, 4, size=holes.shape[0]).astype(float)
+    fit = _small(max_starts=1, draws=20, tune=20).fit(holes, sample_weight=weight)
+    np.testing.assert_array_equal(fit.idata_.observed_data["sample_weight"].values, weight)
+    again = pickle.loads(pickle.dumps(fit))
+    spec = model_spec(again.model_)
+    np.testing.assert_array_equal(spec.sample_weight, weight)
+    np.testing.assert_array_equal(spec.missing, np.isnan(holes))
+    path = tmp_path / "fit.nc"
+    fit.save(path)
+    loaded = BayesianGMM.load(path)
+    np.testing.assert_array_equal(model_spec(loaded.model_).sample_weight, weight)

@@ -58,21 +58,27 @@ CASES = [
 ]
 
 
+def assert_equals_pymc(model, density, data, rng, *, points: int, spread: float) -> None:
+    """The kernel's value and gradient on ``data`` are PyMC's compiled ``logp`` and ``dlogp``
+    of ``model`` at ``points`` random unconstrained vectors (normal, sd ``spread``)."""
+    logp = model.compile_logp(jacobian=True, mode=PYTHON)
+    dlogp = model.compile_dlogp(jacobian=True, mode=PYTHON)
+    for _ in range(points):
+        x = rng.normal(size=density.n_dim) * spread
+        value, grad = density(x, data)
+        point = _split(model, x)
+        np.testing.assert_allclose(value, logp(point), rtol=1e-11)
+        expected = dlogp(point)
+        np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize(("cov_type", "k", "d", "priors"), CASES)
 def test_value_and_gradient_equal_pymc(cov_type, k, d, priors, rng):
     X = _data(d, rng)
     model = build_model(X, k, priors=priors, covariance_type=cov_type)
     density = log_density_for(model)
     assert density is not None
-    logp = model.compile_logp(jacobian=True, mode=PYTHON)
-    dlogp = model.compile_dlogp(jacobian=True, mode=PYTHON)
-    for _ in range(4):
-        x = rng.normal(size=density.n_dim) * 0.7
-        value, grad = density(x, X)
-        point = _split(model, x)
-        np.testing.assert_allclose(value, logp(point), rtol=1e-11)
-        expected = dlogp(point)
-        np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    assert_equals_pymc(model, density, X, rng, points=4, spread=0.7)
 
 
 def test_value_and_gradient_at_the_em_mode_of_offset_data(rng):

@@ -23,7 +23,7 @@ from bayesgmm._logdensity import log_density_for
 from bayesgmm._units import to_data_units
 from bayesgmm.model import model_spec, observed_rows
 
-from .test_logdensity import PYTHON, _split
+from .test_logdensity import PYTHON, _split, assert_equals_pymc
 
 COV_TYPES = ["full", "diag", "EEE", "EEI", "VII", "EII"]
 
@@ -68,15 +68,7 @@ def test_kernel_equals_pymc_with_missing_cells_and_weights(cov_type, rng):
     model = build_model(X, 2, covariance_type=cov_type, sample_weight=weight)
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
-    logp = model.compile_logp(jacobian=True, mode=PYTHON)
-    dlogp = model.compile_dlogp(jacobian=True, mode=PYTHON)
-    for _ in range(3):
-        x = rng.normal(size=density.n_dim) * 0.6
-        value, grad = density(x, rows)
-        point = _split(model, x)
-        np.testing.assert_allclose(value, logp(point), rtol=1e-11)
-        expected = dlogp(point)
-        np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    assert_equals_pymc(model, density, rows, rng, points=3, spread=0.6)
 
 
 @pytest.mark.parametrize("cov_type", ["full", "diag", "VII"])

@@ -2,7 +2,8 @@
 
 Oracles: SciPy's ``multivariate_normal`` on each row's observed entries (the explicit per-row
 density ``log sum_k w_k N(x_O | mu_k[O], Sigma_k[O, O])``, times the row's weight); PyMC's
-compiled ``logp``/``dlogp`` of the model for the kernel; repeated rows for integer weights.
+compiled ``logp``/``dlogp`` of the model for the kernel; an explicit per-pattern model of
+PyMC's own ``Mixture`` and ``MvNormal`` for both; repeated rows for integer weights.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
 import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +22,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from bayesgmm import EMGaussianMixture, GMMPriors, build_model
+from bayesgmm._families import family_cholesky
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._units import to_data_units
 from bayesgmm.model import model_spec, observed_rows
@@ -217,3 +221,56 @@ def test_pointwise_log_likelihood_is_each_rows_observed_density(rng):
                 for c in range(k)
             ]
             assert got[s, i] == pytest.approx(logsumexp(dens), rel=1e-10)
+
+
+def _explicit_per_pattern_model(X: np.ndarray, cov_type: str) -> pm.Model:
+    """The model of ``build_model(X, 2, covariance_type=cov_type)`` written out with PyMC's own
+    distributions: the same priors (same variable names, hence the same value variables), and
+    for every missingness pattern a ``pm.Mixture`` of ``pm.MvNormal`` on that pattern's rows,
+    observed columns only, with the covariances' ``[O, O]`` blocks; plus the standardisation's
+    Jacobian over the observed cells as a potential. Nothing of bayesgmm's likelihood code."""
+    spec = model_spec(build_model(X, 2, covariance_type=cov_type))
+    unit, family = spec.standardised_priors, spec.family
+    loc, scale = spec.scaling.loc, spec.scaling.scale
+    missing = np.isnan(X)
+    patterns = np.unique(missing, axis=0)
+    coords = {"component": [0, 1], "feature": [0, 1, 2], "feature_bis": [0, 1, 2]}
+    with pm.Model(coords=coords) as model:
+        weights = pm.Dirichlet("weights", a=np.full(2, unit.weights_concentration))
+        means_z = pm.Normal(
+            "means_z",
+            mu=np.broadcast_to(np.asarray(unit.means_loc), (2, 3)),
+            sigma=np.broadcast_to(np.asarray(unit.means_scale), (2, 3)),
+        )
+        chol = family_cholesky(family, 2, 3, unit)
+        cov = chol @ chol.mT
+        for p, pattern in enumerate(patterns):
+            rows = (missing == pattern).all(axis=1)
+            o = np.flatnonzero(~pattern)
+            components = [pm.MvNormal.dist(mu=means_z[k][o], cov=cov[k][o][:, o]) for k in range(2)]
+            z = (X[rows][:, o] - loc[o]) / scale[o]
+            pm.Mixture(f"obs_{p}", w=weights, comp_dists=components, observed=z)
+            pm.Potential(f"jacobian_{p}", pt.as_tensor(-rows.sum() * np.log(scale[o]).sum()))
+    return model
+
+
+def test_model_equals_an_explicit_per_pattern_pymc_model(rng):
+    """Full covariances: the off-diagonal blocks are where marginalising matters."""
+    cov_type = "full"
+    X = _holes(rng, n=20, fraction=0.2)
+    ours = build_model(X, 2, covariance_type=cov_type)
+    explicit = _explicit_per_pattern_model(X, cov_type)
+    assert [v.name for v in ours.value_vars] == [v.name for v in explicit.value_vars]
+    density = log_density_for(ours)
+    rows = density.rows(*observed_rows(ours))
+    logp = explicit.compile_logp(jacobian=True, mode=PYTHON)
+    dlogp = explicit.compile_dlogp(jacobian=True, mode=PYTHON)
+    ours_logp = ours.compile_logp(jacobian=True, mode=PYTHON)
+    for _ in range(2):
+        x = rng.normal(size=density.n_dim) * 0.5
+        point = _split(ours, x)
+        value, grad = density(x, rows)
+        np.testing.assert_allclose(ours_logp(point), logp(point), rtol=1e-10)
+        np.testing.assert_allclose(value, logp(point), rtol=1e-10)
+        expected = dlogp(point)
+        np.testing.assert_allclose(grad, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())

@@ -69,6 +69,13 @@ class Strategy:
         iteration (many k-means starts cost one iteration each).
     short_iter : int
         Iterations of each short run, after the screening one.
+    n_reserve : int
+        Starts ranked just below the ``n_screened`` after the screening iteration that get a
+        second one (one-iteration likelihoods misrank slow starters): each whose second
+        iteration beats the worst of the screened ones' has a short run too, and is continued
+        to convergence if that short run beats the ``n_best``-th screened one's. An addition
+        to the screened starts, never a replacement, so the optimum reached is never lower
+        than without reserve. 0: no reserve.
     n_best : int
         Short runs continued to convergence (the ones with the highest log-likelihood).
     always : tuple of str
@@ -82,6 +89,7 @@ class Strategy:
     n_split: int = 2
     n_cross: int = 3
     n_screened: int = 6
+    n_reserve: int = 6
     short_iter: int = 10
     n_best: int = 2
     always: tuple[str, ...] = ("hc",)
@@ -269,17 +277,43 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
             continue
         run.kind = kind
         runs.append(run)
-    # screen (one iteration), short runs, then to convergence: each stage keeps the best
-    stages = ((1, strategy.n_screened), (strategy.short_iter, strategy.n_best), (None, 0))
-    for n_iter, keep in stages:
-        runs = _advance_all(advance, runs, n_iter, errors)
-        runs = runs[:keep] + [r for r in runs[keep:] if r.kind in strategy.always] if keep else runs
+    runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
+    screened, promoted = _screen(advance, runs, strategy, errors)
+    more = max(strategy.short_iter - 1, 0)  # the short run's iterations after the second
+    runs = _advance_all(advance, screened, more, errors)
+    promoted = _advance_all(advance, promoted, more, errors)
+    n_best = strategy.n_best or len(runs)
+    keep = runs[:n_best]
+    runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
+    if keep:  # a promoted start goes on where its short run beats a continued one
+        runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
+    runs = _advance_all(advance, runs, None, errors)
     best = runs[0] if runs else None
     if best is None:
         if errors:
             raise errors[0]
         raise ValueError("No start gave a finite log-likelihood; check the data.")
     return best
+
+
+def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
+    """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
+    kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
+    ``n_screened`` best of the two groups after a second iteration. The screened runs are
+    those of a screening without reserve; with a short run, all have had two iterations."""
+    n = strategy.n_screened or len(runs)
+    top, rest = runs[:n], runs[n:]
+    screened = top + [r for r in rest if r.kind in strategy.always]
+    reserve = [r for r in rest if r.kind not in strategy.always][: strategy.n_reserve]
+    if strategy.short_iter < 1:
+        return screened, []
+    screened = _advance_all(advance, screened, 1, errors)
+    reserve = _advance_all(advance, reserve, 1, errors)
+    second = [r.lower_bound for r in screened if any(r is t for t in top)]
+    if not second or not reserve:
+        return screened, []
+    bar = sorted(second + [r.lower_bound for r in reserve], reverse=True)[len(second) - 1]
+    return screened, [r for r in reserve if r.lower_bound >= bar]
 
 
 def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:

@@ -71,11 +71,11 @@ class Strategy:
         Iterations of each short run, after the screening one.
     n_reserve : int
         Starts ranked just below the ``n_screened`` after the screening iteration that get a
-        second one (one-iteration likelihoods misrank slow starters): each whose second
-        iteration beats the worst of the screened ones' has a short run too, and is continued
-        to convergence if that short run beats the ``n_best``-th screened one's. An addition
-        to the screened starts, never a replacement, so the optimum reached is never lower
-        than without reserve. 0: no reserve.
+        second one (one-iteration likelihoods misrank slow starters): those that then rank
+        among the ``n_screened`` best of both groups have a short run too, and are continued
+        to convergence if their short run beats the best screened one's. An addition to the
+        screened starts, never a replacement, so from the same starts the optimum reached is
+        never lower than without reserve. 0: no reserve.
     n_best : int
         Short runs continued to convergence (the ones with the highest log-likelihood).
     always : tuple of str
@@ -285,7 +285,7 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     n_best = strategy.n_best or len(runs)
     keep = runs[:n_best]
     runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
-    if keep:  # a promoted start goes on where its short run beats a continued one
+    if keep:  # a promoted start goes on where its short run beats every screened one
         runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
     runs = _advance_all(advance, runs, None, errors)
     best = runs[0] if runs else None

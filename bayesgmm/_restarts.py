@@ -67,15 +67,18 @@ class Strategy:
     n_screened : int
         Starts that go on to a short run: the ones with the highest log-likelihood after one
         iteration (many k-means starts cost one iteration each).
+    n_reserve : int
+        Starts ranked just below the ``n_screened`` after the screening iteration that get
+        ``reserve_iter - 1`` more (one-iteration likelihoods misrank slow starters): those
+        that then rank among the ``n_screened`` best of both groups have a short run too,
+        and are continued to convergence if their short run beats the best screened one's.
+        An addition to the screened starts, never a replacement, so from the same starts the
+        optimum reached is never lower than without reserve. 0: no reserve.
+    reserve_iter : int
+        Iterations, the screening one included, after which the reserve is ranked with the
+        screened starts (at most ``short_iter + 1``).
     short_iter : int
         Iterations of each short run, after the screening one.
-    n_reserve : int
-        Starts ranked just below the ``n_screened`` after the screening iteration that get a
-        second one (one-iteration likelihoods misrank slow starters): those that then rank
-        among the ``n_screened`` best of both groups have a short run too, and are continued
-        to convergence if their short run beats the best screened one's. An addition to the
-        screened starts, never a replacement, so from the same starts the optimum reached is
-        never lower than without reserve. 0: no reserve.
     n_best : int
         Short runs continued to convergence (the ones with the highest log-likelihood).
     always : tuple of str
@@ -90,6 +93,7 @@ class Strategy:
     n_cross: int = 3
     n_screened: int = 6
     n_reserve: int = 6
+    reserve_iter: int = 2
     short_iter: int = 10
     n_best: int = 2
     always: tuple[str, ...] = ("hc",)
@@ -279,7 +283,7 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
         runs.append(run)
     runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
     screened, promoted = _screen(advance, runs, strategy, errors)
-    more = max(strategy.short_iter - 1, 0)  # the short run's iterations after the second
+    more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
     runs = _advance_all(advance, screened, more, errors)
     promoted = _advance_all(advance, promoted, more, errors)
     n_best = strategy.n_best or len(runs)
@@ -299,21 +303,27 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
 def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
     """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
     kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
-    ``n_screened`` best of the two groups after a second iteration. The screened runs are
-    those of a screening without reserve; with a short run, all have had two iterations."""
+    ``n_screened`` best of the two groups after ``reserve_iter`` iterations. The screened
+    runs are those of a screening without reserve; all have had that many iterations."""
     n = strategy.n_screened or len(runs)
     top, rest = runs[:n], runs[n:]
     screened = top + [r for r in rest if r.kind in strategy.always]
     reserve = [r for r in rest if r.kind not in strategy.always][: strategy.n_reserve]
-    if strategy.short_iter < 1:
+    more = _reserve_iter(strategy) - 1
+    if more < 1:
         return screened, []
-    screened = _advance_all(advance, screened, 1, errors)
-    reserve = _advance_all(advance, reserve, 1, errors)
+    screened = _advance_all(advance, screened, more, errors)
+    reserve = _advance_all(advance, reserve, more, errors)
     second = [r.lower_bound for r in screened if any(r is t for t in top)]
     if not second or not reserve:
         return screened, []
     bar = sorted(second + [r.lower_bound for r in reserve], reverse=True)[len(second) - 1]
     return screened, [r for r in reserve if r.lower_bound >= bar]
+
+
+def _reserve_iter(strategy: Strategy) -> int:
+    """The iterations after which the reserve is ranked: within the short run."""
+    return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
 def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:

@@ -3,6 +3,10 @@
 EM converges to a local maximum that depends on where it starts. The strategy here is
 Biernacki, Celeux & Govaert's (2003) "em-EM": many **short** EM runs from diverse starts (a few
 iterations each), then the best few of them (by log-likelihood) **continued** to convergence.
+The first cut is by the likelihood after one iteration, which misranks slow starters (a start
+ranked tenth there was first after ten iterations, 49.5 nats above the rest, on the simulated
+correlated data): the next few get a second iteration, and go on if they then rank among the
+screened ones (``Strategy.n_reserve``).
 A start that fails in its short run (a component collapsing onto too few points, a singular
 covariance) is dropped, never fatal, as long as one start survives.
 

@@ -216,13 +216,21 @@ def _pointwise_log_likelihood(unit: xr.Dataset, X: np.ndarray, scaling: AffineSc
 
 def _complete_groups(idata: Tree, model: pm.Model, scaling: AffineScaling) -> None:
     """Pointwise log-likelihood (for LOO) and observed data, the same on every sampler path."""
-    X, _ = observed_rows(model)
+    X, weight = observed_rows(model)
     coords = {name: list(model.coords[name]) for name in ("obs_id", "feature")}
     unit = standardised(get_group(idata, "posterior"), scaling)
     log_lik = _pointwise_log_likelihood(unit, X, scaling).assign_coords(obs_id=coords["obs_id"])
     replace_group(idata, "log_likelihood", xr.Dataset({"obs": log_lik}))
     observed = xr.Dataset({"obs": (("obs_id", "feature"), X)}, coords=coords)
     replace_group(idata, "observed_data", observed)
+    if weight is not None:  # kept with the fit, so a model rebuilt from it is the same model
+        constant = get_group(idata, "constant_data") if has_group(idata, "constant_data") else None
+        weights = xr.Dataset(
+            {"sample_weight": ("obs_id", weight)}, coords={"obs_id": coords["obs_id"]}
+        )
+        replace_group(
+            idata, "constant_data", weights if constant is None else constant.merge(weights)
+        )
 
 
 def finish(

@@ -294,18 +294,25 @@ class BayesianGMM(BaseEstimator):
         self._check_fitted()
         if getattr(self, "_model", None) is None:
             observed = self.idata_.observed_data["obs"].values
+            constant = self.idata_.children.get("constant_data")
+            weight = None
+            if constant is not None and "sample_weight" in constant:
+                weight = constant["sample_weight"].values
             self._model = build_model(
                 pd.DataFrame(observed, columns=self.feature_names_),
                 self.n_components,
                 priors=self.priors_,
                 covariance_type=self.covariance_type,
+                sample_weight=weight,
             )
         return self._model
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the PyMC model (it holds compiled functions); it is rebuilt on
-        first use of :attr:`model_`."""
-        state = super().__getstate__()
+        first use of :attr:`model_`. The state is a copy: on Python >= 3.11 scikit-learn's
+        returns the instance's own ``__dict__``, and popping from it dropped the model of
+        the fit being pickled."""
+        state = dict(super().__getstate__())
         state.pop("_model", None)
         return state
 
@@ -378,8 +385,9 @@ class BayesianGMM(BaseEstimator):
 
     def _rows(self, X: Any) -> np.ndarray | None:
         """New data checked against the fit, as scikit-learn checks it: the number of
-        features, and the column names and their order when fitted on a DataFrame."""
-        return None if X is None else check_data(self, X, reset=False)
+        features, and the column names and their order when fitted on a DataFrame. NaN cells
+        are missing values (a row is classified by its observed entries)."""
+        return None if X is None else check_data(self, X, reset=False, allow_nan=True)
 
     def _warn_if_modes(self, what: str, remedy: str) -> None:
         """Say so when a summary over all chains averages over several modes."""

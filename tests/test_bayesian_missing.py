@@ -6,6 +6,8 @@ SciPy in ``test_model_missing.py`` and ``test_logdensity_missing.py``.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,6 +65,25 @@ def test_weighted_fit_keeps_one_log_likelihood_entry_per_row(holes):
     fit = _small(max_starts=1).fit(holes, sample_weight=weight)
     np.testing.assert_array_equal(model_spec(fit.model_).sample_weight, weight)
     assert fit.idata_.log_likelihood["obs"].sizes["obs_id"] == holes.shape[0]
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_weighted_fit_pickled_or_saved_rebuilds_the_weighted_model(holes, tmp_path):
+    """The model rebuilt after pickling or loading has the fit's weights (its log density at
+    a point equals the original model's), and pickling leaves the original's model alone."""
+    weight = np.random.default_rng(0).integers(0, 4, size=holes.shape[0]).astype(float)
+    weight[:2] = 1.0
+    fit = _small(max_starts=1, draws=20, tune=20).fit(holes, sample_weight=weight)
+    model = fit.model_
+    point = model.initial_point()
+    expected = model.compile_logp()(point)
+    copy = pickle.loads(pickle.dumps(fit))
+    assert fit.model_ is model
+    fit.save(tmp_path / "fit.nc")
+    for other in (copy, BayesianGMM.load(tmp_path / "fit.nc")):
+        np.testing.assert_array_equal(model_spec(other.model_).sample_weight, weight)
+        np.testing.assert_array_equal(model_spec(other.model_).missing, np.isnan(holes))
+        assert other.model_.compile_logp()(point) == pytest.approx(expected, rel=1e-12)
 
 
 def test_bad_weights_are_refused_before_any_work(holes, monkeypatch):
@@ -146,3 +167,8 @@ def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes
     assert np.isfinite(probability).all()
     labels = fit.predict()
     np.testing.assert_array_equal(labels, np.argmax(probability, axis=1))
+    # new rows with missing cells: the same memberships as those rows in the training data
+    np.testing.assert_allclose(fit.predict_proba(holes[:12]), probability[:12], rtol=1e-12)
+    np.testing.assert_array_equal(fit.predict(holes[:12]), labels[:12])
+    empty = fit.predict_proba(np.full((1, 2), np.nan))  # nothing observed: the mixing weights
+    np.testing.assert_allclose(empty[0], w.mean(axis=-1), rtol=1e-12)

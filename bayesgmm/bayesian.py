@@ -223,7 +223,7 @@ class BayesianGMM(BaseEstimator):
         data, names = check_matrix(
             X, n_components=self.n_components, estimator=self, allow_nan=True
         )
-        weight = check_sample_weight(sample_weight, data.shape[0], self.n_components)
+        weight = check_sample_weight(sample_weight, data.shape[0], self.n_components, data, self)
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(data, weight)

@@ -7,6 +7,7 @@ SciPy in ``test_model_missing.py`` and ``test_logdensity_missing.py``.
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from bayesgmm import BayesianGMM
+from bayesgmm._idata import loo
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._logdensity_missing import Rows
 from bayesgmm.datasets import load_faithful, simulate_mixture
@@ -45,6 +47,9 @@ def test_kernel_fit_uses_every_row_with_missing_cells(holes):
     # EM on the same rows (with missing cells) is the posterior's start and near its centre
     np.testing.assert_allclose(np.sort(means[:, 1]), np.sort(fit.em_.means_[:, 1]), rtol=0.03)
     assert fit.idata_.posterior.attrs["backend"] == "kernel"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # unweighted: no warning about weights
+        loo(fit.idata_)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
@@ -84,6 +89,9 @@ def test_weighted_fit_pickled_or_saved_rebuilds_the_weighted_model(holes, tmp_pa
         np.testing.assert_array_equal(model_spec(other.model_).sample_weight, weight)
         np.testing.assert_array_equal(model_spec(other.model_).missing, np.isnan(holes))
         assert other.model_.compile_logp()(point) == pytest.approx(expected, rel=1e-12)
+    # LOO sums one term per row: not the repeated rows' elpd, and it says so
+    with pytest.warns(UserWarning, match="LOO counts each row once, not by its sample_weight"):
+        loo(fit.idata_)
 
 
 def test_bad_weights_are_refused_before_any_work(holes, monkeypatch):

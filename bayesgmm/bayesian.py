@@ -20,6 +20,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from ._errors import from_below
+from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
 from ._validation import check_choice, check_data, check_matrix, check_sample_weight
@@ -224,6 +225,7 @@ class BayesianGMM(BaseEstimator):
             X, n_components=self.n_components, estimator=self, allow_nan=True
         )
         weight = check_sample_weight(sample_weight, data.shape[0], self.n_components, data, self)
+        data, weight = drop_empty_rows(data, weight, stacklevel=3)  # one warning, not EM's too
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(data, weight)

@@ -180,3 +180,16 @@ def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes
     np.testing.assert_array_equal(fit.predict(holes[:12]), labels[:12])
     empty = fit.predict_proba(np.full((1, 2), np.nan))  # nothing observed: the mixing weights
     np.testing.assert_allclose(empty[0], w.mean(axis=-1), rtol=1e-12)
+
+
+def test_rows_with_nothing_observed_are_counted_in_one_warning(holes, monkeypatch):
+    """EM and the model both leave such rows out; the user hears it once (was twice)."""
+    monkeypatch.setattr("bayesgmm.bayesian.sample_posterior", lambda *args, **kwargs: None)
+    X = np.vstack([holes[:60], np.full((2, 2), np.nan)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = _small(max_starts=1).fit(X)
+    empty = [w for w in caught if "every feature missing" in str(w.message)]
+    assert len(empty) == 1 and str(empty[0].message).startswith("2 row(s)")
+    assert empty[0].filename == __file__  # pointed at the user's call
+    assert model_spec(fit.model_).missing.shape[0] == 60

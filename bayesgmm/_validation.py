@@ -116,7 +116,13 @@ def check_fit_data(
     if allow_nan and np.isnan(X).any():
         _check_observed(estimator, np.isnan(X).all(axis=0))
         with np.errstate(invalid="ignore"):
-            _check_constant(estimator, np.nanmax(X, axis=0) == np.nanmin(X, axis=0))
+            constant = np.nanmax(X, axis=0) == np.nanmin(X, axis=0)
+        _reject_features(
+            estimator,
+            constant,
+            "have one value in all their observed cells (observed once, or always the same): "
+            "a Gaussian component cannot have zero spread. Drop the column(s) before fitting.",
+        )
     else:
         _check_constant(estimator, np.ptp(X, axis=0) == 0)
     return X

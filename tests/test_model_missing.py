@@ -247,3 +247,15 @@ def test_feature_observed_only_in_rows_of_weight_zero_is_a_named_error(rng):
     weight[0] = 1.0  # one positive-weight value: no spread among the rows that count
     with pytest.raises(ValueError, match=r"Feature\(s\) 1 of X are constant .* positive weight"):
         build_model(X, 2, sample_weight=weight)
+
+
+def test_feature_observed_in_one_row_is_named_as_such(rng):
+    X = _holes(rng)
+    X[:, 0] = rng.normal(size=X.shape[0])
+    X[1:, 2] = np.nan
+    X[0, 2] = 1.0
+    message = r"Feature\(s\) 2 of X have one value in all their observed cells \(observed once"
+    with pytest.raises(ValueError, match=message):
+        EMGaussianMixture(2).fit(X)
+    with pytest.raises(ValueError, match=message):
+        build_model(X, 2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import arviz as az
@@ -252,8 +252,27 @@ def bfmi(tree: Tree) -> np.ndarray:
     return np.asarray(az.bfmi(energy)["energy"].values, dtype=float)
 
 
+def _warn_if_weighted(trees: Iterable[Tree]) -> None:
+    """LOO sums one term per row: say so for fits with frequency weights (kept in
+    ``observed_data`` as ``sample_weight``), whose elpd is not that of the repeated rows."""
+    for tree in trees:
+        observed = getattr(tree, "children", {}).get("observed_data")
+        if observed is None or "sample_weight" not in observed:
+            continue
+        if np.any(observed["sample_weight"].values != 1):
+            warnings.warn(
+                "LOO counts each row once, not by its sample_weight: for a weighted fit "
+                "elpd_loo is that of the distinct rows (rows of weight zero, never fitted, "
+                "included), not of the repeated rows. Fit the repeated rows to compare by LOO.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+
+
 def loo(tree: Tree) -> Any:
     """PSIS-LOO with pointwise results (``elpd``, ``se``, ``p``, ``pareto_k`` per row)."""
+    _warn_if_weighted([tree])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
         return az.loo(tree, pointwise=True)
@@ -269,6 +288,7 @@ def compare(trees: Mapping[str, Tree]) -> pd.DataFrame:
     ``p_loo`` (what they are): rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, p_worse,
     diag_diff, diag_elpd.
     """
+    _warn_if_weighted(trees.values())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
         table = az.compare(dict(trees), method="stacking", round_to="none")

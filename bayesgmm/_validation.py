@@ -116,7 +116,13 @@ def check_fit_data(
     if allow_nan and np.isnan(X).any():
         _check_observed(estimator, np.isnan(X).all(axis=0))
         with np.errstate(invalid="ignore"):
-            _check_constant(estimator, np.nanmax(X, axis=0) == np.nanmin(X, axis=0))
+            constant = np.nanmax(X, axis=0) == np.nanmin(X, axis=0)
+        _reject_features(
+            estimator,
+            constant,
+            "have one value in all their observed cells (observed once, or always the same): "
+            "a Gaussian component cannot have zero spread. Drop the column(s) before fitting.",
+        )
     else:
         _check_constant(estimator, np.ptp(X, axis=0) == 0)
     return X
@@ -131,11 +137,20 @@ def _check_observed(estimator: Any, never_observed: np.ndarray) -> None:
     )
 
 
-def check_sample_weight(sample_weight: Any, n_samples: int, n_components: int) -> np.ndarray | None:
+def check_sample_weight(
+    sample_weight: Any,
+    n_samples: int,
+    n_components: int,
+    X: np.ndarray | None = None,
+    estimator: Any = None,
+) -> np.ndarray | None:
     """Frequency weights as a float array of shape ``(n_samples,)``, or None.
 
     Weights count how often each row occurs (scikit-learn's convention): they must be finite,
-    non-negative, and positive on at least ``n_components`` rows.
+    non-negative, and positive on at least ``n_components`` rows. Given the validated ``X``
+    (NaN cells missing), every feature must also be observed, and not constant, in the rows
+    of positive weight: a zero weight removes a row, so a feature observed only in such rows
+    is missing everywhere (``estimator`` names the features).
     """
     if sample_weight is None:
         return None
@@ -164,7 +179,29 @@ def check_sample_weight(sample_weight: Any, n_samples: int, n_components: int) -
             f"n_components = {n_components}: a mixture needs at least one weighted row per "
             "component. Reduce n_components or give more rows a positive weight."
         )
+    if X is not None and not w.all():
+        _check_weighted_features(estimator, X[w > 0])
     return w
+
+
+def _check_weighted_features(estimator: Any, kept: np.ndarray) -> None:
+    """The checks of :func:`check_fit_data` on the rows of positive weight."""
+    remedy = " (only rows of weight zero have them; give those rows a positive weight)"
+    never = np.isnan(kept).all(axis=0)
+    _reject_features(
+        estimator,
+        never,
+        "are missing (NaN) in every row of positive weight: nothing can be estimated about "
+        "them. Drop the column(s) before fitting" + remedy + ".",
+    )
+    with np.errstate(invalid="ignore"):
+        constant = np.nanmax(kept, axis=0) == np.nanmin(kept, axis=0)
+    _reject_features(
+        estimator,
+        constant,
+        "are constant (zero variance) in the rows of positive weight: a Gaussian component "
+        "cannot have zero spread. Drop the constant column(s) before fitting.",
+    )
 
 
 def _check_n_samples(n_samples: int, n_components: int) -> None:

@@ -20,6 +20,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from ._errors import from_below
+from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
 from ._validation import check_choice, check_data, check_matrix, check_sample_weight
@@ -223,7 +224,8 @@ class BayesianGMM(BaseEstimator):
         data, names = check_matrix(
             X, n_components=self.n_components, estimator=self, allow_nan=True
         )
-        weight = check_sample_weight(sample_weight, data.shape[0], self.n_components)
+        weight = check_sample_weight(sample_weight, data.shape[0], self.n_components, data, self)
+        data, weight = drop_empty_rows(data, weight, stacklevel=3)  # one warning, not EM's too
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(data, weight)
@@ -306,8 +308,10 @@ class BayesianGMM(BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the PyMC model (it holds compiled functions); it is rebuilt on
-        first use of :attr:`model_`."""
-        state = super().__getstate__()
+        first use of :attr:`model_`. The state is a copy: on Python >= 3.11 scikit-learn's
+        returns the instance's own ``__dict__``, and popping from it dropped the model of
+        the fit being pickled."""
+        state = dict(super().__getstate__())
         state.pop("_model", None)
         return state
 
@@ -380,8 +384,9 @@ class BayesianGMM(BaseEstimator):
 
     def _rows(self, X: Any) -> np.ndarray | None:
         """New data checked against the fit, as scikit-learn checks it: the number of
-        features, and the column names and their order when fitted on a DataFrame."""
-        return None if X is None else check_data(self, X, reset=False)
+        features, and the column names and their order when fitted on a DataFrame. NaN cells
+        are missing values (a row is classified by its observed entries)."""
+        return None if X is None else check_data(self, X, reset=False, allow_nan=True)
 
     def _warn_if_modes(self, what: str, remedy: str) -> None:
         """Say so when a summary over all chains averages over several modes."""

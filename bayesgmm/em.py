@@ -353,7 +353,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             data = X
         else:
             X = np.ascontiguousarray(check_fit_data(self, X, self.n_components, allow_nan=True))
-            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components)
+            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
             data, summary = _missing.prepare(X, weights, self.n_components)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)

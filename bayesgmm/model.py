@@ -378,7 +378,7 @@ def build_model(
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
     data, names = check_matrix(X, n_components=n_components, caller="build_model", allow_nan=True)
-    weight = check_sample_weight(sample_weight, data.shape[0], int(n_components))
+    weight = check_sample_weight(sample_weight, data.shape[0], int(n_components), data)
     data, weight = drop_empty_rows(data, weight, stacklevel=3)
     n_samples, n_features = data.shape
     family = bayes_family(covariance_type, n_features)

@@ -212,6 +212,7 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
     ax = plotting.plot_membership(fit.idata_, hdi_prob=hdi_prob)
     section.figure(_figure_of(ax), "Most probable component; uncertain points stand out")
     membership = posterior_membership(fit.idata_, hdi_prob=hdi_prob)
+    X = X[X.notna().any(axis=1)]  # the fitted rows: one with nothing observed was left out
     order = np.argsort(-membership["entropy"].values)[:10]
     rows = X.iloc[order].reset_index(names="observation")
     rows["entropy"] = membership["entropy"].values[order]

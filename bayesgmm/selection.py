@@ -150,7 +150,7 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
         return X, None  # checked lazily by each fit
     probe = EMGaussianMixture()
     data = check_fit_data(probe, X, 1, allow_nan=True)
-    check_sample_weight(sample_weight, data.shape[0], 1)
+    check_sample_weight(sample_weight, data.shape[0], 1, data, probe)
     return data, getattr(probe, "feature_names_in_", None)
 
 

@@ -7,6 +7,7 @@ SciPy in ``test_model_missing.py`` and ``test_logdensity_missing.py``.
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from bayesgmm import BayesianGMM
+from bayesgmm._idata import loo
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._logdensity_missing import Rows
 from bayesgmm.datasets import load_faithful, simulate_mixture
@@ -45,6 +47,9 @@ def test_kernel_fit_uses_every_row_with_missing_cells(holes):
     # EM on the same rows (with missing cells) is the posterior's start and near its centre
     np.testing.assert_allclose(np.sort(means[:, 1]), np.sort(fit.em_.means_[:, 1]), rtol=0.03)
     assert fit.idata_.posterior.attrs["backend"] == "kernel"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # unweighted: no warning about weights
+        loo(fit.idata_)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
@@ -65,6 +70,28 @@ def test_weighted_fit_keeps_one_log_likelihood_entry_per_row(holes):
     fit = _small(max_starts=1).fit(holes, sample_weight=weight)
     np.testing.assert_array_equal(model_spec(fit.model_).sample_weight, weight)
     assert fit.idata_.log_likelihood["obs"].sizes["obs_id"] == holes.shape[0]
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_weighted_fit_pickled_or_saved_rebuilds_the_weighted_model(holes, tmp_path):
+    """The model rebuilt after pickling or loading has the fit's weights (its log density at
+    a point equals the original model's), and pickling leaves the original's model alone."""
+    weight = np.random.default_rng(0).integers(0, 4, size=holes.shape[0]).astype(float)
+    weight[:2] = 1.0
+    fit = _small(max_starts=1, draws=20, tune=20).fit(holes, sample_weight=weight)
+    model = fit.model_
+    point = model.initial_point()
+    expected = model.compile_logp()(point)
+    copy = pickle.loads(pickle.dumps(fit))
+    assert fit.model_ is model
+    fit.save(tmp_path / "fit.nc")
+    for other in (copy, BayesianGMM.load(tmp_path / "fit.nc")):
+        np.testing.assert_array_equal(model_spec(other.model_).sample_weight, weight)
+        np.testing.assert_array_equal(model_spec(other.model_).missing, np.isnan(holes))
+        assert other.model_.compile_logp()(point) == pytest.approx(expected, rel=1e-12)
+    # LOO sums one term per row: not the repeated rows' elpd, and it says so
+    with pytest.warns(UserWarning, match="LOO counts each row once, not by its sample_weight"):
+        loo(fit.idata_)
 
 
 def test_bad_weights_are_refused_before_any_work(holes, monkeypatch):
@@ -148,6 +175,11 @@ def test_memberships_of_rows_with_missing_cells_use_their_observed_entries(holes
     assert np.isfinite(probability).all()
     labels = fit.predict()
     np.testing.assert_array_equal(labels, np.argmax(probability, axis=1))
+    # new rows with missing cells: the same memberships as those rows in the training data
+    np.testing.assert_allclose(fit.predict_proba(holes[:12]), probability[:12], rtol=1e-12)
+    np.testing.assert_array_equal(fit.predict(holes[:12]), labels[:12])
+    empty = fit.predict_proba(np.full((1, 2), np.nan))  # nothing observed: the mixing weights
+    np.testing.assert_allclose(empty[0], w.mean(axis=-1), rtol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
@@ -163,3 +195,16 @@ def test_a_weighted_fit_rebuilds_its_weighted_model_after_pickling(holes, tmp_pa
     fit.save(path)
     loaded = BayesianGMM.load(path)
     np.testing.assert_array_equal(model_spec(loaded.model_).sample_weight, weight)
+
+
+def test_rows_with_nothing_observed_are_counted_in_one_warning(holes, monkeypatch):
+    """EM and the model both leave such rows out; the user hears it once (was twice)."""
+    monkeypatch.setattr("bayesgmm.bayesian.sample_posterior", lambda *args, **kwargs: None)
+    X = np.vstack([holes[:60], np.full((2, 2), np.nan)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = _small(max_starts=1).fit(X)
+    empty = [w for w in caught if "every feature missing" in str(w.message)]
+    assert len(empty) == 1 and str(empty[0].message).startswith("2 row(s)")
+    assert empty[0].filename == __file__  # pointed at the user's call
+    assert model_spec(fit.model_).missing.shape[0] == 60

@@ -309,20 +309,6 @@ def test_sweep_and_fit_predict_take_missing_cells(data):
     assert labels.shape == (len(X),)
 
 
-def test_too_few_complete_rows_for_the_sampler_is_an_error_before_the_sweep(data, monkeypatch):
-    from bayesgmm import selection
-
-    def started(*args, **kwargs):
-        raise AssertionError("the sweep started")
-
-    monkeypatch.setattr(selection, "em_sweep", started)
-    _, Xm = data
-    X = Xm.copy()
-    X[3:, 0] = np.nan  # three complete rows at most
-    with pytest.raises(ValueError, match=r"row\(s\) have no missing value.*K=3.*bayesian=False"):
-        selection.select_n_components(X, range(1, 4), progress=False)
-
-
 def test_sweep_with_missing_cells_runs_em_em_on_the_fitted_rows(data, monkeypatch):
     """em-EM (the sweep's default) is not silently replaced by n_init restarts when cells are
     missing: its pool is built on the rows the fits keep (not the rows with nothing

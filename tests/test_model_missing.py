@@ -274,3 +274,37 @@ def test_model_equals_an_explicit_per_pattern_pymc_model(rng):
         np.testing.assert_allclose(value, logp(point), rtol=1e-10)
         expected = dlogp(point)
         np.testing.assert_allclose(grad, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())
+
+
+def test_feature_observed_only_in_rows_of_weight_zero_is_a_named_error(rng):
+    """A zero weight removes a row, so a feature observed only there is missing everywhere:
+    named before any work (EM crashed inside KMeans, build_model on a NaN prior)."""
+    from bayesgmm import BayesianGMM
+
+    X = _holes(rng)
+    X[:, 0] = rng.normal(size=X.shape[0])  # no row is empty
+    X[:10, 1] = rng.normal(size=10)
+    X[10:, 1] = np.nan
+    weight = np.r_[np.zeros(10), np.ones(X.shape[0] - 10)]
+    message = "Feature\\(s\\) 1 of X are missing \\(NaN\\) in every row of positive weight"
+    with pytest.raises(ValueError, match=message):
+        EMGaussianMixture(2).fit(X, sample_weight=weight)
+    with pytest.raises(ValueError, match=message):
+        build_model(X, 2, sample_weight=weight)
+    with pytest.raises(ValueError, match=message):
+        BayesianGMM(2).fit(X, sample_weight=weight)
+    weight[0] = 1.0  # one positive-weight value: no spread among the rows that count
+    with pytest.raises(ValueError, match=r"Feature\(s\) 1 of X are constant .* positive weight"):
+        build_model(X, 2, sample_weight=weight)
+
+
+def test_feature_observed_in_one_row_is_named_as_such(rng):
+    X = _holes(rng)
+    X[:, 0] = rng.normal(size=X.shape[0])
+    X[1:, 2] = np.nan
+    X[0, 2] = 1.0
+    message = r"Feature\(s\) 2 of X have one value in all their observed cells \(observed once"
+    with pytest.raises(ValueError, match=message):
+        EMGaussianMixture(2).fit(X)
+    with pytest.raises(ValueError, match=message):
+        build_model(X, 2)

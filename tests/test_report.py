@@ -396,3 +396,32 @@ def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     assert frame.shape == (4, 2) and int(frame.isna().sum().sum()) == 2
     assert "2 missing cell(s) in 2 row(s), column(s) ['a', 'b']" in capsys.readouterr().err
     assert load_data(str(data), None, dropna=True).shape == (2, 2)
+
+
+@pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
+def test_clustering_table_rows_are_the_observations_they_name():
+    """A row with every cell empty is left out of the fit; the table of uncertain rows still
+    shows each observation's own values and membership (they were shifted by one row)."""
+    from bayesgmm import BayesianGMM
+    from bayesgmm.report import _clustering_section
+
+    sim = simulate_mixture(
+        40,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [3.0, 1.0]],
+        covariances=[np.eye(2)] * 2,
+        random_state=2,
+    )
+    frame = pd.DataFrame(sim.X, columns=["a", "b"])
+    frame.loc[3] = np.nan
+    with pytest.warns(UserWarning, match="1 row\\(s\\) of X have every feature missing"):
+        fit = BayesianGMM(2, draws=20, tune=20, chains=1, random_seed=0, progressbar=False).fit(
+            frame
+        )
+    table, _ = _clustering_section(fit, frame, 0.94).blocks[-1][1]
+    entropy = fit.membership(frame)["entropy"].values
+    for _, row in table.iterrows():
+        i = int(row["observation"])
+        assert i != 3
+        np.testing.assert_array_equal(row[["a", "b"]].to_numpy(float), frame.loc[i].to_numpy())
+        assert row["entropy"] == pytest.approx(entropy[i], rel=1e-12)

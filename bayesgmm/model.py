@@ -255,9 +255,32 @@ def observed_rows(model: pm.Model) -> tuple[np.ndarray, np.ndarray | None]:
     """
     X = np.asarray(model["X"].get_value(), dtype=np.float64)
     spec = model_spec(model)
-    if spec is None or spec.missing is None:
-        return X, None if spec is None else spec.sample_weight
+    if spec is None:
+        return X, None
+    _check_same_rows(X, spec)
+    if spec.missing is None:
+        return X, spec.sample_weight
     return np.where(spec.missing, np.nan, X), spec.sample_weight
+
+
+def _check_same_rows(X: np.ndarray, spec: ModelSpec) -> None:
+    """The missingness patterns and weights are constants of the model: data set with
+    ``pm.set_data`` must have the same rows' shape and miss exactly the same cells."""
+    n_rows = None if spec.sample_weight is None else spec.sample_weight.size
+    if spec.missing is not None:
+        n_rows = spec.missing.shape[0]
+        changed = X.shape != spec.missing.shape
+        if not changed:
+            held = X[spec.missing]  # build_model stores 0 there; NaN says the same
+            changed = np.isnan(X[~spec.missing]).any() or np.any((held != 0) & ~np.isnan(held))
+    else:
+        changed = n_rows is not None and X.shape[0] != n_rows
+    if changed:
+        raise ValueError(
+            f"The model's data were replaced (pm.set_data, now shape {X.shape}), but it was "
+            f"built on {n_rows} rows with their missing cells and weights fixed in the graph: "
+            "call build_model on the new data (with its sample_weight) instead."
+        )
 
 
 def _observed_dist(spec: ModelSpec) -> Any:

@@ -308,3 +308,28 @@ def test_feature_observed_in_one_row_is_named_as_such(rng):
         EMGaussianMixture(2).fit(X)
     with pytest.raises(ValueError, match=message):
         build_model(X, 2)
+
+
+def test_data_replaced_with_other_rows_or_holes_is_a_named_error(rng):
+    """Patterns and weights are constants of the graph: pm.set_data with other rows (a
+    broadcasting error before), or values in the cells the model misses (silently ignored
+    before), is refused; the same rows with the same holes (NaN or 0) are accepted."""
+    import pymc as pm
+
+    X = _holes(rng)
+    model = build_model(X, 2)
+    with model:
+        pm.set_data({"X": X})  # the same holes, as NaN
+    np.testing.assert_array_equal(observed_rows(model)[0], X)
+    message = "The model's data were replaced .* call build_model on the new data"
+    other = np.where(np.isnan(X), 1.0, X)  # values where the model has holes
+    for new, n in ((other, X.shape[0]), (np.ones((5, 3)), 5)):
+        with model:
+            pm.set_data({"X": new}, coords={"obs_id": np.arange(n)})
+        with pytest.raises(ValueError, match=message):
+            observed_rows(model)
+    weighted = build_model(np.nan_to_num(X, nan=1.0), 2, sample_weight=np.ones(X.shape[0]))
+    with weighted:
+        pm.set_data({"X": np.ones((5, 3))}, coords={"obs_id": np.arange(5)})
+    with pytest.raises(ValueError, match=message):
+        observed_rows(weighted)

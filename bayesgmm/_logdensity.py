@@ -39,6 +39,7 @@ import xarray as xr
 from scipy.special import gammaln
 
 from ._families import pooled_sd_scale
+from ._fisher import _likelihood_gradients
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _weighted_block_pass
 from ._logdensity_missing import Rows, collapse_duplicates, logp_and_grad_rows
@@ -52,60 +53,6 @@ __all__ = ["LogDensity", "kernel_applies", "log_density_for"]
 
 
 # --------------------------------------------------------------------------- Numba kernel
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _likelihood_gradients(
-    inverse, resp_sum, first, second, diagonal, grad_means, grad_chol
-):  # pragma: no cover - compiled
-    """``d loglik / d mu_k`` and ``d loglik / d L_k`` (lower triangle) from the E-step moments.
-
-    ``second`` holds the upper triangle of ``R_k`` (its diagonal when ``diagonal``).
-    """
-    n_components, n_features = first.shape
-    whitened_first = np.empty(n_features)
-    moment = np.empty((n_features, n_features))
-    whitened = np.empty((n_features, n_features))
-    for c in range(n_components):
-        inv = inverse[c]
-        for a in range(n_features):
-            for e in range(a, n_features):
-                value = second[c, a, e] if (not diagonal or a == e) else 0.0
-                moment[a, e] = value
-                moment[e, a] = value
-        # whitened moments: Linv f and Linv R Linv'
-        for a in range(n_features):
-            acc = 0.0
-            for m in range(a + 1):
-                acc += inv[a, m] * first[c, m]
-            whitened_first[a] = acc
-        for a in range(n_features):
-            for e in range(n_features):
-                acc = 0.0
-                for m in range(a + 1):
-                    acc += inv[a, m] * moment[m, e]
-                whitened[a, e] = acc  # (Linv R)[a, e]
-        for a in range(n_features):
-            for e in range(a, n_features):
-                acc = 0.0
-                for m in range(e + 1):
-                    acc += whitened[a, m] * inv[e, m]
-                moment[a, e] = acc  # (Linv R Linv')[a, e], upper triangle
-        for a in range(n_features):
-            moment[a, a] -= resp_sum[c]
-            for e in range(a):
-                moment[a, e] = moment[e, a]
-        # Sigma^{-1} f = Linv' (Linv f); dL = tril(Linv' (W - n I))
-        for a in range(n_features):
-            acc = 0.0
-            for m in range(a, n_features):
-                acc += inv[m, a] * whitened_first[m]
-            grad_means[c, a] = acc
-            for b in range(a + 1):
-                acc = 0.0
-                for m in range(a, n_features):
-                    acc += inv[m, a] * moment[m, b]
-                grad_chol[c, a, b] = acc
-
-
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _likelihood(
     X, weights, loc, scale, log_w, means, chol, log_diag, diagonal, block
@@ -346,11 +293,9 @@ class LogDensity:
         or rows with missing cells or weights prepared by :meth:`rows`."""
         if isinstance(X, Rows):
             args = self._args
-            if not X.data.patterns:  # complete rows with weights: all in Numba
-                weight = X.data.complete_weight
-                weight = NO_WEIGHTS if weight is None else weight
-                return _weighted_logp_and_grad(x, X.data.complete, weight, X.n_weight, *args)
-            return logp_and_grad_rows(x, X, self.scaling, args[3:7], args[7:12], args[12])
+            if X.complete:  # complete rows with weights
+                return _weighted_logp_and_grad(x, X.values, X.weights, X.n_weight, *args)
+            return logp_and_grad_rows(x, X, args)
         return _logp_and_grad(x, X, *self._args)
 
     def rows(

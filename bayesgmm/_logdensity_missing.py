@@ -3,31 +3,36 @@
 A row contributes the density of its observed entries, ``logsumexp_k(log w_k + log N(x_O |
 mu_k[O], Sigma_k[O, O]))``, times its weight. By Fisher's identity the gradient of that
 observed-data log-likelihood is the conditional expectation, given the observed entries, of
-the complete-data one: the gradient formulas of :func:`bayesgmm._logdensity._likelihood_gradients`
+the complete-data one: the gradient formulas of :func:`bayesgmm._fisher._likelihood_gradients`
 hold unchanged once ``n_k``, ``f_k`` and ``R_k`` are replaced by their conditional expectations.
 Those are exactly what the EM's missing-data E-step computes (:func:`bayesgmm._missing.e_step`:
 per missingness pattern, one pass of the E-step kernel under the marginal mixture, its moments
 lifted to those of the full rows with ``B_k = S_MO S_OO^-1`` and the conditional covariance),
 so this module adds no likelihood arithmetic of its own: it unpacks the unconstrained vector,
-calls that E-step, then the gradient formulas and the priors
+runs that E-step's compiled form (:func:`bayesgmm._missing_kernel.rows_statistics`, the same
+lifting EM uses), then the gradient formulas and the priors
 (:func:`bayesgmm._logprior._add_prior`) that the complete-data kernel uses.
 
 The rows are standardised with the model's ``loc`` and ``scale``; the Jacobian of the
 standardisation counts each row's observed features only, ``-sum_{j in O} log scale_j`` times
-its weight (the E-step's log-likelihood convention, see :mod:`bayesgmm._missing`). Each call
-runs Python once per pattern (the kernel passes are Numba).
+its weight (the E-step's log-likelihood convention, see :mod:`bayesgmm._missing`). The rows
+are sorted by pattern once (:meth:`Rows.prepare`); each call is one compiled function that
+releases the GIL, so nutpie's chains run in parallel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _missing
+from ._fisher import _likelihood_gradients
 from ._gaussian import _invert_lower_into
-from ._kernels import _KERNEL_BLOCK_ROWS, Mixture
+from ._kernels import _FASTMATH, NO_WEIGHTS
 from ._logprior import _add_prior
+from ._missing_kernel import rows_statistics
 from ._unconstrained import _expand, _reduce, _unpack
 
 __all__ = ["Rows", "collapse_duplicates", "logp_and_grad_rows"]
@@ -62,19 +67,39 @@ def collapse_duplicates(
 
 @dataclass(frozen=True)
 class Rows:
-    """Rows prepared once for :func:`logp_and_grad_rows`.
+    """Rows prepared once for :func:`logp_and_grad_rows`: sorted by missingness pattern.
 
     Attributes
     ----------
     data : RowData
         The rows (data units, NaN for missing cells) grouped by missingness pattern, with
-        their weights.
+        their weights, as EM takes them.
+    values : ndarray of shape (n_rows, n_features)
+        The rows (data units), pattern after pattern; each row holds its observed entries
+        first, in the order of its pattern's ``order`` (the rest of the row is unused).
+    weights : ndarray of shape (n_rows,)
+        Their frequency weights in the same order, or the empty ``NO_WEIGHTS``.
+    bounds : ndarray of shape (n_patterns + 1,)
+        Pattern ``p`` holds rows ``bounds[p]:bounds[p + 1]``.
+    order : ndarray of shape (n_patterns, n_features)
+        Each pattern's observed features, then its missing ones.
+    n_observed : ndarray of shape (n_patterns,)
     n_weight : float
         The rows' total weight (their number when unweighted).
     """
 
     data: _missing.RowData
+    values: np.ndarray
+    weights: np.ndarray
+    bounds: np.ndarray
+    order: np.ndarray
+    n_observed: np.ndarray
     n_weight: float
+
+    @property
+    def complete(self) -> bool:
+        """Whether every cell is observed (``values`` are then the rows, in their order)."""
+        return self.n_observed.size == 1 and self.n_observed[0] == self.values.shape[1]
 
     @classmethod
     def prepare(cls, X: np.ndarray, sample_weight: np.ndarray | None) -> Rows:
@@ -89,40 +114,36 @@ class Rows:
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
         weight = None if sample_weight is None else np.ascontiguousarray(sample_weight, float)
-        total = float(X.shape[0] if weight is None else weight.sum())
-        return cls(_missing.RowData(X, weight), total)
+        data = _missing.RowData(X, weight)
+        n_features = X.shape[1]
+        everything = np.arange(n_features)
+        groups = [(data.complete, everything, data.complete_weight)] * (data.complete.shape[0] > 0)
+        for p in data.patterns:
+            groups.append((p.values, np.concatenate([p.observed, p.missing]), p.weight))
+        values = np.zeros_like(X)
+        order = np.array([g[1] for g in groups], dtype=np.int64)
+        n_observed = np.array([g[0].shape[1] for g in groups], dtype=np.int64)
+        bounds = np.concatenate([[0], np.cumsum([g[0].shape[0] for g in groups])])
+        for p, group in enumerate(groups):
+            values[bounds[p] : bounds[p + 1], : n_observed[p]] = group[0]
+        if weight is None:
+            weights, total = NO_WEIGHTS, float(X.shape[0])
+        else:
+            weights = np.ascontiguousarray(np.concatenate([g[2] for g in groups]))
+            total = float(weight.sum())
+        arrays = (values, weights, bounds.astype(np.int64), order, n_observed)
+        return cls(data, *arrays, total)
 
 
-def _mixture(scaling, log_w, means, chol, inverse, diagonal) -> tuple[Mixture, np.ndarray]:
-    """The E-step's :class:`~bayesgmm._kernels.Mixture` and unit-scale covariances in
-    :func:`bayesgmm._missing._unit_covariances`' shape, from the Cholesky factors."""
-    weights = np.exp(log_w)
-    if diagonal:
-        sd = np.ascontiguousarray(np.diagonal(chol, axis1=1, axis2=2))
-        return Mixture(scaling, weights, means, 1.0 / sd, "diag"), sd * sd
-    precisions_chol = np.ascontiguousarray(np.swapaxes(inverse, 1, 2))  # U = L^-T
-    cov = chol @ np.swapaxes(chol, 1, 2)
-    return Mixture(scaling, weights, means, precisions_chol, "full"), cov
-
-
-def logp_and_grad_rows(
-    x: np.ndarray,
-    rows: Rows,
-    scaling,
-    shape: tuple[int, bool, int, int],
-    prior_args: tuple,
-    constant: float,
-) -> tuple[float, np.ndarray]:
-    """Log posterior density and its gradient at ``x`` over prepared ``rows``.
-
-    ``shape`` is ``(n_components, diagonal, n_groups, n_scales)``; ``prior_args`` are
-    ``(alpha, means_loc, means_scale, sd_scale, lkj_shape)`` of
-    :func:`bayesgmm._logprior._add_prior`, ``constant`` the normalising constants.
-    """
-    from ._logdensity import _likelihood_gradients
-
-    n_components, diagonal, n_groups, n_scales = shape
-    n_features = rows.data.rows.shape[1]
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _logp_and_grad_rows(
+    x, values, weights, n_weight, bounds, order, n_observed, loc, scale, log_jacobian,
+    n_components, diagonal, n_groups, n_scales, alpha, means_loc, means_scale, sd_scale,
+    lkj_shape, constant, block,
+):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`logp_and_grad_rows`, compiled; the arguments after ``n_observed`` are
+    :func:`bayesgmm._logdensity._weighted_logp_and_grad`'s."""
+    n_features = values.shape[1]
     grad = np.zeros(x.shape[0])
     log_w, means, free, free_log_diag = _unpack(
         x, n_components, n_features, diagonal, n_groups, n_scales
@@ -130,43 +151,34 @@ def logp_and_grad_rows(
     chol, _ = _expand(free, free_log_diag, n_components, n_features)
     inverse = np.empty_like(chol)
     _invert_lower_into(chol, inverse)
-    try:
-        with np.errstate(all="ignore"):
-            mixture, cov = _mixture(scaling, log_w, means, chol, inverse, diagonal)
-            stats = _missing.e_step(
-                rows.data, mixture, block_rows=_KERNEL_BLOCK_ROWS, engine="serial", cov=cov
-            )
-    except (np.linalg.LinAlgError, ValueError):  # a covariance that is singular in floats
+    ok, (log_lik, resp_sum, first, second) = rows_statistics(
+        values, weights, bounds, order, n_observed, loc, scale, log_w, means, chol, inverse,
+        diagonal, block,
+    )  # fmt: skip
+    if not ok:  # a marginal covariance that is singular in floats
         return -np.inf, grad
-    second = stats.second
-    if diagonal:  # the gradient formulas read the diagonal of a (K, D, D) array
-        second = second[:, :, None] * np.eye(n_features)
     grad_means = np.empty((n_components, n_features))
     grad_chol = np.zeros((n_components, n_features, n_features))
-    _likelihood_gradients(
-        inverse,
-        np.ascontiguousarray(stats.resp_sum),
-        np.ascontiguousarray(stats.first),
-        np.ascontiguousarray(second),
-        diagonal,
-        grad_means,
-        grad_chol,
-    )
+    _likelihood_gradients(inverse, resp_sum, first, second, diagonal, grad_means, grad_chol)
     grad_free = _reduce(grad_chol, n_groups, n_scales)
-    # the E-step's log-likelihood carries each row's missing features' log scales already:
+    # the statistics' log-likelihood carries each row's missing features' log scales already:
     # the full Jacobian per row leaves -sum_{j in O} log scale_j
-    logp = stats.log_likelihood - rows.n_weight * scaling.log_jacobian + constant
+    logp = log_lik[0] - n_weight * log_jacobian + constant
     logp = _add_prior(
-        logp,
-        log_w,
-        means,
-        free,
-        free_log_diag,
-        np.ascontiguousarray(stats.resp_sum),
-        grad_means,
-        grad_free,
-        diagonal,
-        *prior_args,
-        grad,
-    )
+        logp, log_w, means, free, free_log_diag, resp_sum, grad_means, grad_free, diagonal,
+        alpha, means_loc, means_scale, sd_scale, lkj_shape, grad,
+    )  # fmt: skip
     return logp, grad
+
+
+def logp_and_grad_rows(x: np.ndarray, rows: Rows, args: tuple) -> tuple[float, np.ndarray]:
+    """Log posterior density and its gradient at ``x`` over prepared ``rows``.
+
+    ``args`` are :func:`bayesgmm._logdensity._weighted_logp_and_grad`'s after ``n_weight``
+    (``loc, scale, log_jacobian``, the model's shape, the prior's arguments, the normalising
+    constant and the block size).
+    """
+    return _logp_and_grad_rows(
+        x, rows.values, rows.weights, rows.n_weight, rows.bounds, rows.order, rows.n_observed,
+        *args,
+    )  # fmt: skip

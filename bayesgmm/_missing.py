@@ -44,6 +44,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _kernels as kernels
+from ._missing_kernel import _lift_into, _regressions_into
 from ._scaling import AffineScaling
 
 __all__ = [
@@ -263,39 +264,43 @@ def _marginal(mixture: kernels.Mixture, cov: np.ndarray, observed: np.ndarray) -
 def _regressions(
     cov: np.ndarray, observed: np.ndarray, missing: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``B_k = S_MO S_OO^-1`` ``(K, m, o)`` and the conditional covariances ``(K, m, m)``."""
-    rows_o, rows_m = cov[:, observed], cov[:, missing]
-    s_oo, s_om = rows_o[:, :, observed], rows_o[:, :, missing]
-    solved = np.linalg.solve(s_oo, s_om)  # S_OO^-1 S_OM, (K, o, m)
-    conditional = rows_m[:, :, missing] - np.swapaxes(s_om, 1, 2) @ solved
-    return np.swapaxes(solved, 1, 2), conditional
+    """``B_k = S_MO S_OO^-1`` ``(K, m, o)`` and the conditional covariances ``(K, m, m)``
+    (:func:`bayesgmm._missing_kernel._regressions_into`)."""
+    cov = np.ascontiguousarray(cov, dtype=np.float64)
+    lower, failed = g._cholesky(cov[:, observed][:, :, observed])
+    if failed >= 0:
+        raise np.linalg.LinAlgError("A marginal covariance is not positive definite.")
+    inverse = g._invert_lower(lower)
+    n = cov.shape[0]
+    coef = np.empty((n, missing.size, observed.size))
+    conditional = np.empty((n, missing.size, missing.size))
+    _regressions_into(cov, observed, missing, inverse, coef, conditional)
+    return coef, conditional
 
 
 def _completed(
     part: g.MixtureStatistics, cov: np.ndarray, means: np.ndarray, pattern: Pattern
 ) -> g.MixtureStatistics:
-    """The full-row statistics of a pattern from the moments of its observed entries.
-
-    Built in the order (observed, missing) and put back in the features' order at the end.
-    """
+    """The full-row statistics of a pattern from the moments of its observed entries
+    (:func:`bayesgmm._missing_kernel._lift_into`, the compiled form the log density runs)."""
     obs, miss = pattern.observed, pattern.missing
-    back = np.argsort(np.concatenate([obs, miss]))
-    nk = part.resp_sum
-    if cov.ndim == 2:  # diagonal: x_M's conditional mean is mu_M, its variance S_MM
-        first = np.concatenate([part.first, np.zeros((nk.size, miss.size))], axis=1)
-        second = np.concatenate([part.second, nk[:, None] * cov[:, miss]], axis=1)
-        return g.MixtureStatistics(
-            part.log_likelihood, part.n_samples, nk, first[:, back], second[:, back], means
-        )
-    coef, conditional = _regressions(cov, obs, miss)
-    cross = coef @ part.second  # sum_i r_ik (x_M^ - mu_M)(x_O - mu_O)^T, (K, m, o)
-    mm = cross @ np.swapaxes(coef, 1, 2) + nk[:, None, None] * conditional
-    top = np.concatenate([part.second, np.swapaxes(cross, 1, 2)], axis=2)
-    second = np.concatenate([top, np.concatenate([cross, mm], axis=2)], axis=1)
-    first = np.concatenate([part.first, np.einsum("kmo,ko->km", coef, part.first)], axis=1)
-    second = second[:, back][:, :, back]
+    n_components, n_features = means.shape
+    diagonal = cov.ndim == 2  # variances: x_M's conditional mean is mu_M, its variance S_MM
+    full = cov[:, :, None] * np.eye(n_features) if diagonal else cov
+    second_o = part.second[:, :, None] * np.eye(obs.size) if diagonal else part.second
+    coef, conditional = _regressions(full, obs, miss)
+    first = np.zeros((n_components, n_features))
+    second = np.zeros((n_components, n_features, n_features))
+    _lift_into(
+        np.ascontiguousarray(part.first, dtype=np.float64),
+        np.ascontiguousarray(second_o, dtype=np.float64),
+        np.ascontiguousarray(part.resp_sum, dtype=np.float64),
+        coef, conditional, obs, miss, first, second,
+    )  # fmt: skip
+    if diagonal:
+        second = np.ascontiguousarray(np.diagonal(second, axis1=1, axis2=2))
     return g.MixtureStatistics(
-        part.log_likelihood, part.n_samples, nk, first[:, back], second, means
+        part.log_likelihood, part.n_samples, part.resp_sum, first, second, means
     )
 
 

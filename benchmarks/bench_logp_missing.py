@@ -10,25 +10,14 @@ microseconds per call on the complete rows and on the rows with holes, and their
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
+from bench_duplicates import _per_call  # the same timing loop (this script's folder)
 
 from bayesgmm import EMGaussianMixture, build_model
 from bayesgmm._logdensity import log_density_for
 from bayesgmm.datasets import load_faithful, simulate_mixture
 from bayesgmm.sampling import _flat_start
-
-
-def _per_call(density, x, data, repeats: int) -> float:
-    density(x, data)  # compiled and warm
-    best = np.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            density(x, data)
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best * 1e6
 
 
 def _case(name: str, X: np.ndarray, k: int, fraction: float, seed: int) -> None:

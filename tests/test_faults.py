@@ -88,8 +88,10 @@ def test_interrupt_while_tuning_says_nothing_was_kept(data_csv, capsys, monkeypa
     assert "interrupted" in _one_error_line(capsys)
 
 
-def _interrupt_after_draws(n_draws: int):
-    """A stand-in for nutpie's wait that presses Ctrl-C once every chain has n_draws."""
+def _interrupt_after_draws(n_draws: int, n_chains: int = 1):
+    """A stand-in for nutpie's wait that presses Ctrl-C once ``n_chains`` chains are running
+    and every one of them has n_draws (a chain that has not started yet is absent from what
+    nutpie's inspect returns)."""
 
     def wait(self, *, timeout=None):
         deadline = time.monotonic() + 120
@@ -100,7 +102,7 @@ def _interrupt_after_draws(n_draws: int):
             values = posterior[next(iter(posterior.data_vars))].values
             if values.size:
                 done = ~np.isnan(values.reshape(*values.shape[:2], -1)).any(axis=2)
-                if done.sum(axis=1).min() >= n_draws:
+                if done.shape[0] >= n_chains and done.sum(axis=1).min() >= n_draws:
                     raise KeyboardInterrupt
             time.sleep(0.05)
         raise AssertionError("the chains never reached the draws asked for")
@@ -109,7 +111,7 @@ def _interrupt_after_draws(n_draws: int):
 
 
 def test_interrupt_while_drawing_keeps_the_finished_draws_marked_partial(monkeypatch):
-    monkeypatch.setattr(_background_sampler(), "wait", _interrupt_after_draws(15))
+    monkeypatch.setattr(_background_sampler(), "wait", _interrupt_after_draws(15, n_chains=2))
     fit = BayesianGMM(2, draws=100_000, tune=30, chains=2, random_seed=0, progressbar=False)
     with pytest.warns(SamplingWarning, match=r"interrupted \(Ctrl-C\): kept the first"):
         fit.fit(load_faithful())

@@ -115,11 +115,9 @@ def check_fit_data(
     _check_n_samples(X.shape[0], n_components)
     if allow_nan and np.isnan(X).any():
         _check_observed(estimator, np.isnan(X).all(axis=0))
-        with np.errstate(invalid="ignore"):
-            constant = np.nanmax(X, axis=0) == np.nanmin(X, axis=0)
         _reject_features(
             estimator,
-            constant,
+            _one_observed_value(X),
             "have one value in all their observed cells (observed once, or always the same): "
             "a Gaussian component cannot have zero spread. Drop the column(s) before fitting.",
         )
@@ -184,6 +182,13 @@ def check_sample_weight(
     return w
 
 
+def _one_observed_value(X: np.ndarray) -> np.ndarray:
+    """Per feature: whether its observed (non-NaN) cells hold one value (callers reject
+    features with no observed cell first)."""
+    with np.errstate(invalid="ignore"):
+        return np.nanmax(X, axis=0) == np.nanmin(X, axis=0)
+
+
 def _check_weighted_features(estimator: Any, kept: np.ndarray) -> None:
     """The checks of :func:`check_fit_data` on the rows of positive weight."""
     remedy = " (only rows of weight zero have them; give those rows a positive weight)"
@@ -194,11 +199,9 @@ def _check_weighted_features(estimator: Any, kept: np.ndarray) -> None:
         "are missing (NaN) in every row of positive weight: nothing can be estimated about "
         "them. Drop the column(s) before fitting" + remedy + ".",
     )
-    with np.errstate(invalid="ignore"):
-        constant = np.nanmax(kept, axis=0) == np.nanmin(kept, axis=0)
     _reject_features(
         estimator,
-        constant,
+        _one_observed_value(kept),
         "are constant (zero variance) in the rows of positive weight: a Gaussian component "
         "cannot have zero spread. Drop the constant column(s) before fitting.",
     )

@@ -29,7 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--n-samples", type=int, default=100, help="rows per data set")
     parser.add_argument("--draws", type=int, default=SamplerSettings.draws)
-    parser.add_argument("--tune", type=int, default=SamplerSettings.tune)
+    parser.add_argument(
+        "--tune",
+        type=int,
+        default=SamplerSettings.tune,
+        help="warm-up steps per chain (default: the package's rule, as BayesianGMM runs it)",
+    )
+    parser.add_argument(
+        "--target-accept",
+        type=float,
+        default=SamplerSettings.target_accept,
+        help="NUTS target acceptance (default: the package's rule, as BayesianGMM runs it)",
+    )
     parser.add_argument("--chains", type=int, default=SamplerSettings.chains)
     parser.add_argument("--alpha", type=float, default=0.05, help="overall level")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_datasets=args.coverage_datasets,
         out_dir=args.out,
         n_samples=args.n_samples,
-        settings=SamplerSettings(draws=args.draws, tune=args.tune, chains=args.chains),
+        settings=SamplerSettings(
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            target_accept=args.target_accept,
+        ),
         alpha=args.alpha,
         random_seed=args.seed,
         progressbar=not args.no_progress,

@@ -29,6 +29,7 @@ import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from . import _drift as drift
 from . import _precondition as pre
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
@@ -453,6 +454,9 @@ def sample_posterior(
             )
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0])
+        restarted = None
+        if kernel and not interrupted and any(a is not None for a in approxes):
+            idata, restarted = _restart_chains_that_left(model, em, idata, approxes, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -477,6 +481,7 @@ def sample_posterior(
             "target_accept": target_accept,
             **pre.precondition_attrs(approxes[0]),
             "start": _start_description(len(every), approxes[0]),
+            **({"restarted_chains": restarted} if restarted else {}),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -506,6 +511,38 @@ def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree,
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
     return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
+
+
+def _restart_chains_that_left(model, em, idata: Tree, approxes, run) -> tuple[Tree, list]:
+    """Chains that left the mode they were whitened at run again from their own draws
+    (:mod:`bayesgmm._drift`); returns the results and which chains ran again."""
+    import nutpie
+
+    density = log_density_for(model)
+    flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
+    logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
+    left = np.flatnonzero(drift.left_mode(logp, drift.chain_modes(idata, approxes), flat.shape[2]))
+    if left.size == 0:
+        return idata, []
+    points = drift.restart_points(flat[left])
+    options = {k: run[k] for k in ("draws", "tune", "target_accept")}
+
+    def start(c, point):
+        return lambda: nutpie.sample(
+            _kernel_compiled(model, em, density, point),
+            chains=1,
+            seed=(int(run["seed"]) + 104729 * (int(c) + 1)) % 2**31,
+            progress_bar=run["progressbar"],
+            save_warmup=False,
+            blocking=False,
+            **options,
+        )
+
+    try:
+        again = drift.run_parallel([start(c, p) for c, p in zip(left, points, strict=True)])
+    except KeyboardInterrupt:  # keep the first run's complete draws
+        return idata, []
+    return drift.replace_chains(idata, dict(zip(left.tolist(), again, strict=True))), left.tolist()
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

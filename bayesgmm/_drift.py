@@ -24,11 +24,11 @@ import numpy as np
 
 from ._idata import Tree, get_group, replace_group
 from ._precondition import Laplace
-from .modes import _concat_chains
 
 __all__ = [
     "LEFT_MODE_SDS",
     "chain_modes",
+    "depth",
     "left_mode",
     "replace_chains",
     "restart_points",
@@ -40,8 +40,10 @@ __all__ = [
 LEFT_MODE_SDS = 3.0
 
 
-def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
-    """Which chains left the Laplace approximation's typical set.
+def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
+    """How far below the Laplace approximation's typical set each chain sits: the mean
+    ``log p`` of the second half of its draws minus ``log p(mode) - n_dim / 2``, in sds of
+    ``chi2_n / 2`` (about 0 for draws of the approximation itself).
 
     Parameters
     ----------
@@ -54,7 +56,22 @@ def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarra
 
     Returns
     -------
-    ndarray of bool, shape (n_chains,)
+    ndarray of shape (n_chains,)
+
+    Examples
+    --------
+    >>> depth(np.array([[-14.0] * 10, [-34.0] * 10]), [-10.0, -10.0], 8).tolist()
+    [0.0, -10.0]
+    """
+    logp = np.asarray(logp, dtype=float)
+    half = logp[:, logp.shape[1] // 2 :]
+    expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
+    return (np.nanmean(half, axis=1) - expected) / np.sqrt(0.5 * n_dim)
+
+
+def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
+    """Which chains left the Laplace approximation's typical set: :func:`depth` below
+    ``-LEFT_MODE_SDS`` (same parameters; a bool per chain).
 
     Examples
     --------
@@ -62,10 +79,7 @@ def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarra
     >>> left_mode(logp, [-10.0, -10.0], 8).tolist()
     [False, True]
     """
-    logp = np.asarray(logp, dtype=float)
-    half = logp[:, logp.shape[1] // 2 :]
-    expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
-    return np.nanmean(half, axis=1) < expected - LEFT_MODE_SDS * np.sqrt(0.5 * n_dim)
+    return depth(logp, modes, n_dim) < -LEFT_MODE_SDS
 
 
 def restart_points(flat: np.ndarray) -> list[Laplace]:
@@ -116,6 +130,8 @@ def run_parallel(runs: Sequence[Callable[[], object]]) -> list:
 def replace_chains(idata: Tree, new: dict[int, Tree]) -> Tree:
     """``idata`` with chain ``c`` replaced by the one-chain results ``new[c]`` (the chains'
     ``sample_stats["start"]`` kept)."""
+    from .modes import _concat_chains  # modes imports the diagnostics, which import this
+
     stats = get_group(idata, "sample_stats")
     start = stats["start"].values if "start" in stats else None
     n_chains = stats.sizes["chain"]

@@ -454,7 +454,7 @@ def sample_posterior(
             )
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0])
-        restarted = None
+        restarted = {}
         if kernel and not interrupted and any(a is not None for a in approxes):
             idata, restarted = _restart_chains_that_left(model, em, idata, approxes, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
@@ -481,7 +481,7 @@ def sample_posterior(
             "target_accept": target_accept,
             **pre.precondition_attrs(approxes[0]),
             "start": _start_description(len(every), approxes[0]),
-            **({"restarted_chains": restarted} if restarted else {}),
+            **(restarted or {}),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),
@@ -513,18 +513,20 @@ def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree,
     return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
 
 
-def _restart_chains_that_left(model, em, idata: Tree, approxes, run) -> tuple[Tree, list]:
-    """Chains that left the mode they were whitened at run again from their own draws
-    (:mod:`bayesgmm._drift`); returns the results and which chains ran again."""
+def _restart_chains_that_left(model, em, idata: Tree, approxes, run) -> tuple[Tree, dict]:
+    """When chains left the mode they were whitened at, every chain runs again from its own
+    draws (:mod:`bayesgmm._drift`); returns the results and, if they ran again, the attrs
+    that say so (each chain's depth below the mode in the first run)."""
     import nutpie
 
     density = log_density_for(model)
     flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
     logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
-    left = np.flatnonzero(drift.left_mode(logp, drift.chain_modes(idata, approxes), flat.shape[2]))
-    if left.size == 0:
-        return idata, []
-    points = drift.restart_points(flat[left])
+    depth = drift.depth(logp, drift.chain_modes(idata, approxes), flat.shape[2])
+    if not np.any(depth < -drift.LEFT_MODE_SDS):
+        return idata, {}
+    every = np.arange(flat.shape[0])  # all of them, so that every chain is tuned alike
+    points = drift.restart_points(flat)
     options = {k: run[k] for k in ("draws", "tune", "target_accept")}
 
     def start(c, point):
@@ -539,10 +541,11 @@ def _restart_chains_that_left(model, em, idata: Tree, approxes, run) -> tuple[Tr
         )
 
     try:
-        again = drift.run_parallel([start(c, p) for c, p in zip(left, points, strict=True)])
+        again = drift.run_parallel([start(c, p) for c, p in zip(every, points, strict=True)])
     except KeyboardInterrupt:  # keep the first run's complete draws
-        return idata, []
-    return drift.replace_chains(idata, dict(zip(left.tolist(), again, strict=True))), left.tolist()
+        return idata, {}
+    left = {"left_mode_depth": np.round(depth, 2).tolist()}
+    return drift.replace_chains(idata, dict(enumerate(again))), left
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

@@ -8,8 +8,8 @@ Usage::
 Each ``name:k`` runs :func:`hard_cases.run_default` (data from :data:`hard_cases.HARD_CASES`,
 ``k`` components) end to end and prints one JSON row with the load average beside it: seconds,
 worst R-hat and smallest bulk/tail ESS over every parameter, divergences, the modes found,
-each chain's log-likelihood drift, and which chains were run again from their own draws after
-leaving the mode they were whitened at (``restarted_chains``, :mod:`bayesgmm._drift`).
+each chain's log-likelihood drift, and which chains had left the mode they were whitened at
+(``chains_left_mode``; then every chain ran again from its own draws, :mod:`bayesgmm._drift`).
 """
 
 from __future__ import annotations

@@ -339,6 +339,6 @@ def run_default(
         "target_accept": float(attrs["target_accept"]),
         "modes": modes.round(3).to_dict(orient="records"),
         "drift": np.round(_drift(fit.idata_), 1).tolist(),
-        "restarted_chains": list(attrs.get("restarted_chains", [])),
+        "left_mode_depth": attrs.get("left_mode_depth", "[]"),
         "warnings": sorted({str(w.message).split("\n")[0][:160] for w in caught}),
     }

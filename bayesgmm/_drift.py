@@ -32,6 +32,7 @@ __all__ = [
     "left_mode",
     "replace_chains",
     "restart_points",
+    "run_again_if_left",
     "run_parallel",
 ]
 
@@ -146,3 +147,61 @@ def replace_chains(idata: Tree, new: dict[int, Tree]) -> Tree:
         joined["start"] = ("chain", start)
         replace_group(out, "sample_stats", joined)
     return out
+
+
+def run_again_if_left(
+    idata: Tree,
+    approxes: Sequence[Laplace | None],
+    compile_one: Callable[[Laplace], object],
+    run: dict,
+) -> tuple[Tree, dict]:
+    """When a chain left the mode it was whitened at, run every chain again from its own draws.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        nutpie's results of the E-step kernel's model (``posterior["unconstrained_point"]``,
+        ``sample_stats["logp"]``).
+    approxes : sequence of Laplace or None
+        The approximation of each start (``sample_stats["start"]`` indexes it).
+    compile_one : callable
+        nutpie's compiled model whitened by a :class:`Laplace` (its ``mode`` the start).
+    run : dict
+        ``draws``, ``tune``, ``target_accept``, ``seed`` and ``progressbar`` of the first run.
+
+    Returns
+    -------
+    (results, attrs)
+        The results (the first run's when no chain left, or when Ctrl-C stopped the second
+        run) and the attrs that say what happened: ``left_mode_depth``, each chain's
+        :func:`depth` in the first run, when the chains ran again; else empty.
+    """
+    import nutpie
+
+    flat = get_group(idata, "posterior")["unconstrained_point"]
+    flat = flat.transpose("chain", "draw", ...).values
+    logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
+    chain_depth = depth(logp, chain_modes(idata, approxes), flat.shape[2])
+    if not np.any(chain_depth < -LEFT_MODE_SDS):
+        return idata, {}
+    options = {k: run[k] for k in ("draws", "tune", "target_accept")}
+
+    def start(chain: int, point: Laplace) -> Callable[[], object]:
+        return lambda: nutpie.sample(
+            compile_one(point),
+            chains=1,
+            seed=(int(run["seed"]) + 104729 * (chain + 1)) % 2**31,
+            progress_bar=run["progressbar"],
+            save_warmup=False,
+            blocking=False,
+            **options,
+        )
+
+    # every chain, so that all are tuned alike
+    runs = [start(c, point) for c, point in enumerate(restart_points(flat))]
+    try:
+        again = run_parallel(runs)
+    except KeyboardInterrupt:  # keep the first run's complete draws
+        return idata, {}
+    attrs = {"left_mode_depth": np.round(chain_depth, 2).tolist()}
+    return replace_chains(idata, dict(enumerate(again))), attrs

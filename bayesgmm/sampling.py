@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import warnings
@@ -382,7 +383,11 @@ def sample_posterior(
         With ``backend="kernel"``: ``"laplace"`` (default) starts at the posterior mode found
         from EM and samples parameters whitened by the curvature there (its diagonal, or
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
-        group of chains at its own mode with its own curvature. ``"none"`` samples unwhitened
+        group of chains at its own mode with its own curvature. If chains leave the mode's
+        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
+        chain runs again from its own draws, whitened by their covariance
+        (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a failing
+        ``left_mode`` check record it). ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).
         Other backends ignore it.
 
@@ -456,7 +461,8 @@ def sample_posterior(
             idata, interrupted = _sample(*options, em, run, approxes[0])
         restarted = {}
         if kernel and not interrupted and any(a is not None for a in approxes):
-            idata, restarted = _restart_chains_that_left(model, em, idata, approxes, run)
+            compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
+            idata, restarted = drift.run_again_if_left(idata, approxes, compile_one, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -511,41 +517,6 @@ def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree,
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
     return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
-
-
-def _restart_chains_that_left(model, em, idata: Tree, approxes, run) -> tuple[Tree, dict]:
-    """When chains left the mode they were whitened at, every chain runs again from its own
-    draws (:mod:`bayesgmm._drift`); returns the results and, if they ran again, the attrs
-    that say so (each chain's depth below the mode in the first run)."""
-    import nutpie
-
-    density = log_density_for(model)
-    flat = get_group(idata, "posterior")[_UNCONSTRAINED].transpose("chain", "draw", ...).values
-    logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
-    depth = drift.depth(logp, drift.chain_modes(idata, approxes), flat.shape[2])
-    if not np.any(depth < -drift.LEFT_MODE_SDS):
-        return idata, {}
-    every = np.arange(flat.shape[0])  # all of them, so that every chain is tuned alike
-    points = drift.restart_points(flat)
-    options = {k: run[k] for k in ("draws", "tune", "target_accept")}
-
-    def start(c, point):
-        return lambda: nutpie.sample(
-            _kernel_compiled(model, em, density, point),
-            chains=1,
-            seed=(int(run["seed"]) + 104729 * (int(c) + 1)) % 2**31,
-            progress_bar=run["progressbar"],
-            save_warmup=False,
-            blocking=False,
-            **options,
-        )
-
-    try:
-        again = drift.run_parallel([start(c, p) for c, p in zip(every, points, strict=True)])
-    except KeyboardInterrupt:  # keep the first run's complete draws
-        return idata, {}
-    left = {"left_mode_depth": np.round(depth, 2).tolist()}
-    return drift.replace_chains(idata, dict(enumerate(again))), left
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

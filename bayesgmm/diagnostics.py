@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._idata import Tree, bfmi, flat_values, get_group, has_group, summary
+from ._drift import LEFT_MODE_SDS
+from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
 from ._scaling import AffineScaling
 from ._units import scaling_of, standardised
 
@@ -47,6 +48,12 @@ _ADVICE = {
     "in (EM's optimum) holds little of the posterior; longer tuning does not help when the new "
     "region mixes slowly. If the smallest weight fell, the posterior prefers near-empty "
     "components: use fewer components or a simpler covariance_type",
+    "left_mode": "the chains left the posterior mode found from EM (its Laplace "
+    "approximation's typical set) for a region that holds more of the posterior, and every "
+    "chain ran again from its own draws there. If the smallest weight is small, the posterior "
+    "prefers near-empty components (too many components for the data; their parameters are "
+    "then barely identified and mix slowly): use fewer components or a simpler "
+    "covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -221,10 +228,8 @@ def _check_rows(idata: Tree) -> list[dict]:
             f"mode {m}: chains {np.flatnonzero(modes == m).tolist()}" for m in np.unique(modes)
         )
         rows.append(("modes", float(modes.max() + 1), 1.0, False, groups))
-    drifted = _drift_row(idata)
-    if drifted is not None:
-        rows.append(drifted)
     attrs = get_group(idata, "posterior").attrs
+    rows += [row for row in (_left_mode_row(idata), _drift_row(idata)) if row is not None]
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
         rows.append(("interrupted", kept, asked, False, attrs["interrupted"]))
@@ -308,6 +313,24 @@ def _drift_row(idata: Tree) -> tuple | None:
     return ("drift", float(abs(r["last"] - r["first"])), float(r["sd"]), False, where)
 
 
+def _left_mode_row(idata: Tree) -> tuple | None:
+    """The ``left_mode`` row when chains left the mode they were whitened at and ran again
+    (``posterior.attrs["left_mode_depth"]``, :mod:`bayesgmm._drift`)."""
+    posterior = get_group(idata, "posterior")
+    depth = np.asarray(get_attr(idata, "left_mode_depth", default=[]), dtype=float)
+    if depth.size == 0:
+        return None
+    left = np.flatnonzero(depth < -LEFT_MODE_SDS)
+    where = (
+        f"chain(s) {left.tolist()} settled {-depth.min():.1f} sds below the mode's typical set "
+        "in the first run"
+    )
+    if "weights" in posterior:
+        smallest = float(posterior["weights"].mean(("chain", "draw")).min())
+        where += f"; smallest weight now {smallest:.3f}"
+    return ("left_mode", float(left.size), 0.0, False, where)
+
+
 def _bfmi_row(values: np.ndarray) -> tuple:
     if np.all(np.isnan(values)):  # no energy recorded (e.g. a posterior built by hand)
         return ("bfmi", np.nan, GATES["bfmi"], True, "energy not recorded")
@@ -319,8 +342,10 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     """One row per convergence check.
 
     Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi; ``modes`` when the
-    chains ended in several modes, :mod:`bayesgmm.modes`; ``drift`` when a chain moved to
-    another region while drawing, :func:`log_likelihood_drift`), ``value`` (the count,
+    chains ended in several modes, :mod:`bayesgmm.modes`; ``left_mode`` when chains left the
+    posterior mode they were whitened at and ran again, :mod:`bayesgmm._drift`; ``drift``
+    when a chain moved to another region while drawing, :func:`log_likelihood_drift`),
+    ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
 

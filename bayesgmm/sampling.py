@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import warnings
@@ -29,6 +30,7 @@ import numpy as np
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from . import _drift as drift
 from . import _precondition as pre
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
@@ -381,7 +383,11 @@ def sample_posterior(
         With ``backend="kernel"``: ``"laplace"`` (default) starts at the posterior mode found
         from EM and samples parameters whitened by the curvature there (its diagonal, or
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
-        group of chains at its own mode with its own curvature. ``"none"`` samples unwhitened
+        group of chains at its own mode with its own curvature. If chains leave the mode's
+        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
+        chain runs again from its own draws, whitened by their covariance
+        (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a failing
+        ``left_mode`` check record it). ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).
         Other backends ignore it.
 
@@ -453,6 +459,10 @@ def sample_posterior(
             )
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0])
+        restarted = {}
+        if kernel and not interrupted and any(a is not None for a in approxes):
+            compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
+            idata, restarted = drift.run_again_if_left(idata, approxes, compile_one, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
             raise SamplingInterrupted(
@@ -477,6 +487,7 @@ def sample_posterior(
             "target_accept": target_accept,
             **pre.precondition_attrs(approxes[0]),
             "start": _start_description(len(every), approxes[0]),
+            **(restarted or {}),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
             "versions": versions(),

@@ -302,14 +302,18 @@ def _drift(idata) -> np.ndarray:
     return values[:, -quarter:].mean(axis=1) - values[:, :quarter].mean(axis=1)
 
 
-def run_default(name: str, seed: int, target_accept: float | None = None) -> dict:
+def run_default(
+    name: str, seed: int, target_accept: float | None = None, k: int | None = None
+) -> dict:
     """The default ``BayesianGMM`` end to end (EM restarts, Laplace, NUTS, relabelling) on
     one case: time, convergence over all chains, and the modes it reports (``target_accept``:
-    the default's, or the one given, e.g. 0.8 as before it depended on the conditioning)."""
+    the default's, or the one given, e.g. 0.8 as before it depended on the conditioning;
+    ``k``: the case's number of components, or the one given)."""
     from bayesgmm import BayesianGMM
     from bayesgmm.modes import mode_table
 
-    X, k = hard_case(name)
+    X, case_k = hard_case(name)
+    k = case_k if k is None else k
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
@@ -335,5 +339,6 @@ def run_default(name: str, seed: int, target_accept: float | None = None) -> dic
         "target_accept": float(attrs["target_accept"]),
         "modes": modes.round(3).to_dict(orient="records"),
         "drift": np.round(_drift(fit.idata_), 1).tolist(),
+        "left_mode_depth": attrs.get("left_mode_depth", "[]"),
         "warnings": sorted({str(w.message).split("\n")[0][:160] for w in caught}),
     }

@@ -1,0 +1,179 @@
+"""Chains that leave the mode they were whitened at, and their second run (bayesgmm._drift).
+
+Oracles: the Laplace approximation's own distribution of ``log p`` (``log p(mode) - chi2_n /
+2`` for draws from it), draws from a known Gaussian (their mean and covariance), and the layout
+of the results when chains are replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bayesgmm.sampling as sampling_module
+from bayesgmm import BayesianGMM, SamplingWarning
+from bayesgmm._drift import LEFT_MODE_SDS, chain_modes, left_mode, replace_chains, restart_points
+from bayesgmm._idata import get_attr, new_tree
+from bayesgmm._precondition import Laplace
+from bayesgmm.datasets import simulate_mixture
+
+
+def _chi2_logp(rng, mode: float, n_dim: int, shape: tuple[int, int]) -> np.ndarray:
+    """``log p`` of draws from the Laplace approximation itself."""
+    return mode - 0.5 * rng.chisquare(n_dim, size=shape)
+
+
+@pytest.mark.parametrize("n_dim", [11, 83])
+def test_draws_of_the_approximation_stay_and_a_lower_region_is_left(rng, n_dim):
+    logp = _chi2_logp(rng, -100.0, n_dim, (4, 400))
+    assert not left_mode(logp, [-100.0] * 4, n_dim).any()
+    sd = np.sqrt(0.5 * n_dim)
+    lower = logp.copy()
+    lower[2] -= (LEFT_MODE_SDS + 0.5) * sd  # this chain sits lower than any draw of the mode
+    assert left_mode(lower, [-100.0] * 4, n_dim).tolist() == [False, False, True, False]
+    slightly = logp - (LEFT_MODE_SDS - 0.5) * sd  # a shift within the margin is not judged
+    assert not left_mode(slightly, [-100.0] * 4, n_dim).any()
+
+
+def test_only_the_second_half_is_judged(rng):
+    """A chain that came back to the mode during its draws has not left it."""
+    logp = _chi2_logp(rng, 0.0, 20, (1, 200))
+    logp[0, :100] -= 100.0
+    assert not left_mode(logp, [0.0], 20).any()
+    assert left_mode(logp[:, ::-1], [0.0], 20).all()
+
+
+def test_restart_points_are_the_draws_mean_and_covariance(rng):
+    n_dim = 3
+    covariance = np.array([[2.0, 0.9, 0.0], [0.9, 1.0, -0.3], [0.0, -0.3, 0.5]])
+    mean = np.array([1.0, -2.0, 0.5])
+    draws = rng.multivariate_normal(mean, covariance, size=(2, 4000))
+    draws[1] += 10.0  # the second chain is elsewhere: its own point
+    first, second = restart_points(draws)
+    assert first.kind == "draws"
+    np.testing.assert_allclose(first.mode, mean, atol=0.1)
+    np.testing.assert_allclose(second.mode, mean + 10.0, atol=0.1)
+    np.testing.assert_allclose(first.factor @ first.factor.T, covariance, atol=0.1)
+    assert np.allclose(first.factor, np.tril(first.factor))
+    assert restart_points(draws[:, :4])[0].factor.shape == (n_dim, n_dim)  # few draws: usable
+
+
+def _tree(n_chains: int, fill: float, start: bool) -> xr.DataTree:
+    chain, draw = np.arange(n_chains), np.arange(5)
+    posterior = xr.Dataset(
+        {"x": (("chain", "draw"), np.full((n_chains, 5), fill))},
+        coords={"chain": chain, "draw": draw},
+    )
+    stats = xr.Dataset(
+        {"logp": (("chain", "draw"), np.full((n_chains, 5), fill))},
+        coords={"chain": chain, "draw": draw},
+    )
+    if start:
+        stats["start"] = ("chain", np.arange(n_chains) % 2)
+    return new_tree({"posterior": posterior, "sample_stats": stats})
+
+
+def test_replaced_chains_keep_their_place_and_start():
+    out = replace_chains(_tree(4, 0.0, True), {1: _tree(1, 1.0, False), 3: _tree(1, 3.0, False)})
+    x = out["posterior"]["x"].values
+    assert x.shape == (4, 5)
+    assert x[:, 0].tolist() == [0.0, 1.0, 0.0, 3.0]
+    assert out["sample_stats"]["start"].values.tolist() == [0, 1, 0, 1]
+    assert out["posterior"]["chain"].values.tolist() == [0, 1, 2, 3]
+
+
+def test_chain_modes_follow_each_chains_start():
+    approx = [
+        Laplace(np.zeros(1), np.eye(1), "laplace", -5.0, 1.0, 0),
+        None,
+    ]
+    assert chain_modes(_tree(4, 0.0, False), approx) == [-5.0] * 4
+    modes = chain_modes(_tree(4, 0.0, True), approx)
+    assert modes[0] == modes[2] == -5.0 and np.isnan(modes[1]) and np.isnan(modes[3])
+
+
+def _overfitted():
+    """Two correlated clusters in three features, fitted with three components: the extra
+    component's posterior prefers to empty, away from EM's split (Rousseau & Mengersen)."""
+    means = np.zeros((2, 3))
+    means[1, 0] = 6.0
+    cov = np.eye(3) * 0.1 + 0.9
+    return simulate_mixture(
+        200, weights=[0.5, 0.5], means=means, covariances=[cov, cov], random_state=3
+    ).X
+
+
+def test_a_chain_that_leaves_the_mode_runs_again_and_is_reported():
+    """Measured: with seed 2, chain 1 settles 3.1 sds below the mode's typical set (the extra
+    component emptying); every chain then runs again from its own draws, and the diagnostics
+    say so with the smallest weight."""
+    with pytest.warns(SamplingWarning, match="left_mode"):
+        fit = BayesianGMM(3, random_seed=2, draws=200, progressbar=False).fit(_overfitted())
+    depth = get_attr(fit.idata_, "left_mode_depth")
+    assert len(depth) == 4 and min(depth) < -LEFT_MODE_SDS
+    table = fit.diagnostics().set_index("check")
+    assert not table.loc["left_mode", "passed"]
+    assert "smallest weight now" in table.loc["left_mode", "worst"]
+    assert fit.idata_.posterior.sizes == {"chain": 4, "draw": 200, **_dims(fit)}
+    assert fit.idata_.sample_stats["diverging"].shape == (4, 200)
+
+
+def _dims(fit) -> dict:
+    sizes = dict(fit.idata_.posterior.sizes)
+    return {k: v for k, v in sizes.items() if k not in ("chain", "draw")}
+
+
+def test_chains_that_stay_are_not_run_again(monkeypatch):
+    """Well separated clusters: the chains stay at the mode, nothing runs twice."""
+    calls = []
+    monkeypatch.setattr(sampling_module.drift, "run_parallel", lambda runs: calls.append(runs))
+    X = simulate_mixture(
+        150,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [6.0, 6.0]],
+        covariances=[np.eye(2), np.eye(2)],
+        random_state=1,
+    ).X
+    with warnings.catch_warnings():  # 200 draws: R-hat may miss its gate, not the point here
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False).fit(X)
+    assert calls == []
+    assert get_attr(fit.idata_, "left_mode_depth") is None
+    assert "left_mode" not in set(fit.diagnostics()["check"])
+
+
+def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
+    """Forced: a mode density far above the draws makes every chain count as having left;
+    each second run starts at the mean of its chain's own draws, whitened by their covariance."""
+    X = simulate_mixture(
+        150,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [6.0, 6.0]],
+        covariances=[np.eye(2), np.eye(2)],
+        random_state=1,
+    ).X
+    original = sampling_module._kernel_laplace
+
+    def raised(*args):
+        approx = original(*args)
+        return dataclasses.replace(approx, log_density=approx.log_density + 1e3)
+
+    points = []
+    compiled = sampling_module._kernel_compiled
+
+    def recording(model, em, density, approx=None):
+        points.append(approx)
+        return compiled(model, em, density, approx)
+
+    monkeypatch.setattr(sampling_module, "_kernel_laplace", raised)
+    monkeypatch.setattr(sampling_module, "_kernel_compiled", recording)
+    fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1)
+    with pytest.warns(SamplingWarning, match="left_mode"):
+        fit.fit(X)
+    assert [p.kind for p in points[1:]] == ["draws"] * 4  # the first run's, then one a chain
+    assert fit.idata_.posterior.sizes["chain"] == 4 and fit.idata_.posterior.sizes["draw"] == 100
+    assert np.all(np.asarray(get_attr(fit.idata_, "left_mode_depth")) < -LEFT_MODE_SDS)

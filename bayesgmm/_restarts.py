@@ -251,7 +251,13 @@ def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.nda
     return out
 
 
-def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strategy: Strategy) -> Any:
+def em_em(
+    start: Any,
+    advance: Any,
+    resps: list[tuple[str, np.ndarray]],
+    strategy: Strategy,
+    map_runs: Any = map,
+) -> Any:
     """Biernacki et al.'s em-EM: short runs from every start, the best continued.
 
     Parameters
@@ -264,6 +270,10 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     resps : list of (str, ndarray)
         The starts, as from :func:`partition_pool`.
     strategy : Strategy
+    map_runs : callable
+        ``map_runs(function, runs)``: ``function`` applied to every run, results in the runs'
+        order (the builtin ``map``, or a thread pool's: the runs of a stage are independent,
+        so the result does not depend on how they are scheduled).
 
     Returns
     -------
@@ -285,17 +295,17 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
             continue
         run.kind = kind
         runs.append(run)
-    runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
-    screened, promoted = _screen(advance, runs, strategy, errors)
+    runs = _advance_all(advance, map_runs, runs, 1, errors)  # screening: one iteration each
+    screened, promoted = _screen(advance, map_runs, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
-    runs = _advance_all(advance, screened, more, errors)
-    promoted = _advance_all(advance, promoted, more, errors)
+    runs = _advance_all(advance, map_runs, screened, more, errors)
+    promoted = _advance_all(advance, map_runs, promoted, more, errors)
     n_best = strategy.n_best or len(runs)
     keep = runs[:n_best]
     runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
     if keep:  # a promoted start goes on where its short run beats every screened one
         runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
-    runs = _advance_all(advance, runs, None, errors)
+    runs = _advance_all(advance, map_runs, runs, None, errors)
     best = runs[0] if runs else None
     if best is None:
         if errors:
@@ -304,7 +314,9 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     return best
 
 
-def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
+def _screen(
+    advance: Any, map_runs: Any, runs: list, strategy: Strategy, errors: list
+) -> tuple[list, list]:
     """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
     kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
     ``n_screened`` best of the two groups after ``reserve_iter`` iterations. The screened
@@ -316,8 +328,8 @@ def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple
     more = _reserve_iter(strategy) - 1
     if more < 1:
         return screened, []
-    screened = _advance_all(advance, screened, more, errors)
-    reserve = _advance_all(advance, reserve, more, errors)
+    screened = _advance_all(advance, map_runs, screened, more, errors)
+    reserve = _advance_all(advance, map_runs, reserve, more, errors)
     second = [r.lower_bound for r in screened if any(r is t for t in top)]
     if not second or not reserve:
         return screened, []
@@ -330,16 +342,24 @@ def _reserve_iter(strategy: Strategy) -> int:
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
-def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:
-    """``advance`` every run by ``n_iter``; the ones that did not fail, best first."""
-    kept = []
-    for run in runs:
+def _advance_all(advance: Any, map_runs: Any, runs: list, n_iter: int | None, errors: list) -> list:
+    """``advance`` every run by ``n_iter``; the ones that did not fail, best first (errors in
+    the runs' order). Runs to convergence go through ``map_runs`` (e.g. on threads); short
+    runs of a few iterations cost less than handing them to another thread."""
+
+    def one(run: Any) -> Exception | None:
         try:
             advance(run, n_iter)
         except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+            return err
+        return None
+
+    kept = []
+    outcomes = list((map_runs if n_iter is None else map)(one, runs))
+    for run, err in zip(runs, outcomes, strict=True):
+        if err is not None:
             errors.append(err)
-            continue
-        if np.isfinite(run.lower_bound):
+        elif np.isfinite(run.lower_bound):
             kept.append(run)
     return sorted(kept, key=lambda r: r.lower_bound, reverse=True)
 
@@ -439,8 +459,8 @@ def sweep_rows(
                 if data is not None:
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = np.asarray(row["_fit"].predict(X))[observed]
+                if starts is not None and row["_fit"] is not None:  # (X validated already)
+                    labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

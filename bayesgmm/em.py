@@ -503,10 +503,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._advance(X, scaling, run, None)
         return run
 
-    def _advance(self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None) -> None:
-        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
+    def _advance(
+        self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None, small: Any = False
+    ) -> None:
+        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all);
+        ``small``: :meth:`_small_loop` of ``X`` and ``scaling`` if the caller has it."""
         stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
-        small = self._small_loop(X, scaling)
+        small = self._small_loop(X, scaling) if small is False else small
         if small is not None:  # compiled iterations, for the models that have them
             _fastem.advance(small, run, stop - run.n_iter, self)
         while run.n_iter < stop and not run.converged:
@@ -549,12 +552,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         must not be entered from several threads at once) they go one after the other."""
         rows, weight = _missing.initial_rows(data)
         Xu = scaling.transform(rows)
+        small = self._small_loop(data, scaling)  # once for all the runs (it only reads)
         return _restarts.em_em(
             lambda resp: _Run(self._params_from_resp(Xu, resp, weight)),
-            lambda run, n_iter: self._advance(data, scaling, run, n_iter),
+            lambda run, n_iter: self._advance(data, scaling, run, n_iter, small),
             starts,
             strategy,
-            map_runs if self._small_loop(data, scaling) is not None else map,
+            map_runs if small is not None else map,
         )
 
     def _block_rows(self, engine: str) -> int:

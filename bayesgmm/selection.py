@@ -204,7 +204,7 @@ def em_sweep(
     init: str = "em-EM",
     strategy: Strategy | None = None,
     sample_weight: Any = None,
-    n_jobs: int | None = -1,
+    n_jobs: int | None = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -246,14 +246,17 @@ def em_sweep(
     sample_weight : array-like of shape (n_samples,), optional
         Frequency weights of the rows (see :meth:`EMGaussianMixture.fit`); the criteria then
         count ``n`` as their sum.
-    n_jobs : int or None, default=-1
-        Threads that run em-EM's independent EM runs at the same time (the compiled EM
-        iterations release Python's GIL), by scikit-learn's convention: -1 one per core, -2
-        all but one, None or 1 none (everything on the calling thread). The table is the same
-        for every value: each run's numbers do not depend on the thread that computes it, and
-        the runs are ranked in their own order. Runs go one after the other where EM does not
-        take the serial compiled loop (Dask arrays, missing cells, large data whose E-step
-        already uses Numba's threads) and with ``init="n_init"``.
+    n_jobs : int or None, default=None
+        Threads that run em-EM's runs to convergence at the same time (the compiled EM
+        iterations release Python's GIL), by scikit-learn's convention: None or 1 none
+        (everything on the calling thread), -1 one per core, -2 all but one. The table is the
+        same for every value: each run's numbers do not depend on the thread that computes
+        it, and the runs are ranked in their own order. At most those runs overlap (about a
+        third of a small sweep's time), and on a machine whose cores are all busy the threads
+        cost more than they save (``benchmarks/results/README.md``), hence the default. Runs
+        go one after the other where EM does not take the serial compiled loop (Dask arrays,
+        missing cells, large data whose E-step already uses Numba's threads) and with
+        ``init="n_init"``.
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 

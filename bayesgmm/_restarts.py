@@ -271,9 +271,9 @@ def em_em(
         The starts, as from :func:`partition_pool`.
     strategy : Strategy
     map_runs : callable
-        ``map_runs(function, runs)``: ``function`` applied to every run, results in the runs'
-        order (the builtin ``map``, or a thread pool's: the runs of a stage are independent,
-        so the result does not depend on how they are scheduled).
+        ``map_runs(function, runs)``: ``function`` applied to every run continued to
+        convergence, results in the runs' order (the builtin ``map``, or a thread pool's: the
+        runs are independent, so the result does not depend on how they are scheduled).
 
     Returns
     -------
@@ -295,17 +295,17 @@ def em_em(
             continue
         run.kind = kind
         runs.append(run)
-    runs = _advance_all(advance, map_runs, runs, 1, errors)  # screening: one iteration each
-    screened, promoted = _screen(advance, map_runs, runs, strategy, errors)
+    runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
+    screened, promoted = _screen(advance, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
-    runs = _advance_all(advance, map_runs, screened, more, errors)
-    promoted = _advance_all(advance, map_runs, promoted, more, errors)
+    runs = _advance_all(advance, screened, more, errors)
+    promoted = _advance_all(advance, promoted, more, errors)
     n_best = strategy.n_best or len(runs)
     keep = runs[:n_best]
     runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
     if keep:  # a promoted start goes on where its short run beats every screened one
         runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
-    runs = _advance_all(advance, map_runs, runs, None, errors)
+    runs = _advance_all(advance, runs, None, errors, map_runs)
     best = runs[0] if runs else None
     if best is None:
         if errors:
@@ -314,9 +314,7 @@ def em_em(
     return best
 
 
-def _screen(
-    advance: Any, map_runs: Any, runs: list, strategy: Strategy, errors: list
-) -> tuple[list, list]:
+def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
     """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
     kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
     ``n_screened`` best of the two groups after ``reserve_iter`` iterations. The screened
@@ -328,8 +326,8 @@ def _screen(
     more = _reserve_iter(strategy) - 1
     if more < 1:
         return screened, []
-    screened = _advance_all(advance, map_runs, screened, more, errors)
-    reserve = _advance_all(advance, map_runs, reserve, more, errors)
+    screened = _advance_all(advance, screened, more, errors)
+    reserve = _advance_all(advance, reserve, more, errors)
     second = [r.lower_bound for r in screened if any(r is t for t in top)]
     if not second or not reserve:
         return screened, []
@@ -342,7 +340,9 @@ def _reserve_iter(strategy: Strategy) -> int:
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
-def _advance_all(advance: Any, map_runs: Any, runs: list, n_iter: int | None, errors: list) -> list:
+def _advance_all(
+    advance: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
+) -> list:
     """``advance`` every run by ``n_iter``; the ones that did not fail, best first (errors in
     the runs' order). Runs to convergence go through ``map_runs`` (e.g. on threads); short
     runs of a few iterations cost less than handing them to another thread."""
@@ -355,8 +355,7 @@ def _advance_all(advance: Any, map_runs: Any, runs: list, n_iter: int | None, er
         return None
 
     kept = []
-    outcomes = list((map_runs if n_iter is None else map)(one, runs))
-    for run, err in zip(runs, outcomes, strict=True):
+    for run, err in zip(runs, list((map_runs if n_iter is None else map)(one, runs)), strict=True):
         if err is not None:
             errors.append(err)
         elif np.isfinite(run.lower_bound):

@@ -43,7 +43,7 @@ def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover 
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
 def _statistics(X, loc, scale, weights, means, chol, layout, block_rows):  # pragma: no cover
     """The serial E-step of :func:`bayesgmm._kernels.e_step` in one compiled call: precision
     factors, log-offsets, the kernel's sums and their totals (``_finish``)."""

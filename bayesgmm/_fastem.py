@@ -178,7 +178,7 @@ def _m_step(stats, means, model, regularisation, warm, inner_tol):  # pragma: no
     return nk / _numpy_sum(nk), new_means, covariances, factors, warm, failed
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
 def iterate(
     X, loc, scale, layout, block_rows, model, regularisation, inner_tol, params, warm, state
 ):  # pragma: no cover - compiled

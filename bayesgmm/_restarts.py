@@ -251,7 +251,13 @@ def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.nda
     return out
 
 
-def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strategy: Strategy) -> Any:
+def em_em(
+    start: Any,
+    advance: Any,
+    resps: list[tuple[str, np.ndarray]],
+    strategy: Strategy,
+    map_runs: Any = map,
+) -> Any:
     """Biernacki et al.'s em-EM: short runs from every start, the best continued.
 
     Parameters
@@ -264,6 +270,10 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     resps : list of (str, ndarray)
         The starts, as from :func:`partition_pool`.
     strategy : Strategy
+    map_runs : callable
+        ``map_runs(function, runs)``: ``function`` applied to every run continued to
+        convergence, results in the runs' order (the builtin ``map``, or a thread pool's: the
+        runs are independent, so the result does not depend on how they are scheduled).
 
     Returns
     -------
@@ -295,7 +305,7 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
     if keep:  # a promoted start goes on where its short run beats every screened one
         runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
-    runs = _advance_all(advance, runs, None, errors)
+    runs = _advance_all(advance, runs, None, errors, map_runs)
     best = runs[0] if runs else None
     if best is None:
         if errors:
@@ -330,16 +340,25 @@ def _reserve_iter(strategy: Strategy) -> int:
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
-def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:
-    """``advance`` every run by ``n_iter``; the ones that did not fail, best first."""
-    kept = []
-    for run in runs:
+def _advance_all(
+    advance: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
+) -> list:
+    """``advance`` every run by ``n_iter``; the ones that did not fail, best first (errors in
+    the runs' order). Runs to convergence go through ``map_runs`` (e.g. on threads); short
+    runs of a few iterations cost less than handing them to another thread."""
+
+    def one(run: Any) -> Exception | None:
         try:
             advance(run, n_iter)
         except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+            return err
+        return None
+
+    kept = []
+    for run, err in zip(runs, list((map_runs if n_iter is None else map)(one, runs)), strict=True):
+        if err is not None:
             errors.append(err)
-            continue
-        if np.isfinite(run.lower_bound):
+        elif np.isfinite(run.lower_bound):
             kept.append(run)
     return sorted(kept, key=lambda r: r.lower_bound, reverse=True)
 
@@ -439,8 +458,8 @@ def sweep_rows(
                 if data is not None:
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:
-                    labels[k, name] = np.asarray(row["_fit"].predict(X))[observed]
+                if starts is not None and row["_fit"] is not None:  # (X validated already)
+                    labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

@@ -335,12 +335,14 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         *,
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
+        map_runs: Any = map,
     ) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask).
 
         ``starts`` (from :func:`bayesgmm._restarts.partition_pool`): starting responsibilities
         of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
-        says) instead of ``n_init`` initialisations by ``init_params``.
+        says, its runs of a stage through ``map_runs``) instead of ``n_init`` initialisations
+        by ``init_params``.
         """
         self._check_parameters()
         if _dask.is_dask_array(X):
@@ -364,7 +366,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         best: _Run | None = None
         with self._blas_limit(data):
             if starts is not None and self.max_iter > 0:  # no iteration: nothing to rank by
-                best = self._em_em(data, scaling, starts, strategy or _restarts.Strategy())
+                strategy = strategy or _restarts.Strategy()
+                best = self._em_em(data, scaling, starts, strategy, map_runs)
             random_state = check_random_state(self.random_state) if best is None else None
             for _ in range(self.n_init if best is None else 0):
                 params = self._initial_params(data, random_state, scaling, initial)
@@ -500,10 +503,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._advance(X, scaling, run, None)
         return run
 
-    def _advance(self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None) -> None:
-        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all)."""
+    def _advance(
+        self, X: Any, scaling: AffineScaling, run: _Run, n_iter: int | None, small: Any = False
+    ) -> None:
+        """At most ``n_iter`` more EM iterations of ``run`` (None: up to ``max_iter`` in all);
+        ``small``: :meth:`_small_loop` of ``X`` and ``scaling`` if the caller has it."""
         stop = self.max_iter if n_iter is None else min(self.max_iter, run.n_iter + n_iter)
-        small = self._small_loop(X, scaling)
+        small = self._small_loop(X, scaling) if small is False else small
         if small is not None:  # compiled iterations, for the models that have them
             _fastem.advance(small, run, stop - run.n_iter, self)
         while run.n_iter < stop and not run.converged:
@@ -532,17 +538,27 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return _emloop.SmallLoop(X, scaling, self._layout, self._block_rows("serial"))
 
     def _em_em(
-        self, data: Any, scaling: AffineScaling, starts: list, strategy: _restarts.Strategy
+        self,
+        data: Any,
+        scaling: AffineScaling,
+        starts: list,
+        strategy: _restarts.Strategy,
+        map_runs: Any = map,
     ) -> _Run:
         """em-EM from the given starting responsibilities (see :mod:`bayesgmm._restarts`);
-        ``data`` as :meth:`_fit` iterates over it (rows weighted, if they are)."""
+        ``data`` as :meth:`_fit` iterates over it (rows weighted, if they are). ``map_runs``
+        (e.g. a thread pool's ``map``) advances the runs of a stage where the fit takes the
+        serial compiled loop; elsewhere (Dask, missing cells, Numba's parallel kernels, which
+        must not be entered from several threads at once) they go one after the other."""
         rows, weight = _missing.initial_rows(data)
         Xu = scaling.transform(rows)
+        small = self._small_loop(data, scaling)  # once for all the runs (it only reads)
         return _restarts.em_em(
             lambda resp: _Run(self._params_from_resp(Xu, resp, weight)),
-            lambda run, n_iter: self._advance(data, scaling, run, n_iter),
+            lambda run, n_iter: self._advance(data, scaling, run, n_iter, small),
             starts,
             strategy,
+            map_runs if small is not None else map,
         )
 
     def _block_rows(self, engine: str) -> int:

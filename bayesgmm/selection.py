@@ -6,9 +6,14 @@ the information criteria; a fit that fails is listed with its error, never raise
 
 from __future__ import annotations
 
+import numbers
+import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -89,6 +94,7 @@ def _fit_one(
     starts: Any = None,
     strategy: Any = None,
     sample_weight: Any = None,
+    map_runs: Callable = map,
 ) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
@@ -106,7 +112,9 @@ def _fit_one(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
-            validated = em._fit(X, sample_weight, starts=starts, strategy=strategy)
+            validated = em._fit(
+                X, sample_weight, starts=starts, strategy=strategy, map_runs=map_runs
+            )
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
@@ -154,6 +162,35 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     return data, getattr(probe, "feature_names_in_", None)
 
 
+def _n_threads(n_jobs: int | None) -> int:
+    """Threads for ``n_jobs`` by scikit-learn's convention (None: 1; -1: one per core, -2: all
+    but one, ...), checked."""
+    if n_jobs is None:
+        return 1
+    if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool) or n_jobs == 0:
+        raise ValueError(
+            f"n_jobs must be a non-zero integer or None, got {n_jobs!r}: the number of "
+            "threads (-1: one per core, None or 1: none)."
+        )
+    return int(n_jobs) if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+
+
+@contextmanager
+def _thread_map(n_threads: int) -> Iterator[Callable]:
+    """``map_runs`` for em-EM: the builtin ``map``, or one on a pool of ``n_threads`` threads
+    (results in the order of the runs), for as long as the context lasts."""
+    if n_threads == 1:
+        yield map
+        return
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="bayesgmm-sweep") as pool:
+
+        def map_runs(function: Callable, runs: Iterable) -> list:
+            runs = list(runs)
+            return list(map(function, runs) if len(runs) < 2 else pool.map(function, runs))
+
+        yield map_runs
+
+
 def em_sweep(
     X: Any,
     n_components: Iterable[int] = range(1, 7),
@@ -167,6 +204,7 @@ def em_sweep(
     init: str = "em-EM",
     strategy: Strategy | None = None,
     sample_weight: Any = None,
+    n_jobs: int | None = None,
     **kwargs: Any,
 ) -> EMSelection:
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
@@ -208,6 +246,17 @@ def em_sweep(
     sample_weight : array-like of shape (n_samples,), optional
         Frequency weights of the rows (see :meth:`EMGaussianMixture.fit`); the criteria then
         count ``n`` as their sum.
+    n_jobs : int or None, default=None
+        Threads that run em-EM's runs to convergence at the same time (the compiled EM
+        iterations release Python's GIL), by scikit-learn's convention: None or 1 none
+        (everything on the calling thread), -1 one per core, -2 all but one. The table is the
+        same for every value: each run's numbers do not depend on the thread that computes
+        it, and the runs are ranked in their own order. At most those runs overlap (about a
+        third of a small sweep's time), and on a machine whose cores are all busy the threads
+        cost more than they save (``benchmarks/results/README.md``), hence the default. Runs
+        go one after the other where EM does not take the serial compiled loop (Dask arrays,
+        missing cells, large data whose E-step already uses Numba's threads) and with
+        ``init="n_init"``.
     **kwargs
         Further :class:`EMGaussianMixture` parameters (``reg_covar``, ``init_params``, ...).
 
@@ -230,9 +279,14 @@ def em_sweep(
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
+    n_threads = _n_threads(n_jobs)
     data, names = _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
-    rows = sweep_rows(_fit_one, data, ks, cov_types, em_kwargs, strategy, progress, sample_weight)
+    with _thread_map(n_threads if strategy is not None else 1) as map_runs:
+        fit_one = partial(_fit_one, map_runs=map_runs)
+        rows = sweep_rows(
+            fit_one, data, ks, cov_types, em_kwargs, strategy, progress, sample_weight
+        )
     fits = {(r["n_components"], r["covariance_type"]): r["_fit"] for r in rows if r["_fit"]}
     for fit in fits.values() if names is not None else ():  # as if fitted on the DataFrame
         fit.feature_names_in_ = names  # (validating it in every fit cost 1/3 of a small sweep)

@@ -10,10 +10,13 @@ are labels), one after the other, it runs
   ``tests/data/mclust`` (their times were measured when they were computed);
 - bayesgmm: one ``em_sweep`` over every model it accepts and K = 1..kmax, with the sweep's
   defaults (em-EM restarts, :mod:`bayesgmm._restarts`) unless ``--n-init``, ``--tol`` or
-  ``--max-iter`` say otherwise, and ``reg_covar=0`` like mclust (``--reg-covar``). A model is
-  taken by mclust's name when ``EMGaussianMixture`` accepts it, else by scikit-learn's name for
-  the four that have one (VII = spherical, VVI = diag, EEE = tied, VVV = full), else it is "not
-  available";
+  ``--max-iter`` say otherwise, and ``reg_covar=0`` like mclust (``--reg-covar``); timed
+  twice, with ``n_jobs=-1`` (em-EM's runs to convergence on a thread per core) and with
+  ``n_jobs=1`` (one thread, like mclust; the default), both ratios printed (the two tables
+  are equal).
+  A model is taken by mclust's name when ``EMGaussianMixture`` accepts it, else by
+  scikit-learn's name for the four that have one (VII = spherical, VVI = diag, EEE = tied,
+  VVV = full), else it is "not available";
 - scikit-learn: ``GaussianMixture(n_init=10)`` for its four models and the same K.
 
 and prints, per data set, per model and K: the log-likelihoods of each, ours - mclust,
@@ -59,6 +62,7 @@ from threadpoolctl import threadpool_limits
 from bayesgmm import em_sweep
 from bayesgmm._hierarchical import cut_tree, hierarchical_partitions, merge_tree, transform
 from bayesgmm._models import min_effective_size, n_parameters
+from bayesgmm.selection import _n_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
@@ -164,19 +168,33 @@ def mclust_cells(result: dict) -> dict[tuple[str, int], float]:
 
 # ----------------------------------------------------------------------------- Python sweeps
 def run_bayesgmm(X: pd.DataFrame, names: dict[str, str | None], kmax: int, em_kwargs: dict) -> dict:
-    """One em_sweep over every available model and K = 1..kmax, timed as a whole."""
+    """One em_sweep over every available model and K = 1..kmax, timed as a whole: with
+    ``n_jobs=-1`` (threads) and with ``n_jobs=1`` (one thread, like mclust; em_sweep's
+    default); ``same_serial`` says whether the two tables are equal."""
     types = {name: model for model, name in names.items() if name is not None}
-    start = time.perf_counter()
-    sweep = em_sweep(X, range(1, kmax + 1), list(types), progress=False, **em_kwargs)
-    seconds = time.perf_counter() - start
+    seconds, tables = {}, {}
+    for n_jobs in (-1, 1):
+        start = time.perf_counter()
+        sweep = em_sweep(
+            X, range(1, kmax + 1), list(types), progress=False, n_jobs=n_jobs, **em_kwargs
+        )
+        seconds[n_jobs] = time.perf_counter() - start
+        tables[n_jobs] = sweep.table
     table = sweep.table
+    same = tables[-1].equals(tables[1])
     cells = {
         (types[row.covariance_type], int(row.n_components)): (float(row.log_likelihood), row.status)
         for row in table.itertuples()
     }
     k, name = sweep.best["bic"]
     bic = float(table[(table.n_components == k) & (table.covariance_type == name)].bic.iloc[0])
-    return {"cells": cells, "best": (types[name], k, bic), "seconds": seconds}
+    return {
+        "cells": cells,
+        "best": (types[name], k, bic),
+        "seconds": seconds[-1],
+        "seconds_serial": seconds[1],
+        "same_serial": same,
+    }
 
 
 def run_hc(X: pd.DataFrame, hc: dict | None, kmax: int) -> dict | None:
@@ -337,6 +355,9 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
         "seconds_bayesgmm": ours["seconds"],
         "seconds_sklearn": runs["sklearn"]["seconds"] if runs["sklearn"] else np.nan,
         "ratio": ours["seconds"] / mclust_seconds,
+        "seconds_bayesgmm_serial": ours["seconds_serial"],
+        "ratio_serial": ours["seconds_serial"] / mclust_seconds,
+        "same_serial": ours["same_serial"],
         "ratio_same_models": ours["seconds"] / runs.get("mclust_same_models", np.nan),
         "mclust_source": runs["mclust_source"],
         "hc": runs["hc"],
@@ -377,8 +398,11 @@ def print_dataset(summary: dict, rows: list[dict], names: dict[str, str | None])
     print(
         f"sweep time: mclust {s['seconds_mclust']:.2f} s (14 models, {s['mclust_source']}), "
         f"mclust on bayesgmm's {n_ours} models {_fmt(s['seconds_mclust_same_models'], 0)} s, "
-        f"bayesgmm {s['seconds_bayesgmm']:.2f} s ({n_ours} models), "
-        f"ratio ours/mclust {s['ratio']:.2f}; scikit-learn {_fmt(s['seconds_sklearn'], 0)} s"
+        f"bayesgmm {s['seconds_bayesgmm']:.2f} s ({n_ours} models, n_jobs=-1: "
+        f"{_n_threads(-1)} threads) and {s['seconds_bayesgmm_serial']:.2f} s (n_jobs=1; same "
+        f"table: {'yes' if s['same_serial'] else 'NO'}), ratio ours/mclust {s['ratio']:.2f} "
+        f"(threads), {s['ratio_serial']:.2f} (one thread); scikit-learn "
+        f"{_fmt(s['seconds_sklearn'], 0)} s"
     )
     if s["hc"]:
         h = s["hc"]
@@ -400,7 +424,8 @@ def print_summary(summaries: list[dict]) -> None:
         f"{'data set':<13}{'N':>6}{'D':>3} {'worst vs mclust':>20} {'<mcl-0.1':>9}"
         f" {'worst vs sklearn':>20} {'<skl-0.1':>9} {'worst vs ref':>20} {'<ref-0.1':>9}"
         f"{'degen':>6}  {'best mclust':<12}{'best ours':<11}{'same/better':<12}"
-        f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'hc ratio':>9} hc same"
+        f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'t 1thr':>8}{'ratio1':>7}"
+        f"{'hc ratio':>9} hc same"
     )
     for s in summaries:
         best_m = "-" if s["best_mclust"] is None else "{},{}".format(*s["best_mclust"])
@@ -420,7 +445,8 @@ def print_summary(summaries: list[dict]) -> None:
             f" {_worst_text(s['worst_vs_reference']):>20} {cells_ref:>9}"
             f"{s['cells_degenerate_reference']:>6}  {best_m:<12}{best_o:<11}{agree:<12}"
             f"{_fmt(s['seconds_mclust'], 9)}{_fmt(s['seconds_bayesgmm'], 8)}"
-            f"{_fmt(s['ratio'], 7)}{hc}"
+            f"{_fmt(s['ratio'], 7)}{_fmt(s['seconds_bayesgmm_serial'], 8)}"
+            f"{_fmt(s['ratio_serial'], 7)}{hc}"
         )
     print(
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
@@ -429,7 +455,9 @@ def print_summary(summaries: list[dict]) -> None:
         "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor, or a "
         "model with as many parameters as observations, p>=n). same/better: the same best-BIC "
         "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
-        "indicative only (a shared 2-core machine; see the load above); ratio: ours / mclust; "
+        "indicative only (a shared 2-core machine; see the load above); t ours, ratio: ours "
+        "with n_jobs=-1 (threads) / mclust (one thread); t 1thr, ratio1: ours with n_jobs=1 "
+        "(one thread, em_sweep's default, same table) / mclust; "
         "hc ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
         "equal partitions for every K."
     )

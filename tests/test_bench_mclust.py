@@ -35,6 +35,8 @@ def test_runs_from_the_committed_reference(bench, capsys):
     assert summary["cells_compared_mclust"] >= 8 and summary["hc"]["same"]
     assert np.isnan(summary["seconds_mclust"])  # the reference was timed over K = 1..9
     assert summary["worst_vs_mclust"][0] > -1.0
+    assert summary["same_serial"]  # the threaded sweep's table is the one-thread table
+    assert "(one thread)" in out and "n_jobs=1" in out
 
 
 def test_unknown_names_are_refused(bench):

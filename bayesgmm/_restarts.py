@@ -6,9 +6,12 @@ iterations each), then the best few of them (by log-likelihood) **continued** to
 The first cut is by the likelihood after one iteration, which misranks slow starters (a start
 ranked tenth there was first after ten iterations, 49.5 nats above the rest, on the simulated
 correlated data): the next few get a second iteration, and go on if they then rank among the
-screened ones (``Strategy.n_reserve``).
-A start that fails in its short run (a component collapsing onto too few points, a singular
-covariance) is dropped, never fatal, as long as one start survives.
+screened ones (``Strategy.n_reserve``). Ten iterations misrank slow starters too, so the short
+runs kept are first run to a loose convergence (``Strategy.n_loose``, ``loose_tol``), and only
+the best of those is continued to the tight one.
+A start that fails (a component collapsing onto too few points, a singular covariance) is
+dropped, never fatal, as long as one start survives: when every run continued to convergence
+fails, the next surviving one is continued.
 
 The starts are hard partitions (or responsibilities) of the rows, so one pool serves every
 covariance model and, through :func:`partition_pool`, every number of components ``K``:
@@ -84,11 +87,23 @@ class Strategy:
     short_iter : int
         Iterations of each short run, after the screening one.
     n_best : int
-        Short runs continued to convergence (the ones with the highest log-likelihood).
+        Short runs continued to convergence (the ones with the highest log-likelihood, after
+        the loose stage when there is one).
     always : tuple of str
         Kinds of start always continued to convergence whatever their short run gave: by
         default mclust's hierarchical start, so the sweep never ends below the optimum mclust
         reaches from the same start.
+    n_loose : int
+        When above ``n_best``: the loose stage. This many short runs (the best; with the
+        promoted ones) are first run to a loose convergence, until one iteration raises the
+        log-likelihood per observation by less than ``loose_tol``, and the ``n_best`` best
+        of them are then continued to convergence. Ten iterations misrank slow starters; a
+        loose convergence ranks them about as their optima do, and costs little more than
+        continuing two runs to the tight convergence (measured:
+        ``benchmarks/results/mclust_optima.txt``).
+    loose_tol : float
+        The loose stage's tolerance on the per-observation log-likelihood's rise per
+        iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
     """
 
     n_kmeans: int = 10
@@ -101,6 +116,8 @@ class Strategy:
     short_iter: int = 10
     n_best: int = 2
     always: tuple[str, ...] = ("hc",)
+    n_loose: int = 6
+    loose_tol: float = 3e-4
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -260,7 +277,8 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
         ``start(resp)`` returns a new run (the parameters of one M-step from ``resp``).
     advance : callable
         ``advance(run, n_iter)`` runs at most ``n_iter`` more EM iterations (none once the run
-        has converged), updating ``run`` in place.
+        has converged), updating ``run`` in place (its ``lower_bound``, ``n_iter``,
+        ``converged`` and, read by the loose stage, ``trace``).
     resps : list of (str, ndarray)
         The starts, as from :func:`partition_pool`.
     strategy : Strategy
@@ -291,11 +309,19 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     runs = _advance_all(advance, screened, more, errors)
     promoted = _advance_all(advance, promoted, more, errors)
     n_best = strategy.n_best or len(runs)
-    keep = runs[:n_best]
-    runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
+    n_keep = max(n_best, strategy.n_loose)
+    keep, rest = runs[:n_keep], runs[n_keep:]
     if keep:  # a promoted start goes on where its short run beats every screened one
-        runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
+        keep += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
+    if n_keep > n_best:  # the kept ones to a loose convergence first; the best go on
+        keep = _loosely(advance, keep, strategy.loose_tol, errors)
+        rest, keep = keep[n_best:] + rest, keep[:n_best]
+    runs = keep + [r for r in rest if r.kind in strategy.always]
     runs = _advance_all(advance, runs, None, errors)
+    for run in (r for r in rest if r.kind not in strategy.always):
+        if runs:  # every continued run failed: the next surviving one, in rank order
+            break
+        runs = _advance_all(advance, [run], None, errors)
     best = runs[0] if runs else None
     if best is None:
         if errors:
@@ -328,6 +354,30 @@ def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple
 def _reserve_iter(strategy: Strategy) -> int:
     """The iterations after which the reserve is ranked: within the short run."""
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
+
+
+def _loosely(advance: Any, runs: list, tol: float, errors: list, step: int = 5) -> list:
+    """Runs advanced ``step`` iterations at a time until each rises by less than ``tol`` per
+    iteration (its ``trace``'s last step), converges, or stops; the ones that did not fail,
+    best first."""
+    active, done = list(runs), []
+    while active:
+        moving = []
+        for run in active:
+            before = run.n_iter
+            try:
+                advance(run, step)
+            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+                errors.append(err)
+                continue
+            trace = run.trace
+            rise = trace[-1] - trace[-2] if len(trace) > 1 else np.inf
+            if not np.isfinite(run.lower_bound):
+                continue
+            stopped = run.converged or run.n_iter == before or rise < tol
+            (done if stopped else moving).append(run)
+        active = moving
+    return sorted(done, key=lambda r: r.lower_bound, reverse=True)
 
 
 def _advance_all(advance: Any, runs: list, n_iter: int | None, errors: list) -> list:

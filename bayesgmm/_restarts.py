@@ -7,8 +7,7 @@ The first cut is by the likelihood after one iteration, which misranks slow star
 ranked tenth there was first after ten iterations, 49.5 nats above the rest, on the simulated
 correlated data): the next few get a second iteration, and go on if they then rank among the
 screened ones (``Strategy.n_reserve``). Ten iterations misrank slow starters too, so the short
-runs kept are first run to a loose convergence (``Strategy.n_loose``, ``loose_tol``), and only
-the best of those is continued to the tight one.
+runs kept first run to a loose convergence (``Strategy.n_loose``), the best then to the tight one.
 A start that fails (a component collapsing onto too few points, a singular covariance) is
 dropped, never fatal, as long as one start survives: when every run continued to convergence
 fails, the next surviving one is continued.
@@ -94,13 +93,11 @@ class Strategy:
         default mclust's hierarchical start, so the sweep never ends below the optimum mclust
         reaches from the same start.
     n_loose : int
-        When above ``n_best``: the loose stage. This many short runs (the best; with the
-        promoted ones) are first run to a loose convergence, until one iteration raises the
-        log-likelihood per observation by less than ``loose_tol``, and the ``n_best`` best
-        of them are then continued to convergence. Ten iterations misrank slow starters; a
-        loose convergence ranks them about as their optima do, and costs little more than
-        continuing two runs to the tight convergence (measured:
-        ``benchmarks/results/mclust_optima.txt``).
+        When above ``n_best``, the loose stage: this many short runs (the best, and the
+        promoted ones) run on until one iteration raises the log-likelihood per observation
+        by less than ``loose_tol``; the ``n_best`` best of them then go on to convergence.
+        Ten iterations misrank slow starters; a loose convergence much less (measured, with
+        its cost: ``benchmarks/results/mclust_optima.txt``). At most ``n_best``: none.
     loose_tol : float
         The loose stage's tolerance on the per-observation log-likelihood's rise per
         iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
@@ -308,6 +305,17 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
     runs = _advance_all(advance, screened, more, errors)
     promoted = _advance_all(advance, promoted, more, errors)
+    runs = _continue(advance, runs, promoted, strategy, errors)
+    if not runs:
+        if errors:
+            raise errors[0]
+        raise ValueError("No start gave a finite log-likelihood; check the data.")
+    return runs[0]
+
+
+def _continue(advance: Any, runs: list, promoted: list, strategy: Strategy, errors: list) -> list:
+    """The short runs (best first) and the promoted ones continued: the loose stage, then the
+    ``n_best`` and the ``always`` kinds to convergence (the next surviving run if all fail)."""
     n_best = strategy.n_best or len(runs)
     n_keep = max(n_best, strategy.n_loose)
     keep, rest = runs[:n_keep], runs[n_keep:]
@@ -316,18 +324,13 @@ def em_em(start: Any, advance: Any, resps: list[tuple[str, np.ndarray]], strateg
     if n_keep > n_best:  # the kept ones to a loose convergence first; the best go on
         keep = _loosely(advance, keep, strategy.loose_tol, errors)
         rest, keep = keep[n_best:] + rest, keep[:n_best]
-    runs = keep + [r for r in rest if r.kind in strategy.always]
-    runs = _advance_all(advance, runs, None, errors)
+    keep += [r for r in rest if r.kind in strategy.always]
+    runs = _advance_all(advance, keep, None, errors)
     for run in (r for r in rest if r.kind not in strategy.always):
         if runs:  # every continued run failed: the next surviving one, in rank order
             break
         runs = _advance_all(advance, [run], None, errors)
-    best = runs[0] if runs else None
-    if best is None:
-        if errors:
-            raise errors[0]
-        raise ValueError("No start gave a finite log-likelihood; check the data.")
-    return best
+    return runs
 
 
 def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
@@ -370,10 +373,9 @@ def _loosely(advance: Any, runs: list, tol: float, errors: list, step: int = 5) 
             except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
                 errors.append(err)
                 continue
-            trace = run.trace
-            rise = trace[-1] - trace[-2] if len(trace) > 1 else np.inf
             if not np.isfinite(run.lower_bound):
                 continue
+            rise = run.trace[-1] - run.trace[-2] if len(run.trace) > 1 else np.inf
             stopped = run.converged or run.n_iter == before or rise < tol
             (done if stopped else moving).append(run)
         active = moving

@@ -6,9 +6,11 @@ iterations each), then the best few of them (by log-likelihood) **continued** to
 The first cut is by the likelihood after one iteration, which misranks slow starters (a start
 ranked tenth there was first after ten iterations, 49.5 nats above the rest, on the simulated
 correlated data): the next few get a second iteration, and go on if they then rank among the
-screened ones (``Strategy.n_reserve``).
-A start that fails in its short run (a component collapsing onto too few points, a singular
-covariance) is dropped, never fatal, as long as one start survives.
+screened ones (``Strategy.n_reserve``). Ten iterations misrank slow starters too, so the short
+runs kept first run to a loose convergence (``Strategy.n_loose``), the best then to the tight one.
+A start that fails (a component collapsing onto too few points, a singular covariance) is
+dropped, never fatal, as long as one start survives: when every run continued to convergence
+fails, the next surviving one is continued.
 
 The starts are hard partitions (or responsibilities) of the rows, so one pool serves every
 covariance model and, through :func:`partition_pool`, every number of components ``K``:
@@ -84,11 +86,21 @@ class Strategy:
     short_iter : int
         Iterations of each short run, after the screening one.
     n_best : int
-        Short runs continued to convergence (the ones with the highest log-likelihood).
+        Short runs continued to convergence (the ones with the highest log-likelihood, after
+        the loose stage when there is one).
     always : tuple of str
         Kinds of start always continued to convergence whatever their short run gave: by
         default mclust's hierarchical start, so the sweep never ends below the optimum mclust
         reaches from the same start.
+    n_loose : int
+        When above ``n_best``, the loose stage: this many short runs (the best, and the
+        promoted ones) run on until one iteration raises the log-likelihood per observation
+        by less than ``loose_tol``; the ``n_best`` best of them then go on to convergence.
+        Ten iterations misrank slow starters; a loose convergence much less (measured, with
+        its cost: ``benchmarks/results/mclust_optima.txt``). At most ``n_best``: none.
+    loose_tol : float
+        The loose stage's tolerance on the per-observation log-likelihood's rise per
+        iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
     """
 
     n_kmeans: int = 10
@@ -101,6 +113,8 @@ class Strategy:
     short_iter: int = 10
     n_best: int = 2
     always: tuple[str, ...] = ("hc",)
+    n_loose: int = 6
+    loose_tol: float = 3e-4
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -266,7 +280,8 @@ def em_em(
         ``start(resp)`` returns a new run (the parameters of one M-step from ``resp``).
     advance : callable
         ``advance(run, n_iter)`` runs at most ``n_iter`` more EM iterations (none once the run
-        has converged), updating ``run`` in place.
+        has converged), updating ``run`` in place (its ``lower_bound``, ``n_iter``,
+        ``converged`` and, read by the loose stage, ``trace``).
     resps : list of (str, ndarray)
         The starts, as from :func:`partition_pool`.
     strategy : Strategy
@@ -300,18 +315,35 @@ def em_em(
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
     runs = _advance_all(advance, screened, more, errors)
     promoted = _advance_all(advance, promoted, more, errors)
-    n_best = strategy.n_best or len(runs)
-    keep = runs[:n_best]
-    runs = keep + [r for r in runs[n_best:] if r.kind in strategy.always]
-    if keep:  # a promoted start goes on where its short run beats every screened one
-        runs += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
-    runs = _advance_all(advance, runs, None, errors, map_runs)
-    best = runs[0] if runs else None
-    if best is None:
+    runs = _continue(advance, runs, promoted, strategy, errors, map_runs)
+    if not runs:
         if errors:
             raise errors[0]
         raise ValueError("No start gave a finite log-likelihood; check the data.")
-    return best
+    return runs[0]
+
+
+def _continue(
+    advance: Any, runs: list, promoted: list, strategy: Strategy, errors: list, map_runs: Any = map
+) -> list:
+    """The short runs (best first) and the promoted ones continued: the loose stage, then the
+    ``n_best`` and the ``always`` kinds to convergence through ``map_runs`` (the next
+    surviving run if all fail)."""
+    n_best = strategy.n_best or len(runs)
+    n_keep = max(n_best, strategy.n_loose)
+    keep, rest = runs[:n_keep], runs[n_keep:]
+    if keep:  # a promoted start goes on where its short run beats every screened one
+        keep += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
+    if n_keep > n_best:  # the kept ones to a loose convergence first; the best go on
+        keep = _loosely(advance, keep, strategy.loose_tol, errors)
+        rest, keep = keep[n_best:] + rest, keep[:n_best]
+    keep += [r for r in rest if r.kind in strategy.always]
+    runs = _advance_all(advance, keep, None, errors, map_runs)
+    for run in (r for r in rest if r.kind not in strategy.always):
+        if runs:  # every continued run failed: the next surviving one, in rank order
+            break
+        runs = _advance_all(advance, [run], None, errors)
+    return runs
 
 
 def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
@@ -338,6 +370,29 @@ def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple
 def _reserve_iter(strategy: Strategy) -> int:
     """The iterations after which the reserve is ranked: within the short run."""
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
+
+
+def _loosely(advance: Any, runs: list, tol: float, errors: list, step: int = 5) -> list:
+    """Runs advanced ``step`` iterations at a time until each rises by less than ``tol`` per
+    iteration (its ``trace``'s last step), converges, or stops; the ones that did not fail,
+    best first."""
+    active, done = list(runs), []
+    while active:
+        moving = []
+        for run in active:
+            before = run.n_iter
+            try:
+                advance(run, step)
+            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+                errors.append(err)
+                continue
+            if not np.isfinite(run.lower_bound):
+                continue
+            rise = run.trace[-1] - run.trace[-2] if len(run.trace) > 1 else np.inf
+            stopped = run.converged or run.n_iter == before or rise < tol
+            (done if stopped else moving).append(run)
+        active = moving
+    return sorted(done, key=lambda r: r.lower_bound, reverse=True)
 
 
 def _advance_all(

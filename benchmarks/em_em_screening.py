@@ -44,12 +44,20 @@ def _counted(self, X, scaling, run, n_iter):  # every EM iteration of the sweep,
     ITERATIONS[0] += run.n_iter - before
 
 
-def sweep(X: pd.DataFrame, strategy: Strategy, kmax: int = 9) -> tuple[dict, int, float]:
+def sweep(
+    X: pd.DataFrame, strategy: Strategy, kmax: int = 9, random_state: int = 0
+) -> tuple[dict, int, float]:
     """Log-likelihood per (model, K), EM iterations and seconds of one sweep."""
     ITERATIONS[0] = 0
     start = time.perf_counter()
     table = em_sweep(
-        X, range(1, kmax + 1), MODELS, reg_covar=0.0, strategy=strategy, progress=False
+        X,
+        range(1, kmax + 1),
+        MODELS,
+        reg_covar=0.0,
+        strategy=strategy,
+        progress=False,
+        random_state=random_state,
     ).table
     seconds = time.perf_counter() - start
     cells = {(r.covariance_type, r.n_components): r.log_likelihood for r in table.itertuples()}

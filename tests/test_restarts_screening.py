@@ -22,7 +22,7 @@ class _Scripted:
 
     def __init__(self, path: list[float]) -> None:
         self.path, self.n_iter, self.lower_bound = list(path), 0, -np.inf
-        self.kind = ""
+        self.kind, self.trace, self.converged = "", [], False
 
 
 def _start(path: list[float]) -> _Scripted:
@@ -33,6 +33,7 @@ def _advance(run: _Scripted, n_iter: int | None) -> None:
     last = len(run.path)
     run.n_iter = last if n_iter is None else min(last, run.n_iter + n_iter)
     run.lower_bound = run.path[run.n_iter - 1] if run.n_iter else -np.inf
+    run.trace, run.converged = run.path[: run.n_iter], run.n_iter == last
 
 
 def _run(paths, strategy):

@@ -368,3 +368,46 @@ def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
         f"{problem}, so every covariance of the mixture would be singular. Drop {drop!r} "
         f"(e.g. X.drop(columns=[{drop!r}])), or model --columns {keep} on the command line."
     )
+
+
+def warn_many_parameters(
+    n_rows: float, n_components: int, n_features: int, covariance_type: str, *, stacklevel: int
+) -> None:
+    """Warn, before sampling, when the mixture has more free parameters than rows.
+
+    Such a posterior is barely identified by the data (e.g. two full 6 x 6 covariances from
+    47 rows): NUTS then fails its diagnostics however long it runs. The warning names the
+    smaller covariance models (and their parameter counts) that the rows can support.
+
+    Parameters
+    ----------
+    n_rows : float
+        Rows (the sum of the frequency weights, if any).
+    n_components, n_features : int
+    covariance_type : str
+        One of the Bayesian model's covariance types.
+    stacklevel : int
+    """
+    import warnings
+
+    from ._models import n_parameters
+    from .diagnostics import SamplingWarning
+
+    count = n_parameters(covariance_type, n_components, n_features)
+    if count <= n_rows:
+        return
+    smaller = {
+        name: n_parameters(name, n_components, n_features)
+        for name in ("tied", "diag", "spherical")
+        if name != covariance_type
+    }
+    fits = [f"'{name}' ({p})" for name, p in smaller.items() if p <= min(n_rows, count)]
+    remedy = f"covariance_type={', '.join(fits)} (free parameters), or " if fits else ""
+    warnings.warn(
+        f"The model (covariance_type={covariance_type!r}, {n_components} components, "
+        f"{n_features} features) has {count} free parameters for {n_rows:g} rows: the data "
+        f"barely identify its posterior and NUTS is unlikely to converge. Use {remedy}fewer "
+        "components.",
+        SamplingWarning,
+        stacklevel=stacklevel,
+    )

@@ -37,7 +37,16 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
+from ._idata import (
+    Tree,
+    compare,
+    get_attr,
+    get_group,
+    has_group,
+    new_tree,
+    replace_group,
+    set_attrs,
+)
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
 from .diagnostics import SamplingWarning, parameter_diagnostics
@@ -272,15 +281,54 @@ def _divergence(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a - b)))
 
 
+def _parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each chain's median and robust scale (1.4826 MAD) of every relabelled parameter
+    (weights, standardised means, log standardised standard deviations), ``(chain, P)`` each;
+    None without the parameters in the posterior.
+
+    Every draw is first matched to one reference (the best draw overall), so the profiles do
+    not depend on the labels: chains in one mode get the same medians, chains in modes that
+    split the data differently get medians that differ by many posterior standard deviations
+    (even when their log-likelihoods are the same).
+    """
+    if not has_group(idata, "posterior"):
+        return None
+    posterior = get_group(idata, "posterior")
+    if not {"weights", "means", "covariances"} <= set(posterior.data_vars):
+        return None
+    unit = standardised(posterior, scaling_of(idata))
+    means = unit["means"].transpose("chain", "draw", "component", "feature").values
+    covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
+    weights = unit["weights"].transpose("chain", "draw", "component").values
+    c, s = np.unravel_index(np.argmax(_pointwise(idata).sum(axis=2)), weights.shape[:2])
+    perm = match_to_reference(means, covariances, means[c, s], covariances[c, s])
+    take = np.take_along_axis
+    log_sd = 0.5 * np.log(np.maximum(np.diagonal(covariances, axis1=-2, axis2=-1), 1e-300))
+    flat = [
+        take(weights, perm, axis=2),
+        take(means, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
+        take(log_sd, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
+    ]
+    values = np.concatenate(flat, axis=2)  # (chain, draw, P)
+    median = np.median(values, axis=1)
+    scale = 1.4826 * np.median(np.abs(values - median[:, None, :]), axis=1)
+    return median, scale
+
+
 def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     """Which mode each chain ended in, judged label-invariantly.
 
     Two chains are in the same mode when (a) their total log-likelihoods differ in mean by at
-    most ``factor`` times the larger of their standard deviations, and (b) their mixture-level
+    most ``factor`` times the larger of their standard deviations, (b) their mixture-level
     divergence (the mean absolute difference of their pointwise log predictive densities) is
     at most ``factor`` times the larger divergence between the halves of either chain (plus
-    0.01 nats per row). Modes are the groups of chains linked by that relation, numbered by
-    decreasing mean log-likelihood.
+    0.01 nats per row), and (c) when the posterior holds the parameters, the medians of every
+    relabelled parameter (each draw matched to the best draw: weights, standardised means and
+    log standard deviations) differ by at most ``factor`` times the larger of the two chains'
+    robust standard deviations (1.4826 MAD, plus 0.05). Medians and MADs keep a chain that
+    visited another mode for a minority of its draws with the mode it spent most draws in
+    (that mode's own R-hat then shows the visit). Modes are the groups of chains linked by
+    that relation, numbered by decreasing mean log-likelihood.
 
     Parameters
     ----------
@@ -303,6 +351,7 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     half = n_draws // 2
     noise = [_divergence(_lppd(v[:half]), _lppd(v[half:])) if half else 0.0 for v in values]
     lppd = [_lppd(v) for v in values]
+    profiles = _parameter_profiles(idata)
     parent = list(range(n_chains))
 
     def root(i: int) -> int:
@@ -315,6 +364,10 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
             spread = max(totals[a].std(), totals[b].std(), 1e-12)
             close = abs(totals[a].mean() - totals[b].mean()) <= factor * spread
             level = factor * max(noise[a], noise[b]) + 0.01
+            if profiles is not None:
+                median, scale = profiles
+                allowed = factor * np.maximum(scale[a], scale[b]) + _PARAMETER_TOLERANCE
+                close = close and bool(np.all(np.abs(median[a] - median[b]) <= allowed))
             if close and _divergence(lppd[a], lppd[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])

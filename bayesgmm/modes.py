@@ -300,8 +300,17 @@ def _parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
     means = unit["means"].transpose("chain", "draw", "component", "feature").values
     covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
     weights = unit["weights"].transpose("chain", "draw", "component").values
-    c, s = np.unravel_index(np.argmax(_pointwise(idata).sum(axis=2)), weights.shape[:2])
-    perm = match_to_reference(means, covariances, means[c, s], covariances[c, s])
+    finite = np.isfinite(weights).all(2) & np.isfinite(covariances).all((2, 3, 4))
+    finite &= np.isfinite(means).all((2, 3))
+    if not finite.any(axis=1).all():  # a chain without one whole draw: nothing to compare
+        return None
+    totals = np.where(finite, _pointwise(idata).sum(axis=2), -np.inf)
+    c, s = np.unravel_index(np.argmax(totals), totals.shape)
+    perm = np.broadcast_to(np.arange(weights.shape[2]), weights.shape).copy()
+    matched = match_to_reference(
+        means[finite][None], covariances[finite][None], means[c, s], covariances[c, s]
+    )
+    perm[finite] = matched[0]
     take = np.take_along_axis
     log_sd = 0.5 * np.log(np.maximum(np.diagonal(covariances, axis1=-2, axis2=-1), 1e-300))
     flat = [
@@ -310,8 +319,9 @@ def _parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
         take(log_sd, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
     ]
     values = np.concatenate(flat, axis=2)  # (chain, draw, P)
-    median = np.median(values, axis=1)
-    scale = 1.4826 * np.median(np.abs(values - median[:, None, :]), axis=1)
+    values[~finite] = np.nan  # draws an interrupted chain never made
+    median = np.nanmedian(values, axis=1)
+    scale = 1.4826 * np.nanmedian(np.abs(values - median[:, None, :]), axis=1)
     return median, scale
 
 

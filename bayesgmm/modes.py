@@ -35,18 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import logsumexp
 
-from ._idata import (
-    Tree,
-    compare,
-    get_attr,
-    get_group,
-    has_group,
-    new_tree,
-    replace_group,
-    set_attrs,
-)
+from ._chainprofiles import divergence, lppd, parameter_profiles, pointwise
+from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
 from .diagnostics import SamplingWarning, parameter_diagnostics
@@ -264,67 +255,6 @@ def _concat_chains(trees: list[Tree]) -> Tree:
 
 
 # ----------------------------------------------------------------------------- modes
-def _pointwise(idata: Tree) -> np.ndarray:
-    """The pointwise log-likelihood ``(chain, draw, obs)``."""
-    da = get_group(idata, "log_likelihood")["obs"]
-    values = da.transpose("chain", "draw", ...).values
-    return values.reshape(da.sizes["chain"], da.sizes["draw"], -1)
-
-
-def _lppd(values: np.ndarray) -> np.ndarray:
-    """Log predictive density of each row under the draws of ``values`` ``(draw, obs)``."""
-    return logsumexp(values, axis=0) - np.log(values.shape[0])
-
-
-def _divergence(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two pointwise log predictive densities (nats per row)."""
-    return float(np.mean(np.abs(a - b)))
-
-
-def _parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each chain's median and robust scale (1.4826 MAD) of every relabelled parameter
-    (weights, standardised means, log standardised standard deviations), ``(chain, P)`` each;
-    None without the parameters in the posterior.
-
-    Every draw is first matched to one reference (the best draw overall), so the profiles do
-    not depend on the labels: chains in one mode get the same medians, chains in modes that
-    split the data differently get medians that differ by many posterior standard deviations
-    (even when their log-likelihoods are the same).
-    """
-    if not has_group(idata, "posterior"):
-        return None
-    posterior = get_group(idata, "posterior")
-    if not {"weights", "means", "covariances"} <= set(posterior.data_vars):
-        return None
-    unit = standardised(posterior, scaling_of(idata))
-    means = unit["means"].transpose("chain", "draw", "component", "feature").values
-    covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
-    weights = unit["weights"].transpose("chain", "draw", "component").values
-    finite = np.isfinite(weights).all(2) & np.isfinite(covariances).all((2, 3, 4))
-    finite &= np.isfinite(means).all((2, 3))
-    if not finite.any(axis=1).all():  # a chain without one whole draw: nothing to compare
-        return None
-    totals = np.where(finite, _pointwise(idata).sum(axis=2), -np.inf)
-    c, s = np.unravel_index(np.argmax(totals), totals.shape)
-    perm = np.broadcast_to(np.arange(weights.shape[2]), weights.shape).copy()
-    matched = match_to_reference(
-        means[finite][None], covariances[finite][None], means[c, s], covariances[c, s]
-    )
-    perm[finite] = matched[0]
-    take = np.take_along_axis
-    log_sd = 0.5 * np.log(np.maximum(np.diagonal(covariances, axis1=-2, axis2=-1), 1e-300))
-    flat = [
-        take(weights, perm, axis=2),
-        take(means, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
-        take(log_sd, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
-    ]
-    values = np.concatenate(flat, axis=2)  # (chain, draw, P)
-    values[~finite] = np.nan  # draws an interrupted chain never made
-    median = np.nanmedian(values, axis=1)
-    scale = 1.4826 * np.nanmedian(np.abs(values - median[:, None, :]), axis=1)
-    return median, scale
-
-
 def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     """Which mode each chain ended in, judged label-invariantly.
 
@@ -355,13 +285,13 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     >>> find_modes(fit.idata_)  # doctest: +SKIP
     array([0, 0, 0, 0])
     """
-    values = _pointwise(idata)
+    values = pointwise(idata)
     n_chains, n_draws = values.shape[:2]
     totals = values.sum(axis=2)
     half = n_draws // 2
-    noise = [_divergence(_lppd(v[:half]), _lppd(v[half:])) if half else 0.0 for v in values]
-    lppd = [_lppd(v) for v in values]
-    profiles = _parameter_profiles(idata)
+    noise = [divergence(lppd(v[:half]), lppd(v[half:])) if half else 0.0 for v in values]
+    densities = [lppd(v) for v in values]
+    profiles = parameter_profiles(idata)
     parent = list(range(n_chains))
 
     def root(i: int) -> int:
@@ -378,7 +308,7 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
                 median, scale = profiles
                 allowed = factor * np.maximum(scale[a], scale[b]) + _PARAMETER_TOLERANCE
                 close = close and bool(np.all(np.abs(median[a] - median[b]) <= allowed))
-            if close and _divergence(lppd[a], lppd[b]) <= level:
+            if close and divergence(densities[a], densities[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])
     groups = sorted(set(roots.tolist()), key=lambda r: -totals[roots == r].mean())
@@ -389,7 +319,7 @@ def _relabel_within(idata: Tree, modes: np.ndarray) -> None:
     """Relabel each mode's draws to its best draw (highest log-likelihood), in place."""
     posterior = get_group(idata, "posterior")
     unit = standardised(posterior, scaling_of(idata))
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     means = unit["means"].transpose("chain", "draw", "component", "feature").values
     covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
     perm = np.broadcast_to(np.arange(means.shape[2]), means.shape[:3]).copy()
@@ -448,7 +378,7 @@ def _modes_of(idata: Tree) -> np.ndarray:
 def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
     """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS."""
     trees = {m: mode_posterior(idata, m) for m in np.unique(modes)}
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     weights = compare({f"mode {m}": t for m, t in trees.items()})["weight"]
     rows = []
     for m, tree in trees.items():
@@ -547,7 +477,7 @@ def mode_table(idata: Tree) -> pd.DataFrame:
     if modes.max() > 0:
         return _table(idata, modes)
     params = parameter_diagnostics(idata)
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     row = {
         "mode": 0,
         "chains": list(range(modes.size)),

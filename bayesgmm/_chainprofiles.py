@@ -11,7 +11,7 @@ from ._idata import Tree, get_group, has_group
 from ._units import scaling_of, standardised
 from .alignment import match_to_reference
 
-__all__ = ["divergence", "lppd", "parameter_profiles", "pointwise"]
+__all__ = ["divergence", "lppd", "parameter_profiles", "parameters_agree", "pointwise"]
 
 
 def pointwise(idata: Tree) -> np.ndarray:
@@ -32,9 +32,10 @@ def divergence(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each chain's median and robust scale (1.4826 MAD) of every relabelled parameter
-    (weights, standardised means, log standardised standard deviations), ``(chain, P)`` each;
-    None without the parameters in the posterior.
+    """Each chain's median and robust scale (1.4826 MAD) of every relabelled parameter,
+    ``(chain, component, 1 + 2 D)`` each: the weight, the standardised means and the log
+    standardised standard deviations of every component; None without the parameters in the
+    posterior (or with a chain that holds no complete draw).
 
     Every draw is first matched to one reference (the best draw overall), so the profiles do
     not depend on the labels: chains in one mode get the same medians, chains in modes that
@@ -61,15 +62,24 @@ def parameter_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
         means[finite][None], covariances[finite][None], means[c, s], covariances[c, s]
     )
     perm[finite] = matched[0]
-    take = np.take_along_axis
     log_sd = 0.5 * np.log(np.maximum(np.diagonal(covariances, axis1=-2, axis2=-1), 1e-300))
-    flat = [
-        take(weights, perm, axis=2),
-        take(means, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
-        take(log_sd, perm[..., None], axis=2).reshape(*perm.shape[:2], -1),
-    ]
-    values = np.concatenate(flat, axis=2)  # (chain, draw, P)
+    values = np.concatenate([weights[..., None], means, log_sd], axis=3)
+    values = np.take_along_axis(values, perm[..., None], axis=2)  # (chain, draw, K, 1 + 2D)
     values[~finite] = np.nan  # draws an interrupted chain never made
     median = np.nanmedian(values, axis=1)
-    scale = 1.4826 * np.nanmedian(np.abs(values - median[:, None, :]), axis=1)
+    scale = 1.4826 * np.nanmedian(np.abs(values - median[:, None]), axis=1)
     return median, scale
+
+
+def parameters_agree(
+    profiles: tuple[np.ndarray, np.ndarray], a: int, b: int, factor: float, n_rows: int
+) -> bool:
+    """Whether chains ``a`` and ``b`` of :func:`parameter_profiles` agree: every median
+    within ``factor`` times the larger robust scale (plus 0.05). A component that holds
+    fewer than two rows' worth of weight in either chain is compared by its weight alone:
+    its mean and standard deviations are its prior's, not the data's, and may wander."""
+    median, scale = profiles
+    gap = np.abs(median[a] - median[b])
+    allowed = factor * np.maximum(scale[a], scale[b]) + 0.05
+    held = np.minimum(median[a, :, 0], median[b, :, 0]) * n_rows >= 2.0
+    return bool(np.all(gap[:, 0] <= allowed[:, 0]) and np.all(gap[held] <= allowed[held]))

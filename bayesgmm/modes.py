@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._chainprofiles import divergence, lppd, parameter_profiles, pointwise
+from ._chainprofiles import divergence, lppd, parameter_profiles, parameters_agree, pointwise
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
@@ -265,7 +265,9 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     0.01 nats per row), and (c) when the posterior holds the parameters, the medians of every
     relabelled parameter (each draw matched to the best draw: weights, standardised means and
     log standard deviations) differ by at most ``factor`` times the larger of the two chains'
-    robust standard deviations (1.4826 MAD, plus 0.05). Medians and MADs keep a chain that
+    robust standard deviations (1.4826 MAD, plus 0.05; a component that holds fewer than
+    two rows' worth of weight in either chain by its weight alone, as its other parameters
+    are its prior's). Medians and MADs keep a chain that
     visited another mode for a minority of its draws with the mode it spent most draws in
     (that mode's own R-hat then shows the visit). Modes are the groups of chains linked by
     that relation, numbered by decreasing mean log-likelihood.
@@ -305,9 +307,7 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
             close = abs(totals[a].mean() - totals[b].mean()) <= factor * spread
             level = factor * max(noise[a], noise[b]) + 0.01
             if profiles is not None:
-                median, scale = profiles
-                allowed = factor * np.maximum(scale[a], scale[b]) + _PARAMETER_TOLERANCE
-                close = close and bool(np.all(np.abs(median[a] - median[b]) <= allowed))
+                close = close and parameters_agree(profiles, a, b, factor, values.shape[2])
             if close and divergence(densities[a], densities[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])

@@ -147,6 +147,23 @@ def test_modes_with_the_same_likelihood_are_told_apart_by_their_parameters(rng):
     np.testing.assert_array_equal(find_modes(_parameter_tree(one, swapped, rng)), [0, 0, 0, 0])
 
 
+def test_an_emptied_component_wandering_apart_is_not_another_mode(rng):
+    """A component with almost no weight (0.01 of 30 rows) has its prior's mean and spread,
+    which chains explore slowly: chains whose emptied component sits in different places
+    (each with a small spread) are one mode; the same gap in a component that holds rows is
+    two."""
+    where = np.zeros((2, 200), dtype=np.int64)
+    tree = _parameter_tree(where, np.zeros((2, 200), dtype=bool), rng)
+    posterior = tree["posterior"].to_dataset()
+    posterior["weights"] = posterior["weights"] * xr.DataArray([0.02, 1.98], dims="component")
+    away = xr.DataArray([0.0, 3.0], dims="chain") * xr.DataArray([1.0, 0.0], dims="component")
+    tree["posterior"] = xr.DataTree(posterior.assign(means=posterior["means"] + away))
+    np.testing.assert_array_equal(find_modes(tree), [0, 0])
+    posterior["weights"] = posterior["weights"] * xr.DataArray([25.0, 0.75], dims="component")
+    tree["posterior"] = xr.DataTree(posterior.assign(means=posterior["means"] + away))
+    assert len(set(find_modes(tree).tolist())) == 2
+
+
 def test_chains_in_two_optima_are_reported_per_mode(two_modes):
     fit, caught = two_modes
     assert len(fit.starts_) == 1

@@ -15,7 +15,8 @@ for a reason that more draws do not fix. This module
    (:func:`find_modes`): each chain's log-likelihood distribution, and a mixture-level
    divergence between chains, the mean absolute difference of their pointwise log predictive
    densities (nats per observation), set against the same divergence between the two halves
-   of each chain;
+   of each chain, and each chain's medians of its parameters matched to one reference
+   (modes of equal likelihood that split the data differently differ only there);
 4. if they did (:func:`record_modes`): relabels the draws within each mode (to the mode's
    best draw), weighs the modes by **stacking** (Yao, Vehtari & Gelman 2022, "Stacking for
    non-mixing Bayesian computations": LOO stacking of the chain groups), records

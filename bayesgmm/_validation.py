@@ -398,7 +398,7 @@ def warn_many_parameters(
         return
     smaller = {
         name: n_parameters(name, n_components, n_features)
-        for name in ("tied", "diag", "spherical")
+        for name in ("diag", "tied", "spherical")  # diag keeps each component its own scales
         if name != covariance_type
     }
     fits = [f"'{name}' ({p})" for name, p in smaller.items() if p <= min(n_rows, count)]

@@ -411,3 +411,47 @@ def warn_many_parameters(
         SamplingWarning,
         stacklevel=stacklevel,
     )
+
+
+def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stacklevel: int) -> None:
+    """Warn, before sampling, when EM collapsed a component onto rows that share a value.
+
+    With tied values (rounded or zero-inflated features) a component on those rows can shrink
+    that feature's standard deviation to 0, where the likelihood grows without bound; the
+    HalfNormal priors on standard deviations do not prevent it, so the posterior is improper
+    and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0). The warning names
+    the feature whose spread collapsed, the tied value and its count, and the remedies.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The rows EM was fitted on (NaN for missing cells).
+    em : EMGaussianMixture
+        Fitted; its ``collapsed_components_`` and ``covariances_`` are read.
+    names : sequence of str
+        Feature names.
+    stacklevel : int
+    """
+    import warnings
+
+    from ._gaussian import full_covariances
+    from .diagnostics import SamplingWarning
+
+    full = full_covariances(em.covariances_, em.model_name_, em.n_components, X.shape[1])
+    found = []
+    for k in getattr(em, "collapsed_components_", []):
+        j = int(np.argmin(np.sqrt(np.diagonal(full[k])) / np.nanstd(X, axis=0)))
+        values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
+        if counts.max() >= 2:
+            found.append(
+                f"component {k} on {names[j]} = {values[counts.argmax()]:g} ({counts.max()} rows)"
+            )
+    if found:
+        warnings.warn(
+            f"EM collapsed a component onto tied values ({'; '.join(found)}): a component's "
+            "standard deviation can shrink to 0 on rows that share a value, where the "
+            "posterior has no bound, so NUTS will not converge. Add noise of the rounding "
+            "unit's size to the feature, drop or transform it, or use fewer components.",
+            SamplingWarning,
+            stacklevel=stacklevel,
+        )

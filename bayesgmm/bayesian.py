@@ -28,6 +28,7 @@ from ._validation import (
     check_data,
     check_matrix,
     check_sample_weight,
+    warn_collapse_on_ties,
     warn_many_parameters,
 )
 from .compare import compare, compare_mixture
@@ -243,6 +244,7 @@ class BayesianGMM(BaseEstimator):
         with from_below("EM"):
             self.em_ = self._fit_em(em_data, em, weight)
             self.starts_ = self._other_optima(em_data, keep_em=em is not None, weight=weight)
+        warn_collapse_on_ties(data, self.em_, names, stacklevel=3)
         self._model = build_model(
             frame,
             self.n_components,

@@ -260,3 +260,27 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
             warnings.simplefilter("error", SamplingWarning)
             with pytest.raises(RuntimeError):
                 case["model"].fit(X, sample_weight=case.get("sample_weight"))
+
+
+def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatch):
+    """Zero-inflated like fgl's Ba (176 of 214 rows exactly 0): EM puts a component on the
+    zeros with its spread at the floor, where the posterior has no bound; fit warns, naming
+    the feature, the value and the count, before the model is built. Jittered by the
+    rounding unit (0.01), the same data give no such warning."""
+    import bayesgmm.bayesian as bayesian
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the model")
+
+    monkeypatch.setattr(bayesian, "build_model", stop)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=80), "b": 0.0})
+    X.loc[50:, "b"] = rng.normal(3.0, 1.0, size=30)
+    with pytest.warns(SamplingWarning, match=r"component \d on b = 0 \(50 rows\)"):
+        with pytest.raises(RuntimeError):
+            BayesianGMM(2, random_seed=0).fit(X)
+    X["b"] += rng.uniform(-0.005, 0.005, size=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        with pytest.raises(RuntimeError):
+            BayesianGMM(2, random_seed=0).fit(X)

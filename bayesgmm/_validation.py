@@ -444,7 +444,8 @@ def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stack
         values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
         if counts.max() >= 2:
             found.append(
-                f"component {k} on {names[j]} = {values[counts.argmax()]:g} ({counts.max()} rows)"
+                f"component {k} on {names[j]} = {values[counts.argmax()]:g}, a value "
+                f"{counts.max()} rows share"
             )
     if found:
         warnings.warn(

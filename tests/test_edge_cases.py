@@ -276,7 +276,7 @@ def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatc
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=80), "b": 0.0})
     X.loc[50:, "b"] = rng.normal(3.0, 1.0, size=30)
-    with pytest.warns(SamplingWarning, match=r"component \d on b = 0 \(50 rows\)"):
+    with pytest.warns(SamplingWarning, match=r"component \d on b = 0, a value 50 rows share"):
         with pytest.raises(RuntimeError):
             BayesianGMM(2, random_seed=0).fit(X)
     X["b"] += rng.uniform(-0.005, 0.005, size=80)

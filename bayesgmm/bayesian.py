@@ -23,7 +23,14 @@ from ._errors import from_below
 from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
-from ._validation import check_choice, check_data, check_matrix, check_sample_weight
+from ._validation import (
+    check_choice,
+    check_data,
+    check_matrix,
+    check_sample_weight,
+    warn_collapse_on_ties,
+    warn_many_parameters,
+)
 from .compare import compare, compare_mixture
 from .diagnostics import SamplingWarning, diagnostics, summarise_in_units
 from .em import EMGaussianMixture
@@ -229,10 +236,15 @@ class BayesianGMM(BaseEstimator):
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(data, weight)
+        n_rows = data.shape[0] if weight is None else float(np.sum(weight))
+        warn_many_parameters(
+            n_rows, self.n_components, data.shape[1], self.covariance_type, stacklevel=3
+        )
         em_data = frame if isinstance(X, pd.DataFrame) else data  # EM knows the columns
         with from_below("EM"):
             self.em_ = self._fit_em(em_data, em, weight)
             self.starts_ = self._other_optima(em_data, keep_em=em is not None, weight=weight)
+        warn_collapse_on_ties(data, self.em_, names, stacklevel=3)
         self._model = build_model(
             frame,
             self.n_components,

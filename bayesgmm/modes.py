@@ -15,7 +15,8 @@ for a reason that more draws do not fix. This module
    (:func:`find_modes`): each chain's log-likelihood distribution, and a mixture-level
    divergence between chains, the mean absolute difference of their pointwise log predictive
    densities (nats per observation), set against the same divergence between the two halves
-   of each chain;
+   of each chain, and each chain's medians of its parameters matched to one reference
+   (modes of equal likelihood that split the data differently differ only there);
 4. if they did (:func:`record_modes`): relabels the draws within each mode (to the mode's
    best draw), weighs the modes by **stacking** (Yao, Vehtari & Gelman 2022, "Stacking for
    non-mixing Bayesian computations": LOO stacking of the chain groups), records
@@ -35,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import logsumexp
 
+from ._chainprofiles import divergence, lppd, parameter_profiles, parameters_agree, pointwise
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
@@ -255,32 +256,22 @@ def _concat_chains(trees: list[Tree]) -> Tree:
 
 
 # ----------------------------------------------------------------------------- modes
-def _pointwise(idata: Tree) -> np.ndarray:
-    """The pointwise log-likelihood ``(chain, draw, obs)``."""
-    da = get_group(idata, "log_likelihood")["obs"]
-    values = da.transpose("chain", "draw", ...).values
-    return values.reshape(da.sizes["chain"], da.sizes["draw"], -1)
-
-
-def _lppd(values: np.ndarray) -> np.ndarray:
-    """Log predictive density of each row under the draws of ``values`` ``(draw, obs)``."""
-    return logsumexp(values, axis=0) - np.log(values.shape[0])
-
-
-def _divergence(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two pointwise log predictive densities (nats per row)."""
-    return float(np.mean(np.abs(a - b)))
-
-
 def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     """Which mode each chain ended in, judged label-invariantly.
 
     Two chains are in the same mode when (a) their total log-likelihoods differ in mean by at
-    most ``factor`` times the larger of their standard deviations, and (b) their mixture-level
+    most ``factor`` times the larger of their standard deviations, (b) their mixture-level
     divergence (the mean absolute difference of their pointwise log predictive densities) is
     at most ``factor`` times the larger divergence between the halves of either chain (plus
-    0.01 nats per row). Modes are the groups of chains linked by that relation, numbered by
-    decreasing mean log-likelihood.
+    0.01 nats per row), and (c) when the posterior holds the parameters, the medians of every
+    relabelled parameter (each draw matched to the best draw: weights, standardised means and
+    log standard deviations) differ by at most ``factor`` times the larger of the two chains'
+    robust standard deviations (1.4826 MAD, plus 0.05; a component that holds fewer than
+    two rows' worth of weight in either chain by its weight alone, as its other parameters
+    are its prior's). Medians and MADs keep a chain that
+    visited another mode for a minority of its draws with the mode it spent most draws in
+    (that mode's own R-hat then shows the visit). Modes are the groups of chains linked by
+    that relation, numbered by decreasing mean log-likelihood.
 
     Parameters
     ----------
@@ -297,12 +288,13 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     >>> find_modes(fit.idata_)  # doctest: +SKIP
     array([0, 0, 0, 0])
     """
-    values = _pointwise(idata)
+    values = pointwise(idata)
     n_chains, n_draws = values.shape[:2]
     totals = values.sum(axis=2)
     half = n_draws // 2
-    noise = [_divergence(_lppd(v[:half]), _lppd(v[half:])) if half else 0.0 for v in values]
-    lppd = [_lppd(v) for v in values]
+    noise = [divergence(lppd(v[:half]), lppd(v[half:])) if half else 0.0 for v in values]
+    densities = [lppd(v) for v in values]
+    profiles = parameter_profiles(idata)
     parent = list(range(n_chains))
 
     def root(i: int) -> int:
@@ -315,7 +307,9 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
             spread = max(totals[a].std(), totals[b].std(), 1e-12)
             close = abs(totals[a].mean() - totals[b].mean()) <= factor * spread
             level = factor * max(noise[a], noise[b]) + 0.01
-            if close and _divergence(lppd[a], lppd[b]) <= level:
+            if profiles is not None:
+                close = close and parameters_agree(profiles, a, b, factor, values.shape[2])
+            if close and divergence(densities[a], densities[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])
     groups = sorted(set(roots.tolist()), key=lambda r: -totals[roots == r].mean())
@@ -326,7 +320,7 @@ def _relabel_within(idata: Tree, modes: np.ndarray) -> None:
     """Relabel each mode's draws to its best draw (highest log-likelihood), in place."""
     posterior = get_group(idata, "posterior")
     unit = standardised(posterior, scaling_of(idata))
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     means = unit["means"].transpose("chain", "draw", "component", "feature").values
     covariances = unit["covariances"].transpose("chain", "draw", "component", ...).values
     perm = np.broadcast_to(np.arange(means.shape[2]), means.shape[:3]).copy()
@@ -385,7 +379,7 @@ def _modes_of(idata: Tree) -> np.ndarray:
 def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
     """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS."""
     trees = {m: mode_posterior(idata, m) for m in np.unique(modes)}
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     weights = compare({f"mode {m}": t for m, t in trees.items()})["weight"]
     rows = []
     for m, tree in trees.items():
@@ -484,7 +478,7 @@ def mode_table(idata: Tree) -> pd.DataFrame:
     if modes.max() > 0:
         return _table(idata, modes)
     params = parameter_diagnostics(idata)
-    totals = _pointwise(idata).sum(axis=2)
+    totals = pointwise(idata).sum(axis=2)
     row = {
         "mode": 0,
         "chains": list(range(modes.size)),

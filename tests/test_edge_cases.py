@@ -234,3 +234,53 @@ def test_selection_arguments_are_checked_before_the_sweep(faithful, kwargs, mess
     monkeypatch.setattr("bayesgmm.selection.em_sweep", started)
     with pytest.raises(ValueError, match=message):
         select_n_components(faithful, **{"n_components": range(1, 3), **kwargs})
+
+
+def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
+    """Two full 4 x 4 covariances from 20 rows (29 free parameters, like swiss's 55 for 47):
+    a SamplingWarning naming the smaller models that fit, before the model is built; none
+    once the rows (or their weights) outnumber the parameters, or with a smaller model."""
+    import bayesgmm.bayesian as bayesian
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the model")
+
+    monkeypatch.setattr(bayesian, "build_model", stop)
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    X[:10] += 4.0
+    expected = r"29 free parameters for 20 rows.*'diag' \(17\), 'tied' \(19\), 'spherical' \(11\)"
+    with pytest.warns(SamplingWarning, match=expected), pytest.raises(RuntimeError):
+        BayesianGMM(2, random_seed=0).fit(X)
+    quiet = [
+        dict(model=BayesianGMM(2, random_seed=0, covariance_type="diag")),
+        dict(model=BayesianGMM(2, random_seed=0), sample_weight=np.full(20, 2.0)),
+    ]
+    for case in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SamplingWarning)
+            with pytest.raises(RuntimeError):
+                case["model"].fit(X, sample_weight=case.get("sample_weight"))
+
+
+def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatch):
+    """Zero-inflated like fgl's Ba (176 of 214 rows exactly 0): EM puts a component on the
+    zeros with its spread at the floor, where the posterior has no bound; fit warns, naming
+    the feature, the value and the count, before the model is built. Jittered by the
+    rounding unit (0.01), the same data give no such warning."""
+    import bayesgmm.bayesian as bayesian
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the model")
+
+    monkeypatch.setattr(bayesian, "build_model", stop)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=80), "b": 0.0})
+    X.loc[50:, "b"] = rng.normal(3.0, 1.0, size=30)
+    with pytest.warns(SamplingWarning, match=r"component \d on b = 0, a value 50 rows share"):
+        with pytest.raises(RuntimeError):
+            BayesianGMM(2, random_seed=0).fit(X)
+    X["b"] += rng.uniform(-0.005, 0.005, size=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        with pytest.raises(RuntimeError):
+            BayesianGMM(2, random_seed=0).fit(X)

@@ -90,6 +90,80 @@ def test_find_modes_on_known_chains(rng):
     assert find_modes(_tree(shifted))[3] == 1 and len(set(find_modes(_tree(shifted)))) == 2
 
 
+def _parameter_tree(modes_of_draws: np.ndarray, swapped: np.ndarray, rng) -> xr.DataTree:
+    """Chains whose draws sit around one of two mixtures ``(chain, draw)`` -> 0 or 1, with
+    the labels of the draws in ``swapped`` reversed, and pointwise log-likelihoods that are
+    the same profile for both: only the parameters tell the mixtures apart."""
+    n_chains, n_draws = modes_of_draws.shape
+    centres = np.array([[[-2.0, 0.0], [2.0, 0.0]], [[-2.0, 0.0], [0.5, 1.0]]])
+    weights = np.array([[0.5, 0.5], [0.7, 0.3]])
+    means = centres[modes_of_draws] + 0.05 * rng.normal(size=(n_chains, n_draws, 2, 2))
+    w = weights[modes_of_draws] + 0.01 * rng.normal(size=(n_chains, n_draws, 2))
+    sds = np.exp(0.05 * rng.normal(size=(n_chains, n_draws, 2, 2)))
+    means[swapped], w[swapped], sds[swapped] = (
+        means[swapped, ::-1],
+        w[swapped, ::-1],
+        sds[swapped, ::-1],
+    )
+    cov = sds[..., :, None] * np.eye(2) * sds[..., None, :]
+    dims = ("chain", "draw", "component")
+    posterior = xr.Dataset(
+        {
+            "weights": (dims, w),
+            "means": ((*dims, "feature"), means),
+            "covariances": ((*dims, "feature", "feature_bis"), cov),
+        }
+    )
+    loglik = rng.normal(size=30) + 0.05 * rng.normal(size=(n_chains, n_draws, 30))
+    return new_tree(
+        {
+            "posterior": posterior,
+            "log_likelihood": xr.Dataset({"obs": (("chain", "draw", "obs_id"), loglik)}),
+        }
+    )
+
+
+def test_modes_with_the_same_likelihood_are_told_apart_by_their_parameters(rng):
+    """Geyser-like: two mixtures that fit the data equally well (same log-likelihood profile)
+    but split it differently are two modes, whatever the labels; a chain that visits the other
+    mode for a quarter of its draws stays with the mode it spent most draws in."""
+    where = np.zeros((4, 200), dtype=np.int64)
+    where[2] = 1
+    where[1, 150:] = 1  # chain 1 crosses late
+    swapped = np.zeros((4, 200), dtype=bool)
+    swapped[3], swapped[2, ::2] = True, True  # label switches across and within chains
+    tree = _parameter_tree(where, swapped, rng)
+    modes = find_modes(tree)
+    assert modes[0] == modes[1] == modes[3] != modes[2]
+    for group in ("posterior", "log_likelihood"):  # chain 3 interrupted: NaN-padded draws
+        data = tree[group].to_dataset()
+        kept = (xr.DataArray(np.arange(4), dims="chain") != 3) | (
+            xr.DataArray(np.arange(200), dims="draw") < 150
+        )
+        tree[group] = xr.DataTree(data.where(kept))
+    modes = find_modes(tree)  # the parameters of the draws made are compared; no error
+    assert modes[0] == modes[1] != modes[2]
+    one = np.zeros((4, 200), dtype=np.int64)
+    np.testing.assert_array_equal(find_modes(_parameter_tree(one, swapped, rng)), [0, 0, 0, 0])
+
+
+def test_an_emptied_component_wandering_apart_is_not_another_mode(rng):
+    """A component with almost no weight (0.01 of 30 rows) has its prior's mean and spread,
+    which chains explore slowly: chains whose emptied component sits in different places
+    (each with a small spread) are one mode; the same gap in a component that holds rows is
+    two."""
+    where = np.zeros((2, 200), dtype=np.int64)
+    tree = _parameter_tree(where, np.zeros((2, 200), dtype=bool), rng)
+    posterior = tree["posterior"].to_dataset()
+    posterior["weights"] = posterior["weights"] * xr.DataArray([0.02, 1.98], dims="component")
+    away = xr.DataArray([0.0, 3.0], dims="chain") * xr.DataArray([1.0, 0.0], dims="component")
+    tree["posterior"] = xr.DataTree(posterior.assign(means=posterior["means"] + away))
+    np.testing.assert_array_equal(find_modes(tree), [0, 0])
+    posterior["weights"] = posterior["weights"] * xr.DataArray([25.0, 0.75], dims="component")
+    tree["posterior"] = xr.DataTree(posterior.assign(means=posterior["means"] + away))
+    assert len(set(find_modes(tree).tolist())) == 2
+
+
 def test_chains_in_two_optima_are_reported_per_mode(two_modes):
     fit, caught = two_modes
     assert len(fit.starts_) == 1

@@ -61,9 +61,10 @@ SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
 
 
-def _flat_start(model: pm.Model, em: EMGaussianMixture) -> np.ndarray:
-    """The EM start as nutpie's flat vector (value variables in ``model.free_RVs`` order)."""
-    point = em_initial_point(model, em)
+def _flat_start(model: pm.Model, em: EMGaussianMixture, floor: float = 0.0) -> np.ndarray:
+    """The EM start as nutpie's flat vector (value variables in ``model.free_RVs`` order;
+    ``floor``: see :func:`bayesgmm.start.em_initial_values`)."""
+    point = em_initial_point(model, em, floor=floor)
     return np.concatenate(
         [np.ravel(point[model.rvs_to_values[rv].name]) for rv in model.free_RVs]
     ).astype(np.float64)
@@ -530,7 +531,9 @@ def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
     density = log_density_for(model)
     _check_start(density, model, em)
     rows = density.rows(*observed_rows(model))
-    return pre.precondition_for(density, rows, _flat_start(model, em), precondition)
+    start, floor = _flat_start(model, em), pre.RETRY_FLOOR
+    retry = lambda: _flat_start(model, em, floor)  # noqa: E731 - searched only if needed
+    return pre.precondition_for(density, rows, start, precondition, retry)
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

@@ -38,7 +38,17 @@ def _broaden_collapsed(covariances: np.ndarray, collapsed: np.ndarray) -> np.nda
     return out
 
 
-def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
+def _floored(covariances: np.ndarray, floor: float) -> np.ndarray:
+    """``covariances`` (K, D, D) with their eigenvalues raised to at least ``floor``."""
+    if floor <= 0:
+        return covariances
+    values, vectors = np.linalg.eigh(covariances)
+    return (vectors * np.maximum(values, floor)[..., None, :]) @ np.swapaxes(vectors, -1, -2)
+
+
+def em_initial_values(
+    model: pm.Model, em: EMGaussianMixture, *, floor: float = 0.0
+) -> dict[str, np.ndarray]:
     """EM estimates as initial values of the model's free variables (natural space).
 
     The means and covariances are converted to the standardised scale the model samples on
@@ -59,6 +69,9 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
         Built by :func:`bayesgmm.build_model`.
     em : EMGaussianMixture
         Fitted on the model's data.
+    floor : float
+        Raise the standardised covariances' eigenvalues to at least this: a start off a
+        likelihood singularity EM may sit on (see :mod:`bayesgmm._precondition`).
 
     Returns
     -------
@@ -84,10 +97,13 @@ def em_initial_values(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nd
     covariances = _broaden_collapsed(
         covariances, np.asarray(getattr(em, "collapsed_components_", []), dtype=int)
     )
+    covariances = _floored(covariances, floor)
     return values | start_values(family, values["weights"], covariances)
 
 
-def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.ndarray]:
+def em_initial_point(
+    model: pm.Model, em: EMGaussianMixture, *, floor: float = 0.0
+) -> dict[str, np.ndarray]:
     """The EM start on the sampler's unconstrained space, keyed by value-variable names.
 
     Uses PyMC's own transforms (no jitter), so it is exactly what NUTS starts from.
@@ -98,6 +114,8 @@ def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nda
         From :func:`bayesgmm.build_model`.
     em : EMGaussianMixture
         A fitted EM estimate of the same data shape and number of components.
+    floor : float
+        See :func:`em_initial_values`.
 
     Returns
     -------
@@ -114,7 +132,7 @@ def em_initial_point(model: pm.Model, em: EMGaussianMixture) -> dict[str, np.nda
     """
     point_fn = make_initial_point_fn(
         model=model,
-        overrides=em_initial_values(model, em),
+        overrides=em_initial_values(model, em, floor=floor),
         jitter_rvs=set(),
         return_transformed=True,
     )

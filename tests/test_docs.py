@@ -30,6 +30,7 @@ PUBLIC_MODULES = (
     "bayesgmm.modes",
     "bayesgmm.priors",
     "bayesgmm.datasets",
+    "bayesgmm.transforms",
     "bayesgmm.start",
     "bayesgmm.em",
     "bayesgmm.report",

@@ -20,6 +20,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from ._errors import from_below
+from ._fitwarnings import warn_collapse_on_ties, warn_many_parameters
 from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
@@ -28,8 +29,6 @@ from ._validation import (
     check_data,
     check_matrix,
     check_sample_weight,
-    warn_collapse_on_ties,
-    warn_many_parameters,
 )
 from .compare import compare, compare_mixture
 from .diagnostics import SamplingWarning, diagnostics, summarise_in_units

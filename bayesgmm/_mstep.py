@@ -367,16 +367,44 @@ def _common_orientation(
 ) -> tuple[np.ndarray, Warm]:
     """``R diag(V_k) R^T`` with a common orthogonal ``R`` (EVE, VVE).
 
-    A fresh start takes ``R`` from the eigenvectors of ``sum_k W_k``; see
-    :func:`_orientation_loop`.
+    The orientation subproblem is not convex: from different ``R`` the loop reaches different
+    local minima of ``F``. A fresh start therefore runs :func:`_orientation_loop` from every
+    one of :func:`_fresh_orientations` and keeps the lowest ``F`` (the first on a tie); a warm
+    start continues from the previous solution, so EM never decreases the likelihood.
     """
-    if warm is None or warm.orientation is None:
-        orientation = np.ascontiguousarray(np.linalg.eigh(scatter.sum(axis=0))[1])
-        values = np.empty((0, 0))
-    else:
-        orientation, values = warm.orientation.copy(), warm.values
-    values = _orientation_loop(scatter, nk, orientation, values, equal_volume, tol, _INNER_MAX)
+    if warm is not None and warm.orientation is not None:
+        orientation = warm.orientation.copy()
+        values = _orientation_loop(
+            scatter, nk, orientation, warm.values, equal_volume, tol, _INNER_MAX
+        )
+        return _rotate(orientation[None], values), Warm(orientation=orientation, values=values)
+    best = None
+    for orientation in _fresh_orientations(scatter):
+        values = _orientation_loop(
+            scatter, nk, orientation, np.empty((0, 0)), equal_volume, tol, _INNER_MAX
+        )
+        objective = _orientation_objective(scatter, nk, orientation, values)
+        if best is None or objective < best[0] - tol:
+            best = (objective, orientation, values)
+    _, orientation, values = best
     return _rotate(orientation[None], values), Warm(orientation=orientation, values=values)
+
+
+def _fresh_orientations(scatter: np.ndarray) -> list[np.ndarray]:
+    """Where a fresh orientation loop starts: the eigenvectors of ``sum_k W_k``, the axes
+    (mclust's start, ``D = I``) and the eigenvectors of each ``W_k``."""
+    starts = [np.linalg.eigh(scatter.sum(axis=0))[1], np.eye(scatter.shape[1])]
+    starts.extend(np.linalg.eigh(scatter)[1])
+    return [np.ascontiguousarray(start) for start in starts]
+
+
+def _orientation_objective(
+    scatter: np.ndarray, nk: np.ndarray, orientation: np.ndarray, values: np.ndarray
+) -> float:
+    """``F = sum_k [n_k sum_j log V_kj + sum_j (R^T W_k R)_jj / V_kj]``; inf if not finite."""
+    projected = np.einsum("ak,iab,bk->ik", orientation, scatter, orientation)
+    objective = float((nk * np.log(values).sum(axis=1)).sum() + (projected / values).sum())
+    return objective if np.isfinite(objective) else np.inf
 
 
 @numba.njit(cache=True, error_model="numpy")

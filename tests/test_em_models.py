@@ -290,8 +290,10 @@ def test_fresh_orientation_takes_the_lowest_local_minimum():
     nk = stats.resp_sum
     scatter = np.array([np.cov(X[labels == k].T, bias=True) * nk[k] for k in range(2)])
     objective = {}
-    for name, start in zip(("pooled", "axes"), _mstep._fresh_orientations(scatter), strict=False):
-        values = _mstep._orientation_loop(scatter, nk, start, np.empty((0, 0)), True, 1e-9, 500)
+    for name, (start, empty) in zip(
+        ("pooled", "axes"), _mstep._fresh_orientations(scatter), strict=True
+    ):
+        values = _mstep._orientation_loop(scatter, nk, start, empty, True, 1e-9, 500)
         objective[name] = _mstep._orientation_objective(scatter, nk, start, values)
     assert objective["pooled"] > objective["axes"] + 4.0
     warm = _mstep.m_step(stats, 0.0, "EVE")[3]

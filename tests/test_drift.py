@@ -127,17 +127,22 @@ def _dims(fit) -> dict:
     return {k: v for k, v in sizes.items() if k not in ("chain", "draw")}
 
 
-def test_chains_that_stay_are_not_run_again(monkeypatch):
-    """Well separated clusters: the chains stay at the mode, nothing runs twice."""
-    calls = []
-    monkeypatch.setattr(sampling_module.drift, "run_parallel", lambda runs: calls.append(runs))
-    X = simulate_mixture(
+def _separated() -> np.ndarray:
+    """Two well separated round clusters, 150 rows."""
+    return simulate_mixture(
         150,
         weights=[0.5, 0.5],
         means=[[0.0, 0.0], [6.0, 6.0]],
         covariances=[np.eye(2), np.eye(2)],
         random_state=1,
     ).X
+
+
+def test_chains_that_stay_are_not_run_again(monkeypatch):
+    """Well separated clusters: the chains stay at the mode, nothing runs twice."""
+    calls = []
+    monkeypatch.setattr(sampling_module.drift, "run_parallel", lambda runs: calls.append(runs))
+    X = _separated()
     with warnings.catch_warnings():  # 200 draws: R-hat may miss its gate, not the point here
         warnings.simplefilter("ignore", SamplingWarning)
         fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False).fit(X)
@@ -149,13 +154,7 @@ def test_chains_that_stay_are_not_run_again(monkeypatch):
 def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     """Forced: a mode density far above the draws makes every chain count as having left;
     each second run starts at the mean of its chain's own draws, whitened by their covariance."""
-    X = simulate_mixture(
-        150,
-        weights=[0.5, 0.5],
-        means=[[0.0, 0.0], [6.0, 6.0]],
-        covariances=[np.eye(2), np.eye(2)],
-        random_state=1,
-    ).X
+    X = _separated()
     original = sampling_module._kernel_laplace
 
     def raised(*args):

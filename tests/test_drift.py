@@ -107,10 +107,13 @@ def _overfitted():
     ).X
 
 
+@pytest.mark.slow
 def test_a_chain_that_leaves_the_mode_runs_again_and_is_reported():
     """Measured: with seed 2, chain 1 settles 3.1 sds below the mode's typical set (the extra
     component emptying); every chain then runs again from its own draws, and the diagnostics
-    say so with the smallest weight."""
+    say so with the smallest weight. Slow and seed-bound: the depth sits near the threshold and
+    runs are not bit-reproducible across processes (a fresh clone's run stayed above it), so
+    the suite checks the same path deterministically in the forced test below."""
     with pytest.warns(SamplingWarning, match="left_mode"):
         fit = BayesianGMM(3, random_seed=2, draws=200, progressbar=False).fit(_overfitted())
     depth = get_attr(fit.idata_, "left_mode_depth")
@@ -176,3 +179,6 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     assert [p.kind for p in points[1:]] == ["draws"] * 4  # the first run's, then one a chain
     assert fit.idata_.posterior.sizes["chain"] == 4 and fit.idata_.posterior.sizes["draw"] == 100
     assert np.all(np.asarray(get_attr(fit.idata_, "left_mode_depth")) < -LEFT_MODE_SDS)
+    table = fit.diagnostics().set_index("check")
+    assert not table.loc["left_mode", "passed"]
+    assert "smallest weight now" in table.loc["left_mode", "worst"]

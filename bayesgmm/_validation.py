@@ -329,17 +329,25 @@ def check_matrix(
 _DEPENDENT, _NEARLY_DEPENDENT = 1e-10, 1e-6
 
 
-def _dependent_columns(X: np.ndarray, threshold: float = _DEPENDENT) -> list[int] | None:
-    """Columns with a linear dependence among them to ``threshold``, or None.
-
-    From the correlation matrix of the standardised columns: an eigenvalue below
-    ``threshold`` times the largest (``1e-10``: one column is a linear function of others to
-    ten digits).
-    """
+def _correlation_spectrum(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the standardised columns' correlation
+    matrix: one decomposition serves both thresholds of :func:`_dependent_columns`."""
     from ._scaling import AffineScaling
 
     z = AffineScaling.fit(X).transform(X)
-    values, vectors = np.linalg.eigh(z.T @ z / X.shape[0])
+    return np.linalg.eigh(z.T @ z / X.shape[0])
+
+
+def _dependent_columns(
+    spectrum: tuple[np.ndarray, np.ndarray], threshold: float = _DEPENDENT
+) -> list[int] | None:
+    """Columns with a linear dependence among them to ``threshold``, or None.
+
+    From the correlation spectrum (:func:`_correlation_spectrum`): an eigenvalue below
+    ``threshold`` times the largest (``1e-10``: one column is a linear function of others to
+    ten digits).
+    """
+    values, vectors = spectrum
     if values[0] > threshold * values[-1]:
         return None
     null = np.abs(vectors[:, 0])
@@ -381,9 +389,10 @@ def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
     """
     if X.shape[0] <= X.shape[1]:
         return  # fewer rows than columns: EM's own checks speak about that
-    involved = _dependent_columns(X)
+    spectrum = _correlation_spectrum(X)
+    involved = _dependent_columns(spectrum)
     if involved is None:
-        return _warn_nearly_dependent(X, names)
+        return _warn_nearly_dependent(X, names, spectrum)
     drop = names[involved[-1]]
     closure = _closure(X, involved)
     if closure is not None:
@@ -402,10 +411,12 @@ def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
     )
 
 
-def _warn_nearly_dependent(X: np.ndarray, names: list[str]) -> None:
+def _warn_nearly_dependent(
+    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
+) -> None:
     """Warn when a column is nearly a linear function of others (a closed composition whose
     parts were rounded, say): the posterior is then a thin ridge NUTS mixes on slowly."""
-    involved = _dependent_columns(X, _NEARLY_DEPENDENT)
+    involved = _dependent_columns(spectrum, _NEARLY_DEPENDENT)
     if involved is None:
         return
     closure = _closure(X, involved)

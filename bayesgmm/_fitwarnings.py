@@ -78,10 +78,11 @@ def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stack
     for k in getattr(em, "collapsed_components_", []):
         j = int(np.argmin(np.sqrt(np.diagonal(full[k])) / np.nanstd(X, axis=0)))
         values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
-        if counts.max() >= 2:
+        values, counts = values[counts >= 2], counts[counts >= 2]
+        if values.size:  # the tied value the component sits on: the one nearest its mean
+            at = int(np.argmin(np.abs(values - em.means_[k, j])))
             found.append(
-                f"component {k} on {names[j]} = {values[counts.argmax()]:g}, a value "
-                f"{counts.max()} rows share"
+                f"component {k} on {names[j]} = {values[at]:g}, a value {counts[at]} rows share"
             )
     if found:
         warnings.warn(

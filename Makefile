@@ -31,8 +31,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
+# SD_PRIOR=inverse_gamma: the study with each variance ~ InvGamma (GMMPriors.sd_prior)
+SD_PRIOR ?= halfnormal
 validate: $(STAMP)
-	$(BIN)/python -m bayesgmm.validation --simulations 100 --out validation
+	$(BIN)/python -m bayesgmm.validation --simulations 100 --sd-prior $(SD_PRIOR) --out validation
 
 # Cells removed completely at random (10/25/40%): bias, RMSE and coverage of EM with missing cells
 # and the posterior against dropping rows and mean imputation (the committed run is in

@@ -2,20 +2,26 @@
 
 Six of the 14 models of :mod:`bayesgmm._models` have a Bayesian form (scikit-learn's four names
 are aliases, as for EM). In the data's units, with the priors of :class:`~bayesgmm.GMMPriors`
-(``sd_scale`` one value per feature; ``pooled = sqrt(mean(sd_scale**2))``, its root mean square):
+(``sd_scale`` one value per feature; ``pooled = sqrt(mean(sd_scale**2))``, its root mean square;
+``P(c)`` is the prior ``sd_prior`` with scale ``c`` on a standard deviation: ``HalfNormal(c)``,
+or ``InvGamma(var_shape, c^2)`` on its square):
 
 =====  =========  =============================  ========================================
 model  alias      covariance of component ``k``  priors
 =====  =========  =============================  ========================================
-VVV    full       ``diag(s_k) O_k diag(s_k)``    ``s_k[j] ~ HalfNormal(sd_scale[j])``,
+VVV    full       ``diag(s_k) O_k diag(s_k)``    ``s_k[j] ~ P(sd_scale[j])``,
                                                  ``O_k ~ LKJ(eta)``, independent over k
-EEE    tied       ``diag(s) O diag(s)``          ``s[j] ~ HalfNormal(sd_scale[j])``,
+EEE    tied       ``diag(s) O diag(s)``          ``s[j] ~ P(sd_scale[j])``,
                                                  ``O ~ LKJ(eta)``, one for every k
-VVI    diag       ``diag(s_k)^2``                ``s_k[j] ~ HalfNormal(sd_scale[j])``
-EEI               ``diag(s)^2``                  ``s[j] ~ HalfNormal(sd_scale[j])``
-VII    spherical  ``sigma_k^2 I``                ``sigma_k ~ HalfNormal(pooled)``
-EII               ``sigma^2 I``                  ``sigma ~ HalfNormal(pooled)``
+VVI    diag       ``diag(s_k)^2``                ``s_k[j] ~ P(sd_scale[j])``
+EEI               ``diag(s)^2``                  ``s[j] ~ P(sd_scale[j])``
+VII    spherical  ``sigma_k^2 I``                ``sigma_k ~ P(pooled)``
+EII               ``sigma^2 I``                  ``sigma ~ P(pooled)``
 =====  =========  =============================  ========================================
+
+Every variance thus has the same prior whatever the model (for the inverse-gamma, the
+marginal of each variance under mclust's inverse-Wishart prior of VVV, see
+:class:`~bayesgmm.GMMPriors`), and the spherical scale's is that of the mean variance.
 
 Weights and means have the same priors in every model. A shared covariance is one set of free
 variables (one ``pm.LKJCholeskyCov`` named ``chol_cov``, or ``stds_z`` of dims ``(feature,)``
@@ -39,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from scipy.special import gammaln
 
 from ._models import BAYES_COVARIANCE_TYPES, BAYES_MODELS, model_name, per_feature_scaling
 from ._validation import check_choice
@@ -52,6 +59,9 @@ __all__ = [
     "bayes_family",
     "chol_cov_name",
     "family_cholesky",
+    "sd_distribution",
+    "sd_log_density_terms",
+    "sd_prior_scale",
     "start_values",
 ]
 
@@ -157,6 +167,75 @@ def pooled_sd_scale(sd_scale: tuple[float, ...]) -> float:
     return float(np.sqrt(np.mean(np.square(sd_scale))))
 
 
+def sd_prior_scale(unit: GMMPriors, family: Family) -> np.ndarray:
+    """The scales ``c`` of the free standard deviations' prior: ``sd_scale``, or the pooled
+    one of a spherical model (shape ``(n_scales,)``)."""
+    return np.atleast_1d(
+        pooled_sd_scale(unit.sd_scale) if family.spherical else np.asarray(unit.sd_scale)
+    )
+
+
+def _sqrt_inverse_gamma(shape, scale_sq, size):
+    """A standard deviation whose square is ``InvGamma(shape, scale_sq)`` (PyMC derives the
+    density of the square root, with its Jacobian, from the inverse-gamma's)."""
+    return pt.sqrt(pm.InverseGamma.dist(alpha=shape, beta=scale_sq, size=size))
+
+
+def sd_distribution(
+    unit: GMMPriors, scale: np.ndarray, name: str | None = None, **kwargs
+) -> pt.TensorVariable:
+    """The prior ``unit.sd_prior`` of standard deviations with scales ``scale``.
+
+    Without ``name`` an unregistered distribution (``LKJCholeskyCov``'s ``sd_dist``); with it
+    the model's free variable, sampled on the log scale. ``kwargs`` (``shape``, ``dims``) go to
+    PyMC.
+    """
+    if unit.sd_prior == "halfnormal":
+        if name is None:
+            return pm.HalfNormal.dist(sigma=scale, **kwargs)
+        return pm.HalfNormal(name, sigma=scale, **kwargs)
+    # float64 arrays: PyTensor makes a Python float a float32 constant when it is exact in
+    # float32 (1.5 is), and its gammaln(a) is then off by ~1e-8
+    params = (np.asarray(unit.var_shape, dtype=np.float64), np.square(scale, dtype=np.float64))
+    if name is None:
+        return pm.CustomDist.dist(*params, dist=_sqrt_inverse_gamma, **kwargs)
+    log = pm.distributions.transforms.log
+    return pm.CustomDist(name, *params, dist=_sqrt_inverse_gamma, transform=log, **kwargs)
+
+
+def sd_log_density_terms(unit: GMMPriors, scale: np.ndarray) -> tuple[np.ndarray, float]:
+    """The prior of :func:`sd_distribution` as the kernel evaluates it.
+
+    Both priors are ``log p(s) = b0 log s - b1 s^2 - b2 / s^2 + const``: the HalfNormal has
+    ``(0, 1 / (2 c^2), 0)`` and constant ``log(2 / pi) / 2 - log c``; the inverse-gamma on
+    ``s^2`` has ``(-(2 a + 1), 0, c^2)`` and constant ``log 2 + 2 a log c - log Gamma(a)``.
+
+    Parameters
+    ----------
+    unit : GMMPriors
+        On the standardised scale.
+    scale : ndarray of shape (n_scales,)
+        From :func:`sd_prior_scale`.
+
+    Returns
+    -------
+    coefficients : ndarray of shape (3, n_scales)
+        ``b0, b1, b2`` of each scale.
+    constant : float
+        The constants summed over the scales (one free covariance's).
+    """
+    scale = np.asarray(scale, dtype=np.float64)
+    zero = np.zeros_like(scale)
+    if unit.sd_prior == "halfnormal":
+        coefficients = np.stack([zero, 0.5 / np.square(scale), zero])
+        constant = np.sum(0.5 * np.log(2.0 / np.pi) - np.log(scale))
+    else:
+        a = unit.var_shape
+        coefficients = np.stack([zero - (2.0 * a + 1.0), zero, np.square(scale)])
+        constant = np.sum(np.log(2.0) + 2.0 * a * np.log(scale) - gammaln(a))
+    return np.ascontiguousarray(coefficients), float(constant)
+
+
 def family_cholesky(
     family: Family, n_components: int, n_features: int, unit: GMMPriors
 ) -> pt.TensorVariable:
@@ -166,6 +245,7 @@ def family_cholesky(
     ``unit`` holds the priors on the standardised scale, one value per feature.
     """
     k, d = n_components, n_features
+    scale = sd_prior_scale(unit, family)
     if not family.diagonal:
         names = family.free_names(k)
         factors = []
@@ -174,16 +254,16 @@ def family_cholesky(
                 name,
                 n=d,
                 eta=unit.lkj_eta,
-                sd_dist=pm.HalfNormal.dist(sigma=np.asarray(unit.sd_scale), shape=d),
+                sd_dist=sd_distribution(unit, scale, shape=d),
                 compute_corr=False,
             )
             factors.append(pm.math.expand_packed_triangular(d, packed, lower=True))
         return pt.broadcast_to(pt.stack(factors), (k, d, d))
     dims = (() if family.shared else ("component",)) + (() if family.spherical else ("feature",))
     shape = (family.n_groups(k), family.n_scales(d))
-    sigma = pooled_sd_scale(unit.sd_scale) if family.spherical else np.asarray(unit.sd_scale)
     size = ((k,) if not family.shared else ()) + ((d,) if not family.spherical else ())
-    stds = pm.HalfNormal("stds_z", sigma=np.broadcast_to(sigma, size), dims=dims)
+    each = scale[0] if family.spherical else scale
+    stds = sd_distribution(unit, np.broadcast_to(each, size), "stds_z", dims=dims)
     full = pt.broadcast_to(pt.reshape(stds, shape), (k, d))
     return full[:, :, None] * pt.eye(d)[None, :, :]
 

@@ -18,8 +18,8 @@ mu_k)`` and ``R_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)'``, Fisher's identity gi
 The priors and the change of variables follow PyMC's definitions on the same unconstrained
 vector nutpie samples (value variables in ``model.free_RVs`` order): ``weights`` through
 PyMC's simplex transform, ``means_z`` untransformed, each ``chol_cov_k`` (or the shared
-``chol_cov``) packed row by row with log diagonals (LKJ correlations and HalfNormal standard
-deviations), or ``stds_z`` on the log scale (:mod:`bayesgmm._unconstrained`). A covariance
+``chol_cov``) packed row by row with log diagonals (LKJ correlations and the standard
+deviations' prior), or ``stds_z`` on the log scale (:mod:`bayesgmm._unconstrained`). A covariance
 shared by every component, or one scale for every feature, is evaluated as every component's
 own and its gradient summed back (the chain rule through the broadcast). Like the model, the
 density works on standardised rows ``(x - loc) / scale`` (the kernel standardises each block as
@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
-from ._families import pooled_sd_scale
+from ._families import sd_log_density_terms, sd_prior_scale
 from ._fisher import _likelihood_gradients
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _weighted_block_pass
@@ -98,7 +98,7 @@ def _logp_and_grad(
     alpha,
     means_loc,
     means_scale,
-    sd_scale,
+    sd_terms,
     lkj_shape,
     constant,
     block,
@@ -120,7 +120,7 @@ def _logp_and_grad(
         alpha,
         means_loc,
         means_scale,
-        sd_scale,
+        sd_terms,
         lkj_shape,
         constant,
         block,
@@ -143,7 +143,7 @@ def _weighted_logp_and_grad(
     alpha,
     means_loc,
     means_scale,
-    sd_scale,
+    sd_terms,
     lkj_shape,
     constant,
     block,
@@ -153,7 +153,9 @@ def _weighted_logp_and_grad(
     The parameters are on the standardised scale ``(X - loc) / scale``; the data's density
     takes the Jacobian, ``-log_jacobian`` per row. ``n_groups`` and ``n_scales`` say how many
     covariances are free (``K``, or 1 when shared) and how many scales each has (``D``, or 1
-    when spherical); ``sd_scale`` has ``n_scales`` values. ``lkj_shape`` is ``2 eta - 2 + D``;
+    when spherical); ``sd_terms`` ``(3, n_scales)`` are the coefficients of the standard
+    deviations' prior (:func:`bayesgmm._families.sd_log_density_terms`). ``lkj_shape`` is
+    ``2 eta - 2 + D``;
     ``constant`` holds the normalising constants. ``weights`` are frequency weights of the
     complete rows ``X`` (``NO_WEIGHTS``: none), ``n_weight`` their total (the rows' number).
     """
@@ -181,7 +183,7 @@ def _weighted_logp_and_grad(
         alpha,
         means_loc,
         means_scale,
-        sd_scale,
+        sd_terms,
         lkj_shape,
         grad,
     )
@@ -238,11 +240,11 @@ class LogDensity:
         )
 
     @property
-    def _sd_scale(self) -> np.ndarray:
-        """The HalfNormal scales of the free standard deviations (one for a spherical model)."""
-        sd_scale = self.priors.sd_scale
-        spherical = self.spec.family.spherical
-        return np.atleast_1d(pooled_sd_scale(sd_scale) if spherical else sd_scale)
+    def _sd_prior(self) -> tuple[np.ndarray, float]:
+        """The free standard deviations' prior: coefficients ``(3, n_scales)`` and the
+        constant of one free covariance (:func:`bayesgmm._families.sd_log_density_terms`)."""
+        p = self.priors
+        return sd_log_density_terms(p, sd_prior_scale(p, self.spec.family))
 
     @property
     def scaling(self) -> AffineScaling:
@@ -266,9 +268,9 @@ class LogDensity:
         means_scale, (diagonal, n_groups, _) = np.asarray(p.means_scale), self._shape
         dirichlet = gammaln(k * alpha) - k * gammaln(alpha) + np.log(k)
         normal = k * np.sum(-0.5 * LOG_2PI - np.log(means_scale))
-        half_normal = n_groups * np.sum(0.5 * np.log(2.0 / np.pi) - np.log(self._sd_scale))
+        scales = n_groups * self._sd_prior[1]
         lkj = 0.0 if diagonal else n_groups * _lkj_log_normaliser(p.lkj_eta, d)
-        return float(dirichlet + normal + half_normal + lkj)
+        return float(dirichlet + normal + scales + lkj)
 
     def __post_init__(self) -> None:
         p = self.priors
@@ -281,7 +283,7 @@ class LogDensity:
             float(p.weights_concentration),
             np.asarray(p.means_loc, dtype=np.float64),
             np.asarray(p.means_scale, dtype=np.float64),
-            np.asarray(self._sd_scale, dtype=np.float64),
+            self._sd_prior[0],
             2.0 * p.lkj_eta - 2.0 + self.n_features,
             self._constant(),
             _KERNEL_BLOCK_ROWS,

@@ -138,7 +138,7 @@ class Rows:
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
 def _logp_and_grad_rows(
     x, values, weights, n_weight, bounds, order, n_observed, loc, scale, log_jacobian,
-    n_components, diagonal, n_groups, n_scales, alpha, means_loc, means_scale, sd_scale,
+    n_components, diagonal, n_groups, n_scales, alpha, means_loc, means_scale, sd_terms,
     lkj_shape, constant, block,
 ):  # fmt: skip  # pragma: no cover - compiled
     """:func:`logp_and_grad_rows`, compiled; the arguments after ``n_observed`` are
@@ -166,7 +166,7 @@ def _logp_and_grad_rows(
     logp = log_lik[0] - n_weight * log_jacobian + constant
     logp = _add_prior(
         logp, log_w, means, free, free_log_diag, resp_sum, grad_means, grad_free, diagonal,
-        alpha, means_loc, means_scale, sd_scale, lkj_shape, grad,
+        alpha, means_loc, means_scale, sd_terms, lkj_shape, grad,
     )  # fmt: skip
     return logp, grad
 

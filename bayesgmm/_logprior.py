@@ -50,26 +50,34 @@ def _means_term(means, grad_means, loc, scale, grad):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _diag_scales_term(chol, log_diag, grad_chol, sd_scale, grad):  # pragma: no cover
-    """HalfNormal(sd_scale) on each standard deviation ``s = exp(u)``, with the Jacobian ``u``."""
+def _diag_scales_term(chol, log_diag, grad_chol, sd_terms, grad):  # pragma: no cover
+    """The prior ``sd_terms`` on each standard deviation ``s = exp(u)``, with the Jacobian
+    ``u``."""
     n_components, n_features = log_diag.shape
     value = 0.0
     for c in range(n_components):
         for i in range(n_features):
             s = chol[c, i, i]
-            ratio = s / sd_scale[i]
-            value += -0.5 * ratio * ratio + log_diag[c, i]
-            grad[c * n_features + i] = s * grad_chol[c, i, i] - ratio * ratio + 1.0
+            square = s * s
+            power, on_square, on_inverse = sd_terms[0, i], sd_terms[1, i], sd_terms[2, i]
+            value += (power + 1.0) * log_diag[c, i] - on_square * square - on_inverse / square
+            grad[c * n_features + i] = (
+                s * grad_chol[c, i, i]
+                + power
+                + 1.0
+                - 2.0 * on_square * square
+                + 2.0 * on_inverse / square
+            )
     return value
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
-def _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad):  # pragma: no cover
+def _lkj_term(chol, log_diag, grad_chol, sd_terms, lkj_shape, grad):  # pragma: no cover
     """PyMC's LKJCholeskyCov density of each factor, on packed rows with log diagonals.
 
-    Row norms are the standard deviations (HalfNormal), the diagonal over the row norm is the
-    correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the diagonal's
-    exp adds ``u_ii`` to the log-Jacobian.
+    Row norms are the standard deviations (prior ``sd_terms``), the diagonal over the row norm
+    is the correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the
+    diagonal's exp adds ``u_ii`` to the log-Jacobian.
     """
     n_components, n_features = log_diag.shape
     value = 0.0
@@ -81,13 +89,20 @@ def _lkj_term(chol, log_diag, grad_chol, sd_scale, lkj_shape, grad):  # pragma: 
                 variance += chol[c, i, j] * chol[c, i, j]
             log_sd = 0.5 * np.log(variance)
             a_i = lkj_shape - i
+            power, on_square, on_inverse = sd_terms[0, i], sd_terms[1, i], sd_terms[2, i]
             value += (
                 a_i * (log_diag[c, i] - log_sd)
                 - i * log_sd
-                - 0.5 * variance / (sd_scale[i] * sd_scale[i])
+                + power * log_sd
+                - on_square * variance
+                - on_inverse / variance
                 + log_diag[c, i]
             )
-            factor = -lkj_shape / variance - 1.0 / (sd_scale[i] * sd_scale[i])
+            factor = (
+                (power - lkj_shape) / variance
+                - 2.0 * on_square
+                + 2.0 * on_inverse / (variance * variance)
+            )
             for j in range(i + 1):
                 g = grad_chol[c, i, j] + factor * chol[c, i, j]
                 grad[pos] = chol[c, i, i] * g + a_i + 1.0 if i == j else g
@@ -109,7 +124,7 @@ def _add_prior(
     alpha,
     means_loc,
     means_scale,
-    sd_scale,
+    sd_terms,
     lkj_shape,
     grad,
 ):  # pragma: no cover - compiled
@@ -122,9 +137,9 @@ def _add_prior(
     logp += _weights_term(log_w, resp_sum, alpha, grad)
     logp += _means_term(means, grad_means, means_loc, means_scale, grad[k1:start])
     if diagonal:
-        logp += _diag_scales_term(free, free_log_diag, grad_free, sd_scale, grad[start:])
+        logp += _diag_scales_term(free, free_log_diag, grad_free, sd_terms, grad[start:])
     else:
-        logp += _lkj_term(free, free_log_diag, grad_free, sd_scale, lkj_shape, grad[start:])
+        logp += _lkj_term(free, free_log_diag, grad_free, sd_terms, lkj_shape, grad[start:])
     # Far in the tails (a scale of exp(-800), say) IEEE arithmetic can leave 0 x inf in the
     # gradient. Such points carry no posterior mass: report them as outside the support, which
     # NUTS rejects (a divergence), rather than hand it a NaN gradient.

@@ -14,8 +14,9 @@ EM and ArviZ:
   their priors): VVV (``full``) has one ``pm.LKJCholeskyCov`` per component, named
   ``chol_cov_{k}`` (the batched form fails in PyMC), the lower Cholesky factors of the
   standardised covariances; EEE (``tied``) one, named ``chol_cov``, for every component; the
-  diagonal models VVI (``diag``), EEI, VII (``spherical``) and EII have ``stds_z ~ HalfNormal``
-  with dims ``(component, feature)``, ``(feature,)``, ``(component,)`` and ``()``;
+  diagonal models VVI (``diag``), EEI, VII (``spherical``) and EII have ``stds_z`` (HalfNormal,
+  or the square root of an inverse-gamma: ``GMMPriors.sd_prior``) with dims ``(component,
+  feature)``, ``(feature,)``, ``(component,)`` and ``()``;
 - deterministics in the data's units: ``means`` ``(component, feature)``, ``covariances``
   ``(component, feature, feature_bis)``, ``stds`` ``(component, feature)`` and, for VVV and
   EEE, ``correlations`` (a shared covariance repeated for every component);
@@ -297,18 +298,27 @@ def _observed_dist(spec: ModelSpec) -> Any:
 
 
 def _standardisation(
-    data: np.ndarray, weight: np.ndarray | None, priors: GMMPriors | None, family: Family
+    data: np.ndarray,
+    weight: np.ndarray | None,
+    priors: GMMPriors | None,
+    family: Family,
+    n_components: int,
 ) -> tuple[AffineScaling, GMMPriors]:
     """The model's standardisation and default priors: of the data as they are (complete,
     unweighted), else of the observed cells counted by weight."""
+    priors = priors or default_priors(data, weight, n_components=n_components)
     if weight is None and not np.isnan(data).any():
-        scaling = AffineScaling.fit(data, isotropic=family.isotropic)
-        return scaling, priors or GMMPriors.from_data(data)
-    scaling = observed_summary(data, weight).scaling(isotropic=family.isotropic)
-    return scaling, priors or default_priors(data, weight)
+        return AffineScaling.fit(data, isotropic=family.isotropic), priors
+    return observed_summary(data, weight).scaling(isotropic=family.isotropic), priors
 
 
-def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GMMPriors:
+def default_priors(
+    X: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    *,
+    sd_prior: str = "halfnormal",
+    n_components: int | None = None,
+) -> GMMPriors:
     """:meth:`GMMPriors.from_data` of validated rows that may have missing cells (NaN) or
     frequency weights: the means and standard deviations of each feature's observed cells,
     rows counted by weight (those of the repeated rows, for integer weights).
@@ -317,6 +327,10 @@ def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GM
     ----------
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,), optional
+    sd_prior : {"halfnormal", "inverse_gamma"}
+        The standard deviations' prior (:class:`GMMPriors`).
+    n_components : int, optional
+        ``K``: the inverse-gamma prior's scale depends on it.
 
     Returns
     -------
@@ -328,9 +342,11 @@ def default_priors(X: np.ndarray, sample_weight: np.ndarray | None = None) -> GM
     >>> default_priors(X, np.array([2.0, 1.0, 1.0])).means_loc
     (2.0, 2.0)
     """
+    kwargs = {"sd_prior": sd_prior, "n_components": n_components}
     if sample_weight is None and not np.isnan(X).any():
-        return GMMPriors.from_data(X)
-    return GMMPriors.from_scaling(observed_summary(X, sample_weight).scaling(isotropic=False))
+        return GMMPriors.from_data(X, **kwargs)
+    scaling = observed_summary(X, sample_weight).scaling(isotropic=False)
+    return GMMPriors.from_scaling(scaling, **kwargs)
 
 
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:
@@ -405,7 +421,7 @@ def build_model(
     data, weight = drop_empty_rows(data, weight, stacklevel=3)
     n_samples, n_features = data.shape
     family = bayes_family(covariance_type, n_features)
-    scaling, priors = _standardisation(data, weight, priors, family)
+    scaling, priors = _standardisation(data, weight, priors, family, int(n_components))
     priors = priors.for_features(n_features)
     missing = np.isnan(data)
     spec = ModelSpec(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["GMMPriors"]
+from ._validation import check_choice
+
+__all__ = ["SD_PRIORS", "GMMPriors"]
+
+SD_PRIORS = ("halfnormal", "inverse_gamma")
+"""The priors a component standard deviation can have (:attr:`GMMPriors.sd_prior`)."""
 
 
 def _vector(value: Any, name: str) -> tuple[float, ...]:
@@ -25,11 +30,26 @@ class GMMPriors:
     ``weights ~ Dirichlet(weights_concentration * ones(K))``;
     ``means[k, j] ~ Normal(means_loc[j], means_scale[j])``;
     for full covariances, ``Sigma_k = diag(s_k) Omega_k diag(s_k)`` with correlations
-    ``Omega_k ~ LKJ(lkj_eta)`` and standard deviations ``s_k[j] ~ HalfNormal(sd_scale[j])``;
-    for diagonal covariances only the ``HalfNormal`` standard deviations. The models with one
+    ``Omega_k ~ LKJ(lkj_eta)`` and independent standard deviations ``s_k[j]`` with the prior
+    ``sd_prior``; for diagonal covariances only the standard deviations. The models with one
     covariance for every component (EEE, EEI, EII) put the same priors on that one covariance;
-    the spherical ones (VII, EII, ``Sigma = sigma^2 I``) put ``sigma ~ HalfNormal(pooled)``
-    with ``pooled = sqrt(mean(sd_scale**2))`` (the table in :mod:`bayesgmm._families`).
+    the spherical ones (VII, EII, ``Sigma = sigma^2 I``) put the prior on ``sigma`` with the one
+    scale ``pooled = sqrt(mean(sd_scale**2))`` (the table in :mod:`bayesgmm._families`).
+
+    The two priors of a standard deviation ``s`` with scale ``c = sd_scale[j]``:
+
+    - ``"halfnormal"``: ``s ~ HalfNormal(c)``, density ``sqrt(2 / pi) / c * exp(-s^2 / (2
+      c^2))``. Finite and nonzero at ``s = 0``: with the labels marginalised the posterior is
+      improper when rows tie on a feature (a component on ``m`` tied rows gains likelihood
+      ``~ s^-m`` as its ``s -> 0``, and nothing stops it).
+    - ``"inverse_gamma"``: the variance ``s^2 ~ InvGamma(var_shape, c^2)``, i.e. density
+      ``2 c^(2 a) / Gamma(a) * s^-(2 a + 1) * exp(-c^2 / s^2)`` of ``s`` (``a = var_shape``).
+      It vanishes faster than any power of ``s`` at 0 (the conjugate prior of Richardson &
+      Green 1997 and of mclust's regularised fits, Fraley & Raftery 2007): the ``-c^2 / s^2``
+      beats the ``m log(1 / s)`` of any number of tied rows, so the posterior is proper. With
+      ``a = 3/2`` the prior is the marginal of each variance of mclust's inverse-Wishart with
+      ``D + 2`` degrees of freedom; its mean is ``2 c^2``, its mode ``c^2 / 2.5``, and its
+      right tail is heavy (no finite variance for ``a <= 2``).
 
     Per-feature settings are tuples (one value per feature) or one number for every feature.
 
@@ -43,14 +63,20 @@ class GMMPriors:
     means_loc, means_scale : float or tuple of float
         Location and scale of the Normal prior on every component mean.
     sd_scale : float or tuple of float
-        Scale of the HalfNormal prior on component standard deviations.
+        Scale ``c`` of the prior on component standard deviations (in the data's units).
+    sd_prior : {"halfnormal", "inverse_gamma"}, default="halfnormal"
+        The prior of each standard deviation (above).
+    var_shape : float, default=1.5
+        Shape ``a`` of the inverse-gamma prior on each variance (unused by ``"halfnormal"``).
 
     Examples
     --------
     >>> from bayesgmm.datasets import load_faithful
     >>> priors = GMMPriors.from_data(load_faithful())
-    >>> priors.lkj_eta, len(priors.means_loc)
-    (2.0, 2)
+    >>> priors.lkj_eta, len(priors.means_loc), priors.sd_prior
+    (2.0, 2, 'halfnormal')
+    >>> GMMPriors.from_data(load_faithful(), sd_prior="inverse_gamma", n_components=2).var_shape
+    1.5
     """
 
     weights_concentration: float = 1.0
@@ -58,11 +84,14 @@ class GMMPriors:
     means_loc: tuple[float, ...] = field(default=(0.0,))
     means_scale: tuple[float, ...] = field(default=(10.0,))
     sd_scale: tuple[float, ...] = field(default=(5.0,))
+    sd_prior: str = "halfnormal"
+    var_shape: float = 1.5
 
     def __post_init__(self) -> None:
+        check_choice("sd_prior", self.sd_prior, SD_PRIORS)
         for name in ("means_loc", "means_scale", "sd_scale"):
             object.__setattr__(self, name, _vector(getattr(self, name), name))
-        for name in ("weights_concentration", "lkj_eta"):
+        for name in ("weights_concentration", "lkj_eta", "var_shape"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}.")
@@ -80,14 +109,25 @@ class GMMPriors:
         lkj_eta: float = 2.0,
         means_spread: float = 2.0,
         sd_spread: float = 1.0,
+        sd_prior: str = "halfnormal",
+        n_components: int | None = None,
     ) -> GMMPriors:
         """Weakly informative priors scaled to the data, feature by feature.
 
         ``means_loc`` is the feature mean and ``means_scale = means_spread * std`` (so the
-        prior on every component mean covers the data's range twice over); ``sd_scale =
-        sd_spread * std`` (a component is at most about as wide as the data, with the
-        HalfNormal's mass on ``(0, 2 std)``). Using the data to set the scale of the priors is
-        an empirical-Bayes convenience; pass explicit values for a fully prior-driven model.
+        prior on every component mean covers the data's range twice over). The scale of the
+        standard deviations' prior depends on ``sd_prior``:
+
+        - ``"halfnormal"``: ``sd_scale = sd_spread * std`` (a component is at most about as
+          wide as the data, with the HalfNormal's mass on ``(0, 2 std)``);
+        - ``"inverse_gamma"``: mclust's default prior (``defaultPrior``: an inverse-Wishart
+          with ``D + 2`` degrees of freedom and scale ``var(X) / K^(2/D)``), whose marginal on
+          each variance is ``InvGamma(3/2, var_j / (2 K^(2/D)))``: ``var_shape = 1.5`` and
+          ``sd_scale = sd_spread * std / (sqrt(2) K^(1/D))``. The prior mean of each variance
+          is then ``var_j / K^(2/D)``: ``K`` components share the data's volume.
+
+        Using the data to set the scale of the priors is an empirical-Bayes convenience; pass
+        explicit values for a fully prior-driven model.
 
         Parameters
         ----------
@@ -95,6 +135,10 @@ class GMMPriors:
         weights_concentration, lkj_eta : float
         means_spread, sd_spread : float
             Multiples of each feature's standard deviation.
+        sd_prior : {"halfnormal", "inverse_gamma"}
+            See :class:`GMMPriors`.
+        n_components : int, optional
+            ``K``; needed by ``"inverse_gamma"``.
         """
         from ._scaling import AffineScaling
 
@@ -114,6 +158,8 @@ class GMMPriors:
             lkj_eta=lkj_eta,
             means_spread=means_spread,
             sd_spread=sd_spread,
+            sd_prior=sd_prior,
+            n_components=n_components,
         )
 
     @classmethod
@@ -125,18 +171,30 @@ class GMMPriors:
         lkj_eta: float = 2.0,
         means_spread: float = 2.0,
         sd_spread: float = 1.0,
+        sd_prior: str = "halfnormal",
+        n_components: int | None = None,
     ) -> GMMPriors:
         """:meth:`from_data`'s priors from the features' means and standard deviations
         (``scaling.loc`` and ``scaling.scale``, an :class:`~bayesgmm._scaling.AffineScaling`),
         e.g. those of the observed cells of rows with missing values, counted by weight."""
+        check_choice("sd_prior", sd_prior, SD_PRIORS)
+        spread = sd_spread
+        if sd_prior == "inverse_gamma":
+            if not isinstance(n_components, int | np.integer) or n_components < 1:
+                raise ValueError(
+                    "The inverse-gamma prior's default scale is var / K^(2/D): pass "
+                    f"n_components (a positive integer, got {n_components!r})."
+                )
+            spread = sd_spread / (np.sqrt(2.0) * float(n_components) ** (1.0 / scaling.loc.size))
         with np.errstate(over="ignore"):
-            means_scale, sd_scale = means_spread * scaling.scale, sd_spread * scaling.scale
+            means_scale, sd_scale = means_spread * scaling.scale, spread * scaling.scale
         return cls(
             weights_concentration=weights_concentration,
             lkj_eta=lkj_eta,
             means_loc=tuple(scaling.loc),
             means_scale=tuple(means_scale),
             sd_scale=tuple(sd_scale),
+            sd_prior=sd_prior,
         )
 
     def standardised(self, loc: Any, scale: Any) -> GMMPriors:
@@ -144,8 +202,9 @@ class GMMPriors:
 
         The model samples on that scale (:func:`bayesgmm.build_model`); the prior of each
         parameter in the data's units is unchanged: a mean's Normal moves and shrinks with the
-        feature, a standard deviation's HalfNormal shrinks with it, and the LKJ prior on the
-        correlations does not depend on the units.
+        feature, a standard deviation's prior (HalfNormal or inverse-gamma on its square: ``c``
+        is a scale parameter of both) shrinks with it, and the LKJ prior on the correlations
+        does not depend on the units.
 
         Parameters
         ----------
@@ -178,7 +237,7 @@ class GMMPriors:
                     f"data's spread (standard deviations {scale.tolist()}): give values on the "
                     "data's scale, or use GMMPriors.from_data(X)."
                 )
-        return GMMPriors(self.weights_concentration, self.lkj_eta, **values)
+        return replace(self, **values)
 
     def for_features(self, n_features: int) -> GMMPriors:
         """Broadcast the per-feature settings to ``n_features`` (one value repeats)."""
@@ -193,7 +252,7 @@ class GMMPriors:
                     "features: give one value per feature or a single value."
                 )
             out[name] = values
-        return GMMPriors(self.weights_concentration, self.lkj_eta, **out)
+        return replace(self, **out)
 
     def to_json(self) -> str:
         """A JSON string, as stored in the attrs of the results."""

@@ -56,6 +56,18 @@ CASES = [
     ("EII", 3, 3, GMMPriors(weights_concentration=1.5, sd_scale=(1.0, 3.0, 0.3))),
     ("EII", 1, 2, GMMPriors()),
 ]
+# the inverse-gamma prior on the variances, in every family (and the one-feature builds)
+IG = {"sd_prior": "inverse_gamma"}
+CASES += [
+    ("full", 2, 3, GMMPriors(lkj_eta=1.5, sd_scale=(2.0, 0.5, 1.0), var_shape=2.5, **IG)),
+    ("full", 1, 2, GMMPriors(**IG)),
+    ("full", 2, 1, GMMPriors(sd_scale=0.3, **IG)),  # built as VVI
+    ("EEE", 3, 3, GMMPriors(lkj_eta=3.0, sd_scale=(2.0, 4.0, 0.5), var_shape=0.8, **IG)),
+    ("diag", 3, 2, GMMPriors(sd_scale=(0.4, 1.5), **IG)),
+    ("EEI", 3, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3), var_shape=4.0, **IG)),
+    ("VII", 3, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3), **IG)),
+    ("EII", 2, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3), var_shape=2.0, **IG)),
+]
 
 
 def assert_equals_pymc(model, density, data, rng, *, points: int, spread: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pymc as pm
 import pytest
@@ -150,6 +152,60 @@ def test_prior_log_density_matches_scipy_for_means(faithful):
     np.testing.assert_allclose(shown, means, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("cov_type", "var_shape"), [("diag", 1.5), ("spherical", 3.0)])
+def test_inverse_gamma_prior_matches_scipy(faithful, cov_type, var_shape):
+    """``sd_prior="inverse_gamma"``: each variance is InvGamma(var_shape, sd_scale^2) in the
+    data's units (spherical: the pooled scale, the mean of ``sd_scale^2``); the model samples
+    standardised standard deviations, whose density is that of ``s`` times ``scale``."""
+    from scipy.stats import invgamma
+
+    sd_scale = np.array([0.5, 12.0])
+    priors = GMMPriors(sd_scale=tuple(sd_scale), sd_prior="inverse_gamma", var_shape=var_shape)
+    model = build_model(faithful, 2, priors=priors, covariance_type=cov_type)
+    scaling = model_spec(model).scaling
+    stds = np.array([[0.3, 4.0], [1.1, 9.0]])
+    beta = sd_scale**2
+    if cov_type == "spherical":
+        stds, beta = stds[:, :1], np.mean(beta)
+    point = model.initial_point()
+    point["stds_z_log__"] = np.log(stds / scaling.scale[: stds.shape[1]]).reshape(
+        point["stds_z_log__"].shape
+    )
+    logp = model.compile_logp(vars=[model["stds_z"]], sum=True, jacobian=False)(point)
+    density_of_s = invgamma(var_shape, scale=beta).logpdf(stds**2) + np.log(2 * stds)
+    expected = density_of_s + np.log(scaling.scale[: stds.shape[1]])
+    np.testing.assert_allclose(logp, expected.sum(), rtol=1e-12)
+
+
+def test_inverse_gamma_defaults_are_mclusts(faithful):
+    """``from_data(sd_prior="inverse_gamma")`` is mclust's defaultPrior marginally: each
+    variance ~ InvGamma(dof - D + 1 = 3/2, scale_jj / 2). mclust 6.0, R 4.2.2:
+    ``defaultPrior(as.matrix(faithful), 3, "VVV")`` (scale with R's n - 1 variance; ours
+    divides by n)."""
+    mclust_scale = np.array([0.43424277761648944, 61.6077707835901904])
+    n = faithful.shape[0]
+    priors = GMMPriors.from_data(faithful, sd_prior="inverse_gamma", n_components=3)
+    assert priors.var_shape == 1.5 and priors.sd_prior == "inverse_gamma"
+    np.testing.assert_allclose(np.square(priors.sd_scale), mclust_scale / 2 * (n - 1) / n)
+    # VII: mclust's one scale is fac * mean(var) = 31.021006780603336, our pooled one
+    from bayesgmm._families import pooled_sd_scale
+
+    pooled = pooled_sd_scale(priors.sd_scale) ** 2
+    np.testing.assert_allclose(pooled, 31.021006780603336 / 2 * (n - 1) / n)
+
+
+def test_default_model_priors_take_the_components(faithful):
+    """build_model's default inverse-gamma scale depends on K (``var / K^(2/D)``)."""
+    from bayesgmm.model import default_priors
+
+    X = np.asarray(faithful)
+    two = default_priors(X, sd_prior="inverse_gamma", n_components=2)
+    four = default_priors(X, sd_prior="inverse_gamma", n_components=4)
+    np.testing.assert_allclose(np.square(two.sd_scale) / np.square(four.sd_scale), 2.0)
+    weighted = default_priors(X, np.ones(len(X)), sd_prior="inverse_gamma", n_components=2)
+    np.testing.assert_allclose(weighted.sd_scale, two.sd_scale, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -169,11 +225,22 @@ def test_bad_priors():
         GMMPriors(lkj_eta=0)
     with pytest.raises(ValueError, match="sd_scale must be positive"):
         GMMPriors(sd_scale=(-1.0,))
+    with pytest.raises(ValueError, match=r"sd_prior 'lognormal'.*'inverse_gamma'"):
+        GMMPriors(sd_prior="lognormal")
+    with pytest.raises(ValueError, match="var_shape must be a positive"):
+        GMMPriors(sd_prior="inverse_gamma", var_shape=0.0)
+    with pytest.raises(ValueError, match="pass n_components"):
+        GMMPriors.from_data(load_faithful(), sd_prior="inverse_gamma")
 
 
 def test_priors_json_round_trip(faithful):
     priors = GMMPriors.from_data(faithful, weights_concentration=2.0)
     assert GMMPriors.from_json(priors.to_json()) == priors
+    ig = GMMPriors.from_data(faithful, sd_prior="inverse_gamma", n_components=2)
+    assert GMMPriors.from_json(ig.to_json()) == ig
+    # results saved before sd_prior existed read back as the HalfNormal they were
+    old = {k: v for k, v in json.loads(priors.to_json()).items() if k in ("lkj_eta", "sd_scale")}
+    assert GMMPriors.from_json(json.dumps(old)).sd_prior == "halfnormal"
 
 
 def test_em_incompatible_with_model(faithful):

@@ -19,6 +19,7 @@ from scipy.special import logsumexp
 from bayesgmm.validation import (
     FIXED_TRUTH,
     SBC_PRIORS,
+    SBC_PRIORS_IG,
     Fitter,
     PosteriorFit,
     SamplerSettings,
@@ -61,6 +62,7 @@ TINY = SamplerSettings(draws=100, tune=150, chains=2)
             means_scale=(0.5, 4.0),
             sd_scale=(2.0, 0.3),
         ),
+        dataclasses.replace(SBC_PRIORS_IG, sd_scale=(2.0, 0.3), var_shape=2.5),
     ],
 )
 def test_prior_draws_follow_the_documented_priors(priors):
@@ -73,7 +75,11 @@ def test_prior_draws_follow_the_documented_priors(priors):
         checks.append(
             (draws["means"][:, :, j].ravel(), stats.norm(p.means_loc[j], p.means_scale[j]).cdf)
         )
-        checks.append((stds[:, :, j].ravel(), stats.halfnorm(scale=p.sd_scale[j]).cdf))
+        if p.sd_prior == "halfnormal":
+            checks.append((stds[:, :, j].ravel(), stats.halfnorm(scale=p.sd_scale[j]).cdf))
+        else:
+            variance = stats.invgamma(p.var_shape, scale=p.sd_scale[j] ** 2)
+            checks.append((stds[:, :, j].ravel() ** 2, variance.cdf))
     corr = draws["covariances"][:, :, 0, 1] / (stds[:, :, 0] * stds[:, :, 1])
     checks.append(((corr.ravel() + 1) / 2, stats.beta(p.lkj_eta, p.lkj_eta).cdf))  # LKJ, D=2
     for values, cdf in checks:

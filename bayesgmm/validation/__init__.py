@@ -67,7 +67,15 @@ from .ranks import (
     thin_indices,
 )
 from .sbc import SBCResult, run_sbc, sbc_simulation, summarize_sbc
-from .simulation import FIXED_TRUTH, SBC_PRIORS, Simulation, draw_prior, simulate
+from .simulation import (
+    FIXED_TRUTH,
+    SBC_PRIORS,
+    SBC_PRIORS_IG,
+    STUDY_PRIORS,
+    Simulation,
+    draw_prior,
+    simulate,
+)
 from .study import N_TEST_FAMILIES as N_TEST_FAMILIES
 from .study import run_validation
 from .uniformity import LEVELS as LEVELS
@@ -78,6 +86,8 @@ __all__ = [
     "EM_SETTINGS",
     "FIXED_TRUTH",
     "SBC_PRIORS",
+    "SBC_PRIORS_IG",
+    "STUDY_PRIORS",
     "Fitter",
     "PosteriorFit",
     "SBCResult",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .fitting import SamplerSettings
 from .output import format_summary
+from .simulation import STUDY_PRIORS
 from .study import run_validation
 
 
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
         help="NUTS target acceptance (default: the package's rule, as BayesianGMM runs it)",
     )
     parser.add_argument("--chains", type=int, default=SamplerSettings.chains)
+    parser.add_argument(
+        "--sd-prior",
+        choices=sorted(STUDY_PRIORS),
+        default="halfnormal",
+        help="prior of the component standard deviations, of simulator and model alike",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="overall level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
@@ -84,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chains=args.chains,
             target_accept=args.target_accept,
         ),
+        priors=STUDY_PRIORS[args.sd_prior],
         alpha=args.alpha,
         random_seed=args.seed,
         progressbar=not args.no_progress,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,13 @@ SBC_PRIORS = GMMPriors(
     weights_concentration=1.0, lkj_eta=2.0, means_loc=0.0, means_scale=3.0, sd_scale=1.0
 )
 """The fixed priors of the calibration study (not data-scaled: the prior must not see the data)."""
+
+SBC_PRIORS_IG = replace(SBC_PRIORS, sd_prior="inverse_gamma")
+"""The study's priors with each variance ``~ InvGamma(3/2, 1)`` (``sd_scale`` 1: the variance's
+median 0.85, near the HalfNormal(1)'s 0.45 for ``s^2``, with a heavier right tail)."""
+
+STUDY_PRIORS = {"halfnormal": SBC_PRIORS, "inverse_gamma": SBC_PRIORS_IG}
+"""The study's priors by ``sd_prior`` (``python -m bayesgmm.validation --sd-prior``)."""
 
 FIXED_TRUTH = {
     "weights": [0.4, 0.6],

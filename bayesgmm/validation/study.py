@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import progress_bar
+from ..priors import GMMPriors
 from .coverage import truth_coverage
 from .fitting import Fitter, FitterLike, SamplerSettings
 from .output import write_outputs
@@ -53,6 +54,7 @@ def run_validation(
     n_samples: int = 100,
     settings: SamplerSettings | None = None,
     fitter: FitterLike | None = None,
+    priors: GMMPriors = SBC_PRIORS,
     alpha: float = 0.05,
     random_seed: int = 0,
     progressbar: bool = True,
@@ -73,7 +75,10 @@ def run_validation(
     n_samples : int
     settings : SamplerSettings, optional
     fitter : optional
-        Replaces the default :class:`Fitter` (with :data:`SBC_PRIORS` and ``settings``).
+        Replaces the default :class:`Fitter` (with ``priors`` and ``settings``).
+    priors : GMMPriors
+        Of the simulator (and of the default fitter): :data:`SBC_PRIORS`, or
+        :data:`SBC_PRIORS_IG` for the inverse-gamma prior on the variances.
     alpha : float
     random_seed : int
     progressbar : bool
@@ -93,10 +98,15 @@ def run_validation(
     """
     start = time.perf_counter()
     if fitter is None:
-        fitter = Fitter(n_samples, 2, 2, priors=SBC_PRIORS, settings=settings)
+        fitter = Fitter(n_samples, 2, 2, priors=priors, settings=settings)
     with progress_bar(n_simulations + n_datasets, "validation", enabled=progressbar) as bar:
         sbc = run_sbc(
-            n_simulations, n_samples=n_samples, fitter=fitter, random_seed=random_seed, tracker=bar
+            n_simulations,
+            n_samples=n_samples,
+            priors=priors,
+            fitter=fitter,
+            random_seed=random_seed,
+            tracker=bar,
         )
         coverage = truth_coverage(
             n_datasets,

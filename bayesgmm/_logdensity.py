@@ -256,6 +256,13 @@ class LogDensity:
         return self.spec.standardised_priors
 
     @property
+    def bounded_at_ties(self) -> bool:
+        """Whether the posterior stays bounded where a component collapses onto tied rows: the
+        inverse-gamma prior's ``exp(-c^2 / s^2)`` beats the likelihood's ``s^-m`` (the
+        HalfNormal does not)."""
+        return self.priors.sd_prior == "inverse_gamma"
+
+    @property
     def n_dim(self) -> int:
         """Length of the unconstrained vector."""
         k, d = self.n_components, self.n_features

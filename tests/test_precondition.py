@@ -11,7 +11,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from bayesgmm import EMGaussianMixture, build_model, load_faithful, sample_posterior
+from bayesgmm import EMGaussianMixture, GMMPriors, build_model, load_faithful, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import (
     CAREFUL_TARGET_ACCEPT,
@@ -21,6 +21,7 @@ from bayesgmm._precondition import (
     Laplace,
     _factor,
     default_target_accept,
+    find_mode,
     hessian,
     laplace,
     whitened_density,
@@ -29,9 +30,14 @@ from bayesgmm.datasets import simulate_mixture
 from bayesgmm.sampling import _flat_start, _kernel_compiled
 
 
-@pytest.fixture(scope="module", params=["full", "diag"])
+@pytest.fixture(
+    scope="module",
+    params=[("full", "halfnormal"), ("diag", "halfnormal"), ("full", "inverse_gamma")],
+    ids=["full", "diag", "full-inverse_gamma"],
+)
 def setup(request):
-    """A correlated two-component data set, its model, density, EM start and Laplace fit."""
+    """A correlated two-component data set, its model, density, EM start and Laplace fit
+    (the MAP under either prior on the standard deviations)."""
     sim = simulate_mixture(
         150,
         weights=[0.6, 0.4],
@@ -43,9 +49,10 @@ def setup(request):
         random_state=11,
     )
     X = np.ascontiguousarray(sim.X)
-    cov_type = request.param
+    cov_type, sd_prior = request.param
     em = EMGaussianMixture(2, covariance_type=cov_type, random_state=0).fit(X)
-    model = build_model(X, 2, covariance_type=cov_type)
+    priors = GMMPriors.from_data(X, sd_prior=sd_prior, n_components=2)
+    model = build_model(X, 2, covariance_type=cov_type, priors=priors)
     density = log_density_for(model)
     start = _flat_start(model, em)
     return model, em, density, X, start, laplace(density, X, start)
@@ -59,6 +66,49 @@ def test_mode_is_a_stationary_point_above_the_start(setup):
     assert logp >= density(start, X)[0]
     assert np.abs(grad).max() < 1e-4
     assert approx.n_gradients > 0
+
+
+def test_the_inverse_gamma_prior_gives_tied_rows_a_mode():
+    """60 rows share x2 = 0 (zero-inflated, as Ba in MASS's fgl). Under HalfNormal priors the
+    posterior is unbounded there and the search from EM's collapsed fit reaches no stationary
+    point; under the inverse-gamma prior on the variances it ends at the MAP, where the tied
+    component's sd solves the stationary equation ``s^2 = (2 c^2 + S) / (n_k + 2 a)``, with
+    ``n_k = sum_n r_nk`` and ``S = sum_n r_nk (x_n2 - mu_k2)^2`` (about 60 and 0) on the
+    standardised scale (responsibilities from SciPy's normal densities)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    tied = np.c_[rng.normal(0.0, 1.0, 60), np.zeros(60)]
+    other = np.c_[rng.normal(4.0, 1.0, 60), rng.normal(3.0, 1.0, 60)]
+    X = np.ascontiguousarray(np.r_[tied, other])
+    with pytest.warns(UserWarning, match="Collapsed component"):
+        em = EMGaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    found = {}
+    for sd_prior in ("halfnormal", "inverse_gamma"):
+        priors = GMMPriors.from_data(X, sd_prior=sd_prior, n_components=2)
+        model = build_model(X, 2, covariance_type="diag", priors=priors)
+        density = log_density_for(model)
+        start = _flat_start(model, em)
+        mode, _, _, _ = find_mode(density, X, start)
+        found[sd_prior] = (density, mode, np.abs(density(mode, X)[1]).max())
+    assert found["halfnormal"][2] > 1.0  # no stationary point
+    density, mode, gradient = found["inverse_gamma"]
+    assert gradient < 1e-8
+    # far above EM's collapsed estimate, and trusted: the density is bounded at ties
+    assert density(mode, X)[0] - density(start, X)[0] > density.n_dim
+    approx = laplace(density, X, start)
+    assert approx.kind == "laplace"
+    np.testing.assert_allclose(approx.mode, mode, atol=1e-6)
+    post = density.posterior(mode[None, None], model.coords).isel(chain=0, draw=0)
+    weights, means, sds = (post[name].values for name in ("weights", "means", "stds"))
+    z = density.scaling.transform(X)
+    joint = weights * norm.pdf(z[:, None, :], means, sds).prod(axis=2)
+    r = joint / joint.sum(axis=1, keepdims=True)
+    k = int(np.argmin(sds[:, 1]))
+    n_k, spread = r[:, k].sum(), r[:, k] @ (z[:, 1] - means[k, 1]) ** 2
+    c_z, a = density.priors.sd_scale[1], density.priors.var_shape
+    assert 59.0 < n_k < 61.0
+    np.testing.assert_allclose(sds[k, 1] ** 2, (2 * c_z**2 + spread) / (n_k + 2 * a), rtol=1e-8)
 
 
 def test_hessian_of_a_quadratic_is_exact(rng):

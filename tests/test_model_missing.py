@@ -25,7 +25,7 @@ from bayesgmm import EMGaussianMixture, GMMPriors, build_model
 from bayesgmm._families import family_cholesky
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._units import to_data_units
-from bayesgmm.model import model_spec, observed_rows
+from bayesgmm.model import default_priors, model_spec, observed_rows
 
 from .test_logdensity import PYTHON, _split, assert_equals_pymc
 
@@ -64,12 +64,16 @@ def _likelihood_of_kernel(density, rows, x) -> float:
     return density(x, rows)[0] - density(x, one)[0] + _oracle(one, None, density, x)
 
 
-@pytest.mark.parametrize("cov_type", COV_TYPES)
-def test_kernel_equals_pymc_with_missing_cells_and_weights(cov_type, rng):
+@pytest.mark.parametrize(
+    ("cov_type", "sd_prior"),
+    [(c, "halfnormal") for c in COV_TYPES] + [("full", "inverse_gamma"), ("EII", "inverse_gamma")],
+)
+def test_kernel_equals_pymc_with_missing_cells_and_weights(cov_type, sd_prior, rng):
     X = _holes(rng)
     weight = rng.integers(0, 4, size=X.shape[0]).astype(float)
     weight[:4] = 1.0
-    model = build_model(X, 2, covariance_type=cov_type, sample_weight=weight)
+    priors = default_priors(X, weight, sd_prior=sd_prior, n_components=2)
+    model = build_model(X, 2, covariance_type=cov_type, sample_weight=weight, priors=priors)
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     assert_equals_pymc(model, density, rows, rng, points=3, spread=0.6)

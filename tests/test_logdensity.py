@@ -160,13 +160,17 @@ def test_a_changed_model_is_not_evaluated_by_the_kernel():
     assert idata.posterior.sizes["draw"] == 30
 
 
-@pytest.mark.parametrize("cov_type", ["full", "diag"])
-def test_kernel_and_jax_backends_draw_the_same_chain(cov_type):
+@pytest.mark.parametrize(
+    ("cov_type", "sd_prior"),
+    [("full", "halfnormal"), ("diag", "halfnormal"), ("full", "inverse_gamma")],
+)
+def test_kernel_and_jax_backends_draw_the_same_chain(cov_type, sd_prior):
     """Same model, start and seed: nutpie takes the same steps whichever backend evaluates the
     density, and both produce the same results layout."""
     X = np.asarray(load_faithful())
     em = EMGaussianMixture(2, covariance_type=cov_type, random_state=0).fit(X)
-    model = build_model(X, 2, covariance_type=cov_type)
+    priors = GMMPriors.from_data(X, sd_prior=sd_prior, n_components=2)
+    model = build_model(X, 2, covariance_type=cov_type, priors=priors)
     run = dict(draws=40, tune=60, chains=2, random_seed=5, progressbar=False, check=False)
     run["precondition"] = "none"  # the kernel unwhitened, as the graph is sampled
     kernel = sample_posterior(model, em, **run)

@@ -312,6 +312,31 @@ def test_run_validation_writes_json_and_png(tmp_path, prior_pool):
     assert results["coverage"]["pooled_rate"] == 1.0 and results["passed"] is False
 
 
+def test_the_study_draws_from_the_chosen_prior(prior_pool, monkeypatch):
+    """``--sd-prior inverse_gamma`` gives simulator and default fitter the inverse-gamma
+    priors (the truths differ from the HalfNormal study's at the same seed)."""
+    import bayesgmm.validation.cli as cli
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_validation", capture)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--sd-prior", "inverse_gamma", "--no-progress"])
+    assert seen["priors"] == SBC_PRIORS_IG
+    truths = {}
+    for priors in (SBC_PRIORS, SBC_PRIORS_IG):
+        results = run_validation(
+            3, n_datasets=2, fitter=PriorFitter(prior_pool), priors=priors, progressbar=False
+        )
+        assert results["sbc"]["settings"]["priors"]["sd_prior"] == priors.sd_prior
+        truths[priors.sd_prior] = results["sbc"]["simulations"][0]["truth"]["covariances"]
+    assert truths["halfnormal"] != truths["inverse_gamma"]
+
+
 # -- the real fitter -------------------------------------------------------------------------------
 
 

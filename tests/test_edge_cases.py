@@ -72,6 +72,17 @@ def test_priors_from_tiny_data_are_not_constant(faithful):
         np.asarray(priors.sd_scale) / 1e-200, faithful.std(ddof=0).to_numpy(), rtol=1e-12
     )
     assert np.all(np.isfinite(GMMPriors.from_data(faithful * 1e200).means_scale))
+    # the inverse-gamma's scale is kept as a standard deviation: no variance to overflow
+    unit = GMMPriors.from_data(faithful, sd_prior="inverse_gamma", n_components=3)
+    for factor in (1e-200, 1e200):
+        scaled = GMMPriors.from_data(faithful * factor, sd_prior="inverse_gamma", n_components=3)
+        np.testing.assert_allclose(np.asarray(scaled.sd_scale) / factor, unit.sd_scale, rtol=1e-12)
+        loc, scale = faithful.mean().to_numpy() * factor, faithful.std(ddof=0).to_numpy() * factor
+        np.testing.assert_allclose(
+            scaled.standardised(loc, scale).sd_scale,
+            unit.standardised(loc / factor, scale / factor).sd_scale,
+            rtol=1e-12,
+        )
 
 
 def test_one_component_fits_and_summarises(faithful):

@@ -52,6 +52,7 @@ __all__ = [
     "record_modes",
     "same_optimum",
     "start_assignment",
+    "warn_modes",
 ]
 
 _PARAMETER_TOLERANCE = 0.05  # standardised units: far above EM's convergence, far below a mode
@@ -390,11 +391,21 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
                 "chains": np.flatnonzero(modes == m).tolist(),
                 "mean_log_likelihood": float(totals[modes == m].mean()),
                 "stacking_weight": float(weights[f"mode {m}"]),
-                "max_r_hat": float(params["r_hat"].max()),
-                "min_ess_bulk": float(params["ess_bulk"].min()),
+                **_gate_values(tree, params),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _gate_values(tree: Tree, params: pd.DataFrame) -> dict:
+    """The convergence gates' values over the draws of ``tree`` (one mode's)."""
+    stats = get_group(tree, "sample_stats")
+    return {
+        "max_r_hat": float(params["r_hat"].max()),
+        "min_ess_bulk": float(params["ess_bulk"].min()),
+        "min_ess_tail": float(params["ess_tail"].min()),
+        "divergences": int(stats["diverging"].sum()) if "diverging" in stats else 0,
+    }
 
 
 def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame | None:
@@ -435,28 +446,33 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     _relabel_within(idata, modes)
     table = _table(idata, modes)
     set_attrs(idata, {"modes": table.to_dict(orient="records")})
-    if not warn:
-        return table
+    if warn:
+        warn_modes(table, stacklevel=stacklevel)
+    return table
+
+
+def warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
+    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`."""
     described = "; ".join(
         f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
         for r in table.itertuples()
     )
     warnings.warn(
-        f"The chains ended in {n_modes} different modes (not label switches of one another; "
+        f"The chains ended in {len(table)} different modes (not label switches of one another; "
         f"{described}). R-hat over all chains fails for that reason and summaries over all "
         "chains average over the modes: read each mode on its own (mode_table(), "
         "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)).",
         SamplingWarning,
-        stacklevel=stacklevel,
+        stacklevel=stacklevel + 1,
     )
-    return table
 
 
 def mode_table(idata: Tree) -> pd.DataFrame:
     """The modes of a run: one row per mode.
 
     Columns ``mode``, ``chains``, ``mean_log_likelihood``, ``stacking_weight`` (Yao, Vehtari
-    & Gelman 2022; 1 for a single mode), ``max_r_hat`` and ``min_ess_bulk`` (within the mode).
+    & Gelman 2022; 1 for a single mode), ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail``
+    and ``divergences`` (within the mode).
 
     Parameters
     ----------
@@ -484,7 +500,6 @@ def mode_table(idata: Tree) -> pd.DataFrame:
         "chains": list(range(modes.size)),
         "mean_log_likelihood": float(totals.mean()),
         "stacking_weight": 1.0,
-        "max_r_hat": float(params["r_hat"].max()),
-        "min_ess_bulk": float(params["ess_bulk"].min()),
+        **_gate_values(idata, params),
     }
     return pd.DataFrame([row])

@@ -27,14 +27,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
 from . import _drift as drift
+from . import _followup as followup
 from . import _precondition as pre
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
-from ._idata import Tree, get_group, replace_group, set_attrs
+from ._idata import Tree, get_attr, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
@@ -42,7 +44,7 @@ from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
-from .modes import record_modes, sample_groups
+from .modes import record_modes, sample_groups, warn_modes
 from .priors import GMMPriors
 from .start import em_initial_point, em_initial_values
 
@@ -305,7 +307,9 @@ def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, pr
     return idata, get_group(idata, "posterior").sizes["draw"] < draws
 
 
-def _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition) -> None:
+def _check_arguments(
+    sampler, backend, draws, tune, chains, target_accept, precondition, max_draws=None
+) -> None:
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
     check_choice("precondition", precondition, pre.PRECONDITIONS)
@@ -315,6 +319,11 @@ def _check_arguments(sampler, backend, draws, tune, chains, target_accept, preco
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if target_accept is not None and not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
+    if max_draws is not None and (not isinstance(max_draws, int | np.integer) or max_draws < draws):
+        raise ValueError(
+            f"max_draws must be None or an integer >= draws ({draws}), got {max_draws!r} "
+            "(max_draws=draws turns follow-up runs off)."
+        )
 
 
 def sample_posterior(
@@ -334,6 +343,7 @@ def sample_posterior(
     check: bool = True,
     starts: list[EMGaussianMixture] | None = None,
     precondition: str = "laplace",
+    max_draws: int | None = None,
 ) -> Tree:
     """Sample the mixture with NUTS, every chain starting at the EM estimate (or at one of
     several EM optima, ``starts``; or at the posterior mode found from it, see
@@ -391,6 +401,16 @@ def sample_posterior(
         ``left_mode`` check record it). ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).
         Other backends ignore it.
+    max_draws : int, optional
+        The most draws per chain follow-up runs may bring the run to (``backend="kernel"``,
+        :mod:`bayesgmm._followup`): when the chains are in one mode without divergences but
+        R-hat is mildly above 1.01 or the bulk or tail ESS below 400, every chain continues
+        from its last draw, sized from the ESS per draw so far; when they ended in several
+        modes of which some has fewer than 2 chains or fails R-hat within itself, each mode
+        gets 2 new chains (at most ``2 * chains`` chains of ``draws`` draws, replacing the
+        first run's). ``posterior.attrs["follow_up"]`` records what ran. None (default):
+        ``3 * draws``; ``max_draws=draws`` turns follow-up runs off (per-mode reruns need
+        ``max_draws >= 2 * draws``).
 
     Returns
     -------
@@ -421,7 +441,7 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition)
+    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition, max_draws)
     spec = model_spec(model)
     if spec is None:
         raise ValueError(
@@ -470,12 +490,17 @@ def sample_posterior(
                 "sampling was interrupted before any draw was finished (still tuning): "
                 "nothing to keep"
             )
-        if kernel:
-            _decode_kernel_draws(idata, log_density_for(model), model.coords)
-        switched = label_switching_summary(
-            finish(idata, model, em, spec.scaling, is_standardised=kernel)
-        )
-        record_modes(idata, warn=check, stacklevel=3)
+        results = functools.partial(_results, model=model, em=em, kernel=kernel)
+        raw, (idata, switched) = idata, results(idata)
+        if kernel and not interrupted:
+            compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
+            idata, switched, followed = followup.follow_up(
+                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
+            )
+            restarted.update(followed)
+        table = get_attr(idata, "modes")
+        if check and table:
+            warn_modes(pd.DataFrame(table), stacklevel=3)
     set_attrs(
         idata,
         {
@@ -508,6 +533,18 @@ def _quiet_arviz() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
         yield
+
+
+def _results(raw: Tree, *, model: pm.Model, em: EMGaussianMixture, kernel: bool) -> tuple:
+    """Finished results of a copy of the sampler's raw output, with the chains' modes
+    recorded (no warning yet): ``(results, label switching summary)``."""
+    idata = raw.copy(deep=True)
+    if kernel:
+        _decode_kernel_draws(idata, log_density_for(model), model.coords)
+    scaling = model_spec(model).scaling
+    switched = label_switching_summary(finish(idata, model, em, scaling, is_standardised=kernel))
+    record_modes(idata, warn=False)
+    return idata, switched
 
 
 def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree, bool]:

@@ -173,7 +173,7 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
 
     monkeypatch.setattr(sampling_module, "_kernel_laplace", raised)
     monkeypatch.setattr(sampling_module, "_kernel_compiled", recording)
-    fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1)
+    fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1, max_draws=100)
     with pytest.warns(SamplingWarning, match="left_mode"):
         fit.fit(X)
     assert [p.kind for p in points[1:]] == ["draws"] * 4  # the first run's, then one a chain

@@ -1,0 +1,347 @@
+"""Follow-up runs after sampling, so results meet the convergence gates rather than only warn.
+
+Two cases are followed up, on the E-step kernel path (whose whitening bayesgmm controls):
+
+**Extension** (:func:`extension_plan`, :func:`continue_chains`). The chains are in one mode,
+without divergences and without a chain that moved while it drew, and R-hat is at most
+:data:`MILD_R_HAT`, but R-hat is above its gate or the smallest bulk or tail ESS below 400:
+every chain draws more, sized from the ESS per draw measured so far (with a margin), up to
+``max_draws`` per chain in all, in at most :data:`ROUNDS` rounds.
+
+nutpie 0.16.11 (nuts-rs 0.18.3) cannot resume a chain with its tuned step size and metric:
+``sample`` takes no mass matrix (``DiagAdaptStrategy::init`` always starts it from the
+gradient at the initial point), ``tune=0`` fails an assertion (``early_end < num_tune`` in
+``GlobalStrategy::new``), and only the step size can be fixed
+(``StepSizeAdaptMethod::Fixed``). So each chain runs again from its last draw, whitened by the
+covariance of its own draws (:func:`bayesgmm._drift.restart_points`: dense, so usually a better
+metric than the curvature at the mode), after a short re-tune (:data:`RETUNE` steps, discarded),
+and the kept draws are appended to the chain's.
+
+The joined chain is a valid sample: both parts are draws of NUTS kernels that leave the
+posterior invariant, the second part starts where the first ended (a draw of the posterior, as
+the first part is in one mode with R-hat near 1), and its kept draws use a fixed kernel (the
+re-tune only chooses it). Only the autocorrelation changes at the join, which the ESS estimate
+absorbs (the joined chain's ESS is about the sum of the parts'). Deciding to draw more from the
+ESS seen so far is the usual practice; with chains in one mode its effect on the estimates is
+far below their Monte Carlo error.
+
+**Per-mode reruns** (:func:`modes_to_rerun`, :func:`rerun_modes`). The chains ended in several
+modes (:func:`bayesgmm.modes.find_modes`) and some mode holds fewer than two chains or fails
+the R-hat gate within itself (a chain that crossed between modes while it drew): the chains
+are grouped by where they *ended* (the modes of their last quarters), and each group gets two
+new chains, started at the last draws of (up to two of) its chains and whitened by the
+covariance of those chains' last quarters. The new chains replace the first run's, so that
+every mode found in them has its own R-hat and ESS, and the stacking weights are recomputed
+on their draws. The cost is bounded: at most ``2 * chains`` chains of ``tune + draws`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import xarray as xr
+
+from ._drift import restart_points, run_parallel
+from ._idata import Tree, get_attr, get_group, new_tree
+from .diagnostics import GATES, log_likelihood_drift, parameter_diagnostics
+
+__all__ = [
+    "MARGIN",
+    "MILD_R_HAT",
+    "RETUNE",
+    "ROUNDS",
+    "concat_draws",
+    "continue_chains",
+    "extension_plan",
+    "modes_to_rerun",
+    "rerun_modes",
+]
+
+# R-hat up to this counts as Monte Carlo noise that more draws shrink; above it the chains
+# disagree (other modes, a chain stuck), which more draws of the same chains do not fix
+MILD_R_HAT = 1.05
+# re-tuning steps of a continued chain (whitened by its own draws' covariance, the metric
+# needs little adapting; nuts-rs needs a few dozen for its step size and early windows)
+RETUNE = 100
+# draws planned for this many times the ESS the gates ask for (the ESS estimate is noisy)
+MARGIN = 1.25
+# at most this many extensions (each re-tunes; a second one when the first fell short)
+ROUNDS = 2
+# the fewest extra draws per chain worth a re-tune
+_MIN_EXTRA = 100
+
+
+def _gates(idata: Tree) -> dict:
+    """Worst R-hat, smallest bulk and tail ESS over parameters, divergences, whether a chain
+    drifted while it drew, and the number of modes."""
+    params = parameter_diagnostics(idata)
+    stats = get_group(idata, "sample_stats")
+    drifted = False
+    if get_group(idata, "posterior").sizes["draw"] >= 100:  # as diagnostics' drift row
+        drifted = bool(log_likelihood_drift(idata)["drifted"].any())
+    return {
+        "r_hat": float(params["r_hat"].max()),
+        "ess": float(min(params["ess_bulk"].min(), params["ess_tail"].min())),
+        "divergences": int(stats["diverging"].sum()) if "diverging" in stats else 0,
+        "drifted": drifted,
+        "n_modes": int(get_attr(idata, "n_modes", default=1)),
+    }
+
+
+def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
+    """Extra draws per chain the run needs to meet the R-hat and ESS gates (0: none, or none
+    worth trying), and why.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Finished, relabelled results (after :func:`bayesgmm.modes.record_modes`).
+    max_draws : int
+        The most draws per chain the run may have in all.
+
+    Returns
+    -------
+    (extra, reason)
+        ``extra`` draws per chain; ``reason`` names the failed gates ("" when met) or why the
+        run is not extended.
+    """
+    sizes = get_group(idata, "posterior").sizes
+    chains, draws = sizes["chain"], sizes["draw"]
+    gates = _gates(idata)
+    short = []
+    if not gates["r_hat"] <= GATES["r_hat"]:
+        short.append(f"R-hat {gates['r_hat']:.3f}")
+    if not gates["ess"] >= GATES["ess_bulk"]:
+        short.append(f"ESS {gates['ess']:.0f}")
+    if not short:
+        return 0, ""
+    blocked = {
+        "several modes": gates["n_modes"] > 1,
+        "divergences": gates["divergences"] > 0,
+        "a chain drifted": gates["drifted"],
+        f"R-hat above {MILD_R_HAT}": not gates["r_hat"] <= MILD_R_HAT,
+        "one chain": chains < 2,
+    }
+    reasons = [name for name, hit in blocked.items() if hit]
+    if reasons:
+        return 0, f"{', '.join(short)}; not extended: {', '.join(reasons)}"
+    per_draw = max(gates["ess"], 1.0) / (chains * draws)
+    wanted = int(np.ceil(MARGIN * GATES["ess_bulk"] / (per_draw * chains))) - draws
+    if gates["r_hat"] > GATES["r_hat"]:  # R-hat's noise shrinks with the chains' length
+        wanted = max(wanted, draws)
+    extra = min(max(wanted, _MIN_EXTRA), max_draws - draws)
+    if extra < _MIN_EXTRA:
+        return 0, f"{', '.join(short)}; not extended: max_draws={max_draws} reached"
+    return int(extra), ", ".join(short)
+
+
+def continue_chains(
+    raw: Tree, compile_one: Callable, run: dict, extra: int, round_: int = 1
+) -> Tree | None:
+    """``extra`` more draws of every chain of nutpie's raw results, appended to them.
+
+    Each chain restarts at its last draw, whitened by the covariance of the second half of
+    its draws (unconstrained; :func:`bayesgmm._drift.restart_points`), with :data:`RETUNE`
+    tuning steps. Returns None when Ctrl-C stopped the extension (the caller keeps ``raw``).
+    """
+    flat = _flat(raw)
+    runs = []
+    for c, point in enumerate(restart_points(flat)):
+        seed = (int(run["seed"]) + 15485863 * round_ + 7907 * (c + 1)) % 2**31
+        start = dataclasses.replace(point, mode=flat[c, -1])
+        runs.append(_one_chain(compile_one, start, run, seed, extra, RETUNE))
+    try:
+        more = run_parallel(runs)
+    except KeyboardInterrupt:
+        return None
+    return concat_draws(raw, _chains(more))
+
+
+def _flat(raw: Tree) -> np.ndarray:
+    """The unconstrained draws ``(chain, draw, n_dim)`` of nutpie's raw kernel results."""
+    return get_group(raw, "posterior")["unconstrained_point"].transpose("chain", "draw", ...).values
+
+
+def _one_chain(compile_one, point, run: dict, seed: int, draws: int, tune: int) -> Callable:
+    """A function that starts one chain in the background (for :func:`run_parallel`)."""
+    import nutpie
+
+    return lambda: nutpie.sample(
+        compile_one(point),
+        draws=draws,
+        tune=tune,
+        chains=1,
+        seed=seed,
+        target_accept=run["target_accept"],
+        progress_bar=run["progressbar"],
+        save_warmup=False,
+        blocking=False,
+    )
+
+
+def _chains(trees: list[Tree]) -> Tree:
+    """One-chain results joined along ``chain`` (renumbered)."""
+    from .modes import _concat_chains  # modes imports the diagnostics, which import _drift
+
+    return _concat_chains(trees)
+
+
+def concat_draws(first: Tree, second: Tree) -> Tree:
+    """Each chain's draws of ``second`` appended to its draws in ``first`` (``draw``
+    renumbered from 0); variables without a ``draw`` dim (``sample_stats["start"]``) and
+    groups without one are kept from ``first``.
+
+    Parameters
+    ----------
+    first, second : xarray.DataTree
+        Results with the same chains and variables.
+
+    Returns
+    -------
+    xarray.DataTree
+    """
+    groups = {}
+    for name, node in first.children.items():
+        data = node.to_dataset()
+        if "draw" not in data.dims:
+            groups[name] = data
+            continue
+        with_draw = [v for v in data.data_vars if "draw" in data[v].dims]
+        rest = data.drop_dims("draw")
+        tail = second[name].to_dataset()[with_draw]
+        joined = xr.concat([data[with_draw], tail], dim="draw", combine_attrs="override")
+        joined = joined.assign_coords(draw=np.arange(joined.sizes["draw"]))
+        groups[name] = xr.merge([joined, rest], combine_attrs="override")
+    return new_tree(groups)
+
+
+def follow_up(
+    raw: Tree,
+    finished: tuple,
+    results: Callable[[Tree], tuple],
+    compile_one: Callable,
+    run: dict,
+    max_draws: int,
+) -> tuple[Tree, object, dict]:
+    """Follow a finished run up until it meets the gates, the budget ends or nothing helps.
+
+    Parameters
+    ----------
+    raw : xarray.DataTree
+        nutpie's raw results of the E-step kernel's model (unconstrained draws).
+    finished : tuple
+        ``results(raw)``: the finished results and their label switching summary.
+    results : callable
+        Raw results to ``(finished results, label switching summary)`` (modes recorded).
+    compile_one : callable
+        nutpie's compiled model whitened by a :class:`~bayesgmm._precondition.Laplace`.
+    run : dict
+        The first run's ``draws``, ``tune``, ``chains``, ``seed``, ``target_accept`` and
+        ``progressbar``.
+    max_draws : int
+        The most draws per chain in all.
+
+    Returns
+    -------
+    (results, label switching summary, attrs)
+        ``attrs``: ``follow_up`` (what ran and why, or why nothing did) and
+        ``extended_draws`` (draws added per chain), when there was anything to follow up.
+    """
+    idata, switched = finished
+    done, attrs = [], {}
+    why = modes_to_rerun(idata)
+    if why:
+        groups = ending_groups(idata)
+        if 2 * len(groups) * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
+            done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
+        else:
+            again = rerun_modes(raw, groups, compile_one, run)
+            if again is not None:
+                attrs["first_run_modes"] = get_attr(idata, "modes")
+                raw, (idata, switched) = again, results(again)
+                ended = ", ".join(str(g.tolist()) for g in groups)
+                done.append(
+                    f"{why}: {2 * len(groups)} new chains, 2 for each group of chains that "
+                    f"ended in one mode ({ended})"
+                )
+    for round_ in range(1, ROUNDS + 1):
+        extra, reason = extension_plan(idata, max_draws)
+        if not extra:
+            if reason:
+                done.append(reason)
+            break
+        longer = continue_chains(raw, compile_one, run, extra, round_)
+        if longer is None:  # Ctrl-C: keep what was finished
+            break
+        raw, (idata, switched) = longer, results(longer)
+        done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
+    if not done:
+        return idata, switched, {}
+    added = get_group(idata, "posterior").sizes["draw"] - run["draws"]
+    return idata, switched, {"follow_up": done, "extended_draws": int(added), **attrs}
+
+
+def modes_to_rerun(idata: Tree) -> str:
+    """Why the modes of a run need new chains ("" when they do not): several modes, some
+    with fewer than two chains or an R-hat above its gate within itself."""
+    table = get_attr(idata, "modes")
+    if not table:
+        return ""
+    short = [
+        f"mode {row['mode']}: "
+        + (f"{len(row['chains'])} chain" if len(row["chains"]) < 2 else "")
+        + (f"R-hat {row['max_r_hat']:.3f}" if len(row["chains"]) >= 2 else "")
+        for row in table
+        if len(row["chains"]) < 2 or not row["max_r_hat"] <= GATES["r_hat"]
+    ]
+    return f"{len(table)} modes ({'; '.join(short)})" if short else ""
+
+
+def ending_groups(idata: Tree) -> list[np.ndarray]:
+    """The chains grouped by the mode their last quarter is in (label-invariantly,
+    :func:`bayesgmm.modes.find_modes`), best mean log-likelihood first."""
+    from .modes import find_modes
+
+    n_draws = get_group(idata, "posterior").sizes["draw"]
+    last = idata.isel(draw=slice(n_draws - max(n_draws // 4, 20), None), missing_dims="ignore")
+    ends = find_modes(last)
+    return [np.flatnonzero(ends == m) for m in range(int(ends.max()) + 1)]
+
+
+def rerun_modes(
+    raw: Tree, groups: list[np.ndarray], compile_one: Callable, run: dict
+) -> Tree | None:
+    """Two new chains for each group of chains (:func:`ending_groups`), ``run["draws"]``
+    draws each after ``run["tune"]`` tuning steps, all run at once; None after Ctrl-C.
+
+    A group's new chains start at the last draws of its first two chains (or of its one
+    chain, at its last draw and the draw an eighth of the chain before it), each whitened by
+    the covariance of its source chain's last quarter (unconstrained;
+    :func:`bayesgmm._drift.restart_points`).
+    """
+    flat = _flat(raw)
+    quarter = max(flat.shape[1] // 4, 20)
+    points, seeds = [], []
+    for g, chains in enumerate(groups):
+        sources = (
+            [(chains[0], -1), (chains[1], -1)]
+            if chains.size > 1
+            else [
+                (chains[0], -1),
+                (chains[0], -1 - quarter // 2),
+            ]
+        )
+        for j, (chain, draw) in enumerate(sources):
+            point = restart_points(flat[chain][None, -2 * quarter :])[0]
+            points.append(dataclasses.replace(point, mode=flat[chain, draw]))
+            seeds.append((int(run["seed"]) + 32452843 + 7907 * (2 * g + j + 1)) % 2**31)
+    runs = [
+        _one_chain(compile_one, p, run, s, run["draws"], run["tune"])
+        for p, s in zip(points, seeds, strict=True)
+    ]
+    try:
+        return _chains(run_parallel(runs))
+    except KeyboardInterrupt:
+        return None

@@ -1,0 +1,173 @@
+"""Follow-up runs after sampling (bayesgmm._followup): the extension to the ESS target."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bayesgmm._followup as followup
+from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
+from bayesgmm._idata import get_attr, new_tree
+from bayesgmm.datasets import simulate_mixture
+from bayesgmm.em import EMGaussianMixture
+
+
+def _separated() -> np.ndarray:
+    """Two well separated round clusters, 150 rows."""
+    return simulate_mixture(
+        150,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [6.0, 6.0]],
+        covariances=[np.eye(2), np.eye(2)],
+        random_state=1,
+    ).X
+
+
+def _fit(**options) -> BayesianGMM:
+    options = {"random_seed": 1, "chains": 2, "max_starts": 1, "progressbar": False, **options}
+    return BayesianGMM(2, **options).fit(_separated())
+
+
+def _gates(**changes) -> dict:
+    return {
+        "r_hat": 1.005,
+        "ess": 200.0,
+        "divergences": 0,
+        "drifted": False,
+        "n_modes": 1,
+        **changes,
+    }
+
+
+def _tree(n_chains=2, n_draws=100):
+    return new_tree(
+        {"posterior": xr.Dataset(coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws)})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "extra"),
+    [
+        ({}, 150),  # ESS 1 per draw: 1.25 * 400 / 2 chains = 250 per chain
+        ({"ess": 450.0}, 0),  # gates met
+        ({"ess": 450.0, "r_hat": 1.02}, 100),  # mild R-hat: at least as many again
+        ({"n_modes": 2}, 0),
+        ({"divergences": 1}, 0),
+        ({"drifted": True}, 0),
+        ({"r_hat": 1.2}, 0),  # chains disagree: more of them does not help
+    ],
+)
+def test_the_plan_sizes_from_ess_per_draw_and_skips_what_draws_cannot_fix(
+    monkeypatch, changes, extra
+):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(**changes))
+    planned, reason = followup.extension_plan(_tree(), max_draws=10_000)
+    assert planned == extra
+    assert ("not extended" in reason) == (extra == 0 and reason != "")
+
+
+def test_the_plan_is_capped_by_max_draws(monkeypatch):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates())
+    assert followup.extension_plan(_tree(), max_draws=300) == (150, "ESS 200")
+    planned, reason = followup.extension_plan(_tree(), max_draws=150)  # fewer than 100 left
+    assert planned == 0 and "max_draws=150 reached" in reason
+
+
+def test_concatenated_draws_follow_each_chain_and_keep_draw_free_variables():
+    def tree(offset, n_draws, start):
+        values = offset + np.arange(2 * n_draws * 3, dtype=float).reshape(2, n_draws, 3)
+        posterior = xr.Dataset({"x": (("chain", "draw", "dim"), values)}).assign_coords(
+            chain=[0, 1], draw=np.arange(n_draws)
+        )
+        stats = xr.Dataset(
+            {"diverging": (("chain", "draw"), np.zeros((2, n_draws), bool))}
+        ).assign_coords(chain=[0, 1], draw=np.arange(n_draws))
+        if start:
+            stats["start"] = ("chain", np.array([0, 1]))
+        return new_tree({"posterior": posterior, "sample_stats": stats})
+
+    first, second = tree(0.0, 4, True), tree(1000.0, 3, False)
+    joined = followup.concat_draws(first, second)
+    x = joined["posterior"]["x"]
+    assert x.sizes == {"chain": 2, "draw": 7, "dim": 3}
+    assert joined["posterior"]["draw"].values.tolist() == list(range(7))
+    for c in range(2):
+        np.testing.assert_array_equal(x.values[c, :4], first["posterior"]["x"].values[c])
+        np.testing.assert_array_equal(x.values[c, 4:], second["posterior"]["x"].values[c])
+    assert joined["sample_stats"]["start"].values.tolist() == [0, 1]
+    assert joined["sample_stats"]["diverging"].shape == (2, 7)
+
+
+def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):
+    """150 draws of 2 chains do not give an ESS of 400: every chain continues from its last
+    draw, and its first draws are kept as they were."""
+    seen = {}
+    original = followup.continue_chains
+
+    def recording(raw, compile_one, run, extra, round_=1):
+        def compiled(point):
+            seen.setdefault("starts", []).append(point.mode)
+            return compile_one(point)
+
+        seen.setdefault("raw", raw)
+        out = original(raw, compile_one=compiled, run=run, extra=extra, round_=round_)
+        seen.setdefault("out", out)
+        return out
+
+    monkeypatch.setattr(followup, "continue_chains", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)  # 450 draws may still fall short
+        fit = _fit(draws=150, max_draws=450)
+    flat = followup._flat(seen["raw"])
+    np.testing.assert_array_equal(np.array(seen["starts"][:2]), flat[:, -1])
+    np.testing.assert_array_equal(followup._flat(seen["out"])[:, :150], flat)
+    post = fit.idata_.posterior
+    added = get_attr(fit.idata_, "extended_draws")
+    assert 100 <= added <= 300 and post.sizes["draw"] == 150 + added
+    assert post["draw"].values.tolist() == list(range(150 + added))
+    assert post["chain"].values.tolist() == [0, 1]
+    assert fit.idata_.sample_stats["diverging"].shape == (2, 150 + added)
+    assert fit.idata_.log_likelihood["obs"].shape[:2] == (2, 150 + added)
+    assert "more draws per chain" in get_attr(fit.idata_, "follow_up")[0]
+
+
+def test_falling_short_of_the_target_still_warns_and_returns():
+    """A cap too low for the target: the run is extended as far as allowed, the follow-up
+    record says why it stopped, and the ESS check still warns."""
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=150, max_draws=250)
+    assert fit.idata_.posterior.sizes["draw"] == 250
+    record = get_attr(fit.idata_, "follow_up")
+    assert "more draws per chain" in record[0] and "max_draws=250 reached" in record[-1]
+
+
+def test_a_run_meeting_the_gates_is_not_followed_up(monkeypatch):
+    def refused(runs):
+        raise AssertionError("no follow-up run expected")
+
+    monkeypatch.setattr(followup, "run_parallel", refused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        fit = _fit(draws=1000)
+    assert fit.idata_.posterior.sizes["draw"] == 1000
+    assert get_attr(fit.idata_, "follow_up") is None
+
+
+def test_max_draws_equal_to_draws_turns_follow_ups_off(monkeypatch):
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=100, max_draws=100)
+    assert fit.idata_.posterior.sizes["draw"] == 100
+
+
+@pytest.mark.parametrize("bad", [50, 2.5, "300"])
+def test_bad_max_draws_is_refused_before_sampling(bad):
+    X = _separated()
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="max_draws must be"):
+        sample_posterior(build_model(X, 2), em, draws=100, max_draws=bad)
+    with pytest.raises(ValueError, match="max_draws must be"):
+        BayesianGMM(2, draws=100, max_draws=bad).fit(X)

@@ -32,14 +32,8 @@ def _fit(**options) -> BayesianGMM:
 
 
 def _gates(**changes) -> dict:
-    return {
-        "r_hat": 1.005,
-        "ess": 200.0,
-        "divergences": 0,
-        "drifted": False,
-        "n_modes": 1,
-        **changes,
-    }
+    gates = {"r_hat": 1.005, "ess": 200.0, "n_modes": 1, "divergences": 0}
+    return {**gates, "drifted": False, **changes}
 
 
 def _tree(n_chains=2, n_draws=100):
@@ -54,6 +48,7 @@ def _tree(n_chains=2, n_draws=100):
         ({}, 150),  # ESS 1 per draw: 1.25 * 400 / 2 chains = 250 per chain
         ({"ess": 450.0}, 0),  # gates met
         ({"ess": 450.0, "r_hat": 1.02}, 100),  # mild R-hat: at least as many again
+        ({"ess": 100.0}, 400),  # ESS 0.5 per draw: 500 draws per chain in all
         ({"n_modes": 2}, 0),
         ({"divergences": 1}, 0),
         ({"drifted": True}, 0),
@@ -171,3 +166,44 @@ def test_bad_max_draws_is_refused_before_sampling(bad):
         sample_posterior(build_model(X, 2), em, draws=100, max_draws=bad)
     with pytest.raises(ValueError, match="max_draws must be"):
         BayesianGMM(2, draws=100, max_draws=bad).fit(X)
+
+
+# ----------------------------------------------------------------------------- modes
+def _mirrored() -> np.ndarray:
+    """Two mirrored halves: two EM optima of equal likelihood that split the data differently
+    (as tests/test_modes.py)."""
+    rng = np.random.default_rng(3)
+    side = rng.normal(size=(60, 2)) + np.array([6.0, 0.0])
+    middle = rng.normal(size=(30, 2))
+    return np.concatenate([side, -side, middle, -middle])
+
+
+def _three_chains(**options) -> BayesianGMM:
+    """3 chains round robin over the 2 optima: one mode holds a single chain."""
+    run = {"random_seed": 2, "draws": 150, "tune": 200, "chains": 3, "progressbar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return BayesianGMM(2, **run, **options).fit(_mirrored())
+
+
+def test_a_mode_with_one_chain_gets_two_new_chains_per_mode():
+    fit = _three_chains()
+    first = get_attr(fit.idata_, "first_run_modes")
+    assert sorted(len(row["chains"]) for row in first) == [1, 2]
+    record = get_attr(fit.idata_, "follow_up")
+    assert "1 chain" in record[0] and "4 new chains" in record[0]
+    post = fit.idata_.posterior
+    assert post.sizes["chain"] == 4 and post["chain"].values.tolist() == [0, 1, 2, 3]
+    assert fit.idata_.log_likelihood["obs"].shape[:2] == (4, post.sizes["draw"])
+    table = fit.modes()
+    assert [len(c) for c in table["chains"]] == [2, 2]  # each mode has its own R-hat
+    assert table["max_r_hat"].notna().all() and table["min_ess_tail"].notna().all()
+    np.testing.assert_allclose(table["stacking_weight"].sum(), 1.0, atol=1e-6)
+    assert table["stacking_weight"].between(0.2, 0.8).all()  # mirrored: equal weight
+
+
+def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypatch):
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
+    fit = _three_chains(max_draws=150)
+    assert sorted(len(c) for c in fit.modes()["chains"]) == [1, 2]
+    assert get_attr(fit.idata_, "first_run_modes") is None

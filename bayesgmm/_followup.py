@@ -30,13 +30,17 @@ far below their Monte Carlo error.
 
 **Per-mode reruns** (:func:`modes_to_rerun`, :func:`rerun_modes`). The chains ended in several
 modes (:func:`bayesgmm.modes.find_modes`) and some mode holds fewer than two chains or has an
-R-hat above :data:`MILD_R_HAT` within itself (a chain that crossed between modes while it
-drew): the chains are grouped by where they *ended* (the modes of their last quarters), and
-each group gets two new chains, started at the last draws of (up to two of) its chains and
-whitened by the covariance of those chains' last quarters. The new chains replace the first
-run's, so that every mode found in them has its own R-hat and ESS, and the stacking weights
-are recomputed on their draws (an extension follows only if they all end in one mode). The
-cost is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
+R-hat above :data:`MILD_R_HAT` within itself, or a chain moved to another region while it drew
+(MASS geyser K=3: a chain crossed at draw ~707; MASS crabs K=3: a chain fell 43 nats of
+log-likelihood at draw ~350 to where another chain sat throughout, only 16 nats lower in log
+posterior density, 2.7 sds of the Laplace typical set, so :mod:`bayesgmm._drift` let it be,
+and its spread joined both regions into one mode with R-hat 1.55): the chains are grouped by
+where they *ended* (the modes of their last quarters), and each group gets new chains (the
+``chains`` shared out, at least two each), started at the last draws of its chains and
+whitened by the covariance of their last quarters. The new chains replace the first run's, so
+that every mode found in them has its own R-hat and ESS, and the stacking weights are
+recomputed on their draws (an extension follows only if they all end in one mode). The cost
+is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
-from ._drift import restart_points, run_parallel
+from ._drift import concat_chains, restart_points, run_parallel
 from ._idata import Tree, get_attr, get_group, new_tree
 from .diagnostics import GATES, log_likelihood_drift, parameter_diagnostics
 
@@ -160,7 +164,7 @@ def continue_chains(
         more = run_parallel(runs)
     except KeyboardInterrupt:
         return None
-    return concat_draws(raw, _chains(more))
+    return concat_draws(raw, concat_chains(more))
 
 
 def _flat(raw: Tree) -> np.ndarray:
@@ -183,13 +187,6 @@ def _one_chain(compile_one, point, run: dict, seed: int, draws: int, tune: int) 
         save_warmup=False,
         blocking=False,
     )
-
-
-def _chains(trees: list[Tree]) -> Tree:
-    """One-chain results joined along ``chain`` (renumbered)."""
-    from .modes import _concat_chains  # modes imports the diagnostics, which import _drift
-
-    return _concat_chains(trees)
 
 
 def concat_draws(first: Tree, second: Tree) -> Tree:
@@ -258,7 +255,8 @@ def follow_up(
     why = modes_to_rerun(idata)
     if why:
         groups = ending_groups(idata)
-        if 2 * len(groups) * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
+        n_new = sum(new_chains(groups, run["chains"]))
+        if n_new * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
             done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
         else:
             again = rerun_modes(raw, groups, compile_one, run)
@@ -267,8 +265,8 @@ def follow_up(
                 raw, (idata, switched) = again, results(again)
                 ended = ", ".join(str(g.tolist()) for g in groups)
                 done.append(
-                    f"{why}: {2 * len(groups)} new chains, 2 for each group of chains that "
-                    f"ended in one mode ({ended})"
+                    f"{why}: {n_new} new chains from where the chains ended, at least 2 for "
+                    f"each group of chains that ended in one mode ({ended})"
                 )
     for round_ in range(1, ROUNDS + 1):
         extra, reason = extension_plan(idata, max_draws)
@@ -288,12 +286,13 @@ def follow_up(
 
 
 def modes_to_rerun(idata: Tree) -> str:
-    """Why the modes of a run need new chains ("" when they do not): several modes, some
-    with fewer than two chains or an R-hat above :data:`MILD_R_HAT` within itself (a
-    smaller excess is left to the extension)."""
-    table = get_attr(idata, "modes")
-    if not table:
-        return ""
+    """Why the chains need to run again where they ended ("" when they do not): several
+    modes, some with fewer than two chains or an R-hat above :data:`MILD_R_HAT` within itself
+    (a smaller excess is left to the extension), or a chain that moved to another region
+    while it drew (:func:`bayesgmm.diagnostics.log_likelihood_drift`; its draws mix two
+    regions, and by its spread it can join chains of both into one mode)."""
+    why = []
+    table = get_attr(idata, "modes") or []
     short = [
         f"mode {row['mode']}: "
         + (f"{len(row['chains'])} chain" if len(row["chains"]) < 2 else "")
@@ -301,7 +300,14 @@ def modes_to_rerun(idata: Tree) -> str:
         for row in table
         if len(row["chains"]) < 2 or not row["max_r_hat"] <= MILD_R_HAT
     ]
-    return f"{len(table)} modes ({'; '.join(short)})" if short else ""
+    if short:
+        why.append(f"{len(table)} modes ({'; '.join(short)})")
+    posterior = get_group(idata, "posterior")
+    if posterior.sizes["draw"] >= 100 and "weights" in posterior:  # as diagnostics' drift row
+        drifted = np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
+        if drifted.size:
+            why.append(f"chain(s) {drifted.tolist()} moved to another region while drawing")
+    return "; ".join(why)
 
 
 def ending_groups(idata: Tree) -> list[np.ndarray]:
@@ -315,38 +321,33 @@ def ending_groups(idata: Tree) -> list[np.ndarray]:
     return [np.flatnonzero(ends == m) for m in range(int(ends.max()) + 1)]
 
 
+def new_chains(groups: list[np.ndarray], chains: int) -> list[int]:
+    """How many new chains each group gets: ``chains`` shared out, at least two each."""
+    return [max(2, chains // len(groups))] * len(groups)
+
+
 def rerun_modes(
     raw: Tree, groups: list[np.ndarray], compile_one: Callable, run: dict
 ) -> Tree | None:
-    """Two new chains for each group of chains (:func:`ending_groups`), ``run["draws"]``
-    draws each after ``run["tune"]`` tuning steps, all run at once; None after Ctrl-C.
+    """New chains for each group of chains (:func:`ending_groups`, :func:`new_chains`),
+    ``run["draws"]`` draws each after ``run["tune"]`` tuning steps, all run at once; None
+    after Ctrl-C.
 
-    A group's new chains start at the last draws of its first two chains (or of its one
-    chain, at its last draw and the draw an eighth of the chain before it), each whitened by
-    the covariance of its source chain's last quarter (unconstrained;
-    :func:`bayesgmm._drift.restart_points`).
+    A group's new chains start at the last draws of its chains in turn (a chain used again
+    starts an eighth of its length earlier each time), each whitened by the covariance of its
+    source chain's last quarter (unconstrained; :func:`bayesgmm._drift.restart_points`).
     """
     flat = _flat(raw)
     quarter = max(flat.shape[1] // 4, 20)
-    points, seeds = [], []
-    for g, chains in enumerate(groups):
-        sources = (
-            [(chains[0], -1), (chains[1], -1)]
-            if chains.size > 1
-            else [
-                (chains[0], -1),
-                (chains[0], -1 - quarter // 2),
-            ]
-        )
-        for j, (chain, draw) in enumerate(sources):
+    runs = []
+    for chains, count in zip(groups, new_chains(groups, run["chains"]), strict=True):
+        for j in range(count):
+            chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
             point = restart_points(flat[chain][None, -2 * quarter :])[0]
-            points.append(dataclasses.replace(point, mode=flat[chain, draw]))
-            seeds.append((int(run["seed"]) + 32452843 + 7907 * (2 * g + j + 1)) % 2**31)
-    runs = [
-        _one_chain(compile_one, p, run, s, run["draws"], run["tune"])
-        for p, s in zip(points, seeds, strict=True)
-    ]
+            point = dataclasses.replace(point, mode=flat[chain, draw])
+            seed = (int(run["seed"]) + 32452843 + 7907 * (len(runs) + 1)) % 2**31
+            runs.append(_one_chain(compile_one, point, run, seed, run["draws"], run["tune"]))
     try:
-        return _chains(run_parallel(runs))
+        return concat_chains(run_parallel(runs))
     except KeyboardInterrupt:
         return None

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from ._chainprofiles import divergence, lppd, parameter_profiles, parameters_agree, pointwise
+from ._drift import concat_chains
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
@@ -234,26 +234,11 @@ def sample_groups(
         labels += [j] * get_group(tree, "posterior").sizes["chain"]
         if interrupted:
             break
-    out = _concat_chains(trees)
+    out = concat_chains(trees)
     stats = get_group(out, "sample_stats").copy()
     stats["start"] = ("chain", np.asarray(labels, dtype=np.int64))
     replace_group(out, "sample_stats", stats)
     return out, interrupted
-
-
-def _concat_chains(trees: list[Tree]) -> Tree:
-    """Groups with a ``chain`` dim concatenated along it (chains renumbered), the others from
-    the first tree."""
-    groups = {}
-    for name, node in trees[0].children.items():
-        first = node.to_dataset()
-        if "chain" not in first.dims:
-            groups[name] = first
-            continue
-        parts = [t[name].to_dataset() for t in trees if name in t.children]
-        joined = xr.concat(parts, dim="chain", join="outer", combine_attrs="override")
-        groups[name] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
-    return new_tree(groups)
 
 
 # ----------------------------------------------------------------------------- modes

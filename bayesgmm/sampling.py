@@ -18,13 +18,9 @@ small machines is the difference between seconds and minutes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import os
-import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +30,14 @@ from threadpoolctl import threadpool_limits
 from . import _drift as drift
 from . import _followup as followup
 from . import _precondition as pre
+from ._backends import (  # noqa: F401 - _compiled_nutpie: tests and benchmarks use it here
+    _compiled_nutpie,
+    _flat_start,
+    _run_nutpie,
+    _sample_nutpie,
+    _sample_pymc,
+    cache_dir,
+)
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
 from ._idata import Tree, get_attr, get_group, replace_group, set_attrs
@@ -46,12 +50,13 @@ from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
 from .modes import record_modes, sample_groups, warn_modes
 from .priors import GMMPriors
-from .start import em_initial_point, em_initial_values
+from .start import em_initial_values
 
 __all__ = [
     "BACKENDS",
     "SAMPLERS",
     "CompileCache",
+    "cache_dir",
     "em_dataset",
     "em_reference",
     "relabel",
@@ -61,33 +66,6 @@ __all__ = [
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
-
-
-def _flat_start(model: pm.Model, em: EMGaussianMixture, floor: float = 0.0) -> np.ndarray:
-    """The EM start as nutpie's flat vector (value variables in ``model.free_RVs`` order;
-    ``floor``: see :func:`bayesgmm.start.em_initial_values`)."""
-    point = em_initial_point(model, em, floor=floor)
-    return np.concatenate(
-        [np.ravel(point[model.rvs_to_values[rv].name]) for rv in model.free_RVs]
-    ).astype(np.float64)
-
-
-def cache_dir() -> Path:
-    """Where compiled models persist across processes: ``$BAYESGMM_CACHE_DIR`` or
-    ``~/.cache/bayesgmm``."""
-    return Path(os.environ.get("BAYESGMM_CACHE_DIR", Path.home() / ".cache" / "bayesgmm"))
-
-
-def _enable_jax_cache() -> None:
-    """Persist JAX's compiled executables (a warm compile takes seconds), unless the user
-    already configured a JAX compilation cache."""
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def resolve_backend(model: pm.Model, backend: str) -> str:
@@ -130,83 +108,6 @@ def resolve_backend(model: pm.Model, backend: str) -> str:
             "backend='jax' (or 'auto', which picks it)."
         )
     return backend
-
-
-def _compiled_nutpie(
-    model: pm.Model, em: EMGaussianMixture, backend: str, cache: CompileCache | None
-):
-    """nutpie's compiled model with the current data and every chain starting at EM.
-
-    The EM start replaces nutpie's initial-point function (nutpie ignores ``init_mean`` for
-    PyMC models and would jitter ``initial_points`` unless ``jitter_rvs=set()``).
-    """
-    import nutpie
-
-    compiled = cache.get(model, backend) if cache is not None else None
-    if compiled is None:
-        if backend == "jax":
-            _enable_jax_cache()
-        # nutpie 0.16 writes default dims of the transformed variables (``weights_simplex__``)
-        # into the model's own ``named_vars_to_dims``; compiling the same model again then
-        # fails with "Unknown dimension size". Leave the user's model as it was.
-        dims = dict(model.named_vars_to_dims)
-        try:
-            compiled = nutpie.compile_pymc_model(
-                model,
-                backend=backend,
-                gradient_backend="jax" if backend == "jax" else "pytensor",
-                initial_points=em_initial_values(model, em),
-                jitter_rvs=set(),
-                freeze_model=False,
-            )
-        finally:
-            model.named_vars_to_dims.clear()
-            model.named_vars_to_dims.update(dims)
-        if cache is not None:
-            cache.put(model, backend, compiled)
-    start = _flat_start(model, em)
-    field_name = "initial_point_func" if backend == "numba" else "_make_initial_points"
-    data = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
-    if backend == "jax":  # a NumPy array would be copied to the device at every evaluation
-        import jax.numpy as jnp
-
-        data = jnp.asarray(data)
-    compiled = compiled.with_data(X=data)
-    return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
-
-
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
-    """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``)."""
-    import nutpie
-
-    sampler = nutpie.sample(
-        compiled,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        target_accept=target_accept,
-        progress_bar=progressbar,
-        save_warmup=False,
-        blocking=False,
-    )
-    try:
-        return sampler.wait(), False
-    except KeyboardInterrupt:
-        try:
-            return sampler.abort(), True
-        except Exception:  # nothing left to take (e.g. a second Ctrl-C while collecting)
-            raise SamplingInterrupted(
-                "sampling was interrupted and its draws could not be recovered"
-            ) from None
-    except BaseException:
-        sampler.cancel()
-        raise
-
-
-def _sample_nutpie(model, em, *, backend, cache, **run):
-    return _run_nutpie(_compiled_nutpie(model, em, backend, cache), **run)
 
 
 _UNCONSTRAINED = "unconstrained_point"
@@ -277,34 +178,6 @@ def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) ->
         f"feature {model.coords['feature'][column]!r}). Remove or correct outlying rows, or "
         "use fewer components."
     )
-
-
-def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
-    """PyMC's NUTS from the EM start (the log-likelihood is added afterwards, as for nutpie).
-
-    Once JAX has run in this process (e.g. an earlier nutpie fit), worker processes start with
-    ``forkserver``, because forking a process in which JAX's threads run can deadlock; like
-    ``spawn``, that needs scripts to guard their entry point with ``if __name__ ==
-    "__main__":``.
-    """
-    cores = min(chains, os.cpu_count() or 1)
-    idata = pm.sample(
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        random_seed=seed,
-        nuts_sampler="pymc",  # PyMC 6 would otherwise hand the model to nutpie
-        initvals=initial,
-        init="adapt_diag",
-        target_accept=target_accept,
-        progressbar=progressbar,
-        compute_convergence_checks=False,
-        mp_ctx="forkserver" if cores > 1 and "jax" in sys.modules else None,
-        model=model,
-    )
-    # PyMC keeps the draws of an interrupted run (Ctrl-C) and returns fewer
-    return idata, get_group(idata, "posterior").sizes["draw"] < draws
 
 
 def _check_arguments(
@@ -481,8 +354,9 @@ def sample_posterior(
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0])
         restarted = {}
-        if kernel and not interrupted and any(a is not None for a in approxes):
+        if kernel:  # nutpie's model whitened by a Laplace (or draws'), for the runs below
             compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
+        if kernel and not interrupted and any(a is not None for a in approxes):
             idata, restarted = drift.run_again_if_left(idata, approxes, compile_one, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
@@ -493,7 +367,6 @@ def sample_posterior(
         results = functools.partial(_results, model=model, em=em, kernel=kernel)
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
-            compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
             idata, switched, followed = followup.follow_up(
                 raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
             )

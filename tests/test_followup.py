@@ -207,3 +207,45 @@ def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypat
     fit = _three_chains(max_draws=150)
     assert sorted(len(c) for c in fit.modes()["chains"]) == [1, 2]
     assert get_attr(fit.idata_, "first_run_modes") is None
+
+
+def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended(monkeypatch):
+    """Forced: the drift check reports chain 0 as having moved; the chains (one group: they
+    all ended in one mode) run again, each from a chain's last draw, and replace the first
+    run's (the drift, still reported, keeps the extension off)."""
+    import pandas as pd
+
+    def drifted(idata):
+        n_chains = idata["posterior"].sizes["chain"]
+        return pd.DataFrame({"drifted": np.arange(n_chains) == 0})
+
+    seen = {}
+    original_rerun, original_one = followup.rerun_modes, followup._one_chain
+
+    def rerun(raw, groups, compile_one, run):
+        seen["last"], seen["groups"] = followup._flat(raw)[:, -1], groups
+        return original_rerun(raw, groups, compile_one, run)
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        seen.setdefault("starts", []).append(point.mode)
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "log_likelihood_drift", drifted)
+    monkeypatch.setattr(followup, "rerun_modes", rerun)
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150)
+    assert [g.tolist() for g in seen["groups"]] == [[0, 1]]
+    np.testing.assert_array_equal(np.array(seen["starts"]), seen["last"])
+    record = get_attr(fit.idata_, "follow_up")
+    assert "chain(s) [0] moved to another region" in record[0] and "2 new chains" in record[0]
+    assert "not extended: a chain drifted" in record[-1]
+    assert fit.idata_.posterior.sizes["chain"] == 2 and fit.idata_.posterior.sizes["draw"] == 150
+
+
+def test_new_chains_are_shared_out_at_least_two_a_group():
+    groups = [np.array([0, 1, 2, 3])]
+    assert followup.new_chains(groups, 4) == [4]
+    assert followup.new_chains([np.array([0]), np.array([1, 2, 3])], 4) == [2, 2]
+    assert followup.new_chains([np.array([c]) for c in range(3)], 4) == [2, 2, 2]

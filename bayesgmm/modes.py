@@ -52,7 +52,6 @@ __all__ = [
     "record_modes",
     "same_optimum",
     "start_assignment",
-    "warn_modes",
 ]
 
 _PARAMETER_TOLERANCE = 0.05  # standardised units: far above EM's convergence, far below a mode
@@ -432,12 +431,13 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     table = _table(idata, modes)
     set_attrs(idata, {"modes": table.to_dict(orient="records")})
     if warn:
-        warn_modes(table, stacklevel=stacklevel)
+        _warn_modes(table, stacklevel=stacklevel)
     return table
 
 
-def warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
-    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`."""
+def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
+    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`
+    (``stacklevel`` as for :func:`warnings.warn`, from the caller of this function)."""
     described = "; ".join(
         f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
         for r in table.itertuples()

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 from . import _drift as drift
 from . import _followup as followup
 from . import _precondition as pre
-from ._backends import (  # noqa: F401 - _compiled_nutpie: tests and benchmarks use it here
+from ._backends import (  # noqa: F401 - _compiled_nutpie, cache_dir: used from here
     _compiled_nutpie,
     _flat_start,
     _run_nutpie,
@@ -48,7 +48,7 @@ from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
-from .modes import record_modes, sample_groups, warn_modes
+from .modes import _warn_modes, record_modes, sample_groups
 from .priors import GMMPriors
 from .start import em_initial_values
 
@@ -56,7 +56,6 @@ __all__ = [
     "BACKENDS",
     "SAMPLERS",
     "CompileCache",
-    "cache_dir",
     "em_dataset",
     "em_reference",
     "relabel",
@@ -373,7 +372,7 @@ def sample_posterior(
             restarted.update(followed)
         table = get_attr(idata, "modes")
         if check and table:
-            warn_modes(pd.DataFrame(table), stacklevel=3)
+            _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below
     set_attrs(
         idata,
         {

@@ -1,4 +1,5 @@
-"""Follow-up runs after sampling (bayesgmm._followup): the extension to the ESS target."""
+"""Follow-up runs after sampling (bayesgmm._followup): the extension to the ESS target, and
+new chains where the chains ended when modes are not each converged or a chain moved."""
 
 from __future__ import annotations
 
@@ -11,19 +12,9 @@ import xarray as xr
 import bayesgmm._followup as followup
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
 from bayesgmm._idata import get_attr, new_tree
-from bayesgmm.datasets import simulate_mixture
 from bayesgmm.em import EMGaussianMixture
 
-
-def _separated() -> np.ndarray:
-    """Two well separated round clusters, 150 rows."""
-    return simulate_mixture(
-        150,
-        weights=[0.5, 0.5],
-        means=[[0.0, 0.0], [6.0, 6.0]],
-        covariances=[np.eye(2), np.eye(2)],
-        random_state=1,
-    ).X
+from .test_drift import _separated  # two well separated round clusters, 150 rows
 
 
 def _fit(**options) -> BayesianGMM:

@@ -62,8 +62,11 @@ __all__ = [
     "ROUNDS",
     "concat_draws",
     "continue_chains",
+    "ending_groups",
     "extension_plan",
+    "follow_up",
     "modes_to_rerun",
+    "new_chains",
     "rerun_modes",
 ]
 
@@ -260,8 +263,11 @@ def follow_up(
             done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
         else:
             again = rerun_modes(raw, groups, compile_one, run)
-            if again is not None:
-                attrs["first_run_modes"] = get_attr(idata, "modes")
+            if again is None:
+                done.append(f"{why}; the new chains were interrupted (Ctrl-C): kept the first")
+            else:
+                if get_attr(idata, "modes"):  # the first run's modes, for the record
+                    attrs["first_run_modes"] = get_attr(idata, "modes")
                 raw, (idata, switched) = again, results(again)
                 ended = ", ".join(str(g.tolist()) for g in groups)
                 done.append(
@@ -275,7 +281,8 @@ def follow_up(
                 done.append(reason)
             break
         longer = continue_chains(raw, compile_one, run, extra, round_)
-        if longer is None:  # Ctrl-C: keep what was finished
+        if longer is None:
+            done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")
             break
         raw, (idata, switched) = longer, results(longer)
         done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")

@@ -240,3 +240,14 @@ def test_new_chains_are_shared_out_at_least_two_a_group():
     assert followup.new_chains(groups, 4) == [4]
     assert followup.new_chains([np.array([0]), np.array([1, 2, 3])], 4) == [2, 2]
     assert followup.new_chains([np.array([c]) for c in range(3)], 4) == [2, 2, 2]
+
+
+def test_an_interrupted_extension_keeps_the_first_draws(monkeypatch):
+    def interrupted(runs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(followup, "run_parallel", interrupted)
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=150)
+    assert fit.idata_.posterior.sizes["draw"] == 150
+    assert "interrupted (Ctrl-C)" in get_attr(fit.idata_, "follow_up")[-1]

@@ -251,3 +251,27 @@ def test_an_interrupted_extension_keeps_the_first_draws(monkeypatch):
         fit = _fit(draws=150)
     assert fit.idata_.posterior.sizes["draw"] == 150
     assert "interrupted (Ctrl-C)" in get_attr(fit.idata_, "follow_up")[-1]
+
+
+def test_the_first_runs_draws_are_dropped_when_only_they_keep_r_hat_up(monkeypatch):
+    """Forced: R-hat fails while the first run's 150 draws are in, and the gates are met
+    without them; they are dropped as warm-up and the record says so."""
+    real = followup._gates
+
+    def gates(idata):
+        n_draws = idata["posterior"].sizes["draw"]
+        out = {**real(idata), "divergences": 0, "drifted": False, "n_modes": 1}
+        if n_draws == 150:  # the first run: short of both gates, R-hat mildly
+            return {**out, "r_hat": 1.02, "ess": 100.0}
+        if n_draws == 450:  # with the first run's draws: R-hat stays up
+            return {**out, "r_hat": 1.02, "ess": 900.0}
+        return {**out, "r_hat": 1.005, "ess": 600.0}  # the extension's 300 alone
+
+    monkeypatch.setattr(followup, "_gates", gates)
+    with warnings.catch_warnings():  # the real diagnostics of 300 draws: not the point
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=450)
+    assert fit.idata_.posterior.sizes["draw"] == 300
+    assert get_attr(fit.idata_, "warmup_draws_dropped") == 150
+    assert get_attr(fit.idata_, "extended_draws") == 300
+    assert "dropped the first 150 draws" in get_attr(fit.idata_, "follow_up")[-1]

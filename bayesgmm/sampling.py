@@ -278,11 +278,11 @@ def sample_posterior(
         :mod:`bayesgmm._followup`): when the chains are in one mode without divergences but
         R-hat is mildly above 1.01 or the bulk or tail ESS below 400, every chain continues
         from its last draw, sized from the ESS per draw so far; when they ended in several
-        modes of which some has fewer than 2 chains or fails R-hat within itself, each mode
-        gets 2 new chains (at most ``2 * chains`` chains of ``draws`` draws, replacing the
-        first run's). ``posterior.attrs["follow_up"]`` records what ran. None (default):
-        ``3 * draws``; ``max_draws=draws`` turns follow-up runs off (per-mode reruns need
-        ``max_draws >= 2 * draws``).
+        modes not each converged, or a chain moved to another region while drawing, new
+        chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
+        ``draws`` draws each, replacing the first run's; their draws count against
+        ``(max_draws - draws) * chains``). ``posterior.attrs["follow_up"]`` records what ran
+        and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
     Returns
     -------

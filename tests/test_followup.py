@@ -177,7 +177,7 @@ def _three_chains(**options) -> BayesianGMM:
         return BayesianGMM(2, **run, **options).fit(_mirrored())
 
 
-def test_a_mode_with_one_chain_gets_two_new_chains_per_mode():
+def test_a_mode_with_one_chain_gets_two_new_chains_per_mode(tmp_path):
     fit = _three_chains()
     first = get_attr(fit.idata_, "first_run_modes")
     assert sorted(len(row["chains"]) for row in first) == [1, 2]
@@ -191,6 +191,10 @@ def test_a_mode_with_one_chain_gets_two_new_chains_per_mode():
     assert table["max_r_hat"].notna().all() and table["min_ess_tail"].notna().all()
     np.testing.assert_allclose(table["stacking_weight"].sum(), 1.0, atol=1e-6)
     assert table["stacking_weight"].between(0.2, 0.8).all()  # mirrored: equal weight
+    fit.save(tmp_path / "fit.nc")  # the record survives saving
+    loaded = BayesianGMM.load(tmp_path / "fit.nc")
+    assert get_attr(loaded.idata_, "follow_up") == record
+    assert get_attr(loaded.idata_, "first_run_modes") == first
 
 
 def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypatch):

@@ -63,6 +63,7 @@ __all__ = [
     "MILD_R_HAT",
     "RETUNE",
     "ROUNDS",
+    "announce",
     "concat_draws",
     "continue_chains",
     "ending_groups",
@@ -173,6 +174,7 @@ def continue_chains(
     tuning steps. Returns None when Ctrl-C stopped the extension (the caller keeps ``raw``).
     """
     flat = _flat(raw)
+    announce(run, f"extending every chain by {extra} draws (+{RETUNE} re-tuning steps)")
     runs = []
     for c, point in enumerate(restart_points(flat)):
         seed = (int(run["seed"]) + 15485863 * round_ + 7907 * (c + 1)) % 2**31
@@ -183,6 +185,15 @@ def continue_chains(
     except KeyboardInterrupt:
         return None
     return concat_draws(raw, concat_chains(more))
+
+
+def announce(run: dict, text: str) -> None:
+    """Say on stderr which follow-up run starts and what it costs, when progress is shown
+    (nutpie's bars then show how far it is)."""
+    if run.get("progressbar"):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"bayesgmm follow-up: {text}", highlight=False)
 
 
 def _flat(raw: Tree) -> np.ndarray:
@@ -391,8 +402,14 @@ def rerun_modes(
     """
     flat = _flat(raw)
     quarter = max(flat.shape[1] // 4, 20)
+    counts = new_chains(groups, run["chains"])
+    announce(
+        run,
+        f"running {sum(counts)} new chains from where the chains ended "
+        f"({run['tune']} tuning steps and {run['draws']} draws each)",
+    )
     runs = []
-    for chains, count in zip(groups, new_chains(groups, run["chains"]), strict=True):
+    for chains, count in zip(groups, counts, strict=True):
         for j in range(count):
             chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
             point = restart_points(flat[chain][None, -2 * quarter :])[0]

@@ -279,3 +279,10 @@ def test_the_first_runs_draws_are_dropped_when_only_they_keep_r_hat_up(monkeypat
     assert get_attr(fit.idata_, "warmup_draws_dropped") == 150
     assert get_attr(fit.idata_, "extended_draws") == 300
     assert "dropped the first 150 draws" in get_attr(fit.idata_, "follow_up")[-1]
+
+
+def test_follow_ups_are_announced_only_with_progress_shown(capsys):
+    followup.announce({"progressbar": True}, "extending every chain by 100 draws")
+    assert "bayesgmm follow-up: extending every chain by 100 draws" in capsys.readouterr().err
+    followup.announce({"progressbar": False}, "quiet")
+    assert capsys.readouterr().err == ""

@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import xarray as xr
 
-from ._idata import Tree, get_group, replace_group
+from ._idata import Tree, get_group, new_tree, replace_group
 from ._precondition import Laplace
 
 __all__ = [
     "LEFT_MODE_SDS",
     "chain_modes",
+    "concat_chains",
     "depth",
     "left_mode",
     "replace_chains",
@@ -128,11 +130,24 @@ def run_parallel(runs: Sequence[Callable[[], object]]) -> list:
         raise
 
 
+def concat_chains(trees: list[Tree]) -> Tree:
+    """Groups with a ``chain`` dim concatenated along it (chains renumbered), the others from
+    the first tree."""
+    groups = {}
+    for name, node in trees[0].children.items():
+        first = node.to_dataset()
+        if "chain" not in first.dims:
+            groups[name] = first
+            continue
+        parts = [t[name].to_dataset() for t in trees if name in t.children]
+        joined = xr.concat(parts, dim="chain", join="outer", combine_attrs="override")
+        groups[name] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
+    return new_tree(groups)
+
+
 def replace_chains(idata: Tree, new: dict[int, Tree]) -> Tree:
     """``idata`` with chain ``c`` replaced by the one-chain results ``new[c]`` (the chains'
     ``sample_stats["start"]`` kept)."""
-    from .modes import _concat_chains  # modes imports the diagnostics, which import this
-
     stats = get_group(idata, "sample_stats")
     start = stats["start"].values if "start" in stats else None
     n_chains = stats.sizes["chain"]
@@ -141,7 +156,7 @@ def replace_chains(idata: Tree, new: dict[int, Tree]) -> Tree:
         if "start" in part["sample_stats"]:
             parts[c] = part.copy()
             parts[c]["sample_stats"] = part["sample_stats"].to_dataset().drop_vars("start")
-    out = _concat_chains(parts)
+    out = concat_chains(parts)
     if start is not None:
         joined = get_group(out, "sample_stats").copy()
         joined["start"] = ("chain", start)

@@ -89,6 +89,11 @@ class BayesianGMM(BaseEstimator):
     precondition : {"laplace", "none"}
         Whiten by the curvature at the posterior mode, or not (see
         :func:`~bayesgmm.sample_posterior`).
+    max_draws : int, optional
+        The most draws per chain follow-up runs may bring the run to, when it falls short of
+        the R-hat or ESS gates in one mode, or when its chains ended in several modes not
+        each converged (see :func:`~bayesgmm.sample_posterior`); None (default):
+        ``3 * draws``; ``max_draws=draws`` turns follow-up runs off.
 
     Attributes
     ----------
@@ -135,6 +140,7 @@ class BayesianGMM(BaseEstimator):
         progressbar: bool = True,
         compile_cache: CompileCache | None = None,
         precondition: str = "laplace",
+        max_draws: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -151,6 +157,7 @@ class BayesianGMM(BaseEstimator):
         self.progressbar = progressbar
         self.compile_cache = compile_cache
         self.precondition = precondition
+        self.max_draws = max_draws
 
     def _fit_em(
         self, X: np.ndarray, em: EMGaussianMixture | None, sample_weight: np.ndarray | None
@@ -194,6 +201,8 @@ class BayesianGMM(BaseEstimator):
         ):
             if name != "tune" or self.tune is not None:
                 _check_integer(name, getattr(self, name), low)
+        if self.max_draws is not None:
+            _check_integer("max_draws", self.max_draws, self.draws)
         if self.random_seed is not None:
             _check_integer("random_seed", self.random_seed, 0)
         reg = self.em_reg_covar
@@ -265,6 +274,7 @@ class BayesianGMM(BaseEstimator):
             compile_cache=self.compile_cache,
             starts=self.starts_,
             precondition=self.precondition,
+            max_draws=self.max_draws,
         )
         return self
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from ._chainprofiles import divergence, lppd, parameter_profiles, parameters_agree, pointwise
+from ._drift import concat_chains
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
@@ -233,26 +233,11 @@ def sample_groups(
         labels += [j] * get_group(tree, "posterior").sizes["chain"]
         if interrupted:
             break
-    out = _concat_chains(trees)
+    out = concat_chains(trees)
     stats = get_group(out, "sample_stats").copy()
     stats["start"] = ("chain", np.asarray(labels, dtype=np.int64))
     replace_group(out, "sample_stats", stats)
     return out, interrupted
-
-
-def _concat_chains(trees: list[Tree]) -> Tree:
-    """Groups with a ``chain`` dim concatenated along it (chains renumbered), the others from
-    the first tree."""
-    groups = {}
-    for name, node in trees[0].children.items():
-        first = node.to_dataset()
-        if "chain" not in first.dims:
-            groups[name] = first
-            continue
-        parts = [t[name].to_dataset() for t in trees if name in t.children]
-        joined = xr.concat(parts, dim="chain", join="outer", combine_attrs="override")
-        groups[name] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
-    return new_tree(groups)
 
 
 # ----------------------------------------------------------------------------- modes
@@ -390,11 +375,21 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
                 "chains": np.flatnonzero(modes == m).tolist(),
                 "mean_log_likelihood": float(totals[modes == m].mean()),
                 "stacking_weight": float(weights[f"mode {m}"]),
-                "max_r_hat": float(params["r_hat"].max()),
-                "min_ess_bulk": float(params["ess_bulk"].min()),
+                **_gate_values(tree, params),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _gate_values(tree: Tree, params: pd.DataFrame) -> dict:
+    """The convergence gates' values over the draws of ``tree`` (one mode's)."""
+    stats = get_group(tree, "sample_stats")
+    return {
+        "max_r_hat": float(params["r_hat"].max()),
+        "min_ess_bulk": float(params["ess_bulk"].min()),
+        "min_ess_tail": float(params["ess_tail"].min()),
+        "divergences": int(stats["diverging"].sum()) if "diverging" in stats else 0,
+    }
 
 
 def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame | None:
@@ -435,28 +430,34 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     _relabel_within(idata, modes)
     table = _table(idata, modes)
     set_attrs(idata, {"modes": table.to_dict(orient="records")})
-    if not warn:
-        return table
+    if warn:
+        _warn_modes(table, stacklevel=stacklevel)
+    return table
+
+
+def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
+    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`
+    (``stacklevel`` as for :func:`warnings.warn`, from the caller of this function)."""
     described = "; ".join(
         f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
         for r in table.itertuples()
     )
     warnings.warn(
-        f"The chains ended in {n_modes} different modes (not label switches of one another; "
+        f"The chains ended in {len(table)} different modes (not label switches of one another; "
         f"{described}). R-hat over all chains fails for that reason and summaries over all "
         "chains average over the modes: read each mode on its own (mode_table(), "
         "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)).",
         SamplingWarning,
-        stacklevel=stacklevel,
+        stacklevel=stacklevel + 1,
     )
-    return table
 
 
 def mode_table(idata: Tree) -> pd.DataFrame:
     """The modes of a run: one row per mode.
 
     Columns ``mode``, ``chains``, ``mean_log_likelihood``, ``stacking_weight`` (Yao, Vehtari
-    & Gelman 2022; 1 for a single mode), ``max_r_hat`` and ``min_ess_bulk`` (within the mode).
+    & Gelman 2022; 1 for a single mode), ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail``
+    and ``divergences`` (within the mode).
 
     Parameters
     ----------
@@ -484,7 +485,6 @@ def mode_table(idata: Tree) -> pd.DataFrame:
         "chains": list(range(modes.size)),
         "mean_log_likelihood": float(totals.mean()),
         "stacking_weight": 1.0,
-        "max_r_hat": float(params["r_hat"].max()),
-        "min_ess_bulk": float(params["ess_bulk"].min()),
+        **_gate_values(idata, params),
     }
     return pd.DataFrame([row])

@@ -234,6 +234,9 @@ def _reproducibility_section(fit: BayesianGMM, settings: dict[str, Any]) -> Sect
         key: get_attr(fit.idata_, key)
         for key in ("sampler", "backend", "random_seed", "draws", "tune", "chains", "start")
     }
+    for key in ("follow_up", "extended_draws"):  # runs after the first (bayesgmm._followup)
+        if get_attr(fit.idata_, key) is not None:
+            attrs[key] = get_attr(fit.idata_, key)
     section.table(
         pd.DataFrame({"setting": list(settings), "value": [str(v) for v in settings.values()]}),
         "Report settings",

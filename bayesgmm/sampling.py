@@ -18,23 +18,29 @@ small machines is the difference between seconds and minutes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import os
-import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
 from . import _drift as drift
+from . import _followup as followup
 from . import _precondition as pre
+from ._backends import (  # noqa: F401 - _compiled_nutpie, cache_dir: used from here
+    _compiled_nutpie,
+    _flat_start,
+    _run_nutpie,
+    _sample_nutpie,
+    _sample_pymc,
+    cache_dir,
+)
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below
-from ._idata import Tree, get_group, replace_group, set_attrs
+from ._idata import Tree, get_attr, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
@@ -42,9 +48,9 @@ from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
-from .modes import record_modes, sample_groups
+from .modes import _warn_modes, record_modes, sample_groups
 from .priors import GMMPriors
-from .start import em_initial_point, em_initial_values
+from .start import em_initial_values
 
 __all__ = [
     "BACKENDS",
@@ -59,33 +65,6 @@ __all__ = [
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "kernel", "jax", "numba")
-
-
-def _flat_start(model: pm.Model, em: EMGaussianMixture, floor: float = 0.0) -> np.ndarray:
-    """The EM start as nutpie's flat vector (value variables in ``model.free_RVs`` order;
-    ``floor``: see :func:`bayesgmm.start.em_initial_values`)."""
-    point = em_initial_point(model, em, floor=floor)
-    return np.concatenate(
-        [np.ravel(point[model.rvs_to_values[rv].name]) for rv in model.free_RVs]
-    ).astype(np.float64)
-
-
-def cache_dir() -> Path:
-    """Where compiled models persist across processes: ``$BAYESGMM_CACHE_DIR`` or
-    ``~/.cache/bayesgmm``."""
-    return Path(os.environ.get("BAYESGMM_CACHE_DIR", Path.home() / ".cache" / "bayesgmm"))
-
-
-def _enable_jax_cache() -> None:
-    """Persist JAX's compiled executables (a warm compile takes seconds), unless the user
-    already configured a JAX compilation cache."""
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def resolve_backend(model: pm.Model, backend: str) -> str:
@@ -128,83 +107,6 @@ def resolve_backend(model: pm.Model, backend: str) -> str:
             "backend='jax' (or 'auto', which picks it)."
         )
     return backend
-
-
-def _compiled_nutpie(
-    model: pm.Model, em: EMGaussianMixture, backend: str, cache: CompileCache | None
-):
-    """nutpie's compiled model with the current data and every chain starting at EM.
-
-    The EM start replaces nutpie's initial-point function (nutpie ignores ``init_mean`` for
-    PyMC models and would jitter ``initial_points`` unless ``jitter_rvs=set()``).
-    """
-    import nutpie
-
-    compiled = cache.get(model, backend) if cache is not None else None
-    if compiled is None:
-        if backend == "jax":
-            _enable_jax_cache()
-        # nutpie 0.16 writes default dims of the transformed variables (``weights_simplex__``)
-        # into the model's own ``named_vars_to_dims``; compiling the same model again then
-        # fails with "Unknown dimension size". Leave the user's model as it was.
-        dims = dict(model.named_vars_to_dims)
-        try:
-            compiled = nutpie.compile_pymc_model(
-                model,
-                backend=backend,
-                gradient_backend="jax" if backend == "jax" else "pytensor",
-                initial_points=em_initial_values(model, em),
-                jitter_rvs=set(),
-                freeze_model=False,
-            )
-        finally:
-            model.named_vars_to_dims.clear()
-            model.named_vars_to_dims.update(dims)
-        if cache is not None:
-            cache.put(model, backend, compiled)
-    start = _flat_start(model, em)
-    field_name = "initial_point_func" if backend == "numba" else "_make_initial_points"
-    data = np.ascontiguousarray(model["X"].get_value(), dtype=np.float64)
-    if backend == "jax":  # a NumPy array would be copied to the device at every evaluation
-        import jax.numpy as jnp
-
-        data = jnp.asarray(data)
-    compiled = compiled.with_data(X=data)
-    return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
-
-
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
-    """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``)."""
-    import nutpie
-
-    sampler = nutpie.sample(
-        compiled,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        target_accept=target_accept,
-        progress_bar=progressbar,
-        save_warmup=False,
-        blocking=False,
-    )
-    try:
-        return sampler.wait(), False
-    except KeyboardInterrupt:
-        try:
-            return sampler.abort(), True
-        except Exception:  # nothing left to take (e.g. a second Ctrl-C while collecting)
-            raise SamplingInterrupted(
-                "sampling was interrupted and its draws could not be recovered"
-            ) from None
-    except BaseException:
-        sampler.cancel()
-        raise
-
-
-def _sample_nutpie(model, em, *, backend, cache, **run):
-    return _run_nutpie(_compiled_nutpie(model, em, backend, cache), **run)
 
 
 _UNCONSTRAINED = "unconstrained_point"
@@ -277,35 +179,9 @@ def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) ->
     )
 
 
-def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):
-    """PyMC's NUTS from the EM start (the log-likelihood is added afterwards, as for nutpie).
-
-    Once JAX has run in this process (e.g. an earlier nutpie fit), worker processes start with
-    ``forkserver``, because forking a process in which JAX's threads run can deadlock; like
-    ``spawn``, that needs scripts to guard their entry point with ``if __name__ ==
-    "__main__":``.
-    """
-    cores = min(chains, os.cpu_count() or 1)
-    idata = pm.sample(
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        random_seed=seed,
-        nuts_sampler="pymc",  # PyMC 6 would otherwise hand the model to nutpie
-        initvals=initial,
-        init="adapt_diag",
-        target_accept=target_accept,
-        progressbar=progressbar,
-        compute_convergence_checks=False,
-        mp_ctx="forkserver" if cores > 1 and "jax" in sys.modules else None,
-        model=model,
-    )
-    # PyMC keeps the draws of an interrupted run (Ctrl-C) and returns fewer
-    return idata, get_group(idata, "posterior").sizes["draw"] < draws
-
-
-def _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition) -> None:
+def _check_arguments(
+    sampler, backend, draws, tune, chains, target_accept, precondition, max_draws=None
+) -> None:
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("backend", backend, BACKENDS)
     check_choice("precondition", precondition, pre.PRECONDITIONS)
@@ -315,6 +191,11 @@ def _check_arguments(sampler, backend, draws, tune, chains, target_accept, preco
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if target_accept is not None and not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}.")
+    if max_draws is not None and (not isinstance(max_draws, int | np.integer) or max_draws < draws):
+        raise ValueError(
+            f"max_draws must be None or an integer >= draws ({draws}), got {max_draws!r} "
+            "(max_draws=draws turns follow-up runs off)."
+        )
 
 
 def sample_posterior(
@@ -334,6 +215,7 @@ def sample_posterior(
     check: bool = True,
     starts: list[EMGaussianMixture] | None = None,
     precondition: str = "laplace",
+    max_draws: int | None = None,
 ) -> Tree:
     """Sample the mixture with NUTS, every chain starting at the EM estimate (or at one of
     several EM optima, ``starts``; or at the posterior mode found from it, see
@@ -391,6 +273,16 @@ def sample_posterior(
         ``left_mode`` check record it). ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).
         Other backends ignore it.
+    max_draws : int, optional
+        The most draws per chain follow-up runs may bring the run to (``backend="kernel"``,
+        :mod:`bayesgmm._followup`): when the chains are in one mode without divergences but
+        R-hat is mildly above 1.01 or the bulk or tail ESS below 400, every chain continues
+        from its last draw, sized from the ESS per draw so far; when they ended in several
+        modes not each converged, or a chain moved to another region while drawing, new
+        chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
+        ``draws`` draws each, replacing the first run's; their draws count against
+        ``(max_draws - draws) * chains``). ``posterior.attrs["follow_up"]`` records what ran
+        and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
     Returns
     -------
@@ -421,7 +313,7 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition)
+    _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition, max_draws)
     spec = model_spec(model)
     if spec is None:
         raise ValueError(
@@ -461,8 +353,9 @@ def sample_posterior(
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0])
         restarted = {}
-        if kernel and not interrupted and any(a is not None for a in approxes):
+        if kernel:  # nutpie's model whitened by a Laplace (or draws'), for the runs below
             compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
+        if kernel and not interrupted and any(a is not None for a in approxes):
             idata, restarted = drift.run_again_if_left(idata, approxes, compile_one, run)
         kept = keep_finished_draws(idata) if interrupted else (draws, chains)
         if kept[0] == 0:
@@ -470,12 +363,16 @@ def sample_posterior(
                 "sampling was interrupted before any draw was finished (still tuning): "
                 "nothing to keep"
             )
-        if kernel:
-            _decode_kernel_draws(idata, log_density_for(model), model.coords)
-        switched = label_switching_summary(
-            finish(idata, model, em, spec.scaling, is_standardised=kernel)
-        )
-        record_modes(idata, warn=check, stacklevel=3)
+        results = functools.partial(_results, model=model, em=em, kernel=kernel)
+        raw, (idata, switched) = idata, results(idata)
+        if kernel and not interrupted:
+            idata, switched, followed = followup.follow_up(
+                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
+            )
+            restarted.update(followed)
+        table = get_attr(idata, "modes")
+        if check and table:
+            _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below
     set_attrs(
         idata,
         {
@@ -508,6 +405,18 @@ def _quiet_arviz() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
         yield
+
+
+def _results(raw: Tree, *, model: pm.Model, em: EMGaussianMixture, kernel: bool) -> tuple:
+    """Finished results of a copy of the sampler's raw output, with the chains' modes
+    recorded (no warning yet): ``(results, label switching summary)``."""
+    idata = raw.copy(deep=True)
+    if kernel:
+        _decode_kernel_draws(idata, log_density_for(model), model.coords)
+    scaling = model_spec(model).scaling
+    switched = label_switching_summary(finish(idata, model, em, scaling, is_standardised=kernel))
+    record_modes(idata, warn=False)
+    return idata, switched
 
 
 def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree, bool]:

@@ -115,7 +115,8 @@ def test_a_chain_that_leaves_the_mode_runs_again_and_is_reported():
     runs are not bit-reproducible across processes (a fresh clone's run stayed above it), so
     the suite checks the same path deterministically in the forced test below."""
     with pytest.warns(SamplingWarning, match="left_mode"):
-        fit = BayesianGMM(3, random_seed=2, draws=200, progressbar=False).fit(_overfitted())
+        fit = BayesianGMM(3, random_seed=2, draws=200, progressbar=False, max_draws=200)
+        fit.fit(_overfitted())  # no follow-ups: this is the first run's left_mode rerun
     depth = get_attr(fit.idata_, "left_mode_depth")
     assert len(depth) == 4 and min(depth) < -LEFT_MODE_SDS
     table = fit.diagnostics().set_index("check")
@@ -173,7 +174,7 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
 
     monkeypatch.setattr(sampling_module, "_kernel_laplace", raised)
     monkeypatch.setattr(sampling_module, "_kernel_compiled", recording)
-    fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1)
+    fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1, max_draws=100)
     with pytest.warns(SamplingWarning, match="left_mode"):
         fit.fit(X)
     assert [p.kind for p in points[1:]] == ["draws"] * 4  # the first run's, then one a chain

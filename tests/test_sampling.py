@@ -29,7 +29,8 @@ from bayesgmm.datasets import simulate_mixture
 from bayesgmm.sampling import _compiled_nutpie, _flat_start
 from bayesgmm.start import em_initial_point
 
-SMALL = dict(draws=150, tune=150, chains=2, progressbar=False)
+# short runs that fall short of the gates and say so: no follow-up runs (max_draws=draws)
+SMALL = dict(draws=150, tune=150, chains=2, progressbar=False, max_draws=150)
 
 
 @pytest.fixture(scope="module")

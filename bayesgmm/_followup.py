@@ -1,0 +1,422 @@
+"""Follow-up runs after sampling, so results meet the convergence gates rather than only warn.
+
+Two cases are followed up, on the E-step kernel path (whose whitening bayesgmm controls):
+
+**Extension** (:func:`extension_plan`, :func:`continue_chains`). The chains are in one mode,
+without divergences and without a chain that moved while it drew, and R-hat is at most
+:data:`MILD_R_HAT`, but R-hat is above its gate or the smallest bulk or tail ESS below 400:
+every chain draws more, sized from the ESS per draw measured so far (with a margin), up to
+``max_draws`` per chain in all, in at most :data:`ROUNDS` rounds. Runs in several modes are
+not extended: on MASS geyser (K=3) longer chains of a slowly mixing mode crossed into the
+other, which merged the two modes and left one failing R-hat (1.24) in place of two modes
+with their own.
+
+nutpie 0.16.11 (nuts-rs 0.18.3) cannot resume a chain with its tuned step size and metric:
+``sample`` takes no mass matrix (``DiagAdaptStrategy::init`` always starts it from the
+gradient at the initial point), ``tune=0`` fails an assertion (``early_end < num_tune`` in
+``GlobalStrategy::new``), and only the step size can be fixed
+(``StepSizeAdaptMethod::Fixed``). So each chain runs again from its last draw, whitened by the
+covariance of its own draws (:func:`bayesgmm._drift.restart_points`: dense, so usually a better
+metric than the curvature at the mode), after a short re-tune (:data:`RETUNE` steps, discarded),
+and the kept draws are appended to the chain's.
+
+The joined chain is a valid sample: both parts are draws of NUTS kernels that leave the
+posterior invariant, the second part starts where the first ended (a draw of the posterior, as
+the first part is in one mode with R-hat near 1), and its kept draws use a fixed kernel (the
+re-tune only chooses it). Only the autocorrelation changes at the join, which the ESS estimate
+absorbs (the joined chain's ESS is about the sum of the parts'). Deciding to draw more from the
+ESS seen so far is the usual practice; with chains in one mode its effect on the estimates is
+far below their Monte Carlo error. When R-hat still fails with the first run's draws but the
+gates are met without them (a chain still settling in the first run), those are dropped as
+warm-up (``warmup_draws_dropped``). (USArrests K=2 with seed 2 stays short: R-hat 1.032 at 1000
+draws per chain, 1.012 at the 3000 allowed, and the extension's 2000 alone fall short too.)
+
+**Per-mode reruns** (:func:`modes_to_rerun`, :func:`rerun_modes`). The chains ended in several
+modes (:func:`bayesgmm.modes.find_modes`) and some mode holds fewer than two chains or has an
+R-hat above :data:`MILD_R_HAT` within itself, or a chain moved to another region while it drew
+(MASS geyser K=3: a chain crossed at draw ~707; MASS crabs K=3: a chain fell 43 nats of
+log-likelihood at draw ~350 to where another chain sat throughout, only 16 nats lower in log
+posterior density, 2.7 sds of the Laplace typical set, so :mod:`bayesgmm._drift` let it be,
+and its spread joined both regions into one mode with R-hat 1.55): the chains are grouped by
+where they *ended* (the modes of their last quarters), and each group gets new chains (the
+``chains`` shared out, at least two each), started at the last draws of its chains and
+whitened by the covariance of their last quarters. The new chains replace the first run's, so
+that every mode found in them has its own R-hat and ESS, and the stacking weights are
+recomputed on their draws (an extension follows only if they all end in one mode). The cost
+is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import xarray as xr
+
+from ._drift import concat_chains, restart_points, run_parallel
+from ._idata import Tree, get_attr, get_group, new_tree
+from .diagnostics import GATES, log_likelihood_drift, parameter_diagnostics
+
+__all__ = [
+    "MARGIN",
+    "MILD_R_HAT",
+    "RETUNE",
+    "ROUNDS",
+    "announce",
+    "concat_draws",
+    "continue_chains",
+    "ending_groups",
+    "extension_plan",
+    "follow_up",
+    "modes_to_rerun",
+    "new_chains",
+    "rerun_modes",
+]
+
+# R-hat up to this counts as Monte Carlo noise that more draws shrink; above it the chains
+# disagree (other modes, a chain stuck), which more draws of the same chains do not fix
+MILD_R_HAT = 1.05
+# re-tuning steps of a continued chain (whitened by its own draws' covariance, the metric
+# needs little adapting; nuts-rs needs a few dozen for its step size and early windows)
+RETUNE = 100
+# draws planned for this many times the ESS the gates ask for (the ESS estimate is noisy)
+MARGIN = 1.25
+# at most this many extensions (each re-tunes; a second one when the first fell short)
+ROUNDS = 2
+# the fewest extra draws per chain worth a re-tune
+_MIN_EXTRA = 100
+
+
+def _gates(idata: Tree) -> dict:
+    """Worst R-hat, smallest bulk or tail ESS over parameters, divergences, whether a chain
+    drifted while it drew, and the number of modes."""
+    params = parameter_diagnostics(idata)
+    stats = get_group(idata, "sample_stats")
+    drifted = False
+    if get_group(idata, "posterior").sizes["draw"] >= 100:  # as diagnostics' drift row
+        drifted = bool(log_likelihood_drift(idata)["drifted"].any())
+    return {
+        "r_hat": float(params["r_hat"].max()),
+        "ess": float(min(params["ess_bulk"].min(), params["ess_tail"].min())),
+        "divergences": int(stats["diverging"].sum()) if "diverging" in stats else 0,
+        "drifted": drifted,
+        "n_modes": int(get_attr(idata, "n_modes", default=1)),
+    }
+
+
+def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
+    """Extra draws per chain the run needs to meet the R-hat and ESS gates (0: none, or none
+    worth trying), and why.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Finished, relabelled results (after :func:`bayesgmm.modes.record_modes`).
+    max_draws : int
+        The most draws per chain the run may have in all.
+
+    Returns
+    -------
+    (extra, reason)
+        ``extra`` draws per chain; ``reason`` names the failed gates ("" when met) or why the
+        run is not extended.
+    """
+    draws = get_group(idata, "posterior").sizes["draw"]
+    gates = _gates(idata)
+    short = []
+    if not gates["r_hat"] <= GATES["r_hat"]:
+        short.append(f"R-hat {gates['r_hat']:.3f}")
+    if not gates["ess"] >= GATES["ess_bulk"]:
+        short.append(f"ESS {gates['ess']:.0f}")
+    if not short:
+        return 0, ""
+    blocked = {
+        "divergences": gates["divergences"] > 0,
+        "a chain drifted": gates["drifted"],
+        f"R-hat above {MILD_R_HAT}": not gates["r_hat"] <= MILD_R_HAT,
+        "several modes": gates["n_modes"] > 1,
+        "one chain": get_group(idata, "posterior").sizes["chain"] < 2,
+    }
+    reasons = [name for name, hit in blocked.items() if hit]
+    if reasons:
+        return 0, f"{', '.join(short)}; not extended: {', '.join(reasons)}"
+    # the ESS grows with the chains' length: draws * target / ESS per chain in all
+    wanted = int(np.ceil(MARGIN * GATES["ess_bulk"] * draws / max(gates["ess"], 1.0)))
+    wanted -= draws
+    if gates["r_hat"] > GATES["r_hat"]:  # R-hat's noise shrinks with the chains' length
+        wanted = max(wanted, draws)
+    extra = min(max(wanted, _MIN_EXTRA), max_draws - draws)
+    if extra < _MIN_EXTRA:
+        return 0, f"{', '.join(short)}; not extended: max_draws={max_draws} reached"
+    return int(extra), ", ".join(short)
+
+
+def _without_first(raw: Tree, n_draws: int) -> Tree:
+    """Raw results without each chain's first ``n_draws`` draws (renumbered from 0)."""
+    groups = {}
+    for name, node in raw.children.items():
+        data = node.to_dataset()
+        if "draw" in data.dims:
+            data = data.isel(draw=slice(n_draws, None))
+            data = data.assign_coords(draw=np.arange(data.sizes["draw"]))
+        groups[name] = data
+    return new_tree(groups)
+
+
+def continue_chains(
+    raw: Tree, compile_one: Callable, run: dict, extra: int, round_: int = 1
+) -> Tree | None:
+    """``extra`` more draws of every chain of nutpie's raw results, appended to them.
+
+    Each chain restarts at its last draw, whitened by the covariance of the second half of
+    its draws (unconstrained; :func:`bayesgmm._drift.restart_points`), with :data:`RETUNE`
+    tuning steps. Returns None when Ctrl-C stopped the extension (the caller keeps ``raw``).
+    """
+    flat = _flat(raw)
+    announce(run, f"extending every chain by {extra} draws (+{RETUNE} re-tuning steps)")
+    runs = []
+    for c, point in enumerate(restart_points(flat)):
+        seed = (int(run["seed"]) + 15485863 * round_ + 7907 * (c + 1)) % 2**31
+        start = dataclasses.replace(point, mode=flat[c, -1])
+        runs.append(_one_chain(compile_one, start, run, seed, extra, RETUNE))
+    try:
+        more = run_parallel(runs)
+    except KeyboardInterrupt:
+        return None
+    return concat_draws(raw, concat_chains(more))
+
+
+def announce(run: dict, text: str) -> None:
+    """Say on stderr which follow-up run starts and what it costs, when progress is shown
+    (nutpie's bars then show how far it is)."""
+    if run.get("progressbar"):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"bayesgmm follow-up: {text}", highlight=False)
+
+
+def _flat(raw: Tree) -> np.ndarray:
+    """The unconstrained draws ``(chain, draw, n_dim)`` of nutpie's raw kernel results."""
+    return get_group(raw, "posterior")["unconstrained_point"].transpose("chain", "draw", ...).values
+
+
+def _one_chain(compile_one, point, run: dict, seed: int, draws: int, tune: int) -> Callable:
+    """A function that starts one chain in the background (for :func:`run_parallel`)."""
+    import nutpie
+
+    return lambda: nutpie.sample(
+        compile_one(point),
+        draws=draws,
+        tune=tune,
+        chains=1,
+        seed=seed,
+        target_accept=run["target_accept"],
+        progress_bar=run["progressbar"],
+        save_warmup=False,
+        blocking=False,
+    )
+
+
+def concat_draws(first: Tree, second: Tree) -> Tree:
+    """Each chain's draws of ``second`` appended to its draws in ``first`` (``draw``
+    renumbered from 0); variables without a ``draw`` dim (``sample_stats["start"]``) and
+    groups without one are kept from ``first``.
+
+    Parameters
+    ----------
+    first, second : xarray.DataTree
+        Results with the same chains and variables.
+
+    Returns
+    -------
+    xarray.DataTree
+    """
+    groups = {}
+    for name, node in first.children.items():
+        data = node.to_dataset()
+        if "draw" not in data.dims:
+            groups[name] = data
+            continue
+        with_draw = [v for v in data.data_vars if "draw" in data[v].dims]
+        rest = data.drop_dims("draw")
+        tail = second[name].to_dataset()[with_draw]
+        joined = xr.concat([data[with_draw], tail], dim="draw", combine_attrs="override")
+        joined = joined.assign_coords(draw=np.arange(joined.sizes["draw"]))
+        groups[name] = xr.merge([joined, rest], combine_attrs="override")
+    return new_tree(groups)
+
+
+def follow_up(
+    raw: Tree,
+    finished: tuple,
+    results: Callable[[Tree], tuple],
+    compile_one: Callable,
+    run: dict,
+    max_draws: int,
+) -> tuple[Tree, object, dict]:
+    """Follow a finished run up until it meets the gates, the budget ends or nothing helps.
+
+    Parameters
+    ----------
+    raw : xarray.DataTree
+        nutpie's raw results of the E-step kernel's model (unconstrained draws).
+    finished : tuple
+        ``results(raw)``: the finished results and their label switching summary.
+    results : callable
+        Raw results to ``(finished results, label switching summary)`` (modes recorded).
+    compile_one : callable
+        nutpie's compiled model whitened by a :class:`~bayesgmm._precondition.Laplace`.
+    run : dict
+        The first run's ``draws``, ``tune``, ``chains``, ``seed``, ``target_accept`` and
+        ``progressbar``.
+    max_draws : int
+        The most draws per chain in all.
+
+    Returns
+    -------
+    (results, label switching summary, attrs)
+        ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
+        ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
+        :func:`bayesgmm.modes.mode_table` when its modes ran again) and
+        ``warmup_draws_dropped``, when there was anything to follow up.
+    """
+    done, attrs = [], {}
+    raw, finished = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
+    extended = 0
+    for round_ in range(1, ROUNDS + 1):
+        extra, reason = extension_plan(finished[0], max_draws)
+        if not extra:
+            if reason:
+                done.append(reason)
+            break
+        longer = continue_chains(raw, compile_one, run, extra, round_)
+        if longer is None:
+            done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")
+            break
+        raw, finished, extended = longer, results(longer), extended + extra
+        done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
+    if extended:
+        finished = _drop_first_run(raw, finished, results, run["draws"], done, attrs)
+    if not done:
+        return *finished, {}
+    return *finished, {"follow_up": done, "extended_draws": extended, **attrs}
+
+
+def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> tuple:
+    """:func:`rerun_modes` when :func:`modes_to_rerun` says so and ``max_draws`` allows:
+    ``(raw, finished)`` of the new chains (or as they were); ``done`` and ``attrs`` record
+    it."""
+    why = modes_to_rerun(finished[0])
+    if not why:
+        return raw, finished
+    groups = ending_groups(finished[0])
+    n_new = sum(new_chains(groups, run["chains"]))
+    if n_new * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
+        done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
+        return raw, finished
+    again = rerun_modes(raw, groups, compile_one, run)
+    if again is None:
+        done.append(f"{why}; the new chains were interrupted (Ctrl-C): kept the first")
+        return raw, finished
+    if get_attr(finished[0], "modes"):  # the first run's modes, for the record
+        attrs["first_run_modes"] = get_attr(finished[0], "modes")
+    ended = ", ".join(str(g.tolist()) for g in groups)
+    done.append(
+        f"{why}: {n_new} new chains from where the chains ended, at least 2 for each group "
+        f"of chains that ended in one mode ({ended})"
+    )
+    return again, results(again)
+
+
+def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:
+    """An extended run without its first ``n_draws`` draws per chain (as warm-up), when
+    R-hat fails with them and the gates are met without them (a chain still settling in the
+    first run keeps R-hat up however long the run); else ``finished``."""
+    r_hat = _gates(finished[0])["r_hat"]
+    if r_hat <= GATES["r_hat"]:
+        return finished
+    later = results(_without_first(raw, n_draws))
+    gates = _gates(later[0])
+    if not (gates["r_hat"] <= GATES["r_hat"] and gates["ess"] >= GATES["ess_bulk"]):
+        return finished
+    attrs["warmup_draws_dropped"] = n_draws
+    done.append(
+        f"R-hat {r_hat:.3f} with the first run's draws, gates met without them: dropped the "
+        f"first {n_draws} draws of every chain as warm-up"
+    )
+    return later
+
+
+def modes_to_rerun(idata: Tree) -> str:
+    """Why the chains need to run again where they ended ("" when they do not): several
+    modes, some with fewer than two chains or an R-hat above :data:`MILD_R_HAT` within itself
+    (a smaller excess is left to the extension), or a chain that moved to another region
+    while it drew (:func:`bayesgmm.diagnostics.log_likelihood_drift`; its draws mix two
+    regions, and by its spread it can join chains of both into one mode)."""
+    why = []
+    table = get_attr(idata, "modes") or []
+    short = [
+        f"mode {row['mode']}: "
+        + (f"{len(row['chains'])} chain" if len(row["chains"]) < 2 else "")
+        + (f"R-hat {row['max_r_hat']:.3f}" if len(row["chains"]) >= 2 else "")
+        for row in table
+        if len(row["chains"]) < 2 or not row["max_r_hat"] <= MILD_R_HAT
+    ]
+    if short:
+        why.append(f"{len(table)} modes ({'; '.join(short)})")
+    posterior = get_group(idata, "posterior")
+    if posterior.sizes["draw"] >= 100 and "weights" in posterior:  # as diagnostics' drift row
+        drifted = np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
+        if drifted.size:
+            why.append(f"chain(s) {drifted.tolist()} moved to another region while drawing")
+    return "; ".join(why)
+
+
+def ending_groups(idata: Tree) -> list[np.ndarray]:
+    """The chains grouped by the mode their last quarter is in (label-invariantly,
+    :func:`bayesgmm.modes.find_modes`), best mean log-likelihood first."""
+    from .modes import find_modes
+
+    n_draws = get_group(idata, "posterior").sizes["draw"]
+    last = idata.isel(draw=slice(n_draws - max(n_draws // 4, 20), None), missing_dims="ignore")
+    ends = find_modes(last)
+    return [np.flatnonzero(ends == m) for m in range(int(ends.max()) + 1)]
+
+
+def new_chains(groups: list[np.ndarray], chains: int) -> list[int]:
+    """How many new chains each group gets: ``chains`` shared out, at least two each."""
+    return [max(2, chains // len(groups))] * len(groups)
+
+
+def rerun_modes(
+    raw: Tree, groups: list[np.ndarray], compile_one: Callable, run: dict
+) -> Tree | None:
+    """New chains for each group of chains (:func:`ending_groups`, :func:`new_chains`),
+    ``run["draws"]`` draws each after ``run["tune"]`` tuning steps, all run at once; None
+    after Ctrl-C.
+
+    A group's new chains start at the last draws of its chains in turn (a chain used again
+    starts an eighth of its length earlier each time), each whitened by the covariance of its
+    source chain's last quarter (unconstrained; :func:`bayesgmm._drift.restart_points`).
+    """
+    flat = _flat(raw)
+    quarter = max(flat.shape[1] // 4, 20)
+    counts = new_chains(groups, run["chains"])
+    announce(
+        run,
+        f"running {sum(counts)} new chains from where the chains ended "
+        f"({run['tune']} tuning steps and {run['draws']} draws each)",
+    )
+    runs = []
+    for chains, count in zip(groups, counts, strict=True):
+        for j in range(count):
+            chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
+            point = restart_points(flat[chain][None, -2 * quarter :])[0]
+            point = dataclasses.replace(point, mode=flat[chain, draw])
+            seed = (int(run["seed"]) + 32452843 + 7907 * (len(runs) + 1)) % 2**31
+            runs.append(_one_chain(compile_one, point, run, seed, run["draws"], run["tune"]))
+    try:
+        return concat_chains(run_parallel(runs))
+    except KeyboardInterrupt:
+        return None

@@ -1,0 +1,288 @@
+"""Follow-up runs after sampling (bayesgmm._followup): the extension to the ESS target, and
+new chains where the chains ended when modes are not each converged or a chain moved."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bayesgmm._followup as followup
+from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
+from bayesgmm._idata import get_attr, new_tree
+from bayesgmm.em import EMGaussianMixture
+
+from .test_drift import _separated  # two well separated round clusters, 150 rows
+
+
+def _fit(**options) -> BayesianGMM:
+    options = {"random_seed": 1, "chains": 2, "max_starts": 1, "progressbar": False, **options}
+    return BayesianGMM(2, **options).fit(_separated())
+
+
+def _gates(**changes) -> dict:
+    gates = {"r_hat": 1.005, "ess": 200.0, "n_modes": 1, "divergences": 0}
+    return {**gates, "drifted": False, **changes}
+
+
+def _tree(n_chains=2, n_draws=100):
+    return new_tree(
+        {"posterior": xr.Dataset(coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws)})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "extra"),
+    [
+        ({}, 150),  # ESS 1 per draw: 1.25 * 400 / 2 chains = 250 per chain
+        ({"ess": 450.0}, 0),  # gates met
+        ({"ess": 450.0, "r_hat": 1.02}, 100),  # mild R-hat: at least as many again
+        ({"ess": 100.0}, 400),  # ESS 0.5 per draw: 500 draws per chain in all
+        ({"n_modes": 2}, 0),
+        ({"divergences": 1}, 0),
+        ({"drifted": True}, 0),
+        ({"r_hat": 1.2}, 0),  # chains disagree: more of them does not help
+    ],
+)
+def test_the_plan_sizes_from_ess_per_draw_and_skips_what_draws_cannot_fix(
+    monkeypatch, changes, extra
+):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(**changes))
+    planned, reason = followup.extension_plan(_tree(), max_draws=10_000)
+    assert planned == extra
+    assert ("not extended" in reason) == (extra == 0 and reason != "")
+
+
+def test_the_plan_is_capped_by_max_draws(monkeypatch):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates())
+    assert followup.extension_plan(_tree(), max_draws=300) == (150, "ESS 200")
+    planned, reason = followup.extension_plan(_tree(), max_draws=150)  # fewer than 100 left
+    assert planned == 0 and "max_draws=150 reached" in reason
+
+
+def test_concatenated_draws_follow_each_chain_and_keep_draw_free_variables():
+    def tree(offset, n_draws, start):
+        values = offset + np.arange(2 * n_draws * 3, dtype=float).reshape(2, n_draws, 3)
+        posterior = xr.Dataset({"x": (("chain", "draw", "dim"), values)}).assign_coords(
+            chain=[0, 1], draw=np.arange(n_draws)
+        )
+        stats = xr.Dataset(
+            {"diverging": (("chain", "draw"), np.zeros((2, n_draws), bool))}
+        ).assign_coords(chain=[0, 1], draw=np.arange(n_draws))
+        if start:
+            stats["start"] = ("chain", np.array([0, 1]))
+        return new_tree({"posterior": posterior, "sample_stats": stats})
+
+    first, second = tree(0.0, 4, True), tree(1000.0, 3, False)
+    joined = followup.concat_draws(first, second)
+    x = joined["posterior"]["x"]
+    assert x.sizes == {"chain": 2, "draw": 7, "dim": 3}
+    assert joined["posterior"]["draw"].values.tolist() == list(range(7))
+    for c in range(2):
+        np.testing.assert_array_equal(x.values[c, :4], first["posterior"]["x"].values[c])
+        np.testing.assert_array_equal(x.values[c, 4:], second["posterior"]["x"].values[c])
+    assert joined["sample_stats"]["start"].values.tolist() == [0, 1]
+    assert joined["sample_stats"]["diverging"].shape == (2, 7)
+
+
+def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):
+    """150 draws of 2 chains do not give an ESS of 400: every chain continues from its last
+    draw, and its first draws are kept as they were."""
+    seen = {}
+    original = followup.continue_chains
+
+    def recording(raw, compile_one, run, extra, round_=1):
+        def compiled(point):
+            seen.setdefault("starts", []).append(point.mode)
+            return compile_one(point)
+
+        seen.setdefault("raw", raw)
+        out = original(raw, compile_one=compiled, run=run, extra=extra, round_=round_)
+        seen.setdefault("out", out)
+        return out
+
+    monkeypatch.setattr(followup, "continue_chains", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)  # 450 draws may still fall short
+        fit = _fit(draws=150, max_draws=450)
+    flat = followup._flat(seen["raw"])
+    np.testing.assert_array_equal(np.array(seen["starts"][:2]), flat[:, -1])
+    np.testing.assert_array_equal(followup._flat(seen["out"])[:, :150], flat)
+    post = fit.idata_.posterior
+    added = get_attr(fit.idata_, "extended_draws")
+    assert 100 <= added <= 300 and post.sizes["draw"] == 150 + added
+    assert post["draw"].values.tolist() == list(range(150 + added))
+    assert post["chain"].values.tolist() == [0, 1]
+    assert fit.idata_.sample_stats["diverging"].shape == (2, 150 + added)
+    assert fit.idata_.log_likelihood["obs"].shape[:2] == (2, 150 + added)
+    assert "more draws per chain" in get_attr(fit.idata_, "follow_up")[0]
+
+
+def test_falling_short_of_the_target_still_warns_and_returns():
+    """A cap too low for the target: the run is extended as far as allowed, the follow-up
+    record says why it stopped, and the ESS check still warns."""
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=150, max_draws=250)
+    assert fit.idata_.posterior.sizes["draw"] == 250
+    record = get_attr(fit.idata_, "follow_up")
+    assert "more draws per chain" in record[0] and "max_draws=250 reached" in record[-1]
+
+
+def test_a_run_meeting_the_gates_is_not_followed_up(monkeypatch):
+    def refused(runs):
+        raise AssertionError("no follow-up run expected")
+
+    monkeypatch.setattr(followup, "run_parallel", refused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        fit = _fit(draws=1000)
+    assert fit.idata_.posterior.sizes["draw"] == 1000
+    assert get_attr(fit.idata_, "follow_up") is None
+
+
+def test_max_draws_equal_to_draws_turns_follow_ups_off(monkeypatch):
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=100, max_draws=100)
+    assert fit.idata_.posterior.sizes["draw"] == 100
+
+
+@pytest.mark.parametrize("bad", [50, 2.5, "300"])
+def test_bad_max_draws_is_refused_before_sampling(bad):
+    X = _separated()
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="max_draws must be"):
+        sample_posterior(build_model(X, 2), em, draws=100, max_draws=bad)
+    with pytest.raises(ValueError, match="max_draws must be"):
+        BayesianGMM(2, draws=100, max_draws=bad).fit(X)
+
+
+# ----------------------------------------------------------------------------- modes
+def _mirrored() -> np.ndarray:
+    """Two mirrored halves: two EM optima of equal likelihood that split the data differently
+    (as tests/test_modes.py)."""
+    rng = np.random.default_rng(3)
+    side = rng.normal(size=(60, 2)) + np.array([6.0, 0.0])
+    middle = rng.normal(size=(30, 2))
+    return np.concatenate([side, -side, middle, -middle])
+
+
+def _three_chains(**options) -> BayesianGMM:
+    """3 chains round robin over the 2 optima: one mode holds a single chain."""
+    run = {"random_seed": 2, "draws": 150, "tune": 200, "chains": 3, "progressbar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return BayesianGMM(2, **run, **options).fit(_mirrored())
+
+
+def test_a_mode_with_one_chain_gets_two_new_chains_per_mode(tmp_path):
+    fit = _three_chains()
+    first = get_attr(fit.idata_, "first_run_modes")
+    assert sorted(len(row["chains"]) for row in first) == [1, 2]
+    record = get_attr(fit.idata_, "follow_up")
+    assert "1 chain" in record[0] and "4 new chains" in record[0]
+    post = fit.idata_.posterior
+    assert post.sizes["chain"] == 4 and post["chain"].values.tolist() == [0, 1, 2, 3]
+    assert fit.idata_.log_likelihood["obs"].shape[:2] == (4, post.sizes["draw"])
+    table = fit.modes()
+    assert [len(c) for c in table["chains"]] == [2, 2]  # each mode has its own R-hat
+    assert table["max_r_hat"].notna().all() and table["min_ess_tail"].notna().all()
+    np.testing.assert_allclose(table["stacking_weight"].sum(), 1.0, atol=1e-6)
+    assert table["stacking_weight"].between(0.2, 0.8).all()  # mirrored: equal weight
+    fit.save(tmp_path / "fit.nc")  # the record survives saving
+    loaded = BayesianGMM.load(tmp_path / "fit.nc")
+    assert get_attr(loaded.idata_, "follow_up") == record
+    assert get_attr(loaded.idata_, "first_run_modes") == first
+
+
+def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypatch):
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
+    fit = _three_chains(max_draws=150)
+    assert sorted(len(c) for c in fit.modes()["chains"]) == [1, 2]
+    assert get_attr(fit.idata_, "first_run_modes") is None
+
+
+def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended(monkeypatch):
+    """Forced: the drift check reports chain 0 as having moved; the chains (one group: they
+    all ended in one mode) run again, each from a chain's last draw, and replace the first
+    run's (the drift, still reported, keeps the extension off)."""
+    import pandas as pd
+
+    def drifted(idata):
+        n_chains = idata["posterior"].sizes["chain"]
+        return pd.DataFrame({"drifted": np.arange(n_chains) == 0})
+
+    seen = {}
+    original_rerun, original_one = followup.rerun_modes, followup._one_chain
+
+    def rerun(raw, groups, compile_one, run):
+        seen["last"], seen["groups"] = followup._flat(raw)[:, -1], groups
+        return original_rerun(raw, groups, compile_one, run)
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        seen.setdefault("starts", []).append(point.mode)
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "log_likelihood_drift", drifted)
+    monkeypatch.setattr(followup, "rerun_modes", rerun)
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150)
+    assert [g.tolist() for g in seen["groups"]] == [[0, 1]]
+    np.testing.assert_array_equal(np.array(seen["starts"]), seen["last"])
+    record = get_attr(fit.idata_, "follow_up")
+    assert "chain(s) [0] moved to another region" in record[0] and "2 new chains" in record[0]
+    assert "not extended: a chain drifted" in record[-1]
+    assert fit.idata_.posterior.sizes["chain"] == 2 and fit.idata_.posterior.sizes["draw"] == 150
+
+
+def test_new_chains_are_shared_out_at_least_two_a_group():
+    groups = [np.array([0, 1, 2, 3])]
+    assert followup.new_chains(groups, 4) == [4]
+    assert followup.new_chains([np.array([0]), np.array([1, 2, 3])], 4) == [2, 2]
+    assert followup.new_chains([np.array([c]) for c in range(3)], 4) == [2, 2, 2]
+
+
+def test_an_interrupted_extension_keeps_the_first_draws(monkeypatch):
+    def interrupted(runs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(followup, "run_parallel", interrupted)
+    with pytest.warns(SamplingWarning, match="ess_"):
+        fit = _fit(draws=150)
+    assert fit.idata_.posterior.sizes["draw"] == 150
+    assert "interrupted (Ctrl-C)" in get_attr(fit.idata_, "follow_up")[-1]
+
+
+def test_the_first_runs_draws_are_dropped_when_only_they_keep_r_hat_up(monkeypatch):
+    """Forced: R-hat fails while the first run's 150 draws are in, and the gates are met
+    without them; they are dropped as warm-up and the record says so."""
+    real = followup._gates
+
+    def gates(idata):
+        n_draws = idata["posterior"].sizes["draw"]
+        out = {**real(idata), "divergences": 0, "drifted": False, "n_modes": 1}
+        if n_draws == 150:  # the first run: short of both gates, R-hat mildly
+            return {**out, "r_hat": 1.02, "ess": 100.0}
+        if n_draws == 450:  # with the first run's draws: R-hat stays up
+            return {**out, "r_hat": 1.02, "ess": 900.0}
+        return {**out, "r_hat": 1.005, "ess": 600.0}  # the extension's 300 alone
+
+    monkeypatch.setattr(followup, "_gates", gates)
+    with warnings.catch_warnings():  # the real diagnostics of 300 draws: not the point
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=450)
+    assert fit.idata_.posterior.sizes["draw"] == 300
+    assert get_attr(fit.idata_, "warmup_draws_dropped") == 150
+    assert get_attr(fit.idata_, "extended_draws") == 300
+    assert "dropped the first 150 draws" in get_attr(fit.idata_, "follow_up")[-1]
+
+
+def test_follow_ups_are_announced_only_with_progress_shown(capsys):
+    followup.announce({"progressbar": True}, "extending every chain by 100 draws")
+    assert "bayesgmm follow-up: extending every chain by 100 draws" in capsys.readouterr().err
+    followup.announce({"progressbar": False}, "quiet")
+    assert capsys.readouterr().err == ""

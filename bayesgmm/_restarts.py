@@ -41,6 +41,7 @@ from ._dask import is_dask_array
 from ._hierarchical import MAX_SAMPLES, cut_tree, merge_tree, transform
 from ._models import model_name
 from ._progress import progress_bar
+from ._sweepmoves import canonical, merge_pass, one_hot, split_starts
 
 __all__ = [
     "Strategy",
@@ -101,6 +102,11 @@ class Strategy:
     loose_tol : float
         The loose stage's tolerance on the per-observation log-likelihood's rise per
         iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
+    n_merge : int
+        The sweep's merge pass (:func:`bayesgmm._sweepmoves.merge_pass`): every model at K
+        refitted from its ``K + 1`` fit with two clusters merged (every pair), the
+        ``n_merge`` best after one iteration to a short run, the best of them continued; kept
+        where higher. 0: no merge pass.
     """
 
     n_kmeans: int = 10
@@ -115,16 +121,7 @@ class Strategy:
     always: tuple[str, ...] = ("hc",)
     n_loose: int = 6
     loose_tol: float = 3e-4
-
-
-def canonical(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered ``0, 1, ...`` in order of first appearance (a partition's identity)."""
-    labels = np.asarray(labels)
-    _, first = np.unique(labels, return_index=True)
-    order = np.argsort(first)
-    mapping = np.empty(order.size, dtype=np.int64)
-    mapping[order] = np.arange(order.size)
-    return mapping[np.unique(labels, return_inverse=True)[1]]
+    n_merge: int = 2
 
 
 def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
@@ -164,16 +161,6 @@ def kmeans_labels(
                 far = int(np.argmax(distances[np.arange(X.shape[0]), labels]))
                 centres[c], labels[far] = X[far], c
     return labels
-
-
-def one_hot(
-    labels: np.ndarray, k: int, n_samples: int, rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Responsibilities of a hard partition; rows not in ``rows`` get zero weight."""
-    resp = np.zeros((n_samples, k))
-    rows = np.arange(n_samples) if rows is None else rows
-    resp[rows, labels] = 1.0
-    return resp
 
 
 def partition_pool(
@@ -237,31 +224,6 @@ def _distinct(
         if key not in seen and np.unique(labels).size == k:
             seen.add(key)
             out.append((kind, one_hot(labels, k, n_samples, subset)))
-    return out
-
-
-def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.ndarray]:
-    """Partitions into one more cluster: each of the ``n_split`` largest clusters of
-    ``labels`` split in two by the sign of its rows' projection on its principal axis.
-
-    ``X`` is on a scale where the principal axis is meaningful (standardised features).
-    """
-    labels = canonical(labels)
-    k = int(labels.max()) + 1
-    sizes = np.bincount(labels, minlength=k)
-    out = []
-    for c in np.argsort(-sizes, kind="stable")[:n_split]:
-        members = np.flatnonzero(labels == c)
-        if members.size < 4:
-            continue
-        centred = X[members] - X[members].mean(axis=0)
-        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-        side = centred @ axis > 0
-        if side.all() or not side.any():
-            continue
-        new = labels.copy()
-        new[members[side]] = k
-        out.append(new)
     return out
 
 
@@ -517,4 +479,9 @@ def sweep_rows(
                     labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
                 rows[k, cov_type] = row
                 bar.advance()
+    if data is not None and strategy.n_merge:
+        context = dict(
+            em_kwargs=em_kwargs, strategy=strategy, sample_weight=sample_weight, observed=observed
+        )
+        merge_pass(fit_one, X, ks, cov_types, context, rows, labels)
     return [rows[k, c] for c in cov_types for k in ks]

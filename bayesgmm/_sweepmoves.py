@@ -112,28 +112,36 @@ def merge_pass(
     refit where it is higher (``rows`` and the fits' MAP ``labels`` updated in place).
 
     ``context`` holds ``em_kwargs``, ``strategy``, ``sample_weight`` and ``observed`` (the rows
-    the fits keep), as :func:`bayesgmm._restarts.sweep_rows` has them. em-EM from the merges
-    screens ``strategy.n_merge`` of them to a short run and continues the best one.
+    the fits keep), as :func:`bayesgmm._restarts.sweep_rows` has them. em-EM screens the
+    merges by one iteration, the ``strategy.n_merge`` best go on to a short run, and the best
+    short run is continued to convergence only where it is above the fit at K: that fit's own
+    responsibilities are a start too (``"current"``), always continued, which costs an
+    iteration or two (it has converged) and wins unless a merge passed it.
     """
     strategy: Strategy = context["strategy"]
     merged = replace(
-        strategy, n_screened=strategy.n_merge, n_reserve=0, n_loose=0, n_best=1, always=()
+        strategy, n_screened=strategy.n_merge, n_reserve=0, n_loose=0, n_best=1,
+        always=("current",),
     )
+    observed = context["observed"]
     for k in sorted(ks, reverse=True):
         done: set[str] = set()
         for cov_type in cov_types:
             name = model_name(cov_type)
-            if k + 1 not in ks or name in done or (k + 1, name) not in labels:
+            if name in done or (k + 1, name) not in labels:
                 continue
             done.add(name)
             starts = [("merge", one_hot(m, k, len(m))) for m in merge_starts(labels[k + 1, name])]
             if not starts:
                 continue
+            current = rows[k, cov_type]["_fit"]
+            if current is not None:
+                starts.insert(0, ("current", current._predict_rows(X, "resp")[observed]))
             row = fit_one(
                 X, k, cov_type, context["em_kwargs"], starts, merged, context["sample_weight"]
             )
             if not _better(row, rows[k, cov_type]):
                 continue
-            labels[k, name] = row["_fit"]._predict_rows(X, "labels")[context["observed"]]
+            labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
             for key in [key for key, r in rows.items() if key[0] == k and r["model_name"] == name]:
                 rows[key] = {**row, "covariance_type": key[1]}

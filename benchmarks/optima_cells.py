@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 from bench_mclust import DATA, SKLEARN_NAMES
 from em_em_screening import MODELS
+from optima_search import parse_strategy
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from bayesgmm import em as em_module
 from bayesgmm import em_sweep
 from bayesgmm._hierarchical import cut_tree, merge_tree, transform
-from bayesgmm._restarts import Strategy, canonical, one_hot, split_starts
+from bayesgmm._restarts import canonical, one_hot, split_starts
 
 
 def converge(X: np.ndarray, model: str, k: int, resp: np.ndarray) -> tuple[float, float, float]:
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, default=Path(".cache") / "optima_refs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="default", help="as optima_search's")
     parser.add_argument("--verbose", action="store_true", help="every start, not only winners")
     args = parser.parse_args()
     cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",")]
@@ -108,14 +110,17 @@ def main() -> None:
 
     def recording(self, data, scaling, starts, strategy, map_runs=map):
         best = original(self, data, scaling, starts, strategy, map_runs)
-        if (self.model_name_, self.n_components) in cells:
+        if (self.model_name_, self.n_components) in cells and (
+            (self.model_name_, self.n_components) not in seen  # the forward pass's em-EM
+        ):
             seen[self.model_name_, self.n_components] = (best.kind, list(starts))
         return best
 
     em_module.EMGaussianMixture._em_em = recording
     with threadpool_limits(1):
         sweep = em_sweep(X, range(1, max(k for _, k in cells) + 2), MODELS, reg_covar=0.0,
-                         progress=False, random_state=args.seed, strategy=Strategy())
+                         progress=False, random_state=args.seed,
+                         strategy=parse_strategy(args.strategy)[1])
         em_module.EMGaussianMixture._em_em = original
         table = sweep.table.set_index(["model_name", "n_components"])
         for model, k in cells:

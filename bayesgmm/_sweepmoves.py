@@ -82,8 +82,7 @@ def merge_starts(labels: np.ndarray) -> list[np.ndarray]:
     if k < 3:
         return []
     return [
-        canonical(np.where(labels == b, a, labels))
-        for a, b in itertools.combinations(range(k), 2)
+        canonical(np.where(labels == b, a, labels)) for a, b in itertools.combinations(range(k), 2)
     ]
 
 
@@ -120,7 +119,11 @@ def merge_pass(
     """
     strategy: Strategy = context["strategy"]
     merged = replace(
-        strategy, n_screened=strategy.n_merge, n_reserve=0, n_loose=0, n_best=1,
+        strategy,
+        n_screened=strategy.n_merge,
+        n_reserve=0,
+        n_loose=0,
+        n_best=1,
         always=("current",),
     )
     observed = context["observed"]

@@ -35,18 +35,18 @@ from threadpoolctl import threadpool_limits
 from bayesgmm import em as em_module
 from bayesgmm import em_sweep
 from bayesgmm._hierarchical import cut_tree, merge_tree, transform
+from bayesgmm._missing import prepare
 from bayesgmm._restarts import canonical, one_hot, split_starts
 
 
 def converge(X: np.ndarray, model: str, k: int, resp: np.ndarray) -> tuple[float, float, float]:
     """Log-likelihood after 1 and 11 iterations and at convergence from ``resp`` (-inf: the
     run failed)."""
-    em = em_module.EMGaussianMixture(k, covariance_type=model, reg_covar=0.0, tol=1e-5,
-                                     max_iter=1000)
+    em = em_module.EMGaussianMixture(
+        k, covariance_type=model, reg_covar=0.0, tol=1e-5, max_iter=1000
+    )
     em.model_name_ = model
     em.n_features_in_ = X.shape[1]
-    from bayesgmm._missing import prepare
-
     data, summary = prepare(X, None, k)
     scaling = summary.scaling(isotropic=not em_module.models.per_feature_scaling(model))
     em._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
@@ -68,13 +68,18 @@ def candidates(X: np.ndarray, model: str, k: int, fits: dict) -> list[tuple[str,
     if model in SKLEARN_NAMES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gm = GaussianMixture(k, covariance_type=SKLEARN_NAMES[model], n_init=10,
-                                 random_state=0).fit(X)
+            gm = GaussianMixture(
+                k, covariance_type=SKLEARN_NAMES[model], n_init=10, random_state=0
+            ).fit(X)
         found.append(("sklearn-best", gm.predict(X)))
     for hc_model, use in (("VII", "SVD"), ("EII", "SVD"), ("VVV", "STD"), ("EII", "STD")):
         try:
-            found.append((f"hc-{hc_model}-{use}",
-                          cut_tree(merge_tree(transform(X, use), model=hc_model), [k])[:, 0]))
+            found.append(
+                (
+                    f"hc-{hc_model}-{use}",
+                    cut_tree(merge_tree(transform(X, use), model=hc_model), [k])[:, 0],
+                )
+            )
         except (ValueError, ArithmeticError):
             pass
     for (j, other), fit in fits.items():
@@ -89,6 +94,38 @@ def candidates(X: np.ndarray, model: str, k: int, fits: dict) -> list[tuple[str,
         for i, s in enumerate(split_starts(fits[k - 1, model].predict(X), standard, k)):
             found.append((f"split{i}", s))
     return [(kind, l) for kind, l in found if np.unique(l).size == k]
+
+
+def report(
+    X: np.ndarray,
+    model: str,
+    k: int,
+    ours: float,
+    refs: dict,
+    seen: dict,
+    fits: dict,
+    verbose: bool,
+) -> None:
+    """Print the cell's result, and every start that reaches the reference (all: ``verbose``)."""
+    ref = max(refs["mclust"].get((model, k)) or -np.inf, refs["sklearn"].get((model, k)) or -np.inf)
+    kind, starts = seen[model, k]
+    print(
+        f"== {model} K={k}: ours {ours:.2f} (from {kind}), mclust "
+        f"{refs['mclust'].get((model, k))}, sklearn {refs['sklearn'].get((model, k))}"
+    )
+    rows = [(f"pool:{kind}", resp) for kind, resp in starts]
+    rows += [(c, one_hot(l, k, X.shape[0])) for c, l in candidates(X, model, k, fits)]
+    results = [(name, converge(X, model, k, resp)) for name, resp in rows]
+    first = sorted((r[1][0] for r in results), reverse=True)
+    for name, (one, eleven, final) in results:
+        if verbose or final >= ref - 0.1:
+            mark = "REACHES" if final >= ref - 0.1 else ""
+            print(
+                f"  {name:<16} 1 it {one:10.2f} (rank {first.index(one) + 1:>2})  "
+                f"11 its {eleven:10.2f}  final {final:10.2f}  {final - ref:+8.2f} {mark}"
+            )
+    pool = max(r[1][2] for r in results if r[0].startswith("pool:"))
+    print(f"  best pool start to convergence: {pool - ref:+.2f}")
 
 
 def main() -> None:
@@ -118,30 +155,29 @@ def main() -> None:
 
     em_module.EMGaussianMixture._em_em = recording
     with threadpool_limits(1):
-        sweep = em_sweep(X, range(1, max(k for _, k in cells) + 2), MODELS, reg_covar=0.0,
-                         progress=False, random_state=args.seed,
-                         strategy=parse_strategy(args.strategy)[1])
+        sweep = em_sweep(
+            X,
+            range(1, max(k for _, k in cells) + 2),
+            MODELS,
+            reg_covar=0.0,
+            progress=False,
+            random_state=args.seed,
+            strategy=parse_strategy(args.strategy)[1],
+        )
         em_module.EMGaussianMixture._em_em = original
         table = sweep.table.set_index(["model_name", "n_components"])
         for model, k in cells:
-            ours = table.loc[(model, k), "log_likelihood"]
-            ref = max(refs["mclust"].get((model, k)) or -np.inf,
-                      refs["sklearn"].get((model, k)) or -np.inf)
-            kind, starts = seen[model, k]
-            print(f"== {args.dataset} {model} K={k}: ours {ours:.2f} (from {kind}), mclust "
-                  f"{refs['mclust'].get((model, k))}, sklearn {refs['sklearn'].get((model, k))}")
-            rows = [(f"pool:{kind}", resp) for kind, resp in starts]
-            rows += [(c, one_hot(l, k, X.shape[0])) for c, l in candidates(X, model, k,
-                                                                            sweep.fits)]
-            results = [(name, converge(X, model, k, resp)) for name, resp in rows]
-            first = sorted((r[1][0] for r in results), reverse=True)
-            for name, (one, eleven, final) in results:
-                if args.verbose or final >= ref - 0.1:
-                    mark = "REACHES" if final >= ref - 0.1 else ""
-                    print(f"  {name:<16} 1 it {one:10.2f} (rank {first.index(one) + 1:>2})  "
-                          f"11 its {eleven:10.2f}  final {final:10.2f}  {final - ref:+8.2f} {mark}")
-            pool = max(r[1][2] for r in results if r[0].startswith("pool:"))
-            print(f"  best pool start to convergence: {pool - ref:+.2f}")
+            report(
+                X,
+                model,
+                k,
+                table.loc[(model, k), "log_likelihood"],
+                refs,
+                seen,
+                sweep.fits,
+                args.verbose,
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -34,7 +34,9 @@ def main() -> None:
     for name, model, k in CELLS:
         path = DATA / f"{name}.csv"
         out = subprocess.run(
-            ["Rscript", "-e", R, str(path), model, str(k)], capture_output=True, text=True,
+            ["Rscript", "-e", R, str(path), model, str(k)],
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.split()
         X = pd.read_csv(path).to_numpy(dtype=float)
@@ -42,8 +44,15 @@ def main() -> None:
             warnings.simplefilter("ignore")
             gm = GaussianMixture(k, covariance_type=SKLEARN[model], n_init=10, random_state=0)
             sk = float(gm.fit(X).score(X)) * X.shape[0]
-        rows.append({"dataset": name, "model": model, "K": k, "mclust": float(out[0]),
-                     "sklearn": sk if np.isfinite(sk) else None})
+        rows.append(
+            {
+                "dataset": name,
+                "model": model,
+                "K": k,
+                "mclust": float(out[0]),
+                "sklearn": sk if np.isfinite(sk) else None,
+            }
+        )
         version = out[1]
     record = {"mclust_version": version, "sklearn_version": sklearn.__version__, "cells": rows}
     Path("tests/data/optima_cells.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -41,7 +41,7 @@ from sklearn.utils import check_random_state
 
 from ._dask import is_dask_array
 from ._hierarchical import MAX_SAMPLES, cut_tree, merge_tree, transform
-from ._models import model_name
+from ._models import min_effective_size, model_name
 from ._progress import progress_bar
 from ._sweepmoves import canonical, merge_pass, one_hot, split_starts
 
@@ -113,6 +113,12 @@ class Strategy:
         ``n_merge`` best after one iteration to a short run, the best of them continued; kept
         where higher, at no cost of a run to convergence unless it is (the fit at K is a
         start too). 0: no merge pass.
+    split_min : int
+        A split start is made only where both halves have at least ``split_min`` times the
+        model's smallest sound component (:func:`bayesgmm._models.min_effective_size`: one
+        row for EII/EEI/EEE, ``D + 1`` for VVV/EVV, two otherwise). Splits of every cluster
+        without it doubled the sweep's collapsed fits on the benchmark sets (seed 0: 19 -> 39;
+        with it 16). 0: any split with two non-empty halves of a cluster of four rows or more.
     """
 
     n_kmeans: int = 10
@@ -128,6 +134,7 @@ class Strategy:
     n_loose: int = 6
     loose_tol: float = 3e-4
     n_merge: int = 2
+    split_min: int = 2
 
 
 def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
@@ -434,7 +441,13 @@ def sweep_starts(
     if (k - 1, cov_type) in labels:
         standard = (data - data.mean(axis=0)) / data.std(axis=0)
         found += [
-            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
+            ("split", s)
+            for s in split_starts(
+                labels[k - 1, cov_type],
+                standard,
+                strategy.n_split,
+                strategy.split_min * min_effective_size(cov_type, data.shape[1]),
+            )
         ]
     done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
     done.sort(key=lambda item: -item[0])

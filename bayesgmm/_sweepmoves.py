@@ -49,9 +49,12 @@ def one_hot(
     return resp
 
 
-def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.ndarray]:
+def split_starts(
+    labels: np.ndarray, X: np.ndarray, n_split: int, min_rows: int = 1
+) -> list[np.ndarray]:
     """Partitions into one more cluster: each of the ``n_split`` largest clusters of
-    ``labels`` split in two by the sign of its rows' projection on its principal axis.
+    ``labels`` split in two by the sign of its rows' projection on its principal axis, where
+    both halves have at least ``min_rows`` rows.
 
     ``X`` is on a scale where the principal axis is meaningful (standardised features).
     """
@@ -66,7 +69,7 @@ def split_starts(labels: np.ndarray, X: np.ndarray, n_split: int) -> list[np.nda
         centred = X[members] - X[members].mean(axis=0)
         axis = np.linalg.svd(centred, full_matrices=False)[2][0]
         side = centred @ axis > 0
-        if side.all() or not side.any():
+        if min(side.sum(), (~side).sum()) < max(min_rows, 1):
             continue
         new = labels.copy()
         new[members[side]] = k

@@ -128,7 +128,10 @@ def test_thyroid_tied_k7_reaches_scikit_learns_best_of_ten():
         fits = em_sweep(X, range(1, 8), ["EEE"], reg_covar=0.0, strategy=strategy, progress=False)
         return fits.table.set_index("n_components").log_likelihood
 
-    default, without = sweep(Strategy()), sweep(Strategy(n_loose=0, n_split=2, n_merge=0))
+    default, without = (
+        sweep(Strategy()),
+        sweep(Strategy(n_loose=0, n_split=2, n_merge=0, split_min=0)),
+    )
     assert default[7] >= reference["7"] - 0.1
     assert default[6] >= reference["6"] - 0.1
     assert without[7] < reference["7"] - 10.0

@@ -49,6 +49,11 @@ def test_split_starts_split_each_cluster() -> None:
         assert np.array_equal(s[labels != c], labels[labels != c])
         assert np.unique(s[labels == c]).size == 2
     assert len(split_starts(labels, X, n_split=2)) == 2  # the two largest only
+    halves = [np.bincount(s[labels == c])[[c, 4]] for s, c in zip(splits, [0, 1, 2], strict=True)]
+    smallest = [int(h.min()) for h in halves]
+    for min_rows in range(1, 10):  # a split is kept where both halves have min_rows rows
+        kept = split_starts(labels, X, n_split=9, min_rows=min_rows)
+        assert len(kept) == sum(m >= min_rows for m in smallest)
 
 
 def test_merge_pass_never_lowers_a_cell_and_aliases_share_it() -> None:

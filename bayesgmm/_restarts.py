@@ -69,10 +69,9 @@ class Strategy:
     n_random : int
         Random-responsibility starts per ``K``.
     n_split : int
-        Split starts per ``K`` from the same model's ``K - 1`` fit (its largest clusters; the
-        default splits each cluster in turn up to ``K = 10``: the split of a small cluster
-        was, after one iteration, the best start of cells whose pool held no start of the
-        best basin, e.g. thyroid EEE K=8 and K=9, 8 and 15 nats above the sweep without).
+        Split starts per ``K`` from the same model's ``K - 1`` fit (its largest clusters; by
+        default each in turn: a small cluster's split was the best start of cells whose pool
+        had none in the best basin, e.g. thyroid EEE K=8, K=9, 8 and 15 nats higher).
     n_cross : int
         Starts per ``K`` from the partitions of the other models' fits at ``K`` (those with the
         highest log-likelihood): an optimum of one model is often a good start for another.
@@ -111,14 +110,12 @@ class Strategy:
         The sweep's merge pass (:func:`bayesgmm._sweepmoves.merge_pass`): every model at K
         refitted from its ``K + 1`` fit with two clusters merged (every pair), the
         ``n_merge`` best after one iteration to a short run, the best of them continued; kept
-        where higher, at no cost of a run to convergence unless it is (the fit at K is a
-        start too). 0: no merge pass.
+        where higher (the fit at K is a start too, so nothing else runs to convergence
+        unless it passes that fit). 0: no merge pass.
     split_min : int
-        A split start is made only where both halves have at least ``split_min`` times the
-        model's smallest sound component (:func:`bayesgmm._models.min_effective_size`: one
-        row for EII/EEI/EEE, ``D + 1`` for VVV/EVV, two otherwise). Splits of every cluster
-        without it doubled the sweep's collapsed fits on the benchmark sets (seed 0: 19 -> 39;
-        with it 16). 0: any split with two non-empty halves of a cluster of four rows or more.
+        Split starts only where both halves have ``split_min`` times the model's smallest
+        sound component (:func:`bayesgmm._models.min_effective_size`); without, splitting
+        every cluster doubled the collapsed fits (benchmark sets, seed 0: 19 -> 39; 16).
     """
 
     n_kmeans: int = 10
@@ -440,15 +437,9 @@ def sweep_starts(
     found = []
     if (k - 1, cov_type) in labels:
         standard = (data - data.mean(axis=0)) / data.std(axis=0)
-        found += [
-            ("split", s)
-            for s in split_starts(
-                labels[k - 1, cov_type],
-                standard,
-                strategy.n_split,
-                strategy.split_min * min_effective_size(cov_type, data.shape[1]),
-            )
-        ]
+        smallest = strategy.split_min * min_effective_size(cov_type, data.shape[1])
+        splits = split_starts(labels[k - 1, cov_type], standard, strategy.n_split, smallest)
+        found += [("split", s) for s in splits]
     done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
     done.sort(key=lambda item: -item[0])
     found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]

@@ -1,13 +1,15 @@
 """Why a sweep cell misses the optimum bar: every start of its em-EM, and candidate starts the
 pool does not have, each run to convergence on its own.
 
-For each listed cell (``MODEL:K``) of a data set, ``em_sweep`` (14 models, K = 1..K+1, the
-default strategy, ``--seed``) is run once; the sweep's own result for the cell is printed with
-the reference (mclust and scikit-learn separately, from ``optima_search``'s cache), then:
+For each listed cell (``MODEL:K``) of a data set, ``em_sweep`` (14 models, K = 1..K+1,
+``--strategy`` as in ``optima_search``, ``--seed``) is run once; the sweep's own result for the
+cell is printed with the reference (mclust and scikit-learn separately, from
+``optima_search``'s cache; the sweep goes to K + 1, so with the merge pass its result can be
+above a sweep's to K), then the starts that reach the reference (``--verbose``: all):
 
-- every start em-EM had for the cell (kind; log-likelihood after 1 and 11 iterations and at
-  convergence, each start on its own): if one reaches the reference, em-EM's selection of the
-  runs it continues is at fault;
+- every start em-EM had for the cell in the sweep's first pass (kind; log-likelihood after 1
+  and 11 iterations and at convergence, each start on its own): if one reaches the reference,
+  em-EM's selection of the runs it continues is at fault;
 - candidate starts it did not have: scikit-learn's best ``GaussianMixture(n_init=10)`` fit's
   MAP partition, mclust's hierarchical agglomeration with other criteria (VII, EII) and on
   other transforms (STD), every other model's fit at K, the same model's K + 1 fit with two

@@ -38,9 +38,9 @@ ITERATIONS = [0]
 _advance = em_module.EMGaussianMixture._advance
 
 
-def _counted(self, X, scaling, run, n_iter):  # every EM iteration of the sweep, counted
+def _counted(self, X, scaling, run, n_iter, *args):  # every EM iteration of the sweep, counted
     before = run.n_iter
-    _advance(self, X, scaling, run, n_iter)
+    _advance(self, X, scaling, run, n_iter, *args)
     ITERATIONS[0] += run.n_iter - before
 
 
@@ -93,8 +93,8 @@ def ranks(name: str, cells: list[tuple[str, int]]) -> None:
     found: dict = {}
     original = em_module.EMGaussianMixture._em_em
 
-    def recording(self, data, scaling, starts, strategy):
-        best = original(self, data, scaling, starts, strategy)
+    def recording(self, data, scaling, starts, strategy, map_runs=map):
+        best = original(self, data, scaling, starts, strategy, map_runs)
         if (self.model_name_, self.n_components) in cells:
             rows, weight = em_module._missing.initial_rows(data)
             Xu, paths = scaling.transform(rows), []

@@ -271,6 +271,7 @@ def em_em(
     resps: list[tuple[str, np.ndarray]],
     strategy: Strategy,
     map_runs: Any = map,
+    advance_many: Any = None,
 ) -> Any:
     """Biernacki et al.'s em-EM: short runs from every start, the best continued.
 
@@ -289,6 +290,10 @@ def em_em(
         ``map_runs(function, runs)``: ``function`` applied to every run continued to
         convergence, results in the runs' order (the builtin ``map``, or a thread pool's: the
         runs are independent, so the result does not depend on how they are scheduled).
+    advance_many : callable, optional
+        ``advance_many(runs, n_iter, map_runs)``: ``advance`` of every run of a stage at once
+        (e.g. in one compiled call, :class:`bayesgmm._population.Population`), returning each
+        run's error or None, in the runs' order; it replaces ``advance``.
 
     Returns
     -------
@@ -300,6 +305,7 @@ def em_em(
     ValueError or ArithmeticError
         The first start's error, when every start failed.
     """
+    step = advance_many or _per_run(advance)
     errors: list[Exception] = []
     runs = []
     for kind, resp in resps:
@@ -310,12 +316,12 @@ def em_em(
             continue
         run.kind = kind
         runs.append(run)
-    runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
-    screened, promoted = _screen(advance, runs, strategy, errors)
+    runs = _advance_all(step, runs, 1, errors)  # screening: one iteration each
+    screened, promoted = _screen(step, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
-    runs = _advance_all(advance, screened, more, errors)
-    promoted = _advance_all(advance, promoted, more, errors)
-    runs = _continue(advance, runs, promoted, strategy, errors, map_runs)
+    runs = _advance_all(step, screened, more, errors)
+    promoted = _advance_all(step, promoted, more, errors)
+    runs = _continue(step, runs, promoted, strategy, errors, map_runs)
     if not runs:
         if errors:
             raise errors[0]
@@ -324,7 +330,7 @@ def em_em(
 
 
 def _continue(
-    advance: Any, runs: list, promoted: list, strategy: Strategy, errors: list, map_runs: Any = map
+    step: Any, runs: list, promoted: list, strategy: Strategy, errors: list, map_runs: Any = map
 ) -> list:
     """The short runs (best first) and the promoted ones continued: the loose stage, then the
     ``n_best`` and the ``always`` kinds to convergence through ``map_runs`` (the next
@@ -335,18 +341,18 @@ def _continue(
     if keep:  # a promoted start goes on where its short run beats every screened one
         keep += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
     if n_keep > n_best:  # the kept ones to a loose convergence first; the best go on
-        keep = _loosely(advance, keep, strategy.loose_tol, errors)
+        keep = _loosely(step, keep, strategy.loose_tol, errors)
         rest, keep = keep[n_best:] + rest, keep[:n_best]
     keep += [r for r in rest if r.kind in strategy.always]
-    runs = _advance_all(advance, keep, None, errors, map_runs)
+    runs = _advance_all(step, keep, None, errors, map_runs)
     for run in (r for r in rest if r.kind not in strategy.always):
         if runs:  # every continued run failed: the next surviving one, in rank order
             break
-        runs = _advance_all(advance, [run], None, errors)
+        runs = _advance_all(step, [run], None, errors)
     return runs
 
 
-def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
+def _screen(step: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
     """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
     kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
     ``n_screened`` best of the two groups after ``reserve_iter`` iterations. The screened
@@ -358,8 +364,8 @@ def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple
     more = _reserve_iter(strategy) - 1
     if more < 1:
         return screened, []
-    screened = _advance_all(advance, screened, more, errors)
-    reserve = _advance_all(advance, reserve, more, errors)
+    screened = _advance_all(step, screened, more, errors)
+    reserve = _advance_all(step, reserve, more, errors)
     second = [r.lower_bound for r in screened if any(r is t for t in top)]
     if not second or not reserve:
         return screened, []
@@ -372,45 +378,52 @@ def _reserve_iter(strategy: Strategy) -> int:
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
-def _loosely(advance: Any, runs: list, tol: float, errors: list, step: int = 5) -> list:
-    """Runs advanced ``step`` iterations at a time until each rises by less than ``tol`` per
+def _loosely(step: Any, runs: list, tol: float, errors: list, n_step: int = 5) -> list:
+    """Runs advanced ``n_step`` iterations at a time until each rises by less than ``tol`` per
     iteration (its ``trace``'s last step), converges, or stops; the ones that did not fail,
     best first."""
     active, done = list(runs), []
     while active:
         moving = []
-        for run in active:
-            before = run.n_iter
-            try:
-                advance(run, step)
-            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+        before = [run.n_iter for run in active]
+        for run, start, err in zip(active, before, step(active, n_step), strict=True):
+            if err is not None:  # a collapse: drop this start
                 errors.append(err)
                 continue
             if not np.isfinite(run.lower_bound):
                 continue
             rise = run.trace[-1] - run.trace[-2] if len(run.trace) > 1 else np.inf
-            stopped = run.converged or run.n_iter == before or rise < tol
+            stopped = run.converged or run.n_iter == start or rise < tol
             (done if stopped else moving).append(run)
         active = moving
     return sorted(done, key=lambda r: r.lower_bound, reverse=True)
 
 
+def _per_run(advance: Any) -> Any:
+    """``advance_many`` (see :func:`em_em`) from the per-run ``advance``: the runs one after
+    the other, or through ``map_runs`` when they go to convergence (e.g. on threads; short
+    runs of a few iterations cost less than handing them to another thread)."""
+
+    def step(runs: list, n_iter: int | None, map_runs: Any = map) -> list:
+        def one(run: Any) -> Exception | None:
+            try:
+                advance(run, n_iter)
+            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+                return err
+            return None
+
+        return list((map_runs if n_iter is None else map)(one, runs))
+
+    return step
+
+
 def _advance_all(
-    advance: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
+    step: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
 ) -> list:
-    """``advance`` every run by ``n_iter``; the ones that did not fail, best first (errors in
-    the runs' order). Runs to convergence go through ``map_runs`` (e.g. on threads); short
-    runs of a few iterations cost less than handing them to another thread."""
-
-    def one(run: Any) -> Exception | None:
-        try:
-            advance(run, n_iter)
-        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
-            return err
-        return None
-
+    """``step`` (an ``advance_many``) every run by ``n_iter``; the ones that did not fail,
+    best first (errors in the runs' order)."""
     kept = []
-    for run, err in zip(runs, list((map_runs if n_iter is None else map)(one, runs)), strict=True):
+    for run, err in zip(runs, step(runs, n_iter, map_runs), strict=True):
         if err is not None:
             errors.append(err)
         elif np.isfinite(run.lower_bound):

@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask, _emloop, _fastem, _missing, _restarts
+from . import _dask, _emloop, _fastem, _missing, _population, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
@@ -553,12 +553,28 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         rows, weight = _missing.initial_rows(data)
         Xu = scaling.transform(rows)
         small = self._small_loop(data, scaling)  # once for all the runs (it only reads)
-        return _restarts.em_em(
-            lambda resp: _Run(self._params_from_resp(Xu, resp, weight)),
-            lambda run, n_iter: self._advance(data, scaling, run, n_iter, small),
-            starts,
-            strategy,
-            map_runs if small is not None else map,
+
+        def advance(run: Any, n_iter: int | None) -> None:
+            self._advance(data, scaling, run, n_iter, small)
+
+        def start(resp: np.ndarray) -> Any:
+            return _Run(self._params_from_resp(Xu, resp, weight))
+
+        many = None
+        if small is not None and self.model_name_ in _fastem.MODEL_CODES:
+            population = _population.Population(self, small, advance, len(starts))
+            many = population.advance_many
+
+            def start(resp: np.ndarray) -> Any:  # (its rows in the population's arrays)
+                return population.add(self._params_from_resp(Xu, resp, weight))
+
+        best = _restarts.em_em(
+            start, advance, starts, strategy, map_runs if small is not None else map, many
+        )
+        if isinstance(best, _Run):
+            return best
+        return _Run(
+            best.params, best.lower_bound, best.trace, best.n_iter, best.converged, best.kind
         )
 
     def _block_rows(self, engine: str) -> int:

@@ -1,0 +1,81 @@
+"""em-EM's runs in stacked arrays (:mod:`bayesgmm._population`): the same runs, to the bit, as
+the per-run path from the same starts (every model, runs that fail in the compiled loop
+included), and never a decreasing likelihood."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesgmm.em as em_module
+from bayesgmm import em_sweep
+from bayesgmm._population import Population
+from bayesgmm.datasets import load_faithful
+from bayesgmm.em import _Run
+
+
+class _PerRun:
+    """A stand-in for :class:`Population` that keeps every run a plain ``_Run`` and leaves
+    ``advance_many`` unset: em-EM then takes the per-run path (main's)."""
+
+    def __init__(self, *args):
+        self.advance_many = None
+
+    def add(self, params):
+        return _Run(params)
+
+
+def _collapsing() -> np.ndarray:
+    """Gaussian rows and a tight clump of 5: starts collapse in em-EM."""
+    rng = np.random.default_rng(1)
+    return np.vstack([rng.normal(size=(100, 2)), 8.0 + 1e-3 * rng.normal(size=(5, 2))])
+
+
+def _sweep_both(monkeypatch, X, ks):
+    """The sweep per run, then with the population."""
+    monkeypatch.setattr(em_module, "_population", types.SimpleNamespace(Population=_PerRun))
+    per_run = em_sweep(X, ks, "all", reg_covar=0.0, progress=False)
+    monkeypatch.undo()
+    return per_run, em_sweep(X, ks, "all", reg_covar=0.0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("X", "ks"),
+    [(load_faithful(), [1, 2, 3, 4]), (_collapsing(), [2, 3, 4])],
+    ids=["faithful", "collapsing"],
+)
+def test_the_population_runs_are_the_per_run_paths_to_the_bit(monkeypatch, X, ks):
+    per_run, population = _sweep_both(monkeypatch, X, ks)
+    pd.testing.assert_frame_equal(population.table, per_run.table, check_exact=True)
+    for key, fit in per_run.fits.items():
+        np.testing.assert_array_equal(population.fits[key].means_, fit.means_)
+        np.testing.assert_array_equal(
+            population.fits[key].log_likelihood_trace_, fit.log_likelihood_trace_
+        )
+
+
+def test_runs_that_fail_in_the_compiled_loop_leave_the_arrays(monkeypatch):
+    """On the collapsing data some runs' next M-step fails in the compiled loop: they go on by
+    the per-run path (which drops them with the M-step's error); the test above shows the fits
+    are those of that path."""
+    left: list[int] = []
+    advance_many = Population.advance_many
+
+    def spy(self, runs, *args):
+        errors = advance_many(self, runs, *args)
+        left.extend(id(r) for r in runs if r.own is not None)
+        return errors
+
+    monkeypatch.setattr(Population, "advance_many", spy)
+    em_sweep(_collapsing(), [3, 4], "all", reg_covar=0.0, progress=False)
+    assert left
+
+
+def test_the_likelihood_never_decreases_along_a_population_run():
+    sweep = em_sweep(load_faithful(), [2, 3], "all", reg_covar=0.0, progress=False)
+    for fit in sweep.fits.values():
+        steps = np.diff(fit.log_likelihood_trace_)
+        assert np.all(steps >= -1e-9 * np.abs(fit.log_likelihood_trace_[1:]))

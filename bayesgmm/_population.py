@@ -22,9 +22,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _fastem
+from . import _fastem, _mstep
+from ._gaussian import MixtureStatistics
 
-__all__ = ["Population", "Slot", "iterate_many"]
+__all__ = ["Population", "Slot", "iterate_many", "start_rows"]
+
+_START_ELEMENTS = 2**21  # starts x components x rows x features of one batch of statistics
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # runs to convergence on threads
@@ -70,6 +73,82 @@ def iterate_many(
         values[i] = warm[2]
         lower[i] = trace[-1]
     return traces, taken, converged, failed
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _fresh_volumes(nk, first, second, model, regularisation):  # pragma: no cover - compiled
+    """The volumes a fresh iterative M-step (VEI, VEE, VEV) starts from, as
+    :func:`bayesgmm._mstep._start_volumes` (the VII ones, ``tr(W_k) / (n_k D)``, summed in
+    NumPy's order); empty for the other models."""
+    n_components, n_features = first.shape
+    if model != 3 and model != 7 and model != 12:
+        return np.empty(0)
+    volumes = np.empty(n_components)
+    values = np.empty((n_components, n_features))
+    if model == 3:  # VEI: the scatter's diagonal, as the diagonal M-step forms it
+        for k in range(n_components):
+            for j in range(n_features):
+                delta = first[k, j] / nk[k]
+                values[k, j] = second[k, j, 0] - nk[k] * (delta * delta - regularisation[j])
+    else:
+        _, scatter = _mstep._full_scatter(nk, first, second, np.zeros_like(first), regularisation)
+        if model == 7:  # VEE: np.trace of each scatter
+            for k in range(n_components):
+                for j in range(n_features):
+                    values[k, j] = scatter[k, j, j]
+        else:  # VEV: the eigenvalues of each scatter
+            values = _mstep._eigh(scatter)[0]
+    for k in range(n_components):
+        volumes[k] = _fastem._numpy_sum(values[k]) / (nk[k] * n_features)
+    return volumes
+
+
+@numba.njit(cache=True, error_model="numpy")
+def start_rows(
+    resp_sum, first, second, model, regularisation, inner_tol, arrays, rows
+):  # pragma: no cover - compiled
+    """The first M-step of each start ``s`` (the statistics of its responsibilities about
+    zero, ``second`` as ``(S, K, D, D or 1)``) into row ``rows[s]`` of ``arrays`` (as
+    :func:`iterate_many`'s), by the compiled M-step of :func:`bayesgmm._fastem.iterate` from a
+    fresh start; whether each failed (then its row is meaningless). Not for EVE and VVE, whose
+    fresh M-step tries several orientations."""
+    weights, means, factors, covariances, volumes, _, _, lower = arrays
+    failed = np.zeros(rows.shape[0], dtype=np.bool_)
+    empty = np.empty((0, 0))
+    for s in range(rows.shape[0]):
+        nk = resp_sum[s] + _mstep.NK_FLOOR
+        warm = (_fresh_volumes(nk, first[s], second[s], model, regularisation), empty, empty)
+        step = _fastem._m_step(
+            (0.0, resp_sum[s], first[s], second[s]),
+            np.zeros_like(first[s]), model, regularisation, warm, inner_tol,
+        )  # fmt: skip
+        if step[5]:
+            failed[s] = True
+            continue
+        i = rows[s]
+        weights[i] = step[0]
+        means[i] = step[1]
+        covariances[i] = step[2]
+        factors[i] = step[3]
+        volumes[i] = step[4][0]
+        lower[i] = -np.inf
+    return failed
+
+
+def start_statistics(Xu: np.ndarray, resps: np.ndarray, layout: str) -> tuple:
+    """:func:`bayesgmm._gaussian.weighted_statistics` about zero of each of the ``(S, N, K)``
+    responsibilities, stacked (the same products, so the same numbers): ``resp_sum`` ``(S,
+    K)``, ``first`` ``(S, K, D)``, ``second`` ``(S, K, D, D)`` (full, tied) or ``(S, K, D)``."""
+    columns = np.swapaxes(resps, 1, 2)  # (S, K, N)
+    resp_sum = resps.sum(axis=1)
+    first = columns @ Xu
+    if layout in ("full", "tied"):
+        second = np.swapaxes(columns[..., None] * Xu, -1, -2) @ Xu
+    else:  # one vector-matrix product per component, as there
+        squares = Xu**2
+        second = np.array([[r[:, k] @ squares for k in range(r.shape[1])] for r in resps])
+        second = second.reshape(first.shape)
+    return resp_sum, first, second
 
 
 class Slot:
@@ -135,23 +214,64 @@ class Population:
             em.reg_covar * em._unit_variances, dtype=np.float64
         )
 
-    def add(self, params: Any) -> Slot:
-        """A new run from parameters (a start's first M-step), in the next row."""
-        i = self.size
+    def start_many(self, Xu: np.ndarray, resps: list) -> list:
+        """Runs from starting responsibilities of the rows ``Xu`` (unit scale), each by one
+        M-step as :meth:`bayesgmm.em.EMGaussianMixture._params_from_resp` takes it (the same
+        numbers): a run or the start's error for each. The statistics are stacked products,
+        the M-steps one compiled call (:func:`start_rows`); EVE and VVE (several fresh
+        orientations), and any start the compiled M-step fails, take the Python M-step."""
+        n, d = Xu.shape
+        k = self.em.n_components
+        batch = max(1, _START_ELEMENTS // max(1, k * n * d))
+        out: list = []
+        for begin in range(0, len(resps), batch):
+            stacked = np.stack(resps[begin : begin + batch])
+            stats = start_statistics(Xu, stacked, self.small.layout)
+            rows = np.arange(self.size, self.size + stacked.shape[0])
+            self.size += stacked.shape[0]
+            failed = np.ones(rows.size, dtype=bool)
+            if self.model not in _fastem._ORIENTATION:
+                second = stats[2] if stats[2].ndim == 4 else stats[2][..., None]
+                failed = start_rows(
+                    *stats[:2], second, self.code, self.regularisation, self.em._inner_tol,
+                    self.arrays, rows,
+                )  # fmt: skip
+            for s, row in enumerate(rows):
+                out.append(
+                    Slot(self, int(row)) if not failed[s] else self._python_start(n, stats, s, row)
+                )
+        return out
+
+    def _python_start(self, n: int, stats: tuple, s: int, row: int) -> Any:
+        """Start ``s`` by the Python M-step into ``row``: its run, or its error."""
+        resp_sum, first, second = (a[s] for a in stats)
+        zero = np.zeros_like(first)
+        try:
+            params = self.em._m_step(MixtureStatistics(0.0, n, resp_sum, first, second, zero), None)
+        except (ValueError, ArithmeticError) as err:
+            return err
+        return self.add(params, row)
+
+    def add(self, params: Any, row: int | None = None) -> Slot:
+        """A run from parameters (a start's first M-step), in ``row`` (or the next one)."""
+        if row is None:
+            row = self.size
+            self.size += 1
+        i = row
         layout = self.small.layout
-        volumes, orientation, values = _fastem._warm_arrays(params.warm)
-        row = (
+        volumes, orientation, warm_values = _fastem._warm_arrays(params.warm)
+        values = (
             params.weights,
             params.means,
             _fastem._as_blocks(params.precisions_chol, layout),
             _fastem._as_blocks(params.covariances, layout),
             volumes,
             orientation,
-            values,
+            warm_values,
         )
-        for array, value in zip(self.arrays, row, strict=False):
+        for array, value in zip(self.arrays, values, strict=False):
             array[i] = value
-        self.size += 1
+        self.arrays[-1][i] = -np.inf
         return Slot(self, i)
 
     def params(self, index: int) -> Any:

@@ -272,6 +272,7 @@ def em_em(
     strategy: Strategy,
     map_runs: Any = map,
     advance_many: Any = None,
+    start_many: Any = None,
 ) -> Any:
     """Biernacki et al.'s em-EM: short runs from every start, the best continued.
 
@@ -294,6 +295,9 @@ def em_em(
         ``advance_many(runs, n_iter, map_runs)``: ``advance`` of every run of a stage at once
         (e.g. in one compiled call, :class:`bayesgmm._population.Population`), returning each
         run's error or None, in the runs' order; it replaces ``advance``.
+    start_many : callable, optional
+        ``start_many(resps)``: ``start`` of every starting responsibility at once, a run or the
+        start's error (``ValueError`` or ``ArithmeticError``) for each; it replaces ``start``.
 
     Returns
     -------
@@ -308,11 +312,10 @@ def em_em(
     step = advance_many or _per_run(advance)
     errors: list[Exception] = []
     runs = []
-    for kind, resp in resps:
-        try:
-            run = start(resp)
-        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
-            errors.append(err)
+    started = (start_many or _per_start(start))([resp for _, resp in resps])
+    for (kind, _), run in zip(resps, started, strict=True):
+        if isinstance(run, Exception):  # a collapse: drop this start
+            errors.append(run)
             continue
         run.kind = kind
         runs.append(run)
@@ -397,6 +400,21 @@ def _loosely(step: Any, runs: list, tol: float, errors: list, n_step: int = 5) -
             (done if stopped else moving).append(run)
         active = moving
     return sorted(done, key=lambda r: r.lower_bound, reverse=True)
+
+
+def _per_start(start: Any) -> Any:
+    """``start_many`` (see :func:`em_em`) from the per-start ``start``."""
+
+    def start_many(resps: list) -> list:
+        out = []
+        for resp in resps:
+            try:
+                out.append(start(resp))
+            except (ValueError, ArithmeticError) as err:
+                out.append(err)
+        return out
+
+    return start_many
 
 
 def _per_run(advance: Any) -> Any:

@@ -560,16 +560,22 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         def start(resp: np.ndarray) -> Any:
             return _Run(self._params_from_resp(Xu, resp, weight))
 
-        many = None
+        many = start_many = None
         if small is not None and self.model_name_ in _fastem.MODEL_CODES:
             population = _population.Population(self, small, advance, len(starts))
             many = population.advance_many
 
-            def start(resp: np.ndarray) -> Any:  # (its rows in the population's arrays)
-                return population.add(self._params_from_resp(Xu, resp, weight))
+            def start_many(resps: list) -> list:  # (the runs' rows in the population's arrays)
+                return population.start_many(Xu, resps)
 
         best = _restarts.em_em(
-            start, advance, starts, strategy, map_runs if small is not None else map, many
+            start,
+            advance,
+            starts,
+            strategy,
+            map_runs if small is not None else map,
+            many,
+            start_many,
         )
         if isinstance(best, _Run):
             return best

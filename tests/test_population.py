@@ -18,14 +18,22 @@ from bayesgmm.em import _Run
 
 
 class _PerRun:
-    """A stand-in for :class:`Population` that keeps every run a plain ``_Run`` and leaves
-    ``advance_many`` unset: em-EM then takes the per-run path (main's)."""
+    """A stand-in for :class:`Population` that starts every run as a plain ``_Run`` by
+    ``_params_from_resp`` and leaves ``advance_many`` unset: em-EM then takes the per-start
+    and per-run path (main's)."""
 
-    def __init__(self, *args):
+    def __init__(self, em, *args):
+        self.em = em
         self.advance_many = None
 
-    def add(self, params):
-        return _Run(params)
+    def start_many(self, Xu, resps):
+        out = []
+        for resp in resps:
+            try:
+                out.append(_Run(self.em._params_from_resp(Xu, resp)))
+            except (ValueError, ArithmeticError) as err:
+                out.append(err)
+        return out
 
 
 def _collapsing() -> np.ndarray:

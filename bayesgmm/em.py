@@ -33,7 +33,13 @@ from . import _kernels as kernels
 from . import _models as models
 from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
-from ._validation import check_choice, check_data, check_fit_data, check_sample_weight
+from ._validation import (
+    _check_n_samples,
+    check_choice,
+    check_data,
+    check_fit_data,
+    check_sample_weight,
+)
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
@@ -336,13 +342,15 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
         map_runs: Any = map,
+        validated: bool = False,
     ) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask).
 
         ``starts`` (from :func:`bayesgmm._restarts.partition_pool`): starting responsibilities
         of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
         says, its runs of a stage through ``map_runs``) instead of ``n_init`` initialisations
-        by ``init_params``.
+        by ``init_params``. ``validated``: ``X`` is an ndarray that passed
+        :func:`bayesgmm._validation.check_fit_data` already (an em_sweep's data, checked once).
         """
         self._check_parameters()
         if _dask.is_dask_array(X):
@@ -354,7 +362,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             X, summary = _dask.check_fit_array(self, X, self.n_components)
             data = X
         else:
-            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components, allow_nan=True))
+            if validated:  # (only the number of components is new to this fit)
+                self.n_features_in_ = X.shape[1]
+                _check_n_samples(X.shape[0], self.n_components)
+            else:
+                X = check_fit_data(self, X, self.n_components, allow_nan=True)
+            X = np.ascontiguousarray(X)
             weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
             data, summary = _missing.prepare(X, weights, self.n_components)
         initial = self._check_initial_values(X.shape[1])

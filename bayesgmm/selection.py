@@ -113,7 +113,12 @@ def _fit_one(
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
             validated = em._fit(
-                X, sample_weight, starts=starts, strategy=strategy, map_runs=map_runs
+                X,
+                sample_weight,
+                starts=starts,
+                strategy=strategy,
+                map_runs=map_runs,
+                validated=not is_dask_array(X),  # (em_sweep checked it once for every fit)
             )
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}

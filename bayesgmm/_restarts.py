@@ -544,8 +544,8 @@ def sweep_rows(
                 if data is not None:
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:  # (X validated already)
-                    labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
+                if starts is not None and row["_fit"] is not None:  # predict(X), from fit_one
+                    labels[k, name] = row["_labels"][observed]
                 rows[k, cov_type] = row
                 bar.advance()
     return [rows[k, c] for c in cov_types for k in ks]

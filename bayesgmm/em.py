@@ -788,15 +788,19 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return self._criteria(X)["icl"]
 
     def _criteria(
-        self, X: Any, *, validated: bool = False, sample_weight: Any = None
-    ) -> dict[str, float]:
+        self, X: Any, *, validated: bool = False, sample_weight: Any = None, labels: bool = False
+    ) -> dict[str, Any]:
         """Total log-likelihood (user units), BIC, AIC and ICL, from one pass over ``X``.
 
         ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned). With
         frequency weights, sums over rows are weighted and ``n`` is the weights' sum.
+        ``labels=True`` (an ndarray ``X``): also ``predict(X)`` from the same pass, as
+        ``"labels"``.
         """
         X = X if validated else self._validated(X)
-        scores = self._predict_rows(X, "scores")
+        scores = self._predict_rows(X, "criteria" if labels else "scores")
+        found = {"labels": scores[:, 2].astype(np.intp)} if labels else {}
+        scores = scores[:, :2]
         weight = None
         if not _dask.is_dask_array(X):
             weight = check_sample_weight(sample_weight, X.shape[0], 1)
@@ -814,6 +818,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             "bic": bic,
             "aic": -2.0 * log_l + 2.0 * p,
             "icl": bic - 2.0 * float(totals[1]),
+            **found,
         }
 
     def __sklearn_tags__(self):

@@ -125,7 +125,9 @@ def _fit_one(
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    criteria = em._criteria(validated, validated=True, sample_weight=sample_weight)
+    criteria = em._criteria(
+        validated, validated=True, sample_weight=sample_weight, labels=starts is not None
+    )
     return {
         **row,
         "status": status,
@@ -138,6 +140,7 @@ def _fit_one(
         "n_iter": em.n_iter_,
         "message": " ".join(messages),
         "_fit": em,
+        "_labels": criteria.get("labels"),  # predict(X), for the next fits' starts
     }
 
 

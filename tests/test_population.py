@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import bayesgmm.em as em_module
-from bayesgmm import em_sweep
+from bayesgmm import EMGaussianMixture, em_sweep
 from bayesgmm._population import Population
 from bayesgmm.datasets import load_faithful
 from bayesgmm.em import _Run
@@ -87,3 +87,13 @@ def test_the_likelihood_never_decreases_along_a_population_run():
     for fit in sweep.fits.values():
         steps = np.diff(fit.log_likelihood_trace_)
         assert np.all(steps >= -1e-9 * np.abs(fit.log_likelihood_trace_[1:]))
+
+
+def test_the_criteria_pass_gives_predicts_labels_with_missing_cells_too():
+    """em_sweep takes the next fits' starting partitions from the criteria's pass."""
+    X = np.asarray(load_faithful(), dtype=float).copy()
+    X[::9, 1] = np.nan
+    em = EMGaussianMixture(3, covariance_type="VEV", random_state=0).fit(X)
+    criteria = em._criteria(X, labels=True)
+    np.testing.assert_array_equal(criteria["labels"], em.predict(X))
+    assert criteria["bic"] == em.bic(X)

@@ -156,6 +156,12 @@ def kmeans_labels(
         if np.array_equal(new, labels):
             break
         labels = new
+        counts = np.bincount(labels, minlength=k)
+        if counts.all():  # every cluster's mean, its rows added in order (as X[members].mean)
+            sums = np.zeros_like(centres)
+            np.add.at(sums, labels, X)
+            centres = sums / counts[:, None]
+            continue
         for c in range(k):
             members = labels == c
             if members.any():
@@ -490,15 +496,22 @@ def sweep_starts(
     labels: dict[tuple[int, str], np.ndarray],
     rows: dict[tuple[int, str], dict[str, Any]],
     strategy: Strategy,
+    cache: dict | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
-    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
+    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood).
+    ``cache``: a dict kept across a sweep's calls (the standardised data, and the splits of
+    each partition: models often agree on the K - 1 partition)."""
     found = []
+    cache = {} if cache is None else cache
     if (k - 1, cov_type) in labels:
-        standard = (data - data.mean(axis=0)) / data.std(axis=0)
-        found += [
-            ("split", s) for s in split_starts(labels[k - 1, cov_type], standard, strategy.n_split)
-        ]
+        if "standard" not in cache:
+            cache["standard"] = (data - data.mean(axis=0)) / data.std(axis=0)
+        parent = labels[k - 1, cov_type]
+        key = ("split", strategy.n_split, parent.tobytes())
+        if key not in cache:
+            cache[key] = split_starts(parent, cache["standard"], strategy.n_split)
+        found += [("split", s) for s in cache[key]]
     done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
     done.sort(key=lambda item: -item[0])
     found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
@@ -527,7 +540,7 @@ def sweep_rows(
     if data is not None:  # the rows the fits keep: those with something observed
         observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
-    rows = {}
+    rows, cache = {}, {}
     with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
         for k in ks:
             for cov_type in cov_types:
@@ -542,7 +555,7 @@ def sweep_rows(
                     continue
                 starts = None
                 if data is not None:
-                    starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
+                    starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy, cache)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
                 if starts is not None and row["_fit"] is not None:  # predict(X), from fit_one
                     labels[k, name] = row["_labels"][observed]

@@ -343,6 +343,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         strategy: _restarts.Strategy | None = None,
         map_runs: Any = map,
         validated: bool = False,
+        summary: Any = None,
     ) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask).
 
@@ -350,7 +351,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
         says, its runs of a stage through ``map_runs``) instead of ``n_init`` initialisations
         by ``init_params``. ``validated``: ``X`` is an ndarray that passed
-        :func:`bayesgmm._validation.check_fit_data` already (an em_sweep's data, checked once).
+        :func:`bayesgmm._validation.check_fit_data` already (an em_sweep's data, checked once);
+        ``summary``: its :func:`bayesgmm._kernels.column_summary` when it is complete and
+        unweighted (em_sweep's, computed once).
         """
         self._check_parameters()
         if _dask.is_dask_array(X):
@@ -369,7 +372,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 X = check_fit_data(self, X, self.n_components, allow_nan=True)
             X = np.ascontiguousarray(X)
             weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
-            data, summary = _missing.prepare(X, weights, self.n_components)
+            if summary is None or weights is not None:
+                data, summary = _missing.prepare(X, weights, self.n_components)
+            else:  # (what prepare returns for complete, unweighted data)
+                data = X
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))

@@ -13,6 +13,7 @@ import pytest
 import bayesgmm.em as em_module
 from bayesgmm import EMGaussianMixture, em_sweep
 from bayesgmm._population import Population
+from bayesgmm._restarts import _kmeans_pp, kmeans_labels
 from bayesgmm.datasets import load_faithful
 from bayesgmm.em import _Run
 
@@ -97,3 +98,45 @@ def test_the_criteria_pass_gives_predicts_labels_with_missing_cells_too():
     criteria = em._criteria(X, labels=True)
     np.testing.assert_array_equal(criteria["labels"], em.predict(X))
     assert criteria["bic"] == em.bic(X)
+
+
+def test_the_sweeps_column_summary_is_that_of_the_array_each_fit_iterates_over(monkeypatch):
+    """em_sweep standardises every fit by one column summary, computed once: that of the
+    C-ordered array the fits iterate over, so a Fortran-ordered input (e.g. from a
+    DataFrame) sweeps to the same numbers as each fit preparing its own summary."""
+    X = np.asfortranarray(np.asarray(load_faithful(), dtype=float))
+    monkeypatch.setattr("bayesgmm.selection._column_summary", lambda *args: None)
+    own = em_sweep(X, [2, 3], ["VVV", "EII"], reg_covar=0.0, progress=False)
+    monkeypatch.undo()
+    once = em_sweep(X, [2, 3], ["VVV", "EII"], reg_covar=0.0, progress=False)
+    pd.testing.assert_frame_equal(once.table, own.table, check_exact=True)
+
+
+def _lloyd(X, k, rng, max_iter=100):
+    """Lloyd's k-means as main had it: each cluster's mean by ``X[members].mean``."""
+    centres = _kmeans_pp(X, k, rng)
+    norms = np.sum(X**2, axis=1)
+    labels = np.full(X.shape[0], -1)
+    for _ in range(max_iter):
+        distances = norms[:, None] - 2.0 * X @ centres.T + np.sum(centres**2, axis=1)
+        new = np.argmin(distances, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            members = labels == c
+            if members.any():
+                centres[c] = X[members].mean(axis=0)
+            else:
+                far = int(np.argmax(distances[np.arange(X.shape[0]), labels]))
+                centres[c], labels[far] = X[far], c
+    return labels
+
+
+@pytest.mark.parametrize("k", [2, 5, 9])
+def test_kmeans_centres_by_one_scatter_add_are_the_per_cluster_means(k):
+    X = np.asarray(load_faithful(), dtype=float)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    for seed in range(5):
+        expected = _lloyd(X, k, np.random.RandomState(seed))
+        np.testing.assert_array_equal(kmeans_labels(X, k, np.random.RandomState(seed)), expected)

@@ -120,11 +120,11 @@ class Strategy:
 def canonical(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered ``0, 1, ...`` in order of first appearance (a partition's identity)."""
     labels = np.asarray(labels)
-    _, first = np.unique(labels, return_index=True)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     order = np.argsort(first)
     mapping = np.empty(order.size, dtype=np.int64)
     mapping[order] = np.arange(order.size)
-    return mapping[np.unique(labels, return_inverse=True)[1]]
+    return mapping[inverse.reshape(labels.shape)]
 
 
 def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:

@@ -135,6 +135,67 @@ def start_rows(
     return failed
 
 
+@numba.njit(cache=True, error_model="numpy")
+def start_scatters(resp_sum, first, second, regularisation):  # pragma: no cover - compiled
+    """Each start's scatter matrices about its means (``(S, K, D, D)``), as the M-step's."""
+    out = np.empty_like(second)
+    for s in range(second.shape[0]):
+        nk = resp_sum[s] + _mstep.NK_FLOOR
+        shift = np.zeros_like(first[s])
+        out[s] = _mstep._full_scatter(nk, first[s], second[s], shift, regularisation)[1]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _objective(scatter, nk, orientation, values):  # pragma: no cover - compiled
+    """:func:`bayesgmm._mstep._orientation_objective`: ``F`` of a common orientation."""
+    total = 0.0
+    for k in range(scatter.shape[0]):
+        rotated = orientation.T @ scatter[k] @ orientation
+        for j in range(scatter.shape[1]):
+            total += nk[k] * np.log(values[k, j]) + rotated[j, j] / values[k, j]
+    return total if np.isfinite(total) else np.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
+def start_orientation_rows(
+    resp_sum, first, second, scatters, vectors, model, regularisation, inner_tol, arrays, rows
+):  # pragma: no cover - compiled
+    """:func:`start_rows` for EVE and VVE: the fresh M-step of
+    :func:`bayesgmm._mstep._common_orientation` from each start's two orientations (the
+    eigenvectors ``vectors[s]`` of its summed scatter, and the axes), the lower ``F`` kept."""
+    weights, means, factors, covariances, _, orientation, values, lower = arrays
+    failed = np.zeros(rows.shape[0], dtype=np.bool_)
+    for s in range(rows.shape[0]):
+        nk = resp_sum[s] + _mstep.NK_FLOOR
+        tol = inner_tol * 2.0 * _fastem._numpy_sum(nk)
+        stats = (0.0, resp_sum[s], first[s], second[s])
+        shift = np.zeros_like(first[s])
+        best = _fastem._m_step(
+            stats, shift, model, regularisation, (np.empty(0), vectors[s], np.empty((0, 0))),
+            inner_tol,
+        )  # fmt: skip
+        axes = np.eye(first.shape[2])
+        other = _fastem._m_step(
+            stats, shift, model, regularisation, (np.empty(0), axes, np.empty((0, 0))), inner_tol
+        )
+        best_f = _objective(scatters[s], nk, best[4][1], best[4][2])
+        if _objective(scatters[s], nk, other[4][1], other[4][2]) < best_f - tol:
+            best = other
+        if best[5]:
+            failed[s] = True
+            continue
+        i = rows[s]
+        weights[i] = best[0]
+        means[i] = best[1]
+        covariances[i] = best[2]
+        factors[i] = best[3]
+        orientation[i] = best[4][1]
+        values[i] = best[4][2]
+        lower[i] = -np.inf
+    return failed
+
+
 def start_statistics(Xu: np.ndarray, resps: np.ndarray, layout: str) -> tuple:
     """:func:`bayesgmm._gaussian.weighted_statistics` about zero of each of the ``(S, N, K)``
     responsibilities, stacked (the same products, so the same numbers): ``resp_sum`` ``(S,
@@ -218,8 +279,8 @@ class Population:
         """Runs from starting responsibilities of the rows ``Xu`` (unit scale), each by one
         M-step as :meth:`bayesgmm.em.EMGaussianMixture._params_from_resp` takes it (the same
         numbers): a run or the start's error for each. The statistics are stacked products,
-        the M-steps one compiled call (:func:`start_rows`); EVE and VVE (several fresh
-        orientations), and any start the compiled M-step fails, take the Python M-step."""
+        the M-steps one compiled call (:func:`start_rows`, :func:`start_orientation_rows`);
+        any start the compiled M-step fails takes the Python M-step (which raises its error)."""
         n, d = Xu.shape
         k = self.em.n_components
         batch = max(1, _START_ELEMENTS // max(1, k * n * d))
@@ -229,13 +290,14 @@ class Population:
             stats = start_statistics(Xu, stacked, self.small.layout)
             rows = np.arange(self.size, self.size + stacked.shape[0])
             self.size += stacked.shape[0]
-            failed = np.ones(rows.size, dtype=bool)
-            if self.model not in _fastem._ORIENTATION:
-                second = stats[2] if stats[2].ndim == 4 else stats[2][..., None]
-                failed = start_rows(
-                    *stats[:2], second, self.code, self.regularisation, self.em._inner_tol,
-                    self.arrays, rows,
-                )  # fmt: skip
+            second = stats[2] if stats[2].ndim == 4 else stats[2][..., None]
+            settings = (self.code, self.regularisation, self.em._inner_tol, self.arrays, rows)
+            if self.model in _fastem._ORIENTATION:  # (the eigenvectors as NumPy's, stacked)
+                scatters = start_scatters(*stats, self.regularisation)
+                vectors = np.linalg.eigh(scatters.sum(axis=1))[1]
+                failed = start_orientation_rows(*stats, scatters, vectors, *settings)
+            else:
+                failed = start_rows(*stats[:2], second, *settings)
             for s, row in enumerate(rows):
                 out.append(
                     Slot(self, int(row)) if not failed[s] else self._python_start(n, stats, s, row)

@@ -13,7 +13,7 @@ import pytest
 import bayesgmm.em as em_module
 from bayesgmm import EMGaussianMixture, em_sweep
 from bayesgmm._population import Population
-from bayesgmm._restarts import _kmeans_pp, kmeans_labels
+from bayesgmm._restarts import Strategy, _kmeans_pp, kmeans_labels, one_hot
 from bayesgmm.datasets import load_faithful
 from bayesgmm.em import _Run
 
@@ -140,3 +140,30 @@ def test_kmeans_centres_by_one_scatter_add_are_the_per_cluster_means(k):
     for seed in range(5):
         expected = _lloyd(X, k, np.random.RandomState(seed))
         np.testing.assert_array_equal(kmeans_labels(X, k, np.random.RandomState(seed)), expected)
+
+
+@pytest.mark.parametrize("model", ["VVV", "VVI"])
+def test_starts_the_compiled_m_step_fails_take_the_python_one_and_its_error(model, monkeypatch):
+    """A start with an empty cluster has a zero covariance: the compiled first M-step flags
+    it, the Python M-step raises its error (em-EM drops that start, or raises it when no
+    start is left), exactly as the per-start path."""
+    X = np.asarray(load_faithful(), dtype=float)
+    good = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    bad = good.copy()  # (no row in cluster 2)
+    good[X[:, 1] > np.quantile(X[:, 1], 0.8)] = 2
+    starts = [("kmeans", one_hot(good, 3, X.shape[0])), ("kmeans", one_hot(bad, 3, X.shape[0]))]
+    outcomes: list = []
+    python_start = Population._python_start
+
+    def spy(self, *args):
+        outcomes.append(python_start(self, *args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(Population, "_python_start", spy)
+    em = EMGaussianMixture(3, covariance_type=model, reg_covar=0.0, tol=1e-5, max_iter=1000)
+    em._fit(X, starts=starts, strategy=Strategy())
+    assert len(outcomes) == 1 and "component 2 is singular" in str(outcomes[0])
+    alone = EMGaussianMixture(3, covariance_type=model, reg_covar=0.0)
+    with pytest.raises(ValueError, match="covariance of component 2 is singular"):
+        alone._fit(X, starts=starts[1:], strategy=Strategy())
+    assert em.converged_ and np.isfinite(em.lower_bound_)

@@ -516,7 +516,9 @@ def sweep_starts(
     done.sort(key=lambda item: -item[0])
     found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
     return list(shared) + [
-        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
+        (kind, one_hot(l, k, data.shape[0]))
+        for kind, l in found
+        if np.count_nonzero(np.bincount(l)) == k  # k clusters (labels are 0, 1, ...)
     ]
 
 

@@ -297,13 +297,10 @@ def em_em(
         ``map_runs(function, runs)``: ``function`` applied to every run continued to
         convergence, results in the runs' order (the builtin ``map``, or a thread pool's: the
         runs are independent, so the result does not depend on how they are scheduled).
-    advance_many : callable, optional
-        ``advance_many(runs, n_iter, map_runs)``: ``advance`` of every run of a stage at once
-        (e.g. in one compiled call, :class:`bayesgmm._population.Population`), returning each
-        run's error or None, in the runs' order; it replaces ``advance``.
-    start_many : callable, optional
-        ``start_many(resps)``: ``start`` of every starting responsibility at once, a run or the
-        start's error (``ValueError`` or ``ArithmeticError``) for each; it replaces ``start``.
+    advance_many, start_many : callable, optional
+        ``advance`` of a stage's runs at once (``advance_many(runs, n_iter, map_runs)``, each
+        run's error or None) and ``start`` of all starts at once (a run or an error each), in
+        place of those (:class:`bayesgmm._population.Population`: one compiled call each).
 
     Returns
     -------
@@ -317,14 +314,7 @@ def em_em(
     """
     step = advance_many or _per_run(advance)
     errors: list[Exception] = []
-    runs = []
-    started = (start_many or _per_start(start))([resp for _, resp in resps])
-    for (kind, _), run in zip(resps, started, strict=True):
-        if isinstance(run, Exception):  # a collapse: drop this start
-            errors.append(run)
-            continue
-        run.kind = kind
-        runs.append(run)
+    runs = _start_runs(start_many or _per_start(start), resps, errors)
     runs = _advance_all(step, runs, 1, errors)  # screening: one iteration each
     screened, promoted = _screen(step, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
@@ -336,6 +326,19 @@ def em_em(
             raise errors[0]
         raise ValueError("No start gave a finite log-likelihood; check the data.")
     return runs[0]
+
+
+def _start_runs(start_many: Any, resps: list, errors: list) -> list:
+    """Every start's run by ``start_many``, its ``kind`` set; the errors of those that failed
+    (a collapse: the start is dropped) added to ``errors``."""
+    runs = []
+    for (kind, _), run in zip(resps, start_many([resp for _, resp in resps]), strict=True):
+        if isinstance(run, Exception):
+            errors.append(run)
+        else:
+            run.kind = kind
+            runs.append(run)
+    return runs
 
 
 def _continue(

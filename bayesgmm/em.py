@@ -356,26 +356,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         unweighted (em_sweep's, computed once).
         """
         self._check_parameters()
-        if _dask.is_dask_array(X):
-            if sample_weight is not None:
-                raise ValueError(
-                    "sample_weight is not supported for a Dask array: compute it into memory, "
-                    "or fit without weights."
-                )
-            X, summary = _dask.check_fit_array(self, X, self.n_components)
-            data = X
-        else:
-            if validated:  # (only the number of components is new to this fit)
-                self.n_features_in_ = X.shape[1]
-                _check_n_samples(X.shape[0], self.n_components)
-            else:
-                X = check_fit_data(self, X, self.n_components, allow_nan=True)
-            X = np.ascontiguousarray(X)
-            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
-            if summary is None or weights is not None:
-                data, summary = _missing.prepare(X, weights, self.n_components)
-            else:  # (what prepare returns for complete, unweighted data)
-                data = X
+        X, data, summary = self._fit_data(X, sample_weight, validated, summary)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
@@ -406,6 +387,28 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             )
         self._report_collapse(final.resp_sum)
         return X
+
+    def _fit_data(self, X: Any, sample_weight: Any, validated: bool, summary: Any) -> tuple:
+        """The validated data, what EM iterates over, and its column summary (see
+        :meth:`_fit`)."""
+        if _dask.is_dask_array(X):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight is not supported for a Dask array: compute it into memory, "
+                    "or fit without weights."
+                )
+            X, summary = _dask.check_fit_array(self, X, self.n_components)
+            return X, X, summary
+        if validated:  # (only the number of components is new to this fit)
+            self.n_features_in_ = X.shape[1]
+            _check_n_samples(X.shape[0], self.n_components)
+        else:
+            X = check_fit_data(self, X, self.n_components, allow_nan=True)
+        X = np.ascontiguousarray(X)
+        weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
+        if summary is None or weights is not None:
+            return X, *_missing.prepare(X, weights, self.n_components)
+        return X, X, summary  # (what prepare returns for complete, unweighted data)
 
     def _blas_limit(self, X: Any) -> contextlib.AbstractContextManager:
         """One BLAS thread while the kernel runs on several threads (Dask or large problems).

@@ -490,7 +490,7 @@ PREDICTIONS = ("log_norm", "log_resp", "resp", "labels", "scores")
 
 def prediction_width(output: str, n_components: int) -> int | None:
     """Columns of a row-wise ``output`` of :func:`predict_rows` (None for one value per row)."""
-    return {"log_resp": n_components, "resp": n_components, "scores": 2}.get(output)
+    return {"log_resp": n_components, "resp": n_components, "scores": 2, "criteria": 3}.get(output)
 
 
 def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: str) -> np.ndarray:
@@ -498,8 +498,9 @@ def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: st
 
     ``output`` is ``"log_norm"`` (unit-scale log mixture density, ``(N,)``), ``"log_resp"`` or
     ``"resp"`` (log responsibilities or responsibilities, ``(N, K)``), ``"labels"`` (most
-    probable component, ``(N,)``) or ``"scores"`` (``(N, 2)``: the log density and the log of
-    the largest responsibility, what the information criteria need). Extra memory is
+    probable component, ``(N,)``), ``"scores"`` (``(N, 2)``: the log density and the log of
+    the largest responsibility, what the information criteria need) or ``"criteria"`` (``(N,
+    3)``: the scores and the label, as a float). Extra memory is
     ``O(block_rows x K x D)`` beyond the output.
     """
     n_samples, n_components = X.shape[0], mixture.means.shape[0]
@@ -515,9 +516,11 @@ def predict_rows(X: np.ndarray, mixture: Mixture, *, block_rows: int, output: st
             out[rows] = log_norm
         elif output == "labels":
             out[rows] = log_resp.argmax(axis=1)
-        elif output == "scores":
+        elif output in ("scores", "criteria"):
             out[rows, 0] = log_norm
             out[rows, 1] = log_resp.max(axis=1)
+            if output == "criteria":
+                out[rows, 2] = log_resp.argmax(axis=1)
         else:
             out[rows] = np.exp(log_resp) if output == "resp" else log_resp
     return out

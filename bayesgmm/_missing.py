@@ -370,9 +370,9 @@ def predict_rows(
             continue
         sub = mixture if pattern.missing.size == 0 else _marginal(mixture, cov, pattern.observed)
         part = kernels.predict_rows(pattern.values, sub, block_rows=block_rows, output=output)
-        if output in ("log_norm", "scores"):
+        if output in ("log_norm", "scores", "criteria"):
             shift = float(log_scale[pattern.missing].sum())
-            part[..., 0 if output == "scores" else slice(None)] += shift
+            part[..., slice(None) if output == "log_norm" else 0] += shift
         out[pattern.rows] = part
     return out
 
@@ -387,6 +387,7 @@ def _prior_rows(mixture: kernels.Mixture, output: str, log_jacobian: float) -> A
         "resp": mixture.weights,
         "log_resp": log_w,
         "scores": np.array([log_jacobian, log_w.max()]),
+        "criteria": np.array([log_jacobian, log_w.max(), np.argmax(log_w)]),
     }[output]
 
 

@@ -163,6 +163,12 @@ def kmeans_labels(
         if np.array_equal(new, labels):
             break
         labels = new
+        counts = np.bincount(labels, minlength=k)
+        if counts.all():  # every cluster's mean, its rows added in order (as X[members].mean)
+            sums = np.zeros_like(centres)
+            np.add.at(sums, labels, X)
+            centres = sums / counts[:, None]
+            continue
         for c in range(k):
             members = labels == c
             if members.any():
@@ -243,6 +249,8 @@ def em_em(
     resps: list[tuple[str, np.ndarray]],
     strategy: Strategy,
     map_runs: Any = map,
+    advance_many: Any = None,
+    start_many: Any = None,
 ) -> Any:
     """Biernacki et al.'s em-EM: short runs from every start, the best continued.
 
@@ -261,6 +269,10 @@ def em_em(
         ``map_runs(function, runs)``: ``function`` applied to every run continued to
         convergence, results in the runs' order (the builtin ``map``, or a thread pool's: the
         runs are independent, so the result does not depend on how they are scheduled).
+    advance_many, start_many : callable, optional
+        ``advance`` of a stage's runs at once (``advance_many(runs, n_iter, map_runs)``, each
+        run's error or None) and ``start`` of all starts at once (a run or an error each), in
+        place of those (:class:`bayesgmm._population.Population`: one compiled call each).
 
     Returns
     -------
@@ -272,22 +284,15 @@ def em_em(
     ValueError or ArithmeticError
         The first start's error, when every start failed.
     """
+    step = advance_many or _per_run(advance)
     errors: list[Exception] = []
-    runs = []
-    for kind, resp in resps:
-        try:
-            run = start(resp)
-        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
-            errors.append(err)
-            continue
-        run.kind = kind
-        runs.append(run)
-    runs = _advance_all(advance, runs, 1, errors)  # screening: one iteration each
-    screened, promoted = _screen(advance, runs, strategy, errors)
+    runs = _start_runs(start_many or _per_start(start), resps, errors)
+    runs = _advance_all(step, runs, 1, errors)  # screening: one iteration each
+    screened, promoted = _screen(step, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
-    runs = _advance_all(advance, screened, more, errors)
-    promoted = _advance_all(advance, promoted, more, errors)
-    runs = _continue(advance, runs, promoted, strategy, errors, map_runs)
+    runs = _advance_all(step, screened, more, errors)
+    promoted = _advance_all(step, promoted, more, errors)
+    runs = _continue(step, runs, promoted, strategy, errors, map_runs)
     if not runs:
         if errors:
             raise errors[0]
@@ -295,8 +300,21 @@ def em_em(
     return runs[0]
 
 
+def _start_runs(start_many: Any, resps: list, errors: list) -> list:
+    """Every start's run by ``start_many``, its ``kind`` set; the errors of those that failed
+    (a collapse: the start is dropped) added to ``errors``."""
+    runs = []
+    for (kind, _), run in zip(resps, start_many([resp for _, resp in resps]), strict=True):
+        if isinstance(run, Exception):
+            errors.append(run)
+        else:
+            run.kind = kind
+            runs.append(run)
+    return runs
+
+
 def _continue(
-    advance: Any, runs: list, promoted: list, strategy: Strategy, errors: list, map_runs: Any = map
+    step: Any, runs: list, promoted: list, strategy: Strategy, errors: list, map_runs: Any = map
 ) -> list:
     """The short runs (best first) and the promoted ones continued: the loose stage, then the
     ``n_best`` and the ``always`` kinds to convergence through ``map_runs`` (the next
@@ -307,18 +325,18 @@ def _continue(
     if keep:  # a promoted start goes on where its short run beats every screened one
         keep += [r for r in promoted if r.lower_bound > keep[0].lower_bound]
     if n_keep > n_best:  # the kept ones to a loose convergence first; the best go on
-        keep = _loosely(advance, keep, strategy.loose_tol, errors)
+        keep = _loosely(step, keep, strategy.loose_tol, errors)
         rest, keep = keep[n_best:] + rest, keep[:n_best]
     keep += [r for r in rest if r.kind in strategy.always]
-    runs = _advance_all(advance, keep, None, errors, map_runs)
+    runs = _advance_all(step, keep, None, errors, map_runs)
     for run in (r for r in rest if r.kind not in strategy.always):
         if runs:  # every continued run failed: the next surviving one, in rank order
             break
-        runs = _advance_all(advance, [run], None, errors)
+        runs = _advance_all(step, [run], None, errors)
     return runs
 
 
-def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
+def _screen(step: Any, runs: list, strategy: Strategy, errors: list) -> tuple[list, list]:
     """The screened runs (the ``n_screened`` best after one iteration, and the ``always``
     kinds) and the promoted ones: of the ``n_reserve`` next best, those that rank among the
     ``n_screened`` best of the two groups after ``reserve_iter`` iterations. The screened
@@ -330,8 +348,8 @@ def _screen(advance: Any, runs: list, strategy: Strategy, errors: list) -> tuple
     more = _reserve_iter(strategy) - 1
     if more < 1:
         return screened, []
-    screened = _advance_all(advance, screened, more, errors)
-    reserve = _advance_all(advance, reserve, more, errors)
+    screened = _advance_all(step, screened, more, errors)
+    reserve = _advance_all(step, reserve, more, errors)
     second = [r.lower_bound for r in screened if any(r is t for t in top)]
     if not second or not reserve:
         return screened, []
@@ -344,45 +362,67 @@ def _reserve_iter(strategy: Strategy) -> int:
     return max(1, min(strategy.reserve_iter, strategy.short_iter + 1))
 
 
-def _loosely(advance: Any, runs: list, tol: float, errors: list, step: int = 5) -> list:
-    """Runs advanced ``step`` iterations at a time until each rises by less than ``tol`` per
+def _loosely(step: Any, runs: list, tol: float, errors: list, n_step: int = 5) -> list:
+    """Runs advanced ``n_step`` iterations at a time until each rises by less than ``tol`` per
     iteration (its ``trace``'s last step), converges, or stops; the ones that did not fail,
     best first."""
     active, done = list(runs), []
     while active:
         moving = []
-        for run in active:
-            before = run.n_iter
-            try:
-                advance(run, step)
-            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+        before = [run.n_iter for run in active]
+        for run, start, err in zip(active, before, step(active, n_step), strict=True):
+            if err is not None:  # a collapse: drop this start
                 errors.append(err)
                 continue
             if not np.isfinite(run.lower_bound):
                 continue
             rise = run.trace[-1] - run.trace[-2] if len(run.trace) > 1 else np.inf
-            stopped = run.converged or run.n_iter == before or rise < tol
+            stopped = run.converged or run.n_iter == start or rise < tol
             (done if stopped else moving).append(run)
         active = moving
     return sorted(done, key=lambda r: r.lower_bound, reverse=True)
 
 
+def _per_start(start: Any) -> Any:
+    """``start_many`` (see :func:`em_em`) from the per-start ``start``."""
+
+    def start_many(resps: list) -> list:
+        out = []
+        for resp in resps:
+            try:
+                out.append(start(resp))
+            except (ValueError, ArithmeticError) as err:
+                out.append(err)
+        return out
+
+    return start_many
+
+
+def _per_run(advance: Any) -> Any:
+    """``advance_many`` (see :func:`em_em`) from the per-run ``advance``: the runs one after
+    the other, or through ``map_runs`` when they go to convergence (e.g. on threads; short
+    runs of a few iterations cost less than handing them to another thread)."""
+
+    def step(runs: list, n_iter: int | None, map_runs: Any = map) -> list:
+        def one(run: Any) -> Exception | None:
+            try:
+                advance(run, n_iter)
+            except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
+                return err
+            return None
+
+        return list((map_runs if n_iter is None else map)(one, runs))
+
+    return step
+
+
 def _advance_all(
-    advance: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
+    step: Any, runs: list, n_iter: int | None, errors: list, map_runs: Any = map
 ) -> list:
-    """``advance`` every run by ``n_iter``; the ones that did not fail, best first (errors in
-    the runs' order). Runs to convergence go through ``map_runs`` (e.g. on threads); short
-    runs of a few iterations cost less than handing them to another thread."""
-
-    def one(run: Any) -> Exception | None:
-        try:
-            advance(run, n_iter)
-        except (ValueError, ArithmeticError) as err:  # a collapse: drop this start
-            return err
-        return None
-
+    """``step`` (an ``advance_many``) every run by ``n_iter``; the ones that did not fail,
+    best first (errors in the runs' order)."""
     kept = []
-    for run, err in zip(runs, list((map_runs if n_iter is None else map)(one, runs)), strict=True):
+    for run, err in zip(runs, step(runs, n_iter, map_runs), strict=True):
         if err is not None:
             errors.append(err)
         elif np.isfinite(run.lower_bound):
@@ -431,20 +471,30 @@ def sweep_starts(
     labels: dict[tuple[int, str], np.ndarray],
     rows: dict[tuple[int, str], dict[str, Any]],
     strategy: Strategy,
+    cache: dict | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """The shared pool at K, the same model's K - 1 fit split, and the partitions of the
-    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood)."""
+    other models' fits at K (the ``strategy.n_cross`` with the highest log-likelihood).
+    ``cache``: a dict kept across a sweep's calls (the standardised data, and the splits of
+    each partition: models often agree on the K - 1 partition)."""
     found = []
+    cache = {} if cache is None else cache
     if (k - 1, cov_type) in labels:
-        standard = (data - data.mean(axis=0)) / data.std(axis=0)
+        if "standard" not in cache:
+            cache["standard"] = (data - data.mean(axis=0)) / data.std(axis=0)
+        parent = labels[k - 1, cov_type]
         smallest = strategy.split_min * min_effective_size(cov_type, data.shape[1])
-        splits = split_starts(labels[k - 1, cov_type], standard, strategy.n_split, smallest)
-        found += [("split", s) for s in splits]
+        key = ("split", strategy.n_split, smallest, parent.tobytes())
+        if key not in cache:
+            cache[key] = split_starts(parent, cache["standard"], strategy.n_split, smallest)
+        found += [("split", s) for s in cache[key]]
     done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
     done.sort(key=lambda item: -item[0])
     found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
     return list(shared) + [
-        (kind, one_hot(l, k, data.shape[0])) for kind, l in found if np.unique(l).size == k
+        (kind, one_hot(l, k, data.shape[0]))
+        for kind, l in found
+        if np.count_nonzero(np.bincount(l)) == k  # k clusters (labels are 0, 1, ...)
     ]
 
 
@@ -468,7 +518,7 @@ def sweep_rows(
     if data is not None:  # the rows the fits keep: those with something observed
         observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
-    rows = {}
+    rows, cache = {}, {}
     with progress_bar(len(ks) * len(cov_types), "EM sweep", enabled=progress) as bar:
         for k in ks:
             for cov_type in cov_types:
@@ -483,10 +533,10 @@ def sweep_rows(
                     continue
                 starts = None
                 if data is not None:
-                    starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy)
+                    starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy, cache)
                 row = fit_one(X, k, cov_type, em_kwargs, starts, strategy, sample_weight)
-                if starts is not None and row["_fit"] is not None:  # (X validated already)
-                    labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
+                if starts is not None and row["_fit"] is not None:  # predict(X), from fit_one
+                    labels[k, name] = row["_labels"][observed]
                 rows[k, cov_type] = row
                 bar.advance()
     if data is not None and strategy.n_merge:

@@ -32,11 +32,11 @@ __all__ = ["canonical", "merge_pass", "merge_starts", "one_hot", "split_starts"]
 def canonical(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered ``0, 1, ...`` in order of first appearance (a partition's identity)."""
     labels = np.asarray(labels)
-    _, first = np.unique(labels, return_index=True)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     order = np.argsort(first)
     mapping = np.empty(order.size, dtype=np.int64)
     mapping[order] = np.arange(order.size)
-    return mapping[np.unique(labels, return_inverse=True)[1]]
+    return mapping[inverse.reshape(labels.shape)]
 
 
 def one_hot(

@@ -27,13 +27,19 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _dask, _emloop, _fastem, _missing, _restarts
+from . import _dask, _emloop, _fastem, _missing, _population, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
 from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
-from ._validation import check_choice, check_data, check_fit_data, check_sample_weight
+from ._validation import (
+    _check_n_samples,
+    check_choice,
+    check_data,
+    check_fit_data,
+    check_sample_weight,
+)
 
 __all__ = ["CollapsedComponentWarning", "EMGaussianMixture"]
 
@@ -336,27 +342,21 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         starts: list[tuple[str, np.ndarray]] | None = None,
         strategy: _restarts.Strategy | None = None,
         map_runs: Any = map,
+        validated: bool = False,
+        summary: Any = None,
     ) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask).
 
         ``starts`` (from :func:`bayesgmm._restarts.partition_pool`): starting responsibilities
         of the rows of ``X``, spent by em-EM (:func:`bayesgmm._restarts.em_em`, as ``strategy``
         says, its runs of a stage through ``map_runs``) instead of ``n_init`` initialisations
-        by ``init_params``.
+        by ``init_params``. ``validated``: ``X`` is an ndarray that passed
+        :func:`bayesgmm._validation.check_fit_data` already (an em_sweep's data, checked once);
+        ``summary``: its :func:`bayesgmm._kernels.column_summary` when it is complete and
+        unweighted (em_sweep's, computed once).
         """
         self._check_parameters()
-        if _dask.is_dask_array(X):
-            if sample_weight is not None:
-                raise ValueError(
-                    "sample_weight is not supported for a Dask array: compute it into memory, "
-                    "or fit without weights."
-                )
-            X, summary = _dask.check_fit_array(self, X, self.n_components)
-            data = X
-        else:
-            X = np.ascontiguousarray(check_fit_data(self, X, self.n_components, allow_nan=True))
-            weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
-            data, summary = _missing.prepare(X, weights, self.n_components)
+        X, data, summary = self._fit_data(X, sample_weight, validated, summary)
         initial = self._check_initial_values(X.shape[1])
         self.model_name_ = models.model_name(self.covariance_type)
         scaling = summary.scaling(isotropic=not models.per_feature_scaling(self.model_name_))
@@ -387,6 +387,28 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             )
         self._report_collapse(final.resp_sum)
         return X
+
+    def _fit_data(self, X: Any, sample_weight: Any, validated: bool, summary: Any) -> tuple:
+        """The validated data, what EM iterates over, and its column summary (see
+        :meth:`_fit`)."""
+        if _dask.is_dask_array(X):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight is not supported for a Dask array: compute it into memory, "
+                    "or fit without weights."
+                )
+            X, summary = _dask.check_fit_array(self, X, self.n_components)
+            return X, X, summary
+        if validated:  # (only the number of components is new to this fit)
+            self.n_features_in_ = X.shape[1]
+            _check_n_samples(X.shape[0], self.n_components)
+        else:
+            X = check_fit_data(self, X, self.n_components, allow_nan=True)
+        X = np.ascontiguousarray(X)
+        weights = check_sample_weight(sample_weight, X.shape[0], self.n_components, X, self)
+        if summary is None or weights is not None:
+            return X, *_missing.prepare(X, weights, self.n_components)
+        return X, X, summary  # (what prepare returns for complete, unweighted data)
 
     def _blas_limit(self, X: Any) -> contextlib.AbstractContextManager:
         """One BLAS thread while the kernel runs on several threads (Dask or large problems).
@@ -553,12 +575,34 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         rows, weight = _missing.initial_rows(data)
         Xu = scaling.transform(rows)
         small = self._small_loop(data, scaling)  # once for all the runs (it only reads)
-        return _restarts.em_em(
-            lambda resp: _Run(self._params_from_resp(Xu, resp, weight)),
-            lambda run, n_iter: self._advance(data, scaling, run, n_iter, small),
+
+        def advance(run: Any, n_iter: int | None) -> None:
+            self._advance(data, scaling, run, n_iter, small)
+
+        def start(resp: np.ndarray) -> Any:
+            return _Run(self._params_from_resp(Xu, resp, weight))
+
+        many = start_many = None
+        if small is not None and self.model_name_ in _fastem.MODEL_CODES:
+            population = _population.Population(self, small, advance, len(starts))
+            many = population.advance_many
+
+            def start_many(resps: list) -> list:  # (the runs' rows in the population's arrays)
+                return population.start_many(Xu, resps)
+
+        best = _restarts.em_em(
+            start,
+            advance,
             starts,
             strategy,
             map_runs if small is not None else map,
+            many,
+            start_many,
+        )
+        if isinstance(best, _Run):
+            return best
+        return _Run(
+            best.params, best.lower_bound, best.trace, best.n_iter, best.converged, best.kind
         )
 
     def _block_rows(self, engine: str) -> int:
@@ -753,15 +797,19 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         return self._criteria(X)["icl"]
 
     def _criteria(
-        self, X: Any, *, validated: bool = False, sample_weight: Any = None
-    ) -> dict[str, float]:
+        self, X: Any, *, validated: bool = False, sample_weight: Any = None, labels: bool = False
+    ) -> dict[str, Any]:
         """Total log-likelihood (user units), BIC, AIC and ICL, from one pass over ``X``.
 
         ``validated=True`` skips the checks of ``X`` (the array :meth:`_fit` returned). With
         frequency weights, sums over rows are weighted and ``n`` is the weights' sum.
+        ``labels=True`` (an ndarray ``X``): also ``predict(X)`` from the same pass, as
+        ``"labels"``.
         """
         X = X if validated else self._validated(X)
-        scores = self._predict_rows(X, "scores")
+        scores = self._predict_rows(X, "criteria" if labels else "scores")
+        found = {"labels": scores[:, 2].astype(np.intp)} if labels else {}
+        scores = scores[:, :2]
         weight = None
         if not _dask.is_dask_array(X):
             weight = check_sample_weight(sample_weight, X.shape[0], 1)
@@ -779,6 +827,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             "bic": bic,
             "aic": -2.0 * log_l + 2.0 * p,
             "icl": bic - 2.0 * float(totals[1]),
+            **found,
         }
 
     def __sklearn_tags__(self):

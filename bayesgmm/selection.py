@@ -24,6 +24,7 @@ from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted
 from ._families import BAYES_COVARIANCE_TYPES
 from ._idata import compare, loo
+from ._kernels import column_summary
 from ._models import (
     COVARIANCE_NAMES,
     MODEL_NAMES,
@@ -95,6 +96,7 @@ def _fit_one(
     strategy: Any = None,
     sample_weight: Any = None,
     map_runs: Callable = map,
+    summary: Any = None,
 ) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
@@ -113,14 +115,22 @@ def _fit_one(
         warnings.simplefilter("always", CollapsedComponentWarning)
         try:
             validated = em._fit(
-                X, sample_weight, starts=starts, strategy=strategy, map_runs=map_runs
+                X,
+                sample_weight,
+                starts=starts,
+                strategy=strategy,
+                map_runs=map_runs,
+                validated=not is_dask_array(X),  # (em_sweep checked it once for every fit)
+                summary=summary,
             )
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
     messages = [str(w.message) for w in caught]
     collapsed = any(issubclass(w.category, CollapsedComponentWarning) for w in caught)
     status = "collapsed" if collapsed else ("ok" if em.converged_ else "not converged")
-    criteria = em._criteria(validated, validated=True, sample_weight=sample_weight)
+    criteria = em._criteria(
+        validated, validated=True, sample_weight=sample_weight, labels=starts is not None
+    )
     return {
         **row,
         "status": status,
@@ -133,6 +143,7 @@ def _fit_one(
         "n_iter": em.n_iter_,
         "message": " ".join(messages),
         "_fit": em,
+        "_labels": criteria.get("labels"),  # predict(X), for the next fits' starts
     }
 
 
@@ -160,6 +171,14 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     data = check_fit_data(probe, X, 1, allow_nan=True)
     check_sample_weight(sample_weight, data.shape[0], 1, data, probe)
     return data, getattr(probe, "feature_names_in_", None)
+
+
+def _column_summary(X: Any, sample_weight: Any) -> Any:
+    """The column summary every fit of complete, unweighted in-memory data standardises by
+    (computed once for the sweep), else None (each fit prepares its own)."""
+    if is_dask_array(X) or sample_weight is not None or np.isnan(X).any():
+        return None
+    return column_summary(np.ascontiguousarray(X))  # (the array each fit iterates over)
 
 
 def _n_threads(n_jobs: int | None) -> int:
@@ -283,7 +302,7 @@ def em_sweep(
     data, names = _check_sweep_data(X, sample_weight)
     strategy = (strategy or Strategy()) if init == "em-EM" else None
     with _thread_map(n_threads if strategy is not None else 1) as map_runs:
-        fit_one = partial(_fit_one, map_runs=map_runs)
+        fit_one = partial(_fit_one, map_runs=map_runs, summary=_column_summary(data, sample_weight))
         rows = sweep_rows(
             fit_one, data, ks, cov_types, em_kwargs, strategy, progress, sample_weight
         )

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bayesgmm import EMGaussianMixture, em_sweep
+from bayesgmm._population import Population
 from bayesgmm.datasets import load_faithful
 from bayesgmm.selection import _n_threads
 
@@ -44,14 +45,21 @@ def test_threaded_sweep_equals_the_serial_sweep_cell_by_cell(X, ks):
 
 
 def test_the_runs_go_on_the_pools_threads_only_when_asked(monkeypatch):
+    """Runs advance through the population's compiled calls (and the per-run path for runs
+    that left it): both are spied on."""
     names: list[str] = []
-    advance = EMGaussianMixture._advance
+    advance, iterate = EMGaussianMixture._advance, Population._iterate
 
     def spy(self, *args):
         names.append(threading.current_thread().name)
         return advance(self, *args)
 
+    def spy_population(self, *args):
+        names.append(threading.current_thread().name)
+        return iterate(self, *args)
+
     monkeypatch.setattr(EMGaussianMixture, "_advance", spy)
+    monkeypatch.setattr(Population, "_iterate", spy_population)
     X = load_faithful()
     em_sweep(X, [2, 3], ["VVV", "EEE"], progress=False, n_jobs=2)
     assert any(name.startswith("bayesgmm-sweep") for name in names)

@@ -5,7 +5,7 @@ The path: :class:`EMGaussianMixture` (point estimates) -> :func:`build_model` (P
 memberships, comparisons, model selection and reports. :class:`BayesianGMM` runs the common case.
 """
 
-from . import _kernels, _logdensity, _numba_cache, _unconstrained
+from . import _numba_cache
 from ._errors import SamplerError, SamplingInterrupted
 from ._numba_cache import CacheWarning
 from ._output import OutputPathError
@@ -22,7 +22,7 @@ from .report import report
 from .sampling import CompileCache, sample_posterior
 from .selection import em_sweep, select_n_components
 
-_numba_cache.install(_kernels, _logdensity, _unconstrained)  # before any kernel compiles or loads
+_numba_cache.install()  # before any kernel compiles or loads
 
 __all__ = [
     "BayesianGMM",

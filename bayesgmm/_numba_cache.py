@@ -16,7 +16,12 @@ once can also give two signatures the same file name.
   truncated or unreadable index, an entry of another signature) removes that kernel's entries,
   warns with :class:`CacheWarning` and compiles again, which writes fresh entries;
 - on saving, writes each file to a temporary name and renames it (Numba's own method), and a
-  cache folder that cannot be written only costs the saved compile (a warning, once).
+  cache folder that cannot be written only costs the saved compile (a warning, once);
+- is fresh only while *every* kernel module's source is unchanged. Numba stamps an entry with its
+  own module file's time and size only, but a kernel compiles in the kernels it calls from other
+  modules (``_logdensity`` calls ``_kernels``' block pass): after an upgrade or an edit of the
+  callee's module, Numba would load the caller's stale machine code. The stamp here adds a
+  SHA-256 of the sources of all :data:`KERNEL_MODULES`, so any change recompiles them all (once).
 
 Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``bayesgmm cache
 --clear``), with JAX's compiled executables under :func:`bayesgmm.sampling.cache_dir`.
@@ -25,6 +30,7 @@ Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
 import shutil
 import warnings
@@ -35,7 +41,25 @@ from typing import Any
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.dispatcher import Dispatcher
 
-__all__ = ["CacheWarning", "cache_folders", "clear", "install"]
+__all__ = ["KERNEL_MODULES", "CacheWarning", "cache_folders", "clear", "install", "kernel_modules"]
+
+#: bayesgmm's modules holding Numba kernels compiled with ``cache=True`` (a test keeps it whole).
+KERNEL_MODULES = (
+    "_emloop",
+    "_fastem",
+    "_fisher",
+    "_gaussian",
+    "_hc_kernel",
+    "_kernels",
+    "_logdensity",
+    "_logdensity_missing",
+    "_logprior",
+    "_missing_kernel",
+    "_mstep",
+    "_population",
+    "_precondition",
+    "_unconstrained",
+)
 
 _HEADER = b"bayesgmm-checked-1\n"
 _SUFFIX = ".checked"
@@ -103,11 +127,10 @@ class _CheckedCacheFile(IndexDataCacheFile):
 class _CheckedCache(FunctionCache):
     """Numba's per-function cache whose failures to load or save are not fatal."""
 
-    def __init__(self, py_func: Any) -> None:
+    def __init__(self, py_func: Any, sources: str) -> None:
         super().__init__(py_func)
-        self._cache_file = _CheckedCacheFile(
-            self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
-        )
+        stamp = (self._impl.locator.get_source_stamp(), sources)
+        self._cache_file = _CheckedCacheFile(self._cache_path, self._impl.filename_base, stamp)
         self._save_failed = False
 
     def load_overload(self, sig: Any, target_context: Any) -> Any:
@@ -163,11 +186,30 @@ def _dispatchers(modules: tuple[ModuleType, ...]) -> list[Dispatcher]:
     ]
 
 
+def kernel_modules() -> tuple[ModuleType, ...]:
+    """The modules of :data:`KERNEL_MODULES`, imported."""
+    return tuple(importlib.import_module(f"bayesgmm.{name}") for name in KERNEL_MODULES)
+
+
+def sources_digest(modules: tuple[ModuleType, ...]) -> str:
+    """SHA-256 of the source files of ``modules``, in the order given."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def install(*modules: ModuleType) -> None:
-    """Give every cached Numba kernel of ``modules`` a checked cache (before any compile)."""
+    """Give every cached Numba kernel of ``modules`` a checked cache (before any compile).
+
+    An entry is fresh while the sources of all of ``modules`` are unchanged (default: the
+    :func:`kernel_modules`).
+    """
+    modules = modules or kernel_modules()
+    sources = sources_digest(modules)
     for dispatcher in _dispatchers(modules):
         if not isinstance(dispatcher._cache, _CheckedCache):
-            dispatcher._cache = _CheckedCache(dispatcher.py_func)
+            dispatcher._cache = _CheckedCache(dispatcher.py_func, sources)
 
 
 def cache_folders(*modules: ModuleType) -> list[Path]:

@@ -257,10 +257,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from . import _kernels, _logdensity, _numba_cache, _unconstrained
+    from . import _numba_cache
     from .sampling import cache_dir
 
-    modules = (_kernels, _logdensity, _unconstrained)
+    modules = _numba_cache.kernel_modules()
     jax_folder = cache_dir() / "jax"
     if args.clear:
         removed = _numba_cache.clear(*modules, extra=(jax_folder,))

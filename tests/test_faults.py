@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesgmm import BayesianGMM, SamplingWarning, load_faithful
+from bayesgmm import BayesianGMM, SamplingWarning, _numba_cache, load_faithful
 from bayesgmm._errors import SamplingInterrupted, describe
 from bayesgmm._output import OutputPathError, staged
 from bayesgmm._render import Section
@@ -343,6 +344,59 @@ def test_two_processes_compiling_into_one_cache(tmp_path):
     assert outputs[0][0] == outputs[1][0]
     assert outputs[0][0].endswith("warnings: []\n")  # neither read a half-written entry
     assert _run_kernel(cache).stdout == outputs[0][0]  # and what they left loads cleanly
+
+
+_COMPILES_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from numba.core import event
+    from bayesgmm._unconstrained import _log_weights
+    with event.install_recorder("numba:compile") as recorder:
+        _log_weights(np.array([0.5, -1.0]))
+    print(sum(ev.is_start for _, ev in recorder.buffer))
+    """
+)
+
+
+def test_kernel_modules_lists_every_module_with_cached_kernels():
+    package = Path(_numba_cache.__file__).parent
+    cached = {path.stem for path in package.rglob("*.py") if "cache=True" in path.read_text()}
+    assert cached - {"_numba_cache"} == set(_numba_cache.KERNEL_MODULES)
+
+
+@pytest.mark.slow  # three fresh processes importing bayesgmm: ~30 s of CPU
+def test_a_change_in_another_kernel_module_recompiles_the_callers(tmp_path):
+    # _unconstrained's kernels compile in _kernels' constants and kernels, but Numba stamps an
+    # entry with its own file only: an edit of _kernels.py must still make the entry stale.
+    package = tmp_path / "site" / "bayesgmm"
+    shutil.copytree(
+        Path(_numba_cache.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(package.parent),
+    }
+
+    def compiles() -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _COMPILES_SCRIPT],
+            env=env,
+            cwd=tmp_path,  # not the checkout, whose bayesgmm would come first on sys.path
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout.split()[-1])
+
+    first = compiles()  # the kernel and the kernels it calls
+    assert first > 0
+    assert compiles() == 0  # all loaded from the cache
+    with open(package / "_kernels.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    assert compiles() == first
 
 
 @pytest.mark.slow

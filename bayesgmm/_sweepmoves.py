@@ -79,13 +79,16 @@ def split_starts(
 
 def merge_starts(labels: np.ndarray) -> list[np.ndarray]:
     """Partitions into one cluster fewer: every pair of clusters of ``labels`` merged (those
-    left with fewer than two clusters excepted), labels renumbered ``0, 1, ...``."""
+    left with fewer than two clusters excepted), labels renumbered ``0, 1, ...`` in order of
+    first appearance (:func:`canonical`: in the canonical ``labels`` cluster ``a < b``
+    appears first, so the merged one keeps ``a`` and those after ``b`` move down by one)."""
     labels = canonical(labels)
     k = int(labels.max()) + 1
     if k < 3:
         return []
     return [
-        canonical(np.where(labels == b, a, labels)) for a, b in itertools.combinations(range(k), 2)
+        np.where(labels == b, a, labels) - (labels > b)
+        for a, b in itertools.combinations(range(k), 2)
     ]
 
 

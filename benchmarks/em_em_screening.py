@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from bayesgmm import _population, em_sweep
 from bayesgmm import em as em_module
-from bayesgmm import em_sweep
 from bayesgmm._restarts import Strategy
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -42,6 +42,15 @@ def _counted(self, X, scaling, run, n_iter, *args):  # every EM iteration of the
     before = run.n_iter
     _advance(self, X, scaling, run, n_iter, *args)
     ITERATIONS[0] += run.n_iter - before
+
+
+_iterate = _population.Population._iterate
+
+
+def _counted_population(self, inside, group, limits):  # the compiled stages' iterations too
+    out = _iterate(self, inside, group, limits)
+    ITERATIONS[0] += int(out[1].sum())
+    return out
 
 
 def sweep(

@@ -38,6 +38,19 @@ def test_merge_starts_merge_every_pair_once() -> None:
     assert merge_starts(np.array([0, 1, 1, 0])) == []  # one cluster left: no start
 
 
+def test_merge_starts_are_canonical_partitions() -> None:
+    """Random labellings: each merge equals the canonical relabelling of the merged pair."""
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        k = int(rng.integers(3, 10))
+        labels = rng.permutation(np.concatenate([np.arange(k), rng.integers(0, k, size=30)]))
+        first = canonical(labels)
+        pairs = combinations(range(k), 2)
+        for (a, b), m in zip(pairs, merge_starts(labels), strict=True):
+            expected = canonical(np.where(first == b, a, first))
+            assert m.dtype == expected.dtype and np.array_equal(m, expected)
+
+
 def test_split_starts_split_each_cluster() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 2))

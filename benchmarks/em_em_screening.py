@@ -27,21 +27,39 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from bayesgmm import _population, em_sweep
 from bayesgmm import em as em_module
-from bayesgmm import em_sweep
 from bayesgmm._restarts import Strategy
 
 DATA = Path(__file__).resolve().parent / "data"
 MODELS = [*("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE")]
 MODELS += [*("VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")]
 ITERATIONS = [0]
+_INSIDE = [False]  # in a population's advance_many, which counts its runs' iterations itself
 _advance = em_module.EMGaussianMixture._advance
+_advance_many = _population.Population.advance_many
 
 
 def _counted(self, X, scaling, run, n_iter, *args):  # every EM iteration of the sweep, counted
     before = run.n_iter
     _advance(self, X, scaling, run, n_iter, *args)
-    ITERATIONS[0] += run.n_iter - before
+    ITERATIONS[0] += 0 if _INSIDE[0] else run.n_iter - before
+
+
+def _counted_many(self, runs, n_iter, *args):  # em-EM's compiled stages (emspeed) counted too
+    before = sum(r.n_iter for r in runs)
+    _INSIDE[0] = True
+    try:
+        return _advance_many(self, runs, n_iter, *args)
+    finally:
+        _INSIDE[0] = False
+        ITERATIONS[0] += sum(r.n_iter for r in runs) - before
+
+
+def count_iterations() -> None:
+    """Count every EM iteration of the sweeps in ``ITERATIONS`` (per-run and compiled)."""
+    em_module.EMGaussianMixture._advance = _counted
+    _population.Population.advance_many = _counted_many
 
 
 def sweep(
@@ -132,7 +150,7 @@ def main() -> None:
     parser.add_argument("--ab", help="comma-separated data sets: old against new strategy")
     parser.add_argument("--ranks", nargs=2, metavar=("DATASET", "CELLS"), help="MODEL:K,...")
     args = parser.parse_args()
-    em_module.EMGaussianMixture._advance = _counted
+    count_iterations()
     print("load average", os.getloadavg())
     with threadpool_limits(1):
         if args.ab:

@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from bench_mclust import DATA, REFERENCE, mclust_cells, run_mclust, run_sklearn
-from em_em_screening import MODELS, _counted, sweep
+from em_em_screening import MODELS, count_iterations, sweep
 from threadpoolctl import threadpool_limits
 
-from bayesgmm import em as em_module
 from bayesgmm._models import n_parameters
 from bayesgmm._restarts import Strategy
 
@@ -107,7 +106,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="em_sweep's random_state")
     args = parser.parse_args()
     strategies = [parse_strategy(s) for s in args.strategy or ["default"]]
-    em_module.EMGaussianMixture._advance = _counted
+    count_iterations()
     print("load average", os.getloadavg())
     totals = {label: [0, 0, 0.0] for label, _ in strategies}
     with threadpool_limits(1):

@@ -26,6 +26,11 @@ from ._models import model_name
 if TYPE_CHECKING:
     from ._restarts import Strategy
 
+RAISED = 0.1
+"""Nats above the fit at K by which a merge's fit counts as another optimum, one whose own
+merges :func:`top_merges` tries at K - 1 (issue 13's tolerance; a fit raised by less, e.g. its
+own run continued, sent every model down to K = 1)."""
+
 __all__ = [
     "canonical",
     "merge_pass",
@@ -160,11 +165,6 @@ def rescue_starts(
     return [("cross", one_hot(p, k, len(p))) for _, _, p in ranked]
 
 
-def _same(labels: np.ndarray, other: np.ndarray) -> bool:
-    """Whether two labellings are the same partition."""
-    return bool(np.array_equal(canonical(labels), canonical(other)))
-
-
 def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
     """Whether the merge fit's row replaces the sweep's: fitted, higher log-likelihood, and not
     less healthy (a collapsed or unconverged fit never replaces a sound one)."""
@@ -188,7 +188,7 @@ def merge_pass(
 ) -> set[str]:
     """Refit every model at each K (descending) from its ``K + 1`` fit's merged pairs; keep the
     refit where it is higher (``rows`` and the fits' MAP ``labels`` updated in place); the
-    names of the models whose fit was raised to another partition at the smallest K.
+    names of the models whose fit was raised by more than ``RAISED`` nats at the smallest K.
 
     ``context`` holds ``em_kwargs``, ``strategy``, ``sample_weight`` and ``observed`` (the rows
     the fits keep), as :func:`bayesgmm._restarts.sweep_rows` has them. em-EM screens the
@@ -225,12 +225,12 @@ def merge_pass(
             row = fit_one(
                 X, k, cov_type, context["em_kwargs"], starts, merged, context["sample_weight"]
             )
-            if not _better(row, rows[k, cov_type]):
+            before = rows[k, cov_type]
+            if not _better(row, before):
                 continue
-            new = row["_fit"]._predict_rows(X, "labels")[observed]
-            if (k, name) not in labels or not _same(new, labels[k, name]):
-                raised.add(name)  # (a new partition, not the fit at K a few iterations on)
-            labels[k, name] = new
+            if before["_fit"] is None or row["log_likelihood"] > before["log_likelihood"] + RAISED:
+                raised.add(name)  # (another optimum, not the fit at K a few iterations on)
+            labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
             for key in [key for key, r in rows.items() if key[0] == k and r["model_name"] == name]:
                 rows[key] = {**row, "covariance_type": key[1]}
     return raised

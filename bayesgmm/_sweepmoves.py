@@ -147,9 +147,9 @@ def rescue_starts(
 ) -> list[tuple[str, np.ndarray]]:
     """Starts for a fit at K whose every start failed: the other models' fits at K that were
     not among them, sound ones ("ok") first, then by log-likelihood. The cross starts are the
-    fits with the highest log-likelihood, which on tied data are those climbing towards a
-    collapse themselves (geyser VVE K=9: the VEV, VEE and EVI fits; every start collapsed,
-    those of the VII and VVI fits did not)."""
+    fits with the highest log-likelihood, which on tied data can all collapse (geyser VVE K=9:
+    those of the VEE, EVI and EVE fits, with every other start; those of the VII and VVI fits,
+    not among them, did not)."""
     seen = {canonical(np.argmax(resp, axis=1)).tobytes() for _, resp in tried}
     ranked = []
     for (j, _), row in rows.items():

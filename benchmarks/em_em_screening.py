@@ -35,31 +35,22 @@ DATA = Path(__file__).resolve().parent / "data"
 MODELS = [*("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE")]
 MODELS += [*("VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")]
 ITERATIONS = [0]
-_INSIDE = [False]  # in a population's advance_many, which counts its runs' iterations itself
 _advance = em_module.EMGaussianMixture._advance
-_advance_many = _population.Population.advance_many
 
 
 def _counted(self, X, scaling, run, n_iter, *args):  # every EM iteration of the sweep, counted
     before = run.n_iter
     _advance(self, X, scaling, run, n_iter, *args)
-    ITERATIONS[0] += 0 if _INSIDE[0] else run.n_iter - before
+    ITERATIONS[0] += run.n_iter - before
 
 
-def _counted_many(self, runs, n_iter, *args):  # em-EM's compiled stages (emspeed) counted too
-    before = sum(r.n_iter for r in runs)
-    _INSIDE[0] = True
-    try:
-        return _advance_many(self, runs, n_iter, *args)
-    finally:
-        _INSIDE[0] = False
-        ITERATIONS[0] += sum(r.n_iter for r in runs) - before
+_iterate = _population.Population._iterate
 
 
-def count_iterations() -> None:
-    """Count every EM iteration of the sweeps in ``ITERATIONS`` (per-run and compiled)."""
-    em_module.EMGaussianMixture._advance = _counted
-    _population.Population.advance_many = _counted_many
+def _counted_population(self, inside, group, limits):  # the compiled stages' iterations too
+    out = _iterate(self, inside, group, limits)
+    ITERATIONS[0] += int(out[1].sum())
+    return out
 
 
 def sweep(
@@ -150,7 +141,7 @@ def main() -> None:
     parser.add_argument("--ab", help="comma-separated data sets: old against new strategy")
     parser.add_argument("--ranks", nargs=2, metavar=("DATASET", "CELLS"), help="MODEL:K,...")
     args = parser.parse_args()
-    count_iterations()
+    em_module.EMGaussianMixture._advance = _counted
     print("load average", os.getloadavg())
     with threadpool_limits(1):
         if args.ab:

@@ -148,11 +148,13 @@ def main() -> None:
     original = em_module.EMGaussianMixture._em_em
 
     def recording(self, data, scaling, starts, strategy, map_runs=map):
+        cell = (self.model_name_, self.n_components)
+        first = cell in cells and cell not in seen  # the forward pass's em-EM
+        if first:  # (recorded before it runs: every start may fail)
+            seen[cell] = ("failed", list(starts))
         best = original(self, data, scaling, starts, strategy, map_runs)
-        if (self.model_name_, self.n_components) in cells and (
-            (self.model_name_, self.n_components) not in seen  # the forward pass's em-EM
-        ):
-            seen[self.model_name_, self.n_components] = (best.kind, list(starts))
+        if first:
+            seen[cell] = (best.kind, list(starts))
         return best
 
     em_module.EMGaussianMixture._em_em = recording

@@ -1,7 +1,8 @@
 """The sweep's split and merge starts (bayesgmm._sweepmoves): the partitions they make, the
-merge pass never lowering a cell, and two cells of issue 13's bar (at least the better of
-mclust's and scikit-learn's optimum - 0.1 nats) that the sweep missed without the merge pass,
-against numbers computed once (tests/data/make_optima_cells.py)."""
+merge pass never lowering a cell, the rescue starts of a fit whose every start failed, and
+cells of issue 13's bar (at least the better of mclust's and scikit-learn's optimum - 0.1 nats)
+that the sweep missed without the merge pass (wreath EEE K=9: without the largest K's own K + 1
+fit to merge from), against numbers computed once (tests/data/make_optima_cells.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from bayesgmm import em_sweep
 from bayesgmm._restarts import Strategy
-from bayesgmm._sweepmoves import canonical, merge_starts, split_starts
+from bayesgmm._sweepmoves import canonical, merge_starts, one_hot, rescue_starts, split_starts
 
 ROOT = Path(__file__).parents[1]
 CELLS = json.loads((Path(__file__).parent / "data" / "optima_cells.json").read_text())["cells"]
@@ -69,6 +70,30 @@ def test_split_starts_split_each_cluster() -> None:
         assert len(kept) == sum(m >= min_rows for m in smallest)
 
 
+def test_rescue_starts_are_the_untried_fits_at_k_sound_ones_first() -> None:
+    def row(name: str, k: int, status: str, loglik: float) -> dict:
+        return {"model_name": name, "status": status, "log_likelihood": loglik, "_fit": object()}
+
+    a, b, c, d = (np.array(p) for p in ([0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 0],
+                                       [0, 0, 0, 1, 2, 2], [1, 1, 0, 0, 2, 2]))  # fmt: skip
+    rows = {
+        (3, "VEV"): row("VEV", 3, "collapsed", -10.0),
+        (3, "VII"): row("VII", 3, "ok", -30.0),
+        (3, "spherical"): row("VII", 3, "ok", -30.0),  # an alias: once
+        (3, "VVI"): row("VVI", 3, "ok", -20.0),
+        (3, "EII"): row("EII", 3, "ok", -5.0),
+        (2, "EEE"): row("EEE", 2, "ok", 0.0),  # another K
+    }
+    labels = {(3, "VEV"): a, (3, "VII"): b, (3, "VVI"): c, (3, "EII"): d, (2, "EEE"): a % 2}
+    tried = [("cross", one_hot(a, 3, 6)), ("cross", one_hot(d, 3, 6))]  # d is a relabelled a
+    starts = rescue_starts(3, labels, rows, tried)
+    assert [kind for kind, _ in starts] == ["cross", "cross"]
+    expected = [c, b]  # sound ones by log-likelihood; VEV's and EII's partition were tried
+    for (_, resp), p in zip(starts, expected, strict=True):
+        np.testing.assert_array_equal(resp, one_hot(canonical(p), 3, 6))
+    assert rescue_starts(3, labels, rows, tried + starts) == []
+
+
 def test_merge_pass_never_lowers_a_cell_and_aliases_share_it() -> None:
     X = _data("banknote")
     kwargs = dict(reg_covar=0.0, progress=False, random_state=0)
@@ -95,3 +120,16 @@ def test_sweep_reaches_the_better_of_mclust_and_sklearn(cell: dict) -> None:
     ours = table.set_index("n_components").log_likelihood[cell["K"]]
     reference = max(cell["mclust"], cell["sklearn"])
     assert ours >= reference - 0.1, (ours, cell)
+
+
+def test_top_merges_never_lower_a_cell() -> None:
+    X = _data("wreath")
+    kwargs = dict(reg_covar=0.0, progress=False, random_state=0)
+    tables = [
+        em_sweep(X, range(1, 10), ["EEE"], strategy=Strategy(top_parent=top), **kwargs).table
+        for top in (False, True)
+    ]
+    rise = tables[1].log_likelihood.to_numpy() - tables[0].log_likelihood.to_numpy()
+    assert rise.min() > -1e-9
+    assert rise[-1] > 20.0  # K = 9 from the K = 10 fit with two merged (20.9 nats)
+    assert list(tables[1].n_components) == list(range(1, 10))  # the K = 10 fit is not a row

@@ -3,7 +3,8 @@ model, K), R mclust 6.0's ``Mclust(X, G = K, modelNames = model)$loglik`` (its d
 the hierarchical agglomeration on the scaled SVD, whose tree does not depend on G or the
 model, so the number is the cell of ``Mclust(X, G = 1:9)``) and, for scikit-learn's models,
 ``GaussianMixture(K, n_init=10, random_state=0)`` on float64 data. Cells the sweep missed
-before its merge pass (issue 13).
+before its merge pass (issue 13) and,
+wreath EEE K=9, before the largest K had a K + 1 fit to merge from.
 
     python tests/data/make_optima_cells.py    (from the repository root; needs Rscript, mclust)
 """
@@ -18,7 +19,7 @@ import pandas as pd
 import sklearn
 from sklearn.mixture import GaussianMixture
 
-CELLS = [("wreath", "VII", 8), ("banknote", "VII", 6)]
+CELLS = [("wreath", "VII", 8), ("banknote", "VII", 6), ("wreath", "EEE", 9)]
 SKLEARN = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
 DATA = Path("benchmarks/data")
 R = """suppressMessages(library(mclust))

@@ -17,12 +17,17 @@ SD_PRIORS = ("halfnormal", "inverse_gamma", "resolution")
 
 
 def resolution_floor(X: Any) -> np.ndarray:
-    """Each feature's rounding noise, ``h_j / sqrt(12)``, where it has tied values.
+    """The ``"resolution"`` prior's barrier scale of each feature with tied values.
 
-    ``h_j`` is the feature's resolution, estimated as the smallest gap between its distinct
-    observed values; rounding to a grid of step ``h`` adds noise of variance ``h^2 / 12``
-    (Sheppard), so no component is truly narrower than that along the feature. A feature
-    without tied values (no value observed twice) gets 0: nothing to bound.
+    A feature rounded to a grid of step ``h`` carries rounding noise of standard deviation
+    ``h / sqrt(12)`` (Sheppard), so no component is truly narrower than that along it. A
+    component on the ``m`` rows that share one value gains ``m log(1 / s)`` as its standard
+    deviation ``s`` there shrinks; with the barrier ``exp(-f^2 / s^2)`` that gain peaks at
+    ``s = f sqrt(2 / m)``. The barrier scale ``f = sqrt(m / 2) h / sqrt(12)``, with ``m`` the
+    feature's largest number of rows sharing one value, puts that peak at the rounding noise
+    for every group of tied rows. ``h`` is estimated as the smallest gap between the feature's
+    distinct observed values. A feature without tied values (no value observed twice) gets 0:
+    nothing to bound.
 
     Parameters
     ----------
@@ -42,10 +47,10 @@ def resolution_floor(X: Any) -> np.ndarray:
     X = np.asarray(X, dtype=float)
     floor = np.zeros(X.shape[1])
     for j in range(X.shape[1]):
-        values = np.sort(X[~np.isnan(X[:, j]), j])
-        gaps = np.diff(values)
-        if gaps.size and np.any(gaps == 0) and np.any(gaps > 0):
-            floor[j] = np.min(gaps[gaps > 0]) / np.sqrt(12.0)
+        values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
+        if values.size > 1 and counts.max() > 1:
+            step = np.min(np.diff(values))
+            floor[j] = step / np.sqrt(12.0) * np.sqrt(counts.max() / 2.0)
     return floor
 
 
@@ -93,10 +98,10 @@ class GMMPriors:
       2 f^2)``). With ``f = 0`` it is the HalfNormal exactly; for ``s`` a few times ``f`` it is
       the HalfNormal to ``f^2 / s^2`` nats; below ``f`` the ``-f^2 / s^2`` beats the ``m
       log(1 / s)`` of any number of tied rows, so the posterior is proper. :meth:`from_data`
-      sets ``f`` to each feature's Sheppard rounding noise, ``h / sqrt(12)`` for a resolution
-      ``h`` (:func:`resolution_floor`): no component is truly narrower than the noise the
-      rounding adds, while a tight component well above it (mclust's ``thyroid``) keeps the
-      HalfNormal's flat prior.
+      sets ``f`` from each feature's resolution ``h`` and its largest number ``m`` of tied rows,
+      ``f = sqrt(m / 2) h / sqrt(12)`` (:func:`resolution_floor`): a component on tied rows then
+      peaks at the rounding noise ``h / sqrt(12)`` (Sheppard), not at 0, while a tight
+      component well above ``f`` (mclust's ``thyroid``) keeps the HalfNormal's flat prior.
 
     Per-feature settings are tuples (one value per feature) or one number for every feature.
 
@@ -178,8 +183,9 @@ class GMMPriors:
           each variance is ``InvGamma(3/2, var_j / (2 K^(2/D)))``: ``var_shape = 1.5`` and
           ``sd_scale = sd_spread * std / (sqrt(2) K^(1/D))``. The prior mean of each variance
           is then ``var_j / K^(2/D)``: ``K`` components share the data's volume;
-        - ``"resolution"``: the HalfNormal's ``sd_scale``, and ``sd_floor`` each feature's
-          rounding noise (:func:`resolution_floor`; 0 for a feature without tied values).
+        - ``"resolution"``: the HalfNormal's ``sd_scale``, and ``sd_floor`` from each
+          feature's rounding noise and tie count (:func:`resolution_floor`; 0 for a feature
+          without tied values).
 
         Using the data to set the scale of the priors is an empirical-Bayes convenience; pass
         explicit values for a fully prior-driven model.

@@ -269,14 +269,17 @@ def test_pymc_path_starts_every_chain_at_em(faithful):
 
 
 def test_resolution_floor_is_the_rounding_noise_of_tied_features():
-    """Sheppard: a feature rounded to steps of ``h`` (some values tied) gets ``h / sqrt(12)``;
-    a feature without ties gets 0 (the HalfNormal, unchanged); missing cells are ignored."""
+    """Sheppard: a feature rounded to steps of ``h``, at most ``m`` rows sharing a value, gets
+    ``sqrt(m / 2) h / sqrt(12)``; a feature without ties gets 0 (the HalfNormal, unchanged);
+    missing cells are ignored."""
     from bayesgmm.model import default_priors
     from bayesgmm.priors import resolution_floor
 
     rng = np.random.default_rng(0)
     X = np.column_stack([np.round(rng.normal(size=200), 1), rng.normal(size=200)])
-    np.testing.assert_allclose(resolution_floor(X), [0.1 / np.sqrt(12), 0.0], rtol=1e-9)
+    m = np.unique(X[:, 0], return_counts=True)[1].max()
+    expected = [np.sqrt(m / 2) * 0.1 / np.sqrt(12), 0.0]
+    np.testing.assert_allclose(resolution_floor(X), expected, rtol=1e-9)
     priors = GMMPriors.from_data(X, sd_prior="resolution")
     assert priors.sd_floor == tuple(resolution_floor(X)) and priors.sd_prior == "resolution"
     assert priors.sd_scale == GMMPriors.from_data(X).sd_scale

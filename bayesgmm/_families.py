@@ -4,7 +4,8 @@ Six of the 14 models of :mod:`bayesgmm._models` have a Bayesian form (scikit-lea
 are aliases, as for EM). In the data's units, with the priors of :class:`~bayesgmm.GMMPriors`
 (``sd_scale`` one value per feature; ``pooled = sqrt(mean(sd_scale**2))``, its root mean square;
 ``P(c)`` is the prior ``sd_prior`` with scale ``c`` on a standard deviation: ``HalfNormal(c)``,
-or ``InvGamma(var_shape, c^2)`` on its square):
+``InvGamma(var_shape, c^2)`` on its square, or ``HalfNormal(c)`` times the barrier
+``exp(-f^2 / s^2)`` with ``f = sd_floor[j]``, pooled like ``c`` in the spherical models):
 
 =====  =========  =============================  ========================================
 model  alias      covariance of component ``k``  priors
@@ -61,6 +62,7 @@ __all__ = [
     "family_cholesky",
     "sd_distribution",
     "sd_log_density_terms",
+    "sd_prior_floor",
     "sd_prior_scale",
     "start_values",
 ]
@@ -175,6 +177,47 @@ def sd_prior_scale(unit: GMMPriors, family: Family) -> np.ndarray:
     )
 
 
+def sd_prior_floor(unit: GMMPriors, family: Family) -> np.ndarray:
+    """The barrier scales ``f`` of the ``"resolution"`` prior, pooled like
+    :func:`sd_prior_scale` (zeros for the other priors)."""
+    if unit.sd_prior != "resolution":
+        return np.zeros(family.n_scales(len(unit.sd_scale)))
+    return np.atleast_1d(
+        pooled_sd_scale(unit.sd_floor) if family.spherical else np.asarray(unit.sd_floor)
+    )
+
+
+def _resolution_logp(value, scale, floor):
+    """Log density of the ``"resolution"`` prior (:class:`~bayesgmm.GMMPriors`): the
+    HalfNormal's times ``exp(-f^2 / s^2)``, normalised by ``exp(sqrt(2) f / c)``
+    (``int_0^inf exp(-b1 s^2 - b2 / s^2) ds = sqrt(pi / b1) exp(-2 sqrt(b1 b2)) / 2``)."""
+    square = pt.square(value)
+    logp = (
+        0.5 * np.log(2.0 / np.pi)
+        - pt.log(scale)
+        + np.sqrt(2.0) * floor / scale
+        - square / (2.0 * pt.square(scale))
+        - pt.square(floor) / square
+    )
+    return pt.switch(pt.gt(value, 0.0), logp, -np.inf)
+
+
+def _resolution_random(scale, floor, rng=None, size=None):
+    """Draws of the ``"resolution"`` prior: ``s^2 ~ GIG(1/2, 1 / c^2, 2 f^2)`` (SciPy's
+    ``geninvgauss(1/2, b)`` scaled), the HalfNormal where ``f = 0``."""
+    from scipy.stats import geninvgauss
+
+    scale, floor = np.broadcast_arrays(np.asarray(scale, float), np.asarray(floor, float))
+    size = scale.shape if size is None else size
+    scale, floor = np.broadcast_to(scale, size), np.broadcast_to(floor, size)
+    halfnormal = np.abs(rng.standard_normal(size)) * scale
+    shape = np.sqrt(2.0) * floor / scale  # 2 sqrt(b1 b2)
+    positive = np.where(floor > 0, floor, 1.0)
+    gig = geninvgauss.rvs(0.5, np.where(floor > 0, shape, 1.0), size=size, random_state=rng)
+    square = gig * np.sqrt(2.0) * positive * scale  # scale sqrt(b2 / b1)
+    return np.where(floor > 0, np.sqrt(square), halfnormal)
+
+
 def _sqrt_inverse_gamma(shape, scale_sq, size):
     """A standard deviation whose square is ``InvGamma(shape, scale_sq)`` (PyMC derives the
     density of the square root, with its Jacobian, from the inverse-gamma's)."""
@@ -182,9 +225,15 @@ def _sqrt_inverse_gamma(shape, scale_sq, size):
 
 
 def sd_distribution(
-    unit: GMMPriors, scale: np.ndarray, name: str | None = None, **kwargs
+    unit: GMMPriors,
+    scale: np.ndarray,
+    name: str | None = None,
+    *,
+    floor: np.ndarray | None = None,
+    **kwargs,
 ) -> pt.TensorVariable:
-    """The prior ``unit.sd_prior`` of standard deviations with scales ``scale``.
+    """The prior ``unit.sd_prior`` of standard deviations with scales ``scale`` (and, for
+    ``"resolution"``, barrier scales ``floor``, from :func:`sd_prior_floor`).
 
     Without ``name`` an unregistered distribution (``LKJCholeskyCov``'s ``sd_dist``); with it
     the model's free variable, sampled on the log scale. ``kwargs`` (``shape``, ``dims``) go to
@@ -194,21 +243,31 @@ def sd_distribution(
         if name is None:
             return pm.HalfNormal.dist(sigma=scale, **kwargs)
         return pm.HalfNormal(name, sigma=scale, **kwargs)
+    log = pm.distributions.transforms.log
+    if unit.sd_prior == "resolution":
+        params = (np.asarray(scale, dtype=np.float64), np.asarray(floor, dtype=np.float64))
+        custom = {"logp": _resolution_logp, "random": _resolution_random, "signature": "(),()->()"}
+        if name is None:
+            return pm.CustomDist.dist(*params, **custom, **kwargs)
+        return pm.CustomDist(name, *params, **custom, transform=log, **kwargs)
     # float64 arrays: PyTensor makes a Python float a float32 constant when it is exact in
     # float32 (1.5 is), and its gammaln(a) is then off by ~1e-8
     params = (np.asarray(unit.var_shape, dtype=np.float64), np.square(scale, dtype=np.float64))
     if name is None:
         return pm.CustomDist.dist(*params, dist=_sqrt_inverse_gamma, **kwargs)
-    log = pm.distributions.transforms.log
     return pm.CustomDist(name, *params, dist=_sqrt_inverse_gamma, transform=log, **kwargs)
 
 
-def sd_log_density_terms(unit: GMMPriors, scale: np.ndarray) -> tuple[np.ndarray, float]:
+def sd_log_density_terms(
+    unit: GMMPriors, scale: np.ndarray, floor: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """The prior of :func:`sd_distribution` as the kernel evaluates it.
 
-    Both priors are ``log p(s) = b0 log s - b1 s^2 - b2 / s^2 + const``: the HalfNormal has
+    Every prior is ``log p(s) = b0 log s - b1 s^2 - b2 / s^2 + const``: the HalfNormal has
     ``(0, 1 / (2 c^2), 0)`` and constant ``log(2 / pi) / 2 - log c``; the inverse-gamma on
-    ``s^2`` has ``(-(2 a + 1), 0, c^2)`` and constant ``log 2 + 2 a log c - log Gamma(a)``.
+    ``s^2`` has ``(-(2 a + 1), 0, c^2)`` and constant ``log 2 + 2 a log c - log Gamma(a)``;
+    the ``"resolution"`` prior has ``(0, 1 / (2 c^2), f^2)`` and the HalfNormal's constant
+    plus ``sqrt(2) f / c``.
 
     Parameters
     ----------
@@ -216,6 +275,8 @@ def sd_log_density_terms(unit: GMMPriors, scale: np.ndarray) -> tuple[np.ndarray
         On the standardised scale.
     scale : ndarray of shape (n_scales,)
         From :func:`sd_prior_scale`.
+    floor : ndarray of shape (n_scales,), optional
+        From :func:`sd_prior_floor` (needed by ``"resolution"``).
 
     Returns
     -------
@@ -226,9 +287,10 @@ def sd_log_density_terms(unit: GMMPriors, scale: np.ndarray) -> tuple[np.ndarray
     """
     scale = np.asarray(scale, dtype=np.float64)
     zero = np.zeros_like(scale)
-    if unit.sd_prior == "halfnormal":
-        coefficients = np.stack([zero, 0.5 / np.square(scale), zero])
-        constant = np.sum(0.5 * np.log(2.0 / np.pi) - np.log(scale))
+    if unit.sd_prior != "inverse_gamma":
+        floor = zero if unit.sd_prior == "halfnormal" else np.asarray(floor, dtype=np.float64)
+        coefficients = np.stack([zero, 0.5 / np.square(scale), np.square(floor)])
+        constant = np.sum(0.5 * np.log(2.0 / np.pi) - np.log(scale) + np.sqrt(2.0) * floor / scale)
     else:
         a = unit.var_shape
         coefficients = np.stack([zero - (2.0 * a + 1.0), zero, np.square(scale)])
@@ -245,7 +307,7 @@ def family_cholesky(
     ``unit`` holds the priors on the standardised scale, one value per feature.
     """
     k, d = n_components, n_features
-    scale = sd_prior_scale(unit, family)
+    scale, floor = sd_prior_scale(unit, family), sd_prior_floor(unit, family)
     if not family.diagonal:
         names = family.free_names(k)
         factors = []
@@ -254,7 +316,7 @@ def family_cholesky(
                 name,
                 n=d,
                 eta=unit.lkj_eta,
-                sd_dist=sd_distribution(unit, scale, shape=d),
+                sd_dist=sd_distribution(unit, scale, floor=floor, shape=d),
                 compute_corr=False,
             )
             factors.append(pm.math.expand_packed_triangular(d, packed, lower=True))
@@ -262,8 +324,10 @@ def family_cholesky(
     dims = (() if family.shared else ("component",)) + (() if family.spherical else ("feature",))
     shape = (family.n_groups(k), family.n_scales(d))
     size = ((k,) if not family.shared else ()) + ((d,) if not family.spherical else ())
-    each = scale[0] if family.spherical else scale
-    stds = sd_distribution(unit, np.broadcast_to(each, size), "stds_z", dims=dims)
+    each, bar = (scale[0], floor[0]) if family.spherical else (scale, floor)
+    stds = sd_distribution(
+        unit, np.broadcast_to(each, size), "stds_z", floor=np.broadcast_to(bar, size), dims=dims
+    )
     full = pt.broadcast_to(pt.reshape(stds, shape), (k, d))
     return full[:, :, None] * pt.eye(d)[None, :, :]
 

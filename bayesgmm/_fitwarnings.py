@@ -60,8 +60,10 @@ def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stack
     With tied values (rounded or zero-inflated features) a component on those rows can shrink
     that feature's standard deviation to 0, where the likelihood grows without bound; the
     HalfNormal priors on standard deviations do not prevent it, so the posterior is improper
-    and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0); the inverse-gamma
-    prior on the variances (``GMMPriors.sd_prior``) does. The warning names
+    and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0); the resolution and
+    inverse-gamma priors on the variances (``GMMPriors.sd_prior``) do for diagonal models (with
+    full covariances, rows tied on several features still let a correlation reach 1). The
+    warning names
     the feature whose spread collapsed, the tied value and its count, and the remedies.
 
     Parameters
@@ -91,9 +93,10 @@ def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stack
             "standard deviation can shrink to 0 on rows that share a value, where the "
             "posterior has no bound under HalfNormal priors, so NUTS will not converge. Add "
             "noise of the rounding unit's size to the feature, drop or transform it, use "
-            "fewer components, or bound the posterior with an inverse-gamma prior on the "
-            "variances (priors=GMMPriors.from_data(X, sd_prior='inverse_gamma', "
-            "n_components=K); such a component stays narrow and can still mix slowly).",
+            "fewer components, or bound each variance below with sd_prior='resolution' (at "
+            "the rounding noise) or 'inverse_gamma' (mclust's prior); with a full or tied "
+            "covariance, rows tied on several features still let a correlation run to +-1, "
+            "so pair it with covariance_type='diag'.",
             SamplingWarning,
             stacklevel=stacklevel,
         )

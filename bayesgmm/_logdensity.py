@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
-from ._families import sd_log_density_terms, sd_prior_scale
+from ._families import sd_log_density_terms, sd_prior_floor, sd_prior_scale
 from ._fisher import _likelihood_gradients
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _weighted_block_pass
@@ -243,8 +243,8 @@ class LogDensity:
     def _sd_prior(self) -> tuple[np.ndarray, float]:
         """The free standard deviations' prior: coefficients ``(3, n_scales)`` and the
         constant of one free covariance (:func:`bayesgmm._families.sd_log_density_terms`)."""
-        p = self.priors
-        return sd_log_density_terms(p, sd_prior_scale(p, self.spec.family))
+        p, family = self.priors, self.spec.family
+        return sd_log_density_terms(p, sd_prior_scale(p, family), sd_prior_floor(p, family))
 
     @property
     def scaling(self) -> AffineScaling:
@@ -258,9 +258,11 @@ class LogDensity:
     @property
     def bounded_at_ties(self) -> bool:
         """Whether the posterior stays bounded where a component collapses onto tied rows: the
-        inverse-gamma prior's ``exp(-c^2 / s^2)`` beats the likelihood's ``s^-m`` (the
-        HalfNormal does not)."""
-        return self.priors.sd_prior == "inverse_gamma"
+        inverse-gamma prior's ``exp(-c^2 / s^2)`` and the resolution prior's ``exp(-f^2 /
+        s^2)`` (where some ``f > 0``) beat the likelihood's ``s^-m`` (the HalfNormal does
+        not)."""
+        p = self.priors
+        return p.sd_prior == "inverse_gamma" or (p.sd_prior == "resolution" and max(p.sd_floor) > 0)
 
     @property
     def n_dim(self) -> int:

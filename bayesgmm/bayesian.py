@@ -37,7 +37,7 @@ from .imputation import posterior_imputation
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model, default_priors
 from .modes import distinct_optima, mode_posterior, mode_table
-from .priors import GMMPriors
+from .priors import SD_PRIORS, GMMPriors
 from .sampling import SAMPLERS, CompileCache, sample_posterior
 
 __all__ = ["BayesianGMM"]
@@ -60,7 +60,12 @@ class BayesianGMM(BaseEstimator):
         ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"`` (priors in
         :mod:`bayesgmm._families`).
     priors : GMMPriors, optional
-        Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`.
+        Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`, with
+        ``sd_prior``.
+    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
+        The standard deviations' prior of the default priors (:class:`GMMPriors`):
+        ``"resolution"`` bounds each variance below at the rounding noise of features with
+        tied values; only with ``priors=None``.
     draws, tune, chains : int
         Draws kept per chain, tuning steps per chain, number of chains; ``tune=None``
         (default) lets :func:`bayesgmm.sample_posterior` choose (300 on whitened parameters,
@@ -128,6 +133,7 @@ class BayesianGMM(BaseEstimator):
         *,
         covariance_type: str = "full",
         priors: GMMPriors | None = None,
+        sd_prior: str = "halfnormal",
         draws: int = 1000,
         tune: int | None = None,
         chains: int = 4,
@@ -145,6 +151,7 @@ class BayesianGMM(BaseEstimator):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.priors = priors
+        self.sd_prior = sd_prior
         self.draws = draws
         self.tune = tune
         self.chains = chains
@@ -187,6 +194,12 @@ class BayesianGMM(BaseEstimator):
         check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("precondition", self.precondition, ("laplace", "none"))
+        check_choice("sd_prior", self.sd_prior, SD_PRIORS)
+        if self.priors is not None and self.sd_prior != "halfnormal":
+            raise ValueError(
+                f"sd_prior={self.sd_prior!r} sets the default priors; with priors= given, set "
+                "it there: GMMPriors.from_data(X, sd_prior=...)."
+            )
         if self.priors is not None and not isinstance(self.priors, GMMPriors):
             raise ValueError(
                 f"priors must be a GMMPriors or None, got {type(self.priors).__name__}: "
@@ -243,7 +256,9 @@ class BayesianGMM(BaseEstimator):
         data, weight = drop_empty_rows(data, weight, stacklevel=3)  # one warning, not EM's too
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
-        self.priors_ = self.priors or default_priors(data, weight)
+        self.priors_ = self.priors or default_priors(
+            data, weight, sd_prior=self.sd_prior, n_components=self.n_components
+        )
         n_rows = data.shape[0] if weight is None else float(np.sum(weight))
         warn_many_parameters(
             n_rows, self.n_components, data.shape[1], self.covariance_type, stacklevel=3

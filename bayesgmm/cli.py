@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
+from .priors import SD_PRIORS
 
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
@@ -237,6 +238,7 @@ def _fit(args: argparse.Namespace) -> int:
             covariance_type=args.covariance_type,
             progressbar=not args.quiet,
             em_reg_covar=args.reg_covar,
+            sd_prior=args.sd_prior,
             **_sampling(args),
         ).fit(frame)
     with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
@@ -402,6 +404,14 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="covariance model: VVV, EEE, VVI, EEI, VII, EII or full/tied/diag/spherical "
         "(default full)",
+    )
+    fit.add_argument(
+        "--sd-prior",
+        default="halfnormal",
+        choices=SD_PRIORS,
+        help="prior of the component standard deviations: halfnormal (default), "
+        "inverse_gamma (mclust's), or resolution (a HalfNormal bounded below at the rounding "
+        "noise of features with tied values)",
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)

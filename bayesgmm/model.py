@@ -49,7 +49,7 @@ from ._gaussian import LOG_2PI
 from ._missing import drop_empty_rows, observed_summary
 from ._scaling import AffineScaling
 from ._validation import check_matrix, check_sample_weight
-from .priors import GMMPriors
+from .priors import GMMPriors, resolution_floor
 
 __all__ = [
     "BAYES_COVARIANCE_TYPES",
@@ -327,7 +327,7 @@ def default_priors(
     ----------
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,), optional
-    sd_prior : {"halfnormal", "inverse_gamma"}
+    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
         The standard deviations' prior (:class:`GMMPriors`).
     n_components : int, optional
         ``K``: the inverse-gamma prior's scale depends on it.
@@ -346,7 +346,7 @@ def default_priors(
     if sample_weight is None and not np.isnan(X).any():
         return GMMPriors.from_data(X, **kwargs)
     scaling = observed_summary(X, sample_weight).scaling(isotropic=False)
-    return GMMPriors.from_scaling(scaling, **kwargs)
+    return GMMPriors.from_scaling(scaling, sd_floor=resolution_floor(X), **kwargs)
 
 
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:

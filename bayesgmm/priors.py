@@ -10,10 +10,51 @@ import numpy as np
 
 from ._validation import check_choice
 
-__all__ = ["SD_PRIORS", "GMMPriors"]
+__all__ = ["SD_PRIORS", "GMMPriors", "resolution_floor"]
 
-SD_PRIORS = ("halfnormal", "inverse_gamma")
+SD_PRIORS = ("halfnormal", "inverse_gamma", "resolution")
 """The priors a component standard deviation can have (:attr:`GMMPriors.sd_prior`)."""
+
+
+def resolution_floor(X: Any) -> np.ndarray:
+    """The ``"resolution"`` prior's barrier scale of each feature with tied values.
+
+    A feature rounded to a grid of step ``h`` carries rounding noise of standard deviation
+    ``h / sqrt(12)`` (Sheppard), so no component is truly narrower than that along it. A
+    component on the ``m`` rows that share one value gains ``m log(1 / s)`` as its standard
+    deviation ``s`` there shrinks; with the barrier ``exp(-f^2 / s^2)`` that gain peaks at
+    ``s = f sqrt(2 / m)``. The barrier scale ``f = sqrt(m / 2) h / sqrt(12)``, with ``m`` the
+    feature's largest number of rows sharing one value, puts that peak at the rounding noise
+    for every group of tied rows. ``h`` is estimated as the smallest gap between the feature's
+    distinct observed values. A feature without tied values (no value observed twice) gets 0:
+    nothing to bound.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        NaN cells are ignored.
+
+    Returns
+    -------
+    ndarray of shape (n_features,)
+        In the data's units.
+
+    Examples
+    --------
+    >>> resolution_floor([[1.0, 0.5], [1.5, 0.7], [1.0, 0.2]]) * np.sqrt(12)
+    array([0.5, 0. ])
+    """
+    X = np.asarray(X, dtype=float)
+    floor = np.zeros(X.shape[1])
+    for j in range(X.shape[1]):
+        values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
+        if values.size > 1 and counts.max() > 1:
+            step = np.min(np.diff(values))
+            floor[j] = step / np.sqrt(12.0) * np.sqrt(counts.max() / 2.0)
+    return floor
+
+
+_PER_FEATURE = ("means_loc", "means_scale", "sd_scale", "sd_floor")
 
 
 def _vector(value: Any, name: str) -> tuple[float, ...]:
@@ -51,6 +92,17 @@ class GMMPriors:
       ``D + 2`` degrees of freedom; its mean is ``2 c^2``, its mode ``c^2 / 2.5``, and its
       right tail is heavy (no finite variance for ``a <= 2``).
 
+    - ``"resolution"``: the HalfNormal with a lower-tail barrier at the data's rounding noise
+      ``f = sd_floor[j]``: density ``sqrt(2 / pi) / c * exp(sqrt(2) f / c) * exp(-s^2 / (2
+      c^2) - f^2 / s^2)`` (``s^2`` is then generalised inverse Gaussian, ``GIG(1/2, 1 / c^2,
+      2 f^2)``). With ``f = 0`` it is the HalfNormal exactly; for ``s`` a few times ``f`` it is
+      the HalfNormal to ``f^2 / s^2`` nats; below ``f`` the ``-f^2 / s^2`` beats the ``m
+      log(1 / s)`` of any number of tied rows, so the posterior is proper. :meth:`from_data`
+      sets ``f`` from each feature's resolution ``h`` and its largest number ``m`` of tied rows,
+      ``f = sqrt(m / 2) h / sqrt(12)`` (:func:`resolution_floor`): a component on tied rows then
+      peaks at the rounding noise ``h / sqrt(12)`` (Sheppard), not at 0, while a tight
+      component well above ``f`` (mclust's ``thyroid``) keeps the HalfNormal's flat prior.
+
     Per-feature settings are tuples (one value per feature) or one number for every feature.
 
     Parameters
@@ -64,8 +116,11 @@ class GMMPriors:
         Location and scale of the Normal prior on every component mean.
     sd_scale : float or tuple of float
         Scale ``c`` of the prior on component standard deviations (in the data's units).
-    sd_prior : {"halfnormal", "inverse_gamma"}, default="halfnormal"
+    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}, default="halfnormal"
         The prior of each standard deviation (above).
+    sd_floor : float or tuple of float, default=0.0
+        Barrier scale ``f`` of the ``"resolution"`` prior (in the data's units; 0 for none;
+        unused by the other priors).
     var_shape : float, default=1.5
         Shape ``a`` of the inverse-gamma prior on each variance (unused by ``"halfnormal"``).
 
@@ -86,11 +141,14 @@ class GMMPriors:
     sd_scale: tuple[float, ...] = field(default=(5.0,))
     sd_prior: str = "halfnormal"
     var_shape: float = 1.5
+    sd_floor: tuple[float, ...] = field(default=(0.0,))
 
     def __post_init__(self) -> None:
         check_choice("sd_prior", self.sd_prior, SD_PRIORS)
-        for name in ("means_loc", "means_scale", "sd_scale"):
+        for name in _PER_FEATURE:
             object.__setattr__(self, name, _vector(getattr(self, name), name))
+        if min(self.sd_floor) < 0:
+            raise ValueError(f"sd_floor must be >= 0, got {self.sd_floor}.")
         for name in ("weights_concentration", "lkj_eta", "var_shape"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
@@ -124,7 +182,10 @@ class GMMPriors:
           with ``D + 2`` degrees of freedom and scale ``var(X) / K^(2/D)``), whose marginal on
           each variance is ``InvGamma(3/2, var_j / (2 K^(2/D)))``: ``var_shape = 1.5`` and
           ``sd_scale = sd_spread * std / (sqrt(2) K^(1/D))``. The prior mean of each variance
-          is then ``var_j / K^(2/D)``: ``K`` components share the data's volume.
+          is then ``var_j / K^(2/D)``: ``K`` components share the data's volume;
+        - ``"resolution"``: the HalfNormal's ``sd_scale``, and ``sd_floor`` from each
+          feature's rounding noise and tie count (:func:`resolution_floor`; 0 for a feature
+          without tied values).
 
         Using the data to set the scale of the priors is an empirical-Bayes convenience; pass
         explicit values for a fully prior-driven model.
@@ -135,7 +196,7 @@ class GMMPriors:
         weights_concentration, lkj_eta : float
         means_spread, sd_spread : float
             Multiples of each feature's standard deviation.
-        sd_prior : {"halfnormal", "inverse_gamma"}
+        sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
             See :class:`GMMPriors`.
         n_components : int, optional
             ``K``; needed by ``"inverse_gamma"``.
@@ -160,6 +221,7 @@ class GMMPriors:
             sd_spread=sd_spread,
             sd_prior=sd_prior,
             n_components=n_components,
+            sd_floor=resolution_floor(X) if sd_prior == "resolution" else 0.0,
         )
 
     @classmethod
@@ -173,10 +235,12 @@ class GMMPriors:
         sd_spread: float = 1.0,
         sd_prior: str = "halfnormal",
         n_components: int | None = None,
+        sd_floor: Any = 0.0,
     ) -> GMMPriors:
         """:meth:`from_data`'s priors from the features' means and standard deviations
         (``scaling.loc`` and ``scaling.scale``, an :class:`~bayesgmm._scaling.AffineScaling`),
-        e.g. those of the observed cells of rows with missing values, counted by weight."""
+        e.g. those of the observed cells of rows with missing values, counted by weight;
+        ``sd_floor`` is kept by the ``"resolution"`` prior (:func:`resolution_floor`)."""
         check_choice("sd_prior", sd_prior, SD_PRIORS)
         spread = sd_spread
         if sd_prior == "inverse_gamma":
@@ -195,6 +259,7 @@ class GMMPriors:
             means_scale=tuple(means_scale),
             sd_scale=tuple(sd_scale),
             sd_prior=sd_prior,
+            sd_floor=sd_floor if sd_prior == "resolution" else 0.0,
         )
 
     def standardised(self, loc: Any, scale: Any) -> GMMPriors:
@@ -229,9 +294,11 @@ class GMMPriors:
                 "means_loc": (np.asarray(own.means_loc) - loc) / scale,
                 "means_scale": np.asarray(own.means_scale) / scale,
                 "sd_scale": np.asarray(own.sd_scale) / scale,
+                "sd_floor": np.asarray(own.sd_floor) / scale,
             }
         for name, value in values.items():
-            if not np.all(np.isfinite(value)) or (name != "means_loc" and np.any(value <= 0)):
+            low = np.any(value < 0) if name == "sd_floor" else np.any(value <= 0)
+            if not np.all(np.isfinite(value)) or (name != "means_loc" and low):
                 raise ValueError(
                     f"priors.{name} {getattr(own, name)} is out of all proportion to the "
                     f"data's spread (standard deviations {scale.tolist()}): give values on the "
@@ -242,7 +309,7 @@ class GMMPriors:
     def for_features(self, n_features: int) -> GMMPriors:
         """Broadcast the per-feature settings to ``n_features`` (one value repeats)."""
         out = {}
-        for name in ("means_loc", "means_scale", "sd_scale"):
+        for name in _PER_FEATURE:
             values = getattr(self, name)
             if len(values) == 1:
                 values = values * n_features

@@ -214,6 +214,8 @@ def test_load_refuses_other_files(tmp_path):
         ({"target_accept": 1.5}, r"target_accept must be a number in \(0, 1\)"),
         ({"priors": {"lkj_eta": 2}}, r"priors must be a GMMPriors"),
         ({"sampler": "stan"}, r"Unknown sampler 'stan'"),
+        ({"sd_prior": "gamma"}, r"sd_prior 'gamma'.*'resolution'"),
+        ({"sd_prior": "resolution", "priors": GMMPriors()}, r"with priors= given, set it there"),
     ],
 )
 def test_bad_parameters_are_named(faithful, kwargs, message):
@@ -295,3 +297,28 @@ def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatc
         warnings.simplefilter("error", SamplingWarning)
         with pytest.raises(RuntimeError):
             BayesianGMM(2, random_seed=0).fit(X)
+
+
+def test_cli_sd_prior_reaches_the_fit(tmp_path, monkeypatch):
+    """``bayesgmm fit --sd-prior resolution`` builds ``BayesianGMM(sd_prior="resolution")``."""
+    from bayesgmm import bayesian
+    from bayesgmm.cli import main
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["sd_prior"])
+
+        def fit(self, X):
+            raise Stop
+
+    monkeypatch.setattr(bayesian, "BayesianGMM", Recording)
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n2,3.5\n3,1\n4,0.5\n")
+    main(["fit", str(csv), "--components", "1", "--sd-prior", "resolution", "--quiet"])
+    assert seen == ["resolution"]  # (main reports the Stop as an unexpected error)
+    assert main(["fit", str(csv), "--components", "1", "--sd-prior", "gamma"]) == 2

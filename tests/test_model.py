@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pymc as pm
+import pytensor
+import pytensor.tensor as pt
 import pytest
 
 from bayesgmm import EMGaussianMixture, GMMPriors, build_model
@@ -264,3 +266,53 @@ def test_pymc_path_starts_every_chain_at_em(faithful):
     for point in initial_points:
         for name, value in expected.items():
             np.testing.assert_allclose(point[name], value, rtol=1e-12)
+
+
+def test_resolution_floor_is_the_rounding_noise_of_tied_features():
+    """Sheppard: a feature rounded to steps of ``h``, at most ``m`` rows sharing a value, gets
+    ``sqrt(m / 2) h / sqrt(12)``; a feature without ties gets 0 (the HalfNormal, unchanged);
+    missing cells are ignored."""
+    from bayesgmm.model import default_priors
+    from bayesgmm.priors import resolution_floor
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.round(rng.normal(size=200), 1), rng.normal(size=200)])
+    m = np.unique(X[:, 0], return_counts=True)[1].max()
+    expected = [np.sqrt(m / 2) * 0.1 / np.sqrt(12), 0.0]
+    np.testing.assert_allclose(resolution_floor(X), expected, rtol=1e-9)
+    priors = GMMPriors.from_data(X, sd_prior="resolution")
+    assert priors.sd_floor == tuple(resolution_floor(X)) and priors.sd_prior == "resolution"
+    assert priors.sd_scale == GMMPriors.from_data(X).sd_scale
+    assert GMMPriors.from_data(X).sd_floor == (0.0,)  # other priors keep no floor
+    missing = X.copy()
+    missing[::7, 1] = np.nan
+    weighted = default_priors(missing, np.ones(200), sd_prior="resolution")
+    assert weighted.sd_floor == priors.sd_floor
+    # standardised with the data: the floor is a scale, like sd_scale
+    unit = priors.standardised([0.0, 0.0], [2.0, 4.0])
+    np.testing.assert_allclose(unit.sd_floor, np.array(priors.sd_floor) / [2.0, 4.0])
+
+
+@pytest.mark.parametrize(("scale", "floor"), [(1.0, 0.05), (0.7, 0.4), (2.0, 0.0)])
+def test_resolution_prior_is_a_normalised_density(scale, floor):
+    """The ``"resolution"`` prior's log density (the PyMC graph the model uses) integrates to
+    one over ``s > 0``, is SciPy's HalfNormal where ``f = 0``, and its draws follow it."""
+    from scipy import integrate, stats
+
+    from bayesgmm._families import _resolution_logp, _resolution_random
+
+    s = pt.dvector("s")
+    params = np.asarray(scale, dtype=np.float64), np.asarray(floor, dtype=np.float64)
+    logp = pytensor.function([s], _resolution_logp(s, *params), mode="FAST_COMPILE")
+    # beyond 12 c the density is below exp(-72): the integral over (0, 12 c) is the total
+    grid = np.linspace(0.0, 12.0 * scale, 200_001)[1:]
+    density = np.exp(logp(grid))
+    total = integrate.quad(lambda v: np.exp(logp(np.array([v]))[0]), 0, 12 * scale, limit=200)
+    np.testing.assert_allclose(total[0], 1.0, rtol=1e-10)
+    if floor == 0:
+        np.testing.assert_allclose(
+            logp(grid[::5000]), stats.halfnorm(scale=scale).logpdf(grid[::5000])
+        )
+    cdf = integrate.cumulative_trapezoid(density, grid, initial=0.0)
+    draws = _resolution_random(scale, floor, rng=np.random.default_rng(1), size=(4000,))
+    assert stats.kstest(draws, lambda v: np.interp(v, grid, cdf)).pvalue > 0.01

@@ -25,6 +25,7 @@ the same code runs on in-memory chunks or on a Dask cluster.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -410,16 +411,56 @@ def std_and_correlation(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return std, corr
 
 
-def batched_precision_cholesky(covariances: np.ndarray) -> np.ndarray:
+def batched_precision_cholesky(covariances: np.ndarray, *, jitter: bool = False) -> np.ndarray:
     """Upper precision factors ``U`` (``inv(Sigma) = U @ U.T``) of a stack of full covariances.
 
     Vectorised over any leading dimensions ``(..., D, D)`` (e.g. posterior draws x components):
     :func:`precision_cholesky` of the flattened stack, with a message that names no component.
+
+    ``jitter=True`` is for posterior draws: the sampler accepted each one through its own
+    factors (standard deviations and a correlation Cholesky factor), but a correlation within
+    ``1e-8`` of +-1 gives a covariance that is no longer positive definite once formed in
+    float64. Such a matrix is factored with the smallest diagonal jitter (``1e-12`` to ``1e-4``
+    of its largest variance) that succeeds, with a ``RuntimeWarning`` that counts them, rather
+    than losing a finished run to a ``SingularCovarianceError``.
     """
     factors, failed = _precision_factors(covariances)
-    if failed >= 0:
+    if failed < 0:
+        return factors
+    if not jitter:
         raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
-    return factors
+    flat = np.reshape(covariances, (-1, *covariances.shape[-2:]))
+    out = np.reshape(factors, flat.shape)
+    start, jittered = 0, 0
+    while failed >= 0:  # a failed call writes no factor: redo the matrices before it
+        index = start + failed
+        out[start:index] = _precision_factors(flat[start:index])[0]
+        out[index] = _jittered_precision_factor(flat[index])
+        jittered += 1
+        start = index + 1
+        rest, failed = _precision_factors(flat[start:])
+        if failed < 0:
+            out[start:] = rest
+    warnings.warn(
+        f"{jittered} of {flat.shape[0]} covariance draws were numerically singular (a "
+        "correlation at +-1 to float64 precision) and were factored with a small diagonal "
+        "jitter; a component collapsing onto tied or collinear rows does this: see "
+        "BayesianGMM's sd_prior or a simpler covariance_type.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return out.reshape(covariances.shape)
+
+
+def _jittered_precision_factor(covariance: np.ndarray) -> np.ndarray:
+    """The precision factor of ``covariance + eps I`` for the smallest ``eps`` that works."""
+    scale = float(np.max(np.abs(np.diag(covariance)))) or 1.0
+    identity = np.eye(covariance.shape[0])
+    for exponent in range(-12, -3):
+        factor, failed = _precision_factors((covariance + 10.0**exponent * scale * identity)[None])
+        if failed < 0:
+            return factor[0]
+    raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
 
 
 def draw_log_responsibilities(

@@ -298,7 +298,7 @@ def draw_log_density(
     :func:`bayesgmm._gaussian.draw_log_responsibilities`.
     """
     n_features = means.shape[-1]
-    precisions_chol = g.batched_precision_cholesky(covariances)  # upper U, inv(Sigma) = U U'
+    precisions_chol = g.batched_precision_cholesky(covariances, jitter=True)  # inv(S) = U U'
     factors = _contiguous(np.swapaxes(precisions_chol, -1, -2))
     offset = _log_offsets(
         _contiguous(weights).ravel(), factors.reshape(-1, n_features, n_features)

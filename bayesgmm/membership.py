@@ -37,7 +37,8 @@ def _posterior_parameters(
     unit = standardised(post, scaling)
     weights, means, covariances = posterior_draws(unit, ("weights", "means", "covariances"))
     data = scaling.transform(_observed(idata, X))
-    return data, (weights, means, g.batched_precision_cholesky(covariances), covariances)
+    factors = g.batched_precision_cholesky(covariances, jitter=True)
+    return data, (weights, means, factors, covariances)
 
 
 def _responsibility_draws(X: np.ndarray, params: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -58,7 +59,7 @@ def _responsibility_draws(X: np.ndarray, params: tuple[np.ndarray, ...]) -> np.n
         if o.size == 0:
             out[:, pattern.rows] = weights[:, None, :]
             continue
-        sub = g.batched_precision_cholesky(covariances[:, :, o][:, :, :, o])
+        sub = g.batched_precision_cholesky(covariances[:, :, o][:, :, :, o], jitter=True)
         parts = g.draw_log_responsibilities(pattern.values, weights, means[:, :, o], sub)
         for draws, _, log_resp in parts:
             out[draws, pattern.rows] = np.exp(log_resp)

@@ -137,6 +137,25 @@ def test_std_and_correlation(rng):
     np.testing.assert_allclose(np.diagonal(corr, axis1=1, axis2=2), 1.0)
 
 
+def test_posterior_draws_at_a_correlation_of_one_are_factored_with_jitter(rng):
+    # a draw the sampler accepted (correlation within 1e-17 of 1 in its own factors) that is
+    # singular once formed: with jitter=True it is factored, the others are exactly as before
+    a = rng.normal(size=(5, 3, 3))
+    cov = a @ np.swapaxes(a, -1, -2) + np.eye(3)
+    sds = np.array([1.0, 2.0, 0.5])
+    singular = np.outer(sds, sds)  # correlation 1 between every pair
+    stack = np.concatenate([cov[:2], singular[None], cov[2:], singular[None]])
+    with pytest.raises(g.SingularCovarianceError):
+        g.batched_precision_cholesky(stack)
+    with pytest.warns(RuntimeWarning, match="2 of 7 covariance draws"):
+        factors = g.batched_precision_cholesky(stack, jitter=True)
+    np.testing.assert_array_equal(factors[[0, 1, 3, 4, 5]], g.batched_precision_cholesky(cov))
+    for index in (2, 6):
+        lower = np.linalg.inv(factors[index].T)  # the jittered covariance's Cholesky factor
+        np.testing.assert_allclose(lower @ lower.T, singular, atol=1e-6 * sds.max() ** 2)
+        assert np.all(np.diag(lower) > 0)
+
+
 def test_draw_log_responsibilities_equals_one_draw_at_a_time(rng):
     X = rng.normal(size=(30, 3))
     a = rng.normal(size=(7, 2, 3, 3))

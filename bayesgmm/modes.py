@@ -365,7 +365,7 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
     """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS."""
     trees = {m: mode_posterior(idata, m) for m in np.unique(modes)}
     totals = pointwise(idata).sum(axis=2)
-    weights = compare({f"mode {m}": t for m, t in trees.items()})["weight"]
+    weights = _stacking_weights(trees)
     rows = []
     for m, tree in trees.items():
         params = parameter_diagnostics(tree)
@@ -379,6 +379,23 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _stacking_weights(trees: dict[int, Tree]) -> pd.Series:
+    """Each mode's stacking weight; NaN, with a warning, where PSIS-LOO cannot be computed (a
+    degenerate mode whose draws give rows the same log-likelihood), so the run is not lost."""
+    named = {f"mode {m}": t for m, t in trees.items()}
+    try:
+        return compare(named)["weight"]
+    except ValueError as err:
+        warnings.warn(
+            f"The modes' stacking weights could not be computed ({err}): a mode whose draws "
+            "barely move (e.g. a component collapsed onto tied rows) has no PSIS-LOO. The "
+            "weights are left NaN; read each mode's own summary.",
+            SamplingWarning,
+            stacklevel=3,
+        )
+        return pd.Series(np.nan, index=list(named))
 
 
 def _gate_values(tree: Tree, params: pd.DataFrame) -> dict:

@@ -211,6 +211,23 @@ def test_mode_summaries_and_saved_modes(two_modes, tmp_path):
     )
 
 
+def test_a_mode_without_psis_loo_gets_nan_weights_not_an_error(two_modes):
+    # a degenerate mode (every draw gives each row the same log-likelihood) has no PSIS-LOO:
+    # the table is still made, its weights NaN, with a warning that says why
+    fit, _ = two_modes
+    tree = fit.idata_.copy()
+    del tree.posterior.attrs["modes"]
+    log_lik = tree.log_likelihood["obs"]
+    frozen = np.flatnonzero(tree.sample_stats["mode"].values == 1)
+    values = log_lik.values.copy()
+    values[frozen] = values[frozen, :1]
+    tree["log_likelihood"] = tree.log_likelihood.to_dataset().assign(obs=log_lik.copy(data=values))
+    with pytest.warns(SamplingWarning, match="stacking weights could not be computed"):
+        table = mode_table(tree)
+    assert list(table["mode"]) == [0, 1] and table["stacking_weight"].isna().all()
+    assert (table.loc[table["mode"] == 0, "max_r_hat"] < 1.1).all()
+
+
 def test_one_optimum_one_mode_no_warning():
     sim = simulate_mixture(
         200,

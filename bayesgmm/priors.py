@@ -259,7 +259,9 @@ class GMMPriors:
             means_scale=tuple(means_scale),
             sd_scale=tuple(sd_scale),
             sd_prior=sd_prior,
-            sd_floor=sd_floor if sd_prior == "resolution" else 0.0,
+            sd_floor=tuple(  # one per feature, as a standardised or saved copy has it
+                np.broadcast_to(sd_floor if sd_prior == "resolution" else 0.0, scaling.loc.shape)
+            ),
         )
 
     def standardised(self, loc: Any, scale: Any) -> GMMPriors:

@@ -283,7 +283,7 @@ def test_resolution_floor_is_the_rounding_noise_of_tied_features():
     priors = GMMPriors.from_data(X, sd_prior="resolution")
     assert priors.sd_floor == tuple(resolution_floor(X)) and priors.sd_prior == "resolution"
     assert priors.sd_scale == GMMPriors.from_data(X).sd_scale
-    assert GMMPriors.from_data(X).sd_floor == (0.0,)  # other priors keep no floor
+    assert GMMPriors.from_data(X).sd_floor == (0.0,) * X.shape[1]  # others: no floor
     missing = X.copy()
     missing[::7, 1] = np.nan
     weighted = default_priors(missing, np.ones(200), sd_prior="resolution")

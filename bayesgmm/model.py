@@ -346,7 +346,8 @@ def default_priors(
     if sample_weight is None and not np.isnan(X).any():
         return GMMPriors.from_data(X, **kwargs)
     scaling = observed_summary(X, sample_weight).scaling(isotropic=False)
-    return GMMPriors.from_scaling(scaling, sd_floor=resolution_floor(X), **kwargs)
+    floor = resolution_floor(X, sample_weight)
+    return GMMPriors.from_scaling(scaling, sd_floor=floor, **kwargs)
 
 
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:

@@ -16,7 +16,7 @@ SD_PRIORS = ("halfnormal", "inverse_gamma", "resolution")
 """The priors a component standard deviation can have (:attr:`GMMPriors.sd_prior`)."""
 
 
-def resolution_floor(X: Any) -> np.ndarray:
+def resolution_floor(X: Any, sample_weight: Any = None) -> np.ndarray:
     """The ``"resolution"`` prior's barrier scale of each feature with tied values.
 
     A feature rounded to a grid of step ``h`` carries rounding noise of standard deviation
@@ -33,6 +33,9 @@ def resolution_floor(X: Any) -> np.ndarray:
     ----------
     X : array-like of shape (n_samples, n_features)
         NaN cells are ignored.
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights: a row of weight ``w`` counts as ``w`` rows sharing its values (the
+        same floor as the repeated rows); rows of weight 0 are not observed.
 
     Returns
     -------
@@ -45,9 +48,12 @@ def resolution_floor(X: Any) -> np.ndarray:
     array([0.5, 0. ])
     """
     X = np.asarray(X, dtype=float)
+    weight = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
     floor = np.zeros(X.shape[1])
     for j in range(X.shape[1]):
-        values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
+        kept = ~np.isnan(X[:, j]) & (weight > 0)
+        values, which = np.unique(X[kept, j], return_inverse=True)
+        counts = np.bincount(which, weights=weight[kept], minlength=values.size)
         if values.size > 1 and counts.max() > 1:
             step = np.min(np.diff(values))
             floor[j] = step / np.sqrt(12.0) * np.sqrt(counts.max() / 2.0)

@@ -293,6 +293,22 @@ def test_resolution_floor_is_the_rounding_noise_of_tied_features():
     np.testing.assert_allclose(unit.sd_floor, np.array(priors.sd_floor) / [2.0, 4.0])
 
 
+def test_resolution_floor_counts_frequency_weights_as_repeated_rows():
+    """A row of weight ``w`` is ``w`` tied rows: the floor of weighted rows is that of the
+    rows repeated (a feature tied only through a weight gets one; weight 0 is not observed)."""
+    from bayesgmm.model import default_priors
+    from bayesgmm.priors import resolution_floor
+
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.round(rng.normal(size=60), 1), rng.normal(size=60)])
+    weight = rng.integers(0, 4, size=60)
+    repeated = np.repeat(X, weight, axis=0)
+    np.testing.assert_allclose(resolution_floor(X, weight), resolution_floor(repeated))
+    assert resolution_floor(X, weight)[1] > 0.0 == resolution_floor(X)[1]
+    priors = default_priors(X, weight.astype(float), sd_prior="resolution")
+    np.testing.assert_allclose(priors.sd_floor, resolution_floor(repeated))
+
+
 @pytest.mark.parametrize(("scale", "floor"), [(1.0, 0.05), (0.7, 0.4), (2.0, 0.0)])
 def test_resolution_prior_is_a_normalised_density(scale, floor):
     """The ``"resolution"`` prior's log density (the PyMC graph the model uses) integrates to

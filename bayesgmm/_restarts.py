@@ -540,7 +540,7 @@ def sweep_rows(
     with progress_bar(len(fitted) * len(cov_types), "EM sweep", enabled=progress) as bar:
         for k in fitted:
             for cov_type in cov_types:
-                bar.describe(f"EM: K={k} {cov_type}")
+                bar.describe(f"EM: K={k} {cov_type}" + ("" if k in ks else " (to merge from)"))
                 name = model_name(cov_type)
                 same = next(
                     (r for (j, _), r in rows.items() if j == k and r["model_name"] == name), None

@@ -20,6 +20,7 @@ from bayesgmm.validation import (
     FIXED_TRUTH,
     SBC_PRIORS,
     SBC_PRIORS_IG,
+    STUDY_PRIORS,
     Fitter,
     PosteriorFit,
     SamplerSettings,
@@ -327,6 +328,10 @@ def test_the_study_draws_from_the_chosen_prior(prior_pool, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main(["--sd-prior", "inverse_gamma", "--no-progress"])
     assert seen["priors"] == SBC_PRIORS_IG
+    with pytest.raises(KeyboardInterrupt):
+        main(["--sd-prior", "resolution", "--no-progress"])
+    assert seen["priors"] == STUDY_PRIORS["resolution"]
+    assert seen["priors"].sd_prior == "resolution" and min(seen["priors"].sd_floor) > 0
     truths = {}
     for priors in (SBC_PRIORS, SBC_PRIORS_IG):
         results = run_validation(

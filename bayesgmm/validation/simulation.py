@@ -21,7 +21,16 @@ SBC_PRIORS_IG = replace(SBC_PRIORS, sd_prior="inverse_gamma")
 """The study's priors with each variance ``~ InvGamma(3/2, 1)`` (``sd_scale`` 1: the variance's
 median 0.85, near the HalfNormal(1)'s 0.45 for ``s^2``, with a heavier right tail)."""
 
-STUDY_PRIORS = {"halfnormal": SBC_PRIORS, "inverse_gamma": SBC_PRIORS_IG}
+SBC_PRIORS_RESOLUTION = replace(SBC_PRIORS, sd_prior="resolution", sd_floor=(0.3,))
+"""The study's priors with each standard deviation's HalfNormal(1) times the barrier
+``exp(-0.3^2 / s^2)`` (:attr:`GMMPriors.sd_floor`; fixed, as the prior must not see the data:
+the floor a feature rounded to steps of about 0.25, 30 rows sharing a value, would get)."""
+
+STUDY_PRIORS = {
+    "halfnormal": SBC_PRIORS,
+    "inverse_gamma": SBC_PRIORS_IG,
+    "resolution": SBC_PRIORS_RESOLUTION,
+}
 """The study's priors by ``sd_prior`` (``python -m bayesgmm.validation --sd-prior``)."""
 
 FIXED_TRUTH = {

@@ -31,7 +31,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
-# SD_PRIOR=inverse_gamma: the study with each variance ~ InvGamma (GMMPriors.sd_prior)
+# SD_PRIOR=inverse_gamma: the study with each variance ~ InvGamma; SD_PRIOR=resolution: the
+# HalfNormal with a fixed barrier floor (GMMPriors.sd_prior)
 SD_PRIOR ?= halfnormal
 validate: $(STAMP)
 	$(BIN)/python -m bayesgmm.validation --simulations 100 --sd-prior $(SD_PRIOR) --out validation

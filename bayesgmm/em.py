@@ -820,7 +820,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         else:
             totals, n = weight @ scores, float(weight.sum())
         log_l = float(totals[0]) - n * self._scaling.log_jacobian
-        p = self.n_parameters()
+        p = models.n_parameters(self.model_name_, self.n_components, self.n_features_in_)
         bic = -2.0 * log_l + p * np.log(n)
         return {
             "log_likelihood": log_l,

@@ -196,19 +196,50 @@ def start_orientation_rows(
     return failed
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _weighted_rows(resps, X):  # pragma: no cover - compiled
+    """``resps[s, n, k] * X[n, d]`` as a C-contiguous ``(S, K, N, D)`` array: the products
+    NumPy's broadcast multiplication forms (the same rounded products), without its
+    length-``D`` inner loops."""
+    n_starts, n_samples, n_components = resps.shape
+    n_features = X.shape[1]
+    out = np.empty((n_starts, n_components, n_samples, n_features))
+    for s in range(n_starts):
+        for k in range(n_components):
+            for n in range(n_samples):
+                r = resps[s, n, k]
+                for d in range(n_features):
+                    out[s, k, n, d] = r * X[n, d]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _resp_sums(resps):  # pragma: no cover - compiled
+    """``resps.sum(axis=1)`` of ``(S, N, K)`` responsibilities in NumPy's order (row after
+    row: the reduced axis is not the contiguous one; for ``K = 1`` NumPy sums pairwise, but
+    those responsibilities are ones, whose sums are exact in any order)."""
+    n_starts, n_samples, n_components = resps.shape
+    out = np.zeros((n_starts, n_components))
+    for s in range(n_starts):
+        for n in range(n_samples):
+            for k in range(n_components):
+                out[s, k] += resps[s, n, k]
+    return out
+
+
 def start_statistics(Xu: np.ndarray, resps: np.ndarray, layout: str) -> tuple:
     """:func:`bayesgmm._gaussian.weighted_statistics` about zero of each of the ``(S, N, K)``
-    responsibilities, stacked (the same products, so the same numbers): ``resp_sum`` ``(S,
-    K)``, ``first`` ``(S, K, D)``, ``second`` ``(S, K, D, D)`` (full, tied) or ``(S, K, D)``."""
+    responsibilities, stacked (the same products and BLAS calls, so the same numbers):
+    ``resp_sum`` ``(S, K)``, ``first`` ``(S, K, D)``, ``second`` ``(S, K, D, D)`` (full,
+    tied) or ``(S, K, D)`` (each component's vector-matrix product, a one-row ``matmul``)."""
     columns = np.swapaxes(resps, 1, 2)  # (S, K, N)
-    resp_sum = resps.sum(axis=1)
+    resp_sum = _resp_sums(np.ascontiguousarray(resps, dtype=np.float64))
     first = columns @ Xu
     if layout in ("full", "tied"):
-        second = np.swapaxes(columns[..., None] * Xu, -1, -2) @ Xu
-    else:  # one vector-matrix product per component, as there
-        squares = Xu**2
-        second = np.array([[r[:, k] @ squares for k in range(r.shape[1])] for r in resps])
-        second = second.reshape(first.shape)
+        products = _weighted_rows(resps, np.ascontiguousarray(Xu, dtype=np.float64))
+        second = np.swapaxes(products, -1, -2) @ Xu
+    else:
+        second = (columns[:, :, None, :] @ Xu**2)[:, :, 0, :]
     return resp_sum, first, second
 
 
@@ -362,14 +393,16 @@ class Population:
         if n_iter is None and map_runs is not map and len(inside) > 1:
             groups = [np.array([j]) for j in range(len(inside))]
         results = list(map_runs(lambda g: self._iterate(inside, g, limits), groups))
-        for group, (traces, taken, converged, failed) in zip(groups, results, strict=True):
-            for row, j in enumerate(group):
+        for group, result in zip(groups, results, strict=True):
+            traces = result[0]
+            taken, converged, failed = (array.tolist() for array in result[1:])
+            for row, j in enumerate(group.tolist()):
                 run = inside[j]
                 if taken[row]:
                     run.trace.extend(traces[row, : taken[row]].tolist())
                     run.lower_bound = run.trace[-1]
-                    run.n_iter += int(taken[row])
-                    run.converged = bool(converged[row])
+                    run.n_iter += taken[row]
+                    run.converged = converged[row]
                 if failed[row]:  # the Python loop takes (or fails) the next iteration
                     run.own = self.params(run.index)
         errors = []

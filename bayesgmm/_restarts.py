@@ -473,9 +473,14 @@ def pool_data(X: Any) -> np.ndarray | None:
     return A
 
 
-def _log_likelihood(rows: dict, key: tuple[int, str]) -> float:
-    """The log-likelihood of the fit of model ``key[1]`` at ``K = key[0]`` among ``rows``."""
-    return next(r["log_likelihood"] for (j, _), r in rows.items() if (j, r["model_name"]) == key)
+def _log_likelihoods(rows: dict, k: int) -> dict[tuple[int, str], float]:
+    """The log-likelihood of the fit of each model at ``K = k`` among ``rows`` (its first row,
+    where aliases share it), by ``(k, model name)``."""
+    out: dict[tuple[int, str], float] = {}
+    for (j, _), r in rows.items():
+        if j == k and "log_likelihood" in r:  # (a failed fit has none, and no labels)
+            out.setdefault((j, r["model_name"]), r["log_likelihood"])
+    return out
 
 
 def sweep_starts(
@@ -503,7 +508,8 @@ def sweep_starts(
         if key not in cache:
             cache[key] = split_starts(parent, cache["standard"], strategy.n_split, smallest)
         found += [("split", s) for s in cache[key]]
-    done = [(_log_likelihood(rows, key), key) for key in labels if key[0] == k]
+    log_likelihoods = _log_likelihoods(rows, k)
+    done = [(log_likelihoods[key], key) for key in labels if key[0] == k]
     done.sort(key=lambda item: -item[0])
     found += [("cross", labels[key]) for _, key in done[: strategy.n_cross]]
     return list(shared) + [

@@ -375,7 +375,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 if best is None or run.lower_bound > best.lower_bound:
                     best = run
             self._store(best, scaling)
-            final = self._statistics(data, scaling, self._unit_params())
+            unit = self._unit_params()
+            final = self._final_statistics(data, scaling, unit)
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -385,8 +386,16 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._report_collapse(final.resp_sum)
+        self._report_collapse(final.resp_sum, unit)
         return X
+
+    def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> Any:
+        """The E-step of the stored fit (its effective sizes): by the lean loop where it
+        applies (the same numbers as :meth:`_statistics`, without its per-call set-up)."""
+        small = self._small_loop(X, scaling)
+        if small is None:
+            return self._statistics(X, scaling, params)
+        return small.statistics(params.weights, params.means, params.precisions_chol)
 
     def _fit_data(self, X: Any, sample_weight: Any, validated: bool, summary: Any) -> tuple:
         """The validated data, what EM iterates over, and its column summary (see
@@ -654,9 +663,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         cov = g.covariances_from_precision_cholesky(chol, self._layout)
         return _Params(self.weights_, s.means_to_unit(self.means_), chol, cov)
 
-    def _report_collapse(self, effective_sizes: np.ndarray) -> None:
+    def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
+        """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
-        p = self._unit_params()
         floor = 2.0 * self.reg_covar + 1e-12
         std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
         if self._layout in ("full", "tied"):
@@ -820,7 +829,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         else:
             totals, n = weight @ scores, float(weight.sum())
         log_l = float(totals[0]) - n * self._scaling.log_jacobian
-        p = self.n_parameters()
+        p = models.n_parameters(self.model_name_, self.n_components, self.n_features_in_)
         bic = -2.0 * log_l + p * np.log(n)
         return {
             "log_likelihood": log_l,

@@ -12,7 +12,8 @@ import pytest
 
 import bayesgmm.em as em_module
 from bayesgmm import EMGaussianMixture, em_sweep
-from bayesgmm._population import Population
+from bayesgmm import _gaussian as g
+from bayesgmm._population import Population, start_statistics
 from bayesgmm._restarts import Strategy, _kmeans_pp, kmeans_labels, one_hot
 from bayesgmm.datasets import load_faithful
 from bayesgmm.em import _Run
@@ -64,6 +65,25 @@ def test_the_population_runs_are_the_per_run_paths_to_the_bit(monkeypatch, X, ks
         np.testing.assert_array_equal(
             population.fits[key].log_likelihood_trace_, fit.log_likelihood_trace_
         )
+
+
+@pytest.mark.parametrize("layout", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize(("n", "d", "k"), [(145, 3, 4), (272, 2, 9), (1104, 6, 3), (7, 1, 1)])
+def test_stacked_start_statistics_are_each_starts_own_to_the_bit(layout, n, d, k):
+    """The batched statistics (compiled products, one-row matmuls) of hard and soft starts
+    equal :func:`bayesgmm._gaussian.weighted_statistics` of each start alone, bit for bit."""
+    rng = np.random.default_rng(n + d + k)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10.0, size=d)
+    resps = np.stack(
+        [one_hot(rng.integers(0, k, size=n), k, n) for _ in range(3)]
+        + [rng.dirichlet(np.ones(k), size=n)]
+    )
+    stacked = start_statistics(X, resps, layout)
+    for s, resp in enumerate(resps):
+        alone = g.weighted_statistics(X, resp, np.zeros((k, d)), layout)
+        singles = (alone.resp_sum, alone.first, alone.second)
+        for batched, single in zip(stacked, singles, strict=True):
+            np.testing.assert_array_equal(batched[s], single)
 
 
 def test_runs_that_fail_in_the_compiled_loop_leave_the_arrays(monkeypatch):

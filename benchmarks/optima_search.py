@@ -12,7 +12,8 @@ fields; ``default`` alone is the default) is run as one ``em_sweep`` over the 14
 K = 1..9 per data set, in one process, in turn: it prints the cells more than 0.1 nats below
 the reference, the EM iterations of the sweep (a cost that does not depend on the machine's
 load; the compiled populations' included) and its CPU time, and against the first strategy
-the cells that moved.
+the cells that moved; ``--dump`` writes every cell's log-likelihood and the iterations, per
+strategy and data set, as JSON (to compare runs of different code).
 
     python benchmarks/optima_search.py --datasets faithful,thyroid \\
         --strategy default --strategy more=n_best=3
@@ -107,12 +108,14 @@ def main() -> None:
     parser.add_argument("--strategy", action="append", default=[], help="NAME=field=value,...")
     parser.add_argument("--kmax", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0, help="em_sweep's random_state")
+    parser.add_argument("--dump", type=Path, help="write every cell's log-likelihood (JSON)")
     args = parser.parse_args()
     strategies = [parse_strategy(s) for s in args.strategy or ["default"]]
     em_module.EMGaussianMixture._advance = _counted
     _population.Population._iterate = _counted_population
     print("load average", os.getloadavg())
     totals = {label: [0, 0, 0.0] for label, _ in strategies}
+    dump: dict = {label: {} for label, _ in strategies}
     with threadpool_limits(1):
         sweep(pd.read_csv(DATA / "faithful.csv"), Strategy(), kmax=2)  # compile the kernels
         for name in args.datasets.split(","):
@@ -124,6 +127,8 @@ def main() -> None:
                 cells, its, _ = sweep(X, strategy, kmax=args.kmax, random_state=args.seed)
                 seconds = time.process_time() - start
                 diff = report(name, label, cells, ref, its, seconds)
+                rows = [[m, k, v] for (m, k), v in cells.items()]
+                dump[label][name] = {"its": its, "cells": rows}
                 totals[label][0] += sum(v < -TOLERANCE for v in diff.values())
                 totals[label][1] += its
                 totals[label][2] += seconds
@@ -140,6 +145,8 @@ def main() -> None:
     for label, (missed, its, seconds) in totals.items():
         print(f"total {label:<12} missed {missed:>3}  its {its:>7}  {seconds:7.2f} s")
     print("load average", os.getloadavg())
+    if args.dump:
+        args.dump.write_text(json.dumps(dump))
 
 
 if __name__ == "__main__":

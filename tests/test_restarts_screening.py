@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,20 +72,68 @@ def test_the_reserve_keeps_a_slow_starter_the_screening_dropped():
     assert _run(_paths(10, slow_rank=8), Strategy(n_reserve=2)).lower_bound == -100.0
 
 
+def _second_after_the_short_run() -> list[list[float]]:
+    """Ten starts, six screened (flat at -100 .. -105) and a reserve: the seventh after one
+    iteration is promoted after two (-101.5), second of the short runs after eleven (-100.5,
+    behind -100), then climbs on to -50 (wine VVI K=4's split start, seed 2, in small)."""
+    paths = [[-100.0 - i] * 12 for i in range(6)] + [[-107.0 - i] * 12 for i in range(3)]
+    climb = [-100.5 + 50.5 * (1 - 0.9**i) for i in range(1, 40)] + [-50.0]
+    paths.insert(6, [-106.5, -101.5, *np.linspace(-101.4, -100.5, 9).tolist(), *climb])
+    return paths
+
+
+def test_a_promoted_start_second_after_its_short_run_is_continued():
+    """The promoted start does not beat the best short run (-100.5 against -100): the rule
+    before (``promote_within=1``) dropped it, and em-EM ended at -100; now it joins the loose
+    stage as second of the short runs, climbs past the others there and is continued (-50),
+    in addition to the runs continued without it."""
+    paths = _second_after_the_short_run()
+    assert _run(paths, Strategy(promote_within=1)).lower_bound == -100.0
+    best = _run(paths, Strategy())
+    assert best.lower_bound == -50.0 and best.converged
+    assert _run(paths, Strategy(promote_within=2)).lower_bound == -50.0  # second: within 2
+
+
+def _gains(seed: int, paths_of: Any, old: Strategy) -> list[float]:
+    """Over 200 random sets of increasing paths (``paths_of(rng)``; EM never decreases), the
+    default's optimum minus ``old``'s from the same starts, each asserted non-negative."""
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(200):
+        paths = paths_of(rng).tolist()
+        gain = _run(paths, Strategy()).lower_bound - _run(paths, old).lower_bound
+        assert gain >= 0
+        gains.append(gain)
+    return gains
+
+
+def _start_paths(rng: np.random.Generator, low: int, n_iter: int, decay: bool) -> np.ndarray:
+    """Between ``low`` and 19 random increasing paths of ``n_iter`` iterations (their steps
+    shrinking geometrically with ``decay``: slow and fast starters)."""
+    n = int(rng.integers(low, 20))
+    scale = rng.exponential(5.0 if not decay else 3.0, size=(n, 1))
+    if decay:
+        scale = scale * rng.uniform(0.2, 1.0, size=(n, 1))
+    steps = rng.exponential(scale, size=(n, n_iter))
+    if decay:
+        steps *= rng.uniform(0.7, 1.0, size=(n, 1)) ** np.arange(n_iter)
+    return -200.0 + rng.normal(0, 20, size=(n, 1)) + np.cumsum(steps, axis=1)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_the_reserve_never_lowers_the_optimum_from_the_same_starts(seed):
     """Random increasing likelihood paths (EM never decreases): with a reserve, the optimum
     is at least the one without, and higher in some cases (a slow starter kept)."""
-    rng = np.random.default_rng(seed)
-    gains = []
-    for _ in range(200):
-        n_starts = int(rng.integers(2, 20))
-        steps = rng.exponential(rng.exponential(5.0, size=(n_starts, 1)), size=(n_starts, 15))
-        paths = -200.0 + rng.normal(0, 20, size=(n_starts, 1)) + np.cumsum(steps, axis=1)
-        old = _run(paths.tolist(), Strategy(n_reserve=0)).lower_bound
-        new = _run(paths.tolist(), Strategy()).lower_bound
-        assert new >= old
-        gains.append(new - old)
+    gains = _gains(seed, lambda rng: _start_paths(rng, 2, 15, False), Strategy(n_reserve=0))
+    assert max(gains) > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_promoting_within_the_short_runs_never_lowers_the_optimum(seed):
+    """Random increasing paths long enough for the loose stage: continuing a promoted start
+    that ranks among the ``promote_within`` best short runs adds to the runs continued, so
+    the optimum is never below the rule before's (``promote_within=1``)."""
+    gains = _gains(seed, lambda rng: _start_paths(rng, 8, 40, True), Strategy(promote_within=1))
     assert max(gains) > 0
 
 

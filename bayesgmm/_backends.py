@@ -90,9 +90,10 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
+def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, watch=None):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``)."""
+    ``(results, interrupted)``). ``watch(sampler)``, if given, reads the running sampler
+    first; results it returns (a run it stopped) are returned as they are."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -107,7 +108,8 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         blocking=False,
     )
     try:
-        return sampler.wait(), False
+        early = watch(sampler) if watch is not None else None
+        return (early if early is not None else sampler.wait()), False
     except KeyboardInterrupt:
         try:
             return sampler.abort(), True

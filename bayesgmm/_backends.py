@@ -92,8 +92,9 @@ def _compiled_nutpie(
 
 def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, watch=None):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``). ``watch(sampler)``, if given, reads the running sampler
-    first; results it returns (a run it stopped) are returned as they are."""
+    ``(results, interrupted)``). ``watch(sampler)``, if given, waits for the sampler in
+    place of ``sampler.wait()`` (and may stop it early: its results are returned as they
+    are)."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -108,8 +109,7 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         blocking=False,
     )
     try:
-        early = watch(sampler) if watch is not None else None
-        return (early if early is not None else sampler.wait()), False
+        return (watch(sampler) if watch is not None else sampler.wait()), False
     except KeyboardInterrupt:
         try:
             return sampler.abort(), True

@@ -15,16 +15,17 @@ lies more than :data:`LEFT_MODE_SDS` of those sds below that mean. :func:`restar
 gives each chain a new start and metric from its own draws (their mean and covariance, in the
 unconstrained space), so a second run tunes and draws where the chain actually went.
 
-Chains that leave mostly do so while tuning: :func:`stop_if_left` watches the first run (nutpie's
-non-blocking sampler, read with ``inspect()``) and judges each chain's first
-:data:`EARLY_DRAWS` draws; when one left, the first run stops there instead of drawing on in
-a region its metric does not fit, and :func:`run_again_if_left` starts every chain again from
-those draws. A chain that leaves later is still caught after the first run, from all its draws.
+Chains mostly leave while tuning or early in their draws: :func:`stop_if_left` watches the
+first run (nutpie's non-blocking sampler, read with ``inspect()``) and judges the chains as
+they go, from the time each has :data:`EARLY_DRAWS` draws; once every chain left, the first
+run stops there instead of drawing on in a region its metric does not fit, and
+:func:`run_again_if_left` starts every chain again from those draws. While some chain stays,
+the run goes on (that chain's later draws say whether it leaves too), and is judged at its
+end as before.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,12 +53,12 @@ __all__ = [
 # chains' mean log p this many sds of chi2_n / 2 below the Laplace mean count as having left
 # (benchmarks/results/bench_mcmc_drift.txt: healthy chains within ..., crabs' drifted ones ...)
 LEFT_MODE_SDS = 3.0
-# the first run's chains are judged on their first draws after tuning (the second half of
-# them); a run whose chains left stops there, rather than after all its draws
+# the first run's chains are judged while it runs from the time each has this many draws
+# after tuning; a run whose chains all left stops there, rather than after all its draws
 EARLY_DRAWS = 200
 # tuning steps of the second run, whose metric comes from the chains' own draws
 RERUN_TUNE = 300
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 1.0
 
 
 def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
@@ -134,54 +135,51 @@ def restart_points(flat: np.ndarray) -> list[Laplace]:
 
 def stop_if_left(
     sampler, log_density: float, n_dim: int, *, block: int | None = None
-) -> Tree | None:
-    """Watch nutpie's running (non-blocking) sampler until every chain has ``block`` draws
-    after tuning, then judge them (:func:`left_mode` on those draws).
+) -> Tree:
+    """Wait for nutpie's running (non-blocking) sampler, stopping it early once every chain
+    has left the mode its chains were whitened at.
+
+    From the time every chain has ``block`` draws after tuning, the chains are judged at
+    each look (about every :data:`_POLL_SECONDS`) as the finished run would be
+    (:func:`left_mode`: the second half of each chain's finished draws). Only when all have
+    left is the run stopped: a chain still at the mode may leave later or not, and its
+    further draws say which (stopping it would hide a second mode, or restart it where it
+    would have left anyway).
 
     Parameters
     ----------
     sampler
-        nutpie's background sampler (``nutpie.sample(..., blocking=False)``); read with its
-        ``inspect()``, which copies the trace so far.
+        nutpie's background sampler (``nutpie.sample(..., blocking=False)``): waited for with
+        ``wait(timeout=...)`` (which in nutpie 0.16.11 raises TimeoutError while it runs)
+        and read with ``inspect()``, which copies the trace so far.
     log_density : float
         The log density at the mode its chains were whitened at.
     n_dim : int
         Length of the unconstrained vector.
     block : int, optional
-        Draws per chain to judge; :data:`EARLY_DRAWS` by default.
+        Draws every chain has before any is judged; :data:`EARLY_DRAWS` by default.
 
     Returns
     -------
-    xarray.DataTree or None
-        When a chain left: the sampler is cancelled and every chain's first ``block`` draws
-        are returned. None when no chain left or the sampler finished first (the caller
-        waits for it as usual).
+    xarray.DataTree
+        The finished run's results, or, when every chain left, the trace so far (the
+        sampler cancelled; each chain's draws after its last finished one are NaN).
     """
     block = EARLY_DRAWS if block is None else block
-    while not _finished(sampler):
-        time.sleep(_POLL_SECONDS)
+    while True:
+        try:
+            return sampler.wait(timeout=_POLL_SECONDS)
+        except TimeoutError:
+            pass
         partial = sampler.inspect()
         if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
             continue  # nothing recorded yet
         logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
-        if logp.shape[1] < block or not np.all(np.isfinite(logp[:, :block])):
+        if logp.size == 0 or np.isfinite(logp).sum(axis=1).min() < block:
             continue
-        first = logp[:, :block]
-        if not left_mode(first, [log_density] * len(first), n_dim).any():
-            return None
-        sampler.cancel()
-        return partial.isel(draw=slice(0, block), missing_dims="ignore")
-    return None
-
-
-def _finished(sampler) -> bool:
-    """Whether nutpie's background sampler finished (its ``is_finished`` waits 1 ms and, in
-    nutpie 0.16.11, raises TimeoutError while the sampler still runs; errors of the run
-    itself are raised)."""
-    try:
-        return bool(sampler.is_finished)
-    except TimeoutError:
-        return False
+        if left_mode(logp, [log_density] * len(logp), n_dim).all():
+            sampler.cancel()
+            return partial
 
 
 def complete(idata: Tree, draws: int) -> bool:

@@ -21,7 +21,9 @@ they go, from the time each has :data:`EARLY_DRAWS` draws; once every chain left
 run stops there instead of drawing on in a region its metric does not fit, and
 :func:`run_again_if_left` starts every chain again from those draws. While some chain stays,
 the run goes on (that chain's later draws say whether it leaves too), and is judged at its
-end as before.
+end as before. nutpie runs ``min(chains, cores)`` chains at a time, so with more chains than
+cores the last chains start late and the run rarely stops much before its end
+(benchmarks/results/bench_mcmc_leftmode.txt).
 """
 
 from __future__ import annotations

@@ -268,9 +268,9 @@ def sample_posterior(
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
         group of chains at its own mode with its own curvature. If chains leave the mode's
         typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
-        chain runs again from its own draws, whitened by their covariance, after a short
-        tuning; chains that leave during tuning are caught on their first draws and stopped
-        there (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
+        chain runs again alike from its own draws, whitened by their covariance; the
+        first run is judged while it runs and stops as soon as every chain has left
+        (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
         ``left_mode`` check record it, which fails only when the other checks do).
         ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).

@@ -140,9 +140,11 @@ def stop_if_left(sampler, log_density: float, n_dim: int, *, block: int | None =
     has left the mode its chains were whitened at.
 
     From the time every chain has ``block`` draws after tuning, the chains are judged at
-    each look (about every :data:`_POLL_SECONDS`) on their latest ``block // 2`` draws
-    (:func:`left_mode` on the last ``block``: a chain that leaves late is seen soon after,
-    not once half its draws are elsewhere). Only when all have left is the run stopped: a
+    each look (about every :data:`_POLL_SECONDS`) as the finished run would be
+    (:func:`left_mode`: the second half of each chain's finished draws, which are also what
+    its restart comes from; judging only its latest draws stopped crabs K = 4 soon after a
+    late chain left, and that chain, restarted from half-mode draws, mixed worse: R-hat 1.11).
+    Only when all have left is the run stopped: a
     chain still at the mode may leave later or not, and its further draws say which
     (stopping it would hide a second mode, or restart it where it would have left anyway;
     measured on crabs K = 4: restarted at the mode after 200 draws, a chain that would
@@ -179,8 +181,7 @@ def stop_if_left(sampler, log_density: float, n_dim: int, *, block: int | None =
         logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
         if logp.size == 0 or np.isfinite(logp).sum(axis=1).min() < block:
             continue
-        recent = np.array([chain[np.isfinite(chain)][-block:] for chain in logp])
-        if left_mode(recent, [log_density] * len(logp), n_dim).all():
+        if left_mode(logp, [log_density] * len(logp), n_dim).all():
             sampler.cancel()
             return partial
 

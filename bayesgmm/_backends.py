@@ -90,9 +90,11 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
+def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, watch=None):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``)."""
+    ``(results, interrupted)``). ``watch(sampler)``, if given, waits for the sampler in
+    place of ``sampler.wait()`` (and may stop it early: its results are returned as they
+    are)."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -107,7 +109,7 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         blocking=False,
     )
     try:
-        return sampler.wait(), False
+        return (watch(sampler) if watch is not None else sampler.wait()), False
     except KeyboardInterrupt:
         try:
             return sampler.abort(), True

@@ -14,6 +14,16 @@ Under the Laplace approximation ``log p`` of a draw is ``log p(mode) - chi2_n / 
 lies more than :data:`LEFT_MODE_SDS` of those sds below that mean. :func:`restart_points` then
 gives each chain a new start and metric from its own draws (their mean and covariance, in the
 unconstrained space), so a second run tunes and draws where the chain actually went.
+
+Chains mostly leave while tuning or early in their draws: :func:`stop_if_left` watches the
+first run (nutpie's non-blocking sampler, read with ``inspect()``) and judges the chains as
+they go, from the time each has :data:`EARLY_DRAWS` draws; once every chain left, the first
+run stops there instead of drawing on in a region its metric does not fit, and
+:func:`run_again_if_left` starts every chain again from those draws. While some chain stays,
+the run goes on (that chain's later draws say whether it leaves too), and is judged at its
+end as before. nutpie runs ``min(chains, cores)`` chains at a time, so with more chains than
+cores the last chains start late and the run rarely stops much before its end
+(benchmarks/results/bench_mcmc_leftmode.txt).
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ from ._idata import Tree, get_group, new_tree, replace_group
 from ._precondition import Laplace
 
 __all__ = [
+    "EARLY_DRAWS",
     "LEFT_MODE_SDS",
+    "RERUN_TUNE",
     "chain_modes",
+    "complete",
     "concat_chains",
     "depth",
     "left_mode",
@@ -36,16 +49,23 @@ __all__ = [
     "restart_points",
     "run_again_if_left",
     "run_parallel",
+    "stop_if_left",
 ]
 
 # chains' mean log p this many sds of chi2_n / 2 below the Laplace mean count as having left
 # (benchmarks/results/bench_mcmc_drift.txt: healthy chains within ..., crabs' drifted ones ...)
 LEFT_MODE_SDS = 3.0
+# the first run's chains are judged while it runs from the time each has this many draws
+# after tuning; a run whose chains all left stops there, rather than after all its draws
+EARLY_DRAWS = 200
+# tuning steps of the second run, whose metric comes from the chains' own draws
+RERUN_TUNE = 300
+_POLL_SECONDS = 1.0
 
 
 def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
     """How far below the Laplace approximation's typical set each chain sits: the mean
-    ``log p`` of the second half of its draws minus ``log p(mode) - n_dim / 2``, in sds of
+    ``log p`` of the second half of its finished draws minus ``log p(mode) - n_dim / 2``, in sds of
     ``chi2_n / 2`` (about 0 for draws of the approximation itself).
 
     Parameters
@@ -66,10 +86,17 @@ def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
     >>> depth(np.array([[-14.0] * 10, [-34.0] * 10]), [-10.0, -10.0], 8).tolist()
     [0.0, -10.0]
     """
-    logp = np.asarray(logp, dtype=float)
-    half = logp[:, logp.shape[1] // 2 :]
+    halves = [_second_half(chain) for chain in np.asarray(logp, dtype=float)]
+    means = np.array([half.mean() if half.size else np.nan for half in halves])
     expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
-    return (np.nanmean(half, axis=1) - expected) / np.sqrt(0.5 * n_dim)
+    return (means - expected) / np.sqrt(0.5 * n_dim)
+
+
+def _second_half(values: np.ndarray) -> np.ndarray:
+    """The second half of a chain's finished draws (nutpie pads a chain stopped early with
+    NaN after its last draw), along the first axis."""
+    finished = values[np.all(np.isfinite(values.reshape(len(values), -1)), axis=1)]
+    return finished[len(finished) // 2 :]
 
 
 def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
@@ -88,15 +115,15 @@ def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarra
 def restart_points(flat: np.ndarray) -> list[Laplace]:
     """Each chain's start and whitening for a second run, from its own kept draws.
 
-    The second half of a chain's draws (unconstrained, ``(n_chains, n_draws, n_dim)``) gives
+    The second half of a chain's finished draws (unconstrained, ``(n_chains, n_draws,
+    n_dim)``, NaN after the last draw of a chain stopped early) gives
     the start (their mean) and the factor (the Cholesky factor of their covariance, shrunk
     towards its diagonal by ``n_dim / n_draws`` so that few draws still give a usable one).
     ``kind`` is ``"draws"``.
     """
     out = []
     for chain in np.asarray(flat, dtype=float):
-        tail = chain[chain.shape[0] // 2 :]
-        tail = tail[np.all(np.isfinite(tail), axis=1)]
+        tail = _second_half(chain)
         n, n_dim = tail.shape
         covariance = np.cov(tail.T) if n > 1 else np.eye(n_dim)
         shrink = min(1.0, n_dim / max(n, 1))
@@ -106,6 +133,64 @@ def restart_points(flat: np.ndarray) -> list[Laplace]:
         condition = float(np.linalg.cond(covariance))
         out.append(Laplace(tail.mean(axis=0), factor, "draws", np.nan, condition, 0))
     return out
+
+
+def stop_if_left(sampler, log_density: float, n_dim: int, *, block: int | None = None) -> Tree:
+    """Wait for nutpie's running (non-blocking) sampler, stopping it early once every chain
+    has left the mode its chains were whitened at.
+
+    From the time every chain has ``block`` draws after tuning, the chains are judged at
+    each look (about every :data:`_POLL_SECONDS`) as the finished run would be
+    (:func:`left_mode`: the second half of each chain's finished draws, which are also what
+    its restart comes from; judging only its latest draws stopped crabs K = 4 soon after a
+    late chain left, and that chain, restarted from half-mode draws, mixed worse: R-hat 1.11).
+    Only when all have left is the run stopped: a
+    chain still at the mode may leave later or not, and its further draws say which
+    (stopping it would hide a second mode, or restart it where it would have left anyway;
+    measured on crabs K = 4: restarted at the mode after 200 draws, a chain that would
+    have left stayed there, two modes).
+
+    Parameters
+    ----------
+    sampler
+        nutpie's background sampler (``nutpie.sample(..., blocking=False)``): waited for with
+        ``wait(timeout=...)`` (which in nutpie 0.16.11 raises TimeoutError while it runs)
+        and read with ``inspect()``, which copies the trace so far.
+    log_density : float
+        The log density at the mode its chains were whitened at.
+    n_dim : int
+        Length of the unconstrained vector.
+    block : int, optional
+        Draws every chain has before any is judged; :data:`EARLY_DRAWS` by default.
+
+    Returns
+    -------
+    xarray.DataTree
+        The finished run's results, or, when every chain left, the trace so far (the
+        sampler cancelled; each chain's draws after its last finished one are NaN).
+    """
+    block = EARLY_DRAWS if block is None else block
+    while True:
+        try:
+            return sampler.wait(timeout=_POLL_SECONDS)
+        except TimeoutError:
+            pass
+        partial = sampler.inspect()
+        if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
+            continue  # nothing recorded yet
+        logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
+        if logp.size == 0 or np.isfinite(logp).sum(axis=1).min() < block:
+            continue
+        if left_mode(logp, [log_density] * len(logp), n_dim).all():
+            sampler.cancel()
+            return partial
+
+
+def complete(idata: Tree, draws: int) -> bool:
+    """Whether every chain holds ``draws`` finished draws (not a run stopped early, nor one
+    whose second run Ctrl-C stopped)."""
+    logp = get_group(idata, "sample_stats")["logp"].values
+    return logp.shape[-1] >= draws and bool(np.all(np.isfinite(logp)))
 
 
 def chain_modes(idata: Tree, approxes: Sequence[Laplace | None]) -> list[float]:
@@ -172,11 +257,18 @@ def run_again_if_left(
 ) -> tuple[Tree, dict]:
     """When a chain left the mode it was whitened at, run every chain again from its own draws.
 
+    Every chain, the ones that stayed too, starts again at the mean of the second half of its
+    own finished draws, whitened by their covariance (:func:`restart_points`), with the same
+    :data:`RERUN_TUNE` tuning steps (at most ``run["tune"]``) and ``run["draws"]`` draws: all
+    kept chains are tuned alike, so R-hat and ESS compare like with like. The first run may
+    have been stopped early by :func:`stop_if_left` (its chains then hold :data:`EARLY_DRAWS`
+    draws each).
+
     Parameters
     ----------
     idata : xarray.DataTree
         nutpie's results of the E-step kernel's model (``posterior["unconstrained_point"]``,
-        ``sample_stats["logp"]``).
+        ``sample_stats["logp"]``; a chain stopped early is padded with NaN).
     approxes : sequence of Laplace or None
         The approximation of each start (``sample_stats["start"]`` indexes it).
     compile_one : callable
@@ -188,8 +280,10 @@ def run_again_if_left(
     -------
     (results, attrs)
         The results (the first run's when no chain left, or when Ctrl-C stopped the second
-        run) and the attrs that say what happened: ``left_mode_depth``, each chain's
-        :func:`depth` in the first run, when the chains ran again; else empty.
+        run: then possibly short, for the caller to mark as partial) and the attrs that say
+        what happened when the chains ran again (else empty): ``left_mode_depth``, each
+        chain's :func:`depth` in the first run; ``left_mode_first_draws``, the draws of the
+        first run's longest chain when it was judged; ``left_mode_rerun_tune``.
     """
     import nutpie
 
@@ -199,7 +293,8 @@ def run_again_if_left(
     chain_depth = depth(logp, chain_modes(idata, approxes), flat.shape[2])
     if not np.any(chain_depth < -LEFT_MODE_SDS):
         return idata, {}
-    options = {k: run[k] for k in ("draws", "tune", "target_accept")}
+    tune = min(int(run["tune"]), RERUN_TUNE)
+    options = {"draws": run["draws"], "tune": tune, "target_accept": run["target_accept"]}
 
     def start(chain: int, point: Laplace) -> Callable[[], object]:
         return lambda: nutpie.sample(
@@ -216,7 +311,11 @@ def run_again_if_left(
     runs = [start(c, point) for c, point in enumerate(restart_points(flat))]
     try:
         again = run_parallel(runs)
-    except KeyboardInterrupt:  # keep the first run's complete draws
+    except KeyboardInterrupt:  # keep the first run's finished draws
         return idata, {}
-    attrs = {"left_mode_depth": np.round(chain_depth, 2).tolist()}
+    attrs = {
+        "left_mode_depth": np.round(chain_depth, 2).tolist(),
+        "left_mode_first_draws": int(np.isfinite(logp).sum(axis=1).max()),
+        "left_mode_rerun_tune": tune,
+    }
     return replace_chains(idata, dict(enumerate(again))), attrs

@@ -59,6 +59,15 @@ _ADVICE = {
 }
 
 
+# findings shown in the advice column of a check that passed
+_NOTES = {
+    "left_mode": "a finding about the model, not a sampling failure: the posterior's mass lies "
+    "away from the EM mode, where the second run converged. A small weight means near-empty "
+    "component(s): the data support fewer components (compare fewer, or a simpler "
+    "covariance_type)",
+}
+
+
 class SamplingWarning(UserWarning):
     """A convergence check failed; the message says which and what to try.
 
@@ -229,7 +238,8 @@ def _check_rows(idata: Tree) -> list[dict]:
         )
         rows.append(("modes", float(modes.max() + 1), 1.0, False, groups))
     attrs = get_group(idata, "posterior").attrs
-    rows += [row for row in (_left_mode_row(idata), _drift_row(idata)) if row is not None]
+    converged = all(row[3] for row in rows)
+    rows += [row for row in (_left_mode_row(idata, converged), _drift_row(idata)) if row]
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
         rows.append(("interrupted", kept, asked, False, attrs["interrupted"]))
@@ -313,22 +323,27 @@ def _drift_row(idata: Tree) -> tuple | None:
     return ("drift", float(abs(r["last"] - r["first"])), float(r["sd"]), False, where)
 
 
-def _left_mode_row(idata: Tree) -> tuple | None:
+def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     """The ``left_mode`` row when chains left the mode they were whitened at and ran again
-    (``posterior.attrs["left_mode_depth"]``, :mod:`bayesgmm._drift`)."""
+    (``posterior.attrs["left_mode_depth"]``, :mod:`bayesgmm._drift`).
+
+    It passes when the second run converged (the checks before it, ``converged``): the
+    sampler then did its job, and the row is a finding about the model (the posterior
+    prefers near-empty components), not a sampling failure. It fails with them otherwise.
+    """
     posterior = get_group(idata, "posterior")
     depth = np.asarray(get_attr(idata, "left_mode_depth", default=[]), dtype=float)
     if depth.size == 0:
         return None
     left = np.flatnonzero(depth < -LEFT_MODE_SDS)
     where = (
-        f"chain(s) {left.tolist()} settled {-depth.min():.1f} sds below the mode's typical set "
-        "in the first run"
+        f"chain(s) {left.tolist()} settled {-depth.min():.1f} sds below the EM mode's typical "
+        "set in the first run; every chain ran again from its own draws"
     )
     if "weights" in posterior:
-        smallest = float(posterior["weights"].mean(("chain", "draw")).min())
-        where += f"; smallest weight now {smallest:.3f}"
-    return ("left_mode", float(left.size), 0.0, False, where)
+        weights = np.sort(posterior["weights"].mean(("chain", "draw")).values)
+        where += f"; weights now {np.round(weights, 3).tolist()} (smallest {weights[0]:.3f})"
+    return ("left_mode", float(left.size), 0.0, converged, where)
 
 
 def _bfmi_row(values: np.ndarray) -> tuple:
@@ -343,11 +358,13 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
 
     Columns: ``check`` (divergences, r_hat, ess_bulk, ess_tail, bfmi; ``modes`` when the
     chains ended in several modes, :mod:`bayesgmm.modes`; ``left_mode`` when chains left the
-    posterior mode they were whitened at and ran again, :mod:`bayesgmm._drift`; ``drift``
+    posterior mode they were whitened at and ran again, :mod:`bayesgmm._drift`, passing when
+    the other checks do, since it is then a finding about the model; ``drift``
     when a chain moved to another region while drawing, :func:`log_likelihood_drift`),
     ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
-    ``passed``, ``worst`` (the parameter or chain responsible) and ``advice``.
+    ``passed``, ``worst`` (the parameter or chain responsible) and ``advice`` (what to try
+    when a check failed; a note on a finding such as ``left_mode`` when it passed).
 
     Parameters
     ----------
@@ -369,7 +386,7 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     """
     table = pd.DataFrame(_check_rows(idata))
     table["advice"] = [
-        "" if passed else _ADVICE[check]
+        _ADVICE[check] if not passed else _NOTES.get(check, "")
         for check, passed in zip(table["check"], table["passed"], strict=True)
     ]
     return table

@@ -105,3 +105,29 @@ def test_one_chain_fails_r_hat_but_keeps_the_ess_checks(fit):
     assert table.loc["ess_bulk", "value"] > 400 and table.loc["ess_bulk", "passed"]
     failed, message = _failed(one)
     assert failed == {"r_hat"} and "run 2 or more chains" in message
+
+
+def _left(idata, depth=(-5.2, -0.3)):
+    """The attrs a run leaves when its chains left the EM mode and ran again."""
+    idata.posterior.attrs["left_mode_depth"] = list(depth)
+    return idata
+
+
+def test_chains_that_left_the_mode_but_converged_are_a_finding_not_a_failure(fit, rng):
+    """The second run converged: the left_mode row passes (no warning) and says what the
+    model found (the weights now) with a note on fewer components."""
+    energy = rng.standard_normal((2, 2000))
+    idata = _left(_posterior(fit, energy=energy))
+    failed, message = _failed(idata)
+    assert failed == set() and message == ""
+    row = diagnostics(idata).set_index("check").loc["left_mode"]
+    assert row["passed"] and row["value"] == 1
+    assert "chain(s) [0] settled 5.2 sds below" in row["worst"] and "weights now" in row["worst"]
+    assert "not a sampling failure" in row["advice"] and "fewer components" in row["advice"]
+
+
+def test_chains_that_left_the_mode_and_did_not_converge_fail_with_the_usual_rows(fit, rng):
+    energy = rng.standard_normal((2, 2000))
+    failed, message = _failed(_left(_posterior(fit, energy=energy, divergent=2)))
+    assert failed == {"divergences", "left_mode"}
+    assert "left_mode = 1" in message and "every chain ran again" in message

@@ -90,11 +90,9 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, watch=None):
+def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``). ``watch(sampler)``, if given, waits for the sampler in
-    place of ``sampler.wait()`` (and may stop it early: its results are returned as they
-    are)."""
+    ``(results, interrupted)``)."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -109,7 +107,7 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         blocking=False,
     )
     try:
-        return (watch(sampler) if watch is not None else sampler.wait()), False
+        return sampler.wait(), False
     except KeyboardInterrupt:
         try:
             return sampler.abort(), True

@@ -14,16 +14,6 @@ Under the Laplace approximation ``log p`` of a draw is ``log p(mode) - chi2_n / 
 lies more than :data:`LEFT_MODE_SDS` of those sds below that mean. :func:`restart_points` then
 gives each chain a new start and metric from its own draws (their mean and covariance, in the
 unconstrained space), so a second run tunes and draws where the chain actually went.
-
-Chains mostly leave while tuning or early in their draws: :func:`stop_if_left` watches the
-first run (nutpie's non-blocking sampler, read with ``inspect()``) and judges the chains as
-they go, from the time each has :data:`EARLY_DRAWS` draws; once every chain left, the first
-run stops there instead of drawing on in a region its metric does not fit, and
-:func:`run_again_if_left` starts every chain again from those draws. While some chain stays,
-the run goes on (that chain's later draws say whether it leaves too), and is judged at its
-end as before. nutpie runs ``min(chains, cores)`` chains at a time, so with more chains than
-cores the last chains start late and the run rarely stops much before its end
-(benchmarks/results/bench_mcmc_leftmode.txt).
 """
 
 from __future__ import annotations
@@ -37,7 +27,6 @@ from ._idata import Tree, get_group, new_tree, replace_group
 from ._precondition import Laplace
 
 __all__ = [
-    "EARLY_DRAWS",
     "LEFT_MODE_SDS",
     "RERUN_TUNE",
     "chain_modes",
@@ -49,18 +38,13 @@ __all__ = [
     "restart_points",
     "run_again_if_left",
     "run_parallel",
-    "stop_if_left",
 ]
 
 # chains' mean log p this many sds of chi2_n / 2 below the Laplace mean count as having left
 # (benchmarks/results/bench_mcmc_drift.txt: healthy chains within ..., crabs' drifted ones ...)
 LEFT_MODE_SDS = 3.0
-# the first run's chains are judged while it runs from the time each has this many draws
-# after tuning; a run whose chains all left stops there, rather than after all its draws
-EARLY_DRAWS = 200
 # tuning steps of the second run, whose metric comes from the chains' own draws
 RERUN_TUNE = 300
-_POLL_SECONDS = 1.0
 
 
 def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
@@ -133,57 +117,6 @@ def restart_points(flat: np.ndarray) -> list[Laplace]:
         condition = float(np.linalg.cond(covariance))
         out.append(Laplace(tail.mean(axis=0), factor, "draws", np.nan, condition, 0))
     return out
-
-
-def stop_if_left(sampler, log_density: float, n_dim: int, *, block: int | None = None) -> Tree:
-    """Wait for nutpie's running (non-blocking) sampler, stopping it early once every chain
-    has left the mode its chains were whitened at.
-
-    From the time every chain has ``block`` draws after tuning, the chains are judged at
-    each look (about every :data:`_POLL_SECONDS`) as the finished run would be
-    (:func:`left_mode`: the second half of each chain's finished draws, which are also what
-    its restart comes from; judging only its latest draws stopped crabs K = 4 soon after a
-    late chain left, and that chain, restarted from half-mode draws, mixed worse: R-hat 1.11).
-    Only when all have left is the run stopped: a
-    chain still at the mode may leave later or not, and its further draws say which
-    (stopping it would hide a second mode, or restart it where it would have left anyway;
-    measured on crabs K = 4: restarted at the mode after 200 draws, a chain that would
-    have left stayed there, two modes).
-
-    Parameters
-    ----------
-    sampler
-        nutpie's background sampler (``nutpie.sample(..., blocking=False)``): waited for with
-        ``wait(timeout=...)`` (which in nutpie 0.16.11 raises TimeoutError while it runs)
-        and read with ``inspect()``, which copies the trace so far.
-    log_density : float
-        The log density at the mode its chains were whitened at.
-    n_dim : int
-        Length of the unconstrained vector.
-    block : int, optional
-        Draws every chain has before any is judged; :data:`EARLY_DRAWS` by default.
-
-    Returns
-    -------
-    xarray.DataTree
-        The finished run's results, or, when every chain left, the trace so far (the
-        sampler cancelled; each chain's draws after its last finished one are NaN).
-    """
-    block = EARLY_DRAWS if block is None else block
-    while True:
-        try:
-            return sampler.wait(timeout=_POLL_SECONDS)
-        except TimeoutError:
-            pass
-        partial = sampler.inspect()
-        if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
-            continue  # nothing recorded yet
-        logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
-        if logp.size == 0 or np.isfinite(logp).sum(axis=1).min() < block:
-            continue
-        if left_mode(logp, [log_density] * len(logp), n_dim).all():
-            sampler.cancel()
-            return partial
 
 
 def complete(idata: Tree, draws: int) -> bool:
@@ -260,9 +193,7 @@ def run_again_if_left(
     Every chain, the ones that stayed too, starts again at the mean of the second half of its
     own finished draws, whitened by their covariance (:func:`restart_points`), with the same
     :data:`RERUN_TUNE` tuning steps (at most ``run["tune"]``) and ``run["draws"]`` draws: all
-    kept chains are tuned alike, so R-hat and ESS compare like with like. The first run may
-    have been stopped early by :func:`stop_if_left` (its chains then hold :data:`EARLY_DRAWS`
-    draws each).
+    kept chains are tuned alike, so R-hat and ESS compare like with like.
 
     Parameters
     ----------

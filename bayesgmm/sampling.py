@@ -268,8 +268,7 @@ def sample_posterior(
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
         group of chains at its own mode with its own curvature. If chains leave the mode's
         typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
-        chain runs again alike from its own draws, whitened by their covariance; the
-        first run is judged while it runs and stops as soon as every chain has left
+        chain runs again alike from its own draws, whitened by their covariance
         (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
         ``left_mode`` check record it, which fails only when the other checks do).
         ``"none"`` samples unwhitened
@@ -429,13 +428,7 @@ def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree,
         return _sample_pymc(model, em_initial_values(model, em), **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
-    density = log_density_for(model)
-    watch = None
-    if approx is not None:  # stop early if the chains leave the mode they are whitened at
-        watch = functools.partial(
-            drift.stop_if_left, log_density=approx.log_density, n_dim=density.n_dim
-        )
-    return _run_nutpie(_kernel_compiled(model, em, density, approx), watch=watch, **run)
+    return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import bayesgmm._drift as drift
 import bayesgmm.sampling as sampling_module
 from bayesgmm import BayesianGMM, SamplingWarning
 from bayesgmm._drift import (
@@ -27,7 +26,6 @@ from bayesgmm._drift import (
     replace_chains,
     restart_points,
     run_again_if_left,
-    stop_if_left,
 )
 from bayesgmm._idata import get_attr, new_tree
 from bayesgmm._precondition import Laplace
@@ -81,76 +79,9 @@ def _stats_tree(logp: np.ndarray, flat: np.ndarray | None = None) -> xr.DataTree
     return new_tree({"posterior": posterior, "sample_stats": stats})
 
 
-class _Running:
-    """A stand-in for nutpie's background sampler whose chains finish ``step`` draws (after
-    tuning) between two looks, out of ``logp.shape[1]``; ``wait(timeout)`` raises
-    TimeoutError while it runs, as nutpie 0.16.11's does."""
-
-    def __init__(self, logp: np.ndarray, step: int):
-        self.logp, self.step, self.seen, self.cancelled = logp, step, 0, False
-
-    def wait(self, timeout=None) -> xr.DataTree:
-        assert not self.cancelled
-        if self.seen < self.logp.shape[1]:
-            raise TimeoutError("Timeout while waiting for sampler to finish")
-        return _stats_tree(self.logp)
-
-    def inspect(self) -> xr.DataTree:
-        self.seen = min(self.seen + self.step, self.logp.shape[1])
-        padded = np.full_like(self.logp, np.nan)
-        padded[:, : self.seen] = self.logp[:, : self.seen]
-        return _stats_tree(padded)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@pytest.fixture
-def no_wait(monkeypatch):
-    monkeypatch.setattr(drift, "_POLL_SECONDS", 0.0)
-
-
-def test_a_run_whose_chains_all_left_is_stopped_after_its_first_block(rng, no_wait):
-    """Every chain sits 6 sds below the mode's typical set from its first draw: the run
-    stops at the first look at which every chain has a block of draws, returning them."""
-    n_dim = 30
-    logp = _chi2_logp(rng, -100.0, n_dim, (4, 1000)) - 6.0 * np.sqrt(0.5 * n_dim)
-    sampler = _Running(logp, step=70)
-    early = stop_if_left(sampler, -100.0, n_dim, block=200)
-    assert sampler.cancelled and sampler.seen == 210  # the first look with 200 draws
-    kept = early["sample_stats"]["logp"].values
-    np.testing.assert_array_equal(kept[:, :210], logp[:, :210])
-    assert np.isnan(kept[:, 210:]).all()
-
-
-def test_a_run_stops_when_its_last_chain_leaves(rng, no_wait):
-    """Chain 3 leaves at draw 425: the run goes on until the second half of its draws is
-    judged below the mode's typical set, then stops, well before its 1000 draws."""
-    n_dim = 30
-    logp = _chi2_logp(rng, -100.0, n_dim, (4, 1000)) - 6.0 * np.sqrt(0.5 * n_dim)
-    logp[3, :425] += 6.0 * np.sqrt(0.5 * n_dim)
-    sampler = _Running(logp, step=50)
-    stop_if_left(sampler, -100.0, n_dim, block=200)
-    assert sampler.cancelled and sampler.seen == 600  # most of its second half is low
-
-
-def test_a_run_with_a_chain_at_the_mode_is_left_to_finish(rng, no_wait):
-    """Three chains left, one stays: the run finishes (the finished results are returned),
-    so the chain at the mode is not restarted from a block of draws that cannot say
-    whether it would leave."""
-    n_dim = 30
-    logp = _chi2_logp(rng, -100.0, n_dim, (4, 1000))
-    logp[1:] -= 6.0 * np.sqrt(0.5 * n_dim)
-    sampler = _Running(logp, step=70)
-    done = stop_if_left(sampler, -100.0, n_dim, block=200)
-    assert not sampler.cancelled
-    np.testing.assert_array_equal(done["sample_stats"]["logp"].values, logp)
-    short = _Running(logp[:, :150], step=70)  # fewer draws than a block: it just finishes
-    assert stop_if_left(short, -100.0, n_dim, block=200)["sample_stats"].sizes["draw"] == 150
-
-
-def test_every_chain_of_a_stopped_run_runs_again_alike_from_its_own_draws(rng, monkeypatch):
-    """A first run stopped after 200 of 1000 draws (chain 1 left): every chain, the three
+def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypatch):
+    """A first run whose chains hold 200 finished draws of 1000 (NaN after, as nutpie pads
+    chains stopped early; chain 1 left): every chain, the three
     that stayed too, starts again at the mean of its own second-half draws, with the same
     short tuning and the full draws; the attrs say so."""
     n_dim, draws = 3, 1000
@@ -294,13 +225,10 @@ def test_chains_that_stay_are_not_run_again(monkeypatch):
     assert "left_mode" not in set(fit.diagnostics()["check"])
 
 
-@pytest.mark.parametrize("early", [None, 40])
-def test_every_chain_runs_again_from_its_own_draws(monkeypatch, early):
+def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     """Forced: a mode density far above the draws makes every chain count as having left;
-    each second run starts at the mean of its chain's own draws, whitened by their covariance.
-    With ``early`` draws judged while the first run goes on, it stops at the first look
-    after them (if it has not finished by then; else after all its 100 draws); either way
-    every chain ends with the 100 draws asked for."""
+    each second run starts at the mean of its chain's own draws, whitened by their covariance,
+    and every chain ends with the 100 draws asked for."""
     X = _separated()
     original = sampling_module._kernel_laplace
 
@@ -317,8 +245,6 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch, early):
 
     monkeypatch.setattr(sampling_module, "_kernel_laplace", raised)
     monkeypatch.setattr(sampling_module, "_kernel_compiled", recording)
-    if early is not None:
-        monkeypatch.setattr(drift, "EARLY_DRAWS", early)
     fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1, max_draws=100)
     with warnings.catch_warnings():  # 100 draws: the ESS may miss its gate, not the point here
         warnings.simplefilter("ignore", SamplingWarning)
@@ -327,8 +253,7 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch, early):
     assert fit.idata_.posterior.sizes["chain"] == 4 and fit.idata_.posterior.sizes["draw"] == 100
     assert np.isfinite(fit.idata_.posterior["means"].values).all()
     assert np.all(np.asarray(get_attr(fit.idata_, "left_mode_depth")) < -LEFT_MODE_SDS)
-    first = get_attr(fit.idata_, "left_mode_first_draws")  # where a look found all had left
-    assert first == 100 if early is None else early <= first <= 100
+    assert get_attr(fit.idata_, "left_mode_first_draws") == 100
     assert get_attr(fit.idata_, "left_mode_rerun_tune") == min(
         fit.idata_.posterior.attrs["tune"], RERUN_TUNE
     )

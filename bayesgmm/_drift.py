@@ -213,8 +213,7 @@ def run_again_if_left(
         The results (the first run's when no chain left, or when Ctrl-C stopped the second
         run: then possibly short, for the caller to mark as partial) and the attrs that say
         what happened when the chains ran again (else empty): ``left_mode_depth``, each
-        chain's :func:`depth` in the first run; ``left_mode_first_draws``, the draws of the
-        first run's longest chain when it was judged; ``left_mode_rerun_tune``.
+        chain's :func:`depth` in the first run, and ``left_mode_rerun_tune``.
     """
     import nutpie
 
@@ -246,7 +245,6 @@ def run_again_if_left(
         return idata, {}
     attrs = {
         "left_mode_depth": np.round(chain_depth, 2).tolist(),
-        "left_mode_first_draws": int(np.isfinite(logp).sum(axis=1).max()),
         "left_mode_rerun_tune": tune,
     }
     return replace_chains(idata, dict(enumerate(again))), attrs

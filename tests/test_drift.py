@@ -111,7 +111,7 @@ def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypat
         np.testing.assert_allclose(point.mode, flat[c, 100:200].mean(axis=0))
     assert out["sample_stats"]["logp"].values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert complete(out, draws)
-    assert attrs["left_mode_first_draws"] == 200 and attrs["left_mode_rerun_tune"] == 300
+    assert attrs["left_mode_rerun_tune"] == 300
     assert (
         attrs["left_mode_depth"][1] < -LEFT_MODE_SDS < min(np.delete(attrs["left_mode_depth"], 1))
     )
@@ -253,7 +253,6 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     assert fit.idata_.posterior.sizes["chain"] == 4 and fit.idata_.posterior.sizes["draw"] == 100
     assert np.isfinite(fit.idata_.posterior["means"].values).all()
     assert np.all(np.asarray(get_attr(fit.idata_, "left_mode_depth")) < -LEFT_MODE_SDS)
-    assert get_attr(fit.idata_, "left_mode_first_draws") == 100
     assert get_attr(fit.idata_, "left_mode_rerun_tune") == min(
         fit.idata_.posterior.attrs["tune"], RERUN_TUNE
     )

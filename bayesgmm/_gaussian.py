@@ -411,6 +411,11 @@ def std_and_correlation(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return std, corr
 
 
+_JITTER_CHUNK = 256
+"""Matrices factored together by :func:`batched_precision_cholesky`'s jitter fallback; a chunk
+with a singular one is redone one matrix at a time."""
+
+
 def batched_precision_cholesky(covariances: np.ndarray, *, jitter: bool = False) -> np.ndarray:
     """Upper precision factors ``U`` (``inv(Sigma) = U @ U.T``) of a stack of full covariances.
 
@@ -430,17 +435,19 @@ def batched_precision_cholesky(covariances: np.ndarray, *, jitter: bool = False)
     if not jitter:
         raise SingularCovarianceError(_singular_message(None).replace("the shared", "a"))
     flat = np.reshape(covariances, (-1, *covariances.shape[-2:]))
-    out = np.reshape(factors, flat.shape)
-    start, jittered = 0, 0
-    while failed >= 0:  # a failed call writes no factor: redo the matrices before it
-        index = start + failed
-        out[start:index] = _precision_factors(flat[start:index])[0]
-        out[index] = _jittered_precision_factor(flat[index])
-        jittered += 1
-        start = index + 1
-        rest, failed = _precision_factors(flat[start:])
-        if failed < 0:
-            out[start:] = rest
+    out = np.empty_like(flat, dtype=float)
+    jittered = 0
+    for start in range(0, flat.shape[0], _JITTER_CHUNK):  # linear in the draws, however many fail
+        chunk = flat[start : start + _JITTER_CHUNK]
+        factors, failed = _precision_factors(chunk)
+        if failed >= 0:  # a failed call writes no factor: this chunk one matrix at a time
+            factors = np.empty_like(chunk, dtype=float)
+            for index, matrix in enumerate(chunk):
+                factor, failed = _precision_factors(matrix[None])
+                singular = failed >= 0
+                factors[index] = _jittered_precision_factor(matrix) if singular else factor[0]
+                jittered += singular
+        out[start : start + chunk.shape[0]] = factors
     warnings.warn(
         f"{jittered} of {flat.shape[0]} covariance draws were numerically singular (a "
         "correlation at +-1 to float64 precision) and were factored with a small diagonal "

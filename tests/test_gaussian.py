@@ -137,9 +137,12 @@ def test_std_and_correlation(rng):
     np.testing.assert_allclose(np.diagonal(corr, axis1=1, axis2=2), 1.0)
 
 
-def test_posterior_draws_at_a_correlation_of_one_are_factored_with_jitter(rng):
+@pytest.mark.parametrize("chunk", [256, 2])
+def test_posterior_draws_at_a_correlation_of_one_are_factored_with_jitter(rng, monkeypatch, chunk):
     # a draw the sampler accepted (correlation within 1e-17 of 1 in its own factors) that is
     # singular once formed: with jitter=True it is factored, the others are exactly as before
+    # (whether a chunk of the fallback holds one singular draw, two, or none)
+    monkeypatch.setattr(g, "_JITTER_CHUNK", chunk)
     a = rng.normal(size=(5, 3, 3))
     cov = a @ np.swapaxes(a, -1, -2) + np.eye(3)
     sds = np.array([1.0, 2.0, 0.5])

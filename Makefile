@@ -31,9 +31,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
-# SD_PRIOR=inverse_gamma: the study with each variance ~ InvGamma; SD_PRIOR=resolution: the
-# HalfNormal with a fixed barrier floor (GMMPriors.sd_prior)
-SD_PRIOR ?= halfnormal
+# SD_PRIOR=resolution (default): the HalfNormal with a fixed barrier floor, as the package's default
+# prior (GMMPriors.sd_prior); SD_PRIOR=halfnormal without it; SD_PRIOR=inverse_gamma each variance ~ InvGamma
+SD_PRIOR ?= resolution
 validate: $(STAMP)
 	$(BIN)/python -m bayesgmm.validation --simulations 100 --sd-prior $(SD_PRIOR) --out validation
 

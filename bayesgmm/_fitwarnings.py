@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from ._families import bayes_family
 from ._gaussian import full_covariances
 from ._models import n_parameters
 from .diagnostics import SamplingWarning
@@ -54,49 +56,103 @@ def warn_many_parameters(
     )
 
 
-def warn_collapse_on_ties(X: np.ndarray, em: Any, names: Sequence[str], *, stacklevel: int) -> None:
-    """Warn, before sampling, when EM collapsed a component onto rows that share a value.
+def warn_collapse_on_ties(
+    X: np.ndarray,
+    em: Any,
+    names: Sequence[str],
+    *,
+    priors: Any,
+    covariance_type: str,
+    stacklevel: int,
+) -> None:
+    """Warn, before sampling, when EM collapsed a component onto rows that share a value and
+    the priors leave that posterior without a bound.
 
     With tied values (rounded or zero-inflated features) a component on those rows can shrink
-    that feature's standard deviation to 0, where the likelihood grows without bound; the
-    HalfNormal priors on standard deviations do not prevent it, so the posterior is improper
-    and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0); the resolution and
-    inverse-gamma priors on the variances (``GMMPriors.sd_prior``) do for diagonal models (with
-    full covariances, rows tied on several features still let a correlation reach 1). The
-    warning names
-    the feature whose spread collapsed, the tied value and its count, and the remedies.
+    that feature's standard deviation to 0, where the likelihood grows without bound. The
+    HalfNormal prior on standard deviations does not prevent it, so the posterior is improper
+    and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0). The resolution
+    and inverse-gamma priors (``GMMPriors.sd_prior``) bound each variance, which is enough
+    when the component's rows tie on one feature or the covariance is diagonal; with full
+    covariances, rows tied on several features still let a correlation run to +-1. The
+    warning names the feature whose spread collapsed, the tied value and its count, and the
+    remedies.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
         The rows EM was fitted on (NaN for missing cells).
     em : EMGaussianMixture
-        Fitted; its ``collapsed_components_`` and ``covariances_`` are read.
+        Fitted; its ``collapsed_components_``, ``covariances_`` and ``predict`` are used.
     names : sequence of str
         Feature names.
+    priors : GMMPriors
+        The model's priors (``sd_prior`` and ``sd_floor`` say whether variances are bounded).
+    covariance_type : str
+        The Bayesian model's covariance type.
     stacklevel : int
     """
+    collapsed = list(getattr(em, "collapsed_components_", []))
+    if not collapsed:
+        return
     full = full_covariances(em.covariances_, em.model_name_, em.n_components, X.shape[1])
-    found = []
-    for k in getattr(em, "collapsed_components_", []):
+    named = hasattr(em, "feature_names_in_")  # EM fitted on a frame predicts on one
+    labels = em.predict(pd.DataFrame(X, columns=em.feature_names_in_) if named else X)
+    correlated = not bayes_family(covariance_type, X.shape[1]).diagonal
+    found, several = [], False
+    for k in collapsed:
         j = int(np.argmin(np.sqrt(np.diagonal(full[k])) / np.nanstd(X, axis=0)))
         values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
         values, counts = values[counts >= 2], counts[counts >= 2]
-        if values.size:  # the tied value the component sits on: the one nearest its mean
-            at = int(np.argmin(np.abs(values - em.means_[k, j])))
+        tied = _tied_features(X[labels == k])
+        if values.size and (not _bounded(priors, j) or (correlated and tied >= 2)):
+            at = int(np.argmin(np.abs(values - em.means_[k, j])))  # the nearest tied value
             found.append(
                 f"component {k} on {names[j]} = {values[at]:g}, a value {counts[at]} rows share"
             )
+            several |= tied >= 2
     if found:
         warnings.warn(
-            f"EM collapsed a component onto tied values ({'; '.join(found)}): a component's "
-            "standard deviation can shrink to 0 on rows that share a value, where the "
-            "posterior has no bound under HalfNormal priors, so NUTS will not converge. Add "
-            "noise of the rounding unit's size to the feature, drop or transform it, use "
-            "fewer components, or bound each variance below with sd_prior='resolution' (at "
-            "the rounding noise) or 'inverse_gamma' (mclust's prior); with a full or tied "
-            "covariance, rows tied on several features still let a correlation run to +-1, "
-            "so pair it with covariance_type='diag'.",
+            _collapse_message(found, priors.sd_prior, several),
             SamplingWarning,
             stacklevel=stacklevel,
         )
+
+
+def _tied_features(rows: np.ndarray) -> int:
+    """How many features take one value on every (observed cell of these) rows, if > 1 row."""
+    if rows.shape[0] < 2:
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        return int(np.sum(np.nanmax(rows, axis=0) == np.nanmin(rows, axis=0)))
+
+
+def _bounded(priors: Any, feature: int) -> bool:
+    """Whether the prior bounds a standard deviation along ``feature`` away from 0."""
+    if priors.sd_prior == "inverse_gamma":
+        return True
+    return priors.sd_prior == "resolution" and priors.sd_floor[feature] > 0
+
+
+def _collapse_message(found: list[str], sd_prior: str, several: bool) -> str:
+    """The warning's text: why the posterior has no bound there, and what to do."""
+    if sd_prior == "halfnormal" or not several:
+        why = (
+            "a component's standard deviation can shrink to 0 on rows that share a value, "
+            "where the posterior has no bound under HalfNormal priors, so NUTS will not "
+            "converge. Add noise of the rounding unit's size to the feature, drop or transform "
+            "it, use fewer components, or bound each variance below with "
+            "sd_prior='resolution' (the default: at the rounding noise) or 'inverse_gamma' "
+            "(mclust's prior); with a full or tied covariance, rows tied on several features "
+            "still let a correlation run to +-1, so pair it with covariance_type='diag'."
+        )
+    else:
+        why = (
+            f"the {sd_prior!r} prior bounds each variance, but the component's rows share "
+            "values on several features, where a correlation can run to +-1 and the posterior "
+            "has no bound, so NUTS will not converge. Use covariance_type='diag', add noise "
+            "of the rounding unit's size to those features, drop or transform them, or use "
+            "fewer components."
+        )
+    return f"EM collapsed a component onto tied values ({'; '.join(found)}): {why}"

@@ -37,7 +37,7 @@ from .imputation import posterior_imputation
 from .membership import co_clustering, posterior_membership
 from .model import BAYES_COVARIANCE_TYPES, build_model, default_priors
 from .modes import distinct_optima, mode_posterior, mode_table
-from .priors import SD_PRIORS, GMMPriors
+from .priors import DEFAULT_SD_PRIOR, SD_PRIORS, GMMPriors
 from .sampling import SAMPLERS, CompileCache, sample_posterior
 
 __all__ = ["BayesianGMM"]
@@ -62,10 +62,11 @@ class BayesianGMM(BaseEstimator):
     priors : GMMPriors, optional
         Defaults to :meth:`GMMPriors.from_data` on the data given to :meth:`fit`, with
         ``sd_prior``.
-    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
-        The standard deviations' prior of the default priors (:class:`GMMPriors`):
-        ``"resolution"`` bounds each variance below at the rounding noise of features with
-        tied values; only with ``priors=None``.
+    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}, optional
+        The standard deviations' prior of the default priors (:class:`GMMPriors`); only with
+        ``priors=None``. Unset, ``"resolution"`` (:data:`bayesgmm.priors.DEFAULT_SD_PRIOR`):
+        the HalfNormal with each variance bounded below at the rounding noise of features with
+        tied values (the HalfNormal exactly where no value ties).
     draws, tune, chains : int
         Draws kept per chain, tuning steps per chain, number of chains; ``tune=None``
         (default) lets :func:`bayesgmm.sample_posterior` choose (300 on whitened parameters,
@@ -133,7 +134,7 @@ class BayesianGMM(BaseEstimator):
         *,
         covariance_type: str = "full",
         priors: GMMPriors | None = None,
-        sd_prior: str = "halfnormal",
+        sd_prior: str | None = None,
         draws: int = 1000,
         tune: int | None = None,
         chains: int = 4,
@@ -194,8 +195,9 @@ class BayesianGMM(BaseEstimator):
         check_choice("covariance_type", self.covariance_type, BAYES_COVARIANCE_TYPES)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("precondition", self.precondition, ("laplace", "none"))
-        check_choice("sd_prior", self.sd_prior, SD_PRIORS)
-        if self.priors is not None and self.sd_prior != "halfnormal":
+        if self.sd_prior is not None:
+            check_choice("sd_prior", self.sd_prior, SD_PRIORS)
+        if self.priors is not None and self.sd_prior is not None:
             raise ValueError(
                 f"sd_prior={self.sd_prior!r} sets the default priors; with priors= given, set "
                 "it there: GMMPriors.from_data(X, sd_prior=...)."
@@ -257,7 +259,10 @@ class BayesianGMM(BaseEstimator):
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(
-            data, weight, sd_prior=self.sd_prior, n_components=self.n_components
+            data,
+            weight,
+            sd_prior=self.sd_prior or DEFAULT_SD_PRIOR,
+            n_components=self.n_components,
         )
         n_rows = data.shape[0] if weight is None else float(np.sum(weight))
         warn_many_parameters(
@@ -267,7 +272,14 @@ class BayesianGMM(BaseEstimator):
         with from_below("EM"):
             self.em_ = self._fit_em(em_data, em, weight)
             self.starts_ = self._other_optima(em_data, keep_em=em is not None, weight=weight)
-        warn_collapse_on_ties(data, self.em_, names, stacklevel=3)
+        warn_collapse_on_ties(
+            data,
+            self.em_,
+            names,
+            priors=self.priors_,
+            covariance_type=self.covariance_type,
+            stacklevel=3,
+        )
         self._model = build_model(
             frame,
             self.n_components,

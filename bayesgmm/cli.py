@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
-from .priors import SD_PRIORS
+from .priors import DEFAULT_SD_PRIOR, SD_PRIORS
 
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
@@ -407,11 +407,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--sd-prior",
-        default="halfnormal",
+        default=DEFAULT_SD_PRIOR,
         choices=SD_PRIORS,
-        help="prior of the component standard deviations: halfnormal (default), "
-        "inverse_gamma (mclust's), or resolution (a HalfNormal bounded below at the rounding "
-        "noise of features with tied values)",
+        help="prior of the component standard deviations: resolution (default: a HalfNormal "
+        "bounded below at the rounding noise of features with tied values, the HalfNormal "
+        "where no value ties), halfnormal, or inverse_gamma (mclust's)",
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)

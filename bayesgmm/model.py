@@ -49,7 +49,7 @@ from ._gaussian import LOG_2PI
 from ._missing import drop_empty_rows, observed_summary
 from ._scaling import AffineScaling
 from ._validation import check_matrix, check_sample_weight
-from .priors import GMMPriors, resolution_floor
+from .priors import DEFAULT_SD_PRIOR, GMMPriors, resolution_floor
 
 __all__ = [
     "BAYES_COVARIANCE_TYPES",
@@ -316,7 +316,7 @@ def default_priors(
     X: np.ndarray,
     sample_weight: np.ndarray | None = None,
     *,
-    sd_prior: str = "halfnormal",
+    sd_prior: str = DEFAULT_SD_PRIOR,
     n_components: int | None = None,
 ) -> GMMPriors:
     """:meth:`GMMPriors.from_data` of validated rows that may have missing cells (NaN) or
@@ -327,8 +327,8 @@ def default_priors(
     ----------
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,), optional
-    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
-        The standard deviations' prior (:class:`GMMPriors`).
+    sd_prior : {"halfnormal", "inverse_gamma", "resolution"}, default="resolution"
+        The standard deviations' prior (:class:`GMMPriors`, :data:`DEFAULT_SD_PRIOR`).
     n_components : int, optional
         ``K``: the inverse-gamma prior's scale depends on it.
 

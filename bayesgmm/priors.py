@@ -10,10 +10,15 @@ import numpy as np
 
 from ._validation import check_choice
 
-__all__ = ["SD_PRIORS", "GMMPriors", "resolution_floor"]
+__all__ = ["DEFAULT_SD_PRIOR", "SD_PRIORS", "GMMPriors", "resolution_floor"]
 
 SD_PRIORS = ("halfnormal", "inverse_gamma", "resolution")
 """The priors a component standard deviation can have (:attr:`GMMPriors.sd_prior`)."""
+
+DEFAULT_SD_PRIOR = "resolution"
+"""The standard deviations' prior of priors set from data (:meth:`GMMPriors.from_data`, and so
+of ``BayesianGMM``, ``build_model``, the CLI and the report): the HalfNormal, with a barrier at
+the rounding noise of features with tied values (the HalfNormal exactly where no value ties)."""
 
 
 def resolution_floor(X: Any, sample_weight: Any = None) -> np.ndarray:
@@ -123,7 +128,9 @@ class GMMPriors:
     sd_scale : float or tuple of float
         Scale ``c`` of the prior on component standard deviations (in the data's units).
     sd_prior : {"halfnormal", "inverse_gamma", "resolution"}, default="halfnormal"
-        The prior of each standard deviation (above).
+        The prior of each standard deviation (above). Priors given by hand know no floor, so
+        their default is the HalfNormal; :meth:`from_data` defaults to ``"resolution"``
+        (:data:`DEFAULT_SD_PRIOR`), which is the HalfNormal wherever no value ties.
     sd_floor : float or tuple of float, default=0.0
         Barrier scale ``f`` of the ``"resolution"`` prior (in the data's units; 0 for none;
         unused by the other priors).
@@ -135,7 +142,7 @@ class GMMPriors:
     >>> from bayesgmm.datasets import load_faithful
     >>> priors = GMMPriors.from_data(load_faithful())
     >>> priors.lkj_eta, len(priors.means_loc), priors.sd_prior
-    (2.0, 2, 'halfnormal')
+    (2.0, 2, 'resolution')
     >>> GMMPriors.from_data(load_faithful(), sd_prior="inverse_gamma", n_components=2).var_shape
     1.5
     """
@@ -173,7 +180,7 @@ class GMMPriors:
         lkj_eta: float = 2.0,
         means_spread: float = 2.0,
         sd_spread: float = 1.0,
-        sd_prior: str = "halfnormal",
+        sd_prior: str = DEFAULT_SD_PRIOR,
         n_components: int | None = None,
     ) -> GMMPriors:
         """Weakly informative priors scaled to the data, feature by feature.
@@ -202,8 +209,8 @@ class GMMPriors:
         weights_concentration, lkj_eta : float
         means_spread, sd_spread : float
             Multiples of each feature's standard deviation.
-        sd_prior : {"halfnormal", "inverse_gamma", "resolution"}
-            See :class:`GMMPriors`.
+        sd_prior : {"halfnormal", "inverse_gamma", "resolution"}, default="resolution"
+            See :class:`GMMPriors` (:data:`DEFAULT_SD_PRIOR`).
         n_components : int, optional
             ``K``; needed by ``"inverse_gamma"``.
         """
@@ -239,7 +246,7 @@ class GMMPriors:
         lkj_eta: float = 2.0,
         means_spread: float = 2.0,
         sd_spread: float = 1.0,
-        sd_prior: str = "halfnormal",
+        sd_prior: str = DEFAULT_SD_PRIOR,
         n_components: int | None = None,
         sd_floor: Any = 0.0,
     ) -> GMMPriors:

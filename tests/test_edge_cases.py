@@ -291,12 +291,47 @@ def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatc
     X.loc[50:, "b"] = rng.normal(3.0, 1.0, size=30)
     with pytest.warns(SamplingWarning, match=r"component \d on b = 0, a value 50 rows share"):
         with pytest.raises(RuntimeError):
-            BayesianGMM(2, random_seed=0).fit(X)
+            BayesianGMM(2, random_seed=0, sd_prior="halfnormal").fit(X)
     X["b"] += rng.uniform(-0.005, 0.005, size=80)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplingWarning)
         with pytest.raises(RuntimeError):
-            BayesianGMM(2, random_seed=0).fit(X)
+            BayesianGMM(2, random_seed=0, sd_prior="halfnormal").fit(X)
+
+
+@pytest.mark.parametrize(
+    ("tied", "covariance_type", "warns"),
+    [(["b"], "full", False), (["b", "c"], "full", True), (["b", "c"], "diag", False)],
+)
+def test_the_default_prior_bounds_a_collapse_onto_one_tied_feature(
+    monkeypatch, tied, covariance_type, warns
+):
+    """The default resolution prior bounds each standard deviation at the rounding noise of a
+    tied feature: a component on rows sharing one value is then proper, and fit does not
+    warn; rows that share values on two features still let a full covariance's correlation
+    run to +-1, so it warns for full covariances (naming it) and not for diagonal ones."""
+    import bayesgmm.bayesian as bayesian
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the model")
+
+    monkeypatch.setattr(bayesian, "build_model", stop)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(np.round(rng.normal(size=(80, 3)), 2), columns=["a", "b", "c"])
+    X.loc[:49, tied] = 0.0
+    X.loc[50:, tied] += 3.0
+    model = BayesianGMM(2, random_seed=0, covariance_type=covariance_type)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError):
+            model.fit(X)
+    assert model.priors_.sd_prior == "resolution"
+    messages = [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+    assert any("several features" in m for m in messages) == warns, messages
+    if warns:
+        assert any("a value 50 rows share" in m for m in messages)
+    else:
+        assert not any("tied values" in m for m in messages)
 
 
 def test_cli_sd_prior_reaches_the_fit(tmp_path, monkeypatch):

@@ -282,8 +282,10 @@ def test_resolution_floor_is_the_rounding_noise_of_tied_features():
     np.testing.assert_allclose(resolution_floor(X), expected, rtol=1e-9)
     priors = GMMPriors.from_data(X, sd_prior="resolution")
     assert priors.sd_floor == tuple(resolution_floor(X)) and priors.sd_prior == "resolution"
-    assert priors.sd_scale == GMMPriors.from_data(X).sd_scale
-    assert GMMPriors.from_data(X).sd_floor == (0.0,) * X.shape[1]  # others: no floor
+    halfnormal = GMMPriors.from_data(X, sd_prior="halfnormal")
+    assert priors.sd_scale == halfnormal.sd_scale
+    assert halfnormal.sd_floor == (0.0,) * X.shape[1]  # others: no floor
+    assert GMMPriors.from_data(X) == priors  # the default prior of data
     missing = X.copy()
     missing[::7, 1] = np.nan
     weighted = default_priors(missing, np.ones(200), sd_prior="resolution")

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..priors import DEFAULT_SD_PRIOR
 from .fitting import SamplerSettings
 from .output import format_summary
 from .simulation import STUDY_PRIORS
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sd-prior",
         choices=sorted(STUDY_PRIORS),
-        default="halfnormal",
+        default=DEFAULT_SD_PRIOR,
         help="prior of the component standard deviations, of simulator and model alike",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="overall level")

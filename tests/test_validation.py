@@ -16,6 +16,7 @@ import xarray as xr
 from scipy import stats
 from scipy.special import logsumexp
 
+from bayesgmm.priors import DEFAULT_SD_PRIOR
 from bayesgmm.validation import (
     FIXED_TRUTH,
     SBC_PRIORS,
@@ -332,6 +333,9 @@ def test_the_study_draws_from_the_chosen_prior(prior_pool, monkeypatch):
         main(["--sd-prior", "resolution", "--no-progress"])
     assert seen["priors"] == STUDY_PRIORS["resolution"]
     assert seen["priors"].sd_prior == "resolution" and min(seen["priors"].sd_floor) > 0
+    with pytest.raises(KeyboardInterrupt):
+        main(["--no-progress"])  # make validate: the package's default prior
+    assert seen["priors"] == STUDY_PRIORS[DEFAULT_SD_PRIOR]
     truths = {}
     for priors in (SBC_PRIORS, SBC_PRIORS_IG):
         results = run_validation(

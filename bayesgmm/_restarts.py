@@ -140,9 +140,6 @@ class Strategy:
         ``K + 1`` made only for them (:func:`bayesgmm._sweepmoves.parent_strategy`; its row
         is not in the table). Without, the largest K had no merge starts (wreath EEE K=9:
         20.9 nats below scikit-learn's best of ten).
-    merge_pairs : int
-        Experiment: the merge pass's starts only from the ``merge_pairs`` most overlapping
-        pairs (:func:`bayesgmm._sweepmoves.merge_overlap`). 0: every pair.
     """
 
     n_kmeans: int = 10
@@ -161,7 +158,6 @@ class Strategy:
     n_merge: int = 2
     split_min: int = 2
     top_parent: bool = True
-    merge_pairs: int = 0
 
 
 def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import xlogy
 
 from ._models import model_name
 
@@ -93,41 +92,19 @@ def split_starts(
     return out
 
 
-def merge_starts(
-    labels: np.ndarray, resp: np.ndarray | None = None, n_pairs: int = 0
-) -> list[np.ndarray]:
+def merge_starts(labels: np.ndarray) -> list[np.ndarray]:
     """Partitions into one cluster fewer: every pair of clusters of ``labels`` merged (those
     left with fewer than two clusters excepted), labels renumbered ``0, 1, ...`` in order of
     first appearance (:func:`canonical`: in the canonical ``labels`` cluster ``a < b``
-    appears first, so the merged one keeps ``a`` and those after ``b`` move down by one).
-
-    With ``resp`` (the responsibilities of the fit whose MAP partition ``labels`` is, rows
-    as in ``labels``) and ``n_pairs > 0``, only the ``n_pairs`` pairs that overlap most
-    (:func:`merge_overlap`), most first; otherwise every pair, in ``(a, b)`` order."""
+    appears first, so the merged one keeps ``a`` and those after ``b`` move down by one)."""
     labels = canonical(labels)
     k = int(labels.max()) + 1
     if k < 3:
         return []
-    pairs = list(itertools.combinations(range(k), 2))
-    if resp is not None and n_pairs > 0:
-        overlap = merge_overlap(labels, resp)
-        order = sorted(range(len(pairs)), key=lambda i: -overlap[pairs[i]])
-        pairs = [pairs[i] for i in order[:n_pairs]]
-    return [np.where(labels == b, a, labels) - (labels > b) for a, b in pairs]
-
-
-def merge_overlap(labels: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    """Baudry et al.'s (2010) entropy criterion for every pair of clusters of the canonical
-    ``labels``: the entropy of ``resp`` lost by merging the two components (>= 0; the
-    larger, the more the two overlap), as a symmetric ``(k, k)`` matrix. Cluster ``j`` is
-    the component its first row's MAP label names."""
-    labels = np.asarray(labels)
-    k = int(labels.max()) + 1
-    first = np.array([np.flatnonzero(labels == j)[0] for j in range(k)])
-    r = resp[:, np.argmax(resp[first], axis=1)]
-    own = xlogy(r, r).sum(axis=0)
-    both = r[:, :, None] + r[:, None, :]
-    return xlogy(both, both).sum(axis=0) - own[:, None] - own[None, :]
+    return [
+        np.where(labels == b, a, labels) - (labels > b)
+        for a, b in itertools.combinations(range(k), 2)
+    ]
 
 
 def parent_strategy(
@@ -242,11 +219,7 @@ def merge_pass(
             if name in done or (k + 1, name) not in labels:
                 continue
             done.add(name)
-            resp = None
-            if strategy.merge_pairs > 0:
-                resp = rows[k + 1, cov_type]["_fit"]._predict_rows(X, "resp")[observed]
-            pairs = merge_starts(labels[k + 1, name], resp, strategy.merge_pairs)
-            starts = [("merge", one_hot(m, k, len(m))) for m in pairs]
+            starts = [("merge", one_hot(m, k, len(m))) for m in merge_starts(labels[k + 1, name])]
             if not starts:
                 continue
             current = rows[k, cov_type]["_fit"]

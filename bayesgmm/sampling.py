@@ -352,7 +352,7 @@ def sample_posterior(
                 run,
             )
         else:
-            idata, interrupted = _sample(*options, em, run, approxes[0])
+            idata, interrupted = _sample(*options, em, run, approxes[0], watch=True)
         restarted = {}
         if kernel:  # nutpie's model whitened by a Laplace (or draws'), for the runs below
             compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
@@ -421,14 +421,22 @@ def _results(raw: Tree, *, model: pm.Model, em: EMGaussianMixture, kernel: bool)
     return idata, switched
 
 
-def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree, bool]:
+def _sample(model, sampler, backend, cache, em, run, approx=None, watch=False) -> tuple[Tree, bool]:
     """Run the chosen sampler from the EM start (or the mode ``approx``): (raw results,
-    interrupted)."""
+    interrupted). ``watch``: stop as soon as a chain leaves the mode
+    (:func:`bayesgmm._drift.stop_when_one_left`; one start only, so that the chains that left
+    speak for the whole run)."""
     if sampler == "pymc":
         return _sample_pymc(model, em_initial_values(model, em), **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
-    return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
+    density = log_density_for(model)
+    wait = None
+    if watch and approx is not None:
+        wait = functools.partial(
+            drift.stop_when_one_left, log_density=approx.log_density, n_dim=density.n_dim
+        )
+    return _run_nutpie(_kernel_compiled(model, em, density, approx), wait=wait, **run)
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

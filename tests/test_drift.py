@@ -19,9 +19,12 @@ from bayesgmm import BayesianGMM, SamplingWarning
 from bayesgmm._drift import (
     LEFT_MODE_SDS,
     RERUN_TUNE,
+    WATCH_DRAWS,
     chain_modes,
     complete,
     depth,
+    latest_depth,
+    leaver_restarts,
     left_mode,
     replace_chains,
     restart_points,
@@ -79,11 +82,19 @@ def _stats_tree(logp: np.ndarray, flat: np.ndarray | None = None) -> xr.DataTree
     return new_tree({"posterior": posterior, "sample_stats": stats})
 
 
-def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypatch):
-    """A first run whose chains hold 200 finished draws of 1000 (NaN after, as nutpie pads
-    chains stopped early; chain 1 left): every chain, the three
-    that stayed too, starts again at the mean of its own second-half draws, with the same
-    short tuning and the full draws; the attrs say so."""
+def _done(value: float, draws: int, n_dim: int):
+    """A finished one-chain background sampler whose ``logp`` is ``value`` throughout."""
+    done = _stats_tree(np.full((1, draws), value), np.zeros((1, draws, n_dim)))
+    return type(
+        "Done", (), {"wait": lambda self, timeout=None: done, "cancel": lambda self: None}
+    )()
+
+
+def test_a_stopped_first_run_restarts_every_chain_alike_where_the_leaver_went(rng, monkeypatch):
+    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them; chain 1
+    left): every chain, the three that stayed too, starts again at a distinct draw of chain
+    1's latest WATCH_DRAWS draws, all whitened by those draws' covariance, with the same short
+    tuning and the full draws; the attrs say so."""
     n_dim, draws = 3, 1000
     logp = np.full((4, draws), np.nan)
     logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
@@ -95,9 +106,7 @@ def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypat
 
     def sample(compiled, **options):
         calls.append((compiled, options))
-        index = len(calls) - 1
-        done = _stats_tree(np.full((1, draws), float(index)), np.zeros((1, draws, n_dim)))
-        return type("Done", (), {"wait": lambda self: done, "cancel": lambda self: None})()
+        return _done(float(len(calls) - 1), draws, n_dim)
 
     monkeypatch.setattr("nutpie.sample", sample)
     approx = Laplace(np.zeros(n_dim), np.eye(n_dim), "laplace", -100.0, 1.0, 0)
@@ -106,15 +115,49 @@ def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypat
     assert len(calls) == 4
     assert {o["tune"] for _, o in calls} == {min(300, RERUN_TUNE)}
     assert {(o["draws"], o["chains"]) for _, o in calls} == {(draws, 1)}
-    for c, (point, _) in enumerate(calls):
-        assert point.kind == "draws"
-        np.testing.assert_allclose(point.mode, flat[c, 100:200].mean(axis=0))
+    pool = flat[1, 200 - WATCH_DRAWS : 200]
+    starts = [point.mode for point, _ in calls]
+    for point in starts:  # each a draw of chain 1's latest ones, no two alike
+        assert np.any(np.all(pool == point, axis=1))
+    assert len({tuple(p) for p in starts}) == 4
+    factors = [point.factor for point, _ in calls]
+    for factor in factors:
+        np.testing.assert_array_equal(factor, factors[0])
     assert out["sample_stats"]["logp"].values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert complete(out, draws)
-    assert attrs["left_mode_rerun_tune"] == 300
-    assert (
-        attrs["left_mode_depth"][1] < -LEFT_MODE_SDS < min(np.delete(attrs["left_mode_depth"], 1))
-    )
+    assert complete(out, draws) and "warmup_posterior" not in out.children
+    assert attrs["left_mode_restarted_from"] == [1] and attrs["left_mode_stages"] == 1
+    assert attrs["left_mode_depth"][1] < -LEFT_MODE_SDS
+
+
+def test_leaver_restarts_pool_the_latest_draws(rng):
+    """Starts evenly through the pooled latest draws; one factor, from their covariance (the
+    oracle: ``L L'`` equals it, shrunk towards its diagonal by n_dim / n); the level is the
+    pool's mean log p plus n_dim / 2."""
+    n_dim, window = 2, 400
+    flat = np.full((3, 600, n_dim), np.nan)
+    logp = np.full((3, 600), np.nan)
+    flat[0, :500] = rng.multivariate_normal([5.0, -5.0], [[2.0, 0.9], [0.9, 1.0]], size=500)
+    logp[0, :500] = -10.0 + rng.standard_normal(500)
+    points = leaver_restarts(flat, logp, [0], window, 3)
+    pool = flat[0, 100:500]
+    covariance = np.cov(pool.T)
+    shrink = n_dim / window
+    expected = (1 - shrink) * covariance + shrink * np.diag(np.diag(covariance))
+    np.testing.assert_allclose(points[0].factor @ points[0].factor.T, expected, atol=1e-8)
+    np.testing.assert_array_equal(points[0].mode, pool[0])
+    np.testing.assert_array_equal(points[-1].mode, pool[-1])
+    assert points[1].log_density == pytest.approx(logp[0, 100:500].mean() + 0.5 * n_dim)
+    assert {p.kind for p in points} == {"draws"}
+
+
+def test_latest_depth_judges_only_the_latest_draws(rng):
+    """A chain that came back is judged where it is now; one with too few draws is not."""
+    logp = _chi2_logp(rng, 0.0, 20, (2, 300))
+    logp[0, :200] -= 100.0
+    logp[1, 99:] = np.nan  # 99 finished draws
+    got = latest_depth(logp, [0.0, 0.0], 20, 100)
+    assert abs(got[0]) < LEFT_MODE_SDS and np.isnan(got[1])
+    assert latest_depth(logp[:, ::-1][:1], [0.0], 20, 100)[0] < -LEFT_MODE_SDS
 
 
 def test_restart_points_are_the_draws_mean_and_covariance(rng):

@@ -50,10 +50,10 @@ _ADVICE = {
     "components: use fewer components or a simpler covariance_type",
     "left_mode": "the chains left the posterior mode found from EM (its Laplace "
     "approximation's typical set) for a region that holds more of the posterior, and every "
-    "chain ran again from its own draws there. If the smallest weight is small, the posterior "
-    "prefers near-empty components (too many components for the data; their parameters are "
-    "then barely identified and mix slowly): use fewer components or a simpler "
-    "covariance_type",
+    "chain ran again there (from the draws of the chain that left, or from its own). If the "
+    "smallest weight is small, the posterior prefers near-empty components (too many "
+    "components for the data; their parameters are then barely identified and mix slowly): "
+    "use fewer components or a simpler covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }

@@ -267,9 +267,10 @@ def sample_posterior(
         from EM and samples parameters whitened by the curvature there (its diagonal, or
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
         group of chains at its own mode with its own curvature. If chains leave the mode's
-        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
-        chain runs again alike from its own draws, whitened by their covariance
-        (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
+        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), the
+        run stops and every chain runs again alike from the draws of the chain that left
+        (from its own draws when it left only late in a finished run), whitened by their
+        covariance (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
         ``left_mode`` check record it, which fails only when the other checks do).
         ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).

@@ -29,6 +29,7 @@ from bayesgmm._drift import (
     replace_chains,
     restart_points,
     run_again_if_left,
+    stop_when_one_left,
 )
 from bayesgmm._idata import get_attr, new_tree
 from bayesgmm._precondition import Laplace
@@ -127,6 +128,96 @@ def test_a_stopped_first_run_restarts_every_chain_alike_where_the_leaver_went(rn
     assert complete(out, draws) and "warmup_posterior" not in out.children
     assert attrs["left_mode_restarted_from"] == [1] and attrs["left_mode_stages"] == 1
     assert attrs["left_mode_depth"][1] < -LEFT_MODE_SDS
+
+
+class _Running:
+    """A one-chain background sampler that never finishes by itself: ``inspect()`` shows
+    ``trace`` (its tuning draws kept, as for a watched run); after ``looks`` looks, if given,
+    Ctrl-C (KeyboardInterrupt) ends a wait that nothing stopped."""
+
+    def __init__(self, trace, looks: int | None = None):
+        self.trace, self.looks, self.cancelled = trace, looks, False
+
+    def wait(self, timeout=None):
+        raise TimeoutError
+
+    def inspect(self):
+        if self.looks is not None:
+            if self.looks == 0:
+                raise KeyboardInterrupt
+            self.looks -= 1
+        return self.trace
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def _warmup_trace(logp: np.ndarray, flat: np.ndarray) -> xr.DataTree:
+    """A watched one-chain trace still tuning: only its ``warmup_`` groups."""
+    tree = _stats_tree(logp[None], flat[None])
+    return new_tree(
+        {
+            "warmup_posterior": tree["posterior"].to_dataset(),
+            "warmup_sample_stats": tree["sample_stats"].to_dataset(),
+        }
+    )
+
+
+def test_a_chain_that_goes_lower_in_the_second_run_restarts_it_again(rng, monkeypatch):
+    """The second run is watched against the level of the draws it started from: a chain whose
+    latest (tuning) draws lie lower stops it, and every chain starts again from that chain's
+    draws; the third run, watched too, finishes, and its tuning groups are dropped (the attrs
+    count the stages)."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim, draws = 3, 1000
+    logp = np.full((4, draws), np.nan)
+    logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
+    logp[1, :200] -= 6.0 * np.sqrt(0.5 * n_dim)
+    flat = np.full((4, draws, n_dim), np.nan)
+    flat[:, :200] = rng.standard_normal((4, 200, n_dim))
+    level = logp[1, 200 - WATCH_DRAWS : 200].mean()
+    lower_flat = rng.standard_normal((150, n_dim)) + 10.0
+    calls = []
+
+    def sample(compiled, **options):
+        calls.append((compiled, options))
+        if len(calls) <= 4:  # the second run: chain 2 goes 5 sds below the level
+            value = level - (5.0 if len(calls) == 3 else 0.0) * np.sqrt(0.5 * n_dim)
+            return _Running(_warmup_trace(np.full(150, value), lower_flat))
+        return _done(float(len(calls)), draws, n_dim)
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(n_dim), np.eye(n_dim), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=draws, tune=300, target_accept=0.8, seed=5, progressbar=False)
+    out, attrs = run_again_if_left(_stats_tree(logp, flat), [approx], lambda point: point, run)
+    assert len(calls) == 8
+    assert [o["save_warmup"] for _, o in calls] == [True] * 8  # watched: MAX_STAGES = 3
+    for point, _ in calls[4:]:  # from chain 2's latest draws of the second run
+        assert np.any(np.all(lower_flat[-WATCH_DRAWS:] == point.mode, axis=1))
+    assert attrs["left_mode_stages"] == 2 and attrs["left_mode_restarted_from"] == [1]
+    assert complete(out, draws) and "warmup_posterior" not in out.children
+
+
+def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch):
+    """The watcher returns the trace so far and cancels the run once one chain's latest
+    WATCH_DRAWS draws lie LEFT_MODE_SDS below the mode's typical set; chains short of
+    WATCH_DRAWS draws, or within the margin, do not stop it."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp = np.full((2, 300), np.nan)
+    logp[:, :150] = _chi2_logp(rng, -100.0, n_dim, (2, 150))
+    staying = _Running(_stats_tree(logp.copy()), looks=3)
+    logp_short = logp.copy()
+    logp_short[1, : WATCH_DRAWS - 1] -= 10.0 * np.sqrt(0.5 * n_dim)
+    logp_short[1, WATCH_DRAWS - 1 :] = np.nan
+    short = _Running(_stats_tree(logp_short), looks=3)
+    for sampler in (staying, short):
+        with pytest.raises(KeyboardInterrupt):
+            stop_when_one_left(sampler, -100.0, n_dim)
+        assert not sampler.cancelled
+    logp[0, 50:150] -= (LEFT_MODE_SDS + 1.0) * np.sqrt(0.5 * n_dim)
+    left = _Running(_stats_tree(logp))
+    assert stop_when_one_left(left, -100.0, n_dim) is left.trace and left.cancelled
 
 
 def test_leaver_restarts_pool_the_latest_draws(rng):

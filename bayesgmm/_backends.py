@@ -90,9 +90,10 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar):
+def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, wait=None):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
-    ``(results, interrupted)``)."""
+    ``(results, interrupted)``). ``wait(sampler)``, if given, waits for the results in place
+    of ``sampler.wait()`` (and may stop the run early)."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -107,7 +108,7 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         blocking=False,
     )
     try:
-        return sampler.wait(), False
+        return (sampler.wait() if wait is None else wait(sampler)), False
     except KeyboardInterrupt:
         try:
             return sampler.abort(), True

@@ -14,6 +14,17 @@ Under the Laplace approximation ``log p`` of a draw is ``log p(mode) - chi2_n / 
 lies more than :data:`LEFT_MODE_SDS` of those sds below that mean. :func:`restart_points` then
 gives each chain a new start and metric from its own draws (their mean and covariance, in the
 unconstrained space), so a second run tunes and draws where the chain actually went.
+
+A chain that left costs about ten times the gradients per draw of one at the mode (MASS crabs,
+K = 4: about 900 leapfrog steps against 100, the curvature at the mode being no metric for the
+region of near-empty components; whitened by draws from that region, about 80), and chains
+leave at random times (crabs: from early in tuning to after 800 draws), so letting the first
+run finish cost most of its time. :func:`stop_when_one_left` therefore watches the first run
+and stops it as soon as any chain's latest :data:`WATCH_DRAWS` draws lie below the mode's
+typical set; :func:`run_again_if_left` then starts every chain again, alike, at distinct draws
+of the chains that left, whitened by those draws' covariance (:func:`leaver_restarts`): where
+the chain that left went, with a metric that fits there (benchmarks/results/
+bench_mcmc_nuts60.txt). A first run that finishes is judged as before.
 """
 
 from __future__ import annotations
@@ -27,17 +38,23 @@ from ._idata import Tree, get_group, new_tree, replace_group
 from ._precondition import Laplace
 
 __all__ = [
+    "LEFT_LEVEL_SDS",
     "LEFT_MODE_SDS",
+    "MAX_STAGES",
     "RERUN_TUNE",
+    "WATCH_DRAWS",
     "chain_modes",
     "complete",
     "concat_chains",
     "depth",
+    "latest_depth",
+    "leaver_restarts",
     "left_mode",
     "replace_chains",
     "restart_points",
     "run_again_if_left",
     "run_parallel",
+    "stop_when_one_left",
 ]
 
 # chains' mean log p this many sds of chi2_n / 2 below the Laplace mean count as having left
@@ -45,6 +62,17 @@ __all__ = [
 LEFT_MODE_SDS = 3.0
 # tuning steps of the second run, whose metric comes from the chains' own draws
 RERUN_TUNE = 300
+# the first run is judged while it goes on on each chain's latest this many draws
+WATCH_DRAWS = 100
+# second runs started from the draws of chains that left; all but the last are watched too
+# (crabs K = 4 empties a component, then another: each step needs its own metric)
+MAX_STAGES = 3
+# a chain of such a run counts as having left when its latest draws lie this many sds below
+# the pool's mean log p: a level measured from draws, not predicted by the Laplace
+# approximation, so a smaller margin (window means vary by about 0.2 sd); crabs K = 4's second
+# step down (the second near-empty component) is about 2 sds below the first
+LEFT_LEVEL_SDS = 1.5
+_POLL_SECONDS = 2.0
 
 
 def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
@@ -83,6 +111,93 @@ def _second_half(values: np.ndarray) -> np.ndarray:
     return finished[len(finished) // 2 :]
 
 
+def latest_depth(logp: np.ndarray, modes: Sequence[float], n_dim: int, window: int) -> np.ndarray:
+    """:func:`depth` of each chain's latest ``window`` finished draws (NaN for a chain with
+    fewer), the same parameters otherwise.
+
+    Examples
+    --------
+    >>> logp = np.array([[-14.0] * 10 + [-34.0] * 4, [-14.0] * 14])
+    >>> latest_depth(logp, [-10.0, -10.0], 8, 4).tolist()
+    [-10.0, 0.0]
+    >>> bool(np.isnan(latest_depth(logp, [-10.0, -10.0], 8, 20)).all())
+    True
+    """
+    out = []
+    for chain in np.asarray(logp, dtype=float):
+        finished = chain[np.isfinite(chain)]
+        out.append(finished[-window:].mean() if finished.size >= window else np.nan)
+    expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
+    return (np.array(out) - expected) / np.sqrt(0.5 * n_dim)
+
+
+def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WATCH_DRAWS) -> Tree:
+    """Wait for nutpie's running (non-blocking) sampler, stopping it as soon as any chain's
+    latest ``window`` draws lie :data:`LEFT_MODE_SDS` sds below the typical set of the mode its
+    chains were whitened at (:func:`latest_depth`).
+
+    Parameters
+    ----------
+    sampler
+        nutpie's background sampler (``nutpie.sample(..., blocking=False)``), waited for with
+        ``wait(timeout=...)`` (TimeoutError while it runs) and read about every
+        ``_POLL_SECONDS`` with ``inspect()``.
+    log_density : float
+        The log density at the mode.
+    n_dim : int
+        Length of the unconstrained vector.
+    window : int
+
+    Returns
+    -------
+    xarray.DataTree
+        The finished run's results, or the trace so far when a chain left (the sampler
+        cancelled; draws after each chain's last finished one are NaN).
+    """
+    while True:
+        try:
+            return sampler.wait(timeout=_POLL_SECONDS)
+        except TimeoutError:
+            pass
+        partial = sampler.inspect()
+        if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
+            continue  # nothing drawn yet
+        logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
+        chain_depth = latest_depth(logp, [log_density] * len(logp), n_dim, window)
+        if np.any(chain_depth < -LEFT_MODE_SDS):
+            sampler.cancel()
+            return partial
+
+
+def leaver_restarts(
+    flat: np.ndarray, logp: np.ndarray, leavers: Sequence[int], window: int, n_chains: int
+) -> list[Laplace]:
+    """Starts and one shared whitening for ``n_chains`` chains, from the latest ``window``
+    finished draws of the chains that left (unconstrained, ``(n_chains, n_draws, n_dim)``,
+    and their ``logp``, ``(n_chains, n_draws)``; NaN after a chain's last draw).
+
+    The draws are pooled; the factor is the Cholesky factor of their covariance (shrunk
+    towards its diagonal as in :func:`restart_points`), the same for every chain so that all
+    are tuned alike; the starts are draws evenly spaced through the pool (distinct points of
+    the region the chains went to). ``kind`` is ``"draws"``; ``log_density`` is the pool's
+    mean ``log p`` plus ``n_dim / 2``, so that :func:`latest_depth` measures later draws
+    against the pool's level.
+    """
+    flat, logp = np.asarray(flat, dtype=float), np.asarray(logp, dtype=float)
+    pool, levels = [], []
+    for c in leavers:
+        finished = np.all(np.isfinite(flat[c]), axis=1) & np.isfinite(logp[c])
+        pool.append(flat[c][finished][-window:])
+        levels.append(logp[c][finished][-window:])
+    draws = np.concatenate(pool)
+    shared = _draws_metric(draws)
+    level = float(np.concatenate(levels).mean()) + 0.5 * draws.shape[1]
+    picks = np.linspace(0, len(draws) - 1, n_chains).round().astype(int)
+    return [
+        Laplace(draws[i].copy(), shared.factor, "draws", level, shared.condition, 0) for i in picks
+    ]
+
+
 def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
     """Which chains left the Laplace approximation's typical set: :func:`depth` below
     ``-LEFT_MODE_SDS`` (same parameters; a bool per chain).
@@ -105,18 +220,20 @@ def restart_points(flat: np.ndarray) -> list[Laplace]:
     towards its diagonal by ``n_dim / n_draws`` so that few draws still give a usable one).
     ``kind`` is ``"draws"``.
     """
-    out = []
-    for chain in np.asarray(flat, dtype=float):
-        tail = _second_half(chain)
-        n, n_dim = tail.shape
-        covariance = np.cov(tail.T) if n > 1 else np.eye(n_dim)
-        shrink = min(1.0, n_dim / max(n, 1))
-        covariance = (1.0 - shrink) * covariance + shrink * np.diag(np.diag(covariance))
-        covariance += 1e-10 * np.eye(n_dim)
-        factor = np.linalg.cholesky(covariance)
-        condition = float(np.linalg.cond(covariance))
-        out.append(Laplace(tail.mean(axis=0), factor, "draws", np.nan, condition, 0))
-    return out
+    return [_draws_metric(_second_half(chain)) for chain in np.asarray(flat, dtype=float)]
+
+
+def _draws_metric(draws: np.ndarray) -> Laplace:
+    """The mean of ``draws`` (n, n_dim) and the Cholesky factor of their covariance, shrunk
+    towards its diagonal by ``n_dim / n``."""
+    n, n_dim = draws.shape
+    covariance = np.cov(draws.T) if n > 1 else np.eye(n_dim)
+    shrink = min(1.0, n_dim / max(n, 1))
+    covariance = (1.0 - shrink) * covariance + shrink * np.diag(np.diag(covariance))
+    covariance += 1e-10 * np.eye(n_dim)
+    factor = np.linalg.cholesky(covariance)
+    condition = float(np.linalg.cond(covariance))
+    return Laplace(draws.mean(axis=0), factor, "draws", np.nan, condition, 0)
 
 
 def complete(idata: Tree, draws: int) -> bool:
@@ -134,18 +251,45 @@ def chain_modes(idata: Tree, approxes: Sequence[Laplace | None]) -> list[float]:
     return [np.nan if approxes[s] is None else approxes[s].log_density for s in starts]
 
 
-def run_parallel(runs: Sequence[Callable[[], object]]) -> list:
+def run_parallel(runs: Sequence[Callable[[], object]], stop=None) -> list:
     """Start every sampler (``run()`` returns nutpie's background sampler) and wait for all;
-    Ctrl-C or a failure cancels the ones still running."""
+    Ctrl-C or a failure cancels the ones still running.
+
+    With ``stop``, every sampler is looked at about every ``_POLL_SECONDS``: when
+    ``stop(traces)`` (the finished results, or the traces so far, one a sampler) is true,
+    every sampler still running is cancelled and those traces are returned.
+    """
     samplers = []
     try:
         for run in runs:
             samplers.append(run())
-        return [sampler.wait() for sampler in samplers]
+        if stop is None:
+            return [sampler.wait() for sampler in samplers]
+        return _watched(samplers, stop)
     except BaseException:
         for sampler in samplers:
             sampler.cancel()
         raise
+
+
+def _watched(samplers: list, stop) -> list:
+    """:func:`run_parallel`'s wait with ``stop`` (see there)."""
+    done: list = [None] * len(samplers)
+    while True:
+        for i, sampler in enumerate(samplers):
+            if done[i] is None:
+                try:
+                    done[i] = sampler.wait(timeout=_POLL_SECONDS / len(samplers))
+                except TimeoutError:
+                    pass
+        if all(d is not None for d in done):
+            return done
+        traces = [d if d is not None else s.inspect() for d, s in zip(done, samplers, strict=True)]
+        if stop(traces):
+            for d, sampler in zip(done, samplers, strict=True):
+                if d is None:
+                    sampler.cancel()
+            return traces
 
 
 def concat_chains(trees: list[Tree]) -> Tree:
@@ -188,10 +332,15 @@ def run_again_if_left(
     compile_one: Callable[[Laplace], object],
     run: dict,
 ) -> tuple[Tree, dict]:
-    """When a chain left the mode it was whitened at, run every chain again from its own draws.
+    """When a chain left the mode it was whitened at, run every chain again.
 
-    Every chain, the ones that stayed too, starts again at the mean of the second half of its
-    own finished draws, whitened by their covariance (:func:`restart_points`), with the same
+    A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws
+    in some chain) is judged on each chain's latest :data:`WATCH_DRAWS` draws, and every
+    chain starts again at a draw of the chains that left, all whitened by those draws'
+    covariance (:func:`leaver_restarts`). A finished first run is judged on the second half of
+    each chain's draws, and every chain, the ones that stayed too, starts again at the mean of
+    the second half of its own finished draws, whitened by their covariance
+    (:func:`restart_points`). Either way every chain runs with the same
     :data:`RERUN_TUNE` tuning steps (at most ``run["tune"]``) and ``run["draws"]`` draws: all
     kept chains are tuned alike, so R-hat and ESS compare like with like.
 
@@ -213,38 +362,115 @@ def run_again_if_left(
         The results (the first run's when no chain left, or when Ctrl-C stopped the second
         run: then possibly short, for the caller to mark as partial) and the attrs that say
         what happened when the chains ran again (else empty): ``left_mode_depth``, each
-        chain's :func:`depth` in the first run, and ``left_mode_rerun_tune``.
+        chain's :func:`depth` (or :func:`latest_depth`, NaN for a chain with fewer draws) in
+        the first run, ``left_mode_rerun_tune``, and, when the first run was stopped,
+        ``left_mode_restarted_from`` (the chains whose draws started the second run).
     """
     import nutpie
 
     flat = get_group(idata, "posterior")["unconstrained_point"]
     flat = flat.transpose("chain", "draw", ...).values
     logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
-    chain_depth = depth(logp, chain_modes(idata, approxes), flat.shape[2])
-    if not np.any(chain_depth < -LEFT_MODE_SDS):
+    modes, n_dim = chain_modes(idata, approxes), flat.shape[2]
+    stopped = not complete(idata, int(run["draws"]))  # by stop_when_one_left
+    if stopped:
+        chain_depth = latest_depth(logp, modes, n_dim, WATCH_DRAWS)
+    else:
+        chain_depth = depth(logp, modes, n_dim)
+    leavers = np.flatnonzero(chain_depth < -LEFT_MODE_SDS)
+    if leavers.size == 0:
         return idata, {}
     tune = min(int(run["tune"]), RERUN_TUNE)
     options = {"draws": run["draws"], "tune": tune, "target_accept": run["target_accept"]}
 
-    def start(chain: int, point: Laplace) -> Callable[[], object]:
+    def start(stage: int, chain: int, point: Laplace, watched: bool = False) -> Callable:
         return lambda: nutpie.sample(
             compile_one(point),
             chains=1,
-            seed=(int(run["seed"]) + 104729 * (chain + 1)) % 2**31,
+            seed=(int(run["seed"]) + 104729 * (chain + 1) + 7919 * stage) % 2**31,
             progress_bar=run["progressbar"],
-            save_warmup=False,
+            save_warmup=watched,  # a watched chain is judged on its tuning draws too
             blocking=False,
             **options,
         )
 
-    # every chain, so that all are tuned alike
-    runs = [start(c, point) for c, point in enumerate(restart_points(flat))]
-    try:
-        again = run_parallel(runs)
-    except KeyboardInterrupt:  # keep the first run's finished draws
-        return idata, {}
     attrs = {
         "left_mode_depth": np.round(chain_depth, 2).tolist(),
         "left_mode_rerun_tune": tune,
     }
+    try:
+        if not stopped:  # every chain from its own draws, so that all are tuned alike
+            runs = [start(0, c, point) for c, point in enumerate(restart_points(flat))]
+            again = run_parallel(runs)
+        else:
+            again, sources = _run_from_leavers(flat, logp, leavers, start, int(run["draws"]))
+            attrs["left_mode_restarted_from"] = sources[0]
+            attrs["left_mode_stages"] = len(sources)
+    except KeyboardInterrupt:  # keep the first run's finished draws
+        return idata, {}
     return replace_chains(idata, dict(enumerate(again))), attrs
+
+
+def _arrays(trees: list[Tree]) -> tuple[np.ndarray, np.ndarray]:
+    """The finished draws of one-chain traces, tuning draws (if kept) first: unconstrained
+    ``(chain, draw, n_dim)`` and ``logp`` ``(chain, draw)``, NaN after a chain's last draw."""
+    flats, logps = [], []
+    for tree in trees:
+        flat, logp = [], []
+        for prefix in ("warmup_", ""):
+            if prefix + "posterior" not in tree.children:
+                continue
+            x = tree[prefix + "posterior"]["unconstrained_point"]
+            x = x.transpose("chain", "draw", ...).values[0]
+            lp = tree[prefix + "sample_stats"]["logp"].transpose("chain", "draw").values[0]
+            finished = np.all(np.isfinite(x), axis=1) & np.isfinite(lp)
+            flat.append(x[finished])
+            logp.append(lp[finished])
+        flats.append(np.concatenate(flat) if flat else None)
+        logps.append(np.concatenate(logp) if logp else np.empty(0))
+    n_dim = next((x.shape[1] for x in flats if x is not None), 0)
+    flats = [np.empty((0, n_dim)) if x is None else x for x in flats]
+    n = max(len(lp) for lp in logps)
+    flat_out, logp_out = np.full((len(trees), n, n_dim), np.nan), np.full((len(trees), n), np.nan)
+    for c, (x, lp) in enumerate(zip(flats, logps, strict=True)):
+        flat_out[c, : len(lp)], logp_out[c, : len(lp)] = x, lp
+    return flat_out, logp_out
+
+
+def _without_warmup(tree: Tree) -> Tree:
+    """``tree`` without its tuning groups."""
+    return new_tree(
+        {k: v.to_dataset() for k, v in tree.children.items() if not k.startswith("warmup")}
+    )
+
+
+def _run_from_leavers(
+    flat: np.ndarray, logp: np.ndarray, leavers: np.ndarray, start: Callable, draws: int
+) -> tuple[list, list[list[int]]]:
+    """Every chain from the draws of the chains that left (:func:`leaver_restarts`), again
+    from a chain that leaves the level of those draws (watched, :func:`latest_depth` against
+    the pool's ``log p``), at most :data:`MAX_STAGES` times; returns the last stage's one-chain
+    results and the chains each stage started from."""
+    n_chains, n_dim = len(flat), flat.shape[2]
+    sources = []
+    for stage in range(MAX_STAGES):
+        points = leaver_restarts(flat, logp, leavers, WATCH_DRAWS, n_chains)
+        sources.append(leavers.tolist())
+        level = points[0].log_density
+
+        def stop(traces: list, level: float = level) -> bool:
+            _, now = _arrays(traces)
+            return bool(
+                np.any(latest_depth(now, [level] * len(now), n_dim, WATCH_DRAWS) < -LEFT_LEVEL_SDS)
+            )
+
+        watched = stage < MAX_STAGES - 1
+        runs = [start(stage, c, point, watched) for c, point in enumerate(points)]
+        again = run_parallel(runs, stop if watched else None)
+        if all("sample_stats" in tree.children and complete(tree, draws) for tree in again):
+            again = [_without_warmup(tree) for tree in again]
+            break
+        flat, logp = _arrays(again)
+        depths = latest_depth(logp, [level] * n_chains, n_dim, WATCH_DRAWS)
+        leavers = np.flatnonzero(depths < -LEFT_LEVEL_SDS)
+    return again, sources

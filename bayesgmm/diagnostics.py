@@ -50,10 +50,10 @@ _ADVICE = {
     "components: use fewer components or a simpler covariance_type",
     "left_mode": "the chains left the posterior mode found from EM (its Laplace "
     "approximation's typical set) for a region that holds more of the posterior, and every "
-    "chain ran again from its own draws there. If the smallest weight is small, the posterior "
-    "prefers near-empty components (too many components for the data; their parameters are "
-    "then barely identified and mix slowly): use fewer components or a simpler "
-    "covariance_type",
+    "chain ran again there (from the draws of the chain that left, or from its own). If the "
+    "smallest weight is small, the posterior prefers near-empty components (too many "
+    "components for the data; their parameters are then barely identified and mix slowly): "
+    "use fewer components or a simpler covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -336,10 +336,15 @@ def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     if depth.size == 0:
         return None
     left = np.flatnonzero(depth < -LEFT_MODE_SDS)
+    source = get_attr(idata, "left_mode_restarted_from", default=None)
     where = (
-        f"chain(s) {left.tolist()} settled {-depth.min():.1f} sds below the EM mode's typical "
-        "set in the first run; every chain ran again from its own draws"
+        f"chain(s) {left.tolist()} settled {-np.nanmin(depth):.1f} sds below the EM mode's "
+        "typical set in the first run; every chain ran again from "
+        + ("its own draws" if source is None else f"the draws of chain(s) {list(source)}")
     )
+    stages = get_attr(idata, "left_mode_stages", default=1)
+    if stages > 1:
+        where += f" ({stages} times: a chain of the second run left again)"
     if "weights" in posterior:
         weights = np.sort(posterior["weights"].mean(("chain", "draw")).values)
         where += f"; weights now {np.round(weights, 3).tolist()} (smallest {weights[0]:.3f})"

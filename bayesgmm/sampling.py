@@ -267,9 +267,10 @@ def sample_posterior(
         from EM and samples parameters whitened by the curvature there (its diagonal, or
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
         group of chains at its own mode with its own curvature. If chains leave the mode's
-        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), every
-        chain runs again alike from its own draws, whitened by their covariance
-        (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
+        typical set (the posterior's mass lies elsewhere, e.g. near-empty components), the
+        run stops and every chain runs again alike from the draws of the chain that left
+        (from its own draws when it left only late in a finished run), whitened by their
+        covariance (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
         ``left_mode`` check record it, which fails only when the other checks do).
         ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).
@@ -352,7 +353,7 @@ def sample_posterior(
                 run,
             )
         else:
-            idata, interrupted = _sample(*options, em, run, approxes[0])
+            idata, interrupted = _sample(*options, em, run, approxes[0], watch=True)
         restarted = {}
         if kernel:  # nutpie's model whitened by a Laplace (or draws'), for the runs below
             compile_one = functools.partial(_kernel_compiled, model, em, log_density_for(model))
@@ -421,14 +422,22 @@ def _results(raw: Tree, *, model: pm.Model, em: EMGaussianMixture, kernel: bool)
     return idata, switched
 
 
-def _sample(model, sampler, backend, cache, em, run, approx=None) -> tuple[Tree, bool]:
+def _sample(model, sampler, backend, cache, em, run, approx=None, watch=False) -> tuple[Tree, bool]:
     """Run the chosen sampler from the EM start (or the mode ``approx``): (raw results,
-    interrupted)."""
+    interrupted). ``watch``: stop as soon as a chain leaves the mode
+    (:func:`bayesgmm._drift.stop_when_one_left`; one start only, so that the chains that left
+    speak for the whole run)."""
     if sampler == "pymc":
         return _sample_pymc(model, em_initial_values(model, em), **run)
     if backend != "kernel":
         return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
-    return _run_nutpie(_kernel_compiled(model, em, log_density_for(model), approx), **run)
+    density = log_density_for(model)
+    wait = None
+    if watch and approx is not None:
+        wait = functools.partial(
+            drift.stop_when_one_left, log_density=approx.log_density, n_dim=density.n_dim
+        )
+    return _run_nutpie(_kernel_compiled(model, em, density, approx), wait=wait, **run)
 
 
 def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:

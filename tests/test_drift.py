@@ -19,13 +19,17 @@ from bayesgmm import BayesianGMM, SamplingWarning
 from bayesgmm._drift import (
     LEFT_MODE_SDS,
     RERUN_TUNE,
+    WATCH_DRAWS,
     chain_modes,
     complete,
     depth,
+    latest_depth,
+    leaver_restarts,
     left_mode,
     replace_chains,
     restart_points,
     run_again_if_left,
+    stop_when_one_left,
 )
 from bayesgmm._idata import get_attr, new_tree
 from bayesgmm._precondition import Laplace
@@ -79,11 +83,19 @@ def _stats_tree(logp: np.ndarray, flat: np.ndarray | None = None) -> xr.DataTree
     return new_tree({"posterior": posterior, "sample_stats": stats})
 
 
-def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypatch):
-    """A first run whose chains hold 200 finished draws of 1000 (NaN after, as nutpie pads
-    chains stopped early; chain 1 left): every chain, the three
-    that stayed too, starts again at the mean of its own second-half draws, with the same
-    short tuning and the full draws; the attrs say so."""
+def _done(value: float, draws: int, n_dim: int):
+    """A finished one-chain background sampler whose ``logp`` is ``value`` throughout."""
+    done = _stats_tree(np.full((1, draws), value), np.zeros((1, draws, n_dim)))
+    return type(
+        "Done", (), {"wait": lambda self, timeout=None: done, "cancel": lambda self: None}
+    )()
+
+
+def test_a_stopped_first_run_restarts_every_chain_alike_where_the_leaver_went(rng, monkeypatch):
+    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them; chain 1
+    left): every chain, the three that stayed too, starts again at a distinct draw of chain
+    1's latest WATCH_DRAWS draws, all whitened by those draws' covariance, with the same short
+    tuning and the full draws; the attrs say so."""
     n_dim, draws = 3, 1000
     logp = np.full((4, draws), np.nan)
     logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
@@ -95,9 +107,7 @@ def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypat
 
     def sample(compiled, **options):
         calls.append((compiled, options))
-        index = len(calls) - 1
-        done = _stats_tree(np.full((1, draws), float(index)), np.zeros((1, draws, n_dim)))
-        return type("Done", (), {"wait": lambda self: done, "cancel": lambda self: None})()
+        return _done(float(len(calls) - 1), draws, n_dim)
 
     monkeypatch.setattr("nutpie.sample", sample)
     approx = Laplace(np.zeros(n_dim), np.eye(n_dim), "laplace", -100.0, 1.0, 0)
@@ -106,15 +116,139 @@ def test_every_chain_runs_again_alike_from_its_own_finished_draws(rng, monkeypat
     assert len(calls) == 4
     assert {o["tune"] for _, o in calls} == {min(300, RERUN_TUNE)}
     assert {(o["draws"], o["chains"]) for _, o in calls} == {(draws, 1)}
-    for c, (point, _) in enumerate(calls):
-        assert point.kind == "draws"
-        np.testing.assert_allclose(point.mode, flat[c, 100:200].mean(axis=0))
+    pool = flat[1, 200 - WATCH_DRAWS : 200]
+    starts = [point.mode for point, _ in calls]
+    for point in starts:  # each a draw of chain 1's latest ones, no two alike
+        assert np.any(np.all(pool == point, axis=1))
+    assert len({tuple(p) for p in starts}) == 4
+    factors = [point.factor for point, _ in calls]
+    for factor in factors:
+        np.testing.assert_array_equal(factor, factors[0])
     assert out["sample_stats"]["logp"].values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert complete(out, draws)
-    assert attrs["left_mode_rerun_tune"] == 300
-    assert (
-        attrs["left_mode_depth"][1] < -LEFT_MODE_SDS < min(np.delete(attrs["left_mode_depth"], 1))
+    assert complete(out, draws) and "warmup_posterior" not in out.children
+    assert attrs["left_mode_restarted_from"] == [1] and attrs["left_mode_stages"] == 1
+    assert attrs["left_mode_depth"][1] < -LEFT_MODE_SDS
+
+
+class _Running:
+    """A one-chain background sampler that never finishes by itself: ``inspect()`` shows
+    ``trace`` (its tuning draws kept, as for a watched run); after ``looks`` looks, if given,
+    Ctrl-C (KeyboardInterrupt) ends a wait that nothing stopped."""
+
+    def __init__(self, trace, looks: int | None = None):
+        self.trace, self.looks, self.cancelled = trace, looks, False
+
+    def wait(self, timeout=None):
+        raise TimeoutError
+
+    def inspect(self):
+        if self.looks is not None:
+            if self.looks == 0:
+                raise KeyboardInterrupt
+            self.looks -= 1
+        return self.trace
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def _warmup_trace(logp: np.ndarray, flat: np.ndarray) -> xr.DataTree:
+    """A watched one-chain trace still tuning: only its ``warmup_`` groups."""
+    tree = _stats_tree(logp[None], flat[None])
+    return new_tree(
+        {
+            "warmup_posterior": tree["posterior"].to_dataset(),
+            "warmup_sample_stats": tree["sample_stats"].to_dataset(),
+        }
     )
+
+
+def test_a_chain_that_goes_lower_in_the_second_run_restarts_it_again(rng, monkeypatch):
+    """The second run is watched against the level of the draws it started from: a chain whose
+    latest (tuning) draws lie lower stops it, and every chain starts again from that chain's
+    draws; the third run, watched too, finishes, and its tuning groups are dropped (the attrs
+    count the stages)."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim, draws = 3, 1000
+    logp = np.full((4, draws), np.nan)
+    logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
+    logp[1, :200] -= 6.0 * np.sqrt(0.5 * n_dim)
+    flat = np.full((4, draws, n_dim), np.nan)
+    flat[:, :200] = rng.standard_normal((4, 200, n_dim))
+    level = logp[1, 200 - WATCH_DRAWS : 200].mean()
+    lower_flat = rng.standard_normal((150, n_dim)) + 10.0
+    calls = []
+
+    def sample(compiled, **options):
+        calls.append((compiled, options))
+        if len(calls) <= 4:  # the second run: chain 2 goes 5 sds below the level
+            value = level - (5.0 if len(calls) == 3 else 0.0) * np.sqrt(0.5 * n_dim)
+            return _Running(_warmup_trace(np.full(150, value), lower_flat))
+        return _done(float(len(calls)), draws, n_dim)
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(n_dim), np.eye(n_dim), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=draws, tune=300, target_accept=0.8, seed=5, progressbar=False)
+    out, attrs = run_again_if_left(_stats_tree(logp, flat), [approx], lambda point: point, run)
+    assert len(calls) == 8
+    assert [o["save_warmup"] for _, o in calls] == [True] * 8  # watched: MAX_STAGES = 3
+    for point, _ in calls[4:]:  # from chain 2's latest draws of the second run
+        assert np.any(np.all(lower_flat[-WATCH_DRAWS:] == point.mode, axis=1))
+    assert attrs["left_mode_stages"] == 2 and attrs["left_mode_restarted_from"] == [1]
+    assert complete(out, draws) and "warmup_posterior" not in out.children
+
+
+def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch):
+    """The watcher returns the trace so far and cancels the run once one chain's latest
+    WATCH_DRAWS draws lie LEFT_MODE_SDS below the mode's typical set; chains short of
+    WATCH_DRAWS draws, or within the margin, do not stop it."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp = np.full((2, 300), np.nan)
+    logp[:, :150] = _chi2_logp(rng, -100.0, n_dim, (2, 150))
+    staying = _Running(_stats_tree(logp.copy()), looks=3)
+    logp_short = logp.copy()
+    logp_short[1, : WATCH_DRAWS - 1] -= 10.0 * np.sqrt(0.5 * n_dim)
+    logp_short[1, WATCH_DRAWS - 1 :] = np.nan
+    short = _Running(_stats_tree(logp_short), looks=3)
+    for sampler in (staying, short):
+        with pytest.raises(KeyboardInterrupt):
+            stop_when_one_left(sampler, -100.0, n_dim)
+        assert not sampler.cancelled
+    logp[0, 50:150] -= (LEFT_MODE_SDS + 1.0) * np.sqrt(0.5 * n_dim)
+    left = _Running(_stats_tree(logp))
+    assert stop_when_one_left(left, -100.0, n_dim) is left.trace and left.cancelled
+
+
+def test_leaver_restarts_pool_the_latest_draws(rng):
+    """Starts evenly through the pooled latest draws; one factor, from their covariance (the
+    oracle: ``L L'`` equals it, shrunk towards its diagonal by n_dim / n); the level is the
+    pool's mean log p plus n_dim / 2."""
+    n_dim, window = 2, 400
+    flat = np.full((3, 600, n_dim), np.nan)
+    logp = np.full((3, 600), np.nan)
+    flat[0, :500] = rng.multivariate_normal([5.0, -5.0], [[2.0, 0.9], [0.9, 1.0]], size=500)
+    logp[0, :500] = -10.0 + rng.standard_normal(500)
+    points = leaver_restarts(flat, logp, [0], window, 3)
+    pool = flat[0, 100:500]
+    covariance = np.cov(pool.T)
+    shrink = n_dim / window
+    expected = (1 - shrink) * covariance + shrink * np.diag(np.diag(covariance))
+    np.testing.assert_allclose(points[0].factor @ points[0].factor.T, expected, atol=1e-8)
+    np.testing.assert_array_equal(points[0].mode, pool[0])
+    np.testing.assert_array_equal(points[-1].mode, pool[-1])
+    assert points[1].log_density == pytest.approx(logp[0, 100:500].mean() + 0.5 * n_dim)
+    assert {p.kind for p in points} == {"draws"}
+
+
+def test_latest_depth_judges_only_the_latest_draws(rng):
+    """A chain that came back is judged where it is now; one with too few draws is not."""
+    logp = _chi2_logp(rng, 0.0, 20, (2, 300))
+    logp[0, :200] -= 100.0
+    logp[1, 99:] = np.nan  # 99 finished draws
+    got = latest_depth(logp, [0.0, 0.0], 20, 100)
+    assert abs(got[0]) < LEFT_MODE_SDS and np.isnan(got[1])
+    assert latest_depth(logp[:, ::-1][:1], [0.0], 20, 100)[0] < -LEFT_MODE_SDS
 
 
 def test_restart_points_are_the_draws_mean_and_covariance(rng):

@@ -154,19 +154,16 @@ def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WA
         The finished run's results, or the trace so far when a chain left (the sampler
         cancelled; draws after each chain's last finished one are NaN).
     """
-    while True:
-        try:
-            return sampler.wait(timeout=_POLL_SECONDS)
-        except TimeoutError:
-            pass
-        partial = sampler.inspect()
+
+    def left(traces: list[Tree]) -> bool:
+        (partial,) = traces
         if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
-            continue  # nothing drawn yet
+            return False  # nothing drawn yet
         logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
         chain_depth = latest_depth(logp, [log_density] * len(logp), n_dim, window)
-        if np.any(chain_depth < -LEFT_MODE_SDS):
-            sampler.cancel()
-            return partial
+        return bool(np.any(chain_depth < -LEFT_MODE_SDS))
+
+    return _watched([sampler], left)[0]
 
 
 def leaver_restarts(

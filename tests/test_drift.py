@@ -313,19 +313,20 @@ def _overfitted():
 
 @pytest.mark.slow
 def test_a_chain_that_leaves_the_mode_runs_again_and_is_reported():
-    """Measured: with seed 2, chain 1 settles 3.1 sds below the mode's typical set (the extra
-    component emptying); every chain then runs again from its own draws, and the diagnostics
-    say so with the smallest weight. Slow and seed-bound: the depth sits near the threshold and
-    runs are not bit-reproducible across processes (a fresh clone's run stayed above it), so
-    the suite checks the same path deterministically in the forced test below."""
+    """Measured (c8e95ea): with seed 1, chain 0 settles 3.3 sds below the mode's typical set
+    (the extra component emptying) late in the first run; every chain then runs again from its
+    own draws, and the diagnostics say so with the weights (failing, as the 200 draws leave
+    R-hat and ESS failing too). Slow and seed-bound: the depth sits near the threshold and
+    runs are not bit-reproducible across processes (seed 2 left in an earlier version, not
+    now), so the suite checks the same path deterministically in the forced test below."""
     with pytest.warns(SamplingWarning, match="left_mode"):
-        fit = BayesianGMM(3, random_seed=2, draws=200, progressbar=False, max_draws=200)
+        fit = BayesianGMM(3, random_seed=1, draws=200, progressbar=False, max_draws=200)
         fit.fit(_overfitted())  # no follow-ups: this is the first run's left_mode rerun
     depth = get_attr(fit.idata_, "left_mode_depth")
     assert len(depth) == 4 and min(depth) < -LEFT_MODE_SDS
     table = fit.diagnostics().set_index("check")
     assert not table.loc["left_mode", "passed"]
-    assert "smallest weight now" in table.loc["left_mode", "worst"]
+    assert "weights now" in table.loc["left_mode", "worst"]
     assert fit.idata_.posterior.sizes == {"chain": 4, "draw": 200, **_dims(fit)}
     assert fit.idata_.sample_stats["diverging"].shape == (4, 200)
 

@@ -18,6 +18,7 @@ from scipy.special import logsumexp
 
 from bayesgmm.priors import DEFAULT_SD_PRIOR
 from bayesgmm.validation import (
+    DEFAULT_STUDY_PRIORS,
     FIXED_TRUTH,
     SBC_PRIORS,
     SBC_PRIORS_IG,
@@ -254,7 +255,9 @@ class PriorFitter:
 
 def test_data_dependent_quantities_catch_a_fitter_that_ignores_the_data(prior_pool):
     """Prior draws pass SBC on the parameters, but not on the log-likelihood of the data."""
-    result = run_sbc(40, fitter=PriorFitter(prior_pool), random_seed=3, progressbar=False)
+    result = run_sbc(
+        40, fitter=PriorFitter(prior_pool), random_seed=3, progressbar=False, priors=SBC_PRIORS
+    )
     summary = summarize_sbc(result)
     tests = summary["all"]
     for name in result.quantities[:6]:
@@ -270,7 +273,7 @@ def test_data_dependent_quantities_catch_a_fitter_that_ignores_the_data(prior_po
 
 def test_harness_detects_a_shrunk_stub(prior_pool):
     fitter = PriorFitter(prior_pool, shrink=0.5)
-    result = run_sbc(40, fitter=fitter, random_seed=3, progressbar=False)
+    result = run_sbc(40, fitter=fitter, random_seed=3, progressbar=False, priors=SBC_PRIORS)
     tests = summarize_sbc(result)["all"]
     assert not tests["uniformity_passed"]
     means = [q for q in tests["ecdf"] if q.startswith("sorted_means")]
@@ -282,7 +285,7 @@ def test_harness_detects_a_shrunk_stub(prior_pool):
 
 def test_failed_fits_are_reported_not_dropped(prior_pool):
     fitter = PriorFitter(prior_pool, fail_every=4)
-    result = run_sbc(12, fitter=fitter, random_seed=0, progressbar=False)
+    result = run_sbc(12, fitter=fitter, random_seed=0, progressbar=False, priors=SBC_PRIORS)
     counts = summarize_sbc(result)["counts"]
     assert counts["failed"] == 3 and counts["failed_indices"] == [3, 7, 11]
     assert len(result.records) == 12
@@ -292,7 +295,9 @@ def test_failed_fits_are_reported_not_dropped(prior_pool):
 
 def test_same_seed_same_study(prior_pool):
     first, second = (
-        run_sbc(4, fitter=PriorFitter(prior_pool), random_seed=5, progressbar=False)
+        run_sbc(
+            4, fitter=PriorFitter(prior_pool), random_seed=5, progressbar=False, priors=SBC_PRIORS
+        )
         for _ in range(2)
     )
     for a, b in zip(first.records, second.records, strict=True):
@@ -302,7 +307,12 @@ def test_same_seed_same_study(prior_pool):
 
 def test_run_validation_writes_json_and_png(tmp_path, prior_pool):
     results = run_validation(
-        30, n_datasets=8, out_dir=tmp_path, fitter=PriorFitter(prior_pool), progressbar=False
+        30,
+        n_datasets=8,
+        out_dir=tmp_path,
+        fitter=PriorFitter(prior_pool),
+        priors=SBC_PRIORS,
+        progressbar=False,
     )
     stored = json.loads((tmp_path / "results.json").read_text())
     assert stored["passed"] == results["passed"]
@@ -312,6 +322,17 @@ def test_run_validation_writes_json_and_png(tmp_path, prior_pool):
     assert "30 simulations" in text and "Coverage at the truth" in text
     # prior draws ignore the data, so at a fixed truth the 90% intervals are far too wide
     assert results["coverage"]["pooled_rate"] == 1.0 and results["passed"] is False
+
+
+@pytest.mark.parametrize("function", [run_validation, run_sbc, truth_coverage, Fitter])
+def test_the_study_defaults_to_the_package_prior(function):
+    """Called without ``priors``, the study's functions simulate and fit under the prior users
+    get by default (as its command line does), not the HalfNormal of ``SBC_PRIORS``."""
+    import inspect
+
+    default = inspect.signature(function).parameters["priors"].default
+    assert default is DEFAULT_STUDY_PRIORS is STUDY_PRIORS[DEFAULT_SD_PRIOR]
+    assert default.sd_prior == DEFAULT_SD_PRIOR
 
 
 def test_the_study_draws_from_the_chosen_prior(prior_pool, monkeypatch):
@@ -353,7 +374,7 @@ def test_sbc_detects_a_misspecified_fitter():
     """Means prior 10x too narrow in the fitter, not in the simulator: extreme ranks."""
     wrong = dataclasses.replace(SBC_PRIORS, means_scale=0.3)
     fitter = Fitter(100, 2, 2, priors=wrong, settings=TINY)
-    result = run_sbc(10, fitter=fitter, random_seed=11, progressbar=False)
+    result = run_sbc(10, fitter=fitter, priors=SBC_PRIORS, random_seed=11, progressbar=False)
     tests = summarize_sbc(result)["all"]
     assert result.settings["fitter_priors"]["means_scale"] == (0.3,)
     assert summarize_sbc(result)["counts"]["fitted"] == 10
@@ -367,8 +388,9 @@ def test_sbc_detects_a_misspecified_fitter():
 
 @pytest.mark.slow
 def test_sbc_smoke_passes_with_the_calibrated_fitter():
-    fitter = Fitter(100, 2, 2, priors=SBC_PRIORS, settings=TINY)
+    fitter = Fitter(100, 2, 2, settings=TINY)  # the study's default: the package's prior
     result = run_sbc(20, fitter=fitter, random_seed=2, progressbar=False)
+    assert result.settings["fitter_priors"]["sd_prior"] == DEFAULT_SD_PRIOR
     summary = summarize_sbc(result)
     assert summary["counts"]["failed"] == 0
     assert summary["all"]["uniformity_passed"]

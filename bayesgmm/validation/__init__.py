@@ -68,6 +68,7 @@ from .ranks import (
 )
 from .sbc import SBCResult, run_sbc, sbc_simulation, summarize_sbc
 from .simulation import (
+    DEFAULT_STUDY_PRIORS,
     FIXED_TRUTH,
     SBC_PRIORS,
     SBC_PRIORS_IG,
@@ -83,6 +84,7 @@ from .uniformity import MIN_SIMULATIONS as MIN_SIMULATIONS
 from .uniformity import calibration_tests, chi_square_uniformity, ecdf_band, ecdf_uniformity
 
 __all__ = [
+    "DEFAULT_STUDY_PRIORS",
     "EM_SETTINGS",
     "FIXED_TRUTH",
     "SBC_PRIORS",

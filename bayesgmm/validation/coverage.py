@@ -13,7 +13,7 @@ from ..alignment import apply_permutations, match_to_reference
 from ..priors import GMMPriors
 from .fitting import Fitter, FitterLike, SamplerSettings
 from .ranks import covered
-from .simulation import FIXED_TRUTH, SBC_PRIORS, simulate
+from .simulation import DEFAULT_STUDY_PRIORS, FIXED_TRUTH, simulate
 from .uniformity import MIN_SIMULATIONS, _coverage_test
 
 
@@ -89,7 +89,7 @@ def truth_coverage(
     truth: dict[str, Any] | None = None,
     n_samples: int = 100,
     fitter: FitterLike | None = None,
-    priors: GMMPriors = SBC_PRIORS,
+    priors: GMMPriors = DEFAULT_STUDY_PRIORS,
     settings: SamplerSettings | None = None,
     level: float = 0.9,
     alpha: float = 0.05,

@@ -16,7 +16,7 @@ from ..em import EMGaussianMixture
 from ..model import build_model
 from ..priors import GMMPriors
 from ..sampling import CompileCache, sample_posterior
-from .simulation import SBC_PRIORS, _placeholder_data
+from .simulation import DEFAULT_STUDY_PRIORS, _placeholder_data
 
 EM_SETTINGS = {"n_init": 5, "tol": 1e-6, "max_iter": 1000}
 """EM as :class:`bayesgmm.BayesianGMM` runs it (the package's default path)."""
@@ -163,7 +163,8 @@ class Fitter:
     n_samples, n_features, n_components : int
         Shape of every data set and number of components.
     priors : GMMPriors
-        The fitter's priors (a deliberately wrong choice here mis-specifies the fitter).
+        The fitter's priors (:data:`DEFAULT_STUDY_PRIORS` by default; a deliberately wrong
+        choice here mis-specifies the fitter).
     settings : SamplerSettings, optional
         Defaults to ``SamplerSettings()``.
 
@@ -182,7 +183,7 @@ class Fitter:
         n_features: int,
         n_components: int,
         *,
-        priors: GMMPriors = SBC_PRIORS,
+        priors: GMMPriors = DEFAULT_STUDY_PRIORS,
         settings: SamplerSettings | None = None,
     ) -> None:
         self.n_components = n_components

@@ -21,7 +21,7 @@ from .ranks import (
     rank_of_truth,
     thin_indices,
 )
-from .simulation import SBC_PRIORS, Simulation, draw_prior, simulate
+from .simulation import DEFAULT_STUDY_PRIORS, Simulation, draw_prior, simulate
 from .uniformity import calibration_tests
 
 
@@ -187,7 +187,7 @@ def run_sbc(
     n_samples: int = 100,
     n_components: int = 2,
     n_features: int = 2,
-    priors: GMMPriors = SBC_PRIORS,
+    priors: GMMPriors = DEFAULT_STUDY_PRIORS,
     fitter: FitterLike | None = None,
     settings: SamplerSettings | None = None,
     random_seed: int = 0,
@@ -202,7 +202,8 @@ def run_sbc(
     n_samples, n_components, n_features : int
         Size of every simulated data set (plus one held-out row) and of the mixture.
     priors : GMMPriors
-        The simulator's priors: parameters are drawn from them.
+        The simulator's priors: parameters are drawn from them (:data:`DEFAULT_STUDY_PRIORS`
+        by default).
     fitter : object with ``fit(X, *, random_seed) -> PosteriorFit``, optional
         Defaults to :class:`Fitter` with the same ``priors`` (a calibrated fitter); pass one
         with other priors to mis-specify it on purpose.

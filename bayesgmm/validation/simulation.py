@@ -10,7 +10,7 @@ import pymc as pm
 
 from ..datasets import simulate_mixture
 from ..model import build_model
-from ..priors import GMMPriors
+from ..priors import DEFAULT_SD_PRIOR, GMMPriors
 
 SBC_PRIORS = GMMPriors(
     weights_concentration=1.0, lkj_eta=2.0, means_loc=0.0, means_scale=3.0, sd_scale=1.0
@@ -32,6 +32,11 @@ STUDY_PRIORS = {
     "resolution": SBC_PRIORS_RESOLUTION,
 }
 """The study's priors by ``sd_prior`` (``python -m bayesgmm.validation --sd-prior``)."""
+
+DEFAULT_STUDY_PRIORS = STUDY_PRIORS[DEFAULT_SD_PRIOR]
+"""The study's priors with the package's default prior on the standard deviations
+(:data:`bayesgmm.priors.DEFAULT_SD_PRIOR`): the default of every function of the study and of
+its command line, so that the study validates the prior users get."""
 
 FIXED_TRUTH = {
     "weights": [0.4, 0.6],

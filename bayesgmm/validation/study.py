@@ -12,7 +12,7 @@ from .coverage import truth_coverage
 from .fitting import Fitter, FitterLike, SamplerSettings
 from .output import write_outputs
 from .sbc import SBCResult, run_sbc, summarize_sbc
-from .simulation import SBC_PRIORS
+from .simulation import DEFAULT_STUDY_PRIORS
 
 N_TEST_FAMILIES = 7
 
@@ -54,7 +54,7 @@ def run_validation(
     n_samples: int = 100,
     settings: SamplerSettings | None = None,
     fitter: FitterLike | None = None,
-    priors: GMMPriors = SBC_PRIORS,
+    priors: GMMPriors = DEFAULT_STUDY_PRIORS,
     alpha: float = 0.05,
     random_seed: int = 0,
     progressbar: bool = True,
@@ -77,8 +77,9 @@ def run_validation(
     fitter : optional
         Replaces the default :class:`Fitter` (with ``priors`` and ``settings``).
     priors : GMMPriors
-        Of the simulator (and of the default fitter): :data:`SBC_PRIORS`, or
-        :data:`SBC_PRIORS_IG` for the inverse-gamma prior on the variances.
+        Of the simulator (and of the default fitter): :data:`DEFAULT_STUDY_PRIORS` (the
+        package's default prior), or one of :data:`STUDY_PRIORS` (e.g. the HalfNormal
+        ``STUDY_PRIORS["halfnormal"]``, which is :data:`SBC_PRIORS`).
     alpha : float
     random_seed : int
     progressbar : bool

@@ -33,7 +33,7 @@ from bayesgmm._drift import (
     run_again_if_left,
     stop_when_one_left,
 )
-from bayesgmm._idata import get_attr, new_tree
+from bayesgmm._idata import get_attr, new_tree, replace_group
 from bayesgmm._precondition import Laplace
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.diagnostics import GATES
@@ -479,10 +479,11 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
 @pytest.mark.slow
 def test_chains_at_a_mode_with_the_mass_are_not_taken_away(monkeypatch):
     """Known truth: two well separated clusters fitted with two components, so EM's mode
-    holds the posterior's mass. Chain 1 is made to count as having left (its depth shifted
-    while every chain is judged against one level: the first run and its judgement); its
-    region then weighs the same as the others' (margin near 0, below LEFT_MASS_MARGIN), so
-    the chains that stayed run again where they were, chain 1 from its own draws, and every
+    holds the posterior's mass. The first run is cut after 150 draws (as the watcher would
+    stop it, without its timing) and chain 1 made to count as having left (its depth shifted
+    while every chain is judged against one level: the first run's judgement); its region
+    then weighs the same as the others' (margin near 0, below LEFT_MASS_MARGIN), so the
+    chains that stayed run again where they were, chain 1 from its own draws, and every
     chain's means are the simulated ones."""
     real = sampling_module.drift.latest_depth
 
@@ -492,11 +493,21 @@ def test_chains_at_a_mode_with_the_mass_are_not_taken_away(monkeypatch):
             out[1] -= 10.0
         return out
 
+    def cut(sampler, **_):
+        trace = sampler.wait()
+        for group, name in (("posterior", "unconstrained_point"), ("sample_stats", "logp")):
+            data = trace[group].to_dataset()
+            data[name] = data[name].where(data["draw"] < 150)
+            replace_group(trace, group, data)
+        return trace
+
     monkeypatch.setattr(sampling_module.drift, "latest_depth", shifted)
+    monkeypatch.setattr(sampling_module.drift, "stop_when_one_left", cut)
     fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False, max_draws=200)
     with warnings.catch_warnings():  # 200 draws: the ESS may miss its gate, not the point here
         warnings.simplefilter("ignore", SamplingWarning)
         fit.fit(_separated())
+    assert get_attr(fit.idata_, "left_mode_stages") == 1
     assert get_attr(fit.idata_, "left_mode_restarted_from") == [1]
     assert get_attr(fit.idata_, "left_mode_moved") == ["apart"]
     (margin,) = get_attr(fit.idata_, "left_mode_mass_margin")

@@ -21,14 +21,21 @@ region of near-empty components; whitened by draws from that region, about 80), 
 leave at random times (crabs: from early in tuning to after 800 draws), so letting the first
 run finish cost most of its time. :func:`stop_when_one_left` therefore watches the first run
 and stops it as soon as any chain's latest :data:`WATCH_DRAWS` draws lie below the mode's
-typical set; :func:`run_again_if_left` then starts every chain again, alike, at distinct draws
-of the chains that left, whitened by those draws' covariance (:func:`leaver_restarts`): where
-the chain that left went, with a metric that fits there (benchmarks/results/
-bench_mcmc_nuts60.txt). A first run that finishes is judged as before.
+typical set. :func:`run_again_if_left` then weighs the region the chains went to against the
+one the others stayed in (:func:`region_log_mass`: mean ``log p`` plus the entropy of a
+Gaussian fitted to each chain's latest draws; :func:`move_all`). When it holds clearly more
+mass (:data:`LEFT_MASS_MARGIN` nats: an overfitted mixture), every chain starts again, alike,
+at distinct draws of the chains that left, whitened by those draws' covariance
+(:func:`leaver_restarts`): where the chain that left went, with a metric that fits there
+(benchmarks/results/bench_mcmc_nuts60.txt). Otherwise the chains that left start again from
+their draws and each chain that stayed from its own latest draw, whitened as before, so that
+a mode at EM's optimum that holds real mass keeps its chains and is reported with its weight
+(:mod:`bayesgmm.modes`) rather than dropped. A first run that finishes is judged as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -39,17 +46,22 @@ from ._precondition import Laplace
 
 __all__ = [
     "LEFT_LEVEL_SDS",
+    "LEFT_MASS_MARGIN",
     "LEFT_MODE_SDS",
     "MAX_STAGES",
     "RERUN_TUNE",
     "WATCH_DRAWS",
+    "chain_log_masses",
     "chain_modes",
     "complete",
     "concat_chains",
     "depth",
+    "laplace_log_mass",
     "latest_depth",
     "leaver_restarts",
     "left_mode",
+    "move_all",
+    "region_log_mass",
     "replace_chains",
     "restart_points",
     "run_again_if_left",
@@ -72,6 +84,10 @@ MAX_STAGES = 3
 # approximation, so a smaller margin (window means vary by about 0.2 sd); crabs K = 4's second
 # step down (the second near-empty component) is about 2 sds below the first
 LEFT_LEVEL_SDS = 1.5
+# every chain moves to the region of the chains that left only when that region's log mass
+# (:func:`region_log_mass`) exceeds that of every region a chain stayed in by more than this
+# many nats (a mass ratio of e^5, about 150); else each chain runs again in its own region
+LEFT_MASS_MARGIN = 5.0
 _POLL_SECONDS = 2.0
 
 
@@ -181,11 +197,7 @@ def leaver_restarts(
     against the pool's level.
     """
     flat, logp = np.asarray(flat, dtype=float), np.asarray(logp, dtype=float)
-    pool, levels = [], []
-    for c in leavers:
-        finished = np.all(np.isfinite(flat[c]), axis=1) & np.isfinite(logp[c])
-        pool.append(flat[c][finished][-window:])
-        levels.append(logp[c][finished][-window:])
+    pool, levels = zip(*(_latest(flat[c], logp[c], window) for c in leavers), strict=True)
     draws = np.concatenate(pool)
     shared = _draws_metric(draws)
     level = float(np.concatenate(levels).mean()) + 0.5 * draws.shape[1]
@@ -193,6 +205,116 @@ def leaver_restarts(
     return [
         Laplace(draws[i].copy(), shared.factor, "draws", level, shared.condition, 0) for i in picks
     ]
+
+
+def _latest(flat: np.ndarray, logp: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """One chain's latest ``window`` finished draws ``(n, n_dim)`` and their ``logp``."""
+    finished = np.all(np.isfinite(flat), axis=1) & np.isfinite(logp)
+    return flat[finished][-window:], logp[finished][-window:]
+
+
+def region_log_mass(draws: np.ndarray, logp: np.ndarray) -> float:
+    """Log of the posterior mass of the region that ``draws`` sample, from a Gaussian fitted
+    to them: ``mean(log p) + 0.5 * log det(2 pi e Sigma)`` (the mean log density plus the
+    fitted Gaussian's entropy; exact for a Gaussian region, ``log p`` unnormalised).
+
+    ``log det Sigma`` is that of the draws' sample covariance less its expected bias for
+    ``n`` independent Gaussian draws (``E log det S = log det Sigma + sum_i psi((nu - i + 1) /
+    2) + d log(2 / nu)``, ``nu = n - 1``, Wishart), so that estimates from equally many draws
+    of regions of different shape compare. Autocorrelated draws understate the spread (so
+    the mass) of the slower region; a non-Gaussian region's entropy is below the Gaussian's
+    (so its mass overstated): :data:`LEFT_MASS_MARGIN` leaves room for both.
+
+    Parameters
+    ----------
+    draws : ndarray of shape (n, n_dim)
+        Unconstrained draws of one region (e.g. a chain's latest).
+    logp : ndarray of shape (n,)
+        Their log posterior density.
+
+    Returns
+    -------
+    float
+        NaN when there are too few draws for a full-rank covariance (``n <= n_dim + 1``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(4000, 2)) * [1.0, 3.0]
+    >>> logp = 7.0 - 0.5 * ((x / [1.0, 3.0]) ** 2).sum(axis=1)  # log mass 7 + log(2 pi 3)
+    >>> bool(abs(region_log_mass(x, logp) - (7.0 + np.log(6 * np.pi))) < 0.05)
+    True
+    """
+    from scipy.special import digamma
+
+    n, n_dim = draws.shape
+    nu = n - 1
+    if nu <= n_dim:
+        return np.nan
+    sign, logdet = np.linalg.slogdet(np.cov(draws.T).reshape(n_dim, n_dim))
+    if sign <= 0:
+        return np.nan
+    bias = digamma(0.5 * (nu - np.arange(n_dim))).sum() + n_dim * np.log(2.0 / nu)
+    entropy = 0.5 * (logdet - bias) + 0.5 * n_dim * np.log(2.0 * np.pi * np.e)
+    return float(np.mean(logp) + entropy)
+
+
+def laplace_log_mass(point: Laplace) -> float:
+    """Log mass of a mode under its Laplace approximation, ``log p(mode) + 0.5 * log det(2 pi
+    Sigma)`` (NaN for a start whitened by draws or by nothing).
+
+    It weighs a chain that had no draws yet when the first run stopped (nutpie runs as many
+    chains at once as there are cores). It is not :func:`region_log_mass`'s equal: at the same
+    mode it was 26 nats lower on iris (K = 4) and about 40 on MASS crabs (K = 4) (the
+    posterior is wider than the curvature at the mode says), so where no chain that stayed
+    has draws, moving is easier than :data:`LEFT_MASS_MARGIN` says
+    (benchmarks/results/bench_mcmc_nuts60.txt).
+
+    Examples
+    --------
+    >>> point = Laplace(np.zeros(2), np.diag([1.0, 3.0]), "laplace", 7.0, 9.0, 0)
+    >>> bool(np.isclose(laplace_log_mass(point), 7.0 + np.log(6 * np.pi)))
+    True
+    """
+    if point.kind not in ("laplace", "diagonal"):
+        return np.nan
+    n_dim = len(point.mode)
+    log_det = 2.0 * np.log(np.abs(np.diag(point.factor))).sum()
+    return float(point.log_density + 0.5 * (n_dim * np.log(2.0 * np.pi) + log_det))
+
+
+def chain_log_masses(flat: np.ndarray, logp: np.ndarray, window: int) -> np.ndarray:
+    """:func:`region_log_mass` of each chain's latest ``window`` finished draws (NaN for a
+    chain with fewer; arrays as in :func:`leaver_restarts`): every estimate from the same
+    number of draws, so that their biases match."""
+    masses = []
+    for x, lp in (_latest(f, p, window) for f, p in zip(flat, logp, strict=True)):
+        masses.append(region_log_mass(x, lp) if len(lp) == window else np.nan)
+    return np.array(masses)
+
+
+def move_all(masses: np.ndarray, leavers: Sequence[int]) -> tuple[bool, float]:
+    """Whether every chain should move to the region of the chains that left: their mean
+    log mass (:func:`chain_log_masses`) minus the largest of the chains that stayed, and
+    whether it exceeds :data:`LEFT_MASS_MARGIN` (a NaN margin, too few draws to tell, does
+    not). With no chain left behind the margin is ``inf``.
+
+    Examples
+    --------
+    >>> move_all(np.array([-100.0, -90.0, -101.0]), [1])
+    (True, 10.0)
+    >>> move_all(np.array([-100.0, -97.0, -101.0]), [1])
+    (False, 3.0)
+    """
+    masses = np.asarray(masses, dtype=float)
+    stayed = np.setdiff1d(np.arange(len(masses)), leavers)
+    if stayed.size == 0:
+        return True, np.inf
+    left = masses[np.asarray(leavers, dtype=int)]
+    if np.isnan(masses[stayed]).all() or np.isnan(left).all():
+        return False, np.nan
+    margin = float(np.nanmean(left) - np.nanmax(masses[stayed]))
+    return margin > LEFT_MASS_MARGIN, margin
 
 
 def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
@@ -243,9 +365,29 @@ def complete(idata: Tree, draws: int) -> bool:
 def chain_modes(idata: Tree, approxes: Sequence[Laplace | None]) -> list[float]:
     """Each chain's log density at the mode it was whitened at (``sample_stats["start"]``
     says which start's; NaN for a start without one, which is never judged)."""
-    stats = get_group(idata, "sample_stats")
-    starts = stats["start"].values if "start" in stats else np.zeros(stats.sizes["chain"], int)
+    starts = _chain_starts(idata)
     return [np.nan if approxes[s] is None else approxes[s].log_density for s in starts]
+
+
+def _chain_starts(idata: Tree) -> np.ndarray:
+    """Which start each chain ran from (``sample_stats["start"]``, else all the first)."""
+    stats = get_group(idata, "sample_stats")
+    return stats["start"].values if "start" in stats else np.zeros(stats.sizes["chain"], int)
+
+
+def _chain_points(
+    idata: Tree, approxes: Sequence[Laplace | None], flat: np.ndarray
+) -> list[Laplace]:
+    """What each chain ran with (the approximation of its start; for a start without one, no
+    whitening from the chain's first draw, at a level never judged)."""
+    n_dim, points = flat.shape[2], []
+    for c, s in enumerate(_chain_starts(idata)):
+        first = flat[c][np.all(np.isfinite(flat[c]), axis=1)][:1]
+        none = Laplace(
+            first[0] if len(first) else np.zeros(n_dim), np.eye(n_dim), "none", np.nan, 1.0, 0
+        )
+        points.append(none if approxes[s] is None else approxes[s])
+    return points
 
 
 def run_parallel(runs: Sequence[Callable[[], object]], stop=None) -> list:
@@ -332,9 +474,12 @@ def run_again_if_left(
     """When a chain left the mode it was whitened at, run every chain again.
 
     A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws
-    in some chain) is judged on each chain's latest :data:`WATCH_DRAWS` draws, and every
-    chain starts again at a draw of the chains that left, all whitened by those draws'
-    covariance (:func:`leaver_restarts`). A finished first run is judged on the second half of
+    in some chain) is judged on each chain's latest :data:`WATCH_DRAWS` draws; every chain
+    starts again at a draw of the chains that left, all whitened by those draws' covariance
+    (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN` nats more
+    mass than any chain that stayed (:func:`move_all`), else the chains that stayed start
+    again where they are, with their own whitening (:func:`_run_from_leavers`). A finished
+    first run is judged on the second half of
     each chain's draws, and every chain, the ones that stayed too, starts again at the mean of
     the second half of its own finished draws, whitened by their covariance
     (:func:`restart_points`). Either way every chain runs with the same
@@ -361,7 +506,9 @@ def run_again_if_left(
         what happened when the chains ran again (else empty): ``left_mode_depth``, each
         chain's :func:`depth` (or :func:`latest_depth`, NaN for a chain with fewer draws) in
         the first run, ``left_mode_rerun_tune``, and, when the first run was stopped,
-        ``left_mode_restarted_from`` (the chains whose draws started the second run).
+        ``left_mode_restarted_from`` (the chains that left), ``left_mode_stages``,
+        ``left_mode_log_mass``, ``left_mode_mass_margin`` and ``left_mode_moved`` (each stop's
+        chains' log masses, the margin and ``"all"`` or ``"apart"``).
     """
     import nutpie
 
@@ -400,9 +547,9 @@ def run_again_if_left(
             runs = [start(0, c, point) for c, point in enumerate(restart_points(flat))]
             again = run_parallel(runs)
         else:
-            again, sources = _run_from_leavers(flat, logp, leavers, start, int(run["draws"]))
-            attrs["left_mode_restarted_from"] = sources[0]
-            attrs["left_mode_stages"] = len(sources)
+            points = _chain_points(idata, approxes, flat)
+            again, record = _run_from_leavers(flat, logp, leavers, points, start, int(run["draws"]))
+            attrs.update(record)
     except KeyboardInterrupt:  # keep the first run's finished draws
         return idata, {}
     return replace_chains(idata, dict(enumerate(again))), attrs
@@ -442,24 +589,50 @@ def _without_warmup(tree: Tree) -> Tree:
 
 
 def _run_from_leavers(
-    flat: np.ndarray, logp: np.ndarray, leavers: np.ndarray, start: Callable, draws: int
-) -> tuple[list, list[list[int]]]:
-    """Every chain from the draws of the chains that left (:func:`leaver_restarts`), again
-    from a chain that leaves the level of those draws (watched, :func:`latest_depth` against
-    the pool's ``log p``), at most :data:`MAX_STAGES` times; returns the last stage's one-chain
-    results and the chains each stage started from."""
-    n_chains, n_dim = len(flat), flat.shape[2]
-    sources = []
-    for stage in range(MAX_STAGES):
-        points = leaver_restarts(flat, logp, leavers, WATCH_DRAWS, n_chains)
-        sources.append(leavers.tolist())
-        level = points[0].log_density
+    flat: np.ndarray,
+    logp: np.ndarray,
+    leavers: np.ndarray,
+    points: list[Laplace],
+    start: Callable,
+    draws: int,
+) -> tuple[list, dict]:
+    """The runs after a stopped one, at most :data:`MAX_STAGES`, all but the last watched.
 
-        def stop(traces: list, level: float = level) -> bool:
+    ``points`` holds what each chain ran with (its whitening; ``log_density`` the level its
+    latest draws are judged against, :func:`latest_depth`). At each stop the chains that left
+    and those that stayed are weighed (:func:`move_all`): when the region the chains went to
+    holds clearly more mass, every chain starts again at a draw of the chains that left, all
+    whitened alike (:func:`leaver_restarts`); else the chains that left do so and each chain
+    that stayed starts again at its latest draw with its own whitening and level, so that a
+    region the chains stayed in keeps its chains (the modes are then judged on the results,
+    :mod:`bayesgmm.modes`). A chain counts as having left when its latest draws lie
+    :data:`LEFT_LEVEL_SDS` below the level of draws it started from, or :data:`LEFT_MODE_SDS`
+    below a mode's typical set. Returns the last stage's one-chain results and the attrs
+    ``left_mode_restarted_from`` (the first stop's chains that left), ``left_mode_stages``,
+    ``left_mode_log_mass`` (each chain's :func:`chain_log_masses` at each stop; for a chain
+    that stayed with too few draws, its start's :func:`laplace_log_mass`),
+    ``left_mode_mass_margin`` and ``left_mode_moved`` (``"all"`` or ``"apart"``, each stop).
+    """
+    n_chains, n_dim = len(flat), flat.shape[2]
+    sds = np.full(n_chains, LEFT_MODE_SDS)
+    record: dict = {"left_mode_restarted_from": leavers.tolist(), "left_mode_stages": 0}
+    for key in ("left_mode_log_mass", "left_mode_mass_margin", "left_mode_moved"):
+        record[key] = []
+    for stage in range(MAX_STAGES):
+        masses = chain_log_masses(flat, logp, WATCH_DRAWS)
+        for c in np.flatnonzero(np.isnan(masses)):  # too few draws yet: its approximation's
+            masses[c] = np.nan if c in leavers else laplace_log_mass(points[c])
+        moved, margin = move_all(masses, leavers)
+        record["left_mode_log_mass"].append(np.round(masses, 1).tolist())
+        record["left_mode_mass_margin"].append(round(margin, 1))
+        record["left_mode_moved"].append("all" if moved else "apart")
+        record["left_mode_stages"] += 1
+        points, sds = _restarts(flat, logp, leavers, points, sds, moved)
+        levels = [point.log_density for point in points]
+
+        def stop(traces: list, levels: list = levels, sds: np.ndarray = sds) -> bool:
             _, now = _arrays(traces)
-            return bool(
-                np.any(latest_depth(now, [level] * len(now), n_dim, WATCH_DRAWS) < -LEFT_LEVEL_SDS)
-            )
+            return bool(np.any(latest_depth(now, levels, n_dim, WATCH_DRAWS) < -sds))
 
         watched = stage < MAX_STAGES - 1
         runs = [start(stage, c, point, watched) for c, point in enumerate(points)]
@@ -468,6 +641,32 @@ def _run_from_leavers(
             again = [_without_warmup(tree) for tree in again]
             break
         flat, logp = _arrays(again)
-        depths = latest_depth(logp, [level] * n_chains, n_dim, WATCH_DRAWS)
-        leavers = np.flatnonzero(depths < -LEFT_LEVEL_SDS)
-    return again, sources
+        leavers = np.flatnonzero(latest_depth(logp, levels, n_dim, WATCH_DRAWS) < -sds)
+    return again, record
+
+
+def _restarts(
+    flat: np.ndarray,
+    logp: np.ndarray,
+    leavers: np.ndarray,
+    points: list[Laplace],
+    sds: np.ndarray,
+    moved: bool,
+) -> tuple[list[Laplace], np.ndarray]:
+    """Each chain's start, whitening and level (and margin in sds) for the next stage of
+    :func:`_run_from_leavers`: from the pooled draws of the chains that left (every chain
+    when ``moved``), else its own latest draw with what it ran with."""
+    n_chains = len(flat)
+    if moved:
+        pool = leaver_restarts(flat, logp, leavers, WATCH_DRAWS, n_chains)
+        return pool, np.full(n_chains, LEFT_LEVEL_SDS)
+    pool = iter(leaver_restarts(flat, logp, leavers, WATCH_DRAWS, len(leavers)))
+    new, new_sds = list(points), np.array(sds, dtype=float)
+    for c in range(n_chains):
+        if c in leavers:
+            new[c], new_sds[c] = next(pool), LEFT_LEVEL_SDS
+        else:
+            latest, _ = _latest(flat[c], logp[c], 1)
+            if len(latest):  # else still tuning when the run stopped: from where it started
+                new[c] = dataclasses.replace(points[c], mode=latest[-1].copy())
+    return new, new_sds

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._drift import LEFT_MODE_SDS
+from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
 from ._scaling import AffineScaling
 from ._units import scaling_of, standardised
@@ -48,12 +48,12 @@ _ADVICE = {
     "in (EM's optimum) holds little of the posterior; longer tuning does not help when the new "
     "region mixes slowly. If the smallest weight fell, the posterior prefers near-empty "
     "components: use fewer components or a simpler covariance_type",
-    "left_mode": "the chains left the posterior mode found from EM (its Laplace "
-    "approximation's typical set) for a region that holds more of the posterior, and every "
-    "chain ran again there (from the draws of the chain that left, or from its own). If the "
-    "smallest weight is small, the posterior prefers near-empty components (too many "
-    "components for the data; their parameters are then barely identified and mix slowly): "
-    "use fewer components or a simpler covariance_type",
+    "left_mode": "chains left the posterior mode found from EM (its Laplace approximation's "
+    "typical set) and ran again: every chain where they went when that region held clearly "
+    "more mass, else each chain in its own region (then the modes row reports the regions "
+    "with their weights). If the smallest weight is small, the posterior prefers near-empty "
+    "components (too many components for the data; their parameters are then barely "
+    "identified and mix slowly): use fewer components or a simpler covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -61,10 +61,9 @@ _ADVICE = {
 
 # findings shown in the advice column of a check that passed
 _NOTES = {
-    "left_mode": "a finding about the model, not a sampling failure: the posterior's mass lies "
-    "away from the EM mode, where the second run converged. A small weight means near-empty "
-    "component(s): the data support fewer components (compare fewer, or a simpler "
-    "covariance_type)",
+    "left_mode": "a finding about the model, not a sampling failure: chains left the EM mode, "
+    "and the runs after it converged. A small weight means near-empty component(s): the data "
+    "support fewer components (compare fewer, or a simpler covariance_type)",
 }
 
 
@@ -336,19 +335,36 @@ def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     if depth.size == 0:
         return None
     left = np.flatnonzero(depth < -LEFT_MODE_SDS)
-    source = get_attr(idata, "left_mode_restarted_from", default=None)
     where = (
         f"chain(s) {left.tolist()} settled {-np.nanmin(depth):.1f} sds below the EM mode's "
-        "typical set in the first run; every chain ran again from "
-        + ("its own draws" if source is None else f"the draws of chain(s) {list(source)}")
+        f"typical set in the first run; {_restart_text(idata)}"
     )
     stages = get_attr(idata, "left_mode_stages", default=1)
     if stages > 1:
-        where += f" ({stages} times: a chain of the second run left again)"
+        moved = get_attr(idata, "left_mode_moved", default=[])
+        where += f" ({stages} times: a chain of the next run left again; moved {list(moved)})"
     if "weights" in posterior:
         weights = np.sort(posterior["weights"].mean(("chain", "draw")).values)
         where += f"; weights now {np.round(weights, 3).tolist()} (smallest {weights[0]:.3f})"
     return ("left_mode", float(left.size), 0.0, converged, where)
+
+
+def _restart_text(idata: Tree) -> str:
+    """How the chains ran again after the first run (``left_mode_*`` attrs)."""
+    source = get_attr(idata, "left_mode_restarted_from", default=None)
+    if source is None:
+        return "every chain ran again from its own draws"
+    moved = get_attr(idata, "left_mode_moved", default=["all"])
+    margin = get_attr(idata, "left_mode_mass_margin", default=[np.nan])[0]
+    mass = (
+        f"log mass {margin:+.1f} nats against the chains that stayed, margin {LEFT_MASS_MARGIN:g}"
+    )
+    if moved[0] == "all":
+        return f"every chain ran again from the draws of chain(s) {list(source)} ({mass})"
+    return (
+        f"chain(s) {list(source)} ran again from their own draws and the others from theirs at "
+        f"the EM mode ({mass}: the region left for not clearly heavier, so each kept its chains)"
+    )
 
 
 def _bfmi_row(values: np.ndarray) -> tuple:

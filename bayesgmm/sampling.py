@@ -268,9 +268,10 @@ def sample_posterior(
         nothing, when unusable; :mod:`bayesgmm._precondition`); with several ``starts``, each
         group of chains at its own mode with its own curvature. If chains leave the mode's
         typical set (the posterior's mass lies elsewhere, e.g. near-empty components), the
-        run stops and every chain runs again alike from the draws of the chain that left
-        (from its own draws when it left only late in a finished run), whitened by their
-        covariance (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
+        run stops and every chain runs again alike from the draws of the chain that left,
+        whitened by their covariance, when that region holds clearly more mass (5 nats), else
+        each chain in its own region (from its own draws when a chain left only late in a
+        finished run) (:mod:`bayesgmm._drift`; ``posterior.attrs["left_mode_depth"]`` and a
         ``left_mode`` check record it, which fails only when the other checks do).
         ``"none"`` samples unwhitened
         from EM. Same parameters either way; the attrs say which (for the first start).

@@ -131,3 +131,20 @@ def test_chains_that_left_the_mode_and_did_not_converge_fail_with_the_usual_rows
     failed, message = _failed(_left(_posterior(fit, energy=energy, divergent=2)))
     assert failed == {"divergences", "left_mode"}
     assert "left_mode = 1" in message and "every chain ran again" in message
+
+
+def test_the_left_mode_row_says_whether_the_chains_were_moved_and_why(fit, rng):
+    """The row names the chains whose draws started the next run and the log-mass margin that
+    decided: all moved when above LEFT_MASS_MARGIN, else each region kept its chains."""
+    idata = _left(_posterior(fit, energy=rng.standard_normal((2, 2000))))
+    idata.posterior.attrs["left_mode_restarted_from"] = [0]
+    idata.posterior.attrs["left_mode_moved"] = ["all"]
+    idata.posterior.attrs["left_mode_mass_margin"] = [57.5]
+    row = diagnostics(idata).set_index("check").loc["left_mode"]
+    assert "every chain ran again from the draws of chain(s) [0]" in row["worst"]
+    assert "+57.5 nats" in row["worst"]
+    idata.posterior.attrs["left_mode_moved"] = ["apart"]
+    idata.posterior.attrs["left_mode_mass_margin"] = [1.3]
+    row = diagnostics(idata).set_index("check").loc["left_mode"]
+    assert "chain(s) [0] ran again from their own draws" in row["worst"]
+    assert "+1.3 nats" in row["worst"] and "each kept its chains" in row["worst"]

@@ -17,6 +17,7 @@ import xarray as xr
 import bayesgmm.sampling as sampling_module
 from bayesgmm import BayesianGMM, SamplingWarning
 from bayesgmm._drift import (
+    LEFT_MASS_MARGIN,
     LEFT_MODE_SDS,
     RERUN_TUNE,
     WATCH_DRAWS,
@@ -26,12 +27,13 @@ from bayesgmm._drift import (
     latest_depth,
     leaver_restarts,
     left_mode,
+    region_log_mass,
     replace_chains,
     restart_points,
     run_again_if_left,
     stop_when_one_left,
 )
-from bayesgmm._idata import get_attr, new_tree
+from bayesgmm._idata import get_attr, new_tree, replace_group
 from bayesgmm._precondition import Laplace
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.diagnostics import GATES
@@ -91,19 +93,24 @@ def _done(value: float, draws: int, n_dim: int):
     )()
 
 
-def test_a_stopped_first_run_restarts_every_chain_alike_where_the_leaver_went(rng, monkeypatch):
-    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them; chain 1
-    left): every chain, the three that stayed too, starts again at a distinct draw of chain
-    1's latest WATCH_DRAWS draws, all whitened by those draws' covariance, with the same short
-    tuning and the full draws; the attrs say so."""
+def _stopped_first_run(rng, spread: float) -> tuple[xr.DataTree, np.ndarray]:
+    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them): chain 1
+    sits 6 sds below the mode's typical set (7.3 nats in 3 dimensions), its draws ``spread``
+    times wider than the others' (unit Gaussians, each chain about its own centre)."""
     n_dim, draws = 3, 1000
     logp = np.full((4, draws), np.nan)
     logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
     logp[1, :200] -= 6.0 * np.sqrt(0.5 * n_dim)
     flat = np.full((4, draws, n_dim), np.nan)
     flat[:, :200] = rng.standard_normal((4, 200, n_dim)) + np.arange(4)[:, None, None]
-    first = _stats_tree(logp, flat)
-    calls = []
+    flat[1, :200] *= spread
+    return _stats_tree(logp, flat), flat
+
+
+def _rerun_stopped(first, monkeypatch) -> tuple[list, xr.DataTree, dict]:
+    """``run_again_if_left`` on ``first`` with nutpie replaced: each one-chain run finishes at
+    once, ``log p`` its call number."""
+    n_dim, draws, calls = 3, 1000, []
 
     def sample(compiled, **options):
         calls.append((compiled, options))
@@ -116,18 +123,70 @@ def test_a_stopped_first_run_restarts_every_chain_alike_where_the_leaver_went(rn
     assert len(calls) == 4
     assert {o["tune"] for _, o in calls} == {min(300, RERUN_TUNE)}
     assert {(o["draws"], o["chains"]) for _, o in calls} == {(draws, 1)}
-    pool = flat[1, 200 - WATCH_DRAWS : 200]
-    starts = [point.mode for point, _ in calls]
-    for point in starts:  # each a draw of chain 1's latest ones, no two alike
-        assert np.any(np.all(pool == point, axis=1))
-    assert len({tuple(p) for p in starts}) == 4
-    factors = [point.factor for point, _ in calls]
-    for factor in factors:
-        np.testing.assert_array_equal(factor, factors[0])
     assert out["sample_stats"]["logp"].values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert complete(out, draws) and "warmup_posterior" not in out.children
     assert attrs["left_mode_restarted_from"] == [1] and attrs["left_mode_stages"] == 1
     assert attrs["left_mode_depth"][1] < -LEFT_MODE_SDS
+    return [point for point, _ in calls], out, attrs
+
+
+def test_a_chain_that_left_for_a_heavier_region_takes_every_chain_with_it(rng, monkeypatch):
+    """Chain 1's region is 1000 times wider in each of 3 dimensions (+20.7 nats of entropy)
+    and 7.3 nats lower: about 13 nats more mass, above the margin. Every chain, the three that
+    stayed too, starts again at a distinct draw of chain 1's latest WATCH_DRAWS draws, all
+    whitened by those draws' covariance, with the same short tuning and the full draws; the
+    attrs give the masses and the decision."""
+    first, flat = _stopped_first_run(rng, spread=1000.0)
+    points, _, attrs = _rerun_stopped(first, monkeypatch)
+    pool = flat[1, 200 - WATCH_DRAWS : 200]
+    for point in points:  # each a draw of chain 1's latest ones, no two alike
+        assert np.any(np.all(pool == point.mode, axis=1))
+    assert len({tuple(p.mode) for p in points}) == 4
+    for point in points:
+        np.testing.assert_array_equal(point.factor, points[0].factor)
+    assert attrs["left_mode_moved"] == ["all"]
+    (margin,) = attrs["left_mode_mass_margin"]
+    assert margin == pytest.approx(3 * np.log(1000.0) - 6.0 * np.sqrt(1.5), abs=2.0)
+    assert margin > LEFT_MASS_MARGIN and len(attrs["left_mode_log_mass"][0]) == 4
+
+
+def test_chains_that_stayed_in_a_region_as_heavy_keep_it(rng, monkeypatch):
+    """Chain 1's region is as wide as the mode's and 7.3 nats lower: less mass, so the chains
+    that stayed are not moved. Each starts again at its own latest draw with the mode's
+    whitening (a second mode there keeps its chains); chain 1 from its own draws."""
+    first, flat = _stopped_first_run(rng, spread=1.0)
+    points, _, attrs = _rerun_stopped(first, monkeypatch)
+    for c in (0, 2, 3):
+        np.testing.assert_array_equal(points[c].mode, flat[c, 199])
+        assert points[c].kind == "laplace" and points[c].log_density == -100.0
+        np.testing.assert_array_equal(points[c].factor, np.eye(3))
+    assert points[1].kind == "draws"
+    assert np.any(np.all(flat[1, 200 - WATCH_DRAWS : 200] == points[1].mode, axis=1))
+    assert attrs["left_mode_moved"] == ["apart"]
+    (margin,) = attrs["left_mode_mass_margin"]
+    assert margin == pytest.approx(-6.0 * np.sqrt(1.5), abs=2.0)
+
+
+def test_a_chain_still_tuning_at_the_stop_is_weighed_by_its_approximation(rng, monkeypatch):
+    """Chain 3 had finished no draw when the run stopped (still tuning): its region is weighed
+    by the mode's Laplace log mass, and it starts again where it started (the mode)."""
+    first, _ = _stopped_first_run(rng, spread=1.0)
+    first["posterior"]["unconstrained_point"][3] = np.nan
+    first["sample_stats"]["logp"][3] = np.nan
+    calls = []
+
+    def sample(compiled, **options):
+        calls.append(compiled)
+        return _done(float(len(calls)), 1000, 3)
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(3), np.eye(3), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=1000, tune=300, target_accept=0.8, seed=5, progressbar=False)
+    _, attrs = run_again_if_left(first, [approx], lambda point: point, run)
+    assert attrs["left_mode_restarted_from"] == [1] and attrs["left_mode_moved"] == ["apart"]
+    laplace_mass = -100.0 + 1.5 * np.log(2 * np.pi)
+    assert attrs["left_mode_log_mass"][0][3] == pytest.approx(laplace_mass, abs=0.1)
+    assert calls[3] is approx  # from the mode, as it started
 
 
 class _Running:
@@ -195,6 +254,7 @@ def test_a_chain_that_goes_lower_in_the_second_run_restarts_it_again(rng, monkey
     for point, _ in calls[4:]:  # from chain 2's latest draws of the second run
         assert np.any(np.all(lower_flat[-WATCH_DRAWS:] == point.mode, axis=1))
     assert attrs["left_mode_stages"] == 2 and attrs["left_mode_restarted_from"] == [1]
+    assert len(attrs["left_mode_moved"]) == len(attrs["left_mode_log_mass"]) == 2
     assert complete(out, draws) and "warmup_posterior" not in out.children
 
 
@@ -239,6 +299,24 @@ def test_leaver_restarts_pool_the_latest_draws(rng):
     np.testing.assert_array_equal(points[-1].mode, pool[-1])
     assert points[1].log_density == pytest.approx(logp[0, 100:500].mean() + 0.5 * n_dim)
     assert {p.kind for p in points} == {"draws"}
+
+
+def test_region_log_mass_of_few_gaussian_draws_is_their_normaliser(rng):
+    """Oracle: 100 draws of a correlated 50-dimensional Gaussian whose unnormalised log
+    density is ``log N + c``: the estimate is ``c`` within Monte Carlo error (sd about 1 nat),
+    where the sample covariance's own log det would be about 8 nats low (its Wishart bias)."""
+    n_dim, c = 50, 123.0
+    root = rng.standard_normal((n_dim, n_dim)) / np.sqrt(n_dim) + np.eye(n_dim)
+    covariance = root @ root.T
+    draws = rng.multivariate_normal(np.ones(n_dim), covariance, size=100)
+    centred = np.linalg.solve(np.linalg.cholesky(covariance), (draws - 1.0).T)
+    _, log_det = np.linalg.slogdet(2 * np.pi * covariance)
+    logp = c - 0.5 * (centred**2).sum(axis=0) - 0.5 * log_det
+    assert region_log_mass(draws, logp) == pytest.approx(c, abs=2.5)
+    _, naive = np.linalg.slogdet(np.cov(draws.T))
+    plain = logp.mean() + 0.5 * naive + 0.5 * n_dim * np.log(2 * np.pi * np.e)
+    assert plain < c - 5.0
+    assert np.isnan(region_log_mass(draws[:50], logp[:50]))  # too few for a full rank
 
 
 def test_latest_depth_judges_only_the_latest_draws(rng):
@@ -396,3 +474,46 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     others = table.loc[table.index.isin(GATES) | (table.index == "modes"), "passed"]
     assert table.loc["left_mode", "passed"] == others.all()  # a finding unless the run failed
     assert "weights now" in table.loc["left_mode", "worst"]
+
+
+@pytest.mark.slow
+def test_chains_at_a_mode_with_the_mass_are_not_taken_away(monkeypatch):
+    """Known truth: two well separated clusters fitted with two components, so EM's mode
+    holds the posterior's mass. The first run is cut after 150 draws (as the watcher would
+    stop it, without its timing) and chain 1 made to count as having left (its depth shifted
+    while every chain is judged against one level: the first run's judgement); its region
+    then weighs the same as the others' (margin near 0, below LEFT_MASS_MARGIN), so the
+    chains that stayed run again where they were, chain 1 from its own draws, and every
+    chain's means are the simulated ones."""
+    real = sampling_module.drift.latest_depth
+
+    def shifted(logp, modes, n_dim, window):
+        out = real(logp, modes, n_dim, window)
+        if len(set(np.asarray(modes, dtype=float).tolist())) == 1 and len(out) > 1:
+            out[1] -= 10.0
+        return out
+
+    def cut(sampler, **_):
+        trace = sampler.wait()
+        for group, name in (("posterior", "unconstrained_point"), ("sample_stats", "logp")):
+            data = trace[group].to_dataset()
+            data[name] = data[name].where(data["draw"] < 150)
+            replace_group(trace, group, data)
+        return trace
+
+    monkeypatch.setattr(sampling_module.drift, "latest_depth", shifted)
+    monkeypatch.setattr(sampling_module.drift, "stop_when_one_left", cut)
+    fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False, max_draws=200)
+    with warnings.catch_warnings():  # 200 draws: the ESS may miss its gate, not the point here
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit.fit(_separated())
+    assert get_attr(fit.idata_, "left_mode_stages") == 1
+    assert get_attr(fit.idata_, "left_mode_restarted_from") == [1]
+    assert get_attr(fit.idata_, "left_mode_moved") == ["apart"]
+    (margin,) = get_attr(fit.idata_, "left_mode_mass_margin")
+    assert abs(margin) < LEFT_MASS_MARGIN
+    chain_means = fit.idata_.posterior["means"].mean("draw").values  # (chain, component, dim)
+    for means in chain_means:
+        np.testing.assert_allclose(np.sort(means[:, 0]), [0.0, 6.0], atol=0.5)
+    table = fit.diagnostics().set_index("check")
+    assert "each kept its chains" in table.loc["left_mode", "worst"]

@@ -48,8 +48,9 @@ is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
 **Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
 :data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
 group when they are in one mode), at that target, replacing the first run's; the extension
-then uses it too (``posterior.attrs["target_accept"]`` records it). Divergent draws are not
-extended: their trajectories stopped short of a region, so more of them keep its bias.
+then uses it too (``posterior.attrs["follow_up_target_accept"]``; ``target_accept`` stays the
+first run's). Divergent draws are not extended: their trajectories stopped short of a region,
+so more of them keep its bias.
 """
 
 from __future__ import annotations
@@ -289,8 +290,9 @@ def follow_up(
     (results, label switching summary, attrs)
         ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
         ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
-        :func:`bayesgmm.modes.mode_table` when its modes ran again) and
-        ``warmup_draws_dropped``, when there was anything to follow up.
+        :func:`bayesgmm.modes.mode_table` when its modes ran again),
+        ``warmup_draws_dropped`` and ``follow_up_target_accept`` (the new chains' target after
+        divergences), when there was anything to follow up.
     """
     done, attrs = [], {}
     raw, finished, run = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
@@ -336,7 +338,7 @@ def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> 
     if get_attr(finished[0], "modes"):  # the first run's modes, for the record
         attrs["first_run_modes"] = get_attr(finished[0], "modes")
     if raised:
-        attrs["target_accept"] = RAISED_TARGET_ACCEPT
+        attrs["follow_up_target_accept"] = RAISED_TARGET_ACCEPT
     ended = ", ".join(str(g.tolist()) for g in groups)
     done.append(
         f"{why}: {n_new} new chains from where the chains ended, at least 2 for each group "
@@ -445,6 +447,7 @@ def rerun_modes(
     for chains, count in zip(groups, counts, strict=True):
         for j in range(count):
             chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
+            draw = max(draw, -flat.shape[1])  # a short run: its first draw at the earliest
             point = restart_points(flat[chain][None, -2 * quarter :])[0]
             point = dataclasses.replace(point, mode=flat[chain, draw])
             seed = (int(run["seed"]) + 32452843 + 7907 * (len(runs) + 1)) % 2**31

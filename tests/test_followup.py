@@ -329,7 +329,8 @@ def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
     record = get_attr(fit.idata_, "follow_up")
     assert record[0].startswith("4 divergences at target_accept 0.8: 2 new chains")
     assert record[0].endswith("target_accept 0.95")
-    assert get_attr(fit.idata_, "target_accept") == followup.RAISED_TARGET_ACCEPT
+    assert get_attr(fit.idata_, "follow_up_target_accept") == followup.RAISED_TARGET_ACCEPT
+    assert get_attr(fit.idata_, "target_accept") == 0.8  # the first run's
     post = fit.idata_.posterior
     assert post.sizes["chain"] == 2 and post.sizes["draw"] >= 150
     assert int(fit.idata_.sample_stats["diverging"].sum()) == 0  # the new chains' own
@@ -343,3 +344,23 @@ def test_divergences_at_the_raised_target_are_not_rerun(monkeypatch):
         fit = _fit(draws=100, target_accept=0.95)
     assert get_attr(fit.idata_, "follow_up") == ["ESS 50; not extended: divergences"]
     assert get_attr(fit.idata_, "target_accept") == 0.95
+    assert get_attr(fit.idata_, "follow_up_target_accept") is None
+
+
+def test_a_short_run_with_divergences_reruns_from_draws_it_has(monkeypatch):
+    """5 draws of one chain (fewer than a rerun's stagger of a chain used twice): the second
+    new chain starts at the chain's first draw, not before it."""
+    starts = []
+    original_one = followup._one_chain
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        starts.append(point.mode)
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=1))
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=5, tune=5, chains=1, max_draws=15)
+    assert len(starts) == 2 and get_attr(fit.idata_, "follow_up_target_accept") == 0.95
+    assert fit.idata_.posterior.sizes["chain"] == 2

@@ -44,6 +44,13 @@ whitened by the covariance of their last quarters. The new chains replace the fi
 that every mode found in them has its own R-hat and ESS, and the stacking weights are
 recomputed on their draws (an extension follows only if they all end in one mode). The cost
 is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
+
+**Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
+:data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
+group when they are in one mode), at that target, replacing the first run's; the extension
+then uses it too (``posterior.attrs["follow_up_target_accept"]``; ``target_accept`` stays the
+first run's). Divergent draws are not extended: their trajectories stopped short of a region,
+so more of them keep its bias.
 """
 
 from __future__ import annotations
@@ -61,11 +68,13 @@ from .diagnostics import GATES, log_likelihood_drift, parameter_diagnostics
 __all__ = [
     "MARGIN",
     "MILD_R_HAT",
+    "RAISED_TARGET_ACCEPT",
     "RETUNE",
     "ROUNDS",
     "announce",
     "concat_draws",
     "continue_chains",
+    "divergent_rerun",
     "ending_groups",
     "extension_plan",
     "follow_up",
@@ -86,6 +95,9 @@ MARGIN = 1.25
 ROUNDS = 2
 # the fewest extra draws per chain worth a re-tune
 _MIN_EXTRA = 100
+# NUTS target acceptance of new chains after a run with divergences (smaller steps, about 1.6
+# times the gradients; what the diagnostics' advice suggests)
+RAISED_TARGET_ACCEPT = 0.95
 
 
 def _gates(idata: Tree) -> dict:
@@ -278,11 +290,12 @@ def follow_up(
     (results, label switching summary, attrs)
         ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
         ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
-        :func:`bayesgmm.modes.mode_table` when its modes ran again) and
-        ``warmup_draws_dropped``, when there was anything to follow up.
+        :func:`bayesgmm.modes.mode_table` when its modes ran again),
+        ``warmup_draws_dropped`` and ``follow_up_target_accept`` (the new chains' target after
+        divergences), when there was anything to follow up.
     """
     done, attrs = [], {}
-    raw, finished = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
+    raw, finished, run = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
     extended = 0
     for round_ in range(1, ROUNDS + 1):
         extra, reason = extension_plan(finished[0], max_draws)
@@ -304,29 +317,51 @@ def follow_up(
 
 
 def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> tuple:
-    """:func:`rerun_modes` when :func:`modes_to_rerun` says so and ``max_draws`` allows:
-    ``(raw, finished)`` of the new chains (or as they were); ``done`` and ``attrs`` record
-    it."""
+    """:func:`rerun_modes` when :func:`modes_to_rerun` or :func:`divergent_rerun` says so and
+    ``max_draws`` allows: ``(raw, finished, run)`` of the new chains (or as they were), ``run``
+    with the target acceptance they used; ``done`` and ``attrs`` record it."""
     why = modes_to_rerun(finished[0])
-    if not why:
-        return raw, finished
+    raised = divergent_rerun(finished[0], run["target_accept"])
+    if not (why or raised):
+        return raw, finished, run
+    why = "; ".join(filter(None, [why, raised]))
+    again_run = {**run, "target_accept": RAISED_TARGET_ACCEPT} if raised else run
     groups = ending_groups(finished[0])
     n_new = sum(new_chains(groups, run["chains"]))
     if n_new * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
         done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
-        return raw, finished
-    again = rerun_modes(raw, groups, compile_one, run)
+        return raw, finished, run
+    again = rerun_modes(raw, groups, compile_one, again_run)
     if again is None:
         done.append(f"{why}; the new chains were interrupted (Ctrl-C): kept the first")
-        return raw, finished
+        return raw, finished, run
     if get_attr(finished[0], "modes"):  # the first run's modes, for the record
         attrs["first_run_modes"] = get_attr(finished[0], "modes")
+    if raised:
+        attrs["follow_up_target_accept"] = RAISED_TARGET_ACCEPT
     ended = ", ".join(str(g.tolist()) for g in groups)
     done.append(
         f"{why}: {n_new} new chains from where the chains ended, at least 2 for each group "
         f"of chains that ended in one mode ({ended})"
+        + (f", target_accept {RAISED_TARGET_ACCEPT}" if raised else "")
     )
-    return again, results(again)
+    return again, results(again), again_run
+
+
+def divergent_rerun(idata: Tree, target_accept: float) -> str:
+    """Why the chains need to run again with target acceptance :data:`RAISED_TARGET_ACCEPT`
+    ("" when they do not): the run had divergences at a lower target.
+
+    A divergent trajectory is cut short where the step size is too large for the curvature
+    (a near-empty component's funnel, the narrow end of a curved ridge), so the chains miss
+    that region and their draws are biased; more draws with the same step size do not fix
+    that, smaller steps do. The new chains replace the first run's (Old Faithful, K=3: 30 to
+    80 divergences at 0.8 in 4 chains of 1000 draws, none at 0.95).
+    """
+    gates = _gates(idata)
+    if gates["divergences"] == 0 or not target_accept < RAISED_TARGET_ACCEPT:
+        return ""
+    return f"{gates['divergences']} divergences at target_accept {target_accept:g}"
 
 
 def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:
@@ -412,6 +447,7 @@ def rerun_modes(
     for chains, count in zip(groups, counts, strict=True):
         for j in range(count):
             chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
+            draw = max(draw, -flat.shape[1])  # a short run: its first draw at the earliest
             point = restart_points(flat[chain][None, -2 * quarter :])[0]
             point = dataclasses.replace(point, mode=flat[chain, draw])
             seed = (int(run["seed"]) + 32452843 + 7907 * (len(runs) + 1)) % 2**31

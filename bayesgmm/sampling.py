@@ -238,7 +238,8 @@ def sample_posterior(
         NUTS target acceptance rate; raise it (e.g. 0.95) if there are divergences. None
         (default): 0.8, or 0.9 when the Laplace covariance is ill-conditioned (a
         near-singular component covariance makes the posterior a narrow, curved ridge; see
-        :func:`bayesgmm._precondition.default_target_accept`).
+        :func:`bayesgmm._precondition.default_target_accept`). A run with divergences below
+        0.95 is followed up at 0.95 (see ``max_draws``).
     progressbar : bool
     priors : GMMPriors, optional
         Recorded in the attrs. Defaults to the priors :func:`bayesgmm.build_model` built the
@@ -284,7 +285,9 @@ def sample_posterior(
         modes not each converged, or a chain moved to another region while drawing, new
         chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
         ``draws`` draws each, replacing the first run's; their draws count against
-        ``(max_draws - draws) * chains``). ``posterior.attrs["follow_up"]`` records what ran
+        ``(max_draws - draws) * chains``); so do chains that had divergences, at
+        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`).
+        ``posterior.attrs["follow_up"]`` records what ran
         and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
     Returns

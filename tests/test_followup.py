@@ -286,3 +286,81 @@ def test_follow_ups_are_announced_only_with_progress_shown(capsys):
     assert "bayesgmm follow-up: extending every chain by 100 draws" in capsys.readouterr().err
     followup.announce({"progressbar": False}, "quiet")
     assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- divergences
+@pytest.mark.parametrize(
+    ("divergences", "target_accept", "rerun"),
+    [(0, 0.8, False), (3, 0.8, True), (3, 0.9, True), (3, 0.95, False), (3, 0.99, False)],
+)
+def test_divergences_below_the_raised_target_ask_for_new_chains(
+    monkeypatch, divergences, target_accept, rerun
+):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=divergences))
+    why = followup.divergent_rerun(_tree(), target_accept)
+    assert bool(why) == rerun
+    if rerun:
+        assert why == f"{divergences} divergences at target_accept {target_accept:g}"
+
+
+def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
+    """Forced: the first run's results report divergences. Its chains (one group: they all
+    ended in one mode) run again from where they ended at target_accept 0.95, replacing the
+    first run's draws; the extension keeps that target, and the attrs record it."""
+    real_gates, calls, targets = followup._gates, [], []
+
+    def first_divergent(idata):
+        calls.append(1)
+        gates = real_gates(idata)
+        return {**gates, "divergences": 4} if len(calls) == 1 else gates
+
+    original_one = followup._one_chain
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        targets.append(run["target_accept"])
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "_gates", first_divergent)
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=450)
+    assert targets and set(targets) == {followup.RAISED_TARGET_ACCEPT}
+    record = get_attr(fit.idata_, "follow_up")
+    assert record[0].startswith("4 divergences at target_accept 0.8: 2 new chains")
+    assert record[0].endswith("target_accept 0.95")
+    assert get_attr(fit.idata_, "follow_up_target_accept") == followup.RAISED_TARGET_ACCEPT
+    assert get_attr(fit.idata_, "target_accept") == 0.8  # the first run's
+    post = fit.idata_.posterior
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] >= 150
+    assert int(fit.idata_.sample_stats["diverging"].sum()) == 0  # the new chains' own
+
+
+def test_divergences_at_the_raised_target_are_not_rerun(monkeypatch):
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=2, ess=50.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=100, target_accept=0.95)
+    assert get_attr(fit.idata_, "follow_up") == ["ESS 50; not extended: divergences"]
+    assert get_attr(fit.idata_, "target_accept") == 0.95
+    assert get_attr(fit.idata_, "follow_up_target_accept") is None
+
+
+def test_a_short_run_with_divergences_reruns_from_draws_it_has(monkeypatch):
+    """5 draws of one chain (fewer than a rerun's stagger of a chain used twice): the second
+    new chain starts at the chain's first draw, not before it."""
+    starts = []
+    original_one = followup._one_chain
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        starts.append(point.mode)
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=1))
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=5, tune=5, chains=1, max_draws=15)
+    assert len(starts) == 2 and get_attr(fit.idata_, "follow_up_target_accept") == 0.95
+    assert fit.idata_.posterior.sizes["chain"] == 2

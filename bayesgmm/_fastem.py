@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _mstep
-from ._kernels import NO_WEIGHTS, serial_statistics
+from ._kernels import serial_statistics
 
 __all__ = ["MODEL_CODES", "advance", "iterate"]
 
@@ -194,12 +194,13 @@ def iterate(
     weights, means, factors, covariances = params
     lower_bound = state[2]
     trace = np.empty(int(state[0]))
+    no_weights = np.empty(0)  # typed as NO_WEIGHTS passed from Python (the global is read-only)
     taken = 0
     converged = False
     failed = False
     while taken < trace.shape[0]:
         stats = serial_statistics(
-            X, NO_WEIGHTS, loc, scale, weights, means, factors, layout, block_rows
+            X, no_weights, loc, scale, weights, means, factors, layout, block_rows
         )
         step = _m_step(stats, means, model, regularisation, warm, inner_tol)
         if step[5]:

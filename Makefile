@@ -26,9 +26,8 @@ demo: $(STAMP)
 	$(BIN)/bayesgmm report --components 1-4 --out out/report.html
 
 # TEST_WORKERS=2 (or auto) runs the suite on that many pytest-xdist workers, each test file whole
-# on one worker so its module fixtures are built once. Serial by default until cold parallel runs
-# have passed repeatedly: test_small_loop_equals_the_general_e_step_bit_for_bit failed once in
-# parallel (9e-16 apart); its two paths now run one compiled function (_kernels.serial_statistics).
+# on one worker so its module fixtures are built once. Serial by default: in parallel, the
+# bit-for-bit test_small_loop_equals_the_general_e_step_bit_for_bit failed once (9e-16 apart).
 TEST_WORKERS ?= 0
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

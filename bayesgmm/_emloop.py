@@ -4,15 +4,15 @@ At the sizes people sweep (hundreds of rows, a handful of features) one E-step's
 takes about 15 us, and the Python around it (building a :class:`bayesgmm._kernels.Mixture`,
 its precision factors and log-offsets, contiguity checks, the statistics' dataclass, the
 M-step's precision factors) took two to three times that. :class:`SmallLoop` prepares what
-does not change between iterations once per fit and calls the compiled function that
-:func:`bayesgmm._kernels.e_step` (serial engine) calls, :func:`bayesgmm._kernels.serial_statistics`,
-with arguments of the same types: the same machine code on the same numbers, so every number it
+does not change between iterations once per fit and calls the same compiled functions as
+:func:`bayesgmm._kernels.e_step` (serial engine) with the same arguments, so every number it
 returns is bit for bit the general path's (``tests/test_restarts.py`` checks it); the general
 path (Dask arrays, large problems on several threads) stays in :mod:`bayesgmm.em`.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from . import _gaussian as g
@@ -20,6 +20,41 @@ from . import _kernels as kernels
 from ._scaling import AffineScaling
 
 __all__ = ["SmallLoop"]
+
+
+_LAYOUT_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover - compiled
+    """:meth:`bayesgmm._kernels.Mixture.lower_factors` from ``chol`` as ``(K or 1, D, D)``
+    (full, tied) or ``(K, D or 1, 1)`` (diag, spherical), ``layout`` a :data:`_LAYOUT_CODES`."""
+    out = np.zeros((n_components, n_features, n_features))
+    for k in range(n_components):
+        for a in range(n_features):
+            if layout == 0:
+                for b in range(a + 1):
+                    out[k, a, b] = chol[k, b, a]
+            elif layout == 1:
+                for b in range(a + 1):
+                    out[k, a, b] = chol[0, b, a]
+            else:
+                out[k, a, a] = chol[k, 0, 0] if chol.shape[1] == 1 else chol[k, a, 0]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
+def _statistics(X, loc, scale, weights, means, chol, layout, block_rows):  # pragma: no cover
+    """The serial E-step of :func:`bayesgmm._kernels.e_step` in one compiled call: precision
+    factors, log-offsets, the kernel's sums and their totals (``_finish``)."""
+    n_components, n_features = means.shape
+    factors = _lower_factors(chol, layout, n_components, n_features)
+    diagonal = layout >= 2
+    offsets = kernels._log_offsets(weights, factors)
+    sums = kernels._stats_serial(
+        X, kernels.NO_WEIGHTS, loc, scale, offsets, means, factors, diagonal, block_rows, 1
+    )
+    return kernels._finish(sums, diagonal)
 
 
 class SmallLoop:
@@ -41,7 +76,7 @@ class SmallLoop:
         self.loc = np.ascontiguousarray(scaling.loc, dtype=np.float64)
         self.scale = np.ascontiguousarray(scaling.scale, dtype=np.float64)
         self.layout = layout
-        self.code = kernels.LAYOUT_CODES[layout]
+        self.code = _LAYOUT_CODES[layout]
         self.diagonal = layout in ("diag", "spherical")
         self.block_rows = int(block_rows)
         self.n_features = X.shape[1]
@@ -51,14 +86,18 @@ class SmallLoop:
     ) -> g.MixtureStatistics:
         """:func:`bayesgmm._kernels.e_step` (serial engine) of all rows under the parameters."""
         means = np.ascontiguousarray(means, dtype=np.float64)
-        log_lik, resp_sum, first, second = kernels.serial_statistics(
+        n_components = means.shape[0]
+        if self.diagonal:  # (K, D) or (K,) -> (K, D or 1, 1)
+            chol = np.reshape(chol, (n_components, -1, 1))
+        elif chol.ndim == 2:  # tied
+            chol = chol[None]
+        log_lik, resp_sum, first, second = _statistics(
             self.X,
-            kernels.NO_WEIGHTS,
             self.loc,
             self.scale,
             np.ascontiguousarray(weights, dtype=np.float64),
             means,
-            kernels.stacked_chol(chol, self.layout),
+            np.ascontiguousarray(chol, dtype=np.float64),
             self.code,
             self.block_rows,
         )

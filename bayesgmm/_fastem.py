@@ -5,11 +5,10 @@ each E-step (the M-step's NumPy calls, the precision factors, the run's bookkeep
 four times the E-step itself. For every model (:data:`MODEL_CODES`: the M-step's closed forms
 and the compiled rules and loops of :mod:`bayesgmm._mstep`),
 :func:`iterate` runs the iterations of :meth:`bayesgmm.em.EMGaussianMixture._advance` inside one
-Numba call: the E-step :func:`bayesgmm._kernels.serial_statistics`, the M-step of
-:func:`bayesgmm._mstep.m_step` by the same compiled rules, the precision factors of
-:mod:`bayesgmm._gaussian` and the same convergence test. NumPy's sums are pairwise
-(:func:`_numpy_sum` repeats their order), so every number is bit for bit the Python loop's
-(``tests/test_fastem.py``).
+Numba call: the E-step of :mod:`bayesgmm._emloop`, the M-step of :func:`bayesgmm._mstep.m_step`
+by the same compiled rules, the precision factors of :mod:`bayesgmm._gaussian` and the same
+convergence test. NumPy's sums are pairwise (:func:`_numpy_sum` repeats their order), so every
+number is bit for bit the Python loop's (``tests/test_fastem.py``).
 
 An iteration whose M-step would fail (a covariance that is singular or not finite) is not
 taken: :func:`iterate` stops before it, and the caller runs that iteration in Python, which
@@ -26,7 +25,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _mstep
-from ._kernels import serial_statistics
+from ._emloop import _statistics
 
 __all__ = ["MODEL_CODES", "advance", "iterate"]
 
@@ -184,7 +183,7 @@ def iterate(
     X, loc, scale, layout, block_rows, model, regularisation, inner_tol, params, warm, state
 ):  # pragma: no cover - compiled
     """At most ``state[0]`` EM iterations from ``params`` (weights, means, factors as for
-    :func:`bayesgmm._kernels.serial_statistics`, covariances), each as the Python loop takes it.
+    :func:`bayesgmm._emloop._statistics`, covariances), each as the Python loop takes it.
 
     ``warm`` is the M-step's ``(volumes, orientation, values)``, ``state`` is ``[n_iter, tol,
     lower_bound]`` on entry. Returns the parameters and warm start
@@ -194,14 +193,11 @@ def iterate(
     weights, means, factors, covariances = params
     lower_bound = state[2]
     trace = np.empty(int(state[0]))
-    no_weights = np.empty(0)  # typed as NO_WEIGHTS passed from Python (the global is read-only)
     taken = 0
     converged = False
     failed = False
     while taken < trace.shape[0]:
-        stats = serial_statistics(
-            X, no_weights, loc, scale, weights, means, factors, layout, block_rows
-        )
+        stats = _statistics(X, loc, scale, weights, means, factors, layout, block_rows)
         step = _m_step(stats, means, model, regularisation, warm, inner_tol)
         if step[5]:
             failed = True

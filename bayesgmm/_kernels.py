@@ -37,7 +37,6 @@ from ._scaling import AffineScaling
 
 __all__ = [
     "ENGINES",
-    "LAYOUT_CODES",
     "NO_WEIGHTS",
     "PREDICTIONS",
     "ColumnSummary",
@@ -47,8 +46,6 @@ __all__ = [
     "draw_log_density",
     "e_step",
     "predict_rows",
-    "serial_statistics",
-    "stacked_chol",
 ]
 
 ENGINES = ("parallel", "serial", "numpy")
@@ -414,62 +411,6 @@ def _finish(sums, diagonal):  # pragma: no cover - compiled
     return log_lik.sum(), resp_sum.sum(axis=0), first.sum(axis=0), total
 
 
-#: ``layout`` of :func:`serial_statistics`: the four precision layouts as integers.
-LAYOUT_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
-
-
-def stacked_chol(chol: np.ndarray, layout: str) -> np.ndarray:
-    """Precision factors in :func:`serial_statistics`' shape: ``(K, D, D)`` (full), ``(1, D, D)``
-    (tied), ``(K, D, 1)`` (diag) or ``(K, 1, 1)`` (spherical), C-contiguous float64."""
-    if layout in ("diag", "spherical"):
-        chol = np.reshape(chol, (chol.shape[0], -1, 1))
-    elif layout == "tied":
-        chol = chol[None]
-    return _contiguous(chol)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover - compiled
-    """:meth:`Mixture.lower_factors` from a :func:`stacked_chol`, ``layout`` a
-    :data:`LAYOUT_CODES` value."""
-    out = np.zeros((n_components, n_features, n_features))
-    for k in range(n_components):
-        for a in range(n_features):
-            if layout == 0:
-                for b in range(a + 1):
-                    out[k, a, b] = chol[k, b, a]
-            elif layout == 1:
-                for b in range(a + 1):
-                    out[k, a, b] = chol[0, b, a]
-            else:
-                out[k, a, a] = chol[k, 0, 0] if chol.shape[1] == 1 else chol[k, a, 0]
-    return out
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
-def serial_statistics(
-    X, row_weights, loc, scale, weights, means, chol, layout, block_rows
-):  # pragma: no cover - compiled
-    """The serial engine's E-step in one compiled call: precision factors, log-offsets, the
-    block sums and their totals, as ``(log_lik, resp_sum, first, second)``.
-
-    The serial :func:`e_step` and :class:`bayesgmm._emloop.SmallLoop` both call this one
-    compiled function from Python with arguments of the same types, so they run the same
-    machine code: with reassociation allowed (``_FASTMATH``), two separate compilations of the
-    same loops (say, one inlined into a caller with the weights known to be empty) may sum in
-    different orders and differ in the last bits. ``chol`` is a :func:`stacked_chol`,
-    ``row_weights`` frequency weights or :data:`NO_WEIGHTS`.
-    """
-    n_components, n_features = means.shape
-    factors = _lower_factors(chol, layout, n_components, n_features)
-    diagonal = layout >= 2
-    offsets = _log_offsets(weights, factors)
-    sums = _stats_serial(
-        X, row_weights, loc, scale, offsets, means, factors, diagonal, block_rows, 1
-    )
-    return _finish(sums, diagonal)
-
-
 def _kernel_statistics(
     X: np.ndarray,
     mixture: Mixture,
@@ -478,37 +419,22 @@ def _kernel_statistics(
     sample_weight: np.ndarray | None,
 ) -> g.MixtureStatistics:
     diagonal = mixture.covariance_type in ("diag", "spherical")
+    kernel = _stats_parallel if parallel else _stats_serial
+    factors = mixture.lower_factors()
     weights = NO_WEIGHTS if sample_weight is None else _contiguous(sample_weight)
-    X, means = _contiguous(X), _contiguous(mixture.means)
-    loc, scale = _contiguous(mixture.scaling.loc), _contiguous(mixture.scaling.scale)
-    if parallel:
-        factors = mixture.lower_factors()
-        offsets = mixture.log_offsets(factors)
-        sums = _stats_parallel(
-            X,
-            weights,
-            loc,
-            scale,
-            offsets,
-            means,
-            factors,
-            diagonal,
-            int(block_rows),
-            numba.get_num_threads(),
-        )
-        log_lik, resp_sum, first, second = _finish(sums, diagonal)
-    else:
-        log_lik, resp_sum, first, second = serial_statistics(
-            X,
-            weights,
-            loc,
-            scale,
-            _contiguous(mixture.weights),
-            means,
-            stacked_chol(mixture.precisions_chol, mixture.covariance_type),
-            LAYOUT_CODES[mixture.covariance_type],
-            int(block_rows),
-        )
+    sums = kernel(
+        _contiguous(X),
+        weights,
+        _contiguous(mixture.scaling.loc),
+        _contiguous(mixture.scaling.scale),
+        mixture.log_offsets(factors),
+        _contiguous(mixture.means),
+        factors,
+        diagonal,
+        int(block_rows),
+        numba.get_num_threads() if parallel else 1,
+    )
+    log_lik, resp_sum, first, second = _finish(sums, diagonal)
     return g.MixtureStatistics(
         float(log_lik),
         X.shape[0] if sample_weight is None else float(weights.sum()),

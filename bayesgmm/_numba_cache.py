@@ -45,6 +45,7 @@ __all__ = ["KERNEL_MODULES", "CacheWarning", "cache_folders", "clear", "install"
 
 #: bayesgmm's modules holding Numba kernels compiled with ``cache=True`` (a test keeps it whole).
 KERNEL_MODULES = (
+    "_emloop",
     "_fastem",
     "_fisher",
     "_gaussian",

@@ -7,6 +7,8 @@ results layout. (PyMC's symbolic Hessian of the mixture takes minutes to evaluat
 
 from __future__ import annotations
 
+import warnings
+
 import arviz as az
 import numpy as np
 import pytest
@@ -152,6 +154,27 @@ def test_whitened_density_and_its_gradient(setup, rng):
             ]
         )
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * np.abs(numeric).max())
+
+
+class _FarOut:
+    """A density whose gradient overflowed (a leapfrog step far out), on weighted rows."""
+
+    _args = ()
+
+    def __call__(self, theta, X):
+        return -np.inf, np.array([np.inf, -np.inf, 1.0])
+
+
+def test_whitened_density_far_out_warns_nothing():
+    """NUTS counts a non-finite gradient as a divergence: the whitening adds no RuntimeWarning
+    (the rows-with-weights path is numpy, which would warn about inf * 0)."""
+    approx = Laplace(np.zeros(3), np.tril(np.ones((3, 3))), "laplace", 0.0, 1.0, 0)
+    evaluate = whitened_density(_FarOut(), approx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = evaluate(np.zeros(3), (np.zeros((2, 3)), np.ones(2)))
+    assert value == -np.inf
+    assert not np.isfinite(grad).all()
 
 
 def test_kernel_model_starts_at_the_mode_and_keeps_theta(setup, rng):

@@ -101,10 +101,10 @@ def merge_starts(labels: np.ndarray) -> list[np.ndarray]:
     k = int(labels.max()) + 1
     if k < 3:
         return []
-    return [
-        np.where(labels == b, a, labels) - (labels > b)
-        for a, b in itertools.combinations(range(k), 2)
-    ]
+    pairs = np.array(list(itertools.combinations(range(k), 2)))
+    a, b, old = pairs[:, :1], pairs[:, 1:], np.arange(k)
+    relabel = np.where(old == b, a, old - (old > b))  # (pairs, k): each pair's new label of each
+    return list(relabel[:, labels])
 
 
 def parent_strategy(

@@ -319,6 +319,7 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
+    started = followup.clock()  # per-mode follow-ups keep to a time goal from here
     _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition, max_draws)
     spec = model_spec(model)
     if spec is None:
@@ -374,7 +375,13 @@ def sample_posterior(
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
             idata, switched, followed = followup.follow_up(
-                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
+                raw,
+                (idata, switched),
+                results,
+                compile_one,
+                run,
+                max_draws or 3 * draws,
+                started,
             )
             restarted.update(followed)
         table = get_attr(idata, "modes")

@@ -45,6 +45,19 @@ that every mode found in them has its own R-hat and ESS, and the stacking weight
 recomputed on their draws (an extension follows only if they all end in one mode). The cost
 is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
 
+**Modes that still fail** (:func:`converge_modes`). After that rerun (or without one), a mode
+of several that fails its own gates (:func:`bayesgmm.diagnostics.mode_failures`: fewer than two
+chains, R-hat above 1.01, bulk or tail ESS below 400, divergences; issue 15) gets
+:data:`MODE_CHAINS` new chains of its own, started at distinct draws of its chains and whitened
+by their pooled covariance, with a short re-tune; the mode is then judged by its own chains, the
+old ones with the new (or only the new, when they alone meet the gates and the joined chains do
+not), and the modes and stacking weights are found afresh over the final chains, so that each
+mode's weight rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
+split R-hat across chains, and two chains of a mode seldom give an ESS of 400 where four do.
+These runs keep to :data:`TIME_GOAL` seconds from the call (on a busy machine counted in the
+process's CPU time, :func:`_spent`); when it is out of reach the record says so and the
+modes warning names the modes that fail.
+
 **Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
 :data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
 group when they are in one mode), at that target, replacing the first run's; the extension

@@ -286,7 +286,9 @@ def sample_posterior(
         chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
         ``draws`` draws each, replacing the first run's; their draws count against
         ``(max_draws - draws) * chains``); so do chains that had divergences, at
-        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`).
+        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`). A mode that then
+        still fails its own gates gets 2 new chains of its own, within the same draws and a
+        60 s goal (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
         ``posterior.attrs["follow_up"]`` records what ran
         and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 

@@ -468,8 +468,9 @@ def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
         "chains average over the modes: read each mode on its own (mode_table(), "
         "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)). "
         + (
-            f"Not every mode converged on its own chains ({failing}): its summaries are not "
-            "reliable; run with more draws (max_draws) or fewer components."
+            f"Not every mode converged on its own chains ({failing}): its summaries and the "
+            "stacking weights (which rest on its draws) are not reliable; run with more draws "
+            "(max_draws) or fewer components."
             if failing
             else "Each mode converged on its own chains (R-hat, ESS, no divergences)."
         ),

@@ -463,9 +463,9 @@ def test_a_failing_mode_is_not_run_again_past_the_time_goal(monkeypatch):
 def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains():
     """The mirrored data's posterior has two modes of equal mass, mirror images of each other
     (x -> -x). 2 chains of 300 draws fall short of the gates (ESS) in at least one mode; such a
-    mode gets new chains of its own and ends converged on them, keeping its first chains; the stacking weights,
-    recomputed over the final chains, are about equal, and each mode's means mirror the
-    other's."""
+    mode gets new chains of its own and ends converged on them, keeping its first chains; the
+    stacking weights, recomputed over the final chains, are about equal, and each mode's means
+    mirror the other's."""
     with warnings.catch_warnings():  # the run over all chains fails R-hat: two modes
         warnings.simplefilter("ignore", SamplingWarning)
         fit = _two_modes(draws=300, max_draws=1500)

@@ -547,9 +547,9 @@ def converge_modes(
         if cost > left:
             done.append(
                 f"{named}; not run again: about {cost:.0f} s more would pass the "
-                f"{TIME_GOAL:.0f} s goal ({max(left, 0):.0f} s left); call "
-                "BayesianGMM(..., max_starts=1) or fewer components, or read each mode's gates "
-                "in mode_table()"
+                f"{TIME_GOAL:.0f} s goal ({max(left, 0):.0f} s left); raise draws (each "
+                "mode's chains then meet the gates on their own) or use fewer components; each "
+                "mode's gates are in mode_table()"
             )
             break
         new = _run_modes(raw, table, failing, compile_one, run, n_draws, round_)

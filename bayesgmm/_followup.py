@@ -54,9 +54,9 @@ old ones with the new (or only the new, when they alone meet the gates and the j
 not), and the modes and stacking weights are found afresh over the final chains, so that each
 mode's weight rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
 split R-hat across chains, and two chains of a mode seldom give an ESS of 400 where four do.
-These runs keep to :data:`TIME_GOAL` seconds from the call (on a busy machine counted in the
-process's CPU time, :func:`_spent`); when it is out of reach the record says so and the
-modes warning names the modes that fail.
+These runs count against ``max_draws`` like every follow-up, never against a clock (a
+result must not depend on how busy the machine was); when the draws left are too few the
+record says so and the modes warning names the modes that fail.
 
 **Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
 :data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
@@ -69,8 +69,6 @@ so more of them keep its bias.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -88,9 +86,7 @@ __all__ = [
     "RAISED_TARGET_ACCEPT",
     "RETUNE",
     "ROUNDS",
-    "TIME_GOAL",
     "announce",
-    "clock",
     "concat_draws",
     "continue_chains",
     "converge_modes",
@@ -122,10 +118,6 @@ RAISED_TARGET_ACCEPT = 0.95
 # at most this many such rounds
 MODE_CHAINS = 2
 MODE_ROUNDS = 2
-# seconds from sample_posterior's call within which follow-up runs should end (issue 15: end
-# to end under 60 s for N <= 1000, D <= 13, K <= 4); a per-mode run starts only when its
-# estimated cost fits
-TIME_GOAL = 60.0
 
 
 def _gates(idata: Tree) -> dict:
@@ -294,7 +286,6 @@ def follow_up(
     compile_one: Callable,
     run: dict,
     max_draws: int,
-    started: tuple[float, float] | None = None,
 ) -> tuple[Tree, object, dict]:
     """Follow a finished run up until it meets the gates, the budget ends or nothing helps.
 
@@ -313,10 +304,6 @@ def follow_up(
         ``progressbar``.
     max_draws : int
         The most draws per chain in all.
-    started : (float, float), optional
-        :func:`clock` when sampling was asked for: per-mode runs (:func:`converge_modes`)
-        start only while :data:`TIME_GOAL` seconds from then are expected to suffice (None:
-        now).
 
     Returns
     -------
@@ -329,14 +316,12 @@ def follow_up(
         again on their own (:func:`converge_modes`).
     """
     done, attrs = [], {}
-    started = clock() if started is None else started
     first = raw
     raw, finished, run = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
     spare = (max_draws - run["draws"]) * run["chains"]  # draws the follow-ups may add in all
     if raw is not first:  # the new chains of _rerun
         spare -= get_group(raw, "posterior").sizes["chain"] * run["draws"]
-    budget = {"started": started, "draws": spare}
-    raw, finished = converge_modes(raw, finished, results, compile_one, run, budget, done, attrs)
+    raw, finished = converge_modes(raw, finished, results, compile_one, run, spare, done, attrs)
     extended = 0
     for round_ in range(1, ROUNDS + 1):
         extra, reason = extension_plan(finished[0], max_draws)
@@ -506,7 +491,7 @@ def converge_modes(
     results: Callable[[Tree], tuple],
     compile_one: Callable,
     run: dict,
-    budget: dict,
+    spare: int,
     done: list,
     attrs: dict,
 ) -> tuple[Tree, tuple]:
@@ -524,9 +509,8 @@ def converge_modes(
     afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking weights over the final
     chains).
 
-    A round starts only when its draws fit ``budget["draws"]`` (what ``max_draws`` leaves)
-    and its estimated time (seconds per step of the run so far) fits :data:`TIME_GOAL` from
-    ``budget["started"]``; otherwise ``done`` says which modes still fail and what to try.
+    A round starts only when its draws fit ``spare`` (the draws ``max_draws`` leaves, over
+    all chains); otherwise ``done`` says which modes still fail and what to try.
     ``attrs["mode_reruns"]`` records every round: the mode, its chains and failures before,
     what was kept and the new chains' numbers in the final results.
     """
@@ -539,24 +523,19 @@ def converge_modes(
             break
         named = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items())
         n_draws = get_group(raw, "posterior").sizes["draw"]
-        cost = _mode_run_seconds(raw, run, budget, MODE_CHAINS * len(failing), n_draws)
-        left = TIME_GOAL - _spent(budget["started"])
-        if MODE_CHAINS * len(failing) * n_draws > budget["draws"]:
-            done.append(f"{named}; not run again: max_draws allows too few draws")
-            break
-        if cost > left:
+        if MODE_CHAINS * len(failing) * n_draws > spare:
             done.append(
-                f"{named}; not run again: about {cost:.0f} s more would pass the "
-                f"{TIME_GOAL:.0f} s goal ({max(left, 0):.0f} s left); raise draws (each "
-                "mode's chains then meet the gates on their own) or use fewer components; each "
-                "mode's gates are in mode_table()"
+                f"{named}; not run again: max_draws leaves too few draws ({spare} over all "
+                f"chains, {MODE_CHAINS * len(failing) * n_draws} needed); raise max_draws or "
+                "draws (each mode's chains then meet the gates on their own) or use fewer "
+                "components; each mode's gates are in mode_table()"
             )
             break
         new = _run_modes(raw, table, failing, compile_one, run, n_draws, round_)
         if new is None:
             done.append(f"{named}; the new chains were interrupted (Ctrl-C): kept the chains")
             break
-        budget["draws"] -= MODE_CHAINS * len(failing) * n_draws
+        spare -= MODE_CHAINS * len(failing) * n_draws
         raw, kept = _assemble(raw, table, failing, new, results)
         finished = results(raw)
         records += kept
@@ -567,32 +546,6 @@ def converge_modes(
     if not records:
         del attrs["mode_reruns"]
     return raw, finished
-
-
-def clock() -> tuple[float, float]:
-    """Now, as ``(wall, process CPU)`` seconds, for :data:`TIME_GOAL`."""
-    return time.monotonic(), time.process_time()
-
-
-def _spent(started: tuple[float, float]) -> float:
-    """Seconds since ``started`` (:func:`clock`) as the time goal counts them: the wall time,
-    or the process's CPU time when that is less. On a machine busy with other work the wall
-    time says more about the load than about the run; the CPU time of all the process's
-    threads is at least the wall time the run would take alone (one core for serial work,
-    one core per chain side by side), so the goal stays judged conservatively either way."""
-    wall, cpu = clock()
-    return min(wall - started[0], cpu - started[1])
-
-
-def _mode_run_seconds(raw: Tree, run: dict, budget: dict, n_chains: int, n_draws: int) -> float:
-    """Estimated time of ``n_chains`` new chains of :data:`RETUNE` + ``n_draws`` steps: the
-    time per chain step of everything so far (:func:`_spent`; compilation and Laplace
-    included, so on the high side), with the chains sharing the cores."""
-    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    so_far = get_group(raw, "posterior").sizes
-    steps = (int(run["tune"]) + so_far["draw"]) * np.ceil(so_far["chain"] / cores)
-    per_step = _spent(budget["started"]) / max(steps, 1)
-    return float(per_step * (RETUNE + n_draws) * np.ceil(n_chains / cores))
 
 
 def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict | None:

@@ -287,8 +287,8 @@ def sample_posterior(
         ``draws`` draws each, replacing the first run's; their draws count against
         ``(max_draws - draws) * chains``); so do chains that had divergences, at
         ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`). A mode that then
-        still fails its own gates gets 2 new chains of its own, within the same draws and a
-        60 s goal (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
+        still fails its own gates gets 2 new chains of its own, within the same draws
+        (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
         ``posterior.attrs["follow_up"]`` records what ran
         and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
@@ -321,7 +321,6 @@ def sample_posterior(
     >>> idata = sample_posterior(build_model(X, 2), em, random_seed=1)  # doctest: +SKIP
     >>> idata.posterior["means"] - idata.em["means"]  # same dims: broadcasts  # doctest: +SKIP
     """
-    started = followup.clock()  # per-mode follow-ups keep to a time goal from here
     _check_arguments(sampler, backend, draws, tune, chains, target_accept, precondition, max_draws)
     spec = model_spec(model)
     if spec is None:
@@ -383,7 +382,6 @@ def sample_posterior(
                 compile_one,
                 run,
                 max_draws or 3 * draws,
-                started,
             )
             restarted.update(followed)
         table = get_attr(idata, "modes")

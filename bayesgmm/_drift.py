@@ -61,6 +61,7 @@ __all__ = [
     "leaver_restarts",
     "left_mode",
     "move_all",
+    "pooled_metric",
     "region_log_mass",
     "replace_chains",
     "restart_points",
@@ -199,7 +200,7 @@ def leaver_restarts(
     flat, logp = np.asarray(flat, dtype=float), np.asarray(logp, dtype=float)
     pool, levels = zip(*(_latest(flat[c], logp[c], window) for c in leavers), strict=True)
     draws = np.concatenate(pool)
-    shared = _draws_metric(draws)
+    shared = pooled_metric(draws)
     level = float(np.concatenate(levels).mean()) + 0.5 * draws.shape[1]
     picks = np.linspace(0, len(draws) - 1, n_chains).round().astype(int)
     return [
@@ -339,12 +340,13 @@ def restart_points(flat: np.ndarray) -> list[Laplace]:
     towards its diagonal by ``n_dim / n_draws`` so that few draws still give a usable one).
     ``kind`` is ``"draws"``.
     """
-    return [_draws_metric(_second_half(chain)) for chain in np.asarray(flat, dtype=float)]
+    return [pooled_metric(_second_half(chain)) for chain in np.asarray(flat, dtype=float)]
 
 
-def _draws_metric(draws: np.ndarray) -> Laplace:
+def pooled_metric(draws: np.ndarray) -> Laplace:
     """The mean of ``draws`` (n, n_dim) and the Cholesky factor of their covariance, shrunk
-    towards its diagonal by ``n_dim / n``."""
+    towards its diagonal by ``n_dim / n`` (``kind`` ``"draws"``): a start and whitening
+    for new chains from draws of one region (e.g. one mode's chains pooled)."""
     n, n_dim = draws.shape
     covariance = np.cov(draws.T) if n > 1 else np.eye(n_dim)
     shrink = min(1.0, n_dim / max(n, 1))

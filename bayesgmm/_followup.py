@@ -45,6 +45,19 @@ that every mode found in them has its own R-hat and ESS, and the stacking weight
 recomputed on their draws (an extension follows only if they all end in one mode). The cost
 is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
 
+**Modes that still fail** (:func:`converge_modes`). After that rerun (or without one), a mode
+of several that fails its own gates (:func:`bayesgmm.diagnostics.mode_failures`: fewer than two
+chains, R-hat above 1.01, bulk or tail ESS below 400, divergences; issue 15) gets
+:data:`MODE_CHAINS` new chains of its own, started at distinct draws of its chains and whitened
+by their pooled covariance, with a short re-tune; the mode is then judged by its own chains, the
+old ones with the new (or only the new, when they alone meet the gates and the joined chains do
+not), and the modes and stacking weights are found afresh over the final chains, so that each
+mode's weight rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
+split R-hat across chains, and two chains of a mode seldom give an ESS of 400 where four do.
+These runs count against ``max_draws`` like every follow-up, never against a clock (a
+result must not depend on how busy the machine was); when the draws left are too few the
+record says so and the modes warning names the modes that fail.
+
 **Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
 :data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
 group when they are in one mode), at that target, replacing the first run's; the extension
@@ -61,19 +74,22 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
-from ._drift import concat_chains, restart_points, run_parallel
+from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
 from ._idata import Tree, get_attr, get_group, new_tree
-from .diagnostics import GATES, log_likelihood_drift, parameter_diagnostics
+from .diagnostics import GATES, log_likelihood_drift, mode_failures, parameter_diagnostics
 
 __all__ = [
     "MARGIN",
     "MILD_R_HAT",
+    "MODE_CHAINS",
+    "MODE_ROUNDS",
     "RAISED_TARGET_ACCEPT",
     "RETUNE",
     "ROUNDS",
     "announce",
     "concat_draws",
     "continue_chains",
+    "converge_modes",
     "divergent_rerun",
     "ending_groups",
     "extension_plan",
@@ -98,6 +114,10 @@ _MIN_EXTRA = 100
 # NUTS target acceptance of new chains after a run with divergences (smaller steps, about 1.6
 # times the gradients; what the diagnostics' advice suggests)
 RAISED_TARGET_ACCEPT = 0.95
+# new chains a mode that fails its gates gets per round (2 cores: they run side by side), and
+# at most this many such rounds
+MODE_CHAINS = 2
+MODE_ROUNDS = 2
 
 
 def _gates(idata: Tree) -> dict:
@@ -292,10 +312,16 @@ def follow_up(
         ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
         :func:`bayesgmm.modes.mode_table` when its modes ran again),
         ``warmup_draws_dropped`` and ``follow_up_target_accept`` (the new chains' target after
-        divergences), when there was anything to follow up.
+        divergences), when there was anything to follow up; ``mode_reruns`` when modes ran
+        again on their own (:func:`converge_modes`).
     """
     done, attrs = [], {}
+    first = raw
     raw, finished, run = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
+    spare = (max_draws - run["draws"]) * run["chains"]  # draws the follow-ups may add in all
+    if raw is not first:  # the new chains of _rerun
+        spare -= get_group(raw, "posterior").sizes["chain"] * run["draws"]
+    raw, finished = converge_modes(raw, finished, results, compile_one, run, spare, done, attrs)
     extended = 0
     for round_ in range(1, ROUNDS + 1):
         extra, reason = extension_plan(finished[0], max_draws)
@@ -456,3 +482,150 @@ def rerun_modes(
         return concat_chains(run_parallel(runs))
     except KeyboardInterrupt:
         return None
+
+
+# ----------------------------------------------------------------------------- per-mode runs
+def converge_modes(
+    raw: Tree,
+    finished: tuple,
+    results: Callable[[Tree], tuple],
+    compile_one: Callable,
+    run: dict,
+    spare: int,
+    done: list,
+    attrs: dict,
+) -> tuple[Tree, tuple]:
+    """New chains for each mode that fails its gates, judged by that mode's own chains.
+
+    For up to :data:`MODE_ROUNDS` rounds, while the chains are in several modes and some mode
+    fails :func:`mode_failures`: every such mode gets :data:`MODE_CHAINS` new chains (all run
+    at once), started at distinct draws of its chains' second halves and whitened by those
+    draws' pooled covariance (unconstrained), with :data:`RETUNE` tuning steps, as many draws
+    as its chains have, at :data:`RAISED_TARGET_ACCEPT` when it had divergences. The mode then
+    keeps its old chains with the new ones, or only the new ones when they alone meet the gates
+    and the joined chains do not (a better run of the same mode: e.g. an old chain with
+    divergences); the new chains are added in any case when they ended in another mode, so no
+    mode is lost. Modes that passed keep their chains untouched. The final results are judged
+    afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking weights over the final
+    chains).
+
+    A round starts only when its draws fit ``spare`` (the draws ``max_draws`` leaves, over
+    all chains); otherwise ``done`` says which modes still fail and what to try.
+    ``attrs["mode_reruns"]`` records every round: the mode, its chains and failures before,
+    what was kept and the new chains' numbers in the final results.
+    """
+    records = attrs.setdefault("mode_reruns", [])
+    for round_ in range(1, MODE_ROUNDS + 1):
+        table = get_attr(finished[0], "modes") or []
+        failing = {row["mode"]: mode_failures(row) for row in table}
+        failing = {m: why for m, why in failing.items() if why}
+        if not failing:
+            break
+        named = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items())
+        n_draws = get_group(raw, "posterior").sizes["draw"]
+        if MODE_CHAINS * len(failing) * n_draws > spare:
+            done.append(
+                f"{named}; not run again: max_draws leaves too few draws ({spare} over all "
+                f"chains, {MODE_CHAINS * len(failing) * n_draws} needed); raise max_draws or "
+                "draws (each mode's chains then meet the gates on their own) or use fewer "
+                "components; each mode's gates are in mode_table()"
+            )
+            break
+        new = _run_modes(raw, table, failing, compile_one, run, n_draws, round_)
+        if new is None:
+            done.append(f"{named}; the new chains were interrupted (Ctrl-C): kept the chains")
+            break
+        spare -= MODE_CHAINS * len(failing) * n_draws
+        raw, kept = _assemble(raw, table, failing, new, results)
+        finished = results(raw)
+        records += kept
+        done.append(
+            f"{named}: {MODE_CHAINS} new chains for each ({RETUNE} tuning steps, {n_draws} "
+            f"draws; round {round_}): " + "; ".join(f"mode {k['mode']} {k['kept']}" for k in kept)
+        )
+    if not records:
+        del attrs["mode_reruns"]
+    return raw, finished
+
+
+def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict | None:
+    """:data:`MODE_CHAINS` new chains for each failing mode, all run at once: ``{mode:
+    results of its new chains}``; None after Ctrl-C."""
+    flat = _flat(raw)
+    announce(
+        run,
+        f"running {MODE_CHAINS} new chains for each of mode(s) {sorted(failing)} "
+        f"({RETUNE} tuning steps and {n_draws} draws each)",
+    )
+    runs, owners = [], []
+    for row in table:
+        if row["mode"] not in failing:
+            continue
+        diverged = row["divergences"] > 0 and run["target_accept"] < RAISED_TARGET_ACCEPT
+        mode_run = {**run, "target_accept": RAISED_TARGET_ACCEPT} if diverged else run
+        halves = flat[row["chains"], n_draws // 2 :]
+        pooled = halves.reshape(-1, flat.shape[2])
+        metric = pooled_metric(pooled)
+        for j in range(MODE_CHAINS):  # distinct draws, spread over the pooled halves
+            point = dataclasses.replace(metric, mode=pooled[(2 * j + 1) * len(pooled) // 4])
+            seed = (int(run["seed"]) + 86028121 * round_ + 7907 * (len(runs) + 1)) % 2**31
+            runs.append(_one_chain(compile_one, point, mode_run, seed, n_draws, RETUNE))
+            owners.append(row["mode"])
+    try:
+        done = run_parallel(runs)
+    except KeyboardInterrupt:
+        return None
+    owners = np.asarray(owners)
+    return {m: concat_chains([done[i] for i in np.flatnonzero(owners == m)]) for m in failing}
+
+
+def _chains(raw: Tree, chains) -> Tree:
+    """The given chains of raw results, renumbered, without ``sample_stats["start"]`` (the
+    first run's starts; new chains have none)."""
+    part = raw.isel(chain=list(chains), missing_dims="ignore")
+    part = concat_chains([part])
+    if "start" in part["sample_stats"]:
+        part["sample_stats"] = part["sample_stats"].to_dataset().drop_vars("start")
+    return part
+
+
+def _passes(tree: Tree, results: Callable[[Tree], tuple]) -> tuple[bool, int]:
+    """Whether the chains of raw results ``tree`` are in one mode that meets the gates, and
+    how many modes they are in."""
+    idata = results(tree)[0]
+    n_modes = int(get_attr(idata, "n_modes", default=1))
+    gates = _gates(idata)
+    met = gates["r_hat"] <= GATES["r_hat"] and gates["ess"] >= GATES["ess_bulk"]
+    return n_modes == 1 and met and gates["divergences"] == 0, n_modes
+
+
+def _assemble(raw, table, failing, new, results) -> tuple[Tree, list[dict]]:
+    """The raw results with each failing mode's chains joined by, or replaced with, its new
+    chains (:func:`converge_modes`), and the record of what was kept."""
+    keep = [c for row in table if row["mode"] not in failing for c in row["chains"]]
+    parts, records = [_chains(raw, keep)] if keep else [], []
+    for row in table:
+        if row["mode"] not in failing:
+            continue
+        old, fresh = _chains(raw, row["chains"]), _chains(new[row["mode"]], range(MODE_CHAINS))
+        joined = concat_chains([old, fresh])
+        joined_passes, joined_modes = _passes(joined, results)
+        kept = "old and new chains"
+        if not joined_passes and joined_modes == 1 and _passes(fresh, results)[0]:
+            joined, kept = fresh, "new chains only (they meet the gates, the old did not)"
+        elif joined_modes > 1:
+            kept = "old and new chains (the new ones ended elsewhere too)"
+        first = sum(get_group(p, "posterior").sizes["chain"] for p in parts)
+        parts.append(joined)
+        n_after = get_group(joined, "posterior").sizes["chain"]
+        records.append(
+            {
+                "mode": int(row["mode"]),
+                "chains_before": list(row["chains"]),
+                "failed": mode_failures(row),
+                "kept": kept,
+                "chains_after": list(range(first, first + n_after)),
+                "converged": bool(joined_passes or joined is fresh),
+            }
+        )
+    return concat_chains(parts), records

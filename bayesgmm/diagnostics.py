@@ -24,6 +24,7 @@ __all__ = [
     "check_sampling",
     "diagnostics",
     "log_likelihood_drift",
+    "mode_failures",
     "parameter_diagnostics",
 ]
 
@@ -218,6 +219,40 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     return table.dropna(how="all", subset=["r_hat", "ess_bulk", "ess_tail"])
 
 
+def mode_failures(row: dict) -> list[str]:
+    """The gates one row of :func:`bayesgmm.modes.mode_table` fails, as text ([] when the
+    mode converged: at least two chains, and R-hat, bulk and tail ESS and divergences within
+    their gates).
+
+    Parameters
+    ----------
+    row : dict
+        ``chains``, ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail`` and ``divergences``.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> row = {"chains": [3], "max_r_hat": float("nan"), "min_ess_bulk": 900.0,
+    ...        "min_ess_tail": 350.0, "divergences": 0}
+    >>> mode_failures(row)
+    ['1 chain', 'ESS 350']
+    """
+    failed = []
+    if len(row["chains"]) < 2:
+        failed.append(f"{len(row['chains'])} chain")
+    elif not row["max_r_hat"] <= GATES["r_hat"]:
+        failed.append(f"R-hat {row['max_r_hat']:.3f}")
+    ess = min(row["min_ess_bulk"], row["min_ess_tail"])
+    if not ess >= GATES["ess_bulk"]:
+        failed.append(f"ESS {ess:.0f}")
+    if row["divergences"] > GATES["divergences"]:
+        failed.append(f"{row['divergences']} divergences")
+    return failed
+
+
 def _check_rows(idata: Tree) -> list[dict]:
     stats = get_group(idata, "sample_stats")
     params = parameter_diagnostics(idata)
@@ -232,10 +267,7 @@ def _check_rows(idata: Tree) -> list[dict]:
     rows.append(_bfmi_row(chain_bfmi))
     if "mode" in stats and int(stats["mode"].max()) > 0:  # bayesgmm.modes.record_modes
         modes = np.asarray(stats["mode"].values)
-        groups = "; ".join(
-            f"mode {m}: chains {np.flatnonzero(modes == m).tolist()}" for m in np.unique(modes)
-        )
-        rows.append(("modes", float(modes.max() + 1), 1.0, False, groups))
+        rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
     attrs = get_group(idata, "posterior").attrs
     converged = all(row[3] for row in rows)
     rows += [row for row in (_left_mode_row(idata, converged), _drift_row(idata)) if row]
@@ -246,6 +278,24 @@ def _check_rows(idata: Tree) -> list[dict]:
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
     ]
+
+
+def _modes_text(idata: Tree, modes: np.ndarray) -> str:
+    """Each mode's chains and whether it converged on them (the stored mode table, when
+    there is one), and which modes ran again on their own (``mode_reruns``)."""
+    table = {row["mode"]: row for row in get_attr(idata, "modes", default=None) or []}
+    parts = []
+    for m in np.unique(modes):
+        text = f"mode {m}: chains {np.flatnonzero(modes == m).tolist()}"
+        if m in table:
+            failed = mode_failures(table[m])
+            text += f" not converged ({', '.join(failed)})" if failed else " converged"
+        parts.append(text)
+    reruns = get_attr(idata, "mode_reruns", default=None) or []
+    if reruns:  # numbered as in the table before each rerun
+        ran = ", ".join(f"mode {r['mode']} ({', '.join(r['failed'])})" for r in reruns)
+        parts.append(f"new chains for modes that failed: {ran}")
+    return "; ".join(parts)
 
 
 def _worst_row(params: pd.DataFrame, check: str, *, largest: bool) -> tuple:

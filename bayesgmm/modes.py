@@ -41,12 +41,13 @@ from ._drift import concat_chains
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
-from .diagnostics import SamplingWarning, parameter_diagnostics
+from .diagnostics import SamplingWarning, mode_failures, parameter_diagnostics
 from .em import EMGaussianMixture
 
 __all__ = [
     "distinct_optima",
     "find_modes",
+    "mode_failures",
     "mode_posterior",
     "mode_table",
     "record_modes",
@@ -459,11 +460,20 @@ def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
         f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
         for r in table.itertuples()
     )
+    failing = {row["mode"]: mode_failures(row) for row in table.to_dict(orient="records")}
+    failing = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items() if why)
     warnings.warn(
         f"The chains ended in {len(table)} different modes (not label switches of one another; "
         f"{described}). R-hat over all chains fails for that reason and summaries over all "
         "chains average over the modes: read each mode on its own (mode_table(), "
-        "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)).",
+        "mode_posterior(idata, mode), BayesianGMM.summary(mode=...)). "
+        + (
+            f"Not every mode converged on its own chains ({failing}): its summaries and the "
+            "stacking weights (which rest on its draws) are not reliable; run with more draws "
+            "(max_draws) or fewer components."
+            if failing
+            else "Each mode converged on its own chains (R-hat, ESS, no divergences)."
+        ),
         SamplingWarning,
         stacklevel=stacklevel + 1,
     )

@@ -234,7 +234,7 @@ def _reproducibility_section(fit: BayesianGMM, settings: dict[str, Any]) -> Sect
         key: get_attr(fit.idata_, key)
         for key in ("sampler", "backend", "random_seed", "draws", "tune", "chains", "start")
     }
-    for key in ("follow_up", "extended_draws"):  # runs after the first (bayesgmm._followup)
+    for key in ("follow_up", "extended_draws", "mode_reruns"):  # runs after the first (_followup)
         if get_attr(fit.idata_, key) is not None:
             attrs[key] = get_attr(fit.idata_, key)
     section.table(

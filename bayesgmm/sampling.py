@@ -286,7 +286,9 @@ def sample_posterior(
         chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
         ``draws`` draws each, replacing the first run's; their draws count against
         ``(max_draws - draws) * chains``); so do chains that had divergences, at
-        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`).
+        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`). A mode that then
+        still fails its own gates gets 2 new chains of its own, within the same draws
+        (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
         ``posterior.attrs["follow_up"]`` records what ran
         and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
@@ -374,7 +376,12 @@ def sample_posterior(
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
             idata, switched, followed = followup.follow_up(
-                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
+                raw,
+                (idata, switched),
+                results,
+                compile_one,
+                run,
+                max_draws or 3 * draws,
             )
             restarted.update(followed)
         table = get_attr(idata, "modes")

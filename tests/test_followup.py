@@ -364,3 +364,127 @@ def test_a_short_run_with_divergences_reruns_from_draws_it_has(monkeypatch):
         fit = _fit(draws=5, tune=5, chains=1, max_draws=15)
     assert len(starts) == 2 and get_attr(fit.idata_, "follow_up_target_accept") == 0.95
     assert fit.idata_.posterior.sizes["chain"] == 2
+
+
+# ----------------------------------------------------------------------------- per-mode runs
+def _raw(n_chains: int, offset: float = 0.0, n_draws: int = 40, n_dim: int = 3):
+    """nutpie-like raw kernel results: chain c's draws are ``offset + c`` everywhere."""
+    values = (
+        offset + np.arange(n_chains, dtype=float)[:, None, None] + np.zeros((1, n_draws, n_dim))
+    )
+    coords = {"chain": np.arange(n_chains), "draw": np.arange(n_draws)}
+    posterior = xr.Dataset({"unconstrained_point": (("chain", "draw", "dim"), values)}, coords)
+    stats = xr.Dataset({"logp": (("chain", "draw"), values[..., 0])}, coords)
+    stats["start"] = ("chain", np.zeros(n_chains, dtype=np.int64))
+    return new_tree({"posterior": posterior, "sample_stats": stats})
+
+
+def _row(mode, chains, r_hat=1.002, ess=900.0, divergences=0) -> dict:
+    return {
+        "mode": mode,
+        "chains": chains,
+        "max_r_hat": r_hat,
+        "min_ess_bulk": ess,
+        "min_ess_tail": ess,
+        "divergences": divergences,
+    }
+
+
+@pytest.mark.parametrize(
+    ("joined", "fresh", "n_chains", "kept"),
+    [
+        ((True, 1), False, 5, "old and new chains"),  # the old chain joins the new ones
+        ((False, 1), True, 4, "new chains only"),  # a better run of the same mode
+        ((False, 1), False, 5, "old and new chains"),  # nothing better: nothing lost
+        ((False, 2), True, 5, "the new ones ended elsewhere"),  # another mode: keep both
+    ],
+)
+def test_a_failing_mode_keeps_its_chains_unless_new_ones_alone_do_better(
+    monkeypatch, joined, fresh, n_chains, kept
+):
+    """Mode 0 (chains 0 and 2) passed and keeps its chains untouched; mode 1 (chain 1 alone)
+    failed and got two new chains (values 100, 101)."""
+    raw, new = _raw(3), {1: _raw(2, offset=100.0)}
+    table = [_row(0, [0, 2]), _row(1, [1], r_hat=float("nan"))]
+
+    def passes(tree, results):
+        return joined if tree["posterior"].sizes["chain"] == 3 else (fresh, 1)
+
+    monkeypatch.setattr(followup, "_passes", passes)
+    out, records = followup._assemble(raw, table, {1: ["1 chain"]}, new, results=None)
+    values = out["posterior"]["unconstrained_point"].values[:, 0, 0].tolist()
+    old_kept = n_chains == 5
+    assert values == [0.0, 2.0] + ([1.0] if old_kept else []) + [100.0, 101.0]
+    assert "start" not in out["sample_stats"]  # the first run's starts say nothing of new chains
+    (record,) = records
+    assert record["mode"] == 1 and record["chains_before"] == [1]
+    assert record["failed"] == ["1 chain"] and kept in record["kept"]
+    assert record["chains_after"] == list(range(2, n_chains))
+    assert record["converged"] == (joined[0] or not old_kept)
+
+
+@pytest.mark.parametrize(
+    ("row", "failed"),
+    [
+        (_row(0, [0, 1]), []),
+        (_row(0, [3], r_hat=float("nan")), ["1 chain"]),
+        (_row(0, [0, 1], r_hat=1.02, ess=300.0), ["R-hat 1.020", "ESS 300"]),
+        (_row(0, [0, 1], divergences=2), ["2 divergences"]),
+    ],
+)
+def test_a_mode_fails_the_gates_the_run_does(row, failed):
+    from bayesgmm.diagnostics import mode_failures
+
+    assert mode_failures(row) == failed
+
+
+def _two_modes(**options) -> BayesianGMM:
+    """4 chains round robin over the mirrored data's 2 optima: 2 chains in each mode."""
+    run = {"random_seed": 2, "chains": 4, "tune": 200, "progressbar": False, **options}
+    return BayesianGMM(2, **run).fit(_mirrored())
+
+
+def test_a_failing_mode_is_not_run_again_past_max_draws():
+    """150 draws of 2 chains a mode fall short of ESS 400; max_draws=200 leaves 4 x 50 draws,
+    too few for 2 new chains of 150 in each failing mode: no per-mode run starts, the record
+    says what to try and the warning names the modes that fail."""
+    with pytest.warns(SamplingWarning, match="Not every mode converged on its own chains"):
+        fit = _two_modes(draws=150, max_draws=200)
+    table = fit.modes()
+    assert [len(c) for c in table["chains"]] == [2, 2]
+    record = get_attr(fit.idata_, "follow_up")
+    assert any("not run again: max_draws leaves too few draws" in line for line in record)
+    assert get_attr(fit.idata_, "mode_reruns") is None
+    row = fit.diagnostics().set_index("check").loc["modes"]
+    assert "not converged (ESS" in row["worst"]
+
+
+@pytest.mark.slow
+def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains():
+    """The mirrored data's posterior has two modes of equal mass, mirror images of each other
+    (x -> -x). 2 chains of 300 draws fall short of the gates (ESS) in at least one mode; such a
+    mode gets new chains of its own and ends converged on them, keeping its first chains; the
+    stacking weights, recomputed over the final chains, are about equal, and each mode's means
+    mirror the other's."""
+    with warnings.catch_warnings():  # the run over all chains fails R-hat: two modes
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _two_modes(draws=300, max_draws=1500)
+    from bayesgmm.diagnostics import mode_failures
+    from bayesgmm.modes import mode_posterior
+
+    table = fit.modes()
+    assert len(table) == 2
+    for row in table.to_dict(orient="records"):
+        assert mode_failures(row) == [], row
+    reruns = get_attr(fit.idata_, "mode_reruns")
+    assert reruns and all(r["kept"].startswith("old and new") for r in reruns)
+    n_new = followup.MODE_CHAINS * len(reruns)  # modes that passed kept their 2 chains
+    assert fit.idata_.posterior.sizes["chain"] == 4 + n_new
+    np.testing.assert_allclose(table["stacking_weight"].sum(), 1.0, atol=1e-6)
+    assert table["stacking_weight"].between(0.3, 0.7).all()
+    means = [
+        np.sort(mode_posterior(fit.idata_, m).posterior["means"].mean(("chain", "draw")).values, 0)
+        for m in (0, 1)
+    ]
+    np.testing.assert_allclose(means[0], -means[1][::-1], atol=0.3)
+    assert "converged" in fit.diagnostics().set_index("check").loc["modes", "worst"]

@@ -432,7 +432,8 @@ def test_chains_that_stay_are_not_run_again(monkeypatch):
     X = _separated()
     with warnings.catch_warnings():  # 200 draws: R-hat may miss its gate, not the point here
         warnings.simplefilter("ignore", SamplingWarning)
-        fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False).fit(X)
+        # max_draws=draws: no follow-up runs (tests/test_followup.py's subject, not this one's)
+        fit = BayesianGMM(2, random_seed=1, draws=200, progressbar=False, max_draws=200).fit(X)
     assert calls == []
     assert get_attr(fit.idata_, "left_mode_depth") is None
     assert "left_mode" not in set(fit.diagnostics()["check"])

@@ -124,17 +124,22 @@ def _gates(idata: Tree) -> dict:
     """Worst R-hat, smallest bulk or tail ESS over parameters, divergences, whether a chain
     drifted while it drew, and the number of modes."""
     params = parameter_diagnostics(idata)
-    stats = get_group(idata, "sample_stats")
     drifted = False
     if get_group(idata, "posterior").sizes["draw"] >= 100:  # as diagnostics' drift row
         drifted = bool(log_likelihood_drift(idata)["drifted"].any())
     return {
         "r_hat": float(params["r_hat"].max()),
         "ess": float(min(params["ess_bulk"].min(), params["ess_tail"].min())),
-        "divergences": int(stats["diverging"].sum()) if "diverging" in stats else 0,
+        "divergences": _divergences(idata),
         "drifted": drifted,
         "n_modes": int(get_attr(idata, "n_modes", default=1)),
     }
+
+
+def _divergences(idata: Tree) -> int:
+    """Divergent transitions over all chains and draws."""
+    stats = get_group(idata, "sample_stats")
+    return int(stats["diverging"].sum()) if "diverging" in stats else 0
 
 
 def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
@@ -384,10 +389,10 @@ def divergent_rerun(idata: Tree, target_accept: float) -> str:
     that, smaller steps do. The new chains replace the first run's (Old Faithful, K=3: 30 to
     80 divergences at 0.8 in 4 chains of 1000 draws, none at 0.95).
     """
-    gates = _gates(idata)
-    if gates["divergences"] == 0 or not target_accept < RAISED_TARGET_ACCEPT:
+    divergences = _divergences(idata)  # not _gates: no R-hat, ESS or drift needed here
+    if divergences == 0 or not target_accept < RAISED_TARGET_ACCEPT:
         return ""
-    return f"{gates['divergences']} divergences at target_accept {target_accept:g}"
+    return f"{divergences} divergences at target_accept {target_accept:g}"
 
 
 def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:

@@ -296,7 +296,7 @@ def test_follow_ups_are_announced_only_with_progress_shown(capsys):
 def test_divergences_below_the_raised_target_ask_for_new_chains(
     monkeypatch, divergences, target_accept, rerun
 ):
-    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=divergences))
+    monkeypatch.setattr(followup, "_divergences", lambda idata: divergences)
     why = followup.divergent_rerun(_tree(), target_accept)
     assert bool(why) == rerun
     if rerun:
@@ -307,12 +307,11 @@ def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
     """Forced: the first run's results report divergences. Its chains (one group: they all
     ended in one mode) run again from where they ended at target_accept 0.95, replacing the
     first run's draws; the extension keeps that target, and the attrs record it."""
-    real_gates, calls, targets = followup._gates, [], []
+    real_divergences, calls, targets = followup._divergences, [], []
 
     def first_divergent(idata):
         calls.append(1)
-        gates = real_gates(idata)
-        return {**gates, "divergences": 4} if len(calls) == 1 else gates
+        return 4 if len(calls) == 1 else real_divergences(idata)
 
     original_one = followup._one_chain
 
@@ -320,7 +319,7 @@ def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
         targets.append(run["target_accept"])
         return original_one(compile_one, point, run, seed, draws, tune)
 
-    monkeypatch.setattr(followup, "_gates", first_divergent)
+    monkeypatch.setattr(followup, "_divergences", first_divergent)
     monkeypatch.setattr(followup, "_one_chain", one_chain)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)

@@ -3,6 +3,7 @@ new chains where the chains ended when modes are not each converged or a chain m
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -455,7 +456,8 @@ def test_a_failing_mode_is_not_run_again_past_max_draws():
     assert any("not run again: max_draws leaves too few draws" in line for line in record)
     assert get_attr(fit.idata_, "mode_reruns") is None
     row = fit.diagnostics().set_index("check").loc["modes"]
-    assert "not converged (ESS" in row["worst"]
+    # each mode is short of ESS 400 (its R-hat may fail too: runs differ across processes)
+    assert len(re.findall(r"not converged \([^)]*ESS \d+\)", row["worst"])) == 2
 
 
 @pytest.mark.slow

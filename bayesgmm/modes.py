@@ -47,7 +47,6 @@ from .em import EMGaussianMixture
 __all__ = [
     "distinct_optima",
     "find_modes",
-    "mode_failures",
     "mode_posterior",
     "mode_table",
     "record_modes",

@@ -376,12 +376,7 @@ def sample_posterior(
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
             idata, switched, followed = followup.follow_up(
-                raw,
-                (idata, switched),
-                results,
-                compile_one,
-                run,
-                max_draws or 3 * draws,
+                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
             )
             restarted.update(followed)
         table = get_attr(idata, "modes")

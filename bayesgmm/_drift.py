@@ -20,17 +20,21 @@ K = 4: about 900 leapfrog steps against 100, the curvature at the mode being no 
 region of near-empty components; whitened by draws from that region, about 80), and chains
 leave at random times (crabs: from early in tuning to after 800 draws), so letting the first
 run finish cost most of its time. :func:`stop_when_one_left` therefore watches the first run
-and stops it as soon as any chain's latest :data:`WATCH_DRAWS` draws lie below the mode's
-typical set. :func:`run_again_if_left` then weighs the region the chains went to against the
-one the others stayed in (:func:`region_log_mass`: mean ``log p`` plus the entropy of a
-Gaussian fitted to each chain's latest draws; :func:`move_all`). When it holds clearly more
-mass (:data:`LEFT_MASS_MARGIN` nats: an overfitted mixture), every chain starts again, alike,
-at distinct draws of the chains that left, whitened by those draws' covariance
+and stops it at the first draw at which any chain's latest :data:`WATCH_DRAWS` draws lie below
+the mode's typical set (:func:`first_crossings`), as soon as every chain has drawn that far: a
+point fixed by the draws alone, not by when the watcher looked, so that a seeded run stops, and
+continues, alike in every process (each chain's draws depend only on the seed).
+:func:`run_again_if_left` then weighs the region the chains went to against the one the others
+stayed in (:func:`region_log_mass`: mean ``log p`` plus the entropy of a Gaussian fitted to
+each chain's latest draws; :func:`move_all`). When it holds clearly more mass
+(:data:`LEFT_MASS_MARGIN` nats: an overfitted mixture), every chain starts again, alike, at
+distinct draws of the chains that left, whitened by those draws' covariance
 (:func:`leaver_restarts`): where the chain that left went, with a metric that fits there
 (benchmarks/results/bench_mcmc_nuts60.txt). Otherwise the chains that left start again from
-their draws and each chain that stayed from its own latest draw, whitened as before, so that
-a mode at EM's optimum that holds real mass keeps its chains and is reported with its weight
-(:mod:`bayesgmm.modes`) rather than dropped. A first run that finishes is judged as before.
+their draws and each chain that stayed from its own latest draw, whitened as before, so that a
+mode at EM's optimum that holds real mass keeps its chains and is reported with its weight
+(:mod:`bayesgmm.modes`) rather than dropped. A first run in which no chain crossed is judged
+on the second half of each chain's draws (:func:`depth`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ __all__ = [
     "complete",
     "concat_chains",
     "depth",
+    "first_crossings",
+    "first_draws",
     "laplace_log_mass",
     "latest_depth",
     "leaver_restarts",
@@ -67,6 +73,7 @@ __all__ = [
     "restart_points",
     "run_again_if_left",
     "run_parallel",
+    "run_watched",
     "stop_when_one_left",
 ]
 
@@ -148,10 +155,75 @@ def latest_depth(logp: np.ndarray, modes: Sequence[float], n_dim: int, window: i
     return (np.array(out) - expected) / np.sqrt(0.5 * n_dim)
 
 
+def first_crossings(
+    logp: np.ndarray, levels: Sequence[float], n_dim: int, sds: Sequence[float], window: int
+) -> np.ndarray:
+    """For each chain, the index (among its finished draws) of the last draw of the first
+    ``window`` draws in a row whose mean ``log p`` lies ``sds`` sds below the typical set of
+    its level (:func:`latest_depth` of the draws up to there), or -1 when none does yet.
+
+    Parameters
+    ----------
+    logp : ndarray of shape (n_chains, n_draws)
+        Each chain's ``log p`` in the order drawn, NaN for draws not finished.
+    levels : sequence of float
+        Each chain's log density at the mode (or level) it is judged against.
+    n_dim : int
+        Length of the unconstrained vector.
+    sds : sequence of float
+        Each chain's margin, in sds of ``chi2_n / 2``.
+    window : int
+
+    Returns
+    -------
+    ndarray of int, shape (n_chains,)
+
+    Examples
+    --------
+    >>> logp = np.array([[-14.0] * 6 + [-34.0] * 6, [-14.0] * 12])
+    >>> first_crossings(logp, [-10.0, -10.0], 8, [3.0, 3.0], 4).tolist()
+    [7, -1]
+    """
+    out = np.full(len(logp), -1)
+    scale = np.sqrt(0.5 * n_dim)
+    for c, chain in enumerate(np.asarray(logp, dtype=float)):
+        finished = chain[np.isfinite(chain)]
+        if finished.size < window:
+            continue
+        sums = np.concatenate([[0.0], np.cumsum(finished)])
+        means = (sums[window:] - sums[:-window]) / window
+        below = np.flatnonzero(means - (levels[c] - 0.5 * n_dim) < -sds[c] * scale)
+        if below.size:
+            out[c] = below[0] + window - 1
+    return out
+
+
+def _stop_point(lengths: np.ndarray, crossings: np.ndarray, finished: bool) -> int | None:
+    """How many draws of every chain a watched run keeps: up to the earliest crossing
+    (:func:`first_crossings`), decided once every chain has drawn that far (so that no chain
+    can still cross earlier) or the run has finished; None while undecided or none crossed."""
+    hits = crossings[crossings >= 0]
+    if hits.size == 0:
+        return None
+    keep = int(hits.min()) + 1
+    return keep if finished or bool(np.all(lengths >= keep)) else None
+
+
+def first_draws(tree: Tree, keep: int) -> Tree:
+    """``tree`` with every group that has a ``draw`` dim cut to its first ``keep`` draws."""
+    out = tree.copy()
+    for name, node in tree.children.items():
+        data = node.to_dataset()
+        if "draw" in data.dims:
+            replace_group(out, name, data.isel(draw=slice(0, keep)))
+    return out
+
+
 def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WATCH_DRAWS) -> Tree:
-    """Wait for nutpie's running (non-blocking) sampler, stopping it as soon as any chain's
-    latest ``window`` draws lie :data:`LEFT_MODE_SDS` sds below the typical set of the mode its
-    chains were whitened at (:func:`latest_depth`).
+    """Wait for nutpie's running (non-blocking) sampler, stopping it at the first draw at which
+    any chain's latest ``window`` draws lie :data:`LEFT_MODE_SDS` sds below the typical set of
+    the mode its chains were whitened at (:func:`first_crossings`), once every chain has drawn
+    that far.
 
     Parameters
     ----------
@@ -168,19 +240,23 @@ def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WA
     Returns
     -------
     xarray.DataTree
-        The finished run's results, or the trace so far when a chain left (the sampler
-        cancelled; draws after each chain's last finished one are NaN).
+        The finished run's results when no chain left, else every chain's draws up to that
+        first crossing (the same whenever the run was looked at or stopped, and also when it
+        finished before the watcher saw the crossing).
     """
 
-    def left(traces: list[Tree]) -> bool:
+    def measure(traces: list[Tree]) -> tuple[np.ndarray, np.ndarray]:
         (partial,) = traces
         if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
-            return False  # nothing drawn yet
+            return np.zeros(0, int), np.zeros(0, int)  # nothing drawn yet
         logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
-        chain_depth = latest_depth(logp, [log_density] * len(logp), n_dim, window)
-        return bool(np.any(chain_depth < -LEFT_MODE_SDS))
+        lengths = np.isfinite(logp).sum(axis=1)
+        chains = len(logp)
+        margins = [LEFT_MODE_SDS] * chains
+        return lengths, first_crossings(logp, [log_density] * chains, n_dim, margins, window)
 
-    return _watched([sampler], left)[0]
+    (trace,), keep = _watched([sampler], measure)
+    return trace if keep is None else first_draws(trace, keep)
 
 
 def leaver_restarts(
@@ -392,29 +468,39 @@ def _chain_points(
     return points
 
 
-def run_parallel(runs: Sequence[Callable[[], object]], stop=None) -> list:
+def run_parallel(runs: Sequence[Callable[[], object]]) -> list:
     """Start every sampler (``run()`` returns nutpie's background sampler) and wait for all;
-    Ctrl-C or a failure cancels the ones still running.
+    Ctrl-C or a failure cancels the ones still running."""
+    return _started(runs, lambda samplers: [sampler.wait() for sampler in samplers])
 
-    With ``stop``, every sampler is looked at about every ``_POLL_SECONDS``: when
-    ``stop(traces)`` (the finished results, or the traces so far, one a sampler) is true,
-    every sampler still running is cancelled and those traces are returned.
+
+def run_watched(runs: Sequence[Callable[[], object]], measure: Callable) -> tuple[list, int | None]:
+    """:func:`run_parallel`, the samplers looked at about every ``_POLL_SECONDS``.
+
+    ``measure(traces)`` (the finished results, or the traces so far, one a sampler) gives each
+    chain's number of finished draws and its :func:`first_crossings`. Once the earliest
+    crossing is certain (every chain has drawn that far), the samplers still running are
+    cancelled. Returns the traces and how many draws of each chain to keep (None when no chain
+    crossed): the same wherever the samplers were when looked at.
     """
+    return _started(runs, lambda samplers: _watched(samplers, measure))
+
+
+def _started(runs: Sequence[Callable[[], object]], wait: Callable) -> object:
+    """``wait(samplers)`` after starting every run; Ctrl-C or a failure cancels them all."""
     samplers = []
     try:
         for run in runs:
             samplers.append(run())
-        if stop is None:
-            return [sampler.wait() for sampler in samplers]
-        return _watched(samplers, stop)
+        return wait(samplers)
     except BaseException:
         for sampler in samplers:
             sampler.cancel()
         raise
 
 
-def _watched(samplers: list, stop) -> list:
-    """:func:`run_parallel`'s wait with ``stop`` (see there)."""
+def _watched(samplers: list, measure: Callable) -> tuple[list, int | None]:
+    """:func:`run_watched`'s wait (see there)."""
     done: list = [None] * len(samplers)
     while True:
         for i, sampler in enumerate(samplers):
@@ -423,14 +509,14 @@ def _watched(samplers: list, stop) -> list:
                     done[i] = sampler.wait(timeout=_POLL_SECONDS / len(samplers))
                 except TimeoutError:
                     pass
-        if all(d is not None for d in done):
-            return done
+        finished = all(d is not None for d in done)
         traces = [d if d is not None else s.inspect() for d, s in zip(done, samplers, strict=True)]
-        if stop(traces):
+        keep = _stop_point(*measure(traces), finished)
+        if finished or keep is not None:
             for d, sampler in zip(done, samplers, strict=True):
                 if d is None:
                     sampler.cancel()
-            return traces
+            return traces, keep
 
 
 def concat_chains(trees: list[Tree]) -> Tree:
@@ -475,8 +561,8 @@ def run_again_if_left(
 ) -> tuple[Tree, dict]:
     """When a chain left the mode it was whitened at, run every chain again.
 
-    A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws
-    in some chain) is judged on each chain's latest :data:`WATCH_DRAWS` draws; every chain
+    A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws)
+    is judged on each chain's latest :data:`WATCH_DRAWS` draws; every chain
     starts again at a draw of the chains that left, all whitened by those draws' covariance
     (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN` nats more
     mass than any chain that stayed (:func:`move_all`), else the chains that stayed start
@@ -632,17 +718,22 @@ def _run_from_leavers(
         points, sds = _restarts(flat, logp, leavers, points, sds, moved)
         levels = [point.log_density for point in points]
 
-        def stop(traces: list, levels: list = levels, sds: np.ndarray = sds) -> bool:
+        def measure(traces: list, levels: list = levels, sds: np.ndarray = sds) -> tuple:
             _, now = _arrays(traces)
-            return bool(np.any(latest_depth(now, levels, n_dim, WATCH_DRAWS) < -sds))
+            lengths = np.isfinite(now).sum(axis=1)
+            return lengths, first_crossings(now, levels, n_dim, sds, WATCH_DRAWS)
 
         watched = stage < MAX_STAGES - 1
         runs = [start(stage, c, point, watched) for c, point in enumerate(points)]
-        again = run_parallel(runs, stop if watched else None)
-        if all("sample_stats" in tree.children and complete(tree, draws) for tree in again):
+        again, keep = run_watched(runs, measure) if watched else (run_parallel(runs), None)
+        if keep is None and all(
+            "sample_stats" in tree.children and complete(tree, draws) for tree in again
+        ):
             again = [_without_warmup(tree) for tree in again]
             break
         flat, logp = _arrays(again)
+        if keep is not None:  # every chain up to the first crossing
+            flat[:, keep:], logp[:, keep:] = np.nan, np.nan
         leavers = np.flatnonzero(latest_depth(logp, levels, n_dim, WATCH_DRAWS) < -sds)
     return again, record
 

@@ -225,8 +225,9 @@ def _warmup_trace(logp: np.ndarray, flat: np.ndarray) -> xr.DataTree:
 def test_a_chain_that_goes_lower_in_the_second_run_restarts_it_again(rng, monkeypatch):
     """The second run is watched against the level of the draws it started from: a chain whose
     latest (tuning) draws lie lower stops it, and every chain starts again from that chain's
-    draws; the third run, watched too, finishes, and its tuning groups are dropped (the attrs
-    count the stages)."""
+    draws up to its first crossing (its first WATCH_DRAWS: the run is cut there, whatever the
+    chains drew after); the third run, watched too, finishes, and its tuning groups are
+    dropped (the attrs count the stages)."""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
     n_dim, draws = 3, 1000
     logp = np.full((4, draws), np.nan)
@@ -251,17 +252,18 @@ def test_a_chain_that_goes_lower_in_the_second_run_restarts_it_again(rng, monkey
     out, attrs = run_again_if_left(_stats_tree(logp, flat), [approx], lambda point: point, run)
     assert len(calls) == 8
     assert [o["save_warmup"] for _, o in calls] == [True] * 8  # watched: MAX_STAGES = 3
-    for point, _ in calls[4:]:  # from chain 2's latest draws of the second run
-        assert np.any(np.all(lower_flat[-WATCH_DRAWS:] == point.mode, axis=1))
+    for point, _ in calls[4:]:  # from chain 2's draws up to its first crossing
+        assert np.any(np.all(lower_flat[:WATCH_DRAWS] == point.mode, axis=1))
     assert attrs["left_mode_stages"] == 2 and attrs["left_mode_restarted_from"] == [1]
     assert len(attrs["left_mode_moved"]) == len(attrs["left_mode_log_mass"]) == 2
     assert complete(out, draws) and "warmup_posterior" not in out.children
 
 
 def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch):
-    """The watcher returns the trace so far and cancels the run once one chain's latest
-    WATCH_DRAWS draws lie LEFT_MODE_SDS below the mode's typical set; chains short of
-    WATCH_DRAWS draws, or within the margin, do not stop it."""
+    """The watcher cancels the run once one chain's latest WATCH_DRAWS draws lie
+    LEFT_MODE_SDS below the mode's typical set, and returns every chain's draws up to the
+    first such draw (the latest_depth of the draws up to any earlier one is within the
+    margin); chains short of WATCH_DRAWS draws, or within the margin, do not stop it."""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
     n_dim = 20
     logp = np.full((2, 300), np.nan)
@@ -277,7 +279,74 @@ def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch
         assert not sampler.cancelled
     logp[0, 50:150] -= (LEFT_MODE_SDS + 1.0) * np.sqrt(0.5 * n_dim)
     left = _Running(_stats_tree(logp))
-    assert stop_when_one_left(left, -100.0, n_dim) is left.trace and left.cancelled
+    kept = stop_when_one_left(left, -100.0, n_dim)
+    assert left.cancelled
+    n = kept["sample_stats"].sizes["draw"]
+    np.testing.assert_array_equal(kept["sample_stats"]["logp"].values, logp[:, :n])
+    modes = [-100.0, -100.0]
+    assert latest_depth(logp[:, :n], modes, n_dim, WATCH_DRAWS)[0] < -LEFT_MODE_SDS
+    for m in range(WATCH_DRAWS, n):
+        assert np.all(latest_depth(logp[:, :m], modes, n_dim, WATCH_DRAWS) >= -LEFT_MODE_SDS)
+
+
+class _Progressing:
+    """A background sampler over the finished draws ``trace``: each look (``wait`` or
+    ``inspect``) shows ``speeds[c]`` more draws of chain ``c`` (NaN after), and ``wait``
+    returns the whole trace once every chain has drawn all."""
+
+    def __init__(self, trace, speeds):
+        self.trace, self.speeds, self.cancelled = trace, np.asarray(speeds), False
+        self.drawn = np.zeros(len(speeds), int)
+
+    def wait(self, timeout=None):
+        self.drawn += self.speeds
+        if np.all(self.drawn >= self.trace["sample_stats"].sizes["draw"]):
+            return self.trace
+        raise TimeoutError
+
+    def inspect(self):
+        out = self.trace.copy()
+        for group in ("posterior", "sample_stats"):
+            data = out[group].to_dataset()
+            shown = data["draw"] < xr.DataArray(self.drawn, dims="chain")
+            replace_group(out, group, data.where(shown))
+        return out
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_where_the_first_run_stops_does_not_depend_on_when_it_was_looked_at(rng, monkeypatch):
+    """Each chain's draws depend only on the seed; when the watcher looks at them does not
+    (the machine's load, the polling). A chain leaves at draw 300 of 1000: the watcher keeps
+    the same draws of every chain whether chain 1 or chain 0 runs ahead, whether it looks
+    often or not, and when the run finished before it looked at all."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim, draws = 20, 1000
+    logp = _chi2_logp(rng, -100.0, n_dim, (2, draws))
+    logp[1, 300:] -= 6.0 * np.sqrt(0.5 * n_dim)
+    flat = rng.standard_normal((2, draws, 3))
+    kept = []
+    for speeds in ([1, 1], [97, 3], [3, 97], [400, 400], [draws, draws]):
+        sampler = _Progressing(_stats_tree(logp, flat), speeds)
+        kept.append(stop_when_one_left(sampler, -100.0, n_dim))
+    n = kept[0]["sample_stats"].sizes["draw"]
+    assert 300 < n < 300 + WATCH_DRAWS
+    for tree in kept:
+        np.testing.assert_array_equal(tree["sample_stats"]["logp"].values, logp[:, :n])
+        np.testing.assert_array_equal(
+            tree["posterior"]["unconstrained_point"].transpose("chain", "draw", ...).values,
+            flat[:, :n],
+        )
+
+
+def test_a_run_in_which_no_chain_left_is_returned_whole(rng, monkeypatch):
+    """No crossing: the watcher waits for the whole run and returns it unchanged."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    trace = _stats_tree(_chi2_logp(rng, -100.0, n_dim, (2, 400)))
+    sampler = _Progressing(trace, [7, 50])
+    assert stop_when_one_left(sampler, -100.0, n_dim) is trace and not sampler.cancelled
 
 
 def test_leaver_restarts_pool_the_latest_draws(rng):

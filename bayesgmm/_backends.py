@@ -93,7 +93,10 @@ def _compiled_nutpie(
 def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, wait=None):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
     ``(results, interrupted)``). ``wait(sampler)``, if given, waits for the results in place
-    of ``sampler.wait()`` (and may stop the run early)."""
+    of ``sampler.wait()`` (and may stop the run early). A watched run runs every chain at once
+    (nutpie otherwise queues the chains beyond the machine's cores until others finish), so
+    that a stop at a draw every chain must reach (:func:`bayesgmm._drift.stop_when_one_left`)
+    comes early; the chains share the cores, the total work is the same."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -101,6 +104,7 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         draws=draws,
         tune=tune,
         chains=chains,
+        cores=chains if wait is not None else None,
         seed=seed,
         target_accept=target_accept,
         progress_bar=progressbar,

@@ -587,3 +587,21 @@ def test_chains_at_a_mode_with_the_mass_are_not_taken_away(monkeypatch):
         np.testing.assert_allclose(np.sort(means[:, 0]), [0.0, 6.0], atol=0.5)
     table = fit.diagnostics().set_index("check")
     assert "each kept its chains" in table.loc["left_mode", "worst"]
+
+
+def test_a_watched_first_run_runs_every_chain_at_once(monkeypatch):
+    """nutpie queues the chains beyond the machine's cores until others finish; a watched run
+    stops only once every chain has drawn to the first crossing, so it runs all at once."""
+    from bayesgmm._backends import _run_nutpie
+
+    options = []
+
+    def sample(compiled, **kw):
+        options.append(kw)
+        return _done(0.0, 10, 3)
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    run = dict(draws=10, tune=10, chains=6, seed=1, target_accept=0.8, progressbar=False)
+    _run_nutpie(None, **run)
+    _run_nutpie(None, **run, wait=lambda sampler: sampler.wait())
+    assert [kw["cores"] for kw in options] == [None, 6]

@@ -131,6 +131,10 @@ class Strategy:
         ``n_merge`` best after one iteration to a short run, the best of them continued; kept
         where higher (the fit at K is a start too, so nothing else runs to convergence
         unless it passes that fit). 0: no merge pass.
+    merge_pairs : int
+        The merge pass's starts per fit: the pairs of the ``K + 1`` fit's clusters whose
+        responsibilities overlap most (:func:`bayesgmm._sweepmoves.overlapping_pairs`), or
+        every pair (0).
     split_min : int
         Split starts only where both halves have ``split_min`` times the model's smallest
         sound component (:func:`bayesgmm._models.min_effective_size`); without, splitting
@@ -156,6 +160,7 @@ class Strategy:
     n_loose: int = 6
     loose_tol: float = 3e-4
     n_merge: int = 2
+    merge_pairs: int = 0
     split_min: int = 2
     top_parent: bool = True
 

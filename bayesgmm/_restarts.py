@@ -134,7 +134,11 @@ class Strategy:
     merge_pairs : int
         The merge pass's starts per fit: the pairs of the ``K + 1`` fit's clusters whose
         responsibilities overlap most (:func:`bayesgmm._sweepmoves.overlapping_pairs`), or
-        every pair (0).
+        every pair (0). Every pair was ~2,300 of a 14-model sweep's ~4,800 starts; with 6,
+        ~2,900 starts and no cell of the benchmark sets or of eight held-out ones newly below
+        issue 13's bar (``benchmarks/results/mclust_emstarts_20261203.txt``); Ward's
+        criterion instead of the overlap missed wreath VII K=8 (its winning pair ranked 29th
+        of 45 there, first by overlap).
     split_min : int
         Split starts only where both halves have ``split_min`` times the model's smallest
         sound component (:func:`bayesgmm._models.min_effective_size`); without, splitting
@@ -160,7 +164,7 @@ class Strategy:
     n_loose: int = 6
     loose_tol: float = 3e-4
     n_merge: int = 2
-    merge_pairs: int = 0
+    merge_pairs: int = 6
     split_min: int = 2
     top_parent: bool = True
 

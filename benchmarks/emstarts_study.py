@@ -11,7 +11,7 @@ per data set:
     python benchmarks/emstarts_study.py refs --out /tmp/refs.json [--data DIR] [--datasets a,b]
         # mclust (committed numbers, or R with --r) and scikit-learn per cell
     python benchmarks/emstarts_study.py sweep --refs /tmp/refs.json [--set n_kmeans=4 ...]
-        # one em_sweep (14 models, K = 1..9, reg_covar=0, random_state=0, one thread) per data
+        # one em_sweep (14 models, K = 1..9, reg_covar=0, random_state=--seed, one thread) per data
         # set with the Strategy's fields overridden: misses, best BIC, fits, starts, EM
         # iterations and CPU seconds
 """
@@ -71,7 +71,9 @@ def references(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n")
 
 
-def counted_sweep(X: pd.DataFrame, strategy: Strategy) -> tuple[pd.DataFrame, dict, dict]:
+def counted_sweep(
+    X: pd.DataFrame, strategy: Strategy, seed: int = 0
+) -> tuple[pd.DataFrame, dict, dict]:
     """One sweep with the fits, starts and EM iterations counted; its table, best and counts."""
     counts = {"fits": 0, "starts": 0, "iterations": 0}
     em_em, advance_many = _restarts.em_em, _population.Population.advance_many
@@ -91,7 +93,7 @@ def counted_sweep(X: pd.DataFrame, strategy: Strategy) -> tuple[pd.DataFrame, di
     try:
         start = time.process_time()
         sweep = em_sweep(
-            X, range(1, 10), list(MCLUST_MODELS), reg_covar=0.0, random_state=0,
+            X, range(1, 10), list(MCLUST_MODELS), reg_covar=0.0, random_state=seed,
             progress=False, strategy=strategy,
         )  # fmt: skip
         counts["cpu"] = time.process_time() - start
@@ -149,13 +151,14 @@ def sweeps(args: argparse.Namespace) -> None:
     refs = json.loads(Path(args.refs).read_text())
     strategy = strategy_from(args.set)
     names = args.datasets.split(",") if args.datasets else list(refs)
-    print(f"{bayesgmm.__file__} overrides {args.set} load {os.getloadavg()[0]:.2f}", flush=True)
+    one_minute = os.getloadavg()[0]
+    print(f"{bayesgmm.__file__} seed {args.seed} {args.set} load {one_minute:.2f}", flush=True)
     record = {}
     with threadpool_limits(limits=1):
         em_sweep(np.random.default_rng(0).normal(size=(300, 3)), [1, 2, 3], ["all"], progress=False)
         for name in names:
             X = load(Path(refs[name]["data"]), name)
-            table, best, counts = counted_sweep(X, strategy)
+            table, best, counts = counted_sweep(X, strategy, args.seed)
             verdict = judge(name, refs[name], table, best, X)
             record[name] = {**verdict, **counts}
             print(
@@ -182,6 +185,7 @@ def main() -> None:
     sweep.add_argument("--datasets")
     sweep.add_argument("--set", nargs="*", default=[])
     sweep.add_argument("--out")
+    sweep.add_argument("--seed", type=int, default=0, help="the sweep's random_state")
     args = parser.parse_args()
     (references if args.command == "refs" else sweeps)(args)
 

@@ -127,7 +127,7 @@ class Strategy:
         iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
     n_merge : int
         The sweep's merge pass (:func:`bayesgmm._sweepmoves.merge_pass`): every model at K
-        refitted from its ``K + 1`` fit with two clusters merged (every pair), the
+        refitted from its ``K + 1`` fit with two clusters merged (``merge_pairs``), the
         ``n_merge`` best after one iteration to a short run, the best of them continued; kept
         where higher (the fit at K is a start too, so nothing else runs to convergence
         unless it passes that fit). 0: no merge pass.

@@ -127,10 +127,20 @@ class Strategy:
         iteration (scikit-learn's ``GaussianMixture`` stops at 1e-3).
     n_merge : int
         The sweep's merge pass (:func:`bayesgmm._sweepmoves.merge_pass`): every model at K
-        refitted from its ``K + 1`` fit with two clusters merged (every pair), the
+        refitted from its ``K + 1`` fit with two clusters merged (``merge_pairs``), the
         ``n_merge`` best after one iteration to a short run, the best of them continued; kept
         where higher (the fit at K is a start too, so nothing else runs to convergence
         unless it passes that fit). 0: no merge pass.
+    merge_pairs : int
+        The merge pass's starts per fit: the pairs of the ``K + 1`` fit's clusters whose
+        responsibilities overlap most (:func:`bayesgmm._sweepmoves.overlapping_pairs`), or
+        every pair (0). Every pair was ~2,300 of a 14-model sweep's ~4,800 starts (up to 45
+        a fit at K = 9); with 15 (fewer only from K + 1 = 7 up), ~3,700 starts and, over
+        seeds 0-2, the same cells below issue 13's bar as every pair on the benchmark sets
+        and eight held-out ones; with 6 (~2,900 starts), banknote VII K=8 and VVI K=9 fell
+        below it in seeds 1-2 (``benchmarks/results/mclust_emstarts_20261203.txt``). Ward's
+        criterion instead of the overlap missed wreath VII K=8 (seed 0, 6 or 10 pairs; its
+        winning pair first by overlap).
     split_min : int
         Split starts only where both halves have ``split_min`` times the model's smallest
         sound component (:func:`bayesgmm._models.min_effective_size`); without, splitting
@@ -156,6 +166,7 @@ class Strategy:
     n_loose: int = 6
     loose_tol: float = 3e-4
     n_merge: int = 2
+    merge_pairs: int = 15
     split_min: int = 2
     top_parent: bool = True
 

@@ -5,9 +5,10 @@ into one (the "split" and "merge" moves of Ueda et al.'s SMEM, 2000). em-EM's po
 (:mod:`bayesgmm._restarts`) has the split ones: the same model's ``K - 1`` fit with one cluster
 split along its principal axis (:func:`split_starts`), each cluster in turn. The merge ones
 need the ``K + 1`` fit, so they come from a second pass of the sweep, K descending
-(:func:`merge_pass`): every pair of clusters of the model's ``K + 1`` fit merged
-(:func:`merge_starts`), screened by one iteration, the best continued as em-EM does; the fit at
-K is replaced where that ends higher. Measured on the benchmark sets (issue 13,
+(:func:`merge_pass`): pairs of clusters of the model's ``K + 1`` fit merged
+(:func:`merge_starts`; the pairs whose responsibilities overlap most, :func:`overlapping_pairs`),
+screened by one iteration, the best continued as em-EM does; the fit at K is replaced where
+that ends higher. Measured on the benchmark sets (issue 13,
 ``benchmarks/results/mclust_optima.txt``): the best merge after one iteration reaches the
 reference optimum in cells whose em-EM pool held no start of its basin (wreath VII K=8: 60.8
 nats higher).
@@ -36,6 +37,7 @@ __all__ = [
     "merge_pass",
     "merge_starts",
     "one_hot",
+    "overlapping_pairs",
     "parent_strategy",
     "rescue_starts",
     "split_starts",
@@ -92,19 +94,42 @@ def split_starts(
     return out
 
 
-def merge_starts(labels: np.ndarray) -> list[np.ndarray]:
+def merge_starts(
+    labels: np.ndarray, resp: np.ndarray | None = None, n_pairs: int = 0
+) -> list[np.ndarray]:
     """Partitions into one cluster fewer: every pair of clusters of ``labels`` merged (those
     left with fewer than two clusters excepted), labels renumbered ``0, 1, ...`` in order of
     first appearance (:func:`canonical`: in the canonical ``labels`` cluster ``a < b``
-    appears first, so the merged one keeps ``a`` and those after ``b`` move down by one)."""
-    labels = canonical(labels)
-    k = int(labels.max()) + 1
+    appears first, so the merged one keeps ``a`` and those after ``b`` move down by one).
+
+    With the fit's responsibilities ``resp`` (``labels`` their row maxima) and ``n_pairs`` >
+    0, only the ``n_pairs`` pairs that :func:`overlapping_pairs` ranks first, in that order."""
+    first = canonical(labels)
+    k = int(first.max()) + 1
     if k < 3:
         return []
     pairs = np.array(list(itertools.combinations(range(k), 2)))
+    if resp is not None and 0 < n_pairs < len(pairs):
+        pairs = pairs[overlapping_pairs(labels, resp, pairs, n_pairs)]
+    labels = first
     a, b, old = pairs[:, :1], pairs[:, 1:], np.arange(k)
     relabel = np.where(old == b, a, old - (old > b))  # (pairs, k): each pair's new label of each
     return list(relabel[:, labels])
+
+
+def overlapping_pairs(
+    labels: np.ndarray, resp: np.ndarray, pairs: np.ndarray, n: int
+) -> np.ndarray:
+    """The indices (ascending) of the ``n`` ``pairs`` of clusters of ``canonical(labels)``
+    whose responsibilities overlap most: the cosine of the two columns of ``resp`` (SMEM's
+    merge criterion, Ueda et al. 2000, normalised; ties by pair order). ``labels`` are the
+    row maxima of ``resp``; canonical cluster ``c`` is the component of its first row."""
+    _, first = np.unique(labels, return_index=True)
+    columns = resp[:, np.asarray(labels)[np.sort(first)]]
+    gram = columns.T @ columns
+    norms = np.sqrt(np.diag(gram))
+    cosine = gram[pairs[:, 0], pairs[:, 1]] / (norms[pairs[:, 0]] * norms[pairs[:, 1]])
+    return np.sort(np.argsort(-cosine, kind="stable")[:n])
 
 
 def parent_strategy(
@@ -180,6 +205,17 @@ def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return bool(new["log_likelihood"] > old["log_likelihood"])
 
 
+def _ranking(X: Any, rows: dict, k: int, cov_type: str, context: dict[str, Any]) -> tuple:
+    """The ``(resp, n_pairs)`` of :func:`merge_starts` for the merges of the fit at ``k``:
+    its responsibilities on the rows the fits keep, when ``strategy.merge_pairs`` asks for a
+    ranking (else none: every pair)."""
+    n_pairs = context["strategy"].merge_pairs
+    if not n_pairs:
+        return None, 0
+    resp = rows[k, cov_type]["_fit"]._predict_rows(X, "resp")
+    return resp[context["observed"]], n_pairs
+
+
 def merge_pass(
     fit_one: Any,
     X: Any,
@@ -195,10 +231,11 @@ def merge_pass(
 
     ``context`` holds ``em_kwargs``, ``strategy``, ``sample_weight`` and ``observed`` (the rows
     the fits keep), as :func:`bayesgmm._restarts.sweep_rows` has them. em-EM screens the
-    merges by one iteration, the ``strategy.n_merge`` best go on to a short run, and the best
-    short run is continued to convergence only where it is above the fit at K: that fit's own
-    responsibilities are a start too (``"current"``), always continued, which costs an
-    iteration or two (it has converged) and wins unless a merge passed it.
+    merges (the ``strategy.merge_pairs`` most overlapping pairs, or all) by one iteration,
+    the ``strategy.n_merge`` best go on to a short run, and the best short run is continued
+    to convergence only where it is above the fit at K: that fit's own responsibilities are
+    a start too (``"current"``), always continued, which costs an iteration or two (it has
+    converged) and wins unless a merge passed it.
     """
     strategy: Strategy = context["strategy"]
     merged = replace(
@@ -219,7 +256,8 @@ def merge_pass(
             if name in done or (k + 1, name) not in labels:
                 continue
             done.add(name)
-            starts = [("merge", one_hot(m, k, len(m))) for m in merge_starts(labels[k + 1, name])]
+            merges = merge_starts(labels[k + 1, name], *_ranking(X, rows, k + 1, cov_type, context))
+            starts = [("merge", one_hot(m, k, len(m))) for m in merges]
             if not starts:
                 continue
             current = rows[k, cov_type]["_fit"]

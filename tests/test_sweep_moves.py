@@ -16,7 +16,14 @@ import pytest
 
 from bayesgmm import em_sweep
 from bayesgmm._restarts import Strategy
-from bayesgmm._sweepmoves import canonical, merge_starts, one_hot, rescue_starts, split_starts
+from bayesgmm._sweepmoves import (
+    canonical,
+    merge_starts,
+    one_hot,
+    overlapping_pairs,
+    rescue_starts,
+    split_starts,
+)
 
 ROOT = Path(__file__).parents[1]
 CELLS = json.loads((Path(__file__).parent / "data" / "optima_cells.json").read_text())["cells"]
@@ -50,6 +57,48 @@ def test_merge_starts_are_canonical_partitions() -> None:
         for (a, b), m in zip(pairs, merge_starts(labels), strict=True):
             expected = canonical(np.where(first == b, a, first))
             assert m.dtype == expected.dtype and np.array_equal(m, expected)
+
+
+def test_overlapping_pairs_rank_by_the_cosine_of_responsibilities() -> None:
+    """The pairs kept are those whose responsibility columns have the largest cosine,
+    computed pair by pair, the columns taken in the canonical clusters' order (each
+    cluster's component is that of its first row); they come back in pair order."""
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        k = int(rng.integers(3, 9))
+        resp = rng.dirichlet(np.full(k, 0.3), size=60)
+        labels = np.argmax(resp, axis=1)
+        component = labels[np.sort(np.unique(labels, return_index=True)[1])]
+        pairs = np.array(list(combinations(range(component.size), 2)))
+        if not len(pairs):
+            continue
+        cosine = []
+        for a, b in pairs:
+            x, y = resp[:, component[a]], resp[:, component[b]]
+            cosine.append(x @ y / np.sqrt((x @ x) * (y @ y)))
+        n = int(rng.integers(1, len(pairs) + 1))
+        chosen = overlapping_pairs(labels, resp, pairs, n)
+        assert np.array_equal(chosen, np.sort(chosen)) and chosen.size == n
+        assert min(np.take(cosine, chosen)) >= max(np.delete(cosine, chosen), default=-np.inf)
+
+
+def test_merge_starts_keep_the_most_overlapping_pairs() -> None:
+    """Components 1 and 3 share their rows' responsibilities, 0 and 2 a little: with
+    n_pairs=2 only those two merges are made (in pair order, as in the full list); n_pairs=0
+    or >= every pair: the full list."""
+    labels = np.repeat([1, 0, 3, 2], 5)  # canonical: component 1 -> 0, 0 -> 1, 3 -> 2, 2 -> 3
+    resp = np.full((20, 4), 0.01)
+    resp[np.arange(20), labels] = 0.6
+    resp[labels == 1, 3] = resp[labels == 3, 1] = 0.35
+    resp[labels == 0, 2] = resp[labels == 2, 0] = 0.1
+    resp /= resp.sum(axis=1, keepdims=True)
+    every = merge_starts(labels)  # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3), canonical
+    kept = merge_starts(labels, resp, n_pairs=2)
+    assert len(kept) == 2
+    assert np.array_equal(kept[0], every[1]) and np.array_equal(kept[1], every[4])
+    for n in (0, 6, 9):
+        kept = merge_starts(labels, resp, n)
+        assert len(kept) == 6 and all(map(np.array_equal, kept, every))
 
 
 def test_split_starts_split_each_cluster() -> None:

@@ -134,13 +134,14 @@ class Strategy:
     merge_pairs : int
         The merge pass's starts per fit: the pairs of the ``K + 1`` fit's clusters whose
         responsibilities overlap most (:func:`bayesgmm._sweepmoves.overlapping_pairs`), or
-        every pair (0). Every pair was ~2,300 of a 14-model sweep's ~4,800 starts (up to 45
-        a fit at K = 9); with 15 (fewer only from K + 1 = 7 up), ~3,700 starts and, over
-        seeds 0-2, the same cells below issue 13's bar as every pair on the benchmark sets
-        and eight held-out ones; with 6 (~2,900 starts), banknote VII K=8 and VVI K=9 fell
-        below it in seeds 1-2 (``benchmarks/results/mclust_emstarts_20261203.txt``). Ward's
-        criterion instead of the overlap missed wreath VII K=8 (seed 0, 6 or 10 pairs; its
-        winning pair first by overlap).
+        every pair (0, the default). Every pair is ~2,300 of a 14-model sweep's ~4,800
+        starts (up to 45 a fit at K = 9); 15 pairs screen ~3,700 and kept, over seeds 0-2,
+        the same cells above issue 13's bar on the benchmark sets and eight held-out ones,
+        but saved only 4% of the EM iterations (CPU within the noise) while 5-9 cells a
+        seed ended lower than with every pair (up to 12.6 nats: thyroid EEV K=4), so the
+        default screens every pair; 6 pairs lost banknote VII K=8 and VVI K=9 at seeds 1-2
+        (``benchmarks/results/mclust_emstarts_20261203.txt``). Ward's criterion instead of
+        the overlap missed wreath VII K=8 (its winning pair first by overlap).
     split_min : int
         Split starts only where both halves have ``split_min`` times the model's smallest
         sound component (:func:`bayesgmm._models.min_effective_size`); without, splitting
@@ -166,7 +167,7 @@ class Strategy:
     n_loose: int = 6
     loose_tol: float = 3e-4
     n_merge: int = 2
-    merge_pairs: int = 15
+    merge_pairs: int = 0
     split_min: int = 2
     top_parent: bool = True
 

@@ -19,7 +19,7 @@ from . import _gaussian as g
 from . import _kernels as kernels
 from ._scaling import AffineScaling
 
-__all__ = ["SmallLoop"]
+__all__ = ["SmallLoop", "canonical_rows"]
 
 
 _LAYOUT_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
@@ -57,13 +57,25 @@ def _statistics(X, loc, scale, weights, means, chol, layout, block_rows):  # pra
     return kernels._finish(sums, diagonal)
 
 
+def canonical_rows(X: np.ndarray) -> np.ndarray:
+    """``X`` as the one array type the compiled loops are specialised for: a base ndarray of
+    float64, C-contiguous, aligned and writable (``X`` itself when it is one, else a copy).
+
+    Numba compiles a kernel for each distinct argument type, but serves a call from an
+    already compiled specialisation its arguments convert to safely (a writable array to a
+    read-only one's): after a read-only ``X`` (a memmap, a pandas copy-on-write view), which
+    machine code ran a writable ``X`` would depend on what ran first in the process.
+    """
+    return np.require(X, dtype=np.float64, requirements=["C", "A", "W", "E"])
+
+
 class SmallLoop:
     """The E-step and the precision factors of one fit, for an ndarray on the calling thread.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        C-contiguous float64 rows in the user's units.
+        Rows in the user's units (held as :func:`canonical_rows`).
     scaling : AffineScaling
         Maps them to the parameters' unit scale.
     layout : {"full", "tied", "diag", "spherical"}
@@ -72,7 +84,7 @@ class SmallLoop:
     """
 
     def __init__(self, X: np.ndarray, scaling: AffineScaling, layout: str, block_rows: int):
-        self.X = X
+        self.X = canonical_rows(X)
         self.loc = np.ascontiguousarray(scaling.loc, dtype=np.float64)
         self.scale = np.ascontiguousarray(scaling.scale, dtype=np.float64)
         self.layout = layout

@@ -9,6 +9,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from bayesgmm._emloop import SmallLoop
 from bayesgmm._hierarchical import hierarchical_partitions
 from bayesgmm._models import MODEL_NAMES, n_parameters
 from bayesgmm._restarts import Strategy, canonical, one_hot, partition_pool
+from bayesgmm._scaling import AffineScaling
 from bayesgmm.datasets import load_faithful
 
 MCLUST = Path(__file__).parent / "data" / "mclust" / "faithful.json"
@@ -161,3 +163,21 @@ def test_a_sweep_without_iterations_keeps_its_rows(faithful):
     assert (sweep.table["status"] == "not converged").all()
     reference = em_sweep(faithful, init="n_init", **kw)
     np.testing.assert_array_equal(sweep.table["log_likelihood"], reference.table["log_likelihood"])
+
+
+def test_small_loop_holds_one_array_type_whatever_rows_it_is_given(faithful, tmp_path):
+    """A read-only, Fortran-ordered or memory-mapped X reaches the compiled loops as the same
+    Numba type as a writable C-contiguous one (Numba would otherwise serve a writable X from a
+    read-only specialisation compiled first: which code runs would depend on call order);
+    a writable C-contiguous float64 X is used as it is."""
+    scaling = AffineScaling(loc=np.zeros(2), scale=np.ones(2))
+    expected = numba.typeof(faithful)
+    assert SmallLoop(faithful, scaling, "full", 512).X is faithful
+    readonly = faithful.copy()
+    readonly.setflags(write=False)
+    path = tmp_path / "rows.npy"
+    np.save(path, faithful)
+    for X in (readonly, np.asfortranarray(faithful), np.load(path, mmap_mode="r")):
+        held = SmallLoop(X, scaling, "full", 512).X
+        assert numba.typeof(held) == expected and type(held) is np.ndarray
+        np.testing.assert_array_equal(held, faithful)

@@ -124,8 +124,7 @@ def depth(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
     """
     halves = [_second_half(chain) for chain in np.asarray(logp, dtype=float)]
     means = np.array([half.mean() if half.size else np.nan for half in halves])
-    expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
-    return (means - expected) / np.sqrt(0.5 * n_dim)
+    return _sds_from_typical(means, modes, n_dim)
 
 
 def _second_half(values: np.ndarray) -> np.ndarray:
@@ -151,8 +150,14 @@ def latest_depth(logp: np.ndarray, modes: Sequence[float], n_dim: int, window: i
     for chain in np.asarray(logp, dtype=float):
         finished = chain[np.isfinite(chain)]
         out.append(finished[-window:].mean() if finished.size >= window else np.nan)
+    return _sds_from_typical(np.array(out), modes, n_dim)
+
+
+def _sds_from_typical(mean_logp, modes, n_dim: int) -> np.ndarray:
+    """Mean ``log p`` minus the Laplace typical set's ``log p(mode) - n_dim / 2``, in sds of
+    ``chi2_n / 2`` (``sqrt(n_dim / 2)``)."""
     expected = np.asarray(modes, dtype=float) - 0.5 * n_dim
-    return (np.array(out) - expected) / np.sqrt(0.5 * n_dim)
+    return (np.asarray(mean_logp, dtype=float) - expected) / np.sqrt(0.5 * n_dim)
 
 
 def first_crossings(
@@ -185,14 +190,13 @@ def first_crossings(
     [7, -1]
     """
     out = np.full(len(logp), -1)
-    scale = np.sqrt(0.5 * n_dim)
     for c, chain in enumerate(np.asarray(logp, dtype=float)):
         finished = chain[np.isfinite(chain)]
         if finished.size < window:
             continue
         sums = np.concatenate([[0.0], np.cumsum(finished)])
         means = (sums[window:] - sums[:-window]) / window
-        below = np.flatnonzero(means - (levels[c] - 0.5 * n_dim) < -sds[c] * scale)
+        below = np.flatnonzero(_sds_from_typical(means, levels[c], n_dim) < -sds[c])
         if below.size:
             out[c] = below[0] + window - 1
     return out

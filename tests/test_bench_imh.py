@@ -4,23 +4,17 @@ error, from a proposal fitted to draws that saw the modes in the wrong proportio
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "imh_refine.py"
+from .conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def imh():
-    spec = importlib.util.spec_from_file_location("imh_refine", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("imh_refine")
 
 
 # two correlated Gaussian modes, 70% / 30%, 3-D: exact mean, mode masses

@@ -657,11 +657,17 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = run.lower_bound - scaling.log_jacobian
         self.log_likelihood_trace_ = np.asarray(run.trace) - scaling.log_jacobian
 
-    def _unit_params(self) -> _Params:
+    def _unit_mixture(self) -> kernels.Mixture:
+        """The fitted mixture on the unit scale: what predictions evaluate (no covariances,
+        which cost a triangular inverse per component and which they do not read)."""
         s = self._scaling
         chol = s.precisions_cholesky_to_unit(self.precisions_cholesky_, self._layout)
-        cov = g.covariances_from_precision_cholesky(chol, self._layout)
-        return _Params(self.weights_, s.means_to_unit(self.means_), chol, cov)
+        return kernels.Mixture(s, self.weights_, s.means_to_unit(self.means_), chol, self._layout)
+
+    def _unit_params(self) -> _Params:
+        m = self._unit_mixture()
+        cov = g.covariances_from_precision_cholesky(m.precisions_chol, self._layout)
+        return _Params(m.weights, m.means, m.precisions_chol, cov)
 
     def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
         """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
@@ -702,7 +708,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _predict_rows(self, X: Any, output: str) -> Any:
         """Row-wise ``output`` of :func:`bayesgmm._kernels.predict_rows`, chunked or lazy."""
-        mixture = self._mixture(self._scaling, self._unit_params())
+        mixture = self._unit_mixture()
         block_rows = self._block_rows("numpy")
         if _dask.is_dask_array(X):
             names = getattr(self, "feature_names_in_", None)
@@ -750,7 +756,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         X = self._validated(X)
         if _dask.is_dask_array(X):
             raise ValueError("impute needs data in memory: compute the Dask array first.")
-        mixture = self._mixture(self._scaling, self._unit_params())
+        mixture = self._unit_mixture()
         return _missing.impute(X, mixture, block_rows=self._block_rows("numpy"))
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:

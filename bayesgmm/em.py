@@ -364,6 +364,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         # reg_covar is a fraction of it, and collapse is judged against it.
         self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         best: _Run | None = None
+        small = self._small_loop(data, scaling)  # (only reads: n_init's runs, the last E-step)
         with self._blas_limit(data):
             if starts is not None and self.max_iter > 0:  # no iteration: nothing to rank by
                 strategy = strategy or _restarts.Strategy()
@@ -371,12 +372,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             random_state = check_random_state(self.random_state) if best is None else None
             for _ in range(self.n_init if best is None else 0):
                 params = self._initial_params(data, random_state, scaling, initial)
-                run = self._run_em(data, scaling, params)
+                run = self._run_em(data, scaling, params, small)
                 if best is None or run.lower_bound > best.lower_bound:
                     best = run
             self._store(best, scaling)
             unit = self._unit_params()
-            final = self._final_statistics(data, scaling, unit)
+            final = self._final_statistics(data, scaling, unit, small)
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -389,10 +390,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._report_collapse(final.resp_sum, unit)
         return X
 
-    def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> Any:
-        """The E-step of the stored fit (its effective sizes): by the lean loop where it
-        applies (the same numbers as :meth:`_statistics`, without its per-call set-up)."""
-        small = self._small_loop(X, scaling)
+    def _final_statistics(
+        self, X: Any, scaling: AffineScaling, params: _Params, small: Any
+    ) -> Any:
+        """The E-step of the stored fit (its effective sizes): by the lean loop ``small``
+        (:meth:`_small_loop`) where it applies (the same numbers as :meth:`_statistics`,
+        without its per-call set-up)."""
         if small is None:
             return self._statistics(X, scaling, params)
         return small.statistics(params.weights, params.means, params.precisions_chol)
@@ -529,9 +532,11 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             resp[indices, np.arange(k)] = 1.0
         return resp
 
-    def _run_em(self, X: Any, scaling: AffineScaling, params: _Params) -> _Run:
+    def _run_em(
+        self, X: Any, scaling: AffineScaling, params: _Params, small: Any = False
+    ) -> _Run:
         run = _Run(params)
-        self._advance(X, scaling, run, None)
+        self._advance(X, scaling, run, None, small)
         return run
 
     def _advance(

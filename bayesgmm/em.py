@@ -390,9 +390,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._report_collapse(final.resp_sum, unit)
         return X
 
-    def _final_statistics(
-        self, X: Any, scaling: AffineScaling, params: _Params, small: Any
-    ) -> Any:
+    def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params, small: Any) -> Any:
         """The E-step of the stored fit (its effective sizes): by the lean loop ``small``
         (:meth:`_small_loop`) where it applies (the same numbers as :meth:`_statistics`,
         without its per-call set-up)."""
@@ -532,9 +530,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             resp[indices, np.arange(k)] = 1.0
         return resp
 
-    def _run_em(
-        self, X: Any, scaling: AffineScaling, params: _Params, small: Any = False
-    ) -> _Run:
+    def _run_em(self, X: Any, scaling: AffineScaling, params: _Params, small: Any = False) -> _Run:
         run = _Run(params)
         self._advance(X, scaling, run, None, small)
         return run

@@ -388,18 +388,18 @@ class Population:
         ``map_runs``, e.g. on threads), the runs outside the arrays through ``advance``."""
         before = [r.n_iter for r in runs]
         inside = [r for r in runs if r.own is None and not r.converged]
-        limits = np.array([self._limit(r, n_iter) for r in inside], dtype=np.int64).reshape(-1)
+        limits = self._limits([r.n_iter for r in inside], n_iter)
         groups = [np.arange(len(inside))]
         if n_iter is None and map_runs is not map and len(inside) > 1:
             groups = [np.array([j]) for j in range(len(inside))]
         results = list(map_runs(lambda g: self._iterate(inside, g, limits), groups))
         for group, result in zip(groups, results, strict=True):
-            traces = result[0]
             taken, converged, failed = (array.tolist() for array in result[1:])
+            traces = result[0][:, : max(taken, default=0)].tolist()  # (the rows' used part)
             for row, j in enumerate(group.tolist()):
                 run = inside[j]
                 if taken[row]:
-                    run.trace.extend(traces[row, : taken[row]].tolist())
+                    run.trace.extend(traces[row][: taken[row]])
                     run.lower_bound = run.trace[-1]
                     run.n_iter += taken[row]
                     run.converged = converged[row]
@@ -416,11 +416,13 @@ class Population:
             errors.append(error)
         return errors
 
-    def _limit(self, run: Slot, n_iter: int | None) -> int:
-        """Iterations left to ``run`` by :meth:`_advance`'s rule."""
+    def _limits(self, done: list[int], n_iter: int | None) -> np.ndarray:
+        """Iterations left to runs that have taken ``done`` iterations, by :meth:`_advance`'s
+        rule (at most ``n_iter`` more, ``max_iter`` in all)."""
         max_iter = self.em.max_iter
-        stop = max_iter if n_iter is None else min(max_iter, run.n_iter + n_iter)
-        return max(stop - run.n_iter, 0)
+        if n_iter is None:
+            return np.array([max(max_iter - d, 0) for d in done], dtype=np.int64)
+        return np.array([max(min(max_iter, d + n_iter) - d, 0) for d in done], dtype=np.int64)
 
     def _iterate(self, inside: list, group: np.ndarray, limits: np.ndarray) -> tuple:
         which = np.array([inside[j].index for j in group], dtype=np.int64).reshape(-1)

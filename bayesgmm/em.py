@@ -364,6 +364,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         # reg_covar is a fraction of it, and collapse is judged against it.
         self._unit_variances = (summary.scaling(isotropic=False).scale / scaling.scale) ** 2
         best: _Run | None = None
+        small = self._small_loop(data, scaling)  # (only reads: n_init's runs, the last E-step)
         with self._blas_limit(data):
             if starts is not None and self.max_iter > 0:  # no iteration: nothing to rank by
                 strategy = strategy or _restarts.Strategy()
@@ -371,12 +372,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             random_state = check_random_state(self.random_state) if best is None else None
             for _ in range(self.n_init if best is None else 0):
                 params = self._initial_params(data, random_state, scaling, initial)
-                run = self._run_em(data, scaling, params)
+                run = self._run_em(data, scaling, params, small)
                 if best is None or run.lower_bound > best.lower_bound:
                     best = run
             self._store(best, scaling)
             unit = self._unit_params()
-            final = self._final_statistics(data, scaling, unit)
+            final = self._final_statistics(data, scaling, unit, small)
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
@@ -389,10 +390,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self._report_collapse(final.resp_sum, unit)
         return X
 
-    def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params) -> Any:
-        """The E-step of the stored fit (its effective sizes): by the lean loop where it
-        applies (the same numbers as :meth:`_statistics`, without its per-call set-up)."""
-        small = self._small_loop(X, scaling)
+    def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params, small: Any) -> Any:
+        """The E-step of the stored fit (its effective sizes): by the lean loop ``small``
+        (:meth:`_small_loop`) where it applies (the same numbers as :meth:`_statistics`,
+        without its per-call set-up)."""
         if small is None:
             return self._statistics(X, scaling, params)
         return small.statistics(params.weights, params.means, params.precisions_chol)
@@ -529,9 +530,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             resp[indices, np.arange(k)] = 1.0
         return resp
 
-    def _run_em(self, X: Any, scaling: AffineScaling, params: _Params) -> _Run:
+    def _run_em(self, X: Any, scaling: AffineScaling, params: _Params, small: Any = False) -> _Run:
         run = _Run(params)
-        self._advance(X, scaling, run, None)
+        self._advance(X, scaling, run, None, small)
         return run
 
     def _advance(
@@ -657,11 +658,17 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = run.lower_bound - scaling.log_jacobian
         self.log_likelihood_trace_ = np.asarray(run.trace) - scaling.log_jacobian
 
-    def _unit_params(self) -> _Params:
+    def _unit_mixture(self) -> kernels.Mixture:
+        """The fitted mixture on the unit scale: what predictions evaluate (no covariances,
+        which cost a triangular inverse per component and which they do not read)."""
         s = self._scaling
         chol = s.precisions_cholesky_to_unit(self.precisions_cholesky_, self._layout)
-        cov = g.covariances_from_precision_cholesky(chol, self._layout)
-        return _Params(self.weights_, s.means_to_unit(self.means_), chol, cov)
+        return kernels.Mixture(s, self.weights_, s.means_to_unit(self.means_), chol, self._layout)
+
+    def _unit_params(self) -> _Params:
+        m = self._unit_mixture()
+        cov = g.covariances_from_precision_cholesky(m.precisions_chol, self._layout)
+        return _Params(m.weights, m.means, m.precisions_chol, cov)
 
     def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
         """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
@@ -702,7 +709,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
 
     def _predict_rows(self, X: Any, output: str) -> Any:
         """Row-wise ``output`` of :func:`bayesgmm._kernels.predict_rows`, chunked or lazy."""
-        mixture = self._mixture(self._scaling, self._unit_params())
+        mixture = self._unit_mixture()
         block_rows = self._block_rows("numpy")
         if _dask.is_dask_array(X):
             names = getattr(self, "feature_names_in_", None)
@@ -750,7 +757,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         X = self._validated(X)
         if _dask.is_dask_array(X):
             raise ValueError("impute needs data in memory: compute the Dask array first.")
-        mixture = self._mixture(self._scaling, self._unit_params())
+        mixture = self._unit_mixture()
         return _missing.impute(X, mixture, block_rows=self._block_rows("numpy"))
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:

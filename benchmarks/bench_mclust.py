@@ -174,11 +174,12 @@ def run_bayesgmm(X: pd.DataFrame, names: dict[str, str | None], kmax: int, em_kw
     types = {name: model for model, name in names.items() if name is not None}
     seconds, tables = {}, {}
     for n_jobs in (-1, 1):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         sweep = em_sweep(
             X, range(1, kmax + 1), list(types), progress=False, n_jobs=n_jobs, **em_kwargs
         )
         seconds[n_jobs] = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         tables[n_jobs] = sweep.table
     table = sweep.table
     same = tables[-1].equals(tables[1])
@@ -193,6 +194,7 @@ def run_bayesgmm(X: pd.DataFrame, names: dict[str, str | None], kmax: int, em_kw
         "best": (types[name], k, bic),
         "seconds": seconds[-1],
         "seconds_serial": seconds[1],
+        "cpu_serial": cpu,  # (process CPU time of the one-thread sweep)
         "same_serial": same,
     }
 
@@ -329,6 +331,7 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
     ]
     best_m = (mclust["best"]["model"], mclust["best"]["G"]) if mclust else None
     mclust_seconds = mclust["seconds"] if mclust else np.nan
+    mclust_cpu = mclust.get("cpu_seconds", np.nan) if mclust else np.nan  # (not in references)
     # mclust's BIC is 2 log L - p log n (higher is better), ours its negative
     better = bool(mclust) and -ours["best"][2] > mclust["best"]["bic"] + 1e-6
     return {
@@ -358,6 +361,9 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
         "seconds_bayesgmm_serial": ours["seconds_serial"],
         "ratio_serial": ours["seconds_serial"] / mclust_seconds,
         "same_serial": ours["same_serial"],
+        "cpu_mclust": mclust_cpu,
+        "cpu_bayesgmm_serial": ours["cpu_serial"],
+        "ratio_cpu": ours["cpu_serial"] / mclust_cpu,
         "ratio_same_models": ours["seconds"] / runs.get("mclust_same_models", np.nan),
         "mclust_source": runs["mclust_source"],
         "hc": runs["hc"],
@@ -404,6 +410,11 @@ def print_dataset(summary: dict, rows: list[dict], names: dict[str, str | None])
         f"(threads), {s['ratio_serial']:.2f} (one thread); scikit-learn "
         f"{_fmt(s['seconds_sklearn'], 0)} s"
     )
+    print(
+        f"sweep CPU time (user + system, less moved by the load): mclust "
+        f"{_fmt(s['cpu_mclust'], 0)} s, bayesgmm {s['cpu_bayesgmm_serial']:.2f} s (n_jobs=1), "
+        f"ratio {_fmt(s['ratio_cpu'], 0)}"
+    )
     if s["hc"]:
         h = s["hc"]
         print(
@@ -424,7 +435,7 @@ def print_summary(summaries: list[dict]) -> None:
         f"{'data set':<13}{'N':>6}{'D':>3} {'worst vs mclust':>20} {'<mcl-0.1':>9}"
         f" {'worst vs sklearn':>20} {'<skl-0.1':>9} {'worst vs ref':>20} {'<ref-0.1':>9}"
         f"{'degen':>6}  {'best mclust':<12}{'best ours':<11}{'same/better':<12}"
-        f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'t 1thr':>8}{'ratio1':>7}"
+        f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'t 1thr':>8}{'ratio1':>7}{'rCPU':>7}"
         f"{'hc ratio':>9} hc same"
     )
     for s in summaries:
@@ -446,7 +457,7 @@ def print_summary(summaries: list[dict]) -> None:
             f"{s['cells_degenerate_reference']:>6}  {best_m:<12}{best_o:<11}{agree:<12}"
             f"{_fmt(s['seconds_mclust'], 9)}{_fmt(s['seconds_bayesgmm'], 8)}"
             f"{_fmt(s['ratio'], 7)}{_fmt(s['seconds_bayesgmm_serial'], 8)}"
-            f"{_fmt(s['ratio_serial'], 7)}{hc}"
+            f"{_fmt(s['ratio_serial'], 7)}{_fmt(s['ratio_cpu'], 7)}{hc}"
         )
     print(
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
@@ -457,8 +468,9 @@ def print_summary(summaries: list[dict]) -> None:
         "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
         "indicative only (a shared 2-core machine; see the load above); t ours, ratio: ours "
         "with n_jobs=-1 (threads) / mclust (one thread); t 1thr, ratio1: ours with n_jobs=1 "
-        "(one thread, em_sweep's default, same table) / mclust; "
-        "hc ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
+        "(one thread, em_sweep's default, same table) / mclust; rCPU: the same ratio in CPU "
+        "time (our process's, R's user + system; wall times stretch with the load); hc "
+        "ratio: our hierarchical initialisation / mclust's hc on the same rows, hc same: "
         "equal partitions for every K."
     )
 
@@ -534,9 +546,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     em_kwargs["reg_covar"] = args.reg_covar
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}; bayesgmm {em_kwargs}")
-    # load (or compile) the Numba kernels of every model, as mclust_reference.R warms mclust up
+    # load (or compile) the Numba kernels of every model, as mclust_reference.R warms mclust up:
+    # the first data set's whole sweep, untimed (random data reach no collapsing start, whose
+    # Python M-step loads ~0.2 s of further kernels inside the first timed sweep)
     warm = np.random.default_rng(0).normal(size=(300, 3))
     em_sweep(warm, [1, 2, 3], ["all"], progress=False)
+    first = pd.read_csv(args.data / f"{names[0]}.csv").astype(float)
+    em_sweep(first, range(1, args.kmax + 1), ["all"], progress=False, **em_kwargs)
     hierarchical_partitions(warm, [2])
     summaries, records = [], []
     for name in names:

@@ -11,7 +11,8 @@
 # restricts Mclust to some models (benchmarks/bench_mclust.py times a like-for-like sweep so).
 #
 # Per data set, the JSON holds:
-#   n, d, mclust and R versions, seed, seconds (wall time of the whole Mclust call);
+#   n, d, mclust and R versions, seed, seconds (wall time of the whole Mclust call),
+#   cpu_seconds (its CPU time, user + system: less moved by other processes' load);
 #   table: one row per (model, G): bic (mclust's sign: higher is better), loglik, df
 #     (nMclustParams), status ("ok" or "failed": mclust returned NA) and mclust's returnCode;
 #     loglik = (bic + df log n) / 2, the exact inverse of mclust's bic();
@@ -88,12 +89,14 @@ run_one <- function(path, name) {
   n <- nrow(X)
   d <- ncol(X)
   set.seed(seed)
-  seconds <- system.time(fit <- Mclust(X, G = seq_len(gmax), modelNames = model_names,
-                                          verbose = FALSE))[["elapsed"]]
+  timing <- system.time(fit <- Mclust(X, G = seq_len(gmax), modelNames = model_names,
+                                      verbose = FALSE))
+  seconds <- timing[["elapsed"]]
   result <- list(
     dataset = name, n = n, d = d, G = seq_len(gmax),
     mclust_version = as.character(packageVersion("mclust")),
     r_version = R.version.string, seed = seed, seconds = seconds,
+    cpu_seconds = timing[["user.self"]] + timing[["sys.self"]],
     table = bic_table(fit$BIC, n, d),
     best = list(model = fit$modelName, G = fit$G, bic = fit$bic, loglik = fit$loglik))
   if (with_hc) result$hc <- hc_reference(X, gmax)

@@ -26,8 +26,12 @@ demo: $(STAMP)
 	$(BIN)/bayesgmm report --components 1-4 --out out/report.html
 
 # TEST_WORKERS=2 (or auto) runs the suite on that many pytest-xdist workers, each test file whole
-# on one worker so its module fixtures are built once. Serial by default: in parallel, the
-# bit-for-bit test_small_loop_equals_the_general_e_step_bit_for_bit failed once (9e-16 apart).
+# on one worker so its module fixtures are built once (cold clone: ~11 min against ~20 serial).
+# Serial by default: in parallel, the bit-for-bit test_small_loop_equals_the_general_e_step
+# failed once (9e-16 apart), likely because the workers share the Numba cache and compiled and
+# cached kernels round their reassociated sums differently
+# (benchmarks/results/reproducibility_20261203.txt); 3 of the 4 latest cold parallel runs passed
+# (the fourth failed on a test since fixed).
 TEST_WORKERS ?= 0
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

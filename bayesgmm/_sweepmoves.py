@@ -9,10 +9,9 @@ need the ``K + 1`` fit, so they come from a second pass of the sweep, K descendi
 (:func:`merge_starts`; with ``Strategy.merge_pairs``, only the pairs whose responsibilities
 overlap most, :func:`overlapping_pairs`), screened by one iteration, the best continued as
 em-EM does; the fit at K is replaced where that ends higher. Measured on the benchmark sets
-(issue 13,
-``benchmarks/results/mclust_optima.txt``): the best merge after one iteration reaches the
-reference optimum in cells whose em-EM pool held no start of its basin (wreath VII K=8: 60.8
-nats higher).
+(issue 13, ``benchmarks/results/mclust_optima.txt``): the best merge after one iteration
+reaches the reference optimum in cells whose em-EM pool held no start of its basin (wreath VII
+K=8: 60.8 nats higher).
 """
 
 from __future__ import annotations

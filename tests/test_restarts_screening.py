@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.mixture import GaussianMixture
 
 from bayesgmm import EMGaussianMixture
 from bayesgmm._restarts import Strategy, em_em, partition_pool
@@ -156,3 +157,18 @@ def test_simulated_correlated_data_eev_k7_reaches_the_exhaustive_optimum():
     without = _fit(X, 7, "EEV", pool, Strategy(n_reserve=0))
     assert without < exhaustive - 20.0
     assert _fit(X, 7, "EEV", pool, Strategy()) == pytest.approx(exhaustive, abs=1e-6)
+
+
+def test_the_random_start_is_continued_old_faithful_vvi_k6():
+    """Old Faithful, VVI, K = 6, the shared pool of seed 2: the random-responsibility start
+    ranks last after one iteration, ten and the loose stage, yet converges to the best basin;
+    only the hierarchical start always continued, em-EM ends 3.6 nats below scikit-learn's
+    best of ten; with the random start continued too (the default) it reaches it."""
+    X = pd.read_csv(SIMCORR.with_name("faithful.csv")).to_numpy(dtype=float)
+    reference = GaussianMixture(
+        6, covariance_type="diag", n_init=10, random_state=0, tol=1e-6, max_iter=2000
+    ).fit(X)
+    best = reference.score(X) * X.shape[0]
+    pool = partition_pool(X, [6], Strategy(), 2)[6]
+    assert _fit(X, 6, "VVI", pool, Strategy(always=("hc",))) < best - 1.0
+    assert _fit(X, 6, "VVI", pool, Strategy()) >= best - 0.1

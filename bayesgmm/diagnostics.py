@@ -23,6 +23,7 @@ __all__ = [
     "SamplingWarning",
     "check_sampling",
     "diagnostics",
+    "gate_shortfalls",
     "log_likelihood_drift",
     "mode_failures",
     "parameter_diagnostics",
@@ -251,6 +252,31 @@ def mode_failures(row: dict) -> list[str]:
     if row["divergences"] > GATES["divergences"]:
         failed.append(f"{row['divergences']} divergences")
     return failed
+
+
+def gate_shortfalls(gates: dict) -> list[str]:
+    """The R-hat and ESS gates a run fails, as text ([] when both are met).
+
+    Parameters
+    ----------
+    gates : dict
+        ``r_hat`` (the worst over parameters) and ``ess`` (the smallest bulk or tail ESS).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> gate_shortfalls({"r_hat": 1.064, "ess": 51.0})
+    ['R-hat 1.064', 'ESS 51']
+    """
+    short = []
+    if not gates["r_hat"] <= GATES["r_hat"]:
+        short.append(f"R-hat {gates['r_hat']:.3f}")
+    if not gates["ess"] >= GATES["ess_bulk"]:
+        short.append(f"ESS {gates['ess']:.0f}")
+    return short
 
 
 def _check_rows(idata: Tree) -> list[dict]:

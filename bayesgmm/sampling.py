@@ -375,7 +375,7 @@ def sample_posterior(
         results = functools.partial(_results, model=model, em=em, kernel=kernel)
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
-            idata, switched, followed = followup.follow_up(
+            raw, idata, switched, followed = followup.follow_up(
                 raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
             )
             restarted.update(followed)

@@ -256,6 +256,22 @@ def test_the_step_is_repeatable_from_the_seed(sticky_faithful, refined):
     xr.testing.assert_identical(first["means"], get_group(again, "posterior")["means"])
 
 
+def test_the_report_lists_what_the_step_did(refined):
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _reproducibility_section
+
+    idata, _, attrs = refined[1]
+    tree = idata.copy()
+    set_attrs(tree, {**attrs, "priors": {"alpha": 1.0}, "versions": {"bayesgmm": "x"}})
+    section = _reproducibility_section(SimpleNamespace(idata_=tree), {})
+    tables = [value for kind, value in section.blocks if kind == "table"]
+    sampler = next(frame for frame, caption in tables if caption == "Sampler")
+    rows = dict(zip(sampler["setting"], sampler["value"], strict=True))
+    assert rows["draws_sampler"] == "independence_mh"
+    assert "'kept': True" in rows["independence_mh"]
+
+
 # ------------------------------------------------------------------------------ end to end
 def test_an_easy_fit_is_left_to_nuts():
     X = load_faithful()

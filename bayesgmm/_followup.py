@@ -76,7 +76,13 @@ import xarray as xr
 
 from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
 from ._idata import Tree, get_attr, get_group, new_tree
-from .diagnostics import GATES, log_likelihood_drift, mode_failures, parameter_diagnostics
+from .diagnostics import (
+    GATES,
+    gate_shortfalls,
+    log_likelihood_drift,
+    mode_failures,
+    parameter_diagnostics,
+)
 
 __all__ = [
     "MARGIN",
@@ -161,11 +167,7 @@ def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
     """
     draws = get_group(idata, "posterior").sizes["draw"]
     gates = _gates(idata)
-    short = []
-    if not gates["r_hat"] <= GATES["r_hat"]:
-        short.append(f"R-hat {gates['r_hat']:.3f}")
-    if not gates["ess"] >= GATES["ess_bulk"]:
-        short.append(f"ESS {gates['ess']:.0f}")
+    short = gate_shortfalls(gates)
     if not short:
         return 0, ""
     blocked = {
@@ -291,7 +293,7 @@ def follow_up(
     compile_one: Callable,
     run: dict,
     max_draws: int,
-) -> tuple[Tree, object, dict]:
+) -> tuple[Tree, Tree, object, dict]:
     """Follow a finished run up until it meets the gates, the budget ends or nothing helps.
 
     Parameters
@@ -312,13 +314,13 @@ def follow_up(
 
     Returns
     -------
-    (results, label switching summary, attrs)
-        ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
+    (raw, results, label switching summary, attrs)
+        ``raw``: the final chains' unconstrained draws (:mod:`bayesgmm._independence` fits
+        on them). ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
         ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
-        :func:`bayesgmm.modes.mode_table` when its modes ran again),
-        ``warmup_draws_dropped`` and ``follow_up_target_accept`` (the new chains' target after
-        divergences), when there was anything to follow up; ``mode_reruns`` when modes ran
-        again on their own (:func:`converge_modes`).
+        :func:`bayesgmm.modes.mode_table` when its modes ran again), ``warmup_draws_dropped``
+        and ``follow_up_target_accept`` (the new chains' target after divergences), when there
+        was anything to follow up; ``mode_reruns`` when modes ran again on their own.
     """
     done, attrs = [], {}
     first = raw
@@ -341,10 +343,10 @@ def follow_up(
         raw, finished, extended = longer, results(longer), extended + extra
         done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
     if extended:
-        finished = _drop_first_run(raw, finished, results, run["draws"], done, attrs)
+        raw, finished = _drop_first_run(raw, finished, results, run["draws"], done, attrs)
     if not done:
-        return *finished, {}
-    return *finished, {"follow_up": done, "extended_draws": extended, **attrs}
+        return raw, *finished, {}
+    return raw, *finished, {"follow_up": done, "extended_draws": extended, **attrs}
 
 
 def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> tuple:
@@ -398,20 +400,21 @@ def divergent_rerun(idata: Tree, target_accept: float) -> str:
 def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:
     """An extended run without its first ``n_draws`` draws per chain (as warm-up), when
     R-hat fails with them and the gates are met without them (a chain still settling in the
-    first run keeps R-hat up however long the run); else ``finished``."""
+    first run keeps R-hat up however long the run): ``(raw, finished)`` of either."""
     r_hat = _gates(finished[0])["r_hat"]
     if r_hat <= GATES["r_hat"]:
-        return finished
-    later = results(_without_first(raw, n_draws))
+        return raw, finished
+    later_raw = _without_first(raw, n_draws)
+    later = results(later_raw)
     gates = _gates(later[0])
     if not (gates["r_hat"] <= GATES["r_hat"] and gates["ess"] >= GATES["ess_bulk"]):
-        return finished
+        return raw, finished
     attrs["warmup_draws_dropped"] = n_draws
     done.append(
         f"R-hat {r_hat:.3f} with the first run's draws, gates met without them: dropped the "
         f"first {n_draws} draws of every chain as warm-up"
     )
-    return later
+    return later_raw, later
 
 
 def modes_to_rerun(idata: Tree) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "SamplingWarning",
     "check_sampling",
     "diagnostics",
+    "gate_shortfalls",
     "log_likelihood_drift",
     "mode_failures",
     "parameter_diagnostics",
@@ -253,18 +254,45 @@ def mode_failures(row: dict) -> list[str]:
     return failed
 
 
+def gate_shortfalls(gates: dict) -> list[str]:
+    """The R-hat and ESS gates a run fails, as text ([] when both are met).
+
+    Parameters
+    ----------
+    gates : dict
+        ``r_hat`` (the worst over parameters) and ``ess`` (the smallest bulk or tail ESS).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> gate_shortfalls({"r_hat": 1.064, "ess": 51.0})
+    ['R-hat 1.064', 'ESS 51']
+    """
+    short = []
+    if not gates["r_hat"] <= GATES["r_hat"]:
+        short.append(f"R-hat {gates['r_hat']:.3f}")
+    if not gates["ess"] >= GATES["ess_bulk"]:
+        short.append(f"ESS {gates['ess']:.0f}")
+    return short
+
+
 def _check_rows(idata: Tree) -> list[dict]:
     stats = get_group(idata, "sample_stats")
     params = parameter_diagnostics(idata)
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
-    chain_bfmi = bfmi(idata)
     rows = [
         ("divergences", float(divergences), GATES["divergences"], divergences == 0, ""),
         _worst_row(params, "r_hat", largest=True),
         _worst_row(params, "ess_bulk", largest=False),
         _worst_row(params, "ess_tail", largest=False),
+        _bfmi_row(bfmi(idata)),
     ]
-    rows.append(_bfmi_row(chain_bfmi))
+    if get_attr(idata, "draws_sampler") == "independence_mh":  # no trajectories, no energy
+        for i in (0, 4):
+            rows[i] = (rows[i][0], np.nan, rows[i][2], True, _NOT_APPLICABLE)
     if "mode" in stats and int(stats["mode"].max()) > 0:  # bayesgmm.modes.record_modes
         modes = np.asarray(stats["mode"].values)
         rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
@@ -278,6 +306,12 @@ def _check_rows(idata: Tree) -> list[dict]:
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
     ]
+
+
+_NOT_APPLICABLE = (
+    "not applicable: the draws are independence Metropolis-Hastings draws (no trajectories "
+    "or energy; posterior.attrs['independence_mh'])"
+)
 
 
 def _modes_text(idata: Tree, modes: np.ndarray) -> str:
@@ -431,7 +465,9 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     chains ended in several modes, :mod:`bayesgmm.modes`; ``left_mode`` when chains left the
     posterior mode they were whitened at and ran again, :mod:`bayesgmm._drift`, passing when
     the other checks do, since it is then a finding about the model; ``drift``
-    when a chain moved to another region while drawing, :func:`log_likelihood_drift`),
+    when a chain moved to another region while drawing, :func:`log_likelihood_drift`;
+    divergences and bfmi pass as not applicable to independence Metropolis-Hastings draws,
+    ``posterior.attrs["draws_sampler"]``, :mod:`bayesgmm._independence`),
     ``value`` (the count,
     the worst R-hat or ESS over parameters, the lowest E-BFMI over chains), ``threshold``,
     ``passed``, ``worst`` (the parameter or chain responsible) and ``advice`` (what to try

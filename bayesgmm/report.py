@@ -234,7 +234,8 @@ def _reproducibility_section(fit: BayesianGMM, settings: dict[str, Any]) -> Sect
         key: get_attr(fit.idata_, key)
         for key in ("sampler", "backend", "random_seed", "draws", "tune", "chains", "start")
     }
-    for key in ("follow_up", "extended_draws", "mode_reruns"):  # runs after the first (_followup)
+    # runs after the first (_followup, _independence)
+    for key in ("follow_up", "extended_draws", "mode_reruns", "independence_mh", "draws_sampler"):
         if get_attr(fit.idata_, key) is not None:
             attrs[key] = get_attr(fit.idata_, key)
     section.table(

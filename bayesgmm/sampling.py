@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _drift as drift
 from . import _followup as followup
+from . import _independence as independence
 from . import _precondition as pre
 from ._backends import (  # noqa: F401 - _compiled_nutpie, cache_dir: used from here
     _compiled_nutpie,
@@ -289,8 +290,15 @@ def sample_posterior(
         ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`). A mode that then
         still fails its own gates gets 2 new chains of its own, within the same draws
         (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
-        ``posterior.attrs["follow_up"]`` records what ran
-        and why. None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
+        ``posterior.attrs["follow_up"]`` records what ran and why. When R-hat or the ESS
+        still fail after these (not divergences alone, nor several modes each converged),
+        with at most 30 dimensions, 2 or more chains and 40 NUTS draws per dimension,
+        independence Metropolis-Hastings from a Gaussian mixture fitted to the NUTS draws
+        follows (:mod:`bayesgmm._independence`, at most ``10 * max_draws`` steps per chain,
+        thinned to ``draws``); its draws replace NUTS's only when they meet the gates
+        (``posterior.attrs["independence_mh"]``, and ``draws_sampler="independence_mh"``;
+        ``sample_stats`` then holds ``accepted`` and ``logp``). None (default):
+        ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
     Returns
     -------
@@ -375,10 +383,14 @@ def sample_posterior(
         results = functools.partial(_results, model=model, em=em, kernel=kernel)
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
-            idata, switched, followed = followup.follow_up(
+            raw, idata, switched, followed = followup.follow_up(
                 raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
             )
             restarted.update(followed)
+            idata, switched, refined = independence.refine(
+                raw, (idata, switched), results, model, run, max_draws or 3 * draws
+            )
+            restarted.update(refined)
         table = get_attr(idata, "modes")
         if check and table:
             _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below

@@ -28,10 +28,11 @@ demo: $(STAMP)
 # TEST_WORKERS=2 (or auto) runs the suite on that many pytest-xdist workers, each test file whole
 # on one worker so its module fixtures are built once (cold clone: ~11 min against ~20 serial).
 # Serial by default: in parallel, the bit-for-bit test_small_loop_equals_the_general_e_step
-# failed once (9e-16 apart), likely because the workers share the Numba cache and compiled and
-# cached kernels round their reassociated sums differently
-# (benchmarks/results/reproducibility_20261203.txt); 3 of the 4 latest cold parallel runs passed
-# (the fourth failed on a test since fixed).
+# failed once (9e-16 apart) when the workers shared the Numba cache (compiled and cached
+# kernels round their reassociated sums differently:
+# benchmarks/results/reproducibility_20261203.txt); each worker now keeps its own cache
+# (tests/conftest.py), and the first cold parallel run since passed (2026-12-04, on a machine
+# loaded by other jobs). A few more clean cold runs before parallel becomes the default.
 TEST_WORKERS ?= 0
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

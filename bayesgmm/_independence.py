@@ -12,17 +12,20 @@ an exact MCMC kernel for the posterior (the NUTS draws only chose ``q``); one st
 log-density evaluation, where a NUTS draw costs 7-30 gradients.
 
 The proposal (:func:`fit_proposal`) is scikit-learn's ``GaussianMixture`` (full covariances)
-on the pooled second halves of the final NUTS chains, its number of components chosen by
+on the pooled draws of the final NUTS chains (all of them: a configuration a chain visited
+only early is still in ``q``), its number of components chosen by
 BIC (1 to :data:`MAX_COMPONENTS`, at most one per :data:`DRAWS_PER_COMPONENT` draws per
 dimension), each covariance inflated by :data:`INFLATE`, plus a defensive wide component (the
 draws' mean, :data:`WIDE_SCALE` times their covariance, weight :data:`WIDE_WEIGHT`) so that
 ``p / q`` stays bounded in the tails.
 
-Two rounds (:func:`refine`): :data:`ROUND_STEPS` steps per chain, after which ``q`` is refitted
+Rounds (:func:`refine`): :data:`ROUND_STEPS` steps per chain, after which ``q`` is refitted
 to the NUTS draws and round 1's second halves; then the kept run, as long as round 1's ESS
 per step says the gates need (with :data:`ESS_MARGIN`), at most
 :data:`MAX_STEPS_FACTOR` times ``max_draws`` steps per chain, thinned to ``draws`` draws per
-chain. Every chain of both rounds starts at the corresponding NUTS chain's last draw. The
+chain; a kept run that fails the gates is followed by one sized from its own ESS, up to
+:data:`MAX_KEPT_RUNS`. Every chain of every round starts at the corresponding NUTS chain's
+last draw. The
 result replaces the NUTS result only when it meets the gates itself (R-hat, bulk and tail
 ESS, one mode, no drifting chain); otherwise the NUTS result stays, and the attrs say the
 step was tried.
@@ -30,11 +33,13 @@ step was tried.
 Measured (``benchmarks/results/bench_mcmc_real.txt``, load 3-5): Old Faithful K=3, seed 2,
 NUTS with its follow-ups 16.8 s, R-hat 1.064, bulk ESS 51; with this step 15.2 s, R-hat 1.006,
 ESS 1446 (3.7 s of it here); MASS geyser K=3, seed 1: 17.7 s, R-hat 1.597 (two modes) ->
-22.2 s, R-hat 1.006. Its blind spot: a configuration the NUTS chains' second halves never
-visited has no component of ``q`` near it but the wide one, so the chains may never reach it
-and its mass is lost although R-hat passes (geyser K=3, seed 2: a configuration holding about
-2% of the draws when ``q`` covers it, none here; the first weight 4.8 Monte Carlo standard
-errors off).
+22.2 s, R-hat 1.006. Its blind spot: a configuration no NUTS chain visited has no component of
+``q`` near it but the wide one, so the chains may never reach it and its mass is lost although
+R-hat passes. Fitted on the second halves only, geyser K=3 seed 2 lost a configuration one
+chain visited early (the first weight 4.8 Monte Carlo standard errors off); on every draw, it
+is covered and the kept run needs 30000 steps (a second kept run). A rare configuration also
+makes the ESS optimistic: geyser's first weight differs between seeds by 3.6-4.2 of the
+reported standard errors (about 0.005; a 100000-step reference: 0.597).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ __all__ = [
     "INFLATE",
     "MAX_COMPONENTS",
     "MAX_DIM",
+    "MAX_KEPT_RUNS",
     "MAX_STEPS_FACTOR",
     "MIN_ACCEPTANCE",
     "MIN_DRAWS_PER_DIM",
@@ -80,7 +86,7 @@ __all__ = [
 # the step runs only for posteriors of at most this many unconstrained dimensions (a Gaussian
 # mixture proposal fitted to a few thousand draws covers little of a larger space) ...
 MAX_DIM = 30
-# ... and with at least this many NUTS draws per dimension in the pooled second halves
+# ... and with at least this many NUTS draws per dimension, all chains pooled
 MIN_DRAWS_PER_DIM = 40
 # proposal components: chosen by BIC from 1 up to this, at most one per this many draws per dim
 MAX_COMPONENTS = 8
@@ -100,8 +106,12 @@ MIN_ACCEPTANCE = 0.05
 # steps of a chain that accepts 20% of its proposals, is a noisy guide (Old Faithful K=3:
 # round 1 promised 500 at 5000 steps, the kept run of 5000 gave 373)
 ESS_MARGIN = 2.0
-# round 1's second halves join the refit's pool thinned by this
+# each run's second halves join the refit's pool thinned by this
 REFIT_THIN = 4
+# kept runs at most: a run that fails the gates is followed by one sized from its own ESS per
+# step (round 1's 5000 steps can see too few crossings between configurations to size it:
+# geyser K=3, seed 2, a kept run of 4000 steps gave R-hat 1.040, ESS 48)
+MAX_KEPT_RUNS = 2
 # log densities evaluated between progress bar updates
 _BLOCK = 500
 # a small ridge on the fitted covariances (draws' variances are far larger)
@@ -280,7 +290,7 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     each converge apart from divergences, or ``max_draws == draws``: follow-ups off).
     ``blocked`` says why the step does not run although gates fail ("" when it runs): more
     than :data:`MAX_DIM` dimensions, one chain, fewer than :data:`MIN_DRAWS_PER_DIM` draws
-    per dimension in the pooled second halves.
+    per dimension, all chains pooled.
 
     Parameters
     ----------
@@ -303,7 +313,7 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     if table and not any(f for row in table for f in mode_failures(row) if "diverg" not in f):
         return "", ""  # several modes, each converged: reported as such, not mixed
     chains, n_draws, n_dim = _flat(raw).shape
-    pooled = chains * (n_draws - n_draws // 2)
+    pooled = chains * n_draws
     blocked = {
         f"{n_dim} dimensions (above {MAX_DIM})": n_dim > MAX_DIM,
         "one chain": chains < 2,
@@ -372,30 +382,38 @@ def refine(
 
 
 def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:
-    """Round 1, the refit and the kept run (:func:`refine`): the kept run's finished results,
-    or None when a round's acceptance is below :data:`MIN_ACCEPTANCE` (``record`` says)."""
+    """Round 1, then kept runs (:func:`refine`), each sized from the previous run's ESS per
+    step with ``q`` refitted to the draws so far, until one meets the gates, reaches the cap
+    or :data:`MAX_KEPT_RUNS` have run: the last one's finished results, or None when a
+    round's acceptance is below :data:`MIN_ACCEPTANCE` (``record`` says)."""
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     log_p = lambda x: density(x, rows)[0]  # noqa: E731
     flat, draws = _flat(raw), int(run["draws"])
-    starts, pool = flat[:, -1], flat[:, flat.shape[1] // 2 :].reshape(-1, flat.shape[2])
-    seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).generate_state(2)
+    starts, pool = flat[:, -1], flat.reshape(-1, flat.shape[2])  # every draw after warm-up
+    seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).generate_state(1 + MAX_KEPT_RUNS)
     cap = MAX_STEPS_FACTOR * max_draws // draws * draws
     steps = min(ROUND_STEPS, cap)
     announce(run, f"independence Metropolis-Hastings, round 1: {steps} steps per chain")
-    first = _round(log_p, pool, starts, steps, seeds[0], run, record)
-    if first is None:
+    chains = _round(log_p, pool, starts, steps, seeds[0], run, record)
+    if chains is None:
         return None
-    thin = max(1, steps // draws)
-    ess = _gates(results(raw_tree(first, thin))[0])["ess"]  # over the chains, from steps each
-    wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(ess, 1.0)
-    thin = int(np.clip(np.ceil(wanted / draws), 1, cap // draws))
-    seen = np.stack([c.draws[steps // 2 :: REFIT_THIN] for c in first])
-    pool = np.concatenate([pool, seen.reshape(-1, pool.shape[1])])
-    announce(run, f"independence Metropolis-Hastings: {thin * draws} steps per chain, thin {thin}")
-    kept = _round(log_p, pool, starts, thin * draws, seeds[1], run, record)
-    record["thin"] = thin
-    return None if kept is None else results(raw_tree(kept, thin))
+    finished = results(raw_tree(chains, max(1, steps // draws)))
+    for seed in seeds[1:]:
+        wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(_gates(finished[0])["ess"], 1.0)
+        thin = int(np.clip(np.ceil(wanted / draws), 1, cap // draws))
+        seen = np.stack([c.draws[len(c.draws) // 2 :: REFIT_THIN] for c in chains])
+        pool = np.concatenate([pool, seen.reshape(-1, pool.shape[1])])
+        steps = thin * draws
+        announce(run, f"independence Metropolis-Hastings: {steps} steps per chain, thin {thin}")
+        chains = _round(log_p, pool, starts, steps, seed, run, record)
+        if chains is None:
+            return None
+        record["thin"] = thin
+        finished = results(raw_tree(chains, thin))
+        if steps >= cap or _verdict(finished[0])[0]:
+            break
+    return finished
 
 
 def _round(log_p, pool, starts, steps, seed, run, record) -> list[Chain] | None:

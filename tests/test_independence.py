@@ -165,7 +165,7 @@ def test_a_mode_that_fails_lets_the_step_run(monkeypatch):
     [
         ({"n_dim": 31, "draws": 1000}, "31 dimensions (above 30)"),
         ({"chains": 1}, "one chain"),
-        ({"draws": 90}, "180 NUTS draws for 5 dimensions (fewer than 40 per dimension)"),
+        ({"draws": 45}, "180 NUTS draws for 5 dimensions (fewer than 40 per dimension)"),
     ],
 )
 def test_the_step_is_blocked_by_dimension_chains_and_draws(monkeypatch, case, blocked):
@@ -246,6 +246,25 @@ def test_a_kept_result_replaces_the_draws_and_says_so(refined):
     for check in ("divergences", "bfmi"):
         assert table.loc[check, "passed"] and "not applicable" in table.loc[check, "worst"]
     assert table.loc["r_hat", "value"] <= 1.01 and table.loc["ess_bulk", "value"] >= 400
+
+
+def test_a_passing_kept_run_ends_the_step(refined):
+    _, (_, _, attrs) = refined
+    assert len(attrs["independence_mh"]["steps_per_chain"]) == 2  # round 1, one kept run
+
+
+def test_a_failing_kept_run_is_followed_by_one_sized_from_its_own_ess(monkeypatch, sticky_faithful):
+    """Every kept run judged failing: after round 1, MAX_KEPT_RUNS kept runs (the cap is not
+    reached), then the NUTS result stays."""
+    model, raw, results = sticky_faithful
+    monkeypatch.setattr(ind, "_verdict", lambda idata: (False, "R-hat 1.040 (stand-in)"))
+    finished = results(raw)
+    run = {"draws": 500, "seed": 3, "progressbar": False}
+    out = ind.refine(raw, finished, results, model, run, 1000)
+    record = out[2]["independence_mh"]
+    assert len(record["steps_per_chain"]) == 1 + ind.MAX_KEPT_RUNS
+    assert max(record["steps_per_chain"][1:]) < ind.MAX_STEPS_FACTOR * 1000
+    assert not record["kept"] and out[0] is finished[0]
 
 
 def test_the_step_is_repeatable_from_the_seed(sticky_faithful, refined):

@@ -118,8 +118,9 @@ class Strategy:
         reaches from the same start, and the random-responsibility start. A random start
         begins near the data's overall mean and covariance and climbs slowly, so one
         iteration, ten, and a loose convergence all rank it last, yet it converges to basins
-        the partitions miss: without it, the sweep (seed 0) ended Old Faithful VVI K=6 1.46
-        nats and banknote VII K=8 0.54 nats below the better of mclust and scikit-learn;
+        the partitions miss: without it (and with ``n_merge=2``), the sweep (seed 0) ended Old
+        Faithful VVI K=6 1.46 nats and banknote VII K=8 0.54 nats below the better of mclust
+        and scikit-learn;
         continuing it costs about a fifth more EM iterations
         (``benchmarks/results/mclust_optima_20261204.txt``).
     n_loose : int

@@ -355,7 +355,8 @@ def refine(
     -------
     (results, label switching summary, attrs)
         ``attrs``: ``independence_mh`` when the step ran or was blocked (steps per chain of
-        each round, thin, proposal components, acceptance per chain, seconds, kept, reason),
+        each round, thin, proposal components, acceptance per chain, seconds, kept, reason,
+        and, when kept, ``nuts_modes``: how many modes the NUTS chains ended in, if several),
         and ``draws_sampler="independence_mh"`` when its result was kept. Ctrl-C during the
         step keeps the NUTS result.
     """
@@ -378,6 +379,9 @@ def refine(
     record["reason"] = f"{failing} after NUTS; {record['reason']}"
     if not record["kept"]:
         return *finished, {"independence_mh": record}
+    table = get_attr(finished[0], "modes") or []
+    if table:  # kept draws that cross between NUTS's modes show one mode: say there were more
+        record["nuts_modes"] = len(table)
     return *imh, {"independence_mh": record, "draws_sampler": "independence_mh"}
 
 

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 import bayesgmm._followup as followup
+import bayesgmm._independence as independence
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
 from bayesgmm._idata import get_attr, new_tree
 from bayesgmm.em import EMGaussianMixture
@@ -178,7 +179,14 @@ def _three_chains(**options) -> BayesianGMM:
         return BayesianGMM(2, **run, **options).fit(_mirrored())
 
 
-def test_a_mode_with_one_chain_gets_two_new_chains_per_mode(tmp_path):
+def _nuts_only(monkeypatch) -> None:
+    """Without the independence Metropolis-Hastings step that follows these follow-ups (it
+    mixes the two mirrored modes: tested below), so the NUTS follow-ups' own result is seen."""
+    monkeypatch.setattr(independence, "refine", lambda raw, finished, *args: (*finished, {}))
+
+
+def test_a_mode_with_one_chain_gets_two_new_chains_per_mode(tmp_path, monkeypatch):
+    _nuts_only(monkeypatch)
     fit = _three_chains()
     first = get_attr(fit.idata_, "first_run_modes")
     assert sorted(len(row["chains"]) for row in first) == [1, 2]
@@ -196,6 +204,19 @@ def test_a_mode_with_one_chain_gets_two_new_chains_per_mode(tmp_path):
     loaded = BayesianGMM.load(tmp_path / "fit.nc")
     assert get_attr(loaded.idata_, "follow_up") == record
     assert get_attr(loaded.idata_, "first_run_modes") == first
+
+
+def test_independence_chains_mix_the_modes_the_nuts_follow_ups_left_apart():
+    """The same run with the step that follows: each NUTS mode is short of its ESS gate (too
+    few draws to run them again), so independence Metropolis-Hastings runs from a proposal
+    fitted to both modes' draws; its chains cross between them (one mode, gates met) and the
+    record says NUTS had ended in two."""
+    fit = _three_chains()
+    record = get_attr(fit.idata_, "independence_mh")
+    assert record["kept"] and record["nuts_modes"] == 2
+    assert get_attr(fit.idata_, "draws_sampler") == "independence_mh"
+    table = fit.modes()
+    assert len(table) == 1 and table["max_r_hat"].iloc[0] <= 1.01
 
 
 def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypatch):
@@ -444,10 +465,12 @@ def _two_modes(**options) -> BayesianGMM:
     return BayesianGMM(2, **run).fit(_mirrored())
 
 
-def test_a_failing_mode_is_not_run_again_past_max_draws():
+def test_a_failing_mode_is_not_run_again_past_max_draws(monkeypatch):
     """150 draws of 2 chains a mode fall short of ESS 400; max_draws=200 leaves 4 x 50 draws,
     too few for 2 new chains of 150 in each failing mode: no per-mode run starts, the record
-    says what to try and the warning names the modes that fail."""
+    says what to try and the warning names the modes that fail (NUTS's result: the
+    independence step that may follow is left out, as above)."""
+    _nuts_only(monkeypatch)
     with pytest.warns(SamplingWarning, match="Not every mode converged on its own chains"):
         fit = _two_modes(draws=150, max_draws=200)
     table = fit.modes()

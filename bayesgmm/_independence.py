@@ -13,11 +13,11 @@ log-density evaluation, where a NUTS draw costs 7-30 gradients.
 
 The proposal (:func:`fit_proposal`) is scikit-learn's ``GaussianMixture`` (full covariances)
 on the pooled draws of the final NUTS chains (all of them: a configuration a chain visited
-only early is still in ``q``), its number of components chosen by
-BIC (1 to :data:`MAX_COMPONENTS`, at most one per :data:`DRAWS_PER_COMPONENT` draws per
-dimension), each covariance inflated by :data:`INFLATE`, plus a defensive wide component (the
-draws' mean, :data:`WIDE_SCALE` times their covariance, weight :data:`WIDE_WEIGHT`) so that
-``p / q`` stays bounded in the tails.
+only early is still in ``q``), its number of components chosen by BIC (1 to
+:data:`MAX_COMPONENTS`, at most one per :data:`DRAWS_PER_COMPONENT` draws per dimension), each
+covariance inflated by :data:`INFLATE`, plus a defensive wide component (the draws' mean,
+:data:`WIDE_SCALE` times their covariance, weight :data:`WIDE_WEIGHT`) so that ``p / q`` stays
+bounded in the tails.
 
 Rounds (:func:`refine`): :data:`ROUND_STEPS` steps per chain, after which ``q`` is refitted
 to the NUTS draws and round 1's second halves; then the kept run, as long as round 1's ESS
@@ -25,10 +25,9 @@ per step says the gates need (with :data:`ESS_MARGIN`), at most
 :data:`MAX_STEPS_FACTOR` times ``max_draws`` steps per chain, thinned to ``draws`` draws per
 chain; a kept run that fails the gates is followed by one sized from its own ESS, up to
 :data:`MAX_KEPT_RUNS`. Every chain of every round starts at the corresponding NUTS chain's
-last draw. The
-result replaces the NUTS result only when it meets the gates itself (R-hat, bulk and tail
-ESS, one mode, no drifting chain); otherwise the NUTS result stays, and the attrs say the
-step was tried.
+last draw. The result replaces the NUTS result only when it meets the gates itself (R-hat,
+bulk and tail ESS, one mode, no drifting chain); otherwise the NUTS result stays, and the
+attrs say the step was tried.
 
 Measured (``benchmarks/results/bench_mcmc_real.txt``, load 3-5): Old Faithful K=3, seed 2,
 NUTS with its follow-ups 16.8 s, R-hat 1.064, bulk ESS 51; with this step 15.2 s, R-hat 1.006,

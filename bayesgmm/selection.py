@@ -420,6 +420,12 @@ def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int
     return sorted(ks[:n])
 
 
+def _count(value: float) -> float:
+    """A count from the diagnostics table, NaN where it does not apply (no divergences for
+    independence Metropolis-Hastings draws: :mod:`bayesgmm._independence`); a blank cell."""
+    return int(value) if np.isfinite(value) else np.nan
+
+
 def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str, Any]:
     pareto_k = np.asarray(loo(idata).pareto_k)
     checks = diagnostics_table.set_index("check")
@@ -430,7 +436,7 @@ def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str
         "pareto_k_above_1": int(np.sum(pareto_k > 1.0)),
         "max_r_hat": float(checks.loc["r_hat", "value"]),
         "min_ess_bulk": float(checks.loc["ess_bulk", "value"]),
-        "divergences": int(checks.loc["divergences", "value"]),
+        "divergences": _count(checks.loc["divergences", "value"]),
         "converged": not failed,
         "failed_checks": ", ".join(failed),
     }

@@ -317,3 +317,14 @@ def test_faithful_k3_seed_2_is_mixed_by_the_step():
     assert get_attr(fit.idata_, "sampler") == "nutpie"
     table = fit.diagnostics().set_index("check")
     assert table["passed"].all(), table
+
+
+def test_a_kept_result_joins_the_loo_comparison(refined):
+    """The selection's LOO table takes a kept result: no divergences to count (a blank
+    cell, not an error: the demo's report once stopped on int(NaN))."""
+    from bayesgmm.selection import _loo_row
+
+    _, (idata, _, attrs) = refined
+    set_attrs(idata, attrs)  # as sample_posterior records them
+    row = _loo_row("K=2", idata, diagnostics(idata))
+    assert np.isnan(row["divergences"]) and row["max_r_hat"] <= 1.01

@@ -372,9 +372,9 @@ def refine(
         imh, record["reason"] = None, "interrupted (Ctrl-C): kept the NUTS result"
     record["seconds"] = round(time.perf_counter() - started, 1)
     if imh is not None:
-        passed, gates = _verdict(imh[0])
+        imh, (passed, text, _) = imh
         record["kept"] = passed
-        record["reason"] = f"independence MH: {gates}" + ("" if passed else "; kept NUTS")
+        record["reason"] = f"independence MH: {text}" + ("" if passed else "; kept NUTS")
     record["reason"] = f"{failing} after NUTS; {record['reason']}"
     if not record["kept"]:
         return *finished, {"independence_mh": record}
@@ -387,8 +387,9 @@ def refine(
 def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:
     """Round 1, then kept runs (:func:`refine`), each sized from the previous run's ESS per
     step with ``q`` refitted to the draws so far, until one meets the gates, reaches the cap
-    or :data:`MAX_KEPT_RUNS` have run: the last one's finished results, or None when a
-    round's acceptance is below :data:`MIN_ACCEPTANCE` (``record`` says)."""
+    or :data:`MAX_KEPT_RUNS` have run: the last one's finished results and their
+    :func:`_verdict`, or None when a round's acceptance is below :data:`MIN_ACCEPTANCE`
+    (``record`` says)."""
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     log_p = lambda x: density(x, rows)[0]  # noqa: E731
@@ -401,9 +402,9 @@ def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:
     chains = _round(log_p, pool, starts, steps, seeds[0], run, record)
     if chains is None:
         return None
-    finished = results(raw_tree(chains, max(1, steps // draws)))
+    verdict = _verdict(results(raw_tree(chains, max(1, steps // draws)))[0])
     for seed in seeds[1:]:
-        wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(_gates(finished[0])["ess"], 1.0)
+        wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(verdict[2]["ess"], 1.0)
         thin = int(np.clip(np.ceil(wanted / draws), 1, cap // draws))
         seen = np.stack([c.draws[len(c.draws) // 2 :: REFIT_THIN] for c in chains])
         pool = np.concatenate([pool, seen.reshape(-1, pool.shape[1])])
@@ -414,9 +415,10 @@ def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:
             return None
         record["thin"] = thin
         finished = results(raw_tree(chains, thin))
-        if steps >= cap or _verdict(finished[0])[0]:
+        verdict = _verdict(finished[0])
+        if steps >= cap or verdict[0]:
             break
-    return finished
+    return finished, verdict
 
 
 def _round(log_p, pool, starts, steps, seed, run, record) -> list[Chain] | None:
@@ -438,9 +440,9 @@ def _round(log_p, pool, starts, steps, seed, run, record) -> list[Chain] | None:
     return chains
 
 
-def _verdict(idata: Tree) -> tuple[bool, str]:
+def _verdict(idata: Tree) -> tuple[bool, str, dict]:
     """Whether independence chains' results meet the gates (R-hat, bulk and tail ESS, one
-    mode, no drifting chain), and their numbers as text."""
+    mode, no drifting chain), their numbers as text, and the gates' values."""
     gates = _gates(idata)
     short = gate_shortfalls(gates)
     if gates["n_modes"] > 1:
@@ -448,4 +450,4 @@ def _verdict(idata: Tree) -> tuple[bool, str]:
     if gates["drifted"]:
         short.append("a chain drifted")
     text = f"R-hat {gates['r_hat']:.3f}, ESS {gates['ess']:.0f}"
-    return not short, text + (f" (fails: {', '.join(short)})" if short else "")
+    return not short, text + (f" (fails: {', '.join(short)})" if short else ""), gates

@@ -257,7 +257,10 @@ def test_a_failing_kept_run_is_followed_by_one_sized_from_its_own_ess(monkeypatc
     """Every kept run judged failing: after round 1, MAX_KEPT_RUNS kept runs (the cap is not
     reached), then the NUTS result stays."""
     model, raw, results = sticky_faithful
-    monkeypatch.setattr(ind, "_verdict", lambda idata: (False, "R-hat 1.040 (stand-in)"))
+    real = ind._verdict  # the real gates size each run; only the judgement is replaced
+    monkeypatch.setattr(
+        ind, "_verdict", lambda idata: (False, "R-hat 1.040 (stand-in)", real(idata)[2])
+    )
     finished = results(raw)
     run = {"draws": 500, "seed": 3, "progressbar": False}
     out = ind.refine(raw, finished, results, model, run, 1000)

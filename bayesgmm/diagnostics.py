@@ -282,17 +282,13 @@ def gate_shortfalls(gates: dict) -> list[str]:
 def _check_rows(idata: Tree) -> list[dict]:
     stats = get_group(idata, "sample_stats")
     params = parameter_diagnostics(idata)
-    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     rows = [
-        ("divergences", float(divergences), GATES["divergences"], divergences == 0, ""),
+        _divergence_row(idata, stats),
         _worst_row(params, "r_hat", largest=True),
         _worst_row(params, "ess_bulk", largest=False),
         _worst_row(params, "ess_tail", largest=False),
-        _bfmi_row(bfmi(idata)),
+        _energy_row(idata),
     ]
-    if get_attr(idata, "draws_sampler") == "independence_mh":  # no trajectories, no energy
-        for i in (0, 4):
-            rows[i] = (rows[i][0], np.nan, rows[i][2], True, _NOT_APPLICABLE)
     if "mode" in stats and int(stats["mode"].max()) > 0:  # bayesgmm.modes.record_modes
         modes = np.asarray(stats["mode"].values)
         rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
@@ -306,6 +302,25 @@ def _check_rows(idata: Tree) -> list[dict]:
         {"check": c, "value": v, "threshold": t, "passed": bool(p), "worst": w}
         for c, v, t, p, w in rows
     ]
+
+
+def _trajectories(idata: Tree) -> bool:
+    """Whether the kept draws come from a sampler with trajectories and energy (NUTS), not
+    from independence Metropolis-Hastings."""
+    return get_attr(idata, "draws_sampler") != "independence_mh"
+
+
+def _divergence_row(idata: Tree, stats) -> tuple:
+    if not _trajectories(idata):
+        return ("divergences", np.nan, GATES["divergences"], True, _NOT_APPLICABLE)
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    return ("divergences", float(divergences), GATES["divergences"], divergences == 0, "")
+
+
+def _energy_row(idata: Tree) -> tuple:
+    if not _trajectories(idata):
+        return ("bfmi", np.nan, GATES["bfmi"], True, _NOT_APPLICABLE)
+    return _bfmi_row(bfmi(idata))
 
 
 _NOT_APPLICABLE = (

@@ -331,3 +331,23 @@ def test_a_kept_result_joins_the_loo_comparison(refined):
     set_attrs(idata, attrs)  # as sample_posterior records them
     row = _loo_row("K=2", idata, diagnostics(idata))
     assert np.isnan(row["divergences"]) and row["max_r_hat"] <= 1.01
+
+
+def test_a_kept_result_counts_in_the_validation_study(refined):
+    """The SBC study takes a kept result: no divergences (None), not a failed fit (make
+    validate once lost the 8 of 100 simulations the step fired on to int(NaN))."""
+    from bayesgmm.validation import SBCResult, sampler_diagnostics, summarize_sbc
+
+    _, (idata, _, attrs) = refined
+    set_attrs(idata, attrs)
+    checks = sampler_diagnostics(idata)
+    assert checks["divergences"] is None and np.isnan(checks["min_bfmi"]) and checks["passed"]
+    nuts = {**checks, "divergences": 2, "passed": False}
+    records = [
+        {"status": "ok", "index": i, "em": {"warnings": []}, "n_rank_draws": 99,
+         "diagnostics": d, "fractional_ranks": [0.5]}
+        for i, d in enumerate([checks, nuts])
+    ]  # fmt: skip
+    counts = summarize_sbc(SBCResult(records, ("q",), {}))["counts"]
+    assert counts["fitted"] == 2 and counts["with_divergences"] == 1
+    assert counts["diagnostics_passed"] == 1

@@ -126,7 +126,9 @@ def sampler_diagnostics(idata: xr.DataTree) -> dict[str, Any]:
     -------
     dict
         ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences``, ``min_bfmi`` and
-        ``passed``.
+        ``passed``. ``divergences`` is None (and ``min_bfmi`` NaN) when the kept draws are
+        independence Metropolis-Hastings draws (:mod:`bayesgmm._independence`): no
+        trajectories to diverge, no energy.
 
     Examples
     --------
@@ -141,11 +143,12 @@ def sampler_diagnostics(idata: xr.DataTree) -> dict[str, Any]:
     """
     table = diagnostics(idata).set_index("check")
     value = table["value"]
+    divergences = value["divergences"]  # NaN: draws without trajectories
     return {
         "max_r_hat": float(value["r_hat"]),
         "min_ess_bulk": float(value["ess_bulk"]),
         "min_ess_tail": float(value["ess_tail"]),
-        "divergences": int(value["divergences"]),
+        "divergences": int(divergences) if np.isfinite(divergences) else None,
         "min_bfmi": float(value["bfmi"]),
         "passed": bool(table["passed"].all()),
     }

@@ -278,7 +278,7 @@ def summarize_sbc(result: SBCResult, *, alpha: float = 0.05) -> dict[str, Any]:
         "failed_indices": [r["index"] for r in records if r["status"] != "ok"],
         "em_collapsed": sum("CollapsedComponentWarning" in r["em"]["warnings"] for r in fitted),
         "diagnostics_passed": sum(r["diagnostics"]["passed"] for r in fitted),
-        "with_divergences": sum(r["diagnostics"]["divergences"] > 0 for r in fitted),
+        "with_divergences": sum((r["diagnostics"]["divergences"] or 0) > 0 for r in fitted),
         "median_rank_draws": float(np.median([r["n_rank_draws"] for r in fitted]))
         if fitted
         else 0.0,

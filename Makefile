@@ -25,15 +25,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/bayesgmm report --components 1-4 --out out/report.html
 
-# TEST_WORKERS=2 (or auto) runs the suite on that many pytest-xdist workers, each test file whole
-# on one worker so its module fixtures are built once (cold clone: ~11 min against ~20 serial).
-# Serial by default: in parallel, the bit-for-bit test_small_loop_equals_the_general_e_step
-# failed once (9e-16 apart) when the workers shared the Numba cache (compiled and cached
-# kernels round their reassociated sums differently:
-# benchmarks/results/reproducibility_20261203.txt); each worker now keeps its own cache
-# (tests/conftest.py), and the first cold parallel run since passed (2026-12-04, on a machine
-# loaded by other jobs). A few more clean cold runs before parallel becomes the default.
-TEST_WORKERS ?= 0
+# The suite runs on TEST_WORKERS pytest-xdist workers (2 by default; 0: serial, auto: one per
+# core), each test file whole on one worker so its module fixtures are built once, and each
+# worker with its own Numba cache (tests/conftest.py): with one shared cache, a bit-for-bit test
+# failed once (9e-16 apart; compiled and cached kernels round their reassociated sums
+# differently: benchmarks/results/reproducibility_20261203.txt). Cold fresh clones on 2 cores:
+# 14.2 min parallel (2026-12-04; the workers each compile their own kernels) against 17.5-20 min
+# serial; two cold parallel runs passed with per-worker caches before this became the default.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 

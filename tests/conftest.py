@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-# On pytest-xdist workers (``make test TEST_WORKERS=2``), each worker keeps its own Numba cache,
+# On pytest-xdist workers (``make test`` runs two), each worker keeps its own Numba cache,
 # set before bayesgmm (and so Numba) is imported: kernels compiled in one process and loaded
 # from the cache in another round their reassociated sums differently
 # (benchmarks/results/reproducibility_20261203.txt), so with a shared cache a bit-for-bit test

@@ -38,3 +38,38 @@ def test_unknown_names_are_refused(bench):
         bench.main(["--datasets", "crabs", "--no-r"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "XYZ"])
+
+
+def _tied_data(rng):
+    """A Gaussian blob and five identical rows inside it: a diag component on the tied rows
+    has a likelihood without bound (a spike)."""
+    return np.vstack([rng.standard_normal((200, 2)), np.full((5, 2), 0.7)])
+
+
+def test_a_fit_on_the_way_to_a_spike_is_flagged(bench, rng):
+    """Stopped early near the tied rows (two iterations, as a loose tolerance stops it), the fit
+    is no spike yet, but EM continued from it collapses onto them."""
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+
+    X = _tied_data(rng)
+    gm = GaussianMixture(
+        2, covariance_type="diag", max_iter=2, means_init=[[0.0, 0.0], [0.7, 0.7]],
+        weights_init=[0.9, 0.1], precisions_init=[[1.0, 1.0], [25.0, 25.0]],
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged: on purpose
+        gm.fit(X)
+    assert not bench.sklearn_spike(gm, "VVI", len(X))
+    assert bench.continues_to_spike(gm, X, "VVI")
+    assert gm.n_iter_ == 2  # the fit itself is left as it was
+
+
+def test_a_sound_optimum_is_not_flagged(bench, rng):
+    from sklearn.mixture import GaussianMixture
+
+    X = np.vstack([rng.standard_normal((150, 2)), rng.standard_normal((150, 2)) + 6.0])
+    gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    assert not bench.sklearn_spike(gm, "VVI", len(X))
+    assert not bench.continues_to_spike(gm, X, "VVI")

@@ -32,7 +32,7 @@ demo: $(STAMP)
 # differently: benchmarks/results/reproducibility_20261203.txt). Cold fresh clones on 2 cores,
 # 2026-12-04 (the workers each compile their own kernels): parallel 14.2, 17.8 and 22.4 min on a
 # VM that slowed through the afternoon (26, 33, 41 CPU-minutes for the same tests); serial
-# right after the 22.4-min run: 76% done at 21.5 min (17.5-20 min earlier in the week).
+# right after the 22.4-min run: 31.0 min (17.5-20 min earlier in the week).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

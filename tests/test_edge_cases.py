@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -332,6 +333,67 @@ def test_the_default_prior_bounds_a_collapse_onto_one_tied_feature(
         assert any("a value 50 rows share" in m for m in messages)
     else:
         assert not any("tied values" in m for m in messages)
+
+
+class _NothingCollapsed:
+    """A fitted EM as the tie warnings read it, with no collapsed component."""
+
+    def __init__(self, n_components: int):
+        self.n_components, self.collapsed_components_ = n_components, []
+
+
+def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
+    from bayesgmm._fitwarnings import warn_collapse_on_ties
+    from bayesgmm.priors import GMMPriors
+
+    X = np.asarray(X, dtype=float)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_collapse_on_ties(
+            X,
+            _NothingCollapsed(n_components),
+            [f"x{j}" for j in range(X.shape[1])],
+            priors=GMMPriors.from_data(X[~np.isnan(X).any(axis=1)]),  # (complete rows)
+            covariance_type=covariance_type,
+            stacklevel=2,
+        )
+    return [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+
+
+def _tied_rows(n_tied: int, features=(1, 2)) -> np.ndarray:
+    X = np.round(np.random.default_rng(0).normal(size=(120, 3)), 2)
+    X[:n_tied, list(features)] = 0.0
+    return X
+
+
+def test_many_rows_tied_on_two_features_warn_for_full_covariances_only():
+    """fgl's case: 120 of 214 rows share Ba = 0 and Fe = 0 and EM's components are proper,
+    yet NUTS's chains gather in spikes on those rows (a full covariance's correlation runs to
+    +-1). Rows tied on two features warn, naming both values and the count, from half a
+    component's average share of rows (here 20 of 120 at K = 3); not below it, not with
+    diagonal or shared covariances, not for ties on one feature, and a row ties only where
+    both of its cells are observed."""
+    (message,) = _tie_warnings(_tied_rows(20), 3)
+    assert message.startswith("20 of 120 rows share x1 = 0 and x2 = 0")
+    assert "covariance_type='diag'" in message
+    assert _tie_warnings(_tied_rows(19), 3) == []
+    assert _tie_warnings(_tied_rows(40), 3, "diag") == []
+    assert _tie_warnings(_tied_rows(40), 3, "tied") == []
+    assert _tie_warnings(_tied_rows(40, features=(1,)), 3) == []
+    X = _tied_rows(40)
+    X[:21, 2] = np.nan
+    assert _tie_warnings(X, 3) == []
+
+
+def test_rows_tied_on_two_features_stay_quiet_on_real_rounded_data():
+    """iris is rounded to 0.1 cm (petal width 0.2 on 29 of 150 rows, at most 8 rows on one
+    pair of values): no warning for any K up to 9."""
+    X = (
+        pd.read_csv(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "iris.csv")
+        .select_dtypes("number")
+        .to_numpy(float)
+    )
+    assert all(_tie_warnings(X, k) == [] for k in range(1, 10))
 
 
 def test_cli_sd_prior_reaches_the_fit(tmp_path, monkeypatch):

@@ -367,9 +367,10 @@ def _tied_rows(n_tied: int, features=(1, 2)) -> np.ndarray:
 
 
 def test_many_rows_tied_on_two_features_warn_for_full_covariances_only():
-    """fgl's case: 120 of 214 rows share Ba = 0 and Fe = 0 and EM's components are proper,
-    yet NUTS's chains gather in spikes on those rows (a full covariance's correlation runs to
-    +-1). Rows tied on two features warn, naming both values and the count, from half a
+    """fgl's case: 120 of 214 rows share Ba = 0 and Fe = 0 and EM's one collapse (on Ba alone)
+    is bounded by the prior, yet NUTS's chains gather in spikes on those rows (a full
+    covariance's correlation runs to +-1). EM collapsed nothing here, so only these rows speak.
+    Rows tied on two features warn, naming both values and the count, from half a
     component's average share of rows (here 20 of 120 at K = 3); not below it, not with
     diagonal or shared covariances, not for ties on one feature, and a row ties only where
     both of its cells are observed."""

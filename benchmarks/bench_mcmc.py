@@ -23,6 +23,7 @@ cache directories (JAX, PyTensor and Numba) and printed separately.
     python benchmarks/bench_mcmc.py --data faithful # Old Faithful K=2 only
     python benchmarks/bench_mcmc.py --data --hard correlated collinear wine crabs
     python benchmarks/bench_mcmc.py --data --real wine iris banknote diabetes crabs compositional
+    python benchmarks/bench_mcmc.py --data --real DIR/quakes.csv:3 DIR/fgl.csv:3 --seeds 1 2
 
 ``--hard`` runs the hard posteriors of ``hard_cases.py`` (strong within-component
 correlation, near-collinear features, real data the tests never see) before and after
@@ -31,7 +32,8 @@ default path, with gradient evaluations (warm-up included), divergences, R-hat, 
 ESS, and with ``--reference-draws`` each posterior against a long unwhitened run.
 ``--real`` runs the default ``BayesianGMM`` end to end on each case (``--seeds`` of them):
 time, R-hat, bulk and tail ESS, divergences, the modes reported, and each chain's drift of
-its log-likelihood (last quarter minus first quarter of its draws).
+its log-likelihood (last quarter minus first quarter of its draws), the follow-ups that ran and
+which sampler's draws were kept; besides the named cases it takes any ``path.csv:K``.
 """
 
 from __future__ import annotations
@@ -345,7 +347,9 @@ def main() -> None:
     parser.add_argument(
         "--reference-draws", type=int, default=0, help="draws per chain of the reference run"
     )
-    parser.add_argument("--real", nargs="*", default=[], choices=sorted(HARD_CASES))
+    parser.add_argument(
+        "--real", nargs="*", default=[], help=f"{', '.join(sorted(HARD_CASES))} or path.csv:K"
+    )
     parser.add_argument("--seeds", type=int, nargs="*", default=[1], help="seeds of --real")
     parser.add_argument(
         "--target-accept", type=float, default=None, help="of --real (default: BayesianGMM's)"

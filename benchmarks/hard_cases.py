@@ -13,7 +13,8 @@
   percentages rounded to 0.01 (rows sum to 100: the covariances are singular but for the
   rounding), N = 500, K = 3.
 
-:func:`run_default` runs the default ``BayesianGMM`` end to end on one of them.
+:func:`run_default` runs the default ``BayesianGMM`` end to end on one of them, or on any CSV
+given as ``path.csv:K``.
 
 The real data sets are held back from the repository on purpose (benchmarks/data/README.md):
 they are read at run time and never written here.
@@ -37,10 +38,15 @@ import numpy as np
 import pandas as pd
 
 from bayesgmm import build_model, sample_posterior, sampling
-from bayesgmm._idata import get_group
+from bayesgmm._idata import get_attr, get_group
 from bayesgmm._units import scaling_of, standardised
 from bayesgmm.datasets import simulate_mixture
-from bayesgmm.diagnostics import parameter_diagnostics, scalar_parameters, summarise
+from bayesgmm.diagnostics import (
+    diagnostics,
+    parameter_diagnostics,
+    scalar_parameters,
+    summarise,
+)
 
 __all__ = ["HARD_CASES", "HardRun", "counting_gradients", "hard_case", "posterior_gap", "run_case"]
 
@@ -135,9 +141,16 @@ HARD_CASES = {
 
 
 def hard_case(name: str) -> tuple[np.ndarray, int]:
-    """The data and number of components of one hard case."""
-    loader, k = HARD_CASES[name]
-    return loader(), k
+    """The data and number of components of one hard case: a name of :data:`HARD_CASES`, or
+    ``path.csv:K`` (the CSV's numeric columns, empty cells missing), e.g. a data set of R's
+    written out at run time (``benchmarks/results/bayes_real_held_20261204.txt``)."""
+    if name in HARD_CASES:
+        loader, k = HARD_CASES[name]
+        return loader(), k
+    path, _, k = name.rpartition(":")
+    if not (path.endswith(".csv") and k.isdigit()):
+        raise ValueError(f"{name!r}: not one of {sorted(HARD_CASES)} nor path.csv:K")
+    return pd.read_csv(path).select_dtypes("number").to_numpy(dtype=float), int(k)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -302,6 +315,14 @@ def _drift(idata) -> np.ndarray:
     return values[:, -quarter:].mean(axis=1) - values[:, :quarter].mean(axis=1)
 
 
+def _divergences(idata) -> int | None:
+    """The divergences of the kept draws (None for independence Metropolis-Hastings draws,
+    which have no trajectories: the diagnostics' row is NaN there)."""
+    table = diagnostics(idata).set_index("check")
+    value = float(table.loc["divergences", "value"])
+    return None if np.isnan(value) else int(value)
+
+
 def run_default(
     name: str, seed: int, target_accept: float | None = None, k: int | None = None
 ) -> dict:
@@ -332,7 +353,9 @@ def run_default(
         "r_hat": round(float(table["r_hat"].max()), 3),
         "ess_bulk": round(float(table["ess_bulk"].min())),
         "ess_tail": round(float(table["ess_tail"].min())),
-        "divergences": int(get_group(fit.idata_, "sample_stats")["diverging"].sum()),
+        "divergences": _divergences(fit.idata_),
+        "draws_sampler": get_attr(fit.idata_, "draws_sampler") or "nuts",
+        "follow_up": get_attr(fit.idata_, "follow_up") or [],
         "starts": 1 + len(fit.starts_),
         "precondition": str(attrs["precondition"]),
         "condition": float(attrs.get("precondition_condition", np.nan)),

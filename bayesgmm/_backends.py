@@ -13,7 +13,7 @@ import pymc as pm
 
 from ._compile_cache import CompileCache
 from ._errors import SamplingInterrupted
-from ._idata import get_group
+from ._idata import get_group, without_warmup
 from .em import EMGaussianMixture
 from .start import em_initial_point, em_initial_values
 
@@ -96,7 +96,9 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
     of ``sampler.wait()`` (and may stop the run early). A watched run runs every chain at once
     (nutpie otherwise queues the chains beyond the machine's cores until others finish), so
     that a stop at a draw every chain must reach (:func:`bayesgmm._drift.stop_when_one_left`)
-    comes early; the chains share the cores, the total work is the same."""
+    comes early; the chains share the cores, the total work is the same. A watched run keeps
+    its tuning draws for the watcher to judge (``save_warmup``); the watcher, or Ctrl-C here,
+    drops them when nothing stopped the run."""
     import nutpie
 
     sampler = nutpie.sample(
@@ -108,14 +110,14 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
         seed=seed,
         target_accept=target_accept,
         progress_bar=progressbar,
-        save_warmup=False,
+        save_warmup=wait is not None,
         blocking=False,
     )
     try:
         return (sampler.wait() if wait is None else wait(sampler)), False
     except KeyboardInterrupt:
         try:
-            return sampler.abort(), True
+            return without_warmup(sampler.abort()), True
         except Exception:  # nothing left to take (e.g. a second Ctrl-C while collecting)
             raise SamplingInterrupted(
                 "sampling was interrupted and its draws could not be recovered"

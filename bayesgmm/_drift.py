@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from ._idata import Tree, get_group, new_tree, replace_group
+from ._idata import Tree, get_group, new_tree, replace_group, without_warmup
 from ._precondition import Laplace
 
 __all__ = [
@@ -214,20 +214,33 @@ def _stop_point(lengths: np.ndarray, crossings: np.ndarray, finished: bool) -> i
 
 
 def first_draws(tree: Tree, keep: int) -> Tree:
-    """``tree`` with every group that has a ``draw`` dim cut to its first ``keep`` draws."""
+    """``tree`` cut to every chain's first ``keep`` iterations, tuning (``warmup_`` groups, if
+    kept, all of whose draws come first) then draws: a stop during tuning keeps no draws."""
     out = tree.copy()
+    warm = tree["warmup_sample_stats"].sizes["draw"] if "warmup_sample_stats" in tree else 0
     for name, node in tree.children.items():
         data = node.to_dataset()
         if "draw" in data.dims:
-            replace_group(out, name, data.isel(draw=slice(0, keep)))
+            n = min(keep, warm) if name.startswith("warmup") else max(keep - warm, 0)
+            replace_group(out, name, data.isel(draw=slice(0, n)))
     return out
 
 
-def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WATCH_DRAWS) -> Tree:
-    """Wait for nutpie's running (non-blocking) sampler, stopping it at the first draw at which
-    any chain's latest ``window`` draws lie :data:`LEFT_MODE_SDS` sds below the typical set of
-    the mode its chains were whitened at (:func:`first_crossings`), once every chain has drawn
-    that far.
+def stop_when_one_left(
+    sampler, log_density: float, n_dim: int, window: int = WATCH_DRAWS, settle: int = WATCH_DRAWS
+) -> Tree:
+    """Wait for nutpie's running (non-blocking) sampler, stopping it ``settle`` iterations
+    after the first at which any chain's latest ``window`` iterations lie
+    :data:`LEFT_MODE_SDS` sds below the typical set of the mode its chains were whitened at
+    (:func:`first_crossings`), once every chain has come that far.
+
+    Tuning draws count (the run keeps them: ``save_warmup``): chains that leave a poor mode
+    often do so early in tuning, and every tuning step after costs as much as a draw (crabs
+    K=4: 500-900 leapfrog steps an iteration from tuning step 100 on). The ``settle``
+    iterations after the crossing put the latest draws, which the chains start again from
+    (:func:`run_again_if_left`), where the chain went rather than on its way there: stopped at
+    the crossing itself, crabs K=4's restarts drew from that transit, and the runs after took
+    2.6 times as long, unconverged (seed 1).
 
     Parameters
     ----------
@@ -240,27 +253,29 @@ def stop_when_one_left(sampler, log_density: float, n_dim: int, window: int = WA
     n_dim : int
         Length of the unconstrained vector.
     window : int
+    settle : int
+        Iterations kept after the crossing (fewer when the run ends first).
 
     Returns
     -------
     xarray.DataTree
-        The finished run's results when no chain left, else every chain's draws up to that
-        first crossing (the same whenever the run was looked at or stopped, and also when it
-        finished before the watcher saw the crossing).
+        The finished run's results without its tuning groups when no chain left (as an
+        unwatched run's), else every chain's iterations up to the stop (:func:`first_draws`:
+        tuning groups kept, draws possibly none), the same whenever the
+        run was looked at or stopped, and also when it finished before the watcher saw the
+        crossing.
     """
 
     def measure(traces: list[Tree]) -> tuple[np.ndarray, np.ndarray]:
-        (partial,) = traces
-        if "sample_stats" not in partial.children or "logp" not in partial["sample_stats"]:
-            return np.zeros(0, int), np.zeros(0, int)  # nothing drawn yet
-        logp = partial["sample_stats"]["logp"].transpose("chain", "draw").values
+        _, logp = _arrays(traces)  # tuning draws first
         lengths = np.isfinite(logp).sum(axis=1)
         chains = len(logp)
         margins = [LEFT_MODE_SDS] * chains
-        return lengths, first_crossings(logp, [log_density] * chains, n_dim, margins, window)
+        crossings = first_crossings(logp, [log_density] * chains, n_dim, margins, window)
+        return lengths, np.where(crossings >= 0, crossings + settle, -1)
 
     (trace,), keep = _watched([sampler], measure)
-    return trace if keep is None else first_draws(trace, keep)
+    return without_warmup(trace) if keep is None else first_draws(trace, keep)
 
 
 def leaver_restarts(
@@ -582,7 +597,9 @@ def run_again_if_left(
     ----------
     idata : xarray.DataTree
         nutpie's results of the E-step kernel's model (``posterior["unconstrained_point"]``,
-        ``sample_stats["logp"]``; a chain stopped early is padded with NaN).
+        ``sample_stats["logp"]``; a chain stopped early is padded with NaN), with the tuning
+        draws (``warmup_`` groups) of a run :func:`stop_when_one_left` stopped, which are
+        judged with its draws.
     approxes : sequence of Laplace or None
         The approximation of each start (``sample_stats["start"]`` indexes it).
     compile_one : callable
@@ -593,8 +610,9 @@ def run_again_if_left(
     Returns
     -------
     (results, attrs)
-        The results (the first run's when no chain left, or when Ctrl-C stopped the second
-        run: then possibly short, for the caller to mark as partial) and the attrs that say
+        The results, never with tuning groups (the first run's when no chain left, or when
+        Ctrl-C stopped the second run: then possibly short, for the caller to mark as
+        partial) and the attrs that say
         what happened when the chains ran again (else empty): ``left_mode_depth``, each
         chain's :func:`depth` (or :func:`latest_depth`, NaN for a chain with fewer draws) in
         the first run, ``left_mode_rerun_tune``, and, when the first run was stopped,
@@ -604,9 +622,7 @@ def run_again_if_left(
     """
     import nutpie
 
-    flat = get_group(idata, "posterior")["unconstrained_point"]
-    flat = flat.transpose("chain", "draw", ...).values
-    logp = get_group(idata, "sample_stats")["logp"].transpose("chain", "draw").values
+    flat, logp = _arrays([idata])  # a stopped run's tuning draws first
     modes, n_dim = chain_modes(idata, approxes), flat.shape[2]
     stopped = not complete(idata, int(run["draws"]))  # by stop_when_one_left
     if stopped:
@@ -615,7 +631,7 @@ def run_again_if_left(
         chain_depth = depth(logp, modes, n_dim)
     leavers = np.flatnonzero(chain_depth < -LEFT_MODE_SDS)
     if leavers.size == 0:
-        return idata, {}
+        return without_warmup(idata), {}
     tune = min(int(run["tune"]), RERUN_TUNE)
     options = {"draws": run["draws"], "tune": tune, "target_accept": run["target_accept"]}
 
@@ -642,42 +658,46 @@ def run_again_if_left(
             points = _chain_points(idata, approxes, flat)
             again, record = _run_from_leavers(flat, logp, leavers, points, start, int(run["draws"]))
             attrs.update(record)
-    except KeyboardInterrupt:  # keep the first run's finished draws
-        return idata, {}
+    except KeyboardInterrupt:  # keep the first run's finished draws (none when it stopped tuning)
+        return without_warmup(idata), {}
     return replace_chains(idata, dict(enumerate(again))), attrs
 
 
 def _arrays(trees: list[Tree]) -> tuple[np.ndarray, np.ndarray]:
-    """The finished draws of one-chain traces, tuning draws (if kept) first: unconstrained
-    ``(chain, draw, n_dim)`` and ``logp`` ``(chain, draw)``, NaN after a chain's last draw."""
-    flats, logps = [], []
-    for tree in trees:
-        flat, logp = [], []
-        for prefix in ("warmup_", ""):
-            if prefix + "posterior" not in tree.children:
-                continue
-            x = tree[prefix + "posterior"]["unconstrained_point"]
-            x = x.transpose("chain", "draw", ...).values[0]
-            lp = tree[prefix + "sample_stats"]["logp"].transpose("chain", "draw").values[0]
-            finished = np.all(np.isfinite(x), axis=1) & np.isfinite(lp)
-            flat.append(x[finished])
-            logp.append(lp[finished])
-        flats.append(np.concatenate(flat) if flat else None)
-        logps.append(np.concatenate(logp) if logp else np.empty(0))
-    n_dim = next((x.shape[1] for x in flats if x is not None), 0)
-    flats = [np.empty((0, n_dim)) if x is None else x for x in flats]
-    n = max(len(lp) for lp in logps)
-    flat_out, logp_out = np.full((len(trees), n, n_dim), np.nan), np.full((len(trees), n), np.nan)
-    for c, (x, lp) in enumerate(zip(flats, logps, strict=True)):
-        flat_out[c, : len(lp)], logp_out[c, : len(lp)] = x, lp
+    """The finished draws of every chain of ``trees`` in order, tuning draws (if kept) first:
+    unconstrained ``(chain, draw, n_dim)`` and ``logp`` ``(chain, draw)``, NaN after a chain's
+    last draw. A trace with nothing drawn yet counts as one chain (a one-chain run)."""
+    chains = [draws for tree in trees for draws in _chain_draws(tree)]
+    n_dim = next((x.shape[1] for x, _ in chains if x is not None), 0)
+    n = max(len(lp) for _, lp in chains)
+    flat_out, logp_out = np.full((len(chains), n, n_dim), np.nan), np.full((len(chains), n), np.nan)
+    for c, (x, lp) in enumerate(chains):
+        if len(lp):
+            flat_out[c, : len(lp)], logp_out[c, : len(lp)] = x, lp
     return flat_out, logp_out
 
 
-def _without_warmup(tree: Tree) -> Tree:
-    """``tree`` without its tuning groups."""
-    return new_tree(
-        {k: v.to_dataset() for k, v in tree.children.items() if not k.startswith("warmup")}
-    )
+def _chain_draws(tree: Tree) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """Each chain's finished draws of one trace, tuning draws (if kept) first: ``(flat,
+    logp)``, ``(None, empty)`` for a trace with nothing drawn yet."""
+    parts = []
+    for prefix in ("warmup_", ""):
+        names = (prefix + "posterior", prefix + "sample_stats")
+        if all(name in tree.children for name in names) and "logp" in tree[names[1]]:
+            x = tree[prefix + "posterior"]["unconstrained_point"].transpose("chain", "draw", ...)
+            lp = tree[prefix + "sample_stats"]["logp"].transpose("chain", "draw")
+            parts.append((x.values, lp.values))
+    if not parts:
+        return [(None, np.empty(0))]
+    out = []
+    for c in range(len(parts[0][1])):
+        flats, logps = [], []
+        for x, lp in parts:
+            finished = np.all(np.isfinite(x[c]), axis=1) & np.isfinite(lp[c])
+            flats.append(x[c][finished])
+            logps.append(lp[c][finished])
+        out.append((np.concatenate(flats), np.concatenate(logps)))
+    return out
 
 
 def _run_from_leavers(
@@ -733,7 +753,7 @@ def _run_from_leavers(
         if keep is None and all(
             "sample_stats" in tree.children and complete(tree, draws) for tree in again
         ):
-            again = [_without_warmup(tree) for tree in again]
+            again = [without_warmup(tree) for tree in again]
             break
         flat, logp = _arrays(again)
         if keep is not None:  # every chain up to the first crossing

@@ -118,6 +118,15 @@ def new_tree(new: Mapping[str, xr.Dataset]) -> Tree:
     return xr.DataTree.from_dict({f"/{name}": dataset for name, dataset in new.items()})
 
 
+def without_warmup(tree: Tree) -> Tree:
+    """``tree`` without its tuning groups (``warmup_*``; ``tree`` itself when it has none)."""
+    if not any(name.startswith("warmup") for name in tree.children):
+        return tree
+    return new_tree(
+        {k: v.to_dataset() for k, v in tree.children.items() if not k.startswith("warmup")}
+    )
+
+
 def tree_from_arrays(
     arrays: Mapping[str, Mapping[str, np.ndarray]],
     *,

@@ -24,6 +24,7 @@ from bayesgmm._drift import (
     chain_modes,
     complete,
     depth,
+    first_crossings,
     latest_depth,
     leaver_restarts,
     left_mode,
@@ -93,10 +94,11 @@ def _done(value: float, draws: int, n_dim: int):
     )()
 
 
-def _stopped_first_run(rng, spread: float) -> tuple[xr.DataTree, np.ndarray]:
-    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them): chain 1
-    sits 6 sds below the mode's typical set (7.3 nats in 3 dimensions), its draws ``spread``
-    times wider than the others' (unit Gaussians, each chain about its own centre)."""
+def _stopped_first_run(rng, spread: float, tuning: bool = False) -> tuple[xr.DataTree, np.ndarray]:
+    """A first run stopped early (200 of 1000 draws, NaN after, as nutpie pads them; with
+    ``tuning``, after 200 tuning iterations and no draw): chain 1 sits 6 sds below the mode's
+    typical set (7.3 nats in 3 dimensions), its draws ``spread`` times wider than the others'
+    (unit Gaussians, each chain about its own centre)."""
     n_dim, draws = 3, 1000
     logp = np.full((4, draws), np.nan)
     logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
@@ -104,7 +106,20 @@ def _stopped_first_run(rng, spread: float) -> tuple[xr.DataTree, np.ndarray]:
     flat = np.full((4, draws, n_dim), np.nan)
     flat[:, :200] = rng.standard_normal((4, 200, n_dim)) + np.arange(4)[:, None, None]
     flat[1, :200] *= spread
+    if tuning:
+        return _tuned_tree(logp[:, :200], flat[:, :200], 200), flat
     return _stats_tree(logp, flat), flat
+
+
+def _tuned_tree(logp: np.ndarray, flat: np.ndarray, tune: int) -> xr.DataTree:
+    """A watched run's raw results (nutpie's layout with ``save_warmup``): the first ``tune``
+    iterations in ``warmup_`` groups, the others as draws."""
+    warm, drawn = (
+        _stats_tree(logp[:, :tune], flat[:, :tune]),
+        _stats_tree(logp[:, tune:], flat[:, tune:]),
+    )
+    groups = {f"warmup_{k}": v.to_dataset() for k, v in warm.children.items()}
+    return new_tree({**groups, **{k: v.to_dataset() for k, v in drawn.children.items()}})
 
 
 def _rerun_stopped(first, monkeypatch) -> tuple[list, xr.DataTree, dict]:
@@ -130,13 +145,15 @@ def _rerun_stopped(first, monkeypatch) -> tuple[list, xr.DataTree, dict]:
     return [point for point, _ in calls], out, attrs
 
 
-def test_a_chain_that_left_for_a_heavier_region_takes_every_chain_with_it(rng, monkeypatch):
+@pytest.mark.parametrize("tuning", [False, True], ids=["stopped-drawing", "stopped-tuning"])
+def test_a_chain_that_left_for_a_heavier_region_takes_every_chain_with_it(rng, monkeypatch, tuning):
     """Chain 1's region is 1000 times wider in each of 3 dimensions (+20.7 nats of entropy)
     and 7.3 nats lower: about 13 nats more mass, above the margin. Every chain, the three that
     stayed too, starts again at a distinct draw of chain 1's latest WATCH_DRAWS draws, all
     whitened by those draws' covariance, with the same short tuning and the full draws; the
-    attrs give the masses and the decision."""
-    first, flat = _stopped_first_run(rng, spread=1000.0)
+    attrs give the masses and the decision. The same when the first run was stopped while
+    tuning: its tuning draws are judged, and the results hold no tuning group."""
+    first, flat = _stopped_first_run(rng, spread=1000.0, tuning=tuning)
     points, _, attrs = _rerun_stopped(first, monkeypatch)
     pool = flat[1, 200 - WATCH_DRAWS : 200]
     for point in points:  # each a draw of chain 1's latest ones, no two alike
@@ -263,7 +280,8 @@ def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch
     """The watcher cancels the run once one chain's latest WATCH_DRAWS draws lie
     LEFT_MODE_SDS below the mode's typical set, and returns every chain's draws up to the
     first such draw (the latest_depth of the draws up to any earlier one is within the
-    margin); chains short of WATCH_DRAWS draws, or within the margin, do not stop it."""
+    margin); chains short of WATCH_DRAWS draws, or within the margin, do not stop it. (The
+    rule alone: no draws after the crossing, ``settle=0``.)"""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
     n_dim = 20
     logp = np.full((2, 300), np.nan)
@@ -275,11 +293,11 @@ def test_the_first_run_stops_when_any_chain_left_and_not_before(rng, monkeypatch
     short = _Running(_stats_tree(logp_short), looks=3)
     for sampler in (staying, short):
         with pytest.raises(KeyboardInterrupt):
-            stop_when_one_left(sampler, -100.0, n_dim)
+            stop_when_one_left(sampler, -100.0, n_dim, settle=0)
         assert not sampler.cancelled
     logp[0, 50:150] -= (LEFT_MODE_SDS + 1.0) * np.sqrt(0.5 * n_dim)
     left = _Running(_stats_tree(logp))
-    kept = stop_when_one_left(left, -100.0, n_dim)
+    kept = stop_when_one_left(left, -100.0, n_dim, settle=0)
     assert left.cancelled
     n = kept["sample_stats"].sizes["draw"]
     np.testing.assert_array_equal(kept["sample_stats"]["logp"].values, logp[:, :n])
@@ -320,7 +338,8 @@ def test_where_the_first_run_stops_does_not_depend_on_when_it_was_looked_at(rng,
     """Each chain's draws depend only on the seed; when the watcher looks at them does not
     (the machine's load, the polling). A chain leaves at draw 300 of 1000: the watcher keeps
     the same draws of every chain whether chain 1 or chain 0 runs ahead, whether it looks
-    often or not, and when the run finished before it looked at all."""
+    often or not, and when the run finished before it looked at all. The draws kept run
+    WATCH_DRAWS past the crossing (``settle``)."""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
     n_dim, draws = 20, 1000
     logp = _chi2_logp(rng, -100.0, n_dim, (2, draws))
@@ -331,13 +350,57 @@ def test_where_the_first_run_stops_does_not_depend_on_when_it_was_looked_at(rng,
         sampler = _Progressing(_stats_tree(logp, flat), speeds)
         kept.append(stop_when_one_left(sampler, -100.0, n_dim))
     n = kept[0]["sample_stats"].sizes["draw"]
-    assert 300 < n < 300 + WATCH_DRAWS
+    assert 300 + WATCH_DRAWS < n < 300 + 2 * WATCH_DRAWS
     for tree in kept:
         np.testing.assert_array_equal(tree["sample_stats"]["logp"].values, logp[:, :n])
         np.testing.assert_array_equal(
             tree["posterior"]["unconstrained_point"].transpose("chain", "draw", ...).values,
             flat[:, :n],
         )
+
+
+@pytest.mark.parametrize("leaves_at", [60, 280])
+def test_a_chain_that_leaves_while_tuning_stops_the_first_run_then(rng, monkeypatch, leaves_at):
+    """The first run keeps its tuning draws for the watcher (300 tuning iterations here):
+    chain 1 leaving at iteration 60 crosses within WATCH_DRAWS iterations and the run stops
+    WATCH_DRAWS iterations later (so that the latest draws, which the restarts start from, lie
+    where the chain went, not on its way), with no draw kept; leaving at 280, the crossing's
+    window spans tuning and draws. Every chain's iterations up to there are kept, tuning
+    first, each as drawn."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim, tune, draws = 20, 300, 1000
+    logp = _chi2_logp(rng, -100.0, n_dim, (2, tune + draws))
+    logp[1, leaves_at:] -= 6.0 * np.sqrt(0.5 * n_dim)
+    flat = rng.standard_normal((2, tune + draws, 3))
+    sampler = _Running(_tuned_tree(logp, flat, tune))
+    kept = stop_when_one_left(sampler, -100.0, n_dim)
+    assert sampler.cancelled
+    warm, drawn = kept["warmup_sample_stats"].sizes["draw"], kept["sample_stats"].sizes["draw"]
+    n = warm + drawn
+    crossings = first_crossings(logp, [-100.0] * 2, n_dim, [LEFT_MODE_SDS] * 2, WATCH_DRAWS)
+    assert crossings[0] == -1 and leaves_at < crossings[1] <= leaves_at + WATCH_DRAWS
+    assert n == crossings[1] + 1 + WATCH_DRAWS
+    assert warm == min(n, tune) and drawn == max(n - tune, 0)
+    np.testing.assert_array_equal(
+        np.concatenate(
+            [kept["warmup_sample_stats"]["logp"].values, kept["sample_stats"]["logp"].values],
+            axis=1,
+        ),
+        logp[:, :n],
+    )
+    got = [kept[g]["unconstrained_point"].values for g in ("warmup_posterior", "posterior")]
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), flat[:, :n])
+
+
+def test_a_watched_run_in_which_no_chain_left_drops_its_tuning_draws(rng, monkeypatch):
+    """No crossing in tuning or draws: the results are the draws alone, as unwatched."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp, flat = _chi2_logp(rng, -100.0, n_dim, (2, 700)), rng.standard_normal((2, 700, 3))
+    sampler = _Progressing(_tuned_tree(logp, flat, 300), [7, 50])
+    out = stop_when_one_left(sampler, -100.0, n_dim)
+    assert set(out.children) == {"posterior", "sample_stats"} and not sampler.cancelled
+    np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
 
 
 def test_a_run_in_which_no_chain_left_is_returned_whole(rng, monkeypatch):
@@ -605,3 +668,39 @@ def test_a_watched_first_run_runs_every_chain_at_once(monkeypatch):
     _run_nutpie(None, **run)
     _run_nutpie(None, **run, wait=lambda sampler: sampler.wait())
     assert [kw["cores"] for kw in options] == [None, 6]
+    assert [kw["save_warmup"] for kw in options] == [False, True]  # for the watcher
+
+
+def test_ctrl_c_in_a_watched_first_run_keeps_its_draws_not_its_tuning(rng, monkeypatch):
+    """Ctrl-C while watching: nutpie's aborted results (tuning groups kept for the watcher)
+    come back as an unwatched run's, marked interrupted."""
+    from bayesgmm._backends import _run_nutpie
+
+    logp, flat = _chi2_logp(rng, -100.0, 3, (2, 350)), rng.standard_normal((2, 350, 3))
+    aborted = _tuned_tree(logp, flat, 300)
+
+    def interrupt(sampler):
+        raise KeyboardInterrupt
+
+    sampler = type("Aborted", (), {"abort": lambda self: aborted, "cancel": lambda self: None})()
+    monkeypatch.setattr("nutpie.sample", lambda compiled, **kw: sampler)
+    run = dict(draws=10, tune=300, chains=2, seed=1, target_accept=0.8, progressbar=False)
+    out, interrupted = _run_nutpie(None, **run, wait=interrupt)
+    assert interrupted and set(out.children) == {"posterior", "sample_stats"}
+    np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
+
+
+def test_ctrl_c_after_a_first_run_stopped_while_tuning_returns_no_tuning_draws(rng, monkeypatch):
+    """Ctrl-C in the second run: the first run's draws are kept (none: it stopped tuning),
+    never its tuning draws."""
+    first, _ = _stopped_first_run(rng, spread=1.0, tuning=True)
+
+    def sample(compiled, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(3), np.eye(3), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=1000, tune=300, target_accept=0.8, seed=5, progressbar=False)
+    out, attrs = run_again_if_left(first, [approx], lambda point: point, run)
+    assert attrs == {} and set(out.children) == {"posterior", "sample_stats"}
+    assert out["sample_stats"].sizes["draw"] == 0

@@ -254,16 +254,16 @@ def stop_when_one_left(
         Length of the unconstrained vector.
     window : int
     settle : int
-        Iterations kept after the crossing (fewer when the run ends first).
+        Iterations kept after the crossing (a run that ends first is returned whole).
 
     Returns
     -------
     xarray.DataTree
-        The finished run's results without its tuning groups when no chain left (as an
-        unwatched run's), else every chain's iterations up to the stop (:func:`first_draws`:
-        tuning groups kept, draws possibly none), the same whenever the
-        run was looked at or stopped, and also when it finished before the watcher saw the
-        crossing.
+        The finished run's results without its tuning groups when no chain left, or when
+        the run ended before the stop (as an unwatched run's), else every chain's iterations
+        up to the stop (:func:`first_draws`: tuning groups kept, draws possibly none), the
+        same whenever the run was looked at or stopped, and also when it finished before the
+        watcher saw the crossing.
     """
 
     def measure(traces: list[Tree]) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +275,9 @@ def stop_when_one_left(
         return lengths, np.where(crossings >= 0, crossings + settle, -1)
 
     (trace,), keep = _watched([sampler], measure)
-    return without_warmup(trace) if keep is None else first_draws(trace, keep)
+    if keep is None or keep > np.isfinite(_arrays([trace])[1]).sum(axis=1).min():
+        return without_warmup(trace)  # no crossing, or the run ended before the stop
+    return first_draws(trace, keep)
 
 
 def leaver_restarts(
@@ -622,9 +624,11 @@ def run_again_if_left(
     """
     import nutpie
 
+    stopped = not complete(idata, int(run["draws"]))  # by stop_when_one_left
+    if not stopped:  # judged on its draws alone
+        idata = without_warmup(idata)
     flat, logp = _arrays([idata])  # a stopped run's tuning draws first
     modes, n_dim = chain_modes(idata, approxes), flat.shape[2]
-    stopped = not complete(idata, int(run["draws"]))  # by stop_when_one_left
     if stopped:
         chain_depth = latest_depth(logp, modes, n_dim, WATCH_DRAWS)
     else:

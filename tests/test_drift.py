@@ -392,6 +392,37 @@ def test_a_chain_that_leaves_while_tuning_stops_the_first_run_then(rng, monkeypa
     np.testing.assert_array_equal(np.concatenate(got, axis=1), flat[:, :n])
 
 
+def test_a_run_that_ends_before_its_stop_is_returned_as_unwatched(rng, monkeypatch):
+    """A chain that crosses fewer than ``settle`` iterations before the run's end: the run is
+    whole, and comes back as an unwatched run's (draws only), to be judged as a finished run."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp, flat = _chi2_logp(rng, -100.0, n_dim, (2, 700)), rng.standard_normal((2, 700, 3))
+    logp[1, 560:] -= 6.0 * np.sqrt(0.5 * n_dim)
+    trace = _tuned_tree(logp, flat, 300)
+    sampler = type("Done", (), {"wait": lambda self, timeout=None: trace})()
+    out = stop_when_one_left(sampler, -100.0, n_dim)
+    assert set(out.children) == {"posterior", "sample_stats"}
+    np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
+
+
+def test_a_finished_run_is_judged_on_its_draws_not_its_tuning(rng, monkeypatch):
+    """A watched run that ended whole (tuning groups still there, 1000 tuning iterations far
+    below the mode's typical set, then 300 draws at it): no chain left, no run again."""
+    logp = _chi2_logp(rng, -100.0, 3, (4, 1300))
+    logp[:, :1000] -= 50.0
+    first = _tuned_tree(logp, rng.standard_normal((4, 1300, 3)), 1000)
+
+    def sample(compiled, **options):
+        raise AssertionError("no chain left: nothing to run again")
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(3), np.eye(3), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=300, tune=1000, target_accept=0.8, seed=5, progressbar=False)
+    out, attrs = run_again_if_left(first, [approx], lambda point: point, run)
+    assert attrs == {} and set(out.children) == {"posterior", "sample_stats"}
+
+
 def test_a_watched_run_in_which_no_chain_left_drops_its_tuning_draws(rng, monkeypatch):
     """No crossing in tuning or draws: the results are the draws alone, as unwatched."""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)

@@ -97,8 +97,8 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
     (nutpie otherwise queues the chains beyond the machine's cores until others finish), so
     that a stop at a draw every chain must reach (:func:`bayesgmm._drift.stop_when_one_left`)
     comes early; the chains share the cores, the total work is the same. A watched run keeps
-    its tuning draws for the watcher to judge (``save_warmup``); the watcher, or Ctrl-C here,
-    drops them when nothing stopped the run."""
+    its tuning draws for the watcher to judge (``save_warmup``); the watcher drops them when
+    it did not stop the run, and Ctrl-C here always does."""
     import nutpie
 
     sampler = nutpie.sample(

@@ -583,7 +583,9 @@ def run_again_if_left(
     """When a chain left the mode it was whitened at, run every chain again.
 
     A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws)
-    is judged on each chain's latest :data:`WATCH_DRAWS` draws; every chain
+    is judged on each chain's latest :data:`WATCH_DRAWS` draws (when the chain that crossed
+    is back by the stop, no chain left and every chain runs again from its own draws, as after
+    a finished run); every chain
     starts again at a draw of the chains that left, all whitened by those draws' covariance
     (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN` nats more
     mass than any chain that stayed (:func:`move_all`), else the chains that stayed start
@@ -634,7 +636,7 @@ def run_again_if_left(
     else:
         chain_depth = depth(logp, modes, n_dim)
     leavers = np.flatnonzero(chain_depth < -LEFT_MODE_SDS)
-    if leavers.size == 0:
+    if leavers.size == 0 and not stopped:
         return without_warmup(idata), {}
     tune = min(int(run["tune"]), RERUN_TUNE)
     options = {"draws": run["draws"], "tune": tune, "target_accept": run["target_accept"]}
@@ -655,7 +657,8 @@ def run_again_if_left(
         "left_mode_rerun_tune": tune,
     }
     try:
-        if not stopped:  # every chain from its own draws, so that all are tuned alike
+        if not stopped or leavers.size == 0:  # (stopped: the crossing chain came back)
+            # every chain from its own draws, so that all are tuned alike
             runs = [start(0, c, point) for c, point in enumerate(restart_points(flat))]
             again = run_parallel(runs)
         else:

@@ -434,6 +434,31 @@ def test_a_watched_run_in_which_no_chain_left_drops_its_tuning_draws(rng, monkey
     np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
 
 
+def test_a_stopped_run_whose_chain_came_back_runs_every_chain_again(rng, monkeypatch):
+    """A run stopped after a crossing whose chain is back with the others by the stop (its
+    latest WATCH_DRAWS draws within the margin): no chain counts as having left, and every
+    chain runs again from its own draws (their second half's mean, as a finished run's), so
+    that the results are whole, not the stopped run's 200 draws."""
+    n_dim, draws = 3, 1000
+    logp, flat = np.full((4, draws), np.nan), np.full((4, draws, n_dim), np.nan)
+    logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
+    flat[:, :200] = rng.standard_normal((4, 200, n_dim)) + np.arange(4)[:, None, None]
+    calls = []
+
+    def sample(compiled, **options):
+        calls.append(compiled)
+        return _done(float(len(calls) - 1), draws, n_dim)
+
+    monkeypatch.setattr("nutpie.sample", sample)
+    approx = Laplace(np.zeros(n_dim), np.eye(n_dim), "laplace", -100.0, 1.0, 0)
+    run = dict(draws=draws, tune=300, target_accept=0.8, seed=5, progressbar=False)
+    out, attrs = run_again_if_left(_stats_tree(logp, flat), [approx], lambda p: p, run)
+    assert complete(out, draws) and len(calls) == 4
+    for c, point in enumerate(calls):
+        np.testing.assert_allclose(point.mode, flat[c, 100:200].mean(axis=0))
+    assert "left_mode_restarted_from" not in attrs and len(attrs["left_mode_depth"]) == 4
+
+
 def test_a_run_in_which_no_chain_left_is_returned_whole(rng, monkeypatch):
     """No crossing: the watcher waits for the whole run and returns it unchanged."""
     monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)

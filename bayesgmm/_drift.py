@@ -21,7 +21,8 @@ region of near-empty components; whitened by draws from that region, about 80), 
 leave at random times (crabs: from early in tuning to after 800 draws), so letting the first
 run finish cost most of its time. :func:`stop_when_one_left` therefore watches the first run
 and stops it at the first draw at which any chain's latest :data:`WATCH_DRAWS` draws lie below
-the mode's typical set (:func:`first_crossings`), as soon as every chain has drawn that far: a
+the mode's typical set and :data:`LEFT_APART_SDS` below the highest other chain's
+(:func:`first_crossings`), as soon as every chain has drawn that far: a
 point fixed by the draws alone, not by when the watcher looked, so that a seeded run stops, and
 continues, alike in every process (each chain's draws depend only on the seed).
 :func:`run_again_if_left` then weighs the region the chains went to against the one the others
@@ -49,12 +50,14 @@ from ._idata import Tree, get_group, new_tree, replace_group, without_warmup
 from ._precondition import Laplace
 
 __all__ = [
+    "LEFT_APART_SDS",
     "LEFT_LEVEL_SDS",
     "LEFT_MASS_MARGIN",
     "LEFT_MODE_SDS",
     "MAX_STAGES",
     "RERUN_TUNE",
     "WATCH_DRAWS",
+    "below_others",
     "chain_log_masses",
     "chain_modes",
     "complete",
@@ -82,6 +85,14 @@ __all__ = [
 LEFT_MODE_SDS = 3.0
 # tuning steps of the second run, whose metric comes from the chains' own draws
 RERUN_TUNE = 300
+# a chain of the first run counts as having left only when its latest draws also lie this many
+# sds below the highest other chain's (at the same iteration; chains that leave together all
+# count): the Laplace line is a prediction, and
+# on some posteriors every chain sits near it (MASS Pima.tr K=3, 107 dimensions: all four
+# chains 2.0-3.3 sds below it, within 1.6 of each other, so one crossed it by chance), while a
+# chain that left sits apart (MASS crabs K=4: 2.3-3 sds below a chain that stayed; a level
+# measured from draws, as LEFT_LEVEL_SDS, so a margin below LEFT_MODE_SDS)
+LEFT_APART_SDS = 2.0
 # the first run is judged while it goes on on each chain's latest this many draws
 WATCH_DRAWS = 100
 # second runs started from the draws of chains that left; all but the last are watched too
@@ -161,7 +172,12 @@ def _sds_from_typical(mean_logp, modes, n_dim: int) -> np.ndarray:
 
 
 def first_crossings(
-    logp: np.ndarray, levels: Sequence[float], n_dim: int, sds: Sequence[float], window: int
+    logp: np.ndarray,
+    levels: Sequence[float],
+    n_dim: int,
+    sds: Sequence[float],
+    window: int,
+    apart: float | None = None,
 ) -> np.ndarray:
     """For each chain, the index (among its finished draws) of the last draw of the first
     ``window`` draws in a row whose mean ``log p`` lies ``sds`` sds below the typical set of
@@ -178,6 +194,11 @@ def first_crossings(
     sds : sequence of float
         Each chain's margin, in sds of ``chi2_n / 2``.
     window : int
+    apart : float, optional
+        Count a window only where it also lies this many sds below the highest other chain's
+        window ending at the same draw (:func:`below_others`), judged over the draws every chain has
+        finished: a chain that left is apart from the others, and chains that sit together
+        near the line have not left it.
 
     Returns
     -------
@@ -188,17 +209,68 @@ def first_crossings(
     >>> logp = np.array([[-14.0] * 6 + [-34.0] * 6, [-14.0] * 12])
     >>> first_crossings(logp, [-10.0, -10.0], 8, [3.0, 3.0], 4).tolist()
     [7, -1]
+    >>> together = np.array([[-22.0] * 12, [-21.0] * 12])  # both below, neither apart
+    >>> first_crossings(together, [-10.0, -10.0], 8, [3.0, 3.0], 4, apart=1.5).tolist()
+    [-1, -1]
     """
+    logp = np.asarray(logp, dtype=float)
     out = np.full(len(logp), -1)
-    for c, chain in enumerate(np.asarray(logp, dtype=float)):
-        finished = chain[np.isfinite(chain)]
-        if finished.size < window:
-            continue
-        sums = np.concatenate([[0.0], np.cumsum(finished)])
-        means = (sums[window:] - sums[:-window]) / window
-        below = np.flatnonzero(_sds_from_typical(means, levels[c], n_dim) < -sds[c])
-        if below.size:
-            out[c] = below[0] + window - 1
+    if apart is not None:  # judged where every chain has drawn, so chains compare like with like
+        logp = logp[:, : int(np.isfinite(logp).sum(axis=1).min())]
+    depths = [
+        _sds_from_typical(_window_means(chain[np.isfinite(chain)], window), levels[c], n_dim)
+        for c, chain in enumerate(logp)
+    ]
+    for c, below in enumerate(_below(depths, sds, apart)):
+        hits = np.flatnonzero(below)
+        if hits.size:
+            out[c] = hits[0] + window - 1
+    return out
+
+
+def _window_means(values: np.ndarray, window: int) -> np.ndarray:
+    """Means of every ``window`` consecutive values (none when there are fewer)."""
+    if values.size < window:
+        return np.empty(0)
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    return (sums[window:] - sums[:-window]) / window
+
+
+def _below(depths: list[np.ndarray], sds: Sequence[float], apart: float | None) -> list:
+    """Where each chain's depths lie ``sds`` below its line and, with ``apart``, also
+    ``apart`` sds below the highest other chain's depth at the same position
+    (:func:`below_others`)."""
+    below = [d < -margin for d, margin in zip(depths, sds, strict=True)]
+    if apart is None or not below or not below[0].size:
+        return below
+    return list(np.array(below) & below_others(np.array(depths), apart))
+
+
+def below_others(depths: np.ndarray, sds: float) -> np.ndarray:
+    """Whether each chain's depth lies ``sds`` below the highest other chain's (so chains that
+    went down together all count): ``depths`` of shape ``(n_chains, ...)``, compared position
+    by position. NaN (not drawn yet) is below nothing
+    and the others' NaN are left out (none known: below nothing); a chain alone has no other to
+    lie above it (True).
+
+    Examples
+    --------
+    >>> below_others(np.array([-5.0, -2.5, -2.0]), 1.5).tolist()
+    [True, False, False]
+    >>> below_others(np.array([-5.0, -4.5, -2.0]), 1.5).tolist()  # two went down together
+    [True, True, False]
+    >>> below_others(np.array([[-5.0], [np.nan]]), 1.5).tolist()
+    [[False], [False]]
+    >>> below_others(np.array([-5.0]), 1.5).tolist()
+    [True]
+    """
+    depths = np.asarray(depths, dtype=float)
+    out = np.ones(depths.shape, dtype=bool)
+    for c in range(len(depths)):
+        others = np.delete(depths, c, axis=0)
+        if len(others):
+            best = np.where(np.isnan(others), -np.inf, others).max(axis=0)
+            out[c] = depths[c] < best - sds
     return out
 
 
@@ -232,6 +304,7 @@ def stop_when_one_left(
     """Wait for nutpie's running (non-blocking) sampler, stopping it ``settle`` iterations
     after the first at which any chain's latest ``window`` iterations lie
     :data:`LEFT_MODE_SDS` sds below the typical set of the mode its chains were whitened at
+    and :data:`LEFT_APART_SDS` below the highest other chain's latest ``window`` iterations
     (:func:`first_crossings`), once every chain has come that far.
 
     Tuning draws count (the run keeps them: ``save_warmup``): chains that leave a poor mode
@@ -271,7 +344,9 @@ def stop_when_one_left(
         lengths = np.isfinite(logp).sum(axis=1)
         chains = len(logp)
         margins = [LEFT_MODE_SDS] * chains
-        crossings = first_crossings(logp, [log_density] * chains, n_dim, margins, window)
+        crossings = first_crossings(
+            logp, [log_density] * chains, n_dim, margins, window, apart=LEFT_APART_SDS
+        )
         return lengths, np.where(crossings >= 0, crossings + settle, -1)
 
     (trace,), keep = _watched([sampler], measure)
@@ -583,9 +658,10 @@ def run_again_if_left(
     """When a chain left the mode it was whitened at, run every chain again.
 
     A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws)
-    is judged on each chain's latest :data:`WATCH_DRAWS` draws (when the chain that crossed
-    is back by the stop, no chain left and every chain runs again from its own draws, as after
-    a finished run); every chain
+    is judged on each chain's latest :data:`WATCH_DRAWS` draws by the rule that stopped it
+    (below the typical set and :data:`LEFT_APART_SDS` below the highest other chain; when the chain
+    that crossed is back by the stop, no chain left and every chain runs again from its own
+    draws, as after a finished run); every chain
     starts again at a draw of the chains that left, all whitened by those draws' covariance
     (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN` nats more
     mass than any chain that stayed (:func:`move_all`), else the chains that stayed start
@@ -631,11 +707,13 @@ def run_again_if_left(
         idata = without_warmup(idata)
     flat, logp = _arrays([idata])  # a stopped run's tuning draws first
     modes, n_dim = chain_modes(idata, approxes), flat.shape[2]
-    if stopped:
+    if stopped:  # the rule that stopped it (apart from the others too), at the stop
         chain_depth = latest_depth(logp, modes, n_dim, WATCH_DRAWS)
+        left = (chain_depth < -LEFT_MODE_SDS) & below_others(chain_depth, LEFT_APART_SDS)
     else:
         chain_depth = depth(logp, modes, n_dim)
-    leavers = np.flatnonzero(chain_depth < -LEFT_MODE_SDS)
+        left = chain_depth < -LEFT_MODE_SDS
+    leavers = np.flatnonzero(left)
     if leavers.size == 0 and not stopped:
         return without_warmup(idata), {}
     tune = min(int(run["tune"]), RERUN_TUNE)

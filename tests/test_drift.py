@@ -17,6 +17,7 @@ import xarray as xr
 import bayesgmm.sampling as sampling_module
 from bayesgmm import BayesianGMM, SamplingWarning
 from bayesgmm._drift import (
+    LEFT_APART_SDS,
     LEFT_MASS_MARGIN,
     LEFT_MODE_SDS,
     RERUN_TUNE,
@@ -377,7 +378,9 @@ def test_a_chain_that_leaves_while_tuning_stops_the_first_run_then(rng, monkeypa
     assert sampler.cancelled
     warm, drawn = kept["warmup_sample_stats"].sizes["draw"], kept["sample_stats"].sizes["draw"]
     n = warm + drawn
-    crossings = first_crossings(logp, [-100.0] * 2, n_dim, [LEFT_MODE_SDS] * 2, WATCH_DRAWS)
+    crossings = first_crossings(
+        logp, [-100.0] * 2, n_dim, [LEFT_MODE_SDS] * 2, WATCH_DRAWS, apart=LEFT_APART_SDS
+    )
     assert crossings[0] == -1 and leaves_at < crossings[1] <= leaves_at + WATCH_DRAWS
     assert n == crossings[1] + 1 + WATCH_DRAWS
     assert warm == min(n, tune) and drawn == max(n - tune, 0)
@@ -431,6 +434,64 @@ def test_a_watched_run_in_which_no_chain_left_drops_its_tuning_draws(rng, monkey
     sampler = _Progressing(_tuned_tree(logp, flat, 300), [7, 50])
     out = stop_when_one_left(sampler, -100.0, n_dim)
     assert set(out.children) == {"posterior", "sample_stats"} and not sampler.cancelled
+    np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
+
+
+def test_chains_below_the_line_together_have_not_left(rng):
+    """Four chains whose windows all sit LEFT_MODE_SDS + 0.5 sds below the Laplace line (a
+    line the posterior does not hold to: MASS Pima.tr, K=3, 107 dimensions, whose chains sit
+    2.4-3.3 sds below it throughout) cross the line alone but not apart from each other; a chain
+    that falls LEFT_MODE_SDS + 1 sds further at draw 300 does, within WATCH_DRAWS draws."""
+    n_dim, sd = 107, np.sqrt(0.5 * 107)
+    logp = _chi2_logp(rng, -100.0, n_dim, (4, 600)) - (LEFT_MODE_SDS + 0.5) * sd
+    rule = ([-100.0] * 4, n_dim, [LEFT_MODE_SDS] * 4, WATCH_DRAWS)
+    assert np.all(first_crossings(logp, *rule) >= 0)  # the line alone: all "left"
+    assert np.all(first_crossings(logp, *rule, apart=LEFT_APART_SDS) == -1)
+    logp[2, 300:] -= (LEFT_MODE_SDS + 1.0) * sd
+    crossings = first_crossings(logp, *rule, apart=LEFT_APART_SDS)
+    assert np.all(crossings[[0, 1, 3]] == -1) and 300 < crossings[2] < 300 + WATCH_DRAWS
+
+
+def test_chains_that_leave_together_each_count_as_apart(rng):
+    """Two of four chains fall LEFT_MODE_SDS + 3 sds below the line together at draw 300: each
+    lies within a sd of the other, yet both are apart from the chains that stayed, and both
+    cross within WATCH_DRAWS draws."""
+    n_dim = 30
+    logp = _chi2_logp(rng, -100.0, n_dim, (4, 600))
+    logp[[1, 2], 300:] -= (LEFT_MODE_SDS + 3.0) * np.sqrt(0.5 * n_dim)
+    rule = ([-100.0] * 4, n_dim, [LEFT_MODE_SDS] * 4, WATCH_DRAWS)
+    crossings = first_crossings(logp, *rule, apart=LEFT_APART_SDS)
+    assert np.all(crossings[[0, 3]] == -1)
+    assert np.all((300 < crossings[[1, 2]]) & (crossings[[1, 2]] < 300 + WATCH_DRAWS))
+
+
+def test_apart_is_judged_only_where_every_chain_has_drawn(rng):
+    """Chain 1 leaves at draw 100 and crosses by about draw 175; while chain 0 has drawn only
+    120 draws, chain 1 is not yet apart from it there (no crossing), however far chain 1 went;
+    once chain 0 has drawn as far, the crossing is where it is with every chain whole."""
+    n_dim = 20
+    logp = _chi2_logp(rng, -100.0, n_dim, (2, 400))
+    logp[1, 100:] -= 6.0 * np.sqrt(0.5 * n_dim)
+    rule = ([-100.0] * 2, n_dim, [LEFT_MODE_SDS] * 2, WATCH_DRAWS)
+    whole = first_crossings(logp, *rule, apart=LEFT_APART_SDS)
+    assert whole[0] == -1 and 120 < whole[1] < 200
+    lagging = logp.copy()
+    lagging[0, 120:] = np.nan
+    assert first_crossings(lagging, *rule)[1] == whole[1]  # the line alone: each chain's own
+    assert np.all(first_crossings(lagging, *rule, apart=LEFT_APART_SDS) == -1)
+    lagging[0, 120 : whole[1] + 1] = logp[0, 120 : whole[1] + 1]
+    assert first_crossings(lagging, *rule, apart=LEFT_APART_SDS).tolist() == whole.tolist()
+
+
+def test_a_watched_run_whose_chains_sit_below_the_line_together_is_not_stopped(rng, monkeypatch):
+    """Both chains sit LEFT_MODE_SDS + 0.5 sds below the typical set through tuning and draws,
+    close to each other: the run is not stopped, and comes back as an unwatched run's."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp = _chi2_logp(rng, -100.0, n_dim, (2, 700)) - (LEFT_MODE_SDS + 0.5) * np.sqrt(0.5 * n_dim)
+    sampler = _Progressing(_tuned_tree(logp, rng.standard_normal((2, 700, 3)), 300), [7, 50])
+    out = stop_when_one_left(sampler, -100.0, n_dim)
+    assert not sampler.cancelled and set(out.children) == {"posterior", "sample_stats"}
     np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
 
 

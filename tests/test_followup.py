@@ -171,9 +171,16 @@ def _mirrored() -> np.ndarray:
     return np.concatenate([side, -side, middle, -middle])
 
 
+# draws per chain of _three_chains: enough for the independence chains to meet the R-hat gate
+# with margin at every seed (1-7: R-hat <= 1.006 at 250; at 150 three of seven missed it, 1.012
+# to 1.020, by chance: which seeds did changed with the machine's floating-point rounding), and
+# still too few for the default max_draws (3 x draws) to run each NUTS mode again (at 300 it can)
+THREE_CHAIN_DRAWS = 250
+
+
 def _three_chains(**options) -> BayesianGMM:
     """3 chains round robin over the 2 optima: one mode holds a single chain."""
-    run = {"random_seed": 2, "draws": 150, "tune": 200, "chains": 3, "progressbar": False}
+    run = dict(random_seed=2, draws=THREE_CHAIN_DRAWS, tune=200, chains=3, progressbar=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         return BayesianGMM(2, **run, **options).fit(_mirrored())
@@ -221,7 +228,7 @@ def test_independence_chains_mix_the_modes_the_nuts_follow_ups_left_apart():
 
 def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypatch):
     monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
-    fit = _three_chains(max_draws=150)
+    fit = _three_chains(max_draws=THREE_CHAIN_DRAWS)  # no follow-up: no draws to spare
     assert sorted(len(c) for c in fit.modes()["chains"]) == [1, 2]
     assert get_attr(fit.idata_, "first_run_modes") is None
 
@@ -484,15 +491,19 @@ def test_a_failing_mode_is_not_run_again_past_max_draws(monkeypatch):
 
 
 @pytest.mark.slow
-def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains():
+def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains(monkeypatch):
     """The mirrored data's posterior has two modes of equal mass, mirror images of each other
-    (x -> -x). 2 chains of 300 draws fall short of the gates (ESS) in at least one mode; such a
-    mode gets new chains of its own and ends converged on them, keeping its first chains; the
-    stacking weights, recomputed over the final chains, are about equal, and each mode's means
-    mirror the other's."""
+    (x -> -x). 2 chains of 400 draws may fall short of the gates in a mode (at seed 2 they
+    do); such a mode gets new chains of its own and ends converged on them, keeping its first
+    chains; the stacking weights, recomputed over the final chains, are about equal, and each
+    mode's means mirror the other's (NUTS's result: the independence step that follows mixes
+    the two modes into one, tested above)."""
+    _nuts_only(monkeypatch)
     with warnings.catch_warnings():  # the run over all chains fails R-hat: two modes
         warnings.simplefilter("ignore", SamplingWarning)
-        fit = _two_modes(draws=300, max_draws=1500)
+        # 400 draws: at 300 a mode still ended at R-hat 1.011-1.014 after its rounds at 2 of
+        # seeds 1-6; at 400 every mode of seeds 1-14 converged (10 of 14 needed new chains)
+        fit = _two_modes(draws=400, max_draws=2000)
     from bayesgmm.diagnostics import mode_failures
     from bayesgmm.modes import mode_posterior
 

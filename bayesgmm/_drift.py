@@ -87,11 +87,11 @@ LEFT_MODE_SDS = 3.0
 RERUN_TUNE = 300
 # a chain of the first run counts as having left only when its latest draws also lie this many
 # sds below the highest other chain's (at the same iteration; chains that leave together all
-# count): the Laplace line is a prediction, and
-# on some posteriors every chain sits near it (MASS Pima.tr K=3, 107 dimensions: all four
-# chains 2.0-3.3 sds below it, within 1.6 of each other, so one crossed it by chance), while a
-# chain that left sits apart (MASS crabs K=4: 2.3-3 sds below a chain that stayed; a level
-# measured from draws, as LEFT_LEVEL_SDS, so a margin below LEFT_MODE_SDS)
+# count): the Laplace line is a prediction, and on some posteriors every chain sits near it
+# (MASS Pima.tr K=3, 107 dimensions: all four chains 2.0-3.3 sds below it, within 1.6 of each
+# other, so one crossed it by chance), while a chain that left sits apart (MASS crabs K=4:
+# 2.3-3 sds below a chain that stayed; a level measured from draws, as LEFT_LEVEL_SDS, so a
+# margin below LEFT_MODE_SDS)
 LEFT_APART_SDS = 2.0
 # the first run is judged while it goes on on each chain's latest this many draws
 WATCH_DRAWS = 100
@@ -196,9 +196,9 @@ def first_crossings(
     window : int
     apart : float, optional
         Count a window only where it also lies this many sds below the highest other chain's
-        window ending at the same draw (:func:`below_others`), judged over the draws every chain has
-        finished: a chain that left is apart from the others, and chains that sit together
-        near the line have not left it.
+        window ending at the same draw (:func:`below_others`), judged over the draws every
+        chain has finished: a chain that left is apart from the others, and chains that sit
+        together near the line have not left it.
 
     Returns
     -------
@@ -249,9 +249,8 @@ def _below(depths: list[np.ndarray], sds: Sequence[float], apart: float | None) 
 def below_others(depths: np.ndarray, sds: float) -> np.ndarray:
     """Whether each chain's depth lies ``sds`` below the highest other chain's (so chains that
     went down together all count): ``depths`` of shape ``(n_chains, ...)``, compared position
-    by position. NaN (not drawn yet) is below nothing
-    and the others' NaN are left out (none known: below nothing); a chain alone has no other to
-    lie above it (True).
+    by position. NaN (not drawn yet) is below nothing and the others' NaN are left out (none
+    known: below nothing); a chain alone has no other to lie above it (True).
 
     Examples
     --------
@@ -659,14 +658,13 @@ def run_again_if_left(
 
     A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws)
     is judged on each chain's latest :data:`WATCH_DRAWS` draws by the rule that stopped it
-    (below the typical set and :data:`LEFT_APART_SDS` below the highest other chain; when the chain
-    that crossed is back by the stop, no chain left and every chain runs again from its own
-    draws, as after a finished run); every chain
-    starts again at a draw of the chains that left, all whitened by those draws' covariance
-    (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN` nats more
-    mass than any chain that stayed (:func:`move_all`), else the chains that stayed start
-    again where they are, with their own whitening (:func:`_run_from_leavers`). A finished
-    first run is judged on the second half of
+    (below the typical set and :data:`LEFT_APART_SDS` below the highest other chain; when the
+    chain that crossed is back by the stop, no chain left and every chain runs again from its
+    own draws, as after a finished run); every chain starts again at a draw of the chains
+    that left, all whitened by those draws' covariance (:func:`leaver_restarts`), when their
+    region holds :data:`LEFT_MASS_MARGIN` nats more mass than any chain that stayed
+    (:func:`move_all`), else the chains that stayed start again where they are, with their own
+    whitening (:func:`_run_from_leavers`). A finished first run is judged on the second half of
     each chain's draws, and every chain, the ones that stayed too, starts again at the mean of
     the second half of its own finished draws, whitened by their covariance
     (:func:`restart_points`). Either way every chain runs with the same

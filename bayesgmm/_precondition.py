@@ -96,8 +96,10 @@ class Laplace:
     n_gradients : int
         Gradient evaluations spent on the mode and the Hessian.
     retried : bool
-        Whether the mode was found from the ``retry`` start of :func:`laplace` (the search
-        from the first start reached no usable mode).
+        Whether the mode was found from EM's estimate with its covariances' eigenvalues
+        floored at :data:`RETRY_FLOOR`: the ``retry`` start of :func:`laplace` (the search
+        from the first start reached no usable mode), or the only start when EM's own could
+        not be sampled from (``bayesgmm.sampling._kernel_start``).
     """
 
     mode: np.ndarray

@@ -18,6 +18,7 @@ small machines is the difference between seconds and minutes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import warnings
 from collections.abc import Iterator
@@ -123,9 +124,9 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
-    start = _flat_start(model, em)
-    evaluate, to_theta = density, np.array
-    if approx is not None:
+    if approx is None:
+        evaluate, to_theta, (start, _) = density, np.array, _kernel_start(density, model, em)
+    else:
         evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
         start = np.zeros(density.n_dim)
 
@@ -159,20 +160,42 @@ def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None
     replace_group(idata, "posterior", density.posterior(flat, coords))
 
 
-def _check_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> None:
-    """nutpie needs a finite density with a non-zero slope in every direction where chains
-    start; say why there is none now, rather than after "All initialization points failed"."""
-    X, weight = observed_rows(model)
-    logp, grad = density(_flat_start(model, em), density.rows(X, weight))
-    finite = np.isfinite(logp) and np.all(np.isfinite(grad))
-    if finite and np.all(grad != 0):
-        return
+def _start_problem(density: LogDensity, start: np.ndarray, rows: np.ndarray) -> str:
+    """Why nutpie cannot start at ``start`` ("" when it can)."""
+    logp, grad = density(start, rows)
+    if not (np.isfinite(logp) and np.all(np.isfinite(grad))):
+        return "not finite"
+    return "" if np.all(grad != 0) else "flat in some direction"
+
+
+def _kernel_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> tuple:
+    """Where the chains (and the mode search) start: the EM estimate, or the EM estimate with
+    its covariances' eigenvalues floored at :data:`bayesgmm._precondition.RETRY_FLOOR` when
+    nutpie could not use EM's; returns ``(start, floored)``.
+
+    nutpie needs a finite density with a non-zero slope in every direction where chains
+    start. EM's estimate can lack it on a likelihood singularity: every component collapsed
+    onto one value of a discrete feature (a 0/1 column splits the rows, each component's
+    variance along it at ``reg_covar``, its correlations exactly 0 with an exactly zero
+    slope), where no healthy component lends a covariance (:func:`bayesgmm.start
+    .em_initial_values`). The floored estimate keeps EM's partition and lies off the
+    singularity. When neither can be used, say why now, rather than after nutpie's "All
+    initialization points failed".
+    """
+    rows = density.rows(*observed_rows(model))
+    start = _flat_start(model, em)
+    problem = _start_problem(density, start, rows)
+    if not problem:
+        return start, False
+    floored = _flat_start(model, em, pre.RETRY_FLOOR)
+    if not _start_problem(density, floored, rows):
+        return floored, True
+    X, _ = observed_rows(model)
     z = np.abs(np.nan_to_num(density.scaling.transform(X)))
     row, column = np.unravel_index(np.argmax(z), z.shape)
     collapsed = np.asarray(getattr(em, "collapsed_components_", []), dtype=int).tolist()
     raise SamplerError(
-        "Sampling cannot start at the EM estimate: the posterior density there is "
-        + ("not finite" if not finite else "flat in some direction")
+        f"Sampling cannot start at the EM estimate: the posterior density there is {problem}"
         + (f"; EM's component(s) {collapsed} hold too few rows" if collapsed else "")
         + f" (row {row} lies {z[row, column]:.3g} standard deviations from the mean of "
         f"feature {model.coords['feature'][column]!r}). Remove or correct outlying rows, or "
@@ -467,11 +490,12 @@ def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:
 def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
     """Check the EM start, then the Laplace approximation NUTS is whitened with (or None)."""
     density = log_density_for(model)
-    _check_start(density, model, em)
+    start, floored = _kernel_start(density, model, em)
     rows = density.rows(*observed_rows(model))
-    start, floor = _flat_start(model, em), pre.RETRY_FLOOR
-    retry = lambda: _flat_start(model, em, floor)  # noqa: E731 - searched only if needed
-    return pre.precondition_for(density, rows, start, precondition, retry)
+    floor = pre.RETRY_FLOOR
+    retry = None if floored else lambda: _flat_start(model, em, floor)
+    approx = pre.precondition_for(density, rows, start, precondition, retry)
+    return dataclasses.replace(approx, retried=True) if approx is not None and floored else approx
 
 
 def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -> None:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_wine
 
-from bayesgmm import EMGaussianMixture, build_model
+from bayesgmm import EMGaussianMixture, build_model, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import RETRY_FLOOR, laplace
 from bayesgmm.model import observed_rows
-from bayesgmm.sampling import _flat_start
+from bayesgmm.sampling import _flat_start, _kernel_start
 from bayesgmm.start import em_initial_values
 
 SCALE = np.array([1.0, 0.5, 2.0] + [1.0] * 57)  # 60 dimensions: a climb below n_dim
@@ -120,3 +120,60 @@ def test_an_end_where_the_gradient_does_not_vanish_is_not_trusted():
 
     approx = laplace(density, np.empty((0, 1)), np.zeros(4))
     assert approx.kind == "none"
+
+
+def _split_on_a_binary_feature():
+    """A 0/1 column EM splits the rows on: every component collapses onto one of its values
+    (variance at reg_covar, correlation exactly 0), so no healthy component lends a covariance
+    to the start (sklearn's diabetes data, whose second column is sex, at K = 2)."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=120), rng.integers(0, 2, size=120)]).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        em = EMGaussianMixture(2, random_state=0).fit(X)
+    assert sorted(em.collapsed_components_) == [0, 1]
+    return X, em
+
+
+def test_a_start_on_every_component_collapsed_is_floored():
+    X, em = _split_on_a_binary_feature()
+    model = build_model(X, 2)
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # nutpie cannot start there
+    start, floored = _kernel_start(density, model, em)
+    assert floored
+    np.testing.assert_array_equal(start, _flat_start(model, em, RETRY_FLOOR))
+    logp, grad = density(start, rows)
+    assert np.isfinite(logp) and np.all(np.isfinite(grad)) and np.all(grad != 0)
+
+
+def test_a_start_nutpie_can_use_is_em_itself():
+    X = np.asarray(load_wine().data)[:, :3]
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    model = build_model(X, 2)
+    start, floored = _kernel_start(log_density_for(model), model, em)
+    assert not floored
+    np.testing.assert_array_equal(start, _flat_start(model, em))
+
+
+def test_a_posterior_of_a_split_on_a_binary_feature_is_sampled():
+    """The floored start's mode search finds the posterior's mode (the resolution prior
+    bounds the variance along the 0/1 column); before, sampling refused to start."""
+    X, em = _split_on_a_binary_feature()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = sample_posterior(
+            build_model(X, 2),
+            em,
+            draws=100,
+            tune=100,
+            chains=2,
+            max_draws=100,
+            random_seed=1,
+            progressbar=False,
+        )
+    attrs = idata.posterior.attrs
+    assert attrs["precondition"] == "laplace" and "floored at 0.01" in attrs["start"]
+    sds = idata.posterior["stds"].sel(feature="x1").values
+    assert np.all(np.isfinite(sds)) and sds.min() > 0.01  # off the collapse, at rounding noise

@@ -44,6 +44,7 @@ __all__ = [
     "MODEL_NAMES",
     "check_model",
     "contains",
+    "inestimable",
     "layout",
     "min_effective_size",
     "model_name",
@@ -168,6 +169,44 @@ def min_effective_size(covariance_type: str, n_features: int) -> int:
     if name in ("VVV", "EVV"):
         return n_features + 1
     return 1 if name in ("EII", "EEI", "EEE") else 2
+
+
+# models whose components have an orientation of their own, or a shape of their own on axes
+# that turn: a component whose rows span a proper subspace can turn those axes onto it, where
+# the likelihood grows without bound. Each needs D + 1 rows, and even then, with as many free
+# parameters as rows, EM's best optima are near such spikes (MASS's hills, 35 x 3: VEV at
+# K = 8, four rows a component, had the best BIC; swiss, 47 x 6: EEV at K = 9 climbs 185 nats
+# above mclust's own spike), so they are refused there too, as before
+_TURNING = ("EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
+
+
+def inestimable(covariance_type: str, n_components: int, n_rows: int, n_features: int) -> str:
+    """Why the model at ``n_components`` cannot be estimated from ``n_rows`` rows ("" when it
+    can).
+
+    It cannot when there are fewer rows than its components' covariances need, so that every
+    fit collapses one: :func:`min_effective_size` rows each, ``D + 1`` for the models whose
+    components turn their own axes (``_TURNING``), and ``D`` more rows than components for a
+    covariance all of them share (EEE, VEE). Those six models are also refused with as many
+    free parameters as rows; for the other eight that is no bar (MASS's mtcars, 32 x 6: EEE
+    at K = 2 has 34, and mclust and scikit-learn reach the same optimum).
+    """
+    name, k, n, d = model_name(covariance_type), n_components, n_rows, n_features
+    each = d + 1 if name in _TURNING else min_effective_size(name, d)
+    least = max(k * each, k + d if name in ("EEE", "VEE") else k)
+    if n < least:
+        return (
+            f"The {name} model with K={k} needs {least} rows for its components' covariances "
+            f"but has {n}: every fit collapses a component."
+        )
+    p = n_parameters(name, k, d)
+    if name in _TURNING and p >= n:
+        return (
+            f"The {name} model with K={k} has {p} free parameters for {n} rows: its "
+            "components' own axes turn onto the few rows each holds, towards a likelihood "
+            "without bound."
+        )
+    return ""
 
 
 _CONSTRAINT = {"I": 0, "E": 1, "V": 2}  # identity, equal, variable: each letter's generality

@@ -28,6 +28,7 @@ from ._kernels import column_summary
 from ._models import (
     COVARIANCE_NAMES,
     MODEL_NAMES,
+    inestimable,
     model_name,
     n_parameters,
     sampled_model_statement,
@@ -102,12 +103,9 @@ def _fit_one(
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
     shape = np.shape(X)
     n, p = (shape[0], n_parameters(name, k, shape[1])) if len(shape) == 2 else (0, 0)
-    if k <= n <= p:
-        message = (
-            f"The {name} model with K={k} has {p} free parameters, as many as or more than the "
-            f"{n} observations: it cannot be estimated. Use fewer components or a more "
-            "constrained model."
-        )
+    reason = inestimable(name, k, n, shape[1]) if k <= n else ""
+    if reason:
+        message = f"{reason} Use fewer components or a more constrained model."
         return {**row, "status": "failed", "n_parameters": p, "message": message, "_fit": None}
     em = EMGaussianMixture(k, covariance_type=cov_type, **em_kwargs)
     with warnings.catch_warnings(record=True) as caught:
@@ -229,8 +227,9 @@ def em_sweep(
     """Fit EM with restarts for every (K, covariance model) and tabulate the criteria.
 
     Like mclust's ``mclustBIC``: a model that cannot be fitted at some K (a singular
-    covariance, more free parameters than observations, bad data) is a row with status
-    "failed" and the reason in ``message``; it never stops the sweep.
+    covariance, fewer rows than its K components' covariances need, bad data; see
+    :func:`bayesgmm._models.inestimable`) is a row with status "failed" and the reason in
+    ``message``; it never stops the sweep. More free parameters than rows is no such bar.
 
     Parameters
     ----------

@@ -62,7 +62,7 @@ from threadpoolctl import threadpool_limits
 
 from bayesgmm import em_sweep
 from bayesgmm._hierarchical import cut_tree, hierarchical_partitions, merge_tree, transform
-from bayesgmm._models import min_effective_size, n_parameters
+from bayesgmm._models import inestimable, min_effective_size
 from bayesgmm.selection import _n_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,10 +284,12 @@ def cell_rows(
     """One row per (model, K) that bayesgmm can fit: the three log-likelihoods and differences.
 
     ``reference`` is the best of mclust and scikit-learn that is not degenerate: a
-    scikit-learn spike (``sk["spikes"]``), and any fit of a model with as many free
-    parameters as observations (``p>=n``: nothing is estimated there, mclust's numbers are
-    spikes and scikit-learn's are set by its ``reg_covar``; bayesgmm reports the cell as
-    failed) are shown, flagged in ``note``, and left out of it.
+    scikit-learn spike (``sk["spikes"]``), and any fit of a model the rows cannot estimate
+    (``few rows``, :func:`bayesgmm._models.inestimable`: fewer rows than the components'
+    covariances need, or as many free parameters as rows for a model whose components turn
+    their own axes; mclust's numbers are spikes there and scikit-learn's are set by its
+    ``reg_covar``; bayesgmm reports the cell as failed) are shown, flagged in ``note``, and
+    left out of it.
     """
     rows = []
     for model in models:
@@ -298,9 +300,9 @@ def cell_rows(
             ref = mclust.get((model, k), np.nan)
             skl = sk.get("cells", {}).get((model, k), np.nan)
             notes = []
-            estimable = n_parameters(model, k, shape[1]) < shape[0]
+            estimable = not inestimable(model, k, shape[0], shape[1])
             if not estimable and not (np.isnan(ref) and np.isnan(skl)):
-                notes.append("p>=n")
+                notes.append("few rows")
             if (model, k) in sk.get("spikes", ()):
                 notes.append("sklearn spike")
             usable = [ref] * estimable + [skl] * (estimable and "sklearn spike" not in notes)
@@ -488,8 +490,9 @@ def print_summary(summaries: list[dict]) -> None:
         "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared; "
         "<skl-0.1 likewise for scikit-learn; ref: the best of the two that is not degenerate "
         "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor, or a "
-        "model with as many parameters as observations, p>=n). same/better: the same best-BIC "
-        "model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: 14 models x K), "
+        "model the rows cannot estimate, few rows). same/better: "
+        "the same best-BIC model as mclust, or a better BIC. Times: whole sweeps (bayesgmm: "
+        "14 models x K), "
         "indicative only (a shared 2-core machine; see the load above); t ours, ratio: ours "
         "with n_jobs=-1 (threads) / mclust (one thread); t 1thr, ratio1: ours with n_jobs=1 "
         "(one thread, em_sweep's default, same table) / mclust; rCPU: the same ratio in CPU "

@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.mixture import GaussianMixture
 
-from bayesgmm._models import MODEL_NAMES
+from bayesgmm._models import MODEL_NAMES, inestimable
 from bayesgmm.datasets import load_faithful
 from bayesgmm.selection import candidate_components, em_sweep, select_n_components
 
@@ -226,18 +227,57 @@ def test_sweep_over_the_14_models_picks_mclusts_model():
 
 
 def test_models_that_cannot_be_fitted_are_rows():
-    """Too many parameters for the data, or singular without regularisation: rows, no raise."""
+    """Too few rows for the components' covariances, or singular without regularisation:
+    rows, no raise."""
     rng = np.random.default_rng(3)
     X = np.vstack([rng.normal(size=(14, 3)), np.tile([[6.0, 6.0, 6.0]], (4, 1))])
-    sweep = em_sweep(X, [1, 2, 3], ("VVV", "EII", "spherical"), reg_covar=0.0, progress=False)
+    kinds = ("VVV", "EII", "spherical")
+    sweep = em_sweep(X, [1, 2, 3, 5], kinds, reg_covar=0.0, progress=False)
     table = sweep.table.set_index(["n_components", "covariance_type"])
-    assert table.loc[(3, "VVV"), "status"] == "failed"
-    assert "free parameters" in table.loc[(3, "VVV"), "message"]
-    assert table.loc[(3, "VVV"), "n_parameters"] == 29
+    assert table.loc[(5, "VVV"), "status"] == "failed"  # 5 full 3 x 3 covariances: 4 rows each
+    assert (
+        "needs 20 rows for its components' covariances but has 18"
+        in table.loc[(5, "VVV"), "message"]
+    )
+    assert table.loc[(5, "VVV"), "n_parameters"] == 49
     assert table.loc[(1, "EII"), "status"] == "ok"
     singular = table[table["message"].str.contains("singular", na=False)]
     assert (singular["status"] == "failed").all() and len(singular) >= 1
     assert table.loc[(2, "spherical"), "model_name"] == "VII"
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "n", "d", "reason"),
+    [
+        ("EEE", 2, 32, 6, ""),  # 34 parameters, one covariance from every row
+        ("VII", 9, 47, 6, ""),  # 71 parameters, 2 rows a component suffice
+        ("EEE", 5, 10, 6, "needs 11 rows"),  # a shared covariance: K + D rows
+        ("VVV", 5, 18, 3, "needs 20 rows"),  # D + 1 rows a component
+        ("EEV", 9, 47, 6, "needs 63 rows"),  # own axes, D + 1 rows each: MASS swiss
+        ("EEV", 2, 50, 6, ""),  # 49 parameters
+        ("EEV", 2, 49, 6, "49 free parameters"),  # own axes: not with as many as rows
+        ("VVE", 7, 48, 6, "needs 49 rows"),  # own shapes on turning axes
+        ("VVI", 9, 18, 3, ""),  # own shapes on fixed axes: 2 rows each
+    ],
+)
+def test_which_models_the_rows_can_estimate(name, k, n, d, reason):
+    found = inestimable(name, k, n, d)
+    assert (reason in found) if reason else found == ""
+
+
+def test_more_parameters_than_rows_is_fitted_where_the_model_is_estimable():
+    """A covariance shared by the components is estimated from every row: EEE at K = 2 in
+    6 dimensions has 34 free parameters for 32 rows (MASS's mtcars), and its optimum is
+    scikit-learn's tied model's (oracle, best of 10 starts)."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(16, 6)), rng.normal(size=(16, 6)) + 3.0])
+    sweep = em_sweep(X, [2], ("EEE", "EII"), reg_covar=0.0, progress=False)
+    row = sweep.table.set_index("covariance_type").loc["EEE"]
+    assert row["n_parameters"] == 34 > len(X)
+    assert row["status"] == "ok"
+    sk = GaussianMixture(2, covariance_type="tied", n_init=10, reg_covar=1e-10, random_state=0)
+    reference = sk.fit(X).score(X) * len(X)
+    assert row["log_likelihood"] >= reference - 0.1
 
 
 def test_aliases_and_names_fit_the_same_model():

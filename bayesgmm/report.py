@@ -392,7 +392,7 @@ def report(
         _chosen_section(selection, label, reason),
         _comparison_section(fit, hdi_prob),
         _diagnostics_section(fit),
-        _clustering_section(fit, frame.dropna(), hdi_prob),  # the rows that were sampled
+        _clustering_section(fit, frame, hdi_prob),  # every row with an observed cell was sampled
         _reproducibility_section(fit, settings),
     ]
     title = title or f"bayesgmm report: {frame.shape[0]} x {frame.shape[1]} data, chosen {label}"

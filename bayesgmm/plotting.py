@@ -883,20 +883,22 @@ def plot_membership(
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 5.5))
     colors = np.array(_component_colors(membership.sizes["component"]))[labels]
+    x, y = (data[:, 0], u) if len(names) == 1 else (data[:, index[0]], data[:, index[1]])
+    shown = np.isfinite(x) & np.isfinite(y)  # a row missing a plotted cell has no place here
+    x, y, colors, u = x[shown], y[shown], colors[shown], u[shown]
     if len(names) == 1:
-        x, y, sizes = data[:, 0], u, []
+        sizes = []
         ax.scatter(x, y, s=18, c=colors, zorder=2)
     else:
-        x, y = data[:, index[0]], data[:, index[1]]
         sizes = _plot_membership_2d(ax, x, y, colors, u / u_max, label, u_max)
     _highlight(ax, x, y, u, highlight)
-    _label_membership_axes(ax, names, index, u_max, label)
+    _label_membership_axes(ax, names, index, u_max, label, hidden=int((~shown).sum()))
     _membership_legend(ax, membership.sizes["component"], sizes)
     return ax
 
 
 def _label_membership_axes(
-    ax: Axes, names: np.ndarray, index: list[int], u_max: float, label: str
+    ax: Axes, names: np.ndarray, index: list[int], u_max: float, label: str, hidden: int = 0
 ) -> None:
     one_feature = len(index) == 1
     ax.set_xlabel(plain_text(names[index[0]]))
@@ -908,7 +910,8 @@ def _label_membership_axes(
         ax.set_ylabel(plain_text(names[index[1]]))
     # two lines: one line is wider than a half-width panel
     encoding = "\nmarker size: " if not one_feature else " and "
-    ax.set_title(f"Most probable component{encoding}membership {label}")
+    missing = f"\n({hidden} rows missing a plotted cell not shown)" if hidden else ""
+    ax.set_title(f"Most probable component{encoding}membership {label}{missing}")
 
 
 # ----------------------------------------------------------------------------- label switching

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import matplotlib
 
@@ -292,6 +293,23 @@ def test_membership_points_coloured_and_sized_by_uncertainty(case, uncertainty):
     np.testing.assert_allclose(rings.get_offsets(), expected_rings)
     assert "5 most uncertain" in [t.get_text() for t in ax.get_legend().get_texts()]
     _assert_png_has_content(ax.figure)
+
+
+def test_membership_rows_missing_a_plotted_cell_are_left_out_quietly(case2):
+    """Such rows have no place in the plot: before, matplotlib masked them and warned once per
+    point when the figure was drawn (R's airquality report: 168 warnings)."""
+    idata, _ = case2
+    data = simulated_data(2).copy()
+    data[[1, 4, 7], 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot_membership(idata, data, highlight=3)
+        _assert_png_has_content(ax.figure)
+    points, rings = ax.collections[0], ax.collections[1]
+    assert len(points.get_offsets()) == len(data) - 3
+    assert np.isfinite(points.get_offsets()).all()
+    assert len(rings.get_offsets()) == 3 and np.isfinite(rings.get_offsets()).all()
+    assert "3 rows missing a plotted cell not shown" in ax.get_title()
 
 
 # ----------------------------------------------------------------------------- label switching

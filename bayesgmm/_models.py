@@ -247,7 +247,7 @@ def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -
     k, chosen = best[0], model_name(best[1])
     sampled = model_name(bayes_covariance_type)
     head = f"EM's BIC chose {chosen} with K={k}; the Bayesian stage samples {sampled}"
-    head += f" ({bayes_covariance_type})"
+    head += f" ({bayes_covariance_type})" if bayes_covariance_type != sampled else ""
     if sampled == chosen:
         return f"{head}, the same model."
     if contains(sampled, chosen):

@@ -35,6 +35,7 @@ def test_nesting_of_the_14_models():
         ((3, "VVE"), "full", "samples VVV (full), which contains VVE as a special case"),
         ((3, "VEI"), "diag", "samples VVI (diag), which contains VEI"),
         ((4, "EEE"), "diag", "samples VVI (diag), which cannot represent EEE"),
+        ((2, "VEV"), "VVV", "samples VVV, which contains VEV"),  # not "VVV (VVV)"
     ],
 )
 def test_statement_names_both_models(best, sampled, says):

@@ -229,7 +229,8 @@ def em_sweep(
     Like mclust's ``mclustBIC``: a model that cannot be fitted at some K (a singular
     covariance, fewer rows than its K components' covariances need, bad data; see
     :func:`bayesgmm._models.inestimable`) is a row with status "failed" and the reason in
-    ``message``; it never stops the sweep. More free parameters than rows is no such bar.
+    ``message``; it never stops the sweep. More free parameters than rows is such a bar only
+    for the six models whose components turn their own axes (EVE, VVE, EEV, VEV, EVV, VVV).
 
     Parameters
     ----------

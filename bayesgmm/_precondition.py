@@ -42,6 +42,7 @@ __all__ = [
     "CAREFUL_TARGET_ACCEPT",
     "DEFAULT_TARGET_ACCEPT",
     "DEFAULT_TUNE",
+    "FLOORED",
     "LAPLACE_TUNE",
     "PRECONDITIONS",
     "RETRY_FLOOR",
@@ -72,6 +73,8 @@ _STATIONARY = 1e-4
 # eigenvalue floor (standardised scale) of EM's covariances for the second search (wine with
 # missing cells: floors 1e-3, 1e-2 and 1e-1 all lead to the same mode)
 RETRY_FLOOR = 1e-2
+# how the attrs say a start was floored
+FLOORED = f" with its covariances' eigenvalues floored at {RETRY_FLOOR:g}"
 # relative finite-difference step of the Hessian (central differences of an exact gradient)
 _FD_STEP = 1e-5
 
@@ -395,12 +398,11 @@ def precondition_attrs(approx: Laplace | None) -> dict:
     """Provenance of a run: what it was whitened with, and where chains started."""
     if approx is None:
         return {"precondition": "none"}
-    floored = f"with its covariances' eigenvalues floored at {RETRY_FLOOR:g} "
     return {
         "precondition": approx.kind,
         "precondition_condition": approx.condition,
         "precondition_gradients": approx.n_gradients,
-        "start": "posterior mode found from the EM estimate "
-        + (floored if approx.retried else "")
-        + "(L-BFGS, Newton), no jitter",
+        "start": "posterior mode found from the EM estimate"
+        + (FLOORED if approx.retried else "")
+        + " (L-BFGS, Newton), no jitter",
     }

@@ -414,6 +414,9 @@ def sample_posterior(
                 raw, (idata, switched), results, model, run, max_draws or 3 * draws
             )
             restarted.update(refined)
+        unwhitened_floored = (  # chains started at _kernel_start's point, not at a mode
+            kernel and approxes[0] is None and _kernel_start(log_density_for(model), model, em)[1]
+        )
         table = get_attr(idata, "modes")
         if check and table:
             _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below
@@ -428,7 +431,7 @@ def sample_posterior(
             "chains": chains,
             "target_accept": target_accept,
             **pre.precondition_attrs(approxes[0]),
-            "start": _start_description(len(every), approxes[0]),
+            "start": _start_description(len(every), approxes[0], unwhitened_floored),
             **(restarted or {}),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
@@ -481,9 +484,10 @@ def _sample(model, sampler, backend, cache, em, run, approx=None, watch=False) -
     return _run_nutpie(_kernel_compiled(model, em, density, approx), wait=wait, **run)
 
 
-def _start_description(n_starts: int, approx: pre.Laplace | None) -> str:
-    """Where the chains started, for the attrs."""
-    one = pre.precondition_attrs(approx).get("start", "EM estimate, no jitter")
+def _start_description(n_starts: int, approx: pre.Laplace | None, floored: bool = False) -> str:
+    """Where the chains started, for the attrs (``floored``: see :func:`_kernel_start`)."""
+    plain = f"EM estimate{pre.FLOORED if floored else ''}, no jitter"
+    one = pre.precondition_attrs(approx).get("start", plain)
     return one if n_starts == 1 else f"{n_starts} distinct EM optima, round robin; each: {one}"
 
 

@@ -177,3 +177,24 @@ def test_a_posterior_of_a_split_on_a_binary_feature_is_sampled():
     assert attrs["precondition"] == "laplace" and "floored at 0.01" in attrs["start"]
     sds = idata.posterior["stds"].sel(feature="x1").values
     assert np.all(np.isfinite(sds)) and sds.min() > 0.01  # off the collapse, at rounding noise
+
+
+def test_unwhitened_chains_from_the_floored_start_say_so():
+    X, em = _split_on_a_binary_feature()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = sample_posterior(
+            build_model(X, 2),
+            em,
+            draws=20,
+            tune=20,
+            chains=1,
+            max_draws=20,
+            precondition="none",
+            random_seed=1,
+            progressbar=False,
+        )
+    attrs = idata.posterior.attrs
+    assert attrs["precondition"] == "none"
+    floored = "EM estimate with its covariances' eigenvalues floored at 0.01, no jitter"
+    assert attrs["start"] == floored

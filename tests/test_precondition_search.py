@@ -157,22 +157,28 @@ def test_a_start_nutpie_can_use_is_em_itself():
     np.testing.assert_array_equal(start, _flat_start(model, em))
 
 
-def test_a_posterior_of_a_split_on_a_binary_feature_is_sampled():
-    """The floored start's mode search finds the posterior's mode (the resolution prior
-    bounds the variance along the 0/1 column); before, sampling refused to start."""
+def _sample_split(draws: int, chains: int, **options) -> object:
+    """The posterior of the binary split, sampled quietly with follow-ups off."""
     X, em = _split_on_a_binary_feature()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        idata = sample_posterior(
+        return sample_posterior(
             build_model(X, 2),
             em,
-            draws=100,
-            tune=100,
-            chains=2,
-            max_draws=100,
+            draws=draws,
+            tune=draws,
+            chains=chains,
+            max_draws=draws,
             random_seed=1,
             progressbar=False,
+            **options,
         )
+
+
+def test_a_posterior_of_a_split_on_a_binary_feature_is_sampled():
+    """The floored start's mode search finds the posterior's mode (the resolution prior
+    bounds the variance along the 0/1 column); before, sampling refused to start."""
+    idata = _sample_split(100, 2)
     attrs = idata.posterior.attrs
     assert attrs["precondition"] == "laplace" and "floored at 0.01" in attrs["start"]
     sds = idata.posterior["stds"].sel(feature="x1").values
@@ -180,21 +186,7 @@ def test_a_posterior_of_a_split_on_a_binary_feature_is_sampled():
 
 
 def test_unwhitened_chains_from_the_floored_start_say_so():
-    X, em = _split_on_a_binary_feature()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        idata = sample_posterior(
-            build_model(X, 2),
-            em,
-            draws=20,
-            tune=20,
-            chains=1,
-            max_draws=20,
-            precondition="none",
-            random_seed=1,
-            progressbar=False,
-        )
-    attrs = idata.posterior.attrs
+    attrs = _sample_split(20, 1, precondition="none").posterior.attrs
     assert attrs["precondition"] == "none"
     floored = "EM estimate with its covariances' eigenvalues floored at 0.01, no jitter"
     assert attrs["start"] == floored

@@ -240,6 +240,9 @@ def test_models_that_cannot_be_fitted_are_rows():
         in table.loc[(5, "VVV"), "message"]
     )
     assert table.loc[(5, "VVV"), "n_parameters"] == 49
+    assert table.loc[(3, "VVV"), "status"] == "failed"  # own axes, as many parameters as rows
+    assert "free parameters" in table.loc[(3, "VVV"), "message"]
+    assert table.loc[(3, "VVV"), "n_parameters"] == 29
     assert table.loc[(1, "EII"), "status"] == "ok"
     singular = table[table["message"].str.contains("singular", na=False)]
     assert (singular["status"] == "failed").all() and len(singular) >= 1

@@ -124,8 +124,9 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
     """
     from nutpie.compiled_pyfunc import from_pyfunc
 
+    rows = density.rows(*observed_rows(model))
     if approx is None:
-        evaluate, to_theta, (start, _) = density, np.array, _kernel_start(density, model, em)
+        evaluate, to_theta, (start, _) = density, np.array, _kernel_start(density, model, em, rows)
     else:
         evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
         start = np.zeros(density.n_dim)
@@ -149,7 +150,7 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
         [np.dtype("float64")],
         [(density.n_dim,)],
         [_UNCONSTRAINED],
-        shared_data={"X": density.rows(*observed_rows(model))},
+        shared_data={"X": rows},
         make_initial_point_fn=lambda seed: start.copy(),
     )
 
@@ -168,7 +169,9 @@ def _start_problem(density: LogDensity, start: np.ndarray, rows: np.ndarray) -> 
     return "" if np.all(grad != 0) else "flat in some direction"
 
 
-def _kernel_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -> tuple:
+def _kernel_start(
+    density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows: np.ndarray
+) -> tuple:
     """Where the chains (and the mode search) start: the EM estimate, or the EM estimate with
     its covariances' eigenvalues floored at :data:`bayesgmm._precondition.RETRY_FLOOR` when
     nutpie could not use EM's; returns ``(start, floored)``.
@@ -180,9 +183,8 @@ def _kernel_start(density: LogDensity, model: pm.Model, em: EMGaussianMixture) -
     slope), where no healthy component lends a covariance (:func:`bayesgmm.start
     .em_initial_values`). The floored estimate keeps EM's partition and lies off the
     singularity. When neither can be used, say why now, rather than after nutpie's "All
-    initialization points failed".
+    initialization points failed". ``rows``: the model's rows as ``density`` takes them.
     """
-    rows = density.rows(*observed_rows(model))
     start = _flat_start(model, em)
     problem = _start_problem(density, start, rows)
     if not problem:
@@ -414,9 +416,7 @@ def sample_posterior(
                 raw, (idata, switched), results, model, run, max_draws or 3 * draws
             )
             restarted.update(refined)
-        unwhitened_floored = (  # chains started at _kernel_start's point, not at a mode
-            kernel and approxes[0] is None and _kernel_start(log_density_for(model), model, em)[1]
-        )
+        unwhitened_floored = kernel and approxes[0] is None and _floored_start(model, em)
         table = get_attr(idata, "modes")
         if check and table:
             _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below
@@ -484,6 +484,12 @@ def _sample(model, sampler, backend, cache, em, run, approx=None, watch=False) -
     return _run_nutpie(_kernel_compiled(model, em, density, approx), wait=wait, **run)
 
 
+def _floored_start(model: pm.Model, em: EMGaussianMixture) -> bool:
+    """Whether unwhitened chains started at the floored EM estimate (:func:`_kernel_start`)."""
+    density = log_density_for(model)
+    return _kernel_start(density, model, em, density.rows(*observed_rows(model)))[1]
+
+
 def _start_description(n_starts: int, approx: pre.Laplace | None, floored: bool = False) -> str:
     """Where the chains started, for the attrs (``floored``: see :func:`_kernel_start`)."""
     plain = f"EM estimate{pre.FLOORED if floored else ''}, no jitter"
@@ -494,8 +500,8 @@ def _start_description(n_starts: int, approx: pre.Laplace | None, floored: bool 
 def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:
     """Check the EM start, then the Laplace approximation NUTS is whitened with (or None)."""
     density = log_density_for(model)
-    start, floored = _kernel_start(density, model, em)
     rows = density.rows(*observed_rows(model))
+    start, floored = _kernel_start(density, model, em, rows)
     floor = pre.RETRY_FLOOR
     retry = None if floored else lambda: _flat_start(model, em, floor)
     approx = pre.precondition_for(density, rows, start, precondition, retry)

@@ -141,7 +141,7 @@ def test_a_start_on_every_component_collapsed_is_floored():
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # nutpie cannot start there
-    start, floored = _kernel_start(density, model, em)
+    start, floored = _kernel_start(density, model, em, rows)
     assert floored
     np.testing.assert_array_equal(start, _flat_start(model, em, RETRY_FLOOR))
     logp, grad = density(start, rows)
@@ -152,7 +152,8 @@ def test_a_start_nutpie_can_use_is_em_itself():
     X = np.asarray(load_wine().data)[:, :3]
     em = EMGaussianMixture(2, random_state=0).fit(X)
     model = build_model(X, 2)
-    start, floored = _kernel_start(log_density_for(model), model, em)
+    density = log_density_for(model)
+    start, floored = _kernel_start(density, model, em, density.rows(*observed_rows(model)))
     assert not floored
     np.testing.assert_array_equal(start, _flat_start(model, em))
 

@@ -42,6 +42,7 @@ __all__ = [
     "COVARIANCE_NAMES",
     "LAYOUTS",
     "MODEL_NAMES",
+    "ONE_FEATURE_MODELS",
     "check_model",
     "contains",
     "inestimable",
@@ -70,6 +71,9 @@ MODEL_NAMES = (
     "EVV",
     "VVV",
 )
+# with one feature every model is one of two, a variance equal across components (the names
+# starting with E) or one of each's own (V): mclust's E and V; these stand for them
+ONE_FEATURE_MODELS = ("EII", "VII")
 ALIASES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
 COVARIANCE_NAMES = (*ALIASES, *MODEL_NAMES)
 LAYOUTS = ("full", "tied", "diag", "spherical")

@@ -362,7 +362,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         choices=(*COVARIANCE_NAMES, "all"),
         metavar="MODEL",
         help="EM covariance models: mclust names (EII ... VVV), full/tied/diag/spherical, "
-        "or all for the 14 models (default full)",
+        "or all for the 14 models (the two distinct ones with one feature; default full)",
     )
     rep.add_argument(
         "--bayes-covariance-type",

@@ -28,6 +28,7 @@ from ._kernels import column_summary
 from ._models import (
     COVARIANCE_NAMES,
     MODEL_NAMES,
+    ONE_FEATURE_MODELS,
     inestimable,
     model_name,
     n_parameters,
@@ -145,13 +146,15 @@ def _fit_one(
     }
 
 
-def _covariance_names(covariance_types: str | Iterable[str]) -> list[str]:
-    """The requested models: names, aliases or "all" (the 14 models), checked."""
+def _covariance_names(covariance_types: str | Iterable[str], n_features: int) -> list[str]:
+    """The requested models: names, aliases or "all" (the 14 models; with one feature the two
+    distinct ones, :data:`bayesgmm._models.ONE_FEATURE_MODELS`), checked."""
     if isinstance(covariance_types, str):
         covariance_types = [covariance_types]
     options = (*COVARIANCE_NAMES, "all")
     names = [check_choice("covariance type", c, options) for c in covariance_types]
-    return [m for c in names for m in (MODEL_NAMES if c == "all" else [c])]
+    every = ONE_FEATURE_MODELS if n_features == 1 else MODEL_NAMES
+    return list(dict.fromkeys(m for c in names for m in (every if c == "all" else [c])))
 
 
 def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
@@ -238,7 +241,9 @@ def em_sweep(
     n_components : iterable of int
     covariance_types : str or iterable of str
         mclust model names (``"EII"`` ... ``"VVV"``), scikit-learn's aliases (``"full"``,
-        ``"tied"``, ``"diag"``, ``"spherical"``), or ``"all"`` for the 14 models.
+        ``"tied"``, ``"diag"``, ``"spherical"``), or ``"all"`` for the 14 models. With one
+        feature the 14 are two, equal or variable variances (mclust's E and V): ``"all"``
+        then fits EII and VII only (a name asked for by itself is fitted as asked).
     n_init : int
         EM restarts per fit with ``init="n_init"``.
     random_state : int or None
@@ -293,13 +298,13 @@ def em_sweep(
     ks = sorted({int(k) for k in n_components})
     if not ks or ks[0] < 1:
         raise ValueError(f"n_components must be positive integers, got {ks}.")
-    cov_types = _covariance_names(covariance_types)
     check_choice("init", init, SWEEP_INITS)
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()
     n_threads = _n_threads(n_jobs)
     data, names = _check_sweep_data(X, sample_weight)
+    cov_types = _covariance_names(covariance_types, data.shape[1])
     strategy = (strategy or Strategy()) if init == "em-EM" else None
     with _thread_map(n_threads if strategy is not None else 1) as map_runs:
         fit_one = partial(_fit_one, map_runs=map_runs, summary=_column_summary(data, sample_weight))

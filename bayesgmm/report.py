@@ -140,6 +140,8 @@ def _loo_section(selection: Selection) -> Section:
     section.table(selection.loo[columns].reset_index(), "LOO comparison (ArviZ, stacking weights)")
     for label, why in selection.failed.items():
         section.text(f"{label} could not be sampled, so it is not compared: {why}")
+    for label, said in selection.warnings.items():
+        section.text(f"The sampler warned of {label}: {' '.join(said)}")
     unconverged = selection.loo.index[~selection.loo["converged"]].tolist()
     if unconverged:
         section.text(

@@ -348,9 +348,12 @@ def _sample_candidates(
                 (f for (j, c), f in selection.em.fits.items() if j == k and model_name(c) == name),
                 None,
             )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SamplingWarning)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 fit = _candidate(selection, k, X, em, BayesianGMM(k, **settings))
+            said = _sampling_messages(caught)
+            if said:
+                selection.warnings[f"K={k}"] = said
             bar.advance()
             if fit is None:  # said outside the block that silences the candidates' warnings
                 warnings.warn(
@@ -362,6 +365,18 @@ def _sample_candidates(
             if fit.idata_.posterior.attrs.get("interrupted"):
                 raise SamplingInterrupted(f"interrupted while sampling K={k}")
             selection.fits[f"K={k}"] = fit
+
+
+def _sampling_messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The messages of the caught SamplingWarnings, each once; every other warning is given
+    again, to the filters outside."""
+    messages = []
+    for w in caught:
+        if issubclass(w.category, SamplingWarning):
+            messages.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return list(dict.fromkeys(messages))
 
 
 def _candidate(selection: Selection, k: int, X: Any, em: Any, estimator: Any) -> Any:
@@ -503,6 +518,11 @@ class Selection:
     sampled : str
         Which covariance model the Bayesian stage samples, against the one EM's BIC chose
         (:func:`sampled_model_statement`); empty when ``bayesian=False``.
+    warnings : dict of str to list of str
+        What the sampler warned of for each candidate (``"K=k"``: its SamplingWarning
+        messages, each once: a model with more free parameters than rows, failed diagnostics
+        and what to try, ...). Kept here, not printed (``loo`` shows every candidate's
+        diagnostics); the report lists them.
 
     Examples
     --------
@@ -518,6 +538,7 @@ class Selection:
     chosen: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     sampled: str = ""
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def select_n_components(

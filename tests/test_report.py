@@ -170,6 +170,8 @@ def test_fit_command_prints_em_posterior_and_diagnostics(csv_file, capsys):
 def test_report_counts_missing_cells_and_samples_every_row(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")
+    # 200 draws cannot pass the ESS gate: the candidates' warnings are in the report
+    assert "The sampler warned of K=2: " in text and "ESS" in text.split("warned of K=2")[1]
     assert "90 observations of 2 features" in text
     assert "1 cell(s) are missing (0.6%), in 1 row(s)" in text
     assert "clustering below describe every row" in text and "complete rows" not in text

@@ -167,6 +167,9 @@ def test_bayesian_comparison_marks_converged_winner():
     assert all(loo.loc[w, "converged"] for w in winners)
     assert sel.chosen["loo"] == (int(winners[0].split("=")[1]) if winners else None)
     np.testing.assert_allclose(loo["weight"].sum(), 1.0, atol=1e-6)
+    # what the sampler warned of is kept per candidate (not printed, not dropped)
+    for label in loo.index[~loo["converged"]]:
+        assert any("ESS" in message for message in sel.warnings[label]), sel.warnings
 
 
 class _StubFit:

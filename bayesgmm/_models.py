@@ -53,6 +53,7 @@ __all__ = [
     "n_parameters",
     "per_feature_scaling",
     "sampled_model_statement",
+    "too_few_rows",
 ]
 
 MODEL_NAMES = (
@@ -177,40 +178,52 @@ def min_effective_size(covariance_type: str, n_features: int) -> int:
 
 # models whose components have an orientation of their own, or a shape of their own on axes
 # that turn: a component whose rows span a proper subspace can turn those axes onto it, where
-# the likelihood grows without bound. Each needs D + 1 rows, and even then, with as many free
-# parameters as rows, EM's best optima are near such spikes (MASS's hills, 35 x 3: VEV at
-# K = 8, four rows a component, had the best BIC; swiss, 47 x 6: EEV at K = 9 climbs 185 nats
-# above mclust's own spike), so they are refused there too, as before
+# the likelihood grows without bound, so each needs D + 1 rows
 _TURNING = ("EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
+# those whose components each turn their own axes: even with D + 1 rows each, with as many free
+# parameters as rows EM's best optima are near such spikes (MASS's hills, 35 x 3: VEV at K = 8,
+# four rows a component, had the best BIC), so they are refused there too. Not EVE and VVE:
+# their axes are shared, estimated from every row (MASS's Cars93, 93 x 13: VVE at K = 2 has
+# 131 parameters, 46 rows a component, and mclust's best BIC)
+_OWN_AXES = ("EEV", "VEV", "EVV", "VVV")
 
 
 def inestimable(covariance_type: str, n_components: int, n_rows: int, n_features: int) -> str:
     """Why the model at ``n_components`` cannot be estimated from ``n_rows`` rows ("" when it
     can).
 
-    It cannot when there are fewer rows than its components' covariances need, so that every
-    fit collapses one: :func:`min_effective_size` rows each, ``D + 1`` for the models whose
-    components turn their own axes (``_TURNING``), and ``D`` more rows than components for a
-    covariance all of them share (EEE, VEE). Those six models are also refused with as many
-    free parameters as rows; for the other eight that is no bar (MASS's mtcars, 32 x 6: EEE
-    at K = 2 has 34, and mclust and scikit-learn reach the same optimum).
+    It cannot when there are fewer rows than its components' covariances need
+    (:func:`too_few_rows`), so that every fit collapses a component. The four models whose
+    components each turn axes of their own (``_OWN_AXES``: EEV, VEV, EVV, VVV) are also
+    refused with as many free parameters as rows; for the other ten that is no bar (MASS's
+    mtcars, 32 x 6: EEE at K = 2 has 34, and mclust and scikit-learn reach the same optimum).
     """
     name, k, n, d = model_name(covariance_type), n_components, n_rows, n_features
-    each = d + 1 if name in _TURNING else min_effective_size(name, d)
-    least = max(k * each, k + d if name in ("EEE", "VEE") else k)
-    if n < least:
-        return (
-            f"The {name} model with K={k} needs {least} rows for its components' covariances "
-            f"but has {n}: every fit collapses a component."
-        )
+    short = too_few_rows(name, k, n, d)
+    if short:
+        return f"{short}: every fit collapses a component."
     p = n_parameters(name, k, d)
-    if name in _TURNING and p >= n:
+    if name in _OWN_AXES and p >= n:
         return (
             f"The {name} model with K={k} has {p} free parameters for {n} rows: its "
             "components' own axes turn onto the few rows each holds, towards a likelihood "
             "without bound."
         )
     return ""
+
+
+def too_few_rows(covariance_type: str, n_components: int, n_rows: int, n_features: int) -> str:
+    """Whether ``n_rows`` rows are fewer than the model's components' covariances need ("" when
+    they are not): :func:`min_effective_size` rows each, ``D + 1`` for the models whose
+    components turn their own axes (``_TURNING``), and ``D`` more rows than components for a
+    covariance all of them share (EEE, VEE)."""
+    name, k, n, d = model_name(covariance_type), n_components, n_rows, n_features
+    each = d + 1 if name in _TURNING else min_effective_size(name, d)
+    least = max(k * each, k + d if name in ("EEE", "VEE") else k)
+    if n >= least:
+        return ""
+    needs = f"needs {least} rows for its components' covariances"
+    return f"The {name} model with K={k} {needs} but has {n}"
 
 
 _CONSTRAINT = {"I": 0, "E": 1, "V": 2}  # identity, equal, variable: each letter's generality

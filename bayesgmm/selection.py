@@ -233,7 +233,7 @@ def em_sweep(
     covariance, fewer rows than its K components' covariances need, bad data; see
     :func:`bayesgmm._models.inestimable`) is a row with status "failed" and the reason in
     ``message``; it never stops the sweep. More free parameters than rows is such a bar only
-    for the six models whose components turn their own axes (EVE, VVE, EEV, VEV, EVV, VVV).
+    for the four models whose components each turn axes of their own (EEV, VEV, EVV, VVV).
 
     Parameters
     ----------

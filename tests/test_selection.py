@@ -263,6 +263,8 @@ def test_models_that_cannot_be_fitted_are_rows():
         ("EEV", 2, 50, 6, ""),  # 49 parameters
         ("EEV", 2, 49, 6, "49 free parameters"),  # own axes: not with as many as rows
         ("VVE", 7, 48, 6, "needs 49 rows"),  # own shapes on turning axes
+        ("VVE", 2, 93, 13, ""),  # 131 parameters, axes shared by all rows: MASS Cars93
+        ("VVV", 2, 93, 13, "209 free parameters"),  # own axes: Cars93 again
         ("VVI", 9, 18, 3, ""),  # own shapes on fixed axes: 2 rows each
     ],
 )

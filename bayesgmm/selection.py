@@ -33,6 +33,7 @@ from ._models import (
     model_name,
     n_parameters,
     sampled_model_statement,
+    too_few_rows,
 )
 from ._progress import progress_bar
 from ._restarts import Strategy, sweep_rows
@@ -440,6 +441,29 @@ def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int
     return sorted(ks[:n])
 
 
+def _sampleable_candidates(
+    selection: Selection, n_candidates: int, covariance_type: str, shape: tuple[int, ...]
+) -> list[int]:
+    """The candidate K (:func:`candidate_components`) at which the sampled model has the rows
+    its components' covariances need (:func:`bayesgmm._models.too_few_rows`): a posterior
+    without them is all but a prior's, and NUTS crawls through it (R's longley, 16 x 7: full
+    covariances at K = 4 ran over 10 minutes). A K left out for that, which would have been a
+    candidate, is in ``selection.failed`` with the reason."""
+    table = selection.em.table
+    short = {
+        k: too_few_rows(covariance_type, k, shape[0], shape[1])
+        for k in sorted(set(table["n_components"].astype(int)))
+    }
+    ks = candidate_components(table[[not short[k] for k in table["n_components"]]], n_candidates)
+    for k in candidate_components(table, n_candidates):
+        if short[k]:
+            selection.failed[f"K={k}"] = (
+                f"{short[k]}: not sampled. Sample a more constrained bayes_covariance_type "
+                "or fewer components."
+            )
+    return ks
+
+
 def _count(value: float) -> float:
     """A count from the diagnostics table, NaN where it does not apply (no divergences for
     independence Metropolis-Hastings draws: :mod:`bayesgmm._independence`); a blank cell."""
@@ -624,7 +648,7 @@ def select_n_components(
     selection = Selection(em=sweep, chosen=dict(sweep.best))
     if not bayesian:
         return selection
-    ks = candidate_components(sweep.table, n_candidates)
+    ks = _sampleable_candidates(selection, n_candidates, bayes_covariance_type, np.shape(X))
     selection.sampled = sampled_model_statement(sweep.best["bic"], bayes_covariance_type)
     settings = dict(
         covariance_type=bayes_covariance_type,

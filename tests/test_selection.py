@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.mixture import GaussianMixture
 
+from bayesgmm import SamplerError
 from bayesgmm._models import MODEL_NAMES, inestimable
 from bayesgmm.datasets import load_faithful
 from bayesgmm.selection import candidate_components, em_sweep, select_n_components
@@ -298,6 +299,35 @@ def test_aliases_and_names_fit_the_same_model():
             table.loc[name, ["log_likelihood", "bic", "icl"]].astype(float),
             rtol=1e-12,
         )
+
+
+def _four_small_clusters(n_each: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    centres = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0], [0.0, 0.0, 8.0]])
+    return np.vstack([c + rng.normal(size=(n_each, 3)) for c in centres])
+
+
+def test_candidates_the_sampled_model_cannot_estimate_are_not_sampled():
+    """14 rows in 3-D: full covariances need 4 rows a component, so K = 4 (a candidate by EM's
+    BIC under EII) is left out with its reason and the next best K is sampled instead."""
+    from bayesgmm.selection import Selection, _sampleable_candidates
+
+    X = _four_small_clusters(4)[:14]
+    selection = Selection(em=em_sweep(X, range(1, 5), "EII", progress=False))
+    assert candidate_components(selection.em.table, 2) == [3, 4]
+    bic = selection.em.table.set_index("n_components")["bic"]
+    assert bic[3] < bic[1] < bic[2]  # so the next best K to sample is 1
+    assert _sampleable_candidates(selection, 2, "full", X.shape) == [1, 3]
+    assert "needs 16 rows for its components' covariances but has 14" in selection.failed["K=4"]
+    spherical = Selection(em=selection.em)  # 2 rows a component suffice
+    assert _sampleable_candidates(spherical, 2, "spherical", X.shape) == [3, 4]
+    assert spherical.failed == {}
+
+
+def test_no_sampleable_candidate_is_an_error_before_sampling():
+    X = _four_small_clusters(3)[:10]
+    with pytest.raises(SamplerError, match=r"K=3: The VVV model with K=3 needs 12 rows"):
+        select_n_components(X, [3, 4], covariance_types="EII", progress=False)
 
 
 def test_all_models_of_one_feature_are_its_two():

@@ -458,7 +458,7 @@ def _sampleable_candidates(
     for k in candidate_components(table, n_candidates):
         if short[k]:
             selection.failed[f"K={k}"] = (
-                f"{short[k]}: not sampled. Sample a more constrained bayes_covariance_type "
+                f"{short[k]}. Sample a more constrained bayes_covariance_type (e.g. 'diag') "
                 "or fewer components."
             )
     return ks

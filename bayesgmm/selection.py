@@ -455,11 +455,12 @@ def _sampleable_candidates(
         for k in sorted(set(table["n_components"].astype(int)))
     }
     ks = candidate_components(table[[not short[k] for k in table["n_components"]]], n_candidates)
+    example = " (e.g. 'diag')" if model_name(covariance_type) in ("VVV", "EEE") else ""
     for k in candidate_components(table, n_candidates):
         if short[k]:
             selection.failed[f"K={k}"] = (
-                f"{short[k]}. Sample a more constrained bayes_covariance_type (e.g. 'diag') "
-                "or fewer components."
+                f"{short[k]}. Sample a more constrained bayes_covariance_type{example} or "
+                "fewer components."
             )
     return ks
 

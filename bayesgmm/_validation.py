@@ -365,7 +365,7 @@ def _closure(X: np.ndarray, involved: list[int]) -> str | None:
 
 
 _LOG_RATIO = (
-    "drop one part, or analyse log-ratios: from bayesgmm.transforms import ilr; "
+    "Drop one part, or analyse log-ratios: from bayesgmm.transforms import ilr; "
     "ilr(X) (or alr; zeros must be replaced first)"
 )
 
@@ -390,24 +390,52 @@ def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
     if X.shape[0] <= X.shape[1]:
         return  # fewer rows than columns: EM's own checks speak about that
     spectrum = _correlation_spectrum(X)
+    found = _exact_dependence(X, names, spectrum)
+    if found is None:
+        return _warn_nearly_dependent(X, names, spectrum)
+    problem, remedy = found
+    raise ValueError(f"{problem}, so every covariance of the mixture would be singular. {remedy}")
+
+
+def _exact_dependence(
+    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
+) -> tuple[str, str] | None:
+    """``(problem, remedy)`` when a column is a linear function of others to rounding (a
+    duplicate, a closed composition, any other combination), else None."""
     involved = _dependent_columns(spectrum)
     if involved is None:
-        return _warn_nearly_dependent(X, names, spectrum)
+        return None
     drop = names[involved[-1]]
     closure = _closure(X, involved)
     if closure is not None:
-        raise ValueError(
-            f"{closure}, so every covariance of the mixture would be singular: {_LOG_RATIO}."
-        )
+        return closure, f"{_LOG_RATIO}."
     if len(involved) == 2:
         problem = f"column {drop!r} repeats column {names[involved[0]]!r} (up to units)"
     else:
         columns = [names[j] for j in involved]
         problem = f"columns {columns} are linearly dependent (one is a combination of the others)"
     keep = " ".join(shlex.quote(n) for n in names if n != drop)
-    raise ValueError(
-        f"{problem}, so every covariance of the mixture would be singular. Drop {drop!r} "
-        f"(e.g. X.drop(columns=[{drop!r}])), or model --columns {keep} on the command line."
+    return problem, (
+        f"Drop {drop!r} (e.g. X.drop(columns=[{drop!r}])), or model --columns {keep} on the "
+        "command line."
+    )
+
+
+def dependence_warning(X: np.ndarray, names: list[str]) -> str:
+    """What an EM sweep should say when its data's columns are linearly dependent ("" when
+    they are not), judged on the complete rows: every model with a full covariance is then
+    singular at every K, where the diagonal ones are not."""
+    complete = X[~np.isnan(X).any(axis=1)]
+    if complete.shape[0] <= complete.shape[1]:
+        return ""
+    found = _exact_dependence(complete, names, _correlation_spectrum(complete))
+    if found is None:
+        return ""
+    problem, remedy = found
+    return (
+        f"{problem}: every model with a full covariance (EEE, VEE, EVE, VVE, EEV, VEV, EVV, "
+        f"VVV) is singular at every K, and its rows in the table show it as collapsed; the "
+        f"diagonal models are not. {remedy}"
     )
 
 
@@ -425,10 +453,10 @@ def _warn_nearly_dependent(
     else:
         columns = [names[j] for j in involved]
         problem = f"columns {columns} are nearly linearly dependent"
-        remedy = f"drop one of them (e.g. {names[involved[-1]]!r}) if it adds nothing"
+        remedy = f"Drop one of them (e.g. {names[involved[-1]]!r}) if it adds nothing"
     warnings.warn(
         f"{problem}: the components' covariances are nearly singular and sampling may mix "
-        f"slowly; {remedy}.",
+        f"slowly. {remedy}.",
         UserWarning,
         stacklevel=5,  # the caller of BayesianGMM.fit (via check_matrix)
     )

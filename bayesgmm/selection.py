@@ -37,7 +37,13 @@ from ._models import (
 )
 from ._progress import progress_bar
 from ._restarts import Strategy, sweep_rows
-from ._validation import check_choice, check_fit_data, check_sample_weight
+from ._validation import (
+    check_choice,
+    check_fit_data,
+    check_matrix,
+    check_sample_weight,
+    dependence_warning,
+)
 from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
@@ -172,7 +178,13 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     probe = EMGaussianMixture()
     data = check_fit_data(probe, X, 1, allow_nan=True)
     check_sample_weight(sample_weight, data.shape[0], 1, data, probe)
-    return data, getattr(probe, "feature_names_in_", None)
+    names = getattr(probe, "feature_names_in_", None)
+    said = dependence_warning(
+        data, [f"x{j}" for j in range(data.shape[1])] if names is None else list(names)
+    )
+    if said:
+        warnings.warn(said, UserWarning, stacklevel=3)
+    return data, names
 
 
 def _column_summary(X: Any, sample_weight: Any) -> Any:
@@ -633,10 +645,11 @@ def select_n_components(
     n_components = _check_components(n_components, np.shape(X)[0])
     if not isinstance(n_candidates, int | np.integer) or n_candidates < 1:
         raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
-    if bayesian:  # every sampling argument, before the EM sweep
+    if bayesian:  # every sampling argument and what the sampler asks of the data, before EM
         BayesianGMM(
             2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
         )._check_parameters()
+        check_matrix(X, caller="select_n_components", allow_nan=True)
     sweep = em_sweep(
         X,
         n_components,

@@ -330,6 +330,41 @@ def test_no_sampleable_candidate_is_an_error_before_sampling():
         select_n_components(X, [3, 4], covariance_types="EII", progress=False)
 
 
+def _closed_iris() -> np.ndarray:
+    from sklearn.datasets import load_iris
+
+    X = load_iris().data
+    return X / X.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (_closed_iris, r"compositional data.*every model with a full covariance.*ilr"),
+        (lambda: np.c_[load_faithful(), 2.0 * load_faithful().iloc[:, 0]], "x2' repeats"),
+    ],
+)
+def test_linearly_dependent_columns_are_said_before_the_sweep(make, match):
+    """Every full-covariance cell is then singular (and shows as collapsed): one warning up
+    front names the cause and the remedy; the diagonal models still fit."""
+    with pytest.warns(UserWarning, match=match):
+        sweep = em_sweep(make(), [1, 2], ("VVV", "VVI"), progress=False)
+    table = sweep.table.set_index("covariance_type")
+    assert (table.loc["VVV", "status"] == "collapsed").all()
+    assert (table.loc["VVI", "status"] == "ok").all()
+
+
+def test_data_the_sampler_refuses_stop_the_selection_before_em(monkeypatch):
+    import bayesgmm.selection as selection_module
+
+    def no_sweep(*args, **kwargs):
+        raise AssertionError("the EM sweep ran")
+
+    monkeypatch.setattr(selection_module, "em_sweep", no_sweep)
+    with pytest.raises(ValueError, match="compositional data"):
+        select_n_components(_closed_iris(), [1, 2], progress=False)
+
+
 def test_all_models_of_one_feature_are_its_two():
     """With one feature the 14 models are two (mclust's E and V): "all" fits those two, and a
     model asked for by name reaches the same optimum and criteria as its class's one."""

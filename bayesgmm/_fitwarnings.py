@@ -34,9 +34,8 @@ def warn_many_parameters(
     47 rows): NUTS then often fails its diagnostics however long it runs (full covariances on
     R data sets in reports, 2026-12-05: 3 of 15 such fits converged, e.g. MASS's Cars93 with
     its missing cells at K = 2, 271 parameters for 93 rows; USJudgeRatings at K = 2, 181 for
-    43, did not). The warning
-    names the smaller covariance models (and their parameter counts) that the rows can
-    support.
+    43, did not). The warning names the smaller covariance models (and their parameter
+    counts) that the rows can support.
 
     Parameters
     ----------

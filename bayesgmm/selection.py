@@ -179,9 +179,8 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     data = check_fit_data(probe, X, 1, allow_nan=True)
     check_sample_weight(sample_weight, data.shape[0], 1, data, probe)
     names = getattr(probe, "feature_names_in_", None)
-    said = dependence_warning(
-        data, [f"x{j}" for j in range(data.shape[1])] if names is None else list(names)
-    )
+    columns = [f"x{j}" for j in range(data.shape[1])] if names is None else names
+    said = dependence_warning(data, [str(c) for c in columns])
     if said:
         warnings.warn(said, UserWarning, stacklevel=3)
     return data, names
@@ -368,7 +367,7 @@ def _sample_candidates(
             if said:
                 selection.warnings[f"K={k}"] = said
             bar.advance()
-            if fit is None:  # said outside the block that silences the candidates' warnings
+            if fit is None:  # said outside the block that records the candidates' warnings
                 warnings.warn(
                     f"K={k} could not be sampled: {selection.failed[f'K={k}']}",
                     SamplingWarning,
@@ -382,13 +381,15 @@ def _sample_candidates(
 
 def _sampling_messages(caught: list[warnings.WarningMessage]) -> list[str]:
     """The messages of the caught SamplingWarnings, each once; every other warning is given
-    again, to the filters outside."""
-    messages = []
+    again, once per message and place, to the filters outside."""
+    messages, others = [], {}
     for w in caught:
         if issubclass(w.category, SamplingWarning):
             messages.append(str(w.message))
         else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            others.setdefault((w.category, str(w.message), w.filename, w.lineno), w)
+    for w in others.values():
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     return list(dict.fromkeys(messages))
 
 

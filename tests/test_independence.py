@@ -270,6 +270,22 @@ def test_a_failing_kept_run_is_followed_by_one_sized_from_its_own_ess(monkeypatc
     assert not record["kept"] and out[0] is finished[0]
 
 
+def test_a_failing_kept_run_at_the_cap_is_followed_by_another(monkeypatch, sticky_faithful):
+    """A kept run that reaches the cap and fails is not the end: one more at the cap, with q
+    refitted to its draws, up to MAX_KEPT_RUNS (the slow Faithful K=3 test failed on the first
+    run of a fresh clone when the first kept run hit the cap with ESS 283)."""
+    model, raw, results = sticky_faithful
+    real = ind._verdict
+    monkeypatch.setattr(
+        ind, "_verdict", lambda idata: (False, "ESS 283 (stand-in)", real(idata)[2])
+    )
+    monkeypatch.setattr(ind, "MAX_STEPS_FACTOR", 2)  # the cap: 2000 steps per chain
+    run = {"draws": 500, "seed": 3, "progressbar": False}
+    out = ind.refine(raw, results(raw), results, model, run, 1000)
+    steps = out[2]["independence_mh"]["steps_per_chain"]
+    assert steps[1:] == [2000] * ind.MAX_KEPT_RUNS
+
+
 def test_the_step_is_repeatable_from_the_seed(sticky_faithful, refined):
     model, raw, results = sticky_faithful
     run = {"draws": 500, "seed": 3, "progressbar": False}

@@ -400,6 +400,18 @@ def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     assert load_data(str(data), None, dropna=True).shape == (2, 2)
 
 
+def _two_groups(shift: float, seed: int) -> pd.DataFrame:
+    """40 rows of two unit-covariance groups in columns a and b, ``shift`` apart along a."""
+    sim = simulate_mixture(
+        40,
+        weights=[0.5, 0.5],
+        means=[[0.0, 0.0], [shift, 1.0]],
+        covariances=[np.eye(2)] * 2,
+        random_state=seed,
+    )
+    return pd.DataFrame(sim.X, columns=["a", "b"])
+
+
 @pytest.mark.filterwarnings("ignore:Sampling diagnostics failed")
 def test_clustering_table_rows_are_the_observations_they_name():
     """A row with every cell empty is left out of the fit; the table of uncertain rows still
@@ -407,14 +419,7 @@ def test_clustering_table_rows_are_the_observations_they_name():
     from bayesgmm import BayesianGMM
     from bayesgmm.report import _clustering_section
 
-    sim = simulate_mixture(
-        40,
-        weights=[0.5, 0.5],
-        means=[[0.0, 0.0], [3.0, 1.0]],
-        covariances=[np.eye(2)] * 2,
-        random_state=2,
-    )
-    frame = pd.DataFrame(sim.X, columns=["a", "b"])
+    frame = _two_groups(3.0, seed=2)
     frame.loc[3] = np.nan
     with pytest.warns(UserWarning, match="1 row\\(s\\) of X have every feature missing"):
         fit = BayesianGMM(2, draws=20, tune=20, chains=1, random_seed=0, progressbar=False).fit(
@@ -437,14 +442,7 @@ def test_uncertain_rows_of_a_report_with_missing_cells_are_their_own(tmp_path):
     table's positions ran past them, an IndexError; with fewer, shifted rows' entropies.)"""
     from bayesgmm import report
 
-    sim = simulate_mixture(
-        40,
-        weights=[0.5, 0.5],
-        means=[[0.0, 0.0], [2.5, 1.0]],
-        covariances=[np.eye(2)] * 2,
-        random_state=5,
-    )
-    frame = pd.DataFrame(sim.X, columns=["a", "b"])
+    frame = _two_groups(2.5, seed=5)
     frame.loc[[0, 2, 5, 9, 11, 17], "b"] = np.nan  # 6 of 40 rows incomplete
     result = report(
         frame,

@@ -592,6 +592,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         def start(resp: np.ndarray) -> Any:
             return _Run(self._params_from_resp(Xu, resp, weight))
 
+        def sound(run: Any) -> bool:  # no variance at the reg_covar floor (see em_em)
+            smallest, floor = self._smallest_variances(run.params.covariances)
+            return bool(smallest.min() > floor)
+
         many = start_many = None
         if small is not None and self.model_name_ in _fastem.MODEL_CODES:
             population = _population.Population(self, small, advance, len(starts))
@@ -608,6 +612,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             map_runs if small is not None else map,
             many,
             start_many,
+            sound=sound if self.reg_covar > 0 else None,  # without, such runs fail as singular
         )
         if isinstance(best, _Run):
             return best
@@ -670,18 +675,24 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         cov = g.covariances_from_precision_cholesky(m.precisions_chol, self._layout)
         return _Params(m.weights, m.means, m.precisions_chol, cov)
 
+    def _smallest_variances(self, covariances: np.ndarray) -> tuple[np.ndarray, float]:
+        """Each component's smallest variance in some direction, in units of the features'
+        variances (``covariances`` on the unit scale), and the ``reg_covar`` floor at which
+        a component counts as collapsed."""
+        std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
+        if self._layout in ("full", "tied"):
+            smallest = np.linalg.eigvalsh(covariances / np.outer(std, std))[..., 0]
+            smallest = np.broadcast_to(smallest, (self.n_components,))
+        elif self._layout == "diag":
+            smallest = (covariances / std**2).min(axis=1)
+        else:
+            smallest = covariances / np.mean(std**2)
+        return smallest, 2.0 * self.reg_covar + 1e-12
+
     def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
         """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
-        floor = 2.0 * self.reg_covar + 1e-12
-        std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
-        if self._layout in ("full", "tied"):
-            smallest = np.linalg.eigvalsh(p.covariances / np.outer(std, std))[..., 0]
-            smallest = np.broadcast_to(smallest, (self.n_components,))
-        elif self._layout == "diag":
-            smallest = (p.covariances / std**2).min(axis=1)
-        else:
-            smallest = p.covariances / np.mean(std**2)
+        smallest, floor = self._smallest_variances(p.covariances)
         collapsed = (effective_sizes < minimum) | (smallest <= floor)
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:

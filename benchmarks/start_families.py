@@ -62,7 +62,7 @@ def _stage_of(n_iter, calls: int) -> str:
 
 
 def recording_em_em(
-    start, advance, resps, strategy, map_runs=map, advance_many=None, start_many=None
+    start, advance, resps, strategy, map_runs=map, advance_many=None, start_many=None, sound=None
 ):
     """em_em with every start's run and each stage's iterations per run recorded."""
     step = advance_many or _restarts._per_run(advance)
@@ -88,7 +88,9 @@ def recording_em_em(
         return out
 
     t0 = time.process_time()
-    best = _em_em(start, advance, resps, strategy, map_runs, recorded_step, recorded_start)
+    best = _em_em(
+        start, advance, resps, strategy, map_runs, recorded_step, recorded_start, sound=sound
+    )
     seconds = time.process_time() - t0
     rows = []
     for (kind, _), run in zip(resps, runs, strict=True):

@@ -25,8 +25,10 @@ class _Traced:
     """A run whose log-likelihood after each iteration is given (converged at the end);
     ``fail_after``: iterations after which advancing raises (a collapse)."""
 
-    def __init__(self, path: list[float], fail_after: int | None = None) -> None:
-        self.path, self.fail_after = list(path), fail_after
+    def __init__(
+        self, path: list[float], fail_after: int | None = None, spike_after: int | None = None
+    ) -> None:
+        self.path, self.fail_after, self.spike_after = list(path), fail_after, spike_after
         self.n_iter, self.lower_bound, self.trace = 0, -np.inf, []
         self.converged, self.kind = False, ""
 
@@ -41,9 +43,15 @@ def _advance(run: _Traced, n_iter: int | None) -> None:
     run.converged = stop == len(run.path)
 
 
-def _em_em(runs: list[_Traced], strategy: Strategy) -> _Traced:
+def _sound(run: _Traced) -> bool:
+    """Not yet at the floor: fewer than ``spike_after`` iterations taken."""
+    return run.spike_after is None or run.n_iter < run.spike_after
+
+
+def _em_em(runs: list[_Traced], strategy: Strategy, sound=None) -> _Traced:
     by_id = {id(r): r for r in runs}
-    return em_em(lambda r: by_id[id(r)], _advance, [("kmeans", r) for r in runs], strategy)
+    starts = [("kmeans", r) for r in runs]
+    return em_em(lambda r: by_id[id(r)], _advance, starts, strategy, sound=sound)
 
 
 def _climb(start: float, end: float, n: int, rate: float) -> list[float]:
@@ -136,3 +144,24 @@ def test_thyroid_tied_k7_reaches_scikit_learns_best_of_ten():
     assert default[7] >= reference["7"] - 0.1
     assert default[6] >= reference["6"] - 0.1
     assert without[7] < reference["7"] - 10.0
+
+
+def test_a_run_drawn_to_the_floor_is_dropped_where_a_sound_one_is_left():
+    """The leader reaches the ``reg_covar`` floor (a spike, the highest likelihood) after the
+    screening iteration: with ``sound`` it is dropped there, as a singular start is without
+    ``reg_covar``, not continued, and the best sound run is the result; without, it wins."""
+    runs = _late_bloomer()
+    spike = _Traced(_climb(-70.0, 100.0, 300, 0.99), spike_after=1)
+    best = _em_em([spike, *runs], Strategy(n_loose=0, n_best=1), sound=_sound)
+    assert best is runs[0] and best.converged and spike.n_iter == 1
+    runs = _late_bloomer()
+    spike = _Traced(_climb(-70.0, 100.0, 300, 0.99), spike_after=1)
+    assert _em_em([spike, *runs], Strategy(n_loose=0, n_best=1)) is spike
+
+
+def test_when_every_run_reaches_the_floor_the_best_of_them_is_continued():
+    """No sound run left: the spike with the highest likelihood when dropped is continued to
+    convergence and returned, not an error."""
+    spikes = [_Traced(_climb(-80.0 - i, 50.0 - i, 60, 0.9), spike_after=12) for i in range(3)]
+    best = _em_em(spikes, Strategy(n_loose=0, n_best=1), sound=_sound)
+    assert best is spikes[0] and best.converged and best.lower_bound == 50.0

@@ -266,6 +266,15 @@ class Slot:
     def params(self, value: Any) -> None:
         self.own = value
 
+    @property
+    def covariances(self) -> np.ndarray:
+        """The run's covariances in the model's layout, to read (a view while in the arrays)."""
+        if self.own is not None:
+            return self.own.covariances
+        return _fastem._from_blocks(
+            self.population.arrays[3][self.index], self.population.small.layout
+        )
+
 
 class Population:
     """The runs of one em-EM fit with the serial compiled loop, rows of stacked arrays.

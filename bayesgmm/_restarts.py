@@ -346,7 +346,7 @@ def em_em(
     plain = step = advance_many or _per_run(advance)
     spikes: list = []
     if sound is not None:
-        step = _dropping_spikes(plain, sound, spikes)
+        step = _dropping_spikes(plain, sound, spikes, strategy.n_screened + strategy.n_reserve)
     errors: list[Exception] = []
     runs = _start_runs(start_many or _per_start(start), resps, errors)
     runs = _advance_all(step, runs, 1, errors)  # screening: one iteration each
@@ -470,17 +470,24 @@ class _Spike(ArithmeticError):
     """A run drawn to the ``reg_covar`` floor (see :func:`em_em`'s ``sound``)."""
 
 
-def _dropping_spikes(step: Any, sound: Any, spikes: list) -> Any:
+def _dropping_spikes(step: Any, sound: Any, spikes: list, enough: int) -> Any:
     """``step`` (an ``advance_many``) that fails the runs ``sound`` rejects after it, and
-    keeps them in ``spikes``."""
+    keeps them in ``spikes``. Runs are checked best first until ``enough`` are sound (0: all):
+    the rest rank below those, so no later stage takes them before a check (each stage checks
+    the runs it advances)."""
 
     def checked(runs: list, n_iter: int | None, map_runs: Any = map) -> list:
-        out = []
-        for run, err in zip(runs, step(runs, n_iter, map_runs), strict=True):
-            if err is None and np.isfinite(run.lower_bound) and not sound(run):
-                spikes.append(run)
-                err = _Spike("a component's variance reached the reg_covar floor")
-            out.append(err)
+        out = step(runs, n_iter, map_runs)
+        fine = [i for i, err in enumerate(out) if err is None and np.isfinite(runs[i].lower_bound)]
+        found = 0
+        for i in sorted(fine, key=lambda i: runs[i].lower_bound, reverse=True):
+            if enough and found >= enough:
+                break
+            if sound(runs[i]):
+                found += 1
+            else:
+                spikes.append(runs[i])
+                out[i] = _Spike("a component's variance reached the reg_covar floor")
         return out
 
     return checked

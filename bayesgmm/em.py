@@ -94,6 +94,11 @@ class _Run:
     converged: bool = False
     kind: str = "init"
 
+    @property
+    def covariances(self) -> np.ndarray:
+        """Its covariances on the unit scale (as :class:`bayesgmm._population.Slot`'s)."""
+        return self.params.covariances
+
 
 class EMGaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by expectation-maximisation.
@@ -593,7 +598,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             return _Run(self._params_from_resp(Xu, resp, weight))
 
         def sound(run: Any) -> bool:  # no variance at the reg_covar floor (see em_em)
-            smallest, floor = self._smallest_variances(run.params.covariances)
+            smallest, floor = self._smallest_variances(run.covariances)
             return bool(smallest.min() > floor)
 
         many = start_many = None

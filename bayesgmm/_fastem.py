@@ -120,7 +120,7 @@ def _full_covariances(scatter, nk, model, warm, tol):  # pragma: no cover - comp
     elif model <= 10:  # EVE, VVE
         orientation = orientation.copy()
         values = _mstep._orientation_loop(
-            scatter, nk, orientation, values, model == 9, tol, _mstep._INNER_MAX
+            scatter, nk, orientation, values, model == 9, tol, _mstep._ORIENTATION_MAX
         )
         out = _mstep._rotate(
             orientation.reshape((1, orientation.shape[0], orientation.shape[1])), values

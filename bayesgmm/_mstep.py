@@ -48,7 +48,8 @@ eigenvectors of ``sum_k W_k`` and from the axes (mclust's ``D = I``) and keeps t
 Every iterative M-step starts from the previous EM iteration's solution (:class:`Warm`) and
 only takes steps that do not increase ``F`` (exact minimisations over a block of parameters,
 a plane rotation being one), so the EM log-likelihood never decreases; it iterates until
-``F / (2 N)`` changes by less than ``inner_tol``. Covariances come back in the model's layout
+``F / (2 N)`` changes by less than ``inner_tol``, or for at most 500 iterations (50 sweeps
+for the common orientation: :data:`_ORIENTATION_MAX`). Covariances come back in the model's layout
 (:mod:`bayesgmm._models`).
 """
 
@@ -67,6 +68,14 @@ __all__ = ["Warm", "m_step"]
 
 NK_FLOOR = 10.0 * np.finfo(np.float64).eps  # effective size of an empty component
 _INNER_MAX = 500  # iterations of an iterative M-step (each never increases F)
+# Sweeps of the common-orientation loop (EVE, VVE) in one M-step. Where the rotations barely
+# change F (near-equal variances, spikes near the reg_covar floor) the loop crept on for all 500
+# sweeps at every EM iteration; each sweep lowers F, the next M-step starts where this one
+# stopped, and EM's own test stops it. With 50: EVE + VVE over K = 1..9 (reg_covar = 0)
+# 7.3 -> 2.3 s CPU on UCI wine, no cell of 15 data sets below mclust 6.0's; the optima reached,
+# refitted with 500, moved by at most 0.008 nats (51 cells, wine, Cars93, UScereal, swiss,
+# state.x77).
+_ORIENTATION_MAX = 50
 
 
 @dataclass(frozen=True)
@@ -367,7 +376,9 @@ def _common_orientation(
     starts = _fresh_orientations(scatter) if fresh else [(warm.orientation.copy(), warm.values)]
     best = None
     for orientation, values in starts:
-        values = _orientation_loop(scatter, nk, orientation, values, equal_volume, tol, _INNER_MAX)
+        values = _orientation_loop(
+            scatter, nk, orientation, values, equal_volume, tol, _ORIENTATION_MAX
+        )
         objective = _orientation_objective(scatter, nk, orientation, values) if fresh else 0.0
         if best is None or objective < best[0] - tol:
             best = (objective, orientation, values)

@@ -53,6 +53,32 @@ def _singular_message(component: int | None) -> str:
 
 
 @numba.njit(cache=True, error_model="numpy")
+def floor_reached(blocks, variances, floor):  # pragma: no cover - compiled
+    """Per block of covariances (``(B, D, D)`` full, ``(B, D, 1)`` diagonal, ``(B, 1, 1)``
+    spherical): whether its variance in some direction is at most ``floor`` times the
+    features' ``variances`` (their mean for a spherical block): ``C - floor diag(variances)``
+    is not positive definite (the smallest eigenvalue of ``C`` in units of the features'
+    variances is at most ``floor``)."""
+    n_blocks, n_rows, n_cols = blocks.shape
+    out = np.zeros(n_blocks, dtype=np.bool_)
+    if n_cols == 1:
+        scale = variances.mean() if n_rows == 1 else 0.0
+        for b in range(n_blocks):
+            for j in range(n_rows):
+                out[b] = out[b] or blocks[b, j, 0] <= floor * (
+                    scale if n_rows == 1 else variances[j]
+                )
+        return out
+    shifted = blocks.copy()
+    lower = np.empty((1, n_rows, n_rows))
+    for b in range(n_blocks):
+        for j in range(n_rows):
+            shifted[b, j, j] -= floor * variances[j]
+        out[b] = _cholesky_into(shifted[b : b + 1], lower) >= 0
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _cholesky_into(matrices, lower):  # pragma: no cover - compiled
     """Lower Cholesky factors of ``matrices`` ``(B, D, D)`` (lower triangles read) into ``lower``.
 

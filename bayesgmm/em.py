@@ -598,8 +598,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             return _Run(self._params_from_resp(Xu, resp, weight))
 
         def sound(run: Any) -> bool:  # no variance at the reg_covar floor (see em_em)
-            smallest, floor = self._smallest_variances(run.covariances)
-            return bool(smallest.min() > floor)
+            return not self._at_floor(run.covariances).any()
 
         many = start_many = None
         if small is not None and self.model_name_ in _fastem.MODEL_CODES:
@@ -680,30 +679,24 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         cov = g.covariances_from_precision_cholesky(m.precisions_chol, self._layout)
         return _Params(m.weights, m.means, m.precisions_chol, cov)
 
-    def _smallest_variances(self, covariances: np.ndarray) -> tuple[np.ndarray, float]:
-        """Each component's smallest variance in some direction, in units of the features'
-        variances (``covariances`` on the unit scale), and the ``reg_covar`` floor at which
-        a component counts as collapsed."""
-        std = np.sqrt(self._unit_variances)  # covariances in units of each feature's variance
-        if self._layout in ("full", "tied"):
-            smallest = np.linalg.eigvalsh(covariances / np.outer(std, std))[..., 0]
-            smallest = np.broadcast_to(smallest, (self.n_components,))
-        elif self._layout == "diag":
-            smallest = (covariances / std**2).min(axis=1)
-        else:
-            smallest = covariances / np.mean(std**2)
-        return smallest, 2.0 * self.reg_covar + 1e-12
+    def _at_floor(self, covariances: np.ndarray) -> np.ndarray:
+        """Per component: a variance in some direction at the ``reg_covar`` floor, in units of
+        the features' variances (``covariances`` on the unit scale, in the model's layout)."""
+        blocks = _fastem._as_blocks(covariances, self._layout)
+        floor = 2.0 * self.reg_covar + 1e-12
+        reached = g.floor_reached(blocks, self._unit_variances, floor)
+        return np.broadcast_to(reached, (self.n_components,))
 
     def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
         """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
-        smallest, floor = self._smallest_variances(p.covariances)
-        collapsed = (effective_sizes < minimum) | (smallest <= floor)
+        at_floor = self._at_floor(p.covariances)
+        collapsed = (effective_sizes < minimum) | at_floor
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:
             details = "; ".join(
                 f"component {k}: effective size {effective_sizes[k]:.3g}"
-                + (", covariance at the reg_covar floor" if smallest[k] <= floor else "")
+                + (", covariance at the reg_covar floor" if at_floor[k] else "")
                 for k in self.collapsed_components_
             )
             warnings.warn(

@@ -202,3 +202,26 @@ def test_kernel_draw_log_density_equals_scipy(rng):
                 for c in range(k)
             ]
         np.testing.assert_allclose(got[s], logsumexp(np.stack(dens), axis=0), rtol=1e-11)
+
+
+def test_floor_reached_agrees_with_the_smallest_eigenvalue(rng):
+    """A block is at the floor exactly when its smallest eigenvalue in units of the features'
+    variances is at most ``floor`` (eigvalsh as the oracle): full blocks built with a chosen
+    smallest eigenvalue on either side of it, diagonal and spherical ones likewise."""
+    d, floor = 4, 1e-3
+    variances = rng.uniform(0.5, 4.0, size=d)
+    std = np.sqrt(variances)
+    blocks, expected = [], []
+    for smallest in (0.1 * floor, 0.9 * floor, 1.1 * floor, 10 * floor, 1.0):
+        basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+        values = np.concatenate([[smallest], rng.uniform(0.5, 2.0, size=d - 1)])
+        unit = basis @ np.diag(values) @ basis.T  # in units of the variances
+        blocks.append(unit * np.outer(std, std))
+        expected.append(np.linalg.eigvalsh(unit)[0] <= floor)
+    got = g.floor_reached(np.array(blocks), variances, floor)
+    np.testing.assert_array_equal(got, expected)
+    assert got.tolist() == [True, True, False, False, False]
+    diagonal = np.array([variances * 1.0, variances * 0.5 * floor, variances * 2 * floor])
+    assert g.floor_reached(diagonal[..., None], variances, floor).tolist() == [False, True, False]
+    spherical = np.array([0.5, 2.0]) * floor * variances.mean()
+    assert g.floor_reached(spherical[:, None, None], variances, floor).tolist() == [True, False]

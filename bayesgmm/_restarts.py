@@ -325,10 +325,13 @@ def em_em(
         run's error or None) and ``start`` of all starts at once (a run or an error each), in
         place of those (:class:`bayesgmm._population.Population`: one compiled call each).
     sound : callable, optional
-        ``sound(run)``: no variance of the run is at the ``reg_covar`` floor. A run that is
-        not sound after a stage is dropped there, as a start whose covariance turns singular
-        is without ``reg_covar``, and kept aside: when no other run is left, the best of
-        those (by log-likelihood when dropped) is continued and returned. Such a run climbs
+        ``sound(run)``: no variance of the run is at the ``reg_covar`` floor. A run found not
+        sound after a stage (the stage's best runs are checked, see :func:`_dropping_spikes`)
+        is dropped there, as a start whose covariance turns singular is without
+        ``reg_covar``, and kept aside. When every start is at the floor after the screening
+        iteration (linearly dependent columns put every fit there), em-EM goes on with them
+        as without ``sound``; when the runs of a later stage all fail, the best of those kept
+        aside (by log-likelihood when dropped) is continued and returned. Such a run climbs
         to a spike on a few rows, where the likelihood would grow without bound; kept, spikes
         won every cell of EVE and VVE at K >= 4 on UCI's wine (178 x 13, the default
         ``reg_covar``) over sound fits, and their climbs to the floor cost most of the time.
@@ -341,7 +344,8 @@ def em_em(
     Raises
     ------
     ValueError or ArithmeticError
-        The first start's error, when every start failed.
+        The first start's error, when every start failed (one that was not only at the
+        floor, if there is one).
     """
     plain = step = advance_many or _per_run(advance)
     spikes: list = []
@@ -350,6 +354,9 @@ def em_em(
     errors: list[Exception] = []
     runs = _start_runs(start_many or _per_start(start), resps, errors)
     runs = _advance_all(step, runs, 1, errors)  # screening: one iteration each
+    if not runs and spikes:  # every start at the floor (e.g. dependent columns): em-EM as without
+        runs, step = sorted(spikes, key=lambda r: r.lower_bound, reverse=True), plain
+        spikes.clear()
     screened, promoted = _screen(step, runs, strategy, errors)
     more = max(strategy.short_iter + 1 - _reserve_iter(strategy), 0)  # the rest of the short run
     runs = _advance_all(step, screened, more, errors)
@@ -361,8 +368,9 @@ def em_em(
             if runs:
                 break
     if not runs:
-        if errors:
-            raise errors[0]
+        real = [err for err in errors if not isinstance(err, _Spike)]
+        if real or errors:
+            raise (real or errors)[0]
         raise ValueError("No start gave a finite log-likelihood; check the data.")
     return runs[0]
 

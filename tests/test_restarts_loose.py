@@ -159,9 +159,34 @@ def test_a_run_drawn_to_the_floor_is_dropped_where_a_sound_one_is_left():
     assert _em_em([spike, *runs], Strategy(n_loose=0, n_best=1)) is spike
 
 
-def test_when_every_run_reaches_the_floor_the_best_of_them_is_continued():
-    """No sound run left: the spike with the highest likelihood when dropped is continued to
-    convergence and returned, not an error."""
-    spikes = [_Traced(_climb(-80.0 - i, 50.0 - i, 60, 0.9), spike_after=12) for i in range(3)]
-    best = _em_em(spikes, Strategy(n_loose=0, n_best=1), sound=_sound)
-    assert best is spikes[0] and best.converged and best.lower_bound == 50.0
+def test_when_every_start_is_at_the_floor_em_em_goes_on_as_without_the_check():
+    """Every start at the floor after the screening iteration (as dependent columns make
+    every fit): em-EM runs its stages on them as it would without ``sound``: the same run
+    wins, converged, with the same log-likelihood."""
+
+    def starts():
+        return [
+            _Traced(_climb(-80.0, -60.0, 40, 0.5), spike_after=1),
+            _Traced(_climb(-85.0, -65.0, 40, 0.5), spike_after=1),
+            _Traced(_climb(-200.0, -50.0, 200, 0.97), spike_after=1),
+            _Traced(_climb(-90.0, -70.0, 40, 0.8), spike_after=1),
+        ]
+
+    strategy = Strategy(n_loose=4, n_best=1, loose_tol=1e-3)
+    checked, plain = starts(), starts()
+    best = _em_em(checked, strategy, sound=_sound)
+    reference = _em_em(plain, strategy)
+    assert best is checked[2] and reference is plain[2]  # the late bloomer, as in the above
+    assert best.converged and best.lower_bound == reference.lower_bound == -50.0
+    assert [r.n_iter for r in checked] == [r.n_iter for r in plain]
+
+
+def test_when_the_runs_of_a_later_stage_all_reach_the_floor_the_best_is_continued():
+    """Sound through the short run, at the floor in the loose stage (16 iterations): no run is
+    left, so the spike with the highest likelihood when dropped is continued to convergence
+    (not the one that would have ended highest); the others are not advanced further."""
+    fast = _Traced(_climb(-80.0, 0.0, 60, 0.5), spike_after=12)
+    slow = _Traced(_climb(-200.0, 50.0, 60, 0.97), spike_after=12)
+    best = _em_em([slow, fast], Strategy(n_loose=4, n_best=1, loose_tol=1e-3), sound=_sound)
+    assert best is fast and best.converged and best.lower_bound == 0.0
+    assert slow.n_iter == 16 and not slow.converged

@@ -20,6 +20,11 @@ VII    spherical  ``sigma_k^2 I``                ``sigma_k ~ P(pooled)``
 EII               ``sigma^2 I``                  ``sigma ~ P(pooled)``
 =====  =========  =============================  ========================================
 
+With ``"resolution"``, VVV and EEE also have a barrier on each variance given the other
+features: the prior above times ``exp(-sum_j g_j^2 ((Sigma^-1)_jj - 1 / Sigma_jj))`` per free
+covariance, ``g = sd_floor_given_others`` (:func:`conditional_floor`; a potential named
+:data:`CONDITIONAL_FLOOR` in the model).
+
 Every variance thus has the same prior whatever the model (for the inverse-gamma, the
 marginal of each variance under mclust's inverse-Wishart prior of VVV, see
 :class:`~bayesgmm.GMMPriors`), and the spherical scale's is that of the mean variance.
@@ -55,10 +60,13 @@ from .priors import GMMPriors
 __all__ = [
     "BAYES_COVARIANCE_TYPES",
     "BAYES_MODELS",
+    "CONDITIONAL_FLOOR",
     "SHARED_CHOL_COV",
     "Family",
     "bayes_family",
     "chol_cov_name",
+    "conditional_floor",
+    "conditional_floor_logp",
     "family_cholesky",
     "sd_distribution",
     "sd_log_density_terms",
@@ -68,6 +76,7 @@ __all__ = [
 ]
 
 SHARED_CHOL_COV = "chol_cov"
+CONDITIONAL_FLOOR = "conditional_floor"
 _ONE_FEATURE = {"VVV": "VVI", "EEE": "EEI"}
 
 
@@ -185,6 +194,40 @@ def sd_prior_floor(unit: GMMPriors, family: Family) -> np.ndarray:
     return np.atleast_1d(
         pooled_sd_scale(unit.sd_floor) if family.spherical else np.asarray(unit.sd_floor)
     )
+
+
+def conditional_floor(unit: GMMPriors, family: Family) -> np.ndarray:
+    """``g^2`` of the ``"resolution"`` prior's barrier on each feature's variance given the
+    other features (``g = sd_floor_given_others``), for the families with correlations (VVV,
+    EEE; zeros otherwise).
+
+    A feature recorded to a resolution ``h`` carries rounding noise of variance ``h^2 / 12``
+    that no other feature predicts, so within a component even its variance *given the other
+    features*, ``1 / (Sigma^-1)_jj``, stays above it. The barrier ``exp(-f^2 / s^2)`` on each
+    standard deviation bounds only the marginal variances: on rows tied on several features
+    (MASS's ``Boston``: 132 rows share two values) the likelihood still gains without bound as a
+    correlation runs to +-1 at fixed standard deviations. So with correlations the prior on the
+    standard deviations and the LKJ is multiplied by ``exp(-sum_j g_j^2 ((Sigma^-1)_jj - 1 /
+    Sigma_jj))`` (a factor <= 1, as ``(Sigma^-1)_jj >= 1 / Sigma_jj``, and 1 for a diagonal
+    ``Sigma``), unnormalised: the barrier on each variance given the others, less the one on
+    each variance the standard deviations' prior has already (of scale ``g``, not ``f``).
+    """
+    n_scales = family.n_scales(len(unit.sd_scale))
+    if family.diagonal or unit.sd_prior != "resolution":
+        return np.zeros(n_scales)
+    return np.square(np.asarray(unit.sd_floor_given_others, dtype=np.float64))
+
+
+def conditional_floor_logp(factors: list, floor_sq: np.ndarray) -> pt.TensorVariable:
+    """The log of :func:`conditional_floor`'s factor, summed over lower Cholesky factors
+    ``(D, D)`` of covariances (PyTensor)."""
+    total = 0.0
+    for lower in factors:
+        inverse = pt.linalg.solve_triangular(lower, pt.eye(lower.shape[0]), lower=True)
+        precision_diagonal = pt.sum(pt.square(inverse), axis=0)  # sum_m (L^-1)_mj^2
+        variances = pt.sum(pt.square(lower), axis=1)
+        total = total - pt.sum(floor_sq * (precision_diagonal - 1.0 / variances))
+    return total
 
 
 def _resolution_logp(value, scale, floor):
@@ -320,6 +363,9 @@ def family_cholesky(
                 compute_corr=False,
             )
             factors.append(pm.math.expand_packed_triangular(d, packed, lower=True))
+        floor_sq = conditional_floor(unit, family)
+        if np.any(floor_sq > 0):
+            pm.Potential(CONDITIONAL_FLOOR, conditional_floor_logp(factors, floor_sq))
         return pt.broadcast_to(pt.stack(factors), (k, d, d))
     dims = (() if family.shared else ("component",)) + (() if family.spherical else ("feature",))
     shape = (family.n_groups(k), family.n_scales(d))

@@ -84,11 +84,13 @@ def warn_collapse_on_ties(
     and NUTS cannot converge (MASS's ``fgl``: 176 of 214 rows have Ba = 0). The resolution
     and inverse-gamma priors (``GMMPriors.sd_prior``) bound each variance, which is enough
     when the component's rows tie on one feature or the covariance is diagonal; with full
-    covariances, rows tied on several features still let a correlation run to +-1. The
-    warning names the feature whose spread collapsed, the tied value and its count, and the
-    remedies. With per-component full covariances it also warns when many rows share values
-    on two features although EM collapsed nothing there (:func:`joint_ties`): the posterior
-    gathers in such spikes all the same (MASS fgl, K = 3).
+    covariances, rows tied on several features still let a correlation run to +-1 under the
+    inverse-gamma, while the resolution prior bounds each variance given the other features
+    too (:func:`bayesgmm._families.conditional_floor`). The warning names the feature whose
+    spread collapsed, the tied value and its count, and the remedies. With per-component
+    full covariances it also warns when many rows share values on two features although EM
+    collapsed nothing there (:func:`joint_ties`): the posterior gathers in such spikes all
+    the same (MASS fgl, K = 3).
 
     Parameters
     ----------
@@ -99,7 +101,8 @@ def warn_collapse_on_ties(
     names : sequence of str
         Feature names.
     priors : GMMPriors
-        The model's priors (``sd_prior`` and ``sd_floor`` say whether variances are bounded).
+        The model's priors (``sd_prior``, ``sd_floor`` and ``sd_floor_given_others`` say
+        whether variances are bounded).
     covariance_type : str
         The Bayesian model's covariance type.
     stacklevel : int
@@ -113,7 +116,7 @@ def warn_collapse_on_ties(
         )
     family = bayes_family(covariance_type, X.shape[1])
     if not several and not (family.diagonal or family.shared):
-        _warn_joint_ties(X, names, em.n_components, stacklevel=stacklevel + 1)
+        _warn_joint_ties(X, names, em.n_components, priors, stacklevel=stacklevel + 1)
 
 
 def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
@@ -132,12 +135,13 @@ def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
         values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
         values, counts = values[counts >= 2], counts[counts >= 2]
         tied = _tied_features(X[labels == k])
-        if values.size and (not _bounded(priors, j) or (correlated and tied >= 2)):
+        jointly = correlated and tied.size >= 2 and not _bounded_given_others(priors, tied)
+        if values.size and (not _bounded(priors, j) or jointly):
             at = int(np.argmin(np.abs(values - em.means_[k, j])))  # the nearest tied value
             found.append(
                 f"component {k} on {names[j]} = {values[at]:g}, a value {counts[at]} rows share"
             )
-            several |= tied >= 2
+            several |= jointly
     return found, several
 
 
@@ -183,13 +187,20 @@ def joint_ties(X: np.ndarray, min_rows: int) -> tuple[int, tuple[int, int], tupl
     return best
 
 
-def _warn_joint_ties(X: np.ndarray, names: Sequence[str], n_components: int, stacklevel: int):
+def _warn_joint_ties(
+    X: np.ndarray, names: Sequence[str], n_components: int, priors: Any, stacklevel: int
+):
     """Warn when many rows share values on two features (:func:`joint_ties`, at least
     :data:`JOINT_TIE_SHARE` of ``n / K`` rows and more rows than features): a full covariance
-    of a component on them can run a correlation to +-1, whatever bounds each variance, and
-    the posterior concentrates there even when EM's optimum does not (MASS fgl, K = 3: EM's
-    one collapse, on Ba alone, is bounded by the resolution prior, yet NUTS's chains went to
-    four such spikes, R-hat 3.05 after 9 min; with ``covariance_type='diag'`` 37 s, converged).
+    of a component on them can run a correlation to +-1 unless the prior bounds each
+    variance given the other features (the resolution prior's conditional barrier, where
+    both features have a floor), and the posterior concentrates there even when EM's
+    optimum does not (MASS fgl, K = 3, with a barrier on each variance alone: NUTS's chains
+    went to four such spikes, R-hat 3.05 after 9 min; with ``covariance_type='diag'`` 37 s,
+    converged). With the conditional barrier the posterior is bounded but its mass still
+    gathers in narrow spikes at the rounding noise (fgl, K = 3: 260 s, three modes, one of
+    them converged; MASS Boston, K = 3: 175-267 s, R-hat 1.04-2.8), so the warning stays,
+    saying so.
     Rows count once whatever their frequency weight."""
     n_rows, n_features = X.shape
     min_rows = max(int(np.ceil(JOINT_TIE_SHARE * n_rows / n_components)), n_features + 1, 2)
@@ -197,26 +208,35 @@ def _warn_joint_ties(X: np.ndarray, names: Sequence[str], n_components: int, sta
     if found is None:
         return
     count, (a, b), (va, vb) = found
+    if _bounded_given_others(priors, np.array([a, b])):
+        where = (
+            "the resolution prior keeps each variance given the other features above the "
+            "rounding noise, so the posterior is bounded, but a component on those rows puts "
+            "narrow spikes at that noise"
+        )
+    else:
+        where = (
+            "a component on rows tied on several features can run a correlation to +-1, "
+            "where the posterior has no bound whatever prior bounds each variance"
+        )
     warnings.warn(
         f"{count} of {n_rows} rows share {names[a]} = {va:g} and {names[b]} = {vb:g}: with full "
-        "covariances a component on rows tied on several features can run a correlation to "
-        "+-1, where the posterior has no bound whatever prior bounds each variance; its mass "
-        "gathers in such spikes (even where EM's optimum has none), which NUTS samples slowly "
-        "and in several modes. Use covariance_type='diag', add noise of the rounding unit's "
-        "size to those features, drop or transform them (e.g. an indicator of the tied value), "
-        "or use fewer components.",
+        f"covariances {where}; its mass gathers in such spikes (even where EM's optimum has "
+        "none), which NUTS samples slowly and in several modes. Use covariance_type='diag', "
+        "add noise of the rounding unit's size to those features, drop or transform them "
+        "(e.g. an indicator of the tied value), or use fewer components.",
         SamplingWarning,
         stacklevel=stacklevel,
     )
 
 
-def _tied_features(rows: np.ndarray) -> int:
-    """How many features take one value on every (observed cell of these) rows, if > 1 row."""
+def _tied_features(rows: np.ndarray) -> np.ndarray:
+    """The features that take one value on every (observed cell of these) rows, if > 1 row."""
     if rows.shape[0] < 2:
-        return 0
+        return np.array([], dtype=int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-        return int(np.sum(np.nanmax(rows, axis=0) == np.nanmin(rows, axis=0)))
+        return np.flatnonzero(np.nanmax(rows, axis=0) == np.nanmin(rows, axis=0))
 
 
 def _bounded(priors: Any, feature: int) -> bool:
@@ -224,6 +244,16 @@ def _bounded(priors: Any, feature: int) -> bool:
     if priors.sd_prior == "inverse_gamma":
         return True
     return priors.sd_prior == "resolution" and priors.sd_floor[feature] > 0
+
+
+def _bounded_given_others(priors: Any, features: np.ndarray) -> bool:
+    """Whether, with correlations, the prior bounds the variance of each of ``features``
+    given the other features away from 0: the resolution prior's conditional barrier
+    (:func:`bayesgmm._families.conditional_floor`) where each has a floor; the inverse-gamma
+    bounds only each variance, so a correlation can still run to +-1."""
+    floors = np.asarray(priors.sd_floor_given_others)  # (one value: every feature's)
+    floors = floors[features] if floors.size > 1 else np.repeat(floors, len(features))
+    return priors.sd_prior == "resolution" and bool(np.all(floors > 0))
 
 
 def _collapse_message(found: list[str], sd_prior: str, several: bool) -> str:
@@ -234,16 +264,18 @@ def _collapse_message(found: list[str], sd_prior: str, several: bool) -> str:
             "where the posterior has no bound under HalfNormal priors, so NUTS will not "
             "converge. Add noise of the rounding unit's size to the feature, drop or transform "
             "it, use fewer components, or bound each variance below with "
-            "sd_prior='resolution' (the default: at the rounding noise) or 'inverse_gamma' "
-            "(mclust's prior); with a full or tied covariance, rows tied on several features "
-            "still let a correlation run to +-1, so pair it with covariance_type='diag'."
+            "sd_prior='resolution' (the default: at the rounding noise, also given the other "
+            "features) or 'inverse_gamma' (mclust's prior; with a full or tied covariance, rows "
+            "tied on several features still let a correlation run to +-1 under it, so pair it "
+            "with covariance_type='diag')."
         )
     else:
         why = (
             f"the {sd_prior!r} prior bounds each variance, but the component's rows share "
             "values on several features, where a correlation can run to +-1 and the posterior "
-            "has no bound, so NUTS will not converge. Use covariance_type='diag', add noise "
-            "of the rounding unit's size to those features, drop or transform them, or use "
-            "fewer components."
+            "has no bound, so NUTS will not converge. Use sd_prior='resolution' (the default: "
+            "it bounds each variance given the other features), covariance_type='diag', add "
+            "noise of the rounding unit's size to those features, drop or transform them, or "
+            "use fewer components."
         )
     return f"EM collapsed a component onto tied values ({'; '.join(found)}): {why}"

@@ -38,7 +38,13 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
-from ._families import sd_log_density_terms, sd_prior_floor, sd_prior_scale
+from ._families import (
+    CONDITIONAL_FLOOR,
+    conditional_floor,
+    sd_log_density_terms,
+    sd_prior_floor,
+    sd_prior_scale,
+)
 from ._fisher import _likelihood_gradients
 from ._gaussian import LOG_2PI, _invert_lower_into, std_and_correlation
 from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _weighted_block_pass
@@ -153,8 +159,9 @@ def _weighted_logp_and_grad(
     The parameters are on the standardised scale ``(X - loc) / scale``; the data's density
     takes the Jacobian, ``-log_jacobian`` per row. ``n_groups`` and ``n_scales`` say how many
     covariances are free (``K``, or 1 when shared) and how many scales each has (``D``, or 1
-    when spherical); ``sd_terms`` ``(3, n_scales)`` are the coefficients of the standard
-    deviations' prior (:func:`bayesgmm._families.sd_log_density_terms`). ``lkj_shape`` is
+    when spherical); ``sd_terms`` ``(4, n_scales)`` are the coefficients of the standard
+    deviations' prior (:func:`bayesgmm._families.sd_log_density_terms`) and the conditional
+    barrier's ``g^2`` (:func:`bayesgmm._families.conditional_floor`). ``lkj_shape`` is
     ``2 eta - 2 + D``;
     ``constant`` holds the normalising constants. ``weights`` are frequency weights of the
     complete rows ``X`` (``NO_WEIGHTS``: none), ``n_weight`` their total (the rows' number).
@@ -241,10 +248,14 @@ class LogDensity:
 
     @property
     def _sd_prior(self) -> tuple[np.ndarray, float]:
-        """The free standard deviations' prior: coefficients ``(3, n_scales)`` and the
-        constant of one free covariance (:func:`bayesgmm._families.sd_log_density_terms`)."""
+        """The free standard deviations' prior: coefficients ``(4, n_scales)`` and the
+        constant of one free covariance (:func:`bayesgmm._families.sd_log_density_terms`, and
+        the conditional barrier's ``g^2``, :func:`bayesgmm._families.conditional_floor`)."""
         p, family = self.priors, self.spec.family
-        return sd_log_density_terms(p, sd_prior_scale(p, family), sd_prior_floor(p, family))
+        terms, constant = sd_log_density_terms(
+            p, sd_prior_scale(p, family), sd_prior_floor(p, family)
+        )
+        return np.ascontiguousarray(np.vstack([terms, conditional_floor(p, family)])), constant
 
     @property
     def scaling(self) -> AffineScaling:
@@ -381,10 +392,11 @@ def _unchanged_spec(model) -> ModelSpec | None:
     if spec is None:
         return None
     expected = ["weights", "means_z", *spec.family.free_names(spec.n_components)]
+    floored = np.any(conditional_floor(spec.standardised_priors, spec.family) > 0)
     if (
         [rv.name for rv in model.free_RVs] != expected
         or [rv.name for rv in model.observed_RVs] != ["obs"]
-        or model.potentials
+        or [p.name for p in model.potentials] != ([CONDITIONAL_FLOOR] if floored else [])
     ):
         return None
     return spec

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._gaussian import _invert_lower_into
 from ._kernels import _FASTMATH
 
 __all__: list[str] = []
@@ -72,17 +73,63 @@ def _diag_scales_term(chol, log_diag, grad_chol, sd_terms, grad):  # pragma: no 
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+def _conditional_floor_term(lower, inverse, floor_sq, grad):  # pragma: no cover - compiled
+    """``-sum_i g_i^2 ((Sigma^-1)_ii - 1 / Sigma_ii)`` for ``Sigma = L L'`` (``lower``, with
+    ``inverse = L^-1``; ``floor_sq = g^2``): the resolution prior's barrier on the variance of
+    each feature given the others, less the one on each variance
+    (:func:`bayesgmm._families.conditional_floor`). Its gradient on ``L`` goes into ``grad``
+    (lower triangle): ``2 M' M G M'`` from the precision's diagonal (``M = L^-1``, ``G =
+    diag(g^2)``), ``-2 g_i^2 L_ij / Sigma_ii^2`` from the variances."""
+    n = lower.shape[0]
+    value = 0.0
+    for i in range(n):
+        precision_ii = 0.0
+        variance = 0.0
+        for m in range(i, n):
+            precision_ii += inverse[m, i] * inverse[m, i]
+        for m in range(i + 1):
+            variance += lower[i, m] * lower[i, m]
+        value -= floor_sq[i] * (precision_ii - 1.0 / variance)
+        for m in range(i + 1):
+            grad[i, m] = -2.0 * floor_sq[i] * lower[i, m] / (variance * variance)
+    scaled = np.zeros((n, n))  # M G M'
+    for a in range(n):
+        for b in range(a + 1):
+            total = 0.0
+            for m in range(b + 1):
+                total += inverse[a, m] * floor_sq[m] * inverse[b, m]
+            scaled[a, b] = total
+            scaled[b, a] = total
+    for a in range(n):
+        for b in range(a + 1):
+            total = 0.0
+            for m in range(a, n):
+                total += inverse[m, a] * scaled[m, b]
+            grad[a, b] += 2.0 * total
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _lkj_term(chol, log_diag, grad_chol, sd_terms, lkj_shape, grad):  # pragma: no cover
     """PyMC's LKJCholeskyCov density of each factor, on packed rows with log diagonals.
 
-    Row norms are the standard deviations (prior ``sd_terms``), the diagonal over the row norm
-    is the correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the
-    diagonal's exp adds ``u_ii`` to the log-Jacobian.
+    Row norms are the standard deviations (prior ``sd_terms[:3]``), the diagonal over the row
+    norm is the correlation factor's diagonal (LKJ with ``lkj_shape = 2 eta - 2 + D``); the
+    diagonal's exp adds ``u_ii`` to the log-Jacobian. Where ``sd_terms[3]`` (``g^2`` of the
+    barrier on each variance given the others, :func:`_conditional_floor_term`) is not all
+    zero, each factor gets that barrier too.
     """
     n_components, n_features = log_diag.shape
     value = 0.0
     pos = 0
+    floored = np.any(sd_terms[3] > 0.0)
+    inverse = np.empty_like(chol)
+    extra = np.zeros((n_features, n_features))
+    if floored:
+        _invert_lower_into(chol, inverse)
     for c in range(n_components):
+        if floored:
+            value += _conditional_floor_term(chol[c], inverse[c], sd_terms[3], extra)
         for i in range(n_features):
             variance = 0.0
             for j in range(i + 1):
@@ -104,7 +151,7 @@ def _lkj_term(chol, log_diag, grad_chol, sd_terms, lkj_shape, grad):  # pragma: 
                 + 2.0 * on_inverse / (variance * variance)
             )
             for j in range(i + 1):
-                g = grad_chol[c, i, j] + factor * chol[c, i, j]
+                g = grad_chol[c, i, j] + factor * chol[c, i, j] + extra[i, j]
                 grad[pos] = chol[c, i, i] * g + a_i + 1.0 if i == j else g
                 pos += 1
     return value

@@ -49,7 +49,7 @@ from ._gaussian import LOG_2PI
 from ._missing import drop_empty_rows, observed_summary
 from ._scaling import AffineScaling
 from ._validation import check_matrix, check_sample_weight
-from .priors import DEFAULT_SD_PRIOR, GMMPriors, resolution_floor
+from .priors import DEFAULT_SD_PRIOR, GMMPriors, joint_resolution_floor, resolution_floor
 
 __all__ = [
     "BAYES_COVARIANCE_TYPES",
@@ -346,8 +346,8 @@ def default_priors(
     if sample_weight is None and not np.isnan(X).any():
         return GMMPriors.from_data(X, **kwargs)
     scaling = observed_summary(X, sample_weight).scaling(isotropic=False)
-    floor = resolution_floor(X, sample_weight)
-    return GMMPriors.from_scaling(scaling, sd_floor=floor, **kwargs)
+    floor, joint = resolution_floor(X, sample_weight), joint_resolution_floor(X, sample_weight)
+    return GMMPriors.from_scaling(scaling, sd_floor=floor, sd_floor_given_others=joint, **kwargs)
 
 
 def _deterministics(means_z, chol, scaling: AffineScaling, family: Family) -> None:

@@ -301,16 +301,23 @@ def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatc
 
 
 @pytest.mark.parametrize(
-    ("tied", "covariance_type", "warns"),
-    [(["b"], "full", False), (["b", "c"], "full", True), (["b", "c"], "diag", False)],
+    ("tied", "covariance_type", "sd_prior", "unbounded"),
+    [
+        (["b"], "full", "resolution", False),
+        (["b", "c"], "full", "resolution", False),
+        (["b", "c"], "diag", "resolution", False),
+        (["b", "c"], "full", "inverse_gamma", True),
+    ],
 )
-def test_the_default_prior_bounds_a_collapse_onto_one_tied_feature(
-    monkeypatch, tied, covariance_type, warns
+def test_the_default_prior_bounds_a_collapse_onto_tied_features(
+    monkeypatch, tied, covariance_type, sd_prior, unbounded
 ):
     """The default resolution prior bounds each standard deviation at the rounding noise of a
-    tied feature: a component on rows sharing one value is then proper, and fit does not
-    warn; rows that share values on two features still let a full covariance's correlation
-    run to +-1, so it warns for full covariances (naming it) and not for diagonal ones."""
+    tied feature, and with full covariances each variance given the other features too: a
+    component on rows sharing values on one or two features is then proper, and fit does not
+    warn of a collapse (rows tied on two features still get the joint-ties warning, which says
+    the posterior is bounded). The inverse-gamma bounds each variance only, so on two tied
+    features a full covariance's correlation can run to +-1: that collapse warns, naming it."""
     import bayesgmm.bayesian as bayesian
 
     def stop(*args, **kwargs):
@@ -321,18 +328,22 @@ def test_the_default_prior_bounds_a_collapse_onto_one_tied_feature(
     X = pd.DataFrame(np.round(rng.normal(size=(80, 3)), 2), columns=["a", "b", "c"])
     X.loc[:49, tied] = 0.0
     X.loc[50:, tied] += 3.0
-    model = BayesianGMM(2, random_seed=0, covariance_type=covariance_type)
+    model = BayesianGMM(2, random_seed=0, covariance_type=covariance_type, sd_prior=sd_prior)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(RuntimeError):
             model.fit(X)
-    assert model.priors_.sd_prior == "resolution"
+    assert model.priors_.sd_prior == sd_prior
     messages = [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
-    assert any("several features" in m for m in messages) == warns, messages
-    if warns:
-        assert any("a value 50 rows share" in m for m in messages)
+    collapse = [m for m in messages if "tied values" in m]
+    if unbounded:
+        (message,) = collapse
+        assert "a value 50 rows share" in message and "several features" in message
     else:
-        assert not any("tied values" in m for m in messages)
+        assert collapse == [], messages
+    joint = [m for m in messages if m.startswith("50 of 80 rows share b = 0 and c = 0")]
+    assert len(joint) == (len(tied) == 2 and covariance_type == "full" and not unbounded)
+    assert all(("posterior is bounded" in m) == (sd_prior == "resolution") for m in joint)
 
 
 class _NothingCollapsed:

@@ -334,3 +334,63 @@ def test_resolution_prior_is_a_normalised_density(scale, floor):
     cdf = integrate.cumulative_trapezoid(density, grid, initial=0.0)
     draws = _resolution_random(scale, floor, rng=np.random.default_rng(1), size=(4000,))
     assert stats.kstest(draws, lambda v: np.interp(v, grid, cdf)).pvalue > 0.01
+
+
+def test_conditional_floor_is_the_barrier_on_each_variance_given_the_others():
+    """The resolution prior's factor on correlated covariances, ``-sum_j f_j^2 ((Sigma^-1)_jj
+    - 1 / Sigma_jj)``: in 2-D ``-(f_1^2 / s_1^2 + f_2^2 / s_2^2) rho^2 / (1 - rho^2)``, and
+    against NumPy's inverse in 4-D; 0 for a diagonal covariance."""
+    from bayesgmm._families import conditional_floor_logp
+
+    factor = pt.dmatrix("L")
+    floor_sq = np.array([0.09, 0.25])
+    fn = pytensor.function(
+        [factor], conditional_floor_logp([factor], floor_sq), mode="FAST_COMPILE"
+    )
+    s1, s2, rho = 0.7, 1.9, -0.93
+    lower = np.linalg.cholesky([[s1**2, rho * s1 * s2], [rho * s1 * s2, s2**2]])
+    expected = -(floor_sq[0] / s1**2 + floor_sq[1] / s2**2) * rho**2 / (1 - rho**2)
+    np.testing.assert_allclose(fn(lower), expected, rtol=1e-12)
+    np.testing.assert_allclose(fn(np.diag([s1, s2])), 0.0, atol=1e-15)
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 6))
+    covariance = a @ a.T / 6
+    f2 = rng.uniform(0.0, 0.5, size=4)
+    both = [factor, pt.dmatrix("M")]
+    fn4 = pytensor.function(both, conditional_floor_logp(both, f2), mode="FAST_COMPILE")
+    one = -np.sum(f2 * (np.diag(np.linalg.inv(covariance)) - 1 / np.diag(covariance)))
+    lower = np.linalg.cholesky(covariance)
+    np.testing.assert_allclose(fn4(lower, lower), 2 * one, rtol=1e-10)
+    assert one < 0
+
+
+def _tied_path(sd_prior: str) -> list[float]:
+    """The kernel's log posterior density as one component's correlation runs to 1 at fixed
+    standard deviations, the component on 50 rows that share both values (0, 0)."""
+    from bayesgmm._logdensity import log_density_for
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([np.zeros((50, 2)), np.round(rng.normal(3.0, 1.0, size=(50, 2)), 2)])
+    model = build_model(X, 2, priors=GMMPriors.from_data(X, sd_prior=sd_prior, n_components=2))
+    density = log_density_for(model)
+    assert density is not None
+    loc, scale = density.scaling.loc, density.scaling.scale
+    s = 0.05  # standardised sds of the tied component, fixed
+    values = []
+    for one_minus in (1.0, 1e-2, 1e-4, 1e-6, 1e-8):
+        packed = [np.log(s), s * np.sqrt(1 - one_minus), np.log(s * np.sqrt(one_minus))]
+        x = np.concatenate([[0.0], -loc / scale, (3.0 - loc) / scale, packed, np.zeros(3)])
+        values.append(density(x, X)[0])
+    return values
+
+
+def test_resolution_prior_bounds_a_correlation_on_rows_tied_on_two_features():
+    """Rows tied on two features (MASS's Boston: 132 share indus and tax): at fixed standard
+    deviations the likelihood of a component on them grows as ``-n/2 log(1 - rho^2)``, without
+    bound under a barrier on each variance alone (the inverse-gamma's, as the resolution
+    prior's was); the resolution prior's barrier on each variance given the other features
+    (:func:`bayesgmm._families.conditional_floor`) sends the density to -inf instead."""
+    resolution = _tied_path("resolution")
+    assert np.all(np.diff(resolution[1:]) < 0) and resolution[-1] < resolution[0] - 1e3
+    inverse_gamma = _tied_path("inverse_gamma")
+    assert np.all(np.diff(inverse_gamma) > 0) and inverse_gamma[-1] > inverse_gamma[0] + 100

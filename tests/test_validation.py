@@ -89,6 +89,28 @@ def test_prior_draws_follow_the_documented_priors(priors):
         assert stats.kstest(values, cdf).pvalue > 1e-3
 
 
+def test_prior_draws_with_the_conditional_barrier_follow_the_model():
+    """The default study prior (resolution, ``f = 0.3``, ``c = 1``, ``eta = 2``) has the
+    conditional barrier on full covariances (a potential the model's RVs do not draw): the
+    draws are thinned by rejection. In 2-D, integrating out both standard deviations leaves
+    the correlation's density ``(1 - rho^2)^(eta - 1) exp(-2 sqrt(2) (f / c) / sqrt(1 -
+    rho^2))``; without the thinning it is the LKJ's ``(1 - rho^2)^(eta - 1)``."""
+    from scipy import integrate
+
+    priors = DEFAULT_STUDY_PRIORS
+    assert priors.sd_prior == "resolution" and priors.sd_floor == (0.3,)
+    draws = draw_prior(priors, 3000, random_seed=2)
+    assert draws["covariances"].shape == (3000, 2, 2, 2)
+    stds = np.sqrt(np.diagonal(draws["covariances"], axis1=-2, axis2=-1))
+    rho = (draws["covariances"][:, :, 0, 1] / (stds[:, :, 0] * stds[:, :, 1])).ravel()
+    ratio, eta = 0.3 / 1.0, priors.lkj_eta
+    grid = np.linspace(-1.0, 1.0, 40_001)[1:-1]
+    density = (1 - grid**2) ** (eta - 1) * np.exp(-2 * np.sqrt(2) * ratio / np.sqrt(1 - grid**2))
+    cdf = integrate.cumulative_trapezoid(density, grid, initial=0.0)
+    cdf /= cdf[-1]
+    assert stats.kstest(rho, lambda v: np.interp(v, grid, cdf)).pvalue > 1e-3
+
+
 def test_draw_prior_keeps_the_draw_axis_for_one_draw():
     draws = draw_prior(SBC_PRIORS, 1, random_seed=0)
     assert draws["covariances"].shape == (1, 2, 2, 2)

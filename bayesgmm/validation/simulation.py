@@ -21,10 +21,14 @@ SBC_PRIORS_IG = replace(SBC_PRIORS, sd_prior="inverse_gamma")
 """The study's priors with each variance ``~ InvGamma(3/2, 1)`` (``sd_scale`` 1: the variance's
 median 0.85, near the HalfNormal(1)'s 0.45 for ``s^2``, with a heavier right tail)."""
 
-SBC_PRIORS_RESOLUTION = replace(SBC_PRIORS, sd_prior="resolution", sd_floor=(0.3,))
+SBC_PRIORS_RESOLUTION = replace(
+    SBC_PRIORS, sd_prior="resolution", sd_floor=(0.3,), sd_floor_given_others=(0.3,)
+)
 """The study's priors with each standard deviation's HalfNormal(1) times the barrier
-``exp(-0.3^2 / s^2)`` (:attr:`GMMPriors.sd_floor`; fixed, as the prior must not see the data:
-the floor a feature rounded to steps of about 0.25, 30 rows sharing a value, would get)."""
+``exp(-0.3^2 / s^2)`` (:attr:`GMMPriors.sd_floor`), and the full covariances' barrier on each
+variance given the other feature of the same scale (:attr:`GMMPriors.sd_floor_given_others`):
+fixed, as the prior must not see the data; the floors a feature rounded to steps of about
+0.25, 30 rows sharing a value (also with the other feature), would get."""
 
 STUDY_PRIORS = {
     "halfnormal": SBC_PRIORS,
@@ -62,6 +66,10 @@ def draw_prior(
 ) -> dict[str, np.ndarray]:
     """Parameters drawn from the model's own prior (``pm.draw`` on :func:`build_model`'s RVs).
 
+    Where the model has the ``"resolution"`` prior's conditional barrier (a potential, a
+    factor <= 1 of the density: :func:`bayesgmm._families.conditional_floor`), the draws are
+    thinned by rejection with it, so they follow the model's prior exactly.
+
     Parameters
     ----------
     priors : GMMPriors
@@ -86,10 +94,17 @@ def draw_prior(
     """
     model = build_model(_placeholder_data(4, n_features), n_components, priors=priors)
     names = ("weights", "means", "covariances")
-    values = pm.draw([model[n] for n in names], draws=n_draws, random_seed=random_seed)
-    if n_draws == 1:
-        values = [v[None] for v in values]
-    return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+    graphs = [model[n] for n in names] + [p for p in model.potentials]
+    rng = np.random.default_rng(random_seed)
+    kept: list[list[np.ndarray]] = [[] for _ in names]
+    while sum(len(v) for v in kept[0]) < n_draws:
+        values = [np.asarray(v) for v in pm.draw(graphs, draws=max(n_draws, 2), random_seed=rng)]
+        accept = np.ones(values[0].shape[0], dtype=bool)
+        for log_factor in values[len(names) :]:  # a factor <= 1 of the prior (the conditional
+            accept &= np.log(rng.uniform(size=accept.size)) < log_factor  # barrier): rejection
+        for store, v in zip(kept, values, strict=False):
+            store.append(v[accept])
+    return {n: np.concatenate(v)[:n_draws] for n, v in zip(names, kept, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ singularity must not be trusted, and the second start must find the mode.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from sklearn.datasets import load_wine
 from bayesgmm import EMGaussianMixture, build_model, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import RETRY_FLOOR, laplace
-from bayesgmm.model import observed_rows
+from bayesgmm.model import default_priors, observed_rows
 from bayesgmm.sampling import _flat_start, _kernel_start
 from bayesgmm.start import em_initial_values
 
@@ -68,6 +69,45 @@ def test_no_retry_when_the_first_search_succeeds():
     assert approx.mode[0] == pytest.approx(_mode_and_sd()[0], abs=1e-8)
 
 
+def _two_basins(narrow_height: float):
+    """Two Gaussian bumps far apart: at 0 narrow along x_1 (sd 1e-3, condition 1e6) with log
+    height ``narrow_height``; at (20, 20) round, log height 0."""
+    a, sa = np.zeros(2), np.array([1.0, 1e-3])
+    b, sb = np.full(2, 20.0), np.ones(2)
+
+    def density(x, X):
+        ra, rb = (x - a) / sa, (x - b) / sb
+        la, lb = narrow_height - 0.5 * ra @ ra, -0.5 * rb @ rb
+        top = max(la, lb)
+        wa, wb = np.exp(la - top), np.exp(lb - top)
+        grad = (wa * -ra / sa + wb * -rb / sb) / (wa + wb)
+        return top + np.log(wa + wb), grad
+
+    return density, a, b
+
+
+@pytest.mark.parametrize(("narrow_height", "moves"), [(-3.0, True), (3.0, False)])
+def test_a_mode_on_a_narrow_ridge_is_compared_with_the_retry_start(narrow_height, moves):
+    """The search from the start ends at a mode on a narrow ridge (condition 1e6, as a
+    component the prior bounds at the rounding noise): the retry start is searched too, and
+    its mode is kept only where its log density is higher."""
+    density, a, b = _two_basins(narrow_height)
+    approx = laplace(density, np.empty((0, 1)), a, retry=lambda: b)
+    assert approx.kind == "laplace" and approx.retried == moves
+    np.testing.assert_allclose(approx.mode, b if moves else a, atol=1e-6)
+    assert (approx.condition < 10) == moves
+
+
+def test_a_well_conditioned_mode_is_kept_without_the_retry():
+    density, _, b = _two_basins(0.0)
+
+    def retry():
+        raise AssertionError("the second start was asked for")
+
+    approx = laplace(density, np.empty((0, 1)), b, retry=retry)
+    assert approx.kind == "laplace" and not approx.retried
+
+
 def test_floor_raises_the_standardised_eigenvalues_only():
     X = np.asarray(load_wine().data)[:, :4]
     em = EMGaussianMixture(2, random_state=0).fit(X)
@@ -93,22 +133,32 @@ def _covariance(packed: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_wine_with_missing_cells_from_a_collapsing_em_fit():
     """Issue 15: EM (this seed) ends on the singularity missing cells allow (a component's
-    covariance collapses along a direction only its few complete rows see); the search from
-    it finds no mode, the one from the floored start does (at EM's partition)."""
+    covariance collapses along a direction only its few complete rows see). With a barrier on
+    each standard deviation alone the search from it finds no mode and the one from the
+    floored start does (at EM's partition); with the default prior's barrier on each variance
+    given the others (wine's values tie jointly) the search from EM ends at a bounded spike
+    (condition ~2e5, 3.6 nats lower), so the floored start is searched too and its mode
+    kept."""
     X = np.asarray(load_wine().data).copy()
     X[np.random.default_rng(3).random(X.shape) < 0.15] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         em = EMGaussianMixture(3, tol=1e-6, max_iter=1000, random_state=2).fit(X)
     assert not em.converged_  # still climbing the singularity
-    model = build_model(X, 3)
-    density = log_density_for(model)
-    rows = density.rows(*observed_rows(model))
-    start = _flat_start(model, em)
-    assert laplace(density, rows, start).kind != "laplace"
-    approx = laplace(density, rows, start, retry=lambda: _flat_start(model, em, RETRY_FLOOR))
-    assert approx.kind == "laplace" and approx.retried and approx.condition < 1e4
-    assert np.abs(density(approx.mode, rows)[1]).max() < 1e-6
+    default = build_model(X, 3)
+    alone = build_model(X, 3, priors=replace(default_priors(X), sd_floor_given_others=0.0))
+    for model, spike in ((alone, False), (default, True)):
+        density = log_density_for(model)
+        rows = density.rows(*observed_rows(model))
+        start = _flat_start(model, em)
+        first = laplace(density, rows, start)
+        assert first.kind == ("laplace" if spike else "none")
+        assert not spike or first.condition > 1e5
+        floored = _flat_start(model, em, RETRY_FLOOR)
+        approx = laplace(density, rows, start, retry=lambda floored=floored: floored)
+        assert approx.kind == "laplace" and approx.retried and approx.condition < 1e4
+        assert np.abs(density(approx.mode, rows)[1]).max() < 1e-6
+        assert not spike or approx.log_density > first.log_density + 1.0
 
 
 def test_an_end_where_the_gradient_does_not_vanish_is_not_trusted():

@@ -104,11 +104,14 @@ def joint_resolution_floor(X: Any, sample_weight: Any = None) -> np.ndarray:
     most = np.zeros(X.shape[1])
     for a, j in enumerate(tied):
         for k in tied[a + 1 :]:
-            (codes_j, _, _), (codes_k, counts_k, _) = ties[j], ties[k]
+            (codes_j, counts_j, _), (codes_k, counts_k, _) = ties[j], ties[k]
+            if min(counts_j.max(), counts_k.max()) <= min(most[j], most[k]):
+                continue  # (no pair of their values can raise either)
             both = (codes_j >= 0) & (codes_k >= 0)
             pairs = codes_j[both] * counts_k.size + codes_k[both]
-            _, which = np.unique(pairs, return_inverse=True)
-            count = np.bincount(which, weights=weight[both]).max(initial=0.0)
+            if counts_j.size * counts_k.size > 4 * pairs.size + 1024:  # sparse: by sorting
+                pairs = np.unique(pairs, return_inverse=True)[1]
+            count = np.bincount(pairs, weights=weight[both]).max(initial=0.0)
             most[j], most[k] = max(most[j], count), max(most[k], count)
     return np.array([_barrier_scale(step, m) for (_, _, step), m in zip(ties, most, strict=True)])
 

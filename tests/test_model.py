@@ -394,3 +394,33 @@ def test_resolution_prior_bounds_a_correlation_on_rows_tied_on_two_features():
     assert np.all(np.diff(resolution[1:]) < 0) and resolution[-1] < resolution[0] - 1e3
     inverse_gamma = _tied_path("inverse_gamma")
     assert np.all(np.diff(inverse_gamma) > 0) and inverse_gamma[-1] > inverse_gamma[0] + 100
+
+
+def test_joint_resolution_floor_counts_rows_tied_on_two_features():
+    """``g_j = sqrt(m_j / 2) h_j / sqrt(12)`` with ``m_j`` the largest number of rows sharing
+    their values on feature ``j`` and another one (brute force over pairs of columns), 0 where
+    no two rows do; frequency weights count as repeated rows, and a row ties on a pair only
+    where both cells are observed."""
+    from bayesgmm.priors import joint_resolution_floor, resolution_floor
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 4)) * [1.0, 1.0, 0.3, 5.0]
+    X = np.column_stack([np.round(X[:, j], d) for j, d in enumerate([1, 1, 1, 3])])
+    X[:, 3] += np.arange(300) * 1e-3  # no ties at all: g = 0 there
+    expected = np.zeros(4)
+    for j in range(4):
+        counts = [
+            np.unique(X[:, [j, k]], axis=0, return_counts=True)[1].max() for k in range(4) if k != j
+        ]
+        steps = np.diff(np.unique(X[:, j]))
+        m = max(counts)
+        expected[j] = steps.min() / np.sqrt(12) * np.sqrt(m / 2) if m > 1 else 0.0
+    got = joint_resolution_floor(X)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got[3] == 0.0 < got[:3].min() and np.all(got <= resolution_floor(X) + 1e-15)
+    weight = rng.integers(0, 4, size=300).astype(float)
+    repeated = np.repeat(X, weight.astype(int), axis=0)
+    np.testing.assert_allclose(joint_resolution_floor(X, weight), joint_resolution_floor(repeated))
+    missing = X.copy()
+    missing[:, 1] = np.nan
+    assert joint_resolution_floor(missing)[1] == 0.0

@@ -27,7 +27,9 @@ covariance, ``g = sd_floor_given_others`` (:func:`conditional_floor`; a potentia
 
 Every variance thus has the same prior whatever the model (for the inverse-gamma, the
 marginal of each variance under mclust's inverse-Wishart prior of VVV, see
-:class:`~bayesgmm.GMMPriors`), and the spherical scale's is that of the mean variance.
+:class:`~bayesgmm.GMMPriors`), and the spherical scale's is that of the mean variance, except
+that the barrier on each variance given the others (where ``g > 0``) also shifts the
+marginals of VVV's and EEE's standard deviations a little (away from the floor).
 
 Weights and means have the same priors in every model. A shared covariance is one set of free
 variables (one ``pm.LKJCholeskyCov`` named ``chol_cov``, or ``stds_z`` of dims ``(feature,)``

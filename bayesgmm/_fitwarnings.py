@@ -273,8 +273,9 @@ def _collapse_message(found: list[str], sd_prior: str, several: bool) -> str:
         why = (
             f"the {sd_prior!r} prior bounds each variance, but the component's rows share "
             "values on several features, where a correlation can run to +-1 and the posterior "
-            "has no bound, so NUTS will not converge. Use sd_prior='resolution' (the default: "
-            "it bounds each variance given the other features), covariance_type='diag', add "
+            "has no bound, so NUTS will not converge. Use the default priors "
+            "(GMMPriors.from_data(X): sd_prior='resolution' with sd_floor_given_others from the "
+            "data bounds each variance given the other features), covariance_type='diag', add "
             "noise of the rounding unit's size to those features, drop or transform them, or "
             "use fewer components."
         )

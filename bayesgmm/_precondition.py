@@ -16,7 +16,9 @@ covariance collapses along a direction few rows see, e.g. the rows without missi
 that observe all of its features) it climbs without reaching a stationary point. Such a
 search is recognised by its gradient, and :func:`laplace` searches again from ``retry``
 (the EM estimate with its covariances' eigenvalues floored, :func:`bayesgmm.start
-.em_initial_values`), which lies in the basin of the mode near EM's partition.
+.em_initial_values`), which lies in the basin of the mode near EM's partition. So does a
+search that ends on a narrow ridge (a spike the prior bounds, e.g. at the rounding noise of
+tied rows), keeping the higher of the two modes.
 
 A Laplace approximation can be poor: a mode at the edge of the support (a collapsing
 component), a Hessian that is not negative definite, or one so ill-conditioned that some
@@ -101,8 +103,9 @@ class Laplace:
     retried : bool
         Whether the mode was found from EM's estimate with its covariances' eigenvalues
         floored at :data:`RETRY_FLOOR`: the ``retry`` start of :func:`laplace` (the search
-        from the first start reached no usable mode), or the only start when EM's own could
-        not be sampled from (``bayesgmm.sampling._kernel_start``).
+        from the first start reached no usable mode, or a lower one on a narrow ridge), or the
+        only start when EM's own could not be sampled from
+        (``bayesgmm.sampling._kernel_start``).
     """
 
     mode: np.ndarray
@@ -261,7 +264,7 @@ def laplace(
         number above ``5e3``, where the start may sit in a spike the prior bounds: wine with
         missing cells, EM climbing a collapse, reaches a mode 3.6 nats below the floored
         start's, at condition 1.9e5 against 161); its result is kept when it gives one, and
-        in the second case when its log density is higher.
+        in the second case when its log density is higher (by more than rounding).
 
     Returns
     -------
@@ -282,7 +285,8 @@ def laplace(
         return first
     second = _search(density, X, np.asarray(retry(), dtype=np.float64), newton_steps)
     calls = first.n_gradients + second.n_gradients
-    if second.kind != "laplace" or (found and second.log_density <= first.log_density):
+    higher = second.log_density > first.log_density + 1e-6 * max(1.0, abs(first.log_density))
+    if second.kind != "laplace" or (found and not higher):  # (the same mode: not retried)
         return replace(first, n_gradients=calls)
     return replace(second, n_gradients=calls, retried=True)
 

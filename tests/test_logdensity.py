@@ -13,8 +13,10 @@ import pytest
 
 from bayesgmm import EMGaussianMixture, GMMPriors, build_model, sample_posterior
 from bayesgmm._logdensity import log_density_for
+from bayesgmm._models import model_name
 from bayesgmm._units import to_data_units
 from bayesgmm.datasets import load_faithful, simulate_mixture
+from bayesgmm.model import observed_rows
 from bayesgmm.sampling import _flat_start, _kernel_compiled, resolve_backend
 
 # PyMC's graphs evaluated by PyTensor's Python linker: the same oracle, without compiling C
@@ -68,19 +70,33 @@ CASES += [
     ("VII", 3, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3), **IG)),
     ("EII", 2, 3, GMMPriors(sd_scale=(1.0, 3.0, 0.3), var_shape=2.0, **IG)),
 ]
-# the HalfNormal with a barrier at the rounding noise, some features without one (f = 0); the
-# LKJ builds compile for 2-5 s: the full one runs in the fast suite (its barrier on each variance
-# given the others, the potential, is math of its own), EEE's with the slow tests (the kernel's
-# LKJ term uses the same b1 and b2 terms the fast diagonal cases and LKJ cases check)
+# the HalfNormal with a barrier at the rounding noise, some features without one (f = 0), and
+# for VVV / EEE the barrier on each variance given the others (g, the potential); the LKJ builds
+# compile for 2-5 s: the full one runs in the fast suite (the potential is math of its own),
+# EEE's with the slow tests (the kernel's LKJ term uses the same b1 and b2 terms the fast
+# diagonal cases and LKJ cases check)
 RES = {"sd_prior": "resolution"}
 CASES += [
-    ("full", 2, 2, GMMPriors(lkj_eta=1.5, sd_scale=(2.0, 0.5), sd_floor=(0.3, 0.0), **RES)),
+    (
+        "full",
+        2,
+        2,
+        GMMPriors(
+            lkj_eta=1.5,
+            sd_scale=(2.0, 0.5),
+            sd_floor=(0.3, 0.0),
+            sd_floor_given_others=(0.4, 0.2),
+            **RES,
+        ),
+    ),
     ("full", 2, 1, GMMPriors(sd_scale=0.3, sd_floor=0.2, **RES)),  # built as VVI
     pytest.param(
         "EEE",
         3,
         2,
-        GMMPriors(sd_scale=(2.0, 4.0), sd_floor=(0.0, 1.0), **RES),
+        GMMPriors(
+            sd_scale=(2.0, 4.0), sd_floor=(0.0, 1.0), sd_floor_given_others=(0.0, 0.8), **RES
+        ),
         marks=pytest.mark.slow,
     ),
     ("diag", 3, 2, GMMPriors(sd_scale=(0.4, 1.5), sd_floor=(0.2, 0.4), **RES)),
@@ -110,7 +126,30 @@ def test_value_and_gradient_equal_pymc(cov_type, k, d, priors, rng):
     model = build_model(X, k, priors=priors, covariance_type=cov_type)
     density = log_density_for(model)
     assert density is not None
+    floored = max(priors.sd_floor_given_others) > 0 and model_name(cov_type) in ("VVV", "EEE")
+    assert [p.name for p in model.potentials] == (["conditional_floor"] if floored else [])
     assert_equals_pymc(model, density, X, rng, points=4, spread=0.7)
+
+
+def test_the_barrier_given_the_others_equals_pymc_with_missing_cells_and_weights(rng):
+    """The potential on the path of rows with missing cells and frequency weights (the same
+    prior code, other likelihood statistics)."""
+    X = _data(3, rng)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[np.isnan(X).all(axis=1), 0] = 3.0
+    weights = rng.integers(1, 4, size=X.shape[0]).astype(float)
+    priors = GMMPriors(
+        means_loc=3.0,
+        sd_scale=(1.0, 5.0, 0.2),
+        sd_floor=(0.1, 0.0, 0.02),
+        sd_floor_given_others=(0.3, 0.5, 0.01),
+        **RES,
+    )
+    model = build_model(X, 2, priors=priors, sample_weight=weights)
+    density = log_density_for(model)
+    assert [p.name for p in model.potentials] == ["conditional_floor"]
+    rows = density.rows(*observed_rows(model))
+    assert_equals_pymc(model, density, rows, rng, points=3, spread=0.7)
 
 
 def test_value_and_gradient_at_the_em_mode_of_offset_data(rng):

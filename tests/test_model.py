@@ -337,8 +337,8 @@ def test_resolution_prior_is_a_normalised_density(scale, floor):
 
 
 def test_conditional_floor_is_the_barrier_on_each_variance_given_the_others():
-    """The resolution prior's factor on correlated covariances, ``-sum_j f_j^2 ((Sigma^-1)_jj
-    - 1 / Sigma_jj)``: in 2-D ``-(f_1^2 / s_1^2 + f_2^2 / s_2^2) rho^2 / (1 - rho^2)``, and
+    """The resolution prior's factor on correlated covariances, ``-sum_j g_j^2 ((Sigma^-1)_jj
+    - 1 / Sigma_jj)``: in 2-D ``-(g_1^2 / s_1^2 + g_2^2 / s_2^2) rho^2 / (1 - rho^2)``, and
     against NumPy's inverse in 4-D; 0 for a diagonal covariance."""
     from bayesgmm._families import conditional_floor_logp
 

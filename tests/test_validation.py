@@ -90,15 +90,16 @@ def test_prior_draws_follow_the_documented_priors(priors):
 
 
 def test_prior_draws_with_the_conditional_barrier_follow_the_model():
-    """The default study prior (resolution, ``f = 0.3``, ``c = 1``, ``eta = 2``) has the
+    """The default study prior (resolution, ``f = g = 0.3``, ``c = 1``, ``eta = 2``) has the
     conditional barrier on full covariances (a potential the model's RVs do not draw): the
-    draws are thinned by rejection. In 2-D, integrating out both standard deviations leaves
-    the correlation's density ``(1 - rho^2)^(eta - 1) exp(-2 sqrt(2) (f / c) / sqrt(1 -
-    rho^2))``; without the thinning it is the LKJ's ``(1 - rho^2)^(eta - 1)``."""
+    draws are thinned by rejection. In 2-D with ``g = f``, integrating out both standard
+    deviations leaves the correlation's density ``(1 - rho^2)^(eta - 1) exp(-2 sqrt(2) (f /
+    c) / sqrt(1 - rho^2))``; without the thinning it is the LKJ's ``(1 - rho^2)^(eta - 1)``."""
     from scipy import integrate
 
     priors = DEFAULT_STUDY_PRIORS
-    assert priors.sd_prior == "resolution" and priors.sd_floor == (0.3,)
+    assert priors.sd_prior == "resolution"
+    assert priors.sd_floor == priors.sd_floor_given_others == (0.3,)
     draws = draw_prior(priors, 3000, random_seed=2)
     assert draws["covariances"].shape == (3000, 2, 2, 2)
     stds = np.sqrt(np.diagonal(draws["covariances"], axis1=-2, axis2=-1))
@@ -109,6 +110,15 @@ def test_prior_draws_with_the_conditional_barrier_follow_the_model():
     cdf = integrate.cumulative_trapezoid(density, grid, initial=0.0)
     cdf /= cdf[-1]
     assert stats.kstest(rho, lambda v: np.interp(v, grid, cdf)).pvalue > 1e-3
+
+
+def test_draw_prior_stops_when_the_barrier_rejects_nearly_everything(monkeypatch):
+    import bayesgmm.validation.simulation as simulation
+
+    monkeypatch.setattr(simulation, "_MAX_PASSES", 2)
+    priors = dataclasses.replace(DEFAULT_STUDY_PRIORS, sd_floor_given_others=(30.0,))
+    with pytest.raises(RuntimeError, match=r"lower priors\.sd_floor_given_others"):
+        draw_prior(priors, 50, random_seed=0)
 
 
 def test_draw_prior_keeps_the_draw_axis_for_one_draw():

@@ -66,7 +66,9 @@ class BayesianGMM(BaseEstimator):
         The standard deviations' prior of the default priors (:class:`GMMPriors`); only with
         ``priors=None``. Unset, ``"resolution"`` (:data:`bayesgmm.priors.DEFAULT_SD_PRIOR`):
         the HalfNormal with each variance bounded below at the rounding noise of features with
-        tied values (the HalfNormal exactly where no value ties).
+        tied values (the HalfNormal exactly where no value ties), and with full or tied
+        covariances each variance given the other features too, where rows share values on
+        two features.
     draws, tune, chains : int
         Draws kept per chain, tuning steps per chain, number of chains; ``tune=None``
         (default) lets :func:`bayesgmm.sample_posterior` choose (300 on whitened parameters,

@@ -410,8 +410,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_SD_PRIOR,
         choices=SD_PRIORS,
         help="prior of the component standard deviations: resolution (default: a HalfNormal "
-        "bounded below at the rounding noise of features with tied values, the HalfNormal "
-        "where no value ties), halfnormal, or inverse_gamma (mclust's)",
+        "bounded below at the rounding noise of features with tied values, also given the "
+        "other features where rows tie on two, the HalfNormal where no value ties), "
+        "halfnormal, or inverse_gamma (mclust's)",
     )
     _add_sampling_arguments(fit)
     fit.set_defaults(func=_fit)

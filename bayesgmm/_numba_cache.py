@@ -59,6 +59,7 @@ KERNEL_MODULES = (
     "_population",
     "_precondition",
     "_unconstrained",
+    "_vexp",
 )
 
 _HEADER = b"bayesgmm-checked-1\n"

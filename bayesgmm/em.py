@@ -685,7 +685,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         blocks = _fastem._as_blocks(covariances, self._layout)
         floor = 2.0 * self.reg_covar + 1e-12
         reached = g.floor_reached(blocks, self._unit_variances, floor)
-        return np.broadcast_to(reached, (self.n_components,))
+        if reached.shape[0] == self.n_components:  # (em-EM asks thousands of times a sweep)
+            return reached
+        return np.repeat(reached, self.n_components)  # tied: one block for all components
 
     def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
         """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""

@@ -86,16 +86,37 @@ def _two_basins(narrow_height: float):
     return density, a, b
 
 
-@pytest.mark.parametrize(("narrow_height", "moves"), [(-3.0, True), (3.0, False)])
+@pytest.mark.parametrize(
+    ("narrow_height", "moves"),
+    [(-3.0, True), (3.0, True), (10.0, False)],  # its log mass: height + log(1e-3) + log(2 pi)
+)
 def test_a_mode_on_a_narrow_ridge_is_compared_with_the_retry_start(narrow_height, moves):
     """The search from the start ends at a mode on a narrow ridge (condition 1e6, as a
     component the prior bounds at the rounding noise): the retry start is searched too, and
-    its mode is kept only where its log density is higher."""
+    its mode is kept only where its Laplace mass is higher. At height 3 the narrow bump is
+    higher but holds exp(3 - 6.91) of the round one's mass: the search moves."""
     density, a, b = _two_basins(narrow_height)
     approx = laplace(density, np.empty((0, 1)), a, retry=lambda: b)
     assert approx.kind == "laplace" and approx.retried == moves
     np.testing.assert_allclose(approx.mode, b if moves else a, atol=1e-6)
     assert (approx.condition < 10) == moves
+
+
+def test_log_mass_of_a_gaussian_is_its_normalising_constant():
+    """Closed form: exp(h) N(x; mu, S) unnormalised at height h has mass
+    h + (d/2) log 2 pi + (1/2) log det S."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 4))
+    cov = a @ a.T + 4 * np.eye(4)
+    precision, mu, h = np.linalg.inv(cov), rng.normal(size=4), 1.7
+
+    def density(x, X):
+        r = x - mu
+        return h - 0.5 * r @ precision @ r, -precision @ r
+
+    approx = laplace(density, np.empty((0, 1)), np.zeros(4))
+    expected = h + 2.0 * np.log(2.0 * np.pi) + 0.5 * np.linalg.slogdet(cov)[1]
+    assert approx.log_mass == pytest.approx(expected, abs=1e-6)
 
 
 def test_a_well_conditioned_mode_is_kept_without_the_retry():

@@ -54,6 +54,7 @@ _KERNEL_BLOCK_ROWS = 512
 _NUMPY_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once by the NumPy engine
 _SUMMARY_BLOCK_ELEMENTS = 2**17
 _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding error
+# (and within _vexp.exp_nonpositive's range, which starts at -708)
 # Reassociation lets LLVM vectorise the sums over a block; no-NaN/no-inf flags stay off, so
 # -inf log-weights and exp underflow behave as in IEEE arithmetic. Every kernel also compiles
 # with error_model="numpy": a division by zero gives inf or NaN instead of raising, so a NUTS

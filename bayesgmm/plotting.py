@@ -971,7 +971,8 @@ def plot_criteria(
     table : pandas.DataFrame
         ``EMSelection.table`` (columns ``n_components``, ``covariance_type``, ``status`` and
         the criteria). Failed fits are skipped; collapsed or unconverged fits are drawn
-        hollow.
+        hollow, and the star marks each model's best among the others, as
+        ``EMSelection.best`` chooses (among all when every fit of the model is hollow).
     criteria : sequence of {"bic", "icl", "aic"}
     ax : matplotlib.axes.Axes, optional
 
@@ -1014,7 +1015,8 @@ def plot_criteria(
                 mfc="white",
                 color=f"C{i}",
             )
-            best = group.loc[group[criterion].idxmin()]
+            healthy = group[ok] if ok.any() else group  # as EMSelection.best chooses
+            best = healthy.loc[healthy[criterion].idxmin()]
             ax.plot(
                 best["n_components"],
                 best[criterion],

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -424,4 +425,28 @@ def test_plot_criteria_marks_the_best():
         assert star.get_ydata()[0] == pytest.approx(best["bic"])
     with pytest.raises(ValueError, match="criterion"):
         plot_criteria(sweep.table, criteria=("waic",))
+    plt.close("all")
+
+
+def test_plot_criteria_stars_the_healthy_best_as_the_selection_does():
+    """A collapsed fit with the lowest criterion is drawn hollow and not starred (the
+    selection never chooses it; the model_selection notebook's AIC star sat on one)."""
+    from bayesgmm.plotting import plot_criteria
+
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3, 4],
+            "covariance_type": ["full"] * 4,
+            "model_name": ["VVV"] * 4,
+            "status": ["ok", "ok", "collapsed", "collapsed"],
+            "bic": [10.0, 8.0, 9.0, 5.0],
+        }
+    )
+    ax = plot_criteria(table, criteria=("bic",))
+    (star,) = [line for line in ax.lines if line.get_marker() == "*"]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (2, 8.0)
+    all_hollow = table.assign(status="collapsed")
+    ax = plot_criteria(all_hollow, criteria=("bic",))
+    (star,) = [line for line in ax.lines if line.get_marker() == "*"]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (4, 5.0)
     plt.close("all")

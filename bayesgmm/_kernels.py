@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _gaussian as g
 from ._scaling import AffineScaling
-from ._vexp import FASTMATH_EXACT_ORDER, exp_nonpositive
+from ._vexp import exp_nonpositive
 
 __all__ = [
     "ENGINES",
@@ -54,7 +54,7 @@ _KERNEL_BLOCK_ROWS = 512
 _NUMPY_CHUNK_ELEMENTS = 2**19  # rows x components x features held at once by the NumPy engine
 _SUMMARY_BLOCK_ELEMENTS = 2**17
 _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding error
-# (and within _vexp.exp_nonpositive's range, which starts at -708)
+# (within exp_nonpositive's range, MIN_ARGUMENT = -708: tests/test_vexp.py)
 # Reassociation lets LLVM vectorise the sums over a block; no-NaN/no-inf flags stay off, so
 # -inf log-weights and exp underflow behave as in IEEE arithmetic. Every kernel also compiles
 # with error_model="numpy": a division by zero gives inf or NaN instead of raising, so a NUTS
@@ -115,7 +115,7 @@ def _log_densities(xt, m, offset, means, chol_t, diagonal, lp, y, acc):  # pragm
             lp[c, i] = offset[c] - 0.5 * acc[i]
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH_EXACT_ORDER)  # (see _vexp)
+@numba.njit(cache=True, error_model="numpy", fastmath=_FASTMATH)
 def _responsibilities(lp, m, top, norm, weights, start):  # pragma: no cover - compiled
     """Turn log-densities ``lp`` into responsibilities in place; return the block's log-lik.
 

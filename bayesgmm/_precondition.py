@@ -37,6 +37,7 @@ import numba
 import numpy as np
 from scipy.optimize import minimize
 
+from ._gaussian import LOG_2PI
 from ._kernels import _FASTMATH
 from ._logdensity import LogDensity, _logp_and_grad
 
@@ -118,13 +119,14 @@ class Laplace:
 
     @property
     def log_mass(self) -> float:
-        """Laplace's approximation to the log posterior mass of the mode's basin,
-        ``log_density + log det L + (n_dim / 2) log(2 pi)`` (``-inf`` without a full
-        curvature, ``kind != "laplace"``): a spike's height does not make it where the mass is."""
-        if self.kind != "laplace":
-            return -np.inf
-        log_det = float(np.sum(np.log(np.abs(np.diag(self.factor)))))
-        return self.log_density + log_det + 0.5 * self.mode.size * np.log(2.0 * np.pi)
+        """Log posterior mass of the mode's basin under the Laplace approximation,
+        ``log_density + 0.5 log det(2 pi Sigma)`` with ``Sigma = L L'`` (its diagonal version
+        for ``kind="diagonal"``; NaN for ``"none"``, which has no curvature): a spike's height
+        does not make it where the mass is."""
+        if self.kind not in ("laplace", "diagonal"):
+            return np.nan
+        log_det = 2.0 * float(np.sum(np.log(np.abs(np.diag(self.factor)))))
+        return float(self.log_density + 0.5 * (self.mode.size * LOG_2PI + log_det))
 
     def to_theta(self, z: np.ndarray) -> np.ndarray:
         """Unconstrained parameters ``mode + L z`` of whitened ``z`` (..., n_dim)."""
@@ -296,10 +298,15 @@ def laplace(
         return first
     second = _search(density, X, np.asarray(retry(), dtype=np.float64), newton_steps)
     calls = first.n_gradients + second.n_gradients
-    higher = second.log_mass > first.log_mass + 1e-6 * max(1e3, abs(first.log_mass))
-    if second.kind != "laplace" or (found and not higher):  # (the same mode: not retried)
-        return replace(first, n_gradients=calls)
+    if second.kind != "laplace" or (found and not _more_mass(second, first)):
+        return replace(first, n_gradients=calls)  # (the same mode: not retried)
     return replace(second, n_gradients=calls, retried=True)
+
+
+def _more_mass(new: Laplace, old: Laplace) -> bool:
+    """Whether ``new`` (a full Laplace approximation, as ``old``) holds more mass than
+    ``old`` by more than rounding."""
+    return new.log_mass > old.log_mass + 1e-6 * max(1e3, abs(old.log_mass))
 
 
 def _search(density: LogDensity, X: np.ndarray, start: np.ndarray, newton_steps: int) -> Laplace:

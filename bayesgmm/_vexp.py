@@ -11,10 +11,11 @@ it is exact), ``exp(r)`` by its Taylor polynomial of degree 13 (truncation below
 relative), and ``2^n`` built from its bits. Within 1 ulp of libm's ``exp`` on ``[-708, 0]``
 (``tests/test_vexp.py``).
 
-The reduction needs the two subtractions in the order written. Reassociation would let LLVM
-merge them (a prototype inlined into a loop compiled with ``reassoc`` erred by up to 181 ulp
-near ``x = -600``), so callers use :data:`FASTMATH_EXACT_ORDER`; ``tests/test_vexp.py``
-checks the accuracy through the E-step kernel itself.
+The reduction needs the two subtractions in the order written: reassociation lets LLVM merge
+them (errors up to ~200 ulp near ``x = -700``). A Numba function whose ``fastmath`` is not set
+inherits its first caller's flags, for every later caller and into the on-disk cache, so
+:func:`exp_nonpositive` sets its own, :data:`FASTMATH_EXACT_ORDER`; its callers may use any
+(``tests/test_vexp.py`` compiles a reassociating caller first, in a fresh process).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _float_from_bits(typingctx, bits):  # pragma: no cover - compiled
     return types.float64(types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH_EXACT_ORDER)
 def exp_nonpositive(x):  # pragma: no cover - compiled
     """``exp(x)`` for ``MIN_ARGUMENT <= x <= 0`` (other ``x``: undefined; callers test the
     range first), within 1 ulp of ``np.exp``."""

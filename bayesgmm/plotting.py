@@ -1015,7 +1015,7 @@ def plot_criteria(
                 mfc="white",
                 color=f"C{i}",
             )
-            healthy = group[ok] if ok.any() else group  # as EMSelection.best chooses
+            healthy = group[ok] if ok.any() else group  # healthy first, as EMSelection.best
             best = healthy.loc[healthy[criterion].idxmin()]
             ax.plot(
                 best["n_components"],

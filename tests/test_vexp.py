@@ -1,5 +1,10 @@
 """The E-step's vectorisable exp (:mod:`bayesgmm._vexp`) against NumPy's."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -59,3 +64,45 @@ def test_the_kernels_responsibilities_keep_that_accuracy():
     relative = np.abs(lp[nonzero] - expected[nonzero]) / expected[nonzero]
     assert relative.max() < 4 * np.finfo(float).eps
     assert log_lik == pytest.approx(expected_log_lik, rel=1e-14)
+
+
+def test_the_kernels_cut_off_lies_inside_the_range():
+    from bayesgmm._kernels import _LOG_NEGLIGIBLE
+
+    assert _LOG_NEGLIGIBLE >= MIN_ARGUMENT
+
+
+_REASSOCIATING_CALLER_FIRST = textwrap.dedent(
+    """
+    import numba, numpy as np
+    from bayesgmm._vexp import exp_nonpositive
+
+    @numba.njit(fastmath={"reassoc", "contract", "nsz"})
+    def loose(x):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = exp_nonpositive(x[i])
+        return out
+
+    x = np.random.default_rng(1).uniform(-708.0, -500.0, 20_000)
+    reference = np.exp(x)
+    print(float(np.max(np.abs(loose(x) - reference) / np.spacing(reference))))
+    """
+)
+
+
+def test_a_reassociating_caller_compiled_first_keeps_the_accuracy(tmp_path):
+    """Numba gives a function without its own fastmath flags those of its first caller (and
+    caches that machine code): compiled first from a reassociating loop, the reduction was
+    merged and erred by ~200 ulp. exp_nonpositive sets its own flags; a fresh process and an
+    empty cache make this caller the first."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", _REASSOCIATING_CALLER_FIRST],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert float(run.stdout.strip().splitlines()[-1]) <= 1.0, run.stdout

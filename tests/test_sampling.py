@@ -351,3 +351,30 @@ def test_summary_has_each_parameter_once(fitted):
     lower = [name for name in table.index if name.startswith("covariances[0")]
     assert len(lower) == d * (d + 1) // 2
     assert {"hdi_low", "hdi_high", "r_hat", "ess_bulk"} <= set(table.columns)
+
+
+def test_the_gil_switch_interval_is_short_while_sampling_and_restored(data, monkeypatch):
+    """nutpie's chains take the GIL back after every kernel call; the main thread's own Python
+    must hand it over within 0.1 ms, not CPython's 5 ms (bayesgmm.sampling._responsive_gil).
+    The interval is process-wide, so it is restored, also when sampling fails."""
+    import sys
+
+    import bayesgmm.sampling as sampling
+
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(sys.getswitchinterval())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(sampling, "_sample", failing)
+    before = sys.getswitchinterval()
+    em = EMGaussianMixture(2, random_state=0).fit(data)
+    with pytest.raises(RuntimeError, match="stop here"):
+        sample_posterior(build_model(data, 2), em, random_seed=1, progressbar=False)
+    assert seen == [pytest.approx(min(1e-4, before))]
+    assert sys.getswitchinterval() == before
+    with sampling._responsive_gil(1e-3):  # a shorter interval set by the user is kept
+        with sampling._responsive_gil(1e-2):
+            assert sys.getswitchinterval() == pytest.approx(1e-3)
+    assert sys.getswitchinterval() == before

@@ -121,6 +121,17 @@ def test_draw_prior_stops_when_the_barrier_rejects_nearly_everything(monkeypatch
         draw_prior(priors, 50, random_seed=0)
 
 
+def test_draw_prior_returns_when_its_last_pass_fills_the_draws(monkeypatch):
+    """The pass that completes the draws ends the rejection, also when it is the last one
+    allowed (it raised before: the count was checked only at the start of the next pass)."""
+    import bayesgmm.validation.simulation as simulation
+
+    monkeypatch.setattr(simulation, "_MAX_PASSES", 1)
+    priors = dataclasses.replace(DEFAULT_STUDY_PRIORS, sd_floor_given_others=(0.01,))
+    draws = draw_prior(priors, 20, random_seed=0)  # acceptance ~1 at g = 0.01: one pass
+    assert draws["covariances"].shape == (20, 2, 2, 2)
+
+
 def test_draw_prior_keeps_the_draw_axis_for_one_draw():
     draws = draw_prior(SBC_PRIORS, 1, random_seed=0)
     assert draws["covariances"].shape == (1, 2, 2, 2)

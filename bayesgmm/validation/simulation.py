@@ -56,9 +56,8 @@ def _placeholder_data(n_samples: int, n_features: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n_samples, n_features))
 
 
-_MAX_PASSES = (
-    100  # of draw_prior's rejection (each pass draws n_draws; acceptance 0.77 in the study)
-)
+# Passes of draw_prior's rejection, each of n_draws draws (acceptance 0.77 in the study).
+_MAX_PASSES = 100
 
 
 def draw_prior(
@@ -103,14 +102,14 @@ def draw_prior(
     rng = np.random.default_rng(random_seed)
     kept: list[list[np.ndarray]] = [[] for _ in names]
     for _ in range(_MAX_PASSES):
-        if sum(len(v) for v in kept[0]) >= n_draws:
-            break
         values = [np.asarray(v) for v in pm.draw(graphs, draws=max(n_draws, 2), random_seed=rng)]
         accept = np.ones(values[0].shape[0], dtype=bool)
         for log_factor in values[len(names) :]:  # a factor <= 1 of the prior (the conditional
             accept &= np.log(rng.uniform(size=accept.size)) < log_factor  # barrier): rejection
         for store, v in zip(kept, values, strict=False):
             store.append(v[accept])
+        if sum(len(v) for v in kept[0]) >= n_draws:
+            break
     else:
         raise RuntimeError(
             f"draw_prior: the prior's barrier on each variance given the others accepted "

@@ -821,3 +821,64 @@ def test_ctrl_c_after_a_first_run_stopped_while_tuning_returns_no_tuning_draws(r
     out, attrs = run_again_if_left(first, [approx], lambda point: point, run)
     assert attrs == {} and set(out.children) == {"posterior", "sample_stats"}
     assert out["sample_stats"].sizes["draw"] == 0
+
+
+def _standard_normal_sampler(n_dim: int, draws: int):
+    """nutpie sampling a standard normal in the background (4 chains, tuning kept), as a
+    watched run does."""
+    import nutpie
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    def make_logp_fn():
+        return lambda x, **shared: (-0.5 * float(x @ x), -x)
+
+    def make_expand_fn(*seeds_and_chain):
+        return lambda x, **shared: {"unconstrained_point": np.array(x, dtype=np.float64)}
+
+    compiled = from_pyfunc(
+        n_dim,
+        make_logp_fn,
+        make_expand_fn,
+        [np.dtype("float64")],
+        [(n_dim,)],
+        ["unconstrained_point"],
+        make_initial_point_fn=lambda seed: np.ones(n_dim),
+    )
+    return nutpie.sample(
+        compiled,
+        draws=draws,
+        tune=100,
+        chains=4,
+        cores=4,
+        seed=3,
+        progress_bar=False,
+        save_warmup=True,
+        blocking=False,
+    )
+
+
+def test_the_running_logp_read_is_the_full_conversions(rng):
+    """The watcher's cheap look at a running sampler (nutpie's Arrow column) gives every
+    chain's log densities exactly as nutpie's full conversion to ArviZ does, tuning first
+    (read while the sampler is paused, so both see the same draws); a stand-in without
+    nutpie's internals is read through ``inspect()``."""
+    import time
+
+    from bayesgmm._drift import _arrays, running_logp
+
+    sampler = _standard_normal_sampler(3, 20_000)
+    try:
+        time.sleep(0.5)
+        sampler.pause()
+        cheap = running_logp(sampler)
+        full = _arrays([sampler.inspect()])[1]
+    finally:
+        sampler.cancel()
+    assert len(cheap) == 4 and max(map(len, cheap)) > WATCH_DRAWS
+    for c, lp in enumerate(cheap):
+        np.testing.assert_array_equal(lp, full[c, : len(lp)])
+        assert np.isnan(full[c, len(lp) :]).all()
+    logp = _chi2_logp(rng, -100.0, 3, (2, 50))
+    stand_in = _Running(_stats_tree(logp))
+    for c, lp in enumerate(running_logp(stand_in)):
+        np.testing.assert_array_equal(lp, logp[c])

@@ -25,7 +25,7 @@ __all__ = ["SmallLoop", "canonical_rows"]
 _LAYOUT_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover - compiled
     """:meth:`bayesgmm._kernels.Mixture.lower_factors` from ``chol`` as ``(K or 1, D, D)``
     (full, tied) or ``(K, D or 1, 1)`` (diag, spherical), ``layout`` a :data:`_LAYOUT_CODES`."""
@@ -43,7 +43,7 @@ def _lower_factors(chol, layout, n_components, n_features):  # pragma: no cover 
     return out
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)  # em-EM's runs on threads
 def _statistics(X, loc, scale, weights, means, chol, layout, block_rows):  # pragma: no cover
     """The serial E-step of :func:`bayesgmm._kernels.e_step` in one compiled call: precision
     factors, log-offsets, the kernel's sums and their totals (``_finish``)."""

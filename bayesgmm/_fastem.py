@@ -50,7 +50,7 @@ _ORIENTATION = ("EVE", "VVE")  # ... from the previous common orientation and va
 _BLOCK = 128  # NumPy's pairwise summation block (PW_BLOCKSIZE)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _numpy_sum(a):  # pragma: no cover - compiled
     """``a.sum()`` of a contiguous 1-D array in NumPy's order (pairwise, 8 partial sums)."""
     n = a.shape[0]
@@ -76,7 +76,7 @@ def _numpy_sum(a):  # pragma: no cover - compiled
     return total
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _diagonal_covariances(scatter, nk, model, volumes, tol):  # pragma: no cover - compiled
     """The covariances ``(K, D)`` of the diagonal models (spherical ones repeat their value)."""
     n_components, n_features = scatter.shape
@@ -97,7 +97,7 @@ def _diagonal_covariances(scatter, nk, model, volumes, tol):  # pragma: no cover
     return out, volumes
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _full_covariances(scatter, nk, model, warm, tol):  # pragma: no cover - compiled
     """The covariances ``(K, D, D)`` (``(1, D, D)`` for EEE) of the models with full
     covariances, the next warm start ``(volumes, orientation, values)``, and ``failed``."""
@@ -138,7 +138,7 @@ def _full_covariances(scatter, nk, model, warm, tol):  # pragma: no cover - comp
     return out, (volumes, orientation, values), failed
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _m_step(stats, means, model, regularisation, warm, inner_tol):  # pragma: no cover
     """:func:`bayesgmm._mstep.m_step` and the precision factors: weights, means, covariances
     (``(K, D)`` diagonal or ``(K or 1, D, D)``), factors (``(K, D or 1, 1)`` or like the
@@ -178,7 +178,7 @@ def _m_step(stats, means, model, regularisation, warm, inner_tol):  # pragma: no
     return nk / _numpy_sum(nk), new_means, covariances, factors, warm, failed
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)  # em-EM's runs on threads
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)  # em-EM's runs on threads
 def iterate(
     X, loc, scale, layout, block_rows, model, regularisation, inner_tol, params, warm, state
 ):  # pragma: no cover - compiled

@@ -52,7 +52,7 @@ def _singular_message(component: int | None) -> str:
     )
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def floor_reached(blocks, variances, floor):  # pragma: no cover - compiled
     """Per block of covariances (``(B, D, D)`` full, ``(B, D, 1)`` diagonal, ``(B, 1, 1)``
     spherical): whether its variance in some direction is at most ``floor`` times the
@@ -78,7 +78,7 @@ def floor_reached(blocks, variances, floor):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _cholesky_into(matrices, lower):  # pragma: no cover - compiled
     """Lower Cholesky factors of ``matrices`` ``(B, D, D)`` (lower triangles read) into ``lower``.
 
@@ -104,7 +104,7 @@ def _cholesky_into(matrices, lower):  # pragma: no cover - compiled
     return -1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _invert_lower_into(lower, inverse):  # pragma: no cover - compiled
     """``inverse[b] = inv(lower[b])`` for lower triangular factors, by forward substitution."""
     n = lower.shape[1]
@@ -119,7 +119,7 @@ def _invert_lower_into(lower, inverse):  # pragma: no cover - compiled
                 inverse[b, i, j] = total / lower[b, i, i]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _precision_factors_into(covariances, factors):  # pragma: no cover - compiled
     """Upper ``U = inv(L)^T`` (``inv(Sigma) = U U^T``) of each ``(B, D, D)`` covariance into
     ``factors``; returns the first covariance that is not positive definite, or -1."""

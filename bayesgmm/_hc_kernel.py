@@ -47,13 +47,13 @@ _RTHALF = np.sqrt(0.5)
 _SIZE, _TRACE, _TERM = 0, 1, 2
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always", fastmath=False)
 def _pair(i, j):  # pragma: no cover - compiled
     """Position of the pair ``(i, j)``, ``i < j``, in the packed triangle."""
     return j * (j - 1) // 2 + i
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _log_det(w, n, chol):  # pragma: no cover - compiled
     """``log det(W / n)`` by Cholesky; ``-inf`` when ``W`` is not numerically positive definite."""
     p = w.shape[0]
@@ -75,7 +75,7 @@ def _log_det(w, n, chol):  # pragma: no cover - compiled
     return total - p * np.log(n)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _vvv_term(n, trace, w, alpha, beta, chol):  # pragma: no cover - compiled
     """The VVV term of a cluster of ``n > max(p, 2)`` rows (mclust's ``vvvtij``)."""
     c = beta * (trace + alpha) / n
@@ -89,7 +89,7 @@ def _vvv_term(n, trace, w, alpha, beta, chol):  # pragma: no cover - compiled
     return n * (np.log(1.0 + np.exp(-detlog) * c) + detlog)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _candidate(
     model, a, b, latest, slots, xs, scatter, alpha, beta, v, w, chol, keep_w
 ):  # pragma: no cover - compiled
@@ -132,7 +132,7 @@ def _candidate(
     return term - (slots[a, _TERM] + slots[b, _TERM]), trace, term
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _stored_scatter(m, n, first_row_only, out):  # pragma: no cover - compiled
     """The scatter matrix of a cluster as later merges see it (see the module docstring)."""
     p = m.shape[0]
@@ -146,7 +146,7 @@ def _stored_scatter(m, n, first_row_only, out):  # pragma: no cover - compiled
             out[a, b] = (m[0, a] / root) * (m[0, b] / root) * min(min(a, b) + 1, rows)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _column_minimum(d, j, colmin, colarg):  # pragma: no cover - compiled
     """Smallest entry of column ``j`` (rows ``< j``), the last one on ties."""
     best, arg = np.inf, 0
@@ -157,7 +157,7 @@ def _column_minimum(d, j, colmin, colarg):  # pragma: no cover - compiled
     colmin[j], colarg[j] = best, arg
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _best_column(colmin, n_active):  # pragma: no cover - compiled
     """The column holding the smallest merge cost, the last one on ties."""
     best, arg = colmin[1], 1
@@ -167,7 +167,7 @@ def _best_column(colmin, n_active):  # pragma: no cover - compiled
     return arg
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _merge_slots(
     model, i, j, latest, slots, xs, scatter, alpha, beta, work, first_row_only
 ):  # pragma: no cover - compiled
@@ -187,7 +187,7 @@ def _merge_slots(
         _stored_scatter(w, int(nij), first_row_only, scatter[i])
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _move_slot(source, target, slots, xs, scatter, d):  # pragma: no cover - compiled
     """Slot ``source`` (the last active one) moves into slot ``target < source``."""
     slots[target] = slots[source]
@@ -200,7 +200,7 @@ def _move_slot(source, target, slots, xs, scatter, d):  # pragma: no cover - com
         d[_pair(target, k)] = d[_pair(k, source)]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _refresh(
     model, i, j, n_active, slots, xs, scatter, d, colmin, colarg, alpha, beta, work
 ):  # pragma: no cover - compiled
@@ -223,7 +223,7 @@ def _refresh(
                     colmin[k], colarg[k] = value, r
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _initial_costs(model, slots, xs, scatter, alpha, beta, work):  # pragma: no cover - compiled
     """The cost of merging every pair of singletons, and the column minima."""
     n = xs.shape[0]
@@ -240,7 +240,7 @@ def _initial_costs(model, slots, xs, scatter, alpha, beta, work):  # pragma: no 
     return d, colmin, colarg
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def agglomerate(z, model, alpha, beta, first_row_only):  # pragma: no cover - compiled
     """Merge the rows of ``z`` down to one cluster; return the ``n - 1`` merges.
 

@@ -59,7 +59,10 @@ _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding e
 # -inf log-weights and exp underflow behave as in IEEE arithmetic. Every kernel also compiles
 # with error_model="numpy": a division by zero gives inf or NaN instead of raising, so a NUTS
 # step into an extreme region returns a non-finite density (a divergence) instead of stopping
-# the sampler.
+# the sampler. Every kernel of bayesgmm states its fastmath flags, False included: a Numba
+# function without them compiles with its first caller's flags, and keeps that code for
+# every later caller and in the on-disk cache, so its results (and a chaotic NUTS path
+# through them) would depend on which caller a process ran first (tests/test_faults.py).
 _FASTMATH = {"reassoc", "contract", "nsz"}
 # "No frequency weights": the kernels test for an empty weight array and then run the
 # unweighted arithmetic unchanged.
@@ -223,7 +226,7 @@ def _weighted_block_pass(
     _add_moments(xt, m, lp, means, diagonal, diff, y, t, resp_sum, first, second)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _new_sums(n_threads, n_components, n_features):  # pragma: no cover - compiled
     return (
         np.zeros(n_threads),
@@ -375,7 +378,7 @@ class Mixture:
         return _log_offsets(_contiguous(self.weights), factors)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _log_offsets(weights, factors):  # pragma: no cover - compiled
     """``log w_k + sum_j log factors[k, j, j] - D log(2 pi) / 2`` (``-inf`` for a zero weight)."""
     n_features = factors.shape[1]
@@ -392,7 +395,7 @@ def _contiguous(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float64)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _finish(sums, diagonal):  # pragma: no cover - compiled
     """Add the per-thread sums; fill the lower triangle of ``second`` (or keep its diagonal)."""
     log_lik, resp_sum, first, second = sums

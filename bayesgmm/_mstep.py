@@ -159,7 +159,7 @@ def _most_degenerate(scatter: np.ndarray, nk: np.ndarray) -> int:
     return int(np.argmin(smallest.min(axis=1) / nk))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _full_scatter(nk, first, second, shift, regularisation):  # pragma: no cover - compiled
     """New means and ``W_k + n_k diag(reg_covar)`` about them, symmetric, from moments about
     ``shift``: ``W_k = second_k - n_k delta_k delta_k^T`` with ``delta_k = first_k / n_k``."""
@@ -180,7 +180,7 @@ def _full_scatter(nk, first, second, shift, regularisation):  # pragma: no cover
 
 # --------------------------------------------------------------------------- rules on V_k
 # Compiled, so that the iterative M-steps' loops (also compiled) and the closed forms share them.
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _geometric_mean(values):  # pragma: no cover - compiled
     """``|diag(V_k)|^(1/D)`` per row ``k`` of ``values`` ``(K, D)``, in log space."""
     out = np.empty(values.shape[0])
@@ -189,7 +189,7 @@ def _geometric_mean(values):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rule_ee(values, nk):  # pragma: no cover - compiled
     """Common volume and shape: ``sum_k V_k / n`` for every component."""
     common = values.sum(axis=0) / nk.sum()
@@ -199,20 +199,20 @@ def _rule_ee(values, nk):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rule_vv(values, nk):  # pragma: no cover - compiled
     """Volume and shape of each component's own: ``V_k / n_k``."""
     return values / nk.reshape((-1, 1))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rule_ev(values, nk):  # pragma: no cover - compiled
     """Common volume, own shape: ``lambda V_k / |V_k|^(1/D)``, ``lambda = sum |V_k|^(1/D) / n``."""
     volumes = _geometric_mean(values)
     return (volumes.sum() / nk.sum()) * values / volumes.reshape((-1, 1))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rule_ve(values, nk, volumes, tol, max_iter):  # pragma: no cover - compiled
     """Own volume, common shape (C&G 1995): alternate the exact shape and volume updates.
 
@@ -284,7 +284,7 @@ def _evv(scatter, nk, warm, tol):
     return covariances, None
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _evv_rule(scatter, nk):  # pragma: no cover - compiled
     """``lambda C_k`` with ``C_k = W_k / |W_k|^(1/D)`` (C&G 1995): log-determinants by Cholesky;
     the first ``W_k`` that is not positive definite, or -1."""
@@ -306,7 +306,7 @@ def _eev(scatter, nk, warm, tol):
     return _rotate(vectors, _rule_ee(values, nk)), None
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _eigh(matrices):  # pragma: no cover - compiled
     """Eigenvalues ``(K, D)`` (ascending) and eigenvectors ``(K, D, D)`` of each matrix."""
     values = np.empty(matrices.shape[:2])
@@ -333,7 +333,7 @@ def _vee(scatter, nk, warm, tol):
     return volumes[:, None, None] * common, Warm(volumes=volumes)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _vee_loop(scatter, nk, volumes, tol, max_iter):  # pragma: no cover - compiled
     """``lambda_k C`` (C&G 1995): ``C`` given the volumes, then the volumes given ``C``.
 
@@ -400,7 +400,7 @@ def _orientation_objective(scatter, nk, orientation, values) -> float:
     return objective if np.isfinite(objective) else np.inf
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _orientation_loop(
     scatter, nk, orientation, values, equal_volume, tol, max_iter
 ):  # pragma: no cover - compiled
@@ -431,7 +431,7 @@ def _orientation_loop(
     return values
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rotation_sweep(rotated, inverse, orientation):  # pragma: no cover - compiled
     """One sweep of plane rotations lowering ``sum_k tr(R^T W_k R M_k)``, ``M_k = diag(1/V_k)``.
 
@@ -471,7 +471,7 @@ def _rotation_sweep(rotated, inverse, orientation):  # pragma: no cover - compil
                     rotated[k, j, r] = c * rotated[k, j, r] - s * first
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _rotate(vectors, values):  # pragma: no cover - compiled
     """``R_k diag(V_k) R_k^T`` for every component (``vectors`` ``(K, D, D)`` or ``(1, D, D)``),
     symmetric by construction."""

@@ -30,7 +30,8 @@ __all__ = ["Population", "Slot", "iterate_many", "start_rows"]
 _START_ELEMENTS = 2**21  # starts x components x rows x features of one batch of statistics
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)  # runs to convergence on threads
+# runs to convergence on threads
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
 def iterate_many(
     X, loc, scale, layout, block_rows, model, regularisation, inner_tol, tol, arrays, which, limits
 ):  # pragma: no cover - compiled
@@ -75,7 +76,7 @@ def iterate_many(
     return traces, taken, converged, failed
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _fresh_volumes(nk, first, second, model, regularisation):  # pragma: no cover - compiled
     """The volumes a fresh iterative M-step (VEI, VEE, VEV) starts from, as
     :func:`bayesgmm._mstep._start_volumes` (the VII ones, ``tr(W_k) / (n_k D)``, summed in
@@ -103,7 +104,7 @@ def _fresh_volumes(nk, first, second, model, regularisation):  # pragma: no cove
     return volumes
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def start_rows(
     resp_sum, first, second, model, regularisation, inner_tol, arrays, rows
 ):  # pragma: no cover - compiled
@@ -135,7 +136,7 @@ def start_rows(
     return failed
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def start_scatters(resp_sum, first, second, regularisation):  # pragma: no cover - compiled
     """Each start's scatter matrices about its means (``(S, K, D, D)``), as the M-step's."""
     out = np.empty_like(second)
@@ -146,7 +147,7 @@ def start_scatters(resp_sum, first, second, regularisation):  # pragma: no cover
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _objective(scatter, nk, orientation, values):  # pragma: no cover - compiled
     """:func:`bayesgmm._mstep._orientation_objective`: ``F`` of a common orientation."""
     total = 0.0
@@ -157,7 +158,7 @@ def _objective(scatter, nk, orientation, values):  # pragma: no cover - compiled
     return total if np.isfinite(total) else np.inf
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def start_orientation_rows(
     resp_sum, first, second, scatters, vectors, model, regularisation, inner_tol, arrays, rows
 ):  # pragma: no cover - compiled
@@ -196,7 +197,7 @@ def start_orientation_rows(
     return failed
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _weighted_rows(resps, X):  # pragma: no cover - compiled
     """``resps[s, n, k] * X[n, d]`` as a C-contiguous ``(S, K, N, D)`` array: the products
     NumPy's broadcast multiplication forms (the same rounded products), without its
@@ -213,7 +214,7 @@ def _weighted_rows(resps, X):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _resp_sums(resps):  # pragma: no cover - compiled
     """``resps.sum(axis=1)`` of ``(S, N, K)`` responsibilities in NumPy's order (row after
     row: the reduced axis is not the contiguous one; for ``K = 1`` NumPy sums pairwise, but

@@ -107,7 +107,7 @@ def _reduce(grad_chol, n_groups, n_scales):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=False)
 def _unpack_draws(
     draws, n_components, n_features, diagonal, n_groups, n_scales
 ):  # pragma: no cover - compiled

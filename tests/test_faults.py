@@ -7,6 +7,7 @@ no input ever modified, no half-written output left behind.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import shutil
@@ -406,6 +407,23 @@ def test_kernel_modules_lists_every_module_with_cached_kernels():
     package = Path(_numba_cache.__file__).parent
     cached = {path.stem for path in package.rglob("*.py") if "cache=True" in path.read_text()}
     assert cached - {"_numba_cache"} == set(_numba_cache.KERNEL_MODULES)
+
+
+def test_every_kernel_states_its_fastmath_flags():
+    # Numba compiles a function without its own fastmath option with its first caller's
+    # flags (numba.core.cpu: inherit_if_not_set) and keeps that code for every later caller
+    # and in the cache: _gaussian's Cholesky kernels, called from the exact M-step and from
+    # the reassociating log density, would then depend on which ran first in a process.
+    from numba.core.registry import CPUDispatcher
+
+    unset = []
+    for name in _numba_cache.KERNEL_MODULES:
+        module = importlib.import_module(f"bayesgmm.{name}")
+        for attr, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+                if "fastmath" not in value.targetoptions:
+                    unset.append(f"{name}.{attr}")
+    assert unset == []
 
 
 @pytest.mark.slow  # three fresh processes importing bayesgmm: ~30 s of CPU

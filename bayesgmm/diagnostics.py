@@ -16,6 +16,7 @@ import xarray as xr
 from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
 from ._scaling import AffineScaling
+from ._stuck import stuck_chains
 from ._units import scaling_of, standardised
 
 __all__ = [
@@ -56,6 +57,11 @@ _ADVICE = {
     "with their weights). If the smallest weight is small, the posterior prefers near-empty "
     "components (too many components for the data; their parameters are then barely "
     "identified and mix slowly): use fewer components or a simpler covariance_type",
+    "stuck": "a chain's trajectories were mostly rejected: its step size, tuned where it "
+    "started, is too large where it went (a narrow region, such as a near-empty component), "
+    "so it repeats its draws and its R-hat and ESS say little. Tune longer or raise "
+    "target_accept (e.g. 0.95); if a weight is small, use fewer components or a simpler "
+    "covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -294,7 +300,8 @@ def _check_rows(idata: Tree) -> list[dict]:
         rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
     attrs = get_group(idata, "posterior").attrs
     converged = all(row[3] for row in rows)
-    rows += [row for row in (_left_mode_row(idata, converged), _drift_row(idata)) if row]
+    extra = (_left_mode_row(idata, converged), _drift_row(idata), _stuck_row(idata))
+    rows += [row for row in extra if row]
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
         rows.append(("interrupted", kept, asked, False, attrs["interrupted"]))
@@ -421,6 +428,22 @@ def _drift_row(idata: Tree) -> tuple | None:
     return ("drift", float(abs(r["last"] - r["first"])), float(r["sd"]), False, where)
 
 
+def _stuck_row(idata: Tree) -> tuple | None:
+    """The ``stuck`` row when a NUTS chain's mean acceptance fell far below its target
+    (:func:`bayesgmm._stuck.stuck_chains`)."""
+    table = stuck_chains(idata) if _trajectories(idata) else None
+    if table is None or not table["stuck"].any():
+        return None
+    worst = int(table["accept"].to_numpy().argmin())
+    r = table.iloc[worst]
+    repeated = "" if np.isnan(r["repeated"]) else f", {r['repeated']:.0%} of its draws repeat"
+    where = (
+        f"chain {worst} (of {int(table['stuck'].sum())} stuck): mean acceptance "
+        f"{r['accept']:.2f} against target_accept {r['target']:g}{repeated}"
+    )
+    return ("stuck", float(r["accept"]), float(r["threshold"]), False, where)
+
+
 def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     """The ``left_mode`` row when chains left the mode they were whitened at and ran again
     (``posterior.attrs["left_mode_depth"]``, :mod:`bayesgmm._drift`).
@@ -481,6 +504,8 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     posterior mode they were whitened at and ran again, :mod:`bayesgmm._drift`, passing when
     the other checks do, since it is then a finding about the model; ``drift``
     when a chain moved to another region while drawing, :func:`log_likelihood_drift`;
+    ``stuck`` when a NUTS chain's mean acceptance fell below half its target,
+    :func:`bayesgmm._stuck.stuck_chains`;
     divergences and bfmi pass as not applicable to independence Metropolis-Hastings draws,
     ``posterior.attrs["draws_sampler"]``, :mod:`bayesgmm._independence`),
     ``value`` (the count,

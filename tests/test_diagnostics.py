@@ -148,3 +148,45 @@ def test_the_left_mode_row_says_whether_the_chains_were_moved_and_why(fit, rng):
     row = diagnostics(idata).set_index("check").loc["left_mode"]
     assert "chain(s) [0] ran again from their own draws" in row["worst"]
     assert "+1.3 nats" in row["worst"] and "each kept its chains" in row["worst"]
+
+
+def _accepting(idata, accept: np.ndarray, target: float = 0.8, start: np.ndarray | None = None):
+    """``idata`` with NUTS's acceptance statistic (and which draws repeat the one before)."""
+    idata.sample_stats["mean_tree_accept"] = xr.DataArray(accept, dims=("chain", "draw"))
+    if start is not None:
+        index = np.where(start, 0, 3)
+        idata.sample_stats["index_in_trajectory"] = xr.DataArray(index, dims=("chain", "draw"))
+    idata.posterior.attrs["target_accept"] = target
+    return idata
+
+
+def test_a_chain_whose_trajectories_are_rejected_is_stuck(fit, rng):
+    """Chain 1 accepts 0.09 on average against a target of 0.8 and repeats 80% of its draws
+    (the model-selection notebook's K=4 chain): a ``stuck`` row names it with both numbers
+    and what to try; chains near their target (0.83, and 0.45 just above half of 0.8) pass,
+    and a raised target (0.95 in the follow-up) is the one judged."""
+    idata = _posterior(fit, energy=rng.standard_normal((2, 2000)))
+    accept = np.stack([rng.uniform(0.7, 0.95, 2000), rng.uniform(0.0, 0.18, 2000)])
+    start = np.stack([rng.random(2000) < 0.02, rng.random(2000) < 0.8])
+    failed, message = _failed(_accepting(idata, accept, start=start))
+    assert failed == {"stuck"}
+    assert "chain 1 (of 1 stuck): mean acceptance 0.09 against target_accept 0.8" in message
+    assert "80% of its draws repeat" in message and "raise target_accept" in message
+    row = diagnostics(idata).set_index("check").loc["stuck"]
+    assert row["value"] == pytest.approx(0.09, abs=0.01) and row["threshold"] == 0.4
+    accept[1] = rng.uniform(0.4, 0.5, 2000)  # low, but above half the target
+    assert _failed(_accepting(idata, accept, start=start))[0] == set()
+    idata.posterior.attrs["follow_up_target_accept"] = 0.95  # the new chains' target: 0.475
+    assert _failed(_accepting(idata, accept, start=start))[0] == {"stuck"}
+
+
+def test_acceptance_is_not_judged_without_trajectories_or_a_target(fit, rng):
+    """Independence Metropolis-Hastings draws have no trajectories (their acceptance is
+    another statistic), and results without a recorded target cannot be judged."""
+    accept = np.full((2, 2000), 0.05)
+    imh = _accepting(_posterior(fit), accept)
+    imh.posterior.attrs["draws_sampler"] = "independence_mh"
+    assert "stuck" not in set(diagnostics(imh)["check"])
+    untargeted = _accepting(_posterior(fit), accept)
+    del untargeted.posterior.attrs["target_accept"]
+    assert "stuck" not in set(diagnostics(untargeted)["check"])

@@ -7,7 +7,10 @@ E-BFMI) and warns with :class:`SamplingWarning`. Results are returned either way
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -188,6 +191,28 @@ def summarise_in_units(
     return table
 
 
+# results judged within :func:`reusing_parameter_diagnostics` (None outside it): id -> (results,
+# the posterior's arrays the table was computed from, the table)
+_REUSED: ContextVar[dict | None] = ContextVar("bayesgmm_parameter_diagnostics", default=None)
+
+
+@contextlib.contextmanager
+def reusing_parameter_diagnostics() -> Iterator[None]:
+    """Within the block, :func:`parameter_diagnostics` of the same results computes once.
+
+    The sampling pipeline judges one set of results up to four times (its follow-up's plan,
+    the independence step's check, the final warning): ArviZ's R-hat and ESS were a quarter
+    of a crabs K=2 run. A table is reused only for the same results object whose posterior
+    still holds the arrays it was computed from (a relabelling replaces them); outside the block
+    every call computes, so results a user changes are judged afresh.
+    """
+    token = _REUSED.set({})
+    try:
+        yield
+    finally:
+        _REUSED.reset(token)
+
+
 def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     """R-hat, bulk and tail ESS for every scalar of weights, means and covariances.
 
@@ -213,6 +238,21 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
     >>> parameter_diagnostics(fit.idata_).sort_values("r_hat").tail(3)  # doctest: +SKIP
     """
+    reused = _REUSED.get()
+    if reused is None:
+        return _parameter_diagnostics(idata)
+    arrays = [variable.values for variable in get_group(idata, "posterior").data_vars.values()]
+    kept = reused.get(id(idata))
+    if kept is None or kept[0] is not idata or not _same_arrays(kept[1], arrays):
+        kept = reused[id(idata)] = (idata, arrays, _parameter_diagnostics(idata))
+    return kept[2].copy()
+
+
+def _same_arrays(kept: list[np.ndarray], arrays: list[np.ndarray]) -> bool:
+    return len(kept) == len(arrays) and all(a is b for a, b in zip(kept, arrays, strict=True))
+
+
+def _parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     posterior = get_group(idata, "posterior")
     if {"weights", "means", "covariances"} <= set(posterior.data_vars):
         posterior = standardised(posterior, scaling_of(idata))

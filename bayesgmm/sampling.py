@@ -48,7 +48,7 @@ from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
 from .alignment import label_switching_summary
-from .diagnostics import SamplingWarning, check_sampling
+from .diagnostics import SamplingWarning, check_sampling, reusing_parameter_diagnostics
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
 from .modes import _warn_modes, record_modes, sample_groups
@@ -225,6 +225,7 @@ def _check_arguments(
         )
 
 
+@reusing_parameter_diagnostics()  # the run's results are judged up to four times
 def sample_posterior(
     model: pm.Model,
     em: EMGaussianMixture,

@@ -190,3 +190,36 @@ def test_acceptance_is_not_judged_without_trajectories_or_a_target(fit, rng):
     untargeted = _accepting(_posterior(fit), accept)
     del untargeted.posterior.attrs["target_accept"]
     assert "stuck" not in set(diagnostics(untargeted)["check"])
+
+
+def test_parameter_diagnostics_of_the_same_results_compute_once_within_the_block(fit, monkeypatch):
+    """Within reusing_parameter_diagnostics the table of one results object is computed once
+    and handed out as copies; new results, a replaced posterior or any of its arrays (a
+    relabelling), or a call outside the block compute again."""
+    import importlib
+
+    from bayesgmm._idata import get_group, replace_group
+
+    module = importlib.import_module("bayesgmm.diagnostics")
+    computed = []
+    compute = module._parameter_diagnostics
+    monkeypatch.setattr(
+        module, "_parameter_diagnostics", lambda idata: computed.append(id(idata)) or compute(idata)
+    )
+    idata, other = _posterior(fit), _posterior(fit, chain_shift=0.5)
+    with module.reusing_parameter_diagnostics():
+        first = module.parameter_diagnostics(idata)
+        again = module.parameter_diagnostics(idata)
+        assert len(computed) == 1 and first.equals(again) and first is not again
+        again["r_hat"] = 0.0  # a caller's change stays its own
+        assert module.parameter_diagnostics(idata).equals(first)
+        assert not module.parameter_diagnostics(other).equals(first) and len(computed) == 2
+        replace_group(idata, "posterior", get_group(idata, "posterior").copy(deep=True))
+        module.parameter_diagnostics(idata)
+        assert len(computed) == 3
+        posterior = get_group(idata, "posterior")  # new weights, the same means array
+        replace_group(idata, "posterior", posterior.assign(weights=posterior["weights"] * 1.0))
+        module.parameter_diagnostics(idata)
+        assert len(computed) == 4
+    module.parameter_diagnostics(idata)
+    assert len(computed) == 5

@@ -378,3 +378,20 @@ def test_the_gil_switch_interval_is_short_while_sampling_and_restored(data, monk
         with sampling._responsive_gil(1e-2):
             assert sys.getswitchinterval() == pytest.approx(1e-3)
     assert sys.getswitchinterval() == before
+
+
+def test_a_run_computes_each_results_diagnostics_once(data, cache, monkeypatch):
+    """sample_posterior judges its results in the independence step's check and in the final
+    warning: ArviZ's R-hat and ESS of one results object are computed once."""
+    import importlib
+
+    module = importlib.import_module("bayesgmm.diagnostics")
+    computed = []
+    compute = module._parameter_diagnostics
+    monkeypatch.setattr(
+        module, "_parameter_diagnostics", lambda idata: computed.append(id(idata)) or compute(idata)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        BayesianGMM(2, random_seed=3, compile_cache=cache, **SMALL).fit(data)
+    assert computed and len(computed) == len(set(computed))

@@ -23,6 +23,16 @@ once can also give two signatures the same file name.
   callee's module, Numba would load the caller's stale machine code. The stamp here adds a
   SHA-256 of the sources of all :data:`KERNEL_MODULES`, so any change recompiles them all (once).
 
+A kernel's results also must not depend on whether it was compiled in this process or loaded
+from the cache. Numba links the kernels a kernel calls into its library as weak
+(``linkonce_odr``) copies, which the caller's module passes optimise again; the dynamic linker
+binds a weak symbol to the first definition loaded in the process: in a process that compiled,
+the callee's own library, in one that loaded the caller from the cache, the caller's copy. With
+``reassoc`` the two copies round differently (sums of a vectorised loop combined in another
+order), so the first run after an install gave other last bits, and so other draws, than the
+runs after it with the same seed. :func:`install` makes the linked copies in bayesgmm's
+libraries internal (:func:`_own_copies`): each library calls its own copy, in every process.
+
 Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``bayesgmm cache
 --clear``), with JAX's compiled executables under :func:`bayesgmm.sampling.cache_dir`.
 """
@@ -38,6 +48,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import llvmlite.binding as llvm
+from numba.core import codegen
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.dispatcher import Dispatcher
 
@@ -64,6 +76,10 @@ KERNEL_MODULES = (
 
 _HEADER = b"bayesgmm-checked-1\n"
 _SUFFIX = ".checked"
+# part of every entry's stamp: entries compiled with weak linked copies are stale
+_LINKING = "own-copies-1"
+# Numba's mangled names of bayesgmm's functions start so ("bayesgmm" as a name of 8 characters)
+_OWN_NAMES = "_ZN8bayesgmm"
 
 
 class CacheWarning(UserWarning):
@@ -200,14 +216,47 @@ def sources_digest(modules: tuple[ModuleType, ...]) -> str:
     return digest.hexdigest()
 
 
+def _own_copies(library: codegen.CPUCodeLibrary) -> None:
+    """Make the weak copies of linked functions internal in a library of bayesgmm's.
+
+    Libraries defining none of bayesgmm's functions (other packages' kernels) are left as
+    Numba makes them.
+    """
+    functions = [fn for fn in library._final_module.functions if not fn.is_declaration]
+    if any(
+        fn.linkage == llvm.Linkage.external and fn.name.startswith(_OWN_NAMES) for fn in functions
+    ):
+        for fn in functions:
+            if fn.linkage == llvm.Linkage.linkonce_odr:
+                fn.linkage = llvm.Linkage.internal
+
+
+def _optimising_own_copies(optimise: Any) -> Any:
+    def optimise_final_module(library: codegen.CPUCodeLibrary) -> None:
+        _own_copies(library)
+        optimise(library)
+
+    optimise_final_module.bayesgmm_own_copies = True
+    return optimise_final_module
+
+
+def _link_own_copies() -> None:
+    """Run :func:`_own_copies` before Numba optimises each library's final module (once)."""
+    optimise = codegen.CPUCodeLibrary._optimize_final_module
+    if not getattr(optimise, "bayesgmm_own_copies", False):
+        codegen.CPUCodeLibrary._optimize_final_module = _optimising_own_copies(optimise)
+
+
 def install(*modules: ModuleType) -> None:
     """Give every cached Numba kernel of ``modules`` a checked cache (before any compile).
 
     An entry is fresh while the sources of all of ``modules`` are unchanged (default: the
-    :func:`kernel_modules`).
+    :func:`kernel_modules`). bayesgmm's libraries link their own copies of the functions they
+    call (module docstring).
     """
     modules = modules or kernel_modules()
-    sources = sources_digest(modules)
+    sources = sources_digest(modules) + _LINKING
+    _link_own_copies()
     for dispatcher in _dispatchers(modules):
         if not isinstance(dispatcher._cache, _CheckedCache):
             dispatcher._cache = _CheckedCache(dispatcher.py_func, sources)

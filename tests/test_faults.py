@@ -426,6 +426,77 @@ def test_every_kernel_states_its_fastmath_flags():
     assert unset == []
 
 
+_LINKED_IR = """
+define double @{caller}(double %x) {{
+  %y = call double @{callee}(double %x)
+  ret double %y
+}}
+define linkonce_odr double @{callee}(double %x) {{
+  %y = fmul double %x, %x
+  ret double %y
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("caller", "linkage"),
+    [("_ZN8bayesgmm8_kernels6callerE", "internal"), ("_ZN5other7kernels6callerE", "linkonce_odr")],
+)
+def test_only_bayesgmm_libraries_keep_their_linked_copies_to_themselves(caller, linkage):
+    import llvmlite.binding as llvm
+    from numba.core import codegen
+
+    callee = "_ZN8bayesgmm9_gaussian6calleeE"
+    module = llvm.parse_assembly(_LINKED_IR.format(caller=caller, callee=callee))
+    library = type("Library", (), {"_final_module": module})()
+    _numba_cache._own_copies(library)
+    assert module.get_function(callee).linkage == llvm.Linkage[linkage]
+    assert module.get_function(caller).linkage == llvm.Linkage.external
+    optimise = codegen.CPUCodeLibrary._optimize_final_module
+    assert optimise.bayesgmm_own_copies  # installed on import, and only once:
+    _numba_cache.install()
+    assert codegen.CPUCodeLibrary._optimize_final_module is optimise
+
+
+_DENSITY_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    import numpy as np
+    from bayesgmm import build_model
+    from bayesgmm._logdensity import log_density_for
+    rng = np.random.default_rng(0)
+    X = np.ascontiguousarray(rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)))
+    density = log_density_for(build_model(X, 3))
+    digest = hashlib.sha256()
+    for _ in range(5):
+        value, grad = density(rng.normal(scale=0.3, size=density.n_dim), X)
+        digest.update(np.float64(value).tobytes() + grad.tobytes())
+    print(digest.hexdigest())
+    """
+)
+
+
+@pytest.mark.slow  # a cold compile of the log density: ~45 s
+def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
+    # Numba's weak linked copies made a process that compiled the kernels call other machine
+    # code than one that loaded them (measured before the fix: another hash, other draws from
+    # the same seed on the first run after an install).
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
+
+    def digest() -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", _DENSITY_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()[-1]
+
+    assert digest() == digest()
+
+
 @pytest.mark.slow  # three fresh processes importing bayesgmm: ~30 s of CPU
 def test_a_change_in_another_kernel_module_recompiles_the_callers(tmp_path):
     # _unconstrained's kernels compile in _kernels' constants and kernels, but Numba stamps an

@@ -635,14 +635,15 @@ def running_logp(sampler) -> list[np.ndarray]:
     at a cost that grows with the draws: on crabs K=3 (4 chains, up to 1,300 iterations each)
     its 60 looks took 10.6 s of a 113 s run, holding the GIL the chains need between
     gradients; reading this one column took 0.05 s in all. nutpie has no public reader of a
-    running trace's columns, so this uses its sampler's ``_sampler``; when that is missing
-    (another nutpie, a stand-in) it falls back to ``inspect()``.
+    running trace's columns, so this uses its sampler's ``_sampler``; where that fails
+    (another nutpie: no such attribute, no Arrow trace, no ``logp`` column; a stand-in) it
+    falls back to ``inspect()``.
     """
-    raw = getattr(sampler, "_sampler", None)
-    if raw is None:
+    try:
+        _, stats = sampler._sampler.inspect().get_arrow_trace()
+        return [np.asarray(batch.column("logp"), dtype=float) for batch in stats]
+    except (AttributeError, KeyError, TypeError, ValueError):
         return [lp for _, lp in _chain_draws(sampler.inspect())]
-    _, stats = raw.inspect().get_arrow_trace()
-    return [np.asarray(batch.column("logp"), dtype=float) for batch in stats]
 
 
 def concat_chains(trees: list[Tree]) -> Tree:

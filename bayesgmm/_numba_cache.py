@@ -32,6 +32,9 @@ the callee's own library, in one that loaded the caller from the cache, the call
 order), so the first run after an install gave other last bits, and so other draws, than the
 runs after it with the same seed. :func:`install` makes the linked copies in bayesgmm's
 libraries internal (:func:`_own_copies`): each library calls its own copy, in every process.
+The wrappers Numba builds for ``prange`` loops are ``weak_odr`` and stay so (the pointwise
+log-likelihood measured the same compiled and cached). On a Numba without the private method
+this hooks, the kernels work as before, without that guarantee.
 
 Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``bayesgmm cache
 --clear``), with JAX's compiled executables under :func:`bayesgmm.sampling.cache_dir`.
@@ -242,8 +245,8 @@ def _optimising_own_copies(optimise: Any) -> Any:
 
 def _link_own_copies() -> None:
     """Run :func:`_own_copies` before Numba optimises each library's final module (once)."""
-    optimise = codegen.CPUCodeLibrary._optimize_final_module
-    if not getattr(optimise, "bayesgmm_own_copies", False):
+    optimise = getattr(codegen.CPUCodeLibrary, "_optimize_final_module", None)
+    if optimise is not None and not getattr(optimise, "bayesgmm_own_copies", False):
         codegen.CPUCodeLibrary._optimize_final_module = _optimising_own_copies(optimise)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -191,8 +192,8 @@ def summarise_in_units(
     return table
 
 
-# results judged within :func:`reusing_parameter_diagnostics` (None outside it): id -> (results,
-# the posterior's arrays the table was computed from, the table)
+# results judged within :func:`reusing_parameter_diagnostics` (None outside it): id -> (a weak
+# reference to the results, the posterior's arrays the table was computed from, the table)
 _REUSED: ContextVar[dict | None] = ContextVar("bayesgmm_parameter_diagnostics", default=None)
 
 
@@ -203,8 +204,10 @@ def reusing_parameter_diagnostics() -> Iterator[None]:
     The sampling pipeline judges one set of results up to four times (its follow-up's plan,
     the independence step's check, the final warning): ArviZ's R-hat and ESS were a quarter
     of a crabs K=2 run. A table is reused only for the same results object whose posterior
-    still holds the arrays it was computed from (a relabelling replaces them); outside the block
-    every call computes, so results a user changes are judged afresh.
+    still holds the arrays it was computed from (a relabelling replaces them; an array changed
+    in place or new scaling attributes are not seen, and the pipeline makes neither). Results
+    are held weakly: the ones a follow-up replaced are freed. Outside the block every call
+    computes, so results a user changes are judged afresh.
     """
     token = _REUSED.set({})
     try:
@@ -243,8 +246,8 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
         return _parameter_diagnostics(idata)
     arrays = [variable.values for variable in get_group(idata, "posterior").data_vars.values()]
     kept = reused.get(id(idata))
-    if kept is None or kept[0] is not idata or not _same_arrays(kept[1], arrays):
-        kept = reused[id(idata)] = (idata, arrays, _parameter_diagnostics(idata))
+    if kept is None or kept[0]() is not idata or not _same_arrays(kept[1], arrays):
+        kept = reused[id(idata)] = (weakref.ref(idata), arrays, _parameter_diagnostics(idata))
     return kept[2].copy()
 
 
@@ -474,7 +477,7 @@ def _stuck_row(idata: Tree) -> tuple | None:
     table = stuck_chains(idata) if _trajectories(idata) else None
     if table is None or not table["stuck"].any():
         return None
-    worst = int(table["accept"].to_numpy().argmin())
+    worst = int(np.nanargmin(table["accept"].to_numpy()))
     r = table.iloc[worst]
     repeated = "" if np.isnan(r["repeated"]) else f", {r['repeated']:.0%} of its draws repeat"
     where = (

@@ -458,14 +458,15 @@ def _responsive_gil(interval: float = _SAMPLING_SWITCH_INTERVAL) -> Iterator[Non
 
     nutpie's chains call bayesgmm's log density from Rust threads: a few microseconds of
     Python around a GIL-free Numba kernel, so every gradient takes the GIL back. While the main
-    thread runs Python of its own (the left-mode watcher converts each running chain's trace
-    every 2 s), a chain waiting for the GIL waits up to the switch interval for it: at CPython's
+    thread runs Python of its own (the left-mode watcher's look every 2 s, the progress bar), a
+    chain waiting for the GIL waits up to the switch interval for it: at CPython's
     5 ms, about one gradient per chain per 5 ms instead of one per 10-50 us. At 0.1 ms the main
     thread hands the GIL over within that. Measured with the same draws either way (load 3-4,
     A/B twice): MASS crabs K=3, seed 2, 92.3 and 83.7 s at 5 ms against 77.7 and 76.5 s;
     scikit-learn's diabetes K=3, seed 1, 20.2 and 18.4 s against 17.6 and 14.8 s. A profile
     of the crabs run (py-spy) had the chains' threads waiting for the GIL longer than they
-    computed, and the main thread converting traces for a tenth of the run.
+    computed, and the main thread converting traces for a tenth of the run (since then the
+    watcher reads one column, :func:`bayesgmm._drift.running_logp`).
 
     The interval is process-wide (``sys.setswitchinterval``); it is restored on exit, also
     after an error or Ctrl-C.

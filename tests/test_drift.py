@@ -861,17 +861,24 @@ def test_the_running_logp_read_is_the_full_conversions(rng):
     """The watcher's cheap look at a running sampler (nutpie's Arrow column) gives every
     chain's log densities exactly as nutpie's full conversion to ArviZ does, tuning first
     (read while the sampler is paused, so both see the same draws); a stand-in without
-    nutpie's internals is read through ``inspect()``."""
+    nutpie's internals, or one whose results were taken, is read through ``inspect()``."""
     import time
 
     from bayesgmm._drift import _arrays, running_logp
 
     sampler = _standard_normal_sampler(3, 20_000)
     try:
-        time.sleep(0.5)
-        sampler.pause()
-        cheap = running_logp(sampler)
-        full = _arrays([sampler.inspect()])[1]
+        deadline = time.monotonic() + 60  # a loaded machine may be slow to start the chains
+        while max(map(len, running_logp(sampler))) <= WATCH_DRAWS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sampler.pause()  # chains finish the draw they are on: read until nothing moved
+        for _ in range(200):
+            before = running_logp(sampler)
+            full = _arrays([sampler.inspect()])[1]
+            cheap = running_logp(sampler)
+            if list(map(len, before)) == list(map(len, cheap)):
+                break
+            time.sleep(0.05)
     finally:
         sampler.cancel()
     assert len(cheap) == 4 and max(map(len, cheap)) > WATCH_DRAWS
@@ -880,5 +887,8 @@ def test_the_running_logp_read_is_the_full_conversions(rng):
         assert np.isnan(full[c, len(lp) :]).all()
     logp = _chi2_logp(rng, -100.0, 3, (2, 50))
     stand_in = _Running(_stats_tree(logp))
+    for c, lp in enumerate(running_logp(stand_in)):
+        np.testing.assert_array_equal(lp, logp[c])
+    stand_in._sampler = type("Finished", (), {"inspect": lambda self: None})()  # results taken
     for c, lp in enumerate(running_logp(stand_in)):
         np.testing.assert_array_equal(lp, logp[c])

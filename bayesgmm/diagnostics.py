@@ -206,8 +206,9 @@ def reusing_parameter_diagnostics() -> Iterator[None]:
     of a crabs K=2 run. A table is reused only for the same results object whose posterior
     still holds the arrays it was computed from (a relabelling replaces them; an array changed
     in place or new scaling attributes are not seen, and the pipeline makes neither). Results
-    are held weakly: the ones a follow-up replaced are freed. Outside the block every call
-    computes, so results a user changes are judged afresh.
+    are held weakly: of the ones a follow-up replaced only the posterior arrays stay (not the
+    pointwise log-likelihood). Outside the block every call computes, so results a user
+    changes are judged afresh.
     """
     token = _REUSED.set({})
     try:

@@ -857,7 +857,7 @@ def _standard_normal_sampler(n_dim: int, draws: int):
     )
 
 
-def test_the_running_logp_read_is_the_full_conversions(rng):
+def test_the_running_logp_read_equals_the_full_conversion(rng):
     """The watcher's cheap look at a running sampler (nutpie's Arrow column) gives every
     chain's log densities exactly as nutpie's full conversion to ArviZ does, tuning first
     (read while the sampler is paused, so both see the same draws); a stand-in without

@@ -26,13 +26,10 @@ demo: $(STAMP)
 	$(BIN)/bayesgmm report --components 1-4 --out out/report.html
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (2 by default; 0: serial, auto: one per
-# core), each test file whole on one worker so its module fixtures are built once, and each
-# worker with its own Numba cache (tests/conftest.py): with one shared cache, a bit-for-bit test
-# failed once (9e-16 apart; compiled and cached kernels round their reassociated sums
-# differently: benchmarks/results/reproducibility_20261203.txt). Cold fresh clones on 2 cores,
-# 2026-12-04 (the workers each compile their own kernels): parallel 14.2, 17.8 and 22.4 min on a
-# VM that slowed through the afternoon (26, 33, 41 CPU-minutes for the same tests); serial
-# right after the 22.4-min run: 31.0 min (17.5-20 min earlier in the week).
+# core), each test file whole on one worker so its module fixtures are built once. The workers
+# share one Numba cache: a kernel gives the same bits compiled or loaded (bayesgmm/_numba_cache.py),
+# so a bit-for-bit test holds whichever worker compiled what. Cold fresh clone on 2 cores,
+# 2026-12-05: 18.6 min of pytest with a cache per worker (35 CPU-minutes), 17.7 shared (32).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
-
-# On pytest-xdist workers (``make test`` runs two), each worker keeps its own Numba cache,
-# set before bayesgmm (and so Numba) is imported: kernels compiled in one process and loaded
-# from the cache in another round their reassociated sums differently
-# (benchmarks/results/reproducibility_20261203.txt), so with a shared cache a bit-for-bit test
-# could compare a kernel one worker compiled with one another worker wrote. A worker's kernels
-# are then all compiled by itself or all loaded, as in a serial run.
-if "PYTEST_XDIST_WORKER" in os.environ and "NUMBA_CACHE_DIR" not in os.environ:
-    _worker = os.environ["PYTEST_XDIST_WORKER"]
-    os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).parents[1] / ".cache" / f"numba-{_worker}")
 
 import numpy as np
 import pytest

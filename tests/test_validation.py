@@ -1,8 +1,8 @@
 """The validation harness itself: prior simulator, ranks, uniformity and coverage tests, outputs.
 
 Most tests use synthetic ranks or stub fitters (posterior draws made without NUTS); one runs the
-real fitter, deliberately mis-specified, and checks SBC catches it. The calibrated run with the
-real fitter is slow (`make test-slow`); the full study is `make validate`.
+real fitter twice. Its statistical checks are slow (`make test-slow`): deliberately
+mis-specified, SBC catches it; calibrated, it passes. The full study is `make validate`.
 """
 
 from __future__ import annotations
@@ -413,6 +413,21 @@ def test_the_study_draws_from_the_chosen_prior(prior_pool, monkeypatch):
 # -- the real fitter -------------------------------------------------------------------------------
 
 
+def test_the_real_fitter_ranks_every_quantity_of_each_simulation():
+    """The study's path with the real fitter, fast: two fits, each with a rank per quantity."""
+    fitter = Fitter(100, 2, 2, settings=TINY)
+    result = run_sbc(2, fitter=fitter, random_seed=3, progressbar=False)
+    assert [r["status"] for r in result.records] == ["ok", "ok"]
+    for record in result.records:
+        n_keep = record["n_rank_draws"]
+        assert 0 < n_keep <= TINY.draws * TINY.chains
+        assert len(record["ranks"]) == len(result.quantities)
+        assert all(0 <= r <= n_keep for r in record["ranks"])
+        assert all(0.0 < u < 1.0 for u in record["fractional_ranks"])
+        assert record["em"] and record["diagnostics"]
+
+
+@pytest.mark.slow  # ten real fits, ~70 s cold: the stub fitters above check detection fast
 def test_sbc_detects_a_misspecified_fitter():
     """Means prior 10x too narrow in the fitter, not in the simulator: extreme ranks."""
     wrong = dataclasses.replace(SBC_PRIORS, means_scale=0.3)

@@ -27,9 +27,10 @@ demo: $(STAMP)
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (2 by default; 0: serial, auto: one per
 # core), each test file whole on one worker so its module fixtures are built once. The workers
-# share one Numba cache: a kernel gives the same bits compiled or loaded (bayesgmm/_numba_cache.py),
-# so a bit-for-bit test holds whichever worker compiled what. Cold fresh clone on 2 cores,
-# 2026-12-05: 18.6 min of pytest with a cache per worker (35 CPU-minutes), 17.7 shared (32).
+# share one Numba cache: a kernel gives the same bits compiled or loaded from the cache
+# (bayesgmm/_numba_cache.py), so a bit-for-bit test holds whichever worker compiled what. Cold
+# fresh clone on 2 cores, 2026-12-05: 18.6 min of pytest with a cache per worker (35
+# CPU-minutes), 17.7 shared (32).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

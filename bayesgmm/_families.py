@@ -248,17 +248,17 @@ def _resolution_logp(value, scale, floor):
 
 
 def _resolution_random(scale, floor, rng=None, size=None):
-    """Draws of the ``"resolution"`` prior: ``s^2 ~ GIG(1/2, 1 / c^2, 2 f^2)`` (SciPy's
-    ``geninvgauss(1/2, b)`` scaled), the HalfNormal where ``f = 0``."""
-    from scipy.stats import geninvgauss
-
+    """Draws of the ``"resolution"`` prior: ``s^2 ~ GIG(1/2, 1 / c^2, 2 f^2)``, the HalfNormal
+    where ``f = 0``. The standardised ``GIG(1/2, b)`` is the reciprocal of an inverse Gaussian
+    of mean 1 and shape ``b`` (NumPy's ``wald``: vectorised, where SciPy's ``geninvgauss``
+    loops in Python over the elements of an array ``b``)."""
     scale, floor = np.broadcast_arrays(np.asarray(scale, float), np.asarray(floor, float))
     size = scale.shape if size is None else size
     scale, floor = np.broadcast_to(scale, size), np.broadcast_to(floor, size)
     halfnormal = np.abs(rng.standard_normal(size)) * scale
-    shape = np.sqrt(2.0) * floor / scale  # 2 sqrt(b1 b2)
+    shape = np.sqrt(2.0) * floor / scale  # b = 2 sqrt(b1 b2)
     positive = np.where(floor > 0, floor, 1.0)
-    gig = geninvgauss.rvs(0.5, np.where(floor > 0, shape, 1.0), size=size, random_state=rng)
+    gig = 1.0 / rng.wald(1.0, np.where(floor > 0, shape, 1.0), size=size)
     square = gig * np.sqrt(2.0) * positive * scale  # scale sqrt(b2 / b1)
     return np.where(floor > 0, np.sqrt(square), halfnormal)
 

@@ -420,7 +420,7 @@ def test_the_real_fitter_ranks_every_quantity_of_each_simulation():
     assert [r["status"] for r in result.records] == ["ok", "ok"]
     for record in result.records:
         n_keep = record["n_rank_draws"]
-        assert 0 < n_keep <= TINY.draws * TINY.chains
+        assert n_keep > 0  # draws thinned to about their ESS (a follow-up may add draws)
         assert len(record["ranks"]) == len(result.quantities)
         assert all(0 <= r <= n_keep for r in record["ranks"])
         assert all(0.0 <= u < 1.0 for u in record["fractional_ranks"])

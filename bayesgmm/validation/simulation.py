@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pymc as pm
+from pymc.pytensorf import compile as compile_forward
 
 from ..datasets import simulate_mixture
 from ..model import build_model
@@ -58,6 +58,7 @@ def _placeholder_data(n_samples: int, n_features: int) -> np.ndarray:
 
 # Passes of draw_prior's rejection, each of n_draws draws (acceptance 0.77 in the study).
 _MAX_PASSES = 100
+_DRAW_MODE = "FAST_COMPILE"
 
 
 def draw_prior(
@@ -68,7 +69,7 @@ def draw_prior(
     n_features: int = 2,
     random_seed: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Parameters drawn from the model's own prior (``pm.draw`` on :func:`build_model`'s RVs).
+    """Parameters drawn from the model's own prior (forward draws of :func:`build_model`'s RVs).
 
     Where the model has the ``"resolution"`` prior's conditional barrier (a potential, a
     factor <= 1 of the density: :func:`bayesgmm._families.conditional_floor`), the draws are
@@ -101,8 +102,11 @@ def draw_prior(
     graphs = [model[n] for n in names] + [p for p in model.potentials]
     rng = np.random.default_rng(random_seed)
     kept: list[list[np.ndarray]] = [[] for _ in names]
+    # compiled once for every pass; PyTensor's Python linker: the CustomDist's draws run in
+    # Python whatever the linker, and Numba's object-mode compile of them took ~7 s a call
+    draw = compile_forward([], graphs, random_seed=int(rng.integers(2**31)), mode=_DRAW_MODE)
     for _ in range(_MAX_PASSES):
-        values = [np.asarray(v) for v in pm.draw(graphs, draws=max(n_draws, 2), random_seed=rng)]
+        values = [np.stack(v) for v in zip(*(draw() for _ in range(max(n_draws, 2))), strict=True)]
         accept = np.ones(values[0].shape[0], dtype=bool)
         for log_factor in values[len(names) :]:  # a factor <= 1 of the prior (the conditional
             accept &= np.log(rng.uniform(size=accept.size)) < log_factor  # barrier): rejection

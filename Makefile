@@ -31,8 +31,12 @@ demo: $(STAMP)
 # (bayesgmm/_numba_cache.py), so a bit-for-bit test holds whichever worker compiled what. Cold
 # fresh clone on 2 cores, 2026-12-05: 18.6 min of pytest with a cache per worker (35
 # CPU-minutes), 17.7 shared (32).
+# `bayesgmm cache --warm` compiles the kernels first, EM's and the Bayesian half's in two
+# processes side by side, so that the workers load them instead of each compiling the same
+# ones at once (the tests of compiling itself use caches of their own).
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	$(BIN)/bayesgmm cache --warm
 	$(BIN)/python -m pytest -m "not slow" -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 test-slow: $(STAMP)

@@ -268,6 +268,12 @@ def _cache(args: argparse.Namespace) -> int:
         removed = _numba_cache.clear(*modules, extra=(jax_folder,))
         print(f"Removed {len(removed)} cached file(s) and folder(s) of bayesgmm.")
         return 0
+    if args.warm:
+        from ._warmup import warm
+
+        print("Compiling bayesgmm's kernels, EM's and the Bayesian half's side by side", flush=True)
+        for part, seconds in warm().items():
+            print(f"  {part}: {seconds:.0f} s")
     for folder in _numba_cache.cache_folders(*modules):
         print(f"Numba kernels: {folder}")
     print(f"JAX executables: {jax_folder}")
@@ -421,11 +427,18 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 def _add_cache(sub: argparse._SubParsersAction) -> None:
     cache = sub.add_parser(
         "cache",
-        help="show (or clear) where bayesgmm keeps compiled code",
+        help="show, clear or fill the cache of bayesgmm's compiled code",
         description="bayesgmm's compiled Numba kernels and JAX executables persist on disk. "
-        "Damaged entries are detected and recompiled automatically; --clear removes them all.",
+        "Damaged entries are detected and recompiled automatically; --clear removes them all; "
+        "--warm compiles the kernels now (after an install: the first fit then loads them).",
     )
-    cache.add_argument("--clear", action="store_true", help="remove bayesgmm's cached code")
+    action = cache.add_mutually_exclusive_group()
+    action.add_argument("--clear", action="store_true", help="remove bayesgmm's cached code")
+    action.add_argument(
+        "--warm",
+        action="store_true",
+        help="compile every kernel now, EM's and the Bayesian half's side by side (a few minutes)",
+    )
     cache.set_defaults(func=_cache)
 
 

@@ -33,7 +33,8 @@ demo: $(STAMP)
 # CPU-minutes), 17.7 shared (32).
 # `bayesgmm cache --warm` compiles the kernels first, EM's and the Bayesian half's in two
 # processes side by side, so that the workers load them instead of each compiling the same
-# ones at once (the tests of compiling itself use caches of their own).
+# ones at once (the tests of compiling itself use caches of their own): cold fresh clone,
+# 2026-12-05, 2.4 min of warm-up, then 12.3 min of pytest (15.0-17.3 without it).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/bayesgmm cache --warm

@@ -98,7 +98,7 @@ def warm(parts: Iterable[str] = tuple(PARTS), jobs: int = 2) -> dict[str, float]
     Returns
     -------
     dict
-        Each part's wall time in seconds, in the order they finished.
+        Each part's wall time in seconds, in the order of ``parts``.
     """
     parts = list(parts)
     unknown = sorted(set(parts) - set(PARTS))

@@ -195,15 +195,18 @@ def inestimable(covariance_type: str, n_components: int, n_rows: int, n_features
     It cannot when there are fewer rows than its components' covariances need
     (:func:`too_few_rows`), so that every fit collapses a component. The four models whose
     components each turn axes of their own (``_OWN_AXES``: EEV, VEV, EVV, VVV) are also
-    refused with as many free parameters as rows; for the other ten that is no bar (MASS's
-    mtcars, 32 x 6: EEE at K = 2 has 34, and mclust and scikit-learn reach the same optimum).
+    refused with as many free parameters as rows, at K > 1; for the other ten that is no bar
+    (MASS's mtcars, 32 x 6: EEE at K = 2 has 34, and mclust and scikit-learn reach the same
+    optimum). With one component those four are EEE (one covariance from every row), and are
+    estimable where it is (R's USJudgeRatings, 43 x 12: 90 parameters, mclust fits all eight
+    full-covariance models at K = 1 to EEE's optimum).
     """
     name, k, n, d = model_name(covariance_type), n_components, n_rows, n_features
     short = too_few_rows(name, k, n, d)
     if short:
         return f"{short}: every fit collapses a component."
     p = n_parameters(name, k, d)
-    if name in _OWN_AXES and p >= n:
+    if name in _OWN_AXES and k > 1 and p >= n:
         return (
             f"The {name} model with K={k} has {p} free parameters for {n} rows: its "
             "components' own axes turn onto the few rows each holds, towards a likelihood "

@@ -76,7 +76,10 @@ class EMSelection:
         The fitted :class:`EMGaussianMixture` per ``(n_components, covariance_type)``.
     best : dict
         Per criterion, the ``(n_components, covariance_type)`` with the lowest value among fits
-        whose status is "ok" (or among all fitted rows if none is).
+        whose status is "ok" (or among all fitted rows if none is). Values equal to rounding
+        (one model under several names: at K = 1 every full-covariance model is EEE, every
+        diagonal one EEI) go to the fewest parameters, then the smallest K, then the first
+        in mclust's order (EII, VII, EEI, ... VVV), not to whichever rounded lowest.
 
     Examples
     --------
@@ -430,11 +433,24 @@ def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
             "Every EM fit failed; see the messages in the table. Reduce the number of "
             "components or increase reg_covar."
         )
-    best = {}
-    for criterion in CRITERIA:
-        row = usable.loc[usable[criterion].idxmin()]
-        best[criterion] = (int(row["n_components"]), str(row["covariance_type"]))
-    return best
+    return {criterion: _best_row(usable, criterion) for criterion in CRITERIA}
+
+
+# criteria within this (relative) of the lowest are ties: the same model fitted under several
+# names differs in the last digits (~1e-13 relative at K = 1, R's mammals, judges, painters)
+_TIE = 1e-8
+
+
+def _best_row(usable: pd.DataFrame, criterion: str) -> tuple[int, str]:
+    """The ``(n_components, covariance_type)`` of the lowest ``criterion``; ties (to
+    rounding) to the fewest parameters, the smallest K, the first model in mclust's order."""
+    values = usable[criterion].to_numpy(dtype=float)
+    lowest = np.nanmin(values)
+    tied = usable[values <= lowest + _TIE * max(1.0, abs(lowest))]
+    order = tied["model_name"].map(MODEL_NAMES.index)
+    key = pd.DataFrame({"p": tied["n_parameters"], "k": tied["n_components"], "m": order})
+    row = tied.loc[key.sort_values(["p", "k", "m"], kind="stable").index[0]]
+    return int(row["n_components"]), str(row["covariance_type"])
 
 
 def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int]:

@@ -267,6 +267,10 @@ def test_models_that_cannot_be_fitted_are_rows():
         ("VVE", 2, 93, 13, ""),  # 131 parameters, axes shared by all rows: MASS Cars93
         ("VVV", 2, 93, 13, "209 free parameters"),  # own axes: Cars93 again
         ("VVI", 9, 18, 3, ""),  # own shapes on fixed axes: 2 rows each
+        ("VVV", 1, 43, 12, ""),  # 90 parameters, but one component is EEE: R's USJudgeRatings
+        ("EEV", 1, 43, 12, ""),
+        ("VVV", 1, 12, 12, "needs 13 rows"),  # as EEE: D + 1 rows
+        ("EEE", 1, 12, 12, "needs 13 rows"),
     ],
 )
 def test_which_models_the_rows_can_estimate(name, k, n, d, reason):
@@ -287,6 +291,48 @@ def test_more_parameters_than_rows_is_fitted_where_the_model_is_estimable():
     sk = GaussianMixture(2, covariance_type="tied", n_init=10, reg_covar=1e-10, random_state=0)
     reference = sk.fit(X).score(X) * len(X)
     assert row["log_likelihood"] >= reference - 0.1
+
+
+def test_one_component_full_models_are_the_sample_covariance_whatever_their_count():
+    """At K = 1 the eight full-covariance models are one model, the Gaussian with the sample
+    mean and (biased) covariance (closed form, SciPy's density): fitted under every name even
+    with more free parameters than rows (25 rows, 6 features: 27), and the best BIC among the
+    ties is EEE's, not whichever name rounded lowest."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(25, 6)) @ rng.normal(size=(6, 6))
+    full = MODEL_NAMES[6:]
+    sweep = em_sweep(X, [1], ("EII", *full), reg_covar=0.0, progress=False)
+    table = sweep.table.set_index("model_name")
+    oracle = multivariate_normal(X.mean(axis=0), np.cov(X.T, bias=True)).logpdf(X).sum()
+    assert (table.loc[list(full), "status"] == "ok").all()
+    assert (table.loc[list(full), "n_parameters"] == 27).all()
+    np.testing.assert_allclose(table.loc[list(full), "log_likelihood"], oracle, rtol=1e-10)
+    assert sweep.best["bic"] == (1, "EEE")
+
+
+def test_best_model_breaks_rounding_ties_by_simplicity_not_by_noise():
+    """Criteria equal to rounding go to the fewest parameters, then the smallest K, then the
+    first in mclust's order; a real difference, however small beside the values, still wins."""
+    from bayesgmm.selection import _best_by_criterion
+
+    def table(rows):
+        frame = pd.DataFrame(rows, columns=["n_components", "model_name", "n_parameters", "bic"])
+        frame["covariance_type"] = frame["model_name"]
+        frame["status"] = "ok"
+        return frame.assign(aic=frame["bic"], icl=frame["bic"])
+
+    noise = [
+        (1, "VVV", 5, 465.46435962854),
+        (1, "EVE", 5, 465.46435962853),
+        (1, "EEE", 5, 465.46435962855),
+    ]
+    assert _best_by_criterion(table(noise))["bic"] == (1, "EEE")
+    fewer = [(2, "VVV", 11, 400.0), (1, "VVI", 4, 400.0 * (1 + 1e-12))]
+    assert _best_by_criterion(table(fewer))["bic"] == (1, "VVI")
+    real = [(1, "EEE", 5, 465.4644), (1, "VVV", 5, 465.4643)]  # 1e-4 lower: not a tie
+    assert _best_by_criterion(table(real))["bic"] == (1, "VVV")
 
 
 def test_aliases_and_names_fit_the_same_model():

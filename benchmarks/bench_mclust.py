@@ -325,6 +325,21 @@ def cell_rows(
     return rows
 
 
+# mclust names its one-component models by their class (X: one feature; XII spherical, XXI
+# diagonal, XXX ellipsoidal): at K = 1 the 14 models are these three
+_ONE_COMPONENT = {"EII": "XII", "VII": "XII"} | dict.fromkeys(("EEI", "VEI", "EVI", "VVI"), "XXI")
+
+
+def _same_model(mclust_best: tuple[str, int], ours: tuple[str, int]) -> bool:
+    """Whether mclust's best ``(model, G)`` is our best ``(model, K)`` (at K = 1 by class)."""
+    (theirs, g), (name, k) = mclust_best, ours
+    if g != k:
+        return False
+    if k == 1 and theirs.startswith("X"):
+        return theirs in ("X", _ONE_COMPONENT.get(name, "XXX"))
+    return theirs == name
+
+
 def _worst(rows: list[dict], column: str) -> tuple[float, str, int]:
     """The most negative difference in ``column`` (NaN where nothing compares), with its cell.
 
@@ -378,7 +393,7 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
         "best_mclust_bic": mclust["best"]["bic"] if mclust else np.nan,
         "best_bayesgmm": ours["best"][:2],
         "best_bayesgmm_bic": ours["best"][2],
-        "same_best": best_m == tuple(ours["best"][:2]),
+        "same_best": best_m is not None and _same_model(best_m, tuple(ours["best"][:2])),
         "seconds_mclust": mclust_seconds,
         "seconds_mclust_same_models": runs.get("mclust_same_models", np.nan),
         "seconds_bayesgmm": ours["seconds"],

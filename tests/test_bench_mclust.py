@@ -33,6 +33,17 @@ def test_runs_from_the_committed_reference(bench, capsys):
     assert "(one thread)" in out and "n_jobs=1" in out
 
 
+def test_one_component_models_are_compared_by_mclust_class(bench):
+    """mclust names K = 1 by class (XXX: every full-covariance model is then the same)."""
+    assert bench._same_model(("XXX", 1), ("EEE", 1)) and bench._same_model(("XXX", 1), ("VVV", 1))
+    assert bench._same_model(("XXI", 1), ("VEI", 1)) and bench._same_model(("XII", 1), ("VII", 1))
+    assert not bench._same_model(("XXX", 1), ("VVI", 1))
+    assert not bench._same_model(("XXI", 1), ("EII", 1))
+    assert not bench._same_model(("VVV", 2), ("EEE", 2))
+    assert not bench._same_model(("XXX", 1), ("VVV", 2))
+    assert bench._same_model(("VEE", 3), ("VEE", 3))
+
+
 def test_unknown_names_are_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--datasets", "crabs", "--no-r"])

@@ -30,7 +30,7 @@ import numpy as np
 from . import _missing
 from ._fisher import _likelihood_gradients
 from ._gaussian import _invert_lower_into
-from ._kernels import _FASTMATH, NO_WEIGHTS
+from ._kernels import _FASTMATH
 from ._logprior import _add_prior
 from ._missing_kernel import rows_statistics
 from ._unconstrained import _expand, _reduce, _unpack
@@ -115,24 +115,11 @@ class Rows:
         X = np.ascontiguousarray(X, dtype=np.float64)
         weight = None if sample_weight is None else np.ascontiguousarray(sample_weight, float)
         data = _missing.RowData(X, weight)
-        n_features = X.shape[1]
-        everything = np.arange(n_features)
-        groups = [(data.complete, everything, data.complete_weight)] * (data.complete.shape[0] > 0)
-        for p in data.patterns:
-            groups.append((p.values, np.concatenate([p.observed, p.missing]), p.weight))
-        values = np.zeros_like(X)
-        order = np.array([g[1] for g in groups], dtype=np.int64)
-        n_observed = np.array([g[0].shape[1] for g in groups], dtype=np.int64)
-        bounds = np.concatenate([[0], np.cumsum([g[0].shape[0] for g in groups])])
-        for p, group in enumerate(groups):
-            values[bounds[p] : bounds[p + 1], : n_observed[p]] = group[0]
-        if weight is None:
-            weights, total = NO_WEIGHTS, float(X.shape[0])
-        else:
-            weights = np.ascontiguousarray(np.concatenate([g[2] for g in groups]))
-            total = float(weight.sum())
-        arrays = (values, weights, bounds.astype(np.int64), order, n_observed)
-        return cls(data, *arrays, total)
+        packed = data.packed
+        return cls(
+            data, packed.values, packed.weights, packed.bounds, packed.order,
+            packed.n_observed, packed.n_weight,
+        )  # fmt: skip
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)

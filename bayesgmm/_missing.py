@@ -13,8 +13,9 @@ Missing values (NaN cells) are handled exactly under missing at random (MAR): a 
 contributes the density of its observed entries ``x_O``,
 ``log sum_k w_k N(x_O | mu_k[O], Sigma_k[O, O])``. Rows are grouped by their pattern of
 missing features; complete rows go through the complete-data kernel unchanged, and each
-pattern is one pass of the same kernel (:func:`bayesgmm._kernels.e_step`, any engine) over its
-observed columns under the marginal mixture (means ``mu_k[O]``, covariances
+pattern is one pass of the same kernel (:func:`bayesgmm._kernels.e_step`, any engine; on the
+serial engine all patterns in one compiled call) over its observed columns under the marginal
+mixture (means ``mu_k[O]``, covariances
 ``Sigma_k[O, O]`` through their Cholesky factors). That pass returns the responsibility-
 weighted moments of ``x_O``; the M-step's moments of the full rows follow from them in
 ``O(K D^3)`` per pattern (Ghahramani & Jordan 1994): the missing entries are replaced by their
@@ -36,6 +37,7 @@ rows; prediction gives it the mixing weights as responsibilities and log density
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +46,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _kernels as kernels
-from ._missing_kernel import _lift_into, _regressions_into
+from ._missing_kernel import _lift_into, _regressions_into, rows_statistics
 from ._scaling import AffineScaling
 
 __all__ = [
@@ -144,6 +146,62 @@ class RowData:
     def shape(self) -> tuple[int, int]:
         """``(rows, features)`` of the data EM sees (for the engine's choice)."""
         return self.rows.shape
+
+    @functools.cached_property
+    def packed(self) -> Packed:
+        """The rows as :class:`Packed` arrays (computed once)."""
+        return Packed.of(self)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A :class:`RowData`'s rows as the compiled E-step
+    (:func:`bayesgmm._missing_kernel.rows_statistics`) takes them: sorted by pattern.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_rows, n_features)
+        The rows (data units), pattern after pattern (the complete ones first); each row holds
+        its observed entries first, in the order of its pattern's ``order`` (the rest of the
+        row is unused).
+    weights : ndarray of shape (n_rows,)
+        Their frequency weights in the same order, or the empty ``NO_WEIGHTS``.
+    bounds : ndarray of shape (n_patterns + 1,)
+        Pattern ``p`` holds rows ``bounds[p]:bounds[p + 1]``.
+    order : ndarray of shape (n_patterns, n_features)
+        Each pattern's observed features, then its missing ones.
+    n_observed : ndarray of shape (n_patterns,)
+    n_weight : float
+        The rows' total weight (their number when unweighted).
+    """
+
+    values: np.ndarray
+    weights: np.ndarray
+    bounds: np.ndarray
+    order: np.ndarray
+    n_observed: np.ndarray
+    n_weight: float
+
+    @classmethod
+    def of(cls, data: RowData) -> Packed:
+        """The rows of ``data``, packed."""
+        n_features = data.rows.shape[1]
+        everything = np.arange(n_features)
+        groups = [(data.complete, everything, data.complete_weight)] * (data.complete.shape[0] > 0)
+        for p in data.patterns:
+            groups.append((p.values, np.concatenate([p.observed, p.missing]), p.weight))
+        values = np.zeros_like(data.rows)
+        order = np.array([g[1] for g in groups], dtype=np.int64)
+        n_observed = np.array([g[0].shape[1] for g in groups], dtype=np.int64)
+        bounds = np.concatenate([[0], np.cumsum([g[0].shape[0] for g in groups])])
+        for p, group in enumerate(groups):
+            values[bounds[p] : bounds[p + 1], : n_observed[p]] = group[0]
+        if data.weight is None:
+            weights, total = kernels.NO_WEIGHTS, float(data.rows.shape[0])
+        else:
+            weights = np.ascontiguousarray(np.concatenate([g[2] for g in groups]))
+            total = float(data.weight.sum())
+        return cls(values, weights, bounds.astype(np.int64), order, n_observed, total)
 
 
 def prepare(
@@ -318,7 +376,10 @@ def e_step(
     observed entries go through it under the marginal mixture, and :func:`_completed` turns
     their moments into those of the full rows (see the module docstring). ``cov`` are the
     mixture's unit-scale covariances in :func:`_unit_covariances`' shape, when already at hand.
+    The serial engine runs every pattern in one compiled call (:func:`_serial_e_step`).
     """
+    if engine == "serial":
+        return _serial_e_step(data, mixture, block_rows)
     total = None
     if data.complete.shape[0]:
         total = kernels.e_step(
@@ -343,6 +404,32 @@ def e_step(
         stats.log_likelihood += part.n_samples * float(log_scale[pattern.missing].sum())
         total = stats if total is None else total + stats
     return total
+
+
+def _serial_e_step(data: RowData, mixture: kernels.Mixture, block_rows: int) -> g.MixtureStatistics:
+    """:func:`e_step`'s statistics by :func:`bayesgmm._missing_kernel.rows_statistics`: the
+    same kernel pass and lifting per pattern in one compiled call, not a Python loop over the
+    patterns (whose overhead was most of a small fit's time: R's airquality, 153 x 4 with 44
+    missing cells, 0.9 ms an E-step)."""
+    packed = data.packed
+    inverse = mixture.lower_factors()  # L^-1 of every unit-scale covariance
+    diagonal = mixture.covariance_type in ("diag", "spherical")
+    ok, sums = rows_statistics(
+        packed.values, packed.weights, packed.bounds, packed.order, packed.n_observed,
+        kernels._contiguous(mixture.scaling.loc), kernels._contiguous(mixture.scaling.scale),
+        np.log(kernels._contiguous(mixture.weights)), kernels._contiguous(mixture.means),
+        g._invert_lower(inverse), inverse, diagonal, int(block_rows),
+    )  # fmt: skip
+    if not ok:
+        raise g.SingularCovarianceError(
+            "A component's covariance of the features some rows observe is not positive "
+            "definite in floats."
+        )
+    log_lik, resp_sum, first, second = sums
+    n_samples = data.rows.shape[0] if data.weight is None else packed.n_weight
+    if diagonal:
+        second = np.ascontiguousarray(np.diagonal(second, axis1=1, axis2=2))
+    return g.MixtureStatistics(float(log_lik[0]), n_samples, resp_sum, first, second, mixture.means)
 
 
 # --------------------------------------------------------------------------- prediction

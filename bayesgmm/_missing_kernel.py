@@ -6,10 +6,11 @@ pass of the E-step kernel under the marginal mixture) and, through the condition
 ``E[x_M - mu_M | x_O, k] = B_k (x_O - mu_O)`` with ``B_k = S_MO S_OO^-1`` and the conditional
 covariance ``C_k = S_MM - B_k S_OM``, those of the full rows (Ghahramani & Jordan 1994):
 ``f_M = B f_O``, ``R_MO = B R_OO``, ``R_MM = B R_OO B' + n_k C_k``. :func:`_regressions_into`
-and :func:`_lift_into` are the only copy of that arithmetic: EM's missing-data E-step
-(:func:`bayesgmm._missing.e_step`, any engine) calls them per pattern, and
-:func:`rows_statistics` (the posterior's log density, :mod:`bayesgmm._logdensity_missing`) runs
-every pattern, the kernel pass included, in one compiled call that releases the GIL.
+and :func:`_lift_into` are the only copy of that arithmetic: :func:`rows_statistics` runs every
+pattern, the kernel pass included, in one compiled call that releases the GIL (the posterior's
+log density, :mod:`bayesgmm._logdensity_missing`, and EM's missing-data E-step on the serial
+engine, :func:`bayesgmm._missing.e_step`); EM's E-step on the other engines calls them per
+pattern after each pattern's kernel pass.
 """
 
 from __future__ import annotations

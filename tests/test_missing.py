@@ -101,7 +101,10 @@ def _naive_statistics(X, weights, means, cov, weight=None):
 
 @pytest.mark.parametrize("layout", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("engine", kernels.ENGINES)
-def test_e_step_equals_naive(data, layout, engine):
+@pytest.mark.parametrize("weighted", [True, False])
+def test_e_step_equals_naive(data, layout, engine, weighted):
+    """Every engine (the serial one: all patterns in one compiled call) against the E-step by
+    its definition, row by row with SciPy's densities, with and without frequency weights."""
     _, Xm = data
     rng = np.random.default_rng(1)
     k, d = 2, 3
@@ -117,8 +120,9 @@ def test_e_step_equals_naive(data, layout, engine):
     means = rng.normal(size=(k, d))
     weights = np.array([0.3, 0.7])
     mixture = kernels.Mixture(scaling, weights, means, g.precision_cholesky(cov, layout), layout)
-    w = rng.integers(1, 4, size=len(Xm)).astype(float)
-    ours = _missing.e_step(_missing.RowData(Xm, w), mixture, block_rows=13, engine=engine)
+    w = rng.integers(1, 4, size=len(Xm)).astype(float) if weighted else np.ones(len(Xm))
+    rows = _missing.RowData(Xm, w if weighted else None)
+    ours = _missing.e_step(rows, mixture, block_rows=13, engine=engine)
     unit = scaling.transform(Xm)
     log_lik, nk, first, second = _naive_statistics(
         unit, weights, means, g.full_covariances(cov, layout, k, d), w
@@ -130,6 +134,23 @@ def test_e_step_equals_naive(data, layout, engine):
     np.testing.assert_allclose(ours.first, first, rtol=1e-10, atol=1e-10)
     expected = second if layout in ("full", "tied") else np.diagonal(second, axis1=1, axis2=2)
     np.testing.assert_allclose(ours.second, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_serial_e_step_failure_is_a_value_error(data, monkeypatch):
+    """A marginal covariance the compiled E-step cannot factor raises SingularCovarianceError,
+    a ValueError, which em-EM takes as a failed start (as the per-pattern path's error)."""
+    _, Xm = data
+    scaling = AffineScaling(np.zeros(3), np.ones(3))
+    mixture = kernels.Mixture(
+        scaling, np.array([0.5, 0.5]), np.zeros((2, 3)), np.ones((2, 3)), "diag"
+    )
+
+    def fails(*args):
+        return False, None
+
+    monkeypatch.setattr(_missing, "rows_statistics", fails)
+    with pytest.raises(g.SingularCovarianceError, match="not positive definite"):
+        _missing.e_step(_missing.RowData(Xm, None), mixture, block_rows=13, engine="serial")
 
 
 def _naive_em(X, weights, means, cov, n_iter):

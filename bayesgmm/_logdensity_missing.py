@@ -22,7 +22,7 @@ releases the GIL, so nutpie's chains run in parallel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numba
 import numpy as np
@@ -66,35 +66,19 @@ def collapse_duplicates(
 
 
 @dataclass(frozen=True)
-class Rows:
-    """Rows prepared once for :func:`logp_and_grad_rows`: sorted by missingness pattern.
+class Rows(_missing.Packed):
+    """Rows prepared once for :func:`logp_and_grad_rows`: sorted by missingness pattern, as
+    :class:`bayesgmm._missing.Packed` arrays (``values``, ``weights``, ``bounds``, ``order``,
+    ``n_observed``, ``n_weight``).
 
     Attributes
     ----------
     data : RowData
         The rows (data units, NaN for missing cells) grouped by missingness pattern, with
         their weights, as EM takes them.
-    values : ndarray of shape (n_rows, n_features)
-        The rows (data units), pattern after pattern; each row holds its observed entries
-        first, in the order of its pattern's ``order`` (the rest of the row is unused).
-    weights : ndarray of shape (n_rows,)
-        Their frequency weights in the same order, or the empty ``NO_WEIGHTS``.
-    bounds : ndarray of shape (n_patterns + 1,)
-        Pattern ``p`` holds rows ``bounds[p]:bounds[p + 1]``.
-    order : ndarray of shape (n_patterns, n_features)
-        Each pattern's observed features, then its missing ones.
-    n_observed : ndarray of shape (n_patterns,)
-    n_weight : float
-        The rows' total weight (their number when unweighted).
     """
 
     data: _missing.RowData
-    values: np.ndarray
-    weights: np.ndarray
-    bounds: np.ndarray
-    order: np.ndarray
-    n_observed: np.ndarray
-    n_weight: float
 
     @property
     def complete(self) -> bool:
@@ -116,10 +100,7 @@ class Rows:
         weight = None if sample_weight is None else np.ascontiguousarray(sample_weight, float)
         data = _missing.RowData(X, weight)
         packed = data.packed
-        return cls(
-            data, packed.values, packed.weights, packed.bounds, packed.order,
-            packed.n_observed, packed.n_weight,
-        )  # fmt: skip
+        return cls(**{f.name: getattr(packed, f.name) for f in fields(packed)}, data=data)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)

@@ -414,10 +414,12 @@ def _serial_e_step(data: RowData, mixture: kernels.Mixture, block_rows: int) -> 
     packed = data.packed
     inverse = mixture.lower_factors()  # L^-1 of every unit-scale covariance
     diagonal = mixture.covariance_type in ("diag", "spherical")
+    with np.errstate(divide="ignore"):  # an empty component's weight: log 0 = -inf, as the kernel's
+        log_w = np.log(kernels._contiguous(mixture.weights))
     ok, sums = rows_statistics(
         packed.values, packed.weights, packed.bounds, packed.order, packed.n_observed,
         kernels._contiguous(mixture.scaling.loc), kernels._contiguous(mixture.scaling.scale),
-        np.log(kernels._contiguous(mixture.weights)), kernels._contiguous(mixture.means),
+        log_w, kernels._contiguous(mixture.means),
         g._invert_lower(inverse), inverse, diagonal, int(block_rows),
     )  # fmt: skip
     if not ok:

@@ -77,9 +77,9 @@ class EMSelection:
     best : dict
         Per criterion, the ``(n_components, covariance_type)`` with the lowest value among fits
         whose status is "ok" (or among all fitted rows if none is). Values equal to rounding
-        (one model under several names: at K = 1 every full-covariance model is EEE, every
-        diagonal one EEI) go to the fewest parameters, then the smallest K, then the first
-        in mclust's order (EII, VII, EEI, ... VVV), not to whichever rounded lowest.
+        (1e-10 relative; one model under several names: at K = 1 every full-covariance model
+        is EEE, every diagonal one EEI) go to the fewest parameters, then the smallest K, then
+        the first in mclust's order (EII, VII, EEI, ... VVV), not to whichever rounded lowest.
 
     Examples
     --------
@@ -438,7 +438,7 @@ def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
 
 # criteria within this (relative) of the lowest are ties: the same model fitted under several
 # names differs in the last digits (~1e-13 relative at K = 1, R's mammals, judges, painters)
-_TIE = 1e-8
+_TIE = 1e-10
 
 
 def _best_row(usable: pd.DataFrame, criterion: str) -> tuple[int, str]:

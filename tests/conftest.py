@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +22,22 @@ def benchmark_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_fresh(
+    script: str, numba_cache: Path, *, timeout: float = 300, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """``python -c script`` in a fresh process with its own Numba cache and one OpenMP thread
+    (``env``: more variables), its output captured as text."""
+    environ = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=environ,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ from bayesgmm._results import keep_finished_draws
 from bayesgmm.cli import EXIT_DATA_ERROR, EXIT_INTERRUPTED, main
 from bayesgmm.report import _ReportPaths
 
+from .conftest import run_fresh
+
 TINY = ["--draws", "20", "--tune", "20", "--chains", "2", "--quiet"]
 
 
@@ -337,14 +339,7 @@ _KERNEL_SCRIPT = textwrap.dedent(
 
 
 def _run_kernel(cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", _KERNEL_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_fresh(_KERNEL_SCRIPT, cache)
 
 
 def _entries(cache: Path, suffix: str) -> list[Path]:
@@ -481,16 +476,8 @@ def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
     # Numba's weak linked copies made a process that compiled the kernels call other machine
     # code than one that loaded them (measured before the fix: another hash, other draws from
     # the same seed on the first run after an install).
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
-
     def digest() -> str:
-        run = subprocess.run(
-            [sys.executable, "-c", _DENSITY_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        run = run_fresh(_DENSITY_SCRIPT, tmp_path / "numba", timeout=600)
         assert run.returncode == 0, run.stderr
         return run.stdout.split()[-1]
 
@@ -505,21 +492,13 @@ def test_a_change_in_another_kernel_module_recompiles_the_callers(tmp_path):
     shutil.copytree(
         Path(_numba_cache.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
     )
-    env = {
-        **os.environ,
-        "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(package.parent),
-    }
 
     def compiles() -> int:
-        run = subprocess.run(
-            [sys.executable, "-c", _COMPILES_SCRIPT],
-            env=env,
+        run = run_fresh(
+            _COMPILES_SCRIPT,
+            tmp_path / "numba",
             cwd=tmp_path,  # not the checkout, whose bayesgmm would come first on sys.path
-            capture_output=True,
-            text=True,
-            timeout=300,
+            PYTHONPATH=str(package.parent),
         )
         assert run.returncode == 0, run.stderr
         return int(run.stdout.split()[-1])

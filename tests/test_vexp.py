@@ -1,8 +1,5 @@
 """The E-step's vectorisable exp (:mod:`bayesgmm._vexp`) against NumPy's."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numba
@@ -11,6 +8,8 @@ import pytest
 from scipy.special import logsumexp
 
 from bayesgmm._vexp import FASTMATH_EXACT_ORDER, MIN_ARGUMENT, exp_nonpositive
+
+from .conftest import run_fresh
 
 
 @numba.njit(fastmath=FASTMATH_EXACT_ORDER)
@@ -96,13 +95,6 @@ def test_a_reassociating_caller_compiled_first_keeps_the_accuracy(tmp_path):
     caches that machine code): compiled first from a reassociating loop, the reduction was
     merged and erred by ~200 ulp. exp_nonpositive sets its own flags; a fresh process and an
     empty cache make this caller the first."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-c", _REASSOCIATING_CALLER_FIRST],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
+    run = run_fresh(_REASSOCIATING_CALLER_FIRST, tmp_path)
+    assert run.returncode == 0, run.stderr
     assert float(run.stdout.strip().splitlines()[-1]) <= 1.0, run.stdout

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from bayesgmm import cli
 from bayesgmm._warmup import warm
+
+from .conftest import run_fresh
 
 # In a fresh process (nothing compiled in memory) with an empty cache: warm both parts, two
 # processes side by side as the command does, then fit other data. A kernel the warm-up did
@@ -49,14 +48,7 @@ _COVERAGE_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # compiles every kernel in an empty cache: ~2.5 min on two cores
 def test_after_warming_an_empty_cache_other_fits_compile_nothing(tmp_path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-c", _COVERAGE_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    run = run_fresh(_COVERAGE_SCRIPT, tmp_path / "numba", timeout=1200)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "[]"
     assert any((tmp_path / "numba").rglob("*.nbc"))  # the warm-up wrote to the empty cache

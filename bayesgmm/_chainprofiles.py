@@ -1,17 +1,32 @@
 """Label-invariant profiles of MCMC chains, for judging which mode each chain is in
 (:func:`bayesgmm.modes.find_modes`): the pointwise log-likelihood, log predictive densities and
-their divergence, and each chain's robust summary of its relabelled parameters."""
+their divergence, each chain's robust summary of its relabelled parameters, and the partition
+each chain holds (its co-clustering probabilities)."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import logsumexp
 
+from . import _gaussian as g
 from ._idata import Tree, get_group, has_group
 from ._units import scaling_of, standardised
 from .alignment import match_to_reference
+from .membership import _responsibility_draws
 
-__all__ = ["divergence", "lppd", "parameter_profiles", "parameters_agree", "pointwise"]
+__all__ = [
+    "divergence",
+    "lppd",
+    "parameter_profiles",
+    "parameters_agree",
+    "partition_profiles",
+    "partitions_agree",
+    "pointwise",
+]
+
+_PARTITION_ROWS = 150  # rows compared, evenly spaced: 11,175 pairs
+_PARTITION_DRAWS = 50  # draws per half chain, evenly spaced
+PARTITION_FLOOR = 0.05  # mean co-clustering difference below which two chains are one mode
 
 
 def pointwise(idata: Tree) -> np.ndarray:
@@ -83,3 +98,78 @@ def parameters_agree(
     allowed = factor * np.maximum(scale[a], scale[b]) + 0.05
     held = np.minimum(median[a, :, 0], median[b, :, 0]) * n_rows >= 2.0
     return bool(np.all(gap[:, 0] <= allowed[:, 0]) and np.all(gap[held] <= allowed[held]))
+
+
+def partition_profiles(idata: Tree) -> tuple[np.ndarray, np.ndarray] | None:
+    """The partition each chain holds: the median over its draws of every pair of rows'
+    co-clustering probability ``(chain, pair)``, and the mean absolute difference between
+    those medians in its two halves ``(chain,)``; None without the parameters in the
+    posterior or the observed data (or with a chain that holds fewer than two complete draws).
+
+    A draw's ``sum_k r_ik r_jk`` (responsibilities as in :func:`bayesgmm.co_clustering`, rows
+    with missing cells by their observed entries) does not depend on the labels: two chains
+    that split the data differently differ in many pairs, however alike their likelihoods
+    and however wide their parameters' spread (a posterior with nearly as many parameters as
+    rows). Medians keep a chain that visited another partition for a minority of its draws
+    with the one it spent most draws in, as :func:`parameter_profiles` does. At most
+    ``_PARTITION_ROWS`` rows and ``_PARTITION_DRAWS`` draws per half chain are used, evenly
+    spaced.
+    """
+    if not (has_group(idata, "posterior") and has_group(idata, "observed_data")):
+        return None
+    posterior = get_group(idata, "posterior")
+    if not {"weights", "means", "covariances"} <= set(posterior.data_vars):
+        return None
+    scaling = scaling_of(idata)
+    unit = standardised(posterior, scaling)
+    params = [
+        unit[name].transpose("chain", "draw", "component", ...).values
+        for name in ("weights", "means", "covariances")
+    ]
+    data = scaling.transform(np.asarray(get_group(idata, "observed_data")["obs"].values, float))
+    rows = _evenly(len(data), _PARTITION_ROWS)
+    if rows.size < 2:
+        return None
+    finite = np.ones(params[0].shape[:2], dtype=bool)
+    for values in params:
+        finite &= np.isfinite(values.reshape(*values.shape[:2], -1)).all(axis=2)
+    medians, noise = [], []
+    for chain, kept in enumerate(finite):
+        draws = np.flatnonzero(kept)
+        if draws.size < 2:
+            return None
+        halves = [
+            _pair_draws(data[rows], [v[chain, part] for v in params])
+            for part in np.array_split(draws, 2)
+        ]
+        medians.append(np.median(np.concatenate(halves), axis=0))
+        noise.append(divergence(*(np.median(half, axis=0) for half in halves)))
+    return np.array(medians), np.array(noise)
+
+
+def _evenly(n: int, most: int) -> np.ndarray:
+    """At most ``most`` evenly spaced indices of ``range(n)``."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).astype(int))
+
+
+def _pair_draws(data: np.ndarray, params: list[np.ndarray]) -> np.ndarray:
+    """Co-clustering probability of every pair of rows ``(draw, pair)`` under at most
+    ``_PARTITION_DRAWS`` evenly spaced draws of ``params`` (weights, means, covariances)."""
+    weights, means, covariances = (v[_evenly(len(v), _PARTITION_DRAWS)] for v in params)
+    factors = g.batched_precision_cholesky(covariances, jitter=True)
+    resp = _responsibility_draws(data, (weights, means, factors, covariances))
+    upper = np.triu_indices(len(data), 1)
+    return (resp @ resp.transpose(0, 2, 1))[:, upper[0], upper[1]]
+
+
+def partitions_agree(
+    profiles: tuple[np.ndarray, np.ndarray], a: int, b: int, factor: float
+) -> bool:
+    """Whether chains ``a`` and ``b`` of :func:`partition_profiles` hold one partition: their
+    median co-clustering probabilities differ (mean over pairs) by at most ``factor`` times
+    the *smaller* difference between either chain's halves, plus :data:`PARTITION_FLOOR`.
+    The smaller, so that a chain that wandered between partitions (its halves far apart)
+    does not join two settled chains that hold different ones."""
+    medians, noise = profiles
+    level = factor * min(noise[a], noise[b]) + PARTITION_FLOOR
+    return divergence(medians[a], medians[b]) <= level

@@ -15,8 +15,10 @@ for a reason that more draws do not fix. This module
    (:func:`find_modes`): each chain's log-likelihood distribution, and a mixture-level
    divergence between chains, the mean absolute difference of their pointwise log predictive
    densities (nats per observation), set against the same divergence between the two halves
-   of each chain, and each chain's medians of its parameters matched to one reference
-   (modes of equal likelihood that split the data differently differ only there);
+   of each chain, each chain's medians of its parameters matched to one reference (modes of
+   equal likelihood that split the data differently differ there), and the partition each
+   chain holds: which pairs of rows share a component (a posterior as wide as the gap
+   between two splits, with nearly as many parameters as rows, differs only there);
 4. if they did (:func:`record_modes`): relabels the draws within each mode (to the mode's
    best draw), weighs the modes by **stacking** (Yao, Vehtari & Gelman 2022, "Stacking for
    non-mixing Bayesian computations": LOO stacking of the chain groups), records
@@ -36,7 +38,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._chainprofiles import divergence, lppd, parameter_profiles, parameters_agree, pointwise
+from ._chainprofiles import (
+    divergence,
+    lppd,
+    parameter_profiles,
+    parameters_agree,
+    partition_profiles,
+    partitions_agree,
+    pointwise,
+)
 from ._drift import concat_chains
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
@@ -253,10 +263,16 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     log standard deviations) differ by at most ``factor`` times the larger of the two chains'
     robust standard deviations (1.4826 MAD, plus 0.05; a component that holds fewer than
     two rows' worth of weight in either chain by its weight alone, as its other parameters
-    are its prior's). Medians and MADs keep a chain that
-    visited another mode for a minority of its draws with the mode it spent most draws in
-    (that mode's own R-hat then shows the visit). Modes are the groups of chains linked by
-    that relation, numbered by decreasing mean log-likelihood.
+    are its prior's), and (d) when the results hold the parameters and the observed data,
+    the median co-clustering probabilities of pairs of rows differ (mean over pairs) by at
+    most ``factor`` times the smaller difference between either chain's halves, plus 0.05
+    (:func:`bayesgmm._chainprofiles.partition_profiles`; R's state.x77[, 1:5], K = 2: chains
+    that split the states by population and by illiteracy and murder rate differ by 0.49
+    there, chains of one split by at most 0.03, while (a)-(c) could not tell them apart).
+    Medians and MADs keep a chain that visited another mode for a minority of its draws
+    with the mode it spent most draws in (that mode's own R-hat then shows the visit). Modes
+    are the groups of chains linked by that relation, numbered by decreasing mean
+    log-likelihood.
 
     Parameters
     ----------
@@ -280,6 +296,7 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
     noise = [divergence(lppd(v[:half]), lppd(v[half:])) if half else 0.0 for v in values]
     densities = [lppd(v) for v in values]
     profiles = parameter_profiles(idata)
+    partitions = partition_profiles(idata)
     parent = list(range(n_chains))
 
     def root(i: int) -> int:
@@ -294,6 +311,8 @@ def find_modes(idata: Tree, *, factor: float = 4.0) -> np.ndarray:
             level = factor * max(noise[a], noise[b]) + 0.01
             if profiles is not None:
                 close = close and parameters_agree(profiles, a, b, factor, values.shape[2])
+            if partitions is not None:
+                close = close and partitions_agree(partitions, a, b, factor)
             if close and divergence(densities[a], densities[b]) <= level:
                 parent[root(b)] = root(a)
     roots = np.array([root(i) for i in range(n_chains)])

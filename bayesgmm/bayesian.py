@@ -405,32 +405,70 @@ class BayesianGMM(BaseEstimator):
         self._check_fitted()
         return diagnostics(self.idata_)
 
-    def membership(self, X: Any = None, *, hdi_prob: float = 0.94) -> xr.Dataset:
+    def membership(
+        self, X: Any = None, *, hdi_prob: float = 0.94, mode: int | None = None
+    ) -> xr.Dataset:
         """Posterior membership probabilities with HDIs and entropy (see
-        :func:`~bayesgmm.posterior_membership`); defaults to the training data."""
+        :func:`~bayesgmm.posterior_membership`); defaults to the training data.
+
+        ``mode`` classifies with the draws of one mode (:meth:`modes`). Modes label their
+        components each their own way (draws are relabelled within each mode), so over a run
+        whose chains ended in several modes the memberships of all draws mix unrelated labels:
+        that warns, and names ``mode=``.
+        """
         self._check_fitted()
-        return posterior_membership(self.idata_, self._rows(X), hdi_prob=hdi_prob)
+        if mode is None:
+            self._warn_if_modes("membership", "membership(mode=m) or predict(mode=m)")
+        return posterior_membership(self._mode_tree(mode), self._rows(X), hdi_prob=hdi_prob)
 
     def predict_proba(
-        self, X: Any = None, *, return_interval: bool = False, hdi_prob: float = 0.94
+        self,
+        X: Any = None,
+        *,
+        return_interval: bool = False,
+        hdi_prob: float = 0.94,
+        mode: int | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Posterior mean membership probabilities, ``(n_samples, n_components)``.
 
-        With ``return_interval=True`` also the lower and upper HDI bounds.
+        With ``return_interval=True`` also the lower and upper HDI bounds; ``mode`` as in
+        :meth:`membership`.
         """
-        m = self.membership(X, hdi_prob=hdi_prob)
+        m = self.membership(X, hdi_prob=hdi_prob, mode=mode)
         if return_interval:
             return m["probability"].values, m["hdi_low"].values, m["hdi_high"].values
         return m["probability"].values
 
-    def predict(self, X: Any = None) -> np.ndarray:
-        """Most probable component under the posterior mean membership."""
-        return self.predict_proba(X).argmax(axis=1)
+    def predict(self, X: Any = None, *, mode: int | None = None) -> np.ndarray:
+        """Most probable component under the posterior mean membership (``mode`` as in
+        :meth:`membership`)."""
+        return self.predict_proba(X, mode=mode).argmax(axis=1)
 
-    def co_clustering(self, X: Any = None, *, max_samples: int = 5000) -> xr.DataArray:
-        """Posterior probability that two observations share a component."""
+    def co_clustering(
+        self, X: Any = None, *, max_samples: int = 5000, mode: int | None = None
+    ) -> xr.DataArray:
+        """Posterior probability that two observations share a component.
+
+        It does not depend on the labels, so over several modes it is each mode's matrix
+        weighted by the mode's stacking weight (:meth:`modes`; Yao, Vehtari & Gelman 2022:
+        the stacked posterior of chains that do not mix), not by how many chains each mode
+        happened to get; where the weights could not be computed, all draws count alike.
+        ``mode`` gives one mode's.
+        """
         self._check_fitted()
-        return co_clustering(self.idata_, self._rows(X), max_samples=max_samples)
+        rows = self._rows(X)
+        table = self.modes() if mode is None else None
+        if table is None or len(table) == 1 or table["stacking_weight"].isna().any():
+            return co_clustering(self._mode_tree(mode), rows, max_samples=max_samples)
+        parts = [
+            weight * co_clustering(self._mode_tree(m), rows, max_samples=max_samples)
+            for m, weight in zip(table["mode"], table["stacking_weight"], strict=True)
+        ]
+        return sum(parts[1:], parts[0])
+
+    def _mode_tree(self, mode: int | None) -> Any:
+        """All draws, or those of one mode."""
+        return self.idata_ if mode is None else mode_posterior(self.idata_, mode)
 
     def _rows(self, X: Any) -> np.ndarray | None:
         """New data checked against the fit, as scikit-learn checks it: the number of
@@ -469,7 +507,7 @@ class BayesianGMM(BaseEstimator):
         :class:`~bayesgmm.SamplingWarning` saying so.
         """
         self._check_fitted()
-        tree = self.idata_ if mode is None else mode_posterior(self.idata_, mode)
+        tree = self._mode_tree(mode)
         if mode is None:
             self._warn_if_modes("summary", "summary(mode=m) for each mode")
         names = ("weights", "means", "covariances")

@@ -57,6 +57,7 @@ from .em import EMGaussianMixture
 __all__ = [
     "distinct_optima",
     "find_modes",
+    "main_mode",
     "mode_posterior",
     "mode_table",
     "record_modes",
@@ -371,6 +372,31 @@ def mode_posterior(idata: Tree, mode: int) -> Tree:
             data = data.isel(chain=chains).assign_coords(chain=np.arange(chains.size))
         groups[name] = data
     return new_tree(groups)
+
+
+def main_mode(idata: Tree) -> int:
+    """The mode with the largest stacking weight (:func:`mode_table`); the first (highest
+    mean log-likelihood) where the weights could not be computed. 0 for a single mode.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Results of :func:`bayesgmm.sample_posterior`.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> main_mode(fit.idata_)  # doctest: +SKIP
+    0
+    """
+    table = mode_table(idata)
+    weights = table["stacking_weight"].to_numpy(dtype=float)
+    if np.isnan(weights).any():
+        return int(table["mode"].iloc[0])
+    return int(table["mode"].iloc[int(np.argmax(weights))])
 
 
 def _modes_of(idata: Tree) -> np.ndarray:

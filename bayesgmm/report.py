@@ -38,6 +38,7 @@ from .bayesian import BayesianGMM
 from .compare import compare
 from .datasets import load_faithful
 from .membership import posterior_membership
+from .modes import main_mode, mode_posterior
 from .selection import Selection, select_n_components
 
 __all__ = ["Report", "report"]
@@ -211,9 +212,20 @@ def _diagnostics_section(fit: BayesianGMM) -> Section:
 
 def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> Section:
     section = Section("clustering", "Uncertainty-aware clustering")
-    ax = plotting.plot_membership(fit.idata_, hdi_prob=hdi_prob)
-    section.figure(_figure_of(ax), "Most probable component; uncertain points stand out")
-    membership = posterior_membership(fit.idata_, hdi_prob=hdi_prob)
+    tree, which = fit.idata_, ""
+    if len(fit.modes()) > 1:  # modes label their components each their own way
+        mode = main_mode(fit.idata_)
+        tree, which = mode_posterior(fit.idata_, mode), f" (mode {mode})"
+        section.text(
+            f"The chains ended in several modes, which label their components each their own "
+            f"way: memberships are those of mode {mode}, the one with the largest stacking "
+            "weight (fit.membership(mode=m) gives another's)."
+        )
+    membership = posterior_membership(tree, hdi_prob=hdi_prob)
+    ax = plotting.plot_membership(tree, hdi_prob=hdi_prob, membership=membership)
+    section.figure(
+        _figure_of(ax), f"Most probable component{which}; uncertain points stand out"
+    )
     X = X[X.notna().any(axis=1)]  # the fitted rows: one with nothing observed was left out
     order = np.argsort(-membership["entropy"].values)[:10]
     rows = X.iloc[order].reset_index(names="observation")
@@ -226,7 +238,7 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
             f"{p:.2f} [{lo:.2f}, {hi:.2f}]"
             for p, lo, hi in zip(probability[:, k], low, high, strict=True)
         ]
-    section.table(rows, "The ten most uncertain observations (mean membership [HDI])")
+    section.table(rows, f"The ten most uncertain observations{which} (mean membership [HDI])")
     return section
 
 

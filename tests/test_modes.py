@@ -268,6 +268,36 @@ def test_mode_summaries_and_saved_modes(two_modes, tmp_path):
     )
 
 
+def test_memberships_per_mode_and_co_clustering_over_modes(two_modes, mirrored):
+    """Modes label their components each their own way: memberships over all draws warn and
+    name ``mode=``; one mode's are those of its draws. Co-clustering does not depend on the
+    labels: over the modes it weighs each mode's matrix by its stacking weight. The mirrored
+    modes merge the middle cluster with the left or with the right one, so whether a left and
+    a middle row share a component depends on the mode."""
+    from bayesgmm import posterior_membership
+    from bayesgmm.modes import main_mode
+
+    fit, _ = two_modes
+    with pytest.warns(SamplingWarning, match="2 different modes: the membership averages"):
+        fit.predict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        for m in (0, 1):
+            own = fit.membership(mode=m, hdi_prob=0.9)
+            expected = posterior_membership(mode_posterior(fit.idata_, m), hdi_prob=0.9)
+            xr.testing.assert_allclose(own, expected)
+            np.testing.assert_array_equal(fit.predict(mode=m), own["most_probable"].values)
+        rows = mirrored[[0, 60, 120]]  # right, left, middle
+        each = [fit.co_clustering(rows, mode=m).values for m in (0, 1)]
+        stacked = fit.co_clustering(rows).values
+    weights = fit.modes().set_index("mode")["stacking_weight"]
+    assert main_mode(fit.idata_) == weights.idxmax()
+    merging_left = 0 if each[0][1, 2] > 0.5 else 1
+    assert each[merging_left][1, 2] > 0.8 and each[1 - merging_left][1, 2] < 0.2
+    assert each[1 - merging_left][0, 2] > 0.8  # the other mode merges middle and right
+    np.testing.assert_allclose(stacked, weights[0] * each[0] + weights[1] * each[1], atol=1e-12)
+
+
 def test_a_mode_without_psis_loo_gets_nan_weights_not_an_error(two_modes):
     # a degenerate mode (every draw gives each row the same log-likelihood) has no PSIS-LOO:
     # the table is still made, its weights NaN, with a warning that says why
@@ -303,9 +333,14 @@ def test_one_optimum_one_mode_no_warning():
     assert len(table) == 1 and table.loc[0, "stacking_weight"] == 1.0
 
 
-def test_report_shows_the_modes(two_modes):
+def test_report_shows_the_modes(two_modes, mirrored):
+    """The diagnostics show the modes; the memberships are one mode's, named (modes label
+    their components each their own way)."""
+    import pandas as pd
+
     from bayesgmm._render import render_markdown
-    from bayesgmm.report import _diagnostics_section
+    from bayesgmm.modes import main_mode
+    from bayesgmm.report import _clustering_section, _diagnostics_section
 
     fit, _ = two_modes
     section = _diagnostics_section(fit)
@@ -314,6 +349,13 @@ def test_report_shows_the_modes(two_modes):
     assert "Modes (draws relabelled within each mode)" in captions
     markdown, _ = render_markdown("t", [section], "figures")
     assert "2 different modes" in markdown and "stacking_weight" in markdown
+    main = main_mode(fit.idata_)
+    clustering = _clustering_section(fit, pd.DataFrame(mirrored), 0.94)
+    texts = [block for kind, block in clustering.blocks if kind == "text"]
+    assert any(f"memberships are those of mode {main}" in text for text in texts)
+    captions = [block[1] for kind, block in clustering.blocks if kind == "table"]
+    caption = f"The ten most uncertain observations (mode {main}) (mean membership [HDI])"
+    assert captions == [caption]
 
 
 def test_a_given_em_stays_the_reference(mirrored):

@@ -24,7 +24,7 @@ __all__ = [
     "pointwise",
 ]
 
-_PARTITION_ROWS = 150  # rows compared, evenly spaced: 11,175 pairs
+_PARTITION_ROWS = 100  # rows compared, evenly spaced: 4,950 pairs
 _PARTITION_DRAWS = 50  # draws per half chain, evenly spaced
 PARTITION_FLOOR = 0.05  # mean co-clustering difference below which two chains are one mode
 

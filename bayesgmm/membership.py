@@ -158,6 +158,10 @@ def co_clustering(
     """Posterior similarity matrix: the probability that two observations share a component.
 
     ``P[i, j] = E_theta[sum_k r_ik(theta) r_jk(theta)]``, averaged over the draws in blocks.
+    Every draw of ``idata`` counts alike: over chains that ended in several modes, each mode
+    weighs as many chains as it happened to get. :meth:`bayesgmm.BayesianGMM.co_clustering`
+    weighs the modes by their stacking weights instead; one mode's draws are
+    :func:`bayesgmm.modes.mode_posterior`.
 
     Parameters
     ----------

@@ -18,7 +18,20 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["SamplerError", "SamplingInterrupted", "describe", "from_below"]
+__all__ = ["SamplerError", "SamplingInterrupted", "SamplingWarning", "describe", "from_below"]
+
+
+class SamplingWarning(UserWarning):
+    """A convergence check failed; the message says which and what to try.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from bayesgmm import BayesianGMM, SamplingWarning, load_faithful
+    >>> with warnings.catch_warnings():  # doctest: +SKIP
+    ...     warnings.simplefilter("error", SamplingWarning)  # make failed checks errors
+    ...     BayesianGMM(2, draws=100).fit(load_faithful())
+    """
 
 
 class SamplerError(RuntimeError):

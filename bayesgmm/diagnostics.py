@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
+from ._errors import SamplingWarning
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
 from ._scaling import AffineScaling
 from ._stuck import stuck_chains
@@ -77,19 +78,6 @@ _NOTES = {
     "and the runs after it converged. A small weight means near-empty component(s): the data "
     "support fewer components (compare fewer, or a simpler covariance_type)",
 }
-
-
-class SamplingWarning(UserWarning):
-    """A convergence check failed; the message says which and what to try.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> from bayesgmm import BayesianGMM, SamplingWarning, load_faithful
-    >>> with warnings.catch_warnings():  # doctest: +SKIP
-    ...     warnings.simplefilter("error", SamplingWarning)  # make failed checks errors
-    ...     BayesianGMM(2, draws=100).fit(load_faithful())
-    """
 
 
 def _lower_pairs(da: xr.DataArray, offset: int) -> xr.DataArray:

@@ -21,9 +21,8 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from ._dask import is_dask_array
-from ._errors import SamplerError, SamplingInterrupted
+from ._errors import SamplerError, SamplingInterrupted, SamplingWarning
 from ._families import BAYES_COVARIANCE_TYPES
-from ._idata import compare, loo
 from ._kernels import column_summary
 from ._models import (
     COVARIANCE_NAMES,
@@ -44,7 +43,6 @@ from ._validation import (
     check_sample_weight,
     dependence_warning,
 )
-from .diagnostics import SamplingWarning
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
 __all__ = [
@@ -501,6 +499,8 @@ def _count(value: float) -> float:
 
 
 def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str, Any]:
+    from ._idata import loo  # ArviZ: loaded by the Bayesian half only
+
     pareto_k = np.asarray(loo(idata).pareto_k)
     checks = diagnostics_table.set_index("check")
     failed = [c for c in checks.index if not checks.loc[c, "passed"]]
@@ -540,6 +540,8 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
     >>> fits = {f"K={k}": BayesianGMM(k).fit(X) for k in (2, 3)}  # doctest: +SKIP
     >>> bayesian_comparison(fits)[["elpd_loo", "converged", "winner"]]  # doctest: +SKIP
     """
+    from ._idata import compare  # ArviZ: loaded by the Bayesian half only
+
     table = compare({name: fit.idata_ for name, fit in fits.items()})
     extra = pd.DataFrame(
         [_loo_row(name, fit.idata_, fit.diagnostics()) for name, fit in fits.items()]

@@ -9,10 +9,6 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from . import _numba_cache
-
-_numba_cache.install()  # before any kernel compiles or loads
-
 # Public names and the module each lives in. They load on first use (PEP 562), so that
 # ``from bayesgmm import em_sweep`` does not pay for ArviZ and matplotlib (about half of
 # importing everything: 3.5 s against 7 here, 2026-12).

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _kernels as kernels
+from . import _numba_cache
 from ._scaling import AffineScaling
 
 __all__ = ["SmallLoop", "canonical_rows"]
@@ -121,3 +122,5 @@ class SmallLoop:
         if self.diagonal and np.all(covariances > 0.0) and np.all(covariances < np.inf):
             return 1.0 / np.sqrt(covariances)
         return g.precision_cholesky(covariances, self.layout)
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from . import _gaussian as g
-from . import _mstep
+from . import _mstep, _numba_cache
 from ._emloop import _statistics
 
 __all__ = ["MODEL_CODES", "advance", "iterate"]
@@ -295,3 +295,5 @@ def advance(small: Any, run: Any, n_iter: int, em: Any) -> None:
     run.trace.extend(trace.tolist())
     run.n_iter += trace.size
     run.converged = bool(converged)
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

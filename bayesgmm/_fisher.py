@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _numba_cache
 from ._kernels import _FASTMATH
 
 __all__: list[str] = []
@@ -71,3 +72,5 @@ def _likelihood_gradients(
                 for m in range(a, n_features):
                     acc += inv[m, a] * moment[m, b]
                 grad_chol[c, a, b] = acc
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

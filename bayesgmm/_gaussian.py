@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from . import _models
+from . import _models, _numba_cache
 
 COVARIANCE_TYPES = _models.LAYOUTS  # the four layouts (scikit-learn's families)
 LOG_2PI = np.log(2.0 * np.pi)
@@ -538,3 +538,5 @@ def draw_log_responsibilities(
         weighted += np.log(weights[block])[:, None, :]
         log_norm = _logsumexp(weighted, axis=2)
         yield block, log_norm, weighted - log_norm[..., None]
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -39,6 +39,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _numba_cache
+
 __all__ = ["MODEL_CODES", "agglomerate"]
 
 MODEL_CODES = {"VVV": 0, "VII": 1, "EII": 2}
@@ -286,3 +288,5 @@ def agglomerate(z, model, alpha, beta, first_row_only):  # pragma: no cover - co
         n_active -= 1
         _refresh(model, i, j, n_active, slots, xs, scatter, d, colmin, colarg, alpha, beta, work)
     return merges
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

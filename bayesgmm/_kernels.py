@@ -33,6 +33,7 @@ import numba
 import numpy as np
 
 from . import _gaussian as g
+from . import _numba_cache
 from ._scaling import AffineScaling
 from ._vexp import exp_nonpositive
 
@@ -618,3 +619,5 @@ def column_summary(X: np.ndarray, block_rows: int | None = None) -> ColumnSummar
         part = _block_summary(np.asarray(X[start : start + block_rows], dtype=np.float64))
         total = part if total is None else total + part
     return total
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
+from . import _numba_cache
 from ._families import (
     CONDITIONAL_FLOOR,
     conditional_floor,
@@ -400,3 +401,5 @@ def _unchanged_spec(model) -> ModelSpec | None:
     ):
         return None
     return spec
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
-from . import _missing
+from . import _missing, _numba_cache
 from ._fisher import _likelihood_gradients
 from ._gaussian import _invert_lower_into
 from ._kernels import _FASTMATH
@@ -150,3 +150,5 @@ def logp_and_grad_rows(x: np.ndarray, rows: Rows, args: tuple) -> tuple[float, n
         x, rows.values, rows.weights, rows.n_weight, rows.bounds, rows.order, rows.n_observed,
         *args,
     )  # fmt: skip
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _numba_cache
 from ._gaussian import _invert_lower_into
 from ._kernels import _FASTMATH
 
@@ -193,3 +194,5 @@ def _add_prior(
     if not np.isfinite(logp) or not np.all(np.isfinite(grad)):
         logp = -np.inf
     return logp
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

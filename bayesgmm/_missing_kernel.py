@@ -18,6 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _numba_cache
 from ._gaussian import LOG_2PI, _cholesky_into, _invert_lower_into
 from ._kernels import _FASTMATH, _new_sums, _weighted_block_pass
 
@@ -192,3 +193,5 @@ def rows_statistics(
         if not ok:
             return False, out
     return True, out
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

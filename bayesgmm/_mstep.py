@@ -61,7 +61,7 @@ import numba
 import numpy as np
 
 from . import _gaussian as g
-from . import _models
+from . import _models, _numba_cache
 from ._gaussian import MixtureStatistics, SingularCovarianceError
 
 __all__ = ["Warm", "m_step"]
@@ -505,3 +505,5 @@ _RULES = {
     "EVV": _evv,
     "VVV": _vvv,
 }
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -8,7 +8,9 @@ truncated file stops every later run with an unpickling error, and a damaged one
 unpickles is loaded as machine code and crashes the process. Several processes compiling at
 once can also give two signatures the same file name.
 
-:func:`install` gives each of bayesgmm's kernels a cache that
+:func:`install` gives each of bayesgmm's kernels a cache (every kernel module calls
+:func:`install_module` as its last line, so a kernel is checked from its first compile and the
+EM half never imports the Bayesian half's kernel modules) that
 
 - stores a SHA-256 of each entry with it, and the entry's own key, in files of its own naming
   (``<function>.checked.<key hash>.nbc``, so Numba's unchecked files are never read);
@@ -42,10 +44,12 @@ Only bayesgmm's own entries are ever removed. :func:`clear` removes them all (``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import pickle
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -56,7 +60,15 @@ from numba.core import codegen
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.dispatcher import Dispatcher
 
-__all__ = ["KERNEL_MODULES", "CacheWarning", "cache_folders", "clear", "install", "kernel_modules"]
+__all__ = [
+    "KERNEL_MODULES",
+    "CacheWarning",
+    "cache_folders",
+    "clear",
+    "install",
+    "install_module",
+    "kernel_modules",
+]
 
 #: bayesgmm's modules holding Numba kernels compiled with ``cache=True`` (a test keeps it whole).
 KERNEL_MODULES = (
@@ -211,11 +223,14 @@ def kernel_modules() -> tuple[ModuleType, ...]:
     return tuple(importlib.import_module(f"bayesgmm.{name}") for name in KERNEL_MODULES)
 
 
-def sources_digest(modules: tuple[ModuleType, ...]) -> str:
-    """SHA-256 of the source files of ``modules``, in the order given."""
+@functools.cache
+def sources_digest() -> str:
+    """SHA-256 of the source files of all :data:`KERNEL_MODULES`, in that order (read, not
+    imported: a module installs its cache while the later ones may not be loaded yet)."""
+    package = Path(__file__).parent
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__).read_bytes())
+    for name in KERNEL_MODULES:
+        digest.update((package / f"{name}.py").read_bytes())
     return digest.hexdigest()
 
 
@@ -253,16 +268,26 @@ def _link_own_copies() -> None:
 def install(*modules: ModuleType) -> None:
     """Give every cached Numba kernel of ``modules`` a checked cache (before any compile).
 
-    An entry is fresh while the sources of all of ``modules`` are unchanged (default: the
-    :func:`kernel_modules`). bayesgmm's libraries link their own copies of the functions they
-    call (module docstring).
+    An entry is fresh while the sources of all :data:`KERNEL_MODULES` are unchanged. Default
+    ``modules``: all of them (:func:`kernel_modules`). bayesgmm's libraries link their own
+    copies of the functions they call (module docstring).
     """
     modules = modules or kernel_modules()
-    sources = sources_digest(modules) + _LINKING
+    sources = sources_digest() + _LINKING
     _link_own_copies()
     for dispatcher in _dispatchers(modules):
         if not isinstance(dispatcher._cache, _CheckedCache):
             dispatcher._cache = _CheckedCache(dispatcher.py_func, sources)
+
+
+def install_module(name: str) -> None:
+    """:func:`install` for the module being imported: the last line of every kernel module.
+
+    Each module installs its own kernels' cache as it loads, before any of them can compile,
+    so that importing the EM half does not import the Bayesian half's kernel modules (and
+    PyMC with them) just to install theirs.
+    """
+    install(sys.modules[name])
 
 
 def cache_folders(*modules: ModuleType) -> list[Path]:

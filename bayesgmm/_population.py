@@ -22,7 +22,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _fastem, _mstep
+from . import _fastem, _mstep, _numba_cache
 from ._gaussian import MixtureStatistics
 
 __all__ = ["Population", "Slot", "iterate_many", "start_rows"]
@@ -441,3 +441,5 @@ class Population:
             s.X, s.loc, s.scale, s.code, s.block_rows, self.code, self.regularisation,
             em._inner_tol, em.tol, self.arrays, which, limits[group],
         )  # fmt: skip
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -37,6 +37,7 @@ import numba
 import numpy as np
 from scipy.optimize import minimize
 
+from . import _numba_cache
 from ._gaussian import LOG_2PI
 from ._kernels import _FASTMATH
 from ._logdensity import LogDensity, _logp_and_grad
@@ -433,3 +434,5 @@ def precondition_attrs(approx: Laplace | None) -> dict:
         + (FLOORED if approx.retried else "")
         + " (L-BFGS, Newton), no jitter",
     }
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

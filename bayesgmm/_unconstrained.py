@@ -16,6 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _numba_cache
 from ._kernels import _FASTMATH
 
 __all__: list[str] = []
@@ -124,3 +125,5 @@ def _unpack_draws(
         chol[s] = _expand(free, free_log_diag, n_components, n_features)[0]
         weights[s] = np.exp(log_w)
     return weights, means, chol
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -28,6 +28,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
+from . import _numba_cache
+
 __all__ = ["FASTMATH_EXACT_ORDER", "MIN_ARGUMENT", "exp_nonpositive"]
 
 # Contraction (fused multiply-add) and sign-of-zero freedom keep the reduction exact; no
@@ -64,3 +66,5 @@ def exp_nonpositive(x):  # pragma: no cover - compiled
     for i in range(12, -1, -1):
         p = p * r + c[i]
     return p * _float_from_bits((np.int64(n) + 1023) << 52)
+
+_numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

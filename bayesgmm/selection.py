@@ -22,9 +22,9 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._dask import is_dask_array
 from ._errors import SamplerError, SamplingInterrupted, SamplingWarning
-from ._families import BAYES_COVARIANCE_TYPES
 from ._kernels import column_summary
 from ._models import (
+    BAYES_COVARIANCE_TYPES,
     COVARIANCE_NAMES,
     MODEL_NAMES,
     ONE_FEATURE_MODELS,

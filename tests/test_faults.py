@@ -404,6 +404,25 @@ def test_kernel_modules_lists_every_module_with_cached_kernels():
     assert cached - {"_numba_cache"} == set(_numba_cache.KERNEL_MODULES)
 
 
+def test_every_kernel_module_installs_its_checked_cache_on_import():
+    # no package-wide install any more: each kernel module's last line installs its own
+    # kernels' cache (a module without it would read and write Numba's unchecked files)
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
+    unchecked = []
+    for name in _numba_cache.KERNEL_MODULES:
+        module = importlib.import_module(f"bayesgmm.{name}")
+        for attr, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+                cache = value._cache
+                if isinstance(cache, FunctionCache) and not isinstance(
+                    cache, _numba_cache._CheckedCache
+                ):
+                    unchecked.append(f"{name}.{attr}")
+    assert unchecked == []
+
+
 def test_every_kernel_states_its_fastmath_flags():
     # Numba compiles a function without its own fastmath option with its first caller's
     # flags (numba.core.cpu: inherit_if_not_set) and keeps that code for every later caller

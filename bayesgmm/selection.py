@@ -422,15 +422,24 @@ def _check_components(n_components: Iterable[int], n_samples: int) -> list[int]:
     return ks
 
 
+def _failure_reasons(table: pd.DataFrame, most: int = 3) -> str:
+    """The distinct messages of failed cells, most frequent first, each with its cells."""
+    counts = table["message"].fillna("").value_counts()
+    said = [
+        f"{reason or 'no message'} ({count} of {len(table)} fits)"
+        for reason, count in counts.head(most).items()
+    ]
+    if len(counts) > most:
+        said.append(f"and {len(counts) - most} other reason(s)")
+    return " | ".join(said)
+
+
 def _best_by_criterion(table: pd.DataFrame) -> dict[str, tuple[int, str]]:
     usable = table[table["status"] == "ok"]
     if usable.empty:
         usable = table[table["status"] != "failed"]
-    if usable.empty:
-        raise ValueError(
-            "Every EM fit failed; see the messages in the table. Reduce the number of "
-            "components or increase reg_covar."
-        )
+    if usable.empty:  # no table reaches the caller: the error carries the reasons
+        raise ValueError(f"Every EM fit failed: {_failure_reasons(table)}")
     return {criterion: _best_row(usable, criterion) for criterion in CRITERIA}
 
 

@@ -447,6 +447,13 @@ def test_bad_data_and_weights_are_named_before_the_sweep(X, weight, match):
         em_sweep(X, [1, 2], progress=False, sample_weight=weight)
 
 
+def test_a_sweep_where_every_fit_fails_says_why_in_its_error():
+    """With no table returned, the error itself names the cells' reasons and their counts."""
+    X = np.random.default_rng(0).normal(size=(31, 3))
+    with pytest.raises(ValueError, match=r"failed: .*n_samples >= n_components.*\(14 of 14 fits\)"):
+        em_sweep(X, [40], "all", progress=False)
+
+
 def test_a_dataframe_is_swept_as_its_values_with_its_feature_names():
     """The DataFrame is validated once: the same table as its values, and every fit carries the
     column names (predict on the DataFrame does not warn about feature names)."""

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator
 
 from ._errors import from_below
 from ._fitwarnings import warn_collapse_on_ties, warn_many_parameters
+from ._idata import get_attr
 from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
@@ -109,7 +110,9 @@ class BayesianGMM(BaseEstimator):
         The best EM optimum, the reference of the results (after :meth:`load`, EM at the
         saved estimate).
     starts_ : list of EMGaussianMixture
-        The other distinct EM optima chains started from (empty when there were none).
+        The other distinct EM optima chains started from (empty when there were none; an
+        optimum where sampling cannot start is left out, and named in the posterior's
+        ``starts_dropped`` attr).
     model_ : pymc.Model
         Built on first access after unpickling or :meth:`load`.
     idata_ : xarray.DataTree
@@ -305,6 +308,8 @@ class BayesianGMM(BaseEstimator):
             precondition=self.precondition,
             max_draws=self.max_draws,
         )
+        dropped = {index for index, _ in get_attr(self.idata_, "starts_dropped", default=[])}
+        self.starts_ = [s for i, s in enumerate(self.starts_) if i not in dropped]
         return self
 
     def _other_optima(

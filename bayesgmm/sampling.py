@@ -170,6 +170,19 @@ def _start_problem(density: LogDensity, start: np.ndarray, rows: np.ndarray) -> 
     return "" if np.all(grad != 0) else "flat in some direction"
 
 
+def _usable_point(density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows) -> tuple:
+    """EM's estimate, or its floored twin when nutpie cannot use it: ``(start, floored,
+    problem)``, ``problem`` empty when one of them can be used (:func:`_kernel_start`)."""
+    start = _flat_start(model, em)
+    problem = _start_problem(density, start, rows)
+    if not problem:
+        return start, False, ""
+    floored = _flat_start(model, em, pre.RETRY_FLOOR)
+    if not _start_problem(density, floored, rows):
+        return floored, True, ""
+    return start, False, problem
+
+
 def _kernel_start(
     density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows: np.ndarray
 ) -> tuple:
@@ -186,13 +199,9 @@ def _kernel_start(
     singularity. When neither can be used, say why now, rather than after nutpie's "All
     initialization points failed". ``rows``: the model's rows as ``density`` takes them.
     """
-    start = _flat_start(model, em)
-    problem = _start_problem(density, start, rows)
+    start, floored, problem = _usable_point(density, model, em, rows)
     if not problem:
-        return start, False
-    floored = _flat_start(model, em, pre.RETRY_FLOOR)
-    if not _start_problem(density, floored, rows):
-        return floored, True
+        return start, floored
     X, _ = observed_rows(model)
     z = np.abs(np.nan_to_num(density.scaling.transform(X)))
     row, column = np.unravel_index(np.argmax(z), z.shape)
@@ -380,8 +389,8 @@ def sample_posterior(
     kernel = sampler == "nutpie" and backend == "kernel"
     limits = threadpool_limits(limits=1, user_api="blas")
     with limits, from_below("sampling"), _quiet_arviz(), _responsive_gil():
-        every = [em, *(starts or [])]
-        approxes = [_kernel_laplace(model, s, precondition) if kernel else None for s in every]
+        every, approxes, dropped = _usable_starts(model, em, starts or [], precondition, kernel)
+        starts = every[1:]
         run["tune"] = tune = max(map(pre.default_tune, approxes)) if tune is None else tune
         if target_accept is None:
             target_accept = max(map(pre.default_target_accept, approxes))
@@ -435,6 +444,7 @@ def sample_posterior(
             "target_accept": target_accept,
             **pre.precondition_attrs(approxes[0]),
             "start": _start_description(len(every), approxes[0], unwhitened_floored),
+            **({"starts_dropped": dropped} if dropped else {}),
             **(restarted or {}),
             "relabelled_draws_per_chain": switched["relabelled_draws"].tolist(),
             "priors": (priors or spec.priors).to_json(),
@@ -529,6 +539,30 @@ def _start_description(n_starts: int, approx: pre.Laplace | None, floored: bool 
     plain = f"EM estimate{pre.FLOORED if floored else ''}, no jitter"
     one = pre.precondition_attrs(approx).get("start", plain)
     return one if n_starts == 1 else f"{n_starts} distinct EM optima, round robin; each: {one}"
+
+
+def _usable_starts(model, em, starts: list, precondition: str, kernel: bool) -> tuple:
+    """The starts chains can use, their Laplace approximations, and what was dropped.
+
+    EM's estimate must be usable (:func:`_kernel_start` raises, saying why, when it is not);
+    another optimum where sampling cannot start (a density flat in some direction there) is
+    dropped rather than stopping the run: its chains start at the usable ones (MASS michelson,
+    K = 2: a fourth optimum on the heavily tied speeds). ``dropped``: the dropped starts'
+    positions in ``starts`` and the reason, as ``[[index, reason], ...]``.
+    """
+    if not kernel:
+        return [em, *starts], [None] * (1 + len(starts)), []
+    every, approxes, dropped = [em], [_kernel_laplace(model, em, precondition)], []
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    for index, start in enumerate(starts):
+        problem = _usable_point(density, model, start, rows)[2]
+        if problem:
+            dropped.append([index, f"the posterior density there is {problem}"])
+            continue
+        every.append(start)
+        approxes.append(_kernel_laplace(model, start, precondition))
+    return every, approxes, dropped
 
 
 def _kernel_laplace(model, em, precondition: str) -> pre.Laplace | None:

@@ -8,6 +8,7 @@ singularity must not be trusted, and the second start must find the mode.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import replace
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_wine
 
-from bayesgmm import EMGaussianMixture, build_model, sample_posterior
+from bayesgmm import EMGaussianMixture, SamplerError, build_model, sample_posterior
 from bayesgmm._logdensity import log_density_for
 from bayesgmm._precondition import RETRY_FLOOR, laplace
 from bayesgmm.model import default_priors, observed_rows
@@ -262,3 +263,42 @@ def test_unwhitened_chains_from_the_floored_start_say_so():
     assert attrs["precondition"] == "none"
     floored = "EM estimate with its covariances' eigenvalues floored at 0.01, no jitter"
     assert attrs["start"] == floored
+
+
+def _duplicated(em: EMGaussianMixture) -> EMGaussianMixture:
+    """A one-component fit as two identical halves: a stationary point of the likelihood
+    whose density has an exactly zero slope along the weights (MASS michelson, K = 2: one
+    of the distinct EM optima the chains were to start from)."""
+    twin = EMGaussianMixture(2, random_state=0).fit(em.sample(200)[0])
+    twin.weights_ = np.array([0.5, 0.5])
+    twin.means_ = np.repeat(em.means_, 2, axis=0)
+    twin.covariances_ = np.repeat(em.covariances_, 2, axis=0)
+    twin.precisions_cholesky_ = np.repeat(em.precisions_cholesky_, 2, axis=0)
+    return twin
+
+
+def test_an_optimum_where_sampling_cannot_start_is_dropped_not_fatal():
+    X = np.asarray(load_wine().data)[:, :2]
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    other = EMGaussianMixture(2, covariance_type="full", init_params="random", random_state=3).fit(
+        X
+    )
+    dup = _duplicated(EMGaussianMixture(1, random_state=0).fit(X))
+    model = build_model(X, 2)
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    assert np.any(density(_flat_start(model, dup), rows)[1] == 0)  # nutpie cannot start there
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = sample_posterior(
+            model, em, starts=[other, dup], draws=20, tune=20, chains=2, max_draws=20,
+            random_seed=1, progressbar=False,
+        )  # fmt: skip
+    attrs = idata.posterior.attrs
+    assert json.loads(attrs["starts_dropped"]) == [
+        [1, "the posterior density there is flat in some direction"]
+    ]
+    assert attrs["start"].startswith("2 distinct EM optima")
+    assert set(idata.sample_stats["start"].values.tolist()) == {0, 1}  # EM and the usable one
+    with pytest.raises(SamplerError, match="cannot start at the EM estimate"):
+        sample_posterior(model, dup, draws=20, tune=20, chains=1, progressbar=False)

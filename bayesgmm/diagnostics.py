@@ -42,8 +42,7 @@ _ADVICE = {
     "divergences": "raise target_accept (e.g. 0.95); persistent divergences often mean too "
     "many components for the data (try fewer)",
     "r_hat": "chains disagree: tune and draw longer, or use fewer components (an empty or "
-    "duplicated component makes the posterior multimodal); with one chain R-hat cannot be "
-    "computed: run 2 or more chains",
+    "duplicated component makes the posterior multimodal)",
     "ess_bulk": "increase draws (or tune longer); a low ESS with many components suggests "
     "fewer components",
     "ess_tail": "increase draws so the tails (and HDIs) are estimated reliably",
@@ -565,10 +564,35 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     """
     table = pd.DataFrame(_check_rows(idata))
     table["advice"] = [
-        _ADVICE[check] if not passed else _NOTES.get(check, "")
+        _advice(idata, check) if not passed else _NOTES.get(check, "")
         for check, passed in zip(table["check"], table["passed"], strict=True)
     ]
     return table
+
+
+# at or above this target_accept, raising it further is no longer the advice for divergences
+_HIGH_TARGET_ACCEPT = 0.95
+
+
+def _advice(idata: Tree, check: str) -> str:
+    """What to try for a failed check, in the light of what the run already did: a run whose
+    chains were already at target_accept 0.95 (the follow-up's) is not told to raise it to
+    0.95, and R-hat's note on a single chain only shows with one chain."""
+    if check == "divergences":
+        target = max(
+            float(get_attr(idata, "target_accept", default=0.0) or 0.0),
+            float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
+        )
+        if target >= _HIGH_TARGET_ACCEPT:
+            return (
+                f"the chains already ran at target_accept {target:g}: divergences that stay "
+                "there mark a region NUTS cannot follow (a near-empty or collapsing component's "
+                "funnel): use fewer components or a simpler covariance_type; target_accept 0.99 "
+                "is a last, slow try"
+            )
+    if check == "r_hat" and get_group(idata, "posterior").sizes.get("chain", 2) < 2:
+        return "with one chain R-hat cannot be computed: run 2 or more chains"
+    return _ADVICE[check]
 
 
 def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
@@ -598,7 +622,9 @@ def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
     failed = table[~table["passed"]]
     if not failed.empty:
         lines = [
-            f"{r.check} = {r.value:.4g} (gate {r.threshold:g}; worst: {r.worst}): {r.advice}"
+            f"{r.check} = {r.value:.4g} (gate {r.threshold:g}"
+            + (f"; worst: {r.worst}" if r.worst else "")
+            + f"): {r.advice}"
             for r in failed.itertuples()
         ]
         warnings.warn(

@@ -55,10 +55,24 @@ def test_divergences_warn_with_target_accept_advice(fit):
     assert "divergences = 3" in message and "target_accept" in message
 
 
+def test_divergences_after_a_run_at_a_high_target_are_not_told_to_raise_it(fit):
+    """The follow-up already reran the chains at 0.95: the advice says so and points at the
+    model; a row without a worst parameter shows no empty "worst:"."""
+    idata = _posterior(fit, divergent=3)
+    idata.posterior.attrs.update(target_accept=0.8, follow_up_target_accept=0.95)
+    failed, message = _failed(idata)
+    assert failed == {"divergences"}
+    assert "already ran at target_accept 0.95" in message and "(e.g. 0.95)" not in message
+    assert "worst: )" not in message and "divergences = 3 (gate 0)" in message
+    _, plain = _failed(_posterior(fit, divergent=3))  # no follow-up: raise it
+    assert "raise target_accept (e.g. 0.95)" in plain
+
+
 def test_chains_in_different_places_fail_r_hat(fit):
     failed, message = _failed(_posterior(fit, chain_shift=0.5))
     assert "r_hat" in failed
     assert "worst: means[" in message and "fewer components" in message
+    assert "one chain" not in message  # (two chains here)
 
 
 def test_a_chain_that_moves_to_a_worse_region_while_drawing_fails_drift(fit):

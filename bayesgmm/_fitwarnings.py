@@ -56,14 +56,32 @@ def warn_many_parameters(
     }
     fits = [f"'{name}' ({p})" for name, p in smaller.items() if p <= min(n_rows, count)]
     remedy = f"covariance_type={', '.join(fits)} (free parameters), or " if fits else ""
+    fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
     warnings.warn(
         f"The model (covariance_type={covariance_type!r}, {n_components} components, "
         f"{n_features} features) has {count} free parameters for {n_rows:g} rows: the data "
-        f"barely identify its posterior and NUTS often fails to converge. Use {remedy}fewer "
-        "components.",
+        f"barely identify its posterior and NUTS often fails to converge. Use {remedy}"
+        f"{fewer}.",
         SamplingWarning,
         stacklevel=stacklevel,
     )
+
+
+def _fewer_components(
+    n_rows: float, n_components: int, n_features: int, covariance_type: str, smaller: dict
+) -> str:
+    """The remedy by fewer components: the most this model supports, else the most each
+    smaller model supports, else fewer features (one component alone is too many)."""
+    for name in (covariance_type, *smaller):
+        supported = [
+            k for k in range(1, n_components) if n_parameters(name, k, n_features) <= n_rows
+        ]
+        if supported:
+            k = supported[-1]
+            model = "" if name == covariance_type else f"covariance_type={name!r} with "
+            return f"{model}at most {k} component(s) ({n_parameters(name, k, n_features)})"
+    one = n_parameters(covariance_type, 1, n_features)
+    return f"fewer features (one {covariance_type!r} component alone has {one})"
 
 
 def warn_collapse_on_ties(

@@ -262,7 +262,10 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
     monkeypatch.setattr(bayesian, "build_model", stop)
     X = np.random.default_rng(0).normal(size=(20, 4))
     X[:10] += 4.0
-    expected = r"29 free parameters for 20 rows.*'diag' \(17\), 'tied' \(19\), 'spherical' \(11\)"
+    expected = (
+        r"29 free parameters for 20 rows.*'diag' \(17\), 'tied' \(19\), 'spherical' \(11\)"
+        r".*or at most 1 component\(s\) \(14\)\.$"
+    )
     with pytest.warns(SamplingWarning, match=expected), pytest.raises(RuntimeError):
         BayesianGMM(2, random_seed=0).fit(X)
     quiet = [
@@ -274,6 +277,24 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
             warnings.simplefilter("error", SamplingWarning)
             with pytest.raises(RuntimeError):
                 case["model"].fit(X, sample_weight=case.get("sample_weight"))
+
+
+def test_too_many_parameters_even_for_one_component_says_so():
+    """R's longley (16 rows, 7 features): one full component alone has 35 free parameters,
+    so "fewer components" is no remedy; the warning names a smaller model that fits, or
+    fewer features when none does."""
+    from bayesgmm._fitwarnings import warn_many_parameters
+
+    with pytest.warns(SamplingWarning) as caught:
+        warn_many_parameters(16, 2, 7, "full", stacklevel=1)
+    message = str(caught[0].message)
+    assert "71 free parameters for 16 rows" in message
+    assert "(free parameters)" not in message  # no smaller model fits two components either
+    assert message.endswith("covariance_type='diag' with at most 1 component(s) (14).")
+    with pytest.warns(
+        SamplingWarning, match=r"fewer features \(one 'full' component alone has 35\)"
+    ):
+        warn_many_parameters(7, 2, 7, "full", stacklevel=1)  # not even one spherical one (8)
 
 
 def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatch):

@@ -326,7 +326,7 @@ def _check_rows(idata: Tree) -> list[dict]:
         _worst_row(params, "ess_tail", largest=False),
         _energy_row(idata),
     ]
-    if "mode" in stats and int(stats["mode"].max()) > 0:  # bayesgmm.modes.record_modes
+    if _several_modes(idata):  # bayesgmm.modes.record_modes
         modes = np.asarray(stats["mode"].values)
         rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
     attrs = get_group(idata, "posterior").attrs
@@ -592,7 +592,19 @@ def _advice(idata: Tree, check: str) -> str:
             )
     if check == "r_hat" and get_group(idata, "posterior").sizes.get("chain", 2) < 2:
         return "with one chain R-hat cannot be computed: run 2 or more chains"
+    if check in ("r_hat", "ess_bulk", "ess_tail") and _several_modes(idata):
+        return (
+            "over all chains, which ended in different modes (the modes row): longer runs do "
+            "not join modes; judge each mode on its own (BayesianGMM.modes() gives each "
+            "mode's R-hat and ESS, summary(mode=...) its summary)"
+        )
     return _ADVICE[check]
+
+
+def _several_modes(idata: Tree) -> bool:
+    """Whether the chains were found to end in more than one mode (:mod:`bayesgmm.modes`)."""
+    stats = get_group(idata, "sample_stats")
+    return "mode" in stats and int(stats["mode"].max()) > 0
 
 
 def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:

@@ -236,6 +236,7 @@ def test_chains_in_two_optima_are_reported_per_mode(two_modes):
     assert (table["max_r_hat"] < 1.1).all()  # each mode mixes on its own ...
     checks = fit.diagnostics().set_index("check")
     assert not checks.loc["r_hat", "passed"]  # ... the pooled R-hat is not averaged into a pass
+    assert "longer runs do not join modes" in checks.loc["r_hat", "advice"]  # nor "draw longer"
     assert not checks.loc["modes", "passed"] and checks.loc["modes", "value"] == 2
     assert re.fullmatch(  # each mode's own gates: 2 chains of 150 draws fall short of ESS 400
         r"mode 0: chains \[(0, 1|2, 3)\] not converged \(.*ESS \d+.*\); "

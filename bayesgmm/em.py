@@ -704,8 +704,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             warnings.warn(
                 f"Collapsed component(s) {self.collapsed_components_.tolist()} "
                 f"(minimum effective size {minimum} for the {self.model_name_} model): "
-                f"{details}. Their estimates are not trustworthy: reduce n_components, "
-                "remove duplicate points, or increase reg_covar.",
+                f"{details}. Their estimates are not trustworthy. A component collapses "
+                "onto rows that share a value of some feature (a binary, count or rounded "
+                "feature: drop, jitter or transform it) or onto duplicated rows: reduce "
+                "n_components, address those features or rows, or increase reg_covar.",
                 CollapsedComponentWarning,
                 stacklevel=3,
             )

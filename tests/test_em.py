@@ -287,6 +287,14 @@ def test_duplicate_points_collapse_is_reported(rng):
     np.testing.assert_allclose(em.means_[collapsed[0]], [8.0, 8.0])
 
 
+def test_a_collapse_on_a_binary_feature_names_that_cause(rng):
+    """sklearn's diabetes at K = 3: a component on one value of the 0/1 sex column, whose
+    rows are not duplicates; the remedy names features that share values, not only rows."""
+    X = np.column_stack([rng.normal(size=200), rng.integers(0, 2, size=200)]).astype(float)
+    with pytest.warns(CollapsedComponentWarning, match="binary, count or rounded feature"):
+        EMGaussianMixture(2, random_state=0).fit(X)
+
+
 def test_tiny_component_collapse_is_reported(rng):
     X = np.vstack([rng.normal(size=(100, 3)), [[20.0, 20.0, 20.0], [21.0, 19.0, 20.5]]])
     em = EMGaussianMixture(2, random_state=0)

@@ -547,8 +547,9 @@ def _usable_starts(model, em, starts: list, precondition: str, kernel: bool) -> 
     EM's estimate must be usable (:func:`_kernel_start` raises, saying why, when it is not);
     another optimum where sampling cannot start (a density flat in some direction there) is
     dropped rather than stopping the run: its chains start at the usable ones (MASS michelson,
-    K = 2: a fourth optimum on the heavily tied speeds). ``dropped``: the dropped starts'
-    positions in ``starts`` and the reason, as ``[[index, reason], ...]``.
+    K = 2: one of the other optima was the one-component fit as two identical halves, where
+    the weights' slope is exactly 0). ``dropped``: the dropped starts' positions in
+    ``starts`` and the reason, as ``[[index, reason], ...]``.
     """
     if not kernel:
         return [em, *starts], [None] * (1 + len(starts)), []

@@ -410,6 +410,25 @@ def test_too_few_draws_or_one_chain_are_not_judged(rng):
     np.testing.assert_array_equal(find_modes(_tree(np.repeat(values, 3, axis=1))), [0, 1])
 
 
+def test_starts_where_sampling_could_not_start_leave_starts_(monkeypatch, mirrored):
+    """``starts_`` lists the optima chains started from: those sample_posterior dropped (its
+    ``starts_dropped`` attr, by position) are left out."""
+    from bayesgmm import bayesian
+
+    seen = {}
+
+    def sample(*args, starts, **kwargs):
+        seen["starts"] = list(starts)
+        tree = xr.DataTree.from_dict({"posterior": xr.Dataset()})
+        tree.posterior.attrs["starts_dropped"] = '[[0, "the posterior density there is flat"]]'
+        return tree
+
+    monkeypatch.setattr(bayesian, "sample_posterior", sample)
+    fit = BayesianGMM(2, random_seed=2, **RUN).fit(mirrored)
+    assert len(seen["starts"]) == 1  # (the mirrored data's second optimum)
+    assert fit.starts_ == []
+
+
 def test_em_optima_of_a_dataframe_keep_its_feature_names(monkeypatch):
     """Fitted on a DataFrame, ``em_`` (which the best restart may replace) and every other
     start are fitted on the DataFrame too: they know its columns, and predicting on it does

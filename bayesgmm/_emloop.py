@@ -123,4 +123,5 @@ class SmallLoop:
             return 1.0 / np.sqrt(covariances)
         return g.precision_cholesky(covariances, self.layout)
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -296,4 +296,5 @@ def advance(small: Any, run: Any, n_iter: int, em: Any) -> None:
     run.n_iter += trace.size
     run.converged = bool(converged)
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -73,4 +73,5 @@ def _likelihood_gradients(
                     acc += inv[m, a] * moment[m, b]
                 grad_chol[c, a, b] = acc
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -539,4 +539,5 @@ def draw_log_responsibilities(
         log_norm = _logsumexp(weighted, axis=2)
         yield block, log_norm, weighted - log_norm[..., None]
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -289,4 +289,5 @@ def agglomerate(z, model, alpha, beta, first_row_only):  # pragma: no cover - co
         _refresh(model, i, j, n_active, slots, xs, scatter, d, colmin, colarg, alpha, beta, work)
     return merges
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -620,4 +620,5 @@ def column_summary(X: np.ndarray, block_rows: int | None = None) -> ColumnSummar
         total = part if total is None else total + part
     return total
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -402,4 +402,5 @@ def _unchanged_spec(model) -> ModelSpec | None:
         return None
     return spec
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -151,4 +151,5 @@ def logp_and_grad_rows(x: np.ndarray, rows: Rows, args: tuple) -> tuple[float, n
         *args,
     )  # fmt: skip
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

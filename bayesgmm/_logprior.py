@@ -195,4 +195,5 @@ def _add_prior(
         logp = -np.inf
     return logp
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

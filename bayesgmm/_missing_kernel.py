@@ -194,4 +194,5 @@ def rows_statistics(
             return False, out
     return True, out
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -442,4 +442,5 @@ class Population:
             em._inner_tol, em.tol, self.arrays, which, limits[group],
         )  # fmt: skip
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -435,4 +435,5 @@ def precondition_attrs(approx: Laplace | None) -> dict:
         + " (L-BFGS, Newton), no jitter",
     }
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -126,4 +126,5 @@ def _unpack_draws(
         weights[s] = np.exp(log_w)
     return weights, means, chol
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -67,4 +67,5 @@ def exp_nonpositive(x):  # pragma: no cover - compiled
         p = p * r + c[i]
     return p * _float_from_bits((np.int64(n) + 1023) << 52)
 
+
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

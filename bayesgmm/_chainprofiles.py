@@ -19,6 +19,7 @@ __all__ = [
     "lppd",
     "parameter_profiles",
     "parameters_agree",
+    "partition_gap",
     "partition_profiles",
     "partitions_agree",
     "pointwise",
@@ -170,6 +171,16 @@ def partitions_agree(
     the *smaller* difference between either chain's halves, plus :data:`PARTITION_FLOOR`.
     The smaller, so that a chain that wandered between partitions (its halves far apart)
     does not join two settled chains that hold different ones."""
+    gap, level = partition_gap(profiles, a, b, factor)
+    return gap <= level
+
+
+def partition_gap(
+    profiles: tuple[np.ndarray, np.ndarray], a: int, b: int, factor: float
+) -> tuple[float, float]:
+    """How far apart the partitions of chains ``a`` and ``b`` are (the mean absolute
+    difference of their median co-clustering probabilities) and the level above which they
+    are two modes (:func:`partitions_agree`)."""
     medians, noise = profiles
     level = factor * min(noise[a], noise[b]) + PARTITION_FLOOR
-    return divergence(medians[a], medians[b]) <= level
+    return float(divergence(medians[a], medians[b])), float(level)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bayesgmm import BayesianGMM
-from bayesgmm._chainprofiles import PARTITION_FLOOR, partition_profiles
+from bayesgmm._chainprofiles import partition_gap, partition_profiles
 from bayesgmm.modes import find_modes
 
 
@@ -34,15 +34,15 @@ def _fit(path: Path, k: int, seed: int) -> tuple[BayesianGMM, float]:
 
 
 def _line(name: str, k: int, fit: BayesianGMM, seconds: float, factor: float) -> str:
-    medians, noise = partition_profiles(fit.idata_)
+    profiles = partition_profiles(fit.idata_)
+    noise = profiles[1]
     modes = find_modes(fit.idata_)
     worst_gap, worst_share = 0.0, 0.0
     for a in range(len(modes)):
         for b in range(a + 1, len(modes)):
             if modes[a] != modes[b]:
                 continue
-            gap = float(np.mean(np.abs(medians[a] - medians[b])))
-            level = factor * min(noise[a], noise[b]) + PARTITION_FLOOR
+            gap, level = partition_gap(profiles, a, b, factor)
             worst_gap, worst_share = max(worst_gap, gap), max(worst_share, gap / level)
     n_modes = int(fit.idata_.posterior.attrs.get("n_modes", 1))
     return (

@@ -404,22 +404,28 @@ def test_kernel_modules_lists_every_module_with_cached_kernels():
     assert cached - {"_numba_cache"} == set(_numba_cache.KERNEL_MODULES)
 
 
-def test_every_kernel_module_installs_its_checked_cache_on_import():
-    # no package-wide install any more: each kernel module's last line installs its own
-    # kernels' cache (a module without it would read and write Numba's unchecked files)
-    from numba.core.caching import FunctionCache
+def _own_kernels():
+    """``(module name, name, dispatcher)`` of every kernel each kernel module defines."""
     from numba.core.registry import CPUDispatcher
 
-    unchecked = []
     for name in _numba_cache.KERNEL_MODULES:
         module = importlib.import_module(f"bayesgmm.{name}")
         for attr, value in vars(module).items():
             if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
-                cache = value._cache
-                if isinstance(cache, FunctionCache) and not isinstance(
-                    cache, _numba_cache._CheckedCache
-                ):
-                    unchecked.append(f"{name}.{attr}")
+                yield name, attr, value
+
+
+def test_every_kernel_module_installs_its_checked_cache_on_import():
+    # no package-wide install any more: each kernel module's last line installs its own
+    # kernels' cache (a module without it would read and write Numba's unchecked files)
+    from numba.core.caching import FunctionCache
+
+    unchecked = [
+        f"{name}.{attr}"
+        for name, attr, kernel in _own_kernels()
+        if isinstance(kernel._cache, FunctionCache)
+        and not isinstance(kernel._cache, _numba_cache._CheckedCache)
+    ]
     assert unchecked == []
 
 
@@ -428,15 +434,11 @@ def test_every_kernel_states_its_fastmath_flags():
     # flags (numba.core.cpu: inherit_if_not_set) and keeps that code for every later caller
     # and in the cache: _gaussian's Cholesky kernels, called from the exact M-step and from
     # the reassociating log density, would then depend on which ran first in a process.
-    from numba.core.registry import CPUDispatcher
-
-    unset = []
-    for name in _numba_cache.KERNEL_MODULES:
-        module = importlib.import_module(f"bayesgmm.{name}")
-        for attr, value in vars(module).items():
-            if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
-                if "fastmath" not in value.targetoptions:
-                    unset.append(f"{name}.{attr}")
+    unset = [
+        f"{name}.{attr}"
+        for name, attr, kernel in _own_kernels()
+        if "fastmath" not in kernel.targetoptions
+    ]
     assert unset == []
 
 

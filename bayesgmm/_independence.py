@@ -268,15 +268,20 @@ def independence_chain(
 def raw_tree(chains: list[Chain], thin: int = 1) -> Tree:
     """nutpie-like raw results of independence chains (every ``thin``-th step, the last
     included): ``posterior["unconstrained_point"]`` ``(chain, draw, dim)`` and
-    ``sample_stats`` ``accepted`` and ``logp`` (as :func:`bayesgmm._followup._flat` reads)."""
+    ``sample_stats`` ``accepted`` and ``logp`` (as :func:`bayesgmm._followup._flat` reads),
+    and ``diverging``, all False: independence steps follow no trajectory, so none diverges,
+    and code written for NUTS results (ArviZ's trace plots, a user's
+    ``sample_stats["diverging"].sum()``) reads the kept draws alike."""
     picked = slice(thin - 1, None, thin)
     theta = np.stack([c.draws[picked] for c in chains])
     coords = {"chain": np.arange(theta.shape[0]), "draw": np.arange(theta.shape[1])}
     posterior = xr.Dataset({"unconstrained_point": (("chain", "draw", "dim"), theta)}, coords)
+    accepted = np.stack([c.accepted[picked] for c in chains])
     stats = xr.Dataset(
         {
-            "accepted": (("chain", "draw"), np.stack([c.accepted[picked] for c in chains])),
+            "accepted": (("chain", "draw"), accepted),
             "logp": (("chain", "draw"), np.stack([c.logp[picked] for c in chains])),
+            "diverging": (("chain", "draw"), np.zeros_like(accepted, dtype=bool)),
         },
         coords,
     )

@@ -333,8 +333,8 @@ def sample_posterior(
         follows (:mod:`bayesgmm._independence`, at most ``10 * max_draws`` steps per chain,
         thinned to ``draws``); its draws replace NUTS's only when they meet the gates
         (``posterior.attrs["independence_mh"]``, and ``draws_sampler="independence_mh"``;
-        ``sample_stats`` then holds ``accepted`` and ``logp``). None (default):
-        ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
+        ``sample_stats`` then holds ``accepted``, ``logp`` and ``diverging``, all False).
+        None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
 
     Returns
     -------

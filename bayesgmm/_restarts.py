@@ -325,7 +325,8 @@ def em_em(
         run's error or None) and ``start`` of all starts at once (a run or an error each), in
         place of those (:class:`bayesgmm._population.Population`: one compiled call each).
     sound : callable, optional
-        ``sound(run)``: no variance of the run is at the ``reg_covar`` floor. A run found not
+        ``sound(run)``: no variance of the run is held up by the ``reg_covar`` floor (at it,
+        or rescaled from it by the model's constraints). A run found not
         sound after a stage (the stage's best runs are checked, see :func:`_dropping_spikes`)
         is dropped there, as a start whose covariance turns singular is without
         ``reg_covar``, and kept aside. When every start is at the floor after the screening

@@ -178,8 +178,10 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         The fitted model's mclust name (``"VVV"`` for ``covariance_type="full"``).
     collapsed_components_ : ndarray of int
         Components whose effective size is below the minimum of their model (``n_features + 1``
-        for VVV and EVV, 1 for EII, EEI and EEE, 2 otherwise) or whose covariance is at the
-        ``reg_covar`` floor. A :class:`CollapsedComponentWarning` names them.
+        for VVV and EVV, 1 for EII, EEI and EEE, 2 otherwise) or whose covariance the
+        ``reg_covar`` floor holds up in some direction (at the floor, or rescaled from it by
+        the model's constraints: rows that share one value of a feature). A
+        :class:`CollapsedComponentWarning` names them.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -392,7 +394,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._report_collapse(final.resp_sum, unit)
+        self._report_collapse(final, unit)
         return X
 
     def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params, small: Any) -> Any:
@@ -597,8 +599,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         def start(resp: np.ndarray) -> Any:
             return _Run(self._params_from_resp(Xu, resp, weight))
 
-        def sound(run: Any) -> bool:  # no variance at the reg_covar floor (see em_em)
-            return not self._at_floor(run.covariances).any()
+        def sound(run: Any) -> bool:  # no variance the reg_covar floor holds up (see em_em)
+            if self._at_floor(run.covariances).any():
+                return False
+            if not self._at_floor(run.covariances, 100.0).any():  # (the usual case: cheap)
+                return True
+            stats = self._final_statistics(data, scaling, run.params, small)
+            return not self._held_by_floor(stats, run.covariances).any()
 
         many = start_many = None
         if small is not None and self.model_name_ in _fastem.MODEL_CODES:
@@ -679,20 +686,54 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         cov = g.covariances_from_precision_cholesky(m.precisions_chol, self._layout)
         return _Params(m.weights, m.means, m.precisions_chol, cov)
 
-    def _at_floor(self, covariances: np.ndarray) -> np.ndarray:
-        """Per component: a variance in some direction at the ``reg_covar`` floor, in units of
-        the features' variances (``covariances`` on the unit scale, in the model's layout)."""
+    def _at_floor(self, covariances: np.ndarray, times: float = 2.0) -> np.ndarray:
+        """Per component: a variance in some direction at most ``times`` the ``reg_covar``
+        floor, in units of the features' variances (``covariances`` on the unit scale, in the
+        model's layout)."""
         blocks = _fastem._as_blocks(covariances, self._layout)
-        floor = 2.0 * self.reg_covar + 1e-12
+        floor = times * self.reg_covar + 1e-12
         reached = g.floor_reached(blocks, self._unit_variances, floor)
         if reached.shape[0] == self.n_components:  # (em-EM asks thousands of times a sweep)
             return reached
         return np.repeat(reached, self.n_components)  # tied: one block for all components
 
-    def _report_collapse(self, effective_sizes: np.ndarray, p: _Params) -> None:
-        """Warn of collapsed components; ``p`` is :meth:`_unit_params`."""
+    def _held_by_floor(self, stats: g.MixtureStatistics, covariances: np.ndarray) -> np.ndarray:
+        """Per component: a variance in some direction that the ``reg_covar`` floor holds up.
+
+        The floor adds ``reg_covar`` (in units of the features' variances) to each scatter
+        before the model's M-step, whose constraints then rescale it: a component of EVI whose
+        rows share one value of a feature has that variance at ``reg_covar`` times its shared
+        volume over the geometric mean of its other variances (test scores on rating scales,
+        carData's Baumann: 2.8-3.7 times the floor, so :meth:`_at_floor`'s ``2 reg_covar``
+        missed it, and that spike won the sweep's BIC). So the M-step is
+        taken again on the same statistics with a floor 100 times lower: where a component's
+        smallest variance (in the features' units) falls by half or more, what held it up was
+        the floor (no data of its own: ``raw < reg_covar``, the rule :meth:`_at_floor` applies
+        to the unconstrained models). Only components already within 100 times the floor are
+        looked at (``stats`` is an E-step of the fit or run whose ``covariances`` these are,
+        in the model's layout, on the unit scale; both M-steps are taken from it, so that a
+        run still moving compares like with like).
+        """
+        near = self._at_floor(covariances, 100.0)
+        if not near.any():
+            return near
+        smallest = []
+        for floor in (self.reg_covar, self.reg_covar / 100.0):
+            try:
+                variances = floor * self._unit_variances
+                step = m_step(stats, variances, self.model_name_, inner_tol=self._inner_tol)[2]
+            except g.SingularCovarianceError:  # no data of its own in some direction
+                return near
+            smallest.append(_smallest_relative_variance(step, self._layout, self._unit_variances))
+        held = near & (smallest[1] <= 0.5 * smallest[0])
+        return held if held.shape[0] == self.n_components else np.repeat(held, self.n_components)
+
+    def _report_collapse(self, final: g.MixtureStatistics, p: _Params) -> None:
+        """Warn of collapsed components; ``final`` is the fit's E-step, ``p``
+        :meth:`_unit_params`."""
+        effective_sizes = final.resp_sum
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
-        at_floor = self._at_floor(p.covariances)
+        at_floor = self._at_floor(p.covariances) | self._held_by_floor(final, p.covariances)
         collapsed = (effective_sizes < minimum) | at_floor
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:
@@ -872,3 +913,17 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinity.")
     return array
+
+
+def _smallest_relative_variance(
+    covariances: np.ndarray, layout: str, variances: np.ndarray
+) -> np.ndarray:
+    """Per block of ``covariances`` (in ``layout``): its smallest variance in any direction, in
+    units of the features' ``variances`` (their mean for a spherical block), as
+    :func:`bayesgmm._gaussian.floor_reached` measures it."""
+    blocks = _fastem._as_blocks(covariances, layout)
+    if blocks.shape[2] == 1:
+        scale = variances.mean() if blocks.shape[1] == 1 else variances
+        return (blocks[:, :, 0] / scale).min(axis=1)
+    root = np.sqrt(variances)
+    return np.linalg.eigvalsh(blocks / root[:, None] / root[None, :]).min(axis=1)

@@ -390,3 +390,35 @@ def test_duplicated_points_are_singular_or_reported(model):
     assert em.collapsed_components_.tolist() == ([1] if own_volume else [])
     assert bool(collapsed) == own_volume
     np.testing.assert_allclose(em.means_[1], [8.0, 8.0])
+
+
+# rows whose values spread by 1% of a unit: the models with a shared volume (a volume of its
+# own lets EM find a one-row spike there, another collapse)
+TIE_CASES = [(m, 0.0) for m in MODELS] + [(m, 1e-2) for m in MODELS if m[0] == "E"]
+
+
+@pytest.mark.parametrize(("model", "spread"), TIE_CASES)
+def test_rows_on_one_value_of_a_feature_collapse_a_component_with_a_shape_of_its_own(model, spread):
+    """Rows that share one value of a feature (a rating or count scale), and spread in the
+    others: a component with a shape of its own (mclust's second letter V) shrinks that one
+    direction until only the reg_covar floor holds it up, and is reported collapsed (a spike
+    the sweep's BIC would otherwise pick). With a shared volume (EVI, EVE, EVV) the model's
+    constraints rescale the floor (here about ten times it), where a check of the variance
+    against twice the floor misses it. Shared shapes cannot shrink one direction of one
+    component: nothing is reported; nor where the rows spread a little (``TIE_CASES``)."""
+    rng = np.random.default_rng(0)
+    tied = np.column_stack([3.0 + spread * rng.normal(size=20), rng.normal(0.0, 2.0, (20, 2))])
+    other = np.column_stack([rng.normal(0.0, 1.0, 30), rng.normal(5.0, 0.5, (30, 2))])
+    X = np.vstack([tied, other])
+    kw = dict(covariance_type=model, means_init=[tied.mean(axis=0), other.mean(axis=0)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em = EMGaussianMixture(2, random_state=0, **kw).fit(X)
+    reported = [w for w in caught if issubclass(w.category, CollapsedComponentWarning)]
+    own_shape = model[1] == "V" and spread == 0.0
+    assert bool(reported) == own_shape
+    assert bool(em.collapsed_components_.size) == own_shape
+    if own_shape and model[0] == "E":  # the tied rows' component, which the old check missed
+        assert em.collapsed_components_.tolist() == [0]
+        assert em.means_[0, 0] == pytest.approx(3.0, abs=1e-9)
+        assert "reg_covar floor" in str(reported[0].message)

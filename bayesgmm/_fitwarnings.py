@@ -79,7 +79,10 @@ def _fewer_components(
         if supported:
             k = supported[-1]
             model = "" if name == covariance_type else f"covariance_type={name!r} with "
-            return f"{model}at most {k} component(s) ({n_parameters(name, k, n_features)})"
+            count = f"({n_parameters(name, k, n_features)} free parameters)"
+            if k == 1:  # the rows support no mixture of it: say so plainly
+                return f"{model}a single component {count}, i.e. no mixture"
+            return f"{model}at most {k} components {count}"
     one = n_parameters(covariance_type, 1, n_features)
     return f"fewer features (one {covariance_type!r} component alone has {one})"
 

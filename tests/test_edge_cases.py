@@ -264,7 +264,7 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
     X[:10] += 4.0
     expected = (
         r"29 free parameters for 20 rows.*'diag' \(17\), 'tied' \(19\), 'spherical' \(11\)"
-        r".*or at most 1 component\(s\) \(14\)\.$"
+        r".*or a single component \(14 free parameters\), i\.e\. no mixture\.$"
     )
     with pytest.warns(SamplingWarning, match=expected), pytest.raises(RuntimeError):
         BayesianGMM(2, random_seed=0).fit(X)
@@ -290,7 +290,9 @@ def test_too_many_parameters_even_for_one_component_says_so():
     message = str(caught[0].message)
     assert "71 free parameters for 16 rows" in message
     assert "(free parameters)" not in message  # no smaller model fits two components either
-    assert message.endswith("covariance_type='diag' with at most 1 component(s) (14).")
+    assert message.endswith(
+        "covariance_type='diag' with a single component (14 free parameters), i.e. no mixture."
+    )
     with pytest.warns(
         SamplingWarning, match=r"fewer features \(one 'full' component alone has 35\)"
     ):

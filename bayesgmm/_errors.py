@@ -6,19 +6,30 @@ an ``Exception``); NumPy and PyTensor name a singular matrix, not the columns or
 that would help; Numba reports a damaged cache as an unpickling error. :func:`from_below`
 turns each of these into a :class:`SamplerError` (a ``RuntimeError``) whose message is one
 line: what failed, in bayesgmm's terms, and the remedy. Anything it does not recognise passes
-through unchanged; ``KeyboardInterrupt`` always does.
+through unchanged; ``KeyboardInterrupt`` always does. :func:`warn` issues bayesgmm's warnings
+at the user's own line, however deep in the package they arise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import traceback
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["SamplerError", "SamplingInterrupted", "SamplingWarning", "describe", "from_below"]
+__all__ = [
+    "SamplerError",
+    "SamplingInterrupted",
+    "SamplingWarning",
+    "describe",
+    "from_below",
+    "ignored_stacklevel",
+    "warn",
+]
 
 
 class SamplingWarning(UserWarning):
@@ -60,6 +71,27 @@ class SamplingInterrupted(KeyboardInterrupt):
     ... except SamplingInterrupted as stop:
     ...     print(stop)  # e.g. "interrupted while sampling K=3"
     """
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn at the first frame outside bayesgmm: the user's line, whether the warning arises
+    in a direct call, in a fit or deep in a sweep (``skip_file_prefixes`` of
+    :func:`warnings.warn`; a counted ``stacklevel`` pointed into the package, or into
+    :mod:`contextlib`, when a path added a frame)."""
+    warnings.warn(message, category, skip_file_prefixes=(_PACKAGE,))
+
+
+def ignored_stacklevel(stacklevel: int | None) -> None:
+    """Say that a public function's ``stacklevel`` (from before :func:`warn`) is ignored."""
+    if stacklevel is not None:
+        warn(
+            "stacklevel is deprecated and ignored: bayesgmm's warnings point at the first line "
+            "outside the package. It will be removed in the next release.",
+            FutureWarning,
+        )
 
 
 _SINGULAR = (

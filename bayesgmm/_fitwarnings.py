@@ -1,6 +1,7 @@
 """Warnings :class:`bayesgmm.BayesianGMM` gives before sampling, when the data cannot support
 the model's posterior: more free parameters than rows, EM's collapse onto tied values, or many
-rows tied on several features under per-component full covariances."""
+rows tied on several features under per-component full covariances; and the refusal, before
+any work, of more components than the rows' covariances support."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._errors import warn
 from ._families import bayes_family
 from ._gaussian import full_covariances
-from ._models import n_parameters
+from ._models import n_parameters, too_few_rows
 from .diagnostics import SamplingWarning
 
-__all__ = ["joint_ties", "warn_collapse_on_ties", "warn_many_parameters"]
+__all__ = ["joint_ties", "refuse_too_few_rows", "warn_collapse_on_ties", "warn_many_parameters"]
 
 # rows tied on two features warn (full covariances) from this share of a component's average
 # size ``n / K``: MASS fgl (120 of 214 rows share Ba = 0 and Fe = 0) at 1.7 for K = 3, biopsy
@@ -26,7 +28,7 @@ JOINT_TIE_SHARE = 0.5
 
 
 def warn_many_parameters(
-    n_rows: float, n_components: int, n_features: int, covariance_type: str, *, stacklevel: int
+    n_rows: float, n_components: int, n_features: int, covariance_type: str
 ) -> None:
     """Warn, before sampling, when the mixture has more free parameters than rows.
 
@@ -44,7 +46,6 @@ def warn_many_parameters(
     n_components, n_features : int
     covariance_type : str
         One of the Bayesian model's covariance types.
-    stacklevel : int
     """
     count = n_parameters(covariance_type, n_components, n_features)
     if count <= n_rows:
@@ -57,13 +58,48 @@ def warn_many_parameters(
     fits = [f"'{name}' ({p})" for name, p in smaller.items() if p <= min(n_rows, count)]
     remedy = f"covariance_type={', '.join(fits)} (free parameters), or " if fits else ""
     fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
-    warnings.warn(
+    warn(
         f"The model (covariance_type={covariance_type!r}, {n_components} components, "
         f"{n_features} features) has {count} free parameters for {n_rows:g} rows: the data "
         f"barely identify its posterior and NUTS often fails to converge. Use {remedy}"
         f"{fewer}.",
         SamplingWarning,
-        stacklevel=stacklevel,
+    )
+
+
+def refuse_too_few_rows(
+    n_rows: int, n_components: int, n_features: int, covariance_type: str
+) -> None:
+    """Raise, before any work, when the rows are fewer than the components' covariances need
+    (:func:`bayesgmm._models.too_few_rows`: e.g. ``D + 1`` rows a component for full
+    covariances, and always one row a component).
+
+    EM then collapses a component whatever its start, and NUTS crawls through a posterior the
+    priors alone shape (carData's Duncan, 45 rows, at K = 45: over 10 minutes; R's longley,
+    16 x 7, full covariances at K = 4: over 10 minutes). :func:`bayesgmm.select_n_components`
+    leaves such K out of its candidates for the same reason.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows that carry weight.
+    n_components, n_features : int
+    covariance_type : str
+        One of the Bayesian model's covariance types.
+    """
+    short = too_few_rows(covariance_type, n_components, n_rows, n_features)
+    if not short:
+        return
+    found = _most_components(
+        n_components,
+        (covariance_type, "diag", "spherical"),
+        lambda name, k: not too_few_rows(name, k, n_rows, n_features),
+    )
+    fewer = "more rows" if found is None else _at_most(*found, covariance_type)
+    raise ValueError(
+        f"n_components={n_components} is too many for covariance_type={covariance_type!r}: "
+        f"{short}, so every EM fit collapses a component and the posterior is the priors'. "
+        f"Use {fewer}."
     )
 
 
@@ -71,20 +107,40 @@ def _fewer_components(
     n_rows: float, n_components: int, n_features: int, covariance_type: str, smaller: dict
 ) -> str:
     """The remedy by fewer components: the most this model supports, else the most each
-    smaller model supports, else fewer features (one component alone is too many)."""
-    for name in (covariance_type, *smaller):
-        supported = [
-            k for k in range(1, n_components) if n_parameters(name, k, n_features) <= n_rows
-        ]
+    smaller model supports (no more free parameters than rows), else fewer features."""
+    found = _most_components(
+        n_components,
+        (covariance_type, *smaller),
+        lambda name, k: n_parameters(name, k, n_features) <= n_rows,
+    )
+    if found is None:
+        one = n_parameters(covariance_type, 1, n_features)
+        return f"fewer features (one {covariance_type!r} component alone has {one})"
+    name, k = found
+    return _at_most(
+        name, k, covariance_type, f" ({n_parameters(name, k, n_features)} free parameters)"
+    )
+
+
+def _most_components(
+    n_components: int, names: Sequence[str], supports: Any
+) -> tuple[str, int] | None:
+    """The first model of ``names`` that ``supports(name, k)`` some ``k < n_components``, and
+    the largest such ``k``; None when none does."""
+    for name in names:
+        supported = [k for k in range(1, n_components) if supports(name, k)]
         if supported:
-            k = supported[-1]
-            model = "" if name == covariance_type else f"covariance_type={name!r} with "
-            count = f"({n_parameters(name, k, n_features)} free parameters)"
-            if k == 1:  # the rows support no mixture of it: say so plainly
-                return f"{model}a single component {count}, i.e. no mixture"
-            return f"{model}at most {k} components {count}"
-    one = n_parameters(covariance_type, 1, n_features)
-    return f"fewer features (one {covariance_type!r} component alone has {one})"
+            return name, supported[-1]
+    return None
+
+
+def _at_most(name: str, k: int, covariance_type: str, count: str = "") -> str:
+    """``"at most k components"`` of model ``name`` (named when not ``covariance_type``), a
+    single component said plainly as no mixture."""
+    model = "" if name == covariance_type else f"covariance_type={name!r} with "
+    if k == 1:
+        return f"{model}a single component{count}, i.e. no mixture"
+    return f"{model}at most {k} components{count}"
 
 
 def warn_collapse_on_ties(
@@ -94,7 +150,6 @@ def warn_collapse_on_ties(
     *,
     priors: Any,
     covariance_type: str,
-    stacklevel: int,
 ) -> None:
     """Warn, before sampling, when EM collapsed a component onto rows that share a value and
     the priors leave that posterior without a bound.
@@ -126,18 +181,16 @@ def warn_collapse_on_ties(
         whether variances are bounded).
     covariance_type : str
         The Bayesian model's covariance type.
-    stacklevel : int
     """
     found, several = _collapses(X, em, names, priors, covariance_type)
     if found:
-        warnings.warn(
+        warn(
             _collapse_message(found, priors.sd_prior, several),
             SamplingWarning,
-            stacklevel=stacklevel,
         )
     family = bayes_family(covariance_type, X.shape[1])
     if not several and not (family.diagonal or family.shared):
-        _warn_joint_ties(X, names, em.n_components, priors, stacklevel=stacklevel + 1)
+        _warn_joint_ties(X, names, em.n_components, priors)
 
 
 def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
@@ -208,9 +261,7 @@ def joint_ties(X: np.ndarray, min_rows: int) -> tuple[int, tuple[int, int], tupl
     return best
 
 
-def _warn_joint_ties(
-    X: np.ndarray, names: Sequence[str], n_components: int, priors: Any, stacklevel: int
-):
+def _warn_joint_ties(X: np.ndarray, names: Sequence[str], n_components: int, priors: Any):
     """Warn when many rows share values on two features (:func:`joint_ties`, at least
     :data:`JOINT_TIE_SHARE` of ``n / K`` rows and more rows than features): a full covariance
     of a component on them can run a correlation to +-1 unless the prior bounds each
@@ -240,14 +291,13 @@ def _warn_joint_ties(
             "a component on rows tied on several features can run a correlation to +-1, "
             "where the posterior has no bound whatever prior bounds each variance"
         )
-    warnings.warn(
+    warn(
         f"{count} of {n_rows} rows share {names[a]} = {va:g} and {names[b]} = {vb:g}: with full "
         f"covariances {where}; its mass gathers in such spikes (even where EM's optimum has "
         "none), which NUTS samples slowly and in several modes. Use covariance_type='diag', "
         "add noise of the rounding unit's size to those features, drop or transform them "
         "(e.g. an indicator of the tied value), or use fewer components.",
         SamplingWarning,
-        stacklevel=stacklevel,
     )
 
 

@@ -25,13 +25,13 @@ the same code runs on in-memory chunks or on a Dask cluster.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from . import _models, _numba_cache
+from ._errors import warn
 
 COVARIANCE_TYPES = _models.LAYOUTS  # the four layouts (scikit-learn's families)
 LOG_2PI = np.log(2.0 * np.pi)
@@ -474,13 +474,12 @@ def batched_precision_cholesky(covariances: np.ndarray, *, jitter: bool = False)
                 factors[index] = _jittered_precision_factor(matrix) if singular else factor[0]
                 jittered += singular
         out[start : start + chunk.shape[0]] = factors
-    warnings.warn(
+    warn(
         f"{jittered} of {flat.shape[0]} covariance draws were numerically singular (a "
         "correlation at +-1 to float64 precision) and were factored with a small diagonal "
         "jitter; a component collapsing onto tied or collinear rows does this: see "
         "BayesianGMM's sd_prior or a simpler covariance_type.",
         RuntimeWarning,
-        stacklevel=2,
     )
     return out.reshape(covariances.shape)
 

@@ -23,6 +23,8 @@ import xarray as xr
 from arviz_base import xarray_var_iter
 from arviz_base.labels import BaseLabeller
 
+from ._errors import warn
+
 __all__ = [
     "Tree",
     "add_groups",
@@ -269,12 +271,11 @@ def _warn_if_weighted(trees: Iterable[Tree]) -> None:
         if observed is None or "sample_weight" not in observed:
             continue
         if np.any(observed["sample_weight"].values != 1):
-            warnings.warn(
+            warn(
                 "LOO counts each row once, not by its sample_weight: for a weighted fit "
                 "elpd_loo is that of the distinct rows (rows of weight zero, never fitted, "
                 "included), not of the repeated rows. Fit the repeated rows to compare by LOO.",
                 UserWarning,
-                stacklevel=3,
             )
             return
 

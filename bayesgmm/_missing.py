@@ -38,7 +38,6 @@ rows; prediction gives it the mixing weights as responsibilities and log density
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ import numpy as np
 
 from . import _gaussian as g
 from . import _kernels as kernels
+from ._errors import warn
 from ._missing_kernel import _lift_into, _regressions_into, rows_statistics
 from ._scaling import AffineScaling
 
@@ -217,7 +217,7 @@ def prepare(
     nan = np.isnan(X)
     if sample_weight is None and not nan.any():
         return X, kernels.column_summary(X)
-    X, sample_weight = drop_empty_rows(X, sample_weight, stacklevel=5)
+    X, sample_weight = drop_empty_rows(X, sample_weight)
     kept = X.shape[0] if sample_weight is None else np.count_nonzero(sample_weight)
     if kept < n_components:
         raise ValueError(
@@ -228,18 +228,17 @@ def prepare(
 
 
 def drop_empty_rows(
-    X: np.ndarray, sample_weight: np.ndarray | None, *, stacklevel: int
+    X: np.ndarray, sample_weight: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``X`` and its weights without the rows that have every feature missing, with a warning
-    that counts them (``stacklevel`` points it at the user's call)."""
+    that counts them."""
     empty = np.isnan(X).all(axis=1)
     if not empty.any():
         return X, sample_weight
-    warnings.warn(
+    warn(
         f"{int(empty.sum())} row(s) of X have every feature missing (NaN) and are left out "
         "of the fit: with nothing observed they carry no information about the mixture.",
         UserWarning,
-        stacklevel=stacklevel,
     )
     return X[~empty], None if sample_weight is None else sample_weight[~empty]
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._errors import warn
 from ._idata import Tree, get_group, json_default, load, save
 from ._models import layout
 from ._output import check_targets, staged
@@ -106,12 +107,11 @@ def restore_em(tree: Tree, feature_names: list[str] | None) -> EMGaussianMixture
     with np.errstate(all="ignore"):
         precisions = _precisions(em["covariances"].values, covariance_type)
     if not np.all(np.isfinite(precisions)) or not np.all(np.isfinite(em["covariances"].values)):
-        warnings.warn(
+        warn(
             "The saved EM estimate cannot be restored as an EMGaussianMixture at this data "
             "scale (its precisions overflow float64); em_ is None, and the methods use the "
             "saved 'em' group.",
             UserWarning,
-            stacklevel=3,
         )
         return None
     restored = EMGaussianMixture(

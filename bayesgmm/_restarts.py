@@ -642,7 +642,9 @@ def sweep_rows(
     fit (:attr:`Strategy.top_parent`) is only merged from, not returned."""
     data = None if strategy is None else pool_data(X)
     fitted = list(ks) + ([] if data is None else top_parent(data.shape[0], ks, strategy))
-    pool = {} if data is None else partition_pool(data, fitted, strategy, em_kwargs["random_state"])
+    # (no pool above the rows: no start gives each component a row, and fit_one refuses them)
+    pooled = [] if data is None else [k for k in fitted if k <= data.shape[0]]
+    pool = {} if data is None else partition_pool(data, pooled, strategy, em_kwargs["random_state"])
     if data is not None:  # the rows the fits keep: those with something observed
         observed = ~np.isnan(np.asarray(X, dtype=float)).all(axis=1)
     labels: dict[tuple[int, str], np.ndarray] = {}  # MAP partitions of the fits so far
@@ -660,7 +662,7 @@ def sweep_rows(
                     bar.advance()
                     continue
                 starts = None
-                if data is not None:
+                if k in pool:
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy, cache)
                 kw, how = (em_kwargs, strategy) if k in ks else parent_strategy(em_kwargs, strategy)
                 row = fit_one(X, k, cov_type, kw, starts, how, sample_weight)

@@ -6,13 +6,14 @@ Every check here runs before any long work starts.
 from __future__ import annotations
 
 import shlex
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import validate_data
+
+from ._errors import warn
 
 __all__ = ["check_choice", "check_data", "check_fit_data", "check_sample_weight"]
 
@@ -27,15 +28,49 @@ def check_choice(name: str, value: Any, options: Sequence[Any]) -> Any:
 
 def _check_dataframe(X: pd.DataFrame) -> None:
     non_numeric = [
-        str(c)
+        c
         for c in X.columns
         if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]))
     ]
-    if non_numeric:
+    if not non_numeric:
+        return
+    texts = numbers_as_text(X[non_numeric])
+    if texts:
+        column = repr(str(texts[0][0]))
         raise ValueError(
-            f"X has non-numeric column(s) {non_numeric}: a Gaussian mixture needs real-valued "
-            "features. Drop or encode them, e.g. X.select_dtypes('number')."
+            f"X has numbers stored as text: {_texts_phrase(texts)}. Mark those cells missing "
+            f"(NaN cells are missing values, which EM handles), e.g. X[{column}] = "
+            f"pd.to_numeric(X[{column}], errors='coerce'), or read the file with "
+            "read_csv(..., na_values=[...]); select_dtypes('number') would drop the column(s)."
         )
+    raise ValueError(
+        f"X has non-numeric column(s) {[str(c) for c in non_numeric]}: a Gaussian mixture "
+        "needs real-valued features. Drop or encode them, e.g. X.select_dtypes('number')."
+    )
+
+
+def _texts_phrase(texts: list[tuple[Any, int, list[str]]]) -> str:
+    return "; ".join(
+        f"column {str(c)!r} ({n} cell(s) {tokens[:5] + (['...'] if len(tokens) > 5 else [])} "
+        "are not numbers)"
+        for c, n, tokens in texts
+    )
+
+
+def numbers_as_text(frame: pd.DataFrame) -> list[tuple[Any, int, list[str]]]:
+    """The columns of ``frame`` whose text is mostly numbers (a CSV whose missing cells are
+    written '?', '.' or '-' is read so), each with how many cells are not numbers and which
+    (as ``(column, count, tokens)``)."""
+    found = []
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if pd.api.types.is_bool_dtype(values) or values.empty:
+            continue
+        text = values.astype(str).str.strip()
+        parsed = pd.to_numeric(text, errors="coerce")
+        if parsed.notna().mean() >= 0.5:  # mostly numbers: the rest mark missing cells
+            found.append((column, int(parsed.isna().sum()), sorted(set(text[parsed.isna()]))))
+    return found
 
 
 def _feature_label(j: int, names: np.ndarray | None) -> str:
@@ -208,13 +243,20 @@ def _check_weighted_features(estimator: Any, kept: np.ndarray) -> None:
     )
 
 
+def too_many_components(n_samples: int, n_components: int) -> str:
+    """Why ``n_components`` exceed the rows ("" when they do not)."""
+    if n_samples >= n_components:
+        return ""
+    return (
+        f"Expected n_samples >= n_components but got n_components = {n_components}, "
+        f"n_samples = {n_samples}: a mixture needs at least one sample per component. "
+        "Reduce n_components or supply more data."
+    )
+
+
 def _check_n_samples(n_samples: int, n_components: int) -> None:
     if n_samples < n_components:
-        raise ValueError(
-            f"Expected n_samples >= n_components but got n_components = {n_components}, "
-            f"n_samples = {n_samples}: a mixture needs at least one sample per component. "
-            "Reduce n_components or supply more data."
-        )
+        raise ValueError(too_many_components(n_samples, n_components))
 
 
 def _check_constant(estimator: Any, is_constant: np.ndarray) -> None:
@@ -454,9 +496,8 @@ def _warn_nearly_dependent(
         columns = [names[j] for j in involved]
         problem = f"columns {columns} are nearly linearly dependent"
         remedy = f"Drop one of them (e.g. {names[involved[-1]]!r}) if it adds nothing"
-    warnings.warn(
+    warn(
         f"{problem}: the components' covariances are nearly singular and sampling may mix "
         f"slowly. {remedy}.",
         UserWarning,
-        stacklevel=5,  # the caller of BayesianGMM.fit (via check_matrix)
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,8 @@ import pandas as pd
 import xarray as xr
 from sklearn.base import BaseEstimator
 
-from ._errors import from_below
-from ._fitwarnings import warn_collapse_on_ties, warn_many_parameters
+from ._errors import from_below, warn
+from ._fitwarnings import refuse_too_few_rows, warn_collapse_on_ties, warn_many_parameters
 from ._idata import get_attr
 from ._missing import drop_empty_rows
 from ._persist import read_fit, restore_em, write_fit
@@ -260,7 +259,13 @@ class BayesianGMM(BaseEstimator):
             X, n_components=self.n_components, estimator=self, allow_nan=True
         )
         weight = check_sample_weight(sample_weight, data.shape[0], self.n_components, data, self)
-        data, weight = drop_empty_rows(data, weight, stacklevel=3)  # one warning, not EM's too
+        data, weight = drop_empty_rows(data, weight)  # one warning, not EM's too
+        refuse_too_few_rows(
+            data.shape[0] if weight is None else int(np.count_nonzero(weight)),
+            self.n_components,
+            data.shape[1],
+            self.covariance_type,
+        )
         frame = pd.DataFrame(data, columns=names)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(
@@ -270,9 +275,7 @@ class BayesianGMM(BaseEstimator):
             n_components=self.n_components,
         )
         n_rows = data.shape[0] if weight is None else float(np.sum(weight))
-        warn_many_parameters(
-            n_rows, self.n_components, data.shape[1], self.covariance_type, stacklevel=3
-        )
+        warn_many_parameters(n_rows, self.n_components, data.shape[1], self.covariance_type)
         em_data = frame if isinstance(X, pd.DataFrame) else data  # EM knows the columns
         with from_below("EM"):
             self.em_ = self._fit_em(em_data, em, weight)
@@ -283,7 +286,6 @@ class BayesianGMM(BaseEstimator):
             names,
             priors=self.priors_,
             covariance_type=self.covariance_type,
-            stacklevel=3,
         )
         self._model = build_model(
             frame,
@@ -485,11 +487,10 @@ class BayesianGMM(BaseEstimator):
         """Say so when a summary over all chains averages over several modes."""
         n_modes = int(self.idata_.posterior.attrs.get("n_modes", 1))
         if n_modes > 1:
-            warnings.warn(
+            warn(
                 f"These draws come from {n_modes} different modes: the {what} averages over "
                 f"them. Use {remedy} (modes() lists them).",
                 SamplingWarning,
-                stacklevel=3,
             )
 
     def compare(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
@@ -506,7 +507,8 @@ class BayesianGMM(BaseEstimator):
     def summary(self, *, hdi_prob: float = 0.94, mode: int | None = None) -> pd.DataFrame:
         """ArviZ summary of weights, means and covariances (relabelled draws).
 
-        Each covariance matrix contributes its lower triangle (the upper one repeats it).
+        Each covariance matrix contributes its lower triangle (the upper one repeats it), a
+        diagonal one (``diag``, ``spherical``, ...) its variances.
         ``mode`` summarises the chains of one mode (:meth:`modes`); without it, a run whose
         chains ended in several modes is summarised over all of them, with a
         :class:`~bayesgmm.SamplingWarning` saying so.

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
+from ._validation import numbers_as_text
 from .priors import DEFAULT_SD_PRIOR, SD_PRIORS
 
 EXIT_DATA_ERROR = 1
@@ -128,6 +129,14 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
         raise DataError(f"no numeric columns in {source} (columns: {list(frame.columns)}){hint}")
     if numeric.shape[1] < frame.shape[1]:
         dropped = [c for c in frame.columns if c not in numeric.columns]
+        texts = numbers_as_text(frame[dropped])
+        if texts:
+            said = "; ".join(f"{c!r} ({n} cell(s) such as {tokens[:3]})" for c, n, tokens in texts)
+            raise DataError(
+                f"column(s) hold numbers with cells that are not: {said}. Leave those cells "
+                "empty (or write NA) to mark them missing, or leave the column(s) out with "
+                "--columns"
+            )
         if columns:
             raise DataError(f"column(s) {dropped} are not numeric")
         _note(f"ignoring non-numeric column(s) {dropped}")

@@ -8,9 +8,9 @@ E-BFMI) and warns with :class:`SamplingWarning`. Results are returned either way
 from __future__ import annotations
 
 import contextlib
-import warnings
+import functools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 import numpy as np
@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
-from ._errors import SamplingWarning
+from ._errors import SamplingWarning, ignored_stacklevel, warn
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
 from ._scaling import AffineScaling
 from ._stuck import stuck_chains
@@ -164,11 +164,15 @@ def summarise_in_units(
     Computed on the standardised scale (:mod:`bayesgmm._units`) and mapped back entry by
     entry (a mean, median or HDI bound by the affine map of its feature, a standard deviation
     or error by its factor; R-hat and ESS do not change), so that data at 1e-200 keep their
-    spread (it would underflow to 0) and data at 1e200 their standard deviations.
+    spread (it would underflow to 0) and data at 1e200 their standard deviations. Entries
+    that are zero in every draw (the off-diagonal covariances of a diagonal or spherical
+    model: zero by the model, not estimated) are left out.
     """
     unit = standardised(posterior, scaling)
     parameters = scalar_parameters(unit, names)
     table = summarise(parameters, kind=kind, hdi_prob=hdi_prob)
+    estimated = flat_values((parameters != 0).any(("chain", "draw"))).reindex(table.index)
+    table = table[estimated.fillna(1.0).astype(bool)]
     table["median"] = flat_values(parameters.median(("chain", "draw"))).reindex(table.index)
     shift, factor = (values.reindex(table.index) for values in _unit_maps(unit, names, scaling))
     with np.errstate(over="ignore", invalid="ignore"):
@@ -202,6 +206,19 @@ def reusing_parameter_diagnostics() -> Iterator[None]:
         yield
     finally:
         _REUSED.reset(token)
+
+
+def judged_once[**P, R](func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` run within :func:`reusing_parameter_diagnostics`: a decorator whose frame is
+    bayesgmm's own, so warnings from inside still point at the user's line (:mod:`contextlib`'s
+    decorator form adds a frame of its own, where they pointed before)."""
+
+    @functools.wraps(func)
+    def judged(*args: P.args, **kwargs: P.kwargs) -> R:
+        with reusing_parameter_diagnostics():
+            return func(*args, **kwargs)
+
+    return judged
 
 
 def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
@@ -512,6 +529,10 @@ def _restart_text(idata: Tree) -> str:
     mass = (
         f"log mass {margin:+.1f} nats against the chains that stayed, margin {LEFT_MASS_MARGIN:g}"
     )
+    if np.isnan(margin):  # a chain stopped with too few draws to weigh its region
+        mass = "too few draws to weigh the regions' log masses"
+    elif np.isinf(margin):
+        mass = "no chain stayed"
     if moved[0] == "all":
         return f"every chain ran again from the draws of chain(s) {list(source)} ({mass})"
     return (
@@ -607,15 +628,15 @@ def _several_modes(idata: Tree) -> bool:
     return "mode" in stats and int(stats["mode"].max()) > 0
 
 
-def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
+def check_sampling(idata: Tree, *, stacklevel: int | None = None) -> pd.DataFrame:
     """Run :func:`diagnostics` and warn with :class:`SamplingWarning` if any check fails.
 
     Parameters
     ----------
     idata : xarray.DataTree
         As for :func:`diagnostics`.
-    stacklevel : int
-        Passed to :func:`warnings.warn`, so the warning points at the caller.
+    stacklevel : int, optional
+        Deprecated and ignored: the warning points at the first line outside bayesgmm.
 
     Returns
     -------
@@ -630,6 +651,7 @@ def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
     >>> with warnings.catch_warnings(record=True) as caught:  # doctest: +SKIP
     ...     table = check_sampling(fit.idata_)
     """
+    ignored_stacklevel(stacklevel)
     table = diagnostics(idata)
     failed = table[~table["passed"]]
     if not failed.empty:
@@ -639,10 +661,9 @@ def check_sampling(idata: Tree, *, stacklevel: int = 2) -> pd.DataFrame:
             + f"): {r.advice}"
             for r in failed.itertuples()
         ]
-        warnings.warn(
+        warn(
             "Sampling diagnostics failed; the results are returned but treat them with care.\n  "
             + "\n  ".join(lines),
             SamplingWarning,
-            stacklevel=stacklevel,
         )
     return table

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from . import _dask, _emloop, _fastem, _missing, _population, _restarts
 from . import _gaussian as g
 from . import _kernels as kernels
 from . import _models as models
+from ._errors import warn
 from ._mstep import Warm, m_step
 from ._scaling import AffineScaling
 from ._validation import (
@@ -386,13 +386,12 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             unit = self._unit_params()
             final = self._final_statistics(data, scaling, unit, small)
         if not best.converged and self.max_iter > 0:
-            warnings.warn(
+            warn(
                 f"EM did not converge within max_iter={self.max_iter} iterations "
                 f"(tol={self.tol}) in the best of n_init={self.n_init} initialisation(s). "
                 "Increase max_iter, raise tol, try more restarts (n_init) or another "
                 "init_params, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
         self._report_collapse(final, unit)
         return X
@@ -742,7 +741,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 + (", covariance at the reg_covar floor" if at_floor[k] else "")
                 for k in self.collapsed_components_
             )
-            warnings.warn(
+            warn(
                 f"Collapsed component(s) {self.collapsed_components_.tolist()} "
                 f"(minimum effective size {minimum} for the {self.model_name_} model): "
                 f"{details}. Their estimates are not trustworthy. A component collapses "
@@ -750,7 +749,6 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 "feature: drop, jitter or transform it) or onto duplicated rows: reduce "
                 "n_components, address those features or rows, or increase reg_covar.",
                 CollapsedComponentWarning,
-                stacklevel=3,
             )
 
     # ------------------------------------------------------------------ prediction

@@ -419,7 +419,7 @@ def build_model(
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
     data, names = check_matrix(X, n_components=n_components, caller="build_model", allow_nan=True)
     weight = check_sample_weight(sample_weight, data.shape[0], int(n_components), data)
-    data, weight = drop_empty_rows(data, weight, stacklevel=3)
+    data, weight = drop_empty_rows(data, weight)
     n_samples, n_features = data.shape
     family = bayes_family(covariance_type, n_features)
     scaling, priors = _standardisation(data, weight, priors, family, int(n_components))

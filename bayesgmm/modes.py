@@ -48,6 +48,8 @@ from ._chainprofiles import (
     pointwise,
 )
 from ._drift import concat_chains
+from ._errors import ignored_stacklevel
+from ._errors import warn as _warn
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
@@ -406,11 +408,12 @@ def _modes_of(idata: Tree) -> np.ndarray:
     return np.asarray(stats["mode"].values, dtype=np.int64)
 
 
-def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
-    """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS."""
+def _table(idata: Tree, modes: np.ndarray, warn: bool = True) -> pd.DataFrame:
+    """One row per mode: chains, mean log-likelihood, stacking weight, own R-hat and ESS
+    (``warn``: say so when the stacking weights cannot be computed)."""
     trees = {m: mode_posterior(idata, m) for m in np.unique(modes)}
     totals = pointwise(idata).sum(axis=2)
-    weights = _stacking_weights(trees)
+    weights = _stacking_weights(trees, warn)
     rows = []
     for m, tree in trees.items():
         params = parameter_diagnostics(tree)
@@ -426,20 +429,22 @@ def _table(idata: Tree, modes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _stacking_weights(trees: dict[int, Tree]) -> pd.Series:
-    """Each mode's stacking weight; NaN, with a warning, where PSIS-LOO cannot be computed (a
-    degenerate mode whose draws give rows the same log-likelihood), so the run is not lost."""
+_NO_WEIGHTS = (
+    "stacking weights could not be computed: a mode whose draws barely move (e.g. a component "
+    "collapsed onto tied rows) has no PSIS-LOO. They are left NaN; read each mode's own summary"
+)
+
+
+def _stacking_weights(trees: dict[int, Tree], warn: bool = True) -> pd.Series:
+    """Each mode's stacking weight; NaN (with a warning if ``warn``) where PSIS-LOO cannot be
+    computed (a degenerate mode whose draws give rows the same log-likelihood), so the run is
+    not lost."""
     named = {f"mode {m}": t for m, t in trees.items()}
     try:
         return compare(named)["weight"]
     except ValueError as err:
-        warnings.warn(
-            f"The modes' stacking weights could not be computed ({err}): a mode whose draws "
-            "barely move (e.g. a component collapsed onto tied rows) has no PSIS-LOO. The "
-            "weights are left NaN; read each mode's own summary.",
-            SamplingWarning,
-            stacklevel=3,
-        )
+        if warn:
+            _warn(f"The modes' {_NO_WEIGHTS} ({err}).", SamplingWarning)
         return pd.Series(np.nan, index=list(named))
 
 
@@ -454,7 +459,9 @@ def _gate_values(tree: Tree, params: pd.DataFrame) -> dict:
     }
 
 
-def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.DataFrame | None:
+def record_modes(
+    idata: Tree, *, warn: bool = True, stacklevel: int | None = None
+) -> pd.DataFrame | None:
     """Find the modes the chains ended in and record them, in place; warn if there are several.
 
     Always stores ``sample_stats["mode"]`` (chain) and ``n_modes`` in the posterior's attrs
@@ -468,7 +475,8 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
         Results of :func:`bayesgmm.sample_posterior` (before this is recorded).
     warn : bool
         Warn when there are several modes.
-    stacklevel : int
+    stacklevel : int, optional
+        Deprecated and ignored: the warning points at the first line outside bayesgmm.
 
     Returns
     -------
@@ -479,6 +487,7 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     --------
     >>> table = record_modes(idata)  # doctest: +SKIP
     """
+    ignored_stacklevel(stacklevel)
     sizes = get_group(idata, "posterior").sizes
     judged = sizes["chain"] > 1 and sizes["draw"] >= _MIN_DRAWS
     modes = find_modes(idata) if judged else np.zeros(sizes["chain"], dtype=np.int64)
@@ -490,23 +499,24 @@ def record_modes(idata: Tree, *, warn: bool = True, stacklevel: int = 2) -> pd.D
     if n_modes == 1:
         return None
     _relabel_within(idata, modes)
-    table = _table(idata, modes)
+    table = _table(idata, modes, warn)
     set_attrs(idata, {"modes": table.to_dict(orient="records")})
     if warn:
-        _warn_modes(table, stacklevel=stacklevel)
+        _warn_modes(table)
     return table
 
 
-def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
-    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`
-    (``stacklevel`` as for :func:`warnings.warn`, from the caller of this function)."""
+def _warn_modes(table: pd.DataFrame) -> None:
+    """Warn with a :class:`SamplingWarning` naming the modes of a :func:`mode_table`."""
+    weighed = table["stacking_weight"].notna().all()
     described = "; ".join(
-        f"mode {r.mode}: chains {r.chains}, stacking weight {r.stacking_weight:.2f}"
+        f"mode {r.mode}: chains {r.chains}"
+        + (f", stacking weight {r.stacking_weight:.2f}" if weighed else "")
         for r in table.itertuples()
     )
     failing = {row["mode"]: mode_failures(row) for row in table.to_dict(orient="records")}
     failing = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items() if why)
-    warnings.warn(
+    _warn(
         f"The chains ended in {len(table)} different modes (not label switches of one another; "
         f"{described}). R-hat over all chains fails for that reason and summaries over all "
         "chains average over the modes: read each mode on its own (mode_table(), "
@@ -517,9 +527,9 @@ def _warn_modes(table: pd.DataFrame, *, stacklevel: int = 2) -> None:
             "(max_draws) or fewer components."
             if failing
             else "Each mode converged on its own chains (R-hat, ESS, no divergences)."
-        ),
+        )
+        + ("" if weighed else f" The {_NO_WEIGHTS}."),
         SamplingWarning,
-        stacklevel=stacklevel + 1,
     )
 
 

@@ -223,9 +223,7 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
         )
     membership = posterior_membership(tree, hdi_prob=hdi_prob)
     ax = plotting.plot_membership(tree, hdi_prob=hdi_prob, membership=membership)
-    section.figure(
-        _figure_of(ax), f"Most probable component{which}; uncertain points stand out"
-    )
+    section.figure(_figure_of(ax), f"Most probable component{which}; uncertain points stand out")
     X = X[X.notna().any(axis=1)]  # the fitted rows: one with nothing observed was left out
     order = np.argsort(-membership["entropy"].values)[:10]
     rows = X.iloc[order].reset_index(names="observation")

@@ -42,13 +42,13 @@ from ._backends import (  # noqa: F401 - _compiled_nutpie, cache_dir: used from 
     cache_dir,
 )
 from ._compile_cache import CompileCache
-from ._errors import SamplerError, SamplingInterrupted, from_below
+from ._errors import SamplerError, SamplingInterrupted, from_below, warn
 from ._idata import Tree, get_attr, get_group, replace_group, set_attrs
 from ._logdensity import LogDensity, kernel_applies, log_density_for
 from ._results import em_dataset, em_reference, finish, keep_finished_draws, relabel, versions
 from ._validation import check_choice
 from .alignment import label_switching_summary
-from .diagnostics import SamplingWarning, check_sampling, reusing_parameter_diagnostics
+from .diagnostics import SamplingWarning, check_sampling, judged_once
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
 from .modes import _warn_modes, record_modes, sample_groups
@@ -234,7 +234,7 @@ def _check_arguments(
         )
 
 
-@reusing_parameter_diagnostics()  # the run's results are judged up to four times
+@judged_once  # the run's results are judged up to four times
 def sample_posterior(
     model: pm.Model,
     em: EMGaussianMixture,
@@ -431,7 +431,7 @@ def sample_posterior(
         unwhitened_floored = kernel and approxes[0] is None and _floored_start(model, em)
         table = get_attr(idata, "modes")
         if check and table:
-            _warn_modes(pd.DataFrame(table), stacklevel=2)  # at the caller, as below
+            _warn_modes(pd.DataFrame(table))
     set_attrs(
         idata,
         {
@@ -454,7 +454,7 @@ def sample_posterior(
     if interrupted:
         _mark_partial(idata, kept, draws, chains)
     if check:
-        check_sampling(idata, stacklevel=3)
+        check_sampling(idata)
     return idata
 
 
@@ -582,9 +582,8 @@ def _mark_partial(idata: Tree, kept: tuple[int, int], draws: int, chains: int) -
     n, m = kept
     note = f"interrupted (Ctrl-C): kept the first {n} of {draws} draws in {m} of {chains} chains"
     set_attrs(idata, {"interrupted": note, "draws_kept": n, "chains_kept": m})
-    warnings.warn(
+    warn(
         f"Sampling was {note}. The results are partial: the diagnostics say how far to trust "
         "them; run again to completion for final results.",
         SamplingWarning,
-        stacklevel=3,
     )

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from ._dask import is_dask_array
-from ._errors import SamplerError, SamplingInterrupted, SamplingWarning
+from ._errors import SamplerError, SamplingInterrupted, SamplingWarning, warn
 from ._kernels import column_summary
 from ._models import (
     BAYES_COVARIANCE_TYPES,
@@ -42,6 +42,7 @@ from ._validation import (
     check_matrix,
     check_sample_weight,
     dependence_warning,
+    too_many_components,
 )
 from .em import CollapsedComponentWarning, EMGaussianMixture
 
@@ -113,8 +114,9 @@ def _fit_one(
     shape = np.shape(X)
     n, p = (shape[0], n_parameters(name, k, shape[1])) if len(shape) == 2 else (0, 0)
     reason = inestimable(name, k, n, shape[1]) if k <= n else ""
-    if reason:
-        message = f"{reason} Use fewer components or a more constrained model."
+    if reason or k > n:  # (refused before any work)
+        remedy = " Use fewer components or a more constrained model."
+        message = f"{reason}{remedy}" if reason else too_many_components(n, k)
         return {**row, "status": "failed", "n_parameters": p, "message": message, "_fit": None}
     em = EMGaussianMixture(k, covariance_type=cov_type, **em_kwargs)
     with warnings.catch_warnings(record=True) as caught:
@@ -183,7 +185,7 @@ def _check_sweep_data(X: Any, sample_weight: Any) -> tuple[Any, Any]:
     columns = [f"x{j}" for j in range(data.shape[1])] if names is None else names
     said = dependence_warning(data, [str(c) for c in columns])
     if said:
-        warnings.warn(said, UserWarning, stacklevel=3)
+        warn(said, UserWarning)
     return data, names
 
 
@@ -369,10 +371,9 @@ def _sample_candidates(
                 selection.warnings[f"K={k}"] = said
             bar.advance()
             if fit is None:  # said outside the block that records the candidates' warnings
-                warnings.warn(
+                warn(
                     f"K={k} could not be sampled: {selection.failed[f'K={k}']}",
                     SamplingWarning,
-                    stacklevel=3,
                 )
                 continue
             if fit.idata_.posterior.attrs.get("interrupted"):

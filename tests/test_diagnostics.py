@@ -162,6 +162,11 @@ def test_the_left_mode_row_says_whether_the_chains_were_moved_and_why(fit, rng):
     row = diagnostics(idata).set_index("check").loc["left_mode"]
     assert "chain(s) [0] ran again from their own draws" in row["worst"]
     assert "+1.3 nats" in row["worst"] and "each kept its chains" in row["worst"]
+    # a chain stopped with too few draws to weigh its region (HSAUR3 heptathlon, K=3): said
+    # so, not "log mass +nan nats"
+    idata.posterior.attrs["left_mode_mass_margin"] = [np.nan]
+    row = diagnostics(idata).set_index("check").loc["left_mode"]
+    assert "too few draws to weigh" in row["worst"] and "nan" not in row["worst"].lower()
 
 
 def _accepting(idata, accept: np.ndarray, target: float = 0.8, start: np.ndarray | None = None):

@@ -286,7 +286,7 @@ def test_too_many_parameters_even_for_one_component_says_so():
     from bayesgmm._fitwarnings import warn_many_parameters
 
     with pytest.warns(SamplingWarning) as caught:
-        warn_many_parameters(16, 2, 7, "full", stacklevel=1)
+        warn_many_parameters(16, 2, 7, "full")
     message = str(caught[0].message)
     assert "71 free parameters for 16 rows" in message
     assert "(free parameters)" not in message  # no smaller model fits two components either
@@ -296,7 +296,45 @@ def test_too_many_parameters_even_for_one_component_says_so():
     with pytest.warns(
         SamplingWarning, match=r"fewer features \(one 'full' component alone has 35\)"
     ):
-        warn_many_parameters(7, 2, 7, "full", stacklevel=1)  # not even one spherical one (8)
+        warn_many_parameters(7, 2, 7, "full")  # not even one spherical one (8)
+
+
+@pytest.mark.parametrize(
+    "k, covariance_type, weight, match",
+    [  # carData's Duncan is 45 x 3: K = 45 full covariances ran NUTS over 10 minutes
+        (45, "full", None, r"K=45 needs 180 rows .* but has 45.* Use at most 11 components\."),
+        (12, "full", None, r"K=12 needs 48 rows .* Use at most 11 components\."),
+        (23, "diag", None, r"VVI model with K=23 needs 46 rows .* at most 22 components\."),
+        # rows of weight 0 span nothing: 40 carry weight, so 10 full components at most
+        (11, "full", np.r_[np.zeros(5), np.ones(40)], r"but has 40.* at most 10 components"),
+    ],
+)
+def test_more_components_than_the_rows_support_are_refused_before_any_work(
+    monkeypatch, k, covariance_type, weight, match
+):
+    """Fewer rows than the components' covariances need (D + 1 each for full, two each for
+    diagonal): every EM fit collapses a component and the posterior is the priors', so the
+    fit is refused with the largest K the rows support, before EM starts."""
+
+    def started(*args, **kwargs):
+        raise AssertionError("EM started")
+
+    monkeypatch.setattr("bayesgmm.em.EMGaussianMixture._fit", started)
+    X = np.random.default_rng(0).normal(size=(45, 3))
+    model = BayesianGMM(k, covariance_type=covariance_type, random_seed=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, sample_weight=weight)
+    assert not hasattr(model, "feature_names_")  # nothing set on a refused fit
+
+
+def test_a_single_component_is_the_remedy_when_the_rows_support_no_mixture():
+    from bayesgmm._fitwarnings import refuse_too_few_rows
+
+    with pytest.raises(ValueError, match=r"Use a single component, i\.e\. no mixture\.$"):
+        refuse_too_few_rows(7, 2, 5, "full")  # two full 5-feature components need 12 rows
+    with pytest.raises(ValueError, match=r"Use covariance_type='diag' with at most 3 components"):
+        refuse_too_few_rows(6, 4, 6, "full")  # not even one full one (7 rows): 3 diagonal ones
+    refuse_too_few_rows(12, 2, 5, "full")  # exactly enough: no error
 
 
 def test_a_component_collapsed_onto_tied_values_warns_before_sampling(monkeypatch):
@@ -389,7 +427,6 @@ def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
             [f"x{j}" for j in range(X.shape[1])],
             priors=GMMPriors.from_data(X[~np.isnan(X).any(axis=1)]),  # (complete rows)
             covariance_type=covariance_type,
-            stacklevel=2,
         )
     return [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
 

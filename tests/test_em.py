@@ -239,6 +239,21 @@ def test_non_numeric_columns_are_named():
         EMGaussianMixture(2).fit(df)
 
 
+def test_numbers_stored_as_text_are_named_with_their_odd_cells():
+    """A column of numbers whose missing cells were written '?' or 'n/a ' is read as text:
+    the error names the cells and the conversion that keeps the column (select_dtypes would
+    drop it); a truly categorical column gets the usual message."""
+    y = [str(v) for v in np.arange(8.0)] + ["?", "n/a "]
+    df = pd.DataFrame({"x": np.arange(10.0), "y": y, "kind": list("ab" * 5)})
+    with pytest.raises(ValueError) as caught:
+        EMGaussianMixture(2).fit(df)
+    message = str(caught.value)
+    assert "column 'y' (2 cell(s) ['?', 'n/a'] are not numbers)" in message
+    assert "X['y'] = pd.to_numeric(X['y'], errors='coerce')" in message and "'kind'" not in message
+    with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['kind'\]"):
+        EMGaussianMixture(2).fit(df.drop(columns="y"))
+
+
 def test_missing_everywhere_message_names_the_column():
     """NaN cells are missing values (tests/test_missing.py); a column of them is an error."""
     df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [np.nan] * 4})

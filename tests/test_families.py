@@ -91,6 +91,13 @@ def test_downstream_summaries_work(family_fit, tmp_path):
     name, sim, fit = family_fit
     summary = fit.summary()
     assert np.all(np.isfinite(summary["mean"]))
+    off_diagonal = [
+        label
+        for label in summary.index
+        if label.startswith("covariances[") and len(set(label[:-1].split(", ")[1:])) == 2
+    ]
+    # a diagonal model's zero covariances are the model's, not estimates: not listed
+    assert len(off_diagonal) == (0 if name.endswith("I") else 2), off_diagonal
     table = fit.compare()
     assert len(table) and np.all(np.isfinite(table["mean"]))
     assert set(fit.diagnostics()["check"]) >= {"r_hat", "ess_bulk", "divergences"}

@@ -125,8 +125,10 @@ def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):
 def test_falling_short_of_the_target_still_warns_and_returns():
     """A cap too low for the target: the run is extended as far as allowed, the follow-up
     record says why it stopped, and the ESS check still warns."""
-    with pytest.warns(SamplingWarning, match="ess_"):
+    with pytest.warns(SamplingWarning, match="ess_") as caught:
         fit = _fit(draws=150, max_draws=250)
+    # at the user's line (here _fit), not inside bayesgmm or contextlib (stop 48's sweep)
+    assert {w.filename for w in caught if w.category is SamplingWarning} == {__file__}
     assert fit.idata_.posterior.sizes["draw"] == 250
     record = get_attr(fit.idata_, "follow_up")
     assert "more draws per chain" in record[0] and "max_draws=250 reached" in record[-1]
@@ -478,8 +480,11 @@ def test_a_failing_mode_is_not_run_again_past_max_draws(monkeypatch):
     says what to try and the warning names the modes that fail (NUTS's result: the
     independence step that may follow is left out, as above)."""
     _nuts_only(monkeypatch)
-    with pytest.warns(SamplingWarning, match="Not every mode converged on its own chains"):
+    with pytest.warns(
+        SamplingWarning, match="Not every mode converged on its own chains"
+    ) as caught:
         fit = _two_modes(draws=150, max_draws=200)
+    assert {w.filename for w in caught if w.category is SamplingWarning} == {__file__}
     table = fit.modes()
     assert [len(c) for c in table["chains"]] == [2, 2]
     record = get_attr(fit.idata_, "follow_up")

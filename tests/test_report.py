@@ -198,6 +198,10 @@ def test_report_counts_missing_cells_and_samples_every_row(report_run):
         ),
         (["report", "{folder}"], r"is a directory, not a CSV file"),
         (["fit", "{infinite}", "--components", "2"], r"infinite values.*--dropna drops missing"),
+        (  # a column of numbers whose missing cells are written '?' is not dropped silently
+            ["fit", "{marked}", "--components", "2"],
+            r"hold numbers with cells that are not: 'b' \(1 cell\(s\) such as \['\?'\]\).*empty",
+        ),
         (["fit", "{csv}", "--components", "2", "--columns", "length", "length"], "more than once"),
         (["report", "{csv}", "--components", "1-200", "--dropna"], r"K=200 exceeds the 89"),
         (["report", "{csv}", "--components", "5-2"], r"invalid range '5-2'.*2-5"),
@@ -219,7 +223,10 @@ def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message,
     semicolons.write_text("a;b\n1;2\n3;4\n")
     empty = tmp_path / "empty.csv"
     empty.write_text("a,b\n1,\n2,\n3,\n")
+    marked = tmp_path / "marked.csv"
+    marked.write_text("a,b\n1,2\n2,?\n3,5\n4,1\n")
     files = {"words": words, "infinite": infinite, "semicolons": semicolons, "empty": empty}
+    files["marked"] = marked
     argv = [a.format(csv=csv_file, folder=tmp_path, **files) for a in argv]
     assert main(argv) in (1, 2)  # 2: argparse's usage errors
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]

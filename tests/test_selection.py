@@ -93,6 +93,27 @@ def test_failed_fits_are_listed_not_raised():
     assert sweep.best["bic"][0] in (1, 2)
 
 
+def test_components_above_the_rows_are_refused_without_any_starts(monkeypatch):
+    """A sweep asked for K far above the rows (R's meteo, 11 rows, K up to 59 took 38-160 s
+    of k-means starts no fit could use) builds starts only up to the rows; every cell above
+    them is a failed row saying why."""
+    import bayesgmm._restarts as restarts
+
+    seen: list[int] = []
+    kmeans = restarts.kmeans_labels
+    monkeypatch.setattr(
+        restarts, "kmeans_labels", lambda X, k, *a, **kw: seen.append(k) or kmeans(X, k, *a, **kw)
+    )
+    X = np.random.default_rng(0).normal(size=(11, 2))
+    table = em_sweep(X, range(1, 30), ("EII", "VVV"), progress=False).table
+    assert seen and max(seen) == 11
+    above = table[table["n_components"] > 11]
+    assert len(above) == 2 * 18 and (above["status"] == "failed").all()
+    assert above["message"].str.contains("n_samples >= n_components").all()
+    low = table[(table["n_components"] <= 3) & (table["covariance_type"] == "EII")]
+    assert (low["status"] != "failed").all()
+
+
 def test_collapsed_fit_is_marked():
     rng = np.random.default_rng(1)
     X = np.vstack([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (5, 1))])

@@ -41,7 +41,7 @@ from sklearn.utils import check_random_state
 
 from ._dask import is_dask_array
 from ._hierarchical import MAX_SAMPLES, cut_tree, merge_tree, transform
-from ._models import min_effective_size, model_name
+from ._models import inestimable, min_effective_size, model_name
 from ._progress import progress_bar
 from ._sweepmoves import (
     canonical,
@@ -662,7 +662,7 @@ def sweep_rows(
                     bar.advance()
                     continue
                 starts = None
-                if k in pool:
+                if k in pool and not inestimable(name, k, *np.shape(X)):  # (fit_one refuses it)
                     starts = sweep_starts(data, k, name, pool[k], labels, rows, strategy, cache)
                 kw, how = (em_kwargs, strategy) if k in ks else parent_strategy(em_kwargs, strategy)
                 row = fit_one(X, k, cov_type, kw, starts, how, sample_weight)

@@ -271,7 +271,7 @@ def merge_pass(
                 continue
             if before["_fit"] is None or row["log_likelihood"] > before["log_likelihood"] + RAISED:
                 raised.add(name)  # (another optimum, not the fit at K a few iterations on)
-            labels[k, name] = row["_fit"]._predict_rows(X, "labels")[observed]
+            labels[k, name] = row["_labels"][observed]  # (predict(X), from fit_one)
             for key in [key for key, r in rows.items() if key[0] == k and r["model_name"] == name]:
                 rows[key] = {**row, "covariance_type": key[1]}
     return raised

@@ -599,12 +599,13 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             return _Run(self._params_from_resp(Xu, resp, weight))
 
         def sound(run: Any) -> bool:  # no variance the reg_covar floor holds up (see em_em)
-            if self._at_floor(run.covariances).any():
+            covariances = run.covariances
+            if not self._at_floor(covariances, 100.0).any():  # the usual case: one check
+                return True  # (nothing within 100 times the floor, so nothing within twice it)
+            if self._at_floor(covariances).any():
                 return False
-            if not self._at_floor(run.covariances, 100.0).any():  # (the usual case: cheap)
-                return True
             stats = self._final_statistics(data, scaling, run.params, small)
-            return not self._held_by_floor(stats, run.covariances).any()
+            return not self._held_by_floor(stats, covariances).any()
 
         many = start_many = None
         if small is not None and self.model_name_ in _fastem.MODEL_CODES:

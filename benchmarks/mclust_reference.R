@@ -85,7 +85,7 @@ hc_reference <- function(X, gmax) {
 }
 
 run_one <- function(path, name) {
-  X <- as.matrix(read.csv(path))
+  X <- as.matrix(na.omit(read.csv(path)))  # complete rows, as bench_mclust.py reads them
   n <- nrow(X)
   d <- ncol(X)
   set.seed(seed)

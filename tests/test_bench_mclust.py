@@ -33,6 +33,15 @@ def test_runs_from_the_committed_reference(bench, capsys):
     assert "(one thread)" in out and "n_jobs=1" in out
 
 
+def test_rows_with_missing_cells_are_left_out_and_counted(bench, tmp_path, capsys):
+    """mclust fits complete rows only: both sides compare on those (R's airquality)."""
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b\n1,2\n3,\n5,6\nNA,1\n7,8\n")
+    X = bench.read_complete(path)
+    assert X.to_numpy().tolist() == [[1.0, 2.0], [5.0, 6.0], [7.0, 8.0]]
+    assert "holes: 2 row(s) with missing cells left out" in capsys.readouterr().out
+
+
 def test_one_component_models_are_compared_by_mclust_class(bench):
     """mclust names K = 1 by class (XXX: every full-covariance model is then the same)."""
     assert bench._same_model(("XXX", 1), ("EEE", 1)) and bench._same_model(("XXX", 1), ("VVV", 1))

@@ -226,7 +226,7 @@ def too_few_rows(covariance_type: str, n_components: int, n_rows: int, n_feature
     if n >= least:
         return ""
     needs = f"needs {least} rows for its components' covariances"
-    return f"The {name} model with K={k} {needs} but has {n:g}"
+    return f"The {name} model with K={k} {needs} but has {n}"
 
 
 _CONSTRAINT = {"I": 0, "E": 1, "V": 2}  # identity, equal, variable: each letter's generality

@@ -53,6 +53,8 @@ def _texts_phrase(texts: list[tuple[Any, int, list[str]]]) -> str:
     return "; ".join(
         f"column {str(c)!r} ({n} cell(s) {tokens[:5] + (['...'] if len(tokens) > 5 else [])} "
         "are not numbers)"
+        if n
+        else f"column {str(c)!r} (every cell a number, stored as text or objects)"
         for c, n, tokens in texts
     )
 

@@ -252,6 +252,8 @@ def test_numbers_stored_as_text_are_named_with_their_odd_cells():
     assert "X['y'] = pd.to_numeric(X['y'], errors='coerce')" in message and "'kind'" not in message
     with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['kind'\]"):
         EMGaussianMixture(2).fit(df.drop(columns="y"))
+    with pytest.raises(ValueError, match=r"'y' \(every cell a number, stored as text or objects\)"):
+        EMGaussianMixture(2).fit(df.assign(y=df["x"].astype(object)))
 
 
 def test_missing_everywhere_message_names_the_column():

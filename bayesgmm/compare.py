@@ -16,6 +16,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from . import _gaussian as g
 from ._idata import Tree, flat_values, get_group, hdi
+from ._kernels import Mixture, default_block_rows
+from ._missing import predict_rows
 from ._scaling import AffineScaling
 from ._units import scaling_of, standardised
 from .diagnostics import scalar_parameters, summarise_in_units
@@ -174,10 +176,15 @@ def _em_log_resp(
     reference: xr.Dataset, X: np.ndarray, scaling: AffineScaling
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-row log density (in the data's units) and log responsibilities under the EM
-    estimate, computed on the standardised scale."""
+    estimate, computed on the standardised scale; a row with missing cells by the density of
+    its observed ones (as EM and the posterior see it), one with none observed by the weights.
+    """
     unit = standardised(reference, scaling)
     chol = g.precision_cholesky(unit["covariances"].values, "full")
-    log_norm, log_resp = g.log_responsibilities(
-        scaling.transform(X), unit["weights"].values, unit["means"].values, chol, "full"
+    mixture = Mixture(scaling, unit["weights"].values, unit["means"].values, chol, "full")
+    blocks = default_block_rows("serial", *unit["means"].shape)
+    log_norm, log_resp = (
+        predict_rows(X, mixture, block_rows=blocks, output=output)
+        for output in ("log_norm", "log_resp")
     )
     return log_norm - scaling.log_jacobian, log_resp

@@ -499,12 +499,21 @@ def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     It passes when the second run converged (the checks before it, ``converged``): the
     sampler then did its job, and the row is a finding about the model (the posterior
     prefers near-empty components), not a sampling failure. It fails with them otherwise.
+    When the chain whose crossing stopped the first run had come back by the stop (no chain
+    below the rule), the row says so and passes: the other checks judge the run.
     """
     posterior = get_group(idata, "posterior")
     depth = np.asarray(get_attr(idata, "left_mode_depth", default=[]), dtype=float)
     if depth.size == 0:
         return None
     left = np.flatnonzero(depth < -LEFT_MODE_SDS)
+    if left.size == 0:
+        where = (
+            f"a chain crossed below the EM mode's typical set and came back (the deepest "
+            f"{-np.nanmin(depth):.1f} sds at the stop; the rule is {LEFT_MODE_SDS:g}); "
+            f"{_restart_text(idata)}"
+        )
+        return ("left_mode", 0.0, 0.0, True, where)
     where = (
         f"chain(s) {left.tolist()} settled {-np.nanmin(depth):.1f} sds below the EM mode's "
         f"typical set in the first run; {_restart_text(idata)}"

@@ -147,6 +147,19 @@ def test_chains_that_left_the_mode_and_did_not_converge_fail_with_the_usual_rows
     assert "left_mode = 1" in message and "every chain ran again" in message
 
 
+def test_a_crossing_chain_that_came_back_is_said_so_and_does_not_fail(fit, rng):
+    """robustbase's hbk, K=3: the first run stopped when a chain crossed, but at the stop no
+    chain was below the rule (depths -2.0 to -2.5): the row read "chain(s) [] settled 2.5
+    sds below" and failed at value 0, gate 0, with the divergences. Now it passes and says
+    what happened; a failed run fails on its own checks."""
+    idata = _left(_posterior(fit, energy=rng.standard_normal((2, 2000))), depth=(-2.01, -2.5))
+    row = diagnostics(idata).set_index("check").loc["left_mode"]
+    assert row["passed"] and row["value"] == 0
+    assert "crossed below the EM mode's typical set and came back" in row["worst"]
+    assert "2.5 sds" in row["worst"] and "chain(s) []" not in row["worst"]
+    assert "every chain ran again from its own draws" in row["worst"]
+
+
 def test_the_left_mode_row_says_whether_the_chains_were_moved_and_why(fit, rng):
     """The row names the chains whose draws started the next run and the log-mass margin that
     decided: all moved when above LEFT_MASS_MARGIN, else each region kept its chains."""

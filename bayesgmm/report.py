@@ -86,12 +86,14 @@ def _data_section(X: pd.DataFrame) -> Section:
     missing = X.isna().sum()
     if missing.any():
         summary.insert(0, "missing", missing)
+        empty = int(X.isna().all(axis=1).sum())
+        rows = "every row" if not empty else f"every row with an observed cell ({empty} have none)"
         section.text(
             f"{int(missing.sum())} cell(s) are missing ({missing.sum() / X.size:.1%}), in "
             f"{int(X.isna().any(axis=1).sum())} row(s); the column 'missing' counts them per "
-            "feature. EM and the posterior use every row through the density of its observed "
+            f"feature. EM and the posterior use {rows} through the density of its observed "
             "cells (missing at random assumed), so the LOO comparison, the posterior and the "
-            "clustering below describe every row."
+            f"clustering below describe {'every row' if not empty else 'those rows'}."
         )
     section.table(summary.reset_index(names="feature"), "Feature summary")
     return section

@@ -167,6 +167,17 @@ def test_fit_command_prints_em_posterior_and_diagnostics(csv_file, capsys):
     assert "SamplingWarning" in err  # 120 draws cannot pass the ESS gate: said, not raised
 
 
+def test_rows_with_nothing_observed_are_not_said_to_be_described():
+    """A row with every cell missing is left out of the fit (a warning says so): the data
+    section counts it and does not claim the results describe every row."""
+    from bayesgmm.report import _data_section
+
+    frame = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "b": [2.0, np.nan, np.nan, 1.0]})
+    text = " ".join(value for kind, value in _data_section(frame).blocks if kind == "text")
+    assert "every row with an observed cell (1 have none)" in text
+    assert "describe those rows" in text and "describe every row" not in text
+
+
 def test_report_counts_missing_cells_and_samples_every_row(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")

@@ -55,8 +55,10 @@ def warn_many_parameters(
         for name in ("diag", "tied", "spherical")  # diag keeps each component its own scales
         if name != covariance_type
     }
-    fits = [f"'{name}' ({p})" for name, p in smaller.items() if p <= min(n_rows, count)]
-    remedy = f"covariance_type={', '.join(fits)} (free parameters), or " if fits else ""
+    fits = [
+        f"'{name}' ({p} free parameters)" for name, p in smaller.items() if p <= min(n_rows, count)
+    ]
+    remedy = f"covariance_type={' or '.join(fits)}, or " if fits else ""
     fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
     warn(
         f"The model (covariance_type={covariance_type!r}, {n_components} components, "

@@ -460,8 +460,8 @@ def _exact_dependence(
         problem = f"columns {columns} are linearly dependent (one is a combination of the others)"
     keep = " ".join(shlex.quote(n) for n in names if n != drop)
     return problem, (
-        f"Drop {drop!r} (e.g. X.drop(columns=[{drop!r}])), or model --columns {keep} on the "
-        "command line."
+        f"Drop {drop!r}: X.drop(columns=[{drop!r}]) in Python, --columns {keep} with the "
+        "bayesgmm command."
     )
 
 

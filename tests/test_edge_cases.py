@@ -289,9 +289,15 @@ def test_too_many_parameters_even_for_one_component_says_so():
         warn_many_parameters(16, 2, 7, "full")
     message = str(caught[0].message)
     assert "71 free parameters for 16 rows" in message
-    assert "(free parameters)" not in message  # no smaller model fits two components either
+    # no smaller model fits two components either: the remedy is fewer components only
     assert message.endswith(
-        "covariance_type='diag' with a single component (14 free parameters), i.e. no mixture."
+        "Use covariance_type='diag' with a single component (14 free parameters), i.e. no mixture."
+    )
+    with pytest.warns(SamplingWarning) as caught:
+        warn_many_parameters(30, 2, 6, "full")  # two diagonal or spherical components fit
+    assert str(caught[0].message).endswith(
+        "Use covariance_type='diag' (25 free parameters) or 'spherical' (15 free parameters), "
+        "or a single component (27 free parameters), i.e. no mixture."
     )
     with pytest.warns(
         SamplingWarning, match=r"fewer features \(one 'full' component alone has 35\)"

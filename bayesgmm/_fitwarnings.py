@@ -58,7 +58,8 @@ def warn_many_parameters(
     fits = [
         f"'{name}' ({p} free parameters)" for name, p in smaller.items() if p <= min(n_rows, count)
     ]
-    remedy = f"covariance_type={' or '.join(fits)}, or " if fits else ""
+    listed = ", ".join(fits[:-1]) + " or " + fits[-1] if len(fits) > 1 else "".join(fits)
+    remedy = f"covariance_type={listed}, or " if fits else ""
     fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
     warn(
         f"The model (covariance_type={covariance_type!r}, {n_components} components, "

@@ -263,7 +263,8 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
     X = np.random.default_rng(0).normal(size=(20, 4))
     X[:10] += 4.0
     expected = (
-        r"29 free parameters for 20 rows.*'diag' \(17\), 'tied' \(19\), 'spherical' \(11\)"
+        r"29 free parameters for 20 rows.*'diag' \(17 free parameters\), 'tied' \(19 free "
+        r"parameters\) or 'spherical' \(11 free parameters\)"
         r".*or a single component \(14 free parameters\), i\.e\. no mixture\.$"
     )
     with pytest.warns(SamplingWarning, match=expected), pytest.raises(RuntimeError):

@@ -356,6 +356,12 @@ def _worst(rows: list[dict], column: str) -> tuple[float, str, int]:
     return worst
 
 
+def refused(rows: list[dict]) -> list[dict]:
+    """The cells mclust fitted and bayesgmm did not (refused, e.g. more free parameters than
+    rows, or failed): counted apart from its lower optima in the summary."""
+    return [r for r in rows if not np.isnan(r["mclust"]) and np.isnan(r["bayesgmm"])]
+
+
 def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
     """The summary line of one data set."""
     mclust, ours = runs["mclust"], runs["bayesgmm"]
@@ -382,6 +388,7 @@ def summarise(name: str, X: pd.DataFrame, rows: list[dict], runs: dict) -> dict:
         "worst_vs_mclust": _worst(rows, "ours_minus_mclust"),
         "cells_below_mclust": len(below),
         "cells_compared_mclust": sum(not np.isnan(r["mclust"]) for r in rows),
+        "cells_refused_mclust": len(refused(rows)),
         "worst_vs_sklearn": _worst(rows, "ours_minus_sklearn"),
         "cells_below_sklearn": len(below_sk),
         "worst_vs_reference": _worst(rows, "ours_minus_reference"),
@@ -473,7 +480,7 @@ def _worst_text(worst: tuple[float, str, int]) -> str:
 def print_summary(summaries: list[dict]) -> None:
     print("\n=== summary (log-likelihoods in nats; times in seconds, indicative) ===")
     print(
-        f"{'data set':<13}{'N':>6}{'D':>3} {'worst vs mclust':>20} {'<mcl-0.1':>9}"
+        f"{'data set':<13}{'N':>6}{'D':>3} {'worst vs mclust':>20} {'<mcl-0.1':>11}"
         f" {'worst vs sklearn':>20} {'<skl-0.1':>9} {'worst vs ref':>20} {'<ref-0.1':>9}"
         f"{'degen':>6}  {'best mclust':<12}{'best ours':<11}{'same/better':<12}"
         f"{'t mclust':>9}{'t ours':>8}{'ratio':>7}{'t 1thr':>8}{'ratio1':>7}{'rCPU':>7}"
@@ -484,6 +491,7 @@ def print_summary(summaries: list[dict]) -> None:
         best_o = "{},{}".format(*s["best_bayesgmm"])
         agree = "same" if s["same_best"] else ("better" if s["better_bic"] else "NO")
         cells = f"{s['cells_below_mclust']}/{s['cells_compared_mclust']}"
+        cells = f"{cells} r{s['cells_refused_mclust']}" if s["cells_refused_mclust"] else cells
         cells_ref = f"{s['cells_below_reference']}/{s['cells_compared_reference']}"
         h = s["hc"]
         hc = (
@@ -493,7 +501,7 @@ def print_summary(summaries: list[dict]) -> None:
         )
         print(
             f"{s['dataset']:<13}{s['n']:>6}{s['d']:>3} {_worst_text(s['worst_vs_mclust']):>20}"
-            f" {cells:>9} {_worst_text(s['worst_vs_sklearn']):>20} {s['cells_below_sklearn']:>9}"
+            f" {cells:>11} {_worst_text(s['worst_vs_sklearn']):>20} {s['cells_below_sklearn']:>9}"
             f" {_worst_text(s['worst_vs_reference']):>20} {cells_ref:>9}"
             f"{s['cells_degenerate_reference']:>6}  {best_m:<12}{best_o:<11}{agree:<12}"
             f"{_fmt(s['seconds_mclust'], 9)}{_fmt(s['seconds_bayesgmm'], 8)}"
@@ -502,7 +510,9 @@ def print_summary(summaries: list[dict]) -> None:
         )
     print(
         "worst: the most negative ours - reference over (model, K) both fitted (-inf: only the "
-        "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared; "
+        "reference fitted); <mcl-0.1: cells more than 0.1 nats below mclust / cells compared "
+        "(rN: N of them cells mclust fitted and bayesgmm refused or failed, e.g. more free "
+        "parameters than rows; the rest are lower optima); "
         "<skl-0.1 likewise for scikit-learn; ref: the best of the two that is not degenerate "
         "(degen: cells where one is left out, a scikit-learn spike at its reg_covar floor, or a "
         "model the rows cannot estimate, few rows). same/better: "

@@ -33,6 +33,19 @@ def test_runs_from_the_committed_reference(bench, capsys):
     assert "(one thread)" in out and "n_jobs=1" in out
 
 
+def test_refused_cells_are_told_apart_from_lower_optima(bench):
+    """A cell mclust fits and bayesgmm refuses is below mclust (-inf) and counted as refused;
+    a lower optimum is below and not refused; a cell neither fits is neither."""
+    ours = {"cells": {("VVV", 1): (-10.0, "ok"), ("VVV", 2): (np.nan, "failed [p>=n]")}}
+    ours["cells"][("VVV", 3)] = (-9.0, "ok")
+    mclust = {("VVV", 1): -10.0, ("VVV", 2): -8.0, ("VVV", 3): -8.5}
+    rows = bench.cell_rows(["VVV"], 4, mclust, ours, {}, (40, 2))
+    assert [(r["K"]) for r in bench.refused(rows)] == [2]
+    assert bench._worst(rows, "ours_minus_mclust")[:3] == (-np.inf, "VVV", 2)
+    lower = [r["K"] for r in rows if r["ours_minus_mclust"] < -bench.DEFICIT]
+    assert lower == [3]
+
+
 def test_rows_with_missing_cells_are_left_out_and_counted(bench, tmp_path, capsys):
     """mclust fits complete rows only: both sides compare on those (R's airquality)."""
     path = tmp_path / "holes.csv"

@@ -30,12 +30,19 @@ __all__ = [
     "check_sampling",
     "diagnostics",
     "gate_shortfalls",
+    "label_flips",
     "log_likelihood_drift",
     "mode_failures",
     "parameter_diagnostics",
 ]
 
 GATES = {"r_hat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "bfmi": 0.3, "divergences": 0}
+# the largest share of a chain's consecutive draws whose matching to EM's components may
+# change before the components count as not identified (the ``labels`` row): 0 in identified
+# posteriors (Old Faithful K=2, iris K=2 and 3), 0.17-0.23 where a component has no role of
+# its own (carData's Davis and HSAUR3's skulls at K=2) and 0.39-0.46 for Old Faithful at K=3
+# (draws of the independence sampler, nearly independent)
+LABEL_FLIPS = 0.05
 PARAMETERS = ("weights", "means", "covariances")
 
 _ADVICE = {
@@ -66,6 +73,12 @@ _ADVICE = {
     "so it repeats its draws and its R-hat and ESS say little. Tune longer or raise "
     "target_accept (e.g. 0.95); if a weight is small, use fewer components or a simpler "
     "covariance_type",
+    "labels": "each draw's components are matched to EM's, and that matching changes from "
+    "one draw to the next: some component has no role of its own (too many components, or one "
+    "EM collapsed onto a few rows), so per-component results (weights, means, covariances, "
+    "each component's memberships) average over components and describe none of them; the "
+    "mixture's density, LOO and co-clustering do not depend on labels. Use fewer components, "
+    "or read only those",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -348,7 +361,12 @@ def _check_rows(idata: Tree) -> list[dict]:
         rows.append(("modes", float(modes.max() + 1), 1.0, False, _modes_text(idata, modes)))
     attrs = get_group(idata, "posterior").attrs
     converged = all(row[3] for row in rows)
-    extra = (_left_mode_row(idata, converged), _drift_row(idata), _stuck_row(idata))
+    extra = (
+        _left_mode_row(idata, converged),
+        _drift_row(idata),
+        _stuck_row(idata),
+        _labels_row(idata),
+    )
     rows += [row for row in extra if row]
     if attrs.get("interrupted"):  # a partial run (Ctrl-C): the row only exists then
         kept, asked = float(stats.sizes["draw"]), float(attrs.get("draws", np.nan))
@@ -492,6 +510,56 @@ def _stuck_row(idata: Tree) -> tuple | None:
     return ("stuck", float(r["accept"]), float(r["threshold"]), False, where)
 
 
+def label_flips(idata: Tree) -> np.ndarray | None:
+    """Per chain, the share of consecutive draws whose relabelling (the permutation that
+    matches the draw's components to EM's, ``sample_stats["label_permutation"]``) changes.
+
+    Label switching undone is a rare event in a chain (a whole block of draws relabelled the
+    same way); components matched one way in a draw and another way in the next have no
+    roles of their own.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Relabelled results (``sample_stats["label_permutation"]``, chain x draw x component).
+
+    Returns
+    -------
+    ndarray of shape (chain,) or None
+        None without permutations or with one draw.
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> label_flips(fit.idata_)  # doctest: +SKIP
+    array([0., 0., 0., 0.])
+    """
+    stats = get_group(idata, "sample_stats")
+    if "label_permutation" not in stats or stats.sizes.get("draw", 0) < 2:
+        return None
+    perm = stats["label_permutation"].transpose("chain", "draw", ...).values
+    return np.any(perm[:, 1:] != perm[:, :-1], axis=-1).mean(axis=1)
+
+
+def _labels_row(idata: Tree) -> tuple | None:
+    """The ``labels`` row when a chain's relabelling changes between more than
+    :data:`LABEL_FLIPS` of its consecutive draws (:func:`label_flips`)."""
+    flips = label_flips(idata)
+    if flips is None or not (flips > LABEL_FLIPS).any():
+        return None
+    worst = int(np.argmax(flips))
+    perm = get_group(idata, "sample_stats")["label_permutation"].transpose("chain", "draw", ...)
+    moves = np.sum(np.diff(perm.values[worst], axis=0) != 0, axis=0)  # per EM component
+    swapped = sorted(np.argsort(-moves, kind="stable")[:2].tolist())
+    where = (
+        f"chain {worst} (of {int(np.sum(flips > LABEL_FLIPS))} above the gate): matched "
+        f"differently from one draw to the next in {flips[worst]:.0%} of its draws, most often "
+        f"EM's components {swapped[0]} and {swapped[1]}"
+    )
+    return ("labels", float(flips[worst]), LABEL_FLIPS, False, where)
+
+
 def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     """The ``left_mode`` row when chains left the mode they were whitened at and ran again
     (``posterior.attrs["left_mode_depth"]``, :mod:`bayesgmm._drift`).
@@ -566,7 +634,10 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     the other checks do, since it is then a finding about the model; ``drift``
     when a chain moved to another region while drawing, :func:`log_likelihood_drift`;
     ``stuck`` when a NUTS chain's mean acceptance fell below half its target,
-    :func:`bayesgmm._stuck.stuck_chains`;
+    :func:`bayesgmm._stuck.stuck_chains`; ``labels`` when a chain's draws are matched to EM's
+    components differently from one draw to the next in more than :data:`LABEL_FLIPS` of
+    them, :func:`label_flips` (components without roles of their own: per-component results
+    describe none of them);
     divergences and bfmi pass as not applicable to independence Metropolis-Hastings draws,
     ``posterior.attrs["draws_sampler"]``, :mod:`bayesgmm._independence`),
     ``value`` (the count,

@@ -521,7 +521,9 @@ def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str
         "max_r_hat": float(checks.loc["r_hat", "value"]),
         "min_ess_bulk": float(checks.loc["ess_bulk", "value"]),
         "divergences": _count(checks.loc["divergences", "value"]),
-        "converged": not failed,
+        # LOO does not depend on labels: components without roles of their own (the labels
+        # row) make the per-component summaries moot, not the comparison
+        "converged": not [c for c in failed if c != "labels"],
         "failed_checks": ", ".join(failed),
     }
 
@@ -539,7 +541,8 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
     pandas.DataFrame
         ArviZ's comparison columns (rank, elpd_loo, p_loo, elpd_diff, weight, se, dse,
         p_worse, diag_diff, diag_elpd) plus Pareto-k counts, the worst R-hat and ESS,
-        divergences, ``converged`` (every check of :func:`bayesgmm.diagnostics` passed),
+        divergences, ``converged`` (every check of :func:`bayesgmm.diagnostics` passed but
+        ``labels``, which does not bear on LOO),
         ``failed_checks`` and ``winner`` (the best ranked model among the converged ones; no
         winner if none converged).
 

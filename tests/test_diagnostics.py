@@ -255,3 +255,33 @@ def test_parameter_diagnostics_of_the_same_results_compute_once_within_the_block
         assert len(computed) == 4
     module.parameter_diagnostics(idata)
     assert len(computed) == 5
+
+
+def _relabelled(idata, flips_every: int | None):
+    """``label_permutation`` of 3 components: the identity, with EM's components 0 and 2
+    matched the other way round every ``flips_every``-th draw of chain 1 (None: never)."""
+    n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    perm = np.tile(np.arange(3), (n_chain, n_draw, 1))
+    if flips_every:
+        perm[1, ::flips_every] = [2, 1, 0]
+    idata.sample_stats["label_permutation"] = xr.DataArray(
+        perm, dims=("chain", "draw", "component")
+    )
+    return idata
+
+
+def test_components_matched_differently_from_draw_to_draw_fail_labels(fit):
+    """Chain 1 swaps EM's components 0 and 2 every 4th draw (half its steps change): the
+    labels row names the chain, the share and the pair; a block relabelled once (label
+    switching undone) and a rare swap pass, with no row."""
+    failed, message = _failed(_relabelled(_posterior(fit), 4))
+    assert failed == {"labels"}
+    assert "chain 1 (of 1 above the gate)" in message and "50%" in message
+    assert "components 0 and 2" in message and "fewer components" in message
+    once = _posterior(fit)
+    perm = np.tile(np.arange(3), (2, 2000, 1))
+    perm[0, 700:] = [1, 0, 2]  # chain 0 switched once: undone, not a failure
+    once.sample_stats["label_permutation"] = xr.DataArray(perm, dims=("chain", "draw", "component"))
+    rare = _relabelled(_posterior(fit), 50)  # 4% of chain 1's steps: under the gate
+    for idata in (once, rare):
+        assert "labels" not in set(diagnostics(idata)["check"])

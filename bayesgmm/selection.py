@@ -314,6 +314,12 @@ def em_sweep(
     if not ks or ks[0] < 1:
         raise ValueError(f"n_components must be positive integers, got {ks}.")
     check_choice("init", init, SWEEP_INITS)
+    if "covariance_type" in kwargs:  # EMGaussianMixture's name for what the sweep varies
+        raise TypeError(
+            f"em_sweep sweeps covariance models: pass covariance_types="
+            f"{kwargs['covariance_type']!r} (a name, a list of names or 'all'), not "
+            "covariance_type."
+        )
     em_kwargs = dict(n_init=n_init, random_state=random_state, tol=tol, max_iter=max_iter)
     em_kwargs |= kwargs
     EMGaussianMixture(ks[0], **em_kwargs)._check_parameters()

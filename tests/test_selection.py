@@ -158,6 +158,14 @@ def test_bad_arguments():
         select_n_components(load_faithful(), [1, 2], bayes_covariance_type="VEV", progress=False)
 
 
+@pytest.mark.parametrize("value", [["EII", "VVV"], "VVV"])
+def test_the_single_model_keyword_is_refused_with_the_sweeps_own(value):
+    """em_sweep(X, covariance_type=[...]) raised "unhashable type: 'list'" from inside
+    (a string: "got multiple values for keyword argument", after the first warnings)."""
+    with pytest.raises(TypeError, match=r"pass covariance_types=.*not covariance_type"):
+        em_sweep(load_faithful(), [1, 2], covariance_type=value, progress=False)
+
+
 def test_bayesian_comparison_marks_converged_winner():
     """Two candidates with tiny draws: the table has LOO, Pareto-k and diagnostics per model."""
     sel = select_n_components(

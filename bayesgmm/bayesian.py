@@ -500,8 +500,14 @@ class BayesianGMM(BaseEstimator):
         return compare(None, self.idata_, hdi_prob=hdi_prob)
 
     def compare_mixture(self, *, hdi_prob: float = 0.94) -> pd.DataFrame:
-        """Mixture-level EM/posterior agreement (see :func:`bayesgmm.compare_mixture`)."""
+        """Mixture-level EM/posterior agreement (see :func:`bayesgmm.compare_mixture`); its
+        label agreement and adjusted Rand index come from the memberships, so over several
+        modes they mix each mode's labels, which warns as :meth:`compare` does."""
         self._check_fitted()
+        self._warn_if_modes(
+            "mixture comparison (its label agreement and ARI, from memberships)",
+            "bayesgmm.modes.mode_posterior(idata_, m)",
+        )
         return compare_mixture(None, self.idata_, hdi_prob=hdi_prob)
 
     def summary(self, *, hdi_prob: float = 0.94, mode: int | None = None) -> pd.DataFrame:

@@ -252,6 +252,8 @@ def test_mode_summaries_and_saved_modes(two_modes, tmp_path):
         fit.summary()
     with pytest.warns(SamplingWarning, match="2 different modes: the comparison averages"):
         fit.compare()
+    with pytest.warns(SamplingWarning, match="modes: the mixture comparison .*label agreement"):
+        fit.compare_mixture()
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplingWarning)
         per_mode = [fit.summary(mode=m) for m in (0, 1)]

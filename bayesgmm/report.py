@@ -104,8 +104,8 @@ def _em_section(selection: Selection) -> Section:
     table = selection.em.table.drop(columns=["message"])
     section.table(table, "EM fits (lower BIC, AIC and ICL are better; scikit-learn's sign)")
     best = ", ".join(f"{c.upper()}: K={k} ({f})" for c, (k, f) in selection.em.best.items())
-    section.text(f"Best by criterion: {best}.")
     failed = selection.em.table[selection.em.table["status"] != "ok"]
+    section.text(f"Best by criterion: {best}{_left_out(failed)}.")
     for row in failed.itertuples():
         section.text(f"K={row.n_components} {row.covariance_type}: {row.status}. {row.message}")
     section.table(bic_table(selection.em.table), "BIC of every model and K (lower is better)")
@@ -117,6 +117,17 @@ def _em_section(selection: Selection) -> Section:
         plotting.plot_criteria(selection.em.table, ax=ax)
         section.figure(fig, "Information criteria against K")
     return section
+
+
+def _left_out(failed: pd.DataFrame) -> str:
+    """What the best-by-criterion line leaves out (:func:`bayesgmm.selection.em_sweep`'s
+    choice: fits whose EM collapsed a component or did not converge come after every sound
+    one, whatever their criteria), so that a lower BIC in the table does not contradict it."""
+    fitted = failed[failed["status"] != "failed"]
+    if fitted.empty:
+        return ""
+    cells = ", ".join(f"K={r.n_components} {r.covariance_type}" for r in fitted.itertuples())
+    return f", among the sound fits (left out whatever their criteria, as below: {cells})"
 
 
 def _loo_section(selection: Selection) -> Section:

@@ -178,6 +178,24 @@ def test_rows_with_nothing_observed_are_not_said_to_be_described():
     assert "describe those rows" in text and "describe every row" not in text
 
 
+def test_the_best_by_criterion_line_says_which_fits_it_leaves_out():
+    """carData's Davis read "Best by criterion: BIC: K=1" above a table where the collapsed
+    K=2 had the lower BIC: the line names the fits the choice leaves out."""
+    from bayesgmm.report import _left_out
+
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3],
+            "covariance_type": ["full"] * 3,
+            "status": ["ok", "collapsed", "failed"],
+        }
+    )
+    assert _left_out(table[table["status"] != "ok"]) == (
+        ", among the sound fits (left out whatever their criteria, as below: K=2 full)"
+    )
+    assert _left_out(table[table["status"] == "failed"]) == ""  # a failed fit has no criteria
+
+
 def test_report_counts_missing_cells_and_samples_every_row(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")

@@ -738,7 +738,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:
             details = "; ".join(
-                f"component {k}: effective size {effective_sizes[k]:.3g}"
+                f"component {k}: effective size {_size_text(effective_sizes[k], minimum)}"
                 + (", covariance at the reg_covar floor" if at_floor[k] else "")
                 for k in self.collapsed_components_
             )
@@ -747,8 +747,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 f"(minimum effective size {minimum} for the {self.model_name_} model): "
                 f"{details}. Their estimates are not trustworthy. A component collapses "
                 "onto rows that share a value of some feature (a binary, count or rounded "
-                "feature: drop, jitter or transform it) or onto duplicated rows: reduce "
-                "n_components, address those features or rows, or increase reg_covar.",
+                "feature: drop, jitter or transform it) or onto duplicated rows, or where the "
+                "rows are few for the model's parameters: reduce n_components, use a simpler "
+                "covariance_type, address those features or rows, or increase reg_covar.",
                 CollapsedComponentWarning,
             )
 
@@ -912,6 +913,13 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinity.")
     return array
+
+
+def _size_text(size: float, minimum: int) -> str:
+    """An effective size to three significant digits, with as many more as it takes not to
+    read as the minimum it falls short of (6.99999997 is not "7 (minimum 7)")."""
+    text = f"{size:.3g}"
+    return f"{size:.10g}" if size < minimum <= float(text) else text
 
 
 def _smallest_relative_variance(

@@ -320,6 +320,14 @@ def test_tiny_component_collapse_is_reported(rng):
     assert em.collapsed_components_.size == 1
 
 
+def test_an_effective_size_just_short_of_the_minimum_is_not_rounded_up_to_it():
+    """Robustbase's coleman (20 x 6) read "effective size 7 (minimum 7)" for 6.99999997."""
+    from bayesgmm.em import _size_text
+
+    assert _size_text(6.99999997, 7) == "6.99999997"
+    assert _size_text(2.0, 4) == "2" and _size_text(1.23456, 2) == "1.23"
+
+
 def test_singular_without_regularisation_raises_with_remedy(rng):
     X = np.vstack([rng.normal(size=(100, 2)), np.tile([[8.0, 8.0]], (10, 1))])
     with pytest.raises(ValueError, match=r"singular.*Increase reg_covar"):

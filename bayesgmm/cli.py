@@ -104,12 +104,15 @@ def _read_csv(path: str) -> pd.DataFrame:
     if not file.is_file():
         raise DataError(f"{path} is not a regular file: give a CSV file")
     try:
-        return pd.read_csv(file)
+        frame = pd.read_csv(file)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: give a CSV with a header row") from None
     except (ValueError, UnicodeDecodeError, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"cannot read {path} as CSV: {first}") from None
+    if frame.shape[0] == 0:  # (its columns read as text, not numbers: say what is missing)
+        raise DataError(f"{path} has a header row but no data rows: give a CSV with data")
+    return frame
 
 
 def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str) -> pd.DataFrame:
@@ -138,7 +141,10 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
                 "--columns"
             )
         if columns:
-            raise DataError(f"column(s) {dropped} are not numeric")
+            raise DataError(
+                f"column(s) {dropped} are not numeric: leave them out of --columns, or code "
+                "them as numbers in the CSV first"
+            )
         _note(f"ignoring non-numeric column(s) {dropped}")
     return numeric
 
@@ -190,16 +196,20 @@ def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.D
 
 @contextlib.contextmanager
 def _warnings_as_notes(args: argparse.Namespace) -> Iterator[None]:
-    """Warnings raised inside (a failed convergence check, a K that could not be sampled),
-    said as ``bayesgmm: <Category>: <message>`` lines once the block is done."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    """Warnings raised inside (too many parameters, a collapsed component, a failed
+    convergence check, a K that could not be sampled), said as ``bayesgmm: <Category>:
+    <message>`` lines when they arise, each distinct one once: those known before sampling
+    are read before it starts, and a run stopped by a signal has said them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
         _ignore_blas_warning(args)
-        try:
-            yield
-        finally:
-            for warning in caught:
-                _note(f"{warning.category.__name__}: {warning.message}")
+        warnings.showwarning = _show_as_note  # (catch_warnings puts the original back)
+        yield
+
+
+def _show_as_note(message: Any, category: type, *_: Any, **__: Any) -> None:
+    """:func:`warnings.showwarning` as a note line."""
+    _note(f"{category.__name__}: {message}")
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:

@@ -223,8 +223,9 @@ def test_report_counts_missing_cells_and_samples_every_row(report_run):
         ),
         (
             ["fit", "{csv}", "--components", "2", "--columns", "length", "label"],
-            r"column\(s\) \['label'\] are not numeric",
+            r"column\(s\) \['label'\] are not numeric: leave them out of --columns",
         ),
+        (["fit", "{header}", "--components", "2"], r"header row but no data rows"),
         (["report", "{folder}"], r"is a directory, not a CSV file"),
         (["fit", "{infinite}", "--components", "2"], r"infinite values.*--dropna drops missing"),
         (  # a column of numbers whose missing cells are written '?' is not dropped silently
@@ -256,6 +257,8 @@ def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message,
     marked.write_text("a,b\n1,2\n2,?\n3,5\n4,1\n")
     files = {"words": words, "infinite": infinite, "semicolons": semicolons, "empty": empty}
     files["marked"] = marked
+    files["header"] = tmp_path / "header.csv"
+    files["header"].write_text("a,b\n")
     argv = [a.format(csv=csv_file, folder=tmp_path, **files) for a in argv]
     assert main(argv) in (1, 2)  # 2: argparse's usage errors
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
@@ -498,3 +501,26 @@ def test_uncertain_rows_of_a_report_with_missing_cells_are_their_own(tmp_path):
     for row in rows:
         i = int(row[header.index("observation")])
         assert float(row[header.index("entropy")]) == pytest.approx(entropy[i], abs=1e-4)
+
+
+def test_cli_says_each_warning_when_it_arises_and_once(capsys):
+    """The command held every warning until the run ended (a 2-minute run said nothing of
+    its too-many-parameters warning before sampling; one stopped by a signal never said it),
+    and said a repeated one twice."""
+    import argparse
+    import warnings
+
+    from bayesgmm import SamplingWarning
+    from bayesgmm.cli import _warnings_as_notes
+
+    said = []
+    with _warnings_as_notes(argparse.Namespace(sampler="nutpie")):
+        for text in ("131 parameters for 38 rows", "131 parameters for 38 rows", "another"):
+            # (one line: bayesgmm's warnings point at the command's one call into it)
+            warnings.warn(text, SamplingWarning, stacklevel=1)
+            said.append(capsys.readouterr().err)  # before the block (the sampling) ends
+    assert said == [
+        "bayesgmm: SamplingWarning: 131 parameters for 38 rows\n",
+        "",
+        "bayesgmm: SamplingWarning: another\n",
+    ]

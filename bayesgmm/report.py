@@ -37,6 +37,7 @@ from .alignment import label_switching_summary
 from .bayesian import BayesianGMM
 from .compare import compare, compare_mixture
 from .datasets import load_faithful
+from .diagnostics import LABEL_FLIPS, label_flips
 from .membership import posterior_membership
 from .modes import main_mode, mode_posterior
 from .selection import Selection, select_n_components
@@ -130,6 +131,20 @@ def _left_out(failed: pd.DataFrame) -> str:
     return f", among the sound fits (left out whatever their criteria, as below: {cells})"
 
 
+def _swapping_text(idata: Any) -> str:
+    """What the per-component rows mean when the components swap roles from draw to draw (the
+    diagnostics' ``labels`` check), or "" when they keep them."""
+    flips = label_flips(idata)
+    if flips is None or not (flips > LABEL_FLIPS).any():
+        return ""
+    return (
+        f"The components swap roles from draw to draw (up to {flips.max():.0%} of a chain's "
+        "draws are matched to EM's components otherwise than the draw before: the labels "
+        "check), so each per-component row above averages over components and describes none "
+        "of them; fewer components would give each a role of its own."
+    )
+
+
 def _loo_section(selection: Selection) -> Section:
     section = Section("loo", "Bayesian comparison (LOO)")
     if selection.loo is None:
@@ -185,6 +200,9 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:
     section.text(
         "EM lies inside every HDI." if not outside else f"EM outside the HDI: {', '.join(outside)}."
     )
+    swapping = _swapping_text(fit.idata_)
+    if swapping:
+        section.text(swapping)
     n_features = fit.idata_.posterior.sizes["feature"]
     ranked = _separating_features(fit.idata_.em)
     forest = sorted(ranked[:_FOREST_FEATURES])

@@ -196,6 +196,29 @@ def test_the_best_by_criterion_line_says_which_fits_it_leaves_out():
     assert _left_out(table[table["status"] == "failed"]) == ""  # a failed fit has no criteria
 
 
+def test_the_comparison_says_when_components_swap_roles():
+    """Old Faithful at K=3 (the demo's chosen model) matched its draws to EM's components 1
+    and 2 otherwise than the draw before in 48% of them: its per-component rows describe no
+    component, and the comparison section says so; a posterior whose labels hold says nothing."""
+    import xarray as xr
+
+    from bayesgmm import EMGaussianMixture
+    from bayesgmm.report import _swapping_text
+
+    from ._fake import idata_around, simulated_data
+
+    X = simulated_data(2, n_samples=60)
+    idata = idata_around(EMGaussianMixture(3, random_state=0).fit(X), X, n_draws=200)
+    assert _swapping_text(idata) == ""  # (the fake switched labels once: undone, not swapping)
+    perm = np.tile(np.arange(3), (2, 200, 1))
+    perm[0, ::2] = [0, 2, 1]
+    idata.sample_stats["label_permutation"] = xr.DataArray(
+        perm, dims=("chain", "draw", "component")
+    )
+    text = _swapping_text(idata)
+    assert "swap roles" in text and "up to 100%" in text and "describes none" in text
+
+
 def test_report_counts_missing_cells_and_samples_every_row(report_run):
     _, out = report_run
     text = out.with_suffix(".md").read_text(encoding="utf-8")

@@ -62,7 +62,8 @@ def warn_many_parameters(
     remedy = f"covariance_type={listed}, or " if fits else ""
     fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
     warn(
-        f"The model (covariance_type={covariance_type!r}, {n_components} components, "
+        f"The model (covariance_type={covariance_type!r}, {n_components} component"
+        f"{'s' if n_components != 1 else ''}, "
         f"{n_features} features) has {count} free parameters for {n_rows:g} rows: the data "
         f"barely identify its posterior and NUTS often fails to converge. Use {remedy}"
         f"{fewer}.",

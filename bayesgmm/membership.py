@@ -131,7 +131,8 @@ def posterior_membership(
         )["p"].values
         low[rows], high[rows] = interval[..., 0], interval[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.sum(np.where(mean > 0, mean * np.log(mean), 0.0), axis=1)
+        # (0 - sum: a certain row's entropy is +0, not the -0 a negation gives, shown "-0")
+        entropy = 0.0 - np.sum(np.where(mean > 0, mean * np.log(mean), 0.0), axis=1)
     dims = ("obs_id", "component")
     coords = {"obs_id": np.arange(data.shape[0]), "component": np.arange(n_components)}
     return xr.Dataset(

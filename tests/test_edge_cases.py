@@ -290,6 +290,8 @@ def test_too_many_parameters_even_for_one_component_says_so():
         warn_many_parameters(16, 2, 7, "full")
     message = str(caught[0].message)
     assert "71 free parameters for 16 rows" in message
+    with pytest.warns(SamplingWarning, match=r"'full', 1 component, 7 features\) has 35"):
+        warn_many_parameters(16, 1, 7, "full")  # (HSAUR3's pottery read "1 components")
     # no smaller model fits two components either: the remedy is fewer components only
     assert message.endswith(
         "Use covariance_type='diag' with a single component (14 free parameters), i.e. no mixture."

@@ -46,6 +46,9 @@ def test_point_mass_posterior_equals_em(three_clusters, em_fit):
         np.where(resp > 0, resp * np.log(np.maximum(resp, 1e-300)), 0), axis=1
     )
     np.testing.assert_allclose(m["entropy"].values, expected_entropy, atol=1e-10)
+    far = em_fit.means_[:1] + 100.0 * (em_fit.means_[:1] - em_fit.means_.mean(axis=0))
+    certain = posterior_membership(idata, far)["entropy"].values  # the others underflow to 0
+    assert certain == [0.0] and not np.signbit(certain).any()  # +0: a table shows "0", not "-0"
     np.testing.assert_array_equal(m["most_probable"].values, em_fit.predict(X))
     co = co_clustering(idata, X[:50], max_bytes=4096)
     np.testing.assert_allclose(co.values, resp[:50] @ resp[:50].T, atol=1e-12)

@@ -26,6 +26,7 @@ from ._units import scaling_of, standardised
 
 __all__ = [
     "GATES",
+    "NOT_CONVERGENCE",
     "SamplingWarning",
     "check_sampling",
     "diagnostics",
@@ -43,6 +44,9 @@ GATES = {"r_hat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "bfmi": 0.3, "dive
 # its own (carData's Davis and HSAUR3's skulls at K=2) and 0.39-0.46 for Old Faithful at K=3
 # (draws of the independence sampler, nearly independent)
 LABEL_FLIPS = 0.05
+# checks that judge what the draws describe, not whether the sampler converged: a comparison
+# that does not depend on labels (LOO in model selection) does not wait for them
+NOT_CONVERGENCE = ("labels",)
 PARAMETERS = ("weights", "means", "covariances")
 
 _ADVICE = {

@@ -516,6 +516,7 @@ def _count(value: float) -> float:
 
 def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str, Any]:
     from ._idata import loo  # ArviZ: loaded by the Bayesian half only
+    from .diagnostics import NOT_CONVERGENCE
 
     pareto_k = np.asarray(loo(idata).pareto_k)
     checks = diagnostics_table.set_index("check")
@@ -527,9 +528,7 @@ def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str
         "max_r_hat": float(checks.loc["r_hat", "value"]),
         "min_ess_bulk": float(checks.loc["ess_bulk", "value"]),
         "divergences": _count(checks.loc["divergences", "value"]),
-        # LOO does not depend on labels: components without roles of their own (the labels
-        # row) make the per-component summaries moot, not the comparison
-        "converged": not [c for c in failed if c != "labels"],
+        "converged": not [c for c in failed if c not in NOT_CONVERGENCE],  # (LOO: label-free)
         "failed_checks": ", ".join(failed),
     }
 

@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -130,7 +130,7 @@ def _kernel_compiled(model: pm.Model, em: EMGaussianMixture, density: LogDensity
         evaluate, to_theta, (start, _) = density, np.array, _kernel_start(density, model, em, rows)
     else:
         evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
-        start = np.zeros(density.n_dim)
+        start = _nudged(evaluate, np.zeros(density.n_dim), rows)  # the mode (z = 0)
 
     def make_logp_fn():
         def logp(x, **shared):
@@ -162,6 +162,11 @@ def _decode_kernel_draws(idata: Tree, density: LogDensity, coords: dict) -> None
     replace_group(idata, "posterior", density.posterior(flat, coords))
 
 
+# the step off EM's estimate along a coordinate of exactly zero slope (unconstrained units; a
+# posterior standard deviation is ~1e-2 or more)
+_NUDGE = 1e-6
+
+
 def _start_problem(density: LogDensity, start: np.ndarray, rows: np.ndarray) -> str:
     """Why nutpie cannot start at ``start`` ("" when it can)."""
     logp, grad = density(start, rows)
@@ -180,7 +185,25 @@ def _usable_point(density: LogDensity, model: pm.Model, em: EMGaussianMixture, r
     floored = _flat_start(model, em, pre.RETRY_FLOOR)
     if not _start_problem(density, floored, rows):
         return floored, True, ""
+    if em.n_components == 1 and problem.startswith("flat"):
+        nudged = _nudged(density, start, rows)
+        if not _start_problem(density, nudged, rows):
+            return nudged, False, ""
     return start, False, problem
+
+
+def _nudged(density: Callable, start: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``start`` moved by :data:`_NUDGE` along each coordinate where the slope of
+    ``density`` (``(x, rows) -> (logp, grad)``) is exactly zero, which nutpie cannot start at.
+
+    At a stationary point the slope is zero up to rounding, and can be exactly zero by
+    coincidence: with one component, EM's estimate is the data's mean, where the means'
+    prior is centred too, and a standardised column whose values sum to exactly zero has an
+    exactly zero slope along its mean there, and at the posterior mode, which no optimiser
+    moves along it (R's swiss, a diagonal covariance: 'Education'). A step far below the
+    posterior's scale gives it a slope."""
+    _, grad = density(start, rows)
+    return start + _NUDGE * (np.asarray(grad) == 0)
 
 
 def _kernel_start(
@@ -328,7 +351,7 @@ def sample_posterior(
         (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
         ``posterior.attrs["follow_up"]`` records what ran and why. When R-hat or the ESS
         still fail after these (not divergences alone, nor several modes each converged),
-        with at most 30 dimensions, 2 or more chains and 40 NUTS draws per dimension,
+        with at most 40 dimensions, 2 or more chains and 40 NUTS draws per dimension,
         independence Metropolis-Hastings from a Gaussian mixture fitted to the NUTS draws
         follows (:mod:`bayesgmm._independence`, at most ``10 * max_draws`` steps per chain,
         thinned to ``draws``); its draws replace NUTS's only when they meet the gates

@@ -24,8 +24,10 @@ from bayesgmm import (
 )
 from bayesgmm import _gaussian as g
 from bayesgmm._idata import get_attr
+from bayesgmm._logdensity import log_density_for
 from bayesgmm.alignment import apply_permutations, match_to_reference
 from bayesgmm.datasets import simulate_mixture
+from bayesgmm.model import observed_rows
 from bayesgmm.sampling import _compiled_nutpie, _flat_start
 from bayesgmm.start import em_initial_point
 
@@ -395,3 +397,27 @@ def test_a_run_computes_each_results_diagnostics_once(data, cache, monkeypatch):
         warnings.simplefilter("ignore", SamplingWarning)
         BayesianGMM(2, random_seed=3, compile_cache=cache, **SMALL).fit(data)
     assert computed and len(computed) == len(set(computed))
+
+
+@pytest.mark.parametrize("precondition", ["laplace", "none"])
+def test_one_component_starts_where_a_slope_is_exactly_zero(precondition):
+    """Every column sums to exactly zero (rows in +/- pairs): with one component, EM's mean
+    and the posterior mode sit exactly on the data's mean, where the means' prior is centred
+    too, so the slope along some mean is exactly 0 there and nutpie could not start (R's
+    swiss, a diagonal covariance, failed so); the chains start a step off it."""
+    half = np.random.default_rng(0).normal(size=(30, 3)) * [1.0, 2.0, 0.5]
+    X = np.empty((60, 3))
+    X[0::2], X[1::2] = half, -half
+    em = EMGaussianMixture(1, covariance_type="diag", random_state=0).fit(X)
+    model = build_model(X, 1, covariance_type="diag")
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # as nutpie would see it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        idata = sample_posterior(
+            model, em, draws=30, tune=30, chains=2, random_seed=0, progressbar=False,
+            precondition=precondition,
+        )  # fmt: skip
+    assert idata.posterior.sizes["draw"] == 30
+    np.testing.assert_allclose(idata.posterior["means"].mean(("chain", "draw")), 0.0, atol=0.5)

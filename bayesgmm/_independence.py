@@ -83,8 +83,12 @@ __all__ = [
 ]
 
 # the step runs only for posteriors of at most this many unconstrained dimensions (a Gaussian
-# mixture proposal fitted to a few thousand draws covers little of a larger space) ...
-MAX_DIM = 30
+# mixture proposal fitted to a few thousand draws covers little of a larger space): MASS crabs
+# (seed 1) tied K=3 (32 dimensions) and K=4 (38) failed NUTS (R-hat 1.27 and 1.10) and passed
+# every gate with this step (acceptance 6-13%, 8-18 s); above 38, the step was kept on no
+# posterior tried and accepted under 1% (planets full K=4, 39: 0.7 s; airquality full K=4,
+# 59: 8 s; crabs full K=4, 83: 32 s) ...
+MAX_DIM = 40
 # ... and with at least this many NUTS draws per dimension, all chains pooled
 MIN_DRAWS_PER_DIM = 40
 # proposal components: chosen by BIC from 1 up to this, at most one per this many draws per dim

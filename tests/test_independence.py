@@ -163,7 +163,7 @@ def test_a_mode_that_fails_lets_the_step_run(monkeypatch):
 @pytest.mark.parametrize(
     ("case", "blocked"),
     [
-        ({"n_dim": 31, "draws": 1000}, "31 dimensions (above 30)"),
+        ({"n_dim": 41, "draws": 1000}, "41 dimensions (above 40)"),
         ({"chains": 1}, "one chain"),
         ({"draws": 45}, "180 NUTS draws for 5 dimensions (fewer than 40 per dimension)"),
     ],

@@ -40,7 +40,7 @@ from .datasets import load_faithful
 from .diagnostics import LABEL_FLIPS, label_flips
 from .membership import posterior_membership
 from .modes import main_mode, mode_posterior
-from .selection import Selection, select_n_components
+from .selection import Selection, ranked_components, select_n_components
 
 __all__ = ["Report", "report"]
 
@@ -107,6 +107,9 @@ def _em_section(selection: Selection) -> Section:
     best = ", ".join(f"{c.upper()}: K={k} ({f})" for c, (k, f) in selection.em.best.items())
     failed = selection.em.table[selection.em.table["status"] != "ok"]
     section.text(f"Best by criterion: {best}{_left_out(failed)}.")
+    edge = _at_the_edge(selection.em)
+    if edge:
+        section.text(edge)
     for row in failed.itertuples():
         section.text(f"K={row.n_components} {row.covariance_type}: {row.status}. {row.message}")
     section.table(bic_table(selection.em.table), "BIC of every model and K (lower is better)")
@@ -118,6 +121,20 @@ def _em_section(selection: Selection) -> Section:
         plotting.plot_criteria(selection.em.table, ax=ax)
         section.figure(fig, "Information criteria against K")
     return section
+
+
+def _at_the_edge(sweep: Any) -> str:
+    """A note when BIC's best K is the largest swept (a larger K may be better still: the
+    sweep cannot say), "" otherwise."""
+    k_bic = sweep.best["bic"][0]
+    k_max = int(sweep.table["n_components"].max())
+    if k_bic != k_max or k_max == 1:
+        return ""
+    return (
+        f"BIC's best K, {k_bic}, is the largest swept: a larger K may be better still. "
+        f"Sweep further (the command's --components 1-{2 * k_max}; n_components in Python) "
+        "before reading K from this table."
+    )
 
 
 def _left_out(failed: pd.DataFrame) -> str:
@@ -315,7 +332,14 @@ def _choose(selection: Selection) -> tuple[str, str]:
             label,
             "no candidate posterior converged, so the BIC choice is shown (treat with care).",
         )
-    return next(iter(selection.fits)), "fallback: the first sampled candidate."
+    sampled = [f"K={k}" for k in ranked_components(selection.em.table)]
+    shown = next((k for k in sampled if k in selection.fits), next(iter(selection.fits)))
+    why = selection.failed.get(label, "it was not a candidate")
+    return shown, (
+        f"no candidate posterior converged and the BIC choice, {label}, has no posterior "
+        f"({why}), so the sampled candidate that ranks best by BIC (sound EM fits first) is shown "
+        "(treat with care)."
+    )
 
 
 def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:

@@ -468,20 +468,21 @@ def _best_row(usable: pd.DataFrame, criterion: str) -> tuple[int, str]:
 
 
 def candidate_components(table: pd.DataFrame, n_candidates: int = 3) -> list[int]:
-    """The ``n_candidates`` distinct K with the lowest BIC (at least two when possible).
+    """The ``n_candidates`` distinct K with the lowest BIC (at least two when possible), in
+    increasing order, as :func:`ranked_components` ranks them."""
+    return sorted(ranked_components(table)[: max(2, n_candidates)])
+
+
+def ranked_components(table: pd.DataFrame) -> list[int]:
+    """Every distinct K of an EM sweep's table, by its lowest BIC.
 
     Fits whose EM collapsed a component or did not converge come after every healthy fit,
     whatever their BIC (as in the best-by-criterion choice): sampling from a collapsed EM start
-    rarely converges. Failed fits are never candidates.
+    rarely converges. Failed fits are never ranked.
     """
     usable = table[table["status"] != "failed"].assign(_unhealthy=table["status"] != "ok")
-    usable = usable.sort_values(["_unhealthy", "bic"])
-    ks: list[int] = []
-    for k in usable["n_components"]:
-        if int(k) not in ks:
-            ks.append(int(k))
-    n = max(2, n_candidates)
-    return sorted(ks[:n])
+    usable = usable.sort_values(["_unhealthy", "bic"], kind="stable")
+    return list(dict.fromkeys(int(k) for k in usable["n_components"]))
 
 
 def _sampleable_candidates(

@@ -196,6 +196,21 @@ def test_the_best_by_criterion_line_says_which_fits_it_leaves_out():
     assert _left_out(table[table["status"] == "failed"]) == ""  # a failed fit has no criteria
 
 
+def test_a_best_bic_at_the_largest_k_swept_asks_for_a_wider_sweep():
+    """UCI's vowel and Boston's housing, swept over K = 1..4: BIC's best was K=4, the edge of
+    the sweep, and nothing said that a larger K might be better still."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _at_the_edge
+
+    table = pd.DataFrame({"n_components": [1, 2, 3, 4]})
+    text = _at_the_edge(SimpleNamespace(best={"bic": (4, "full")}, table=table))
+    assert "BIC's best K, 4, is the largest swept" in text and "--components 1-8" in text
+    assert _at_the_edge(SimpleNamespace(best={"bic": (3, "full")}, table=table)) == ""
+    one = pd.DataFrame({"n_components": [1]})  # a sweep of K=1 alone: nothing to say
+    assert _at_the_edge(SimpleNamespace(best={"bic": (1, "full")}, table=one)) == ""
+
+
 def test_the_comparison_says_when_components_swap_roles():
     """Old Faithful at K=3 (the demo's chosen model) matched its draws to EM's components 1
     and 2 otherwise than the draw before in 48% of them: its per-component rows describe no
@@ -547,3 +562,34 @@ def test_cli_says_each_warning_when_it_arises_and_once(capsys):
         "",
         "bayesgmm: SamplingWarning: another\n",
     ]
+
+
+def test_without_a_converged_posterior_nor_the_bic_choice_the_best_sampled_by_bic_is_shown():
+    """mtcars, diagonal covariances: BIC chose K=1 (the only sound fit), K=1 could not be
+    sampled, and the report showed "K=4: fallback: the first sampled candidate", a fit whose
+    EM had collapsed every component. The sampled candidate that ranks best by BIC, sound EM
+    fits first, is shown, and the reason says why the BIC choice is not."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _choose
+    from bayesgmm.selection import Selection
+
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3, 4],
+            "covariance_type": ["diag"] * 4,
+            "bic": [100.0, 90.0, 95.0, 80.0],
+            "status": ["ok", "collapsed", "ok", "collapsed"],
+        }
+    )
+    selection = Selection(
+        em=SimpleNamespace(table=table),
+        fits={"K=4": object(), "K=2": object(), "K=3": object()},
+        chosen={"bic": (1, "diag"), "loo": None},
+        failed={"K=1": "the posterior density there is flat in some direction"},
+    )
+    label, reason = _choose(selection)
+    assert label == "K=3"  # sound, though the collapsed K=4 and K=2 have lower BICs
+    assert "the BIC choice, K=1, has no posterior (the posterior density there is flat" in reason
+    selection.fits = {"K=4": object(), "K=2": object()}  # only collapsed ones: the lower BIC
+    assert _choose(selection)[0] == "K=4"

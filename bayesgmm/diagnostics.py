@@ -82,7 +82,7 @@ _ADVICE = {
     "EM collapsed onto a few rows), so per-component results (weights, means, covariances, "
     "each component's memberships) average over components and describe none of them; the "
     "mixture's density, LOO and co-clustering do not depend on labels. Use fewer components, "
-    "or read only those",
+    "or read only those label-free results",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -683,18 +683,25 @@ def _advice(idata: Tree, check: str) -> str:
     """What to try for a failed check, in the light of what the run already did: a run whose
     chains were already at target_accept 0.95 (the follow-up's) is not told to raise it to
     0.95, and R-hat's note on a single chain only shows with one chain."""
-    if check == "divergences":
-        target = max(
-            float(get_attr(idata, "target_accept", default=0.0) or 0.0),
-            float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
+    target = max(
+        float(get_attr(idata, "target_accept", default=0.0) or 0.0),
+        float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
+    )
+    if check == "divergences" and target >= _HIGH_TARGET_ACCEPT:
+        return (
+            f"the chains already ran at target_accept {target:g}: divergences that stay "
+            "there mark a region NUTS cannot follow (a near-empty or collapsing component's "
+            "funnel): use fewer components or a simpler covariance_type; target_accept 0.99 "
+            "is a last, slow try"
         )
-        if target >= _HIGH_TARGET_ACCEPT:
-            return (
-                f"the chains already ran at target_accept {target:g}: divergences that stay "
-                "there mark a region NUTS cannot follow (a near-empty or collapsing component's "
-                "funnel): use fewer components or a simpler covariance_type; target_accept 0.99 "
-                "is a last, slow try"
-            )
+    if check == "stuck" and target >= _HIGH_TARGET_ACCEPT:
+        return (
+            f"a chain's trajectories were mostly rejected although the chains ran at "
+            f"target_accept {target:g}: it went to a region narrower than where its step size "
+            "was tuned (such as a near-empty component), so it repeats its draws and its R-hat "
+            "and ESS say little; use fewer components or a simpler covariance_type, or tune "
+            "longer"
+        )
     if check == "r_hat" and get_group(idata, "posterior").sizes.get("chain", 2) < 2:
         return "with one chain R-hat cannot be computed: run 2 or more chains"
     if check in ("r_hat", "ess_bulk", "ess_tail") and _several_modes(idata):

@@ -194,12 +194,71 @@ def _loo_section(selection: Selection) -> Section:
             f"Not converged, so not eligible as winner: {', '.join(unconverged)}. Their elpd is "
             "shown for completeness only."
         )
+    pareto = _pareto_text(selection)
+    if pareto:
+        section.text(pareto)
     return section
+
+
+def _pareto_text(selection: Selection) -> str:
+    """Which candidates' LOO rests on rows whose Pareto k exceeds 0.7 ("" when none)."""
+    flagged = selection.loo[selection.loo["pareto_k_above_0.7"] > 0]
+    if flagged.empty:
+        return ""
+    counts = ", ".join(
+        f"{label} {int(row['pareto_k_above_0.7'])} of {_n_rows(selection.fits[label])}"
+        for label, row in flagged.iterrows()
+    )
+    return (
+        f"Rows with Pareto k above 0.7: {counts}. PSIS-LOO is unreliable for those rows (each "
+        "one leans hard on the fit: an outlier, or a row a component is built on), so the "
+        "elpd of those candidates, and their differences, are uncertain beyond the standard "
+        "errors shown; exact refits without those rows, or K-fold cross-validation, give "
+        "reliable ones."
+    )
+
+
+def _n_rows(fit: BayesianGMM) -> int:
+    """The rows of a fit's pointwise log-likelihood."""
+    obs = fit.idata_.log_likelihood["obs"]
+    return int(np.prod([n for dim, n in obs.sizes.items() if dim not in ("chain", "draw")]))
+
+
+def _close_text(selection: Selection) -> str:
+    """When the winner leads converged candidates with fewer components by less than two
+    standard errors of the difference: LOO does not tell them apart ("" otherwise)."""
+    loo = selection.loo
+    winners = loo.index[loo["winner"]]
+    if len(winners) == 0 or loo.loc[winners[0], "elpd_diff"] != 0:
+        return ""  # (differences are to the top-ranked model; the winner is not it)
+    winner = winners[0]
+    size = {label: fit.n_components for label, fit in selection.fits.items()}
+    close = [
+        (label, row)
+        for label, row in loo.iterrows()
+        if row["converged"]
+        and size.get(label, np.inf) < size.get(winner, 0)
+        and row["elpd_diff"] <= 2 * row["dse"]
+    ]
+    if not close:
+        return ""
+    leads = ", ".join(
+        f"{label} by {row['elpd_diff']:.1f} (standard error {row['dse']:.1f})"
+        for label, row in close
+    )
+    simplest = min((label for label, _ in close), key=lambda label: size[label])
+    return (
+        f"{winner} leads {leads}: less than two standard errors, so LOO does not tell them "
+        f"apart, and the simpler {simplest} predicts about as well."
+    )
 
 
 def _chosen_section(selection: Selection, chosen_label: str, reason: str) -> Section:
     section = Section("chosen", "Chosen model")
     section.text(f"{chosen_label}: {reason}")
+    close = _close_text(selection) if selection.loo is not None else ""
+    if close:
+        section.text(close)
     if selection.sampled:
         section.text(selection.sampled)
     fit = selection.fits[chosen_label]

@@ -593,3 +593,61 @@ def test_without_a_converged_posterior_nor_the_bic_choice_the_best_sampled_by_bi
     assert "the BIC choice, K=1, has no posterior (the posterior density there is flat" in reason
     selection.fits = {"K=4": object(), "K=2": object()}  # only collapsed ones: the lower BIC
     assert _choose(selection)[0] == "K=4"
+
+
+def _loo_selection(rows: dict, n_rows: int = 50):
+    """A Selection whose LOO table holds ``rows`` (label -> column values) and whose fits
+    are stand-ins with ``n_components`` and a pointwise log-likelihood of ``n_rows`` rows."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from bayesgmm.selection import Selection
+
+    obs = xr.DataArray(np.zeros((2, 5, n_rows)), dims=("chain", "draw", "obs_id"))
+    fits = {
+        label: SimpleNamespace(
+            n_components=int(label[2:]), idata_=SimpleNamespace(log_likelihood={"obs": obs})
+        )
+        for label in rows
+    }
+    loo = pd.DataFrame.from_dict(rows, orient="index")
+    return Selection(em=None, loo=loo, fits=fits)
+
+
+def test_a_winner_within_two_standard_errors_of_a_simpler_candidate_is_said_to_be_so():
+    """R's swiss: K=3 won LOO by 0.56 (standard error 1.73) over K=2; USArrests: K=2 over
+    K=1 by 4.9 (5.95). The chosen-model section says that LOO does not tell them apart and
+    that the simpler one predicts about as well; a clear lead, a larger rival or an
+    unconverged one says nothing."""
+    from bayesgmm.report import _close_text
+
+    base = {"converged": True, "winner": False, "pareto_k_above_0.7": 0}
+    rows = {
+        "K=3": {**base, "elpd_diff": 0.0, "dse": 0.0, "winner": True},
+        "K=2": {**base, "elpd_diff": 0.56, "dse": 1.73},
+        "K=1": {**base, "elpd_diff": 30.0, "dse": 6.0},
+        "K=4": {**base, "elpd_diff": 0.2, "dse": 1.0},  # more components: not "simpler"
+    }
+    text = _close_text(_loo_selection(rows))
+    assert text == (
+        "K=3 leads K=2 by 0.6 (standard error 1.7): less than two standard errors, so LOO "
+        "does not tell them apart, and the simpler K=2 predicts about as well."
+    )
+    rows["K=2"]["elpd_diff"] = 4.0  # more than two standard errors: a real lead
+    assert _close_text(_loo_selection(rows)) == ""
+    rows["K=2"].update(elpd_diff=0.5, converged=False)  # not converged: no rival
+    assert _close_text(_loo_selection(rows)) == ""
+
+
+def test_rows_with_high_pareto_k_are_named_with_what_they_mean():
+    """Boston's housing, K=4: 23 rows above 0.7 in the LOO table, and nothing said so."""
+    from bayesgmm.report import _pareto_text
+
+    base = {"converged": True, "winner": False, "elpd_diff": 0.0, "dse": 0.0}
+    rows = {"K=4": {**base, "pareto_k_above_0.7": 23}, "K=3": {**base, "pareto_k_above_0.7": 0}}
+    text = _pareto_text(_loo_selection(rows, n_rows=506))
+    assert text.startswith("Rows with Pareto k above 0.7: K=4 23 of 506. PSIS-LOO is unreliable")
+    assert "K=3" not in text
+    rows["K=4"]["pareto_k_above_0.7"] = 0
+    assert _pareto_text(_loo_selection(rows)) == ""

@@ -489,13 +489,18 @@ def _sampleable_candidates(
     selection: Selection, n_candidates: int, covariance_type: str, shape: tuple[int, ...]
 ) -> list[int]:
     """The candidate K (:func:`candidate_components`) at which the sampled model has the rows
-    its components' covariances need (:func:`bayesgmm._models.too_few_rows`): a posterior
-    without them is all but a prior's, and NUTS crawls through it (R's longley, 16 x 7: full
-    covariances at K = 4 ran over 10 minutes). A K left out for that, which would have been a
-    candidate, is in ``selection.failed`` with the reason."""
+    its components' covariances need (:func:`bayesgmm._models.too_few_rows`) and, for the
+    models whose components turn axes of their own, fewer free parameters than rows (the bar
+    :func:`em_sweep` sets, :func:`bayesgmm._models.inestimable`): a posterior without them is
+    all but a prior's, and NUTS crawls through it (R's longley, 16 x 7: full covariances at
+    K = 4 ran over 10 minutes; robustbase's toxicity, 38 x 10: full at K = 2, 131 free
+    parameters, over 8; UScereal, 65 x 8: full at K = 4, 179, was sampled as the second
+    candidate of a diagonal sweep). A K left out for that, which would have been a candidate,
+    is in ``selection.failed`` with the reason."""
     table = selection.em.table
     short = {
         k: too_few_rows(covariance_type, k, shape[0], shape[1])
+        or inestimable(covariance_type, k, shape[0], shape[1]).rstrip(".")
         for k in sorted(set(table["n_components"].astype(int)))
     }
     ks = candidate_components(table[[not short[k] for k in table["n_components"]]], n_candidates)

@@ -389,7 +389,9 @@ def _four_small_clusters(n_each: int) -> np.ndarray:
 
 def test_candidates_the_sampled_model_cannot_estimate_are_not_sampled():
     """14 rows in 3-D: full covariances need 4 rows a component, so K = 4 (a candidate by EM's
-    BIC under EII) is left out with its reason and the next best K is sampled instead."""
+    BIC under EII) is left out with its reason, and so are K = 3 and K = 2 (29 and 19 free
+    parameters for 14 rows, the bar em_sweep sets for full covariances): the next best K that
+    the sampled model can estimate, 1, is sampled instead."""
     from bayesgmm.selection import Selection, _sampleable_candidates
 
     X = _four_small_clusters(4)[:14]
@@ -397,11 +399,31 @@ def test_candidates_the_sampled_model_cannot_estimate_are_not_sampled():
     assert candidate_components(selection.em.table, 2) == [3, 4]
     bic = selection.em.table.set_index("n_components")["bic"]
     assert bic[3] < bic[1] < bic[2]  # so the next best K to sample is 1
-    assert _sampleable_candidates(selection, 2, "full", X.shape) == [1, 3]
+    assert _sampleable_candidates(selection, 2, "full", X.shape) == [1]
     assert "needs 16 rows for its components' covariances but has 14" in selection.failed["K=4"]
+    assert "29 free parameters for 14 rows" in selection.failed["K=3"]
     spherical = Selection(em=selection.em)  # 2 rows a component suffice
     assert _sampleable_candidates(spherical, 2, "spherical", X.shape) == [3, 4]
     assert spherical.failed == {}
+
+
+def test_candidates_with_more_free_parameters_than_rows_are_not_sampled():
+    """robustbase's toxicity (38 x 10): full covariances at K = 2 have 131 free parameters
+    (enough rows for each covariance, 11 a component), which em_sweep refuses for VVV and the
+    sampler took over 8 minutes on; K = 2 is left out with its reason, as em_sweep's row is,
+    and one diagonal model per component fits."""
+    from bayesgmm.selection import Selection, _sampleable_candidates
+
+    X = np.random.default_rng(0).normal(size=(38, 10))
+    X[:19] += 3.0
+    selection = Selection(em=em_sweep(X, [1, 2], "EII", progress=False))
+    assert _sampleable_candidates(selection, 2, "full", X.shape) == [1]
+    assert "131 free parameters for 38 rows" in selection.failed["K=2"]
+    assert selection.failed["K=2"].endswith(
+        "Sample a more constrained bayes_covariance_type (e.g. 'diag') or fewer components."
+    )
+    diagonal = Selection(em=selection.em)  # 1 + 20 + 20 = 41 parameters: no bar for VVI
+    assert _sampleable_candidates(diagonal, 2, "diag", X.shape) == [1, 2]
 
 
 def test_no_sampleable_candidate_is_an_error_before_sampling():

@@ -186,6 +186,12 @@ def _loo_section(selection: Selection) -> Section:
     section.table(selection.loo[columns].reset_index(), "LOO comparison (ArviZ, stacking weights)")
     for label, why in selection.failed.items():
         section.text(f"{label} could not be sampled, so it is not compared: {why}")
+    if len(selection.fits) == 1 and not selection.failed:
+        section.text(
+            f"Only {next(iter(selection.fits))} was sampled, so LOO compares nothing: every "
+            "other K's EM fit failed (the EM section says why), and a candidate needs an EM "
+            "fit to start from."
+        )
     for label, said in selection.warnings.items():
         section.text(f"The sampler warned of {label}: {' '.join(said)}")
     unconverged = selection.loo.index[~selection.loo["converged"]].tolist()

@@ -651,3 +651,23 @@ def test_rows_with_high_pareto_k_are_named_with_what_they_mean():
     assert "K=3" not in text
     rows["K=4"]["pareto_k_above_0.7"] = 0
     assert _pareto_text(_loo_selection(rows)) == ""
+
+
+def test_a_lone_sampled_candidate_is_explained():
+    """R's swiss (47 x 6) swept with full covariances: every K > 1 failed in EM (more free
+    parameters than rows), so K=1 alone was sampled and the LOO section showed a one-row
+    table without a word on why."""
+    from bayesgmm.report import _loo_section
+
+    base = {"converged": True, "winner": True, "elpd_diff": 0.0, "dse": 0.0}
+    rows = {"K=1": {**base, "pareto_k_above_0.7": 0}}
+    selection = _loo_selection(rows)
+    selection.loo = selection.loo.assign(
+        rank=0, elpd_loo=-1.0, p_loo=1.0, se=1.0, weight=1.0, max_r_hat=1.0,
+        min_ess_bulk=900.0, divergences=0, failed_checks="",
+    )  # fmt: skip
+    texts = [v for kind, v in _loo_section(selection).blocks if kind == "text"]
+    assert any(t.startswith("Only K=1 was sampled, so LOO compares nothing") for t in texts)
+    selection.failed = {"K=2": "The VVV model with K=2 has 55 free parameters for 47 rows"}
+    texts = [v for kind, v in _loo_section(selection).blocks if kind == "text"]
+    assert not any(t.startswith("Only K=1") for t in texts)  # the failure says why itself

@@ -743,8 +743,9 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 for k in self.collapsed_components_
             )
             warn(
-                f"Collapsed component(s) {self.collapsed_components_.tolist()} "
-                f"(minimum effective size {minimum} for the {self.model_name_} model): "
+                f"Collapsed component(s) {self.collapsed_components_.tolist()} of the "
+                f"K={self.n_components} {self.model_name_} fit (minimum effective size "
+                f"{minimum} for that model): "
                 f"{details}. Their estimates are not trustworthy. A component collapses "
                 "onto rows that share a value of some feature (a binary, count or rounded "
                 "feature: drop, jitter or transform it) or onto duplicated rows, or where the "

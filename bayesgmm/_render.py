@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 __all__ = ["Section", "markdown_text", "render_html", "render_markdown"]
@@ -52,15 +53,28 @@ def _one_line(value: Any) -> Any:
 
 
 def _format(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers to 4 significant digits; line breaks in text (a column's name, say) folded
-    into spaces, so both renderings show a table cell on one line the same way."""
+    """Numbers to 4 significant digits, but every digit before the point from 10,000 on (a
+    BIC of 22,651 is not 2.265e+04: criteria differ by units); missing values blank; line
+    breaks in text (a column's name, say) folded into spaces, so both renderings show a table
+    cell on one line the same way."""
     out = frame.copy()
     for column in out.columns:
         if pd.api.types.is_float_dtype(out[column]):
-            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        elif not pd.api.types.is_numeric_dtype(out[column]):
-            out[column] = out[column].map(_one_line)
+            out[column] = out[column].map(_number)
+        elif not pd.api.types.is_numeric_dtype(out[column]):  # (e.g. True/False with NaN)
+            out[column] = out[column].map(lambda v: "" if _blank(v) else _one_line(v))
     return out.rename(columns=_one_line)
+
+
+def _number(value: float) -> str:
+    if pd.isna(value):
+        return ""
+    return f"{value:.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:.4g}"
+
+
+def _blank(value: Any) -> bool:
+    """A missing cell: None or a float NaN (a refused fit's "converged")."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 _CSS = """

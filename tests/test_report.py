@@ -671,3 +671,20 @@ def test_a_lone_sampled_candidate_is_explained():
     selection.failed = {"K=2": "The VVV model with K=2 has 55 free parameters for 47 rows"}
     texts = [v for kind, v in _loo_section(selection).blocks if kind == "text"]
     assert not any(t.startswith("Only K=1") for t in texts)  # the failure says why itself
+
+
+def test_tables_show_criteria_to_the_unit_and_missing_cells_blank():
+    """Boston's report showed a BIC of 22,651 as 2.265e+04 (two models 3 apart looked equal)
+    and "nan" in the converged column of every fit EM refused."""
+    from bayesgmm._render import _format
+
+    frame = pd.DataFrame(
+        {
+            "bic": [22651.27, 2264.8, 0.000123, np.nan],
+            "converged": [True, False, np.nan, None],
+            "status": ["ok", "ok", "failed", "failed"],
+        }
+    )
+    out = _format(frame)
+    assert out["bic"].tolist() == ["22651", "2265", "0.000123", ""]
+    assert out["converged"].tolist() == [True, False, "", ""]

@@ -752,9 +752,12 @@ def check_sampling(idata: Tree, *, stacklevel: int | None = None) -> pd.DataFram
             + f"): {r.advice}"
             for r in failed.itertuples()
         ]
-        warn(
-            "Sampling diagnostics failed; the results are returned but treat them with care.\n  "
-            + "\n  ".join(lines),
-            SamplingWarning,
+        converged = set(failed["check"]) <= set(NOT_CONVERGENCE)
+        head = (
+            "The chains converged, but a check of what their draws mean failed; the results "
+            "are returned, read them as it says."
+            if converged
+            else "Sampling diagnostics failed; the results are returned but treat them with care."
         )
+        warn(head + "\n  " + "\n  ".join(lines), SamplingWarning)
     return table

@@ -283,6 +283,11 @@ def test_components_matched_differently_from_draw_to_draw_fail_labels(fit):
     assert failed == {"labels"}
     assert "chain 1 (of 1 above the gate)" in message and "50%" in message
     assert "components 0 and 2" in message and "fewer components" in message
+    # the chains converged: the warning does not open with "Sampling diagnostics failed"
+    # (an unseen-data sweep read that above a labels row alone, every other check passing)
+    assert message.startswith("The chains converged, but a check of what their draws mean")
+    _, mixed = _failed(_relabelled(_posterior(fit, divergent=3), 4))
+    assert mixed.startswith("Sampling diagnostics failed")  # with a failure of convergence
     once = _posterior(fit)
     perm = np.tile(np.arange(3), (2, 2000, 1))
     perm[0, 700:] = [1, 0, 2]  # chain 0 switched once: undone, not a failure

@@ -78,6 +78,7 @@ from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
 from ._idata import Tree, get_attr, get_group, new_tree
 from .diagnostics import (
     GATES,
+    MILD_R_HAT,
     gate_shortfalls,
     log_likelihood_drift,
     mode_failures,
@@ -105,9 +106,6 @@ __all__ = [
     "rerun_modes",
 ]
 
-# R-hat up to this counts as Monte Carlo noise that more draws shrink; above it the chains
-# disagree (other modes, a chain stuck), which more draws of the same chains do not fix
-MILD_R_HAT = 1.05
 # re-tuning steps of a continued chain (whitened by its own draws' covariance, the metric
 # needs little adapting; nuts-rs needs a few dozen for its step size and early windows)
 RETUNE = 100

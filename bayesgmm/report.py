@@ -327,6 +327,9 @@ def _diagnostics_section(fit: BayesianGMM) -> Section:
 
 def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> Section:
     section = Section("clustering", "Uncertainty-aware clustering")
+    if fit.n_components == 1:  # (a table of ten rows with entropy 0 said nothing)
+        section.text("One component: every row belongs to it, with certainty; no clustering.")
+        return section
     tree, which = fit.idata_, ""
     if len(fit.modes()) > 1:  # modes label their components each their own way
         mode = main_mode(fit.idata_)

@@ -511,6 +511,19 @@ def test_clustering_table_rows_are_the_observations_they_name():
         assert row["entropy"] == pytest.approx(entropy[i], rel=1e-12)
 
 
+def test_one_component_has_no_clustering_table():
+    """mtcars at K=1: the report listed "the ten most uncertain observations", all with
+    entropy 0 and probability 1; it says there is no clustering instead."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _clustering_section
+
+    section = _clustering_section(SimpleNamespace(n_components=1), pd.DataFrame(), 0.94)
+    assert section.blocks == [
+        ("text", "One component: every row belongs to it, with certainty; no clustering.")
+    ]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_uncertain_rows_of_a_report_with_missing_cells_are_their_own(tmp_path):
     """Every row with an observed cell is sampled, so the table of uncertain rows must read

@@ -721,8 +721,9 @@ def _advice(idata: Tree, check: str, value: float = np.nan) -> str:
         return (
             f"chains disagree by more than longer runs fix (above {MILD_R_HAT}: they sit in "
             "regions they cross rarely, and more draws or tuning of the same chains seldom "
-            "join them; UCI's vowel at K=4, R-hat 1.29, gave 1.57 with twice the tuning and "
-            "draws): use fewer components or a simpler covariance_type"
+            "join them; UCI's vowel at K=4, R-hat 1.29, gave 1.57 with 1000 tuning steps and "
+            "2000 draws instead of 300 and 1000): use fewer components or a simpler "
+            "covariance_type"
         )
     return _ADVICE[check]
 

@@ -70,8 +70,8 @@ def test_divergences_after_a_run_at_a_high_target_are_not_told_to_raise_it(fit):
 
 def test_chains_in_different_places_fail_r_hat(fit):
     """Far above the gate, R-hat is not told that longer runs fix it (UCI's vowel at K=4 went
-    from 1.29 to 1.57 with twice the tuning and draws, as the advice said to try); just above
-    it, that is the advice."""
+    from 1.29 to 1.57 with 1000 tuning steps and 2000 draws, as the advice said to try); just
+    above it, that is the advice."""
     failed, message = _failed(_posterior(fit, chain_shift=0.5))
     assert "r_hat" in failed
     assert "worst: means[" in message and "fewer components" in message

@@ -67,6 +67,7 @@ __all__ = [
     "clear",
     "install",
     "install_module",
+    "is_cold",
     "kernel_modules",
 ]
 
@@ -293,6 +294,14 @@ def install_module(name: str) -> None:
 def cache_folders(*modules: ModuleType) -> list[Path]:
     """The folders holding the kernels' cached code."""
     return sorted({Path(d._cache.cache_path) for d in _dispatchers(modules)})
+
+
+def is_cold(*modules: ModuleType) -> bool:
+    """Whether no kernel of ``modules`` has compiled code on disk yet (a first run: each
+    kernel compiles as it is first needed, seconds to a minute each)."""
+    return not any(
+        next(folder.glob(f"*{_SUFFIX}.*.nbc"), None) for folder in cache_folders(*modules)
+    )
 
 
 def clear(*modules: ModuleType, extra: tuple[Path, ...] = ()) -> list[Path]:

@@ -223,10 +223,23 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _say_if_cold(args: argparse.Namespace) -> None:
+    """A note before a first run on this machine, whose kernels compile as they are needed
+    (UScereal's first report took 122 s, 71 of them in EM's compiles, its later runs 11 s)."""
+    from . import _numba_cache
+
+    if not args.quiet and _numba_cache.is_cold(*_numba_cache.kernel_modules()):
+        _note(
+            "first run here: bayesgmm compiles its kernels as they are needed (a few minutes "
+            "in all, once; `bayesgmm cache --warm` compiles them ahead)"
+        )
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import report
 
     frame = load_data(args.data, args.columns, args.dropna)
+    _say_if_cold(args)
     with _warnings_as_notes(args):
         result = report(
             frame,
@@ -251,6 +264,7 @@ def _fit(args: argparse.Namespace) -> int:
     frame = load_data(args.data, args.columns, args.dropna)
     if len(args.components) != 1:
         raise DataError("fit takes one number of components, e.g. --components 2")
+    _say_if_cold(args)
     with _warnings_as_notes(args):
         fit = BayesianGMM(
             args.components[0],

@@ -615,3 +615,23 @@ def test_forest_figure_of_one_component_has_no_weights_panel():
     labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
     assert labels and not any(label.startswith("weights") for label in labels)
     plt.close(fig)
+
+
+def test_a_first_run_is_said_before_its_kernels_compile(tmp_path, monkeypatch, capsys):
+    """UScereal's first report took 122 s (71 of them EM's compiles) without a word on why,
+    its later runs 11 s: the command says so when no kernel has compiled code on disk yet
+    (not with --quiet, nor once one has)."""
+    from argparse import Namespace
+
+    from bayesgmm import cli
+
+    monkeypatch.setattr(_numba_cache, "cache_folders", lambda *modules: [tmp_path])
+    assert _numba_cache.is_cold()
+    cli._say_if_cold(Namespace(quiet=False))
+    assert "bayesgmm: first run here: bayesgmm compiles its kernels" in capsys.readouterr().err
+    cli._say_if_cold(Namespace(quiet=True))
+    assert capsys.readouterr().err == ""
+    (tmp_path / "_kernels.block-12.py312.checked.0123456789abcdef.nbc").write_bytes(b"")
+    assert not _numba_cache.is_cold()
+    cli._say_if_cold(Namespace(quiet=False))
+    assert capsys.readouterr().err == ""

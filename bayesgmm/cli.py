@@ -220,6 +220,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "chains": args.chains,
         "sampler": args.sampler,
         "random_seed": args.seed,
+        "target_accept": args.target_accept,
     }
 
 
@@ -328,6 +329,13 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--chains", type=_integer(1), default=4, help="number of chains (default 4)"
     )
     parser.add_argument("--seed", type=_integer(0), default=0, help="random seed, >= 0 (default 0)")
+    parser.add_argument(
+        "--target-accept",
+        type=float,
+        default=None,
+        help="NUTS target acceptance in (0, 1) (default 0.8, or 0.9 on an ill-conditioned "
+        "posterior; raise it, e.g. 0.95, when the diagnostics report divergences)",
+    )
     parser.add_argument(
         "--sampler",
         choices=("nutpie", "pymc"),

@@ -439,6 +439,7 @@ def report(
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int = 0,
+    target_accept: float | None = None,
     hdi_prob: float = 0.94,
     title: str | None = None,
     progress: bool = True,
@@ -462,6 +463,7 @@ def report(
     columns : list of str, optional
         Columns of a DataFrame to model.
     n_components, covariance_types, n_candidates, draws, tune, chains, sampler, random_seed
+    target_accept
         See :func:`~bayesgmm.selection.select_n_components`.
     bayes_covariance_type : str
         The covariance model of the sampled candidates (``bayes_covariance_type`` of
@@ -503,6 +505,7 @@ def report(
         "chains": chains,
         "sampler": sampler,
         "random_seed": random_seed,
+        "target_accept": target_accept,
         "hdi_prob": hdi_prob,
         "em_options": dict(em_options or {}),
     }
@@ -517,6 +520,7 @@ def report(
         chains=chains,
         sampler=sampler,
         random_seed=random_seed,
+        target_accept=target_accept,
         progress=progress,
         em_options=em_options,
     )

@@ -634,6 +634,7 @@ def select_n_components(
     chains: int = 4,
     sampler: str = "nutpie",
     random_seed: int | None = 0,
+    target_accept: float | None = None,
     n_init: int = 5,
     progress: bool = True,
     priors: Any = None,
@@ -660,7 +661,7 @@ def select_n_components(
         Covariance model of the Bayesian candidates, one of
         :data:`bayesgmm.model.BAYES_COVARIANCE_TYPES` (``"full"``, ``"tied"``, ``"diag"``,
         ``"spherical"``, ``"VVV"``, ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"``).
-    draws, tune, chains, sampler, random_seed, priors, compile_cache
+    draws, tune, chains, sampler, random_seed, target_accept, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
         EM restarts where EM is not the sweep's em-EM: the Bayesian stage's own EM fits, and
@@ -690,8 +691,9 @@ def select_n_components(
         raise ValueError(f"n_candidates must be an integer >= 1, got {n_candidates!r}.")
     if bayesian:  # every sampling argument and what the sampler asks of the data, before EM
         BayesianGMM(
-            2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed
-        )._check_parameters()
+            2, draws=draws, tune=tune, chains=chains, sampler=sampler, random_seed=random_seed,
+            target_accept=target_accept,
+        )._check_parameters()  # fmt: skip
         check_matrix(X, caller="select_n_components", allow_nan=True)
     sweep = em_sweep(
         X,
@@ -715,6 +717,7 @@ def select_n_components(
         chains=chains,
         sampler=sampler,
         random_seed=random_seed,
+        target_accept=target_accept,
         progressbar=False,
         compile_cache=compile_cache,
         em_n_init=n_init,

@@ -523,3 +523,21 @@ def test_a_dataframe_is_swept_as_its_values_with_its_feature_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         swept.fits[2, "VVV"].predict(frame)
+
+
+def test_target_accept_reaches_every_candidate_and_is_checked_before_em():
+    """The divergence advice says to raise target_accept: model selection, the report and
+    the command (--target-accept) now take it, checked before the sweep starts."""
+    from bayesgmm.cli import _sampling, build_parser
+
+    X = _four_small_clusters(15)
+    with pytest.raises(ValueError, match="target_accept must be a number in \\(0, 1\\)"):
+        select_n_components(X, [1, 2], target_accept=1.5, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chosen = select_n_components(
+            X, [1, 2], draws=30, tune=30, chains=1, target_accept=0.9, progress=False
+        )
+    assert {fit.idata_.posterior.attrs["target_accept"] for fit in chosen.fits.values()} == {0.9}
+    args = build_parser().parse_args(["report", "--target-accept", "0.95"])
+    assert _sampling(args)["target_accept"] == 0.95

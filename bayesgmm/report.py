@@ -232,7 +232,9 @@ def _n_rows(fit: BayesianGMM) -> int:
 
 def _close_text(selection: Selection) -> str:
     """When the winner leads converged candidates with fewer components by less than two
-    standard errors of the difference: LOO does not tell them apart ("" otherwise)."""
+    standard errors of the difference: LOO does not tell them apart ("" otherwise). ArviZ
+    gives each candidate's difference to the top-ranked one (negative in ArviZ 1, positive
+    before): its size is what counts."""
     loo = selection.loo
     winners = loo.index[loo["winner"]]
     if len(winners) == 0 or loo.loc[winners[0], "elpd_diff"] != 0:
@@ -244,12 +246,12 @@ def _close_text(selection: Selection) -> str:
         for label, row in loo.iterrows()
         if row["converged"]
         and size.get(label, np.inf) < size.get(winner, 0)
-        and row["elpd_diff"] <= 2 * row["dse"]
+        and abs(row["elpd_diff"]) <= 2 * row["dse"]
     ]
     if not close:
         return ""
     leads = ", ".join(
-        f"{label} by {row['elpd_diff']:.1f} (standard error {row['dse']:.1f})"
+        f"{label} by {abs(row['elpd_diff']):.1f} (standard error {row['dse']:.1f})"
         for label, row in close
     )
     simplest = min((label for label, _ in close), key=lambda label: size[label])

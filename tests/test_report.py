@@ -647,9 +647,12 @@ def test_a_winner_within_two_standard_errors_of_a_simpler_candidate_is_said_to_b
         "K=3 leads K=2 by 0.6 (standard error 1.7): less than two standard errors, so LOO "
         "does not tell them apart, and the simpler K=2 predicts about as well."
     )
-    rows["K=2"]["elpd_diff"] = 4.0  # more than two standard errors: a real lead
-    assert _close_text(_loo_selection(rows)) == ""
-    rows["K=2"].update(elpd_diff=0.5, converged=False)  # not converged: no rival
+    rows["K=2"]["elpd_diff"] = -0.56  # ArviZ 1's sign: the same lead, the same words
+    assert _close_text(_loo_selection(rows)) == text
+    for lead in (4.0, -4.0):  # more than two standard errors: a real lead
+        rows["K=2"]["elpd_diff"] = lead
+        assert _close_text(_loo_selection(rows)) == ""
+    rows["K=2"].update(elpd_diff=-0.5, converged=False)  # not converged: no rival
     assert _close_text(_loo_selection(rows)) == ""
 
 

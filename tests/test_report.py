@@ -591,7 +591,7 @@ def test_without_a_converged_posterior_nor_the_bic_choice_the_best_sampled_by_bi
         {
             "n_components": [1, 2, 3, 4],
             "covariance_type": ["diag"] * 4,
-            "bic": [100.0, 90.0, 95.0, 80.0],
+            "bic": [100.0, 90.0, 105.0, 80.0],  # BIC's choice: K=1, the best sound fit
             "status": ["ok", "collapsed", "ok", "collapsed"],
         }
     )

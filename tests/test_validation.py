@@ -41,6 +41,7 @@ from bayesgmm.validation import (
     rank_of_truth,
     run_sbc,
     run_validation,
+    simulate,
     summarize_sbc,
     thin_indices,
     truth_coverage,
@@ -297,13 +298,15 @@ class PriorFitter:
 
 
 def test_data_dependent_quantities_catch_a_fitter_that_ignores_the_data(prior_pool):
-    """Prior draws pass SBC on the parameters, but not on the log-likelihood of the data."""
+    """Prior draws pass SBC on the parameters, but not on the log-likelihood of the data. They
+    pass on the held-out point's log predictive density: the point is drawn independently of
+    the truth (drawn from the truth, it ranked the truth high: 35 of 40 ranks above 0.9)."""
     result = run_sbc(
         40, fitter=PriorFitter(prior_pool), random_seed=3, progressbar=False, priors=SBC_PRIORS
     )
     summary = summarize_sbc(result)
     tests = summary["all"]
-    for name in result.quantities[:6]:
+    for name in (*result.quantities[:6], "log_predictive"):
         assert tests["chi_square"][name]["passed"] and tests["ecdf"][name]["passed"]
     assert not tests["ecdf"]["log_likelihood"]["passed"] and not tests["uniformity_passed"]
     assert summary["counts"]["fitted"] == 40
@@ -468,3 +471,12 @@ def test_command_line_run(tmp_path, capsys):
         FIXED_TRUTH["weights"]
         == json.loads((tmp_path / "results.json").read_text())["coverage"]["truth"]["weights"]
     )
+
+
+def test_the_held_out_point_comes_from_the_parameters_given_for_it():
+    far = {**FIXED_TRUTH, "means": np.asarray(FIXED_TRUTH["means"]) + 100.0}
+    plain = simulate(FIXED_TRUTH, 50, random_seed=4)
+    other = simulate(FIXED_TRUTH, 50, random_seed=4, held_out_from=far)
+    np.testing.assert_array_equal(other.X, plain.X)  # the data set does not change
+    assert np.all(np.abs(other.held_out - 100.0) < 20.0)  # drawn from the far mixture
+    assert np.all(np.abs(plain.held_out) < 20.0)

@@ -12,8 +12,9 @@ their effective sample size ``L`` (the smallest bulk ESS of the test quantities)
 different ``L`` are pooled as randomised fractional ranks ``u = (rank + U(0, 1)) / (L + 1)``,
 which are exactly uniform on (0, 1) under calibration. The test quantities are label-invariant:
 sorted weights, the means of the components ordered by their first feature, the log-likelihood
-of the simulated data and the log predictive density of one held-out point from the same
-parameters.
+of the simulated data and the log predictive density of one held-out point. That point is drawn
+from parameters drawn from the prior independently of the truth: one drawn from the truth
+itself favours the truth, and its rank is not uniform even for an exact posterior.
 
 Uniformity is tested with a chi-square test on binned ``u`` and with the simultaneous
 ECDF-difference band of Säilynoja et al. (2022) (ArviZ's ``ecdf_confidence_band``); the central

@@ -149,33 +149,41 @@ def _fitter_settings(fitter: FitterLike, priors: GMMPriors) -> dict[str, Any]:
 
 def _draw_truths(
     priors: GMMPriors, n_simulations: int, n_components: int, n_features: int, random_seed: int
-) -> tuple[dict[str, np.ndarray], list[np.random.SeedSequence]]:
-    """The true parameters of every simulation, drawn from ``priors``, and one seed for each."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[np.random.SeedSequence]]:
+    """The true parameters of every simulation, drawn from ``priors``; the parameters its
+    held-out point is drawn from, drawn from ``priors`` independently of the truth (a point
+    drawn from the truth would favour it: see :func:`simulate`); and one seed for each."""
     prior_seed, *seeds = np.random.SeedSequence([random_seed, 0]).spawn(n_simulations + 1)
-    truths = draw_prior(
-        priors,
-        n_simulations,
-        n_components=n_components,
-        n_features=n_features,
-        random_seed=np.random.default_rng(prior_seed),
+    held_out_seed = np.random.SeedSequence([random_seed, 1])
+    truths, held_out = (
+        draw_prior(
+            priors,
+            n_simulations,
+            n_components=n_components,
+            n_features=n_features,
+            random_seed=np.random.default_rng(seed),
+        )
+        for seed in (prior_seed, held_out_seed)
     )
-    return truths, seeds
+    return truths, held_out, seeds
 
 
 def _fit_simulations(
     fitter: FitterLike,
     truths: dict[str, np.ndarray],
+    held_out: dict[str, np.ndarray],
     seeds: list[np.random.SeedSequence],
     *,
     n_samples: int,
     tracker: Any,
 ) -> list[dict[str, Any]]:
-    """Simulate a data set at every truth, fit it and rank its truth (:func:`sbc_simulation`)."""
+    """Simulate a data set at every truth (its held-out point from ``held_out``'s parameters),
+    fit it and rank its truth (:func:`sbc_simulation`)."""
     records = []
     for i, seed in enumerate(seeds):
         tracker.describe(f"SBC simulation {i + 1}/{len(seeds)}")
-        parameters = {name: values[i] for name, values in truths.items()}
-        sim = simulate(parameters, n_samples, random_seed=seed.spawn(1)[0])
+        parameters, other = ({name: v[i] for name, v in p.items()} for p in (truths, held_out))
+        sim = simulate(parameters, n_samples, random_seed=seed.spawn(1)[0], held_out_from=other)
         records.append(sbc_simulation(fitter, sim, index=i, seed=seed))
         tracker.advance()
     return records
@@ -227,9 +235,13 @@ def run_sbc(
     settings = settings or SamplerSettings()
     if fitter is None:
         fitter = Fitter(n_samples, n_features, n_components, priors=priors, settings=settings)
-    truths, seeds = _draw_truths(priors, n_simulations, n_components, n_features, random_seed)
+    truths, held_out, seeds = _draw_truths(
+        priors, n_simulations, n_components, n_features, random_seed
+    )
     with tracker_or_bar(tracker, n_simulations, "SBC", progressbar) as bar:
-        records = _fit_simulations(fitter, truths, seeds, n_samples=n_samples, tracker=bar)
+        records = _fit_simulations(
+            fitter, truths, held_out, seeds, n_samples=n_samples, tracker=bar
+        )
     info = {
         "n_simulations": n_simulations,
         "n_samples": n_samples,

@@ -175,9 +175,13 @@ def _start_problem(density: LogDensity, start: np.ndarray, rows: np.ndarray) -> 
     return "" if np.all(grad != 0) else "flat in some direction"
 
 
-def _usable_point(density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows) -> tuple:
-    """EM's estimate, or its floored twin when nutpie cannot use it: ``(start, floored,
-    problem)``, ``problem`` empty when one of them can be used (:func:`_kernel_start`)."""
+def _usable_point(
+    density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows, nudge: bool = True
+) -> tuple:
+    """EM's estimate, or its floored twin when nutpie cannot use it, or (``nudge``) the
+    estimate a step off where its slope is exactly zero (:func:`_nudged`; not when two
+    components are one, a saddle EM cannot leave): ``(start, floored, problem)``,
+    ``problem`` empty when one of them can be used (:func:`_kernel_start`)."""
     start = _flat_start(model, em)
     problem = _start_problem(density, start, rows)
     if not problem:
@@ -185,11 +189,16 @@ def _usable_point(density: LogDensity, model: pm.Model, em: EMGaussianMixture, r
     floored = _flat_start(model, em, pre.RETRY_FLOOR)
     if not _start_problem(density, floored, rows):
         return floored, True, ""
-    if em.n_components == 1 and problem.startswith("flat"):
+    if nudge and problem.startswith("flat") and _distinct(em.means_):
         nudged = _nudged(density, start, rows)
         if not _start_problem(density, nudged, rows):
             return nudged, False, ""
     return start, False, problem
+
+
+def _distinct(means: np.ndarray) -> bool:
+    """Whether no two components have the same mean (exactly: copies of one component)."""
+    return len({np.asarray(m).tobytes() for m in means}) == len(means)
 
 
 def _nudged(density: Callable, start: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -200,8 +209,11 @@ def _nudged(density: Callable, start: np.ndarray, rows: np.ndarray) -> np.ndarra
     coincidence: with one component, EM's estimate is the data's mean, where the means'
     prior is centred too, and a standardised column whose values sum to exactly zero has an
     exactly zero slope along its mean there, and at the posterior mode, which no optimiser
-    moves along it (R's swiss, a diagonal covariance: 'Education'). A step far below the
-    posterior's scale gives it a slope."""
+    moves along it (R's swiss, a diagonal covariance: 'Education'); components that split
+    the rows exactly evenly (well separated, so every responsibility is 0 or 1) have exactly
+    equal weights, where the symmetric Dirichlet prior is flat along them too (SBC's
+    simulation 42 at seed 2: 50 and 50 rows). A step far below the posterior's scale gives
+    it a slope."""
     _, grad = density(start, rows)
     return start + _NUDGE * (np.asarray(grad) == 0)
 
@@ -219,7 +231,8 @@ def _kernel_start(
     variance along it at ``reg_covar``, its correlations exactly 0 with an exactly zero
     slope), where no healthy component lends a covariance (:func:`bayesgmm.start
     .em_initial_values`). The floored estimate keeps EM's partition and lies off the
-    singularity. When neither can be used, say why now, rather than after nutpie's "All
+    singularity; a slope exactly zero by coincidence takes a step (:func:`_nudged`). When
+    none can be used, say why now, rather than after nutpie's "All
     initialization points failed". ``rows``: the model's rows as ``density`` takes them.
     """
     start, floored, problem = _usable_point(density, model, em, rows)
@@ -569,10 +582,11 @@ def _usable_starts(model, em, starts: list, precondition: str, kernel: bool) -> 
 
     EM's estimate must be usable (:func:`_kernel_start` raises, saying why, when it is not);
     another optimum where sampling cannot start (a density flat in some direction there) is
-    dropped rather than stopping the run: its chains start at the usable ones (MASS michelson,
-    K = 2: one of the other optima was the one-component fit as two identical halves, where
-    the weights' slope is exactly 0). ``dropped``: the dropped starts' positions in
-    ``starts`` and the reason, as ``[[index, reason], ...]``.
+    dropped rather than stopping the run, not moved off its flat direction: its chains start
+    at the usable ones (MASS michelson, K = 2: one of the other optima was the one-component
+    fit as two identical halves, where the weights' slope is exactly 0: a saddle, not a
+    mode). ``dropped``: the dropped starts' positions in ``starts`` and the reason, as
+    ``[[index, reason], ...]``.
     """
     if not kernel:
         return [em, *starts], [None] * (1 + len(starts)), []
@@ -580,7 +594,7 @@ def _usable_starts(model, em, starts: list, precondition: str, kernel: bool) -> 
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     for index, start in enumerate(starts):
-        problem = _usable_point(density, model, start, rows)[2]
+        problem = _usable_point(density, model, start, rows, nudge=False)[2]
         if problem:
             dropped.append([index, f"the posterior density there is {problem}"])
             continue

@@ -400,6 +400,32 @@ def test_a_run_computes_each_results_diagnostics_once(data, cache, monkeypatch):
 
 
 @pytest.mark.parametrize("precondition", ["laplace", "none"])
+def test_two_components_start_where_the_weights_slope_is_exactly_zero(precondition):
+    """Two clusters of 20 rows each, 15 standard deviations apart: every responsibility is 0
+    or 1 to rounding, EM's weights are exactly 1/2 and 1/2, where the symmetric Dirichlet
+    prior is flat too, so the slope along the weights is exactly 0, also with the covariances
+    floored (the clusters are wider than the floor), and nutpie could not start (SBC's
+    simulation 42 at seed 2 failed so: 50 and 50 rows); the chains start a step off it."""
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) + 15.0])
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    assert np.array_equal(em.weights_, [0.5, 0.5])
+    model = build_model(X, 2)
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # as nutpie would see it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        idata = sample_posterior(
+            model, em, draws=30, tune=30, chains=2, random_seed=0, progressbar=False,
+            precondition=precondition,
+        )  # fmt: skip
+    assert idata.posterior.sizes["draw"] == 30
+    weights = idata.posterior["weights"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(weights, 0.5, atol=0.1)
+
+
+@pytest.mark.parametrize("precondition", ["laplace", "none"])
 def test_one_component_starts_where_a_slope_is_exactly_zero(precondition):
     """Every column sums to exactly zero (rows in +/- pairs): with one component, EM's mean
     and the posterior mode sit exactly on the data's mean, where the means' prior is centred

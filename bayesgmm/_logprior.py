@@ -43,10 +43,13 @@ def _means_term(means, grad_means, loc, scale, grad):  # pragma: no cover - comp
     """Normal(loc, scale) prior on every mean, with the likelihood's gradient added."""
     n_components, n_features = means.shape
     value = 0.0
-    for c in range(n_components):
+    for c in range(n_components):  # no store in the sum's loop (_kernels._FASTMATH)
         for i in range(n_features):
             z = (means[c, i] - loc[i]) / scale[i]
             value -= 0.5 * z * z
+    for c in range(n_components):
+        for i in range(n_features):
+            z = (means[c, i] - loc[i]) / scale[i]
             grad[c * n_features + i] = grad_means[c, i] - z / scale[i]
     return value
 
@@ -57,12 +60,16 @@ def _diag_scales_term(chol, log_diag, grad_chol, sd_terms, grad):  # pragma: no 
     ``u``."""
     n_components, n_features = log_diag.shape
     value = 0.0
+    for c in range(n_components):  # no store in the sum's loop (_kernels._FASTMATH)
+        for i in range(n_features):
+            square = chol[c, i, i] * chol[c, i, i]
+            power, on_square, on_inverse = sd_terms[0, i], sd_terms[1, i], sd_terms[2, i]
+            value += (power + 1.0) * log_diag[c, i] - on_square * square - on_inverse / square
     for c in range(n_components):
         for i in range(n_features):
             s = chol[c, i, i]
             square = s * s
             power, on_square, on_inverse = sd_terms[0, i], sd_terms[1, i], sd_terms[2, i]
-            value += (power + 1.0) * log_diag[c, i] - on_square * square - on_inverse / square
             grad[c * n_features + i] = (
                 s * grad_chol[c, i, i]
                 + power

@@ -102,9 +102,11 @@ def _reduce(grad_chol, n_groups, n_scales):  # pragma: no cover - compiled
         g = c if n_groups > 1 else 0
         if n_scales == n_features:
             out[g] += grad_chol[c]
-        else:
+        else:  # the sum in a local, not in out: no store in its loop (_kernels._FASTMATH)
+            total = 0.0
             for i in range(n_features):
-                out[g, 0, 0] += grad_chol[c, i, i]
+                total += grad_chol[c, i, i]
+            out[g, 0, 0] += total
     return out
 
 

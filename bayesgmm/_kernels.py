@@ -65,15 +65,15 @@ _LOG_NEGLIGIBLE = -600.0  # exp(-600) = 2.6e-261: far below any sum's rounding e
 # every later caller and in the on-disk cache, so its results (and a chaotic NUTS path
 # through them) would depend on which caller a process ran first (tests/test_faults.py).
 _FASTMATH = {"reassoc", "contract", "nsz"}
-# _REDUCTIONS_WITHOUT_STORES: a reassociated sum should not share its loop with a store to an
-# array. LLVM vectorises such a loop behind a run-time check of the arrays' addresses, and for
-# some loops that check is conservative: when an array the loop reads starts a little after
-# the one it writes (separate arrays, no overlap), the scalar loop runs instead, and its sum,
-# added in another order, differs in the last bits. Where the arrays a kernel allocates land
-# depends on the heap's state (another thread's malloc arena, say), so the same point gave
-# another log density about once in 10^5 NUTS evaluations, and seeded runs other draws
-# (tests/test_kernels_placement.py). A loop that only reads needs no check. (_add_moments'
-# sum of w keeps its store: its check is exact, measured in that test.)
+# A reassociated sum should not share its loop with a store to an array. LLVM vectorises such a loop
+# behind a run-time check of the arrays' addresses, and for some loops that check is conservative:
+# when an array the loop reads starts a little after the one it writes (separate arrays, no
+# overlap), the scalar loop runs instead, and its sum, added in another order, differs in the last
+# bits. Where the arrays a kernel allocates land depends on the heap's state (another thread's
+# malloc arena, say), so the same point gave another log density about once in 10^5 NUTS
+# evaluations, and seeded runs other draws (tests/test_kernels_placement.py). A loop that only reads
+# needs no check. (_add_moments' sum of w keeps its store: its check is exact, measured in that
+# test.)
 # "No frequency weights": the kernels test for an empty weight array and then run the
 # unweighted arithmetic unchanged.
 NO_WEIGHTS = np.empty(0)
@@ -154,7 +154,7 @@ def _responsibilities(lp, m, top, norm, weights, start):  # pragma: no cover - c
             gap = lp[c, i] - top[i]
             lp[c, i] = exp_nonpositive(gap) if gap > _LOG_NEGLIGIBLE else 0.0
             norm[i] += lp[c, i]
-    # The sum has a loop of its own, with no store: see _REDUCTIONS_WITHOUT_STORES.
+    # The sum has a loop of its own, with no store (see the note at _FASTMATH).
     log_lik = 0.0
     if weights.shape[0] == 0:
         for i in range(m):

@@ -34,7 +34,13 @@ def _cases():
         ),
         "means": (
             _logprior._means_term,
-            [means, rng.normal(size=(K, D)), rng.normal(size=D), 1 + rng.random(D), np.zeros(K * D)],
+            [
+                means,
+                rng.normal(size=(K, D)),
+                rng.normal(size=D),
+                1 + rng.random(D),
+                np.zeros(K * D),
+            ],
         ),
         "responsibilities_weighted": (
             _kernels._responsibilities,
@@ -67,7 +73,8 @@ def test_results_do_not_depend_on_array_placement(name):
                 continue
             first, second = base[i], base[j]
             # second starts `gap` elements after first's start, just before or after it
-            gaps = [*range(-second.size - 64, -second.size + 1), *range(first.size, first.size + 65)]
+            before = range(-second.size - 64, -second.size + 1)
+            gaps = [*before, *range(first.size, first.size + 65)]
             for gap in gaps:
                 buffer = np.zeros(first.size + second.size + 256)
                 a0 = 128 + max(0, -gap)

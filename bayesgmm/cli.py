@@ -417,7 +417,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         choices=BAYES_COVARIANCE_TYPES,
         metavar="MODEL",
         help="covariance model of the sampled candidates: VVV, EEE, VVI, EEI, VII, EII or "
-        "full/tied/diag/spherical (default full)",
+        "full/tied/diag/spherical (default full); swept by EM too, its BIC ranks the "
+        "candidate K",
     )
     rep.add_argument(
         "--candidates",

@@ -485,6 +485,17 @@ def ranked_components(table: pd.DataFrame) -> list[int]:
     return list(dict.fromkeys(int(k) for k in usable["n_components"]))
 
 
+def _with_sampled(covariance_types: str | Iterable[str], sampled: str | None, X: Any) -> list[str]:
+    """The models to sweep: the requested ones, and the sampled model when they lack it (its
+    own BIC ranks the candidates: :func:`_sampleable_candidates`). With one feature every
+    model is one of two, so nothing is added."""
+    names = _covariance_names(covariance_types, np.shape(X)[1])
+    swept = {model_name(c) for c in names}
+    if sampled is None or np.shape(X)[1] == 1 or model_name(sampled) in swept:
+        return names
+    return [*names, sampled]
+
+
 def _sampleable_candidates(
     selection: Selection, n_candidates: int, covariance_type: str, shape: tuple[int, ...]
 ) -> list[int]:
@@ -496,8 +507,13 @@ def _sampleable_candidates(
     K = 4 ran over 10 minutes; robustbase's toxicity, 38 x 10: full at K = 2, 131 free
     parameters, over 8; UScereal, 65 x 8: full at K = 4, 179, was sampled as the second
     candidate of a diagonal sweep). A K left out for that, which would have been a candidate,
-    is in ``selection.failed`` with the reason."""
+    is in ``selection.failed`` with the reason. K is ranked by the sampled model's own rows of
+    the sweep when it has them (R's milk, all 14 models swept, diagonal covariances sampled:
+    K = 4 and 5, the best K of EEE and EVE, were sampled while VVI's BIC was lowest at K = 6),
+    else by every row."""
     table = selection.em.table
+    own = table[table["model_name"] == model_name(covariance_type)]
+    table = own if len(own) else table
     short = {
         k: too_few_rows(covariance_type, k, shape[0], shape[1])
         or inestimable(covariance_type, k, shape[0], shape[1]).rstrip(".")
@@ -661,6 +677,8 @@ def select_n_components(
         Covariance model of the Bayesian candidates, one of
         :data:`bayesgmm.model.BAYES_COVARIANCE_TYPES` (``"full"``, ``"tied"``, ``"diag"``,
         ``"spherical"``, ``"VVV"``, ``"EEE"``, ``"VVI"``, ``"EEI"``, ``"VII"``, ``"EII"``).
+        The sweep fits it too when ``covariance_types`` lacks it: its own BIC ranks the
+        candidate K.
     draws, tune, chains, sampler, random_seed, target_accept, priors, compile_cache
         Passed to :class:`~bayesgmm.BayesianGMM`.
     n_init : int
@@ -698,7 +716,7 @@ def select_n_components(
     sweep = em_sweep(
         X,
         n_components,
-        covariance_types,
+        _with_sampled(covariance_types, bayes_covariance_type if bayesian else None, X),
         n_init=n_init,
         random_state=random_seed,
         progress=progress,

@@ -541,3 +541,33 @@ def test_target_accept_reaches_every_candidate_and_is_checked_before_em():
     assert {fit.idata_.posterior.attrs["target_accept"] for fit in chosen.fits.values()} == {0.9}
     args = build_parser().parse_args(["report", "--target-accept", "0.95"])
     assert _sampling(args)["target_accept"] == 0.95
+
+
+def test_candidates_are_ranked_by_the_sampled_models_own_bic():
+    """Two elongated clusters: VVI's BIC is best at K = 2, EII's (round components) at K = 3
+    and 4. Sampling EII takes EII's best K, not the K of the best BIC over both models (R's
+    milk, all 14 models swept and VVI sampled, got EEE's and EVE's best K)."""
+    from bayesgmm.selection import Selection, _sampleable_candidates
+
+    rng = np.random.default_rng(0)
+    shift = np.array([0.0, 10.0])
+    X = np.vstack([rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + shift]) * [4.0, 0.3]
+    sweep = em_sweep(X, [1, 2, 3, 4], ["EII", "VVI"], progress=False)
+    bic = sweep.table.set_index(["model_name", "n_components"])["bic"]
+    assert bic["VVI"].idxmin() == 2 and bic["VVI"].min() < bic["EII"].min()
+    assert sorted(bic["EII"].sort_values().index[:2]) == [3, 4]
+    assert _sampleable_candidates(Selection(em=sweep), 2, "EII", X.shape) == [3, 4]
+    assert _sampleable_candidates(Selection(em=sweep), 2, "diag", X.shape) == [2, 3]
+    # a sampled model the sweep lacks: every row ranks K, as before
+    assert _sampleable_candidates(Selection(em=sweep), 2, "full", X.shape) == [2, 3]
+
+
+def test_the_sweep_fits_the_sampled_model_when_asked_for_others():
+    from bayesgmm.selection import _with_sampled
+
+    X = np.zeros((10, 3))
+    assert _with_sampled(["full"], "diag", X) == ["full", "diag"]
+    assert _with_sampled(["full"], "VVV", X) == ["full"]  # full is VVV
+    assert len(_with_sampled("all", "diag", X)) == 14  # VVI is among them
+    assert _with_sampled(["full"], None, X) == ["full"]  # EM only: nothing is sampled
+    assert _with_sampled(["full"], "diag", X[:, :1]) == ["full"]  # one feature: all alike

@@ -162,6 +162,14 @@ def _swapping_text(idata: Any) -> str:
     )
 
 
+def _paragraph(message: str) -> str:
+    """A warning's lines (a head, then one indented line per failed check) as one paragraph of
+    sentences (a Markdown paragraph joins lines with bare spaces: one check ran into the
+    next)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(line if line.endswith((".", ":")) else line + "." for line in lines)
+
+
 def _loo_section(selection: Selection) -> Section:
     section = Section("loo", "Bayesian comparison (LOO)")
     if selection.loo is None:
@@ -188,12 +196,12 @@ def _loo_section(selection: Selection) -> Section:
         section.text(f"{label} could not be sampled, so it is not compared: {why}")
     if len(selection.fits) == 1 and not selection.failed:
         section.text(
-            f"Only {next(iter(selection.fits))} was sampled, so LOO compares nothing: every "
-            "other K's EM fit failed (the EM section says why), and a candidate needs an EM "
-            "fit to start from."
+            f"Only {next(iter(selection.fits))} was sampled, so LOO compares nothing: the "
+            "sampled model's EM fit failed at every other K (the EM section says why), and "
+            "the chains of a candidate start from its EM fit."
         )
     for label, said in selection.warnings.items():
-        section.text(f"The sampler warned of {label}: {' '.join(said)}")
+        section.text(f"The sampler warned of {label}: {' '.join(map(_paragraph, said))}")
     unconverged = selection.loo.index[~selection.loo["converged"]].tolist()
     if unconverged:
         section.text(

@@ -704,3 +704,14 @@ def test_tables_show_criteria_to_the_unit_and_missing_cells_blank():
     out = _format(frame)
     assert out["bic"].tolist() == ["22651", "2265", "0.000123", ""]
     assert out["converged"].tolist() == [True, False, "", ""]
+
+
+def test_a_warning_reads_as_one_paragraph_of_sentences():
+    """A sampler warning is a head and one indented line per failed check; in the report's
+    paragraph each check ends a sentence (robustbase's Davis: "... slow try   ess_bulk = ...")."""
+    from bayesgmm.report import _paragraph
+
+    message = "Failed; care.\n  divergences = 3 (gate 0): raise it\n  r_hat = 1.02: longer"
+    assert _paragraph(message) == (
+        "Failed; care. divergences = 3 (gate 0): raise it. r_hat = 1.02: longer."
+    )

@@ -451,13 +451,15 @@ def test_many_rows_tied_on_two_features_warn_for_full_covariances_only():
     is bounded by the prior, yet NUTS's chains gather in spikes on those rows (a full
     covariance's correlation runs to +-1). EM collapsed nothing here, so only these rows speak.
     Rows tied on two features warn, naming both values and the count, from half a
-    component's average share of rows (here 20 of 120 at K = 3); not below it, not with
-    diagonal or shared covariances, not for ties on one feature, and a row ties only where
-    both of its cells are observed."""
+    component's average share of rows (here 20 of 120 at K = 3); not below it, not with one
+    component, not with diagonal or shared covariances, not for ties on one feature, and a row
+    ties only where both of its cells are observed."""
     (message,) = _tie_warnings(_tied_rows(20), 3)
     assert message.startswith("20 of 120 rows share x1 = 0 and x2 = 0")
     assert "covariance_type='diag'" in message
     assert _tie_warnings(_tied_rows(19), 3) == []
+    assert _tie_warnings(_tied_rows(80), 1) == []  # one component holds every row
+    assert len(_tie_warnings(_tied_rows(80), 2)) == 1
     assert _tie_warnings(_tied_rows(40), 3, "diag") == []
     assert _tie_warnings(_tied_rows(40), 3, "tied") == []
     assert _tie_warnings(_tied_rows(40, features=(1,)), 3) == []

@@ -208,10 +208,25 @@ def _loo_section(selection: Selection) -> Section:
             f"Not converged, so not eligible as winner: {', '.join(unconverged)}. Their elpd is "
             "shown for completeness only."
         )
+    for label, said in _point_masses(selection).items():
+        section.text(
+            f"{label} is not eligible as winner: its {said}. A point mass is not a Gaussian "
+            "cluster: the component's density on those rows grows as far as the prior's floor "
+            "lets its standard deviation shrink, so the likelihood and LOO favour it for the "
+            "tie, not for a cluster. Choose among the other candidates, or model that value "
+            "apart (e.g. drop the feature, or code the value as an indicator and the other "
+            "values as a feature of their own)."
+        )
     pareto = _pareto_text(selection)
     if pareto:
         section.text(pareto)
     return section
+
+
+def _point_masses(selection: Selection) -> dict[str, str]:
+    """The candidates with a component on a point mass, and where (``loo``'s ``point_mass``)."""
+    column = selection.loo.get("point_mass", pd.Series(dtype=str)).fillna("")
+    return {str(label): said for label, said in column.items() if said}
 
 
 def _pareto_text(selection: Selection) -> str:
@@ -401,20 +416,21 @@ def _choose(selection: Selection) -> tuple[str, str]:
     if winner is not None:
         return (
             f"K={winner}",
-            "the best LOO (expected log predictive density) among converged posteriors.",
+            "the best LOO (expected log predictive density) among converged posteriors"
+            + (" without a point mass." if _point_masses(selection) else "."),
         )
     k_bic = selection.chosen["bic"][0]
     label = f"K={k_bic}"
+    none = "no candidate posterior converged"
+    if selection.loo is not None and selection.loo["converged"].any():
+        none = "every converged candidate posterior has a component on a point mass"
     if label in selection.fits:
-        return (
-            label,
-            "no candidate posterior converged, so the BIC choice is shown (treat with care).",
-        )
+        return label, f"{none}, so the BIC choice is shown (treat with care)."
     sampled = [f"K={k}" for k in ranked_components(selection.em.table)]
     shown = next((k for k in sampled if k in selection.fits), next(iter(selection.fits)))
     why = selection.failed.get(label, "it was not a candidate")
     return shown, (
-        f"no candidate posterior converged and the BIC choice, {label}, has no posterior "
+        f"{none} and the BIC choice, {label}, has no posterior "
         f"({why}), so the sampled candidate that ranks best by BIC (sound EM fits first) is shown "
         "(treat with care)."
     )

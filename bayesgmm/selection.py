@@ -34,6 +34,7 @@ from ._models import (
     sampled_model_statement,
     too_few_rows,
 )
+from ._pointmass import point_masses
 from ._progress import progress_bar
 from ._restarts import Strategy, sweep_rows
 from ._validation import (
@@ -555,13 +556,18 @@ def _loo_row(name: str, idata: Any, diagnostics_table: pd.DataFrame) -> dict[str
     }
 
 
-def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
+def bayesian_comparison(fits: dict[str, Any], X: Any = None) -> pd.DataFrame:
     """LOO comparison (ArviZ's ``compare``, stacking weights) with each model's diagnostics.
 
     Parameters
     ----------
     fits : dict of str to BayesianGMM
         Fitted models keyed by a label such as ``"K=2"``.
+    X : array-like, optional
+        The data the models were fitted to: with it, a model with a component on a point
+        mass (:func:`bayesgmm._pointmass.point_masses`: rows sharing one value of a feature,
+        where the density grows as the prior's floor allows and LOO rewards the tie) is not
+        eligible as winner, and ``point_mass`` says where.
 
     Returns
     -------
@@ -570,8 +576,8 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
         p_worse, diag_diff, diag_elpd) plus Pareto-k counts, the worst R-hat and ESS,
         divergences, ``converged`` (every check of :func:`bayesgmm.diagnostics` passed but
         ``labels``, which does not bear on LOO),
-        ``failed_checks`` and ``winner`` (the best ranked model among the converged ones; no
-        winner if none converged).
+        ``failed_checks``, ``point_mass`` (empty without ``X``) and ``winner`` (the best
+        ranked model among the converged ones without a point mass; none if there is none).
 
     Examples
     --------
@@ -587,10 +593,14 @@ def bayesian_comparison(fits: dict[str, Any]) -> pd.DataFrame:
         [_loo_row(name, fit.idata_, fit.diagnostics()) for name, fit in fits.items()]
     ).set_index("model")
     table = table.join(extra)
+    masses = {
+        name: "; ".join(point_masses(fit, X)) if X is not None else "" for name, fit in fits.items()
+    }
+    table["point_mass"] = pd.Series(masses)
     table["winner"] = False
-    converged = table[table["converged"]]
-    if not converged.empty:
-        table.loc[converged["rank"].idxmin(), "winner"] = True
+    eligible = table[table["converged"] & (table["point_mass"] == "")]
+    if not eligible.empty:
+        table.loc[eligible["rank"].idxmin(), "winner"] = True
     table.index.name = "model"
     return table
 
@@ -747,7 +757,7 @@ def select_n_components(
             "no candidate could be sampled: "
             + "; ".join(f"{label}: {why}" for label, why in selection.failed.items())
         )
-    selection.loo = bayesian_comparison(selection.fits)
+    selection.loo = bayesian_comparison(selection.fits, X)
     winners = selection.loo.index[selection.loo["winner"]]
     selection.chosen["loo"] = int(winners[0].split("=")[1]) if len(winners) else None
     return selection

@@ -715,3 +715,34 @@ def test_a_warning_reads_as_one_paragraph_of_sentences():
     assert _paragraph(message) == (
         "Failed; care. divergences = 3 (gate 0): raise it. r_hat = 1.02: longer."
     )
+
+
+def test_a_candidate_on_a_point_mass_is_named_and_not_called_unconverged():
+    """mlbench's Glass, K=2: a component on the 138 rows with Ba = 0 won LOO by 1,201 nats,
+    reported as converged and best. Such a candidate is named with where it sits, the winner
+    is said to be the best without one, and when every converged candidate has one the
+    fallback does not claim that none converged."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _choose, _point_masses
+
+    said = "component 0 sits on 138 of its 138 rows, which share Ba = 0"
+    rows = {
+        "K=2": {"converged": True, "winner": False, "point_mass": said},
+        "K=1": {"converged": True, "winner": True, "point_mass": ""},
+    }
+    selection = _loo_selection(rows)
+    assert _point_masses(selection) == {"K=2": said}
+    selection.chosen = {"bic": (2, "full"), "loo": 1}
+    assert _choose(selection) == (
+        "K=1",
+        "the best LOO (expected log predictive density) among converged posteriors without a "
+        "point mass.",
+    )
+    rows["K=1"].update(converged=False, winner=False)
+    selection = _loo_selection(rows)
+    selection.em = SimpleNamespace(table=pd.DataFrame())
+    selection.chosen = {"bic": (2, "full"), "loo": None}
+    label, reason = _choose(selection)
+    assert label == "K=2"
+    assert reason.startswith("every converged candidate posterior has a component on a point")

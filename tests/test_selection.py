@@ -571,3 +571,63 @@ def test_the_sweep_fits_the_sampled_model_when_asked_for_others():
     assert len(_with_sampled("all", "diag", X)) == 14  # VVI is among them
     assert _with_sampled(["full"], None, X) == ["full"]  # EM only: nothing is sampled
     assert _with_sampled(["full"], "diag", X[:, :1]) == ["full"]  # one feature: all alike
+
+
+def test_a_model_with_a_component_on_a_point_mass_is_not_the_winner(monkeypatch):
+    """K=3 has the better elpd and converged, but one of its components sits on rows sharing
+    a value (the likelihood rewards the tie: cluster::plantTraits, K=3, by 196 nats): K=2
+    wins, and the table says where K=3's point mass is."""
+    from bayesgmm import EMGaussianMixture, selection
+    from bayesgmm.selection import bayesian_comparison
+
+    from ._fake import idata_around, simulated_data
+
+    X = simulated_data(2, n_samples=150)
+    fits = {}
+    for k in (2, 3):
+        em = EMGaussianMixture(k, random_state=0, n_init=2).fit(X)
+        idata = idata_around(em, X, n_chains=2, n_draws=1000, seed=k)
+        idata.sample_stats["diverging"].values[:] = False
+        fits[f"K={k}"] = _StubFit(idata)
+    said = "component 1 sits on 31 of its 31 rows, which share x0 = 0"
+    monkeypatch.setattr(
+        selection, "point_masses", lambda fit, X: [said] if fit is fits["K=3"] else []
+    )
+    table = bayesian_comparison(fits, X)
+    assert table["rank"].idxmin() == "K=3" and table["converged"].all()
+    assert table.index[table["winner"]].tolist() == ["K=2"]
+    assert table["point_mass"].to_dict() == {"K=3": said, "K=2": ""}
+    assert bayesian_comparison(fits).index[bayesian_comparison(fits)["winner"]].tolist() == [
+        "K=3"
+    ]  # without the data nothing is checked
+
+
+class _PointMassFit:
+    """What point_masses reads: predict(X), the posterior's stds, the feature names."""
+
+    def __init__(self, labels, stds):
+        import xarray as xr
+
+        self.labels, self.feature_names_ = labels, ["a", "b"]
+        stds = np.asarray(stds, dtype=float)[None, None]
+        self.idata_ = xr.DataTree.from_dict(
+            {"posterior": xr.Dataset({"stds": (("chain", "draw", "component", "feature"), stds)})}
+        )
+
+    def predict(self, X):
+        return self.labels
+
+
+def test_point_masses_are_components_narrow_on_a_shared_value():
+    from bayesgmm._pointmass import point_masses
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    X[:20, 0] = 0.0  # component 0's rows share a = 0
+    labels = np.repeat([0, 1], 20)
+    (said,) = point_masses(_PointMassFit(labels, [[1e-4, 1.0], [1.0, 1.0]]), X)
+    assert said.startswith("component 0 sits on 20 of its 20 rows, which share a = 0")
+    # not narrow (e.g. a rounded feature the prior's floor holds at its resolution)
+    assert point_masses(_PointMassFit(labels, [[0.3, 1.0], [1.0, 1.0]]), X) == []
+    X[:3, 0] = [1.0, 2.0, 3.0]  # 17 of 20 share the value: below 90%
+    assert point_masses(_PointMassFit(labels, [[1e-4, 1.0], [1.0, 1.0]]), X) == []

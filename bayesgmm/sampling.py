@@ -179,9 +179,9 @@ def _usable_point(
     density: LogDensity, model: pm.Model, em: EMGaussianMixture, rows, nudge: bool = True
 ) -> tuple:
     """EM's estimate, or its floored twin when nutpie cannot use it, or (``nudge``) the
-    estimate a step off where its slope is exactly zero (:func:`_nudged`; not when two
-    components are one, a saddle EM cannot leave): ``(start, floored, problem)``,
-    ``problem`` empty when one of them can be used (:func:`_kernel_start`)."""
+    estimate a step off where its slope is exactly zero (:func:`_nudged`; only for an
+    estimate that is :func:`_healthy`): ``(start, floored, problem)``, ``problem`` empty when
+    one of them can be used (:func:`_kernel_start`)."""
     start = _flat_start(model, em)
     problem = _start_problem(density, start, rows)
     if not problem:
@@ -189,16 +189,20 @@ def _usable_point(
     floored = _flat_start(model, em, pre.RETRY_FLOOR)
     if not _start_problem(density, floored, rows):
         return floored, True, ""
-    if nudge and problem.startswith("flat") and _distinct(em.means_):
+    if nudge and problem.startswith("flat") and _healthy(em):
         nudged = _nudged(density, start, rows)
         if not _start_problem(density, nudged, rows):
             return nudged, False, ""
     return start, False, problem
 
 
-def _distinct(means: np.ndarray) -> bool:
-    """Whether no two components have the same mean (exactly: copies of one component)."""
-    return len({np.asarray(m).tobytes() for m in means}) == len(means)
+def _healthy(em: EMGaussianMixture) -> bool:
+    """Whether EM's estimate is one a zero slope can only be a coincidence of: no component
+    collapsed (e.g. onto an outlying row: there the slope says the estimate is degenerate)
+    and no two components the same (copies of one: a saddle EM cannot leave)."""
+    means = np.asarray(em.means_)
+    distinct = len({m.tobytes() for m in means}) == len(means)
+    return distinct and not len(getattr(em, "collapsed_components_", []))
 
 
 def _nudged(density: Callable, start: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -393,7 +393,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 "init_params, or check for degenerate data.",
                 ConvergenceWarning,
             )
-        self._report_collapse(final, unit)
+        self._report_collapse(final, unit, X)
         return X
 
     def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params, small: Any) -> Any:
@@ -728,18 +728,23 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         held = near & (smallest[1] <= 0.5 * smallest[0])
         return held if held.shape[0] == self.n_components else np.repeat(held, self.n_components)
 
-    def _report_collapse(self, final: g.MixtureStatistics, p: _Params) -> None:
+    def _report_collapse(self, final: g.MixtureStatistics, p: _Params, X: Any) -> None:
         """Warn of collapsed components; ``final`` is the fit's E-step, ``p``
-        :meth:`_unit_params`."""
+        :meth:`_unit_params`, ``X`` the fitted rows (those of a component on too few rows are
+        named: carData's Davis, one row's weight and height swapped, collapsed every K >= 2
+        onto it and four others, and the warning said nothing of which rows)."""
         effective_sizes = final.resp_sum
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
         at_floor = self._at_floor(p.covariances) | self._held_by_floor(final, p.covariances)
         collapsed = (effective_sizes < minimum) | at_floor
         self.collapsed_components_ = np.flatnonzero(collapsed)
         if self.collapsed_components_.size:
+            few = [k for k in self.collapsed_components_ if effective_sizes[k] < minimum]
+            rows = self._rows_of(X, few)
             details = "; ".join(
                 f"component {k}: effective size {_size_text(effective_sizes[k], minimum)}"
                 + (", covariance at the reg_covar floor" if at_floor[k] else "")
+                + (f", mostly rows {rows[k]} (positions from 0)" if k in rows else "")
                 for k in self.collapsed_components_
             )
             warn(
@@ -748,11 +753,24 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 f"{minimum} for that model): "
                 f"{details}. Their estimates are not trustworthy. A component collapses "
                 "onto rows that share a value of some feature (a binary, count or rounded "
-                "feature: drop, jitter or transform it) or onto duplicated rows, or where the "
-                "rows are few for the model's parameters: reduce n_components, use a simpler "
-                "covariance_type, address those features or rows, or increase reg_covar.",
+                "feature: drop, jitter or transform it), onto duplicated rows, or onto an "
+                "outlying row or a few (check the rows named), or where the rows are few for "
+                "the model's parameters: reduce n_components, use a simpler covariance_type, "
+                "address those features or rows, or increase reg_covar.",
                 CollapsedComponentWarning,
             )
+
+    def _rows_of(self, X: Any, components: list[int], most: int = 5) -> dict[int, list[int]]:
+        """The rows (positions) each of ``components`` holds with responsibility above 1/2,
+        the most responsible first, at most ``most``; none for a Dask array."""
+        if not components or _dask.is_dask_array(X):
+            return {}
+        resp = np.asarray(self.predict_proba(X))
+        held = {}
+        for k in components:
+            order = np.argsort(-resp[:, k], kind="stable")[:most]
+            held[k] = [int(i) for i in order if resp[i, k] > 0.5]
+        return {k: rows for k, rows in held.items() if rows}
 
     # ------------------------------------------------------------------ prediction
     def _validated(self, X: Any) -> Any:

@@ -15,7 +15,9 @@ from sklearn.base import clone
 
 from bayesgmm import (
     BayesianGMM,
+    CollapsedComponentWarning,
     CompileCache,
+    EMGaussianMixture,
     GMMPriors,
     SamplerError,
     SamplingWarning,
@@ -131,6 +133,21 @@ def test_an_extreme_outlier_is_named_before_sampling(faithful):
     frame.loc[3, "waiting"] = 1e12
     with pytest.raises(SamplerError, match=r"row 3 lies .* standard deviations.*'waiting'"):
         _fit(frame)
+
+
+def test_a_component_collapsed_onto_an_outlier_names_its_rows(faithful):
+    """carData's Davis (one row's weight and height swapped): EM collapsed every K >= 2 onto
+    that row and a few others, and the warning named no row. The rows a component on too
+    few rows holds are named, most responsible first."""
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    with pytest.warns(CollapsedComponentWarning) as caught:
+        EMGaussianMixture(2, random_state=0).fit(frame)
+    (message,) = [str(w.message) for w in caught if w.category is CollapsedComponentWarning]
+    held = "component 0: effective size 1, covariance at the reg_covar floor, mostly rows [3]"
+    assert held in message
+    assert "component 1: effective size 271, covariance at the reg_covar floor." in message
+    assert "an outlying row" in message
 
 
 def test_a_candidate_that_cannot_be_sampled_is_reported_not_fatal(faithful):

@@ -293,10 +293,28 @@ def _chosen_section(selection: Selection, chosen_label: str, reason: str) -> Sec
     if selection.sampled:
         section.text(selection.sampled)
     fit = selection.fits[chosen_label]
+    start = _collapsed_start_text(fit)
+    if start:
+        section.text(start)
     section.table(  # (the report shows the modes itself: no warning that they mix)
         compare_mixture(None, fit.idata_), "Mixture-level agreement of EM and the posterior"
     )
     return section
+
+
+def _collapsed_start_text(fit: Any) -> str:
+    """Whether the chosen posterior's chains started from an EM fit that collapsed a
+    component (MASS biopsy, K=5: every K >= 2 collapsed, and the report chose K=5 without a
+    word of it); "" when its EM fit is sound."""
+    collapsed = [int(k) for k in getattr(fit.em_, "collapsed_components_", [])]
+    if not collapsed:
+        return ""
+    return (
+        f"Its chains started from an EM fit that collapsed component(s) {collapsed} (the EM "
+        "section says why such estimates are not trustworthy): its per-component results may "
+        "describe those few rows rather than a cluster; where LOO allows, prefer a candidate "
+        "whose EM fit is sound."
+    )
 
 
 def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:

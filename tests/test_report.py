@@ -746,3 +746,17 @@ def test_a_candidate_on_a_point_mass_is_named_and_not_called_unconverged():
     label, reason = _choose(selection)
     assert label == "K=2"
     assert reason.startswith("every converged candidate posterior has a component on a point")
+
+
+def test_a_chosen_posterior_started_from_a_collapsed_em_fit_says_so():
+    """MASS biopsy: every K >= 2 EM fit collapsed, and K=5 was chosen without a word of it."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _collapsed_start_text
+
+    fit = SimpleNamespace(em_=SimpleNamespace(collapsed_components_=np.array([1, 3])))
+    assert _collapsed_start_text(fit).startswith(
+        "Its chains started from an EM fit that collapsed component(s) [1, 3]"
+    )
+    fit.em_.collapsed_components_ = np.array([], dtype=int)
+    assert _collapsed_start_text(fit) == ""

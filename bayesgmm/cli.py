@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -208,8 +209,35 @@ def _warnings_as_notes(args: argparse.Namespace) -> Iterator[None]:
 
 
 def _show_as_note(message: Any, category: type, *_: Any, **__: Any) -> None:
-    """:func:`warnings.showwarning` as a note line."""
-    _note(f"{category.__name__}: {message}")
+    """:func:`warnings.showwarning` as a note line, in the command's terms."""
+    _note(f"{category.__name__}: {command_terms(str(message))}")
+
+
+# Python parameters a warning may advise, and the command's options for them; a model named
+# with a value is the sampled one (the warnings that name one are the sampler's)
+_TERMS = (
+    (re.compile(r"\bbayes_covariance_type\b"), "--bayes-covariance-type"),
+    (re.compile(r"\bcovariance_type=(['\"])(\w+)\1"), r"--bayes-covariance-type \2"),
+    (re.compile(r"\bn_components=(\d+)"), r"K=\1"),
+    (re.compile(r"\bn_components\b"), "--components"),
+    (re.compile(r"\btarget_accept\b"), "--target-accept"),
+    (re.compile(r"\breg_covar\b"), "--reg-covar"),
+)
+
+
+def command_terms(text: str) -> str:
+    """A warning's advice with the command's options for the Python parameters it names
+    (R's USJudgeRatings told command users "Use covariance_type='diag'", which the command
+    spells ``--bayes-covariance-type diag``).
+
+    Examples
+    --------
+    >>> command_terms("Use covariance_type='diag' or raise target_accept to 0.95.")
+    'Use --bayes-covariance-type diag or raise --target-accept to 0.95.'
+    """
+    for pattern, option in _TERMS:
+        text = pattern.sub(option, text)
+    return text
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:

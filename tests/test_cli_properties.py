@@ -208,3 +208,23 @@ def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setitem(os.environ, "BAYESGMM_DEBUG", "1")
     with pytest.raises(KeyError):
         main(["fit", str(data), "--components", "1"])
+
+
+def test_warnings_advise_the_commands_options(capsys):
+    """A command user was told "Use covariance_type='diag'" and "raise target_accept" (R's
+    USJudgeRatings, carData's Davis): the command spells them as its options."""
+    from bayesgmm.cli import _show_as_note, command_terms
+
+    said = (
+        "n_components=3 is too many for covariance_type='full': use covariance_type=\"diag\", "
+        "fewer n_components, raise target_accept (e.g. 0.95), increase reg_covar or choose "
+        "bayes_covariance_type accordingly."
+    )
+    assert command_terms(said) == (
+        "K=3 is too many for --bayes-covariance-type full: use --bayes-covariance-type diag, "
+        "fewer --components, raise --target-accept (e.g. 0.95), increase --reg-covar or "
+        "choose --bayes-covariance-type accordingly."
+    )
+    assert command_terms("a simpler covariance_type") == "a simpler covariance_type"
+    _show_as_note("raise target_accept", UserWarning, "file.py", 1)
+    assert "UserWarning: raise --target-accept" in capsys.readouterr().err

@@ -181,7 +181,9 @@ def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
 
 
 def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.DataFrame:
-    """Read the CSV (or Old Faithful when ``path`` is None) and select numeric columns."""
+    """Read the CSV (or Old Faithful when ``path`` is None) and select numeric columns; the
+    index is each row's data row in the file, from 1, as the command's messages count them
+    (kept after --dropna: the report's rows are the file's)."""
     if path is None:
         from .datasets import load_faithful
 
@@ -192,7 +194,10 @@ def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.D
     numeric = _drop_missing(_select_columns(frame, columns, source), dropna)
     if numeric.shape[0] == 0:
         raise DataError(f"no data rows left in {source}")
-    return numeric.reset_index(drop=True)
+    numeric.index = pd.RangeIndex(1, frame.shape[0] + 1, name="data row")[
+        frame.index.get_indexer(numeric.index)
+    ]
+    return numeric
 
 
 @contextlib.contextmanager

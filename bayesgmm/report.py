@@ -387,7 +387,7 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
     section.figure(_figure_of(ax), f"Most probable component{which}; uncertain points stand out")
     X = X[X.notna().any(axis=1)]  # the fitted rows: one with nothing observed was left out
     order = np.argsort(-membership["entropy"].values)[:10]
-    rows = X.iloc[order].reset_index(names="observation")
+    rows = X.iloc[order].reset_index(names=X.index.name or "observation")
     rows["entropy"] = membership["entropy"].values[order]
     probability = membership["probability"].values[order]
     for k in range(probability.shape[1]):
@@ -466,7 +466,7 @@ def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:
             )
         frame = frame[columns]
     data, names = check_matrix(frame, caller="report", allow_nan=True)
-    return pd.DataFrame(data, columns=names)
+    return pd.DataFrame(data, columns=names, index=frame.index)  # (the rows' own labels)
 
 
 def report(

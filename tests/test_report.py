@@ -19,7 +19,7 @@ from PIL import Image
 
 from bayesgmm.cli import build_parser, load_data, main, parse_components
 from bayesgmm.datasets import simulate_mixture
-from bayesgmm.report import SECTIONS
+from bayesgmm.report import SECTIONS, _as_frame
 
 
 class _Page(HTMLParser):
@@ -475,6 +475,11 @@ def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     assert frame.shape == (4, 2) and int(frame.isna().sum().sum()) == 2
     assert "2 missing cell(s) in 2 row(s), column(s) ['a', 'b']" in capsys.readouterr().err
     assert load_data(str(data), None, dropna=True).shape == (2, 2)
+    # rows keep the file's data row numbers, from 1 as the command counts them, after
+    # --dropna too (cluster's plantTraits: the report's "observation 83" was data row 124)
+    assert frame.index.tolist() == [1, 2, 3, 4] and frame.index.name == "data row"
+    assert load_data(str(data), None, dropna=True).index.tolist() == [1, 4]
+    assert _as_frame(load_data(str(data), None, dropna=True), None).index.tolist() == [1, 4]
 
 
 def _two_groups(shift: float, seed: int) -> pd.DataFrame:

@@ -349,9 +349,27 @@ def _comparison_section(fit: BayesianGMM, hdi_prob: float) -> Section:
     return section
 
 
+def _independence_text(idata: Any) -> str:
+    """Whether the kept draws are independence Metropolis-Hastings draws, and why (robustbase
+    starsCYG: NUTS failed with 313 divergences and only the reproducibility table said that
+    the draws came from another sampler); "" for NUTS draws."""
+    if get_attr(idata, "draws_sampler") != "independence_mh":
+        return ""
+    record = get_attr(idata, "independence_mh") or {}
+    reason = record.get("reason", "") if isinstance(record, dict) else ""
+    return (
+        "These draws come from independence Metropolis-Hastings, not NUTS: "
+        + (f"{reason}." if reason else "NUTS did not pass the checks.")
+        + " They have no trajectories, so no divergences or E-BFMI to check."
+    )
+
+
 def _diagnostics_section(fit: BayesianGMM) -> Section:
     section = Section("diagnostics", "Diagnostics")
     section.table(fit.diagnostics(), "Convergence checks (after relabelling)")
+    independence = _independence_text(fit.idata_)
+    if independence:
+        section.text(independence)
     modes = fit.modes()
     if len(modes) > 1:  # R-hat above fails for this reason: each mode's own checks and weight
         section.text(
@@ -366,6 +384,20 @@ def _diagnostics_section(fit: BayesianGMM) -> Section:
     axes = plotting.plot_trace(fit.idata_)
     section.figure(_figure_of(axes), "Trace after relabelling")
     return section
+
+
+_CERTAIN = 1e-3  # nats: a membership entropy below it is certainty (p > 0.9999)
+
+
+def _certain_text(membership: Any) -> str:
+    """What to say instead of the most uncertain rows when none is uncertain ("" else)."""
+    largest = float(membership["entropy"].max())
+    if largest >= _CERTAIN:
+        return ""
+    return (
+        "Every observation belongs to its component with near certainty (the largest "
+        f"membership entropy is {largest:.2g} nats): no uncertain observations to list."
+    )
 
 
 def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> Section:
@@ -386,6 +418,10 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
     ax = plotting.plot_membership(tree, hdi_prob=hdi_prob, membership=membership)
     section.figure(_figure_of(ax), f"Most probable component{which}; uncertain points stand out")
     X = X[X.notna().any(axis=1)]  # the fitted rows: one with nothing observed was left out
+    certain = _certain_text(membership)
+    if certain:  # (robustbase hbk: ten rows of entropy 1e-24 said nothing)
+        section.text(certain)
+        return section
     order = np.argsort(-membership["entropy"].values)[:10]
     rows = X.iloc[order].reset_index(names=X.index.name or "observation")
     rows["entropy"] = membership["entropy"].values[order]

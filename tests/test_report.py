@@ -765,3 +765,26 @@ def test_a_chosen_posterior_started_from_a_collapsed_em_fit_says_so():
     )
     fit.em_.collapsed_components_ = np.array([], dtype=int)
     assert _collapsed_start_text(fit) == ""
+
+
+def test_certain_memberships_and_independence_draws_are_said_in_words():
+    """robustbase hbk: the ten "most uncertain" rows had entropy 1e-24; starsCYG's draws came
+    from independence Metropolis-Hastings and only the reproducibility table said so."""
+    import json
+
+    import xarray as xr
+
+    from bayesgmm.report import _certain_text, _independence_text
+
+    certain = xr.Dataset({"entropy": ("obs_id", [1e-24, 3e-9])})
+    assert _certain_text(certain).startswith("Every observation belongs to its component")
+    assert _certain_text(certain.assign(entropy=("obs_id", [0.2, 3e-9]))) == ""
+    record = {"kept": True, "reason": "divergences after NUTS; independence MH: gates met"}
+    attrs = {"draws_sampler": "independence_mh", "independence_mh": json.dumps(record)}
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset(attrs=attrs)})
+    assert _independence_text(tree) == (
+        "These draws come from independence Metropolis-Hastings, not NUTS: divergences after "
+        "NUTS; independence MH: gates met. They have no trajectories, so no divergences or "
+        "E-BFMI to check."
+    )
+    assert _independence_text(xr.DataTree.from_dict({"posterior": xr.Dataset()})) == ""

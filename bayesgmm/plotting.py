@@ -995,7 +995,12 @@ def plot_criteria(
         _, ax = plt.subplots(figsize=(6, 3.5))
     rows = table[table["status"] != "failed"]
     styles = {"bic": "-", "icl": "--", "aic": ":"}
-    for i, (family, group) in enumerate(rows.groupby("covariance_type", sort=False)):
+    families = rows.groupby("covariance_type", sort=False)
+    # the default cycle has ten colours: mclust's 14 models take tab20's (none repeated)
+    colors = (
+        [f"C{i}" for i in range(10)] if families.ngroups <= 10 else plt.get_cmap("tab20").colors
+    )
+    for i, (family, group) in enumerate(families):
         group = group.sort_values("n_components")
         name = group["model_name"].iloc[0] if "model_name" in group else family  # mclust's
         for criterion in criteria:
@@ -1003,17 +1008,17 @@ def plot_criteria(
                 group["n_components"],
                 group[criterion],
                 styles[criterion],
-                color=f"C{i}",
+                color=colors[i],
                 label=f"{criterion.upper()} ({name})",
             )
             ok = group["status"] == "ok"
-            ax.plot(group.loc[ok, "n_components"], group.loc[ok, criterion], "o", color=f"C{i}")
+            ax.plot(group.loc[ok, "n_components"], group.loc[ok, criterion], "o", color=colors[i])
             ax.plot(
                 group.loc[~ok, "n_components"],
                 group.loc[~ok, criterion],
                 "o",
                 mfc="white",
-                color=f"C{i}",
+                color=colors[i],
             )
             healthy = group[ok] if ok.any() else group  # healthy first, as EMSelection.best
             best = healthy.loc[healthy[criterion].idxmin()]
@@ -1022,7 +1027,7 @@ def plot_criteria(
                 best[criterion],
                 "*",
                 ms=14,
-                color=f"C{i}",
+                color=colors[i],
                 markeredgecolor="black",
             )
     ax.set_xlabel("number of components K")

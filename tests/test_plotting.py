@@ -428,6 +428,29 @@ def test_plot_criteria_marks_the_best():
     plt.close("all")
 
 
+def test_plot_criteria_gives_every_one_of_14_models_its_own_colour():
+    """The default cycle's ten colours repeated in the report's 14-model BIC figure."""
+    import matplotlib.colors as mcolors
+
+    from bayesgmm.plotting import plot_criteria
+
+    names = ["EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV"]
+    names += ["VEV", "EVV", "VVV"]
+    table = pd.DataFrame(
+        {
+            "n_components": np.tile([1, 2], 14),
+            "covariance_type": np.repeat(names, 2),
+            "status": "ok",
+            "bic": np.arange(28.0),
+        }
+    )
+    ax = plot_criteria(table, criteria=("bic",))
+    lines = [line for line in ax.lines if line.get_linestyle() == "-"]
+    assert len(lines) == 14
+    assert len({mcolors.to_hex(line.get_color()) for line in lines}) == 14
+    plt.close("all")
+
+
 def test_plot_criteria_stars_the_healthy_best_as_the_selection_does():
     """A collapsed fit with the lowest criterion is drawn hollow and not starred (the
     selection never chooses it; the model_selection notebook's AIC star sat on one)."""

@@ -481,7 +481,8 @@ def ranked_components(table: pd.DataFrame) -> list[int]:
     whatever their BIC (as in the best-by-criterion choice): sampling from a collapsed EM start
     rarely converges. Failed fits are never ranked.
     """
-    usable = table[table["status"] != "failed"].assign(_unhealthy=table["status"] != "ok")
+    usable = table[table["status"] != "failed"]
+    usable = usable.assign(_unhealthy=usable["status"] != "ok")  # (an empty one stays empty)
     usable = usable.sort_values(["_unhealthy", "bic"], kind="stable")
     return list(dict.fromkeys(int(k) for k in usable["n_components"]))
 
@@ -511,10 +512,10 @@ def _sampleable_candidates(
     is in ``selection.failed`` with the reason. K is ranked by the sampled model's own rows of
     the sweep when it has them (R's milk, all 14 models swept, diagonal covariances sampled:
     K = 4 and 5, the best K of EEE and EVE, were sampled while VVI's BIC was lowest at K = 6),
-    else by every row."""
+    else (none, or every one failed) by every row."""
     table = selection.em.table
-    own = table[table["model_name"] == model_name(covariance_type)]
-    table = own if len(own) else table
+    own = table["model_name"] == model_name(covariance_type)
+    table = table[own] if (own & (table["status"] != "failed")).any() else table
     short = {
         k: too_few_rows(covariance_type, k, shape[0], shape[1])
         or inestimable(covariance_type, k, shape[0], shape[1]).rstrip(".")

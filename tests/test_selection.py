@@ -631,3 +631,13 @@ def test_point_masses_are_components_narrow_on_a_shared_value():
     assert point_masses(_PointMassFit(labels, [[0.3, 1.0], [1.0, 1.0]]), X) == []
     X[:3, 0] = [1.0, 2.0, 3.0]  # 17 of 20 share the value: below 90%
     assert point_masses(_PointMassFit(labels, [[1e-4, 1.0], [1.0, 1.0]]), X) == []
+
+
+def test_ranked_components_of_failed_fits_only_is_empty():
+    """Every fit of the sampled model failed (VVV on 10 rows at K = 3, 4): no K to rank, and
+    the candidates fall back on the other models' rows (test above: the K are then refused
+    with their reasons)."""
+    from bayesgmm.selection import ranked_components
+
+    table = pd.DataFrame({"n_components": [3, 4], "status": "failed", "bic": np.nan})
+    assert ranked_components(table) == []

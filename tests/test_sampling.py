@@ -410,7 +410,15 @@ def test_two_components_start_where_the_weights_slope_is_exactly_zero(preconditi
     X = np.vstack([rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) + 15.0])
     em = EMGaussianMixture(2, random_state=0).fit(X)
     assert np.array_equal(em.weights_, [0.5, 0.5])
-    model = build_model(X, 2)
+    idata = _sampled_from_a_flat_start(X, em, "full", precondition)
+    weights = idata.posterior["weights"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(weights, 0.5, atol=0.1)
+
+
+def _sampled_from_a_flat_start(X, em, covariance_type: str, precondition: str):
+    """Sampling from ``em``, whose density has an exactly zero slope (asserted) as nutpie
+    would see it: 30 draws of 2 chains."""
+    model = build_model(X, em.n_components, covariance_type=covariance_type)
     density = log_density_for(model)
     rows = density.rows(*observed_rows(model))
     assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # as nutpie would see it
@@ -421,8 +429,7 @@ def test_two_components_start_where_the_weights_slope_is_exactly_zero(preconditi
             precondition=precondition,
         )  # fmt: skip
     assert idata.posterior.sizes["draw"] == 30
-    weights = idata.posterior["weights"].mean(("chain", "draw")).values
-    np.testing.assert_allclose(weights, 0.5, atol=0.1)
+    return idata
 
 
 @pytest.mark.parametrize("precondition", ["laplace", "none"])
@@ -435,15 +442,5 @@ def test_one_component_starts_where_a_slope_is_exactly_zero(precondition):
     X = np.empty((60, 3))
     X[0::2], X[1::2] = half, -half
     em = EMGaussianMixture(1, covariance_type="diag", random_state=0).fit(X)
-    model = build_model(X, 1, covariance_type="diag")
-    density = log_density_for(model)
-    rows = density.rows(*observed_rows(model))
-    assert np.any(density(_flat_start(model, em), rows)[1] == 0)  # as nutpie would see it
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        idata = sample_posterior(
-            model, em, draws=30, tune=30, chains=2, random_seed=0, progressbar=False,
-            precondition=precondition,
-        )  # fmt: skip
-    assert idata.posterior.sizes["draw"] == 30
+    idata = _sampled_from_a_flat_start(X, em, "diag", precondition)
     np.testing.assert_allclose(idata.posterior["means"].mean(("chain", "draw")), 0.0, atol=0.5)

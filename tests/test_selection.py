@@ -214,13 +214,10 @@ class _StubFit:
         return diagnostics(self.idata_)
 
 
-@pytest.mark.parametrize("true_k_converged", [True, False, "labels"])
-def test_winner_is_the_best_converged_model(true_k_converged):
-    """K=3 (the truth) has the better elpd; it wins only if its chains agree. Components
-    matched to EM's differently from draw to draw ("labels") fail a check that LOO, which
-    does not depend on labels, does not wait for: the model still wins, the check listed."""
+def _stub_fits() -> dict:
+    """Posteriors at K = 2 and 3 around EM's fits of two-component data, no divergences
+    (:func:`tests._fake.idata_around`): K = 3 has the better elpd."""
     from bayesgmm import EMGaussianMixture
-    from bayesgmm.selection import bayesian_comparison
 
     from ._fake import idata_around, simulated_data
 
@@ -230,11 +227,23 @@ def test_winner_is_the_best_converged_model(true_k_converged):
         em = EMGaussianMixture(k, random_state=0, n_init=2).fit(X)
         idata = idata_around(em, X, n_chains=2, n_draws=1000, seed=k)
         idata.sample_stats["diverging"].values[:] = False
-        if k == 3 and true_k_converged is False:
-            idata.posterior["means"].values[1] += 0.5  # chain 1 elsewhere: R-hat fails
-        if k == 3 and true_k_converged == "labels":
-            idata.sample_stats["label_permutation"].values[1, ::2] = [2, 0, 1]
         fits[f"K={k}"] = _StubFit(idata)
+    return fits
+
+
+@pytest.mark.parametrize("true_k_converged", [True, False, "labels"])
+def test_winner_is_the_best_converged_model(true_k_converged):
+    """K=3 (the truth) has the better elpd; it wins only if its chains agree. Components
+    matched to EM's differently from draw to draw ("labels") fail a check that LOO, which
+    does not depend on labels, does not wait for: the model still wins, the check listed."""
+    from bayesgmm.selection import bayesian_comparison
+
+    fits = _stub_fits()
+    idata = fits["K=3"].idata_
+    if true_k_converged is False:
+        idata.posterior["means"].values[1] += 0.5  # chain 1 elsewhere: R-hat fails
+    if true_k_converged == "labels":
+        idata.sample_stats["label_permutation"].values[1, ::2] = [2, 0, 1]
     table = bayesian_comparison(fits)
     assert table["rank"].idxmin() == "K=3"  # the better elpd, converged or not
     assert table.loc["K=3", "converged"] == bool(true_k_converged)
@@ -577,18 +586,11 @@ def test_a_model_with_a_component_on_a_point_mass_is_not_the_winner(monkeypatch)
     """K=3 has the better elpd and converged, but one of its components sits on rows sharing
     a value (the likelihood rewards the tie: cluster::plantTraits, K=3, by 196 nats): K=2
     wins, and the table says where K=3's point mass is."""
-    from bayesgmm import EMGaussianMixture, selection
+    from bayesgmm import selection
     from bayesgmm.selection import bayesian_comparison
 
-    from ._fake import idata_around, simulated_data
-
-    X = simulated_data(2, n_samples=150)
-    fits = {}
-    for k in (2, 3):
-        em = EMGaussianMixture(k, random_state=0, n_init=2).fit(X)
-        idata = idata_around(em, X, n_chains=2, n_draws=1000, seed=k)
-        idata.sample_stats["diverging"].values[:] = False
-        fits[f"K={k}"] = _StubFit(idata)
+    fits = _stub_fits()
+    X = np.zeros((150, 2))  # (point_masses is replaced: only its being given counts)
     said = "component 1 sits on 31 of its 31 rows, which share x0 = 0"
     monkeypatch.setattr(
         selection, "point_masses", lambda fit, X: [said] if fit is fits["K=3"] else []

@@ -42,7 +42,9 @@ def point_masses(fit: Any, X: Any) -> list[str]:
         warnings.simplefilter("ignore")  # (several modes: the labels mix; said elsewhere)
         labels = fit.predict(X)
     X = np.asarray(X, dtype=float)
-    stds = fit.idata_.posterior["stds"].median(("chain", "draw")).values  # (K, D), data units
+    covariances = fit.idata_.posterior["covariances"].values  # (chain, draw, K, D, D)
+    sds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
+    stds = np.median(sds.reshape(-1, *sds.shape[2:]), axis=0)  # (K, D), the data's units
     spread = np.nanstd(X, axis=0)
     names = [str(n) for n in fit.feature_names_]
     found = []

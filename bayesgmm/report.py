@@ -359,7 +359,7 @@ def _independence_text(idata: Any) -> str:
     reason = record.get("reason", "") if isinstance(record, dict) else ""
     return (
         "These draws come from independence Metropolis-Hastings, not NUTS: "
-        + (f"{reason}." if reason else "NUTS did not pass the checks.")
+        + (f"{reason.rstrip('.')}." if reason else "NUTS did not pass the checks.")
         + " They have no trajectories, so no divergences or E-BFMI to check."
     )
 

@@ -605,15 +605,17 @@ def test_a_model_with_a_component_on_a_point_mass_is_not_the_winner(monkeypatch)
 
 
 class _PointMassFit:
-    """What point_masses reads: predict(X), the posterior's stds, the feature names."""
+    """What point_masses reads: predict(X), the posterior's covariances (one draw, diagonal
+    with the standard deviations ``stds``), the feature names."""
 
     def __init__(self, labels, stds):
         import xarray as xr
 
         self.labels, self.feature_names_ = labels, ["a", "b"]
-        stds = np.asarray(stds, dtype=float)[None, None]
+        covariances = np.stack([np.diag(np.square(s)) for s in np.asarray(stds, dtype=float)])
+        dims = ("chain", "draw", "component", "feature", "feature_bis")
         self.idata_ = xr.DataTree.from_dict(
-            {"posterior": xr.Dataset({"stds": (("chain", "draw", "component", "feature"), stds)})}
+            {"posterior": xr.Dataset({"covariances": (dims, covariances[None, None])})}
         )
 
     def predict(self, X):

@@ -263,6 +263,12 @@ def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -
     >>> sampled_model_statement((3, "VVE"), "full")  # doctest: +NORMALIZE_WHITESPACE
     "EM's BIC chose VVE with K=3; the Bayesian stage samples VVV (full), which contains VVE
     as a special case but does not impose its constraints."
+    >>> sampled_model_statement((4, "EEE"), "diag")  # doctest: +NORMALIZE_WHITESPACE
+    "EM's BIC chose EEE with K=4; the Bayesian stage samples VVI (diag), which cannot
+    represent EEE: its posterior is that of a different model. EEE itself can be sampled:
+    bayes_covariance_type='EEE'."
+    >>> sampled_model_statement((2, "VEI"), "spherical").split("contains VEI ")[-1]
+    "is VVI (bayes_covariance_type='VVI')."
     """
     k, chosen = best[0], model_name(best[1])
     sampled = model_name(bayes_covariance_type)
@@ -275,7 +281,13 @@ def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -
             f"{head}, which contains {chosen} as a special case but does not impose its "
             "constraints."
         )
-    return (
-        f"{head}, which cannot represent {chosen}: its posterior is that of a different model. "
-        "Choose bayes_covariance_type accordingly (full contains every model)."
-    )
+    closest = [m for m in BAYES_MODELS if contains(m, chosen)][-1]  # (VVV contains every one)
+    if closest == chosen:
+        advice = f"{chosen} itself can be sampled: bayes_covariance_type='{chosen}'."
+    else:
+        advice = (
+            f"The closest model the Bayesian stage samples that contains {chosen} is {closest} "
+            f"(bayes_covariance_type='{closest}')."
+        )
+    different = "its posterior is that of a different model"
+    return f"{head}, which cannot represent {chosen}: {different}. {advice}"

@@ -35,6 +35,11 @@ def test_nesting_of_the_14_models():
         ((3, "VVE"), "full", "samples VVV (full), which contains VVE as a special case"),
         ((3, "VEI"), "diag", "samples VVI (diag), which contains VEI"),
         ((4, "EEE"), "diag", "samples VVI (diag), which cannot represent EEE"),
+        # the advice names a model the stage can sample (R's milk: "full contains every
+        # model" pointed back to full, refused there, not to EEE, BIC's choice)
+        ((4, "EEE"), "diag", "EEE itself can be sampled: bayes_covariance_type='EEE'."),
+        ((2, "VEV"), "diag", "samples that contains VEV is VVV (bayes_covariance_type='VVV')"),
+        ((2, "EVI"), "EII", "samples that contains EVI is VVI (bayes_covariance_type='VVI')"),
         ((2, "VEV"), "VVV", "samples VVV, which contains VEV"),  # not "VVV (VVV)"
     ],
 )

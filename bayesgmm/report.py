@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import plotting
 from ._idata import get_attr
+from ._models import n_parameters
 from ._output import OutputPathError, PathLike, check_targets, staged
 from ._render import Section, render_html, render_markdown
 from ._report_figures import (
@@ -217,9 +218,9 @@ def _loo_section(selection: Selection) -> Section:
             "apart (e.g. drop the feature, or code the value as an indicator and the other "
             "values as a feature of their own)."
         )
-    pareto = _pareto_text(selection)
-    if pareto:
-        section.text(pareto)
+    for text in (_pareto_text(selection), _p_loo_text(selection)):
+        if text:
+            section.text(text)
     return section
 
 
@@ -242,8 +243,31 @@ def _pareto_text(selection: Selection) -> str:
         f"Rows with Pareto k above 0.7: {counts}. PSIS-LOO is unreliable for those rows (each "
         "one leans hard on the fit: an outlier, or a row a component is built on), so the "
         "elpd of those candidates, and their differences, are uncertain beyond the standard "
-        "errors shown; exact refits without those rows, or K-fold cross-validation, give "
-        "reliable ones."
+        "errors shown; exact refits without those rows, or K-fold cross-validation (not run "
+        "here), give reliable ones."
+    )
+
+
+def _p_loo_text(selection: Selection) -> str:
+    """Candidates whose effective number of parameters ``p_loo`` exceeds their free
+    parameters or a fifth of the rows ("" when none): the model is badly misspecified for the
+    data or PSIS-LOO fails (Vehtari's LOO FAQ). mlbench's Ionosphere, K=1: p_loo 1,130 for
+    560 parameters and 351 rows, with no word of it."""
+    said = []
+    for label, row in selection.loo.iterrows():
+        fit = selection.fits[label]
+        n_rows = _n_rows(fit)
+        count = n_parameters(
+            fit.covariance_type, fit.n_components, fit.idata_.posterior.sizes["feature"]
+        )
+        if row["p_loo"] > min(count, n_rows / 5):
+            said.append(f"{label} {row['p_loo']:.4g} ({count} parameters, {n_rows} rows)")
+    if not said:
+        return ""
+    return (
+        f"p_loo above the free parameters or a fifth of the rows: {', '.join(said)}. The model "
+        "is then badly misspecified for these data, or PSIS-LOO fails for them; their elpd is "
+        "no reliable guide."
     )
 
 

@@ -615,7 +615,8 @@ def test_without_a_converged_posterior_nor_the_bic_choice_the_best_sampled_by_bi
 
 def _loo_selection(rows: dict, n_rows: int = 50):
     """A Selection whose LOO table holds ``rows`` (label -> column values) and whose fits
-    are stand-ins with ``n_components`` and a pointwise log-likelihood of ``n_rows`` rows."""
+    are stand-ins with ``n_components``, full covariances of two features and a pointwise
+    log-likelihood of ``n_rows`` rows."""
     from types import SimpleNamespace
 
     import xarray as xr
@@ -625,7 +626,11 @@ def _loo_selection(rows: dict, n_rows: int = 50):
     obs = xr.DataArray(np.zeros((2, 5, n_rows)), dims=("chain", "draw", "obs_id"))
     fits = {
         label: SimpleNamespace(
-            n_components=int(label[2:]), idata_=SimpleNamespace(log_likelihood={"obs": obs})
+            n_components=int(label[2:]),
+            covariance_type="full",
+            idata_=SimpleNamespace(
+                log_likelihood={"obs": obs}, posterior=SimpleNamespace(sizes={"feature": 2})
+            ),
         )
         for label in rows
     }
@@ -788,3 +793,25 @@ def test_certain_memberships_and_independence_draws_are_said_in_words():
         "E-BFMI to check."
     )
     assert _independence_text(xr.DataTree.from_dict({"posterior": xr.Dataset()})) == ""
+
+
+def test_a_p_loo_above_the_parameters_or_a_fifth_of_the_rows_is_named():
+    """mlbench's Ionosphere, K=1: p_loo 1,130 for 560 parameters and 351 rows, no word of it
+    (Vehtari's LOO FAQ: the model is badly misspecified, or PSIS-LOO fails)."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _p_loo_text
+
+    rows = {"K=1": {"p_loo": 12.0}, "K=2": {"p_loo": 30.0}}
+    selection = _loo_selection(rows, n_rows=100)  # K=1, full, 3 features: 9 parameters
+    for fit in selection.fits.values():
+        fit.idata_.posterior = SimpleNamespace(sizes={"feature": 3})
+    # K=1: 12 > 9 parameters; K=2: 19 parameters, 30 > 100 / 5
+    assert _p_loo_text(selection) == (
+        "p_loo above the free parameters or a fifth of the rows: K=1 12 (9 parameters, 100 "
+        "rows), K=2 30 (19 parameters, 100 rows). The model is then badly misspecified for "
+        "these data, or PSIS-LOO fails for them; their elpd is no reliable guide."
+    )
+    rows["K=1"]["p_loo"], rows["K=2"]["p_loo"] = 8.0, 15.0
+    selection.loo = pd.DataFrame.from_dict(rows, orient="index")
+    assert _p_loo_text(selection) == ""

@@ -250,24 +250,23 @@ def _pareto_text(selection: Selection) -> str:
 
 def _p_loo_text(selection: Selection) -> str:
     """Candidates whose effective number of parameters ``p_loo`` exceeds their free
-    parameters or a fifth of the rows ("" when none): the model is badly misspecified for the
-    data or PSIS-LOO fails (Vehtari's LOO FAQ). mlbench's Ionosphere, K=1: p_loo 1,130 for
-    560 parameters and 351 rows, with no word of it."""
+    parameters ("" when none): the sign, in the loo package's glossary, of a model badly
+    misspecified for the data. mlbench's Ionosphere, K=1: p_loo 1,130 for 560 parameters
+    (351 rows), with no word of it."""
     said = []
     for label, row in selection.loo.iterrows():
         fit = selection.fits[label]
-        n_rows = _n_rows(fit)
         count = n_parameters(
             fit.covariance_type, fit.n_components, fit.idata_.posterior.sizes["feature"]
         )
-        if row["p_loo"] > min(count, n_rows / 5):
-            said.append(f"{label} {row['p_loo']:.4g} ({count} parameters, {n_rows} rows)")
+        if row["p_loo"] > count:
+            said.append(f"{label} {row['p_loo']:.4g} for {count}")
     if not said:
         return ""
     return (
-        f"p_loo above the free parameters or a fifth of the rows: {', '.join(said)}. The model "
-        "is then badly misspecified for these data, or PSIS-LOO fails for them; their elpd is "
-        "no reliable guide."
+        f"p_loo above the free parameters: {', '.join(said)}. The model is then badly "
+        "misspecified for these data (the loo package's glossary), and its elpd is no reliable "
+        "guide."
     )
 
 

@@ -335,8 +335,8 @@ def _collapsed_start_text(fit: Any) -> str:
     return (
         f"Its chains started from an EM fit that collapsed component(s) {collapsed} (the EM "
         "section says why such estimates are not trustworthy): its per-component results may "
-        "describe those few rows rather than a cluster; where LOO allows, prefer a candidate "
-        "whose EM fit is sound."
+        "describe a tied value or a few rows rather than a cluster; where LOO allows, prefer a "
+        "candidate whose EM fit is sound."
     )
 
 

@@ -41,7 +41,7 @@ from .datasets import load_faithful
 from .diagnostics import LABEL_FLIPS, label_flips
 from .membership import posterior_membership
 from .modes import main_mode, mode_posterior
-from .selection import Selection, ranked_components, select_n_components
+from .selection import Selection, ranked_components, ranking_rows, select_n_components
 
 __all__ = ["Report", "report"]
 
@@ -503,7 +503,8 @@ def _choose(selection: Selection) -> tuple[str, str]:
         none = "every converged candidate posterior has a component on a point mass"
     if label in selection.fits:
         return label, f"{none}, so the BIC choice is shown (treat with care)."
-    sampled = [f"K={k}" for k in ranked_components(selection.em.table)]
+    kind = next(iter(selection.fits.values())).covariance_type  # (every candidate's)
+    sampled = [f"K={k}" for k in ranked_components(ranking_rows(selection.em.table, kind))]
     shown = next((k for k in sampled if k in selection.fits), next(iter(selection.fits)))
     why = selection.failed.get(label, "it was not a candidate")
     return shown, (

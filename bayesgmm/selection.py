@@ -498,6 +498,13 @@ def _with_sampled(covariance_types: str | Iterable[str], sampled: str | None, X:
     return [*names, sampled]
 
 
+def ranking_rows(table: pd.DataFrame, covariance_type: str) -> pd.DataFrame:
+    """The rows of an EM sweep's table that rank the K of a sampled ``covariance_type``: its
+    own rows when one of them was fitted, else every row."""
+    own = table["model_name"] == model_name(covariance_type)
+    return table[own] if (own & (table["status"] != "failed")).any() else table
+
+
 def _sampleable_candidates(
     selection: Selection, n_candidates: int, covariance_type: str, shape: tuple[int, ...]
 ) -> list[int]:
@@ -513,9 +520,7 @@ def _sampleable_candidates(
     the sweep when it has them (R's milk, all 14 models swept, diagonal covariances sampled:
     K = 4 and 5, the best K of EEE and EVE, were sampled while VVI's BIC was lowest at K = 6),
     else (none, or every one failed) by every row."""
-    table = selection.em.table
-    own = table["model_name"] == model_name(covariance_type)
-    table = table[own] if (own & (table["status"] != "failed")).any() else table
+    table = ranking_rows(selection.em.table, covariance_type)
     short = {
         k: too_few_rows(covariance_type, k, shape[0], shape[1])
         or inestimable(covariance_type, k, shape[0], shape[1]).rstrip(".")

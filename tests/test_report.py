@@ -594,22 +594,24 @@ def test_without_a_converged_posterior_nor_the_bic_choice_the_best_sampled_by_bi
 
     table = pd.DataFrame(
         {
-            "n_components": [1, 2, 3, 4],
-            "covariance_type": ["diag"] * 4,
-            "bic": [100.0, 90.0, 105.0, 80.0],  # BIC's choice: K=1, the best sound fit
-            "status": ["ok", "collapsed", "ok", "collapsed"],
+            "n_components": [1, 2, 3, 4, 2],
+            "covariance_type": ["diag"] * 4 + ["spherical"],
+            "model_name": ["VVI"] * 4 + ["VII"],
+            "bic": [100.0, 90.0, 105.0, 80.0, 10.0],  # BIC's choice: K=1, the best sound fit
+            "status": ["ok", "collapsed", "ok", "collapsed", "ok"],
         }
     )
+    diag = SimpleNamespace(covariance_type="diag")  # the sampled model: its rows rank K
     selection = Selection(
         em=SimpleNamespace(table=table),
-        fits={"K=4": object(), "K=2": object(), "K=3": object()},
+        fits={"K=4": diag, "K=2": diag, "K=3": diag},
         chosen={"bic": (1, "diag"), "loo": None},
         failed={"K=1": "the posterior density there is flat in some direction"},
     )
     label, reason = _choose(selection)
     assert label == "K=3"  # sound, though the collapsed K=4 and K=2 have lower BICs
     assert "the BIC choice, K=1, has no posterior (the posterior density there is flat" in reason
-    selection.fits = {"K=4": object(), "K=2": object()}  # only collapsed ones: the lower BIC
+    selection.fits = {"K=4": diag, "K=2": diag}  # only collapsed ones: the lower BIC
     assert _choose(selection)[0] == "K=4"
 
 
@@ -751,7 +753,8 @@ def test_a_candidate_on_a_point_mass_is_named_and_not_called_unconverged():
     )
     rows["K=1"].update(converged=False, winner=False)
     selection = _loo_selection(rows)
-    selection.em = SimpleNamespace(table=pd.DataFrame())
+    columns = ["n_components", "model_name", "status", "bic"]
+    selection.em = SimpleNamespace(table=pd.DataFrame(columns=columns))
     selection.chosen = {"bic": (2, "full"), "loo": None}
     label, reason = _choose(selection)
     assert label == "K=2"

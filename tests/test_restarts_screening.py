@@ -14,7 +14,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from bayesgmm import EMGaussianMixture, em_sweep
-from bayesgmm._restarts import Strategy, em_em, partition_pool
+from bayesgmm._restarts import Strategy, _distinct, _kmeans_starts, em_em, partition_pool
 
 SIMCORR = Path(__file__).parents[1] / "benchmarks" / "data" / "simcorr.csv"
 
@@ -206,3 +206,41 @@ def test_the_merge_pass_screens_six_merges_old_faithful_vvi_k6(faithful_vvi6):
 
     assert vvi6(Strategy(n_merge=2)) < best - 1.0
     assert vvi6(Strategy()) >= best - 0.1
+
+
+def test_the_best_kmeans_partition_is_continued_however_it_ranks_before():
+    """A start of kind ``kmeans-best`` that ranks last after one iteration and after its
+    short run, and passes every other run only at convergence (robustbase radarImage EEE
+    K=9), is continued by default and wins; without it among ``always`` it is dropped."""
+    paths = [[-100.0 - i] * 12 for i in range(14)]
+    paths.append([-200.0, *([-150.0] * 12), -10.0])  # last until converged
+    starts = [("kmeans", path) for path in paths[:-1]] + [("kmeans-best", paths[-1])]
+    assert em_em(_start, _advance, starts, Strategy()).lower_bound == -10.0
+    old = Strategy(always=("hc", "random"))
+    assert em_em(_start, _advance, starts, old).lower_bound == -100.0
+
+
+def test_one_kmeans_best_start_per_geometry_the_least_sum_of_squares():
+    """In each geometry (standardised, common scale) the k-means partition of least
+    within-cluster sum of squares among that geometry's is ``kmeans-best`` (sums computed
+    here directly), and the pool keeps one such start per geometry at every K, also when
+    it repeats an earlier partition."""
+    X = pd.read_csv(SIMCORR).to_numpy()[:, :3] * np.array([1.0, 10.0, 0.1])
+    centred = X - X.mean(axis=0)
+    spaces = (centred / X.std(axis=0), centred / np.sqrt(np.mean(X.var(axis=0))))
+    rng = np.random.RandomState(0)
+    for k in (2, 3, 4):
+        found = _kmeans_starts(spaces, k, 8, rng)
+        for space, Z in enumerate(spaces):
+            ours = found[space::2]
+            ss = [
+                sum(((Z[lab == c] - Z[lab == c].mean(axis=0)) ** 2).sum() for c in range(k))
+                for _, lab, _ in ours
+            ]
+            assert [kind for kind, _, _ in ours].count("kmeans-best") == 1
+            assert ours[int(np.argmin(ss))][0] == "kmeans-best"
+    pool = partition_pool(X, [2, 3, 4], Strategy(n_kmeans=8), random_state=0)
+    for starts in pool.values():
+        assert 1 <= [kind for kind, _ in starts].count("kmeans-best") <= 2
+    again = [("kmeans", np.arange(6) % 2, None), ("kmeans-best", 1 - np.arange(6) % 2, None)]
+    assert [kind for kind, _ in _distinct(again, 2, 6)] == ["kmeans-best"]

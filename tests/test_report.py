@@ -11,6 +11,7 @@ import subprocess
 import warnings
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -805,13 +806,64 @@ def test_a_p_loo_above_the_free_parameters_is_named():
 
     from bayesgmm.report import _p_loo_text
 
-    rows = {"K=1": {"p_loo": 12.0}, "K=2": {"p_loo": 18.0}}
+    clean = {"pareto_k_above_0.7": 0}
+    rows = {"K=1": {"p_loo": 12.0, **clean}, "K=2": {"p_loo": 18.0, **clean}}
     selection = _loo_selection(rows, n_rows=60)  # full covariances of 3 features:
     for fit in selection.fits.values():  # K=1 9 parameters, K=2 19
         fit.idata_.posterior = SimpleNamespace(sizes={"feature": 3})
-    assert _p_loo_text(selection) == (
-        "p_loo above the free parameters: K=1 12 for 9. The model is then badly misspecified "
-        "for these data (the loo package's glossary), and its elpd is no reliable guide."
+    text = _p_loo_text(selection)
+    assert text.startswith(
+        "p_loo above the free parameters: K=1 12 for 9. The loo package's glossary reads this "
+        "as a sign that the model is likely misspecified"
     )
+    assert "no reliable guide" not in text  # (the report then chooses by that elpd)
     selection.loo.loc["K=1", "p_loo"] = 8.0
     assert _p_loo_text(selection) == ""
+
+
+def test_p_loo_is_not_held_against_the_parameters_where_it_cannot_be_read():
+    """carData Leinhardt, K=4: flagged with p_loo 24.3 for 23 parameters beside rows of
+    Pareto k above 0.7, where PSIS's p_loo is unreliable; nor is it read with more
+    parameters than rows (the glossary states the rule for fewer)."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _p_loo_text
+
+    rows = {"K=1": {"p_loo": 12.0, "pareto_k_above_0.7": 3}}
+    selection = _loo_selection(rows, n_rows=60)
+    selection.fits["K=1"].idata_.posterior = SimpleNamespace(sizes={"feature": 3})
+    assert _p_loo_text(selection) == ""
+    selection.loo.loc["K=1", "pareto_k_above_0.7"] = 0
+    assert _p_loo_text(selection).startswith("p_loo above the free parameters: K=1 12 for 9")
+    selection = _loo_selection(rows | {"K=1": {"p_loo": 12.0, "pareto_k_above_0.7": 0}}, 8)
+    selection.fits["K=1"].idata_.posterior = SimpleNamespace(sizes={"feature": 3})
+    assert _p_loo_text(selection) == ""  # 9 parameters for 8 rows
+
+
+def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_named():
+    """R's votes.repub, MASS UScrime, carData Soils: full covariances cannot be fitted at
+    K > 1 on their rows, so K=1 alone was sampled and the report's verdict read "K=1: the
+    best LOO ... among converged posteriors" while every model's BIC preferred K=2."""
+    from bayesgmm.report import _choose
+
+    rows = {"K=1": {"converged": True, "winner": True}}
+    selection = _loo_selection(rows)
+    selection.chosen = {"loo": 1, "bic": (2, "EVE")}
+    selection.em = SimpleNamespace(
+        table=pd.DataFrame(
+            {
+                "n_components": [1, 2, 2, 3, 2],
+                "model_name": ["VVV", "EVE", "EEE", "VVI", "VVV"],
+                "status": ["ok", "ok", "ok", "ok", "failed"],
+                "bic": [1102.0, 1055.0, 1088.0, 1072.0, np.nan],
+            }
+        )
+    )
+    label, reason = _choose(selection)
+    assert label == "K=1"
+    assert reason.startswith("the only candidate sampled, so no comparison chose it.")
+    assert "EM's BIC prefers K=2 (EVE)" in reason
+    assert "VVI has the best BIC among them, at K=3" in reason
+    assert "--bayes-covariance-type VVI" in reason
+    selection.chosen = {"loo": 1, "bic": (1, "VVV")}
+    assert _choose(selection)[1] == "the only candidate sampled, so no comparison chose it."

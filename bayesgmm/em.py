@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
@@ -330,7 +331,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         -------
         self : EMGaussianMixture
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, row_index=getattr(X, "index", None))
         return self
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
@@ -339,7 +340,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         The labels come from a last pass with the final parameters, so they equal
         ``fit(X).predict(X)``; for a Dask array they are a lazy Dask array.
         """
-        return self._predict_rows(self._fit(X, sample_weight), "labels")
+        fitted = self._fit(X, sample_weight, row_index=getattr(X, "index", None))
+        return self._predict_rows(fitted, "labels")
 
     def _fit(
         self,
@@ -351,6 +353,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         map_runs: Any = map,
         validated: bool = False,
         summary: Any = None,
+        row_index: Any = None,
     ) -> Any:
         """Validate, standardise and run EM; return the validated data (ndarray or Dask).
 
@@ -360,7 +363,8 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         by ``init_params``. ``validated``: ``X`` is an ndarray that passed
         :func:`bayesgmm._validation.check_fit_data` already (an em_sweep's data, checked once);
         ``summary``: its :func:`bayesgmm._kernels.column_summary` when it is complete and
-        unweighted (em_sweep's, computed once).
+        unweighted (em_sweep's, computed once). ``row_index``: the user's row labels (a
+        DataFrame's index), which the collapse warning names rows by.
         """
         self._check_parameters()
         X, data, summary = self._fit_data(X, sample_weight, validated, summary)
@@ -393,7 +397,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
                 "init_params, or check for degenerate data.",
                 ConvergenceWarning,
             )
-        self._report_collapse(final, unit, X)
+        self._report_collapse(final, unit, X, row_index)
         return X
 
     def _final_statistics(self, X: Any, scaling: AffineScaling, params: _Params, small: Any) -> Any:
@@ -728,11 +732,14 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         held = near & (smallest[1] <= 0.5 * smallest[0])
         return held if held.shape[0] == self.n_components else np.repeat(held, self.n_components)
 
-    def _report_collapse(self, final: g.MixtureStatistics, p: _Params, X: Any) -> None:
+    def _report_collapse(
+        self, final: g.MixtureStatistics, p: _Params, X: Any, row_index: Any = None
+    ) -> None:
         """Warn of collapsed components; ``final`` is the fit's E-step, ``p``
         :meth:`_unit_params`, ``X`` the fitted rows (those of a component on too few rows are
         named: carData's Davis, one row's weight and height swapped, collapsed every K >= 2
-        onto it and four others, and the warning said nothing of which rows)."""
+        onto it and four others, and the warning said nothing of which rows), by their labels
+        in ``row_index`` when it is given (:func:`_row_names`)."""
         effective_sizes = final.resp_sum
         minimum = models.min_effective_size(self.model_name_, self.n_features_in_)
         at_floor = self._at_floor(p.covariances) | self._held_by_floor(final, p.covariances)
@@ -744,7 +751,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
             details = "; ".join(
                 f"component {k}: effective size {_size_text(effective_sizes[k], minimum)}"
                 + (", covariance at the reg_covar floor" if at_floor[k] else "")
-                + (f", mostly rows {rows[k]} (positions from 0)" if k in rows else "")
+                + (f", mostly {_row_names(rows[k], row_index)}" if k in rows else "")
                 for k in self.collapsed_components_
             )
             warn(
@@ -765,7 +772,7 @@ class EMGaussianMixture(DensityMixin, BaseEstimator):
         the most responsible first, at most ``most``; none for a Dask array."""
         if not components or _dask.is_dask_array(X):
             return {}
-        resp = np.asarray(self.predict_proba(X))
+        resp = np.asarray(self._predict_rows(X, "resp"))  # (X is validated: no name check)
         held = {}
         for k in components:
             order = np.argsort(-resp[:, k], kind="stable")[:most]
@@ -932,6 +939,18 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinity.")
     return array
+
+
+def _row_names(positions: list[int], row_index: Any) -> str:
+    """Rows named by their labels in ``row_index`` (a DataFrame's index; its name, e.g. the
+    command's "data row", says what they count), or as positions from 0 without one or with
+    the default index (carData UN with ``--dropna``: positions in the rows kept, "rows [53,
+    3, 32, 0, 70]", were read as the file's rows 60, 5, 37, 1 and 81)."""
+    default = isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1
+    if row_index is None or default or len(row_index) <= max(positions, default=0):
+        return f"rows {positions} (positions from 0)"
+    labels = np.asarray(row_index)[positions].tolist()
+    return f"{row_index.name}s {labels}" if row_index.name else f"rows {labels} (the index)"
 
 
 def _size_text(size: float, minimum: int) -> str:

@@ -109,6 +109,7 @@ def _fit_one(
     sample_weight: Any = None,
     map_runs: Callable = map,
     summary: Any = None,
+    row_index: Any = None,
 ) -> dict[str, Any]:
     name = model_name(cov_type)
     row: dict[str, Any] = {"n_components": k, "covariance_type": cov_type, "model_name": name}
@@ -132,6 +133,7 @@ def _fit_one(
                 map_runs=map_runs,
                 validated=not is_dask_array(X),  # (em_sweep checked it once for every fit)
                 summary=summary,
+                row_index=row_index,
             )
         except (ValueError, ArithmeticError) as err:  # singular fits, bad data, LinAlgError
             return {**row, "status": "failed", "message": str(err), "_fit": None}
@@ -329,7 +331,9 @@ def em_sweep(
     cov_types = _covariance_names(covariance_types, data.shape[1])
     strategy = (strategy or Strategy()) if init == "em-EM" else None
     with _thread_map(n_threads if strategy is not None else 1) as map_runs:
-        fit_one = partial(_fit_one, map_runs=map_runs, summary=_column_summary(data, sample_weight))
+        summary = _column_summary(data, sample_weight)
+        index = getattr(X, "index", None)  # (the collapse warning names rows by it)
+        fit_one = partial(_fit_one, map_runs=map_runs, summary=summary, row_index=index)
         rows = sweep_rows(
             fit_one, data, ks, cov_types, em_kwargs, strategy, progress, sample_weight
         )

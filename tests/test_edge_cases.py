@@ -21,6 +21,7 @@ from bayesgmm import (
     GMMPriors,
     SamplerError,
     SamplingWarning,
+    em_sweep,
     load_faithful,
     select_n_components,
 )
@@ -148,6 +149,30 @@ def test_a_component_collapsed_onto_an_outlier_names_its_rows(faithful):
     assert held in message
     assert "component 1: effective size 271, covariance at the reg_covar floor." in message
     assert "an outlying row" in message
+
+
+def test_collapsed_rows_are_named_by_the_data_index(faithful):
+    """carData's UN with the command's ``--dropna``: the warning named positions among the
+    rows kept ("rows [53, 3, 32, 0, 70]"), read as the file's rows (60, 5, 37, 1, 81). A
+    DataFrame's index names them, in a fit and in a sweep; its name says what they count;
+    no stray "X does not have valid feature names" warning comes with it."""
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="data row")  # as the command reads it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EMGaussianMixture(2, random_state=0).fit(frame)
+    said = [str(w.message) for w in caught]
+    assert any("mostly data rows [4]" in m for m in said), said
+    assert not any("feature names" in m for m in said), said
+    dropped = frame.drop(index=[1, 2])  # positions shift, labels do not
+    with pytest.warns(CollapsedComponentWarning, match=r"mostly data rows \[4\]"):
+        EMGaussianMixture(2, random_state=0).fit(dropped)
+    sweep = em_sweep(dropped, [2], ["full"], progress=False, random_state=0)
+    assert "mostly data rows [4]" in sweep.table["message"].iloc[0]
+    unnamed = frame.set_axis(frame.index * 10, axis=0).rename_axis(None)
+    with pytest.warns(CollapsedComponentWarning, match=r"mostly rows \[40\] \(the index\)"):
+        EMGaussianMixture(2, random_state=0).fit(unnamed)
 
 
 def test_a_candidate_that_cannot_be_sampled_is_reported_not_fatal(faithful):

@@ -38,7 +38,7 @@ from .alignment import label_switching_summary
 from .bayesian import BayesianGMM
 from .compare import compare, compare_mixture
 from .datasets import load_faithful
-from .diagnostics import LABEL_FLIPS, label_flips
+from .diagnostics import LABEL_FLIPS, NOT_CONVERGENCE, label_flips
 from .membership import posterior_membership
 from .modes import main_mode, mode_posterior
 from .selection import Selection, ranked_components, ranking_rows, select_n_components
@@ -152,14 +152,41 @@ def _left_out(failed: pd.DataFrame) -> str:
 def _swapping_text(idata: Any) -> str:
     """What the per-component rows mean when the components swap roles from draw to draw (the
     diagnostics' ``labels`` check), or "" when they keep them."""
-    flips = label_flips(idata)
-    if flips is None or not (flips > LABEL_FLIPS).any():
+    share = _swapped_share(idata)
+    if share is None:
         return ""
     return (
-        f"The components swap roles from draw to draw (up to {flips.max():.0%} of a chain's "
+        f"The components swap roles from draw to draw (up to {share:.0%} of a chain's "
         "draws are matched to EM's components otherwise than the draw before: the labels "
         "check), so each per-component row above averages over components and describes none "
         "of them; fewer components would give each a role of its own."
+    )
+
+
+def _swapped_share(idata: Any) -> float | None:
+    """The largest share of a chain's draws matched to EM's components otherwise than the
+    draw before, when it fails the labels check (None when the labels hold)."""
+    flips = label_flips(idata)
+    if flips is None or not (flips > LABEL_FLIPS).any():
+        return None
+    return float(flips.max())
+
+
+def _swapped_membership_text(idata: Any) -> str:
+    """What the memberships below mean when the components swap roles (the labels check),
+    or "" when they keep them (cluster pluton, K=3: a tight batch of six rows headed "the
+    most uncertain observations", each 0.23 / 0.39 / 0.39 with intervals [0, 1])."""
+    share = _swapped_share(idata)
+    if share is None:
+        return ""
+    return (
+        f"The components swap roles from draw to draw (up to {share:.0%} of a chain's "
+        "draws: the labels check), so each row's membership probabilities average over the "
+        "swapped components: rows of a group that is always clustered together can show "
+        "probabilities spread over components, with intervals near [0, 1], and look "
+        "uncertain below. Which rows share a cluster does not depend on the labels: "
+        "fit.co_clustering() gives, for every pair of rows, the posterior probability that "
+        "they do."
     )
 
 
@@ -448,6 +475,9 @@ def _clustering_section(fit: BayesianGMM, X: pd.DataFrame, hdi_prob: float) -> S
             f"way: memberships are those of mode {mode}, the one with the largest stacking "
             "weight (fit.membership(mode=m) gives another's)."
         )
+    swapped = _swapped_membership_text(tree)
+    if swapped:
+        section.text(swapped)
     membership = posterior_membership(tree, hdi_prob=hdi_prob)
     ax = plotting.plot_membership(tree, hdi_prob=hdi_prob, membership=membership)
     section.figure(_figure_of(ax), f"Most probable component{which}; uncertain points stand out")
@@ -516,6 +546,13 @@ def _choose(selection: Selection) -> tuple[str, str]:
     none = "no candidate posterior converged"
     if selection.loo is not None and selection.loo["converged"].any():
         none = "every converged candidate posterior has a component on a point mass"
+    closest = _closest_to_converged(selection)
+    if closest is not None:
+        failed = selection.loo.loc[closest, "failed_checks"]
+        return closest, (
+            f"{none}; {closest} came closest (it failed fewer checks than any other: "
+            f"{failed}), so it is shown (treat with care)."
+        )
     if label in selection.fits:
         return label, f"{none}, so the BIC choice is shown (treat with care)."
     kind = next(iter(selection.fits.values())).covariance_type  # (every candidate's)
@@ -527,6 +564,27 @@ def _choose(selection: Selection) -> tuple[str, str]:
         f"({why}), so the sampled candidate that ranks best by BIC (sound EM fits first) is shown "
         "(treat with care)."
     )
+
+
+def _closest_to_converged(selection: Selection) -> str | None:
+    """The candidate that failed strictly fewer convergence checks than every other, when
+    none converged (None otherwise, or on a tie: BIC then chooses). HSAUR3 household shares
+    (three parts): K=2 failed only one divergence, K=3 seven checks (R-hat 1.13, bulk ESS
+    21, ...), and the fallback by BIC (2.3 apart) showed K=3."""
+    loo = selection.loo
+    if loo is None or len(loo) < 2 or loo["converged"].any():
+        return None
+    counts = {
+        str(label): len(
+            [c for c in str(row["failed_checks"]).split(", ") if c and c not in NOT_CONVERGENCE]
+        )
+        for label, row in loo.iterrows()
+        if label in selection.fits
+    }
+    if len(counts) < 2:
+        return None
+    ranked = sorted(counts, key=counts.get)
+    return ranked[0] if counts[ranked[0]] < counts[ranked[1]] else None
 
 
 def _only_candidate_text(selection: Selection, k: int) -> str:

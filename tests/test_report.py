@@ -219,7 +219,7 @@ def test_the_comparison_says_when_components_swap_roles():
     import xarray as xr
 
     from bayesgmm import EMGaussianMixture
-    from bayesgmm.report import _swapping_text
+    from bayesgmm.report import _swapped_membership_text, _swapping_text
 
     from ._fake import idata_around, simulated_data
 
@@ -233,6 +233,10 @@ def test_the_comparison_says_when_components_swap_roles():
     )
     text = _swapping_text(idata)
     assert "swap roles" in text and "up to 100%" in text and "describes none" in text
+    text = _swapped_membership_text(idata)  # (cluster pluton: a tight batch "most uncertain")
+    assert "up to 100%" in text and "fit.co_clustering()" in text
+    idata.sample_stats["label_permutation"][:] = np.arange(3)
+    assert _swapped_membership_text(idata) == ""
 
 
 def test_report_counts_missing_cells_and_samples_every_row(report_run):
@@ -867,3 +871,35 @@ def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_n
     assert "--bayes-covariance-type VVI" in reason
     selection.chosen = {"loo": 1, "bic": (1, "VVV")}
     assert _choose(selection)[1] == "the only candidate sampled, so no comparison chose it."
+
+
+def test_without_a_converged_posterior_the_one_closest_to_converging_is_shown():
+    """HSAUR3 household shares (three parts): K=2 failed only one divergence, K=3 seven
+    checks (R-hat 1.13, bulk ESS 21, ...), and the fallback by BIC (2.3 apart) showed K=3
+    with its label-mixed per-component tables. The candidate that failed strictly fewer
+    convergence checks is shown (the labels check, not one of them, aside); on a tie, BIC's."""
+    from bayesgmm.report import _choose
+
+    rows = {
+        "K=2": {"converged": False, "winner": False, "failed_checks": "divergences"},
+        "K=3": {
+            "converged": False,
+            "winner": False,
+            "failed_checks": "divergences, r_hat, ess_bulk, ess_tail, bfmi, left_mode, labels",
+        },
+    }
+    selection = _loo_selection(rows)
+    selection.chosen = {"bic": (3, "full"), "loo": None}
+    label, reason = _choose(selection)
+    assert label == "K=2"
+    assert reason == (
+        "no candidate posterior converged; K=2 came closest (it failed fewer checks than any "
+        "other: divergences), so it is shown (treat with care)."
+    )
+    rows["K=3"]["failed_checks"] = "r_hat, labels"  # one each: a tie, so BIC's choice
+    selection = _loo_selection(rows)
+    selection.chosen = {"bic": (3, "full"), "loo": None}
+    assert _choose(selection) == (
+        "K=3",
+        "no candidate posterior converged, so the BIC choice is shown (treat with care).",
+    )

@@ -81,8 +81,10 @@ class Report:
     chosen: BayesianGMM
 
 
-def _data_section(X: pd.DataFrame) -> Section:
+def _data_section(X: pd.DataFrame, source: str | None = None) -> Section:
     section = Section("data", "Data")
+    if source:
+        section.text(source)
     section.text(f"{X.shape[0]} observations of {X.shape[1]} features.")
     summary = X.describe().T[["mean", "std", "min", "50%", "max"]].rename(columns={"50%": "median"})
     missing = X.isna().sum()
@@ -649,6 +651,7 @@ def report(
     progress: bool = True,
     em_options: dict[str, Any] | None = None,
     inputs: Iterable[PathLike] = (),
+    source: str | None = None,
 ) -> Report:
     """Model selection, the chosen mixture and EM against its posterior, as one HTML page.
 
@@ -681,6 +684,9 @@ def report(
     inputs : iterable of path
         Files the data came from (the command line passes its CSV): an output that is one of
         them, or a link to one, is refused before any work.
+    source : str, optional
+        Where the data came from, shown first in the Data section (the command gives its
+        file, and the rows ``--dropna`` left out).
 
     Returns
     -------
@@ -731,7 +737,7 @@ def report(
     label, reason = _choose(selection)
     fit = selection.fits[label]
     sections = [
-        _data_section(frame),
+        _data_section(frame, source),
         _em_section(selection),
         _loo_section(selection),
         _chosen_section(selection, label, reason),

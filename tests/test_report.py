@@ -487,6 +487,26 @@ def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     assert _as_frame(load_data(str(data), None, dropna=True), None).index.tolist() == [1, 4]
 
 
+def test_the_data_section_says_where_the_data_came_from_and_what_dropna_left_out(tmp_path):
+    """mlbench Ozone with --dropna: 163 of 366 rows left out, and the report said only
+    "203 observations"."""
+    from bayesgmm.cli import source_text
+    from bayesgmm.report import _data_section
+
+    data = tmp_path / "gaps.csv"
+    data.write_text("a,b\n1,2\n,3\n4,\n5,6\n")
+    kept = load_data(str(data), None, dropna=True)
+    text = source_text(str(data), kept)
+    assert text == (
+        f"Read from {data}; 2 of its 4 rows (50%) were left out for missing values in "
+        "column(s) ['a', 'b'] (--dropna): the results describe the rest."
+    )
+    assert source_text(str(data), load_data(str(data), None, dropna=False)) == f"Read from {data}."
+    assert source_text(None, load_data(None, None, dropna=False)).startswith("The embedded Old")
+    texts = [v for kind, v in _data_section(_as_frame(kept, None), text).blocks if kind == "text"]
+    assert texts[:2] == [text, "2 observations of 2 features."]
+
+
 def _two_groups(shift: float, seed: int) -> pd.DataFrame:
     """40 rows of two unit-covariance groups in columns a and b, ``shift`` apart along a."""
     sim = simulate_mixture(

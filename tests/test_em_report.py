@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from bayesgmm import em_sweep
@@ -70,3 +71,21 @@ def test_bic_figure_marks_and_names_the_best(sweep):
     assert [t.get_text() for t in ax.texts] == [f"best: {model}, K={k}"]
     assert len(ax.get_legend().get_texts()) == 3  # a line per model
     plt.close(fig)
+
+
+def test_the_report_marks_unsound_fits_in_the_bic_table():
+    """R's votes.repub: the BIC table's lowest cell (VVE K=4) contradicted "Best BIC: K=2
+    (EVE)" with no mark that the fit was left out as unsound."""
+    from bayesgmm.report import _marked_bic_table
+
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 1, 2],
+            "model_name": ["EVE", "EVE", "VVE", "VVE"],
+            "status": ["ok", "ok", "failed", "collapsed"],
+            "bic": [3100.4, 3019.2, np.nan, 22847.6],
+        }
+    )
+    marked = _marked_bic_table(table).set_index("model")
+    assert marked.loc["VVE"].tolist() == ["", "22848 †"]
+    assert marked.loc["EVE"].tolist() == ["3100", "3019"]

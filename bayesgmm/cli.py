@@ -239,6 +239,7 @@ def _show_as_note(message: Any, category: type, *_: Any, **__: Any) -> None:
 # Python parameters a warning may advise, and the command's options for them; a model named
 # with a value is the sampled one (the warnings that name one are the sampler's)
 _TERMS = (
+    (re.compile(r"\bbayes_covariance_type=(['\"])(\w+)\1"), r"--bayes-covariance-type \2"),
     (re.compile(r"\bbayes_covariance_type\b"), "--bayes-covariance-type"),
     (re.compile(r"\bcovariance_type=(['\"])(\w+)\1"), r"--bayes-covariance-type \2"),
     (re.compile(r"\bn_components=(\d+)"), r"K=\1"),
@@ -257,6 +258,8 @@ def command_terms(text: str) -> str:
     --------
     >>> command_terms("Use covariance_type='diag' or raise target_accept to 0.95.")
     'Use --bayes-covariance-type diag or raise --target-accept to 0.95.'
+    >>> command_terms("(bayes_covariance_type='EEE')")
+    '(--bayes-covariance-type EEE)'
     """
     for pattern, option in _TERMS:
         text = pattern.sub(option, text)
@@ -304,6 +307,7 @@ def _report(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             em_options={"reg_covar": args.reg_covar},
             source=source_text(args.data, frame),
+            terms=command_terms,
             **_sampling(args),
         )
     print(f"Report written to {result.html_path.resolve()}")

@@ -9,7 +9,7 @@ so the page fetches nothing from the network.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -630,9 +630,29 @@ def _only_candidate_text(selection: Selection, k: int) -> str:
     return text + (
         f" To compare K in the Bayesian stage, sample a model EM could fit at other K: "
         f"{best['model_name']} has the best BIC among them, at K={best['n_components']} "
-        f"(bayes_covariance_type='{best['model_name']}'; the command's "
-        f"--bayes-covariance-type {best['model_name']})."
+        f"(bayes_covariance_type='{best['model_name']}')."
     )
+
+
+def _in_terms(section: Section, terms: Callable[[str], str] | None) -> Section:
+    """``section`` with ``terms`` applied to its sentences, captions and text cells (the
+    command's report advised "covariance_type='diag'", "raise target_accept", options the
+    command spells otherwise)."""
+    if terms is None:
+        return section
+
+    def cell(value: Any) -> Any:
+        return terms(value) if isinstance(value, str) else value
+
+    blocks = []
+    for kind, value in section.blocks:
+        if kind == "text":
+            value = terms(value)
+        elif kind == "table":
+            frame, caption = value
+            value = (frame.map(cell), terms(caption))
+        blocks.append((kind, value))
+    return Section(section.key, section.title, blocks)
 
 
 def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:
@@ -671,6 +691,7 @@ def report(
     em_options: dict[str, Any] | None = None,
     inputs: Iterable[PathLike] = (),
     source: str | None = None,
+    terms: Callable[[str], str] | None = None,
 ) -> Report:
     """Model selection, the chosen mixture and EM against its posterior, as one HTML page.
 
@@ -706,6 +727,10 @@ def report(
     source : str, optional
         Where the data came from, shown first in the Data section (the command gives its
         file, and the rows ``--dropna`` left out).
+    terms : callable, optional
+        Applied to every sentence, caption and table cell of text: the command passes one
+        that names its options for the Python parameters the advice names
+        (:func:`bayesgmm.cli.command_terms`).
 
     Returns
     -------
@@ -766,7 +791,7 @@ def report(
         _reproducibility_section(fit, settings),
     ]
     title = title or f"bayesgmm report: {frame.shape[0]} x {frame.shape[1]} data, chosen {label}"
-    paths.write(title, sections, inputs)
+    paths.write(title, [_in_terms(section, terms) for section in sections], inputs)
     return Report(paths.html, paths.markdown, selection, fit)
 
 

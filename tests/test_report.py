@@ -888,7 +888,7 @@ def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_n
     assert reason.startswith("the only candidate sampled, so no comparison chose it.")
     assert "EM's BIC prefers K=2 (EVE)" in reason
     assert "VVI has the best BIC among them, at K=3" in reason
-    assert "--bayes-covariance-type VVI" in reason
+    assert "bayes_covariance_type='VVI'" in reason
     selection.chosen = {"loo": 1, "bic": (1, "VVV")}
     assert _choose(selection)[1] == "the only candidate sampled, so no comparison chose it."
 
@@ -923,3 +923,26 @@ def test_without_a_converged_posterior_the_one_closest_to_converging_is_shown():
         "K=3",
         "no candidate posterior converged, so the BIC choice is shown (treat with care).",
     )
+
+
+def test_the_commands_report_names_its_options_for_the_python_parameters():
+    """The command's report advised "Use covariance_type='diag'", "raise target_accept",
+    "increase reg_covar": parameters of the Python API the command spells otherwise (R's
+    votes.repub, MASS UScrime, carData Soils)."""
+    from bayesgmm._render import Section
+    from bayesgmm.cli import command_terms
+    from bayesgmm.report import _in_terms
+
+    section = Section("x", "X")
+    section.text("Use covariance_type='diag', or raise target_accept (e.g. 0.95).")
+    advice = pd.DataFrame({"check": ["r_hat"], "value": [1.2], "advice": ["increase reg_covar"]})
+    section.table(advice, "Sampled with bayes_covariance_type='EEE'")
+    out = _in_terms(section, command_terms)
+    assert out.blocks[0][1] == (
+        "Use --bayes-covariance-type diag, or raise --target-accept (e.g. 0.95)."
+    )
+    frame, caption = out.blocks[1][1]
+    assert frame["advice"].tolist() == ["increase --reg-covar"] and frame["value"].tolist() == [1.2]
+    assert caption == "Sampled with --bayes-covariance-type EEE"
+    assert _in_terms(section, None) is section
+    assert section.blocks[0][1].startswith("Use covariance_type='diag'")  # (the API's own)

@@ -946,3 +946,36 @@ def test_the_commands_report_names_its_options_for_the_python_parameters():
     assert caption == "Sampled with --bayes-covariance-type EEE"
     assert _in_terms(section, None) is section
     assert section.blocks[0][1].startswith("Use covariance_type='diag'")  # (the API's own)
+
+
+def test_correlations_pulled_towards_zero_by_the_lkj_prior_are_explained():
+    """MASS UScrime (47 x 16), K=1: EM's correlation of Po1 and Po2 (0.994) and 40 parameters
+    outside their HDIs with no word why: the LKJ marginal narrows as D grows."""
+    from types import SimpleNamespace
+
+    from bayesgmm.report import _correlation_prior_text
+
+    table = pd.DataFrame(
+        {
+            "parameter": ["correlations[0, b, a]", "correlations[0, c, a]", "stds[0, a]"],
+            "em": [0.9936, 0.2, 29.4],
+            "mean": [0.976, 0.1, 23.9],
+            "em_in_hdi": [False, False, False],
+        }
+    )
+    import json
+
+    import xarray as xr
+
+    posterior = xr.Dataset(
+        coords={"feature": np.arange(16)}, attrs={"priors": json.dumps({"lkj_eta": 2.0})}
+    )
+    obs = xr.Dataset({"obs": (("chain", "draw", "obs_id"), np.zeros((2, 5, 47)))})
+    tree = xr.DataTree.from_dict({"posterior": posterior, "log_likelihood": obs})
+    fit = SimpleNamespace(idata_=tree)
+    text = _correlation_prior_text(table, fit)
+    assert text.startswith("EM's strongest correlations lie outside their HDIs, pulled towards")
+    assert "(1, e.g. correlations[0, b, a]: EM 0.994, posterior mean 0.976)" in text
+    assert "Beta(9, 9)" in text and "deviation of 0.23" in text and "gives 0.24" in text
+    table.loc[0, "em_in_hdi"] = True
+    assert _correlation_prior_text(table, fit) == ""

@@ -408,6 +408,62 @@ def _closure(X: np.ndarray, involved: list[int]) -> str | None:
     return f"compositional data: the rows' parts sum to a constant ({np.mean(sums):.6g})"
 
 
+# a closure to rounding: the rows' sums vary within the parts' rounding and, so that coarse
+# codes (0/1 columns, whose sums always do) are not called compositional, their standard
+# deviation is below this fraction of the parts' pooled one (sqrt of the summed variances).
+# HSAUR3::household in percent to 0.1: 0.002; shares rounded to 0.01: 0.02; independent
+# columns: 1. Loadings of the smallest eigenvector below this fraction of the largest are
+# outside the candidate subset of parts.
+_CLOSED_SPREAD, _PART_LOADING = 0.1, 1e-2
+
+
+def _rounded_closure(
+    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
+) -> str | None:
+    """How the rows are closed to rounding, when all the columns or those of the correlation
+    spectrum's smallest direction sum to a constant up to the data's rounding, else None.
+
+    Judged whatever the spectrum's eigenvalue ratio: percentages rounded to 0.1
+    (HSAUR3::household, ratio 1.37e-6) stay above the near-dependence threshold.
+    """
+    loadings = np.abs(spectrum[1][:, 0])
+    candidates = [list(range(X.shape[1]))]
+    subset = [int(j) for j in np.flatnonzero(loadings >= _PART_LOADING * loadings.max())]
+    if len(subset) < X.shape[1]:
+        candidates.append(subset)
+    for involved in candidates:
+        if len(involved) > 1 and _closed_to_rounding(X[:, involved]):
+            sums = X[:, involved].sum(axis=1)
+            parts = "" if len(involved) == X.shape[1] else f" {[names[j] for j in involved]}"
+            return (
+                f"compositional data: the rows' parts{parts} sum to a constant "
+                f"({np.median(sums):.6g}) to rounding"
+            )
+    return None
+
+
+def _closed_to_rounding(parts: np.ndarray) -> bool:
+    """Whether the non-negative ``parts`` sum to one constant up to their rounding.
+
+    A part rounded to a step ``h`` (its smallest gap between distinct values) is off by at
+    most ``h / 2``, so sums of rounded parts closed to a constant span at most the steps'
+    total. The sums must also vary far less than the parts (:data:`_CLOSED_SPREAD`): positive
+    measurements whose sums vary a little are not closed.
+    """
+    if np.any(parts < 0):
+        return False
+    sums = parts.sum(axis=1)
+    steps = sum(_step(column) for column in parts.T)
+    spread = np.sqrt(np.sum(np.var(parts, axis=0)))
+    return bool(np.ptp(sums) <= steps * (1 + 1e-6) and np.std(sums) < _CLOSED_SPREAD * spread)
+
+
+def _step(values: np.ndarray) -> float:
+    """A column's rounding step, estimated as its smallest gap between distinct values (0
+    with one value), as :func:`bayesgmm.priors.resolution_floor` does."""
+    return float(np.diff(np.unique(values)).min(initial=np.inf)) if np.ptp(values) else 0.0
+
+
 _LOG_RATIO = (
     "Drop one part, or analyse log-ratios: from bayesgmm.transforms import ilr; "
     "ilr(X) (or alr; zeros must be replaced first)"
@@ -488,18 +544,34 @@ def _warn_nearly_dependent(
 ) -> None:
     """Warn when a column is nearly a linear function of others (a closed composition whose
     parts were rounded, say): the posterior is then a thin ridge NUTS mixes on slowly."""
-    involved = _dependent_columns(spectrum, _NEARLY_DEPENDENT)
-    if involved is None:
+    found = _near_dependence(X, names, spectrum)
+    if found is None:
         return
-    closure = _closure(X, involved)
-    if closure is not None:
-        problem, remedy = f"{closure} to rounding", _LOG_RATIO
-    else:
-        columns = [names[j] for j in involved]
-        problem = f"columns {columns} are nearly linearly dependent"
-        remedy = f"Drop one of them (e.g. {names[involved[-1]]!r}) if it adds nothing"
+    problem, remedy = found
     warn(
         f"{problem}: the components' covariances are nearly singular and sampling may mix "
         f"slowly. {remedy}.",
         UserWarning,
+    )
+
+
+def _near_dependence(
+    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
+) -> tuple[str, str] | None:
+    """``(problem, remedy)`` for a composition closed to the data's rounding, whatever the
+    eigenvalue ratio (:func:`_rounded_closure`), or for any dependence below
+    :data:`_NEARLY_DEPENDENT`; else None."""
+    closure = _rounded_closure(X, names, spectrum)
+    if closure is not None:
+        return closure, _LOG_RATIO
+    involved = _dependent_columns(spectrum, _NEARLY_DEPENDENT)
+    if involved is None:
+        return None
+    closure = _closure(X, involved)
+    if closure is not None:
+        return f"{closure} to rounding", _LOG_RATIO
+    columns = [names[j] for j in involved]
+    return (
+        f"columns {columns} are nearly linearly dependent",
+        f"Drop one of them (e.g. {names[involved[-1]]!r}) if it adds nothing",
     )

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 from bayesgmm import BayesianGMM
-from bayesgmm._validation import check_independent_columns
+from bayesgmm._validation import (
+    _NEARLY_DEPENDENT,
+    _correlation_spectrum,
+    check_independent_columns,
+)
 from bayesgmm.transforms import alr, ilr
 
 
@@ -86,3 +90,43 @@ def test_nearly_dependent_columns_warn_and_other_dependence_is_still_named(rng):
     exact = np.column_stack([X, X[:, 0] - 2 * X[:, 1]])
     with pytest.raises(ValueError, match="linearly dependent"):
         check_independent_columns(exact, ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize(("total", "decimals"), [(100, 1), (1, 2)])
+def test_a_composition_rounded_coarsely_warns_whatever_the_eigenvalue_ratio(rng, total, decimals):
+    """HSAUR3::household in percent to 0.1 (rows summing to 99.9-100.1) got no warning: its
+    correlation spectrum's eigenvalue ratio, 1.37e-6, missed the near-dependence threshold."""
+    X = _amounts(rng)
+    rounded = np.round(total * X / X.sum(axis=1, keepdims=True), decimals)
+    values = _correlation_spectrum(rounded)[0]
+    assert values[0] > _NEARLY_DEPENDENT * values[-1]  # what the threshold alone missed
+    pattern = rf"compositional data: the rows' parts sum to a constant \({total}\) to rounding.*ilr"
+    with pytest.warns(UserWarning, match=pattern):
+        check_independent_columns(rounded, ["a", "b", "c", "d"])
+
+
+def test_a_rounded_composition_among_other_columns_names_its_parts(rng):
+    X = _amounts(rng)
+    parts = np.round(100 * X / X.sum(axis=1, keepdims=True), 1)
+    other = np.round(50 + 10 * rng.standard_normal((X.shape[0], 1)), 1)
+    with pytest.warns(UserWarning, match=r"parts \['a', 'b', 'c', 'd'\] sum to a constant"):
+        check_independent_columns(np.hstack([parts, other]), ["a", "b", "c", "d", "e"])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        # positive measurements whose sums vary by 0.05% (within the old 1e-3 of the mean)
+        lambda rng: np.round(1000 + rng.standard_normal((200, 4)), 1),
+        # 0/1 codes: their sums always span at most the steps' total
+        lambda rng: (rng.random((200, 3)) < 0.4).astype(float),
+        # integer scores of small spread
+        lambda rng: rng.integers(1, 4, size=(30, 3)).astype(float),
+    ],
+    ids=["small_relative_spread", "binary", "integer_scores"],
+)
+def test_rows_whose_sums_merely_vary_little_are_not_compositional(rng, make):
+    X = make(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_independent_columns(X, ["a", "b", "c", "d"][: X.shape[1]])

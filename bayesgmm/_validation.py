@@ -5,6 +5,7 @@ Every check here runs before any long work starts.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,15 @@ def _check_dataframe(X: pd.DataFrame) -> None:
     if not non_numeric:
         return
     texts = numbers_as_text(X[non_numeric])
+    separated = separated_numbers(X[[c for c, _, _ in texts]])
+    if separated:
+        column = repr(str(separated[0][0]))
+        raise ValueError(
+            f"X has numbers written with thousands separators: {_separated_phrase(separated)}. "
+            f"Remove the separators, e.g. X[{column}] = pd.to_numeric(X[{column}].str.replace("
+            "',', '')), or read the file with read_csv(..., thousands=','); marking those cells "
+            "missing would discard valid values."
+        )
     if texts:
         column = repr(str(texts[0][0]))
         raise ValueError(
@@ -62,17 +72,57 @@ def _texts_phrase(texts: list[tuple[Any, int, list[str]]]) -> str:
 def numbers_as_text(frame: pd.DataFrame) -> list[tuple[Any, int, list[str]]]:
     """The columns of ``frame`` whose text is mostly numbers (a CSV whose missing cells are
     written '?', '.' or '-' is read so), each with how many cells are not numbers and which
-    (as ``(column, count, tokens)``)."""
+    (as ``(column, count, tokens)``). A number written with thousands separators ('1,062')
+    counts as a number (:func:`separated_numbers` names those)."""
     found = []
     for column in frame.columns:
-        values = frame[column].dropna()
-        if pd.api.types.is_bool_dtype(values) or values.empty:
+        text = _text_cells(frame[column])
+        if text is None:
             continue
-        text = values.astype(str).str.strip()
-        parsed = pd.to_numeric(text, errors="coerce")
+        separated = text.str.fullmatch(_THOUSANDS)
+        parsed = pd.to_numeric(text.where(~separated, text.str.replace(",", "")), errors="coerce")
         if parsed.notna().mean() >= 0.5:  # mostly numbers: the rest mark missing cells
             found.append((column, int(parsed.isna().sum()), sorted(set(text[parsed.isna()]))))
     return found
+
+
+# a number written with thousands separators: '1,062', '-12,345.5' (a CSV quotes such cells)
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def separated_numbers(frame: pd.DataFrame) -> list[tuple[Any, int, list[str]]]:
+    """The columns of ``frame`` with cells that are numbers written with thousands separators
+    ('1,062', which pandas reads as text), each with how many such cells and the first of them
+    (as ``(column, count, cells)``).
+
+    Examples
+    --------
+    >>> separated_numbers(pd.DataFrame({"a": ["1,062", "713", None], "b": ["x", "7,3", "y"]}))
+    [('a', 1, ['1,062'])]
+    """
+    found = []
+    for column in frame.columns:
+        text = _text_cells(frame[column])
+        if text is None:
+            continue
+        cells = text[text.str.fullmatch(_THOUSANDS)]
+        if not cells.empty:
+            found.append((column, int(cells.size), list(dict.fromkeys(cells))[:5]))
+    return found
+
+
+def _text_cells(values: pd.Series) -> pd.Series | None:
+    """A column's observed cells as stripped text, or None for a boolean or empty column."""
+    values = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or values.empty:
+        return None
+    return values.astype(str).str.strip()
+
+
+def _separated_phrase(separated: list[tuple[Any, int, list[str]]]) -> str:
+    return "; ".join(
+        f"column {str(c)!r} ({n} cell(s) such as {cells[:3]})" for c, n, cells in separated
+    )
 
 
 def _feature_label(j: int, names: np.ndarray | None) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
-from ._validation import numbers_as_text
+from ._validation import numbers_as_text, separated_numbers
 from .priors import DEFAULT_SD_PRIOR, SD_PRIORS
 
 EXIT_DATA_ERROR = 1
@@ -134,6 +134,7 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
     if numeric.shape[1] < frame.shape[1]:
         dropped = [c for c in frame.columns if c not in numeric.columns]
         texts = numbers_as_text(frame[dropped])
+        _check_separators(frame[[c for c, _, _ in texts]])
         if texts:
             said = "; ".join(f"{c!r} ({n} cell(s) such as {tokens[:3]})" for c, n, tokens in texts)
             raise DataError(
@@ -148,6 +149,22 @@ def _select_columns(frame: pd.DataFrame, columns: list[str] | None, source: str)
             )
         _note(f"ignoring non-numeric column(s) {dropped}")
     return numeric
+
+
+def _check_separators(frame: pd.DataFrame) -> None:
+    """A DataError for numbers written with thousands separators ("1,062" in Freedman's
+    population), which pandas reads as text: they are valid values, so the remedy is to remove
+    the separators, not to mark the cells missing."""
+    separated = separated_numbers(frame)
+    if separated:
+        said = "; ".join(f"{c!r} ({n} cell(s) such as {cells[:3]})" for c, n, cells in separated)
+        cell = separated[0][2][0]
+        raise DataError(
+            f"column(s) hold numbers written with thousands separators: {said}. Remove the "
+            f"separators in the CSV ({cell.replace(',', '')}, not {cell}; if the commas are "
+            "decimal commas, write decimal points instead), or leave the column(s) out with "
+            "--columns"
+        )
 
 
 def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:

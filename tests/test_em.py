@@ -256,6 +256,17 @@ def test_numbers_stored_as_text_are_named_with_their_odd_cells():
         EMGaussianMixture(2).fit(df.assign(y=df["x"].astype(object)))
 
 
+def test_numbers_with_thousands_separators_are_named_with_a_remedy_that_keeps_them():
+    """carData's Freedman with populations written "1,062": marking those cells missing, the
+    remedy for '?' cells, would discard valid values; the error says to remove the separators."""
+    df = pd.DataFrame({"x": np.arange(6.0), "y": ["1,062", "713", "12,345.5", "534", "601", "?"]})
+    with pytest.raises(ValueError) as caught:
+        EMGaussianMixture(2).fit(df)
+    message = str(caught.value)
+    assert "thousands separators: column 'y' (2 cell(s) such as ['1,062', '12,345.5'])" in message
+    assert "read_csv(..., thousands=',')" in message and "errors='coerce'" not in message
+
+
 def test_missing_everywhere_message_names_the_column():
     """NaN cells are missing values (tests/test_missing.py); a column of them is an error."""
     df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [np.nan] * 4})

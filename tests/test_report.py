@@ -275,6 +275,15 @@ def test_report_counts_missing_cells_and_samples_every_row(report_run):
             ["fit", "{marked}", "--components", "2"],
             r"hold numbers with cells that are not: 'b' \(1 cell\(s\) such as \['\?'\]\).*empty",
         ),
+        (  # carData's Freedman with "1,062": valid numbers, not cells to mark missing
+            ["fit", "{thousands}", "--components", "2"],
+            r"thousands separators: 'b' \(2 cell\(s\) such as \['1,062', '12,345\.5'\]\)\. "
+            r"Remove the separators in the CSV \(1062, not 1,062",
+        ),
+        (  # most cells separated: the column was ignored as text, silently
+            ["fit", "{most_thousands}", "--components", "2"],
+            r"thousands separators: 'b' \(3 cell\(s\)",
+        ),
         (["fit", "{csv}", "--components", "2", "--columns", "length", "length"], "more than once"),
         (["report", "{csv}", "--components", "1-200", "--dropna"], r"K=200 exceeds the 89"),
         (["report", "{csv}", "--components", "5-2"], r"invalid range '5-2'.*2-5"),
@@ -300,6 +309,10 @@ def test_cli_data_errors_are_one_line(csv_file, tmp_path, capsys, argv, message,
     marked.write_text("a,b\n1,2\n2,?\n3,5\n4,1\n")
     files = {"words": words, "infinite": infinite, "semicolons": semicolons, "empty": empty}
     files["marked"] = marked
+    files["thousands"] = tmp_path / "thousands.csv"
+    files["thousands"].write_text('a,b\n1,"1,062"\n2,713\n3,"12,345.5"\n4,534\n5,601\n')
+    files["most_thousands"] = tmp_path / "most_thousands.csv"
+    files["most_thousands"].write_text('a,b\n1,"1,062"\n2,"1,100"\n3,"2,000"\n4,534\n')
     files["header"] = tmp_path / "header.csv"
     files["header"].write_text("a,b\n")
     argv = [a.format(csv=csv_file, folder=tmp_path, **files) for a in argv]

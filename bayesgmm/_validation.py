@@ -125,6 +125,45 @@ def _separated_phrase(separated: list[tuple[Any, int, list[str]]]) -> str:
     )
 
 
+# fewer observed values than this are too few to tell a row identifier from a measurement
+# (five counts may well be 2, 3, 4, 5, 6)
+_MIN_IDENTIFIER_ROWS = 10
+
+
+def identifier_columns(frame: pd.DataFrame) -> list[Any]:
+    """The numeric columns of ``frame`` that look like row identifiers: their observed values
+    are distinct integers forming a run of consecutive integers (1..N, 0..N-1, 1001..1000+N),
+    in any order, over at least ten rows.
+
+    HSAUR3::Forbes2000's ``rank`` (1..2000, one per row) is such a column; modelled as a
+    feature it drove the clustering. Integers spaced more widely (depths every 10 m, doses,
+    years every fourth) are not flagged: a grid chosen by design is often a real variable.
+
+    Examples
+    --------
+    >>> n = np.arange(12)
+    >>> identifier_columns(pd.DataFrame({"id": 12 - n, "x": n % 5, "grid": 10.0 * n}))
+    ['id']
+    """
+    found = []
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
+            frame[column]
+        ):
+            continue
+        values = frame[column].dropna().to_numpy(dtype=float)
+        if values.size >= _MIN_IDENTIFIER_ROWS and _is_consecutive_run(values):
+            found.append(column)
+    return found
+
+
+def _is_consecutive_run(values: np.ndarray) -> bool:
+    """Whether ``values`` are distinct integers with no gap between the smallest and largest."""
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        return False
+    return np.unique(values).size == values.size == values.max() - values.min() + 1
+
+
 def _feature_label(j: int, names: np.ndarray | None) -> str:
     return f"{j} ({names[j]!r})" if names is not None else str(j)
 

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ._models import BAYES_COVARIANCE_TYPES, COVARIANCE_NAMES
-from ._validation import numbers_as_text, separated_numbers
+from ._validation import identifier_columns, numbers_as_text, separated_numbers
 from .priors import DEFAULT_SD_PRIOR, SD_PRIORS
 
 EXIT_DATA_ERROR = 1
@@ -167,6 +168,23 @@ def _check_separators(frame: pd.DataFrame) -> None:
         )
 
 
+def _note_identifiers(numeric: pd.DataFrame) -> None:
+    """A note naming the columns that look like row identifiers (HSAUR3::Forbes2000's ``rank``,
+    1..2000, was clustered as a feature and drove the figures): they are still modelled, as the
+    user may mean them, with the --columns that leaves them out. Columns the user listed in
+    --columns are not judged (the caller skips this then)."""
+    ids = identifier_columns(numeric)
+    if not ids:
+        return
+    keep = " ".join(shlex.quote(str(c)) for c in numeric.columns if c not in ids)
+    remedy = f"leave them out with --columns {keep}" if keep else "no other column is numeric"
+    runs = ", ".join(f"{c!r} ({numeric[c].min():.0f} to {numeric[c].max():.0f})" for c in ids)
+    _note(
+        f"column(s) {runs} look like row identifiers (distinct integers, one per row, with no "
+        f"gap) and are modelled as features; if they only number the rows, {remedy}"
+    )
+
+
 def _drop_missing(numeric: pd.DataFrame, dropna: bool) -> pd.DataFrame:
     infinite = np.isinf(numeric.to_numpy(dtype=float))
     if infinite.any():
@@ -226,7 +244,10 @@ def load_data(path: str | None, columns: list[str] | None, dropna: bool) -> pd.D
     else:
         frame = _read_csv(path)
     source = path or "the data"
-    numeric = _drop_missing(_select_columns(frame, columns, source), dropna)
+    selected = _select_columns(frame, columns, source)
+    if not columns:
+        _note_identifiers(selected)
+    numeric = _drop_missing(selected, dropna)
     if numeric.shape[0] == 0:
         raise DataError(f"no data rows left in {source}")
     numeric.index = pd.RangeIndex(1, frame.shape[0] + 1, name="data row")[

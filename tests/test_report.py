@@ -486,6 +486,51 @@ def test_forest_figure_keeps_its_layout_with_long_feature_names():
     plt.close(fig)
 
 
+def test_a_row_identifier_column_is_noted_and_kept(tmp_path, capsys):
+    """HSAUR3::Forbes2000's rank (1..2000, one per row) was clustered as a feature and drove
+    the figures, with no word: a column of distinct consecutive integers is named, with the
+    --columns that leaves it out, and still modelled (the user may mean it)."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "rank": rng.permutation(30),  # 0..29 in any order
+            "sales": np.round(rng.lognormal(size=30), 2),
+            "staff count": rng.poisson(20, size=30),
+        }
+    )
+    frame.loc[4, "sales"] = np.nan
+    data = tmp_path / "ranked.csv"
+    frame.to_csv(data, index=False)
+    loaded = load_data(str(data), None, dropna=False)
+    err = capsys.readouterr().err
+    assert "column(s) 'rank' (0 to 29) look like row identifiers" in err
+    assert "leave them out with --columns sales 'staff count'" in err
+    assert list(loaded.columns) == ["rank", "sales", "staff count"]
+    load_data(str(data), ["rank", "sales"], dropna=True)  # chosen by name: not judged
+    assert "row identifiers" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("values", "flagged"),
+    [
+        (np.arange(1, 2001), True),  # Forbes2000's rank
+        (np.random.default_rng(0).permutation(50) + 1001.0, True),  # ids from 1001, shuffled
+        (np.r_[np.arange(1, 20), np.nan], True),  # a missing id
+        (np.random.default_rng(1).poisson(30, size=200), False),  # counts: ties
+        (np.random.default_rng(2).choice(1000, size=50, replace=False), False),  # gaps
+        (10 * np.arange(40), False),  # a grid by design (depths every 10 m)
+        (np.arange(40) + 0.5, False),  # not integers
+        (np.arange(1, 9), False),  # too few rows to tell
+        (np.r_[np.arange(1, 20), 7], False),  # one value twice
+    ],
+    ids=["ranks", "shuffled_offset", "missing", "counts", "gaps", "grid", "halves", "few", "tie"],
+)
+def test_identifier_columns_are_runs_of_distinct_consecutive_integers(values, flagged):
+    from bayesgmm._validation import identifier_columns
+
+    assert identifier_columns(pd.DataFrame({"c": values})) == (["c"] if flagged else [])
+
+
 def test_empty_cells_are_kept_unless_dropna(tmp_path, capsys):
     data = tmp_path / "gaps.csv"
     data.write_text("a,b\n1,2\n,3\n4,\n5,6\n")

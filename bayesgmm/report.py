@@ -9,7 +9,9 @@ so the page fetches nothing from the network.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,11 +83,15 @@ class Report:
     chosen: BayesianGMM
 
 
-def _data_section(X: pd.DataFrame, source: str | None = None) -> Section:
+def _data_section(
+    X: pd.DataFrame, source: str | None = None, data_warnings: Iterable[str] = ()
+) -> Section:
     section = Section("data", "Data")
     if source:
         section.text(source)
     section.text(f"{X.shape[0]} observations of {X.shape[1]} features.")
+    for message in data_warnings:
+        section.text(f"Data check: {message}")
     summary = X.describe().T[["mean", "std", "min", "50%", "max"]].rename(columns={"50%": "median"})
     missing = X.isna().sum()
     if missing.any():
@@ -680,6 +686,27 @@ def _in_terms(section: Section, terms: Callable[[str], str] | None) -> Section:
     return Section(section.key, section.title, blocks)
 
 
+def _checked_frame(X: Any, columns: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`_as_frame` and the warnings its data checks gave (a composition closed to
+    rounding, nearly dependent columns), given again as they were: the Data section shows them
+    too (HSAUR3 household shares: the warning reached the terminal only, twice)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = _as_frame(X, columns)
+    for found in caught:
+        warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
+    return frame, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+@contextmanager
+def _said_once(messages: list[str]) -> Iterator[None]:
+    """Warnings with these exact messages ignored inside (already given)."""
+    with warnings.catch_warnings():
+        for message in messages:
+            warnings.filterwarnings("ignore", message=re.escape(message) + "$")
+        yield
+
+
 def _as_frame(X: Any, columns: list[str] | None) -> pd.DataFrame:
     if X is None:
         X = load_faithful()
@@ -771,7 +798,7 @@ def report(
     >>> from bayesgmm import report
     >>> result = report(out="faithful.html", n_components=range(1, 5))  # doctest: +SKIP
     """
-    frame = _as_frame(X, columns)
+    frame, data_warnings = _checked_frame(X, columns)
     paths = _ReportPaths.beside(out)
     paths.check(inputs)
     settings = {
@@ -788,25 +815,26 @@ def report(
         "hdi_prob": hdi_prob,
         "em_options": dict(em_options or {}),
     }
-    selection = select_n_components(
-        frame,
-        settings["n_components"],
-        covariance_types,
-        n_candidates=n_candidates,
-        bayes_covariance_type=bayes_covariance_type,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        sampler=sampler,
-        random_seed=random_seed,
-        target_accept=target_accept,
-        progress=progress,
-        em_options=em_options,
-    )
+    with _said_once(data_warnings):  # (the sweep checks the data again)
+        selection = select_n_components(
+            frame,
+            settings["n_components"],
+            covariance_types,
+            n_candidates=n_candidates,
+            bayes_covariance_type=bayes_covariance_type,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            sampler=sampler,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            progress=progress,
+            em_options=em_options,
+        )
     label, reason = _choose(selection)
     fit = selection.fits[label]
     sections = [
-        _data_section(frame, source),
+        _data_section(frame, source, data_warnings),
         _em_section(selection),
         _loo_section(selection),
         _chosen_section(selection, label, reason),

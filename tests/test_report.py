@@ -1037,3 +1037,24 @@ def test_correlations_pulled_towards_zero_by_the_lkj_prior_are_explained():
     assert "Beta(9, 9)" in text and "deviation of 0.23" in text and "gives 0.24" in text
     table.loc[0, "em_in_hdi"] = True
     assert _correlation_prior_text(table, fit) == ""
+
+
+def test_data_warnings_are_in_the_data_section_and_given_once():
+    """HSAUR3 household shares (closed to 100, rounded): the compositional warning reached
+    the terminal only, and twice (the report's data check and the sweep's)."""
+    from bayesgmm.report import _as_frame, _checked_frame, _data_section, _said_once
+
+    rng = np.random.default_rng(0)
+    parts = rng.dirichlet([4.0, 3.0, 2.0], size=60) * 100
+    frame = pd.DataFrame(np.round(parts, 1), columns=["a", "b", "c"])
+    with pytest.warns(UserWarning, match="compositional") as caught:
+        checked, said = _checked_frame(frame, None)
+    assert len(said) == 1 and "compositional" in said[0]
+    assert [str(w.message) for w in caught if "compositional" in str(w.message)] == said
+    texts = [v for kind, v in _data_section(checked, None, said).blocks if kind == "text"]
+    assert f"Data check: {said[0]}" in texts
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        with _said_once(said):
+            _as_frame(frame, None)
+    assert not [w for w in again if "compositional" in str(w.message)]

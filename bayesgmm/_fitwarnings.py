@@ -55,11 +55,13 @@ def warn_many_parameters(
         for name in ("diag", "tied", "spherical")  # diag keeps each component its own scales
         if name != covariance_type
     }
-    fits = [
-        f"'{name}' ({p} free parameters)" for name, p in smaller.items() if p <= min(n_rows, count)
+    fits = [  # (each in full: the command names its option for every one)
+        f"covariance_type='{name}' ({p} free parameters)"
+        for name, p in smaller.items()
+        if p <= min(n_rows, count)
     ]
     listed = ", ".join(fits[:-1]) + " or " + fits[-1] if len(fits) > 1 else "".join(fits)
-    remedy = f"covariance_type={listed}, or " if fits else ""
+    remedy = f"{listed}, or " if fits else ""
     fewer = _fewer_components(n_rows, n_components, n_features, covariance_type, smaller)
     warn(
         f"The model (covariance_type={covariance_type!r}, {n_components} component"

@@ -305,8 +305,8 @@ def test_more_free_parameters_than_rows_warns_before_sampling(monkeypatch):
     X = np.random.default_rng(0).normal(size=(20, 4))
     X[:10] += 4.0
     expected = (
-        r"29 free parameters for 20 rows.*'diag' \(17 free parameters\), 'tied' \(19 free "
-        r"parameters\) or 'spherical' \(11 free parameters\)"
+        r"29 free parameters for 20 rows.*'diag' \(17 free parameters\), covariance_type='tied' "
+        r"\(19 free parameters\) or covariance_type='spherical' \(11 free parameters\)"
         r".*or a single component \(14 free parameters\), i\.e\. no mixture\.$"
     )
     with pytest.warns(SamplingWarning, match=expected), pytest.raises(RuntimeError):
@@ -341,8 +341,14 @@ def test_too_many_parameters_even_for_one_component_says_so():
     with pytest.warns(SamplingWarning) as caught:
         warn_many_parameters(30, 2, 6, "full")  # two diagonal or spherical components fit
     assert str(caught[0].message).endswith(
-        "Use covariance_type='diag' (25 free parameters) or 'spherical' (15 free parameters), "
-        "or a single component (27 free parameters), i.e. no mixture."
+        "Use covariance_type='diag' (25 free parameters) or covariance_type='spherical' (15 "
+        "free parameters), or a single component (27 free parameters), i.e. no mixture."
+    )
+    from bayesgmm.cli import command_terms  # (cluster votes.repub: "... or 'spherical'")
+
+    assert (
+        "--bayes-covariance-type diag (25 free parameters) or --bayes-covariance-type "
+        "spherical (15" in command_terms(str(caught[0].message))
     )
     with pytest.warns(
         SamplingWarning, match=r"fewer features \(one 'full' component alone has 35\)"

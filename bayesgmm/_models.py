@@ -44,6 +44,7 @@ __all__ = [
     "MODEL_NAMES",
     "ONE_FEATURE_MODELS",
     "check_model",
+    "closest_bayes_model",
     "contains",
     "inestimable",
     "layout",
@@ -243,6 +244,15 @@ def contains(general: str, special: str) -> bool:
     return all(_CONSTRAINT[s] <= _CONSTRAINT[g] for g, s in zip(general, special, strict=True))
 
 
+def closest_bayes_model(model: str) -> str:
+    """The most constrained model the Bayesian stage samples that contains ``model``.
+
+    >>> closest_bayes_model("VEI"), closest_bayes_model("EVE")
+    ('VVI', 'VVV')
+    """
+    return [m for m in BAYES_MODELS if contains(m, model)][-1]  # (VVV contains every one)
+
+
 def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -> str:
     """One plain sentence: the model EM's BIC chose and the model the Bayesian stage samples.
 
@@ -281,7 +291,7 @@ def sampled_model_statement(best: tuple[int, str], bayes_covariance_type: str) -
             f"{head}, which contains {chosen} as a special case but does not impose its "
             "constraints."
         )
-    closest = [m for m in BAYES_MODELS if contains(m, chosen)][-1]  # (VVV contains every one)
+    closest = closest_bayes_model(chosen)
     if closest == chosen:
         advice = f"{chosen} itself can be sampled: bayes_covariance_type='{chosen}'."
     else:

@@ -28,6 +28,8 @@ from ._models import (
     COVARIANCE_NAMES,
     MODEL_NAMES,
     ONE_FEATURE_MODELS,
+    closest_bayes_model,
+    contains,
     inestimable,
     model_name,
     n_parameters,
@@ -502,6 +504,25 @@ def _with_sampled(covariance_types: str | Iterable[str], sampled: str | None, X:
     return [*names, sampled]
 
 
+def _unfitted_advice(table: pd.DataFrame, best: tuple[int, str], sampled: str) -> str:
+    """A caveat to :func:`sampled_model_statement`'s advice when the model it advises (the
+    closest sampled model containing BIC's choice) has rows in the sweep and failed at every
+    K > 1 there ("" otherwise): cluster's votes.repub (50 rows, 10 features), BIC's EVE K=2
+    sampled with diagonal covariances, was advised VVV, which more parameters than rows keep
+    from every K > 1."""
+    k, chosen = best[0], model_name(best[1])
+    closest = closest_bayes_model(chosen)
+    if k == 1 or contains(model_name(sampled), chosen) or closest == model_name(sampled):
+        return ""  # (no advice given)
+    rows = table[(table["model_name"] == closest) & (table["n_components"] > 1)]
+    if rows.empty or (rows["status"] != "failed").any():
+        return ""
+    return (
+        f" But {closest} could not be fitted at any K > 1 on these rows (the EM table says "
+        "why), so neither can its posterior be sampled there."
+    )
+
+
 def ranking_rows(table: pd.DataFrame, covariance_type: str) -> pd.DataFrame:
     """The rows of an EM sweep's table that rank the K of a sampled ``covariance_type``: its
     own rows when one of them was fitted, else every row."""
@@ -747,6 +768,7 @@ def select_n_components(
         return selection
     ks = _sampleable_candidates(selection, n_candidates, bayes_covariance_type, np.shape(X))
     selection.sampled = sampled_model_statement(sweep.best["bic"], bayes_covariance_type)
+    selection.sampled += _unfitted_advice(sweep.table, sweep.best["bic"], bayes_covariance_type)
     settings = dict(
         covariance_type=bayes_covariance_type,
         priors=priors,

@@ -645,3 +645,26 @@ def test_ranked_components_of_failed_fits_only_is_empty():
 
     table = pd.DataFrame({"n_components": [3, 4], "status": "failed", "bic": np.nan})
     assert ranked_components(table) == []
+
+
+def test_advice_to_sample_a_model_that_failed_at_every_k_above_one_says_so():
+    """cluster's votes.repub (50 x 10), BIC's EVE K=2 sampled with diagonal covariances: the
+    report advised VVV, which had failed at every K > 1 (more parameters than rows)."""
+    from bayesgmm.selection import _unfitted_advice
+
+    table = pd.DataFrame(
+        {
+            "n_components": [1, 2, 3, 2],
+            "model_name": ["VVV", "VVV", "VVV", "EVE"],
+            "status": ["ok", "failed", "failed", "ok"],
+        }
+    )
+    said = _unfitted_advice(table, (2, "EVE"), "diag")
+    assert said == (
+        " But VVV could not be fitted at any K > 1 on these rows (the EM table says why), so "
+        "neither can its posterior be sampled there."
+    )
+    table.loc[2, "status"] = "ok"  # fitted at K=3: the advice stands
+    assert _unfitted_advice(table, (2, "EVE"), "diag") == ""
+    assert _unfitted_advice(table.iloc[[0, 3]], (2, "EVE"), "diag") == ""  # (not swept)
+    assert _unfitted_advice(table, (2, "EVE"), "full") == ""  # (VVV contains EVE: no advice)

@@ -35,7 +35,7 @@ from ._report_figures import (
     bic_figure,
     bic_table,
 )
-from ._validation import check_matrix
+from ._validation import check_matrix, near_dependence_warning
 from .alignment import label_switching_summary
 from .bayesian import BayesianGMM
 from .compare import compare, compare_mixture
@@ -121,10 +121,15 @@ def _em_section(selection: Selection) -> Section:
         section.text(edge)
     for row in failed.itertuples():
         section.text(f"K={row.n_components} {row.covariance_type}: {row.status}. {row.message}")
+    sound = (selection.em.table["status"] == "ok").any()
     section.table(
         _marked_bic_table(selection.em.table),
         "BIC of every model and K (lower is better; †: EM collapsed a component or did not "
-        "converge, so the fit is left out of the best-by-criterion choice)",
+        + (
+            "converge, so the fit is left out of the best-by-criterion choice)"
+            if sound
+            else "converge: no fit is sound, so the best-by-criterion choice is among these)"
+        ),
     )
     section.figure(
         bic_figure(selection.em.table, selection.em.best["bic"]), "BIC against K, per model"
@@ -313,7 +318,7 @@ def _p_loo_text(selection: Selection) -> str:
         count = n_parameters(
             fit.covariance_type, fit.n_components, fit.idata_.posterior.sizes["feature"]
         )
-        if _p_loo_readable(row, count, _n_rows(fit)) and row["p_loo"] > count:
+        if row["p_loo"] > count:
             said.append(f"{label} {row['p_loo']:.4g} for {count}")
     if not said:
         return ""
@@ -325,14 +330,6 @@ def _p_loo_text(selection: Selection) -> str:
         "assume, so check the features' shape (e.g. a log transform of skewed ones) before "
         "reading K as a number of clusters."
     )
-
-
-def _p_loo_readable(row: pd.Series, count: int, n_rows: int) -> bool:
-    """Whether a candidate's p_loo can be held against its free parameters: no row with
-    Pareto k above 0.7 (where PSIS, and so p_loo, is unreliable) and fewer parameters than
-    rows (where the glossary's rule is stated). Leinhardt (carData), K=4: flagged with
-    p_loo 24.3 for 23 beside rows of Pareto k above 0.7."""
-    return row["pareto_k_above_0.7"] == 0 and count < n_rows
 
 
 def _n_rows(fit: BayesianGMM) -> int:
@@ -446,6 +443,7 @@ def _correlation_prior_text(table: pd.DataFrame, fit: Any) -> str:
     pulled = rows[(rows["em"].abs() > 0.8) & (rows["mean"].abs() < rows["em"].abs())]
     if pulled.empty:
         return ""
+    pulled = pulled.iloc[np.argsort(-pulled["em"].abs().to_numpy(), kind="stable")]
     n_features = fit.idata_.posterior.sizes["feature"]
     eta = float((get_attr(fit.idata_, "priors") or {}).get("lkj_eta", 2.0))
     a = eta - 1 + n_features / 2
@@ -456,9 +454,9 @@ def _correlation_prior_text(table: pd.DataFrame, fit: Any) -> str:
         f"gives each correlation a Beta({a:g}, {a:g}) marginal on [-1, 1], a prior standard "
         f"deviation of {1 / np.sqrt(2 * a + 1):.2f} about 0, which {_n_rows(fit)} rows do not "
         "outweigh near +-1, and the standard deviations shrink with the correlations: the "
-        "prior's pull, not a sampling failure. More rows weaken it; no LKJ eta removes it at "
-        f"this dimension (eta = 1, uniform over correlation matrices, gives "
-        f"{1 / np.sqrt(n_features + 1):.2f})."
+        "prior's pull, not a sampling failure. More rows weaken it; eta = 1 (uniform over "
+        f"correlation matrices) still gives {1 / np.sqrt(n_features + 1):.2f}, and only eta "
+        "below 1, which favours strong correlations, widens it further."
     )
 
 
@@ -600,7 +598,7 @@ def _choose(selection: Selection) -> tuple[str, str]:
         none = "every converged candidate posterior has a component on a point mass"
     closest = _closest_to_converged(selection)
     if closest is not None:
-        failed = selection.loo.loc[closest, "failed_checks"]
+        failed = ", ".join(_convergence_failures(selection.loo.loc[closest, "failed_checks"]))
         return closest, (
             f"{none}; {closest} came closest (it failed fewer checks than any other: "
             f"{failed}), so it is shown (treat with care)."
@@ -627,9 +625,7 @@ def _closest_to_converged(selection: Selection) -> str | None:
     if loo is None or len(loo) < 2 or loo["converged"].any():
         return None
     counts = {
-        str(label): len(
-            [c for c in str(row["failed_checks"]).split(", ") if c and c not in NOT_CONVERGENCE]
-        )
+        str(label): len(_convergence_failures(row["failed_checks"]))
         for label, row in loo.iterrows()
         if label in selection.fits
     }
@@ -637,6 +633,11 @@ def _closest_to_converged(selection: Selection) -> str | None:
         return None
     ranked = sorted(counts, key=counts.get)
     return ranked[0] if counts[ranked[0]] < counts[ranked[1]] else None
+
+
+def _convergence_failures(failed_checks: str) -> list[str]:
+    """The convergence checks among a LOO row's ``failed_checks`` (not ``labels``)."""
+    return [c for c in str(failed_checks).split(", ") if c and c not in NOT_CONVERGENCE]
 
 
 def _only_candidate_text(selection: Selection, k: int) -> str:
@@ -649,9 +650,11 @@ def _only_candidate_text(selection: Selection, k: int) -> str:
     k_bic, model = selection.chosen["bic"]
     if k_bic == k:
         return ""
+    sampled = model_name(next(iter(selection.fits.values())).covariance_type)
     rows = table[
         (table["status"] == "ok")
         & table["model_name"].isin(BAYES_MODELS)
+        & (table["model_name"] != sampled)  # (its other K could not be sampled)
         & (table["n_components"] != k)
     ]
     text = f" EM's BIC prefers K={k_bic} ({model_name(model)})."
@@ -666,9 +669,9 @@ def _only_candidate_text(selection: Selection, k: int) -> str:
 
 
 def _in_terms(section: Section, terms: Callable[[str], str] | None) -> Section:
-    """``section`` with ``terms`` applied to its sentences, captions and text cells (the
-    command's report advised "covariance_type='diag'", "raise target_accept", options the
-    command spells otherwise)."""
+    """``section`` with ``terms`` applied to its sentences, table captions and text cells
+    (the command's report advised "covariance_type='diag'", "raise target_accept", options
+    the command spells otherwise)."""
     if terms is None:
         return section
 
@@ -687,15 +690,12 @@ def _in_terms(section: Section, terms: Callable[[str], str] | None) -> Section:
 
 
 def _checked_frame(X: Any, columns: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
-    """:func:`_as_frame` and the warnings its data checks gave (a composition closed to
-    rounding, nearly dependent columns), given again as they were: the Data section shows them
-    too (HSAUR3 household shares: the warning reached the terminal only, twice)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        frame = _as_frame(X, columns)
-    for found in caught:
-        warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
-    return frame, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    """:func:`_as_frame` (whose data checks warn as usual) and what those checks warned of (a
+    composition closed to rounding, nearly dependent columns), for the Data section (HSAUR3
+    household shares: the warning reached the terminal only, twice)."""
+    frame = _as_frame(X, columns)
+    said = near_dependence_warning(frame.to_numpy(dtype=float), [str(c) for c in frame.columns])
+    return frame, [said] if said else []
 
 
 @contextmanager
@@ -780,9 +780,10 @@ def report(
         Where the data came from, shown first in the Data section (the command gives its
         file, and the rows ``--dropna`` left out).
     terms : callable, optional
-        Applied to every sentence, caption and table cell of text: the command passes one
-        that names its options for the Python parameters the advice names
-        (:func:`bayesgmm.cli.command_terms`).
+        Applied to the sentences, table captions and text cells of the sections that advise
+        (not the Data section, the data's own words, nor the reproducibility tables, which
+        record the Python settings): the command passes one that names its options for the
+        Python parameters the advice names (:func:`bayesgmm.cli.command_terms`).
 
     Returns
     -------
@@ -844,7 +845,10 @@ def report(
         _reproducibility_section(fit, settings),
     ]
     title = title or f"bayesgmm report: {frame.shape[0]} x {frame.shape[1]} data, chosen {label}"
-    paths.write(title, [_in_terms(section, terms) for section in sections], inputs)
+    sections = [  # (not the data's own words, nor the settings' Python names)
+        s if s.key in ("data", "reproducibility") else _in_terms(s, terms) for s in sections
+    ]
+    paths.write(title, sections, inputs)
     return Report(paths.html, paths.markdown, selection, fit)
 
 

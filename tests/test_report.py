@@ -903,25 +903,6 @@ def test_a_p_loo_above_the_free_parameters_is_named():
     assert _p_loo_text(selection) == ""
 
 
-def test_p_loo_is_not_held_against_the_parameters_where_it_cannot_be_read():
-    """carData Leinhardt, K=4: flagged with p_loo 24.3 for 23 parameters beside rows of
-    Pareto k above 0.7, where PSIS's p_loo is unreliable; nor is it read with more
-    parameters than rows (the glossary states the rule for fewer)."""
-    from types import SimpleNamespace
-
-    from bayesgmm.report import _p_loo_text
-
-    rows = {"K=1": {"p_loo": 12.0, "pareto_k_above_0.7": 3}}
-    selection = _loo_selection(rows, n_rows=60)
-    selection.fits["K=1"].idata_.posterior = SimpleNamespace(sizes={"feature": 3})
-    assert _p_loo_text(selection) == ""
-    selection.loo.loc["K=1", "pareto_k_above_0.7"] = 0
-    assert _p_loo_text(selection).startswith("p_loo above the free parameters: K=1 12 for 9")
-    selection = _loo_selection(rows | {"K=1": {"p_loo": 12.0, "pareto_k_above_0.7": 0}}, 8)
-    selection.fits["K=1"].idata_.posterior = SimpleNamespace(sizes={"feature": 3})
-    assert _p_loo_text(selection) == ""  # 9 parameters for 8 rows
-
-
 def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_named():
     """R's votes.repub, MASS UScrime, carData Soils: full covariances cannot be fitted at
     K > 1 on their rows, so K=1 alone was sampled and the report's verdict read "K=1: the
@@ -934,10 +915,10 @@ def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_n
     selection.em = SimpleNamespace(
         table=pd.DataFrame(
             {
-                "n_components": [1, 2, 2, 3, 2],
-                "model_name": ["VVV", "EVE", "EEE", "VVI", "VVV"],
-                "status": ["ok", "ok", "ok", "ok", "failed"],
-                "bic": [1102.0, 1055.0, 1088.0, 1072.0, np.nan],
+                "n_components": [1, 2, 2, 3, 2, 3],
+                "model_name": ["VVV", "EVE", "EEE", "VVI", "VVV", "VVV"],
+                "status": ["ok", "ok", "ok", "ok", "failed", "ok"],
+                "bic": [1102.0, 1055.0, 1088.0, 1072.0, np.nan, 1000.0],
             }
         )
     )
@@ -945,7 +926,7 @@ def test_a_lone_candidate_is_not_called_the_best_and_the_model_to_compare_k_is_n
     assert label == "K=1"
     assert reason.startswith("the only candidate sampled, so no comparison chose it.")
     assert "EM's BIC prefers K=2 (EVE)" in reason
-    assert "VVI has the best BIC among them, at K=3" in reason
+    assert "VVI has the best BIC among them, at K=3" in reason  # (not VVV: sampled already)
     assert "bayes_covariance_type='VVI'" in reason
     selection.chosen = {"loo": 1, "bic": (1, "VVV")}
     assert _choose(selection)[1] == "the only candidate sampled, so no comparison chose it."
@@ -974,6 +955,10 @@ def test_without_a_converged_posterior_the_one_closest_to_converging_is_shown():
         "no candidate posterior converged; K=2 came closest (it failed fewer checks than any "
         "other: divergences), so it is shown (treat with care)."
     )
+    rows["K=2"]["failed_checks"] = "divergences, labels"  # (labels: not a convergence check)
+    selection = _loo_selection(rows)
+    selection.chosen = {"bic": (3, "full"), "loo": None}
+    assert "than any other: divergences), so" in _choose(selection)[1]
     rows["K=3"]["failed_checks"] = "r_hat, labels"  # one each: a tie, so BIC's choice
     selection = _loo_selection(rows)
     selection.chosen = {"bic": (3, "full"), "loo": None}
@@ -1034,7 +1019,7 @@ def test_correlations_pulled_towards_zero_by_the_lkj_prior_are_explained():
     text = _correlation_prior_text(table, fit)
     assert text.startswith("EM's strongest correlations lie outside their HDIs, pulled towards")
     assert "(1, e.g. correlations[0, b, a]: EM 0.994, posterior mean 0.976)" in text
-    assert "Beta(9, 9)" in text and "deviation of 0.23" in text and "gives 0.24" in text
+    assert "Beta(9, 9)" in text and "deviation of 0.23" in text and "still gives 0.24" in text
     table.loc[0, "em_in_hdi"] = True
     assert _correlation_prior_text(table, fit) == ""
 
@@ -1058,3 +1043,21 @@ def test_data_warnings_are_in_the_data_section_and_given_once():
         with _said_once(said):
             _as_frame(frame, None)
     assert not [w for w in again if "compositional" in str(w.message)]
+    with warnings.catch_warnings(record=True) as filtered:  # the user's filters still apply
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message="compositional")
+        assert _checked_frame(frame, None)[1] == said
+    assert not [w for w in filtered if "compositional" in str(w.message)]
+
+
+def test_the_commands_report_keeps_the_data_and_settings_in_their_own_words(report_run):
+    """The command's terms apply to the advice, not to the data's words (a file named
+    reg_covar.csv read "--reg-covar.csv") nor to the reproducibility tables, which record the
+    Python settings."""
+    _, out = report_run
+    text = out.with_suffix(".md").read_text(encoding="utf-8")
+    data = text.split("## Data")[1].split("\n## ")[0]
+    assert "Read from " in data
+    settings = text.split("**Report settings**")[1].split("**Sampler**")[0]
+    assert "| n_components |" in settings and "--components" not in settings
+    assert "target_accept" in settings and "--target-accept" not in settings

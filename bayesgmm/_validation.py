@@ -42,8 +42,9 @@ def _check_dataframe(X: pd.DataFrame) -> None:
         raise ValueError(
             f"X has numbers written with thousands separators: {_separated_phrase(separated)}. "
             f"Remove the separators, e.g. X[{column}] = pd.to_numeric(X[{column}].str.replace("
-            "',', '')), or read the file with read_csv(..., thousands=','); marking those cells "
-            "missing would discard valid values."
+            "',', '')), or read the file with read_csv(..., thousands=','); if the commas are "
+            "decimal commas, read it with read_csv(..., decimal=',') instead; marking those "
+            "cells missing would discard valid values."
         )
     if texts:
         column = repr(str(texts[0][0]))
@@ -87,7 +88,7 @@ def numbers_as_text(frame: pd.DataFrame) -> list[tuple[Any, int, list[str]]]:
 
 
 # a number written with thousands separators: '1,062', '-12,345.5' (a CSV quotes such cells)
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # ('0,125': a decimal comma)
 
 
 def separated_numbers(frame: pd.DataFrame) -> list[tuple[Any, int, list[str]]]:
@@ -633,15 +634,37 @@ def _warn_nearly_dependent(
 ) -> None:
     """Warn when a column is nearly a linear function of others (a closed composition whose
     parts were rounded, say): the posterior is then a thin ridge NUTS mixes on slowly."""
+    message = _near_dependence_message(X, names, spectrum)
+    if message:
+        warn(message, UserWarning)
+
+
+def _near_dependence_message(
+    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
+) -> str:
+    """What :func:`_warn_nearly_dependent` says ("" when no column is nearly dependent)."""
     found = _near_dependence(X, names, spectrum)
     if found is None:
-        return
+        return ""
     problem, remedy = found
-    warn(
+    return (
         f"{problem}: the components' covariances are nearly singular and sampling may mix "
-        f"slowly. {remedy}.",
-        UserWarning,
+        f"slowly. {remedy}."
     )
+
+
+def near_dependence_warning(X: Any, names: list[str]) -> str:
+    """The warning :func:`check_matrix` gives when a column is nearly a linear function of
+    others ("" when none), judged as it judges it, on the complete rows: for a report that
+    shows it (the warning itself goes through Python's warnings, and the user's filters)."""
+    array = np.asarray(X, dtype=float)
+    complete = array[~np.isnan(array).any(axis=1)]
+    if complete.shape[0] <= complete.shape[1]:
+        return ""
+    spectrum = _correlation_spectrum(complete)
+    if _exact_dependence(complete, names, spectrum) is not None:
+        return ""  # (check_matrix raises on it)
+    return _near_dependence_message(complete, names, spectrum)
 
 
 def _near_dependence(

@@ -265,6 +265,11 @@ def test_numbers_with_thousands_separators_are_named_with_a_remedy_that_keeps_th
     message = str(caught.value)
     assert "thousands separators: column 'y' (2 cell(s) such as ['1,062', '12,345.5'])" in message
     assert "read_csv(..., thousands=',')" in message and "errors='coerce'" not in message
+    assert "decimal=','" in message
+    decimal = df.assign(y=["0,125", "0,250", "0,5", "534", "601", "?"])  # decimal commas
+    with pytest.raises(ValueError) as caught:
+        EMGaussianMixture(2).fit(decimal)
+    assert "thousands separators" not in str(caught.value)
 
 
 def test_missing_everywhere_message_names_the_column():

@@ -294,13 +294,16 @@ def _kmeans_starts(spaces: tuple, k: int, n: int, rng: np.random.RandomState) ->
     (``Strategy.always`` continues it), the others ``"kmeans"``."""
     found, inertia = [], []
     for i in range(n):
-        Z = spaces[i % 2]
+        Z = spaces[i % len(spaces)]
         labels = kmeans_labels(Z, k, rng)
         found.append(["kmeans", labels, None])
-        inertia.append(_within_ss(Z, labels, k))
+        full = np.unique(labels).size == k  # (one with an empty cluster is not a start)
+        inertia.append(_within_ss(Z, labels, k) if full else np.inf)
     for space in range(min(n, len(spaces))):
         ours = list(range(space, n, len(spaces)))
-        found[ours[int(np.argmin([inertia[i] for i in ours]))]][0] = "kmeans-best"
+        best = ours[int(np.argmin([inertia[i] for i in ours]))]
+        if np.isfinite(inertia[best]):
+            found[best][0] = "kmeans-best"
     return [tuple(start) for start in found]
 
 

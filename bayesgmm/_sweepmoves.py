@@ -137,8 +137,9 @@ def parent_strategy(
 ) -> tuple[dict[str, Any], Strategy]:
     """The EM settings and em-EM of the fit at ``K + 1`` that the sweep's largest K is merged
     from (:func:`top_merges`): the same starts and screening, the best short run continued
-    alone (no reserve, no loose stage, no hierarchical start continued regardless) to the
-    loose stage's tolerance: its clusters are merge starts, not a row of the table. (Measured,
+    alone (no reserve, no loose stage, no kind of start continued regardless: not the
+    hierarchical, random or kmeans-best ones) to the loose stage's tolerance: its clusters
+    are merge starts, not a row of the table. (Measured,
     benchmark sets: two short runs instead of six saved 1-2% of the sweep's iterations and
     missed iris VII K=9 and banknote VVI K=9 in one seed each; the full em-EM cost 3-6% more
     for no further cell.)"""

@@ -943,14 +943,14 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray
 
 def _row_names(positions: list[int], row_index: Any) -> str:
     """Rows named by their labels in ``row_index`` (a DataFrame's index; its name, e.g. the
-    command's "data row", says what they count), or as positions from 0 without one or with
+    command's "data row", in brackets), or as positions from 0 without one or with
     the default index (carData UN with ``--dropna``: positions in the rows kept, "rows [53,
     3, 32, 0, 70]", were read as the file's rows 60, 5, 37, 1 and 81)."""
     default = isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1
     if row_index is None or default or len(row_index) <= max(positions, default=0):
         return f"rows {positions} (positions from 0)"
-    labels = np.asarray(row_index)[positions].tolist()
-    return f"{row_index.name}s {labels}" if row_index.name else f"rows {labels} (the index)"
+    labels = [v if isinstance(v, int | str) else str(v) for v in row_index[positions].tolist()]
+    return f"rows {labels} ({row_index.name or 'the index'})"
 
 
 def _size_text(size: float, minimum: int) -> str:

@@ -163,16 +163,19 @@ def test_collapsed_rows_are_named_by_the_data_index(faithful):
         warnings.simplefilter("always")
         EMGaussianMixture(2, random_state=0).fit(frame)
     said = [str(w.message) for w in caught]
-    assert any("mostly data rows [4]" in m for m in said), said
+    assert any("mostly rows [4] (data row)" in m for m in said), said
     assert not any("feature names" in m for m in said), said
     dropped = frame.drop(index=[1, 2])  # positions shift, labels do not
-    with pytest.warns(CollapsedComponentWarning, match=r"mostly data rows \[4\]"):
+    with pytest.warns(CollapsedComponentWarning, match=r"mostly rows \[4\] \(data row\)"):
         EMGaussianMixture(2, random_state=0).fit(dropped)
     sweep = em_sweep(dropped, [2], ["full"], progress=False, random_state=0)
-    assert "mostly data rows [4]" in sweep.table["message"].iloc[0]
+    assert "mostly rows [4] (data row)" in sweep.table["message"].iloc[0]
     unnamed = frame.set_axis(frame.index * 10, axis=0).rename_axis(None)
     with pytest.warns(CollapsedComponentWarning, match=r"mostly rows \[40\] \(the index\)"):
         EMGaussianMixture(2, random_state=0).fit(unnamed)
+    dated = frame.set_axis(pd.date_range("2020-01-01", periods=len(frame)), axis=0)
+    with pytest.warns(CollapsedComponentWarning, match=r"rows \['2020-01-04 00:00:00'\]"):
+        EMGaussianMixture(2, random_state=0).fit(dated)
 
 
 def test_a_candidate_that_cannot_be_sampled_is_reported_not_fatal(faithful):

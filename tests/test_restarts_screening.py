@@ -223,8 +223,9 @@ def test_the_best_kmeans_partition_is_continued_however_it_ranks_before():
 def test_one_kmeans_best_start_per_geometry_the_least_sum_of_squares():
     """In each geometry (standardised, common scale) the k-means partition of least
     within-cluster sum of squares among that geometry's is ``kmeans-best`` (sums computed
-    here directly), and the pool keeps one such start per geometry at every K, also when
-    it repeats an earlier partition."""
+    here directly); the pool keeps at most one per geometry at every K (fewer where one
+    repeats the hierarchical start, which is continued anyway), and a ``kmeans`` start
+    repeated as ``kmeans-best`` becomes one."""
     X = pd.read_csv(SIMCORR).to_numpy()[:, :3] * np.array([1.0, 10.0, 0.1])
     centred = X - X.mean(axis=0)
     spaces = (centred / X.std(axis=0), centred / np.sqrt(np.mean(X.var(axis=0))))
@@ -244,3 +245,15 @@ def test_one_kmeans_best_start_per_geometry_the_least_sum_of_squares():
         assert 1 <= [kind for kind, _ in starts].count("kmeans-best") <= 2
     again = [("kmeans", np.arange(6) % 2, None), ("kmeans-best", 1 - np.arange(6) % 2, None)]
     assert [kind for kind, _ in _distinct(again, 2, 6)] == ["kmeans-best"]
+
+
+def test_kmeans_best_is_never_a_partition_the_pool_drops(monkeypatch):
+    """A k-means partition with an empty cluster (fewer than K, so ``_distinct`` drops it) has
+    the least sum of squares here; its geometry's ``kmeans-best`` is the best of the others."""
+    import bayesgmm._restarts as restarts
+
+    Z = np.arange(12.0).reshape(6, 2)
+    partitions = iter([np.zeros(6, int), np.arange(6) % 2, np.arange(6) // 3, np.arange(6) % 2])
+    monkeypatch.setattr(restarts, "kmeans_labels", lambda Z, k, rng: next(partitions))
+    found = _kmeans_starts((Z, Z), 2, 4, np.random.RandomState(0))
+    assert [kind for kind, _, _ in found] == ["kmeans", "kmeans-best", "kmeans-best", "kmeans"]

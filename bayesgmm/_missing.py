@@ -54,6 +54,7 @@ __all__ = [
     "criteria_weights",
     "drop_empty_rows",
     "e_step",
+    "empty_rows",
     "impute",
     "initial_rows",
     "predict_rows",
@@ -227,12 +228,17 @@ def prepare(
     return RowData(X, sample_weight), observed_summary(X, sample_weight)
 
 
+def empty_rows(X: np.ndarray) -> np.ndarray:
+    """Which rows of ``X`` have every feature missing (NaN)."""
+    return np.isnan(X).all(axis=1)
+
+
 def drop_empty_rows(
     X: np.ndarray, sample_weight: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``X`` and its weights without the rows that have every feature missing, with a warning
-    that counts them."""
-    empty = np.isnan(X).all(axis=1)
+    """``X`` and its weights without the rows that have every feature missing
+    (:func:`empty_rows`), with a warning that counts them."""
+    empty = empty_rows(X)
     if not empty.any():
         return X, sample_weight
     warn(

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from ._errors import from_below, warn
 from ._fitwarnings import refuse_too_few_rows, warn_collapse_on_ties, warn_many_parameters
 from ._idata import get_attr
-from ._missing import drop_empty_rows
+from ._missing import drop_empty_rows, empty_rows
 from ._persist import read_fit, restore_em, write_fit
 from ._units import scaling_of
 from ._validation import (
@@ -259,6 +259,7 @@ class BayesianGMM(BaseEstimator):
             X, n_components=self.n_components, estimator=self, allow_nan=True
         )
         weight = check_sample_weight(sample_weight, data.shape[0], self.n_components, data, self)
+        index = X.index[~empty_rows(data)] if isinstance(X, pd.DataFrame) else None
         data, weight = drop_empty_rows(data, weight)  # one warning, not EM's too
         refuse_too_few_rows(
             data.shape[0] if weight is None else int(np.count_nonzero(weight)),
@@ -266,7 +267,7 @@ class BayesianGMM(BaseEstimator):
             data.shape[1],
             self.covariance_type,
         )
-        frame = pd.DataFrame(data, columns=names)
+        frame = pd.DataFrame(data, columns=names, index=index)  # (EM names rows by it)
         self.feature_names_ = names
         self.priors_ = self.priors or default_priors(
             data,

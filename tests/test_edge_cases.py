@@ -136,6 +136,20 @@ def test_an_extreme_outlier_is_named_before_sampling(faithful):
         _fit(frame)
 
 
+def test_bayesian_fits_name_collapsed_rows_by_the_data_index(faithful):
+    """BayesianGMM.fit rebuilt its frame with a default index after leaving out the empty
+    rows, so EM's collapse warning named positions among the rows kept."""
+    frame = faithful.copy()
+    frame.loc[3, "waiting"] = 1e12
+    frame.loc[0] = np.nan  # left out: the positions shift, the labels do not
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="data row")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SamplerError):
+            _fit(frame)
+    assert any("mostly rows [4] (data row)" in str(w.message) for w in caught)
+
+
 def test_a_component_collapsed_onto_an_outlier_names_its_rows(faithful):
     """carData's Davis (one row's weight and height swapped): EM collapsed every K >= 2 onto
     that row and a few others, and the warning named no row. The rows a component on too

@@ -450,7 +450,7 @@ def check_matrix(
     if names is None:
         names = [f"x{j}" for j in range(array.shape[1])]
     names = [str(n) for n in names]
-    check_independent_columns(array[~np.isnan(array).any(axis=1)], names)
+    check_independent_columns(_complete_rows(array), names)
     return array, names
 
 
@@ -543,15 +543,21 @@ def _closed_to_rounding(parts: np.ndarray) -> bool:
     if np.any(parts < 0):
         return False
     sums = parts.sum(axis=1)
-    steps = sum(_step(column) for column in parts.T)
+    steps = sum(value_step(column) for column in parts.T)
     spread = np.sqrt(np.sum(np.var(parts, axis=0)))
     return bool(np.ptp(sums) <= steps * (1 + 1e-6) and np.std(sums) < _CLOSED_SPREAD * spread)
 
 
-def _step(values: np.ndarray) -> float:
+def value_step(values: np.ndarray) -> float:
     """A column's rounding step, estimated as its smallest gap between distinct values (0
-    with one value), as :func:`bayesgmm.priors.resolution_floor` does."""
-    return float(np.diff(np.unique(values)).min(initial=np.inf)) if np.ptp(values) else 0.0
+    with one value): the rounding the closure check allows, and the resolution of
+    :func:`bayesgmm.priors.resolution_floor`. NaN cells are ignored.
+
+    >>> value_step(np.array([1.0, 1.5, 1.0, 2.5, np.nan]))
+    0.5
+    """
+    values = np.unique(values[~np.isnan(values)])
+    return float(np.min(np.diff(values))) if values.size > 1 else 0.0
 
 
 _LOG_RATIO = (
@@ -577,14 +583,40 @@ def check_independent_columns(X: np.ndarray, names: list[str]) -> None:
     ...     print(str(err)[:43])
     column 'b' repeats column 'a' (up to units)
     """
+    found, near = _dependence(X, names)
+    if found is not None:
+        problem, remedy = found
+        raise ValueError(
+            f"{problem}, so every covariance of the mixture would be singular. {remedy}"
+        )
+    if near:  # the posterior is then a thin ridge NUTS mixes on slowly
+        warn(near, UserWarning)
+
+
+def _dependence(X: np.ndarray, names: list[str]) -> tuple[tuple[str, str] | None, str]:
+    """``(exact, near)``: :func:`_exact_dependence`'s ``(problem, remedy)`` when a column is
+    a linear function of others (else None), and otherwise the warning when one nearly is
+    (:func:`_near_dependence`; else ""), from one correlation spectrum of the complete rows
+    ``X``. Neither with no more rows than columns: EM's own checks speak about that."""
     if X.shape[0] <= X.shape[1]:
-        return  # fewer rows than columns: EM's own checks speak about that
+        return None, ""
     spectrum = _correlation_spectrum(X)
-    found = _exact_dependence(X, names, spectrum)
+    exact = _exact_dependence(X, names, spectrum)
+    if exact is not None:
+        return exact, ""
+    found = _near_dependence(X, names, spectrum)
     if found is None:
-        return _warn_nearly_dependent(X, names, spectrum)
+        return None, ""
     problem, remedy = found
-    raise ValueError(f"{problem}, so every covariance of the mixture would be singular. {remedy}")
+    return None, (
+        f"{problem}: the components' covariances are nearly singular and sampling may mix "
+        f"slowly. {remedy}."
+    )
+
+
+def _complete_rows(X: Any) -> np.ndarray:
+    array = np.asarray(X, dtype=float)
+    return array[~np.isnan(array).any(axis=1)]
 
 
 def _exact_dependence(
@@ -615,10 +647,7 @@ def dependence_warning(X: np.ndarray, names: list[str]) -> str:
     """What an EM sweep should say when its data's columns are linearly dependent ("" when
     they are not), judged on the complete rows: every model with a full covariance is then
     singular at every K, where the diagonal ones are not."""
-    complete = X[~np.isnan(X).any(axis=1)]
-    if complete.shape[0] <= complete.shape[1]:
-        return ""
-    found = _exact_dependence(complete, names, _correlation_spectrum(complete))
+    found, _ = _dependence(_complete_rows(X), names)
     if found is None:
         return ""
     problem, remedy = found
@@ -629,42 +658,11 @@ def dependence_warning(X: np.ndarray, names: list[str]) -> str:
     )
 
 
-def _warn_nearly_dependent(
-    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
-) -> None:
-    """Warn when a column is nearly a linear function of others (a closed composition whose
-    parts were rounded, say): the posterior is then a thin ridge NUTS mixes on slowly."""
-    message = _near_dependence_message(X, names, spectrum)
-    if message:
-        warn(message, UserWarning)
-
-
-def _near_dependence_message(
-    X: np.ndarray, names: list[str], spectrum: tuple[np.ndarray, np.ndarray]
-) -> str:
-    """What :func:`_warn_nearly_dependent` says ("" when no column is nearly dependent)."""
-    found = _near_dependence(X, names, spectrum)
-    if found is None:
-        return ""
-    problem, remedy = found
-    return (
-        f"{problem}: the components' covariances are nearly singular and sampling may mix "
-        f"slowly. {remedy}."
-    )
-
-
 def near_dependence_warning(X: Any, names: list[str]) -> str:
     """The warning :func:`check_matrix` gives when a column is nearly a linear function of
     others ("" when none), judged as it judges it, on the complete rows: for a report that
     shows it (the warning itself goes through Python's warnings, and the user's filters)."""
-    array = np.asarray(X, dtype=float)
-    complete = array[~np.isnan(array).any(axis=1)]
-    if complete.shape[0] <= complete.shape[1]:
-        return ""
-    spectrum = _correlation_spectrum(complete)
-    if _exact_dependence(complete, names, spectrum) is not None:
-        return ""  # (check_matrix raises on it)
-    return _near_dependence_message(complete, names, spectrum)
+    return _dependence(_complete_rows(X), names)[1]
 
 
 def _near_dependence(

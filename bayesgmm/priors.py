@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_choice
+from ._validation import check_choice, value_step
 
 __all__ = [
     "DEFAULT_SD_PRIOR",
@@ -140,7 +140,7 @@ def _ties(X: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, np.ndarra
         codes = np.full(X.shape[0], -1, dtype=np.int64)
         codes[kept] = which
         counts = np.bincount(which, weights=weight[kept], minlength=values.size)
-        step = float(np.min(np.diff(values))) if values.size > 1 else 0.0
+        step = value_step(values)
         out.append((codes, counts, step))
     return out
 

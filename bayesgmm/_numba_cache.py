@@ -84,6 +84,7 @@ KERNEL_MODULES = (
     "_logprior",
     "_missing_kernel",
     "_mstep",
+    "_native",
     "_population",
     "_precondition",
     "_unconstrained",
@@ -219,6 +220,16 @@ def _dispatchers(modules: tuple[ModuleType, ...]) -> list[Dispatcher]:
     ]
 
 
+def _caches(modules: tuple[ModuleType, ...]) -> list[FunctionCache]:
+    """The caches of the kernels of ``modules`` and of their C callbacks (a module's
+    ``CALLBACKS``: ``(function, signature)`` pairs, see :func:`compile_callback`)."""
+    callbacks = [fn for module in modules for fn, _ in getattr(module, "CALLBACKS", ())]
+    sources = sources_digest() + _LINKING
+    return [d._cache for d in _dispatchers(modules)] + [
+        _CheckedCache(fn, sources) for fn in callbacks
+    ]
+
+
 def kernel_modules() -> tuple[ModuleType, ...]:
     """The modules of :data:`KERNEL_MODULES`, imported."""
     return tuple(importlib.import_module(f"bayesgmm.{name}") for name in KERNEL_MODULES)
@@ -281,6 +292,22 @@ def install(*modules: ModuleType) -> None:
             dispatcher._cache = _CheckedCache(dispatcher.py_func, sources)
 
 
+def compile_callback(py_func: Any, signature: Any) -> Any:
+    """``py_func`` compiled as a C callback of ``signature`` (``numba.cfunc``), its machine
+    code kept in a checked cache like the kernels' (fresh while every kernel module's source
+    is unchanged: a callback compiles in the kernels it calls). Numba's ``cfunc`` decorator
+    would compile at import and keep an unchecked cache."""
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    _link_own_copies()
+    signature = sigutils.normalize_signature(signature)
+    callback = CFunc(py_func, signature, locals={}, options={"error_model": "numpy"})
+    callback._cache = _CheckedCache(py_func, sources_digest() + _LINKING)
+    callback.compile()
+    return callback
+
+
 def install_module(name: str) -> None:
     """:func:`install` for the module being imported: the last line of every kernel module.
 
@@ -293,7 +320,7 @@ def install_module(name: str) -> None:
 
 def cache_folders(*modules: ModuleType) -> list[Path]:
     """The folders holding the kernels' cached code."""
-    return sorted({Path(d._cache.cache_path) for d in _dispatchers(modules)})
+    return sorted({Path(cache.cache_path) for cache in _caches(modules)})
 
 
 def is_cold(*modules: ModuleType) -> bool:
@@ -313,9 +340,9 @@ def clear(*modules: ModuleType, extra: tuple[Path, ...] = ()) -> list[Path]:
         What was removed.
     """
     removed = []
-    for dispatcher in _dispatchers(modules):
-        folder = Path(dispatcher._cache.cache_path)
-        base = dispatcher._cache._impl.filename_base
+    for cache in _caches(modules):
+        folder = Path(cache.cache_path)
+        base = cache._impl.filename_base
         removed += sorted(folder.glob(f"{base}.*"))
         _remove_entries(folder, base)
     for folder in extra:

@@ -184,13 +184,16 @@ class HardRun:
 def counting_gradients() -> Iterator[itertools.count]:
     """Count every log-density evaluation nutpie asks of the kernel path (warm-up included).
 
-    Wraps the compiled model's logp function; nutpie calls it once per gradient.
+    Wraps the compiled model's logp function; nutpie calls it once per gradient. The compiled
+    callbacks (:mod:`bayesgmm._native`) cannot be counted, so a counted run goes through the
+    Python callback: the same draws (to rounding), the same gradients, but its times are the
+    Python callback's (several times slower with chains on two cores; ``bench_callbacks.py``).
     """
     counter = itertools.count()
     original = sampling._kernel_compiled
 
     def counted(*args, **kwargs):
-        compiled = original(*args, **kwargs)
+        compiled = original(*args, **kwargs, native=False)
         make = compiled._make_logp_func
 
         def make_counted():

@@ -179,9 +179,10 @@ def test_whitened_density_far_out_warns_nothing():
 
 def test_kernel_model_starts_at_the_mode_and_keeps_theta(setup, rng):
     model, em, density, X, _, approx = setup
-    compiled = _kernel_compiled(model, em, density, approx)
-    for seed in (0, 7):
-        np.testing.assert_array_equal(compiled._make_initial_points(seed), 0.0)
+    for native in (True, False):  # the compiled callbacks' expand: test_native.py
+        compiled = _kernel_compiled(model, em, density, approx, native=native)
+        for seed in (0, 7):
+            np.testing.assert_array_equal(compiled._make_initial_points(seed), 0.0)
     z = rng.normal(size=density.n_dim)
     expand = compiled._make_expand_func(0, 0, 0)
     np.testing.assert_allclose(

@@ -1,0 +1,291 @@
+"""nutpie calling the E-step kernel's log density as machine code: no Python, no GIL, per step.
+
+nutpie's ``from_pyfunc`` models call a Python function for every gradient. The kernel itself
+releases the GIL (:mod:`bayesgmm._logdensity`), but the Python around it (the call, the
+arguments, the tuple returned) holds it, and nutpie runs its chains on threads: with two or more
+chains on two cores they queue for the GIL and run slower than one core alone (MASS crabs, K=4,
+full covariances, 83 parameters: 27 us a gradient on one core; 57 us with two chains on two
+cores and 71 us with four, wall time per gradient). Here nutpie gets the addresses of two C
+callbacks compiled by Numba, the way its own Numba backend for PyMC models works: each chain
+calls the kernel directly (17 us a gradient on one core, 7.4 us with four chains on two cores),
+and the draws are the same numbers as through Python.
+
+The callbacks read everything but the point from one ``int64`` header: the sizes, flags and the
+addresses of the data, the density's constant arrays and (whitened sampling) the mode and the
+Laplace factor, all held alive by the model object nutpie keeps. Their machine code is cached on
+disk like the kernels' (:func:`bayesgmm._numba_cache.compile_callback`). Rows with missing cells
+or frequency weights, and a nutpie without these (private) entry points, keep the Python
+callback (:func:`bayesgmm.sampling._kernel_compiled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from nutpie.sample import CompiledModel
+
+from . import _numba_cache
+from ._logdensity import LogDensity, _logp_and_grad
+from ._precondition import Laplace, _whitened_logp_and_grad
+
+__all__ = ["available", "native_model"]
+
+# the header's fields (int64), in order
+(
+    _N_DIM,
+    _WHITENED,
+    _X,
+    _N_ROWS,
+    _N_FEATURES,
+    _LOC,
+    _SCALE,
+    _MEANS_LOC,
+    _MEANS_SCALE,
+    _SD_TERMS,
+    _SD_ROWS,
+    _N_SCALES,
+    _FLOATS,  # log_jacobian, alpha, lkj_shape, constant
+    _N_COMPONENTS,
+    _DIAGONAL,
+    _N_GROUPS,
+    _BLOCK,
+    _MODE,
+    _FACTOR,
+    _HEADER_SIZE,
+) = range(20)
+
+_LOGP_SIGNATURE = types.int64(
+    types.uint64,
+    types.CPointer(types.double),
+    types.CPointer(types.double),
+    types.CPointer(types.double),
+    types.voidptr,
+)
+_EXPAND_SIGNATURE = types.int64(
+    types.uint64,
+    types.uint64,
+    types.CPointer(types.double),
+    types.CPointer(types.double),
+    types.voidptr,
+)
+# nutpie's codes (as its Numba backend returns them): a non-finite gradient or density is a
+# divergence of that trajectory, -1 (the wrong size) stops the run
+_OK, _WRONG_SIZE, _GRADIENT_NOT_FINITE, _DENSITY_NOT_FINITE = 0, -1, 3, 4
+
+
+@intrinsic
+def _address(typingctx, value):  # pragma: no cover - compiled
+    """The integer ``value`` as a pointer, for :func:`numba.carray`."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(value), codegen
+
+
+@numba.njit(inline="always", fastmath=False)
+def _floats(header, field, shape):  # pragma: no cover - compiled
+    return numba.carray(_address(header[field]), shape, np.float64)
+
+
+@numba.njit(inline="always", fastmath=False)
+def _density_args(header):  # pragma: no cover - compiled
+    """The density's constant arguments (``LogDensity._args``) from the header."""
+    n_features = header[_N_FEATURES]
+    floats = _floats(header, _FLOATS, (4,))
+    return (
+        _floats(header, _LOC, (n_features,)),
+        _floats(header, _SCALE, (n_features,)),
+        floats[0],
+        header[_N_COMPONENTS],
+        header[_DIAGONAL] != 0,
+        header[_N_GROUPS],
+        header[_N_SCALES],
+        floats[1],
+        _floats(header, _MEANS_LOC, (n_features,)),
+        _floats(header, _MEANS_SCALE, (n_features,)),
+        _floats(header, _SD_TERMS, (header[_SD_ROWS], header[_N_SCALES])),
+        floats[2],
+        floats[3],
+        header[_BLOCK],
+    )
+
+
+def _logp_callback(n_dim, point, gradient, logp, data):  # pragma: no cover - compiled
+    """nutpie's log density callback: value and gradient at ``point`` (whitened ``z`` or
+    ``theta``, as the header says)."""
+    header = numba.carray(data, (_HEADER_SIZE,), np.int64)
+    if n_dim != header[_N_DIM]:
+        return _WRONG_SIZE
+    x = numba.carray(point, (n_dim,))
+    X = _floats(header, _X, (header[_N_ROWS], header[_N_FEATURES]))
+    args = _density_args(header)
+    if header[_WHITENED] != 0:
+        mode = _floats(header, _MODE, (n_dim,))
+        factor = _floats(header, _FACTOR, (n_dim, n_dim))
+        value, grad = _whitened_logp_and_grad(x, mode, factor, X, args)
+    else:
+        value, grad = _logp_and_grad(x, X, *args)
+    numba.carray(logp, (1,))[0] = value
+    numba.carray(gradient, (n_dim,))[:] = grad
+    if not np.all(np.isfinite(grad)):
+        return _GRADIENT_NOT_FINITE
+    if not np.isfinite(value):
+        return _DENSITY_NOT_FINITE
+    return _OK
+
+
+def _expand_callback(n_dim, n_expanded, point, out, data):  # pragma: no cover - compiled
+    """nutpie's draw callback: the unconstrained ``theta`` of ``point`` (``mode + L z`` when
+    whitened; ``L`` lower triangular, as :meth:`Laplace.to_theta`)."""
+    header = numba.carray(data, (_HEADER_SIZE,), np.int64)
+    if n_dim != header[_N_DIM] or n_expanded != n_dim:
+        return _WRONG_SIZE
+    x = numba.carray(point, (n_dim,))
+    theta = numba.carray(out, (n_dim,))
+    if header[_WHITENED] == 0:
+        theta[:] = x
+        return _OK
+    mode = _floats(header, _MODE, (n_dim,))
+    factor = _floats(header, _FACTOR, (n_dim, n_dim))
+    for i in range(n_dim):
+        acc = mode[i]
+        for j in range(i + 1):
+            acc += factor[i, j] * x[j]
+        theta[i] = acc
+    return _OK
+
+
+#: the callbacks compiled as C functions, with their cache (see :mod:`bayesgmm._numba_cache`)
+CALLBACKS = ((_logp_callback, _LOGP_SIGNATURE), (_expand_callback, _EXPAND_SIGNATURE))
+
+
+@functools.cache
+def _compiled() -> tuple:
+    """The two callbacks' C functions (compiled, or loaded from disk, once a process)."""
+    return tuple(_numba_cache.compile_callback(fn, signature) for fn, signature in CALLBACKS)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether this nutpie has the entry points for compiled callbacks (those its Numba
+    backend for PyMC models uses: ``LogpFunc``, ``ExpandFunc``, ``PyMcModel``)."""
+    from nutpie import _lib
+
+    names = ("LogpFunc", "ExpandFunc", "PyMcModel", "PyVariable")
+    return all(hasattr(_lib, name) for name in names) and hasattr(_lib.PySampler, "from_pymc")
+
+
+def _header(density: LogDensity, X: np.ndarray, approx: Laplace | None) -> tuple:
+    """The callbacks' header and the arrays its addresses point into (to keep alive)."""
+    (loc, scale, log_jacobian, n_components, diagonal, n_groups, n_scales, alpha) = density._args[
+        :8
+    ]
+    means_loc, means_scale, sd_terms, lkj_shape, constant, block = density._args[8:]
+    kept = []
+
+    def address(values) -> int:
+        array = np.ascontiguousarray(values, dtype=np.float64)
+        kept.append(array)
+        return array.ctypes.data
+
+    header = np.zeros(_HEADER_SIZE, dtype=np.int64)
+    header[_N_DIM], header[_WHITENED] = density.n_dim, approx is not None
+    header[_X], (header[_N_ROWS], header[_N_FEATURES]) = address(X), X.shape
+    header[_LOC], header[_SCALE] = address(loc), address(scale)
+    header[_MEANS_LOC], header[_MEANS_SCALE] = address(means_loc), address(means_scale)
+    header[_SD_TERMS], (header[_SD_ROWS], header[_N_SCALES]) = address(sd_terms), sd_terms.shape
+    header[_FLOATS] = address([log_jacobian, alpha, lkj_shape, constant])
+    header[_N_COMPONENTS], header[_DIAGONAL] = n_components, diagonal
+    header[_N_GROUPS], header[_BLOCK] = n_groups, block
+    if n_scales != sd_terms.shape[1]:
+        raise ValueError(f"the density's {n_scales} scales and its prior's terms disagree")
+    if approx is not None:
+        header[_MODE], header[_FACTOR] = address(approx.mode), address(approx.factor)
+    return header, tuple(kept)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelModel(CompiledModel):
+    """nutpie's compiled model of the callbacks for one header (see :func:`native_model`)."""
+
+    size: int
+    name: str
+    header: np.ndarray
+    kept: tuple
+    start: np.ndarray
+
+    @property
+    def n_dim(self) -> int:
+        return self.size
+
+    @property
+    def shapes(self) -> dict:
+        return {self.name: (self.size,)}
+
+    @property
+    def coords(self) -> dict:
+        return {}
+
+    def _make_sampler(self, settings, init_mean, cores, progress_type, *callbacks_and_store):
+        from nutpie import _lib
+
+        model = self._make_model(init_mean)
+        return _lib.PySampler.from_pymc(settings, cores, model, progress_type, *callbacks_and_store)
+
+    def _make_model(self, init_mean=None):
+        from nutpie import _lib
+
+        logp, expand = _compiled()
+        address = self.header.ctypes.data
+        sizes: dict = {}  # nutpie names the draw's dimension in it
+        variables = _lib.PyVariable.new_variables(
+            [self.name], ["float64"], [(self.size,)], sizes, {}
+        )
+        return _lib.PyMcModel(
+            _lib.LogpFunc(logp.address, address, self),
+            _lib.ExpandFunc(self.size, self.size, expand.address, address, self),
+            variables,
+            self.size,
+            sizes,
+            {},
+            self._make_initial_points,
+            None,
+        )
+
+    def _make_initial_points(self, seed: int) -> np.ndarray:
+        """Every chain's start, whatever its seed (the name nutpie's Python models use)."""
+        return self.start.copy()
+
+
+def native_model(
+    density: LogDensity, X: np.ndarray, start: np.ndarray, approx: Laplace | None, name: str
+) -> KernelModel:
+    """nutpie's model of ``density`` on the complete rows ``X`` through the compiled callbacks.
+
+    Parameters
+    ----------
+    density : LogDensity
+    X : ndarray of shape (n_rows, n_features)
+        The rows, float64 and C-contiguous (as ``density.rows`` gives them).
+    start : ndarray of shape (n_dim,)
+        Where every chain starts (in the sampled coordinates: ``z`` when whitened).
+    approx : Laplace or None
+        Sample ``z`` with ``theta = mode + L z`` (:mod:`bayesgmm._precondition`), or ``theta``.
+    name : str
+        The variable nutpie keeps each draw's ``theta`` as.
+    """
+    header, kept = _header(density, X, approx)
+    _compiled()  # compile (or load) now, not in nutpie's first chain
+    return KernelModel(
+        dims={}, size=density.n_dim, name=name, header=header, kept=kept, start=np.array(start)
+    )
+
+
+_numba_cache.install_module(__name__)  # its helpers compile into the callbacks only

@@ -1,0 +1,161 @@
+"""nutpie calling the kernel's log density through compiled callbacks (bayesgmm._native).
+
+Oracles: the density's own value and gradient (the Python path, itself checked against PyMC's
+compiled logp and dlogp in test_logdensity), the Laplace map ``theta = mode + L z``, and the
+draws nutpie makes through the Python callback from the same start and seed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from bayesgmm import EMGaussianMixture, _native, build_model, load_faithful
+from bayesgmm._drift import pooled_metric
+from bayesgmm._logdensity import log_density_for
+from bayesgmm._models import BAYES_MODELS
+from bayesgmm._precondition import whitened_density
+from bayesgmm.sampling import _kernel_compiled
+
+_LOGP = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, *(ctypes.c_void_p,) * 4)
+_EXPAND = ctypes.CFUNCTYPE(
+    ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64, *(ctypes.c_void_p,) * 3
+)
+
+
+def _faithful() -> np.ndarray:
+    return np.ascontiguousarray(load_faithful().to_numpy(), dtype=np.float64)
+
+
+def _call_logp(model, x: np.ndarray, n_dim: int | None = None) -> tuple[int, float, np.ndarray]:
+    """The logp callback at ``x`` as nutpie calls it: (code, value, gradient)."""
+    logp, _ = _native._compiled()
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    value, grad = np.zeros(1), np.zeros(x.shape[0])
+    size = x.shape[0] if n_dim is None else n_dim
+    args = (x.ctypes.data, grad.ctypes.data, value.ctypes.data, model.header.ctypes.data)
+    code = _LOGP(logp.address)(size, *args)
+    return code, value[0], grad
+
+
+def _call_expand(model, z: np.ndarray) -> np.ndarray:
+    _, expand = _native._compiled()
+    out = np.zeros_like(z)
+    code = _EXPAND(expand.address)(
+        z.shape[0], z.shape[0], z.ctypes.data, out.ctypes.data, model.header.ctypes.data
+    )
+    assert code == 0
+    return out
+
+
+def _setup(cov_type: str, k: int = 2):
+    X = _faithful()
+    model = build_model(X, k, covariance_type=cov_type)
+    density = log_density_for(model)
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(300, density.n_dim)) * 0.05 + rng.normal(size=density.n_dim) * 0.3
+    return X, model, density, pooled_metric(draws)
+
+
+@pytest.mark.parametrize("cov_type", BAYES_MODELS)
+def test_the_callback_is_the_density(cov_type):
+    X, _, density, approx = _setup(cov_type, k=3)
+    plain = _native.native_model(density, X, np.zeros(density.n_dim), None, "theta")
+    whitened = _native.native_model(density, X, np.zeros(density.n_dim), approx, "theta")
+    python_whitened = whitened_density(density, approx)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.normal(size=density.n_dim) * 0.5
+        code, value, grad = _call_logp(plain, x)
+        expected_value, expected_grad = density(x, X)
+        assert code == 0
+        np.testing.assert_allclose(value, expected_value, rtol=1e-13)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-11, atol=1e-11)
+        code, value, grad = _call_logp(whitened, x)
+        expected_value, expected_grad = python_whitened(x, X)
+        assert code == 0
+        np.testing.assert_allclose(value, expected_value, rtol=1e-13)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-11, atol=1e-11)
+
+
+def test_the_draw_callback_maps_z_to_theta():
+    X, _, density, approx = _setup("full")
+    z = np.random.default_rng(1).normal(size=density.n_dim)
+    whitened = _native.native_model(density, X, np.zeros(density.n_dim), approx, "theta")
+    np.testing.assert_allclose(_call_expand(whitened, z), approx.to_theta(z), rtol=1e-14)
+    plain = _native.native_model(density, X, np.zeros(density.n_dim), None, "theta")
+    np.testing.assert_array_equal(_call_expand(plain, z), z)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, np.inf, np.nan])
+def test_a_point_far_out_is_a_divergence_code_not_a_failure(value):
+    """nutpie records codes 3 and 4 (a non-finite gradient or density) as a divergence of
+    that trajectory; any other failure would stop the run."""
+    X, _, density, _ = _setup("full")
+    plain = _native.native_model(density, X, np.zeros(density.n_dim), None, "theta")
+    x = np.zeros(density.n_dim)
+    x[-1] = value
+    code, logp, grad = _call_logp(plain, x)
+    finite = np.isfinite(logp) and np.all(np.isfinite(grad))
+    assert code == 0 if finite else code in (3, 4)
+    if np.isnan(value):
+        assert code in (3, 4)
+
+
+def test_a_point_of_the_wrong_size_is_refused():
+    X, _, density, _ = _setup("diag")
+    plain = _native.native_model(density, X, np.zeros(density.n_dim), None, "theta")
+    code, _, _ = _call_logp(plain, np.zeros(density.n_dim), n_dim=density.n_dim - 1)
+    assert code == -1
+
+
+@pytest.mark.parametrize("whiten", [False, True], ids=["theta", "whitened"])
+def test_nutpie_draws_the_python_callbacks_chains(whiten):
+    """Same model, start and seed: the compiled callbacks give the draws the Python callback
+    gives (to rounding: the callback module optimises the linked kernels again, so the last
+    bits of a whitened evaluation can differ; 4e-15 on MASS crabs over 400 iterations)."""
+    import nutpie
+
+    X = _faithful()
+    em = EMGaussianMixture(2, covariance_type="full", random_state=0).fit(X)
+    model = build_model(X, 2, covariance_type="full")
+    density = log_density_for(model)
+    approx = None
+    if whiten:  # whitened around EM's estimate, so that the chains start in the typical set
+        start = _kernel_compiled(model, em, density)._make_initial_points(0)
+        noise = np.random.default_rng(2).normal(size=(400, len(start)))
+        approx = pooled_metric(start + 0.02 * noise)
+    native = _kernel_compiled(model, em, density, approx)
+    python = _kernel_compiled(model, em, density, approx, native=False)
+    assert isinstance(native, _native.KernelModel)
+    assert not isinstance(python, _native.KernelModel)
+    run = dict(draws=60, tune=60, chains=2, seed=4, progress_bar=False)
+    ours, theirs = (nutpie.sample(c, **run) for c in (native, python))
+    np.testing.assert_allclose(
+        ours.posterior["unconstrained_point"].values,
+        theirs.posterior["unconstrained_point"].values,
+        rtol=0,
+        atol=1e-9,
+    )
+    np.testing.assert_array_equal(ours.sample_stats["n_steps"], theirs.sample_stats["n_steps"])
+
+
+def test_rows_with_missing_cells_keep_the_python_callback():
+    X = _faithful().copy()
+    X[3, 1] = np.nan
+    em = EMGaussianMixture(2, random_state=0).fit(np.delete(X, 3, axis=0))
+    model = build_model(X, 2)
+    compiled = _kernel_compiled(model, em, log_density_for(model))
+    assert not isinstance(compiled, _native.KernelModel)
+
+
+def test_a_nutpie_without_the_entry_points_keeps_the_python_callback(monkeypatch):
+    X = _faithful()
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    model = build_model(X, 2)
+    monkeypatch.setattr(_native, "available", lambda: False)
+    compiled = _kernel_compiled(model, em, log_density_for(model))
+    assert not isinstance(compiled, _native.KernelModel)
+    assert compiled.n_dim == log_density_for(model).n_dim

@@ -32,7 +32,7 @@ from nutpie.sample import CompiledModel
 
 from . import _numba_cache
 from ._logdensity import LogDensity, _logp_and_grad
-from ._precondition import Laplace, _whitened_logp_and_grad
+from ._precondition import Laplace, _to_theta, _whitened_logp_and_grad
 
 __all__ = ["available", "native_model"]
 
@@ -151,14 +151,9 @@ def _expand_callback(n_dim, n_expanded, point, out, data):  # pragma: no cover -
     theta = numba.carray(out, (n_dim,))
     if header[_WHITENED] == 0:
         theta[:] = x
-        return _OK
-    mode = _floats(header, _MODE, (n_dim,))
-    factor = _floats(header, _FACTOR, (n_dim, n_dim))
-    for i in range(n_dim):
-        acc = mode[i]
-        for j in range(i + 1):
-            acc += factor[i, j] * x[j]
-        theta[i] = acc
+    else:
+        mode = _floats(header, _MODE, (n_dim,))
+        theta[:] = _to_theta(x, mode, _floats(header, _FACTOR, (n_dim, n_dim)))
     return _OK
 
 
@@ -204,11 +199,21 @@ def _header(density: LogDensity, X: np.ndarray, approx: Laplace | None) -> tuple
     header[_FLOATS] = address([log_jacobian, alpha, lkj_shape, constant])
     header[_N_COMPONENTS], header[_DIAGONAL] = n_components, diagonal
     header[_N_GROUPS], header[_BLOCK] = n_groups, block
-    if n_scales != sd_terms.shape[1]:
-        raise ValueError(f"the density's {n_scales} scales and its prior's terms disagree")
     if approx is not None:
         header[_MODE], header[_FACTOR] = address(approx.mode), address(approx.factor)
+    _check_shapes(density, header, kept, n_scales)
     return header, tuple(kept)
+
+
+def _check_shapes(density: LogDensity, header: np.ndarray, kept: list, n_scales: int) -> None:
+    """The arrays have the shapes the header gives the callbacks (which cannot check them:
+    a wrong one would be read past its end)."""
+    d, n_dim = density.n_features, density.n_dim
+    expected = [(header[_N_ROWS], d), (d,), (d,), (d,), (d,), (header[_SD_ROWS], n_scales), (4,)]
+    expected += [(n_dim,), (n_dim, n_dim)] if header[_WHITENED] else []
+    shapes = [array.shape for array in kept]
+    if shapes != [tuple(int(n) for n in shape) for shape in expected]:
+        raise ValueError(f"the density's arrays have shapes {shapes}, expected {expected}")
 
 
 @dataclasses.dataclass(frozen=True)

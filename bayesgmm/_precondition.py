@@ -344,16 +344,23 @@ def _quantised(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
-def _whitened_logp_and_grad(z, mode, factor, X, args):  # pragma: no cover - compiled
-    """Log density at ``mode + L z`` and its gradient on ``z``, ``L' grad`` (``L`` lower
-    triangular: half the work of a dense factor)."""
-    n = z.shape[0]
+def _to_theta(z, mode, factor):  # pragma: no cover - compiled
+    """``mode + L z`` (``L`` lower triangular: half the work of a dense factor)."""
     x = mode.copy()
-    for i in range(n):
+    for i in range(z.shape[0]):
         acc = 0.0
         for j in range(i + 1):
             acc += factor[i, j] * z[j]
         x[i] += acc
+    return x
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _whitened_logp_and_grad(z, mode, factor, X, args):  # pragma: no cover - compiled
+    """Log density at ``mode + L z`` and its gradient on ``z``, ``L' grad`` (``L`` lower
+    triangular: half the work of a dense factor)."""
+    n = z.shape[0]
+    x = _to_theta(z, mode, factor)
     logp, grad = _logp_and_grad(x, X, *args)
     out = np.zeros(n)
     for i in range(n):

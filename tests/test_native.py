@@ -159,3 +159,14 @@ def test_a_nutpie_without_the_entry_points_keeps_the_python_callback(monkeypatch
     compiled = _kernel_compiled(model, em, log_density_for(model))
     assert not isinstance(compiled, _native.KernelModel)
     assert compiled.n_dim == log_density_for(model).n_dim
+
+
+def test_arrays_of_other_shapes_than_the_header_says_are_refused():
+    """The callbacks read arrays by address and size: one of another shape would be read
+    past its end, so building the model refuses it."""
+    X, _, density, approx = _setup("full")
+    args = list(density._args)
+    args[8] = np.zeros(1)  # one prior mean where the header says one per feature
+    object.__setattr__(density, "_args", tuple(args))
+    with pytest.raises(ValueError, match="shapes"):
+        _native.native_model(density, X, np.zeros(density.n_dim), approx, "theta")

@@ -11,11 +11,12 @@ calls the kernel directly (17 us a gradient on one core, 7.4 us with four chains
 and the draws are the same numbers as through Python.
 
 The callbacks read everything but the point from one ``int64`` header: the sizes, flags and the
-addresses of the data, the density's constant arrays and (whitened sampling) the mode and the
-Laplace factor, all held alive by the model object nutpie keeps. Their machine code is cached on
-disk like the kernels' (:func:`bayesgmm._numba_cache.compile_callback`). Rows with missing cells
-or frequency weights, and a nutpie without these (private) entry points, keep the Python
-callback (:func:`bayesgmm.sampling._kernel_compiled`).
+addresses of the rows (complete; with frequency weights; or sorted by missingness pattern, each
+with its own kernel, as :class:`bayesgmm._logdensity.LogDensity` chooses), the density's
+constant arrays and (whitened sampling) the mode and the Laplace factor, all held alive by the
+model object nutpie keeps. Their machine code is cached on disk like the kernels'
+(:func:`bayesgmm._numba_cache.compile_callback`). A nutpie without these (private) entry points
+keeps the Python callback (:func:`bayesgmm.sampling._kernel_compiled`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from numba.extending import intrinsic
 from nutpie.sample import CompiledModel
 
 from . import _numba_cache
-from ._logdensity import LogDensity, _logp_and_grad
-from ._precondition import Laplace, _to_theta, _whitened_logp_and_grad
+from ._kernels import NO_WEIGHTS
+from ._logdensity import LogDensity, _logp_and_grad, _weighted_logp_and_grad
+from ._logdensity_missing import Rows, _logp_and_grad_rows
+from ._precondition import Laplace, _to_theta, _to_z_gradient
 
 __all__ = ["available", "native_model"]
 
@@ -50,15 +53,25 @@ __all__ = ["available", "native_model"]
     _SD_TERMS,
     _SD_ROWS,
     _N_SCALES,
-    _FLOATS,  # log_jacobian, alpha, lkj_shape, constant
+    _FLOATS,  # log_jacobian, alpha, lkj_shape, constant, the rows' total weight
     _N_COMPONENTS,
     _DIAGONAL,
     _N_GROUPS,
     _BLOCK,
     _MODE,
     _FACTOR,
+    _ROWS,  # which kernel: _COMPLETE, _WEIGHTED or _PATTERNS
+    _WEIGHTS,
+    _N_WEIGHTS,
+    _BOUNDS,
+    _N_PATTERNS,
+    _ORDER,
+    _N_OBSERVED,
     _HEADER_SIZE,
-) = range(20)
+) = range(27)
+# the rows: complete and unweighted; complete with frequency weights; sorted by missingness
+# pattern (bayesgmm._logdensity_missing.Rows), each its own kernel
+_COMPLETE, _WEIGHTED, _PATTERNS = 0, 1, 2
 
 _LOGP_SIGNATURE = types.int64(
     types.uint64,
@@ -95,10 +108,15 @@ def _floats(header, field, shape):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always", fastmath=False)
+def _ints(header, field, shape):  # pragma: no cover - compiled
+    return numba.carray(_address(header[field]), shape, np.int64)
+
+
+@numba.njit(inline="always", fastmath=False)
 def _density_args(header):  # pragma: no cover - compiled
     """The density's constant arguments (``LogDensity._args``) from the header."""
     n_features = header[_N_FEATURES]
-    floats = _floats(header, _FLOATS, (4,))
+    floats = _floats(header, _FLOATS, (5,))
     return (
         _floats(header, _LOC, (n_features,)),
         _floats(header, _SCALE, (n_features,)),
@@ -119,26 +137,45 @@ def _density_args(header):  # pragma: no cover - compiled
 
 def _logp_callback(n_dim, point, gradient, logp, data):  # pragma: no cover - compiled
     """nutpie's log density callback: value and gradient at ``point`` (whitened ``z`` or
-    ``theta``, as the header says)."""
+    ``theta``, as the header says), by the kernel of the header's kind of rows."""
     header = numba.carray(data, (_HEADER_SIZE,), np.int64)
     if n_dim != header[_N_DIM]:
         return _WRONG_SIZE
-    x = numba.carray(point, (n_dim,))
-    X = _floats(header, _X, (header[_N_ROWS], header[_N_FEATURES]))
-    args = _density_args(header)
-    if header[_WHITENED] != 0:
-        mode = _floats(header, _MODE, (n_dim,))
-        factor = _floats(header, _FACTOR, (n_dim, n_dim))
-        value, grad = _whitened_logp_and_grad(x, mode, factor, X, args)
-    else:
-        value, grad = _logp_and_grad(x, X, *args)
+    size = header[_N_DIM]  # int64 (n_dim is unsigned: mixed with signed, numba makes floats)
+    x = numba.carray(point, (size,))
+    whitened = header[_WHITENED] != 0
+    m = size if whitened else 0
+    mode, factor = _floats(header, _MODE, (m,)), _floats(header, _FACTOR, (m, m))
+    theta = _to_theta(x, mode, factor) if whitened else x
+    value, grad = _rows_logp_and_grad(theta, header)
+    if whitened:
+        grad = _to_z_gradient(factor, grad)
     numba.carray(logp, (1,))[0] = value
-    numba.carray(gradient, (n_dim,))[:] = grad
+    numba.carray(gradient, (size,))[:] = grad
     if not np.all(np.isfinite(grad)):
         return _GRADIENT_NOT_FINITE
     if not np.isfinite(value):
         return _DENSITY_NOT_FINITE
     return _OK
+
+
+@numba.njit(inline="always", fastmath=False)
+def _rows_logp_and_grad(theta, header):  # pragma: no cover - compiled
+    """The log density at ``theta`` and its gradient, by the kernel the rows take (as
+    :meth:`bayesgmm._logdensity.LogDensity.__call__` chooses it)."""
+    X = _floats(header, _X, (header[_N_ROWS], header[_N_FEATURES]))
+    args = _density_args(header)
+    if header[_ROWS] == _COMPLETE:
+        return _logp_and_grad(theta, X, *args)
+    weights = _floats(header, _WEIGHTS, (header[_N_WEIGHTS],))
+    n_weight = _floats(header, _FLOATS, (5,))[4]
+    if header[_ROWS] == _WEIGHTED:
+        return _weighted_logp_and_grad(theta, X, weights, n_weight, *args)
+    n_patterns = header[_N_PATTERNS]
+    bounds = _ints(header, _BOUNDS, (n_patterns + 1,))
+    order = _ints(header, _ORDER, (n_patterns, header[_N_FEATURES]))
+    n_observed = _ints(header, _N_OBSERVED, (n_patterns,))
+    return _logp_and_grad_rows(theta, X, weights, n_weight, bounds, order, n_observed, *args)
 
 
 def _expand_callback(n_dim, n_expanded, point, out, data):  # pragma: no cover - compiled
@@ -177,40 +214,59 @@ def available() -> bool:
     return all(hasattr(_lib, name) for name in names) and hasattr(_lib.PySampler, "from_pymc")
 
 
-def _header(density: LogDensity, X: np.ndarray, approx: Laplace | None) -> tuple:
+def _header(density: LogDensity, rows: np.ndarray | Rows, approx: Laplace | None) -> tuple:
     """The callbacks' header and the arrays its addresses point into (to keep alive)."""
     (loc, scale, log_jacobian, n_components, diagonal, n_groups, n_scales, alpha) = density._args[
         :8
     ]
     means_loc, means_scale, sd_terms, lkj_shape, constant, block = density._args[8:]
+    kind, X, weights, n_weight, bounds, order, n_observed = _row_arrays(rows)
     kept = []
 
-    def address(values) -> int:
-        array = np.ascontiguousarray(values, dtype=np.float64)
+    def address(values, dtype=np.float64) -> int:
+        array = np.ascontiguousarray(values, dtype=dtype)
         kept.append(array)
         return array.ctypes.data
 
     header = np.zeros(_HEADER_SIZE, dtype=np.int64)
-    header[_N_DIM], header[_WHITENED] = density.n_dim, approx is not None
+    header[_N_DIM], header[_WHITENED], header[_ROWS] = density.n_dim, approx is not None, kind
     header[_X], (header[_N_ROWS], header[_N_FEATURES]) = address(X), X.shape
     header[_LOC], header[_SCALE] = address(loc), address(scale)
     header[_MEANS_LOC], header[_MEANS_SCALE] = address(means_loc), address(means_scale)
     header[_SD_TERMS], (header[_SD_ROWS], header[_N_SCALES]) = address(sd_terms), sd_terms.shape
-    header[_FLOATS] = address([log_jacobian, alpha, lkj_shape, constant])
+    header[_FLOATS] = address([log_jacobian, alpha, lkj_shape, constant, n_weight])
     header[_N_COMPONENTS], header[_DIAGONAL] = n_components, diagonal
     header[_N_GROUPS], header[_BLOCK] = n_groups, block
-    if approx is not None:
-        header[_MODE], header[_FACTOR] = address(approx.mode), address(approx.factor)
+    header[_WEIGHTS], header[_N_WEIGHTS] = address(weights), len(weights)
+    header[_BOUNDS], header[_N_PATTERNS] = address(bounds, np.int64), len(n_observed)
+    header[_ORDER], header[_N_OBSERVED] = address(order, np.int64), address(n_observed, np.int64)
+    whitened = approx is not None
+    header[_MODE] = address(approx.mode if whitened else np.empty(0))
+    header[_FACTOR] = address(approx.factor if whitened else np.empty((0, 0)))
     _check_shapes(density, header, kept, n_scales)
     return header, tuple(kept)
+
+
+def _row_arrays(rows: np.ndarray | Rows) -> tuple:
+    """``(kind, values, weights, n_weight, bounds, order, n_observed)`` of the rows as
+    :meth:`bayesgmm._logdensity.LogDensity.rows` gives them (complete rows: one pattern)."""
+    if isinstance(rows, Rows):
+        kind = _WEIGHTED if rows.complete else _PATTERNS
+        arrays = (rows.values, rows.weights, rows.n_weight, rows.bounds, rows.order)
+        return (kind, *arrays, rows.n_observed)
+    n, d = rows.shape
+    everything = np.arange(d)[None, :]
+    return _COMPLETE, rows, NO_WEIGHTS, float(n), np.array([0, n]), everything, np.array([d])
 
 
 def _check_shapes(density: LogDensity, header: np.ndarray, kept: list, n_scales: int) -> None:
     """The arrays have the shapes the header gives the callbacks (which cannot check them:
     a wrong one would be read past its end)."""
     d, n_dim = density.n_features, density.n_dim
-    expected = [(header[_N_ROWS], d), (d,), (d,), (d,), (d,), (header[_SD_ROWS], n_scales), (4,)]
-    expected += [(n_dim,), (n_dim, n_dim)] if header[_WHITENED] else []
+    n_patterns, whitened = header[_N_PATTERNS], n_dim * (header[_WHITENED] != 0)
+    expected = [(header[_N_ROWS], d), (d,), (d,), (d,), (d,), (header[_SD_ROWS], n_scales), (5,)]
+    expected += [(header[_N_WEIGHTS],), (n_patterns + 1,), (n_patterns, d), (n_patterns,)]
+    expected += [(whitened,), (whitened, whitened)]
     shapes = [array.shape for array in kept]
     if shapes != [tuple(int(n) for n in shape) for shape in expected]:
         raise ValueError(f"the density's arrays have shapes {shapes}, expected {expected}")
@@ -270,15 +326,16 @@ class KernelModel(CompiledModel):
 
 
 def native_model(
-    density: LogDensity, X: np.ndarray, start: np.ndarray, approx: Laplace | None, name: str
+    density: LogDensity, X: np.ndarray | Rows, start: np.ndarray, approx: Laplace | None, name: str
 ) -> KernelModel:
-    """nutpie's model of ``density`` on the complete rows ``X`` through the compiled callbacks.
+    """nutpie's model of ``density`` on the rows ``X`` through the compiled callbacks.
 
     Parameters
     ----------
     density : LogDensity
-    X : ndarray of shape (n_rows, n_features)
-        The rows, float64 and C-contiguous (as ``density.rows`` gives them).
+    X : ndarray of shape (n_rows, n_features) or Rows
+        The rows as ``density.rows`` gives them: complete ones (float64, C-contiguous), or
+        rows with missing cells or frequency weights.
     start : ndarray of shape (n_dim,)
         Where every chain starts (in the sampled coordinates: ``z`` when whitened).
     approx : Laplace or None

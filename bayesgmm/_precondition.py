@@ -356,17 +356,22 @@ def _to_theta(z, mode, factor):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
-def _whitened_logp_and_grad(z, mode, factor, X, args):  # pragma: no cover - compiled
-    """Log density at ``mode + L z`` and its gradient on ``z``, ``L' grad`` (``L`` lower
-    triangular: half the work of a dense factor)."""
-    n = z.shape[0]
-    x = _to_theta(z, mode, factor)
-    logp, grad = _logp_and_grad(x, X, *args)
+def _to_z_gradient(factor, grad):  # pragma: no cover - compiled
+    """The gradient on whitened ``z`` of one on ``theta = mode + L z``: ``L' grad``."""
+    n = grad.shape[0]
     out = np.zeros(n)
     for i in range(n):
         for j in range(i + 1):
             out[j] += factor[i, j] * grad[i]
-    return logp, out
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
+def _whitened_logp_and_grad(z, mode, factor, X, args):  # pragma: no cover - compiled
+    """Log density at ``mode + L z`` and its gradient on ``z``, ``L' grad`` (``L`` lower
+    triangular: half the work of a dense factor)."""
+    logp, grad = _logp_and_grad(_to_theta(z, mode, factor), X, *args)
+    return logp, _to_z_gradient(factor, grad)
 
 
 def whitened_density(density: LogDensity, approx: Laplace):

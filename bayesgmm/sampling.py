@@ -7,8 +7,7 @@ the chains ended in different modes). With the E-step kernel and ``precondition=
 whitened by the curvature there (:mod:`bayesgmm._precondition`). nutpie evaluates the log
 density one of three ways: for models :func:`bayesgmm.build_model` makes, by default with the
 EM's E-step kernel (:mod:`bayesgmm._logdensity`, handed to nutpie as compiled C callbacks,
-:mod:`bayesgmm._native`, or, for rows with missing cells or weights, as a Python function whose
-Numba core releases the GIL), every chain at the same start; for any other model
+:mod:`bayesgmm._native`), every chain at the same start; for any other model
 through its own ``compile_pymc_model(initial_points=..., jitter_rvs=set())`` with JAX or Numba
 (``pm.sample(nuts_sampler="nutpie")`` silently drops ``initvals``). PyMC's sampler starts
 through ``initvals`` with ``init="adapt_diag"`` (the default ``"jitter+adapt_diag"`` moves
@@ -126,9 +125,8 @@ def _kernel_compiled(
 ):
     """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
-    Complete unweighted rows go to nutpie as compiled callbacks (:mod:`bayesgmm._native`:
-    chains on threads need no GIL, the same draws); rows with missing cells or weights, and
-    ``native=False``, through a Python function.
+    The density goes to nutpie as compiled callbacks (:mod:`bayesgmm._native`: chains on
+    threads need no GIL, the same draws), or with ``native=False`` as a Python function.
 
     nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
     model's variables are computed from all kept draws at once afterwards, so no graph is
@@ -143,7 +141,7 @@ def _kernel_compiled(
     else:
         evaluate, to_theta = pre.whitened_density(density, approx), approx.to_theta
         start = _nudged(evaluate, np.zeros(density.n_dim), rows)  # the mode (z = 0)
-    if native and isinstance(rows, np.ndarray) and _native.available():
+    if native and _native.available():
         return _native.native_model(density, rows, start, approx, _UNCONSTRAINED)
 
     def make_logp_fn():

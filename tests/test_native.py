@@ -142,13 +142,31 @@ def test_nutpie_draws_the_python_callbacks_chains(whiten):
     np.testing.assert_array_equal(ours.sample_stats["n_steps"], theirs.sample_stats["n_steps"])
 
 
-def test_rows_with_missing_cells_keep_the_python_callback():
-    X = _faithful().copy()
-    X[3, 1] = np.nan
-    em = EMGaussianMixture(2, random_state=0).fit(np.delete(X, 3, axis=0))
-    model = build_model(X, 2)
-    compiled = _kernel_compiled(model, em, log_density_for(model))
-    assert not isinstance(compiled, _native.KernelModel)
+@pytest.mark.parametrize("rows", ["missing", "weighted", "both"])
+def test_rows_with_missing_cells_or_weights_take_their_kernels(rows):
+    """Rows with missing cells (sorted by pattern) or frequency weights: the callback is the
+    density on them, plain and whitened, and sampling goes through it."""
+    X, _, density, approx = _setup("full", k=3)
+    holes = X.copy()
+    if rows != "weighted":
+        holes[3, 1] = holes[10, 0] = holes[11, 0] = np.nan
+    weights = None if rows == "missing" else np.arange(len(X)) % 3 + 1.0
+    prepared = density.rows(holes, weights)
+    assert not isinstance(prepared, np.ndarray)
+    python_whitened = whitened_density(density, approx)
+    rng = np.random.default_rng(4)
+    for whiten in (None, approx):
+        native = _native.native_model(density, prepared, np.zeros(density.n_dim), whiten, "t")
+        for _ in range(3):
+            x = rng.normal(size=density.n_dim) * 0.5
+            code, value, grad = _call_logp(native, x)
+            expected = (python_whitened if whiten else density)(x, prepared)
+            assert code == 0
+            np.testing.assert_allclose(value, expected[0], rtol=1e-12)
+            np.testing.assert_allclose(grad, expected[1], rtol=1e-9, atol=1e-9)
+    em = EMGaussianMixture(3, random_state=0).fit(X)
+    missing = build_model(holes, 3, covariance_type="full")
+    assert isinstance(_kernel_compiled(missing, em, log_density_for(missing)), _native.KernelModel)
 
 
 def test_a_nutpie_without_the_entry_points_keeps_the_python_callback(monkeypatch):

@@ -8,7 +8,7 @@ full covariances, 83 parameters: 27 us a gradient on one core; 57 us with two ch
 cores and 71 us with four, wall time per gradient). Here nutpie gets the addresses of two C
 callbacks compiled by Numba, the way its own Numba backend for PyMC models works: each chain
 calls the kernel directly (17 us a gradient on one core, 7.4 us with four chains on two cores),
-and the draws are the same numbers as through Python.
+and the draws are the same numbers as through Python, to rounding.
 
 The callbacks read everything but the point from one ``int64`` header: the sizes, flags and the
 addresses of the rows (complete; with frequency weights; or sorted by missingness pattern, each
@@ -88,8 +88,11 @@ _EXPAND_SIGNATURE = types.int64(
     types.voidptr,
 )
 # nutpie's codes (as its Numba backend returns them): a non-finite gradient or density is a
-# divergence of that trajectory, -1 (the wrong size) stops the run
+# divergence of that trajectory, -1 (the wrong size) stops the run, and so does an error in a
+# callback (1 in the density's, -2 in the draw's: without the ``try`` a compiled callback that
+# raises prints the error and returns 0, so nutpie would take its stale outputs as a result)
 _OK, _WRONG_SIZE, _GRADIENT_NOT_FINITE, _DENSITY_NOT_FINITE = 0, -1, 3, 4
+_DENSITY_FAILED, _DRAW_FAILED = 1, -2
 
 
 @intrinsic
@@ -142,16 +145,19 @@ def _logp_callback(n_dim, point, gradient, logp, data):  # pragma: no cover - co
     if n_dim != header[_N_DIM]:
         return _WRONG_SIZE
     size = header[_N_DIM]  # int64 (n_dim is unsigned: mixed with signed, numba makes floats)
-    x = numba.carray(point, (size,))
-    whitened = header[_WHITENED] != 0
-    m = size if whitened else 0
-    mode, factor = _floats(header, _MODE, (m,)), _floats(header, _FACTOR, (m, m))
-    theta = _to_theta(x, mode, factor) if whitened else x
-    value, grad = _rows_logp_and_grad(theta, header)
-    if whitened:
-        grad = _to_z_gradient(factor, grad)
-    numba.carray(logp, (1,))[0] = value
-    numba.carray(gradient, (size,))[:] = grad
+    try:
+        x = numba.carray(point, (size,))
+        whitened = header[_WHITENED] != 0
+        m = size if whitened else 0
+        mode, factor = _floats(header, _MODE, (m,)), _floats(header, _FACTOR, (m, m))
+        theta = _to_theta(x, mode, factor) if whitened else x
+        value, grad = _rows_logp_and_grad(theta, header)
+        if whitened:
+            grad = _to_z_gradient(factor, grad)
+        numba.carray(logp, (1,))[0] = value
+        numba.carray(gradient, (size,))[:] = grad
+    except Exception:  # any failure is nutpie's error code, not a result
+        return _DENSITY_FAILED
     if not np.all(np.isfinite(grad)):
         return _GRADIENT_NOT_FINITE
     if not np.isfinite(value):
@@ -184,13 +190,17 @@ def _expand_callback(n_dim, n_expanded, point, out, data):  # pragma: no cover -
     header = numba.carray(data, (_HEADER_SIZE,), np.int64)
     if n_dim != header[_N_DIM] or n_expanded != n_dim:
         return _WRONG_SIZE
-    x = numba.carray(point, (n_dim,))
-    theta = numba.carray(out, (n_dim,))
-    if header[_WHITENED] == 0:
-        theta[:] = x
-    else:
-        mode = _floats(header, _MODE, (n_dim,))
-        theta[:] = _to_theta(x, mode, _floats(header, _FACTOR, (n_dim, n_dim)))
+    size = header[_N_DIM]
+    try:
+        x = numba.carray(point, (size,))
+        theta = numba.carray(out, (size,))
+        if header[_WHITENED] == 0:
+            theta[:] = x
+        else:
+            mode = _floats(header, _MODE, (size,))
+            theta[:] = _to_theta(x, mode, _floats(header, _FACTOR, (size, size)))
+    except Exception:  # as in the density's callback
+        return _DRAW_FAILED
     return _OK
 
 
@@ -270,17 +280,31 @@ def _check_shapes(density: LogDensity, header: np.ndarray, kept: list, n_scales:
     shapes = [array.shape for array in kept]
     if shapes != [tuple(int(n) for n in shape) for shape in expected]:
         raise ValueError(f"the density's arrays have shapes {shapes}, expected {expected}")
+    n_rows, weights, bounds, order, n_observed = header[_N_ROWS], *kept[7:11]
+    indices_fit = (
+        len(weights) in (0, n_rows)
+        and bounds[0] == 0
+        and bounds[-1] == n_rows
+        and np.all(np.diff(bounds) >= 0)
+        and np.all((order >= 0) & (order < d))
+        and np.all((n_observed >= 1) & (n_observed <= d))
+    )
+    if not indices_fit:
+        raise ValueError("the rows' weights, pattern bounds or feature order do not fit the rows")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class KernelModel(CompiledModel):
-    """nutpie's compiled model of the callbacks for one header (see :func:`native_model`)."""
+    """nutpie's compiled model of the callbacks for one header (see :func:`native_model`):
+    the header, the arrays it points into and the callbacks' machine code, held alive by
+    nutpie as long as it samples (it keeps the model)."""
 
     size: int
     name: str
     header: np.ndarray
     kept: tuple
     start: np.ndarray
+    callbacks: tuple
 
     @property
     def n_dim(self) -> int:
@@ -303,7 +327,7 @@ class KernelModel(CompiledModel):
     def _make_model(self, init_mean=None):
         from nutpie import _lib
 
-        logp, expand = _compiled()
+        logp, expand = self.callbacks
         address = self.header.ctypes.data
         sizes: dict = {}  # nutpie names the draw's dimension in it
         variables = _lib.PyVariable.new_variables(
@@ -342,11 +366,21 @@ def native_model(
         Sample ``z`` with ``theta = mode + L z`` (:mod:`bayesgmm._precondition`), or ``theta``.
     name : str
         The variable nutpie keeps each draw's ``theta`` as.
+
+    Returns
+    -------
+    KernelModel
+        What ``nutpie.sample`` takes.
     """
     header, kept = _header(density, X, approx)
-    _compiled()  # compile (or load) now, not in nutpie's first chain
     return KernelModel(
-        dims={}, size=density.n_dim, name=name, header=header, kept=kept, start=np.array(start)
+        dims={},
+        size=density.n_dim,
+        name=name,
+        header=header,
+        kept=kept,
+        start=np.array(start),
+        callbacks=_compiled(),  # compiled (or loaded) now, not in nutpie's first chain
     )
 
 

@@ -71,7 +71,8 @@ __all__ = [
     "kernel_modules",
 ]
 
-#: bayesgmm's modules holding Numba kernels compiled with ``cache=True`` (a test keeps it whole).
+#: bayesgmm's modules holding Numba kernels compiled with ``cache=True``, or C callbacks compiled
+#: by :func:`compile_callback` (their ``CALLBACKS``); a test keeps the list whole.
 KERNEL_MODULES = (
     "_emloop",
     "_fastem",

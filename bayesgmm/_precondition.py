@@ -382,13 +382,11 @@ def whitened_density(density: LogDensity, approx: Laplace):
     args = density._args
 
     def logp(z: np.ndarray, X: np.ndarray) -> tuple[float, np.ndarray]:
-        if not isinstance(X, np.ndarray):  # rows with missing cells or weights: in Python
-            value, grad = density(mode + factor @ np.asarray(z, dtype=np.float64), X)
-            # a leapfrog step far out gives an infinite gradient: NUTS counts it as a
-            # divergence, as on the compiled path, which warns about nothing either
-            with np.errstate(invalid="ignore", over="ignore"):
-                return value, factor.T @ grad
-        return _whitened_logp_and_grad(np.asarray(z, dtype=np.float64), mode, factor, X, args)
+        z = np.asarray(z, dtype=np.float64)
+        if not isinstance(X, np.ndarray):  # rows with missing cells or weights
+            value, grad = density(_to_theta(z, mode, factor), X)
+            return value, _to_z_gradient(factor, grad)
+        return _whitened_logp_and_grad(z, mode, factor, X, args)
 
     return logp
 

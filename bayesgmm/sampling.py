@@ -126,7 +126,8 @@ def _kernel_compiled(
     """nutpie's model of the E-step kernel's log density, every chain starting at EM.
 
     The density goes to nutpie as compiled callbacks (:mod:`bayesgmm._native`: chains on
-    threads need no GIL, the same draws), or with ``native=False`` as a Python function.
+    threads need no GIL; the same draws to rounding), or with ``native=False`` as a Python
+    function.
 
     nutpie keeps each draw's unconstrained vector (the "expand" function copies it); the
     model's variables are computed from all kept draws at once afterwards, so no graph is
@@ -518,7 +519,9 @@ _SAMPLING_SWITCH_INTERVAL = 1e-4
 def _responsive_gil(interval: float = _SAMPLING_SWITCH_INTERVAL) -> Iterator[None]:
     """CPython's thread switch interval at ``interval`` seconds inside, restored after.
 
-    nutpie's chains call bayesgmm's log density from Rust threads: a few microseconds of
+    With the Python callback (``_kernel_compiled(..., native=False)``, or a nutpie without the
+    entry points :mod:`bayesgmm._native` uses; the compiled callbacks take no GIL) nutpie's
+    chains call bayesgmm's log density from Rust threads: a few microseconds of
     Python around a GIL-free Numba kernel, so every gradient takes the GIL back. While the main
     thread runs Python of its own (the left-mode watcher's look every 2 s, the progress bar), a
     chain waiting for the GIL waits up to the switch interval for it: at CPython's

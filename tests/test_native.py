@@ -145,7 +145,8 @@ def test_nutpie_draws_the_python_callbacks_chains(whiten):
 @pytest.mark.parametrize("rows", ["missing", "weighted", "both"])
 def test_rows_with_missing_cells_or_weights_take_their_kernels(rows):
     """Rows with missing cells (sorted by pattern) or frequency weights: the callback is the
-    density on them, plain and whitened, and sampling goes through it."""
+    density on them, plain and whitened, and a model of rows with missing cells samples
+    through it."""
     X, _, density, approx = _setup("full", k=3)
     holes = X.copy()
     if rows != "weighted":
@@ -188,3 +189,47 @@ def test_arrays_of_other_shapes_than_the_header_says_are_refused():
     object.__setattr__(density, "_args", tuple(args))
     with pytest.raises(ValueError, match="shapes"):
         _native.native_model(density, X, np.zeros(density.n_dim), approx, "theta")
+
+
+def test_nutpie_draws_the_python_callbacks_chains_on_rows_with_missing_cells():
+    import nutpie
+
+    X = _faithful().copy()
+    X[[3, 40, 41], [1, 0, 0]] = np.nan
+    em = EMGaussianMixture(2, random_state=0).fit(X)
+    model = build_model(X, 2)
+    density = log_density_for(model)
+    start = _kernel_compiled(model, em, density)._make_initial_points(0)
+    noise = np.random.default_rng(5).normal(size=(400, len(start)))
+    approx = pooled_metric(start + 0.02 * noise)
+    native = _kernel_compiled(model, em, density, approx)
+    python = _kernel_compiled(model, em, density, approx, native=False)
+    assert isinstance(native, _native.KernelModel)
+    run = dict(draws=50, tune=50, chains=2, seed=6, progress_bar=False)
+    ours, theirs = (nutpie.sample(c, **run) for c in (native, python))
+    np.testing.assert_allclose(
+        ours.posterior["unconstrained_point"].values,
+        theirs.posterior["unconstrained_point"].values,
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_an_error_in_the_kernel_is_nutpies_error_code_not_a_result():
+    """A compiled callback that raises would print the error and return 0 (success), leaving
+    stale outputs for nutpie to take: it returns nutpie's failure code instead."""
+    X, _, density, _ = _setup("full")
+    model = _native.native_model(density, X, np.zeros(density.n_dim), None, "theta")
+    model.header[_native._BLOCK] = 0  # the kernel's block loop raises on a zero step
+    code, _, _ = _call_logp(model, np.zeros(density.n_dim))
+    assert code == _native._DENSITY_FAILED
+
+
+def test_rows_that_do_not_fit_their_patterns_are_refused():
+    X, _, density, _ = _setup("full")
+    holes = X.copy()
+    holes[3, 1] = np.nan
+    prepared = density.rows(holes)
+    prepared.bounds[-1] += 1  # a pattern said to run past the last row
+    with pytest.raises(ValueError, match="do not fit"):
+        _native.native_model(density, prepared, np.zeros(density.n_dim), None, "theta")

@@ -116,22 +116,29 @@ def test_nutpie_draws_the_python_callbacks_chains(whiten):
     """Same model, start and seed: the compiled callbacks give the draws the Python callback
     gives (to rounding: the callback module optimises the linked kernels again, so the last
     bits of a whitened evaluation can differ; 4e-15 on MASS crabs over 400 iterations)."""
+    X = _faithful()
+    _assert_same_chains(X, "full", whiten, seed=4)
+
+
+def _assert_same_chains(X: np.ndarray, cov_type: str, whiten: bool, seed: int) -> None:
+    """nutpie's chains through the compiled callbacks and through the Python callback, from
+    EM's estimate (whitened around it, so that they start in the typical set), agree to 1e-9
+    and take the same steps."""
     import nutpie
 
-    X = _faithful()
-    em = EMGaussianMixture(2, covariance_type="full", random_state=0).fit(X)
-    model = build_model(X, 2, covariance_type="full")
+    em = EMGaussianMixture(2, covariance_type=cov_type, random_state=0).fit(X)
+    model = build_model(X, 2, covariance_type=cov_type)
     density = log_density_for(model)
     approx = None
-    if whiten:  # whitened around EM's estimate, so that the chains start in the typical set
+    if whiten:
         start = _kernel_compiled(model, em, density)._make_initial_points(0)
-        noise = np.random.default_rng(2).normal(size=(400, len(start)))
+        noise = np.random.default_rng(seed).normal(size=(400, len(start)))
         approx = pooled_metric(start + 0.02 * noise)
     native = _kernel_compiled(model, em, density, approx)
     python = _kernel_compiled(model, em, density, approx, native=False)
     assert isinstance(native, _native.KernelModel)
     assert not isinstance(python, _native.KernelModel)
-    run = dict(draws=60, tune=60, chains=2, seed=4, progress_bar=False)
+    run = dict(draws=60, tune=60, chains=2, seed=seed, progress_bar=False)
     ours, theirs = (nutpie.sample(c, **run) for c in (native, python))
     np.testing.assert_allclose(
         ours.posterior["unconstrained_point"].values,
@@ -192,27 +199,9 @@ def test_arrays_of_other_shapes_than_the_header_says_are_refused():
 
 
 def test_nutpie_draws_the_python_callbacks_chains_on_rows_with_missing_cells():
-    import nutpie
-
     X = _faithful().copy()
     X[[3, 40, 41], [1, 0, 0]] = np.nan
-    em = EMGaussianMixture(2, random_state=0).fit(X)
-    model = build_model(X, 2)
-    density = log_density_for(model)
-    start = _kernel_compiled(model, em, density)._make_initial_points(0)
-    noise = np.random.default_rng(5).normal(size=(400, len(start)))
-    approx = pooled_metric(start + 0.02 * noise)
-    native = _kernel_compiled(model, em, density, approx)
-    python = _kernel_compiled(model, em, density, approx, native=False)
-    assert isinstance(native, _native.KernelModel)
-    run = dict(draws=50, tune=50, chains=2, seed=6, progress_bar=False)
-    ours, theirs = (nutpie.sample(c, **run) for c in (native, python))
-    np.testing.assert_allclose(
-        ours.posterior["unconstrained_point"].values,
-        theirs.posterior["unconstrained_point"].values,
-        rtol=0,
-        atol=1e-9,
-    )
+    _assert_same_chains(X, "full", True, seed=6)
 
 
 def test_an_error_in_the_kernel_is_nutpies_error_code_not_a_result():

@@ -85,11 +85,13 @@ def test_interrupt_during_em_ends_with_one_line_and_writes_nothing(
 
 
 def test_interrupt_while_tuning_says_nothing_was_kept(data_csv, capsys, monkeypatch):
-    """Ctrl-C before any draw is finished: nutpie's run is aborted, nothing is returned."""
+    """Ctrl-C before any draw is finished: nutpie's run is aborted, nothing is returned.
+    (Tuning long enough that no chain can finish it before the Ctrl-C lands: with compiled
+    callbacks 20 tuning steps and 20 draws of Old Faithful take milliseconds.)"""
     monkeypatch.setattr(_background_sampler(), "wait", _interrupt)
     with pytest.raises(SamplingInterrupted, match="interrupted"):
-        BayesianGMM(2, draws=20, tune=20, chains=1, progressbar=False).fit(load_faithful())
-    code = main(["fit", str(data_csv), "--components", "2", *TINY])
+        BayesianGMM(2, draws=20, tune=100_000, chains=1, progressbar=False).fit(load_faithful())
+    code = main(["fit", str(data_csv), "--components", "2", *TINY, "--tune", "100000"])
     assert code == EXIT_INTERRUPTED
     assert "interrupted" in _one_error_line(capsys)
 

@@ -42,8 +42,14 @@ where they *ended* (the modes of their last quarters), and each group gets new c
 ``chains`` shared out, at least two each), started at the last draws of its chains and
 whitened by the covariance of their last quarters. The new chains replace the first run's, so
 that every mode found in them has its own R-hat and ESS, and the stacking weights are
-recomputed on their draws (an extension follows only if they all end in one mode). The cost
-is bounded: at most ``2 * chains`` new chains of ``tune + draws`` steps.
+recomputed on their draws (an extension follows only if they all end in one mode). When the
+new chains are in one mode but one of them moved too, they run once more from where they
+ended (:data:`RERUNS`; carData's Prestige, K = 2); in several modes, each mode gets chains of
+its own instead (below). A chain "moves" when its log-likelihood shifts by more than its
+spread or when its partition of the rows changes
+(:func:`bayesgmm.diagnostics.log_likelihood_drift`; R's airquality, K = 3: a chain held
+another partition of about the same log-likelihood for 600 draws, R-hat 1.28). The cost is
+bounded: every new chain counts against ``max_draws``.
 
 **Modes that still fail** (:func:`converge_modes`). After that rerun (or without one), a mode
 of several that fails its own gates (:func:`bayesgmm.diagnostics.mode_failures`: fewer than two
@@ -91,6 +97,7 @@ __all__ = [
     "MODE_CHAINS",
     "MODE_ROUNDS",
     "RAISED_TARGET_ACCEPT",
+    "RERUNS",
     "RETUNE",
     "ROUNDS",
     "announce",
@@ -98,6 +105,7 @@ __all__ = [
     "continue_chains",
     "converge_modes",
     "divergent_rerun",
+    "drifted_chains",
     "ending_groups",
     "extension_plan",
     "follow_up",
@@ -122,6 +130,10 @@ RAISED_TARGET_ACCEPT = 0.95
 # at most this many such rounds
 MODE_CHAINS = 2
 MODE_ROUNDS = 2
+# times the chains may run again from where they ended; after the first, only for a chain
+# that moved while drawing, with the chains in one mode (several modes get chains of their
+# own instead: converge_modes; divergences get theirs once)
+RERUNS = 2
 
 
 def _gates(idata: Tree) -> dict:
@@ -321,11 +333,14 @@ def follow_up(
         was anything to follow up; ``mode_reruns`` when modes ran again on their own.
     """
     done, attrs = [], {}
-    first = raw
-    raw, finished, run = _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs)
     spare = (max_draws - run["draws"]) * run["chains"]  # draws the follow-ups may add in all
-    if raw is not first:  # the new chains of _rerun
-        spare -= get_group(raw, "posterior").sizes["chain"] * run["draws"]
+    for round_ in range(RERUNS):
+        raw, finished, run, spent = _rerun(
+            raw, finished, results, compile_one, run, spare, done, attrs, later=round_ > 0
+        )
+        if not spent:
+            break
+        spare -= spent
     raw, finished = converge_modes(raw, finished, results, compile_one, run, spare, done, attrs)
     extended = 0
     for round_ in range(1, ROUNDS + 1):
@@ -347,26 +362,30 @@ def follow_up(
     return raw, *finished, {"follow_up": done, "extended_draws": extended, **attrs}
 
 
-def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> tuple:
-    """:func:`rerun_modes` when :func:`modes_to_rerun` or :func:`divergent_rerun` says so and
-    ``max_draws`` allows: ``(raw, finished, run)`` of the new chains (or as they were), ``run``
-    with the target acceptance they used; ``done`` and ``attrs`` record it."""
-    why = modes_to_rerun(finished[0])
-    raised = divergent_rerun(finished[0], run["target_accept"])
+def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) -> tuple:
+    """:func:`rerun_modes` when :func:`modes_to_rerun` or :func:`divergent_rerun` says so (a
+    ``later`` round, with the chains in one mode: :func:`drifted_chains`) and ``spare`` draws
+    allow: ``(raw, finished, run, spent)`` of
+    the new chains (or as they were, ``spent`` 0), ``run`` with the target acceptance they
+    used, ``spent`` their draws; ``done`` and ``attrs`` record it."""
+    if later and get_attr(finished[0], "n_modes", default=1) > 1:
+        return raw, finished, run, 0  # each mode gets chains of its own (converge_modes)
+    why = drifted_chains(finished[0]) if later else modes_to_rerun(finished[0])
+    raised = "" if later else divergent_rerun(finished[0], run["target_accept"])
     if not (why or raised):
-        return raw, finished, run
+        return raw, finished, run, 0
     why = "; ".join(filter(None, [why, raised]))
     again_run = {**run, "target_accept": RAISED_TARGET_ACCEPT} if raised else run
     groups = ending_groups(finished[0])
     n_new = sum(new_chains(groups, run["chains"]))
-    if n_new * run["draws"] > (max_draws - run["draws"]) * run["chains"]:
-        done.append(f"{why}; not rerun: max_draws={max_draws} allows too few draws")
-        return raw, finished, run
+    if n_new * run["draws"] > spare:
+        done.append(f"{why}; not rerun: max_draws allows too few draws ({spare} left)")
+        return raw, finished, run, 0
     again = rerun_modes(raw, groups, compile_one, again_run)
     if again is None:
         done.append(f"{why}; the new chains were interrupted (Ctrl-C): kept the first")
-        return raw, finished, run
-    if get_attr(finished[0], "modes"):  # the first run's modes, for the record
+        return raw, finished, run, 0
+    if get_attr(finished[0], "modes") and not later:  # the first run's modes, for the record
         attrs["first_run_modes"] = get_attr(finished[0], "modes")
     if raised:
         attrs["follow_up_target_accept"] = RAISED_TARGET_ACCEPT
@@ -376,7 +395,7 @@ def _rerun(raw, finished, results, compile_one, run, max_draws, done, attrs) -> 
         f"of chains that ended in one mode ({ended})"
         + (f", target_accept {RAISED_TARGET_ACCEPT}" if raised else "")
     )
-    return again, results(again), again_run
+    return again, results(again), again_run, n_new * run["draws"]
 
 
 def divergent_rerun(idata: Tree, target_accept: float) -> str:
@@ -432,12 +451,22 @@ def modes_to_rerun(idata: Tree) -> str:
     ]
     if short:
         why.append(f"{len(table)} modes ({'; '.join(short)})")
+    return "; ".join(filter(None, [*why, drifted_chains(idata)]))
+
+
+def drifted_chains(idata: Tree) -> str:
+    """Which chains moved to another region while they drew ("" when none did,
+    :func:`bayesgmm.diagnostics.log_likelihood_drift`): they had not settled, so the chains
+    run again from where they ended, a second time when a new chain moves too (carData's
+    Prestige, K = 2: a new chain held another partition for 400 draws, then joined the
+    others)."""
     posterior = get_group(idata, "posterior")
-    if posterior.sizes["draw"] >= 100 and "weights" in posterior:  # as diagnostics' drift row
-        drifted = np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
-        if drifted.size:
-            why.append(f"chain(s) {drifted.tolist()} moved to another region while drawing")
-    return "; ".join(why)
+    if posterior.sizes["draw"] < 100 or "weights" not in posterior:  # as the drift row
+        return ""
+    drifted = np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
+    if not drifted.size:
+        return ""
+    return f"chain(s) {drifted.tolist()} moved to another region while drawing"
 
 
 def ending_groups(idata: Tree) -> list[np.ndarray]:

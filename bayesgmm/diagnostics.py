@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._chainprofiles import partition_drift
 from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
 from ._errors import SamplingWarning, ignored_stacklevel, warn
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
@@ -66,10 +67,11 @@ _ADVICE = {
     "chains fails for that reason: read each mode on its own (bayesgmm.modes.mode_table, "
     "BayesianGMM.modes(), summary(mode=...))",
     "drift": "a chain moved to another region while its draws were kept (its log-likelihood "
-    "shifted by more than its spread), so its draws mix two regions and the region it started "
-    "in (EM's optimum) holds little of the posterior; longer tuning does not help when the new "
-    "region mixes slowly. If the smallest weight fell, the posterior prefers near-empty "
-    "components: use fewer components or a simpler covariance_type",
+    "shifted by more than its spread, or its partition of the rows changed), so its draws mix "
+    "two regions and the region it started in holds little of the posterior; longer tuning "
+    "does not help when the new region mixes slowly. If the smallest weight fell, the "
+    "posterior prefers near-empty components: use fewer components or a simpler "
+    "covariance_type",
     "left_mode": "chains left the posterior mode found from EM (its Laplace approximation's "
     "typical set) and ran again: every chain where they went when that region held clearly "
     "more mass, else each chain in its own region (then the modes row reports the regions "
@@ -444,19 +446,25 @@ def log_likelihood_drift(idata: Tree) -> pd.DataFrame:
 
     A chain drifts when the mean total log-likelihood of the last quarter of its draws
     differs from that of the first quarter by more than the chain's standard deviation of it
-    (for a stationary chain the two means differ by a fraction of that). The smallest
-    component weight (posterior mean over each quarter) says whether a component emptied.
+    (for a stationary chain the two means differ by a fraction of that), or when the
+    partitions of the two quarters differ as those of two modes do
+    (:func:`bayesgmm._chainprofiles.partition_drift`: a move between partitions of about
+    the same log-likelihood, which the first test cannot see). The smallest component weight
+    (posterior mean over each quarter) says whether a component emptied.
 
     Parameters
     ----------
     idata : xarray.DataTree
-        With ``log_likelihood`` (``obs``) and a posterior with ``weights``.
+        With ``log_likelihood`` (``obs``) and a posterior with ``weights``; the partitions
+        are compared when it also holds the means, covariances and observed data.
 
     Returns
     -------
     pandas.DataFrame
         One row per chain: ``first``, ``last`` (mean total log-likelihood of the first and
-        last quarter), ``sd``, ``drifted``, ``min_weight_first``, ``min_weight_last``.
+        last quarter), ``sd``, ``partition_gap`` and ``partition_level`` (how far the two
+        quarters' partitions are apart, and the level above which they are two; NaN when
+        they cannot be compared), ``drifted``, ``min_weight_first``, ``min_weight_last``.
 
     Examples
     --------
@@ -469,12 +477,15 @@ def log_likelihood_drift(idata: Tree) -> pd.DataFrame:
     q = max(values.shape[1] // 4, 1)
     first, last = values[:, :q].mean(axis=1), values[:, -q:].mean(axis=1)
     sd = values.std(axis=1)
+    gap, level = partition_drift(idata) or (np.full_like(sd, np.nan), np.full_like(sd, np.nan))
     return pd.DataFrame(
         {
             "first": first,
             "last": last,
             "sd": sd,
-            "drifted": np.abs(last - first) > sd,
+            "partition_gap": gap,
+            "partition_level": level,
+            "drifted": (np.abs(last - first) > sd) | (gap > level),
             "min_weight_first": weights[:, :q].mean(axis=1).min(axis=1),
             "min_weight_last": weights[:, -q:].mean(axis=1).min(axis=1),
         }
@@ -492,13 +503,24 @@ def _drift_row(idata: Tree) -> tuple | None:
     table = log_likelihood_drift(idata)
     if not table["drifted"].any():
         return None
-    worst = int(np.argmax(np.abs(table["last"] - table["first"]) / table["sd"]))
+    shift = (np.abs(table["last"] - table["first"]) / table["sd"]).to_numpy()
+    moved = np.fmax(table["partition_gap"] / table["partition_level"], 0.0).to_numpy()
+    worst = int(np.argmax(np.maximum(shift, moved)))
     r = table.iloc[worst]
+    by_partition = moved[worst] > max(shift[worst], 1.0)
+    partition = (
+        f", partition moved {r['partition_gap']:.2f} (two partitions above "
+        f"{r['partition_level']:.2f})"
+        if by_partition
+        else ""
+    )
     where = (
         f"chain {worst} (of {table['drifted'].sum()} drifting): log-likelihood {r['first']:.1f} "
-        f"-> {r['last']:.1f} (sd {r['sd']:.1f}), smallest weight {r['min_weight_first']:.3f} "
-        f"-> {r['min_weight_last']:.3f}"
+        f"-> {r['last']:.1f} (sd {r['sd']:.1f}){partition}, smallest weight "
+        f"{r['min_weight_first']:.3f} -> {r['min_weight_last']:.3f}"
     )
+    if by_partition:
+        return ("drift", float(r["partition_gap"]), float(r["partition_level"]), False, where)
     return ("drift", float(abs(r["last"] - r["first"])), float(r["sd"]), False, where)
 
 

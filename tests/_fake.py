@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import xarray as xr
 
 from bayesgmm import EMGaussianMixture
 from bayesgmm import _gaussian as g
-from bayesgmm._idata import add_groups
+from bayesgmm._idata import add_groups, new_tree
 from bayesgmm.datasets import simulate_mixture
 from bayesgmm.sampling import em_dataset
 
@@ -139,3 +140,35 @@ def idata_around(
     if with_em:
         add_groups(idata, {"em": em_dataset(em, coords)})
     return idata
+
+
+def partition_tree(where: np.ndarray, rng) -> xr.DataTree:
+    """Rows in four clusters at the corners of a square, and chains whose draws split them
+    left | right (``where`` 0) or bottom | top (1), with the same log-likelihood profile and
+    parameters so widely spread (a mean's sd 1 for a gap of 3) that neither tells the two
+    splits apart: only the partitions do."""
+    corners = np.array([[-3.0, -3.0], [-3.0, 3.0], [3.0, -3.0], [3.0, 3.0]])
+    X = np.repeat(corners, 15, axis=0) + 0.3 * rng.normal(size=(60, 2))
+    centres = np.array([[[-3.0, 0.0], [3.0, 0.0]], [[0.0, -3.0], [0.0, 3.0]]])
+    sds = np.array([[[1.0, 3.0], [1.0, 3.0]], [[3.0, 1.0], [3.0, 1.0]]])
+    n_chains, n_draws = where.shape
+    means = centres[where] + rng.normal(size=(n_chains, n_draws, 2, 2))
+    sd = sds[where] * np.exp(0.4 * rng.normal(size=(n_chains, n_draws, 2, 2)))
+    weights = 0.5 + 0.01 * rng.normal(size=(n_chains, n_draws, 1)) * np.array([1.0, -1.0])
+    dims = ("chain", "draw", "component")
+    posterior = xr.Dataset(
+        {
+            "weights": (dims, weights),
+            "means": ((*dims, "feature"), means),
+            "covariances": ((*dims, "feature", "feature_bis"), sd[..., None] ** 2 * np.eye(2)),
+        },
+        coords={"component": [0, 1], "feature": ["x0", "x1"], "feature_bis": ["x0", "x1"]},
+    )
+    loglik = rng.normal(size=60) + 0.05 * rng.normal(size=(n_chains, n_draws, 60))
+    return new_tree(
+        {
+            "posterior": posterior,
+            "log_likelihood": xr.Dataset({"obs": (("chain", "draw", "obs_id"), loglik)}),
+            "observed_data": xr.Dataset({"obs": (("obs_id", "feature"), X)}),
+        }
+    )

@@ -11,7 +11,7 @@ import xarray as xr
 from bayesgmm import EMGaussianMixture, SamplingWarning, diagnostics
 from bayesgmm.diagnostics import check_sampling, log_likelihood_drift
 
-from ._fake import idata_around, simulated_data
+from ._fake import idata_around, partition_tree, simulated_data
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,37 @@ def test_a_chain_that_moves_to_a_worse_region_while_drawing_fails_drift(fit):
     short = _posterior(fit, n_draws=99)  # too few draws to judge: no drift row
     short.log_likelihood["obs"].values[1, 50:] -= 2.0
     assert "drift" not in set(diagnostics(short)["check"])
+
+
+def test_a_chain_that_changes_partition_at_the_same_likelihood_fails_drift(rng):
+    """R's airquality at K = 3: a chain held another partition, at about the same
+    log-likelihood, for its first 60% of draws, then joined the others. Its log-likelihood
+    cannot show it; the partitions of its first and last quarter can. Chains settled in two
+    partitions (two modes) have not drifted, nor has a chain that crosses between them all
+    the time (the share of each is the same in every quarter)."""
+    where = np.zeros((4, 400), dtype=np.int64)
+    where[3, :240] = 1
+    table = log_likelihood_drift(partition_tree(where, rng))
+    assert table["drifted"].tolist() == [False, False, False, True]
+    assert (np.abs(table["last"] - table["first"]) < table["sd"]).all()  # not by likelihood
+    gap, level = table["partition_gap"], table["partition_level"]
+    assert gap[3] > 2 * level[3] and (gap[:3] < level[:3]).all()
+    tree = partition_tree(where, rng)
+    tree["sample_stats"] = xr.DataTree(
+        xr.Dataset({"diverging": (("chain", "draw"), np.zeros(where.shape, dtype=bool))})
+    )
+    row = diagnostics(tree).set_index("check").loc["drift"]
+    assert not row["passed"] and "chain 3 (of 1 drifting)" in row["worst"]
+    assert "partition moved" in row["worst"] and row["value"] > row["threshold"]
+    settled = np.zeros((4, 400), dtype=np.int64)
+    settled[2:] = 1
+    assert not log_likelihood_drift(partition_tree(settled, rng))["drifted"].any()
+    crossing = (np.arange(400)[None] // 5 + np.arange(4)[:, None]) % 2  # 5 draws each side
+    assert not log_likelihood_drift(partition_tree(crossing, rng))["drifted"].any()
+    blind = partition_tree(where, rng)
+    del blind["observed_data"]  # without the rows: judged by the likelihood alone
+    table = log_likelihood_drift(blind)
+    assert table["partition_gap"].isna().all() and not table["drifted"].any()
 
 
 def test_sticky_energy_fails_bfmi(fit, rng):

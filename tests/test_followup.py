@@ -236,24 +236,26 @@ def test_without_follow_ups_the_single_chain_mode_is_reported_as_it_is(monkeypat
 
 
 def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended(monkeypatch):
-    """Forced: the drift check reports chain 0 as having moved; the chains (one group: they
-    all ended in one mode) run again, each from a chain's last draw, and replace the first
-    run's (the drift, still reported, keeps the extension off)."""
+    """Forced: the drift check reports chain 0 as having moved, every time; the chains (one
+    group: they all ended in one mode) run again, each from a chain's last draw, and replace
+    the run before; the new chains moved too, so they run once more (``RERUNS``), and no
+    more (the drift, still reported, keeps the extension off)."""
     import pandas as pd
 
     def drifted(idata):
         n_chains = idata["posterior"].sizes["chain"]
         return pd.DataFrame({"drifted": np.arange(n_chains) == 0})
 
-    seen = {}
+    seen = {"last": [], "starts": []}
     original_rerun, original_one = followup.rerun_modes, followup._one_chain
 
     def rerun(raw, groups, compile_one, run):
-        seen["last"], seen["groups"] = followup._flat(raw)[:, -1], groups
+        seen["last"].append(followup._flat(raw)[:, -1])
+        seen["groups"] = groups
         return original_rerun(raw, groups, compile_one, run)
 
     def one_chain(compile_one, point, run, seed, draws, tune):
-        seen.setdefault("starts", []).append(point.mode)
+        seen["starts"].append(point.mode)
         return original_one(compile_one, point, run, seed, draws, tune)
 
     monkeypatch.setattr(followup, "log_likelihood_drift", drifted)
@@ -261,13 +263,52 @@ def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended
     monkeypatch.setattr(followup, "_one_chain", one_chain)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=150)
+        fit = _fit(draws=150, max_draws=1000)
+    assert followup.RERUNS == 2 and len(seen["last"]) == 2
     assert [g.tolist() for g in seen["groups"]] == [[0, 1]]
-    np.testing.assert_array_equal(np.array(seen["starts"]), seen["last"])
+    np.testing.assert_array_equal(np.array(seen["starts"]), np.concatenate(seen["last"]))
+    assert not np.array_equal(seen["last"][0], seen["last"][1])  # from the new chains' ends
     record = get_attr(fit.idata_, "follow_up")
-    assert "chain(s) [0] moved to another region" in record[0] and "2 new chains" in record[0]
-    assert "not extended: a chain drifted" in record[-1]
+    for line in record[:2]:
+        assert line.startswith("chain(s) [0] moved to another region") and "2 new chains" in line
+    assert "not extended: a chain drifted" in record[2] and len(record) == 3
     assert fit.idata_.posterior.sizes["chain"] == 2 and fit.idata_.posterior.sizes["draw"] == 150
+
+
+def test_a_second_rerun_is_only_for_chains_that_moved(monkeypatch):
+    """Several modes (or divergences) get one rerun from where the chains ended: when the
+    new chains are still said to be in several modes, they are not run again from their ends
+    (their modes get chains of their own instead, ``converge_modes``)."""
+    calls = []
+    original = followup.rerun_modes
+
+    def rerun(raw, groups, compile_one, run):
+        calls.append(len(groups))
+        return original(raw, groups, compile_one, run)
+
+    monkeypatch.setattr(followup, "rerun_modes", rerun)
+    monkeypatch.setattr(followup, "modes_to_rerun", lambda idata: "2 modes (forced)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=1000)
+    assert calls == [1]
+    assert get_attr(fit.idata_, "follow_up")[0].startswith("2 modes (forced): 2 new chains")
+
+
+def test_a_second_rerun_needs_the_draws_max_draws_leaves(monkeypatch):
+    """With draws for one rerun only, the chains that moved again are said to stay."""
+    import pandas as pd
+
+    def drifted(idata):
+        return pd.DataFrame({"drifted": np.arange(idata["posterior"].sizes["chain"]) == 0})
+
+    monkeypatch.setattr(followup, "log_likelihood_drift", drifted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=400)  # 250 x 2 spare draws: one rerun of 2 x 150
+    record = get_attr(fit.idata_, "follow_up")
+    assert "2 new chains" in record[0]
+    assert "not rerun: max_draws allows too few draws (200 left)" in record[1]
 
 
 def test_new_chains_are_shared_out_at_least_two_a_group():
@@ -528,3 +569,24 @@ def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains(monkeypatch)
     ]
     np.testing.assert_allclose(means[0], -means[1][::-1], atol=0.3)
     assert "converged" in fit.diagnostics().set_index("check").loc["modes", "worst"]
+
+
+def test_chains_in_several_modes_are_not_run_again_from_their_ends(monkeypatch):
+    """A later rerun from where the chains ended is for chains in one mode: the mirrored
+    data's new chains end in two modes, so however much a chain is said to move, they are
+    not replaced again (each mode gets chains of its own, ``converge_modes``)."""
+    _nuts_only(monkeypatch)
+    calls = []
+    original = followup.rerun_modes
+
+    def rerun(raw, groups, compile_one, run):
+        calls.append(len(groups))
+        return original(raw, groups, compile_one, run)
+
+    monkeypatch.setattr(followup, "rerun_modes", rerun)
+    monkeypatch.setattr(followup, "drifted_chains", lambda idata: "chain(s) [0] moved (forced)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _two_modes(draws=150, max_draws=1000)
+    assert len(calls) == 1 and fit.modes().shape[0] == 2
+    assert get_attr(fit.idata_, "follow_up")[0].startswith("chain(s) [0] moved (forced)")

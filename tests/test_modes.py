@@ -26,6 +26,8 @@ from bayesgmm.modes import (
     start_assignment,
 )
 
+from ._fake import partition_tree
+
 RUN = dict(draws=150, tune=200, chains=4, progressbar=False)
 
 
@@ -166,37 +168,6 @@ def test_an_emptied_component_wandering_apart_is_not_another_mode(rng):
     assert len(set(find_modes(tree).tolist())) == 2
 
 
-def _partition_tree(where: np.ndarray, rng) -> xr.DataTree:
-    """Rows in four clusters at the corners of a square, and chains whose draws split them
-    left | right (``where`` 0) or bottom | top (1), with the same log-likelihood profile and
-    parameters so widely spread (a mean's sd 1 for a gap of 3) that neither tells the two
-    splits apart: only the partitions do."""
-    corners = np.array([[-3.0, -3.0], [-3.0, 3.0], [3.0, -3.0], [3.0, 3.0]])
-    X = np.repeat(corners, 15, axis=0) + 0.3 * rng.normal(size=(60, 2))
-    centres = np.array([[[-3.0, 0.0], [3.0, 0.0]], [[0.0, -3.0], [0.0, 3.0]]])
-    sds = np.array([[[1.0, 3.0], [1.0, 3.0]], [[3.0, 1.0], [3.0, 1.0]]])
-    n_chains, n_draws = where.shape
-    means = centres[where] + rng.normal(size=(n_chains, n_draws, 2, 2))
-    sd = sds[where] * np.exp(0.4 * rng.normal(size=(n_chains, n_draws, 2, 2)))
-    weights = 0.5 + 0.01 * rng.normal(size=(n_chains, n_draws, 1)) * np.array([1.0, -1.0])
-    dims = ("chain", "draw", "component")
-    posterior = xr.Dataset(
-        {
-            "weights": (dims, weights),
-            "means": ((*dims, "feature"), means),
-            "covariances": ((*dims, "feature", "feature_bis"), sd[..., None] ** 2 * np.eye(2)),
-        }
-    )
-    loglik = rng.normal(size=60) + 0.05 * rng.normal(size=(n_chains, n_draws, 60))
-    return new_tree(
-        {
-            "posterior": posterior,
-            "log_likelihood": xr.Dataset({"obs": (("chain", "draw", "obs_id"), loglik)}),
-            "observed_data": xr.Dataset({"obs": (("obs_id", "feature"), X)}),
-        }
-    )
-
-
 def test_chains_that_split_the_data_differently_are_two_modes(rng):
     """State.x77-like: a posterior as wide as its gaps (about as many parameters as rows)
     hides two partitions from the likelihoods and parameters; the pairs of rows that share a
@@ -204,9 +175,9 @@ def test_chains_that_split_the_data_differently_are_two_modes(rng):
     stays with the one it spent most draws in; a chain that wandered from one to the other
     half-way joins neither settled group (its own mode, whose R-hat shows it)."""
     where = np.zeros((4, 200), dtype=np.int64)
-    np.testing.assert_array_equal(find_modes(_partition_tree(where, rng)), [0, 0, 0, 0])
+    np.testing.assert_array_equal(find_modes(partition_tree(where, rng)), [0, 0, 0, 0])
     where[2:] = 1
-    tree = _partition_tree(where, rng)
+    tree = partition_tree(where, rng)
     blind = tree.copy()
     del blind["observed_data"]  # without the rows, the parameters alone cannot tell
     np.testing.assert_array_equal(find_modes(blind), [0, 0, 0, 0])
@@ -214,7 +185,7 @@ def test_chains_that_split_the_data_differently_are_two_modes(rng):
     assert modes[0] == modes[1] != modes[2] == modes[3]
     where[1, 170:] = 1  # a visit to the other split
     where[3, 100:] = 0  # wandered half-way
-    modes = find_modes(_partition_tree(where, rng))
+    modes = find_modes(partition_tree(where, rng))
     assert modes[0] == modes[1] != modes[2]
     assert modes[3] not in (modes[0], modes[2])
 

@@ -66,10 +66,12 @@ record says so and the modes warning names the modes that fail.
 
 **Divergences** (:func:`divergent_rerun`). A run with divergences below a target acceptance of
 :data:`RAISED_TARGET_ACCEPT` gets new chains the same way (grouped by where they ended, one
-group when they are in one mode), at that target, replacing the first run's; the extension
-then uses it too (``posterior.attrs["follow_up_target_accept"]``; ``target_accept`` stays the
-first run's). Divergent draws are not extended: their trajectories stopped short of a region,
-so more of them keep its bias.
+group when they are in one mode), at that target, replacing the first run's; when those still
+diverge (in one mode), new chains run once more from where they ended at
+:data:`LAST_TARGET_ACCEPT`. The extension then uses the last target too
+(``posterior.attrs["follow_up_target_accept"]``; ``target_accept`` stays the first run's).
+Divergent draws are not extended: their trajectories stopped short of a region, so more of
+them keep its bias.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ from ._idata import Tree, get_attr, get_group, new_tree
 from .diagnostics import (
     GATES,
     MILD_R_HAT,
+    RAISED_TARGETS,
     gate_shortfalls,
     log_likelihood_drift,
     mode_failures,
@@ -92,6 +95,7 @@ from .diagnostics import (
 )
 
 __all__ = [
+    "LAST_TARGET_ACCEPT",
     "MARGIN",
     "MILD_R_HAT",
     "MODE_CHAINS",
@@ -111,6 +115,7 @@ __all__ = [
     "follow_up",
     "modes_to_rerun",
     "new_chains",
+    "raised_target",
     "rerun_modes",
 ]
 
@@ -124,15 +129,16 @@ ROUNDS = 2
 # the fewest extra draws per chain worth a re-tune
 _MIN_EXTRA = 100
 # NUTS target acceptance of new chains after a run with divergences (smaller steps, about 1.6
-# times the gradients; what the diagnostics' advice suggests)
-RAISED_TARGET_ACCEPT = 0.95
+# times the gradients; what the diagnostics' advice suggests), and of the chains after those
+# when they still diverge (R's milk, K = 2: 6 divergences at 0.95, none at 0.99)
+RAISED_TARGET_ACCEPT, LAST_TARGET_ACCEPT = RAISED_TARGETS
 # new chains a mode that fails its gates gets per round (2 cores: they run side by side), and
 # at most this many such rounds
 MODE_CHAINS = 2
 MODE_ROUNDS = 2
 # times the chains may run again from where they ended; after the first, only for a chain
-# that moved while drawing, with the chains in one mode (several modes get chains of their
-# own instead: converge_modes; divergences get theirs once)
+# that moved while drawing or divergences below LAST_TARGET_ACCEPT, with the chains in one
+# mode (several modes get chains of their own instead: converge_modes)
 RERUNS = 2
 
 
@@ -364,18 +370,19 @@ def follow_up(
 
 def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) -> tuple:
     """:func:`rerun_modes` when :func:`modes_to_rerun` or :func:`divergent_rerun` says so (a
-    ``later`` round, with the chains in one mode: :func:`drifted_chains`) and ``spare`` draws
-    allow: ``(raw, finished, run, spent)`` of
+    ``later`` round, with the chains in one mode: :func:`drifted_chains` or
+    :func:`divergent_rerun`) and ``spare`` draws allow: ``(raw, finished, run, spent)`` of
     the new chains (or as they were, ``spent`` 0), ``run`` with the target acceptance they
     used, ``spent`` their draws; ``done`` and ``attrs`` record it."""
     if later and get_attr(finished[0], "n_modes", default=1) > 1:
         return raw, finished, run, 0  # each mode gets chains of its own (converge_modes)
     why = drifted_chains(finished[0]) if later else modes_to_rerun(finished[0])
-    raised = "" if later else divergent_rerun(finished[0], run["target_accept"])
+    raised = divergent_rerun(finished[0], run["target_accept"])
     if not (why or raised):
         return raw, finished, run, 0
     why = "; ".join(filter(None, [why, raised]))
-    again_run = {**run, "target_accept": RAISED_TARGET_ACCEPT} if raised else run
+    target = raised_target(run["target_accept"])
+    again_run = {**run, "target_accept": target} if raised else run
     groups = ending_groups(finished[0])
     n_new = sum(new_chains(groups, run["chains"]))
     if n_new * run["draws"] > spare:
@@ -388,28 +395,35 @@ def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) 
     if get_attr(finished[0], "modes") and not later:  # the first run's modes, for the record
         attrs["first_run_modes"] = get_attr(finished[0], "modes")
     if raised:
-        attrs["follow_up_target_accept"] = RAISED_TARGET_ACCEPT
+        attrs["follow_up_target_accept"] = target
     ended = ", ".join(str(g.tolist()) for g in groups)
     done.append(
         f"{why}: {n_new} new chains from where the chains ended, at least 2 for each group "
         f"of chains that ended in one mode ({ended})"
-        + (f", target_accept {RAISED_TARGET_ACCEPT}" if raised else "")
+        + (f", target_accept {target:g}" if raised else "")
     )
     return again, results(again), again_run, n_new * run["draws"]
 
 
+def raised_target(target_accept: float) -> float | None:
+    """The target acceptance of new chains after divergences at ``target_accept``:
+    :data:`RAISED_TARGET_ACCEPT`, then :data:`LAST_TARGET_ACCEPT`; None above both."""
+    return next((t for t in RAISED_TARGETS if t > target_accept), None)
+
+
 def divergent_rerun(idata: Tree, target_accept: float) -> str:
-    """Why the chains need to run again with target acceptance :data:`RAISED_TARGET_ACCEPT`
-    ("" when they do not): the run had divergences at a lower target.
+    """Why the chains need to run again at a higher target acceptance (:func:`raised_target`;
+    "" when they do not): the run had divergences at a lower target.
 
     A divergent trajectory is cut short where the step size is too large for the curvature
     (a near-empty component's funnel, the narrow end of a curved ridge), so the chains miss
     that region and their draws are biased; more draws with the same step size do not fix
     that, smaller steps do. The new chains replace the first run's (Old Faithful, K=3: 30 to
-    80 divergences at 0.8 in 4 chains of 1000 draws, none at 0.95).
+    80 divergences at 0.8 in 4 chains of 1000 draws, none at 0.95; R's milk, K=2: 39 at 0.9,
+    6 at 0.95, none at 0.99).
     """
     divergences = _divergences(idata)  # not _gates: no R-hat, ESS or drift needed here
-    if divergences == 0 or not target_accept < RAISED_TARGET_ACCEPT:
+    if divergences == 0 or raised_target(target_accept) is None:
         return ""
     return f"{divergences} divergences at target_accept {target_accept:g}"
 
@@ -536,7 +550,7 @@ def converge_modes(
     fails :func:`mode_failures`: every such mode gets :data:`MODE_CHAINS` new chains (all run
     at once), started at distinct draws of its chains' second halves and whitened by those
     draws' pooled covariance (unconstrained), with :data:`RETUNE` tuning steps, as many draws
-    as its chains have, at :data:`RAISED_TARGET_ACCEPT` when it had divergences. The mode then
+    as its chains have, at the next :func:`raised_target` when it had divergences. The mode then
     keeps its old chains with the new ones, or only the new ones when they alone meet the gates
     and the joined chains do not (a better run of the same mode: e.g. an old chain with
     divergences); the new chains are added in any case when they ended in another mode, so no
@@ -596,8 +610,8 @@ def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict |
     for row in table:
         if row["mode"] not in failing:
             continue
-        diverged = row["divergences"] > 0 and run["target_accept"] < RAISED_TARGET_ACCEPT
-        mode_run = {**run, "target_accept": RAISED_TARGET_ACCEPT} if diverged else run
+        target = raised_target(run["target_accept"]) if row["divergences"] > 0 else None
+        mode_run = {**run, "target_accept": target} if target else run
         halves = flat[row["chains"], n_draws // 2 :]
         pooled = halves.reshape(-1, flat.shape[2])
         metric = pooled_metric(pooled)

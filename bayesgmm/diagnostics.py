@@ -703,8 +703,11 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     return table
 
 
-# at or above this target_accept, raising it further is no longer the advice for divergences
-_HIGH_TARGET_ACCEPT = 0.95
+# the target acceptances of the follow-up runs after divergences, in turn
+# (bayesgmm._followup): at or above the first, raising it to that is no longer the advice for
+# divergences; at the last, raising it is no advice at all
+RAISED_TARGETS = (0.95, 0.99)
+_HIGH_TARGET_ACCEPT, _LAST_TARGET_ACCEPT = RAISED_TARGETS
 
 
 def _advice(idata: Tree, check: str, value: float = np.nan) -> str:
@@ -717,11 +720,11 @@ def _advice(idata: Tree, check: str, value: float = np.nan) -> str:
         float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
     )
     if check == "divergences" and target >= _HIGH_TARGET_ACCEPT:
+        last = "" if target >= _LAST_TARGET_ACCEPT else "; target_accept 0.99 is a last, slow try"
         return (
             f"the chains already ran at target_accept {target:g}: divergences that stay "
             "there mark a region NUTS cannot follow (a near-empty or collapsing component's "
-            "funnel): use fewer components or a simpler covariance_type; target_accept 0.99 "
-            "is a last, slow try"
+            f"funnel): use fewer components or a simpler covariance_type{last}"
         )
     if check == "stuck" and target >= _HIGH_TARGET_ACCEPT:
         return (

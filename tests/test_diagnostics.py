@@ -66,6 +66,10 @@ def test_divergences_after_a_run_at_a_high_target_are_not_told_to_raise_it(fit):
     assert "worst: )" not in message and "divergences = 3 (gate 0)" in message
     _, plain = _failed(_posterior(fit, divergent=3))  # no follow-up: raise it
     assert "raise target_accept (e.g. 0.95)" in plain
+    assert "target_accept 0.99 is a last, slow try" in message
+    idata.posterior.attrs.update(follow_up_target_accept=0.99)  # the follow-ups' last target
+    _, last = _failed(idata)
+    assert "already ran at target_accept 0.99" in last and "last, slow try" not in last
 
 
 def test_chains_in_different_places_fail_r_hat(fit):

@@ -363,9 +363,9 @@ def test_follow_ups_are_announced_only_with_progress_shown(capsys):
 # ----------------------------------------------------------------------------- divergences
 @pytest.mark.parametrize(
     ("divergences", "target_accept", "rerun"),
-    [(0, 0.8, False), (3, 0.8, True), (3, 0.9, True), (3, 0.95, False), (3, 0.99, False)],
+    [(0, 0.8, False), (3, 0.8, True), (3, 0.9, True), (3, 0.95, True), (3, 0.99, False)],
 )
-def test_divergences_below_the_raised_target_ask_for_new_chains(
+def test_divergences_below_the_last_raised_target_ask_for_new_chains(
     monkeypatch, divergences, target_accept, rerun
 ):
     monkeypatch.setattr(followup, "_divergences", lambda idata: divergences)
@@ -407,15 +407,41 @@ def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
     assert int(fit.idata_.sample_stats["diverging"].sum()) == 0  # the new chains' own
 
 
-def test_divergences_at_the_raised_target_are_not_rerun(monkeypatch):
+def test_divergences_at_the_last_raised_target_are_not_rerun(monkeypatch):
     monkeypatch.setattr(followup, "run_parallel", lambda runs: pytest.fail("ran"))
     monkeypatch.setattr(followup, "_gates", lambda idata: _gates(divergences=2, ess=50.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=100, target_accept=0.95)
+        fit = _fit(draws=100, target_accept=followup.LAST_TARGET_ACCEPT)
     assert get_attr(fit.idata_, "follow_up") == ["ESS 50; not extended: divergences"]
-    assert get_attr(fit.idata_, "target_accept") == 0.95
+    assert get_attr(fit.idata_, "target_accept") == 0.99
     assert get_attr(fit.idata_, "follow_up_target_accept") is None
+
+
+def test_divergences_that_stay_at_the_raised_target_run_once_more_at_the_last(monkeypatch):
+    """Divergences in every run: new chains at 0.95, then (they diverge too) at 0.99, from
+    where the chains before ended; none after that, nor an extension."""
+    targets = []
+    original_one = followup._one_chain
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        targets.append(run["target_accept"])
+        return original_one(compile_one, point, run, seed, draws, tune)
+
+    monkeypatch.setattr(followup, "_divergences", lambda idata: 3)
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=1000)
+    assert targets == [0.95, 0.95, 0.99, 0.99]
+    record = get_attr(fit.idata_, "follow_up")
+    assert record[0].startswith("3 divergences at target_accept 0.8: 2 new chains")
+    assert record[1].startswith("3 divergences at target_accept 0.95: 2 new chains")
+    assert record[1].endswith("target_accept 0.99") and len(record) == 3
+    assert "not extended: divergences" in record[2]
+    assert get_attr(fit.idata_, "follow_up_target_accept") == 0.99
+    assert followup.raised_target(0.8) == 0.95 and followup.raised_target(0.95) == 0.99
+    assert followup.raised_target(0.99) is None and followup.raised_target(0.97) == 0.99
 
 
 def test_a_short_run_with_divergences_reruns_from_draws_it_has(monkeypatch):
@@ -569,6 +595,28 @@ def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains(monkeypatch)
     ]
     np.testing.assert_allclose(means[0], -means[1][::-1], atol=0.3)
     assert "converged" in fit.diagnostics().set_index("check").loc["modes", "worst"]
+
+
+def test_a_mode_with_divergences_gets_chains_at_the_next_raised_target(monkeypatch):
+    """Mode 0 diverged: its new chains climb the ladder of targets from the run's (0.8 ->
+    0.95 -> 0.99, and no higher); mode 1 (one chain, no divergences) keeps the run's."""
+    targets = []
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        targets.append(run["target_accept"])
+
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: [_raw(1) for _ in runs])
+    rng = np.random.default_rng(0)
+    raw = _raw(3)
+    raw["posterior"]["unconstrained_point"].values[:] += rng.normal(size=(3, 40, 3))
+    table = [_row(0, [0, 2], divergences=2), _row(1, [1], r_hat=float("nan"))]
+    failing = {0: ["2 divergences"], 1: ["1 chain"]}
+    for first, raised in ((0.8, 0.95), (0.95, 0.99), (0.99, 0.99)):
+        targets.clear()
+        run = {"target_accept": first, "seed": 1, "progressbar": False}
+        followup._run_modes(raw, table, failing, None, run, 40, 1)
+        assert targets == [raised] * followup.MODE_CHAINS + [first] * followup.MODE_CHAINS
 
 
 def test_chains_in_several_modes_are_not_run_again_from_their_ends(monkeypatch):

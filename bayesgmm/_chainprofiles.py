@@ -182,21 +182,28 @@ def partitions_agree(
 
 
 def partition_gap(
-    profiles: tuple[np.ndarray, np.ndarray], a: int, b: int, factor: float
+    profiles: tuple[np.ndarray, np.ndarray],
+    a: int,
+    b: int,
+    factor: float,
+    noise_of: Callable = np.min,
 ) -> tuple[float, float]:
     """How far apart the partitions of chains ``a`` and ``b`` are (the mean absolute
     difference of their median co-clustering probabilities) and the level above which they
-    are two modes (:func:`partitions_agree`)."""
+    are two modes (:func:`partitions_agree`: ``factor`` times the smaller of their noises,
+    or ``noise_of`` the pair, plus :data:`PARTITION_FLOOR`)."""
     medians, noise = profiles
-    level = factor * min(noise[a], noise[b]) + PARTITION_FLOOR
+    level = factor * noise_of(noise[[a, b]]) + PARTITION_FLOOR
     return float(divergence(medians[a], medians[b])), float(level)
 
 
 def partition_drift(idata: Tree, factor: float = 4.0) -> tuple[np.ndarray, np.ndarray] | None:
-    """How far each chain's partition moved while it drew: the gap between the partitions of
-    its first and last quarter and the level above which they are two partitions, each
-    ``(chain,)`` (:func:`partition_gap`, the quarters judged as two chains are by
-    :func:`bayesgmm.modes.find_modes`); None where :func:`partition_profiles` is.
+    """How far each chain's partition moved while it drew: the gap between the mean
+    co-clustering probabilities of its first and last quarter and the level above which they
+    are two partitions, each ``(chain,)`` (:func:`partition_gap` with the *mean* of the two
+    quarters' noises, not the smaller: each quarter's halves are next to each other in time,
+    so one of them understates a slowly mixing chain's noise by chance); None where
+    :func:`partition_profiles` is.
 
     A chain can leave one partition for another of about the same log-likelihood (R's
     airquality, K = 3: a chain held a partition 0.29 away from the others' for its first 600
@@ -205,6 +212,11 @@ def partition_drift(idata: Tree, factor: float = 4.0) -> tuple[np.ndarray, np.nd
     over draws, not medians: a chain that crosses between two partitions again and again
     (independence Metropolis-Hastings between mirrored modes) holds about the same share of
     each in every quarter, while the median pair flips with which one holds the majority.
+    Simulated chains that switch between two partitions, staying 5-200 draws in each (100-1000
+    draws a chain), are flagged 0-4 times in 40 (the slowest switching) with the mean of the
+    noises, 0-15 times with the smaller; a chain that holds one partition for 300 or 600 of
+    1000 draws and then another, every time. The larger noise missed airquality's chain (gap
+    0.248, quarters' noises 0.056 and 0.033: level 0.274 against 0.228 with their mean).
     """
     n_draws = get_group(idata, "posterior").sizes["draw"]
     quarter = max(n_draws // 4, 2)
@@ -216,5 +228,5 @@ def partition_drift(idata: Tree, factor: float = 4.0) -> tuple[np.ndarray, np.nd
         return None
     both = tuple(np.concatenate(pair) for pair in zip(*profiles, strict=True))
     n_chains = len(profiles[0][1])
-    gaps = [partition_gap(both, c, n_chains + c, factor) for c in range(n_chains)]
+    gaps = [partition_gap(both, c, n_chains + c, factor, np.mean) for c in range(n_chains)]
     return np.array([gap for gap, _ in gaps]), np.array([level for _, level in gaps])

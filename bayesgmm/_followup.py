@@ -42,14 +42,17 @@ where they *ended* (the modes of their last quarters), and each group gets new c
 ``chains`` shared out, at least two each), started at the last draws of its chains and
 whitened by the covariance of their last quarters. The new chains replace the first run's, so
 that every mode found in them has its own R-hat and ESS, and the stacking weights are
-recomputed on their draws (an extension follows only if they all end in one mode). When the
-new chains are in one mode but one of them moved too, they run once more from where they
-ended (:data:`RERUNS`; carData's Prestige, K = 2); in several modes, each mode gets chains of
-its own instead (below). A chain "moves" when its log-likelihood shifts by more than its
-spread or when its partition of the rows changes
-(:func:`bayesgmm.diagnostics.log_likelihood_drift`; R's airquality, K = 3: a chain held
-another partition of about the same log-likelihood for 600 draws, R-hat 1.28). The cost is
-bounded: every new chain counts against ``max_draws``.
+recomputed on their draws (an extension follows only if they all end in one mode). A chain
+"moves" when its log-likelihood shifts by more than its spread or when its partition of the
+rows changes (:func:`bayesgmm.diagnostics.log_likelihood_drift`; R's airquality, K = 3: a
+chain held another partition of about the same log-likelihood for 600 draws, R-hat 1.28).
+Where a chain spent its draws says nothing of how much of the posterior each region holds,
+so this rerun also starts chains where a moved chain began (:func:`rerun_groups`: a group of
+its own when that region is another mode). When the new chains are in one mode but one of
+them moved too, they run once more from where they ended (:data:`RERUNS`; carData's
+Prestige, K = 2); in several modes, each mode gets chains of its own instead (below). The cost
+is bounded: every new chain's draws (not its tuning steps) count against ``max_draws``, over
+all chains; the extension's against it per chain.
 
 **Modes that still fail** (:func:`converge_modes`). After that rerun (or without one), a mode
 of several that fails its own gates (:func:`bayesgmm.diagnostics.mode_failures`: fewer than two
@@ -88,6 +91,7 @@ from .diagnostics import (
     GATES,
     MILD_R_HAT,
     RAISED_TARGETS,
+    _can_judge_drift,
     gate_shortfalls,
     log_likelihood_drift,
     mode_failures,
@@ -110,12 +114,12 @@ __all__ = [
     "converge_modes",
     "divergent_rerun",
     "drifted_chains",
-    "ending_groups",
     "extension_plan",
     "follow_up",
     "modes_to_rerun",
     "new_chains",
     "raised_target",
+    "rerun_groups",
     "rerun_modes",
 ]
 
@@ -146,9 +150,7 @@ def _gates(idata: Tree) -> dict:
     """Worst R-hat, smallest bulk or tail ESS over parameters, divergences, whether a chain
     drifted while it drew, and the number of modes."""
     params = parameter_diagnostics(idata)
-    drifted = False
-    if get_group(idata, "posterior").sizes["draw"] >= 100:  # as diagnostics' drift row
-        drifted = bool(log_likelihood_drift(idata)["drifted"].any())
+    drifted = bool(_drifted(idata).size)
     return {
         "r_hat": float(params["r_hat"].max()),
         "ess": float(min(params["ess_bulk"].min(), params["ess_tail"].min())),
@@ -383,7 +385,7 @@ def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) 
     why = "; ".join(filter(None, [why, raised]))
     target = raised_target(run["target_accept"])
     again_run = {**run, "target_accept": target} if raised else run
-    groups = ending_groups(finished[0])
+    groups = rerun_groups(finished[0], origins=not later)
     n_new = sum(new_chains(groups, run["chains"]))
     if n_new * run["draws"] > spare:
         done.append(f"{why}; not rerun: max_draws allows too few draws ({spare} left)")
@@ -396,13 +398,18 @@ def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) 
         attrs["first_run_modes"] = get_attr(finished[0], "modes")
     if raised:
         attrs["follow_up_target_accept"] = target
-    ended = ", ".join(str(g.tolist()) for g in groups)
+    ended = ", ".join(_sources_text(group) for group in groups)
     done.append(
         f"{why}: {n_new} new chains from where the chains ended, at least 2 for each group "
         f"of chains that ended in one mode ({ended})"
         + (f", target_accept {target:g}" if raised else "")
     )
     return again, results(again), again_run, n_new * run["draws"]
+
+
+def _sources_text(group: list[tuple[int, bool]]) -> str:
+    """A group of :func:`rerun_groups` for the record: ``[0, 1, 3's start]``."""
+    return "[" + ", ".join(f"{c}'s start" if first else str(c) for c, first in group) + "]"
 
 
 def raised_target(target_accept: float) -> float | None:
@@ -474,41 +481,79 @@ def drifted_chains(idata: Tree) -> str:
     run again from where they ended, a second time when a new chain moves too (carData's
     Prestige, K = 2: a new chain held another partition for 400 draws, then joined the
     others)."""
-    posterior = get_group(idata, "posterior")
-    if posterior.sizes["draw"] < 100 or "weights" not in posterior:  # as the drift row
-        return ""
-    drifted = np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
+    drifted = _drifted(idata)
     if not drifted.size:
         return ""
     return f"chain(s) {drifted.tolist()} moved to another region while drawing"
 
 
-def ending_groups(idata: Tree) -> list[np.ndarray]:
-    """The chains grouped by the mode their last quarter is in (label-invariantly,
-    :func:`bayesgmm.modes.find_modes`), best mean log-likelihood first."""
+def _drifted(idata: Tree) -> np.ndarray:
+    """The chains that moved while they drew (none with too few draws to judge)."""
+    if not _can_judge_drift(idata):
+        return np.array([], dtype=np.int64)
+    return np.flatnonzero(log_likelihood_drift(idata)["drifted"].to_numpy())
+
+
+def rerun_groups(idata: Tree, origins: bool = False) -> list[list[tuple[int, bool]]]:
+    """Where new chains start: groups of sources ``(chain, from_start)``, one group per mode
+    (label-invariantly, :func:`bayesgmm.modes.find_modes`, best mean log-likelihood first)
+    that the chains' last quarters are in, and with ``origins`` the first quarters of the
+    chains that moved while they drew (:func:`_drifted`) too.
+
+    A chain that left one region for another does not say which holds more of the posterior:
+    time spent is not mass. So the first rerun after a move starts chains where the moved
+    chains began as well as where every chain ended (one group when they are one mode); if
+    those chains leave their region too, the rerun after shows it, and if they stay, the
+    modes and their stacking weights say how much each holds.
+    """
     from .modes import find_modes
 
+    n_chains = get_group(idata, "posterior").sizes["chain"]
+    sources = [(c, False) for c in range(n_chains)]
+    parts = [_quarter(idata, range(n_chains), first=False)]
+    moved = _drifted(idata) if origins else np.array([], dtype=np.int64)
+    if moved.size:
+        sources += [(int(c), True) for c in moved]
+        parts.append(_quarter(idata, moved, first=True))
+    modes = find_modes(concat_chains(parts))
+    return [[sources[i] for i in np.flatnonzero(modes == m)] for m in range(int(modes.max()) + 1)]
+
+
+def _quarter(idata: Tree, chains, first: bool) -> Tree:
+    """The first or last quarter (at least 20 draws) of the given chains, draws renumbered."""
     n_draws = get_group(idata, "posterior").sizes["draw"]
-    last = idata.isel(draw=slice(n_draws - max(n_draws // 4, 20), None), missing_dims="ignore")
-    ends = find_modes(last)
-    return [np.flatnonzero(ends == m) for m in range(int(ends.max()) + 1)]
+    size = min(max(n_draws // 4, 20), n_draws)
+    part = idata.isel(
+        chain=list(chains),
+        draw=slice(0, size) if first else slice(n_draws - size, n_draws),
+        missing_dims="ignore",
+    )
+    groups = {}
+    for name, node in part.children.items():
+        data = node.to_dataset()
+        if "draw" in data.dims:
+            data = data.assign_coords(draw=np.arange(data.sizes["draw"]))
+        groups[name] = data
+    return new_tree(groups)
 
 
-def new_chains(groups: list[np.ndarray], chains: int) -> list[int]:
+def new_chains(groups: list, chains: int) -> list[int]:
     """How many new chains each group gets: ``chains`` shared out, at least two each."""
     return [max(2, chains // len(groups))] * len(groups)
 
 
 def rerun_modes(
-    raw: Tree, groups: list[np.ndarray], compile_one: Callable, run: dict
+    raw: Tree, groups: list[list[tuple[int, bool]]], compile_one: Callable, run: dict
 ) -> Tree | None:
-    """New chains for each group of chains (:func:`ending_groups`, :func:`new_chains`),
+    """New chains for each group of sources (:func:`rerun_groups`, :func:`new_chains`),
     ``run["draws"]`` draws each after ``run["tune"]`` tuning steps, all run at once; None
     after Ctrl-C.
 
-    A group's new chains start at the last draws of its chains in turn (a chain used again
-    starts an eighth of its length earlier each time), each whitened by the covariance of its
-    source chain's last quarter (unconstrained; :func:`bayesgmm._drift.restart_points`).
+    A group's new chains start at its sources in turn: a chain's last draw (a chain used
+    again starts an eighth of its length earlier each time), whitened by the covariance of
+    its last quarter (unconstrained; :func:`bayesgmm._drift.restart_points`), or for a chain's
+    beginning its first draw (later ones the same eighth apart), whitened by its first
+    quarter's covariance.
     """
     flat = _flat(raw)
     quarter = max(flat.shape[1] // 4, 20)
@@ -519,11 +564,15 @@ def rerun_modes(
         f"({run['tune']} tuning steps and {run['draws']} draws each)",
     )
     runs = []
-    for chains, count in zip(groups, counts, strict=True):
+    for sources, count in zip(groups, counts, strict=True):
         for j in range(count):
-            chain, draw = chains[j % chains.size], -1 - (j // chains.size) * (quarter // 2)
-            draw = max(draw, -flat.shape[1])  # a short run: its first draw at the earliest
-            point = restart_points(flat[chain][None, -2 * quarter :])[0]
+            (chain, from_start), step = sources[j % len(sources)], j // len(sources)
+            if from_start:
+                point = pooled_metric(flat[chain, :quarter])
+                draw = min(step * (quarter // 2), flat.shape[1] - 1)
+            else:
+                point = restart_points(flat[chain][None, -2 * quarter :])[0]
+                draw = max(-1 - step * (quarter // 2), -flat.shape[1])  # a short run: its first
             point = dataclasses.replace(point, mode=flat[chain, draw])
             seed = (int(run["seed"]) + 32452843 + 7907 * (len(runs) + 1)) % 2**31
             runs.append(_one_chain(compile_one, point, run, seed, run["draws"], run["tune"]))
@@ -550,7 +599,9 @@ def converge_modes(
     fails :func:`mode_failures`: every such mode gets :data:`MODE_CHAINS` new chains (all run
     at once), started at distinct draws of its chains' second halves and whitened by those
     draws' pooled covariance (unconstrained), with :data:`RETUNE` tuning steps, as many draws
-    as its chains have, at the next :func:`raised_target` when it had divergences. The mode then
+    as its chains have, at the next :func:`raised_target` when it had divergences (a later
+    round from there: every mode's chains at least at the target the round before raised
+    to, a mode with divergences one step higher). The mode then
     keeps its old chains with the new ones, or only the new ones when they alone meet the gates
     and the joined chains do not (a better run of the same mode: e.g. an old chain with
     divergences); the new chains are added in any case when they ended in another mode, so no
@@ -585,6 +636,10 @@ def converge_modes(
             done.append(f"{named}; the new chains were interrupted (Ctrl-C): kept the chains")
             break
         spare -= MODE_CHAINS * len(failing) * n_draws
+        if any(row["divergences"] > 0 for row in table if row["mode"] in failing):
+            # a later round climbs from the raised target (modes are found afresh each round)
+            higher = raised_target(run["target_accept"])
+            run = {**run, "target_accept": higher or run["target_accept"]}
         raw, kept = _assemble(raw, table, failing, new, results)
         finished = results(raw)
         records += kept

@@ -77,7 +77,8 @@ class BayesianGMM(BaseEstimator):
         nutpie (default; faster) or PyMC's own NUTS. Both start every chain at EM.
     target_accept : float, optional
         None (default): 0.8, or 0.9 on an ill-conditioned posterior (see
-        :func:`~bayesgmm.sample_posterior`); after divergences the follow-up runs use 0.95.
+        :func:`~bayesgmm.sample_posterior`); after divergences the follow-up runs use 0.95,
+        then 0.99.
     random_seed : int, optional
         Seeds EM and the sampler.
     em_n_init : int

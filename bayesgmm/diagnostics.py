@@ -492,19 +492,27 @@ def log_likelihood_drift(idata: Tree) -> pd.DataFrame:
     )
 
 
-def _drift_row(idata: Tree) -> tuple | None:
-    """The ``drift`` check's row when some chain drifted, judged from 100 draws per chain
-    (quarters of fewer draws differ by the chain's spread too often by chance)."""
+def _can_judge_drift(idata: Tree) -> bool:
+    """Whether :func:`log_likelihood_drift` can judge the chains: 100 draws per chain
+    (quarters of fewer draws differ by the chain's spread too often by chance), the weights
+    and the pointwise log-likelihood."""
     posterior = get_group(idata, "posterior")
     if posterior.sizes["draw"] < 100 or "weights" not in posterior:
-        return None
-    if not has_group(idata, "log_likelihood") or "obs" not in idata["log_likelihood"]:
+        return False
+    return has_group(idata, "log_likelihood") and "obs" in idata["log_likelihood"]
+
+
+def _drift_row(idata: Tree) -> tuple | None:
+    """The ``drift`` check's row when some chain drifted (:func:`_can_judge_drift`), for the
+    chain that moved most: its log-likelihood shift against its sd (nats), or, when its
+    partition moved more (relative to its level), that gap against its level."""
+    if not _can_judge_drift(idata):
         return None
     table = log_likelihood_drift(idata)
     if not table["drifted"].any():
         return None
-    shift = (np.abs(table["last"] - table["first"]) / table["sd"]).to_numpy()
-    moved = np.fmax(table["partition_gap"] / table["partition_level"], 0.0).to_numpy()
+    shift = np.nan_to_num((np.abs(table["last"] - table["first"]) / table["sd"]).to_numpy())
+    moved = np.nan_to_num((table["partition_gap"] / table["partition_level"]).to_numpy())
     worst = int(np.argmax(np.maximum(shift, moved)))
     r = table.iloc[worst]
     by_partition = moved[worst] > max(shift[worst], 1.0)
@@ -720,7 +728,11 @@ def _advice(idata: Tree, check: str, value: float = np.nan) -> str:
         float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
     )
     if check == "divergences" and target >= _HIGH_TARGET_ACCEPT:
-        last = "" if target >= _LAST_TARGET_ACCEPT else "; target_accept 0.99 is a last, slow try"
+        last = (
+            ""
+            if target >= _LAST_TARGET_ACCEPT
+            else f"; target_accept {_LAST_TARGET_ACCEPT:g} is a last, slow try"
+        )
         return (
             f"the chains already ran at target_accept {target:g}: divergences that stay "
             "there mark a region NUTS cannot follow (a near-empty or collapsing component's "

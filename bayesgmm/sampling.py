@@ -329,7 +329,8 @@ def sample_posterior(
         (default): 0.8, or 0.9 when the Laplace covariance is ill-conditioned (a
         near-singular component covariance makes the posterior a narrow, curved ridge; see
         :func:`bayesgmm._precondition.default_target_accept`). A run with divergences below
-        0.95 is followed up at 0.95 (see ``max_draws``).
+        0.95 is followed up at 0.95, and at 0.99 when those still diverge (see
+        ``max_draws``).
     progressbar : bool
     priors : GMMPriors, optional
         Recorded in the attrs. Defaults to the priors :func:`bayesgmm.build_model` built the
@@ -372,11 +373,14 @@ def sample_posterior(
         :mod:`bayesgmm._followup`): when the chains are in one mode without divergences but
         R-hat is mildly above 1.01 or the bulk or tail ESS below 400, every chain continues
         from its last draw, sized from the ESS per draw so far; when they ended in several
-        modes not each converged, or a chain moved to another region while drawing, new
-        chains start where the chains ended (at least 2 per mode, at most ``2 * chains``, of
-        ``draws`` draws each, replacing the first run's; their draws count against
-        ``(max_draws - draws) * chains``); so do chains that had divergences, at
-        ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`). A mode that then
+        modes not each converged, or a chain moved to another region while drawing (its
+        log-likelihood or its partition of the rows), new chains start where the chains
+        ended, and where a moved chain began (at least 2 per group, at most ``2 * chains`` a
+        rerun, of ``draws`` draws each, replacing the run before; their draws, not their
+        tuning steps, count against ``(max_draws - draws) * chains``); so do chains that had
+        divergences, at ``target_accept`` 0.95 (:func:`bayesgmm._followup.divergent_rerun`).
+        Chains in one mode run again once more when one of them moved again (from where
+        they ended) or diverged again (at 0.99). A mode that then
         still fails its own gates gets 2 new chains of its own, within the same draws
         (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
         ``posterior.attrs["follow_up"]`` records what ran and why. When R-hat or the ESS

@@ -132,6 +132,11 @@ def test_a_chain_that_changes_partition_at_the_same_likelihood_fails_drift(rng):
     assert not log_likelihood_drift(partition_tree(settled, rng))["drifted"].any()
     crossing = (np.arange(400)[None] // 5 + np.arange(4)[:, None]) % 2  # 5 draws each side
     assert not log_likelihood_drift(partition_tree(crossing, rng))["drifted"].any()
+    # stable but slowly mixing: stays of 20 draws on average (geometric), 1000 draws; with the
+    # smaller quarter's noise as the level (two chains' rule) some such chains were flagged
+    stays = rng.geometric(1 / 20, size=(4, 1000)).cumsum(axis=1)
+    slow = np.array([np.searchsorted(s, np.arange(1000), side="right") % 2 for s in stays])
+    assert not log_likelihood_drift(partition_tree(slow, rng))["drifted"].any()
     blind = partition_tree(where, rng)
     del blind["observed_data"]  # without the rows: judged by the likelihood alone
     table = log_likelihood_drift(blind)

@@ -265,7 +265,7 @@ def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended
         warnings.simplefilter("ignore", SamplingWarning)
         fit = _fit(draws=150, max_draws=1000)
     assert followup.RERUNS == 2 and len(seen["last"]) == 2
-    assert [g.tolist() for g in seen["groups"]] == [[0, 1]]
+    assert seen["groups"] == [[(0, False), (1, False)]]  # the second: from the ends only
     np.testing.assert_array_equal(np.array(seen["starts"]), np.concatenate(seen["last"]))
     assert not np.array_equal(seen["last"][0], seen["last"][1])  # from the new chains' ends
     record = get_attr(fit.idata_, "follow_up")
@@ -276,9 +276,10 @@ def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended
 
 
 def test_a_second_rerun_is_only_for_chains_that_moved(monkeypatch):
-    """Several modes (or divergences) get one rerun from where the chains ended: when the
-    new chains are still said to be in several modes, they are not run again from their ends
-    (their modes get chains of their own instead, ``converge_modes``)."""
+    """A later rerun does not ask the first one's question again: several modes (forced
+    here, whatever the chains hold) get one rerun from where the chains ended, then their
+    modes get chains of their own (``converge_modes``); only a move or divergences below
+    the last target run the chains again (the mirrored data's two modes: tested below)."""
     calls = []
     original = followup.rerun_modes
 
@@ -638,3 +639,60 @@ def test_chains_in_several_modes_are_not_run_again_from_their_ends(monkeypatch):
         fit = _two_modes(draws=150, max_draws=1000)
     assert len(calls) == 1 and fit.modes().shape[0] == 2
     assert get_attr(fit.idata_, "follow_up")[0].startswith("chain(s) [0] moved (forced)")
+
+
+def test_a_rerun_after_a_move_starts_where_the_moved_chain_began_too(rng):
+    """Chain 3 held another partition for its first 60% of draws (same likelihood): time
+    spent is not mass, so the first rerun starts chains at its beginning as well as where
+    every chain ended (two groups); a later rerun, and a rerun without a move, from the ends
+    only. A chain that did not move adds no start."""
+    from ._fake import partition_tree
+
+    where = np.zeros((4, 400), dtype=np.int64)
+    where[3, :240] = 1
+    tree = partition_tree(where, rng)
+    groups = followup.rerun_groups(tree, origins=True)
+    assert sorted(groups) == [[(0, False), (1, False), (2, False), (3, False)], [(3, True)]]
+    assert followup.rerun_groups(tree) == [[(0, False), (1, False), (2, False), (3, False)]]
+    settled = partition_tree(np.zeros((4, 400), dtype=np.int64), rng)
+    assert followup.rerun_groups(settled, origins=True) == [[(c, False) for c in range(4)]]
+    assert followup._sources_text([(0, False), (3, True)]) == "[0, 3's start]"
+
+
+def test_new_chains_from_a_beginning_start_at_its_first_draws(monkeypatch):
+    """A source ``(chain, True)`` starts its new chains at the chain's first draw, then an
+    eighth of its length later; ``(chain, False)`` at its last draw, then an eighth earlier."""
+    starts = []
+
+    def one_chain(compile_one, point, run, seed, draws, tune):
+        starts.append(point.mode)
+
+    monkeypatch.setattr(followup, "_one_chain", one_chain)
+    monkeypatch.setattr(followup, "run_parallel", lambda runs: [_raw(1) for _ in runs])
+    raw = _raw(2, n_draws=80)
+    raw["posterior"]["unconstrained_point"].values[:] += np.random.default_rng(0).normal(
+        size=(2, 80, 3)
+    )
+    run = {"chains": 4, "draws": 10, "tune": 10, "seed": 1, "progressbar": False}
+    followup.rerun_modes(raw, [[(0, False)], [(1, True)]], None, run)
+    flat = followup._flat(raw)
+    expected = [flat[0, -1], flat[0, -1 - 10], flat[1, 0], flat[1, 10]]  # quarter 20: step 10
+    np.testing.assert_array_equal(np.array(starts), np.array(expected))
+
+
+def test_a_later_per_mode_round_climbs_from_the_raised_target(monkeypatch):
+    """A mode that still diverges after a round at 0.95 gets its next chains at 0.99 (each
+    round finds the modes afresh, so the run's target is what climbs)."""
+    targets = []
+    row = _row(0, [0, 1], divergences=1)
+    finished = (new_tree({"posterior": xr.Dataset(attrs={"modes": [row, _row(1, [2, 3])]})}),)
+
+    def run_modes(raw, table, failing, compile_one, run, n_draws, round_):
+        targets.append(run["target_accept"])
+        return {0: None}
+
+    monkeypatch.setattr(followup, "_run_modes", run_modes)
+    monkeypatch.setattr(followup, "_assemble", lambda *a: (_raw(4), [{"mode": 0, "kept": ""}]))
+    run = {"target_accept": 0.8}
+    followup.converge_modes(_raw(4), finished, lambda raw: finished, None, run, 10**6, [], {})
+    assert targets == [0.8, 0.95] and run == {"target_accept": 0.8}  # the caller's unchanged

@@ -275,11 +275,8 @@ def test_a_chain_that_moved_while_drawing_runs_again_from_where_the_chains_ended
     assert fit.idata_.posterior.sizes["chain"] == 2 and fit.idata_.posterior.sizes["draw"] == 150
 
 
-def test_a_second_rerun_is_only_for_chains_that_moved(monkeypatch):
-    """A later rerun does not ask the first one's question again: several modes (forced
-    here, whatever the chains hold) get one rerun from where the chains ended, then their
-    modes get chains of their own (``converge_modes``); only a move or divergences below
-    the last target run the chains again (the mirrored data's two modes: tested below)."""
+def _count_reruns(monkeypatch) -> list[int]:
+    """Wraps ``rerun_modes``: the list it returns gets each rerun's number of groups."""
     calls = []
     original = followup.rerun_modes
 
@@ -288,6 +285,15 @@ def test_a_second_rerun_is_only_for_chains_that_moved(monkeypatch):
         return original(raw, groups, compile_one, run)
 
     monkeypatch.setattr(followup, "rerun_modes", rerun)
+    return calls
+
+
+def test_a_second_rerun_is_only_for_chains_that_moved(monkeypatch):
+    """A later rerun does not ask the first one's question again: several modes (forced
+    here, whatever the chains hold) get one rerun from where the chains ended, then their
+    modes get chains of their own (``converge_modes``); only a move or divergences below
+    the last target run the chains again (the mirrored data's two modes: tested below)."""
+    calls = _count_reruns(monkeypatch)
     monkeypatch.setattr(followup, "modes_to_rerun", lambda idata: "2 modes (forced)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
@@ -625,14 +631,7 @@ def test_chains_in_several_modes_are_not_run_again_from_their_ends(monkeypatch):
     data's new chains end in two modes, so however much a chain is said to move, they are
     not replaced again (each mode gets chains of its own, ``converge_modes``)."""
     _nuts_only(monkeypatch)
-    calls = []
-    original = followup.rerun_modes
-
-    def rerun(raw, groups, compile_one, run):
-        calls.append(len(groups))
-        return original(raw, groups, compile_one, run)
-
-    monkeypatch.setattr(followup, "rerun_modes", rerun)
+    calls = _count_reruns(monkeypatch)
     monkeypatch.setattr(followup, "drifted_chains", lambda idata: "chain(s) [0] moved (forced)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)

@@ -60,8 +60,9 @@ chains, R-hat above 1.01, bulk or tail ESS below 400, divergences; issue 15) get
 :data:`MODE_CHAINS` new chains of its own, started at distinct draws of its chains and whitened
 by their pooled covariance, with a short re-tune; the mode is then judged by its own chains, the
 old ones with the new (or only the new, when they alone meet the gates and the joined chains do
-not), and the modes and stacking weights are found afresh over the final chains, so that each
-mode's weight rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
+not, or when the old ones diverged and the new ones, at a raised target, did not), and the
+modes and stacking weights are found afresh over the final chains, so that each mode's weight
+rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
 split R-hat across chains, and two chains of a mode seldom give an ESS of 400 where four do.
 These runs count against ``max_draws`` like every follow-up, never against a clock (a
 result must not depend on how busy the machine was); when the draws left are too few the
@@ -99,10 +100,12 @@ from .diagnostics import (
 )
 
 __all__ = [
+    "BUDGET",
     "LAST_TARGET_ACCEPT",
     "MARGIN",
     "MILD_R_HAT",
     "MODE_CHAINS",
+    "MODE_RETUNE",
     "MODE_ROUNDS",
     "RAISED_TARGET_ACCEPT",
     "RERUNS",
@@ -126,6 +129,10 @@ __all__ = [
 # re-tuning steps of a continued chain (whitened by its own draws' covariance, the metric
 # needs little adapting; nuts-rs needs a few dozen for its step size and early windows)
 RETUNE = 100
+# tuning steps of a mode's new chains (they start at other draws of the mode, often at a raised
+# target, whose step size is found afresh): MASS crabs (K = 4), a mode's 2 new chains at 0.95
+# had ESS 108 and R-hat 1.025 after 100 steps, met the gates after 300
+MODE_RETUNE = 300
 # draws planned for this many times the ESS the gates ask for (the ESS estimate is noisy)
 MARGIN = 1.25
 # at most this many extensions (each re-tunes; a second one when the first fell short)
@@ -140,6 +147,10 @@ RAISED_TARGET_ACCEPT, LAST_TARGET_ACCEPT = RAISED_TARGETS
 # at most this many such rounds
 MODE_CHAINS = 2
 MODE_ROUNDS = 2
+# max_draws by default, in draws per chain: this many times the first run's. Raised from 3
+# when a mode's chains began to re-tune longer (MODE_RETUNE): MASS crabs (K = 4) then met every
+# mode's gates with a second round of a mode's chains, which 3 times left no draws for (53 s)
+BUDGET = 4
 # times the chains may run again from where they ended; after the first, only for a chain
 # that moved while drawing or divergences below LAST_TARGET_ACCEPT, with the chains in one
 # mode (several modes get chains of their own instead: converge_modes)
@@ -598,13 +609,15 @@ def converge_modes(
     For up to :data:`MODE_ROUNDS` rounds, while the chains are in several modes and some mode
     fails :func:`mode_failures`: every such mode gets :data:`MODE_CHAINS` new chains (all run
     at once), started at distinct draws of its chains' second halves and whitened by those
-    draws' pooled covariance (unconstrained), with :data:`RETUNE` tuning steps, as many draws
-    as its chains have, at the next :func:`raised_target` when it had divergences (a later
+    draws' pooled covariance (unconstrained), with :data:`MODE_RETUNE` tuning steps, as many
+    draws as its chains have, at the next :func:`raised_target` when it had divergences (a later
     round from there: every mode's chains at least at the target the round before raised
     to, a mode with divergences one step higher). The mode then
     keeps its old chains with the new ones, or only the new ones when they alone meet the gates
     and the joined chains do not (a better run of the same mode: e.g. an old chain with
-    divergences); the new chains are added in any case when they ended in another mode, so no
+    divergences), or when the old chains diverged and the new ones, at a raised target, did
+    not (the old draws are not trusted beside them; a later round adds to the new ones); the
+    new chains are added in any case when they ended in another mode, so no
     mode is lost. Modes that passed keep their chains untouched. The final results are judged
     afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking weights over the final
     chains).
@@ -636,15 +649,16 @@ def converge_modes(
             done.append(f"{named}; the new chains were interrupted (Ctrl-C): kept the chains")
             break
         spare -= MODE_CHAINS * len(failing) * n_draws
-        if any(row["divergences"] > 0 for row in table if row["mode"] in failing):
-            # a later round climbs from the raised target (modes are found afresh each round)
-            higher = raised_target(run["target_accept"])
-            run = {**run, "target_accept": higher or run["target_accept"]}
-        raw, kept = _assemble(raw, table, failing, new, results)
+        higher = raised_target(run["target_accept"])
+        raised = {r["mode"] for r in table if r["mode"] in failing and r["divergences"] > 0}
+        raised = raised if higher else set()  # (at the last target the new chains ran there)
+        if raised:  # a later round climbs from the raised target (modes are found afresh)
+            run = {**run, "target_accept": higher}
+        raw, kept = _assemble(raw, table, failing, new, results, raised)
         finished = results(raw)
         records += kept
         done.append(
-            f"{named}: {MODE_CHAINS} new chains for each ({RETUNE} tuning steps, {n_draws} "
+            f"{named}: {MODE_CHAINS} new chains for each ({MODE_RETUNE} tuning steps, {n_draws} "
             f"draws; round {round_}): " + "; ".join(f"mode {k['mode']} {k['kept']}" for k in kept)
         )
     if not records:
@@ -659,7 +673,7 @@ def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict |
     announce(
         run,
         f"running {MODE_CHAINS} new chains for each of mode(s) {sorted(failing)} "
-        f"({RETUNE} tuning steps and {n_draws} draws each)",
+        f"({MODE_RETUNE} tuning steps and {n_draws} draws each)",
     )
     runs, owners = [], []
     for row in table:
@@ -673,7 +687,7 @@ def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict |
         for j in range(MODE_CHAINS):  # distinct draws, spread over the pooled halves
             point = dataclasses.replace(metric, mode=pooled[(2 * j + 1) * len(pooled) // 4])
             seed = (int(run["seed"]) + 86028121 * round_ + 7907 * (len(runs) + 1)) % 2**31
-            runs.append(_one_chain(compile_one, point, mode_run, seed, n_draws, RETUNE))
+            runs.append(_one_chain(compile_one, point, mode_run, seed, n_draws, MODE_RETUNE))
             owners.append(row["mode"])
     try:
         done = run_parallel(runs)
@@ -703,9 +717,18 @@ def _passes(tree: Tree, results: Callable[[Tree], tuple]) -> tuple[bool, int]:
     return n_modes == 1 and met and gates["divergences"] == 0, n_modes
 
 
-def _assemble(raw, table, failing, new, results) -> tuple[Tree, list[dict]]:
+def _superseded(row: dict, fresh: Tree, raised: set) -> bool:
+    """Whether a mode's new chains, run at a raised target, did not diverge there."""
+    return row["mode"] in raised and not _divergences(fresh)
+
+
+def _assemble(raw, table, failing, new, results, raised) -> tuple[Tree, list[dict]]:
     """The raw results with each failing mode's chains joined by, or replaced with, its new
-    chains (:func:`converge_modes`), and the record of what was kept."""
+    chains (:func:`converge_modes`), and the record of what was kept. ``raised``: the modes
+    whose new chains ran at a raised target (their old chains diverged); when the new chains
+    did not diverge there, they replace the old ones even short of the gates: the old draws,
+    from steps too long for the mode, are not trusted beside them, and a later round adds to
+    the new chains."""
     keep = [c for row in table if row["mode"] not in failing for c in row["chains"]]
     parts, records = [_chains(raw, keep)] if keep else [], []
     for row in table:
@@ -714,9 +737,12 @@ def _assemble(raw, table, failing, new, results) -> tuple[Tree, list[dict]]:
         old, fresh = _chains(raw, row["chains"]), _chains(new[row["mode"]], range(MODE_CHAINS))
         joined = concat_chains([old, fresh])
         joined_passes, joined_modes = _passes(joined, results)
-        kept = "old and new chains"
+        kept, passed = "old and new chains", joined_passes
         if not joined_passes and joined_modes == 1 and _passes(fresh, results)[0]:
             joined, kept = fresh, "new chains only (they meet the gates, the old did not)"
+            passed = True
+        elif not joined_passes and joined_modes == 1 and _superseded(row, fresh, raised):
+            joined, kept = fresh, "new chains only (no divergences at the raised target)"
         elif joined_modes > 1:
             kept = "old and new chains (the new ones ended elsewhere too)"
         first = sum(get_group(p, "posterior").sizes["chain"] for p in parts)
@@ -729,7 +755,7 @@ def _assemble(raw, table, failing, new, results) -> tuple[Tree, list[dict]]:
                 "failed": mode_failures(row),
                 "kept": kept,
                 "chains_after": list(range(first, first + n_after)),
-                "converged": bool(joined_passes or joined is fresh),
+                "converged": bool(passed),
             }
         )
     return concat_chains(parts), records

@@ -102,7 +102,7 @@ class BayesianGMM(BaseEstimator):
         The most draws per chain follow-up runs may bring the run to, when it falls short of
         the R-hat or ESS gates in one mode, or when its chains ended in several modes not
         each converged (see :func:`~bayesgmm.sample_posterior`); None (default):
-        ``3 * draws``; ``max_draws=draws`` turns follow-up runs off.
+        ``4 * draws``; ``max_draws=draws`` turns follow-up runs off.
 
     Attributes
     ----------

@@ -391,7 +391,8 @@ def sample_posterior(
         thinned to ``draws``); its draws replace NUTS's only when they meet the gates
         (``posterior.attrs["independence_mh"]``, and ``draws_sampler="independence_mh"``;
         ``sample_stats`` then holds ``accepted``, ``logp`` and ``diverging``, all False).
-        None (default): ``3 * draws``; ``max_draws=draws`` turns follow-ups off.
+        None (default): ``4 * draws`` (:data:`bayesgmm._followup.BUDGET`); ``max_draws=draws`` turns
+        follow-ups off.
 
     Returns
     -------
@@ -477,12 +478,13 @@ def sample_posterior(
         results = functools.partial(_results, model=model, em=em, kernel=kernel)
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
+            budget = max_draws or followup.BUDGET * draws
             raw, idata, switched, followed = followup.follow_up(
-                raw, (idata, switched), results, compile_one, run, max_draws or 3 * draws
+                raw, (idata, switched), results, compile_one, run, budget
             )
             restarted.update(followed)
             idata, switched, refined = independence.refine(
-                raw, (idata, switched), results, model, run, max_draws or 3 * draws
+                raw, (idata, switched), results, model, run, budget
             )
             restarted.update(refined)
         unwhitened_floored = kernel and approxes[0] is None and _floored_start(model, em)

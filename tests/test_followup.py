@@ -153,6 +153,30 @@ def test_max_draws_equal_to_draws_turns_follow_ups_off(monkeypatch):
     assert fit.idata_.posterior.sizes["draw"] == 100
 
 
+@pytest.mark.parametrize(("max_draws", "budget"), [(None, 4 * 100), (250, 250)])
+def test_follow_ups_may_bring_a_run_to_four_times_its_draws_by_default(
+    monkeypatch, max_draws, budget
+):
+    """The draws per chain follow-ups may bring the run to: max_draws, else BUDGET x draws
+    (for the NUTS follow-ups and the independence step after them alike)."""
+    given = []
+
+    def follow_up(raw, finished, results, compile_one, run, max_draws):
+        given.append(max_draws)
+        return raw, *finished, {}
+
+    def refine(raw, finished, results, model, run, max_draws):
+        given.append(max_draws)
+        return *finished, {}
+
+    monkeypatch.setattr(followup, "follow_up", follow_up)
+    monkeypatch.setattr(independence, "refine", refine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        _fit(draws=100, max_draws=max_draws)
+    assert given == [budget, budget]
+
+
 @pytest.mark.parametrize("bad", [50, 2.5, "300"])
 def test_bad_max_draws_is_refused_before_sampling(bad):
     X = _separated()
@@ -176,16 +200,18 @@ def _mirrored() -> np.ndarray:
 # draws per chain of _three_chains: enough for the independence chains to meet the R-hat gate
 # with margin at every seed (1-7: R-hat <= 1.006 at 250; at 150 three of seven missed it, 1.012
 # to 1.020, by chance: which seeds did changed with the machine's floating-point rounding), and
-# still too few for the default max_draws (3 x draws) to run each NUTS mode again (at 300 it can)
+# still too few for max_draws = 3 x draws to run each NUTS mode again (at 300 it can)
 THREE_CHAIN_DRAWS = 250
 
 
 def _three_chains(**options) -> BayesianGMM:
-    """3 chains round robin over the 2 optima: one mode holds a single chain."""
+    """3 chains round robin over the 2 optima: one mode holds a single chain (``max_draws``
+    3 x draws unless given: the rerun from the chains' ends, then no per-mode round)."""
     run = dict(random_seed=2, draws=THREE_CHAIN_DRAWS, tune=200, chains=3, progressbar=False)
+    run = {"max_draws": 3 * THREE_CHAIN_DRAWS, **run, **options}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        return BayesianGMM(2, **run, **options).fit(_mirrored())
+        return BayesianGMM(2, **run).fit(_mirrored())
 
 
 def _nuts_only(monkeypatch) -> None:
@@ -495,36 +521,48 @@ def _row(mode, chains, r_hat=1.002, ess=900.0, divergences=0) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("joined", "fresh", "n_chains", "kept"),
+    ("joined", "fresh", "raised", "n_chains", "kept"),
     [
-        ((True, 1), False, 5, "old and new chains"),  # the old chain joins the new ones
-        ((False, 1), True, 4, "new chains only"),  # a better run of the same mode
-        ((False, 1), False, 5, "old and new chains"),  # nothing better: nothing lost
-        ((False, 2), True, 5, "the new ones ended elsewhere"),  # another mode: keep both
+        ((True, 1), False, None, 5, "old and new chains"),  # the old chain joins the new ones
+        ((False, 1), True, None, 4, "new chains only"),  # a better run of the same mode
+        ((False, 1), False, None, 5, "old and new chains"),  # nothing better: nothing lost
+        ((False, 2), True, None, 5, "the new ones ended elsewhere"),  # another mode: keep both
+        # the old chain diverged, the new ones at a raised target did not: they replace it
+        ((False, 1), False, 0, 4, "no divergences at the raised target"),
+        ((False, 1), False, 1, 5, "old and new chains"),  # they diverged too: nothing better
+        ((False, 2), False, 0, 5, "the new ones ended elsewhere"),  # nor in another mode
+        ((True, 1), False, 0, 5, "old and new chains"),  # the joined chains pass: keep all
     ],
 )
 def test_a_failing_mode_keeps_its_chains_unless_new_ones_alone_do_better(
-    monkeypatch, joined, fresh, n_chains, kept
+    monkeypatch, joined, fresh, raised, n_chains, kept
 ):
     """Mode 0 (chains 0 and 2) passed and keeps its chains untouched; mode 1 (chain 1 alone)
-    failed and got two new chains (values 100, 101)."""
+    failed and got two new chains (values 100, 101), at a raised target when ``raised`` is
+    the new chains' number of divergences (None: at the same target)."""
     raw, new = _raw(3), {1: _raw(2, offset=100.0)}
-    table = [_row(0, [0, 2]), _row(1, [1], r_hat=float("nan"))]
+    if raised is not None:
+        diverging = np.zeros((2, 40), bool)
+        diverging[1, 7] = bool(raised)
+        stats = new[1]["sample_stats"].to_dataset()
+        new[1]["sample_stats"] = stats.assign(diverging=(("chain", "draw"), diverging))
+    table = [_row(0, [0, 2]), _row(1, [1], r_hat=float("nan"), divergences=int(raised is not None))]
 
     def passes(tree, results):
         return joined if tree["posterior"].sizes["chain"] == 3 else (fresh, 1)
 
     monkeypatch.setattr(followup, "_passes", passes)
-    out, records = followup._assemble(raw, table, {1: ["1 chain"]}, new, results=None)
+    lifted = set() if raised is None else {1}
+    out, records = followup._assemble(raw, table, {1: ["1 chain"]}, new, None, lifted)
     values = out["posterior"]["unconstrained_point"].values[:, 0, 0].tolist()
     old_kept = n_chains == 5
     assert values == [0.0, 2.0] + ([1.0] if old_kept else []) + [100.0, 101.0]
     assert "start" not in out["sample_stats"]  # the first run's starts say nothing of new chains
     (record,) = records
     assert record["mode"] == 1 and record["chains_before"] == [1]
-    assert record["failed"] == ["1 chain"] and kept in record["kept"]
+    assert record["failed"][0] == "1 chain" and kept in record["kept"]
     assert record["chains_after"] == list(range(2, n_chains))
-    assert record["converged"] == (joined[0] or not old_kept)
+    assert record["converged"] == (joined[0] or (fresh and not old_kept))
 
 
 @pytest.mark.parametrize(
@@ -606,11 +644,13 @@ def test_each_of_two_genuine_modes_ends_converged_on_its_own_chains(monkeypatch)
 
 def test_a_mode_with_divergences_gets_chains_at_the_next_raised_target(monkeypatch):
     """Mode 0 diverged: its new chains climb the ladder of targets from the run's (0.8 ->
-    0.95 -> 0.99, and no higher); mode 1 (one chain, no divergences) keeps the run's."""
+    0.95 -> 0.99, and no higher); mode 1 (one chain, no divergences) keeps the run's. Every
+    new chain re-tunes for MODE_RETUNE steps and draws as many as the old chains have."""
     targets = []
 
     def one_chain(compile_one, point, run, seed, draws, tune):
         targets.append(run["target_accept"])
+        assert (tune, draws) == (followup.MODE_RETUNE, 40)
 
     monkeypatch.setattr(followup, "_one_chain", one_chain)
     monkeypatch.setattr(followup, "run_parallel", lambda runs: [_raw(1) for _ in runs])

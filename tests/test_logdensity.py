@@ -232,7 +232,7 @@ def test_kernel_and_jax_backends_draw_the_same_chain(cov_type, sd_prior):
     model = build_model(X, 2, covariance_type=cov_type, priors=priors)
     run = dict(draws=40, tune=60, chains=2, random_seed=5, progressbar=False, check=False)
     run["precondition"] = "none"  # the kernel unwhitened, as the graph is sampled
-    kernel = sample_posterior(model, em, **run)
+    kernel = sample_posterior(model, em, max_draws=40, **run)  # (the first run: no follow-up)
     jax = sample_posterior(model, em, backend="jax", **run)
     assert kernel.posterior.attrs["backend"] == "kernel"
     assert jax.posterior.attrs["backend"] == "jax"

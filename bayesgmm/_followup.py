@@ -60,10 +60,11 @@ chains, R-hat above 1.01, bulk or tail ESS below 400, divergences; issue 15) get
 :data:`MODE_CHAINS` new chains of its own, started at distinct draws of its chains and whitened
 by their pooled covariance, with a short re-tune; the mode is then judged by its own chains, the
 old ones with the new (or only the new, when they alone meet the gates and the joined chains do
-not, or when the old ones diverged and the new ones, at a raised target, did not), and the
-modes and stacking weights are found afresh over the final chains, so that each mode's weight
-rests on the same kind of draws as its R-hat and ESS. A lone chain cannot give a
-split R-hat across chains, and two chains of a mode seldom give an ESS of 400 where four do.
+not, or when the old ones diverged and the new ones ran one step up the ladder of targets,
+as a divergent rerun's chains replace a run's), and the modes and stacking weights are found
+afresh over the final chains, so that each mode's weight rests on the same kind of draws as
+its R-hat and ESS. A lone chain cannot give a split R-hat across chains, and two chains of a
+mode seldom give an ESS of 400 where four do.
 These runs count against ``max_draws`` like every follow-up, never against a clock (a
 result must not depend on how busy the machine was); when the draws left are too few the
 record says so and the modes warning names the modes that fail.
@@ -360,7 +361,9 @@ def follow_up(
         if not spent:
             break
         spare -= spent
-    raw, finished = converge_modes(raw, finished, results, compile_one, run, spare, done, attrs)
+    raw, finished, run = converge_modes(
+        raw, finished, results, compile_one, run, spare, done, attrs
+    )  # (the extension that may follow runs at the highest target the modes' chains reached)
     extended = 0
     for round_ in range(1, ROUNDS + 1):
         extra, reason = extension_plan(finished[0], max_draws)
@@ -603,7 +606,7 @@ def converge_modes(
     spare: int,
     done: list,
     attrs: dict,
-) -> tuple[Tree, tuple]:
+) -> tuple[Tree, tuple, dict]:
     """New chains for each mode that fails its gates, judged by that mode's own chains.
 
     For up to :data:`MODE_ROUNDS` rounds, while the chains are in several modes and some mode
@@ -615,12 +618,12 @@ def converge_modes(
     to, a mode with divergences one step higher). The mode then
     keeps its old chains with the new ones, or only the new ones when they alone meet the gates
     and the joined chains do not (a better run of the same mode: e.g. an old chain with
-    divergences), or when the old chains diverged and the new ones, at a raised target, did
-    not (the old draws are not trusted beside them; a later round adds to the new ones); the
-    new chains are added in any case when they ended in another mode, so no
-    mode is lost. Modes that passed keep their chains untouched. The final results are judged
-    afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking weights over the final
-    chains).
+    divergences), or when the old chains diverged and the new ones ran one step up the ladder
+    of targets (see :func:`_assemble`); the new chains are added in any case when they ended
+    in another mode, so no mode is lost. Modes that passed keep their chains untouched. The
+    final results are judged afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking
+    weights over the final chains). Returns the raw results, their results and the run's
+    settings at the highest target reached (an extension after this runs there).
 
     A round starts only when its draws fit ``spare`` (the draws ``max_draws`` leaves, over
     all chains); otherwise ``done`` says which modes still fail and what to try.
@@ -651,7 +654,8 @@ def converge_modes(
         spare -= MODE_CHAINS * len(failing) * n_draws
         higher = raised_target(run["target_accept"])
         raised = {r["mode"] for r in table if r["mode"] in failing and r["divergences"] > 0}
-        raised = raised if higher else set()  # (at the last target the new chains ran there)
+        # (their new chains ran above every old chain's target; none above the last one)
+        raised = raised if higher else set()
         if raised:  # a later round climbs from the raised target (modes are found afresh)
             run = {**run, "target_accept": higher}
         raw, kept = _assemble(raw, table, failing, new, results, raised)
@@ -663,7 +667,7 @@ def converge_modes(
         )
     if not records:
         del attrs["mode_reruns"]
-    return raw, finished
+    return raw, finished, run
 
 
 def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict | None:
@@ -717,18 +721,14 @@ def _passes(tree: Tree, results: Callable[[Tree], tuple]) -> tuple[bool, int]:
     return n_modes == 1 and met and gates["divergences"] == 0, n_modes
 
 
-def _superseded(row: dict, fresh: Tree, raised: set) -> bool:
-    """Whether a mode's new chains, run at a raised target, did not diverge there."""
-    return row["mode"] in raised and not _divergences(fresh)
-
-
 def _assemble(raw, table, failing, new, results, raised) -> tuple[Tree, list[dict]]:
     """The raw results with each failing mode's chains joined by, or replaced with, its new
     chains (:func:`converge_modes`), and the record of what was kept. ``raised``: the modes
-    whose new chains ran at a raised target (their old chains diverged); when the new chains
-    did not diverge there, they replace the old ones even short of the gates: the old draws,
-    from steps too long for the mode, are not trusted beside them, and a later round adds to
-    the new chains."""
+    whose old chains diverged and whose new chains ran one step up the ladder of targets,
+    above every old chain's; those replace the old ones even short of the gates (as
+    :func:`divergent_rerun`'s chains replace a run's): the old draws, from steps too long for
+    the mode, are not trusted beside them. A later round, when ``MODE_ROUNDS`` and the
+    draws left allow one, adds to them; otherwise the mode is reported on them, failing."""
     keep = [c for row in table if row["mode"] not in failing for c in row["chains"]]
     parts, records = [_chains(raw, keep)] if keep else [], []
     for row in table:
@@ -741,8 +741,8 @@ def _assemble(raw, table, failing, new, results, raised) -> tuple[Tree, list[dic
         if not joined_passes and joined_modes == 1 and _passes(fresh, results)[0]:
             joined, kept = fresh, "new chains only (they meet the gates, the old did not)"
             passed = True
-        elif not joined_passes and joined_modes == 1 and _superseded(row, fresh, raised):
-            joined, kept = fresh, "new chains only (no divergences at the raised target)"
+        elif not joined_passes and joined_modes == 1 and row["mode"] in raised:
+            joined, kept = fresh, "new chains only (the old ones diverged at a lower target)"
         elif joined_modes > 1:
             kept = "old and new chains (the new ones ended elsewhere too)"
         first = sum(get_group(p, "posterior").sizes["chain"] for p in parts)

@@ -520,6 +520,19 @@ def _row(mode, chains, r_hat=1.002, ess=900.0, divergences=0) -> dict:
     }
 
 
+def test_a_mode_that_diverged_at_the_last_target_keeps_its_old_chains(monkeypatch):
+    """Mode 1's chain diverged, but its new chains ran at the same (last) target, not a step
+    up the ladder (``raised`` empty): the old chain stays beside them."""
+    raw, new = _raw(3), {1: _raw(2, offset=100.0)}
+    table = [_row(0, [0, 2]), _row(1, [1], r_hat=float("nan"), divergences=1)]
+    monkeypatch.setattr(followup, "_passes", lambda tree, results: (False, 1))
+    out, records = followup._assemble(raw, table, {1: ["1 chain"]}, new, None, set())
+    assert out["posterior"]["unconstrained_point"].values[:, 0, 0].tolist() == [
+        0.0, 2.0, 1.0, 100.0, 101.0
+    ]  # fmt: skip
+    assert records[0]["kept"] == "old and new chains" and not records[0]["converged"]
+
+
 @pytest.mark.parametrize(
     ("joined", "fresh", "raised", "n_chains", "kept"),
     [
@@ -527,10 +540,11 @@ def _row(mode, chains, r_hat=1.002, ess=900.0, divergences=0) -> dict:
         ((False, 1), True, None, 4, "new chains only"),  # a better run of the same mode
         ((False, 1), False, None, 5, "old and new chains"),  # nothing better: nothing lost
         ((False, 2), True, None, 5, "the new ones ended elsewhere"),  # another mode: keep both
-        # the old chain diverged, the new ones at a raised target did not: they replace it
-        ((False, 1), False, 0, 4, "no divergences at the raised target"),
-        ((False, 1), False, 1, 5, "old and new chains"),  # they diverged too: nothing better
-        ((False, 2), False, 0, 5, "the new ones ended elsewhere"),  # nor in another mode
+        # the old chain diverged, the new ones ran a step up the ladder: they replace it,
+        # whether they diverged there or not (no choice by their outcome)
+        ((False, 1), False, 0, 4, "the old ones diverged at a lower target"),
+        ((False, 1), False, 1, 4, "the old ones diverged at a lower target"),
+        ((False, 2), False, 0, 5, "the new ones ended elsewhere"),  # not in another mode
         ((True, 1), False, 0, 5, "old and new chains"),  # the joined chains pass: keep all
     ],
 )
@@ -560,7 +574,8 @@ def test_a_failing_mode_keeps_its_chains_unless_new_ones_alone_do_better(
     assert "start" not in out["sample_stats"]  # the first run's starts say nothing of new chains
     (record,) = records
     assert record["mode"] == 1 and record["chains_before"] == [1]
-    assert record["failed"][0] == "1 chain" and kept in record["kept"]
+    failed = ["1 chain"] + (["1 divergences"] if raised is not None else [])
+    assert record["failed"] == failed and kept in record["kept"]
     assert record["chains_after"] == list(range(2, n_chains))
     assert record["converged"] == (joined[0] or (fresh and not old_kept))
 
@@ -721,7 +736,9 @@ def test_new_chains_from_a_beginning_start_at_its_first_draws(monkeypatch):
 
 def test_a_later_per_mode_round_climbs_from_the_raised_target(monkeypatch):
     """A mode that still diverges after a round at 0.95 gets its next chains at 0.99 (each
-    round finds the modes afresh, so the run's target is what climbs)."""
+    round finds the modes afresh, so the run's target is what climbs); its new chains replace
+    the old only when they ran a step up the ladder, and the run returned is at the highest
+    target reached."""
     targets = []
     row = _row(0, [0, 1], divergences=1)
     finished = (new_tree({"posterior": xr.Dataset(attrs={"modes": [row, _row(1, [2, 3])]})}),)
@@ -730,8 +747,22 @@ def test_a_later_per_mode_round_climbs_from_the_raised_target(monkeypatch):
         targets.append(run["target_accept"])
         return {0: None}
 
+    raised = []
+
+    def assemble(raw, table, failing, new, results, lifted):
+        raised.append(lifted)
+        return _raw(4), [{"mode": 0, "kept": ""}]
+
     monkeypatch.setattr(followup, "_run_modes", run_modes)
-    monkeypatch.setattr(followup, "_assemble", lambda *a: (_raw(4), [{"mode": 0, "kept": ""}]))
-    run = {"target_accept": 0.8}
-    followup.converge_modes(_raw(4), finished, lambda raw: finished, None, run, 10**6, [], {})
-    assert targets == [0.8, 0.95] and run == {"target_accept": 0.8}  # the caller's unchanged
+    monkeypatch.setattr(followup, "_assemble", assemble)
+    for first, climbed, lifted in ((0.8, 0.99, [{0}, {0}]), (0.95, 0.99, [{0}, set()])):
+        targets.clear()
+        raised.clear()
+        run = {"target_accept": first}
+        out = followup.converge_modes(
+            _raw(4), finished, lambda raw: finished, None, run, 10**6, [], {}
+        )
+        assert targets == [first, followup.raised_target(first)]
+        assert run == {"target_accept": first}  # the caller's unchanged
+        assert out[2] == {"target_accept": climbed}  # what an extension after runs at
+        assert raised == lifted  # a step up the ladder, but none above the last target

@@ -580,6 +580,31 @@ def test_a_failing_mode_keeps_its_chains_unless_new_ones_alone_do_better(
     assert record["converged"] == (joined[0] or (fresh and not old_kept))
 
 
+def test_a_mode_is_judged_relabelled_to_its_best_draw_as_the_mode_table_judges_it(monkeypatch):
+    """Chain 1 of a fitted run comes back from ``results`` with its two components swapped
+    (as a relabelling to EM's estimate can leave a mode's draws): _passes judges the draws
+    relabelled to their best draw, as record_modes relabels each mode, so both chains agree."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=100, max_draws=100)
+    swapped = fit.idata_.copy()
+    posterior = swapped["posterior"].to_dataset()
+    for name in ("weights", "means", "covariances"):
+        values = posterior[name].transpose("chain", "draw", "component", ...)
+        flipped = values.values.copy()
+        flipped[1] = flipped[1][:, ::-1]
+        posterior[name] = (values.dims, flipped)
+    swapped["posterior"] = posterior
+    judged = []
+    monkeypatch.setattr(followup, "_gates", lambda idata: judged.append(idata) or _gates())
+    followup._passes(None, lambda tree: (swapped.copy(), None))
+    means = judged[0]["posterior"]["means"].mean("draw").transpose("chain", "component", ...)
+    given = swapped["posterior"]["means"].mean("draw").transpose("chain", "component", ...)
+    spread = float(np.abs(given[0, 0] - given[0, 1]).max())  # the components' distance
+    assert float(np.abs(given[0] - given[1]).max()) > 0.5 * spread  # swapped as given
+    assert float(np.abs(means[0] - means[1]).max()) < 0.05 * spread  # agree when judged
+
+
 @pytest.mark.parametrize(
     ("row", "failed"),
     [

@@ -362,9 +362,20 @@ def test_an_interrupted_extension_keeps_the_first_draws(monkeypatch):
     assert "interrupted (Ctrl-C)" in get_attr(fit.idata_, "follow_up")[-1]
 
 
-def test_the_first_runs_draws_are_dropped_when_only_they_keep_r_hat_up(monkeypatch):
-    """Forced: R-hat fails while the first run's 150 draws are in, and the gates are met
-    without them; they are dropped as warm-up and the record says so."""
+@pytest.mark.parametrize(
+    ("r_hat", "ess", "dropped", "said"),
+    [
+        (1.02, 900.0, True, "R-hat 1.020 with the first run's draws"),  # R-hat stays up
+        (1.005, 390.0, True, "ESS 390 with the first run's draws"),  # the ESS stays down
+        (1.005, 900.0, False, None),  # the gates are met with them: nothing to drop
+    ],
+)
+def test_the_first_runs_draws_are_dropped_when_only_they_fail_the_gates(
+    monkeypatch, r_hat, ess, dropped, said
+):
+    """Forced: with the first run's 150 draws in, the extended run has ``r_hat`` and
+    ``ess``, and without them it meets the gates; they are dropped as warm-up when they fail
+    the gates, and the record says which."""
     real = followup._gates
 
     def gates(idata):
@@ -372,18 +383,20 @@ def test_the_first_runs_draws_are_dropped_when_only_they_keep_r_hat_up(monkeypat
         out = {**real(idata), "divergences": 0, "drifted": False, "n_modes": 1}
         if n_draws == 150:  # the first run: short of both gates, R-hat mildly
             return {**out, "r_hat": 1.02, "ess": 100.0}
-        if n_draws == 450:  # with the first run's draws: R-hat stays up
-            return {**out, "r_hat": 1.02, "ess": 900.0}
+        if n_draws == 450:  # with the first run's draws
+            return {**out, "r_hat": r_hat, "ess": ess}
         return {**out, "r_hat": 1.005, "ess": 600.0}  # the extension's 300 alone
 
     monkeypatch.setattr(followup, "_gates", gates)
     with warnings.catch_warnings():  # the real diagnostics of 300 draws: not the point
         warnings.simplefilter("ignore", SamplingWarning)
         fit = _fit(draws=150, max_draws=450)
-    assert fit.idata_.posterior.sizes["draw"] == 300
-    assert get_attr(fit.idata_, "warmup_draws_dropped") == 150
+    assert fit.idata_.posterior.sizes["draw"] == (300 if dropped else 450)
+    assert get_attr(fit.idata_, "warmup_draws_dropped") == (150 if dropped else None)
     assert get_attr(fit.idata_, "extended_draws") == 300
-    assert "dropped the first 150 draws" in get_attr(fit.idata_, "follow_up")[-1]
+    record = get_attr(fit.idata_, "follow_up")[-1]
+    assert ("dropped the first 150 draws" in record) == dropped
+    assert said is None or record.startswith(said)
 
 
 def test_follow_ups_are_announced_only_with_progress_shown(capsys):

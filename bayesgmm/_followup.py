@@ -77,7 +77,10 @@ diverge (in one mode), new chains run once more from where they ended at
 :data:`LAST_TARGET_ACCEPT`. The extension then uses the last target too
 (``posterior.attrs["follow_up_target_accept"]``; ``target_accept`` stays the first run's).
 Divergent draws are not extended: their trajectories stopped short of a region, so more of
-them keep its bias.
+them keep its bias. For the same reason an extension whose own draws diverged (its re-tune
+chose steps too long for a region the chains reached only then) is drawn again, every chain's,
+from where the chains ended before it at the next raised target (:func:`_steady_extension`),
+its draws counted against ``max_draws`` like new chains'.
 """
 
 from __future__ import annotations
@@ -362,7 +365,7 @@ def follow_up(
         if not spent:
             break
         spare -= spent
-    raw, finished, run = converge_modes(
+    raw, finished, run, spare = converge_modes(
         raw, finished, results, compile_one, run, spare, done, attrs
     )  # (the extension that may follow runs at the highest target the modes' chains reached)
     extended = 0
@@ -376,13 +379,51 @@ def follow_up(
         if longer is None:
             done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")
             break
-        raw, finished, extended = longer, results(longer), extended + extra
         done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
+        longer, later, run, spare = _steady_extension(
+            raw, (longer, results(longer)), results, compile_one, run, spare, done, attrs, round_
+        )
+        raw, finished, extended = longer, later, extended + extra
     if extended:
         raw, finished = _drop_first_run(raw, finished, results, run["draws"], done, attrs)
     if not done:
         return raw, *finished, {}
     return raw, *finished, {"follow_up": done, "extended_draws": extended, **attrs}
+
+
+def _steady_extension(raw, longer, results, compile_one, run, spare, done, attrs, round_):
+    """An extension (``longer``: its raw results and results) whose draws diverged, drawn
+    again from where ``raw``'s chains ended at the next :func:`raised_target`, while ``spare``
+    draws allow (over all chains): ``(raw, results, run, spare)`` of the extension kept, ``run``
+    at its target. ``round_``: the extension's round (the new draws' seeds differ).
+
+    The chains before it did not diverge (an extension follows only such a run), so the
+    divergences are the extension's own: its re-tune chose steps too long for a region the
+    chains reached later (MASS Pima.tr, K = 3: 1 divergence in 4 x 1301 extra draws at 0.95
+    after none in 4 x 1000). More draws of that kernel keep the region's bias, as a divergent
+    run's would; every chain's extension runs again, so none is kept or dropped by its outcome.
+    """
+    before = get_group(raw, "posterior").sizes
+    extra = get_group(longer[0], "posterior").sizes["draw"] - before["draw"]
+    for step in range(1, len(RAISED_TARGETS) + 1):
+        diverged = _divergences(longer[1][0])
+        target = raised_target(run["target_accept"])
+        if not diverged or target is None:
+            break
+        why = f"{diverged} divergences in the extension at target_accept {run['target_accept']:g}"
+        needed = extra * before["chain"]
+        if needed > spare:
+            done.append(f"{why}; not drawn again: max_draws leaves too few draws ({spare} left)")
+            break
+        higher = {**run, "target_accept": target}
+        again = continue_chains(raw, compile_one, higher, extra, round_ + ROUNDS * step)
+        if again is None:
+            done.append(f"{why}; drawing it again was interrupted (Ctrl-C): kept it")
+            break
+        longer, run, spare = (again, results(again)), higher, spare - needed
+        attrs["follow_up_target_accept"] = target
+        done.append(f"{why}: its {extra} draws per chain drawn again at target_accept {target:g}")
+    return *longer, run, spare
 
 
 def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) -> tuple:
@@ -633,8 +674,9 @@ def converge_modes(
     of targets (see :func:`_assemble`); the new chains are added in any case when they ended
     in another mode, so no mode is lost. Modes that passed keep their chains untouched. The
     final results are judged afresh (:func:`bayesgmm.modes.record_modes`: modes and stacking
-    weights over the final chains). Returns the raw results, their results and the run's
-    settings at the highest target reached (an extension after this runs there).
+    weights over the final chains). Returns the raw results, their results, the run's
+    settings at the highest target reached (an extension after this runs there) and the
+    draws ``spare`` still leaves.
 
     A round starts only when its draws fit ``spare`` (the draws ``max_draws`` leaves, over
     all chains); otherwise ``done`` says which modes still fail and what to try.
@@ -678,7 +720,7 @@ def converge_modes(
         )
     if not records:
         del attrs["mode_reruns"]
-    return raw, finished, run
+    return raw, finished, run, spare
 
 
 def _run_modes(raw, table, failing, compile_one, run, n_draws, round_) -> dict | None:

@@ -804,3 +804,118 @@ def test_a_later_per_mode_round_climbs_from_the_raised_target(monkeypatch):
         assert run == {"target_accept": first}  # the caller's unchanged
         assert out[2] == {"target_accept": climbed}  # what an extension after runs at
         assert raised == lifted  # a step up the ladder, but none above the last target
+
+
+# ------------------------------------------------------- divergences in the extension's draws
+def _steady(monkeypatch, divergent: dict, target: float, spare: int):
+    """:func:`followup._steady_extension` on stubs: the first run has 40 draws of 2 chains,
+    its extension 60 more; ``divergent`` maps the target an extension ran at to its
+    divergences. Returns the outcome, the targets drawn again at and the record."""
+    first, redone = _raw(2), []
+
+    def again(raw, compile_one, run, extra, round_=1):
+        assert raw is first and extra == 60
+        redone.append((run["target_accept"], round_))
+        return _raw(2, offset=run["target_accept"], n_draws=100)
+
+    def divergences(idata):
+        return divergent[idata["posterior"].attrs["target"]]
+
+    def results(raw):
+        offset = float(raw["posterior"]["unconstrained_point"].values[0, 0, 0])
+        return (new_tree({"posterior": xr.Dataset(attrs={"target": offset})}),)
+
+    monkeypatch.setattr(followup, "continue_chains", again)
+    monkeypatch.setattr(followup, "_divergences", divergences)
+    extension = _raw(2, offset=target, n_draws=100)
+    done, attrs, run = [], {}, {"target_accept": target}
+    out = followup._steady_extension(
+        first, (extension, results(extension)), results, None, run, spare, done, attrs, 2
+    )
+    return out, redone, done, attrs
+
+
+def test_an_extension_whose_draws_diverged_is_drawn_again_at_the_raised_target(monkeypatch):
+    """Every chain's 60 extra draws run again from where the chains ended before them, at
+    0.95, and those are kept; the record, the attrs and the draws left say so."""
+    out, redone, done, attrs = _steady(monkeypatch, {0.8: 1, 0.95: 0}, 0.8, spare=500)
+    raw, finished, run, spare = out
+    assert redone == [(0.95, 2 + followup.ROUNDS)]
+    assert finished[0]["posterior"].attrs["target"] == 0.95
+    assert float(raw["posterior"]["unconstrained_point"].values[0, 0, 0]) == 0.95
+    assert run == {"target_accept": 0.95} and spare == 500 - 2 * 60
+    assert attrs == {"follow_up_target_accept": 0.95}
+    assert done == [
+        "1 divergences in the extension at target_accept 0.8: its 60 draws per chain drawn "
+        "again at target_accept 0.95"
+    ]
+
+
+def test_an_extension_that_diverges_again_climbs_to_the_last_target(monkeypatch):
+    out, redone, done, attrs = _steady(monkeypatch, {0.8: 3, 0.95: 2, 0.99: 1}, 0.8, 500)
+    assert [t for t, _ in redone] == [0.95, 0.99] and len({r for _, r in redone}) == 2
+    assert out[1][0]["posterior"].attrs["target"] == 0.99  # diverged there too: kept, warned
+    assert out[2] == {"target_accept": 0.99} and out[3] == 500 - 4 * 60
+    assert attrs == {"follow_up_target_accept": 0.99} and len(done) == 2
+
+
+@pytest.mark.parametrize(
+    ("divergent", "target", "spare", "said"),
+    [
+        ({0.8: 0}, 0.8, 500, []),  # no divergences: kept as it is
+        ({0.99: 2}, 0.99, 500, []),  # at the last target: nothing higher to try
+        (
+            {0.8: 2},
+            0.8,
+            119,  # 2 chains x 60 draws needed
+            [
+                "2 divergences in the extension at target_accept 0.8; not drawn again: "
+                "max_draws leaves too few draws (119 left)"
+            ],
+        ),
+    ],
+)
+def test_an_extension_is_kept_when_it_cannot_or_need_not_be_drawn_again(
+    monkeypatch, divergent, target, spare, said
+):
+    out, redone, done, attrs = _steady(monkeypatch, divergent, target, spare)
+    assert redone == [] and done == said and attrs == {}
+    assert out[1][0]["posterior"].attrs["target"] == target
+    assert out[2] == {"target_accept": target} and out[3] == spare
+
+
+def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
+    """Wired into follow_up: forced, the first extension's draws report divergences, so
+    they are drawn again at 0.95 from the first run's last draws; the first run's draws stay
+    and the redone extension's follow them."""
+    calls, outs = [], []
+    original = followup.continue_chains
+    real_divergences = followup._divergences
+
+    def recording(raw, compile_one, run, extra, round_=1):
+        calls.append(run["target_accept"])
+        outs.append(original(raw, compile_one, run, extra, round_))
+        return outs[-1]
+
+    def divergences(idata):
+        extended = idata["posterior"].sizes["draw"] > 150
+        return 2 if extended and len(calls) == 1 else real_divergences(idata)
+
+    monkeypatch.setattr(followup, "continue_chains", recording)
+    monkeypatch.setattr(followup, "_divergences", divergences)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=600)
+    assert calls[:2] == [0.8, 0.95]
+    record = get_attr(fit.idata_, "follow_up")
+    assert record[0].endswith(" more draws per chain after a 100-step re-tune")
+    assert re.fullmatch(
+        r"2 divergences in the extension at target_accept 0\.8: its \d+ draws per chain "
+        r"drawn again at target_accept 0\.95",
+        record[1],
+    )
+    assert get_attr(fit.idata_, "follow_up_target_accept") == 0.95
+    energy = fit.idata_.sample_stats["energy"].values
+    redone = outs[1]["sample_stats"]["energy"].values
+    np.testing.assert_array_equal(energy[:, : redone.shape[1]], redone)
+    assert not np.array_equal(redone[:, 150:], outs[0]["sample_stats"]["energy"].values[:, 150:])

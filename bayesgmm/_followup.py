@@ -79,8 +79,8 @@ diverge (in one mode), new chains run once more from where they ended at
 Divergent draws are not extended: their trajectories stopped short of a region, so more of
 them keep its bias. For the same reason an extension whose own draws diverged (its re-tune
 chose steps too long for a region the chains reached only then) is drawn again, every chain's,
-from where the chains ended before it at the next raised target (:func:`_steady_extension`),
-its draws counted against ``max_draws`` like new chains'.
+from where the chains ended before it at the next raised target (:func:`_steady_extension`;
+``extension_target_accept``), its draws counted against ``max_draws`` like new chains'.
 """
 
 from __future__ import annotations
@@ -352,9 +352,11 @@ def follow_up(
         ``raw``: the final chains' unconstrained draws (:mod:`bayesgmm._independence` fits
         on them). ``attrs``: ``follow_up`` (what ran and why, or why nothing did),
         ``extended_draws`` (draws added per chain), ``first_run_modes`` (the first run's
-        :func:`bayesgmm.modes.mode_table` when its modes ran again), ``warmup_draws_dropped``
-        and ``follow_up_target_accept`` (the new chains' target after divergences), when there
-        was anything to follow up; ``mode_reruns`` when modes ran again on their own.
+        :func:`bayesgmm.modes.mode_table` when its modes ran again), ``warmup_draws_dropped``,
+        ``follow_up_target_accept`` (the new chains' target after divergences) and
+        ``extension_target_accept`` (an extension's, drawn again after its own divergences:
+        :func:`_steady_extension`), when there was anything to follow up; ``mode_reruns``
+        when modes ran again on their own.
     """
     done, attrs = [], {}
     spare = (max_draws - run["draws"]) * run["chains"]  # draws the follow-ups may add in all
@@ -380,10 +382,12 @@ def follow_up(
             done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")
             break
         done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
-        longer, later, run, spare = _steady_extension(
+        longer, later, run, spare, interrupted = _steady_extension(
             raw, (longer, results(longer)), results, compile_one, run, spare, done, attrs, round_
         )
         raw, finished, extended = longer, later, extended + extra
+        if interrupted:
+            break
     if extended:
         raw, finished = _drop_first_run(raw, finished, results, run["draws"], done, attrs)
     if not done:
@@ -394,36 +398,42 @@ def follow_up(
 def _steady_extension(raw, longer, results, compile_one, run, spare, done, attrs, round_):
     """An extension (``longer``: its raw results and results) whose draws diverged, drawn
     again from where ``raw``'s chains ended at the next :func:`raised_target`, while ``spare``
-    draws allow (over all chains): ``(raw, results, run, spare)`` of the extension kept, ``run``
-    at its target. ``round_``: the extension's round (the new draws' seeds differ).
+    draws allow (over all chains): ``(raw, results, run, spare, interrupted)`` of the extension
+    kept, ``run`` at its target, ``interrupted`` when Ctrl-C stopped a redo (the divergent
+    extension is then kept). ``round_``: the extension's round (the new draws' seeds differ).
+    ``attrs["extension_target_accept"]`` records the target of the kept extension's draws.
 
     The chains before it did not diverge (an extension follows only such a run), so the
     divergences are the extension's own: its re-tune chose steps too long for a region the
     chains reached later (MASS Pima.tr, K = 3: 1 divergence in 4 x 1301 extra draws at 0.95
     after none in 4 x 1000). More draws of that kernel keep the region's bias, as a divergent
-    run's would; every chain's extension runs again, so none is kept or dropped by its outcome.
+    run's would. So the extension is replaced because of its outcome, every chain's together
+    (as :func:`divergent_rerun` replaces a run), never some chains' draws by theirs; the draws
+    before it, which did not diverge, stay at their lower target (so
+    ``follow_up_target_accept``, the target every kept draw ran at or above, is not raised).
     """
     before = get_group(raw, "posterior").sizes
     extra = get_group(longer[0], "posterior").sizes["draw"] - before["draw"]
-    for step in range(1, len(RAISED_TARGETS) + 1):
+    for step in range(1, len(RAISED_TARGETS) + 2):  # (the last pass only records)
         diverged = _divergences(longer[1][0])
-        target = raised_target(run["target_accept"])
-        if not diverged or target is None:
+        if not diverged:
             break
         why = f"{diverged} divergences in the extension at target_accept {run['target_accept']:g}"
+        target = raised_target(run["target_accept"])
         needed = extra * before["chain"]
-        if needed > spare:
-            done.append(f"{why}; not drawn again: max_draws leaves too few draws ({spare} left)")
+        if target is None or needed > spare:
+            left = f"max_draws leaves too few draws ({spare} left)" if target else "last target"
+            done.append(f"{why}; kept, not drawn again: {left}")
             break
         higher = {**run, "target_accept": target}
         again = continue_chains(raw, compile_one, higher, extra, round_ + ROUNDS * step)
         if again is None:
             done.append(f"{why}; drawing it again was interrupted (Ctrl-C): kept it")
-            break
+            return *longer, run, spare, True
         longer, run, spare = (again, results(again)), higher, spare - needed
-        attrs["follow_up_target_accept"] = target
+        attrs["extension_target_accept"] = target
         done.append(f"{why}: its {extra} draws per chain drawn again at target_accept {target:g}")
-    return *longer, run, spare
+    return *longer, run, spare, False
 
 
 def _rerun(raw, finished, results, compile_one, run, spare, done, attrs, later) -> tuple:
@@ -658,7 +668,7 @@ def converge_modes(
     spare: int,
     done: list,
     attrs: dict,
-) -> tuple[Tree, tuple, dict]:
+) -> tuple[Tree, tuple, dict, int]:
     """New chains for each mode that fails its gates, judged by that mode's own chains.
 
     For up to :data:`MODE_ROUNDS` rounds, while the chains are in several modes and some mode

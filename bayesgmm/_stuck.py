@@ -11,8 +11,9 @@ accepted 0.09 against a target of 0.8 and repeated 80% of its draws, and none of
 checks named it. :func:`stuck_chains` measures each chain against the target it ran with.
 
 The results record one target for all chains: where only some chains ran at a raised one (a
-mode's rerun at a raised target without ``follow_up_target_accept``), those are measured against the
-lower target, so the rule may miss one of them but never names a healthy chain.
+mode's rerun at a raised target without ``follow_up_target_accept``), or only some draws (an
+extension drawn again at a raised target, ``extension_target_accept``), those are measured against
+the lower target, so the rule may miss one of them but never names a healthy chain.
 """
 
 from __future__ import annotations

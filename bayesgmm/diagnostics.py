@@ -724,8 +724,8 @@ def _advice(idata: Tree, check: str, value: float = np.nan) -> str:
     to raise it to 0.95, R-hat's note on a single chain only shows with one chain, and an
     R-hat above :data:`MILD_R_HAT` is not told that longer runs fix it."""
     target = max(
-        float(get_attr(idata, "target_accept", default=0.0) or 0.0),
-        float(get_attr(idata, "follow_up_target_accept", default=0.0) or 0.0),
+        float(get_attr(idata, name, default=0.0) or 0.0)
+        for name in ("target_accept", "follow_up_target_accept", "extension_target_accept")
     )
     if check == "divergences" and target >= _HIGH_TARGET_ACCEPT:
         last = (

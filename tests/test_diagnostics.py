@@ -70,6 +70,10 @@ def test_divergences_after_a_run_at_a_high_target_are_not_told_to_raise_it(fit):
     idata.posterior.attrs.update(follow_up_target_accept=0.99)  # the follow-ups' last target
     _, last = _failed(idata)
     assert "already ran at target_accept 0.99" in last and "last, slow try" not in last
+    # an extension drawn again at 0.99 after its own divergences (the draws before at 0.8)
+    idata.posterior.attrs.update(follow_up_target_accept=None, extension_target_accept=0.99)
+    _, redone = _failed(idata)
+    assert "already ran at target_accept 0.99" in redone and "last, slow try" not in redone
 
 
 def test_chains_in_different_places_fail_r_hat(fit):

@@ -835,16 +835,19 @@ def _steady(monkeypatch, divergent: dict, target: float, spare: int):
     return out, redone, done, attrs
 
 
-def test_an_extension_whose_draws_diverged_is_drawn_again_at_the_raised_target(monkeypatch):
+@pytest.mark.parametrize("spare", [500, 120])  # 120: exactly the 2 chains x 60 draws needed
+def test_an_extension_whose_draws_diverged_is_drawn_again_at_the_raised_target(monkeypatch, spare):
     """Every chain's 60 extra draws run again from where the chains ended before them, at
     0.95, and those are kept; the record, the attrs and the draws left say so."""
-    out, redone, done, attrs = _steady(monkeypatch, {0.8: 1, 0.95: 0}, 0.8, spare=500)
-    raw, finished, run, spare = out
-    assert redone == [(0.95, 2 + followup.ROUNDS)]
+    out, redone, done, attrs = _steady(monkeypatch, {0.8: 1, 0.95: 0}, 0.8, spare=spare)
+    raw, finished, run, left, interrupted = out
+    assert redone == [(0.95, 2 + followup.ROUNDS)] and not interrupted
     assert finished[0]["posterior"].attrs["target"] == 0.95
     assert float(raw["posterior"]["unconstrained_point"].values[0, 0, 0]) == 0.95
-    assert run == {"target_accept": 0.95} and spare == 500 - 2 * 60
-    assert attrs == {"follow_up_target_accept": 0.95}
+    assert run == {"target_accept": 0.95} and left == spare - 2 * 60
+    # the draws before the extension stay at the lower target: follow_up_target_accept is not
+    # raised (bayesgmm._stuck measures every draw against it)
+    assert attrs == {"extension_target_accept": 0.95}
     assert done == [
         "1 divergences in the extension at target_accept 0.8: its 60 draws per chain drawn "
         "again at target_accept 0.95"
@@ -856,20 +859,31 @@ def test_an_extension_that_diverges_again_climbs_to_the_last_target(monkeypatch)
     assert [t for t, _ in redone] == [0.95, 0.99] and len({r for _, r in redone}) == 2
     assert out[1][0]["posterior"].attrs["target"] == 0.99  # diverged there too: kept, warned
     assert out[2] == {"target_accept": 0.99} and out[3] == 500 - 4 * 60
-    assert attrs == {"follow_up_target_accept": 0.99} and len(done) == 2
+    assert attrs == {"extension_target_accept": 0.99} and len(done) == 3
+    assert done[-1] == (
+        "1 divergences in the extension at target_accept 0.99; kept, not drawn again: last target"
+    )
 
 
 @pytest.mark.parametrize(
     ("divergent", "target", "spare", "said"),
     [
         ({0.8: 0}, 0.8, 500, []),  # no divergences: kept as it is
-        ({0.99: 2}, 0.99, 500, []),  # at the last target: nothing higher to try
+        (
+            {0.99: 2},
+            0.99,
+            500,
+            [
+                "2 divergences in the extension at target_accept 0.99; kept, not drawn "
+                "again: last target"
+            ],
+        ),
         (
             {0.8: 2},
             0.8,
             119,  # 2 chains x 60 draws needed
             [
-                "2 divergences in the extension at target_accept 0.8; not drawn again: "
+                "2 divergences in the extension at target_accept 0.8; kept, not drawn again: "
                 "max_draws leaves too few draws (119 left)"
             ],
         ),
@@ -881,7 +895,94 @@ def test_an_extension_is_kept_when_it_cannot_or_need_not_be_drawn_again(
     out, redone, done, attrs = _steady(monkeypatch, divergent, target, spare)
     assert redone == [] and done == said and attrs == {}
     assert out[1][0]["posterior"].attrs["target"] == target
-    assert out[2] == {"target_accept": target} and out[3] == spare
+    assert out[2] == {"target_accept": target} and out[3] == spare and out[4] is False
+
+
+def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
+    """follow_up with ``rounds`` forced extension rounds of 100 draws each; the extensions made by
+    the ``diverging_calls``-th calls of continue_chains (1-based, counted when their results
+    are judged) report 2 divergences. Returns the targets of continue_chains' calls."""
+    calls = []
+    original = followup.continue_chains
+    plans = iter([(100, "ESS 200"), (100, "ESS 300")][:rounds])
+
+    def recording(raw, compile_one, run, extra, round_=1):
+        calls.append(run["target_accept"])
+        return original(raw, compile_one, run, extra, round_)
+
+    def divergences(idata):
+        first_run = idata["posterior"].sizes["draw"] == 150
+        return 0 if first_run or len(calls) not in diverging_calls else 2
+
+    monkeypatch.setattr(followup, "continue_chains", recording)
+    monkeypatch.setattr(followup, "_divergences", divergences)
+    monkeypatch.setattr(followup, "extension_plan", lambda idata, max_draws: next(plans, (0, "")))
+    return calls
+
+
+def test_the_next_extension_runs_at_the_target_and_within_the_draws_the_redo_left(
+    monkeypatch,
+):
+    """max_draws 250 for 2 chains of 150 draws leaves 200 draws: the first extension (at
+    0.8) diverges and is drawn again at 0.95 for all 200; the second extension runs at 0.95
+    too, diverges, and is kept: no draws are left to draw it again."""
+    calls = _forced_extensions(monkeypatch, diverging_calls={1, 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=250)
+    assert calls == [0.8, 0.95, 0.95]
+    record = get_attr(fit.idata_, "follow_up")
+    assert record[1].startswith("2 divergences in the extension at target_accept 0.8: its 100")
+    assert record[3] == (
+        "2 divergences in the extension at target_accept 0.95; kept, not drawn again: "
+        "max_draws leaves too few draws (0 left)"
+    )
+    assert get_attr(fit.idata_, "extended_draws") == 200
+    assert fit.idata_.posterior.sizes["draw"] == 350
+    assert get_attr(fit.idata_, "extension_target_accept") == 0.95
+    assert get_attr(fit.idata_, "follow_up_target_accept") is None
+
+
+def test_the_redo_counts_against_what_the_modes_chains_left(monkeypatch):
+    """converge_modes spent every spare draw: the diverging extension is kept."""
+    calls = _forced_extensions(monkeypatch, diverging_calls={1}, rounds=1)
+    monkeypatch.setattr(
+        followup,
+        "converge_modes",
+        lambda raw, finished, results, compile_one, run, spare, done, attrs: (
+            raw,
+            finished,
+            run,
+            0,
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=1000)
+    assert calls == [0.8]
+    assert get_attr(fit.idata_, "follow_up")[1].endswith("max_draws leaves too few draws (0 left)")
+
+
+def test_an_interrupted_redo_keeps_the_divergent_extension_and_stops(monkeypatch):
+    """Ctrl-C during the redo: the divergent extension stays and no second round runs."""
+    calls = _forced_extensions(monkeypatch, diverging_calls={1})
+    original = followup.continue_chains
+
+    def interrupted_redo(raw, compile_one, run, extra, round_=1):
+        return (
+            None if run["target_accept"] == 0.95 else original(raw, compile_one, run, extra, round_)
+        )
+
+    monkeypatch.setattr(followup, "continue_chains", interrupted_redo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit = _fit(draws=150, max_draws=1000)
+    record = get_attr(fit.idata_, "follow_up")
+    assert record[-1] == (
+        "2 divergences in the extension at target_accept 0.8; drawing it again was interrupted "
+        "(Ctrl-C): kept it"
+    )
+    assert fit.idata_.posterior.sizes["draw"] == 250 and len(calls) == 1
 
 
 def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
@@ -914,8 +1015,10 @@ def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
         r"drawn again at target_accept 0\.95",
         record[1],
     )
-    assert get_attr(fit.idata_, "follow_up_target_accept") == 0.95
+    assert get_attr(fit.idata_, "extension_target_accept") == 0.95
     energy = fit.idata_.sample_stats["energy"].values
     redone = outs[1]["sample_stats"]["energy"].values
     np.testing.assert_array_equal(energy[:, : redone.shape[1]], redone)
-    assert not np.array_equal(redone[:, 150:], outs[0]["sample_stats"]["energy"].values[:, 150:])
+    first = outs[0]["sample_stats"]["energy"].values
+    assert redone.shape == first.shape  # in place of the first extension, not after it
+    np.testing.assert_array_equal(redone[:, :150], first[:, :150])  # the first run's draws stay

@@ -898,6 +898,14 @@ def test_an_extension_is_kept_when_it_cannot_or_need_not_be_drawn_again(
     assert out[2] == {"target_accept": target} and out[3] == spare and out[4] is False
 
 
+def _quiet_fit(**options) -> BayesianGMM:
+    """:func:`_fit` without the sampling warnings (the diagnostics of a few hundred draws are
+    not what these tests look at)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return _fit(**options)
+
+
 def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
     """follow_up with ``rounds`` forced extension rounds of 100 draws each; the extensions made by
     the ``diverging_calls``-th calls of continue_chains (1-based, counted when their results
@@ -927,9 +935,7 @@ def test_the_next_extension_runs_at_the_target_and_within_the_draws_the_redo_lef
     0.8) diverges and is drawn again at 0.95 for all 200; the second extension runs at 0.95
     too, diverges, and is kept: no draws are left to draw it again."""
     calls = _forced_extensions(monkeypatch, diverging_calls={1, 3})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=150, max_draws=250)
+    fit = _quiet_fit(draws=150, max_draws=250)
     assert calls == [0.8, 0.95, 0.95]
     record = get_attr(fit.idata_, "follow_up")
     assert record[1].startswith("2 divergences in the extension at target_accept 0.8: its 100")
@@ -946,19 +952,12 @@ def test_the_next_extension_runs_at_the_target_and_within_the_draws_the_redo_lef
 def test_the_redo_counts_against_what_the_modes_chains_left(monkeypatch):
     """converge_modes spent every spare draw: the diverging extension is kept."""
     calls = _forced_extensions(monkeypatch, diverging_calls={1}, rounds=1)
-    monkeypatch.setattr(
-        followup,
-        "converge_modes",
-        lambda raw, finished, results, compile_one, run, spare, done, attrs: (
-            raw,
-            finished,
-            run,
-            0,
-        ),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=150, max_draws=1000)
+
+    def spent(raw, finished, results, compile_one, run, spare, done, attrs):
+        return raw, finished, run, 0
+
+    monkeypatch.setattr(followup, "converge_modes", spent)
+    fit = _quiet_fit(draws=150, max_draws=1000)
     assert calls == [0.8]
     assert get_attr(fit.idata_, "follow_up")[1].endswith("max_draws leaves too few draws (0 left)")
 
@@ -974,9 +973,7 @@ def test_an_interrupted_redo_keeps_the_divergent_extension_and_stops(monkeypatch
         )
 
     monkeypatch.setattr(followup, "continue_chains", interrupted_redo)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=150, max_draws=1000)
+    fit = _quiet_fit(draws=150, max_draws=1000)
     record = get_attr(fit.idata_, "follow_up")
     assert record[-1] == (
         "2 divergences in the extension at target_accept 0.8; drawing it again was interrupted "
@@ -1004,9 +1001,7 @@ def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
 
     monkeypatch.setattr(followup, "continue_chains", recording)
     monkeypatch.setattr(followup, "_divergences", divergences)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        fit = _fit(draws=150, max_draws=600)
+    fit = _quiet_fit(draws=150, max_draws=600)
     assert calls[:2] == [0.8, 0.95]
     record = get_attr(fit.idata_, "follow_up")
     assert record[0].endswith(" more draws per chain after a 100-step re-tune")

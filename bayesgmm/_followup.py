@@ -507,12 +507,12 @@ def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:
     settling in the first run keeps R-hat up, or its trend the ESS down, however long the
     run; MASS cats, K = 3: tail ESS 399 over 4000 draws a chain, 822 over the last 2000):
     ``(raw, finished)`` of either."""
-    failed = _short_of_gates(_gates(finished[0]))
+    failed = ", ".join(gate_shortfalls(_gates(finished[0])))
     if not failed:
         return raw, finished
     later_raw = _without_first(raw, n_draws)
     later = results(later_raw)
-    if _short_of_gates(_gates(later[0])):
+    if gate_shortfalls(_gates(later[0])):
         return raw, finished
     attrs["warmup_draws_dropped"] = n_draws
     done.append(
@@ -520,15 +520,6 @@ def _drop_first_run(raw, finished, results, n_draws: int, done, attrs) -> tuple:
         f"first {n_draws} draws of every chain as warm-up"
     )
     return later_raw, later
-
-
-def _short_of_gates(gates: dict) -> str:
-    """The R-hat and ESS gates that :func:`_gates`' values fail, as text ("" when both
-    are met)."""
-    failed = [f"R-hat {gates['r_hat']:.3f}"] if not gates["r_hat"] <= GATES["r_hat"] else []
-    if not gates["ess"] >= GATES["ess_bulk"]:
-        failed.append(f"ESS {gates['ess']:.0f}")
-    return ", ".join(failed)
 
 
 def modes_to_rerun(idata: Tree) -> str:
@@ -789,7 +780,7 @@ def _passes(tree: Tree, results: Callable[[Tree], tuple]) -> tuple[bool, int]:
         n_chains = get_group(idata, "posterior").sizes["chain"]
         _relabel_within(idata, np.zeros(n_chains, dtype=np.int64))
     gates = _gates(idata)
-    met = not _short_of_gates(gates)
+    met = not gate_shortfalls(gates)
     return n_modes == 1 and met and gates["divergences"] == 0, n_modes
 
 

@@ -482,10 +482,17 @@ def test_the_default_prior_bounds_a_collapse_onto_tied_features(
 
 
 class _NothingCollapsed:
-    """A fitted EM as the tie warnings read it, with no collapsed component."""
+    """A fitted EM as the tie warnings read it (a real fit's covariances and labels), with no
+    collapsed component."""
 
-    def __init__(self, n_components: int):
+    def __init__(self, X: np.ndarray, n_components: int):
+        em = EMGaussianMixture(n_components, n_init=2, random_state=0).fit(X)
         self.n_components, self.collapsed_components_ = n_components, []
+        self.covariances_, self.model_name_, self.predict = (
+            em.covariances_,
+            em.model_name_,
+            em.predict,
+        )
 
 
 def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
@@ -497,7 +504,7 @@ def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
         warnings.simplefilter("always")
         warn_collapse_on_ties(
             X,
-            _NothingCollapsed(n_components),
+            _NothingCollapsed(X, n_components),
             [f"x{j}" for j in range(X.shape[1])],
             priors=GMMPriors.from_data(X[~np.isnan(X).any(axis=1)]),  # (complete rows)
             covariance_type=covariance_type,
@@ -542,6 +549,100 @@ def test_rows_tied_on_two_features_stay_quiet_on_real_rounded_data():
         .to_numpy(float)
     )
     assert all(_tie_warnings(X, k) == [] for k in range(1, 10))
+
+
+class _Labelled:
+    """A fitted EM with given covariances (``VVV``) and labels, for :func:`tie_spike`."""
+
+    def __init__(self, covariances: np.ndarray, labels: np.ndarray):
+        self.n_components, self.model_name_ = len(covariances), "VVV"
+        self.covariances_, self.collapsed_components_ = covariances, []
+        self.predict = lambda X: labels
+
+
+def test_the_spike_on_tied_rows_is_measured_against_ems_spread_given_the_others():
+    """tie_spike's gain in closed form: 60 rows share x0 = 5, 40 of them in component 0 and
+    20 in component 1. Under the barrier ``exp(-f^2 / s^2)`` the spike peaks at
+    ``s* = f sqrt(2 / 60)``; each tied row gains ``log(s_k / s*)`` where ``s_k`` is its
+    component's spread along x0 given x1 (``sqrt(var (1 - rho^2))``), less the barrier's 30."""
+    from bayesgmm._fitwarnings import tie_spike
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 2))
+    X[:60, 0] = 5.0
+    labels = np.r_[np.zeros(40, int), np.ones(20, int), rng.integers(0, 2, 90)]
+    covariances = np.array([[[4.0, 1.6], [1.6, 1.0]], [[9.0, 0.0], [0.0, 2.0]]])
+    floor = np.array([0.05, 0.0])  # x1: no barrier, never measured
+    spike = tie_spike(X, _Labelled(covariances, labels), floor)
+    narrowest = 0.05 * np.sqrt(2 / 60)
+    given_x1 = np.sqrt([4.0 * (1 - 0.8**2), 9.0])
+    assert (spike.feature, spike.value, spike.count, spike.component) == (0, 5.0, 60, 0)
+    assert spike.spread == pytest.approx(given_x1[0])
+    assert spike.narrowest == pytest.approx(narrowest)
+    expected = 40 * np.log(given_x1[0] / narrowest) + 20 * np.log(given_x1[1] / narrowest) - 30
+    assert spike.gain == pytest.approx(expected)
+    assert tie_spike(X, _Labelled(covariances, labels), np.zeros(2)) is None
+    X[:60, 0] = np.r_[np.full(30, 5.0), np.full(30, 6.0)]  # 30 < half of 150 / 2 rows: too few
+    assert tie_spike(X, _Labelled(covariances, labels), floor) is None
+
+
+def _capped(quantile: float = 0.7) -> pd.DataFrame:
+    """Two groups on four features; the last one capped at its ``quantile`` (like Ozone's
+    inversion base height at 5000 ft): every row above it holds the cap."""
+    rng = np.random.default_rng(3)
+    n = 240
+    group = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 4)) * [1.0, 1.0, 1.0, 1500.0] + np.outer(group, [3, 3, 0, 1000])
+    X = pd.DataFrame(X, columns=["a", "b", "c", "height"]).round(
+        {"a": 2, "b": 2, "c": 2, "height": 0}
+    )
+    X["height"] = np.minimum(X["height"], np.quantile(X["height"], quantile).round())
+    return X
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "sd_prior", "warns"),
+    [
+        ("full", "resolution", True),
+        ("diag", "resolution", True),
+        ("tied", "resolution", False),  # one covariance for all: no component narrows alone
+        ("spherical", "resolution", False),
+        ("full", "halfnormal", False),  # unmeasured there (the spike has no bound)
+    ],
+)
+def test_a_capped_feature_warns_of_the_spike_before_sampling(
+    monkeypatch, covariance_type, sd_prior, warns
+):
+    """Rows at a cap (the top 30%, from both groups) leave EM's optimum alone but put a deep
+    spike in the posterior: fit warns before the model is built, naming the feature, the value
+    and the count, and says to mark the capped cells missing; with them missing (NaN), or at
+    a few rows, it does not."""
+    import bayesgmm.bayesian as bayesian
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the model")
+
+    monkeypatch.setattr(bayesian, "build_model", stop)
+
+    def spikes(X) -> list[str]:
+        model = BayesianGMM(2, random_seed=0, covariance_type=covariance_type, sd_prior=sd_prior)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(RuntimeError):
+                model.fit(X)
+        return [str(w.message) for w in caught if "rounding noise" in str(w.message)]
+
+    X = _capped()
+    cap = X["height"].max()
+    count = int((X["height"] == cap).sum())
+    found = spikes(X)
+    assert len(found) == warns, found
+    if warns:
+        assert found[0].startswith(f"{count} of 240 rows share height = {cap:g}: ")
+        assert "mark those cells missing (NaN)" in found[0]
+    X.loc[X["height"] == cap, "height"] = np.nan
+    assert spikes(X) == []
+    assert spikes(_capped(0.9)) == []  # 24 rows at the cap: fewer than half a component's
 
 
 def test_cli_sd_prior_reaches_the_fit(tmp_path, monkeypatch):

@@ -222,8 +222,7 @@ def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
     if not collapsed:
         return [], False
     full = full_covariances(em.covariances_, em.model_name_, em.n_components, X.shape[1])
-    named = hasattr(em, "feature_names_in_")  # EM fitted on a frame predicts on one
-    labels = em.predict(pd.DataFrame(X, columns=em.feature_names_in_) if named else X)
+    labels = _em_labels(em, X)
     correlated = not bayes_family(covariance_type, X.shape[1]).diagonal
     found, several = [], False
     for k in collapsed:
@@ -381,7 +380,7 @@ def tie_spike(X: np.ndarray, em: Any, sd_floor: np.ndarray) -> TieSpike | None:
     )
     if spread is None:
         return None
-    labels = np.asarray(em.predict(X))
+    labels = _em_labels(em, X)
     best = None
     for j in np.flatnonzero(np.asarray(sd_floor) > 0):
         values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
@@ -395,6 +394,13 @@ def tie_spike(X: np.ndarray, em: Any, sd_floor: np.ndarray) -> TieSpike | None:
             k = int(np.argmax(held))
             best = TieSpike(int(j), float(value), count, k, spread[k, j], narrowest, gain)
     return best
+
+
+def _em_labels(em: Any, X: np.ndarray) -> np.ndarray:
+    """EM's labels of the rows of ``X`` (as a frame with its columns, if EM was fitted on
+    one: scikit-learn warns otherwise)."""
+    named = hasattr(em, "feature_names_in_")
+    return np.asarray(em.predict(pd.DataFrame(X, columns=em.feature_names_in_) if named else X))
 
 
 def _spread_given_others(covariances: np.ndarray) -> np.ndarray | None:

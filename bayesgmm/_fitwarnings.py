@@ -17,7 +17,7 @@ import pandas as pd
 from ._errors import warn
 from ._families import bayes_family
 from ._gaussian import full_covariances
-from ._models import n_parameters, too_few_rows
+from ._models import layout, n_parameters, too_few_rows
 from .diagnostics import SamplingWarning
 
 __all__ = [
@@ -169,6 +169,7 @@ def warn_collapse_on_ties(
     *,
     priors: Any,
     covariance_type: str,
+    sample_weight: np.ndarray | None = None,
 ) -> None:
     """Warn, before sampling, when EM collapsed a component onto rows that share a value and
     the priors leave that posterior without a bound.
@@ -185,7 +186,9 @@ def warn_collapse_on_ties(
     spread collapsed, the tied value and its count, and the remedies. With per-component
     full covariances it also warns when many rows share values on two features although EM
     collapsed nothing there (:func:`joint_ties`): the posterior gathers in such spikes all
-    the same (MASS fgl, K = 3).
+    the same (MASS fgl, K = 3). Failing those, with per-component spreads (full or diagonal)
+    it warns of a deep spike on rows tied on one feature that EM's optimum keeps away from
+    (:func:`tie_spike`, e.g. a cap).
 
     Parameters
     ----------
@@ -200,24 +203,27 @@ def warn_collapse_on_ties(
         whether variances are bounded).
     covariance_type : str
         The Bayesian model's covariance type.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Frequency weights (the spike's depth counts a row of weight ``w`` as ``w`` rows).
     """
     found, several = _collapses(X, em, names, priors, covariance_type)
     if found:
         warn(
-            _collapse_message(found, priors.sd_prior, several),
+            _collapse_message([text for _, text in found], priors.sd_prior, several),
             SamplingWarning,
         )
     family = bayes_family(covariance_type, X.shape[1])
-    joint = False
+    named = {j for j, _ in found}
     if not several and not (family.diagonal or family.shared):
-        joint = _warn_joint_ties(X, names, em.n_components, priors)
-    if not (found or joint or family.shared or family.spherical):
-        _warn_tie_spike(X, em, names, priors)
+        named.update(_warn_joint_ties(X, names, em.n_components, priors))
+    if not (family.shared or family.spherical):
+        _warn_tie_spike(X, em, names, priors, sample_weight, sorted(named))
 
 
-def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
-    """EM's collapsed components the priors leave unbounded (described), and whether any
-    of them sits on rows tied on several features (:func:`warn_collapse_on_ties`)."""
+def _collapses(X, em, names, priors, covariance_type) -> tuple[list[tuple[int, str]], bool]:
+    """EM's collapsed components the priors leave unbounded (the feature each collapsed along
+    and a description), and whether any of them sits on rows tied on several features
+    (:func:`warn_collapse_on_ties`)."""
     collapsed = list(getattr(em, "collapsed_components_", []))
     if not collapsed:
         return [], False
@@ -233,9 +239,8 @@ def _collapses(X, em, names, priors, covariance_type) -> tuple[list[str], bool]:
         jointly = correlated and tied.size >= 2 and not _bounded_given_others(priors, tied)
         if values.size and (not _bounded(priors, j) or jointly):
             at = int(np.argmin(np.abs(values - em.means_[k, j])))  # the nearest tied value
-            found.append(
-                f"component {k} on {names[j]} = {values[at]:g}, a value {counts[at]} rows share"
-            )
+            text = f"component {k} on {names[j]} = {values[at]:g}, a value {counts[at]} rows share"
+            found.append((j, text))
             several |= jointly
     return found, several
 
@@ -295,12 +300,13 @@ def _warn_joint_ties(X: np.ndarray, names: Sequence[str], n_components: int, pri
     them converged; MASS Boston, K = 3: 175-267 s, R-hat 1.04-2.8), so the warning stays,
     saying so. Not with one component, which holds every row, not a spike on the tied ones
     (MASS fgl and biopsy warned at K = 1, where the posterior was fine).
-    Rows count once whatever their frequency weight. Returns whether it warned."""
+    Rows count once whatever their frequency weight. Returns the two features it named (none
+    when it did not warn)."""
     if n_components == 1:
-        return False
+        return ()
     found = joint_ties(X, _min_tied_rows(X.shape, n_components))
     if found is None:
-        return False
+        return ()
     count, (a, b), (va, vb) = found
     if _bounded_given_others(priors, np.array([a, b])):
         where = (
@@ -321,10 +327,10 @@ def _warn_joint_ties(X: np.ndarray, names: Sequence[str], n_components: int, pri
         "(e.g. an indicator of the tied value), or use fewer components.",
         SamplingWarning,
     )
-    return True
+    return (a, b)
 
 
-def _min_tied_rows(shape: tuple[int, int], n_components: int) -> int:
+def _min_tied_rows(shape: tuple[float, int], n_components: int) -> int:
     """The fewest tied rows that speak for a component of their own: :data:`JOINT_TIE_SHARE`
     of a component's average share ``n / K``, and more rows than features."""
     n_rows, n_features = shape
@@ -337,14 +343,16 @@ class TieSpike:
 
     feature: int
     value: float
-    count: int
+    count: float
     component: int
     spread: float
     narrowest: float
     gain: float
 
 
-def tie_spike(X: np.ndarray, em: Any, sd_floor: np.ndarray) -> TieSpike | None:
+def tie_spike(
+    X: np.ndarray, em: Any, sd_floor: np.ndarray, sample_weight: np.ndarray | None = None
+) -> TieSpike | None:
     """The deepest spike the resolution prior leaves on rows that share one value of a
     feature, measured against EM's fit; None when no feature has one.
 
@@ -362,32 +370,36 @@ def tie_spike(X: np.ndarray, em: Any, sd_floor: np.ndarray) -> TieSpike | None:
     X : ndarray of shape (n_samples, n_features)
         NaN for missing cells.
     em : EMGaussianMixture
-        Fitted on ``X`` (``covariances_``, ``model_name_``, ``predict``).
+        Fitted on ``X`` (``precisions_cholesky_``, ``model_name_``, ``predict``).
     sd_floor : ndarray of shape (n_features,)
         The resolution prior's barrier scales (0: no barrier, the feature is skipped).
+    sample_weight : ndarray of shape (n_samples,), optional
+        Frequency weights: a row of weight ``w`` counts as ``w`` rows (as in the likelihood
+        and in :func:`bayesgmm.priors.resolution_floor`).
 
     Returns
     -------
     TieSpike or None
-        The feature, value and count with the largest gain, EM's component holding most of
-        those rows and its spread, ``s*`` and the gain.
+        The feature, value and (weighted) count with the largest gain, EM's component holding
+        most of those rows and its spread, ``s*`` and the gain.
     """
     n_components, n_features = em.n_components, X.shape[1]
     if n_components == 1:
         return None
-    spread = _spread_given_others(
-        full_covariances(em.covariances_, em.model_name_, n_components, n_features)
-    )
-    if spread is None:
-        return None
+    spread = _spread_given_others(em, n_features)
+    weight = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
     labels = _em_labels(em, X)
+    least = _min_tied_rows((float(weight.sum()), n_features), n_components)
     best = None
     for j in np.flatnonzero(np.asarray(sd_floor) > 0):
-        values, counts = np.unique(X[~np.isnan(X[:, j]), j], return_counts=True)
-        if counts.size == 0 or counts.max() < _min_tied_rows(X.shape, n_components):
+        seen = ~np.isnan(X[:, j]) & (weight > 0)
+        values, where = np.unique(X[seen, j], return_inverse=True)
+        counts = np.bincount(where, weights=weight[seen])
+        if counts.size == 0 or counts.max() < least:
             continue
-        value, count = values[np.argmax(counts)], int(counts.max())
-        held = np.bincount(labels[X[:, j] == value], minlength=n_components)
+        value, count = values[np.argmax(counts)], float(counts.max())
+        tied = seen & (X[:, j] == value)
+        held = np.bincount(labels[tied], weights=weight[tied], minlength=n_components)
         narrowest = sd_floor[j] * np.sqrt(2.0 / count)
         gain = float(held @ np.log(spread[:, j] / narrowest) - count / 2.0)
         if np.isfinite(gain) and (best is None or gain > best.gain):
@@ -403,54 +415,69 @@ def _em_labels(em: Any, X: np.ndarray) -> np.ndarray:
     return np.asarray(em.predict(pd.DataFrame(X, columns=em.feature_names_in_) if named else X))
 
 
-def _spread_given_others(covariances: np.ndarray) -> np.ndarray | None:
+def _spread_given_others(em: Any, n_features: int) -> np.ndarray:
     """Each component's standard deviation along each feature given the other features,
-    ``(K, D)``; None where the covariances cannot say (under- or overflowed in the data's
-    units, e.g. features at a scale of 1e-200)."""
-    if not np.all(np.isfinite(covariances)):
-        return None
-    try:
-        precision = np.diagonal(np.linalg.inv(covariances), axis1=1, axis2=2)
-    except np.linalg.LinAlgError:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 / np.sqrt(precision)
+    ``(K, D)``: ``1 / sqrt((Sigma^-1)_jj)``, from EM's precision Cholesky factors, which stay
+    finite where the covariances under- or overflow (features at a scale of 1e-200)."""
+    factor = np.asarray(em.precisions_cholesky_, dtype=float)
+    kind = layout(em.model_name_)
+    if kind in ("full", "tied"):  # inv(Sigma) = U U^T: (Sigma^-1)_jj is row j's squared norm
+        big = np.abs(factor).max(axis=-1, keepdims=True)
+        norm = big[..., 0] * np.linalg.norm(factor / big, axis=-1)
+    else:  # 1 / sqrt(variance), per feature (diag) or per component (spherical)
+        norm = np.abs(factor)
+    if kind == "spherical":
+        norm = norm[:, None]
+    return np.broadcast_to(1.0 / norm, (em.n_components, n_features))
 
 
-def _warn_tie_spike(X: np.ndarray, em: Any, names: Sequence[str], priors: Any) -> None:
+def _warn_tie_spike(
+    X: np.ndarray,
+    em: Any,
+    names: Sequence[str],
+    priors: Any,
+    sample_weight: Any,
+    named: Sequence[int],
+) -> None:
     """Warn when the resolution prior leaves a spike on rows tied on one feature that is at
     least :data:`SPIKE_NATS` deeper than EM's fit (:func:`tie_spike`).
 
     EM keeps away from a component collapsed onto tied rows, but the posterior does not: a
-    chain that finds the spike stays there, the others never reach it, and the run ends in
-    several modes. mlbench's Ozone (inversion base height 5000 on 101 of 366 rows, a cap):
+    chain that finds the spike stays there, the others may never reach it, and the run then
+    ends in several modes. mlbench's Ozone (inversion base height 5000 on 101 of 366 rows, a cap):
     626 nats at K = 2; NUTS had 757 divergences and two modes, 600 nats of log-likelihood
     apart, in 115 s, where with those cells missing it converged in 16 s (at K = 3, 620 nats,
     one run converged and another split the same way). Other fits that failed on tied rows
     reach 391 (MASS fgl at K = 3) and 1062 (MASS Boston without chas at K = 3: black 396.9, a
     cap, on 121 rows); fits that converged at most 206 (MASS geyser at K = 3, duration 4 on
     53 of 299 rows; biopsy 195, Pima with missing cells 149, UScereal, milk, olive oil and
-    iris under 100).
+    iris under 100), but for one whose chains did not reach its spike: Boston without chas at
+    K = 2, 751 on indus = 18.1 (132 rows), converged in 7 s at seed 1 (and is warned of rows
+    tied on zn and ptratio as well). Features a warning above named (``named``) are left out.
     Only the resolution prior (the default) is measured: under the HalfNormal any such spike
     is unbounded, and under the inverse-gamma its depth is not computed here.
     """
     if priors.sd_prior != "resolution":
         return
-    floors = np.broadcast_to(np.asarray(priors.sd_floor, dtype=float), X.shape[1])
-    spike = tie_spike(X, em, floors)
+    floors = np.broadcast_to(np.asarray(priors.sd_floor, dtype=float), X.shape[1]).copy()
+    floors[list(named)] = 0.0  # a warning above named these features' rows already
+    spike = tie_spike(X, em, floors, sample_weight)
     if spike is None or spike.gain < SPIKE_NATS:
         return
     name = names[spike.feature]
+    rows = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
     warn(
-        f"{spike.count} of {X.shape[0]} rows share {name} = {spike.value:g}: a component on "
+        f"{spike.count:g} of {rows:g} rows share {name} = {spike.value:g}: a component on "
         f"those rows alone could narrow {name} there from a spread of about {spike.spread:.3g} "
         f"(EM's component {spike.component}, given the other features) to the rounding noise "
         f"the resolution prior allows ({spike.narrowest:.3g}), about {spike.gain:.0f} nats more "
         "log-likelihood. The posterior gathers in that spike although EM's optimum does not: "
-        "chains that reach it stay, the others never do, so expect several modes and failed "
-        f"diagnostics. If {spike.value:g} is a limit of measurement (a cap, a detection limit, "
-        "censored values), mark those cells missing (NaN) so that the model integrates them "
-        "out; otherwise drop the feature or replace it by an indicator of the value.",
+        "chains that reach it stay and the others may never do, so the run may end in several "
+        f"modes and fail its diagnostics. If {spike.value:g} is a limit of measurement (a cap, "
+        "a detection limit, censored values), mark those cells missing (NaN): the model "
+        "integrates them out as missing at random, no longer knowing that they lie at or "
+        "beyond the limit, which biases that feature's estimates towards the observed side; "
+        "otherwise drop the feature or replace it by an indicator of the value.",
         SamplingWarning,
     )
 

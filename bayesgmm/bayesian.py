@@ -288,6 +288,7 @@ class BayesianGMM(BaseEstimator):
             names,
             priors=self.priors_,
             covariance_type=self.covariance_type,
+            sample_weight=weight,
         )
         self._model = build_model(
             frame,

@@ -488,14 +488,11 @@ class _NothingCollapsed:
     def __init__(self, X: np.ndarray, n_components: int):
         em = EMGaussianMixture(n_components, n_init=2, random_state=0).fit(X)
         self.n_components, self.collapsed_components_ = n_components, []
-        self.covariances_, self.model_name_, self.predict = (
-            em.covariances_,
-            em.model_name_,
-            em.predict,
-        )
+        self.covariances_, self.precisions_cholesky_ = em.covariances_, em.precisions_cholesky_
+        self.model_name_, self.predict = em.model_name_, em.predict
 
 
-def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
+def _tie_warnings(X, n_components, covariance_type="full", priors=None) -> list[str]:
     from bayesgmm._fitwarnings import warn_collapse_on_ties
     from bayesgmm.priors import GMMPriors
 
@@ -506,7 +503,7 @@ def _tie_warnings(X, n_components, covariance_type="full") -> list[str]:
             X,
             _NothingCollapsed(X, n_components),
             [f"x{j}" for j in range(X.shape[1])],
-            priors=GMMPriors.from_data(X[~np.isnan(X).any(axis=1)]),  # (complete rows)
+            priors=priors or GMMPriors.from_data(X[~np.isnan(X).any(axis=1)]),  # complete rows
             covariance_type=covariance_type,
         )
     return [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
@@ -555,8 +552,11 @@ class _Labelled:
     """A fitted EM with given covariances (``VVV``) and labels, for :func:`tie_spike`."""
 
     def __init__(self, covariances: np.ndarray, labels: np.ndarray):
+        from bayesgmm._gaussian import precision_cholesky
+
         self.n_components, self.model_name_ = len(covariances), "VVV"
-        self.covariances_, self.collapsed_components_ = covariances, []
+        self.precisions_cholesky_ = precision_cholesky(covariances, "full")
+        self.collapsed_components_ = []
         self.predict = lambda X: labels
 
 
@@ -584,6 +584,28 @@ def test_the_spike_on_tied_rows_is_measured_against_ems_spread_given_the_others(
     assert tie_spike(X, _Labelled(covariances, labels), np.zeros(2)) is None
     X[:60, 0] = np.r_[np.full(30, 5.0), np.full(30, 6.0)]  # 30 < half of 150 / 2 rows: too few
     assert tie_spike(X, _Labelled(covariances, labels), floor) is None
+
+
+def test_the_spike_counts_a_weighted_row_as_its_repeats():
+    """Frequency weights: the spike measured with weights is the one measured on the rows
+    repeated that many times (a row of weight 0 as absent)."""
+    from bayesgmm._fitwarnings import tie_spike
+
+    rng = np.random.default_rng(2)
+    X = np.round(rng.normal(size=(120, 2)), 2)
+    X[:50, 1] = 1.5
+    labels = rng.integers(0, 2, 120)
+    covariances = np.array([[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 3.0]]])
+    weight = rng.integers(0, 4, 120)
+    floor = np.array([0.01, 0.02])
+    weighted = tie_spike(X, _Labelled(covariances, labels), floor, weight)
+    repeated = tie_spike(
+        np.repeat(X, weight, axis=0), _Labelled(covariances, np.repeat(labels, weight)), floor
+    )
+    assert weighted.count == repeated.count == weight[:50].sum()
+    assert (weighted.feature, weighted.component) == (repeated.feature, repeated.component)
+    assert weighted.gain == pytest.approx(repeated.gain)
+    assert weighted.gain != pytest.approx(tie_spike(X, _Labelled(covariances, labels), floor).gain)
 
 
 def _capped(quantile: float = 0.7) -> pd.DataFrame:
@@ -630,6 +652,7 @@ def test_a_capped_feature_warns_of_the_spike_before_sampling(
             warnings.simplefilter("always")
             with pytest.raises(RuntimeError):
                 model.fit(X)
+        assert not any("feature names" in str(w.message) for w in caught)
         return [str(w.message) for w in caught if "rounding noise" in str(w.message)]
 
     X = _capped()
@@ -643,6 +666,48 @@ def test_a_capped_feature_warns_of_the_spike_before_sampling(
     X.loc[X["height"] == cap, "height"] = np.nan
     assert spikes(X) == []
     assert spikes(_capped(0.9)) == []  # 24 rows at the cap: fewer than half a component's
+
+
+def test_the_spike_warning_is_for_per_component_spreads_under_the_resolution_prior():
+    """With EM's fit the same (full covariances), the capped rows' spike warns for the full
+    and diagonal Bayesian models (as deep at any scale of the data), not for the spherical
+    or shared ones (whose components cannot narrow one feature alone), and not under priors
+    other than the resolution prior even when they carry its floors (the HalfNormal has no
+    barrier there)."""
+    import dataclasses
+
+    from bayesgmm.priors import GMMPriors
+
+    X = _capped().to_numpy(float)
+    (message,) = _tie_warnings(X, 2, "full")
+    depth = message.split("about ")[-1].split(" nats")[0]
+    for scale in (1e-200, 1e200):  # EM's covariances under- and overflow there
+        assert [m.split("about ")[-1].split(" nats")[0] for m in _tie_warnings(X * scale, 2)] == [
+            depth
+        ]
+    assert len(_tie_warnings(X, 2, "diag")) == 1
+    assert _tie_warnings(X, 2, "spherical") == []
+    assert _tie_warnings(X, 2, "tied") == []
+    halfnormal = dataclasses.replace(GMMPriors.from_data(X), sd_prior="halfnormal")
+    assert _tie_warnings(X, 2, "full", priors=halfnormal) == []
+
+
+def test_the_spike_on_a_feature_no_other_warning_named_still_warns():
+    """Rows tied on two other features get the joint-ties warning, which names those two;
+    the cap on a third feature still gets its own. When the joint ties include the capped
+    feature, the joint warning alone speaks for those rows."""
+    X = _capped()
+    cap = X["height"].max()
+    others = np.flatnonzero(X["height"] < cap)[:70]
+    X.loc[others, ["a", "b"]] = 0.0
+    messages = _tie_warnings(X.to_numpy(float), 2)
+    assert len(messages) == 2
+    assert messages[0].startswith("70 of 240 rows share x0 = 0 and x1 = 0")
+    assert "x3 = " in messages[1] and "rounding noise" in messages[1]
+    X = _capped()
+    X.loc[X["height"] == cap, "a"] = 0.0  # the capped rows tie on a too
+    (message,) = _tie_warnings(X.to_numpy(float), 2)
+    assert message.startswith(f"{int((X['height'] == cap).sum())} of 240 rows share x0 = 0")
 
 
 def test_cli_sd_prior_reaches_the_fit(tmp_path, monkeypatch):

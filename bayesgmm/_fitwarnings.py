@@ -19,6 +19,7 @@ from ._families import bayes_family
 from ._gaussian import full_covariances
 from ._models import layout, n_parameters, too_few_rows
 from .diagnostics import SamplingWarning
+from .priors import feature_ties
 
 __all__ = [
     "TieSpike",
@@ -394,14 +395,11 @@ def tie_spike(
     labels = _em_labels(em, X)
     least = _min_tied_rows((float(weight.sum()), n_features), n_components)
     best = None
-    for j in np.flatnonzero(np.asarray(sd_floor) > 0):
-        seen = ~np.isnan(X[:, j]) & (weight > 0)
-        values, where = np.unique(X[seen, j], return_inverse=True)
-        counts = np.bincount(where, weights=weight[seen])
-        if counts.size == 0 or counts.max() < least:
+    for j, (codes, counts, _) in enumerate(feature_ties(X, sample_weight)):
+        if sd_floor[j] <= 0 or counts.size == 0 or counts.max() < least:
             continue
-        value, count = values[np.argmax(counts)], float(counts.max())
-        tied = seen & (X[:, j] == value)
+        tied = codes == np.argmax(counts)
+        value, count = X[tied, j][0], float(counts.max())
         held = np.bincount(labels[tied], weights=weight[tied], minlength=n_components)
         narrowest = sd_floor[j] * np.sqrt(2.0 / count)
         gain = float(held @ np.log(spread[:, j] / narrowest) - count / 2.0)

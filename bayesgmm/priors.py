@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_SD_PRIOR",
     "SD_PRIORS",
     "GMMPriors",
+    "feature_ties",
     "joint_resolution_floor",
     "resolution_floor",
 ]
@@ -128,6 +129,32 @@ def _rows(X: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray]:
     weight = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
     X[weight <= 0] = np.nan
     return X, weight
+
+
+def feature_ties(X: Any, sample_weight: Any = None) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per feature, the values that rows share, counted as the resolution prior counts them:
+    each row's code of its value (-1 where missing or of weight 0), the weighted count of each
+    distinct value, and the smallest gap between distinct values (0 with one value).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        NaN cells are ignored.
+    sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights (a row of weight ``w`` counts ``w`` times; weight 0: not observed).
+
+    Returns
+    -------
+    list of (ndarray, ndarray, float)
+        One ``(codes, counts, step)`` per feature.
+
+    Examples
+    --------
+    >>> codes, counts, step = feature_ties([[1.0], [1.5], [1.0]], [1, 2, 1])[0]
+    >>> codes.tolist(), counts.tolist(), step
+    ([0, 1, 0], [2.0, 2.0], 0.5)
+    """
+    return _ties(*_rows(X, sample_weight))
 
 
 def _ties(X: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:

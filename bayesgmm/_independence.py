@@ -206,12 +206,16 @@ def _mixture(draws: np.ndarray, k: int, seed: int) -> GaussianMixture:
 
 @dataclass
 class Chain:
-    """One independence chain: ``draws`` ``(steps, n_dim)``, ``accepted`` and ``logp``
-    ``(steps,)`` (whether each step's proposal was accepted; the log density of each draw)."""
+    """One chain of a sampler of bayesgmm's own: ``draws`` ``(steps, n_dim)``, ``accepted``
+    and ``logp`` ``(steps,)`` (whether each step's proposal was accepted; the log density of
+    each draw); for Hamiltonian steps (:mod:`bayesgmm._darting`) also ``diverging`` and
+    ``energy`` ``(steps,)``."""
 
     draws: np.ndarray
     accepted: np.ndarray
     logp: np.ndarray
+    diverging: np.ndarray | None = None
+    energy: np.ndarray | None = None
 
     @property
     def acceptance(self) -> float:
@@ -273,23 +277,27 @@ def raw_tree(chains: list[Chain], thin: int = 1) -> Tree:
     """nutpie-like raw results of independence chains (every ``thin``-th step, the last
     included): ``posterior["unconstrained_point"]`` ``(chain, draw, dim)`` and
     ``sample_stats`` ``accepted`` and ``logp`` (as :func:`bayesgmm._followup._flat` reads),
-    and ``diverging``, all False: independence steps follow no trajectory, so none diverges,
-    and code written for NUTS results (ArviZ's trace plots, a user's
+    and ``diverging``, all False for independence steps (they follow no trajectory, so none
+    diverges; a Hamiltonian chain's own, and its ``energy``, when it has them), so that code
+    written for NUTS results (ArviZ's trace plots, a user's
     ``sample_stats["diverging"].sum()``) reads the kept draws alike."""
     picked = slice(thin - 1, None, thin)
     theta = np.stack([c.draws[picked] for c in chains])
     coords = {"chain": np.arange(theta.shape[0]), "draw": np.arange(theta.shape[1])}
     posterior = xr.Dataset({"unconstrained_point": (("chain", "draw", "dim"), theta)}, coords)
     accepted = np.stack([c.accepted[picked] for c in chains])
-    stats = xr.Dataset(
-        {
-            "accepted": (("chain", "draw"), accepted),
-            "logp": (("chain", "draw"), np.stack([c.logp[picked] for c in chains])),
-            "diverging": (("chain", "draw"), np.zeros_like(accepted, dtype=bool)),
-        },
-        coords,
-    )
-    return new_tree({"posterior": posterior, "sample_stats": stats})
+    diverging = np.zeros_like(accepted, dtype=bool)
+    if chains[0].diverging is not None:
+        diverging = np.stack([c.diverging[picked] for c in chains])
+    stats = {
+        "accepted": (("chain", "draw"), accepted),
+        "logp": (("chain", "draw"), np.stack([c.logp[picked] for c in chains])),
+        "diverging": (("chain", "draw"), diverging),
+    }
+    if chains[0].energy is not None:
+        stats["energy"] = (("chain", "draw"), np.stack([c.energy[picked] for c in chains]))
+    sample_stats = xr.Dataset(stats, coords)
+    return new_tree({"posterior": posterior, "sample_stats": sample_stats})
 
 
 def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str, str]:

@@ -52,7 +52,7 @@ from ._kernels import _FASTMATH, _KERNEL_BLOCK_ROWS, NO_WEIGHTS, _new_sums, _wei
 from ._logdensity_missing import Rows, collapse_duplicates, logp_and_grad_rows
 from ._logprior import _add_prior
 from ._scaling import AffineScaling
-from ._unconstrained import _expand, _reduce, _unpack, _unpack_draws
+from ._unconstrained import _expand, _reduce, _unpack, _unpack_draws, permute_components
 from .model import ModelSpec, model_spec
 from .priors import GMMPriors
 
@@ -282,6 +282,12 @@ class LogDensity:
         k, d = self.n_components, self.n_features
         diagonal, n_groups, e = self._shape
         return (k - 1) + k * d + n_groups * (e if diagonal else e * (e + 1) // 2)
+
+    def permute(self, x: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        """Unconstrained points ``(..., n_dim)`` with their components reordered by ``perm``
+        ``(..., K)`` (:func:`bayesgmm._unconstrained.permute_components`): the same density."""
+        n_groups = self._shape[1]
+        return permute_components(x, perm, self.n_components, self.n_features, n_groups)
 
     def _constant(self) -> float:
         k, d, p = self.n_components, self.n_features, self.priors

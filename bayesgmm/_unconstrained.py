@@ -19,7 +19,7 @@ import numpy as np
 from . import _numba_cache
 from ._kernels import _FASTMATH
 
-__all__: list[str] = []
+__all__ = ["permute_components"]
 
 
 # --------------------------------------------------------------------------- Numba kernels
@@ -127,6 +127,43 @@ def _unpack_draws(
         chol[s] = _expand(free, free_log_diag, n_components, n_features)[0]
         weights[s] = np.exp(log_w)
     return weights, means, chol
+
+
+def permute_components(
+    x: np.ndarray, perm: np.ndarray, n_components: int, n_features: int, n_groups: int
+) -> np.ndarray:
+    """The same points with their components reordered: component ``k`` of the result is
+    component ``perm[..., k]`` of ``x`` (as :func:`bayesgmm.alignment.apply_permutations`).
+
+    A linear map of determinant +-1 that leaves the model's density unchanged (its priors
+    treat the components alike): the simplex transform's values are the centred log weights
+    without the last, so permuting the weights permutes ``[v, -sum(v)]``; means and, when
+    every component has its own, the packed covariance factors move as blocks.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., n_dim)
+    perm : ndarray of int, shape (..., n_components)
+        Broadcast against ``x``'s leading dimensions.
+    n_components, n_features, n_groups : int
+        The layout (``n_groups``: free covariances, ``n_components`` or 1 when shared).
+
+    Returns
+    -------
+    ndarray of shape (..., n_dim)
+    """
+    k1, lead = n_components - 1, x.shape[:-1]
+    perm = np.broadcast_to(perm, (*lead, n_components))
+    centred = np.concatenate([x[..., :k1], -x[..., :k1].sum(axis=-1, keepdims=True)], axis=-1)
+    weights = np.take_along_axis(centred, perm, axis=-1)[..., :k1]
+    stop = k1 + n_components * n_features
+    means = x[..., k1:stop].reshape((*lead, n_components, n_features))
+    means = np.take_along_axis(means, perm[..., None], axis=-2).reshape((*lead, -1))
+    rest = x[..., stop:]
+    if n_groups == n_components > 1:
+        rest = rest.reshape((*lead, n_components, -1))
+        rest = np.take_along_axis(rest, perm[..., None], axis=-2).reshape((*lead, -1))
+    return np.concatenate([weights, means, rest], axis=-1)
 
 
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

@@ -20,7 +20,7 @@ from ._idata import Tree, get_group, hdi, posterior_draws, posterior_with
 from ._missing import group_patterns
 from ._units import scaling_of, standardised
 
-__all__ = ["co_clustering", "posterior_membership"]
+__all__ = ["co_clustering", "draw_assignments", "posterior_membership"]
 
 _DEFAULT_MAX_BYTES = 2**26
 
@@ -79,6 +79,42 @@ def _observed(idata: Tree, X: Any) -> np.ndarray:
             raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {array.shape}.")
         return array
     return get_group(idata, "observed_data")["obs"].values
+
+
+def draw_assignments(
+    idata: Tree, X: Any = None, *, max_bytes: int = _DEFAULT_MAX_BYTES
+) -> np.ndarray:
+    """Every draw's most probable component of every row: ``(chain, draw, obs_id)``.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        Relabelled posterior with ``weights``, ``means`` and ``covariances``.
+    X : array-like of shape (n_samples, n_features), optional
+        Rows to classify; defaults to the observed data.
+    max_bytes : int
+        Memory budget of one block of draws x rows x components.
+
+    Returns
+    -------
+    ndarray of int8, shape (chain, draw, n_samples)
+        The component of highest responsibility under each draw (rows with missing cells
+        classified by their observed entries).
+
+    Examples
+    --------
+    >>> from bayesgmm import BayesianGMM, load_faithful
+    >>> fit = BayesianGMM(2, random_seed=1).fit(load_faithful())  # doctest: +SKIP
+    >>> labels = draw_assignments(fit.idata_)  # doctest: +SKIP
+    >>> (labels[..., 0] == 0).mean()  # doctest: +SKIP
+    """
+    data, params = _posterior_parameters(idata, X)
+    n_draws, n_components = params[0].shape
+    posterior = get_group(idata, "posterior")
+    out = np.empty((n_draws, data.shape[0]), dtype=np.int8)
+    for rows in _blocks(data.shape[0], n_draws, n_components, max_bytes):
+        out[:, rows] = _responsibility_draws(data[rows], params).argmax(axis=2)
+    return out.reshape(posterior.sizes["chain"], posterior.sizes["draw"], data.shape[0])
 
 
 def posterior_membership(

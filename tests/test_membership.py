@@ -8,7 +8,7 @@ import pytest
 
 from bayesgmm import EMGaussianMixture
 from bayesgmm import _gaussian as g
-from bayesgmm.membership import co_clustering, posterior_membership
+from bayesgmm.membership import co_clustering, draw_assignments, posterior_membership
 
 
 def _idata_from_params(weights, means, covariances):
@@ -68,6 +68,30 @@ def test_mixture_of_two_parameter_sets(three_clusters, em_fit, rng):
     np.testing.assert_allclose(m["probability"].values, (a + b) / 2, atol=1e-12)
     np.testing.assert_allclose(m["hdi_low"].values, np.minimum(a, b), atol=1e-12)
     np.testing.assert_allclose(m["hdi_high"].values, np.maximum(a, b), atol=1e-12)
+
+
+def test_each_draw_assigns_a_row_to_its_most_probable_component(three_clusters, em_fit):
+    """Chain 0 at EM, chain 1 with the means shifted: each draw's labels are its own
+    parameters' most probable components (EM's predict), blocks of rows or not, and a row
+    with a missing cell is classified by its observed feature alone."""
+    X = three_clusters.X[:40].copy()
+    shifted = em_fit.means_ + 1.5
+    means = np.stack([_repeat(em_fit.means_, 1, 10)[0], _repeat(shifted, 1, 10)[0]])
+    idata = _idata_from_params(_repeat(em_fit.weights_), means, _repeat(em_fit.covariances_))
+    labels = draw_assignments(idata, X, max_bytes=4096)
+    assert labels.shape == (2, 10, 40) and labels.dtype == np.int8
+    chol = g.precision_cholesky(em_fit.covariances_, "full")
+    _, log_b = g.log_responsibilities(X, em_fit.weights_, shifted, chol, "full")
+    np.testing.assert_array_equal(labels[0], np.broadcast_to(em_fit.predict(X), (10, 40)))
+    np.testing.assert_array_equal(labels[1], np.broadcast_to(log_b.argmax(axis=1), (10, 40)))
+    covariances = em_fit.covariances_[:, :1, :1]
+    chol_1 = g.precision_cholesky(covariances, "full")
+    _, log_r = g.log_responsibilities(
+        X[:, :1], em_fit.weights_, em_fit.means_[:, :1], chol_1, "full"
+    )
+    row = np.flatnonzero(log_r.argmax(axis=1) != labels[0, 0])[0]  # the second feature decides
+    X[row, 1:] = np.nan
+    assert draw_assignments(idata, X)[0, 0, row] == log_r[row].argmax()
 
 
 def test_missing_variables_are_named():

@@ -460,27 +460,44 @@ def _correlation_prior_text(table: pd.DataFrame, fit: Any) -> str:
     )
 
 
-def _independence_text(idata: Any) -> str:
-    """Whether the kept draws are independence Metropolis-Hastings draws, and why (robustbase
-    starsCYG: NUTS failed with 313 divergences and only the reproducibility table said that
-    the draws came from another sampler); "" for NUTS draws."""
-    if get_attr(idata, "draws_sampler") != "independence_mh":
+# the samplers that may replace NUTS's draws (posterior.attrs["draws_sampler"]): what they
+# are, and what of the diagnostics applies to them
+_OWN_SAMPLERS = {
+    "independence_mh": (
+        "independence Metropolis-Hastings",
+        " They have no trajectories, so no divergences or E-BFMI to check.",
+    ),
+    "darting_hmc": (
+        "Hamiltonian Monte Carlo with darting moves for the rows NUTS moved rarely between "
+        "components",
+        "",
+    ),
+}
+
+
+def _own_sampler_text(idata: Any) -> str:
+    """Whether the kept draws come from one of bayesgmm's own samplers after NUTS, and why
+    (robustbase starsCYG: NUTS failed with 313 divergences and only the reproducibility table
+    said that the draws came from another sampler); "" for NUTS draws."""
+    name = get_attr(idata, "draws_sampler")
+    if name not in _OWN_SAMPLERS:
         return ""
-    record = get_attr(idata, "independence_mh") or {}
+    title, caveat = _OWN_SAMPLERS[name]
+    record = get_attr(idata, name) or {}
     reason = record.get("reason", "") if isinstance(record, dict) else ""
     return (
-        "These draws come from independence Metropolis-Hastings, not NUTS: "
+        f"These draws come from {title}, not NUTS: "
         + (f"{reason.rstrip('.')}." if reason else "NUTS did not pass the checks.")
-        + " They have no trajectories, so no divergences or E-BFMI to check."
+        + caveat
     )
 
 
 def _diagnostics_section(fit: BayesianGMM) -> Section:
     section = Section("diagnostics", "Diagnostics")
     section.table(fit.diagnostics(), "Convergence checks (after relabelling)")
-    independence = _independence_text(fit.idata_)
-    if independence:
-        section.text(independence)
+    own = _own_sampler_text(fit.idata_)
+    if own:
+        section.text(own)
     modes = fit.modes()
     if len(modes) > 1:  # R-hat above fails for this reason: each mode's own checks and weight
         section.text(
@@ -557,8 +574,9 @@ def _reproducibility_section(fit: BayesianGMM, settings: dict[str, Any]) -> Sect
         key: get_attr(fit.idata_, key)
         for key in ("sampler", "backend", "random_seed", "draws", "tune", "chains", "start")
     }
-    # runs after the first (_followup, _independence)
-    for key in ("follow_up", "extended_draws", "mode_reruns", "independence_mh", "draws_sampler"):
+    # runs after the first (_followup, _darting, _independence)
+    later = ("follow_up", "extended_draws", "mode_reruns", "darting_hmc", "independence_mh")
+    for key in (*later, "draws_sampler"):
         if get_attr(fit.idata_, key) is not None:
             attrs[key] = get_attr(fit.idata_, key)
     section.table(

@@ -29,6 +29,7 @@ import pandas as pd
 import pymc as pm
 from threadpoolctl import threadpool_limits
 
+from . import _darting as darting
 from . import _drift as drift
 from . import _followup as followup
 from . import _independence as independence
@@ -383,8 +384,15 @@ def sample_posterior(
         they ended) or diverged again (at 0.99). A mode that then
         still fails its own gates gets 2 new chains of its own, within the same draws
         (:func:`bayesgmm._followup.converge_modes`, ``posterior.attrs["mode_reruns"]``).
-        ``posterior.attrs["follow_up"]`` records what ran and why. When R-hat or the ESS
-        still fail after these (not divergences alone, nor several modes each converged),
+        ``posterior.attrs["follow_up"]`` records what ran and why. When the chains are in
+        one mode and still fail R-hat or the ESS because some rows change component only a
+        few times per thousand draws, Hamiltonian Monte Carlo with a dart per such row (a
+        Metropolis jump between the draws' means with the row in one component and in the
+        other) follows (:mod:`bayesgmm._darting`, at most ``max_draws`` iterations per chain);
+        its draws replace NUTS's only when they meet the gates
+        (``posterior.attrs["darting_hmc"]``, and ``draws_sampler="darting_hmc"``). When R-hat
+        or the ESS still fail after these (not divergences alone, nor several modes each
+        converged),
         with at most 40 dimensions, 2 or more chains and 40 NUTS draws per dimension,
         independence Metropolis-Hastings from a Gaussian mixture fitted to the NUTS draws
         follows (:mod:`bayesgmm._independence`, at most ``10 * max_draws`` steps per chain,
@@ -483,6 +491,10 @@ def sample_posterior(
                 raw, (idata, switched), results, compile_one, run, budget
             )
             restarted.update(followed)
+            idata, switched, darted = darting.refine(
+                raw, (idata, switched), results, model, run, budget
+            )
+            restarted.update(darted)
             idata, switched, refined = independence.refine(
                 raw, (idata, switched), results, model, run, budget
             )

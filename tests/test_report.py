@@ -865,7 +865,7 @@ def test_certain_memberships_and_independence_draws_are_said_in_words():
 
     import xarray as xr
 
-    from bayesgmm.report import _certain_text, _independence_text
+    from bayesgmm.report import _certain_text, _own_sampler_text
 
     certain = xr.Dataset({"entropy": ("obs_id", [1e-24, 3e-9])})
     assert _certain_text(certain).startswith("Every observation belongs to its component")
@@ -873,12 +873,12 @@ def test_certain_memberships_and_independence_draws_are_said_in_words():
     record = {"kept": True, "reason": "divergences after NUTS; independence MH: gates met"}
     attrs = {"draws_sampler": "independence_mh", "independence_mh": json.dumps(record)}
     tree = xr.DataTree.from_dict({"posterior": xr.Dataset(attrs=attrs)})
-    assert _independence_text(tree) == (
+    assert _own_sampler_text(tree) == (
         "These draws come from independence Metropolis-Hastings, not NUTS: divergences after "
         "NUTS; independence MH: gates met. They have no trajectories, so no divergences or "
         "E-BFMI to check."
     )
-    assert _independence_text(xr.DataTree.from_dict({"posterior": xr.Dataset()})) == ""
+    assert _own_sampler_text(xr.DataTree.from_dict({"posterior": xr.Dataset()})) == ""
 
 
 def test_a_p_loo_above_the_free_parameters_is_named():

@@ -1,0 +1,298 @@
+"""HMC with darting moves after NUTS (bayesgmm._darting): the rows that switch rarely, the
+component permutation of unconstrained points, the chain against closed-form targets, when
+the step runs, and a real posterior NUTS mixes slowly on (scikit-learn's breast cancer)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+import bayesgmm._darting as dart
+from bayesgmm import BayesianGMM, build_model
+from bayesgmm._idata import get_attr, get_group, set_attrs
+from bayesgmm._independence import raw_tree
+from bayesgmm._logdensity import log_density_for
+from bayesgmm.diagnostics import diagnostics
+from bayesgmm.model import observed_rows
+
+
+# --------------------------------------------------------------- permuting the components
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied", "spherical", "EEI", "EII"])
+def test_a_permuted_point_has_the_same_density_and_permuted_parameters(covariance_type):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    X[:30] += 3.0
+    model = build_model(X, 3, covariance_type=covariance_type)
+    density = log_density_for(model)
+    rows = density.rows(*observed_rows(model))
+    x = 0.5 * rng.normal(size=(4, density.n_dim))
+    perm = np.array([2, 0, 1])
+    y = density.permute(x, perm)
+    assert not np.allclose(x, y)
+    for a, b in zip(x, y, strict=True):
+        assert density(b, rows)[0] == pytest.approx(density(a, rows)[0], rel=1e-12)
+    coords = {name: range(3) for name in ("component", "feature", "feature_bis")}
+    before, after = density.posterior(x[None], coords), density.posterior(y[None], coords)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(after[name].values[0], before[name].values[0][:, perm])
+
+
+def test_permuting_per_draw_and_back_is_the_identity():
+    model = build_model(np.random.default_rng(1).normal(size=(40, 2)), 3)
+    density = log_density_for(model)
+    x = np.random.default_rng(2).normal(size=(2, 5, density.n_dim))
+    perm = np.array([np.random.default_rng(s).permutation(3) for s in range(10)]).reshape(2, 5, 3)
+    inverse = np.argsort(perm, axis=-1)
+    np.testing.assert_allclose(density.permute(density.permute(x, perm), inverse), x)
+
+
+# ------------------------------------------------------------------------ the switch rows
+def _assignments(n_chains=4, n_draws=500, seed=0):
+    """Row 0 switches once per chain (to component 1, 30% of each chain's draws), row 1 flips
+    independently with probability 0.3 every draw, row 2 never moves, row 3 switches with row
+    0 (its mirror: component 0 when row 0 is in 1), row 4 switches slowly in 1% of draws."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n_chains, n_draws, 5), dtype=np.int8)
+    out[:, int(0.7 * n_draws) :, 0] = 1
+    out[..., 1] = rng.uniform(size=(n_chains, n_draws)) < 0.3
+    out[..., 3] = 1 - out[..., 0]
+    out[:, : n_draws // 100, 4] = 1
+    return out
+
+
+def test_a_row_that_switches_rarely_is_found_once_per_group():
+    found = dart.switch_rows(_assignments())
+    assert [r.row for r in found] == [0]  # 1 flips freely, 2 never, 3 with 0, 4 too rarely
+    row = found[0]
+    assert row.component == 0 and row.minority == pytest.approx(0.3)
+    # one change per chain against 2 f (1 - f) (n - 1) per chain in independent draws
+    assert row.switch_ratio == pytest.approx(1 / (2 * 0.3 * 0.7 * 499))
+
+
+def test_rows_that_switch_apart_each_get_a_dart():
+    labels = _assignments()
+    labels[..., 3] = 0
+    labels[:, :100, 3] = 1  # its own switch: the first 100 draws of each chain
+    assert sorted(r.row for r in dart.switch_rows(labels)) == [0, 3]
+
+
+def test_too_few_draws_on_the_minority_side_find_no_row(monkeypatch):
+    monkeypatch.setattr(dart, "MIN_SIDE_DRAWS", 4 * 500)
+    assert dart.switch_rows(_assignments()) == []
+
+
+def test_a_dart_points_from_the_usual_side_to_the_other():
+    draws = np.zeros((6, 2))
+    draws[4:] = [3.0, -1.0]
+    home = np.array([True] * 4 + [False] * 2)
+    np.testing.assert_allclose(dart.darts(draws, [home]), [[3.0, -1.0]])
+
+
+def test_a_row_all_on_one_side_keeps_its_previous_dart():
+    draws = np.random.default_rng(0).normal(size=(2, 50, 3))
+    home = np.ones((2, 50), dtype=bool)
+    before = dart.Kernel(np.eye(3), 0.5, np.array([[1.0, 2.0, 3.0]]))
+    kernel = dart._kernel(draws, [home], 0.4, before=before)
+    np.testing.assert_allclose(kernel.darts, before.darts)
+    cov = np.cov(draws.reshape(-1, 3).T)
+    np.testing.assert_allclose(kernel.factor @ kernel.factor.T, cov, rtol=1e-6)
+
+
+# ------------------------------------------------------------- the chain, closed-form targets
+def _gaussian(cov):
+    precision = np.linalg.inv(cov)
+
+    def log_p_grad(x):
+        return -0.5 * x @ precision @ x, -precision @ x
+
+    return log_p_grad
+
+
+def test_the_chain_draws_a_correlated_gaussian():
+    cov = np.array([[4.0, 1.5, 0.0], [1.5, 1.0, 0.2], [0.0, 0.2, 0.25]])
+    kernel = dart.Kernel(np.linalg.cholesky(cov), 0.5, np.empty((0, 3)))
+    rng = np.random.default_rng(3)
+    chain, tuned, rate = dart.darting_chain(
+        _gaussian(cov), np.zeros(3), kernel, 4000, rng, warmup=200
+    )
+    assert np.isnan(rate) and 0.3 < tuned.step < 3.0
+    assert not chain.diverging.any() and 0.6 < chain.accepted.mean() < 1.0
+    np.testing.assert_allclose(chain.draws.mean(axis=0), 0.0, atol=0.15)
+    np.testing.assert_allclose(np.cov(chain.draws.T), cov, atol=0.25)
+    thinned = chain.draws[::4, 0] / 2.0
+    assert stats.kstest(thinned, "norm").pvalue > 0.01
+
+
+def _two_modes(weight, shift):
+    """``weight N(x; -shift, I) + (1 - weight) N(x; shift, I)``: log density and gradient."""
+
+    def log_p_grad(x):
+        parts = np.array(
+            [
+                np.log(weight) - 0.5 * np.sum((x + shift) ** 2),
+                np.log(1.0 - weight) - 0.5 * np.sum((x - shift) ** 2),
+            ]
+        )
+        total = logsumexp(parts)
+        resp = np.exp(parts - total)
+        return total, -(resp[0] * (x + shift) + resp[1] * (x - shift))
+
+    return log_p_grad
+
+
+def test_darts_give_each_separated_mode_its_weight():
+    """Two unit Gaussians 10 sds apart: trajectories never cross the valley, the dart does,
+    and the share of draws in each mode is its weight."""
+    shift = np.array([5.0, 0.0, 0.0])
+    target = _two_modes(0.3, shift)
+    start = -shift  # in the lighter mode
+    darted = dart.Kernel(np.eye(3), 0.5, np.array([2.0 * shift]))
+    chain, _, rate = dart.darting_chain(
+        target, start, darted, 4000, np.random.default_rng(4), warmup=200
+    )
+    share = (chain.draws[:, 0] > 0).mean()
+    assert share == pytest.approx(0.7, abs=0.05)
+    assert 0.2 < rate < 0.5  # half the proposals point away; 1 and 3/7 of the rest
+    alone = dart.Kernel(np.eye(3), 0.5, np.empty((0, 3)))
+    stuck, _, _ = dart.darting_chain(
+        target, start, alone, 2000, np.random.default_rng(4), warmup=200
+    )
+    assert (stuck.draws[:, 0] > 0).mean() == 0.0
+
+
+def test_a_chain_is_repeatable_from_its_generator():
+    cov = np.diag([1.0, 9.0])
+    kernel = dart.Kernel(np.linalg.cholesky(cov), 0.5, np.array([[0.0, 1.0]]))
+    runs = [
+        dart.darting_chain(_gaussian(cov), np.ones(2), kernel, 50, np.random.default_rng(7))
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0][0].draws, runs[1][0].draws)
+
+
+def test_a_trajectory_into_nowhere_is_divergent_and_rejected():
+    def log_p_grad(x):
+        if abs(x[0]) > 3.0:
+            return -np.inf, np.zeros(1)
+        return -0.5 * x @ x, -x
+
+    kernel = dart.Kernel(np.eye(1), 2.5, np.empty((0, 1)))
+    chain, _, _ = dart.darting_chain(log_p_grad, np.zeros(1), kernel, 300, np.random.default_rng(0))
+    assert chain.diverging.any()
+    assert np.all(np.abs(chain.draws) <= 3.0)
+
+
+# ------------------------------------------------------------------ when the step runs
+@pytest.mark.parametrize(
+    ("gates", "shape", "max_draws", "expected"),
+    [
+        ({"r_hat": 1.005, "ess": 500.0}, (4, 1000, 50), 4000, ""),  # converged
+        ({}, (4, 1000, 50), 1000, ""),  # follow-ups off
+        ({}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|"),
+        ({"n_modes": 2}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|2 modes"),
+        ({"drifted": True}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|a chain drifted"),
+        ({}, (1, 1000, 50), 4000, "R-hat 1.200, ESS 30|one chain"),
+        (
+            {},
+            (4, 100, 101),
+            400,
+            "R-hat 1.200, ESS 30|400 NUTS draws for 101 dimensions (fewer than 4 per dimension)",
+        ),
+    ],
+)
+def test_the_step_runs_on_one_mode_that_fails(monkeypatch, gates, shape, max_draws, expected):
+    values = {"r_hat": 1.2, "ess": 30.0, "n_modes": 1, "drifted": False, **gates}
+    monkeypatch.setattr(dart, "_gates", lambda idata: values)
+    raw = raw_tree(
+        [
+            dart.Chain(np.zeros(shape[1:]), np.ones(shape[1], bool), np.zeros(shape[1]))
+            for _ in range(shape[0])
+        ]
+    )
+    reason = dart.skip_reason(None, raw, {"draws": shape[1]}, max_draws)
+    assert reason == (tuple(expected.split("|")) if expected else ("", ""))
+
+
+def test_without_a_switch_row_nuts_stays_and_the_record_says_why(monkeypatch):
+    monkeypatch.setattr(dart, "skip_reason", lambda *a: ("R-hat 1.200", ""))
+    monkeypatch.setattr(dart, "draw_assignments", lambda idata: np.zeros((4, 100, 5), int))
+    finished = (object(), object())
+    out = dart.refine(None, finished, None, None, {"draws": 100}, 400)
+    assert out[:2] == finished
+    assert out[2] == {
+        "darting_hmc": {
+            "kept": False,
+            "reason": "R-hat 1.200 after NUTS; not run: no row switches component rarely",
+        }
+    }
+
+
+def test_a_blocked_step_keeps_the_nuts_result(monkeypatch):
+    monkeypatch.setattr(dart, "skip_reason", lambda *a: ("ESS 30", "2 modes"))
+    finished = (object(), object())
+    out = dart.refine(None, finished, None, None, {"draws": 100}, 400)
+    assert out[:2] == finished
+    assert out[2]["darting_hmc"]["reason"] == "ESS 30 after NUTS; not run: 2 modes"
+
+
+def test_raw_results_of_hamiltonian_chains_keep_divergences_and_energy():
+    chains = [
+        dart.Chain(
+            np.zeros((3, 2)),
+            np.ones(3, bool),
+            np.zeros(3),
+            np.array([0, 1, 0], bool),
+            np.arange(3.0),
+        )
+        for _ in range(2)
+    ]
+    tree = raw_tree(chains)
+    sample_stats = get_group(tree, "sample_stats")
+    assert sample_stats["diverging"].values.sum() == 2
+    np.testing.assert_array_equal(sample_stats["energy"].values[1], [0.0, 1.0, 2.0])
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def breast_cancer_fit():
+    """scikit-learn's breast cancer data, the ten "mean" columns, K=3: NUTS (seed 1) ends at
+    R-hat 1.067 with a bulk ESS of 44, as row 112 moves between components 0 and 2 only a few
+    times per thousand draws."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).data.iloc[:, :10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return BayesianGMM(3, random_seed=1, progressbar=False).fit(frame)
+
+
+def test_darts_converge_where_nuts_mixes_slowly(breast_cancer_fit):
+    idata = breast_cancer_fit.idata_
+    record = get_attr(idata, "darting_hmc")
+    assert record["kept"] and get_attr(idata, "draws_sampler") == "darting_hmc"
+    assert 112 in record["switch_rows"]
+    nuts_r_hat = float(re.match(r"R-hat (\S+),", record["reason"]).group(1))
+    assert nuts_r_hat > 1.05  # NUTS alone failed, well above its gate
+    assert min(record["dart_acceptance"]) > 0.01
+    table = diagnostics(idata).set_index("check")
+    assert table["passed"].all(), table
+    assert table.loc["r_hat", "value"] <= 1.01 and table.loc["ess_bulk", "value"] >= 400
+    stats_ = get_group(idata, "sample_stats")
+    assert {"diverging", "energy", "logp", "label_permutation"} <= set(stats_.data_vars)
+
+
+def test_the_report_says_where_the_draws_come_from(breast_cancer_fit):
+    from bayesgmm.report import _own_sampler_text
+
+    text = _own_sampler_text(breast_cancer_fit.idata_)
+    assert text.startswith("These draws come from Hamiltonian Monte Carlo with darting moves")
+    assert get_attr(breast_cancer_fit.idata_, "darting_hmc")["reason"] in text
+    assert "no divergences" not in text
+    tree = breast_cancer_fit.idata_.copy()
+    set_attrs(tree, {"draws_sampler": None})
+    assert _own_sampler_text(tree) == ""

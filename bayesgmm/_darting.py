@@ -28,22 +28,27 @@ The result replaces the NUTS result only when it meets the gates itself (R-hat, 
 ESS, no divergence, one mode, no drifting chain); otherwise NUTS's stays, and the attrs say
 that the step was tried and why it was not kept. A first run of ``draws`` iterations per
 chain that fails is continued once, from where each chain ended, for as many iterations as its
-ESS per iteration says the gates need (with :data:`ESS_MARGIN`; at most ``max_draws`` per
-chain in all), the metric and darts refitted to its draws; the continuation is appended to
+ESS per iteration says the gates need (with :data:`ESS_MARGIN`; at least
+:data:`R_HAT_GROWTH` times its length when R-hat fails; at most ``max_draws`` per chain in all),
+the metric and darts refitted to its draws, the step size tuned for
+:data:`RAISED_TARGET_ACCEPT` after a divergent trajectory; the continuation is appended to
 the first run (dropped only when it alone meets the gates and the joined chains do not).
 
 Measured (default ``BayesianGMM(K, random_seed=1)``, 2 cores): scikit-learn's breast cancer,
-10 columns, K=3: NUTS R-hat 1.067, ESS 44; with this step 16 s in all, R-hat 1.007, ESS 560,
-darts accepted 5% of the time (the same trajectories without darts: R-hat 1.034, ESS 101).
-With 15 columns (232 and 407 dimensions): K=2 28 s, K=3 59 s, both R-hat 1.005 (NUTS: 1.087
-and 1.209), darts accepted 1-2%. mclust's wreath, K=4: NUTS R-hat 1.077, ESS 44; 6.1 s in all,
-R-hat 1.006, ESS 1888. Its limit: a dart is a translation, so it is accepted rarely when the two
-sub-modes differ in shape as well as place (MASS painters, K=2: rows that move together, 1-2%
-accepted, R-hat 1.020 after 2000 iterations: NUTS's result is kept, and warned about).
+10 columns, K=3: NUTS R-hat 1.067, ESS 44; with this step 15 s in all, R-hat 1.008, ESS 401,
+darts accepted 5% of the time (a prototype with the same trajectories and no darts: R-hat
+1.034, ESS 101).
+With 15 columns (232 and 407 dimensions): K=2 38 s, K=3 64 s, R-hat 1.006 and 1.004 (NUTS:
+1.087 and 1.209), darts accepted 1-2%. mclust's wreath, K=4: NUTS R-hat 1.077, ESS 44; 6.0 s in
+all, R-hat 1.006, ESS 2100. Its limit: a dart is a translation, so it is accepted rarely when
+the two sub-modes differ in shape as well as place (MASS painters, K=2: rows that move
+together, 0.1-0.3% accepted, R-hat 1.011 and ESS 320 after 4000 iterations: NUTS's result is
+kept, and warned about).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -70,6 +75,8 @@ __all__ = [
     "MIN_MINORITY",
     "MIN_SIDE_DRAWS",
     "PATH_LENGTH",
+    "RAISED_TARGET_ACCEPT",
+    "R_HAT_GROWTH",
     "TARGET_ACCEPT",
     "WARMUP",
     "Kernel",
@@ -97,7 +104,10 @@ MIN_DRAWS_PER_DIM = 4
 # iterations of step-size tuning (dual averaging) before the kept ones, not counted as draws
 WARMUP = 300
 # the Metropolis acceptance dual averaging aims at
-TARGET_ACCEPT = 0.8
+TARGET_ACCEPT = 0.85
+# ... and in a continuation after divergent trajectories (shorter steps; breast cancer, 10
+# columns, K=3: 1 divergence in 8000 trajectories at 0.8, none at 0.85 and 0.9)
+RAISED_TARGET_ACCEPT = 0.9
 # trajectory lengths, in units of the whitened posterior's standard deviation: uniform on this
 # range (jittered lengths avoid the periodic orbits of a fixed one)
 PATH_LENGTH = (1.0, 3.0)
@@ -106,6 +116,9 @@ MAX_ENERGY_ERROR = 1000.0
 # the second run is sized for this times the ESS the gates ask for, from the first's ESS per
 # iteration, and runs only when at least _MIN_EXTRA iterations per chain are left
 ESS_MARGIN = 1.5
+# ... and, when R-hat fails, at least this times the first run (breast cancer, 10 columns, K=3:
+# R-hat 1.016 with ESS 499 after 1000 + 1000 iterations)
+R_HAT_GROWTH = 2
 _MIN_EXTRA = 100
 _CHAIN_FIELDS = ("draws", "accepted", "logp", "diverging", "energy")
 # two sides agreeing on this share of the draws are one switch (rows that move together)
@@ -191,11 +204,13 @@ def darts(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray:
 @dataclass(frozen=True)
 class Kernel:
     """A fixed HMC-with-darts kernel: the metric's Cholesky factor ``(n_dim, n_dim)`` (the
-    draws' covariance), the step size, and the darts ``(n_darts, n_dim)``."""
+    draws' covariance), the step size, the darts ``(n_darts, n_dim)``, and the acceptance
+    rate a warm-up tunes the step size for."""
 
     factor: np.ndarray
     step: float
     darts: np.ndarray
+    target: float = TARGET_ACCEPT
 
 
 def _trajectory(log_p_grad, x, lp, grad, factor, step, n_steps, rng):
@@ -294,7 +309,7 @@ def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Ch
     """:func:`darting_chain`'s iterations."""
     x = np.asarray(start, dtype=np.float64)
     lp, grad = log_p_grad(x)
-    tuner = _DualAveraging(kernel.step, TARGET_ACCEPT)
+    tuner = _DualAveraging(kernel.step, kernel.target)
     n_dim = x.shape[0]
     out = np.empty((steps, n_dim))
     logp, energy = np.empty(steps), np.empty(steps)
@@ -319,7 +334,7 @@ def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Ch
         if advance is not None:
             advance(1)
     chain = Chain(out, accepted, logp, diverging, energy)
-    tuned = Kernel(kernel.factor, step, kernel.darts)
+    tuned = dataclasses.replace(kernel, step=step)
     return chain, tuned, float(np.mean(dart_acceptance)) if dart_acceptance else float("nan")
 
 
@@ -379,10 +394,10 @@ def refine(
     Returns
     -------
     (results, label switching summary, attrs)
-        ``attrs``: ``darting_hmc`` when the step ran or was blocked (switch rows, iterations
-        per chain and divergences of each run, step sizes, acceptance of trajectories and
-        darts, seconds, kept, reason), and ``draws_sampler="darting_hmc"`` when its result
-        was kept. Ctrl-C during the step keeps the NUTS result.
+        ``attrs``: ``darting_hmc`` when the step ran or was blocked (switch rows; iterations
+        per chain, target acceptance and divergences of each run; step sizes, acceptance of
+        trajectories and darts, seconds, kept, reason), and ``draws_sampler="darting_hmc"``
+        when its result was kept. Ctrl-C during the step keeps the NUTS result.
     """
     failing, blocked = skip_reason(finished[0], raw, run, max_draws)
     if not failing:
@@ -484,6 +499,8 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     verdict = _judge(finished[0])
     steps = int(run["draws"])
     wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(verdict[2]["ess"], 1.0) - steps
+    if not verdict[2]["r_hat"] <= GATES["r_hat"]:  # its noise shrinks with the chains' length
+        wanted = max(wanted, R_HAT_GROWTH * steps)
     extra = int(min(max(np.ceil(wanted), steps), max_draws - steps))
     if verdict[0] or extra < _MIN_EXTRA:
         return finished, verdict
@@ -491,6 +508,8 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     fresh = np.stack([c.draws for c in chains])
     step = float(np.median([k.step for k in kernels]))
     kernel = _kernel(fresh, _homes(draw_assignments(finished[0]), rows), step, before=kernel)
+    if verdict[2]["divergences"]:
+        kernel = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
     starts = fresh[:, -1]
     more = _run(log_p_grad, starts, kernel, extra, seeds[1], run, record)[0]
     joined = [_joined(a, b) for a, b in zip(chains, more, strict=True)]
@@ -519,6 +538,7 @@ def _run(log_p_grad, starts, kernel, steps, seed, run, record) -> tuple[list, li
     announce(run, f"HMC with darts ({rows_text}): {steps} iterations per chain")
     chains, kernels, dart_rates = _chains(log_p_grad, starts, kernel, steps, seed, run)
     record.setdefault("steps_per_chain", []).append(steps)
+    record.setdefault("target_accept", []).append(kernel.target)
     record["step_size"] = [round(k.step, 4) for k in kernels]
     record["acceptance"] = [round(float(c.accepted.mean()), 3) for c in chains]
     record["dart_acceptance"] = [round(r, 3) for r in dart_rates]

@@ -69,6 +69,7 @@ from .model import observed_rows
 
 __all__ = [
     "MAX_ENERGY_ERROR",
+    "MAX_LEAPFROG",
     "MAX_ROWS",
     "MAX_SWITCH_RATIO",
     "MIN_DRAWS_PER_DIM",
@@ -111,6 +112,8 @@ RAISED_TARGET_ACCEPT = 0.9
 # trajectory lengths, in units of the whitened posterior's standard deviation: uniform on this
 # range (jittered lengths avoid the periodic orbits of a fixed one)
 PATH_LENGTH = (1.0, 3.0)
+# leapfrog steps of one trajectory at most (NUTS's tree depth 10), should the step size shrink
+MAX_LEAPFROG = 1024
 # a trajectory whose Hamiltonian changed more than this (nats) diverged, as in Stan and nutpie
 MAX_ENERGY_ERROR = 1000.0
 # the second run is sized for this times the ESS the gates ask for, from the first's ESS per
@@ -317,7 +320,7 @@ def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Ch
     dart_acceptance = []
     step = kernel.step
     for it in range(warmup + steps):
-        n_steps = max(1, int(np.ceil(rng.uniform(*PATH_LENGTH) / step)))
+        n_steps = int(np.clip(np.ceil(rng.uniform(*PATH_LENGTH) / step), 1, MAX_LEAPFROG))
         x, lp, grad, a, moved, div, e = _trajectory(
             log_p_grad, x, lp, grad, kernel.factor, step, n_steps, rng
         )

@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ import numpy as np
 
 from ._followup import _flat, _gates, announce
 from ._idata import Tree, get_group
-from ._independence import Chain, _verdict, raw_tree
+from ._independence import Chain, _verdict, attempt, blocked_text, draws_blocks, raw_tree
 from ._logdensity import log_density_for
 from ._progress import progress_bar
 from .diagnostics import GATES, gate_shortfalls
@@ -354,16 +353,12 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
         return "", ""
     gates = _gates(idata)
     failing = ", ".join(gate_shortfalls(gates))
-    chains, n_draws, n_dim = _flat(raw).shape
-    pooled = chains * n_draws
     blocked = {
         f"{gates['n_modes']} modes": gates["n_modes"] > 1,
         "a chain drifted": gates["drifted"],
-        "one chain": chains < 2,
-        f"{pooled} NUTS draws for {n_dim} dimensions (fewer than {MIN_DRAWS_PER_DIM} per "
-        "dimension)": pooled < MIN_DRAWS_PER_DIM * n_dim,
+        **draws_blocks(raw, MIN_DRAWS_PER_DIM),
     }
-    return failing, ", ".join(name for name, hit in blocked.items() if hit)
+    return failing, blocked_text(blocked)
 
 
 def refine(
@@ -415,28 +410,14 @@ def refine(
         record["reason"] = f"{failing} after NUTS; not run: no row switches component rarely"
         return *finished, {"darting_hmc": record}
     record["switch_rows"] = [r.row for r in rows]
-    started = time.perf_counter()
-    try:
-        kept = _runs(
-            raw,
-            finished[0],
-            _homes(assignments, rows),
-            rows,
-            results,
-            model,
-            run,
-            max_draws,
-            record,
-        )
-    except KeyboardInterrupt:
-        kept, record["reason"] = None, "interrupted (Ctrl-C): kept the NUTS result"
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    if kept is not None:
-        kept, (passed, text, _) = kept
-        record["kept"] = passed
-        record["reason"] = f"darting HMC: {text}" + ("" if passed else "; kept NUTS")
-    record["reason"] = f"{failing} after NUTS; {record['reason']}"
-    if not record["kept"]:
+    homes = _homes(assignments, rows)
+    kept = attempt(
+        lambda: _runs(raw, finished[0], homes, rows, results, model, run, max_draws, record),
+        record,
+        failing,
+        "darting HMC",
+    )
+    if kept is None:
         return *finished, {"darting_hmc": record}
     return *kept, {"darting_hmc": record, "draws_sampler": "darting_hmc"}
 

@@ -75,6 +75,9 @@ __all__ = [
     "WIDE_WEIGHT",
     "Chain",
     "Proposal",
+    "attempt",
+    "blocked_text",
+    "draws_blocks",
     "fit_proposal",
     "independence_chain",
     "raw_tree",
@@ -330,15 +333,30 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     table = get_attr(idata, "modes") or []
     if table and not any(f for row in table for f in mode_failures(row) if "diverg" not in f):
         return "", ""  # several modes, each converged: reported as such, not mixed
-    chains, n_draws, n_dim = _flat(raw).shape
-    pooled = chains * n_draws
+    n_dim = _flat(raw).shape[2]
     blocked = {
         f"{n_dim} dimensions (above {MAX_DIM})": n_dim > MAX_DIM,
-        "one chain": chains < 2,
-        f"{pooled} NUTS draws for {n_dim} dimensions (fewer than {MIN_DRAWS_PER_DIM} per "
-        "dimension)": pooled < MIN_DRAWS_PER_DIM * n_dim,
+        **draws_blocks(raw, MIN_DRAWS_PER_DIM),
     }
-    return failing, ", ".join(name for name, hit in blocked.items() if hit)
+    return failing, blocked_text(blocked)
+
+
+def draws_blocks(raw: Tree, per_dim: int) -> dict[str, bool]:
+    """What a sampler fitted to the NUTS draws needs of them, as ``{reason: blocked}``: two
+    chains or more, and ``per_dim`` draws per dimension, all chains pooled."""
+    chains, n_draws, n_dim = _flat(raw).shape
+    pooled = chains * n_draws
+    return {
+        "one chain": chains < 2,
+        f"{pooled} NUTS draws for {n_dim} dimensions (fewer than {per_dim} per dimension)": (
+            pooled < per_dim * n_dim
+        ),
+    }
+
+
+def blocked_text(blocked: dict[str, bool]) -> str:
+    """The reasons that hold, joined ("" when none does)."""
+    return ", ".join(name for name, hit in blocked.items() if hit)
 
 
 def refine(
@@ -384,23 +402,40 @@ def refine(
     record = {"kept": False, "reason": f"{failing} after NUTS; not run: {blocked}"}
     if blocked:
         return *finished, {"independence_mh": record}
-    started = time.perf_counter()
-    try:
-        imh = _rounds(raw, results, model, run, max_draws, record)
-    except KeyboardInterrupt:
-        imh, record["reason"] = None, "interrupted (Ctrl-C): kept the NUTS result"
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    if imh is not None:
-        imh, (passed, text, _) = imh
-        record["kept"] = passed
-        record["reason"] = f"independence MH: {text}" + ("" if passed else "; kept NUTS")
-    record["reason"] = f"{failing} after NUTS; {record['reason']}"
-    if not record["kept"]:
+    imh = attempt(
+        lambda: _rounds(raw, results, model, run, max_draws, record),
+        record,
+        failing,
+        "independence MH",
+    )
+    if imh is None:
         return *finished, {"independence_mh": record}
     table = get_attr(finished[0], "modes") or []
     if table:  # kept draws that cross between NUTS's modes show one mode: say there were more
         record["nuts_modes"] = len(table)
     return *imh, {"independence_mh": record, "draws_sampler": "independence_mh"}
+
+
+def attempt(step: Callable[[], tuple | None], record: dict, failing: str, name: str):
+    """Run a sampler after NUTS and record it: ``step()`` gives its finished results and their
+    verdict ``(passed, text, gates)``, or None when it gave up (``record["reason"]`` says why).
+
+    Fills ``record``'s ``seconds``, ``kept`` and ``reason`` (prefixed with the gates NUTS
+    failed, ``failing``); Ctrl-C during the step keeps the NUTS result. Returns the finished
+    results when they met the gates, else None.
+    """
+    started = time.perf_counter()
+    try:
+        out = step()
+    except KeyboardInterrupt:
+        out, record["reason"] = None, "interrupted (Ctrl-C): kept the NUTS result"
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    if out is not None:
+        out, (passed, text, _) = out
+        record["kept"] = passed
+        record["reason"] = f"{name}: {text}" + ("" if passed else "; kept NUTS")
+    record["reason"] = f"{failing} after NUTS; {record['reason']}"
+    return out if record.get("kept") else None
 
 
 def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:

@@ -62,11 +62,12 @@ from ._idata import Tree, get_group
 from ._independence import Chain, _verdict, attempt, blocked_text, draws_blocks, raw_tree
 from ._logdensity import log_density_for
 from ._progress import progress_bar
-from .diagnostics import GATES, gate_shortfalls
+from .diagnostics import GATES, draws_for_gates, gate_shortfalls
 from .membership import draw_assignments
 from .model import observed_rows
 
 __all__ = [
+    "ESS_MARGIN",
     "MAX_ENERGY_ERROR",
     "MAX_LEAPFROG",
     "MAX_ROWS",
@@ -123,7 +124,7 @@ ESS_MARGIN = 1.5
 R_HAT_GROWTH = 2
 _MIN_EXTRA = 100
 _CHAIN_FIELDS = ("draws", "accepted", "logp", "diverging", "energy")
-# two sides agreeing on this share of the draws are one switch (rows that move together)
+# two rows whose away-draws overlap this much (Jaccard) are one switch (rows that move together)
 _SAME_SWITCH = 0.95
 # a ridge on the metric, relative to the draws' mean variance (a dimension the draws never moved)
 _RIDGE = 1e-8
@@ -180,9 +181,17 @@ def switch_rows(assignments: np.ndarray) -> list[SwitchRow]:
 
 
 def _same_switch(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two rows' sides agree (or disagree) in at least :data:`_SAME_SWITCH` of draws."""
-    agree = float((a == b).mean())
-    return max(agree, 1.0 - agree) >= _SAME_SWITCH
+    """Whether two rows switch together: the draws with one away from its usual component and
+    those with the other away (or, mirrored, at home) overlap in at least :data:`_SAME_SWITCH`
+    of their union (Jaccard; agreement over all draws would merge any two rows that are rarely
+    away)."""
+    away_a = ~a
+    return max(_jaccard(away_a, ~b), _jaccard(away_a, b)) >= _SAME_SWITCH
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def darts(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray:
@@ -343,18 +352,33 @@ def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Ch
 def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str, str]:
     """Whether the step runs after NUTS and its follow-ups: ``(failing, blocked)``.
 
-    ``failing`` names the R-hat and ESS gates the results fail ("" when there is nothing to do,
-    or ``max_draws == draws``: follow-ups off); ``blocked`` says why the step does not run
-    although they fail ("" when it may): several modes (each is followed up on its own), a
-    drifting chain, one chain, fewer than :data:`MIN_DRAWS_PER_DIM` NUTS draws per dimension
-    (all chains pooled) for the metric.
+    Parameters
+    ----------
+    idata : xarray.DataTree
+        The finished results (modes recorded).
+    raw : xarray.DataTree
+        Their raw unconstrained draws.
+    run : dict
+        With ``draws``, the draws per chain asked for.
+    max_draws : int
+
+    Returns
+    -------
+    (failing, blocked) : (str, str)
+        ``failing`` names the R-hat and ESS gates the results fail ("" when there is nothing
+        to do: the gates are met, the chains ended in several modes, each followed up and
+        reported on its own, or ``max_draws == draws``: follow-ups off); ``blocked`` says why
+        the step does not run although they fail ("" when it may): a drifting chain, one
+        chain, fewer than :data:`MIN_DRAWS_PER_DIM` NUTS draws per dimension (all chains
+        pooled) for the metric.
     """
     if max_draws <= run["draws"]:
         return "", ""
     gates = _gates(idata)
+    if gates["n_modes"] > 1:  # modes are followed up, and reported, each on its own
+        return "", ""
     failing = ", ".join(gate_shortfalls(gates))
     blocked = {
-        f"{gates['n_modes']} modes": gates["n_modes"] > 1,
         "a chain drifted": gates["drifted"],
         **draws_blocks(raw, MIN_DRAWS_PER_DIM),
     }
@@ -392,10 +416,11 @@ def refine(
     Returns
     -------
     (results, label switching summary, attrs)
-        ``attrs``: ``darting_hmc`` when the step ran or was blocked (switch rows; iterations
-        per chain, target acceptance and divergences of each run; step sizes, acceptance of
-        trajectories and darts, seconds, kept, reason), and ``draws_sampler="darting_hmc"``
-        when its result was kept. Ctrl-C during the step keeps the NUTS result.
+        ``attrs``: ``darting_hmc`` when the step ran or was blocked (switch rows; per run:
+        iterations per chain, target acceptance, divergences, and per chain the step size and
+        the acceptance of trajectories and of darts; seconds, kept, reason), and
+        ``draws_sampler="darting_hmc"`` when its result was kept. Ctrl-C during the step keeps
+        the NUTS result.
     """
     failing, blocked = skip_reason(finished[0], raw, run, max_draws)
     if not failing:
@@ -467,11 +492,14 @@ def _within_covariance(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray
 
 
 def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tuple:
-    """The first run and, when it fails the gates, a second from where it ended, sized from
-    its ESS and appended to it (at most ``max_draws`` iterations per chain in all), its metric
-    and darts refitted to the first run's draws: the finished results kept and their verdict
-    (the joined chains, or the second run alone when only it meets the gates: the first still
-    settling)."""
+    """The first run and, when it fails the gates, a second from where it ended, its metric
+    and darts refitted to the first run's draws: the finished results kept and their verdict.
+
+    The second run is sized from the first's ESS (:func:`_second_length`); it is appended to
+    the first (kept alone when only it meets the gates: the first still settling), or, when
+    the first had a divergent trajectory, replaces it at :data:`RAISED_TARGET_ACCEPT` (joined
+    chains would keep the divergence).
+    """
     density = log_density_for(model)
     data = density.rows(*observed_rows(model))
     log_p_grad = lambda x: density(x, data)  # noqa: E731
@@ -481,30 +509,38 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     first = _run(log_p_grad, draws[:, -1], kernel, int(run["draws"]), seeds[0], run, record)
     finished = results(raw_tree(first[0]))
     verdict = _judge(finished[0])
-    steps = int(run["draws"])
-    wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(verdict[2]["ess"], 1.0) - steps
-    if not verdict[2]["r_hat"] <= GATES["r_hat"]:  # its noise shrinks with the chains' length
-        wanted = max(wanted, R_HAT_GROWTH * steps)
-    extra = int(min(max(np.ceil(wanted), steps), max_draws - steps))
+    diverged = bool(verdict[2]["divergences"])
+    extra = _second_length(verdict[2], int(run["draws"]), max_draws, diverged)
     if verdict[0] or extra < _MIN_EXTRA:
         return finished, verdict
-    chains, kernels = first
-    fresh = np.stack([c.draws for c in chains])
-    step = float(np.median([k.step for k in kernels]))
+    fresh = _aligned(raw_tree(first[0]), finished[0], density)
+    step = float(np.median([k.step for k in first[1]]))
     kernel = _kernel(fresh, _homes(draw_assignments(finished[0]), rows), step, before=kernel)
-    if verdict[2]["divergences"]:
+    if diverged:
         kernel = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-    starts = fresh[:, -1]
-    more = _run(log_p_grad, starts, kernel, extra, seeds[1], run, record)[0]
-    joined = [_joined(a, b) for a, b in zip(chains, more, strict=True)]
-    finished = results(raw_tree(joined))
-    verdict = _judge(finished[0])
-    if not verdict[0]:
-        alone = results(raw_tree(more))
-        if (alone_verdict := _judge(alone[0]))[0]:
-            record["first_run_dropped"] = True
-            return alone, alone_verdict
-    return finished, verdict
+    more = _run(log_p_grad, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
+    alone = results(raw_tree(more))
+    if diverged:
+        record["first_run_dropped"] = True
+        return alone, _judge(alone[0])
+    joined = results(raw_tree([_joined(a, b) for a, b in zip(first[0], more, strict=True)]))
+    verdict = _judge(joined[0])
+    if not verdict[0] and (alone_verdict := _judge(alone[0]))[0]:
+        record["first_run_dropped"] = True
+        return alone, alone_verdict
+    return joined, verdict
+
+
+def _second_length(gates: dict, steps: int, max_draws: int, replace: bool) -> int:
+    """Iterations per chain of the second run after a first of ``steps`` with these gates:
+    what its ESS per iteration says the gates need (:data:`ESS_MARGIN`; at least
+    :data:`R_HAT_GROWTH` times ``steps`` when R-hat fails), at least ``steps``, within
+    ``max_draws`` per chain in all (the second run's alone when it ``replace``s the first)."""
+    wanted = draws_for_gates(steps, gates["ess"], ESS_MARGIN) - (0 if replace else steps)
+    if not gates["r_hat"] <= GATES["r_hat"]:  # its noise shrinks with the chains' length
+        wanted = max(wanted, R_HAT_GROWTH * steps)
+    room = max_draws if replace else max_draws - steps
+    return int(min(max(np.ceil(wanted), steps), room))
 
 
 def _judge(idata: Tree) -> tuple[bool, str, dict]:
@@ -523,9 +559,9 @@ def _run(log_p_grad, starts, kernel, steps, seed, run, record) -> tuple[list, li
     chains, kernels, dart_rates = _chains(log_p_grad, starts, kernel, steps, seed, run)
     record.setdefault("steps_per_chain", []).append(steps)
     record.setdefault("target_accept", []).append(kernel.target)
-    record["step_size"] = [round(k.step, 4) for k in kernels]
-    record["acceptance"] = [round(float(c.accepted.mean()), 3) for c in chains]
-    record["dart_acceptance"] = [round(r, 3) for r in dart_rates]
+    record.setdefault("step_size", []).append([round(k.step, 4) for k in kernels])
+    record.setdefault("acceptance", []).append([round(float(c.accepted.mean()), 3) for c in chains])
+    record.setdefault("dart_acceptance", []).append([round(r, 3) for r in dart_rates])
     record.setdefault("divergences", []).append(int(sum(c.diverging.sum() for c in chains)))
     return chains, kernels
 
@@ -535,6 +571,13 @@ def _joined(a: Chain, b: Chain) -> Chain:
     return Chain(
         *(np.concatenate([getattr(a, f), getattr(b, f)]) for f in _CHAIN_FIELDS),
     )
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _chains(log_p_grad, starts, kernel, steps, seed, run) -> tuple[list, list, list]:
@@ -551,7 +594,7 @@ def _chains(log_p_grad, starts, kernel, steps, seed, run) -> tuple[list, list, l
                 raise KeyboardInterrupt
             bar.advance(n)
 
-        workers = min(len(starts), os.cpu_count() or 1)
+        workers = min(len(starts), _cores())
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [
                 pool.submit(

@@ -98,6 +98,7 @@ from .diagnostics import (
     MILD_R_HAT,
     RAISED_TARGETS,
     _can_judge_drift,
+    draws_for_gates,
     gate_shortfalls,
     log_likelihood_drift,
     mode_failures,
@@ -215,7 +216,7 @@ def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
     if reasons:
         return 0, f"{', '.join(short)}; not extended: {', '.join(reasons)}"
     # the ESS grows with the chains' length: draws * target / ESS per chain in all
-    wanted = int(np.ceil(MARGIN * GATES["ess_bulk"] * draws / max(gates["ess"], 1.0)))
+    wanted = int(np.ceil(draws_for_gates(draws, gates["ess"], MARGIN)))
     wanted -= draws
     if gates["r_hat"] > GATES["r_hat"]:  # R-hat's noise shrinks with the chains' length
         wanted = max(wanted, draws)

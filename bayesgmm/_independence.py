@@ -57,7 +57,7 @@ from ._followup import _flat, _gates, announce
 from ._idata import Tree, get_attr, new_tree
 from ._logdensity import log_density_for
 from ._progress import progress_bar
-from .diagnostics import GATES, gate_shortfalls, mode_failures
+from .diagnostics import draws_for_gates, gate_shortfalls, mode_failures
 from .model import observed_rows
 
 __all__ = [
@@ -458,7 +458,7 @@ def _rounds(raw, results, model, run, max_draws, record) -> tuple | None:
         return None
     verdict = _verdict(results(raw_tree(chains, max(1, steps // draws)))[0])
     for seed in seeds[1:]:
-        wanted = ESS_MARGIN * GATES["ess_bulk"] * steps / max(verdict[2]["ess"], 1.0)
+        wanted = draws_for_gates(steps, verdict[2]["ess"], ESS_MARGIN)
         thin = int(np.clip(np.ceil(wanted / draws), 1, cap // draws))
         seen = np.stack([c.draws[len(c.draws) // 2 :: REFIT_THIN] for c in chains])
         pool = np.concatenate([pool, seen.reshape(-1, pool.shape[1])])

@@ -32,6 +32,7 @@ __all__ = [
     "SamplingWarning",
     "check_sampling",
     "diagnostics",
+    "draws_for_gates",
     "gate_shortfalls",
     "label_flips",
     "log_likelihood_drift",
@@ -329,6 +330,18 @@ def mode_failures(row: dict) -> list[str]:
     if row["divergences"] > GATES["divergences"]:
         failed.append(f"{row['divergences']} divergences")
     return failed
+
+
+def draws_for_gates(draws: int, ess: float, margin: float) -> float:
+    """Draws per chain a run of ``draws`` per chain with this smallest ``ess`` would need for
+    ``margin`` times the ESS gate, the ESS growing in proportion to the draws.
+
+    Examples
+    --------
+    >>> draws_for_gates(1000, 200.0, 1.25)
+    2500.0
+    """
+    return margin * GATES["ess_bulk"] * draws / max(ess, 1.0)
 
 
 def gate_shortfalls(gates: dict) -> list[str]:

@@ -9,14 +9,16 @@ import warnings
 
 import numpy as np
 import pytest
+import xarray as xr
 from scipy import stats
 from scipy.special import logsumexp
 
 import bayesgmm._darting as dart
 from bayesgmm import BayesianGMM, build_model
-from bayesgmm._idata import get_attr, get_group, set_attrs
-from bayesgmm._independence import raw_tree
+from bayesgmm._idata import get_attr, get_group, new_tree, set_attrs
+from bayesgmm._independence import Chain, raw_tree
 from bayesgmm._logdensity import log_density_for
+from bayesgmm.alignment import apply_permutations
 from bayesgmm.diagnostics import diagnostics
 from bayesgmm.model import observed_rows
 
@@ -79,6 +81,24 @@ def test_rows_that_switch_apart_each_get_a_dart():
     labels[..., 3] = 0
     labels[:, :100, 3] = 1  # its own switch: the first 100 draws of each chain
     assert sorted(r.row for r in dart.switch_rows(labels)) == [0, 3]
+
+
+def test_rows_that_are_rarely_away_but_never_together_each_get_a_dart():
+    """Agreement over all draws would call them one switch (both at home in 95% of draws)."""
+    labels = np.zeros((4, 1000, 2), dtype=np.int8)
+    labels[:, :25, 0] = 1  # away in 2.5% of draws
+    labels[:, 500:520, 1] = 1  # away in 2%, never with row 0
+    assert sorted(r.row for r in dart.switch_rows(labels)) == [0, 1]
+
+
+def test_the_second_run_is_sized_from_the_first(monkeypatch):
+    gates = {"ess": 200.0, "r_hat": 1.005}
+    # 1.5 * 400 * 1000 / 200 = 3000 in all: 2000 more, or 3000 for a replacement
+    assert dart._second_length(gates, 1000, 4000, replace=False) == 2000
+    assert dart._second_length(gates, 1000, 4000, replace=True) == 3000
+    assert dart._second_length(gates, 1000, 2500, replace=False) == 1500  # max_draws in all
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 4000, False) == 2000
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.005}, 1000, 4000, False) == 1000
 
 
 def test_too_few_draws_on_the_minority_side_find_no_row(monkeypatch):
@@ -187,6 +207,91 @@ def test_a_trajectory_into_nowhere_is_divergent_and_rejected():
     assert np.all(np.abs(chain.draws) <= 3.0)
 
 
+# ------------------------------------------------ one trajectory, exactly (a generator stub)
+class _Stub:
+    """A generator that draws the given momentum and accepts (uniform -> u)."""
+
+    def __init__(self, p, u=0.0):
+        self.p, self.u = np.asarray(p, float), u
+
+    def standard_normal(self, n):
+        return self.p.copy()
+
+    def uniform(self, *a):
+        return self.u
+
+
+def test_half_a_period_of_leapfrog_mirrors_a_gaussian_point():
+    cov = np.array([[4.0, 1.5, 0.0], [1.5, 1.0, 0.2], [0.0, 0.2, 0.25]])
+    factor, target = np.linalg.cholesky(cov), _gaussian(cov)
+    x = np.array([1.0, -0.5, 0.3])
+    lp, grad = target(x)
+    step = np.pi / 300
+    y, *_, moved, diverged, _energy = dart._trajectory(
+        target, x, lp, grad, factor, step, 300, _Stub([0.7, -1.2, 0.4])
+    )
+    assert moved and not diverged
+    np.testing.assert_allclose(y, -x, atol=1e-4)
+    quarter = dart._trajectory(target, x, lp, grad, factor, step, 150, _Stub([0.7, -1.2, 0.4]))[0]
+    np.testing.assert_allclose(quarter, factor @ [0.7, -1.2, 0.4], atol=1e-4)
+
+
+def test_a_finite_but_huge_energy_error_is_divergent():
+    target = _gaussian(np.diag([1e-6]))
+    x = np.zeros(1)
+    lp, grad = target(x)
+    y, _, _, a, moved, diverged, _energy = dart._trajectory(
+        target, x, lp, grad, np.eye(1), 1.0, 1, _Stub([1.0])
+    )
+    assert diverged and a == 0.0 and not moved and np.all(y == x)
+
+
+def test_a_rejected_trajectory_reports_its_starting_energy():
+    target = _gaussian(np.eye(2))
+    x = np.array([0.5, 0.5])
+    lp, grad = target(x)
+    p = np.array([3.0, -2.0])
+    *_, _a, moved, _diverged, energy = dart._trajectory(
+        target, x, lp, grad, np.eye(2), 1.9, 3, _Stub(p, u=1.0)
+    )
+    assert not moved
+    assert energy == pytest.approx(-lp + 0.5 * p @ p)
+
+
+def test_judge_fails_on_divergences(monkeypatch):
+    monkeypatch.setattr(
+        dart, "_verdict", lambda idata: (True, "R-hat 1.001, ESS 900", {"divergences": 2})
+    )
+    passed, text, _ = dart._judge(None)
+    assert not passed and "2 divergences" in text
+
+
+def test_within_covariance_leaves_out_the_jump_between_groups():
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4000, 2))
+    home = np.arange(4000) < 3000
+    draws[~home] += [10.0, -5.0]
+    cov = dart._within_covariance(draws, [home])
+    np.testing.assert_allclose(cov, np.eye(2), atol=0.1)
+
+
+def test_aligned_draws_have_the_finished_labels():
+    model = build_model(np.random.default_rng(1).normal(size=(40, 2)), 3)
+    density = log_density_for(model)
+    x = np.random.default_rng(2).normal(size=(2, 4, density.n_dim))
+    perm = np.array(
+        [[[1, 2, 0], [2, 0, 1], [0, 1, 2], [1, 2, 0]], [[2, 0, 1], [2, 0, 1], [1, 0, 2], [0, 2, 1]]]
+    )
+    raw = raw_tree([Chain(c, np.ones(4, bool), np.zeros(4)) for c in x])
+    stats = xr.Dataset({"label_permutation": (("chain", "draw", "component"), perm)})
+    idata = new_tree({"sample_stats": stats})
+    coords = {name: range(n) for name, n in (("component", 3), ("feature", 2), ("feature_bis", 2))}
+    relabelled = apply_permutations(density.posterior(x, coords), perm)
+    aligned = density.posterior(dart._aligned(raw, idata, density), coords)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(aligned[name].values, relabelled[name].values, rtol=1e-10)
+
+
 # ------------------------------------------------------------------ when the step runs
 @pytest.mark.parametrize(
     ("gates", "shape", "max_draws", "expected"),
@@ -194,7 +299,7 @@ def test_a_trajectory_into_nowhere_is_divergent_and_rejected():
         ({"r_hat": 1.005, "ess": 500.0}, (4, 1000, 50), 4000, ""),  # converged
         ({}, (4, 1000, 50), 1000, ""),  # follow-ups off
         ({}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|"),
-        ({"n_modes": 2}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|2 modes"),
+        ({"n_modes": 2}, (4, 1000, 50), 4000, ""),  # each mode followed up on its own
         ({"drifted": True}, (4, 1000, 50), 4000, "R-hat 1.200, ESS 30|a chain drifted"),
         ({}, (1, 1000, 50), 4000, "R-hat 1.200, ESS 30|one chain"),
         (
@@ -278,7 +383,7 @@ def test_darts_converge_where_nuts_mixes_slowly(breast_cancer_fit):
     assert 112 in record["switch_rows"]
     nuts_r_hat = float(re.match(r"R-hat (\S+),", record["reason"]).group(1))
     assert nuts_r_hat > 1.05  # NUTS alone failed, well above its gate
-    assert min(record["dart_acceptance"]) > 0.01
+    assert min(record["dart_acceptance"][-1]) > 0.01
     table = diagnostics(idata).set_index("check")
     assert table["passed"].all(), table
     assert table.loc["r_hat", "value"] <= 1.01 and table.loc["ess_bulk", "value"] >= 400

@@ -27,12 +27,13 @@ whose energy error exceeds :data:`MAX_ENERGY_ERROR` counts as divergent.
 The result replaces the NUTS result only when it meets the gates itself (R-hat, bulk and tail
 ESS, no divergence, one mode, no drifting chain); otherwise NUTS's stays, and the attrs say
 that the step was tried and why it was not kept. A first run of ``draws`` iterations per
-chain that fails is continued once, from where each chain ended, for as many iterations as its
-ESS per iteration says the gates need (with :data:`ESS_MARGIN`; at least
-:data:`R_HAT_GROWTH` times its length when R-hat fails; at most ``max_draws`` per chain in all),
-the metric and darts refitted to its draws, the step size tuned for
-:data:`RAISED_TARGET_ACCEPT` after a divergent trajectory; the continuation is appended to
-the first run (dropped only when it alone meets the gates and the joined chains do not).
+chain that fails is followed by a second from where each chain ended, the metric and darts
+refitted to its draws, for as many iterations as its ESS per iteration says the gates need
+(with :data:`ESS_MARGIN`; at least :data:`R_HAT_GROWTH` times its length when R-hat fails; at
+most ``max_draws`` per chain in all). The second is appended to the first (and kept alone only
+when it alone meets the gates: the first still settling), except after a divergent trajectory:
+then it replaces the first, its step size tuned for :data:`RAISED_TARGET_ACCEPT`, as joined
+chains would keep the divergence.
 
 Measured (default ``BayesianGMM(K, random_seed=1)``, 2 cores): scikit-learn's breast cancer,
 10 columns, K=3: NUTS R-hat 1.067, ESS 44; with this step 15 s in all, R-hat 1.008, ESS 401,

@@ -336,6 +336,19 @@ def draws_for_gates(draws: int, ess: float, margin: float) -> float:
     """Draws per chain a run of ``draws`` per chain with this smallest ``ess`` would need for
     ``margin`` times the ESS gate, the ESS growing in proportion to the draws.
 
+    Parameters
+    ----------
+    draws : int
+        Draws per chain of the run so far.
+    ess : float
+        Its smallest bulk or tail ESS (below 1 counts as 1).
+    margin : float
+        How many times the gate's ESS to plan for (the ESS estimate is noisy).
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> draws_for_gates(1000, 200.0, 1.25)

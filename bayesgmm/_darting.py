@@ -24,6 +24,15 @@ row (sign at random, so the proposal is symmetric), accepted with probability
 chain is an exact MCMC kernel for the posterior (the NUTS draws only chose it); a trajectory
 whose energy error exceeds :data:`MAX_ENERGY_ERROR` counts as divergent.
 
+The step also runs when NUTS's draws meet R-hat and the ESS but divergent transitions are
+left after the follow-ups' raised targets: without darts when no row switches rarely, as a
+Hamiltonian kernel of another make (a fixed step size tuned for :data:`TARGET_ACCEPT`, jittered
+path lengths, the NUTS draws' covariance as the metric), which may follow where NUTS's
+trajectories did not. R's milk (86 x 8, K=2): NUTS had 1 divergent transition in 4000 at a
+target of 0.99; the step's second run, at 0.95 after one divergent trajectory in the first,
+had none, R-hat 1.004, ESS 1018, in 16 s. HSAUR3's heptathlon (25 x 7, K=2, 71 parameters):
+2 divergent trajectories in the second run, 116 s spent, NUTS kept.
+
 The result replaces the NUTS result only when it meets the gates itself (R-hat, bulk and tail
 ESS, no divergence, one mode, no drifting chain); otherwise NUTS's stays, and the attrs say
 that the step was tried and why it was not kept. A first run of ``draws`` iterations per
@@ -33,7 +42,11 @@ refitted to its draws, for as many iterations as its ESS per iteration says the 
 most ``max_draws`` per chain in all). The second is appended to the first (and kept alone only
 when it alone meets the gates: the first still settling), except after a divergent trajectory:
 then it replaces the first, its step size tuned for :data:`RAISED_TARGET_ACCEPT`, as joined
-chains would keep the divergence.
+chains would keep the divergence. An appended run with a divergent trajectory is drawn again
+once, from the same points, at :data:`RAISED_TARGET_ACCEPT`. A first run far from the gates
+(R-hat above :data:`bayesgmm.diagnostics.MILD_R_HAT`, several modes, a drifting chain, or
+divergent trajectories in more than :data:`MAX_DIVERGENT_SHARE` of its iterations) gets no
+second: on mlbench's Glass (K=3) one took 280 s to fail as the first had.
 
 Measured (default ``BayesianGMM(K, random_seed=1)``, 2 cores): scikit-learn's breast cancer,
 10 columns, K=3: NUTS R-hat 1.067, ESS 44; with this step 18 s in all, R-hat 1.003, ESS 701,
@@ -57,17 +70,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._followup import _flat, _gates, announce
+from ._followup import _divergences, _flat, _gates, announce
 from ._idata import Tree, get_group
 from ._independence import Chain, _verdict, attempt, blocked_text, draws_blocks, raw_tree
 from ._logdensity import log_density_for
 from ._progress import progress_bar
-from .diagnostics import GATES, draws_for_gates, gate_shortfalls
+from .diagnostics import GATES, MILD_R_HAT, draws_for_gates, gate_shortfalls
 from .membership import draw_assignments
 from .model import observed_rows
 
 __all__ = [
     "ESS_MARGIN",
+    "MAX_DIVERGENT_SHARE",
     "MAX_ENERGY_ERROR",
     "MAX_LEAPFROG",
     "MAX_ROWS",
@@ -124,6 +138,9 @@ ESS_MARGIN = 1.5
 # R-hat 1.016 with ESS 499 after 1000 + 1000 iterations)
 R_HAT_GROWTH = 2
 _MIN_EXTRA = 100
+# a first run with divergent trajectories in more than this share of its iterations gets no
+# second (mlbench's Glass, K=3: 2%, and a second run at 0.95 diverged as often, after 280 s)
+MAX_DIVERGENT_SHARE = 0.01
 _CHAIN_FIELDS = ("draws", "accepted", "logp", "diverging", "energy")
 # two rows whose away-draws overlap this much (Jaccard) are one switch (rows that move together)
 _SAME_SWITCH = 0.95
@@ -366,7 +383,8 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     Returns
     -------
     (failing, blocked) : (str, str)
-        ``failing`` names the R-hat and ESS gates the results fail ("" when there is nothing
+        ``failing`` names the R-hat and ESS gates the results fail, and their divergent
+        transitions, left after the follow-ups' raised targets ("" when there is nothing
         to do: the gates are met, the chains ended in several modes, each followed up and
         reported on its own, or ``max_draws == draws``: follow-ups off); ``blocked`` says why
         the step does not run although they fail ("" when it may): a drifting chain, one
@@ -378,7 +396,10 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     gates = _gates(idata)
     if gates["n_modes"] > 1:  # modes are followed up, and reported, each on its own
         return "", ""
-    failing = ", ".join(gate_shortfalls(gates))
+    short = gate_shortfalls(gates)
+    if gates["divergences"]:
+        short.append(f"{gates['divergences']} divergences")
+    failing = ", ".join(short)
     blocked = {
         "a chain drifted": gates["drifted"],
         **draws_blocks(raw, MIN_DRAWS_PER_DIM),
@@ -395,7 +416,8 @@ def refine(
     max_draws: int,
 ) -> tuple[Tree, object, dict]:
     """HMC with darting moves after the NUTS follow-ups, when the chains are in one mode, fail
-    R-hat or the ESS, and some rows switch component rarely; the result replaces NUTS's only
+    R-hat or the ESS, and some rows switch component rarely, or when divergent transitions
+    are left (then without darts when no row switches rarely); the result replaces NUTS's only
     when it meets the gates itself.
 
     Parameters
@@ -432,7 +454,7 @@ def refine(
         return *finished, {"darting_hmc": record}
     assignments = draw_assignments(finished[0])
     rows = switch_rows(assignments)
-    if not rows:
+    if not rows and not _divergences(finished[0]):
         record["reason"] = f"{failing} after NUTS; not run: no row switches component rarely"
         return *finished, {"darting_hmc": record}
     record["switch_rows"] = [r.row for r in rows]
@@ -477,7 +499,8 @@ def _kernel(draws: np.ndarray, homes: list[np.ndarray], step: float, before=None
     new = [darts(pooled, [h])[0] if 0 < h.sum() < h.size else None for h in flat]
     old = before.darts if before is not None else [None] * len(new)
     chosen = [d if d is not None else o for d, o in zip(new, old, strict=True)]
-    return Kernel(factor, step, np.array([d for d in chosen if d is not None]))
+    kept = [d for d in chosen if d is not None]
+    return Kernel(factor, step, np.array(kept) if kept else np.zeros((0, len(covariance))))
 
 
 def _within_covariance(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray:
@@ -485,6 +508,9 @@ def _within_covariance(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray
     same side: the darts move between the groups, trajectories within one (the covariance of
     all the draws spans the valleys between them, where steps that long diverged: breast
     cancer, 10 columns, K=3, 23 divergent trajectories)."""
+    if not homes:
+        centred = draws - draws.mean(axis=0)
+        return centred.T @ centred / (len(draws) - 1)
     groups = np.unique(np.stack(homes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
     centred = draws.copy()
     for g in np.unique(groups):
@@ -493,19 +519,22 @@ def _within_covariance(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray
 
 
 def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tuple:
-    """The first run and, when it fails the gates, a second from where it ended, its metric
-    and darts refitted to the first run's draws: the finished results kept and their verdict.
+    """The first run and, when it fails the gates but is near them, a second from where it
+    ended, its metric and darts refitted to the first run's draws: the finished results kept
+    and their verdict.
 
-    The second run is sized from the first's ESS (:func:`_second_length`); it is appended to
-    the first (kept alone when only it meets the gates: the first still settling), or, when
-    the first had a divergent trajectory, replaces it at :data:`RAISED_TARGET_ACCEPT` (joined
-    chains would keep the divergence).
+    The second run is sized from the first's ESS (:func:`_second_length`) and runs only when
+    the first is near the gates (:func:`_hopeless`). It is appended to the first (kept alone
+    when only it meets the gates: the first still settling), or, when the first had a
+    divergent trajectory, replaces it at :data:`RAISED_TARGET_ACCEPT` (joined chains would
+    keep the divergence). An appended run with a divergent trajectory is drawn again once,
+    from the same points, at :data:`RAISED_TARGET_ACCEPT` (:func:`_continue`).
     """
     density = log_density_for(model)
     data = density.rows(*observed_rows(model))
     log_p_grad = lambda x: density(x, data)  # noqa: E731
     draws = _aligned(raw, idata, density)
-    seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).spawn(2)
+    seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).spawn(3)
     kernel = _kernel(draws, homes, float(draws.shape[2]) ** -0.25)
     first = _run(log_p_grad, draws[:, -1], kernel, int(run["draws"]), seeds[0], run, record)
     finished = results(raw_tree(first[0]))
@@ -514,21 +543,64 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     extra = _second_length(verdict[2], int(run["draws"]), max_draws, diverged)
     if verdict[0] or extra < _MIN_EXTRA:
         return finished, verdict
+    if hopeless := _hopeless(verdict[2], int(run["draws"]) * len(first[0])):
+        record["second_run"] = f"not run: the first is far from the gates ({hopeless})"
+        return finished, verdict
     fresh = _aligned(raw_tree(first[0]), finished[0], density)
     step = float(np.median([k.step for k in first[1]]))
     kernel = _kernel(fresh, _homes(draw_assignments(finished[0]), rows), step, before=kernel)
     if diverged:
         kernel = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-    more = _run(log_p_grad, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
-    alone = results(raw_tree(more))
-    if diverged:
+        more = _run(log_p_grad, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
         record["first_run_dropped"] = True
+        alone = results(raw_tree(more))
         return alone, _judge(alone[0])
-    joined = results(raw_tree([_joined(a, b) for a, b in zip(first[0], more, strict=True)]))
+    more = _continue(log_p_grad, fresh[:, -1], kernel, extra, seeds[1:], run, record)
+    return _appended(first[0], more, results, record)
+
+
+def _hopeless(gates: dict, iterations: int) -> str:
+    """Why a failing first run is too far from the gates for a second to be worth its time
+    ("" when it is not): R-hat above :data:`MILD_R_HAT` (chains in regions they do not cross,
+    which longer chains of the same kernel seldom join), or divergent trajectories in more than
+    :data:`MAX_DIVERGENT_SHARE` of the iterations (steps too long for much of the posterior:
+    mlbench's Glass, K=3, 79 in 4000, and a second run at 0.95 had 109 in 16000 after 280 s),
+    several modes or a drifting chain (what the step does not join)."""
+    reasons = []
+    if not gates["r_hat"] <= MILD_R_HAT:
+        reasons.append(f"R-hat {gates['r_hat']:.3f} above {MILD_R_HAT}")
+    if gates["n_modes"] > 1:
+        reasons.append(f"{gates['n_modes']} modes")
+    if gates["drifted"]:
+        reasons.append("a chain drifted")
+    if gates["divergences"] > MAX_DIVERGENT_SHARE * iterations:
+        reasons.append(f"{gates['divergences']} divergent trajectories in {iterations}")
+    return ", ".join(reasons)
+
+
+def _continue(log_p_grad, starts, kernel, steps, seeds, run, record) -> list:
+    """The appended run's chains from ``starts``; drawn again once at
+    :data:`RAISED_TARGET_ACCEPT` when a trajectory diverged (its step size, tuned on a region
+    the first run had not reached, too long there: MASS painters, K=2, and carData's Davis,
+    K=2, one divergent trajectory in 8000-9000 with every other gate met)."""
+    more = _run(log_p_grad, starts, kernel, steps, seeds[0], run, record)[0]
+    if not any(c.diverging.any() for c in more) or kernel.target >= RAISED_TARGET_ACCEPT:
+        return more
+    record["second_run_redrawn"] = True
+    raised = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
+    return _run(log_p_grad, starts, raised, steps, seeds[1], run, record)[0]
+
+
+def _appended(first: list, more: list, results, record: dict) -> tuple:
+    """The first run's chains with ``more`` appended, finished and judged; ``more`` alone when
+    only it meets the gates (the first still settling)."""
+    joined = results(raw_tree([_joined(a, b) for a, b in zip(first, more, strict=True)]))
     verdict = _judge(joined[0])
-    if not verdict[0] and (alone_verdict := _judge(alone[0]))[0]:
-        record["first_run_dropped"] = True
-        return alone, alone_verdict
+    if not verdict[0]:
+        alone = results(raw_tree(more))
+        if (alone_verdict := _judge(alone[0]))[0]:
+            record["first_run_dropped"] = True
+            return alone, alone_verdict
     return joined, verdict
 
 
@@ -562,7 +634,8 @@ def _run(log_p_grad, starts, kernel, steps, seed, run, record) -> tuple[list, li
     record.setdefault("target_accept", []).append(kernel.target)
     record.setdefault("step_size", []).append([round(k.step, 4) for k in kernels])
     record.setdefault("acceptance", []).append([round(float(c.accepted.mean()), 3) for c in chains])
-    record.setdefault("dart_acceptance", []).append([round(r, 3) for r in dart_rates])
+    rates = [round(r, 3) if np.isfinite(r) else None for r in dart_rates]
+    record.setdefault("dart_acceptance", []).append(rates)
     record.setdefault("divergences", []).append(int(sum(c.diverging.sum() for c in chains)))
     return chains, kernels
 

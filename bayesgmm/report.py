@@ -484,6 +484,8 @@ def _own_sampler_text(idata: Any) -> str:
         return ""
     title, caveat = _OWN_SAMPLERS[name]
     record = get_attr(idata, name) or {}
+    if name == "darting_hmc" and not record.get("switch_rows", True):
+        title = "bayesgmm's own Hamiltonian Monte Carlo (no row switched rarely: no darts)"
     reason = record.get("reason", "") if isinstance(record, dict) else ""
     return (
         f"These draws come from {title}, not NUTS: "

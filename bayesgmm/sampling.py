@@ -388,8 +388,10 @@ def sample_posterior(
         one mode and still fail R-hat or the ESS because some rows change component only a
         few times per thousand draws, Hamiltonian Monte Carlo with a dart per such row (a
         Metropolis jump between the draws' means with the row in one component and in the
-        other) follows (:mod:`bayesgmm._darting`, at most ``max_draws`` iterations per chain);
-        its draws replace NUTS's only when they meet the gates
+        other) follows (:mod:`bayesgmm._darting`, at most ``max_draws`` iterations per chain),
+        as it does, without darts when no row switches rarely, when divergent transitions
+        are left after the raised targets; its draws replace NUTS's only when they meet the
+        gates
         (``posterior.attrs["darting_hmc"]``, and ``draws_sampler="darting_hmc"``). When R-hat
         or the ESS still fail after these (not divergences alone, nor several modes each
         converged),

@@ -24,8 +24,8 @@ row (sign at random, so the proposal is symmetric), accepted with probability
 chain is an exact MCMC kernel for the posterior (the NUTS draws only chose it); a trajectory
 whose energy error exceeds :data:`MAX_ENERGY_ERROR` counts as divergent.
 
-The step also runs when NUTS's draws meet R-hat and the ESS but divergent transitions are
-left after the follow-ups' raised targets: without darts when no row switches rarely, as a
+The step also runs when divergent transitions are left after the follow-ups' raised targets
+(with R-hat and the ESS met or not): without darts when no row switches rarely, as a
 Hamiltonian kernel of another make (a fixed step size tuned for :data:`TARGET_ACCEPT`, jittered
 path lengths, the NUTS draws' covariance as the metric), which may follow where NUTS's
 trajectories did not. R's milk (86 x 8, K=2): NUTS had 1 divergent transition in 4000 at a
@@ -240,23 +240,28 @@ class Kernel:
     step: float
     darts: np.ndarray
     target: float = TARGET_ACCEPT
+    factor_t: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the transpose, contiguous, for the compiled leapfrog
+        object.__setattr__(self, "factor_t", np.ascontiguousarray(np.asarray(self.factor).T))
 
 
-def _trajectory(log_p_grad, x, lp, grad, factor, step, n_steps, rng):
-    """One leapfrog trajectory of ``n_steps`` in whitened coordinates (position moves by
-    ``factor @ p``, momentum by ``factor.T @ grad``), Metropolis-accepted: ``(x, lp, grad,
-    acceptance probability, moved, diverged, energy)``; ``energy`` is the Hamiltonian where
-    the trajectory ends up (its end when accepted, its start when not)."""
+def _trajectory(log_p_grad, x, lp, grad, kernel, step, n_steps, rng, compiled=None):
+    """One leapfrog trajectory of ``n_steps`` in coordinates whitened by ``kernel.factor``,
+    Metropolis-accepted: ``(x, lp, grad, acceptance probability, moved, diverged, energy)``;
+    ``energy`` is the Hamiltonian where the trajectory ends up (its end when accepted, its
+    start when not). ``compiled``: :meth:`bayesgmm._logdensity.LogDensity.leapfrog`'s steps
+    (else :func:`_python_leapfrog`'s over ``log_p_grad``)."""
     p = rng.standard_normal(x.shape[0])
     start_energy = -lp + 0.5 * p @ p
-    y, p_new = x, p + 0.5 * step * (factor.T @ grad)
-    lp_new, grad_new = lp, grad
-    for i in range(n_steps):
-        y = y + step * (factor @ p_new)
-        lp_new, grad_new = log_p_grad(y)
-        if not np.isfinite(lp_new):
-            return x, lp, grad, 0.0, False, True, start_energy
-        p_new = p_new + (step if i < n_steps - 1 else 0.5 * step) * (factor.T @ grad_new)
+    if compiled is None:
+        y, p_new, lp_new, grad_new = _python_leapfrog(log_p_grad, x, p, grad, kernel, step, n_steps)
+    else:
+        y, p_new, lp_new, grad_new = compiled(
+            x, p, grad, kernel.factor, kernel.factor_t, step, n_steps
+        )
+    if not np.isfinite(lp_new):
+        return x, lp, grad, 0.0, False, True, start_energy
     energy = -lp_new + 0.5 * p_new @ p_new
     error = energy - start_energy
     diverged = not np.isfinite(error) or error > MAX_ENERGY_ERROR
@@ -264,6 +269,23 @@ def _trajectory(log_p_grad, x, lp, grad, factor, step, n_steps, rng):
     if rng.uniform() < acceptance:
         return y, lp_new, grad_new, acceptance, True, diverged, energy
     return x, lp, grad, acceptance, False, diverged, start_energy
+
+
+def _python_leapfrog(log_p_grad, x, p, grad, kernel, step, n_steps) -> tuple:
+    """``n_steps`` leapfrog steps (position by ``step * factor @ p``, momentum by ``step *
+    factor.T @ grad``, half steps at both ends) for any ``log_p_grad``: ``(y, p, lp, grad)``
+    where they ended or where the log density first stopped being finite. The targets of the
+    tests and rows with missing cells take this loop; complete rows take its compiled twin,
+    :func:`bayesgmm._logdensity._leapfrog` (the same bits: tests/test_darting.py)."""
+    y, p_new = x, p + 0.5 * step * (kernel.factor_t @ grad)
+    lp_new, grad_new = -np.inf, grad
+    for i in range(n_steps):
+        y = y + step * (kernel.factor @ p_new)
+        lp_new, grad_new = log_p_grad(y)
+        if not np.isfinite(lp_new):
+            break
+        p_new = p_new + (step if i < n_steps - 1 else 0.5 * step) * (kernel.factor_t @ grad_new)
+    return y, p_new, lp_new, grad_new
 
 
 def _dart(log_p_grad, x, lp, grad, dart, rng):
@@ -307,6 +329,7 @@ def darting_chain(
     *,
     warmup: int = 0,
     advance: Callable[[int], None] | None = None,
+    compiled: Callable | None = None,
 ) -> tuple[Chain, Kernel, float]:
     """``warmup`` tuning iterations (step size by dual averaging, discarded), then ``steps``
     iterations of one trajectory and one dart per switch row.
@@ -323,6 +346,10 @@ def darting_chain(
     warmup : int
     advance : callable, optional
         Called with 1 after every iteration (a progress bar).
+    compiled : callable, optional
+        The target's compiled leapfrog steps
+        (:meth:`bayesgmm._logdensity.LogDensity.leapfrog`: the same bits as the Python loop
+        over ``log_p_grad``, without its per-step overhead or the GIL); None: the Python loop.
 
     Returns
     -------
@@ -331,10 +358,12 @@ def darting_chain(
         kernel with the tuned step size, and the darts' mean acceptance probability.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # a tuning step too long: rejected
-        return _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance)
+        return _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance, compiled)
 
 
-def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Chain, Kernel, float]:
+def _iterate(
+    log_p_grad, start, kernel, steps, rng, warmup, advance, compiled
+) -> tuple[Chain, Kernel, float]:
     """:func:`darting_chain`'s iterations."""
     x = np.asarray(start, dtype=np.float64)
     lp, grad = log_p_grad(x)
@@ -348,7 +377,7 @@ def _iterate(log_p_grad, start, kernel, steps, rng, warmup, advance) -> tuple[Ch
     for it in range(warmup + steps):
         n_steps = int(np.clip(np.ceil(rng.uniform(*PATH_LENGTH) / step), 1, MAX_LEAPFROG))
         x, lp, grad, a, moved, div, e = _trajectory(
-            log_p_grad, x, lp, grad, kernel.factor, step, n_steps, rng
+            log_p_grad, x, lp, grad, kernel, step, n_steps, rng, compiled
         )
         for dart in kernel.darts:
             x, lp, grad, d = _dart(log_p_grad, x, lp, grad, dart, rng)
@@ -532,11 +561,11 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     """
     density = log_density_for(model)
     data = density.rows(*observed_rows(model))
-    log_p_grad = lambda x: density(x, data)  # noqa: E731
+    target = (lambda x: density(x, data), density.leapfrog(data))
     draws = _aligned(raw, idata, density)
     seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).spawn(3)
     kernel = _kernel(draws, homes, float(draws.shape[2]) ** -0.25)
-    first = _run(log_p_grad, draws[:, -1], kernel, int(run["draws"]), seeds[0], run, record)
+    first = _run(target, draws[:, -1], kernel, int(run["draws"]), seeds[0], run, record)
     finished = results(raw_tree(first[0]))
     verdict = _judge(finished[0])
     diverged = bool(verdict[2]["divergences"])
@@ -551,11 +580,11 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     kernel = _kernel(fresh, _homes(draw_assignments(finished[0]), rows), step, before=kernel)
     if diverged:
         kernel = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-        more = _run(log_p_grad, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
+        more = _run(target, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
         record["first_run_dropped"] = True
         alone = results(raw_tree(more))
         return alone, _judge(alone[0])
-    more = _continue(log_p_grad, fresh[:, -1], kernel, extra, seeds[1:], run, record)
+    more = _continue(target, fresh[:, -1], kernel, extra, seeds[1:], run, record)
     return _appended(first[0], more, results, record)
 
 
@@ -578,17 +607,18 @@ def _hopeless(gates: dict, iterations: int) -> str:
     return ", ".join(reasons)
 
 
-def _continue(log_p_grad, starts, kernel, steps, seeds, run, record) -> list:
+def _continue(target, starts, kernel, steps, seeds, run, record) -> list:
     """The appended run's chains from ``starts``; drawn again once at
     :data:`RAISED_TARGET_ACCEPT` when a trajectory diverged (its step size, tuned on a region
     the first run had not reached, too long there: MASS painters, K=2, and carData's Davis,
-    K=2, one divergent trajectory in 8000-9000 with every other gate met)."""
-    more = _run(log_p_grad, starts, kernel, steps, seeds[0], run, record)[0]
+    K=2, one divergent trajectory in 8000-9000 with every other gate met). A run already at
+    that target is not drawn again."""
+    more = _run(target, starts, kernel, steps, seeds[0], run, record)[0]
     if not any(c.diverging.any() for c in more) or kernel.target >= RAISED_TARGET_ACCEPT:
         return more
     record["second_run_redrawn"] = True
     raised = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-    return _run(log_p_grad, starts, raised, steps, seeds[1], run, record)[0]
+    return _run(target, starts, raised, steps, seeds[1], run, record)[0]
 
 
 def _appended(first: list, more: list, results, record: dict) -> tuple:
@@ -625,11 +655,12 @@ def _judge(idata: Tree) -> tuple[bool, str, dict]:
     return passed, text, gates
 
 
-def _run(log_p_grad, starts, kernel, steps, seed, run, record) -> tuple[list, list]:
-    """One run of :func:`_chains`, recorded: ``(chains, tuned kernels)``."""
-    rows_text = f"rows {record['switch_rows']}"
-    announce(run, f"HMC with darts ({rows_text}): {steps} iterations per chain")
-    chains, kernels, dart_rates = _chains(log_p_grad, starts, kernel, steps, seed, run)
+def _run(target, starts, kernel, steps, seed, run, record) -> tuple[list, list]:
+    """One run of :func:`_chains` on ``target`` (``(log_p_grad, compiled leapfrog or
+    None)``), recorded: ``(chains, tuned kernels)``."""
+    title = _title(record)
+    announce(run, f"{title}: {steps} iterations per chain")
+    chains, kernels, dart_rates = _chains(target, starts, kernel, steps, seed, run, title)
     record.setdefault("steps_per_chain", []).append(steps)
     record.setdefault("target_accept", []).append(kernel.target)
     record.setdefault("step_size", []).append([round(k.step, 4) for k in kernels])
@@ -638,6 +669,12 @@ def _run(log_p_grad, starts, kernel, steps, seed, run, record) -> tuple[list, li
     record.setdefault("dart_acceptance", []).append(rates)
     record.setdefault("divergences", []).append(int(sum(c.diverging.sum() for c in chains)))
     return chains, kernels
+
+
+def _title(record: dict) -> str:
+    """What the step runs, for the progress line and bar."""
+    rows = record.get("switch_rows", [])
+    return f"HMC with darts (rows {rows})" if rows else "HMC without darts (no switch row)"
 
 
 def _joined(a: Chain, b: Chain) -> Chain:
@@ -654,14 +691,14 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def _chains(log_p_grad, starts, kernel, steps, seed, run) -> tuple[list, list, list]:
+def _chains(target, starts, kernel, steps, seed, run, title) -> tuple[list, list, list]:
     """One :func:`darting_chain` per start, side by side on threads (the log density's
     kernels release the GIL), with :data:`WARMUP` tuning iterations each; Ctrl-C stops them
     all within an iteration."""
     rngs = [np.random.default_rng(s) for s in seed.spawn(len(starts))]
     stop = threading.Event()
     total = len(starts) * (WARMUP + steps)
-    with progress_bar(total, "HMC with darts", enabled=bool(run.get("progressbar"))) as bar:
+    with progress_bar(total, title, enabled=bool(run.get("progressbar"))) as bar:
 
         def advance(n: int) -> None:
             if stop.is_set():
@@ -673,13 +710,14 @@ def _chains(log_p_grad, starts, kernel, steps, seed, run) -> tuple[list, list, l
             futures = [
                 pool.submit(
                     darting_chain,
-                    log_p_grad,
+                    target[0],
                     start,
                     kernel,
                     steps,
                     rng,
                     warmup=WARMUP,
                     advance=advance,
+                    compiled=target[1],
                 )
                 for start, rng in zip(starts, rngs, strict=True)
             ]

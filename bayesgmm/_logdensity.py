@@ -31,6 +31,7 @@ model at random points.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -132,6 +133,27 @@ def _logp_and_grad(
         constant,
         block,
     )
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
+def _leapfrog(x, p, grad, factor, factor_t, step, n_steps, X, args):  # pragma: no cover
+    """``n_steps`` leapfrog steps of Hamiltonian dynamics in coordinates whitened by ``factor``
+    (position ``x`` moves by ``step * factor @ p``, momentum ``p`` by ``step * factor_t @
+    grad``, half steps at both ends) over complete rows ``X``: ``(y, p, log density,
+    gradient)`` where it ended, or where the log density first stopped being finite. The
+    Python loop of :func:`bayesgmm._darting._python_leapfrog` compiled, without fastmath (the
+    same bits; a divergent trajectory must see its NaN), and without the GIL."""
+    y = x
+    p_new = p + 0.5 * step * (factor_t @ grad)
+    lp_new, grad_new = -np.inf, grad
+    for i in range(n_steps):
+        y = y + step * (factor @ p_new)
+        lp_new, grad_new = _logp_and_grad(y, X, *args)
+        if not np.isfinite(lp_new):
+            break
+        h = step if i < n_steps - 1 else 0.5 * step
+        p_new = p_new + h * (factor_t @ grad_new)
+    return y, p_new, lp_new, grad_new
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=_FASTMATH)
@@ -327,6 +349,15 @@ class LogDensity:
             return logp_and_grad_rows(x, X, args)
         return _logp_and_grad(x, X, *self._args)
 
+    def leapfrog(self, X: np.ndarray | Rows) -> Callable | None:
+        """Compiled leapfrog steps over ``X`` (:meth:`rows`' output), for Hamiltonian samplers of
+        bayesgmm's own: ``leapfrog(x, p, grad, factor, factor_t, step, n_steps) -> (y, p,
+        logp, grad)``, GIL-free; None for rows with missing cells or weights (the caller's
+        Python loop then)."""
+        if isinstance(X, Rows):
+            return None
+        return functools.partial(_run_leapfrog, X=X, args=self._args)
+
     def rows(
         self, X: np.ndarray, sample_weight: np.ndarray | None = None, *, collapse: bool = True
     ) -> np.ndarray | Rows:
@@ -407,6 +438,11 @@ def _unchanged_spec(model) -> ModelSpec | None:
     ):
         return None
     return spec
+
+
+def _run_leapfrog(x, p, grad, factor, factor_t, step, n_steps, *, X, args) -> tuple:
+    """:func:`_leapfrog` with the data and the density's arguments bound by keyword."""
+    return _leapfrog(x, p, grad, factor, factor_t, float(step), int(n_steps), X, args)
 
 
 _numba_cache.install_module(__name__)  # before any of this module's kernels compiles or loads

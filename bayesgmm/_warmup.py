@@ -57,8 +57,9 @@ def warm_em() -> None:
 
 def warm_bayes() -> None:
     """The Bayesian half: the log density and its gradient for complete, weighted and
-    incomplete rows, then the default path on small data (the posterior mode's search, the
-    whitened density, the pointwise log-likelihood)."""
+    incomplete rows, the compiled leapfrog steps of the samplers after NUTS, then the default
+    path on small data (the posterior mode's search, the whitened density, the pointwise
+    log-likelihood)."""
     from ._logdensity import log_density_for
     from .bayesian import BayesianGMM
     from .model import build_model
@@ -68,7 +69,9 @@ def warm_bayes() -> None:
     density = log_density_for(model)
     size = sum(int(np.size(v)) for v in model.initial_point().values())
     x = np.full(size, 0.1)
-    density(x, np.ascontiguousarray(X))
+    _, grad = density(x, np.ascontiguousarray(X))
+    unit = np.eye(size)
+    density.leapfrog(np.ascontiguousarray(X))(x, np.zeros(size), grad, unit, unit, 0.01, 1)
     density(x, density.rows(X, weights, collapse=False))
     density(x, density.rows(holes, None, collapse=False))
     BayesianGMM(2, draws=20, tune=20, chains=2, random_seed=0, progressbar=False).fit(X)

@@ -484,7 +484,7 @@ def _own_sampler_text(idata: Any) -> str:
         return ""
     title, caveat = _OWN_SAMPLERS[name]
     record = get_attr(idata, name) or {}
-    if name == "darting_hmc" and not record.get("switch_rows", True):
+    if name == "darting_hmc" and isinstance(record, dict) and record.get("switch_rows") == []:
         title = "bayesgmm's own Hamiltonian Monte Carlo (no row switched rarely: no darts)"
     reason = record.get("reason", "") if isinstance(record, dict) else ""
     return (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -281,13 +282,47 @@ def test_half_a_period_of_leapfrog_mirrors_a_gaussian_point():
     x = np.array([1.0, -0.5, 0.3])
     lp, grad = target(x)
     step = np.pi / 300
+    kernel = dart.Kernel(factor, step, np.zeros((0, 3)))
     y, *_, moved, diverged, _energy = dart._trajectory(
-        target, x, lp, grad, factor, step, 300, _Stub([0.7, -1.2, 0.4])
+        target, x, lp, grad, kernel, step, 300, _Stub([0.7, -1.2, 0.4])
     )
     assert moved and not diverged
     np.testing.assert_allclose(y, -x, atol=1e-4)
-    quarter = dart._trajectory(target, x, lp, grad, factor, step, 150, _Stub([0.7, -1.2, 0.4]))[0]
+    quarter = dart._trajectory(target, x, lp, grad, kernel, step, 150, _Stub([0.7, -1.2, 0.4]))[0]
     np.testing.assert_allclose(quarter, factor @ [0.7, -1.2, 0.4], atol=1e-4)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_the_compiled_leapfrog_gives_the_python_loops_bits(covariance_type):
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 3.0])
+    density = log_density_for(build_model(X, 2, covariance_type=covariance_type))
+    data = density.rows(X)
+    compiled = density.leapfrog(data)
+    x = rng.normal(size=density.n_dim) * 0.1
+    lp, grad = density(x, data)
+    cov = np.cov(rng.normal(size=(density.n_dim, 5 * density.n_dim)))
+    kernel = dart.Kernel(np.linalg.cholesky(cov) * 0.3, 0.05, np.zeros((0, density.n_dim)))
+    p = rng.normal(size=density.n_dim)
+    steps = (x, p, grad, kernel, 0.05, 40)
+    python = dart._python_leapfrog(lambda y: density(y, data), *steps)
+    fast = compiled(x, p, grad, kernel.factor, kernel.factor_t, 0.05, 40)
+    assert np.isfinite(python[2]) and python[2] != lp  # it moved
+    for a, b in zip(python, fast, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a step far too long leaves the posterior's support: both stop where it stopped being finite
+    python = dart._python_leapfrog(lambda y: density(y, data), x, p * 1e3, grad, kernel, 50.0, 40)
+    fast = compiled(x, p * 1e3, grad, kernel.factor, kernel.factor_t, 50.0, 40)
+    assert not np.isfinite(python[2]) and python[2] == fast[2]
+    np.testing.assert_array_equal(python[0], fast[0])
+
+
+def test_rows_with_missing_cells_take_the_python_leapfrog():
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    X[3, 1] = np.nan
+    density = log_density_for(build_model(X, 2))
+    assert density.leapfrog(density.rows(X)) is None
+    assert density.leapfrog(density.rows(np.nan_to_num(X))) is not None
 
 
 def test_a_finite_but_huge_energy_error_is_divergent():
@@ -295,7 +330,7 @@ def test_a_finite_but_huge_energy_error_is_divergent():
     x = np.zeros(1)
     lp, grad = target(x)
     y, _, _, a, moved, diverged, _energy = dart._trajectory(
-        target, x, lp, grad, np.eye(1), 1.0, 1, _Stub([1.0])
+        target, x, lp, grad, dart.Kernel(np.eye(1), 1.0, np.zeros((0, 1))), 1.0, 1, _Stub([1.0])
     )
     assert diverged and a == 0.0 and not moved and np.all(y == x)
 
@@ -306,7 +341,7 @@ def test_a_rejected_trajectory_reports_its_starting_energy():
     lp, grad = target(x)
     p = np.array([3.0, -2.0])
     *_, _a, moved, _diverged, energy = dart._trajectory(
-        target, x, lp, grad, np.eye(2), 1.9, 3, _Stub(p, u=1.0)
+        target, x, lp, grad, dart.Kernel(np.eye(2), 1.9, np.zeros((0, 2))), 1.9, 3, _Stub(p, u=1.0)
     )
     assert not moved
     assert energy == pytest.approx(-lp + 0.5 * p @ p)
@@ -443,6 +478,90 @@ def test_raw_results_of_hamiltonian_chains_keep_divergences_and_energy():
     sample_stats = get_group(tree, "sample_stats")
     assert sample_stats["diverging"].values.sum() == 2
     np.testing.assert_array_equal(sample_stats["energy"].values[1], [0.0, 1.0, 2.0])
+
+
+# ------------------------------------------------- the second run, from reviewers' mutations
+def _stub_chains(n_draws, diverging=False, n_chains=2):
+    flags = np.zeros(n_draws, bool)
+    flags[0] = diverging
+    z = np.zeros(n_draws)
+    return [
+        Chain(np.zeros((n_draws, 3)), np.ones(n_draws, bool), z, flags.copy(), z)
+        for _ in range(n_chains)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("joined_ok", "alone_ok", "kept", "dropped"),
+    [(True, True, 10, False), (False, True, 5, True), (False, False, 10, False)],
+)
+def test_the_continuation_alone_is_kept_only_when_the_joined_chains_fail(
+    monkeypatch, joined_ok, alone_ok, kept, dropped
+):
+    monkeypatch.setattr(dart, "raw_tree", lambda chains: chains)
+    ok = {10: joined_ok, 5: alone_ok}  # 5 + 5 draws joined, 5 alone
+    monkeypatch.setattr(dart, "_judge", lambda n: (ok[n], str(n), {}))
+    record = {}
+    out = dart._appended(_stub_chains(5), _stub_chains(5), lambda c: (len(c[0].draws), "s"), record)
+    assert out[0] == (kept, "s") and out[1][0] == (ok[kept])
+    assert record.get("first_run_dropped", False) == dropped
+
+
+def test_a_continuation_at_the_raised_target_is_not_drawn_again(monkeypatch):
+    calls = []
+
+    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+        calls.append(starts.copy())
+        return _stub_chains(5, diverging=True), []
+
+    monkeypatch.setattr(dart, "_run", run)
+    kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((0, 3)), target=dart.RAISED_TARGET_ACCEPT)
+    seeds = np.random.SeedSequence(0).spawn(2)
+    dart._continue(None, np.ones((2, 3)), kernel, 700, seeds, {}, record := {})
+    assert len(calls) == 1 and "second_run_redrawn" not in record
+
+
+def test_a_redrawn_continuation_starts_where_the_first_did(monkeypatch):
+    calls = []
+
+    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+        calls.append(np.array(starts, copy=True))
+        return _stub_chains(5, diverging=len(calls) == 1), []
+
+    monkeypatch.setattr(dart, "_run", run)
+    kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((0, 3)))
+    starts = np.arange(6.0).reshape(2, 3)
+    dart._continue(None, starts, kernel, 700, np.random.SeedSequence(0).spawn(2), {}, {})
+    assert len(calls) == 2 and all(np.array_equal(c, starts) for c in calls)
+
+
+@pytest.mark.parametrize(("r_hat", "n_runs"), [(1.08, 1), (1.02, 2)])
+def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
+    monkeypatch.setattr(
+        dart,
+        "log_density_for",
+        lambda model: SimpleNamespace(rows=lambda *a: None, leapfrog=lambda data: None),
+    )
+    monkeypatch.setattr(dart, "observed_rows", lambda model: ())
+    draws = np.random.default_rng(0).normal(size=(2, 50, 3))
+    monkeypatch.setattr(dart, "_aligned", lambda *a: draws)
+    monkeypatch.setattr(dart, "raw_tree", lambda chains: chains)
+    monkeypatch.setattr(dart, "draw_assignments", lambda idata: None)
+    seeds = []
+
+    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+        seeds.append(seed.spawn_key)
+        return _stub_chains(5), [kernel, kernel]
+
+    monkeypatch.setattr(dart, "_run", run)
+    gates = {"r_hat": r_hat, "ess": 100.0, "divergences": 0, "n_modes": 1, "drifted": False}
+    monkeypatch.setattr(dart, "_judge", lambda idata: (False, "no", gates))
+    record = {}
+    dart._runs(
+        None, None, [], [], lambda c: ("x", None), None, {"seed": 1, "draws": 1000}, 4000, record
+    )
+    assert len(seeds) == n_runs and len(set(seeds)) == n_runs
+    assert ("second_run" in record) == (n_runs == 1)
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -1069,3 +1069,27 @@ def test_the_commands_report_keeps_the_data_and_settings_in_their_own_words(repo
     settings = text.split("**Report settings**")[1].split("**Sampler**")[0]
     assert "| n_components |" in settings and "--components" not in settings
     assert "target_accept" in settings and "--target-accept" not in settings
+
+
+def test_the_report_says_when_the_own_hmc_had_no_darts():
+    import json
+
+    import xarray as xr
+
+    from bayesgmm.report import _own_sampler_text
+
+    record = {"kept": True, "switch_rows": [], "reason": "1 divergences after NUTS"}
+    tree = lambda r: xr.DataTree.from_dict(  # noqa: E731
+        {
+            "posterior": xr.Dataset(
+                attrs={"draws_sampler": "darting_hmc", "darting_hmc": json.dumps(r)}
+            )
+        }
+    )
+    assert _own_sampler_text(tree(record)).startswith(
+        "These draws come from bayesgmm's own Hamiltonian Monte Carlo (no row switched rarely: "
+        "no darts), not NUTS: 1 divergences after NUTS."
+    )
+    assert _own_sampler_text(tree({**record, "switch_rows": [112]})).startswith(
+        "These draws come from Hamiltonian Monte Carlo with darting moves"
+    )

@@ -639,6 +639,12 @@ def _overfitted():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="seed-bound and no longer reproduced: on numpy 2.5.5 / nutpie 0.16.11 (2026-12-07) "
+    "seeds 1-8 left no chain below the line (seed 1: the chain ended in a mode of its own and "
+    "is reported as such); the forced test below checks this path deterministically",
+    strict=False,
+)
 def test_a_chain_that_leaves_the_mode_runs_again_and_is_reported():
     """Measured (c8e95ea): with seed 1, chain 0 settles 3.3 sds below the mode's typical set
     (the extra component emptying) late in the first run; every chain then runs again from its

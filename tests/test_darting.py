@@ -98,7 +98,8 @@ def test_the_second_run_is_sized_from_the_first(monkeypatch):
     assert dart._second_length(gates, 1000, 4000, replace=False) == 2000
     assert dart._second_length(gates, 1000, 4000, replace=True) == 3000
     assert dart._second_length(gates, 1000, 2500, replace=False) == 1500  # max_draws in all
-    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 4000, False) == 2000
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 4000, False) == 3000
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 8000, False) == 3000
     assert dart._second_length({"ess": 900.0, "r_hat": 1.005}, 1000, 4000, False) == 1000
 
 

@@ -539,11 +539,10 @@ def _within_covariance(draws: np.ndarray, homes: list[np.ndarray]) -> np.ndarray
     """The draws' covariance within the groups of draws that have every switch row on the
     same side: the darts move between the groups, trajectories within one (the covariance of
     all the draws spans the valleys between them, where steps that long diverged: breast
-    cancer, 10 columns, K=3, 23 divergent trajectories)."""
-    if not homes:
-        centred = draws - draws.mean(axis=0)
-        return centred.T @ centred / (len(draws) - 1)
-    groups = np.unique(np.stack(homes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    cancer, 10 columns, K=3, 23 divergent trajectories). Without switch rows, one group: the
+    draws' covariance."""
+    sides = np.stack(homes, axis=1) if homes else np.zeros((len(draws), 1), dtype=bool)
+    groups = np.unique(sides, axis=0, return_inverse=True)[1].reshape(-1)
     centred = draws.copy()
     for g in np.unique(groups):
         centred[groups == g] -= draws[groups == g].mean(axis=0)

@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._chainprofiles import partition_drift
+from ._convergence import rank_diagnostics
 from ._drift import LEFT_MASS_MARGIN, LEFT_MODE_SDS
 from ._errors import SamplingWarning, ignored_stacklevel, warn
 from ._idata import Tree, bfmi, flat_values, get_attr, get_group, has_group, summary
@@ -248,11 +249,12 @@ def judged_once[**P, R](func: Callable[P, R]) -> Callable[P, R]:
 def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     """R-hat, bulk and tail ESS for every scalar of weights, means and covariances.
 
-    Computed by ArviZ (``summary(kind="diagnostics")``) on the standardised scale the model
-    samples on (R-hat and ESS do not depend on the units; covariances of data at 1e200 or
-    1e-200 overflow or underflow in the data's units); entries that are constant across all
-    draws (the weight of one component, the zero off-diagonal covariances of a diagonal
-    model) have no R-hat or ESS and are left out.
+    ArviZ's rank-normalised statistics (as its ``summary(kind="diagnostics")``), computed for
+    all scalars at once (:func:`bayesgmm._convergence.rank_diagnostics`) on the standardised
+    scale the model samples on (R-hat and ESS do not depend on the units; covariances of data
+    at 1e200 or 1e-200 overflow or underflow in the data's units); entries that are constant
+    across all draws (the weight of one component, the zero off-diagonal covariances of a
+    diagonal model) have no R-hat or ESS and are left out.
 
     Parameters
     ----------
@@ -262,7 +264,8 @@ def parameter_diagnostics(idata: Tree) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per scalar parameter; columns as ArviZ's ``summary(kind="diagnostics")``.
+        One row per scalar parameter, labelled as ArviZ's summary labels it
+        (``means[0, waiting]``); columns ``ess_bulk``, ``ess_tail`` and ``r_hat``.
 
     Examples
     --------
@@ -290,11 +293,20 @@ def _parameter_diagnostics(idata: Tree) -> pd.DataFrame:
         posterior = standardised(posterior, scaling_of(idata))
     names = tuple(v for v in PARAMETERS if v in posterior)
     scalars = scalar_parameters(posterior, names)
-    table = summarise(scalars, kind="diagnostics")
-    # constant entries have no R-hat and no ESS (ArviZ may still give a bulk ESS: drop them);
-    # with one chain only R-hat is missing
-    spread = flat_values(scalars.max(("chain", "draw")) - scalars.min(("chain", "draw")))
-    table = table.drop(index=spread.index[spread == 0], errors="ignore")
+    labels = flat_values(scalars.isel(chain=0, draw=0, drop=True)).index
+    values = np.concatenate(
+        [
+            da.transpose("chain", "draw", ...).values.reshape(
+                da.sizes["chain"], da.sizes["draw"], -1
+            )
+            for da in scalars.data_vars.values()
+        ],
+        axis=2,
+    )
+    table = pd.DataFrame(rank_diagnostics(values), index=labels)
+    # constant entries have no R-hat and no ESS (they still get a bulk ESS: drop them); with
+    # one chain only R-hat is missing
+    table = table[~(np.ptp(values, axis=(0, 1)) == 0)]
     return table.dropna(how="all", subset=["r_hat", "ess_bulk", "ess_tail"])
 
 

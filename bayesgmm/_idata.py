@@ -223,7 +223,7 @@ def flat_values(dataset: xr.Dataset) -> pd.Series:
     the posterior's entries, in the order of each variable's values (C order).
 
     Labels are made from the coordinates directly: ArviZ's ``xarray_var_iter`` selects every
-    entry with xarray, about 1 ms each, and the gates label hundreds after every run.
+    entry with xarray (0.2 s for 273 entries), and the gates label hundreds after every run.
     """
     labeller = BaseLabeller()
     labels, values = [], []

@@ -39,8 +39,11 @@ ESS, no divergence, one mode, no drifting chain); otherwise NUTS's stays, and th
 that the step was tried and why it was not kept. A first run of ``draws`` iterations per
 chain that fails is followed by a second from where each chain ended, the metric and darts
 refitted to its draws, for as many iterations as its ESS per iteration says the gates need
-(with :data:`ESS_MARGIN`; at least :data:`R_HAT_GROWTH` times its length when R-hat fails; at
-most ``max_draws`` per chain in all). The second is appended to the first (and kept alone only
+(with :data:`ESS_MARGIN`, at least the first's length; at most ``max_draws`` per chain in
+all). When R-hat fails it goes on in segments of that length, judged as each ends, until it
+meets the gates or reaches :data:`R_HAT_GROWTH` times the first's length (gclus body girths,
+K=3: R-hat 1.016 after the first 1000 iterations, every gate met after 1000 more, where the
+whole 3000 took 14 s more). The second is appended to the first (and kept alone only
 when it alone meets the gates: the first still settling), except after a divergent trajectory:
 then it replaces the first, its step size tuned for :data:`RAISED_TARGET_ACCEPT`, as joined
 chains would keep the divergence. An appended run with a divergent trajectory is drawn again
@@ -63,6 +66,7 @@ divergent trajectory: NUTS's result is kept, and warned about).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -135,10 +139,11 @@ MAX_ENERGY_ERROR = 1000.0
 # the second run is sized for this times the ESS the gates ask for, from the first's ESS per
 # iteration, and runs only when at least _MIN_EXTRA iterations per chain are left
 ESS_MARGIN = 1.5
-# ... and, when R-hat fails, at least this times the first run (breast cancer, 10 columns, K=3:
-# R-hat 1.016 with ESS 499 after 1000 + 1000 iterations; carData's Davis, K=2: R-hat 1.012,
-# ESS 690 after 1000 + 2237, and 1.005, ESS 887 after 1000 + 3000, 6 s more with the compiled
-# leapfrog: by default, max_draws = 4 * draws, the whole budget)
+# ... and, when R-hat fails, it goes on in segments of that length, judged as each ends, up to
+# this times the first run (breast cancer, 10 columns, K=3: R-hat 1.016 with ESS 499 after
+# 1000 + 1000 iterations; carData's Davis, K=2: R-hat 1.012, ESS 690 after 1000 + 2237, and
+# 1.005, ESS 887 after 1000 + 3000, 6 s more with the compiled leapfrog: by default,
+# max_draws = 4 * draws, the whole budget)
 R_HAT_GROWTH = 3
 _MIN_EXTRA = 100
 # a first run with divergent trajectories in more than this share of its iterations gets no
@@ -472,8 +477,9 @@ def refine(
     -------
     (results, label switching summary, attrs)
         ``attrs``: ``darting_hmc`` when the step ran or was blocked (switch rows; per run:
-        iterations per chain, target acceptance, divergences, and per chain the step size and
-        the acceptance of trajectories and of darts; seconds, kept, reason), and
+        iterations per chain, target acceptance, divergences, the verdict after each of its
+        segments (``checks``), and per chain the step size and the acceptance of trajectories
+        and of darts; seconds, kept, reason), and
         ``draws_sampler="darting_hmc"`` when its result was kept. Ctrl-C during the step keeps
         the NUTS result.
     """
@@ -554,12 +560,13 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     ended, its metric and darts refitted to the first run's draws: the finished results kept
     and their verdict.
 
-    The second run is sized from the first's ESS (:func:`_second_length`) and runs only when
-    the first is near the gates (:func:`_hopeless`). It is appended to the first (kept alone
-    when only it meets the gates: the first still settling), or, when the first had a
-    divergent trajectory, replaces it at :data:`RAISED_TARGET_ACCEPT` (joined chains would
-    keep the divergence). An appended run with a divergent trajectory is drawn again once,
-    from the same points, at :data:`RAISED_TARGET_ACCEPT` (:func:`_continue`).
+    The second run is sized from the first's ESS and R-hat (:func:`_second_length`), goes in
+    segments judged as they end (:func:`_run`) and runs only when the first is near the gates
+    (:func:`_hopeless`). It is appended to the first (kept alone when only it meets the gates:
+    the first still settling), or, when the first had a divergent trajectory, replaces it at
+    :data:`RAISED_TARGET_ACCEPT` (joined chains would keep the divergence). An appended run
+    with a divergent trajectory is drawn again once, from the same points, at
+    :data:`RAISED_TARGET_ACCEPT` (:func:`_continue`).
     """
     density = log_density_for(model)
     data = density.rows(*observed_rows(model))
@@ -567,12 +574,12 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     draws = _aligned(raw, idata, density)
     seeds = np.random.SeedSequence([int(run["seed"]), _SALT]).spawn(3)
     kernel = _kernel(draws, homes, float(draws.shape[2]) ** -0.25)
-    first = _run(target, draws[:, -1], kernel, int(run["draws"]), seeds[0], run, record)
+    first = _run(target, draws[:, -1], kernel, (int(run["draws"]),) * 2, seeds[0], run, record)
     finished = results(raw_tree(first[0]))
     verdict = _judge(finished[0])
     diverged = bool(verdict[2]["divergences"])
-    extra = _second_length(verdict[2], int(run["draws"]), max_draws, diverged)
-    if verdict[0] or extra < _MIN_EXTRA:
+    lengths = _second_length(verdict[2], int(run["draws"]), max_draws, diverged)
+    if verdict[0] or lengths[1] < _MIN_EXTRA:
         return finished, verdict
     if hopeless := _hopeless(verdict[2], int(run["draws"]) * len(first[0])):
         record["second_run"] = f"not run: the first is far from the gates ({hopeless})"
@@ -582,12 +589,24 @@ def _runs(raw, idata, homes, rows, results, model, run, max_draws, record) -> tu
     kernel = _kernel(fresh, _homes(draw_assignments(finished[0]), rows), step, before=kernel)
     if diverged:
         kernel = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-        more = _run(target, fresh[:, -1], kernel, extra, seeds[1], run, record)[0]
+        alone = functools.partial(_judged, results)
+        more = _run(target, fresh[:, -1], kernel, lengths, seeds[1], run, record, alone)
         record["first_run_dropped"] = True
-        alone = results(raw_tree(more))
-        return alone, _judge(alone[0])
-    more = _continue(target, fresh[:, -1], kernel, extra, seeds[1:], run, record)
+        return more[2] or alone(more[0])
+    joined = functools.partial(_judged_after, first[0], results)
+    more = _continue(target, fresh[:, -1], kernel, lengths, seeds[1:], run, record, joined)
     return _appended(first[0], more, results, record)
+
+
+def _judged(results, chains: list[Chain]) -> tuple:
+    """The finished results of ``chains`` and their :func:`_judge` verdict."""
+    finished = results(raw_tree(chains))
+    return finished, _judge(finished[0])
+
+
+def _judged_after(first: list[Chain], results, more: list[Chain]) -> tuple:
+    """:func:`_judged` of the chains ``first`` with ``more`` appended."""
+    return _judged(results, [_joined(a, b) for a, b in zip(first, more, strict=True)])
 
 
 def _hopeless(gates: dict, iterations: int) -> str:
@@ -609,43 +628,53 @@ def _hopeless(gates: dict, iterations: int) -> str:
     return ", ".join(reasons)
 
 
-def _continue(target, starts, kernel, steps, seeds, run, record) -> list:
-    """The appended run's chains from ``starts``; drawn again once at
-    :data:`RAISED_TARGET_ACCEPT` when a trajectory diverged (its step size, tuned on a region
-    the first run had not reached, too long there: MASS painters, K=2, and carData's Davis,
-    K=2, one divergent trajectory in 8000-9000 with every other gate met). A run already at
-    that target is not drawn again."""
-    more = _run(target, starts, kernel, steps, seeds[0], run, record)[0]
-    if not any(c.diverging.any() for c in more) or kernel.target >= RAISED_TARGET_ACCEPT:
-        return more
+def _continue(target, starts, kernel, lengths, seeds, run, record, judge) -> tuple:
+    """The appended run's chains from ``starts`` (:func:`_run` in segments, ``judge``
+    judging them joined to the first run's): ``(chains, judged)``, ``judged`` None when a
+    trajectory diverged. Drawn again once at :data:`RAISED_TARGET_ACCEPT` when one did (its
+    step size, tuned on a region the first run had not reached, too long there: MASS
+    painters, K=2, and carData's Davis, K=2, one divergent trajectory in 8000-9000 with every
+    other gate met). A run already at that target is not drawn again."""
+    more, _, judged = _run(target, starts, kernel, lengths, seeds[0], run, record, judge)
+    if not _diverged(more) or kernel.target >= RAISED_TARGET_ACCEPT:
+        return more, judged
     record["second_run_redrawn"] = True
     raised = dataclasses.replace(kernel, target=RAISED_TARGET_ACCEPT)
-    return _run(target, starts, raised, steps, seeds[1], run, record)[0]
+    more, _, judged = _run(target, starts, raised, lengths, seeds[1], run, record, judge)
+    return more, judged
 
 
-def _appended(first: list, more: list, results, record: dict) -> tuple:
-    """The first run's chains with ``more`` appended, finished and judged; ``more`` alone when
-    only it meets the gates (the first still settling)."""
-    joined = results(raw_tree([_joined(a, b) for a, b in zip(first, more, strict=True)]))
-    verdict = _judge(joined[0])
+def _diverged(chains: list[Chain]) -> bool:
+    return any(c.diverging.any() for c in chains)
+
+
+def _appended(first: list, more: tuple, results, record: dict) -> tuple:
+    """The first run's chains with ``more`` (``(chains, judged)`` of :func:`_continue`)
+    appended, finished and judged; ``more`` alone when only it meets the gates (the first
+    still settling)."""
+    joined, verdict = more[1] or _judged_after(first, results, more[0])
     if not verdict[0]:
-        alone = results(raw_tree(more))
-        if (alone_verdict := _judge(alone[0]))[0]:
+        alone = _judged(results, more[0])
+        if alone[1][0]:
             record["first_run_dropped"] = True
-            return alone, alone_verdict
+            return alone
     return joined, verdict
 
 
-def _second_length(gates: dict, steps: int, max_draws: int, replace: bool) -> int:
+def _second_length(gates: dict, steps: int, max_draws: int, replace: bool) -> tuple[int, int]:
     """Iterations per chain of the second run after a first of ``steps`` with these gates:
-    what its ESS per iteration says the gates need (:data:`ESS_MARGIN`; at least
-    :data:`R_HAT_GROWTH` times ``steps`` when R-hat fails), at least ``steps``, within
-    ``max_draws`` per chain in all (the second run's alone when it ``replace``s the first)."""
+    ``(segment, most)``. ``segment``: what its ESS per iteration says the gates need
+    (:data:`ESS_MARGIN`), at least ``steps``; ``most``: :data:`R_HAT_GROWTH` times ``steps``
+    when R-hat fails (its noise shrinks with the chains' length), else ``segment``; both
+    within ``max_draws`` per chain in all (the second run's alone when it ``replace``s the
+    first). The run goes on in segments of ``segment`` until it meets the gates or reaches
+    ``most`` (:func:`_run`)."""
     wanted = draws_for_gates(steps, gates["ess"], ESS_MARGIN) - (0 if replace else steps)
-    if not gates["r_hat"] <= GATES["r_hat"]:  # its noise shrinks with the chains' length
-        wanted = max(wanted, R_HAT_GROWTH * steps)
     room = max_draws if replace else max_draws - steps
-    return int(min(max(np.ceil(wanted), steps), room))
+    segment = int(min(max(np.ceil(wanted), steps), room))
+    if gates["r_hat"] <= GATES["r_hat"]:
+        return segment, segment
+    return segment, int(min(max(segment, R_HAT_GROWTH * steps), room))
 
 
 def _judge(idata: Tree) -> tuple[bool, str, dict]:
@@ -657,20 +686,56 @@ def _judge(idata: Tree) -> tuple[bool, str, dict]:
     return passed, text, gates
 
 
-def _run(target, starts, kernel, steps, seed, run, record) -> tuple[list, list]:
-    """One run of :func:`_chains` on ``target`` (``(log_p_grad, compiled leapfrog or
-    None)``), recorded: ``(chains, tuned kernels)``."""
+def _run(target, starts, kernel, lengths, seed, run, record, judge=None) -> tuple:
+    """One run of :func:`_chains` on ``target`` (``(log_p_grad, compiled leapfrog or None)``),
+    recorded: ``(chains, tuned kernels, judged)``.
+
+    ``lengths``: ``(segment, most)`` iterations per chain. The run goes in segments of
+    ``segment`` iterations, each chain going on where it stopped with its tuned step size and
+    its random numbers (the chains are those of one run of the same length: tuned once, at the
+    start), until ``judge`` (chains to ``(finished results, verdict)``) says they meet the gates,
+    a trajectory diverges, or ``most`` iterations ran; ``judged``: ``judge``'s last answer,
+    on the chains returned (None without ``judge`` or after a divergent trajectory). Each
+    verdict is recorded (``checks``): the gates judged as the run goes, like the NUTS
+    extensions', may stop it early by chance, as any rule to stop when the gates are met does.
+    """
     title = _title(record)
-    announce(run, f"{title}: {steps} iterations per chain")
-    chains, kernels, dart_rates = _chains(target, starts, kernel, steps, seed, run, title)
-    record.setdefault("steps_per_chain", []).append(steps)
-    record.setdefault("target_accept", []).append(kernel.target)
+    segment, most = lengths
+    rngs = [np.random.default_rng(s) for s in seed.spawn(len(starts))]
+    kernels, chains, rates, judged, checks = [kernel] * len(starts), None, [], None, []
+    warmup, steps = WARMUP, segment
+    while True:
+        more = " more" if chains else ""
+        announce(run, f"{title}: {steps}{more} iterations per chain")
+        new, kernels, new_rates = _chains(target, starts, kernels, steps, rngs, warmup, run, title)
+        chains = new if chains is None else [_joined(*p) for p in zip(chains, new, strict=True)]
+        rates.append((steps, new_rates))
+        if judge is None or _diverged(new):
+            judged = None
+            break
+        judged = judge(chains)
+        checks.append(judged[1][1])
+        done = len(chains[0].draws)
+        if judged[1][0] or done >= most:
+            break
+        starts, warmup, steps = [c.draws[-1] for c in chains], 0, min(segment, most - done)
+    _record(record, chains, kernels, rates, kernel.target, checks)
+    return chains, kernels, judged
+
+
+def _record(record, chains, kernels, rates, target, checks) -> None:
+    """A run's entry in each of ``record``'s lists (``rates``: ``(iterations, per-chain dart
+    acceptance)`` of each segment, averaged over the iterations)."""
+    lengths = np.array([n for n, _ in rates], dtype=float)
+    per_chain = np.array([r for _, r in rates], dtype=float).T @ lengths / lengths.sum()
+    record.setdefault("steps_per_chain", []).append(len(chains[0].draws))
+    record.setdefault("target_accept", []).append(target)
     record.setdefault("step_size", []).append([round(k.step, 4) for k in kernels])
     record.setdefault("acceptance", []).append([round(float(c.accepted.mean()), 3) for c in chains])
-    rates = [round(r, 3) if np.isfinite(r) else None for r in dart_rates]
-    record.setdefault("dart_acceptance", []).append(rates)
+    shown = [round(float(r), 3) if np.isfinite(r) else None for r in per_chain]
+    record.setdefault("dart_acceptance", []).append(shown)
     record.setdefault("divergences", []).append(int(sum(c.diverging.sum() for c in chains)))
-    return chains, kernels
+    record.setdefault("checks", []).append(checks)
 
 
 def _title(record: dict) -> str:
@@ -693,13 +758,12 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def _chains(target, starts, kernel, steps, seed, run, title) -> tuple[list, list, list]:
-    """One :func:`darting_chain` per start, side by side on threads (the log density's
-    kernels release the GIL), with :data:`WARMUP` tuning iterations each; Ctrl-C stops them
-    all within an iteration."""
-    rngs = [np.random.default_rng(s) for s in seed.spawn(len(starts))]
+def _chains(target, starts, kernels, steps, rngs, warmup, run, title) -> tuple[list, list, list]:
+    """One :func:`darting_chain` per start, kernel and random generator, side by side on
+    threads (the log density's kernels release the GIL), with ``warmup`` tuning iterations
+    each; Ctrl-C stops them all within an iteration."""
     stop = threading.Event()
-    total = len(starts) * (WARMUP + steps)
+    total = len(starts) * (warmup + steps)
     with progress_bar(total, title, enabled=bool(run.get("progressbar"))) as bar:
 
         def advance(n: int) -> None:
@@ -717,11 +781,11 @@ def _chains(target, starts, kernel, steps, seed, run, title) -> tuple[list, list
                     kernel,
                     steps,
                     rng,
-                    warmup=WARMUP,
+                    warmup=warmup,
                     advance=advance,
                     compiled=target[1],
                 )
-                for start, rng in zip(starts, rngs, strict=True)
+                for start, kernel, rng in zip(starts, kernels, rngs, strict=True)
             ]
             try:
                 done = [f.result() for f in futures]

@@ -95,12 +95,17 @@ def test_rows_that_are_rarely_away_but_never_together_each_get_a_dart():
 def test_the_second_run_is_sized_from_the_first(monkeypatch):
     gates = {"ess": 200.0, "r_hat": 1.005}
     # 1.5 * 400 * 1000 / 200 = 3000 in all: 2000 more, or 3000 for a replacement
-    assert dart._second_length(gates, 1000, 4000, replace=False) == 2000
-    assert dart._second_length(gates, 1000, 4000, replace=True) == 3000
-    assert dart._second_length(gates, 1000, 2500, replace=False) == 1500  # max_draws in all
-    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 4000, False) == 3000
-    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 8000, False) == 3000
-    assert dart._second_length({"ess": 900.0, "r_hat": 1.005}, 1000, 4000, False) == 1000
+    assert dart._second_length(gates, 1000, 4000, replace=False) == (2000, 2000)
+    assert dart._second_length(gates, 1000, 4000, replace=True) == (3000, 3000)
+    assert dart._second_length(gates, 1000, 2500, replace=False) == (1500, 1500)  # max_draws
+    # R-hat fails: segments of what the ESS asks (at least the first run's length), up to
+    # R_HAT_GROWTH times the first run
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 4000, False) == (1000, 3000)
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 8000, False) == (1000, 3000)
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.02}, 1000, 2500, False) == (1000, 1500)
+    assert dart._second_length({"ess": 200.0, "r_hat": 1.02}, 1000, 8000, False) == (2000, 3000)
+    assert dart._second_length({"ess": 100.0, "r_hat": 1.02}, 1000, 8000, False) == (5000, 5000)
+    assert dart._second_length({"ess": 900.0, "r_hat": 1.005}, 1000, 4000, False) == (1000, 1000)
 
 
 @pytest.mark.parametrize(
@@ -133,24 +138,27 @@ def _fake_chains(diverging: bool, n_chains=2, n_draws=5):
 def test_a_divergent_continuation_is_drawn_again_at_the_raised_target(monkeypatch, first_diverges):
     calls = []
 
-    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
-        calls.append((kernel.target, seed, steps))
-        return _fake_chains(first_diverges and len(calls) == 1), []
+    def run(log_p_grad, starts, kernel, lengths, seed, run_, record, judge):
+        calls.append((kernel.target, seed, lengths))
+        diverged = first_diverges and len(calls) == 1
+        return _fake_chains(diverged), [], None if diverged else "judged"
 
     monkeypatch.setattr(dart, "_run", run)
     kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((1, 3)))
     seeds = np.random.SeedSequence(0).spawn(2)
     record = {}
-    chains = dart._continue(None, np.zeros((2, 3)), kernel, 700, seeds, {}, record)
-    assert not any(c.diverging.any() for c in chains)
+    starts = np.zeros((2, 3))
+    chains, judged = dart._continue(None, starts, kernel, (700, 900), seeds, {}, record, None)
+    assert not any(c.diverging.any() for c in chains) and judged == "judged"
     if first_diverges:
         assert calls == [
-            (dart.TARGET_ACCEPT, seeds[0], 700),
-            (dart.RAISED_TARGET_ACCEPT, seeds[1], 700),
+            (dart.TARGET_ACCEPT, seeds[0], (700, 900)),
+            (dart.RAISED_TARGET_ACCEPT, seeds[1], (700, 900)),
         ]
         assert record["second_run_redrawn"]
     else:
-        assert calls == [(dart.TARGET_ACCEPT, seeds[0], 700)] and "second_run_redrawn" not in record
+        assert calls == [(dart.TARGET_ACCEPT, seeds[0], (700, 900))]
+        assert "second_run_redrawn" not in record
 
 
 def test_too_few_draws_on_the_minority_side_find_no_row(monkeypatch):
@@ -503,7 +511,8 @@ def test_the_continuation_alone_is_kept_only_when_the_joined_chains_fail(
     ok = {10: joined_ok, 5: alone_ok}  # 5 + 5 draws joined, 5 alone
     monkeypatch.setattr(dart, "_judge", lambda n: (ok[n], str(n), {}))
     record = {}
-    out = dart._appended(_stub_chains(5), _stub_chains(5), lambda c: (len(c[0].draws), "s"), record)
+    more = (_stub_chains(5), None)
+    out = dart._appended(_stub_chains(5), more, lambda c: (len(c[0].draws), "s"), record)
     assert out[0] == (kept, "s") and out[1][0] == (ok[kept])
     assert record.get("first_run_dropped", False) == dropped
 
@@ -511,29 +520,104 @@ def test_the_continuation_alone_is_kept_only_when_the_joined_chains_fail(
 def test_a_continuation_at_the_raised_target_is_not_drawn_again(monkeypatch):
     calls = []
 
-    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+    def run(log_p_grad, starts, kernel, lengths, seed, run_, record, judge):
         calls.append(starts.copy())
-        return _stub_chains(5, diverging=True), []
+        return _stub_chains(5, diverging=True), [], None
 
     monkeypatch.setattr(dart, "_run", run)
     kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((0, 3)), target=dart.RAISED_TARGET_ACCEPT)
     seeds = np.random.SeedSequence(0).spawn(2)
-    dart._continue(None, np.ones((2, 3)), kernel, 700, seeds, {}, record := {})
+    dart._continue(None, np.ones((2, 3)), kernel, (700, 700), seeds, {}, record := {}, None)
     assert len(calls) == 1 and "second_run_redrawn" not in record
 
 
 def test_a_redrawn_continuation_starts_where_the_first_did(monkeypatch):
     calls = []
 
-    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+    def run(log_p_grad, starts, kernel, lengths, seed, run_, record, judge):
         calls.append(np.array(starts, copy=True))
-        return _stub_chains(5, diverging=len(calls) == 1), []
+        return _stub_chains(5, diverging=len(calls) == 1), [], None
 
     monkeypatch.setattr(dart, "_run", run)
     kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((0, 3)))
     starts = np.arange(6.0).reshape(2, 3)
-    dart._continue(None, starts, kernel, 700, np.random.SeedSequence(0).spawn(2), {}, {})
+    seeds = np.random.SeedSequence(0).spawn(2)
+    dart._continue(None, starts, kernel, (700, 700), seeds, {}, {}, None)
     assert len(calls) == 2 and all(np.array_equal(c, starts) for c in calls)
+
+
+def _segmented(lengths, judge, seed=5):
+    """:func:`dart._run` on a correlated Gaussian from two starts (the Python leapfrog)."""
+    cov = np.array([[2.0, 0.9], [0.9, 1.0]])
+    kernel = dart.Kernel(np.linalg.cholesky(cov), 0.3, np.zeros((0, 2)))
+    starts = np.array([[0.5, -0.5], [-1.0, 1.0]])
+    record = {}
+    out = dart._run(
+        (_gaussian(cov), None),
+        starts,
+        kernel,
+        lengths,
+        np.random.SeedSequence(seed),
+        {},
+        record,
+        judge,
+    )
+    return out, record
+
+
+def test_a_run_in_segments_is_the_run_of_the_same_length():
+    """Each segment goes on where its chain stopped, with its tuned step size and random
+    numbers: the chains are one run's, tuned once."""
+    checked = []
+
+    def never(chains):
+        checked.append(len(chains[0].draws))
+        return "finished", (False, f"{len(chains[0].draws)} fail", {})
+
+    (whole, tuned, judged), _ = _segmented((300, 300), None)
+    (parts, parts_tuned, last), record = _segmented((120, 300), never)
+    assert checked == [120, 240, 300] and record["checks"] == [["120 fail", "240 fail", "300 fail"]]
+    assert record["steps_per_chain"] == [300] and judged is None and last[1][1] == "300 fail"
+    for a, b in zip(whole, parts, strict=True):
+        for field in dart._CHAIN_FIELDS:
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert [k.step for k in tuned] == [k.step for k in parts_tuned]
+
+
+def test_a_run_in_segments_stops_when_the_gates_are_met():
+    def at_250(chains):
+        n = len(chains[0].draws)
+        return "finished", (n >= 250, f"{n}", {})
+
+    (chains, _, judged), record = _segmented((100, 1000), at_250)
+    assert len(chains[0].draws) == 300 and judged == ("finished", (True, "300", {}))
+    assert record["checks"] == [["100", "200", "300"]] and record["steps_per_chain"] == [300]
+
+
+def test_a_run_in_segments_stops_at_a_divergent_trajectory(monkeypatch):
+    """The segment that diverged ends the run unjudged (the caller draws it again), and the
+    record averages the darts' acceptance over the segments' iterations."""
+    calls = []
+
+    def chains(target, starts, kernels, steps, rngs, warmup, run, title):
+        calls.append((steps, warmup))
+        out = _stub_chains(steps, diverging=len(calls) == 2)
+        return out, kernels, [0.1 * len(calls), np.nan]
+
+    monkeypatch.setattr(dart, "_chains", chains)
+    judged = []
+
+    def judge(c):
+        judged.append(len(c[0].draws))
+        return "finished", (False, "no", {})
+
+    kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((1, 3)))
+    record = {}
+    seed = np.random.SeedSequence(0)
+    out = dart._run(None, np.zeros((2, 3)), kernel, (100, 400), seed, {}, record, judge)
+    assert calls == [(100, dart.WARMUP), (100, 0)] and judged == [100]
+    assert out[2] is None and len(out[0][0].draws) == 200
+    assert record["divergences"] == [2] and record["dart_acceptance"] == [[0.15, None]]
 
 
 @pytest.mark.parametrize(("r_hat", "n_runs"), [(1.08, 1), (1.02, 2)])
@@ -550,9 +634,9 @@ def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
     monkeypatch.setattr(dart, "draw_assignments", lambda idata: None)
     seeds = []
 
-    def run(log_p_grad, starts, kernel, steps, seed, run_, record):
+    def run(log_p_grad, starts, kernel, lengths, seed, run_, record, judge=None):
         seeds.append(seed.spawn_key)
-        return _stub_chains(5), [kernel, kernel]
+        return _stub_chains(5), [kernel, kernel], None
 
     monkeypatch.setattr(dart, "_run", run)
     gates = {"r_hat": r_hat, "ess": 100.0, "divergences": 0, "n_modes": 1, "drifted": False}
@@ -563,6 +647,52 @@ def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
     )
     assert len(seeds) == n_runs and len(set(seeds)) == n_runs
     assert ("second_run" in record) == (n_runs == 1)
+
+
+@pytest.mark.parametrize("divergences", [0, 3])
+def test_the_second_run_is_judged_joined_to_the_first_or_alone_after_a_divergence(
+    monkeypatch, divergences
+):
+    """After a divergent first run, the second replaces it (judged alone, at the raised
+    target); otherwise it is judged joined to the first, segment by segment."""
+    monkeypatch.setattr(
+        dart,
+        "log_density_for",
+        lambda model: SimpleNamespace(rows=lambda *a: None, leapfrog=lambda data: None),
+    )
+    monkeypatch.setattr(dart, "observed_rows", lambda model: ())
+    draws = np.random.default_rng(0).normal(size=(2, 50, 3))
+    monkeypatch.setattr(dart, "_aligned", lambda *a: draws)
+    monkeypatch.setattr(dart, "raw_tree", lambda chains: chains)
+    monkeypatch.setattr(dart, "draw_assignments", lambda idata: None)
+    first = {"r_hat": 1.02, "ess": 300.0, "divergences": divergences, "n_modes": 1}
+    first["drifted"] = False
+    monkeypatch.setattr(dart, "_judge", lambda n: (n != 5, str(n), first if n == 5 else {}))
+    calls = []
+
+    def run(target, starts, kernel, lengths, seed, run_, record, judge=None):
+        calls.append((lengths, kernel.target))
+        chains = _stub_chains(5 if judge is None else 7)
+        return chains, [kernel, kernel], judge(chains) if judge else None
+
+    monkeypatch.setattr(dart, "_run", run)
+    record = {}
+    finished, verdict = dart._runs(
+        None,
+        None,
+        [],
+        [],
+        lambda c: (len(c[0].draws), None),
+        None,
+        {"seed": 1, "draws": 1000},
+        4000,
+        record,
+    )
+    replaced = bool(divergences)
+    assert calls[1][0] == dart._second_length(first, 1000, 4000, replaced)
+    assert calls[1][1] == (dart.RAISED_TARGET_ACCEPT if replaced else dart.TARGET_ACCEPT)
+    assert finished[0] == (7 if replaced else 12) and verdict[0]
+    assert record.get("first_run_dropped", False) == replaced
 
 
 # ------------------------------------------------------------------------------ end to end

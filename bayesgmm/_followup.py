@@ -6,7 +6,8 @@ Two cases are followed up, on the E-step kernel path (whose whitening bayesgmm c
 without divergences and without a chain that moved while it drew, and R-hat is at most
 :data:`MILD_R_HAT`, but R-hat is above its gate or the smallest bulk or tail ESS below 400:
 every chain draws more, sized from the ESS per draw measured so far (with a margin), up to
-``max_draws`` per chain in all, in at most :data:`ROUNDS` rounds. Runs in several modes are
+``max_draws`` per chain in all, in at most :data:`ROUNDS` rounds (a second only when the
+first raised the smallest ESS). Runs in several modes are
 not extended: on MASS geyser (K=3) longer chains of a slowly mixing mode crossed into the
 other, which merged the two modes and left one failing R-hat (1.24) in place of two modes
 with their own.
@@ -89,6 +90,7 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
@@ -170,11 +172,16 @@ def _gates(idata: Tree) -> dict:
     drifted = bool(_drifted(idata).size)
     return {
         "r_hat": float(params["r_hat"].max()),
-        "ess": float(min(params["ess_bulk"].min(), params["ess_tail"].min())),
+        "ess": _smallest_ess(params),
         "divergences": _divergences(idata),
         "drifted": drifted,
         "n_modes": int(get_attr(idata, "n_modes", default=1)),
     }
+
+
+def _smallest_ess(params: pd.DataFrame) -> float:
+    """The smallest bulk or tail ESS of a :func:`parameter_diagnostics` table."""
+    return float(min(params["ess_bulk"].min(), params["ess_tail"].min()))
 
 
 def _divergences(idata: Tree) -> int:
@@ -183,9 +190,17 @@ def _divergences(idata: Tree) -> int:
     return int(stats["diverging"].sum()) if "diverging" in stats else 0
 
 
-def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
+def extension_plan(idata: Tree, max_draws: int, ess_before: float | None = None) -> tuple[int, str]:
     """Extra draws per chain the run needs to meet the R-hat and ESS gates (0: none, or none
     worth trying), and why.
+
+    After an extension (``ess_before``: the smallest ESS before it) whose draws did not raise
+    the smallest ESS, there is no second: the chains cross slowly between regions, so their
+    autocorrelation time grew with their length, and more draws of the same kernel do not
+    meet the gate (gclus ozone, K = 2: ESS 167, then 140 after 1986 more draws per chain and
+    211 after 1014 more; gclus body girths, K = 3: 365, then 298 after 368 more and 215 after
+    1368 more; the step after NUTS, :mod:`bayesgmm._darting`, met the gates on both). That
+    step then runs on the chains.
 
     Parameters
     ----------
@@ -193,6 +208,9 @@ def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
         Finished, relabelled results (after :func:`bayesgmm.modes.record_modes`).
     max_draws : int
         The most draws per chain the run may have in all.
+    ess_before : float, optional
+        The smallest bulk or tail ESS before the extension that made ``idata`` (None: no
+        extension yet).
 
     Returns
     -------
@@ -215,6 +233,11 @@ def extension_plan(idata: Tree, max_draws: int) -> tuple[int, str]:
     reasons = [name for name, hit in blocked.items() if hit]
     if reasons:
         return 0, f"{', '.join(short)}; not extended: {', '.join(reasons)}"
+    if ess_before is not None and not gates["ess"] > ess_before:
+        return 0, (
+            f"{', '.join(short)}; not extended again: the last extension did not raise the ESS "
+            f"({ess_before:.0f} before it), so the chains cross slowly between regions"
+        )
     # the ESS grows with the chains' length: draws * target / ESS per chain in all
     wanted = int(np.ceil(draws_for_gates(draws, gates["ess"], MARGIN)))
     wanted -= draws
@@ -371,13 +394,14 @@ def follow_up(
     raw, finished, run, spare = converge_modes(
         raw, finished, results, compile_one, run, spare, done, attrs
     )  # (the extension that may follow runs at the highest target the modes' chains reached)
-    extended = 0
+    extended, ess_before = 0, None
     for round_ in range(1, ROUNDS + 1):
-        extra, reason = extension_plan(finished[0], max_draws)
+        extra, reason = extension_plan(finished[0], max_draws, ess_before)
         if not extra:
             if reason:
                 done.append(reason)
             break
+        ess_before = _smallest_ess(parameter_diagnostics(finished[0]))
         longer = continue_chains(raw, compile_one, run, extra, round_)
         if longer is None:
             done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")

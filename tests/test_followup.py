@@ -14,6 +14,7 @@ import bayesgmm._followup as followup
 import bayesgmm._independence as independence
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
 from bayesgmm._idata import get_attr, new_tree
+from bayesgmm.diagnostics import parameter_diagnostics
 from bayesgmm.em import EMGaussianMixture
 
 from .test_drift import _separated  # two well separated round clusters, 150 rows
@@ -55,6 +56,32 @@ def test_the_plan_sizes_from_ess_per_draw_and_skips_what_draws_cannot_fix(
     planned, reason = followup.extension_plan(_tree(), max_draws=10_000)
     assert planned == extra
     assert ("not extended" in reason) == (extra == 0 and reason != "")
+
+
+@pytest.mark.parametrize(
+    ("ess_before", "extra"), [(None, 150), (199.0, 150), (200.0, 0), (260.0, 0)]
+)
+def test_no_second_extension_after_one_that_did_not_raise_the_ess(monkeypatch, ess_before, extra):
+    """ESS 200 now: after an extension from 200 or more, none again (the chains cross slowly
+    between regions); after one from below 200, or before any, as planned."""
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates())
+    planned, reason = followup.extension_plan(_tree(), max_draws=10_000, ess_before=ess_before)
+    assert planned == extra
+    assert ("did not raise the ESS" in reason) == (extra == 0)
+
+
+def test_the_follow_up_hands_the_ess_before_each_extension_to_the_next_plan(monkeypatch):
+    """The second plan gets the smallest ESS the first extension started from."""
+    seen = []
+    plans = iter([(100, "ESS 200"), (0, "")])
+
+    def plan(idata, max_draws, ess_before):
+        seen.append((ess_before, followup._smallest_ess(parameter_diagnostics(idata))))
+        return next(plans)
+
+    monkeypatch.setattr(followup, "extension_plan", plan)
+    _quiet_fit(draws=150, max_draws=400)
+    assert len(seen) == 2 and seen[0][0] is None and seen[1][0] == seen[0][1]
 
 
 def test_the_plan_is_capped_by_max_draws(monkeypatch):
@@ -924,7 +951,9 @@ def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
 
     monkeypatch.setattr(followup, "continue_chains", recording)
     monkeypatch.setattr(followup, "_divergences", divergences)
-    monkeypatch.setattr(followup, "extension_plan", lambda idata, max_draws: next(plans, (0, "")))
+    monkeypatch.setattr(
+        followup, "extension_plan", lambda idata, max_draws, ess_before: next(plans, (0, ""))
+    )
     return calls
 
 

@@ -41,7 +41,8 @@ chain that fails is followed by a second from where each chain ended, the metric
 refitted to its draws, for as many iterations as its ESS per iteration says the gates need
 (with :data:`ESS_MARGIN`, at least the first's length; at most ``max_draws`` per chain in
 all). When R-hat fails it goes on in segments of that length, judged as each ends, until it
-meets the gates or reaches :data:`R_HAT_GROWTH` times the first's length (gclus body girths,
+meets the gates, a trajectory diverges, or it reaches :data:`R_HAT_GROWTH` times the first's
+length (one segment when the ESS asks for more than that; gclus body girths,
 K=3: R-hat 1.016 after the first 1000 iterations, every gate met after 1000 more, where the
 whole 3000 took 14 s more). The second is appended to the first (and kept alone only
 when it alone meets the gates: the first still settling), except after a divergent trajectory:
@@ -665,12 +666,15 @@ def _second_length(gates: dict, steps: int, max_draws: int, replace: bool) -> tu
     """Iterations per chain of the second run after a first of ``steps`` with these gates:
     ``(segment, most)``. ``segment``: what its ESS per iteration says the gates need
     (:data:`ESS_MARGIN`), at least ``steps``; ``most``: :data:`R_HAT_GROWTH` times ``steps``
-    when R-hat fails (its noise shrinks with the chains' length), else ``segment``; both
-    within ``max_draws`` per chain in all (the second run's alone when it ``replace``s the
-    first). The run goes on in segments of ``segment`` until it meets the gates or reaches
-    ``most`` (:func:`_run`)."""
+    when R-hat fails (its noise shrinks with the chains' length) and that is more, else
+    ``segment``; both within ``max_draws`` per chain in all (the second run's alone when it
+    ``replace``s the first). The run goes on in segments of ``segment`` until it meets the
+    gates, a trajectory diverges, or it reaches ``most`` (:func:`_run`); only the chains it
+    makes are judged there (joined to the first run's, or alone when they replace it)."""
     wanted = draws_for_gates(steps, gates["ess"], ESS_MARGIN) - (0 if replace else steps)
     room = max_draws if replace else max_draws - steps
+    if not np.isfinite(wanted):  # no ESS to plan from (no scalar that varied)
+        wanted = steps
     segment = int(min(max(np.ceil(wanted), steps), room))
     if gates["r_hat"] <= GATES["r_hat"]:
         return segment, segment

@@ -106,6 +106,9 @@ def test_the_second_run_is_sized_from_the_first(monkeypatch):
     assert dart._second_length({"ess": 200.0, "r_hat": 1.02}, 1000, 8000, False) == (2000, 3000)
     assert dart._second_length({"ess": 100.0, "r_hat": 1.02}, 1000, 8000, False) == (5000, 5000)
     assert dart._second_length({"ess": 900.0, "r_hat": 1.005}, 1000, 4000, False) == (1000, 1000)
+    # no ESS to plan from (NaN): the first run's length, in segments when R-hat fails too
+    assert dart._second_length({"ess": np.nan, "r_hat": 1.005}, 1000, 4000, False) == (1000, 1000)
+    assert dart._second_length({"ess": np.nan, "r_hat": np.nan}, 1000, 4000, True) == (1000, 3000)
 
 
 @pytest.mark.parametrize(
@@ -602,6 +605,8 @@ def test_a_run_in_segments_stops_at_a_divergent_trajectory(monkeypatch):
     def chains(target, starts, kernels, steps, rngs, warmup, run, title):
         calls.append((steps, warmup))
         out = _stub_chains(steps, diverging=len(calls) == 2)
+        for c in out:  # the first segment's trajectories all accepted, the second's none
+            c.accepted[:] = len(calls) == 1
         return out, kernels, [0.1 * len(calls), np.nan]
 
     monkeypatch.setattr(dart, "_chains", chains)
@@ -614,10 +619,12 @@ def test_a_run_in_segments_stops_at_a_divergent_trajectory(monkeypatch):
     kernel = dart.Kernel(np.eye(3), 0.1, np.zeros((1, 3)))
     record = {}
     seed = np.random.SeedSequence(0)
-    out = dart._run(None, np.zeros((2, 3)), kernel, (100, 400), seed, {}, record, judge)
-    assert calls == [(100, dart.WARMUP), (100, 0)] and judged == [100]
-    assert out[2] is None and len(out[0][0].draws) == 200
-    assert record["divergences"] == [2] and record["dart_acceptance"] == [[0.15, None]]
+    out = dart._run(None, np.zeros((2, 3)), kernel, (100, 150), seed, {}, record, judge)
+    assert calls == [(100, dart.WARMUP), (50, 0)] and judged == [100]
+    assert out[2] is None and len(out[0][0].draws) == 150
+    # darts: (100 * 0.1 + 50 * 0.2) / 150; trajectories: 100 of 150 accepted
+    assert record["divergences"] == [2] and record["dart_acceptance"] == [[0.133, None]]
+    assert record["acceptance"] == [[0.667, 0.667]] and record["steps_per_chain"] == [150]
 
 
 @pytest.mark.parametrize(("r_hat", "n_runs"), [(1.08, 1), (1.02, 2)])

@@ -70,6 +70,14 @@ def test_no_second_extension_after_one_that_did_not_raise_the_ess(monkeypatch, e
     assert ("did not raise the ESS" in reason) == (extra == 0)
 
 
+def test_a_second_extension_for_r_hat_alone_does_not_ask_the_ess_to_rise(monkeypatch):
+    """ESS 900 over its gate and R-hat failing: an ESS a little below the one before is its
+    noise, not chains that cross slowly."""
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(r_hat=1.02, ess=900.0))
+    planned, reason = followup.extension_plan(_tree(), max_draws=10_000, ess_before=950.0)
+    assert planned > 0 and "did not raise" not in reason
+
+
 def test_the_follow_up_hands_the_ess_before_each_extension_to_the_next_plan(monkeypatch):
     """The second plan gets the smallest ESS the first extension started from."""
     seen = []

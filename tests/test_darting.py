@@ -627,8 +627,9 @@ def test_a_run_in_segments_stops_at_a_divergent_trajectory(monkeypatch):
     assert record["acceptance"] == [[0.667, 0.667]] and record["steps_per_chain"] == [150]
 
 
-@pytest.mark.parametrize(("r_hat", "n_runs"), [(1.08, 1), (1.02, 2)])
-def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
+def _stub_runs_inputs(monkeypatch):
+    """:func:`dart._runs` without a model: no log density, 2 chains of 50 NUTS draws in 3
+    dimensions, chains standing for their own results."""
     monkeypatch.setattr(
         dart,
         "log_density_for",
@@ -639,6 +640,11 @@ def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
     monkeypatch.setattr(dart, "_aligned", lambda *a: draws)
     monkeypatch.setattr(dart, "raw_tree", lambda chains: chains)
     monkeypatch.setattr(dart, "draw_assignments", lambda idata: None)
+
+
+@pytest.mark.parametrize(("r_hat", "n_runs"), [(1.08, 1), (1.02, 2)])
+def test_runs_stop_after_a_hopeless_first(monkeypatch, r_hat, n_runs):
+    _stub_runs_inputs(monkeypatch)
     seeds = []
 
     def run(log_p_grad, starts, kernel, lengths, seed, run_, record, judge=None):
@@ -662,16 +668,7 @@ def test_the_second_run_is_judged_joined_to_the_first_or_alone_after_a_divergenc
 ):
     """After a divergent first run, the second replaces it (judged alone, at the raised
     target); otherwise it is judged joined to the first, segment by segment."""
-    monkeypatch.setattr(
-        dart,
-        "log_density_for",
-        lambda model: SimpleNamespace(rows=lambda *a: None, leapfrog=lambda data: None),
-    )
-    monkeypatch.setattr(dart, "observed_rows", lambda model: ())
-    draws = np.random.default_rng(0).normal(size=(2, 50, 3))
-    monkeypatch.setattr(dart, "_aligned", lambda *a: draws)
-    monkeypatch.setattr(dart, "raw_tree", lambda chains: chains)
-    monkeypatch.setattr(dart, "draw_assignments", lambda idata: None)
+    _stub_runs_inputs(monkeypatch)
     first = {"r_hat": 1.02, "ess": 300.0, "divergences": divergences, "n_modes": 1}
     first["drifted"] = False
     monkeypatch.setattr(dart, "_judge", lambda n: (n != 5, str(n), first if n == 5 else {}))

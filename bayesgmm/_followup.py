@@ -94,7 +94,7 @@ import pandas as pd
 import xarray as xr
 
 from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
-from ._idata import Tree, get_attr, get_group, new_tree
+from ._idata import RUN_STAT, Tree, get_attr, get_group, new_tree
 from .diagnostics import (
     GATES,
     MILD_R_HAT,
@@ -321,7 +321,8 @@ def _one_chain(compile_one, point, run: dict, seed: int, draws: int, tune: int) 
 def concat_draws(first: Tree, second: Tree) -> Tree:
     """Each chain's draws of ``second`` appended to its draws in ``first`` (``draw``
     renumbered from 0); variables without a ``draw`` dim (``sample_stats["start"]``) and
-    groups without one are kept from ``first``.
+    groups without one are kept from ``first``. ``sample_stats["sampler_run"]`` numbers the
+    run that drew each draw (:func:`_numbered_runs`).
 
     Parameters
     ----------
@@ -338,13 +339,32 @@ def concat_draws(first: Tree, second: Tree) -> Tree:
         if "draw" not in data.dims:
             groups[name] = data
             continue
+        tail = second[name].to_dataset()
+        if name == "sample_stats":
+            data, tail = _numbered_runs(data, tail)
         with_draw = [v for v in data.data_vars if "draw" in data[v].dims]
         rest = data.drop_dims("draw")
-        tail = second[name].to_dataset()[with_draw]
+        tail = tail[with_draw]
         joined = xr.concat([data[with_draw], tail], dim="draw", combine_attrs="override")
         joined = joined.assign_coords(draw=np.arange(joined.sizes["draw"]))
         groups[name] = xr.merge([joined, rest], combine_attrs="override")
     return new_tree(groups)
+
+
+def _numbered_runs(first: xr.Dataset, second: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
+    """The ``sample_stats`` of two results to be joined, each draw numbered by the run of
+    the sampler that drew it (``sample_stats["sampler_run"]``: ``second``'s runs after
+    ``first``'s), so that E-BFMI is judged within runs (:func:`bayesgmm._idata.bfmi`)."""
+
+    def runs(stats: xr.Dataset) -> xr.DataArray:
+        if RUN_STAT in stats:
+            return stats[RUN_STAT]
+        shape = (stats.sizes["chain"], stats.sizes["draw"])
+        return xr.DataArray(np.zeros(shape, dtype=np.int64), dims=("chain", "draw"))
+
+    before = runs(first)
+    after = runs(second) + int(before.max()) + 1
+    return first.assign({RUN_STAT: before}), second.assign({RUN_STAT: after})
 
 
 def follow_up(

@@ -26,6 +26,7 @@ from arviz_base.labels import BaseLabeller
 from ._errors import warn
 
 __all__ = [
+    "RUN_STAT",
     "Tree",
     "add_groups",
     "bfmi",
@@ -55,6 +56,9 @@ __all__ = [
 
 Tree = xr.DataTree
 SAMPLE_DIMS = ("chain", "draw")
+# sample_stats entry that numbers, per draw, the run of the sampler that drew it (0 first)
+# when a chain's draws come from several runs (:func:`bfmi`)
+RUN_STAT = "sampler_run"
 
 
 # ----------------------------------------------------------------------------- container
@@ -263,12 +267,37 @@ def rhat(dataset: xr.Dataset) -> xr.Dataset:
 
 
 def bfmi(tree: Tree) -> np.ndarray:
-    """E-BFMI of every chain (NaN when the sampler recorded no energy)."""
+    """E-BFMI of every chain (NaN when the sampler recorded no energy).
+
+    A chain joined from several runs of the sampler (``sample_stats["sampler_run"]``, e.g. a
+    follow-up's extension after its re-tune) is judged on its energy centred within each
+    run: a Hamiltonian's level is defined up to a constant that moves with the metric
+    (nutpie's energy minus ``logp`` stepped by 11-20 between the first run and its extension on
+    MASS painters, K = 2), and that step is not a transition the momenta made. Centring leaves
+    a single run's E-BFMI unchanged; at each join it puts one difference of two centred
+    draws in place of the step.
+    """
     stats = get_group(tree, "sample_stats")
     if "energy" not in stats:
         return np.full(stats.sizes.get("chain", 1), np.nan)
-    energy = new_tree({"sample_stats": stats[["energy"]].transpose("chain", "draw")})
-    return np.asarray(az.bfmi(energy)["energy"].values, dtype=float)
+    energy = stats["energy"].transpose("chain", "draw")
+    if RUN_STAT in stats:
+        runs = stats[RUN_STAT].transpose("chain", "draw").values
+        energy = energy.copy(data=_centred_within_runs(energy.values, runs))
+    data = new_tree({"sample_stats": energy.to_dataset(name="energy")})
+    return np.asarray(az.bfmi(data)["energy"].values, dtype=float)
+
+
+def _centred_within_runs(values: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """``values`` ``(chain, draw)`` less their mean within each chain's run (``runs``; NaN,
+    a chain joined from results that did not number their runs, counts as one run)."""
+    out = np.array(values, dtype=float)
+    runs = np.nan_to_num(np.asarray(runs, dtype=float), nan=-1.0)
+    for c in range(len(out)):
+        for run in np.unique(runs[c]):
+            within = runs[c] == run
+            out[c, within] -= np.nanmean(out[c, within])
+    return out
 
 
 def _warn_if_weighted(trees: Iterable[Tree]) -> None:

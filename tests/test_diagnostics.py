@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from bayesgmm import EMGaussianMixture, SamplingWarning, diagnostics
+from bayesgmm._idata import RUN_STAT, bfmi
 from bayesgmm.diagnostics import check_sampling, log_likelihood_drift
 
 from ._fake import idata_around, partition_tree, simulated_data
@@ -152,6 +153,52 @@ def test_sticky_energy_fails_bfmi(fit, rng):
     failed, message = _failed(_posterior(fit, energy=walk))
     assert failed == {"bfmi"}
     assert "bfmi" in message and "tune longer" in message
+
+
+def _ar1(rng, shape, rho):
+    """Autoregressive energies: E-BFMI about ``2 (1 - rho)``."""
+    out = np.empty(shape)
+    out[..., 0] = rng.standard_normal(shape[:-1])
+    for t in range(1, shape[-1]):
+        out[..., t] = rho * out[..., t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal(shape[:-1])
+    return out
+
+
+def test_bfmi_is_judged_within_each_run_of_a_joined_chain(fit, rng):
+    """A chain joined from two runs whose energy levels differ by a constant (nutpie's energy
+    moves with the metric between a run and its re-tuned extension) fails E-BFMI when read
+    as one run, and is judged on its transitions when the runs are numbered: the value is
+    that of the same chain without the step, and a single numbered run equals ArviZ's."""
+    energy = _ar1(rng, (2, 2000), 0.5)  # E-BFMI about 1 per chain
+    stepped = energy + np.where(np.arange(2000) < 800, 0.0, 12.0)
+    runs = np.broadcast_to(np.arange(2000) >= 800, (2, 2000)).astype(int)
+    plain = bfmi(_posterior(fit, energy=energy))
+    assert np.all(plain > 0.8)
+    assert np.all(bfmi(_posterior(fit, energy=stepped)) < 0.05)  # the step read as energy
+    numbered = _posterior(fit, energy=stepped)
+    numbered.sample_stats[RUN_STAT] = xr.DataArray(runs, dims=("chain", "draw"))
+    np.testing.assert_allclose(bfmi(numbered), plain, rtol=0.01)
+    assert diagnostics(numbered).set_index("check").loc["bfmi", "passed"]
+    one_run = _posterior(fit, energy=stepped)
+    one_run.sample_stats[RUN_STAT] = xr.DataArray(np.zeros((2, 2000), int), dims=("chain", "draw"))
+    np.testing.assert_allclose(bfmi(one_run), bfmi(_posterior(fit, energy=stepped)), rtol=1e-12)
+    # a chain joined from results without numbered runs (NaN) is read as one run
+    numbered.sample_stats[RUN_STAT] = numbered.sample_stats[RUN_STAT].where(
+        numbered.sample_stats["chain"] == 0
+    )
+    mixed = bfmi(numbered)
+    np.testing.assert_allclose(mixed, [plain[0], bfmi(one_run)[1]], rtol=0.01)
+
+
+def test_sticky_runs_still_fail_bfmi_when_numbered(fit, rng):
+    """Numbering the runs does not hide poor energy transitions within them."""
+    sticky = np.cumsum(0.05 * rng.standard_normal((2, 2000)), axis=1)
+    energy = sticky + np.where(np.arange(2000) < 1000, 0.0, 30.0)
+    idata = _posterior(fit, energy=energy)
+    idata.sample_stats[RUN_STAT] = xr.DataArray(
+        np.repeat([[0, 1]], 1000, axis=1).repeat(2, axis=0), dims=("chain", "draw")
+    )
+    assert np.all(bfmi(idata) < 0.3)
 
 
 def test_table_values(fit):

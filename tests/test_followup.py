@@ -13,7 +13,7 @@ import xarray as xr
 import bayesgmm._followup as followup
 import bayesgmm._independence as independence
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
-from bayesgmm._idata import get_attr, new_tree
+from bayesgmm._idata import RUN_STAT, get_attr, new_tree
 from bayesgmm.diagnostics import parameter_diagnostics
 from bayesgmm.em import EMGaussianMixture
 
@@ -122,6 +122,10 @@ def test_concatenated_draws_follow_each_chain_and_keep_draw_free_variables():
         np.testing.assert_array_equal(x.values[c, 4:], second["posterior"]["x"].values[c])
     assert joined["sample_stats"]["start"].values.tolist() == [0, 1]
     assert joined["sample_stats"]["diverging"].shape == (2, 7)
+    runs = joined["sample_stats"][RUN_STAT]
+    assert runs.values.tolist() == [[0] * 4 + [1] * 3] * 2  # for E-BFMI within runs
+    again = followup.concat_draws(joined, tree(2000.0, 2, False))
+    assert again["sample_stats"][RUN_STAT].values.tolist() == [[0] * 4 + [1] * 3 + [2] * 2] * 2
 
 
 def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):

@@ -20,9 +20,10 @@ K = 4: about 900 leapfrog steps against 100, the curvature at the mode being no 
 region of near-empty components; whitened by draws from that region, about 80), and chains
 leave at random times (crabs: from early in tuning to after 800 draws), so letting the first
 run finish cost most of its time. :func:`stop_when_one_left` therefore watches the first run
-and stops it at the first draw at which any chain's latest :data:`WATCH_DRAWS` draws lie below
-the mode's typical set and :data:`LEFT_APART_SDS` below the highest other chain's
-(:func:`first_crossings`), as soon as every chain has drawn that far: a
+and stops it :data:`WATCH_DRAWS` draws after the first draw at which any chain's latest
+:data:`WATCH_DRAWS` draws lie below the mode's typical set and :data:`LEFT_APART_SDS` below the
+highest other chain's, when they still lie there then (:func:`first_crossings`; a chain whose
+``log p`` only dipped is back by then), as soon as every chain has drawn that far: a
 point fixed by the draws alone, not by when the watcher looked, so that a seeded run stops, and
 continues, alike in every process (each chain's draws depend only on the seed).
 :func:`run_again_if_left` then weighs the region the chains went to against the one the others
@@ -35,7 +36,10 @@ distinct draws of the chains that left, whitened by those draws' covariance
 their draws and each chain that stayed from its own latest draw, whitened as before, so that a
 mode at EM's optimum that holds real mass keeps its chains and is reported with its weight
 (:mod:`bayesgmm.modes`) rather than dropped. A first run in which no chain crossed is judged
-on the second half of each chain's draws (:func:`depth`).
+on the second half of each chain's draws (:func:`depth`), by the same rule: chains that sit
+together below the Laplace line have not left it, the line's prediction is off (gclus body
+girths, K = 3, 272 dimensions: all four chains 5-6 sds below it, a posterior far from
+Gaussian), and their draws are kept.
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ def first_crossings(
     sds: Sequence[float],
     window: int,
     apart: float | None = None,
+    confirm: int = 0,
 ) -> np.ndarray:
     """For each chain, the index (among its finished draws) of the last draw of the first
     ``window`` draws in a row whose mean ``log p`` lies ``sds`` sds below the typical set of
@@ -199,6 +204,12 @@ def first_crossings(
         window ending at the same draw (:func:`below_others`), judged over the draws every
         chain has finished: a chain that left is apart from the others, and chains that sit
         together near the line have not left it.
+    confirm : int
+        Count a window only where the window ending ``confirm`` draws later lies below too
+        (and apart, with ``apart``): a chain that left stays there, while the window means of
+        a chain that mixes slowly in ``log p`` dip and come back (gclus body girths, K = 3, 272
+        dimensions: four chains together 5-6 sds below the Laplace line, one window 2 sds
+        below the others, back within 100 draws).
 
     Returns
     -------
@@ -212,6 +223,14 @@ def first_crossings(
     >>> together = np.array([[-22.0] * 12, [-21.0] * 12])  # both below, neither apart
     >>> first_crossings(together, [-10.0, -10.0], 8, [3.0, 3.0], 4, apart=1.5).tolist()
     [-1, -1]
+    >>> dipped = np.array([[-14.0] * 4 + [-34.0] * 2 + [-14.0] * 10, [-14.0] * 16])
+    >>> first_crossings(dipped, [-10.0, -10.0], 8, [3.0, 3.0], 4).tolist()
+    [5, -1]
+    >>> first_crossings(dipped, [-10.0, -10.0], 8, [3.0, 3.0], 4, confirm=4).tolist()
+    [-1, -1]
+    >>> stays = np.array([[-14.0] * 4 + [-34.0] * 12, [-14.0] * 16])
+    >>> first_crossings(stays, [-10.0, -10.0], 8, [3.0, 3.0], 4, confirm=4).tolist()
+    [5, -1]
     """
     logp = np.asarray(logp, dtype=float)
     out = np.full(len(logp), -1)
@@ -221,8 +240,11 @@ def first_crossings(
         _sds_from_typical(_window_means(chain[np.isfinite(chain)], window), levels[c], n_dim)
         for c, chain in enumerate(logp)
     ]
-    for c, below in enumerate(_below(depths, sds, apart)):
-        hits = np.flatnonzero(below)
+    below = _below(depths, sds, apart)
+    if confirm:
+        below = _confirmed(depths, below, sds, apart, confirm)
+    for c, below_c in enumerate(below):
+        hits = np.flatnonzero(below_c)
         if hits.size:
             out[c] = hits[0] + window - 1
     return out
@@ -264,12 +286,33 @@ def below_others(depths: np.ndarray, sds: float) -> np.ndarray:
     [True]
     """
     depths = np.asarray(depths, dtype=float)
-    out = np.ones(depths.shape, dtype=bool)
-    for c in range(len(depths)):
-        others = np.delete(depths, c, axis=0)
-        if len(others):
-            best = np.where(np.isnan(others), -np.inf, others).max(axis=0)
-            out[c] = depths[c] < best - sds
+    if len(depths) < 2:
+        return np.ones(depths.shape, dtype=bool)
+    return depths < _highest_others(depths) - sds
+
+
+def _highest_others(depths: np.ndarray) -> np.ndarray:
+    """Each chain's highest other chain's depth at the same position (``depths`` of shape
+    ``(n_chains, ...)``, at least two chains; NaN left out, -inf where none is known)."""
+    depths = np.where(np.isnan(depths), -np.inf, np.asarray(depths, dtype=float))
+    return np.stack([np.delete(depths, c, axis=0).max(axis=0) for c in range(len(depths))])
+
+
+def _confirmed(
+    depths: list[np.ndarray], below: list, sds: Sequence[float], apart: float | None, confirm: int
+) -> list:
+    """Where a chain's window below its line (and apart: ``below``) is followed, ``confirm``
+    positions later, by one still below its line and, with ``apart``, still ``apart`` below
+    the highest other chain's depth at the first: a chain that left stays where it went, also
+    when other chains follow it down (MASS crabs, K = 4, seed 3: all four leave within 120
+    iterations), while one whose ``log p`` dipped comes back to the others."""
+    best = _highest_others(np.array(depths)) if apart is not None and len(depths) > 1 else None
+    out = []
+    for c, (d, b, margin) in enumerate(zip(depths, below, sds, strict=True)):
+        later = d[confirm:] < -margin
+        if best is not None:
+            later &= d[confirm:] < best[c, : len(later)] - apart
+        out.append(b[: len(later)] & later)
     return out
 
 
@@ -303,8 +346,9 @@ def stop_when_one_left(
     """Wait for nutpie's running (non-blocking) sampler, stopping it ``settle`` iterations
     after the first at which any chain's latest ``window`` iterations lie
     :data:`LEFT_MODE_SDS` sds below the typical set of the mode its chains were whitened at
-    and :data:`LEFT_APART_SDS` below the highest other chain's latest ``window`` iterations
-    (:func:`first_crossings`), once every chain has come that far.
+    and :data:`LEFT_APART_SDS` below the highest other chain's latest ``window`` iterations,
+    when they still lie there ``settle`` iterations later (:func:`first_crossings` with
+    ``confirm=settle``), once every chain has come that far.
 
     Tuning draws count (the run keeps them: ``save_warmup``): chains that leave a poor mode
     often do so early in tuning, and every tuning step after costs as much as a draw (crabs
@@ -342,7 +386,7 @@ def stop_when_one_left(
         chains = len(logp)
         margins = [LEFT_MODE_SDS] * chains
         crossings = first_crossings(
-            logp, [log_density] * chains, n_dim, margins, window, apart=LEFT_APART_SDS
+            logp, [log_density] * chains, n_dim, margins, window, LEFT_APART_SDS, settle
         )
         return np.where(crossings >= 0, crossings + settle, -1)
 
@@ -691,17 +735,19 @@ def run_again_if_left(
     A first run that :func:`stop_when_one_left` stopped (fewer than ``run["draws"]`` draws)
     is judged on each chain's latest :data:`WATCH_DRAWS` draws by the rule that stopped it
     (below the typical set and :data:`LEFT_APART_SDS` below the highest other chain; when the
-    chain that crossed is back by the stop, no chain left and every chain runs again from its
-    own draws, as after a finished run); every chain starts again at a draw of the chains
-    that left, all whitened by those draws' covariance (:func:`leaver_restarts`), when their
-    region holds :data:`LEFT_MASS_MARGIN` nats more mass than any chain that stayed
-    (:func:`move_all`), else the chains that stayed start again where they are, with their own
-    whitening (:func:`_run_from_leavers`). A finished first run is judged on the second half of
-    each chain's draws, and every chain, the ones that stayed too, starts again at the mean of
-    the second half of its own finished draws, whitened by their covariance
-    (:func:`restart_points`). Either way every chain runs with the same
-    :data:`RERUN_TUNE` tuning steps (at most ``run["tune"]``) and ``run["draws"]`` draws: all
-    kept chains are tuned alike, so R-hat and ESS compare like with like.
+    others followed the chain that crossed down by the stop, no chain is apart and every
+    chain runs again from its own draws, as after a finished run in which a chain left).
+    Every chain starts again at a draw of the chains that left, all whitened by those draws'
+    covariance (:func:`leaver_restarts`), when their region holds :data:`LEFT_MASS_MARGIN`
+    nats more mass than any chain that stayed (:func:`move_all`), else the chains that stayed
+    start again where they are, with their own whitening (:func:`_run_from_leavers`). A
+    finished first run is judged on the second half of each chain's draws by the same rule
+    (chains together below the typical set are kept as they are), and when a chain left,
+    every chain, the ones that stayed too, starts again at the mean of the second half of its
+    own finished draws, whitened by their covariance (:func:`restart_points`). Either way
+    every chain runs with the same :data:`RERUN_TUNE` tuning steps (at most ``run["tune"]``)
+    and ``run["draws"]`` draws: all kept chains are tuned alike, so R-hat and ESS compare
+    like with like.
 
     Parameters
     ----------
@@ -737,12 +783,12 @@ def run_again_if_left(
         idata = without_warmup(idata)
     flat, logp = _arrays([idata])  # a stopped run's tuning draws first
     modes, n_dim = chain_modes(idata, approxes), flat.shape[2]
-    if stopped:  # the rule that stopped it (apart from the others too), at the stop
+    if stopped:  # the rule that stopped it, at the stop
         chain_depth = latest_depth(logp, modes, n_dim, WATCH_DRAWS)
-        left = (chain_depth < -LEFT_MODE_SDS) & below_others(chain_depth, LEFT_APART_SDS)
     else:
         chain_depth = depth(logp, modes, n_dim)
-        left = chain_depth < -LEFT_MODE_SDS
+    # below the line and apart from the others: chains together below it have not left
+    left = (chain_depth < -LEFT_MODE_SDS) & below_others(chain_depth, LEFT_APART_SDS)
     leavers = np.flatnonzero(left)
     if leavers.size == 0 and not stopped:
         return without_warmup(idata), {}
@@ -765,7 +811,7 @@ def run_again_if_left(
         "left_mode_rerun_tune": tune,
     }
     try:
-        if not stopped or leavers.size == 0:  # (stopped: the crossing chain came back)
+        if not stopped or leavers.size == 0:  # (stopped: the others followed it down)
             # every chain from its own draws, so that all are tuned alike
             runs = [start(0, c, point) for c, point in enumerate(restart_points(flat))]
             again = run_parallel(runs)

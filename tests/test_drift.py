@@ -22,6 +22,8 @@ from bayesgmm._drift import (
     LEFT_MODE_SDS,
     RERUN_TUNE,
     WATCH_DRAWS,
+    _arrays,
+    below_others,
     chain_modes,
     complete,
     depth,
@@ -495,9 +497,38 @@ def test_a_watched_run_whose_chains_sit_below_the_line_together_is_not_stopped(r
     np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
 
 
+@pytest.mark.parametrize("case", ["dips-and-comes-back", "stays", "followed"])
+def test_a_chain_whose_log_p_dips_and_comes_back_does_not_stop_the_first_run(
+    rng, monkeypatch, case
+):
+    """Chain 0's latest WATCH_DRAWS draws lie below the line and apart from chain 1 for fewer
+    than ``settle`` draws, then it is back (a chain slow to mix in log p): the run goes on to
+    its end. When it stays down, the run stops ``settle`` draws after the crossing (and the
+    rule that judges the stopped run finds chain 0 apart there), also when chain 1 follows it
+    down 10 draws later (then neither is apart at the stop)."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    logp = _chi2_logp(rng, -100.0, n_dim, (2, 700))
+    logp[0, 400 : 420 if case == "dips-and-comes-back" else 700] -= 30.0 * np.sqrt(0.5 * n_dim)
+    if case == "followed":
+        logp[1, 410:] -= 30.0 * np.sqrt(0.5 * n_dim)
+    sampler = _Progressing(_tuned_tree(logp, rng.standard_normal((2, 700, 3)), 300), [7, 50])
+    out = stop_when_one_left(sampler, -100.0, n_dim)
+    if case == "dips-and-comes-back":
+        assert not sampler.cancelled
+        np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
+        return
+    assert sampler.cancelled
+    kept = _arrays([out])[1]
+    assert 400 + WATCH_DRAWS < kept.shape[1] <= 400 + 2 * WATCH_DRAWS
+    depths = latest_depth(kept, [-100.0, -100.0], n_dim, WATCH_DRAWS)
+    apart = below_others(depths, LEFT_APART_SDS).tolist()
+    assert depths[0] < -LEFT_MODE_SDS and apart == [case == "stays", False]
+
+
 def test_a_stopped_run_whose_chain_came_back_runs_every_chain_again(rng, monkeypatch):
-    """A run stopped after a crossing whose chain is back with the others by the stop (its
-    latest WATCH_DRAWS draws within the margin): no chain counts as having left, and every
+    """A run stopped after a crossing whose chain is no longer apart from the others by the
+    stop (the others followed it down, or it is back): no chain counts as having left, and every
     chain runs again from its own draws (their second half's mean, as a finished run's), so
     that the results are whole, not the stopped run's 200 draws."""
     n_dim, draws = 3, 1000
@@ -694,19 +725,16 @@ def test_chains_that_stay_are_not_run_again(monkeypatch):
     assert "left_mode" not in set(fit.diagnostics()["check"])
 
 
-def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
-    """Forced: a mode density far above the draws makes every chain count as having left;
-    each second run starts at the mean of its chain's own draws, whitened by their covariance,
-    and every chain ends with the 100 draws asked for."""
-    X = _separated()
-    original = sampling_module._kernel_laplace
+def _fit_recording_whitenings(monkeypatch, mode_shift: float = 0.0) -> tuple[BayesianGMM, list]:
+    """A short default fit of well separated data, recording the whitening of every compiled
+    run; ``mode_shift`` raises the log density at the mode that each chain is judged
+    against."""
+    original, compiled = sampling_module._kernel_laplace, sampling_module._kernel_compiled
+    points = []
 
     def raised(*args):
         approx = original(*args)
-        return dataclasses.replace(approx, log_density=approx.log_density + 1e3)
-
-    points = []
-    compiled = sampling_module._kernel_compiled
+        return dataclasses.replace(approx, log_density=approx.log_density + mode_shift)
 
     def recording(model, em, density, approx=None):
         points.append(approx)
@@ -717,11 +745,21 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     fit = BayesianGMM(2, random_seed=1, draws=100, progressbar=False, max_starts=1, max_draws=100)
     with warnings.catch_warnings():  # 100 draws: the ESS may miss its gate, not the point here
         warnings.simplefilter("ignore", SamplingWarning)
-        fit.fit(X)
+        fit.fit(_separated())
+    return fit, points
+
+
+def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
+    """Forced: chain 0 of a finished run lies far below the Laplace line and the others
+    (its depth set); each chain's second run starts at the mean of its own draws, whitened by
+    their covariance, and every chain ends with the 100 draws asked for."""
+    forced = np.array([-8.0, -1.0, -1.0, -1.0])
+    monkeypatch.setattr("bayesgmm._drift.depth", lambda *args: forced)
+    fit, points = _fit_recording_whitenings(monkeypatch)
     assert [p.kind for p in points[1:]] == ["draws"] * 4  # the first run's, then one a chain
     assert fit.idata_.posterior.sizes["chain"] == 4 and fit.idata_.posterior.sizes["draw"] == 100
     assert np.isfinite(fit.idata_.posterior["means"].values).all()
-    assert np.all(np.asarray(get_attr(fit.idata_, "left_mode_depth")) < -LEFT_MODE_SDS)
+    assert get_attr(fit.idata_, "left_mode_depth") == forced.tolist()
     assert get_attr(fit.idata_, "left_mode_rerun_tune") == min(
         fit.idata_.posterior.attrs["tune"], RERUN_TUNE
     )
@@ -730,6 +768,16 @@ def test_every_chain_runs_again_from_its_own_draws(monkeypatch):
     others = table.loc[table.index.isin(GATES) | (table.index == "modes"), "passed"]
     assert table.loc["left_mode", "passed"] == others.all()  # a finding unless the run failed
     assert "weights now" in table.loc["left_mode", "worst"]
+
+
+def test_chains_together_below_the_laplace_line_have_not_left(monkeypatch):
+    """Every chain far below the Laplace line (the mode's density raised) but together: the
+    line's prediction is off, not the chains (gclus body girths, K = 3: all four 5-6 sds below
+    it), so the watcher lets the run finish and no chain runs again."""
+    fit, points = _fit_recording_whitenings(monkeypatch, mode_shift=1e3)
+    assert [p.kind for p in points] == ["laplace"]  # the first run's only
+    assert get_attr(fit.idata_, "left_mode_depth") is None
+    assert fit.idata_.posterior.sizes["draw"] == 100
 
 
 @pytest.mark.slow

@@ -206,8 +206,9 @@ def first_crossings(
         together near the line have not left it.
     confirm : int
         Count a window only where the window ending ``confirm`` draws later lies below too
-        (and apart, with ``apart``): a chain that left stays there, while the window means of
-        a chain that mixes slowly in ``log p`` dip and come back (gclus body girths, K = 3, 272
+        and, with ``apart``, ``apart`` sds below the highest other chain's window at the first
+        (:func:`_confirmed`): a chain that left stays there, while the window means of a chain
+        that mixes slowly in ``log p`` dip and come back (gclus body girths, K = 3, 272
         dimensions: four chains together 5-6 sds below the Laplace line, one window 2 sds
         below the others, back within 100 draws).
 
@@ -528,8 +529,10 @@ def move_all(masses: np.ndarray, leavers: Sequence[int]) -> tuple[bool, float]:
 
 
 def left_mode(logp: np.ndarray, modes: Sequence[float], n_dim: int) -> np.ndarray:
-    """Which chains left the Laplace approximation's typical set: :func:`depth` below
-    ``-LEFT_MODE_SDS`` (same parameters; a bool per chain).
+    """Which chains lie below the Laplace approximation's typical set: :func:`depth` below
+    ``-LEFT_MODE_SDS`` (same parameters; a bool per chain). The line alone: a chain counts
+    as having left in :func:`run_again_if_left` only when it also lies apart from the others
+    (:func:`below_others`).
 
     Examples
     --------

@@ -363,7 +363,7 @@ def _numbered_runs(first: xr.Dataset, second: xr.Dataset) -> tuple[xr.Dataset, x
         return xr.DataArray(np.zeros(shape, dtype=np.int64), dims=("chain", "draw"))
 
     before = runs(first)
-    after = runs(second) + int(before.max()) + 1
+    after = runs(second) + int(np.nanmax(before.values, initial=-1)) + 1
     return first.assign({RUN_STAT: before}), second.assign({RUN_STAT: after})
 
 

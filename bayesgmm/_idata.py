@@ -272,10 +272,11 @@ def bfmi(tree: Tree) -> np.ndarray:
     A chain joined from several runs of the sampler (``sample_stats["sampler_run"]``, e.g. a
     follow-up's extension after its re-tune) is judged on its energy centred within each
     run: a Hamiltonian's level is defined up to a constant that moves with the metric
-    (nutpie's energy minus ``logp`` stepped by 11-20 between the first run and its extension on
-    MASS painters, K = 2), and that step is not a transition the momenta made. Centring leaves
-    a single run's E-BFMI unchanged; at each join it puts one difference of two centred
-    draws in place of the step.
+    (nutpie's energy less the potential, ``-logp``, stepped by 11-20 between the first run and
+    its extension on MASS painters, K = 2), and that step is not a transition the momenta
+    made. Centring leaves a single run's E-BFMI unchanged; at each join it puts one
+    difference of two centred draws in place of the step. ArviZ's own ``az.bfmi`` or
+    ``plot_energy`` on such results still show the step.
     """
     stats = get_group(tree, "sample_stats")
     if "energy" not in stats:
@@ -296,7 +297,8 @@ def _centred_within_runs(values: np.ndarray, runs: np.ndarray) -> np.ndarray:
     for c in range(len(out)):
         for run in np.unique(runs[c]):
             within = runs[c] == run
-            out[c, within] -= np.nanmean(out[c, within])
+            if np.isfinite(out[c, within]).any():  # (a chain padded with NaN: nothing to centre)
+                out[c, within] -= np.nanmean(out[c, within])
     return out
 
 

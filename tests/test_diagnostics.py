@@ -188,6 +188,10 @@ def test_bfmi_is_judged_within_each_run_of_a_joined_chain(fit, rng):
     )
     mixed = bfmi(numbered)
     np.testing.assert_allclose(mixed, [plain[0], bfmi(one_run)[1]], rtol=0.01)
+    # chain 1 joined from unnumbered results, then extended: its NaN stretch is one run
+    numbered.sample_stats[RUN_STAT].values[1] = np.where(np.arange(2000) < 800, np.nan, 1)
+    numbered.sample_stats["energy"] += 100.0  # a level of its own (the constant is arbitrary)
+    np.testing.assert_allclose(bfmi(numbered), plain, rtol=0.01)
 
 
 def test_sticky_runs_still_fail_bfmi_when_numbered(fit, rng):

@@ -497,6 +497,26 @@ def test_a_watched_run_whose_chains_sit_below_the_line_together_is_not_stopped(r
     np.testing.assert_array_equal(out["sample_stats"]["logp"].values, logp[:, 300:])
 
 
+def test_a_dip_apart_while_every_chain_sits_below_the_line_does_not_stop_the_first_run(
+    rng, monkeypatch
+):
+    """gclus body girths' case: every chain 5 sds below the Laplace line, chain 0's window
+    dips 6 sds further for 60 draws and is back with the others, still below the line, 100
+    draws later: that is no crossing (the line alone would confirm it). One chain alone is
+    judged by the line (no other chain to lie apart from)."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    n_dim = 20
+    sd = np.sqrt(0.5 * n_dim)
+    logp = _chi2_logp(rng, -100.0, n_dim, (4, 700)) - 5.0 * sd
+    logp[0, 400:460] -= 6.0 * sd
+    assert first_crossings(logp, [-100.0] * 4, n_dim, [3.0] * 4, WATCH_DRAWS, 2.0).max() > 0
+    sampler = _Progressing(_tuned_tree(logp, rng.standard_normal((4, 700, 3)), 300), [7] * 4)
+    stop_when_one_left(sampler, -100.0, n_dim)
+    assert not sampler.cancelled
+    alone = first_crossings(logp[:1], [-100.0], n_dim, [3.0], WATCH_DRAWS, 2.0, WATCH_DRAWS)
+    assert alone.tolist() == [WATCH_DRAWS - 1]
+
+
 @pytest.mark.parametrize("case", ["dips-and-comes-back", "stays", "followed"])
 def test_a_chain_whose_log_p_dips_and_comes_back_does_not_stop_the_first_run(
     rng, monkeypatch, case
@@ -528,12 +548,14 @@ def test_a_chain_whose_log_p_dips_and_comes_back_does_not_stop_the_first_run(
 
 def test_a_stopped_run_whose_chain_came_back_runs_every_chain_again(rng, monkeypatch):
     """A run stopped after a crossing whose chain is no longer apart from the others by the
-    stop (the others followed it down, or it is back): no chain counts as having left, and every
+    stop (the others followed it down: all four 5 sds below the line, together): no chain
+    counts as having left, and every
     chain runs again from its own draws (their second half's mean, as a finished run's), so
     that the results are whole, not the stopped run's 200 draws."""
     n_dim, draws = 3, 1000
     logp, flat = np.full((4, draws), np.nan), np.full((4, draws, n_dim), np.nan)
-    logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200))
+    below = (LEFT_MODE_SDS + 2.0) * np.sqrt(0.5 * n_dim)
+    logp[:, :200] = _chi2_logp(rng, -100.0, n_dim, (4, 200)) - below
     flat[:, :200] = rng.standard_normal((4, 200, n_dim)) + np.arange(4)[:, None, None]
     calls = []
 
@@ -549,6 +571,7 @@ def test_a_stopped_run_whose_chain_came_back_runs_every_chain_again(rng, monkeyp
     for c, point in enumerate(calls):
         np.testing.assert_allclose(point.mode, flat[c, 100:200].mean(axis=0))
     assert "left_mode_restarted_from" not in attrs and len(attrs["left_mode_depth"]) == 4
+    assert np.all(np.asarray(attrs["left_mode_depth"]) < -LEFT_MODE_SDS)
 
 
 def test_a_run_in_which_no_chain_left_is_returned_whole(rng, monkeypatch):

@@ -623,6 +623,22 @@ def run_watched(runs: Sequence[Callable[[], object]], measure: Callable) -> tupl
     return _started(runs, lambda samplers: _watched(samplers, measure))
 
 
+def run_checked(
+    runs: Sequence[Callable[[], object]], judge: Callable[[list], bool], checks: Sequence[int]
+) -> tuple[list, bool]:
+    """:func:`run_parallel`, judged when every chain has drawn each of ``checks`` draws.
+
+    ``judge(traces)`` sees every sampler's trace cut to the same number of draws per chain
+    (tuning steps, which these runs do not keep, are not counted), at each of ``checks`` in
+    order (numbers below the runs' draws); when it returns True the samplers still running
+    are cancelled. Every check is made, the ones the samplers outran too, so the outcome
+    depends only on the draws, never on when the samplers were looked at: a seeded run stops
+    at the same draw on any machine. Returns the traces (cut, when the judge stopped them)
+    and whether it stopped them.
+    """
+    return _started(runs, lambda samplers: _checked(samplers, judge, list(checks)))
+
+
 def _started(runs: Sequence[Callable[[], object]], wait: Callable) -> object:
     """``wait(samplers)`` after starting every run; Ctrl-C or a failure cancels them all."""
     samplers = []
@@ -640,12 +656,7 @@ def _watched(samplers: list, measure: Callable) -> tuple[list, int | None]:
     """:func:`run_watched`'s wait (see there)."""
     done: list = [None] * len(samplers)
     while True:
-        for i, sampler in enumerate(samplers):
-            if done[i] is None:
-                try:
-                    done[i] = sampler.wait(timeout=_POLL_SECONDS / len(samplers))
-                except TimeoutError:
-                    pass
+        _poll(done, samplers)
         finished = all(d is not None for d in done)
         logp = _padded([_latest_logp(d, s) for d, s in zip(done, samplers, strict=True)])
         keep = _stop_point(np.isfinite(logp).sum(axis=1), measure(logp), finished)
@@ -655,6 +666,56 @@ def _watched(samplers: list, measure: Callable) -> tuple[list, int | None]:
                     done[i] = sampler.inspect()
                     sampler.cancel()
             return done, keep
+
+
+def _checked(samplers: list, judge: Callable[[list], bool], checks: list[int]) -> tuple[list, bool]:
+    """:func:`run_checked`'s wait (see there)."""
+    done: list = [None] * len(samplers)
+    while True:
+        _poll(done, samplers)
+        drawn = min(_drawn(d, s) for d, s in zip(done, samplers, strict=True))
+        while checks and checks[0] <= drawn:
+            at = checks.pop(0)
+            running = [s for d, s in zip(done, samplers, strict=True) if d is None]
+            for sampler in running:  # (the judgement then has the cores to itself)
+                sampler.pause()
+            traces = [s.inspect() if d is None else d for d, s in zip(done, samplers, strict=True)]
+            if judge([first_draws(trace, at) for trace in traces]):
+                for sampler in running:
+                    sampler.cancel()
+                return [first_draws(trace, at) for trace in traces], True
+            for sampler in running:
+                sampler.resume()
+        if all(d is not None for d in done):
+            return done, False
+
+
+def _drawn(done: Tree | None, sampler) -> int:
+    """The fewest kept draws (tuning steps not counted) of any chain of the finished results
+    ``done``, else of the running ``sampler`` (read as :func:`running_logp` reads, with the
+    same fallback)."""
+    if done is not None:
+        return int(get_group(done, "posterior").sizes["draw"])
+    try:
+        _, stats = sampler._sampler.inspect().get_arrow_trace()
+        return (
+            min(int(np.sum(~np.asarray(batch.column("tuning"), dtype=bool))) for batch in stats)
+            if stats
+            else 0
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return int(get_group(sampler.inspect(), "posterior").sizes["draw"])
+
+
+def _poll(done: list, samplers: list) -> None:
+    """Wait about ``_POLL_SECONDS`` in all for the samplers not yet finished, putting the
+    results of those that finish in ``done`` (in place)."""
+    for i, sampler in enumerate(samplers):
+        if done[i] is None:
+            try:
+                done[i] = sampler.wait(timeout=_POLL_SECONDS / len(samplers))
+            except TimeoutError:
+                pass
 
 
 def _latest_logp(done: Tree | None, sampler) -> list[np.ndarray]:

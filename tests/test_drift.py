@@ -28,6 +28,7 @@ from bayesgmm._drift import (
     complete,
     depth,
     first_crossings,
+    first_draws,
     latest_depth,
     leaver_restarts,
     left_mode,
@@ -35,6 +36,7 @@ from bayesgmm._drift import (
     replace_chains,
     restart_points,
     run_again_if_left,
+    run_checked,
     stop_when_one_left,
 )
 from bayesgmm._idata import get_attr, new_tree, replace_group
@@ -900,9 +902,11 @@ def test_ctrl_c_after_a_first_run_stopped_while_tuning_returns_no_tuning_draws(r
     assert out["sample_stats"].sizes["draw"] == 0
 
 
-def _standard_normal_sampler(n_dim: int, draws: int):
-    """nutpie sampling a standard normal in the background (4 chains, tuning kept), as a
-    watched run does."""
+def _standard_normal_sampler(
+    n_dim: int, draws: int, chains: int = 4, seed: int = 3, save_warmup: bool = True
+):
+    """nutpie sampling a standard normal in the background (by default 4 chains, tuning
+    kept, as a watched run does)."""
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
@@ -925,11 +929,11 @@ def _standard_normal_sampler(n_dim: int, draws: int):
         compiled,
         draws=draws,
         tune=100,
-        chains=4,
-        cores=4,
-        seed=3,
+        chains=chains,
+        cores=chains,
+        seed=seed,
         progress_bar=False,
-        save_warmup=True,
+        save_warmup=save_warmup,
         blocking=False,
     )
 
@@ -969,3 +973,109 @@ def test_the_running_logp_read_equals_the_full_conversion(rng):
     stand_in._sampler = type("Finished", (), {"inspect": lambda self: None})()  # results taken
     for c, lp in enumerate(running_logp(stand_in)):
         np.testing.assert_array_equal(lp, logp[c])
+
+
+class _Growing:
+    """A one-chain background sampler whose draws of ``trace`` appear ``step`` at a time, one
+    step per wait, until it finishes; it records being paused, resumed and cancelled."""
+
+    def __init__(self, trace, step: int):
+        self.trace, self.step, self.shown, self.calls = trace, step, 0, []
+
+    def wait(self, timeout=None):
+        self.shown = min(self.shown + self.step, self.trace["posterior"].sizes["draw"])
+        if self.shown == self.trace["posterior"].sizes["draw"]:
+            return self.trace
+        raise TimeoutError
+
+    def inspect(self):
+        return first_draws(self.trace, self.shown)
+
+    def pause(self):
+        self.calls.append("pause")
+
+    def resume(self):
+        self.calls.append("resume")
+
+    def cancel(self):
+        self.calls.append("cancel")
+
+
+def _growing_runs(rng, steps: tuple[int, int]) -> list:
+    traces = [_stats_tree(rng.normal(size=(1, 1000)), rng.normal(size=(1, 1000, 2))) for _ in "ab"]
+    samplers = [_Growing(trace, step) for trace, step in zip(traces, steps, strict=True)]
+    return traces, samplers, [lambda s=s: s for s in samplers]
+
+
+_PAUSED = ["pause", "resume", "pause", "resume", "pause", "cancel"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "calls"),
+    [
+        ((7, 7), [_PAUSED, _PAUSED]),
+        ((7, 250), [_PAUSED, []]),  # the second finished before the first reached 100
+        ((10**6, 10**6), [[], []]),  # both finished at the first look
+    ],
+)
+def test_a_checked_run_is_judged_at_each_check_in_order_wherever_the_samplers_were(
+    rng, monkeypatch, steps, calls
+):
+    """Draws appearing 7 or 250 at a time, or all before the first look: the judge sees every
+    chain cut to 100, 200, then 300 draws (once the slowest chain has drawn them) and accepts
+    the third, so every chain is cut there, whatever it drew beyond; samplers still running
+    were paused while judged, resumed after a judgement that let them go on, and cancelled at
+    the stop."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    traces, samplers, runs = _growing_runs(rng, steps)
+    seen = []
+
+    def judge(cut):
+        seen.append([tree["posterior"].sizes["draw"] for tree in cut])
+        return len(seen) == 3
+
+    cut, stopped = run_checked(runs, judge, [100, 200, 300, 400])
+    assert stopped and seen == [[100, 100], [200, 200], [300, 300]]
+    for tree, trace in zip(cut, traces, strict=True):
+        for group in ("posterior", "sample_stats"):
+            xr.testing.assert_identical(
+                tree[group].to_dataset(), first_draws(trace, 300)[group].to_dataset()
+            )
+    assert [s.calls for s in samplers] == calls
+
+
+def test_a_checked_run_the_judge_never_accepts_returns_the_finished_traces(rng, monkeypatch):
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.0)
+    traces, samplers, runs = _growing_runs(rng, (300, 300))
+    seen = []
+
+    def judge(cut):
+        seen.append(cut)
+        return False
+
+    out, stopped = run_checked(runs, judge, [100, 400, 900])
+    assert not stopped and all(a is b for a, b in zip(out, traces, strict=True))
+    assert len(seen) == 3 and "cancel" not in samplers[0].calls
+
+
+def test_a_checked_nutpie_run_keeps_the_draws_a_full_run_draws(monkeypatch):
+    """Two nutpie chains (one sampler each, tuning not kept) judged at 300, 600 and 900 of
+    3000 draws: the judge accepts the second look, and each chain keeps exactly the first 600
+    draws that the same seed draws in a run to the end (no tuning step counted as a draw)."""
+    monkeypatch.setattr("bayesgmm._drift._POLL_SECONDS", 0.05)
+    seen = []
+
+    def judge(cut):
+        seen.append([tree["posterior"].sizes["draw"] for tree in cut])
+        return len(seen) == 2
+
+    def sampler(seed):
+        return _standard_normal_sampler(3, 3000, chains=1, seed=seed, save_warmup=False)
+
+    cut, stopped = run_checked([lambda s=s: sampler(s) for s in (3, 4)], judge, [300, 600, 900])
+    assert stopped and seen == [[300, 300], [600, 600]]
+    for tree, seed in zip(cut, (3, 4), strict=True):
+        full = sampler(seed).wait()["posterior"]["unconstrained_point"].values
+        np.testing.assert_array_equal(
+            tree["posterior"]["unconstrained_point"].values, full[:, :600]
+        )

@@ -7,7 +7,8 @@ without divergences and without a chain that moved while it drew, and R-hat is a
 :data:`MILD_R_HAT`, but R-hat is above its gate or the smallest bulk or tail ESS below 400:
 every chain draws more, sized from the ESS per draw measured so far (with a margin), up to
 ``max_draws`` per chain in all, in at most :data:`ROUNDS` rounds (a second only when the
-first raised the smallest ESS, or met the ESS gate). Runs in several modes are
+first raised the smallest ESS, or met the ESS gate). An extension is judged as it goes and
+stops once the chains so far meet the gates (:func:`continue_chains`). Runs in several modes are
 not extended: on MASS geyser (K=3) longer chains of a slowly mixing mode crossed into the
 other, which merged the two modes and left one failing R-hat (1.24) in place of two modes
 with their own.
@@ -93,7 +94,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._drift import concat_chains, pooled_metric, restart_points, run_parallel
+from ._drift import concat_chains, pooled_metric, restart_points, run_checked, run_parallel
 from ._idata import RUN_STAT, Tree, get_attr, get_group, new_tree
 from .diagnostics import (
     GATES,
@@ -148,6 +149,32 @@ MARGIN = 1.25
 ROUNDS = 2
 # the fewest extra draws per chain worth a re-tune
 _MIN_EXTRA = 100
+# an extension is judged at the end of each of the first CHECKS - 1 of this many equal parts
+# of it as it goes (at its end it is judged as before) ...
+CHECKS = 4
+# ... when the parts have at least this many draws ...
+_MIN_CHECK = 200
+# ... and stops once the chains so far meet the gates with this margin on the ESS (judged
+# after the fact rather than planned, so a smaller margin than MARGIN's). gclus body girths,
+# 507 x 12, K = 3, seed 5: ESS 69 after 1000 draws planned 3000 more, and the gates were met
+# (ESS 460, R-hat 1.008) after 1500 of them; seed 6: ESS 130 planned 2835, met after 708
+CHECK_MARGIN = 1.1
+# a judgement (the results so far finished, then their diagnostics, while the samplers
+# pause) costs about this many gradients per draw judged, per chain, counted as the sampling
+# it may save is (4 chains on 2 cores): gclus body girths, K = 3, about 7 x 2 (1750 draws
+# per chain judged in 6 s, a gradient 125 us); gclus ozone, K = 2, about 11 x 2; 16 judges
+# a little more often than the dearer estimate would (a judgement that passes also replaces
+# the results of the longer run). So a judgement is made only where the draws left would
+# cost more: body girths' extensions take 31 NUTS steps per draw; ozone's (K = 3) 15, where
+# judging each quarter did not pay (one judgement, 67.6 -> 70.8 s, though the gates were
+# met a quarter in)
+JUDGE_COST = 16
+# after a judgement that failed, the next is made only where the gates' trend says they may
+# be met, within this factor: the extension's draws often mix better than the first run's,
+# so the line undershoots (gclus body girths, K = 3, seed 5: ESS 69, then 201 after 700 draws
+# of the extension: on that line 352 after 1500, where it was 460; MASS Pima.tr, K = 4: 66,
+# then 193 after 700: 338 after 1500, where it was 196)
+TREND_SLACK = 0.8
 # NUTS target acceptance of new chains after a run with divergences (smaller steps, about 1.6
 # times the gradients; what the diagnostics' advice suggests), and of the chains after those
 # when they still diverge (R's milk, K = 2: 6 divergences at 0.95, none at 0.99)
@@ -265,26 +292,99 @@ def _without_first(raw: Tree, n_draws: int) -> Tree:
 
 
 def continue_chains(
-    raw: Tree, compile_one: Callable, run: dict, extra: int, round_: int = 1
-) -> Tree | None:
-    """``extra`` more draws of every chain of nutpie's raw results, appended to them.
+    raw: Tree,
+    compile_one: Callable,
+    run: dict,
+    extra: int,
+    results: Callable,
+    round_: int = 1,
+    before: dict | None = None,
+) -> tuple[Tree, tuple] | None:
+    """Up to ``extra`` more draws of every chain of nutpie's raw results, appended to them:
+    ``(raw, results(raw))`` of the longer chains.
 
     Each chain restarts at its last draw, whitened by the covariance of the second half of
     its draws (unconstrained; :func:`bayesgmm._drift.restart_points`), with :data:`RETUNE`
-    tuning steps. Returns None when Ctrl-C stopped the extension (the caller keeps ``raw``).
+    tuning steps. An extension of at least :data:`CHECKS` times :data:`_MIN_CHECK` draws is
+    judged each time the chains have drawn another ``extra / CHECKS`` of them (before its
+    end), and stops when the chains so far meet the gates with :data:`CHECK_MARGIN`
+    (:func:`_met`): the draws planned from the first run's ESS per draw are often more than
+    needed, as its chains were still leaving their start. A judgement is made only where it
+    may pay (:func:`_worth_judging`) and, after one that failed, where the gates' trend
+    since the one before (``before``: the gates of ``raw``'s results, if given) says they
+    may be met (:func:`_may_pass`). Returns None when Ctrl-C stopped the extension (the
+    caller keeps ``raw``).
     """
     flat = _flat(raw)
-    announce(run, f"extending every chain by {extra} draws (+{RETUNE} re-tuning steps)")
+    announce(run, f"extending every chain by up to {extra} draws (+{RETUNE} re-tuning steps)")
     runs = []
     for c, point in enumerate(restart_points(flat)):
         seed = (int(run["seed"]) + 15485863 * round_ + 7907 * (c + 1)) % 2**31
         start = dataclasses.replace(point, mode=flat[c, -1])
         runs.append(_one_chain(compile_one, start, run, seed, extra, RETUNE))
+    judged: list = []
+    trend = [(0, before)] if before else []  # (draws added, gates) of the judgements so far
+
+    def judge(traces: list) -> bool:
+        part = concat_chains(traces)
+        added = get_group(part, "posterior").sizes["draw"]
+        if not _worth_judging(part, extra, flat.shape[1]):
+            return False
+        if len(trend) > 1 and not _may_pass(trend[-2:], added, flat.shape[1]):
+            return False
+        longer = concat_draws(raw, part)
+        judged[:] = [longer, results(longer)]
+        trend.append((added, _gates(judged[1][0])))
+        return _met(trend[-1][1])
+
+    every = extra // CHECKS
     try:
-        more = run_parallel(runs)
+        if every >= _MIN_CHECK:
+            more, stopped = run_checked(runs, judge, [every * k for k in range(1, CHECKS)])
+        else:
+            more, stopped = run_parallel(runs), False
     except KeyboardInterrupt:
         return None
-    return concat_draws(raw, concat_chains(more))
+    if stopped:
+        return judged[0], judged[1]
+    longer = concat_draws(raw, concat_chains(more))
+    return longer, results(longer)
+
+
+def _worth_judging(part: Tree, extra: int, before: int) -> bool:
+    """Whether judging an extension's chains so far (``part``, after ``before`` draws per
+    chain) could save more than it costs: each draw left to ``extra`` takes the mean NUTS
+    steps (gradients) per draw so far, a judgement about :data:`JUDGE_COST` gradients per
+    draw judged (``before`` and ``part``'s), both per chain. Counted in draws and steps,
+    never seconds, so that a seeded run stops at the same draw on any machine."""
+    stats = get_group(part, "sample_stats")
+    per_draw = float(stats["n_steps"].mean()) if "n_steps" in stats else np.inf
+    return per_draw * (extra - stats.sizes["draw"]) >= JUDGE_COST * (before + stats.sizes["draw"])
+
+
+def _may_pass(trend: list[tuple[int, dict]], added: int, before: int) -> bool:
+    """Whether the gates may be met after ``added`` draws of an extension, from the last two
+    judgements of it (``trend``: draws added and :func:`_gates`, the first may be the run's
+    before it, at 0; ``before`` draws per chain before the extension): the smallest ESS
+    going on along its line through them, the excess of R-hat over 1 shrinking with the
+    chains' length; either within :data:`TREND_SLACK`. MASS Pima.tr, K = 4: ESS 66, then 193
+    700 draws into the extension, so after 1500 about 338, too few to judge (it was 196)."""
+    (a0, g0), (a1, g1) = trend
+    ess = g1["ess"] + (g1["ess"] - g0["ess"]) / (a1 - a0) * (added - a1)
+    r_hat = 1 + (g1["r_hat"] - 1) * (before + a1) / (before + added)
+    target = CHECK_MARGIN * GATES["ess_bulk"]
+    return ess >= TREND_SLACK * target and r_hat - 1 <= (GATES["r_hat"] - 1) / TREND_SLACK
+
+
+def _met(gates: dict) -> bool:
+    """Whether :func:`_gates` meet the R-hat gate and :data:`CHECK_MARGIN` times the ESS gate
+    in one mode, without a chain that moved while it drew (an extension may stop there)."""
+    return (
+        gates["r_hat"] <= GATES["r_hat"]
+        and gates["ess"] >= CHECK_MARGIN * GATES["ess_bulk"]
+        and not gates["drifted"]
+        and gates["n_modes"] == 1
+    )
 
 
 def announce(run: dict, text: str) -> None:
@@ -302,7 +402,8 @@ def _flat(raw: Tree) -> np.ndarray:
 
 
 def _one_chain(compile_one, point, run: dict, seed: int, draws: int, tune: int) -> Callable:
-    """A function that starts one chain in the background (for :func:`run_parallel`)."""
+    """A function that starts one chain in the background (for :func:`run_parallel` or
+    :func:`run_checked`)."""
     import nutpie
 
     return lambda: nutpie.sample(
@@ -424,16 +525,18 @@ def follow_up(
             if reason:
                 done.append(reason)
             break
-        ess_before = _smallest_ess(parameter_diagnostics(finished[0]))
-        longer = continue_chains(raw, compile_one, run, extra, round_)
+        before = _gates(finished[0])
+        ess_before = before["ess"]
+        longer = continue_chains(raw, compile_one, run, extra, results, round_, before)
         if longer is None:
             done.append(f"{reason}; the extension was interrupted (Ctrl-C): kept the draws before")
             break
-        done.append(f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune")
+        planned = f"{reason}: {extra} more draws per chain after a {RETUNE}-step re-tune"
+        done.append(_stopped_text(planned, extra, _added(raw, longer[0])))
         longer, later, run, spare, interrupted = _steady_extension(
-            raw, (longer, results(longer)), results, compile_one, run, spare, done, attrs, round_
+            raw, longer, results, compile_one, run, spare, done, attrs, round_
         )
-        raw, finished, extended = longer, later, extended + extra
+        raw, finished, extended = longer, later, extended + _added(raw, longer)
         if interrupted:
             break
     if extended:
@@ -441,6 +544,19 @@ def follow_up(
     if not done:
         return raw, *finished, {}
     return raw, *finished, {"follow_up": done, "extended_draws": extended, **attrs}
+
+
+def _added(raw: Tree, longer: Tree) -> int:
+    """Draws per chain ``longer`` has beyond ``raw``."""
+    return get_group(longer, "posterior").sizes["draw"] - get_group(raw, "posterior").sizes["draw"]
+
+
+def _stopped_text(text: str, extra: int, added: int) -> str:
+    """``text``, the record of an extension planned at ``extra`` draws per chain, saying so
+    when it stopped after ``added`` (:func:`continue_chains`)."""
+    if added < extra:
+        text += f", stopped after {added} as the chains so far met the gates"
+    return text
 
 
 def _steady_extension(raw, longer, results, compile_one, run, spare, done, attrs, round_):
@@ -461,7 +577,7 @@ def _steady_extension(raw, longer, results, compile_one, run, spare, done, attrs
     ``follow_up_target_accept``, the target every kept draw ran at or above, is not raised).
     """
     before = get_group(raw, "posterior").sizes
-    extra = get_group(longer[0], "posterior").sizes["draw"] - before["draw"]
+    extra = _added(raw, longer[0])
     for step in range(1, len(RAISED_TARGETS) + 2):  # (the last pass only records)
         diverged = _divergences(longer[1][0])
         if not diverged:
@@ -474,13 +590,14 @@ def _steady_extension(raw, longer, results, compile_one, run, spare, done, attrs
             done.append(f"{why}; kept, not drawn again: {left}")
             break
         higher = {**run, "target_accept": target}
-        again = continue_chains(raw, compile_one, higher, extra, round_ + ROUNDS * step)
+        again = continue_chains(raw, compile_one, higher, extra, results, round_ + ROUNDS * step)
         if again is None:
             done.append(f"{why}; drawing it again was interrupted (Ctrl-C): kept it")
             return *longer, run, spare, True
-        longer, run, spare = (again, results(again)), higher, spare - needed
+        longer, run, spare = again, higher, spare - needed
         attrs["extension_target_accept"] = target
-        done.append(f"{why}: its {extra} draws per chain drawn again at target_accept {target:g}")
+        redone = f"{why}: its {extra} draws per chain drawn again at target_accept {target:g}"
+        done.append(_stopped_text(redone, extra, _added(raw, again[0])))
     return *longer, run, spare, False
 
 

@@ -134,13 +134,14 @@ def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):
     seen = {}
     original = followup.continue_chains
 
-    def recording(raw, compile_one, run, extra, round_=1):
+    def recording(raw, compile_one, run, extra, results, round_=1, before=None):
         def compiled(point):
             seen.setdefault("starts", []).append(point.mode)
             return compile_one(point)
 
         seen.setdefault("raw", raw)
-        out = original(raw, compile_one=compiled, run=run, extra=extra, round_=round_)
+        seen.setdefault("before", before)
+        out = original(raw, compiled, run, extra, results, round_, before)
         seen.setdefault("out", out)
         return out
 
@@ -150,7 +151,8 @@ def test_low_ess_continues_every_chain_from_its_last_draw(monkeypatch):
         fit = _fit(draws=150, max_draws=450)
     flat = followup._flat(seen["raw"])
     np.testing.assert_array_equal(np.array(seen["starts"][:2]), flat[:, -1])
-    np.testing.assert_array_equal(followup._flat(seen["out"])[:, :150], flat)
+    np.testing.assert_array_equal(followup._flat(seen["out"][0])[:, :150], flat)
+    assert seen["before"]["ess"] < 400  # the first run's gates: the trend of judgements
     post = fit.idata_.posterior
     added = get_attr(fit.idata_, "extended_draws")
     assert 100 <= added <= 300 and post.sizes["draw"] == 150 + added
@@ -852,10 +854,11 @@ def _steady(monkeypatch, divergent: dict, target: float, spare: int):
     divergences. Returns the outcome, the targets drawn again at and the record."""
     first, redone = _raw(2), []
 
-    def again(raw, compile_one, run, extra, round_=1):
+    def again(raw, compile_one, run, extra, results, round_=1):
         assert raw is first and extra == 60
         redone.append((run["target_accept"], round_))
-        return _raw(2, offset=run["target_accept"], n_draws=100)
+        longer = _raw(2, offset=run["target_accept"], n_draws=100)
+        return longer, results(longer)
 
     def divergences(idata):
         return divergent[idata["posterior"].attrs["target"]]
@@ -953,9 +956,9 @@ def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
     original = followup.continue_chains
     plans = iter([(100, "ESS 200"), (100, "ESS 300")][:rounds])
 
-    def recording(raw, compile_one, run, extra, round_=1):
+    def recording(raw, compile_one, run, extra, results, round_=1, before=None):
         calls.append(run["target_accept"])
-        return original(raw, compile_one, run, extra, round_)
+        return original(raw, compile_one, run, extra, results, round_, before)
 
     def divergences(idata):
         first_run = idata["posterior"].sizes["draw"] == 150
@@ -1008,9 +1011,11 @@ def test_an_interrupted_redo_keeps_the_divergent_extension_and_stops(monkeypatch
     calls = _forced_extensions(monkeypatch, diverging_calls={1})
     original = followup.continue_chains
 
-    def interrupted_redo(raw, compile_one, run, extra, round_=1):
+    def interrupted_redo(raw, compile_one, run, extra, results, round_=1, before=None):
         return (
-            None if run["target_accept"] == 0.95 else original(raw, compile_one, run, extra, round_)
+            None
+            if run["target_accept"] == 0.95
+            else original(raw, compile_one, run, extra, results, round_, before)
         )
 
     monkeypatch.setattr(followup, "continue_chains", interrupted_redo)
@@ -1031,9 +1036,9 @@ def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
     original = followup.continue_chains
     real_divergences = followup._divergences
 
-    def recording(raw, compile_one, run, extra, round_=1):
+    def recording(raw, compile_one, run, extra, results, round_=1, before=None):
         calls.append(run["target_accept"])
-        outs.append(original(raw, compile_one, run, extra, round_))
+        outs.append(original(raw, compile_one, run, extra, results, round_, before))
         return outs[-1]
 
     def divergences(idata):
@@ -1053,8 +1058,166 @@ def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
     )
     assert get_attr(fit.idata_, "extension_target_accept") == 0.95
     energy = fit.idata_.sample_stats["energy"].values
-    redone = outs[1]["sample_stats"]["energy"].values
+    redone = outs[1][0]["sample_stats"]["energy"].values
     np.testing.assert_array_equal(energy[:, : redone.shape[1]], redone)
-    first = outs[0]["sample_stats"]["energy"].values
+    first = outs[0][0]["sample_stats"]["energy"].values
     assert redone.shape == first.shape  # in place of the first extension, not after it
     np.testing.assert_array_equal(redone[:, :150], first[:, :150])  # the first run's draws stay
+
+
+# ------------------------------------------------------- an extension judged as it goes
+def test_an_extension_stops_at_the_first_judgement_the_chains_pass(monkeypatch):
+    """Judged at each quarter of its planned draws, an extension stops at the first
+    judgement the chains so far pass (forced here at the second): the record says where, and
+    the kept chains are the first run's draws then the extension's first two quarters."""
+    monkeypatch.setattr(followup, "_MIN_CHECK", 10)
+    monkeypatch.setattr(followup, "JUDGE_COST", 0)  # short chains: judging would not pay
+    monkeypatch.setattr(followup, "_may_pass", lambda trend, added, before: True)
+    monkeypatch.setattr(followup, "ROUNDS", 1)
+    judged = []
+
+    def met(gates):
+        judged.append(gates)
+        return len(judged) == 2
+
+    monkeypatch.setattr(followup, "_met", met)
+    fit = _quiet_fit(draws=150, max_draws=450)
+    record = get_attr(fit.idata_, "follow_up")
+    every = int(re.search(r"(\d+) more draws per chain", record[0]).group(1)) // followup.CHECKS
+    assert len(judged) == 2
+    assert record[0].endswith(f", stopped after {2 * every} as the chains so far met the gates")
+    assert get_attr(fit.idata_, "extended_draws") == 2 * every
+    dropped = get_attr(fit.idata_, "warmup_draws_dropped") or 0
+    assert fit.idata_.posterior.sizes["draw"] == 150 + 2 * every - dropped
+
+
+@pytest.mark.parametrize(
+    ("changes", "met"),
+    [
+        ({"ess": 441.0, "r_hat": 1.01}, True),
+        ({"ess": 439.0}, False),  # the gate is met, not its margin: the estimate is noisy
+        ({"ess": 900.0, "r_hat": 1.011}, False),
+        ({"ess": 900.0, "drifted": True}, False),
+        ({"ess": 900.0, "n_modes": 2}, False),
+    ],
+)
+def test_an_extension_stops_only_on_the_gates_with_a_margin(changes, met):
+    assert followup._met(_gates(**changes)) is met
+
+
+@pytest.mark.parametrize(
+    ("trend", "added", "may"),
+    [
+        # body girths, seed 5: ESS 69, then 230 after 750: 391 on the line at 1500 (>= 352)
+        ([(0, _gates(ess=69.0)), (750, _gates(ess=230.0))], 1500, True),
+        # pima, K = 4: ESS 66, then 193 after 750: 320 at 1500, too few
+        ([(0, _gates(ess=66.0)), (750, _gates(ess=193.0))], 1500, False),
+        ([(250, _gates(ess=300.0)), (500, _gates(ess=300.0))], 750, False),  # flat: never
+        # R-hat 1.02 at 1000 + 500 draws: 1.0120 at 1000 + 1500, 1.0130 at 1300 (the slack
+        # allows 1.0125)
+        ([(0, _gates(ess=900.0)), (500, _gates(ess=900.0, r_hat=1.02))], 1500, True),
+        ([(0, _gates(ess=900.0)), (500, _gates(ess=900.0, r_hat=1.02))], 1300, False),
+        ([(0, _gates(ess=900.0)), (500, _gates(ess=float("nan")))], 1300, False),
+    ],
+)
+def test_after_a_failed_judgement_the_next_follows_the_gates_trend(trend, added, may):
+    assert followup._may_pass(trend, added, 1000) is may
+
+
+def _with_steps(raw: xr.DataTree, n_steps: int) -> xr.DataTree:
+    stats = raw["sample_stats"].to_dataset()
+    stats["n_steps"] = xr.full_like(stats["logp"], n_steps)
+    return new_tree({"posterior": raw["posterior"].to_dataset(), "sample_stats": stats})
+
+
+_FIRST_RUN = _gates(ess=69.0)  # an extension's first run: ESS 69 (body girths, seed 5)
+
+
+def _judged_draws(monkeypatch, ess: dict, n_steps: int, extra=3000, before=_FIRST_RUN):
+    """:func:`followup.continue_chains` of 2 chains of 1000 draws by ``extra`` more on stubs:
+    the chains take ``n_steps`` steps per draw and, joined, have the smallest ESS
+    ``ess[draws added]`` (R-hat 1.005). Returns the draws added at each judgement, those kept
+    and how the chains ran (``"checked"`` at which draws, or ``"parallel"``)."""
+    judged, ran = [], []
+
+    def run_checked(runs, judge, checks):
+        ran.append(("checked", list(checks)))
+        for at in checks:
+            traces = [_with_steps(_raw(1, n_draws=at), n_steps) for _ in runs]
+            if judge(traces):
+                return traces, True
+        return [_raw(1, n_draws=extra) for _ in runs], False
+
+    def gates(idata):
+        added = idata["posterior"].sizes["draw"] - 1000
+        judged.append(added)
+        return _gates(ess=ess.get(added, float("nan")))
+
+    monkeypatch.setattr(followup, "_one_chain", lambda *args: None)
+    monkeypatch.setattr(followup, "run_checked", run_checked)
+    monkeypatch.setattr(
+        followup,
+        "run_parallel",
+        lambda runs: ran.append("parallel") or [_raw(1, n_draws=extra) for _ in runs],
+    )
+    monkeypatch.setattr(followup, "_gates", gates)
+    run = {"seed": 1, "progressbar": False, "target_accept": 0.8}
+    longer, _ = followup.continue_chains(
+        _raw(2, n_draws=1000), None, run, extra, lambda t: (t,), 1, before
+    )
+    return judged, longer["posterior"].sizes["draw"] - 1000, ran
+
+
+@pytest.mark.parametrize(
+    ("ess", "n_steps", "before", "judged", "kept"),
+    [
+        # judged at 750 (ESS 230), the line through 69 and 230 gives 391 at 1500 (>= 0.8 x
+        # 440): judged there, met; 2250 is never reached
+        ({750: 230.0, 1500: 460.0}, 31, _FIRST_RUN, [750, 1500], 1500),
+        # ESS 150 at 750: 231 on the line at 1500, not judged; at 2250 60 x 750 steps left
+        # cost less than judging 16 x 3250: not judged either, so the whole extension is kept
+        ({750: 150.0, 1500: 460.0}, 60, _FIRST_RUN, [750], 3000),
+        # without the first run's gates there is no line after one judgement: judged at 1500
+        ({750: 150.0, 1500: 460.0}, 60, None, [750, 1500], 1500),
+        # the line runs through the last two judgements: 300 at 750 and 310 at 1500 give 320
+        # at 2250, not judged (through 69 and 300 it would be 762)
+        ({750: 300.0, 1500: 310.0, 2250: 900.0}, 1000, _FIRST_RUN, [750, 1500], 3000),
+        # 12 steps a draw: the 2250 draws left cost 27000 steps, judging 1000 + 750 draws
+        # 16 x 1750 = 28000: never judged
+        ({750: 900.0}, 12, _FIRST_RUN, [], 3000),
+    ],
+)
+def test_an_extension_is_judged_where_it_may_pay_and_the_trend_allows(
+    monkeypatch, ess, n_steps, before, judged, kept
+):
+    out = _judged_draws(monkeypatch, ess, n_steps, before=before)
+    assert out[:2] == (judged, kept)
+    assert out[2] == [("checked", [750, 1500, 2250])]
+
+
+def test_an_extension_of_fewer_than_four_parts_of_200_draws_runs_unjudged(monkeypatch):
+    assert _judged_draws(monkeypatch, {}, 1000, extra=800)[2] == [("checked", [200, 400, 600])]
+    assert _judged_draws(monkeypatch, {}, 1000, extra=799)[2] == ["parallel"]
+
+
+def _steps_tree(n_steps, n_draws: int) -> xr.DataTree:
+    """An extension's chains so far: 2 chains of ``n_draws`` with ``n_steps`` NUTS steps per
+    draw (None: no such statistic)."""
+    shape = (2, n_draws)
+    stats = {} if n_steps is None else {"n_steps": (("chain", "draw"), np.full(shape, n_steps))}
+    return new_tree({"sample_stats": xr.Dataset(stats, coords={"draw": np.arange(n_draws)})})
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "drawn", "extra", "worth"),
+    [
+        (31, 708, 2835, True),  # body girths' steps, a quarter in: 31 x 2127 >= 16 x 1708
+        (31, 2250, 3000, False),  # the last quarter: 31 x 750 < 16 x 3250
+        (15, 250, 1000, False),  # ozone's cheaper steps: 15 x 750 < 16 x 1250
+        (16, 500, 2000, True),  # the edge, after 1000 draws before: 16 x 1500 = 16 x 1500 ...
+        (16, 501, 2000, False),  # ... and one draw later it no longer pays
+        (None, 250, 1000, True),  # no step counts (another sampler): judged
+    ],
+)
+def test_an_extension_is_judged_only_where_the_draws_left_cost_more(n_steps, drawn, extra, worth):
+    assert followup._worth_judging(_steps_tree(n_steps, drawn), extra, 1000) is worth

@@ -1067,13 +1067,17 @@ def test_an_extension_that_diverged_is_drawn_again_in_a_fit(monkeypatch):
 
 # ------------------------------------------------------- an extension judged as it goes
 def test_an_extension_stops_at_the_first_judgement_the_chains_pass(monkeypatch):
-    """Judged at each quarter of its planned draws, an extension stops at the first
-    judgement the chains so far pass (forced here at the second): the record says where, and
-    the kept chains are the first run's draws then the extension's first two quarters."""
+    """An extension of 400 draws after 150 is judged at 200 and 300 (a quarter, 100, is
+    before the first run's 150) and stops at the first judgement the chains so far pass
+    (forced here at the second): the record says where, and the kept chains are the first
+    run's draws then the extension's first 300."""
     monkeypatch.setattr(followup, "_MIN_CHECK", 10)
     monkeypatch.setattr(followup, "JUDGE_COST", 0)  # short chains: judging would not pay
     monkeypatch.setattr(followup, "_may_pass", lambda trend, added, before: True)
-    monkeypatch.setattr(followup, "ROUNDS", 1)
+    plans = iter([(400, "ESS 200")])
+    monkeypatch.setattr(
+        followup, "extension_plan", lambda idata, max_draws, ess_before: next(plans, (0, ""))
+    )
     judged = []
 
     def met(gates):
@@ -1081,14 +1085,16 @@ def test_an_extension_stops_at_the_first_judgement_the_chains_pass(monkeypatch):
         return len(judged) == 2
 
     monkeypatch.setattr(followup, "_met", met)
-    fit = _quiet_fit(draws=150, max_draws=450)
+    fit = _quiet_fit(draws=150, max_draws=1000)
     record = get_attr(fit.idata_, "follow_up")
-    every = int(re.search(r"(\d+) more draws per chain", record[0]).group(1)) // followup.CHECKS
     assert len(judged) == 2
-    assert record[0].endswith(f", stopped after {2 * every} as the chains so far met the gates")
-    assert get_attr(fit.idata_, "extended_draws") == 2 * every
+    assert record[0] == (
+        "ESS 200: 400 more draws per chain after a 100-step re-tune, stopped after 300 as the "
+        "chains so far met the gates"
+    )
+    assert get_attr(fit.idata_, "extended_draws") == 300
     dropped = get_attr(fit.idata_, "warmup_draws_dropped") or 0
-    assert fit.idata_.posterior.sizes["draw"] == 150 + 2 * every - dropped
+    assert fit.idata_.posterior.sizes["draw"] == 150 + 300 - dropped
 
 
 @pytest.mark.parametrize(
@@ -1133,9 +1139,9 @@ def _with_steps(raw: xr.DataTree, n_steps: int) -> xr.DataTree:
 _FIRST_RUN = _gates(ess=69.0)  # an extension's first run: ESS 69 (body girths, seed 5)
 
 
-def _judged_draws(monkeypatch, ess: dict, n_steps: int, extra=3000, before=_FIRST_RUN):
-    """:func:`followup.continue_chains` of 2 chains of 1000 draws by ``extra`` more on stubs:
-    the chains take ``n_steps`` steps per draw and, joined, have the smallest ESS
+def _judged_draws(monkeypatch, ess: dict, n_steps: int, extra=3000, before=_FIRST_RUN, first=1000):
+    """:func:`followup.continue_chains` of 2 chains of ``first`` draws by ``extra`` more on
+    stubs: the chains take ``n_steps`` steps per draw and, joined, have the smallest ESS
     ``ess[draws added]`` (R-hat 1.005). Returns the draws added at each judgement, those kept
     and how the chains ran (``"checked"`` at which draws, or ``"parallel"``)."""
     judged, ran = [], []
@@ -1149,42 +1155,39 @@ def _judged_draws(monkeypatch, ess: dict, n_steps: int, extra=3000, before=_FIRS
         return [_raw(1, n_draws=extra) for _ in runs], False
 
     def gates(idata):
-        added = idata["posterior"].sizes["draw"] - 1000
+        added = idata["posterior"].sizes["draw"] - first
         judged.append(added)
         return _gates(ess=ess.get(added, float("nan")))
 
+    def run_parallel(runs):
+        ran.append("parallel")
+        return [_raw(1, n_draws=extra) for _ in runs]
+
     monkeypatch.setattr(followup, "_one_chain", lambda *args: None)
     monkeypatch.setattr(followup, "run_checked", run_checked)
-    monkeypatch.setattr(
-        followup,
-        "run_parallel",
-        lambda runs: ran.append("parallel") or [_raw(1, n_draws=extra) for _ in runs],
-    )
+    monkeypatch.setattr(followup, "run_parallel", run_parallel)
     monkeypatch.setattr(followup, "_gates", gates)
     run = {"seed": 1, "progressbar": False, "target_accept": 0.8}
-    longer, _ = followup.continue_chains(
-        _raw(2, n_draws=1000), None, run, extra, lambda t: (t,), 1, before
-    )
-    return judged, longer["posterior"].sizes["draw"] - 1000, ran
+    raw = _raw(2, n_draws=first)
+    longer, _ = followup.continue_chains(raw, None, run, extra, lambda t: (t,), 1, before)
+    return judged, longer["posterior"].sizes["draw"] - first, ran
 
 
 @pytest.mark.parametrize(
     ("ess", "n_steps", "before", "judged", "kept"),
     [
-        # judged at 750 (ESS 230), the line through 69 and 230 gives 391 at 1500 (>= 0.8 x
-        # 440): judged there, met; 2250 is never reached
-        ({750: 230.0, 1500: 460.0}, 31, _FIRST_RUN, [750, 1500], 1500),
-        # ESS 150 at 750: 231 on the line at 1500, not judged; at 2250 60 x 750 steps left
-        # cost less than judging 16 x 3250: not judged either, so the whole extension is kept
-        ({750: 150.0, 1500: 460.0}, 60, _FIRST_RUN, [750], 3000),
-        # without the first run's gates there is no line after one judgement: judged at 1500
-        ({750: 150.0, 1500: 460.0}, 60, None, [750, 1500], 1500),
-        # the line runs through the last two judgements: 300 at 750 and 310 at 1500 give 320
-        # at 2250, not judged (through 69 and 300 it would be 762)
-        ({750: 300.0, 1500: 310.0, 2250: 900.0}, 1000, _FIRST_RUN, [750, 1500], 3000),
-        # 12 steps a draw: the 2250 draws left cost 27000 steps, judging 1000 + 750 draws
-        # 16 x 1750 = 28000: never judged
-        ({750: 900.0}, 12, _FIRST_RUN, [], 3000),
+        # 1500 draws in (none before the first run's 1000), 31 x 1500 steps left cost more
+        # than judging 16 x 2500: judged, met; 2250 is never reached
+        ({1500: 460.0}, 31, _FIRST_RUN, [1500], 1500),
+        # ESS 150 at 1500: 190 on the line from 69 at 0 at 2250, not judged (within 0.8 of
+        # 440 would need 352): the whole extension is kept
+        ({1500: 150.0, 2250: 900.0}, 1000, _FIRST_RUN, [1500], 3000),
+        # without the first run's gates there is no line after one judgement: judged at 2250
+        ({1500: 150.0, 2250: 900.0}, 1000, None, [1500, 2250], 2250),
+        # 60 x 750 steps left at 2250 cost less than judging 16 x 3250: not judged
+        ({1500: 150.0, 2250: 900.0}, 60, None, [1500], 3000),
+        # 12 steps a draw: the 1500 left cost 18000 steps, judging 2500 draws 40000: never
+        ({1500: 900.0}, 12, _FIRST_RUN, [], 3000),
     ],
 )
 def test_an_extension_is_judged_where_it_may_pay_and_the_trend_allows(
@@ -1192,12 +1195,25 @@ def test_an_extension_is_judged_where_it_may_pay_and_the_trend_allows(
 ):
     out = _judged_draws(monkeypatch, ess, n_steps, before=before)
     assert out[:2] == (judged, kept)
-    assert out[2] == [("checked", [750, 1500, 2250])]
+    assert out[2] == [("checked", [1500, 2250])]  # (750 is before the first run's 1000 draws)
 
 
-def test_an_extension_of_fewer_than_four_parts_of_200_draws_runs_unjudged(monkeypatch):
-    assert _judged_draws(monkeypatch, {}, 1000, extra=800)[2] == [("checked", [200, 400, 600])]
-    assert _judged_draws(monkeypatch, {}, 1000, extra=799)[2] == ["parallel"]
+def test_the_next_judgement_follows_the_line_through_the_last_two(monkeypatch):
+    """8000 more draws after 1000, judged at 2000, 4000, 6000: ESS 300 at 2000 (on the line
+    from 69 at 0: 531 at 4000, judged), 310 at 4000 (through the last two: 320 at 6000, not
+    judged; through 69 and 300 it would be 762)."""
+    out = _judged_draws(monkeypatch, {2000: 300.0, 4000: 310.0, 6000: 900.0}, 1000, extra=8000)
+    assert out == ([2000, 4000], 8000, [("checked", [2000, 4000, 6000])])
+
+
+def test_a_short_extension_or_one_shorter_than_the_first_run_runs_unjudged(monkeypatch):
+    """Parts of at least 200 draws, judged only from as many draws as the chains had."""
+    assert _judged_draws(monkeypatch, {}, 1000, extra=800, first=100)[2] == [
+        ("checked", [200, 400, 600])
+    ]
+    assert _judged_draws(monkeypatch, {}, 1000, extra=799, first=100)[2] == ["parallel"]
+    assert _judged_draws(monkeypatch, {}, 1000, extra=1000, first=1000)[2] == ["parallel"]
+    assert _judged_draws(monkeypatch, {}, 1000, extra=1000, first=750)[2] == [("checked", [750])]
 
 
 def _steps_tree(n_steps, n_draws: int) -> xr.DataTree:

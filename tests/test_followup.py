@@ -1114,9 +1114,9 @@ def test_an_extension_stops_only_on_the_gates_with_a_margin(changes, met):
 @pytest.mark.parametrize(
     ("trend", "added", "may"),
     [
-        # body girths, seed 5: ESS 69, then 230 after 750: 391 on the line at 1500 (>= 352)
+        # ESS 69, then 230 after 750: 391 on the line at 1500 (>= 0.8 x 440 = 352)
         ([(0, _gates(ess=69.0)), (750, _gates(ess=230.0))], 1500, True),
-        # pima, K = 4: ESS 66, then 193 after 750: 320 at 1500, too few
+        # ESS 66, then 193 after 750: 320 at 1500, too few
         ([(0, _gates(ess=66.0)), (750, _gates(ess=193.0))], 1500, False),
         ([(250, _gates(ess=300.0)), (500, _gates(ess=300.0))], 750, False),  # flat: never
         # R-hat 1.02 at 1000 + 500 draws: 1.0120 at 1000 + 1500, 1.0130 at 1300 (the slack

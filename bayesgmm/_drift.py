@@ -680,10 +680,11 @@ def _checked(samplers: list, judge: Callable[[list], bool], checks: list[int]) -
             for sampler in running:  # (the judgement then has the cores to itself)
                 sampler.pause()
             traces = [s.inspect() if d is None else d for d, s in zip(done, samplers, strict=True)]
-            if judge([first_draws(trace, at) for trace in traces]):
+            cut = [first_draws(trace, at) for trace in traces]
+            if judge(cut):
                 for sampler in running:
                     sampler.cancel()
-                return [first_draws(trace, at) for trace in traces], True
+                return cut, True
             for sampler in running:
                 sampler.resume()
         if all(d is not None for d in done):

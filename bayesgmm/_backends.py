@@ -90,7 +90,7 @@ def _compiled_nutpie(
     return dataclasses.replace(compiled, **{field_name: lambda seed: start.copy()})
 
 
-def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressbar, wait=None):
+def _run_nutpie(compiled, *, wait=None, **run):
     """nutpie in the background; Ctrl-C stops it and keeps what it drew (returns
     ``(results, interrupted)``). ``wait(sampler)``, if given, waits for the results in place
     of ``sampler.wait()`` (and may stop the run early). A watched run runs every chain at once
@@ -99,36 +99,72 @@ def _run_nutpie(compiled, *, draws, tune, chains, seed, target_accept, progressb
     comes early; the chains share the cores, the total work is the same. A watched run keeps
     its tuning draws for the watcher to judge (``save_warmup``); the watcher drops them when
     it did not stop the run, and Ctrl-C here always does."""
+    sampler = _started_nutpie(compiled, watched=wait is not None, **run)
+    trees, interrupted = _waited([sampler], wait)
+    return trees[0], interrupted
+
+
+def run_nutpie_together(jobs: list[tuple[object, dict]]) -> tuple[list, bool]:
+    """Several nutpie runs at once, each ``(compiled model, run)`` (``draws``, ``tune``,
+    ``chains``, ``seed``, ``target_accept``, ``progressbar``): ``(results of each, interrupted)``.
+
+    Run one after another, a run of fewer chains than cores leaves cores idle (gclus body
+    girths, K = 3, chains from 3 distinct EM optima as groups of 2, 1 and 1: 20 s, where the
+    four chains at once share two cores); each run's draws depend only on its model and seed,
+    so running them together changes no draw. Ctrl-C stops them all and keeps what each drew.
+    """
+    samplers = []
+    try:
+        for compiled, run in jobs:
+            samplers.append(_started_nutpie(compiled, **run))
+    except BaseException:
+        for sampler in samplers:
+            sampler.cancel()
+        raise
+    return _waited(samplers)
+
+
+def _started_nutpie(
+    compiled, *, draws, tune, chains, seed, target_accept, progressbar, watched=False
+):
+    """nutpie's background sampler for one run (``watched``: see :func:`_run_nutpie`)."""
     import nutpie
 
-    sampler = nutpie.sample(
+    return nutpie.sample(
         compiled,
         draws=draws,
         tune=tune,
         chains=chains,
-        cores=chains if wait is not None else None,
+        cores=chains if watched else None,
         seed=seed,
         target_accept=target_accept,
         progress_bar=progressbar,
-        save_warmup=wait is not None,
+        save_warmup=watched,
         blocking=False,
     )
+
+
+def _waited(samplers: list, wait=None) -> tuple[list, bool]:
+    """The results of running ``samplers``, in order (``wait(sampler)`` in place of
+    ``sampler.wait()`` when given), and whether Ctrl-C stopped them: then the samplers not yet
+    waited for are stopped and their draws so far (tuning dropped) kept. Any other failure
+    cancels them."""
+    done = []
     try:
-        return (sampler.wait() if wait is None else wait(sampler)), False
+        for sampler in samplers:
+            done.append(sampler.wait() if wait is None else wait(sampler))
+        return done, False
     except KeyboardInterrupt:
         try:
-            return without_warmup(sampler.abort()), True
+            return done + [without_warmup(s.abort()) for s in samplers[len(done) :]], True
         except Exception:  # nothing left to take (e.g. a second Ctrl-C while collecting)
             raise SamplingInterrupted(
                 "sampling was interrupted and its draws could not be recovered"
             ) from None
     except BaseException:
-        sampler.cancel()
+        for sampler in samplers[len(done) :]:
+            sampler.cancel()
         raise
-
-
-def _sample_nutpie(model, em, *, backend, cache, **run):
-    return _run_nutpie(_compiled_nutpie(model, em, backend, cache), **run)
 
 
 def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):

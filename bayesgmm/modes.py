@@ -224,33 +224,53 @@ def start_assignment(n_starts: int, n_chains: int) -> np.ndarray:
 
 
 def sample_groups(
-    sample_one: Callable[[Any, dict], tuple[Tree, bool]],
+    sample_all: Callable[[list[tuple[Any, dict]]], tuple[list[Tree], bool]],
     starts: Sequence[Any],
     run: dict[str, Any],
 ) -> tuple[Tree, bool]:
-    """Sample the chains of each start (round robin) with ``sample_one(start, run)`` and put
-    them together, ordered by start; ``sample_stats["start"]`` records each chain's start.
+    """Sample the chains of each start (round robin) and put them together, ordered by start;
+    ``sample_stats["start"]`` records each chain's start.
 
-    Each group gets its own seed derived from ``run["seed"]``. Returns ``(tree, interrupted)``;
-    an interrupted group ends the run with the groups sampled so far.
+    ``sample_all(groups)`` samples every group ``(start, run of its chains)`` (one after another,
+    :func:`one_after_another`, or all at once) and returns ``(trees, interrupted)``: the results
+    of the groups sampled, in order (fewer when interrupted). Each group gets its own seed
+    derived from ``run["seed"]``, so its chains are the same however the groups are run.
+    Returns ``(tree, interrupted)``.
     """
     assignment = start_assignment(len(starts), run["chains"])
-    trees, labels, interrupted = [], [], False
+    groups, index = [], []
     for j, start in enumerate(starts):
         count = int(np.sum(assignment == j))
-        if count == 0:
-            continue
-        seed = (int(run["seed"]) + 7919 * j) % 2**31
-        tree, interrupted = sample_one(start, {**run, "chains": count, "seed": seed})
-        trees.append(tree)
-        labels += [j] * get_group(tree, "posterior").sizes["chain"]
-        if interrupted:
-            break
+        if count:
+            seed = (int(run["seed"]) + 7919 * j) % 2**31
+            groups.append((start, {**run, "chains": count, "seed": seed}))
+            index.append(j)
+    trees, interrupted = sample_all(groups)
+    sizes = [get_group(tree, "posterior").sizes["chain"] for tree in trees]
     out = concat_chains(trees)
-    stats = get_group(out, "sample_stats").copy()
-    stats["start"] = ("chain", np.asarray(labels, dtype=np.int64))
+    stats = get_group(out, "sample_stats").copy()  # (interrupted: fewer trees than groups)
+    stats["start"] = ("chain", np.repeat(index[: len(trees)], sizes).astype(np.int64))
     replace_group(out, "sample_stats", stats)
     return out, interrupted
+
+
+def one_after_another(
+    sample_one: Callable[[Any, dict], tuple[Tree, bool]],
+) -> Callable[[list[tuple[Any, dict]]], tuple[list[Tree], bool]]:
+    """A ``sample_all`` for :func:`sample_groups` that samples the groups in turn with
+    ``sample_one(start, run)`` (``(tree, interrupted)``); an interrupted group ends the run
+    with the groups sampled so far."""
+
+    def sample_all(groups: list[tuple[Any, dict]]) -> tuple[list[Tree], bool]:
+        trees = []
+        for start, group in groups:
+            tree, interrupted = sample_one(start, group)
+            trees.append(tree)
+            if interrupted:
+                return trees, True
+        return trees, False
+
+    return sample_all
 
 
 # ----------------------------------------------------------------------------- modes

@@ -39,9 +39,9 @@ from ._backends import (  # noqa: F401 - _compiled_nutpie, cache_dir: used from 
     _compiled_nutpie,
     _flat_start,
     _run_nutpie,
-    _sample_nutpie,
     _sample_pymc,
     cache_dir,
+    run_nutpie_together,
 )
 from ._compile_cache import CompileCache
 from ._errors import SamplerError, SamplingInterrupted, from_below, warn
@@ -53,7 +53,7 @@ from .alignment import label_switching_summary
 from .diagnostics import SamplingWarning, check_sampling, judged_once
 from .em import EMGaussianMixture
 from .model import model_spec, observed_rows
-from .modes import _warn_modes, record_modes, sample_groups
+from .modes import _warn_modes, one_after_another, record_modes, sample_groups
 from .priors import GMMPriors
 from .start import em_initial_values
 
@@ -466,11 +466,8 @@ def sample_posterior(
         options = (model, sampler, backend, compile_cache)
         if starts:
             approx_of = {id(s): a for s, a in zip(every, approxes, strict=True)}
-            idata, interrupted = sample_groups(
-                lambda start, group: _sample(*options, start, group, approx_of[id(start)]),
-                every,
-                run,
-            )
+            sample_all = functools.partial(_sample_groups, options, approx_of)
+            idata, interrupted = sample_groups(sample_all, every, run)
         else:
             idata, interrupted = _sample(*options, em, run, approxes[0], watch=True)
         restarted = {}
@@ -592,15 +589,36 @@ def _sample(model, sampler, backend, cache, em, run, approx=None, watch=False) -
     speak for the whole run)."""
     if sampler == "pymc":
         return _sample_pymc(model, em_initial_values(model, em), **run)
-    if backend != "kernel":
-        return _sample_nutpie(model, em, backend=backend, cache=cache, **run)
-    density = log_density_for(model)
     wait = None
-    if watch and approx is not None:
+    if watch and approx is not None and backend == "kernel":
         wait = functools.partial(
-            drift.stop_when_one_left, log_density=approx.log_density, n_dim=density.n_dim
+            drift.stop_when_one_left,
+            log_density=approx.log_density,
+            n_dim=log_density_for(model).n_dim,
         )
-    return _run_nutpie(_kernel_compiled(model, em, density, approx), wait=wait, **run)
+    return _run_nutpie(_nutpie_model(model, backend, cache, em, approx), wait=wait, **run)
+
+
+def _sample_groups(options: tuple, approx_of: dict, groups: list) -> tuple[list[Tree], bool]:
+    """The chains of each group ``(start, run)`` (:func:`bayesgmm.modes.sample_groups`):
+    nutpie's runs all at once (:func:`bayesgmm._backends.run_nutpie_together`), PyMC's one
+    after another. ``approx_of``: each start's Laplace approximation, by ``id``."""
+    model, sampler, backend, cache = options
+    if sampler == "pymc":
+        return one_after_another(
+            lambda start, group: _sample(*options, start, group, approx_of[id(start)])
+        )(groups)
+    return run_nutpie_together(
+        [(_nutpie_model(model, backend, cache, s, approx_of[id(s)]), g) for s, g in groups]
+    )
+
+
+def _nutpie_model(model, backend, cache, em, approx=None):
+    """nutpie's compiled model from the EM start: the E-step kernel's, whitened by ``approx``
+    (its mode the start) for the ``kernel`` backend, else PyMC's model compiled."""
+    if backend == "kernel":
+        return _kernel_compiled(model, em, log_density_for(model), approx)
+    return _compiled_nutpie(model, em, backend, cache)
 
 
 def _floored_start(model: pm.Model, em: EMGaussianMixture) -> bool:

@@ -22,7 +22,9 @@ from bayesgmm.modes import (
     find_modes,
     mode_posterior,
     mode_table,
+    one_after_another,
     same_optimum,
+    sample_groups,
     start_assignment,
 )
 
@@ -72,6 +74,51 @@ def test_round_robin():
     np.testing.assert_array_equal(start_assignment(2, 4), [0, 1, 0, 1])
     np.testing.assert_array_equal(start_assignment(3, 2), [0, 1])
     np.testing.assert_array_equal(start_assignment(1, 3), [0, 0, 0])
+
+
+def _group_tree(run: dict) -> xr.DataTree:
+    """A group's results: ``run["chains"]`` chains whose draws are the group's seed."""
+    draws = np.full((run["chains"], 3), float(run["seed"]))
+    return new_tree(
+        {
+            "posterior": xr.Dataset({"x": (("chain", "draw"), draws)}),
+            "sample_stats": xr.Dataset({"lp": (("chain", "draw"), -draws)}),
+        }
+    )
+
+
+def test_each_start_gets_its_chains_and_its_own_seed():
+    """Three starts, five chains: groups of 2, 2 and 1 chains, seeds derived per start, the
+    chains joined in the order of the starts and labelled with them."""
+    seen = []
+
+    def sample_all(groups):
+        seen.extend(groups)
+        return [_group_tree(run) for _, run in groups], False
+
+    out, interrupted = sample_groups(sample_all, ["a", "b", "c"], {"chains": 5, "seed": 10})
+    assert not interrupted
+    assert [(start, run["chains"], run["seed"]) for start, run in seen] == [
+        ("a", 2, 10), ("b", 2, 10 + 7919), ("c", 1, 10 + 2 * 7919)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(out.sample_stats["start"].values, [0, 0, 1, 1, 2])
+    np.testing.assert_array_equal(out.posterior["x"].values[:, 0], [10, 10, 7929, 7929, 15848])
+    np.testing.assert_array_equal(out.posterior["chain"].values, np.arange(5))
+
+
+def test_groups_sampled_in_turn_stop_at_an_interrupted_one():
+    """One after another, Ctrl-C in the second group's run keeps the first two groups; the
+    third is not started, and the chains kept are labelled with their starts."""
+    calls = []
+
+    def sample_one(start, run):
+        calls.append(start)
+        return _group_tree(run), start == "b"
+
+    sample_all = one_after_another(sample_one)
+    out, interrupted = sample_groups(sample_all, ["a", "b", "c"], {"chains": 3, "seed": 0})
+    assert interrupted and calls == ["a", "b"]
+    np.testing.assert_array_equal(out.sample_stats["start"].values, [0, 1])
 
 
 def _tree(values: np.ndarray) -> xr.DataTree:

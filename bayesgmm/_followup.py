@@ -372,8 +372,9 @@ def _may_pass(trend: list[tuple[int, dict]], added: int, before: int) -> bool:
     judgements of it (``trend``: draws added and :func:`_gates`, the first may be the run's
     before it, at 0; ``before`` draws per chain before the extension): the smallest ESS
     going on along its line through them, the excess of R-hat over 1 shrinking with the
-    chains' length; either within :data:`TREND_SLACK`. MASS Pima.tr, K = 4: ESS 66, then 193
-    700 draws into the extension, so after 1500 about 338, too few to judge (it was 196)."""
+    chains' length; either within :data:`TREND_SLACK`. MASS Pima.tr, K = 4 (measured when
+    an extension was judged before it had the first run's length): ESS 66, then 193 700
+    draws into the extension, so after 1500 about 338, too few to judge (it was 196)."""
     (a0, g0), (a1, g1) = trend
     ess = g1["ess"] + (g1["ess"] - g0["ess"]) / (a1 - a0) * (added - a1)
     r_hat = 1 + (g1["r_hat"] - 1) * (before + a1) / (before + added)

@@ -4,6 +4,7 @@ runs, and PyMC's own NUTS, each from the EM start (see :mod:`bayesgmm.sampling`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pymc as pm
 
 from ._compile_cache import CompileCache
+from ._drift import start_all
 from ._errors import SamplingInterrupted
 from ._idata import get_group, without_warmup
 from .em import EMGaussianMixture
@@ -99,8 +101,8 @@ def _run_nutpie(compiled, *, wait=None, **run):
     comes early; the chains share the cores, the total work is the same. A watched run keeps
     its tuning draws for the watcher to judge (``save_warmup``); the watcher drops them when
     it did not stop the run, and Ctrl-C here always does."""
-    sampler = _started_nutpie(compiled, watched=wait is not None, **run)
-    trees, interrupted = _waited([sampler], wait)
+    start = functools.partial(_started_nutpie, compiled, watched=wait is not None, **run)
+    trees, interrupted = start_all([start], functools.partial(_waited, wait=wait))
     return trees[0], interrupted
 
 
@@ -111,17 +113,11 @@ def run_nutpie_together(jobs: list[tuple[object, dict]]) -> tuple[list, bool]:
     Run one after another, a run of fewer chains than cores leaves cores idle (gclus body
     girths, K = 3, chains from 3 distinct EM optima as groups of 2, 1 and 1: 20 s, where the
     four chains at once share two cores); each run's draws depend only on its model and seed,
-    so running them together changes no draw. Ctrl-C stops them all and keeps what each drew.
+    so running them together changes no draw. Ctrl-C stops them all and keeps what each drew;
+    a failure cancels them all (:func:`bayesgmm._drift.start_all`).
     """
-    samplers = []
-    try:
-        for compiled, run in jobs:
-            samplers.append(_started_nutpie(compiled, **run))
-    except BaseException:
-        for sampler in samplers:
-            sampler.cancel()
-        raise
-    return _waited(samplers)
+    starts = [functools.partial(_started_nutpie, compiled, **run) for compiled, run in jobs]
+    return start_all(starts, _waited)
 
 
 def _started_nutpie(
@@ -147,8 +143,7 @@ def _started_nutpie(
 def _waited(samplers: list, wait=None) -> tuple[list, bool]:
     """The results of running ``samplers``, in order (``wait(sampler)`` in place of
     ``sampler.wait()`` when given), and whether Ctrl-C stopped them: then the samplers not yet
-    waited for are stopped and their draws so far (tuning dropped) kept. Any other failure
-    cancels them."""
+    waited for are stopped and their draws so far (tuning dropped) kept."""
     done = []
     try:
         for sampler in samplers:
@@ -161,10 +156,6 @@ def _waited(samplers: list, wait=None) -> tuple[list, bool]:
             raise SamplingInterrupted(
                 "sampling was interrupted and its draws could not be recovered"
             ) from None
-    except BaseException:
-        for sampler in samplers[len(done) :]:
-            sampler.cancel()
-        raise
 
 
 def _sample_pymc(model, initial, *, draws, tune, chains, seed, target_accept, progressbar):

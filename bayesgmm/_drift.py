@@ -607,7 +607,7 @@ def _chain_points(
 def run_parallel(runs: Sequence[Callable[[], object]]) -> list:
     """Start every sampler (``run()`` returns nutpie's background sampler) and wait for all;
     Ctrl-C or a failure cancels the ones still running."""
-    return _started(runs, lambda samplers: [sampler.wait() for sampler in samplers])
+    return start_all(runs, lambda samplers: [sampler.wait() for sampler in samplers])
 
 
 def run_watched(runs: Sequence[Callable[[], object]], measure: Callable) -> tuple[list, int | None]:
@@ -620,7 +620,7 @@ def run_watched(runs: Sequence[Callable[[], object]], measure: Callable) -> tupl
     cancelled) and how many draws of each chain to keep (None when no chain crossed): the same
     wherever the samplers were when looked at.
     """
-    return _started(runs, lambda samplers: _watched(samplers, measure))
+    return start_all(runs, lambda samplers: _watched(samplers, measure))
 
 
 def run_checked(
@@ -636,11 +636,12 @@ def run_checked(
     at the same draw on any machine. Returns the traces (cut, when the judge stopped them)
     and whether it stopped them.
     """
-    return _started(runs, lambda samplers: _checked(samplers, judge, list(checks)))
+    return start_all(runs, lambda samplers: _checked(samplers, judge, list(checks)))
 
 
-def _started(runs: Sequence[Callable[[], object]], wait: Callable) -> object:
-    """``wait(samplers)`` after starting every run; Ctrl-C or a failure cancels them all."""
+def start_all(runs: Sequence[Callable[[], object]], wait: Callable) -> object:
+    """``wait(samplers)`` after starting every run (``run()`` returns nutpie's background
+    sampler); Ctrl-C or a failure, while starting them or out of ``wait``, cancels them all."""
     samplers = []
     try:
         for run in runs:
@@ -698,12 +699,8 @@ def _drawn(done: Tree | None, sampler) -> int:
     if done is not None:
         return int(get_group(done, "posterior").sizes["draw"])
     try:
-        _, stats = sampler._sampler.inspect().get_arrow_trace()
-        return (
-            min(int(np.sum(~np.asarray(batch.column("tuning"), dtype=bool))) for batch in stats)
-            if stats
-            else 0
-        )
+        tuning = _arrow_column(sampler, "tuning")
+        return min((int(np.sum(~t.astype(bool))) for t in tuning), default=0)
     except (AttributeError, KeyError, TypeError, ValueError):
         return int(get_group(sampler.inspect(), "posterior").sizes["draw"])
 
@@ -749,10 +746,18 @@ def running_logp(sampler) -> list[np.ndarray]:
     falls back to ``inspect()``.
     """
     try:
-        _, stats = sampler._sampler.inspect().get_arrow_trace()
-        return [np.asarray(batch.column("logp"), dtype=float) for batch in stats]
+        return [lp.astype(float) for lp in _arrow_column(sampler, "logp")]
     except (AttributeError, KeyError, TypeError, ValueError):
         return [lp for _, lp in _chain_draws(sampler.inspect())]
+
+
+def _arrow_column(sampler, name: str) -> list[np.ndarray]:
+    """Each chain's sampler statistic ``name`` so far, from the Arrow record batches of
+    nutpie's running background sampler (its private ``_sampler``: see
+    :func:`running_logp`); raises AttributeError, KeyError, TypeError or ValueError where
+    that is not there."""
+    _, stats = sampler._sampler.inspect().get_arrow_trace()
+    return [np.asarray(batch.column(name)) for batch in stats]
 
 
 def concat_chains(trees: list[Tree]) -> Tree:

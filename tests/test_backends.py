@@ -107,9 +107,17 @@ def test_ctrl_c_keeps_the_finished_runs_and_what_the_others_drew():
     assert log == [("wait", "a"), ("wait", "b"), ("abort", "b"), ("abort", "c")]
 
 
-def test_another_failure_cancels_the_runs_not_finished():
+def test_another_failure_while_waiting_cancels_every_run(monkeypatch):
     log: list = []
-    samplers = [_Sampler("a", log), _Sampler("b", log, ValueError), _Sampler("c", log)]
+    failing = {"b": ValueError}
+    monkeypatch.setattr(
+        "nutpie.sample", lambda compiled, **options: _Sampler(compiled, log, failing.get(compiled))
+    )
+    jobs = [(name, dict(RUN, chains=1, seed=0)) for name in "abc"]
     with pytest.raises(ValueError):
-        _waited(samplers)
-    assert log == [("wait", "a"), ("wait", "b"), ("cancel", "b"), ("cancel", "c")]
+        run_nutpie_together(jobs)
+    assert log == [("wait", "a"), ("wait", "b")] + [("cancel", n) for n in "abc"]
+    log.clear()
+    with pytest.raises(ValueError):
+        _run_nutpie("b", **dict(RUN, chains=1, seed=0))
+    assert log == [("wait", "b"), ("cancel", "b")]

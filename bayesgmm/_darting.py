@@ -51,7 +51,9 @@ chains would keep the divergence. An appended run with a divergent trajectory is
 once, from the same points, at :data:`RAISED_TARGET_ACCEPT`. A first run far from the gates
 (R-hat above :data:`bayesgmm.diagnostics.MILD_R_HAT`, several modes, a drifting chain, or
 divergent trajectories in more than :data:`MAX_DIVERGENT_SHARE` of its iterations) gets no
-second: on mlbench's Glass (K=3) one took 280 s to fail as the first had.
+second: on mlbench's Glass (K=3) one took 280 s to fail as the first had. The step runs right
+after the first NUTS run, before NUTS's follow-ups, when that run's ESS per draw says NUTS's
+extension would end short of the gates within ``max_draws`` (:func:`before_follow_ups`).
 
 Measured (default ``BayesianGMM(K, random_seed=1)``, 2 cores): scikit-learn's breast cancer,
 10 columns, K=3: NUTS R-hat 1.067, ESS 44; with this step 18 s in all, R-hat 1.003, ESS 701,
@@ -76,9 +78,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._followup import _divergences, _flat, _gates, announce
+from ._followup import _divergences, _flat, _gates, announce, extension_cut
 from ._idata import Tree, get_group
-from ._independence import Chain, _verdict, attempt, blocked_text, draws_blocks, raw_tree
+from ._independence import (
+    INTERRUPTED,
+    Chain,
+    _verdict,
+    attempt,
+    blocked_text,
+    draws_blocks,
+    raw_tree,
+)
 from ._logdensity import log_density_for
 from ._progress import progress_bar
 from .diagnostics import GATES, MILD_R_HAT, draws_for_gates, gate_shortfalls
@@ -102,6 +112,7 @@ __all__ = [
     "WARMUP",
     "Kernel",
     "SwitchRow",
+    "before_follow_ups",
     "darting_chain",
     "darts",
     "refine",
@@ -405,7 +416,9 @@ def _iterate(
     return chain, tuned, float(np.mean(dart_acceptance)) if dart_acceptance else float("nan")
 
 
-def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str, str]:
+def skip_reason(
+    idata: Tree, raw: Tree, run: dict, max_draws: int, gates: dict | None = None
+) -> tuple[str, str]:
     """Whether the step runs after NUTS and its follow-ups: ``(failing, blocked)``.
 
     Parameters
@@ -417,6 +430,8 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     run : dict
         With ``draws``, the draws per chain asked for.
     max_draws : int
+    gates : dict, optional
+        :func:`bayesgmm._followup._gates` of ``idata``, when known.
 
     Returns
     -------
@@ -431,7 +446,7 @@ def skip_reason(idata: Tree, raw: Tree, run: dict, max_draws: int) -> tuple[str,
     """
     if max_draws <= run["draws"]:
         return "", ""
-    gates = _gates(idata)
+    gates = _gates(idata) if gates is None else gates
     if gates["n_modes"] > 1:  # modes are followed up, and reported, each on its own
         return "", ""
     short = gate_shortfalls(gates)
@@ -487,6 +502,65 @@ def refine(
     failing, blocked = skip_reason(finished[0], raw, run, max_draws)
     if not failing:
         return *finished, {}
+    return _step(raw, finished, results, model, run, max_draws, (failing, blocked))
+
+
+def before_follow_ups(
+    raw: Tree,
+    finished: tuple,
+    results: Callable[[Tree], tuple],
+    model,
+    run: dict,
+    max_draws: int,
+) -> tuple[tuple | None, dict]:
+    """The step right after the first NUTS run, in place of NUTS's follow-ups, where those are
+    expected to fall short: the chains are in one mode, without divergences or a drifting
+    chain, some rows switch component rarely, and by the first run's ESS per draw the NUTS
+    extension needs more draws than ``max_draws`` leaves
+    (:func:`bayesgmm._followup.extension_cut`). On 31 default fits of real data
+    (``BayesianGMM(K, random_seed=s)``, 2 cores) it ran 4 times: mclust's wreath (K=4) 11.1 ->
+    5.2 s, gclus ozone (K=2) 12.6 -> 6.8 s and 9.8 -> 4.5 s, the same gates met; wine (K=4)
+    83.5 -> 96.3 s, not met either way. Where the extension's plan fits, as on gclus body
+    girths (K=3, ESS 204-396 after the first run), darting first was as often slower (15 -> 23
+    s) as faster (18 -> 14 s), so NUTS is extended there as before
+    (``benchmarks/results/darting_first_20261208.txt``).
+
+    Parameters are :func:`refine`'s.
+
+    Returns
+    -------
+    (kept, attrs)
+        ``kept``: the results and their label switching summary when the step ran and met
+        the gates (``attrs`` are then :func:`refine`'s, with ``follow_up`` saying why NUTS was
+        not followed up), or the first run's when Ctrl-C stopped the step; None when it did
+        not run (``attrs`` empty) or was not kept (``attrs["darting_hmc_before_follow_ups"]``:
+        its record). NUTS's follow-ups then run, and the step after them.
+    """
+    gates = _gates(finished[0])
+    failing, blocked = skip_reason(finished[0], raw, run, max_draws, gates)
+    if not failing or blocked or gates["divergences"]:
+        return None, {}
+    if not extension_cut(finished[0], max_draws, gates):
+        return None, {}
+    if not switch_rows(draw_assignments(finished[0])):
+        return None, {}
+    *kept, attrs = _step(raw, finished, results, model, run, max_draws, (failing, ""))
+    record = attrs["darting_hmc"]
+    if record["reason"].endswith(INTERRUPTED):  # no follow-ups either: NUTS's result stays
+        return finished, attrs
+    if not record["kept"]:
+        return None, {"darting_hmc_before_follow_ups": record}
+    why = (
+        f"{failing}: darting HMC before NUTS's follow-ups, as the extension would need more "
+        f"than max_draws={max_draws} draws per chain by the first run's ESS per draw"
+    )
+    return tuple(kept), {"follow_up": [why], **attrs}
+
+
+def _step(raw, finished, results, model, run, max_draws, reasons) -> tuple:
+    """:func:`refine` on results that fail the gates (``reasons``: :func:`skip_reason`'s
+    ``(failing, blocked)``)."""
+    failing, blocked = reasons
     record: dict = {"kept": False}
     if blocked:
         record["reason"] = f"{failing} after NUTS; not run: {blocked}"

@@ -64,6 +64,7 @@ __all__ = [
     "DRAWS_PER_COMPONENT",
     "ESS_MARGIN",
     "INFLATE",
+    "INTERRUPTED",
     "MAX_COMPONENTS",
     "MAX_DIM",
     "MAX_KEPT_RUNS",
@@ -416,6 +417,10 @@ def refine(
     return *imh, {"independence_mh": record, "draws_sampler": "independence_mh"}
 
 
+# the reason a step records when Ctrl-C stopped it
+INTERRUPTED = "interrupted (Ctrl-C): kept the NUTS result"
+
+
 def attempt(step: Callable[[], tuple | None], record: dict, failing: str, name: str):
     """Run a sampler after NUTS and record it: ``step()`` gives its finished results and their
     verdict ``(passed, text, gates)``, or None when it gave up (``record["reason"]`` says why).
@@ -428,7 +433,7 @@ def attempt(step: Callable[[], tuple | None], record: dict, failing: str, name: 
     try:
         out = step()
     except KeyboardInterrupt:
-        out, record["reason"] = None, "interrupted (Ctrl-C): kept the NUTS result"
+        out, record["reason"] = None, INTERRUPTED
     record["seconds"] = round(time.perf_counter() - started, 1)
     if out is not None:
         out, (passed, text, _) = out

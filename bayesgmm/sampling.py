@@ -392,7 +392,11 @@ def sample_posterior(
         as it does, without darts when no row switches rarely, when divergent transitions
         are left after the raised targets; its draws replace NUTS's only when they meet the
         gates
-        (``posterior.attrs["darting_hmc"]``, and ``draws_sampler="darting_hmc"``). When R-hat
+        (``posterior.attrs["darting_hmc"]``, and ``draws_sampler="darting_hmc"``). It runs
+        right after the first run instead, before any follow-up, when such rows are seen
+        there and the extension would need more than ``max_draws`` draws per chain by the
+        first run's ESS per draw (:func:`bayesgmm._darting.before_follow_ups`; the follow-ups
+        run as above when it does not meet the gates). When R-hat
         or the ESS still fail after these (not divergences alone, nor several modes each
         converged),
         with at most 40 dimensions, 2 or more chains and 40 NUTS draws per dimension,
@@ -486,14 +490,21 @@ def sample_posterior(
         raw, (idata, switched) = idata, results(idata)
         if kernel and not interrupted:
             budget = max_draws or followup.BUDGET * draws
-            raw, idata, switched, followed = followup.follow_up(
-                raw, (idata, switched), results, compile_one, run, budget
-            )
-            restarted.update(followed)
-            idata, switched, darted = darting.refine(
+            early, darted = darting.before_follow_ups(
                 raw, (idata, switched), results, model, run, budget
             )
             restarted.update(darted)
+            if early:
+                idata, switched = early
+            else:
+                raw, idata, switched, followed = followup.follow_up(
+                    raw, (idata, switched), results, compile_one, run, budget
+                )
+                restarted.update(followed)
+                idata, switched, darted = darting.refine(
+                    raw, (idata, switched), results, model, run, budget
+                )
+                restarted.update(darted)
             idata, switched, refined = independence.refine(
                 raw, (idata, switched), results, model, run, budget
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -475,6 +476,74 @@ def test_a_blocked_step_keeps_the_nuts_result(monkeypatch):
     assert out[2]["darting_hmc"]["reason"] == "ESS 30 after NUTS; not run: 2 modes"
 
 
+def _early(monkeypatch, gates=None, cut=True, switching=True, kept=True, blocked=False):
+    """:func:`dart.before_follow_ups` on stubbed results: the first run's gates, whether the
+    extension would be cut, whether a row switches rarely, and whether the step's run meets
+    the gates; returns its answer and how often the step ran."""
+    values = {"r_hat": 1.03, "ess": 40.0, "divergences": 0, "n_modes": 1, "drifted": False}
+    values.update(gates or {})
+    monkeypatch.setattr(dart, "_gates", lambda idata: values)
+    monkeypatch.setattr(dart, "draws_blocks", lambda raw, n: {"too few draws": blocked})
+    monkeypatch.setattr(dart, "extension_cut", lambda idata, max_draws, g: cut and g is values)
+    assignments = np.zeros((4, 500, 6), int)
+    if switching:  # row 3 away in the middle of every chain: one switch per chain
+        assignments[:, 200:260, 3] = 1
+    monkeypatch.setattr(dart, "draw_assignments", lambda idata: assignments)
+    ran = []
+
+    def runs(raw, idata, homes, rows, *args):
+        ran.append([r.row for r in rows])
+        if kept is None:
+            raise KeyboardInterrupt
+        return ("draws", "switches"), (kept, "R-hat 1.004, ESS 900", {})
+
+    monkeypatch.setattr(dart, "_runs", runs)
+    out = dart.before_follow_ups(None, FIRST_RUN, None, None, {"draws": 500}, 2000)
+    return out, ran
+
+
+FIRST_RUN = ("nuts results", "nuts switches")
+
+
+def test_the_step_runs_first_when_the_extension_would_be_cut(monkeypatch):
+    (kept, attrs), ran = _early(monkeypatch)
+    assert ran == [[3]] and kept == ("draws", "switches")
+    assert attrs["draws_sampler"] == "darting_hmc" and attrs["darting_hmc"]["kept"]
+    assert attrs["darting_hmc"]["switch_rows"] == [3]
+    assert "darting HMC before NUTS's follow-ups" in attrs["follow_up"][0]
+    assert attrs["follow_up"][0].startswith("R-hat 1.030, ESS 40")
+
+
+def test_a_first_step_that_fails_leaves_the_follow_ups_to_nuts_and_says_so(monkeypatch):
+    (kept, attrs), ran = _early(monkeypatch, kept=False)
+    assert ran == [[3]] and kept is None
+    assert set(attrs) == {"darting_hmc_before_follow_ups"}
+    assert not attrs["darting_hmc_before_follow_ups"]["kept"]
+
+
+def test_ctrl_c_in_a_first_step_keeps_the_first_run_and_skips_the_follow_ups(monkeypatch):
+    (kept, attrs), ran = _early(monkeypatch, kept=None)
+    assert ran == [[3]] and kept == FIRST_RUN and "draws_sampler" not in attrs
+    assert attrs["darting_hmc"]["reason"].endswith("interrupted (Ctrl-C): kept the NUTS result")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"cut": False},  # the extension's plan fits max_draws
+        {"switching": False},  # no row switches rarely
+        {"gates": {"divergences": 2}},  # NUTS reruns at a higher target first
+        {"gates": {"drifted": True}},
+        {"gates": {"n_modes": 2}},
+        {"gates": {"r_hat": 1.005, "ess": 900.0}},  # converged
+        {"blocked": True},
+    ],
+)
+def test_otherwise_nuts_is_followed_up_first(monkeypatch, case):
+    (kept, attrs), ran = _early(monkeypatch, **case)
+    assert kept is None and attrs == {} and ran == []
+
+
 def test_raw_results_of_hamiltonian_chains_keep_divergences_and_energy():
     chains = [
         dart.Chain(
@@ -738,3 +807,21 @@ def test_the_report_says_where_the_draws_come_from(breast_cancer_fit):
     tree = breast_cancer_fit.idata_.copy()
     set_attrs(tree, {"draws_sampler": None})
     assert _own_sampler_text(tree) == ""
+
+
+def test_where_nuts_would_fall_short_of_max_draws_the_step_comes_first():
+    """mclust's wreath (1000 x 2), K=4: the first NUTS run's ESS (26 here) asks for far more
+    than the 3000 draws per chain that ``max_draws`` leaves (the extension used to draw them
+    all and end at ESS 333); the step runs straight after the first run and meets the gates.
+    (A first run with R-hat above 1.05 would not be extended either: the step then follows
+    the first run as it always did.)"""
+    import pandas as pd
+
+    X = pd.read_csv(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "wreath.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = BayesianGMM(4, random_seed=1, progressbar=False).fit(X).idata_
+    assert get_attr(idata, "extended_draws", default=None) is None  # no NUTS extension
+    assert get_attr(idata, "draws_sampler") == "darting_hmc"
+    table = diagnostics(idata).set_index("check")
+    assert table["passed"].all(), table

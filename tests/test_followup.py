@@ -36,6 +36,14 @@ def _tree(n_chains=2, n_draws=100):
     )
 
 
+def _no_step_first(monkeypatch):
+    """The forced extension plans are the follow-ups': the darting step that may run before
+    them (when the first run's plan is cut by max_draws) does not consult them."""
+    import bayesgmm._darting as dart
+
+    monkeypatch.setattr(dart, "extension_cut", lambda *a: False)
+
+
 @pytest.mark.parametrize(
     ("changes", "extra"),
     [
@@ -88,6 +96,7 @@ def test_the_follow_up_hands_the_ess_before_each_extension_to_the_next_plan(monk
         return next(plans)
 
     monkeypatch.setattr(followup, "extension_plan", plan)
+    _no_step_first(monkeypatch)
     _quiet_fit(draws=150, max_draws=400)
     assert len(seen) == 2 and seen[0][0] is None and seen[1][0] == seen[0][1]
 
@@ -97,6 +106,33 @@ def test_the_plan_is_capped_by_max_draws(monkeypatch):
     assert followup.extension_plan(_tree(), max_draws=300) == (150, "ESS 200")
     planned, reason = followup.extension_plan(_tree(), max_draws=150)  # fewer than 100 left
     assert planned == 0 and "max_draws=150 reached" in reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "max_draws", "cut"),
+    [
+        ({}, 10_000, False),  # 150 more per chain wanted, all of them left
+        ({}, 200, True),  # 150 wanted, 100 left
+        ({"ess": 20.0}, 2000, True),  # 2400 more wanted, 1900 left
+        ({"ess": 20.0}, 4000, False),  # 3900 left
+        ({"ess": 450.0}, 200, False),  # gates met: no extension
+        ({"r_hat": 1.2, "ess": 20.0}, 200, False),  # chains disagree: no extension
+        ({"divergences": 1, "ess": 20.0}, 200, False),
+        ({"n_modes": 2, "ess": 20.0}, 200, False),
+        ({"ess": 450.0, "r_hat": 1.02}, 10_000, False),  # R-hat alone: 100 more, left
+        ({"ess": 450.0, "r_hat": 1.02}, 150, False),  # 50 left: too few for an extension
+    ],
+)
+def test_an_extension_is_cut_when_the_gates_need_more_draws_than_are_left(changes, max_draws, cut):
+    """100 draws per chain, 2 chains; ``_gates``' values given, not computed."""
+    assert followup.extension_cut(_tree(), max_draws, _gates(**changes)) == cut
+
+
+def test_the_plan_with_given_gates_is_the_plan_with_computed_ones(monkeypatch):
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(ess=120.0))
+    computed = followup.extension_plan(_tree(), max_draws=10_000)
+    monkeypatch.setattr(followup, "_gates", lambda idata: pytest.fail("gates computed again"))
+    assert followup.extension_plan(_tree(), 10_000, gates=_gates(ess=120.0)) == computed
 
 
 def test_concatenated_draws_follow_each_chain_and_keep_draw_free_variables():
@@ -466,11 +502,11 @@ def test_a_run_with_divergences_runs_again_at_the_raised_target(monkeypatch):
     """Forced: the first run's results report divergences. Its chains (one group: they all
     ended in one mode) run again from where they ended at target_accept 0.95, replacing the
     first run's draws; the extension keeps that target, and the attrs record it."""
-    real_divergences, calls, targets = followup._divergences, [], []
+    real_divergences, first, targets = followup._divergences, [], []
 
     def first_divergent(idata):
-        calls.append(1)
-        return 4 if len(calls) == 1 else real_divergences(idata)
+        first[:] = first or [idata]
+        return 4 if idata is first[0] else real_divergences(idata)
 
     original_one = followup._one_chain
 
@@ -948,6 +984,35 @@ def _quiet_fit(**options) -> BayesianGMM:
         return _fit(**options)
 
 
+def test_a_step_kept_before_the_follow_ups_replaces_them(monkeypatch):
+    import bayesgmm._darting as dart
+
+    def early(raw, finished, results, model, run, max_draws):
+        record = {"kept": True, "reason": "stub"}
+        return finished, {"follow_up": ["darting first"], "darting_hmc": record}
+
+    monkeypatch.setattr(dart, "before_follow_ups", early)
+    monkeypatch.setattr(followup, "follow_up", lambda *a: pytest.fail("NUTS followed up"))
+    monkeypatch.setattr(dart, "refine", lambda *a: pytest.fail("the step ran again"))
+    idata = _quiet_fit(draws=150, max_draws=400).idata_
+    assert get_attr(idata, "follow_up") == ["darting first"]
+    assert get_attr(idata, "darting_hmc") == {"kept": True, "reason": "stub"}
+
+
+def test_a_step_not_kept_before_the_follow_ups_leaves_them_to_run_and_is_recorded(monkeypatch):
+    import bayesgmm._darting as dart
+
+    record = {"kept": False, "reason": "stub"}
+    monkeypatch.setattr(
+        dart, "before_follow_ups", lambda *a: (None, {"darting_hmc_before_follow_ups": record})
+    )
+    called = []
+    real = followup.follow_up
+    monkeypatch.setattr(followup, "follow_up", lambda *a: called.append(1) or real(*a))
+    idata = _quiet_fit(draws=150, max_draws=400).idata_
+    assert called == [1] and get_attr(idata, "darting_hmc_before_follow_ups") == record
+
+
 def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
     """follow_up with ``rounds`` forced extension rounds of 100 draws each; the extensions made by
     the ``diverging_calls``-th calls of continue_chains (1-based, counted when their results
@@ -967,8 +1032,11 @@ def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
     monkeypatch.setattr(followup, "continue_chains", recording)
     monkeypatch.setattr(followup, "_divergences", divergences)
     monkeypatch.setattr(
-        followup, "extension_plan", lambda idata, max_draws, ess_before: next(plans, (0, ""))
+        followup,
+        "extension_plan",
+        lambda idata, max_draws, ess_before: next(plans, (0, "")),
     )
+    _no_step_first(monkeypatch)
     return calls
 
 
@@ -1076,8 +1144,11 @@ def test_an_extension_stops_at_the_first_judgement_the_chains_pass(monkeypatch):
     monkeypatch.setattr(followup, "_may_pass", lambda trend, added, before: True)
     plans = iter([(400, "ESS 200")])
     monkeypatch.setattr(
-        followup, "extension_plan", lambda idata, max_draws, ess_before: next(plans, (0, ""))
+        followup,
+        "extension_plan",
+        lambda idata, max_draws, ess_before: next(plans, (0, "")),
     )
+    _no_step_first(monkeypatch)
     judged = []
 
     def met(gates):

@@ -129,6 +129,7 @@ __all__ = [
     "extension_cut",
     "extension_plan",
     "follow_up",
+    "modes_text",
     "modes_to_rerun",
     "new_chains",
     "raised_target",
@@ -267,8 +268,9 @@ def extension_plan(
         "one chain": get_group(idata, "posterior").sizes["chain"] < 2,
     }
     reasons = [name for name, hit in blocked.items() if hit]
-    if reasons:
-        return 0, f"{', '.join(short)}; not extended: {', '.join(reasons)}"
+    if reasons:  # (over several modes, each mode's own gates: pooled ones say nothing)
+        failed = modes_text(get_attr(idata, "modes")) if gates["n_modes"] > 1 else ""
+        return 0, f"{failed or ', '.join(short)}; not extended: {', '.join(reasons)}"
     # (with the ESS gate met, R-hat alone fails: a lower ESS is then noise, not slow crossing)
     below = gates["ess"] < GATES["ess_bulk"]
     if ess_before is not None and below and not gates["ess"] > ess_before:
@@ -280,6 +282,18 @@ def extension_plan(
     if extra < _MIN_EXTRA:
         return 0, f"{', '.join(short)}; not extended: max_draws={max_draws} reached"
     return int(extra), ", ".join(short)
+
+
+def modes_text(table: list[dict] | None, only_failing: bool = False) -> str:
+    """Each mode of a :func:`bayesgmm.modes.mode_table` (its records) with the gates it fails
+    (:func:`mode_failures`), or "gates met"; only the failing ones with ``only_failing``;
+    "" without a table."""
+    named = []
+    for row in table or []:
+        why = mode_failures(row)
+        if why or not only_failing:
+            named.append(f"mode {row['mode']}: {', '.join(why) or 'gates met'}")
+    return "; ".join(named)
 
 
 def _wanted(draws: int, gates: dict) -> int:
@@ -893,7 +907,7 @@ def converge_modes(
         failing = {m: why for m, why in failing.items() if why}
         if not failing:
             break
-        named = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items())
+        named = modes_text(table, only_failing=True)
         n_draws = get_group(raw, "posterior").sizes["draw"]
         if MODE_CHAINS * len(failing) * n_draws > spare:
             done.append(

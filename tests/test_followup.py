@@ -13,7 +13,7 @@ import xarray as xr
 import bayesgmm._followup as followup
 import bayesgmm._independence as independence
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
-from bayesgmm._idata import RUN_STAT, get_attr, new_tree
+from bayesgmm._idata import RUN_STAT, get_attr, new_tree, set_attrs
 from bayesgmm.diagnostics import parameter_diagnostics
 from bayesgmm.em import EMGaussianMixture
 
@@ -99,6 +99,25 @@ def test_the_follow_up_hands_the_ess_before_each_extension_to_the_next_plan(monk
     _no_step_first(monkeypatch)
     _quiet_fit(draws=150, max_draws=400)
     assert len(seen) == 2 and seen[0][0] is None and seen[1][0] == seen[0][1]
+
+
+def test_over_several_modes_the_plan_names_each_modes_gates_not_the_pooled_ones(monkeypatch):
+    """gclus body girths, K=4 (2 modes): the pooled R-hat (1.664) said nothing about the modes."""
+    monkeypatch.setattr(followup, "_gates", lambda idata: _gates(r_hat=1.664, ess=19.0, n_modes=2))
+    row = {"chains": [0, 1, 2], "divergences": 0, "min_ess_tail": 900.0}
+    table = [
+        {**row, "mode": 0, "max_r_hat": 1.021, "min_ess_bulk": 157.0},
+        {**row, "mode": 1, "max_r_hat": 1.004, "min_ess_bulk": 800.0},
+    ]
+    tree = _tree()
+    set_attrs(tree, {"modes": table, "n_modes": 2})
+    planned, reason = followup.extension_plan(tree, max_draws=10_000)
+    assert planned == 0
+    assert reason == (
+        "mode 0: R-hat 1.021, ESS 157; mode 1: gates met; not extended: R-hat above 1.05, "
+        "several modes"
+    )
+    assert followup.modes_text(table, only_failing=True) == "mode 0: R-hat 1.021, ESS 157"
 
 
 def test_the_plan_is_capped_by_max_draws(monkeypatch):

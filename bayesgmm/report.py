@@ -577,7 +577,14 @@ def _reproducibility_section(fit: BayesianGMM, settings: dict[str, Any]) -> Sect
         for key in ("sampler", "backend", "random_seed", "draws", "tune", "chains", "start")
     }
     # runs after the first (_followup, _darting, _independence)
-    later = ("follow_up", "extended_draws", "mode_reruns", "darting_hmc", "independence_mh")
+    later = (
+        "darting_hmc_before_follow_ups",
+        "follow_up",
+        "extended_draws",
+        "mode_reruns",
+        "darting_hmc",
+        "independence_mh",
+    )
     for key in (*later, "draws_sampler"):
         if get_attr(fit.idata_, key) is not None:
             attrs[key] = get_attr(fit.idata_, key)

@@ -1093,3 +1093,26 @@ def test_the_report_says_when_the_own_hmc_had_no_darts():
     assert _own_sampler_text(tree({**record, "switch_rows": [112]})).startswith(
         "These draws come from Hamiltonian Monte Carlo with darting moves"
     )
+
+
+def test_the_reproducibility_table_lists_a_darting_run_before_the_follow_ups():
+    """A darting run before NUTS's follow-ups that was not kept is still a run that happened."""
+    import json
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from bayesgmm._render import render_markdown
+    from bayesgmm.report import _reproducibility_section
+
+    record = {"kept": False, "reason": "R-hat 1.040, ESS 54 after NUTS; darting HMC: R-hat 1.4"}
+    attrs = {
+        "darting_hmc_before_follow_ups": json.dumps(record),
+        "follow_up": json.dumps(["R-hat 1.040, ESS 54: 3000 more draws per chain"]),
+        "priors": json.dumps({"alpha": 1.0}),
+        "versions": json.dumps({"bayesgmm": "0"}),
+    }
+    fit = SimpleNamespace(idata_=xr.DataTree.from_dict({"posterior": xr.Dataset(attrs=attrs)}))
+    text, _ = render_markdown("t", [_reproducibility_section(fit, {})], "figures")
+    assert "darting_hmc_before_follow_ups" in text and "darting HMC: R-hat 1.4" in text
+    assert text.index("darting_hmc_before_follow_ups") < text.index("| follow_up")

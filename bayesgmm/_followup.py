@@ -105,6 +105,7 @@ from .diagnostics import (
     gate_shortfalls,
     log_likelihood_drift,
     mode_failures,
+    modes_text,
     parameter_diagnostics,
 )
 
@@ -129,7 +130,6 @@ __all__ = [
     "extension_cut",
     "extension_plan",
     "follow_up",
-    "modes_text",
     "modes_to_rerun",
     "new_chains",
     "raised_target",
@@ -282,18 +282,6 @@ def extension_plan(
     if extra < _MIN_EXTRA:
         return 0, f"{', '.join(short)}; not extended: max_draws={max_draws} reached"
     return int(extra), ", ".join(short)
-
-
-def modes_text(table: list[dict] | None, only_failing: bool = False) -> str:
-    """Each mode of a :func:`bayesgmm.modes.mode_table` (its records) with the gates it fails
-    (:func:`mode_failures`), or "gates met"; only the failing ones with ``only_failing``;
-    "" without a table."""
-    named = []
-    for row in table or []:
-        why = mode_failures(row)
-        if why or not only_failing:
-            named.append(f"mode {row['mode']}: {', '.join(why) or 'gates met'}")
-    return "; ".join(named)
 
 
 def _wanted(draws: int, gates: dict) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "label_flips",
     "log_likelihood_drift",
     "mode_failures",
+    "modes_text",
     "parameter_diagnostics",
 ]
 
@@ -342,6 +343,37 @@ def mode_failures(row: dict) -> list[str]:
     if row["divergences"] > GATES["divergences"]:
         failed.append(f"{row['divergences']} divergences")
     return failed
+
+
+def modes_text(table: list[dict] | None, only_failing: bool = False) -> str:
+    """Each mode of a :func:`bayesgmm.modes.mode_table` (its records) with the gates it fails
+    (:func:`mode_failures`), or "gates met"; only the failing ones with ``only_failing``;
+    "" without a table.
+
+    Parameters
+    ----------
+    table : list of dict or None
+        The mode table's rows, as :func:`mode_failures` takes them, with ``mode``.
+    only_failing : bool
+        Leave out the modes that meet their gates.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> row = {"chains": [0, 1], "max_r_hat": 1.004, "min_ess_tail": 900.0, "divergences": 0}
+    >>> modes_text([{**row, "mode": 0, "min_ess_bulk": 157.0},
+    ...             {**row, "mode": 1, "min_ess_bulk": 800.0}])
+    'mode 0: ESS 157; mode 1: gates met'
+    """
+    named = []
+    for row in table or []:
+        why = mode_failures(row)
+        if why or not only_failing:
+            named.append(f"mode {row['mode']}: {', '.join(why) or 'gates met'}")
+    return "; ".join(named)
 
 
 def draws_for_gates(draws: int, ess: float, margin: float) -> float:

@@ -53,7 +53,7 @@ from ._errors import warn as _warn
 from ._idata import Tree, compare, get_attr, get_group, new_tree, replace_group, set_attrs
 from ._units import em_standardised, scaling_of, standardised
 from .alignment import apply_permutations, match_to_reference
-from .diagnostics import SamplingWarning, mode_failures, parameter_diagnostics
+from .diagnostics import SamplingWarning, modes_text, parameter_diagnostics
 from .em import EMGaussianMixture
 
 __all__ = [
@@ -534,8 +534,7 @@ def _warn_modes(table: pd.DataFrame) -> None:
         + (f", stacking weight {r.stacking_weight:.2f}" if weighed else "")
         for r in table.itertuples()
     )
-    failing = {row["mode"]: mode_failures(row) for row in table.to_dict(orient="records")}
-    failing = "; ".join(f"mode {m}: {', '.join(why)}" for m, why in failing.items() if why)
+    failing = modes_text(table.to_dict(orient="records"), only_failing=True)
     _warn(
         f"The chains ended in {len(table)} different modes (not label switches of one another; "
         f"{described}). R-hat over all chains fails for that reason and summaries over all "

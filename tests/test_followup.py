@@ -14,7 +14,7 @@ import bayesgmm._followup as followup
 import bayesgmm._independence as independence
 from bayesgmm import BayesianGMM, SamplingWarning, build_model, sample_posterior
 from bayesgmm._idata import RUN_STAT, get_attr, new_tree, set_attrs
-from bayesgmm.diagnostics import parameter_diagnostics
+from bayesgmm.diagnostics import modes_text, parameter_diagnostics
 from bayesgmm.em import EMGaussianMixture
 
 from .test_drift import _separated  # two well separated round clusters, 150 rows
@@ -117,7 +117,7 @@ def test_over_several_modes_the_plan_names_each_modes_gates_not_the_pooled_ones(
         "mode 0: R-hat 1.021, ESS 157; mode 1: gates met; not extended: R-hat above 1.05, "
         "several modes"
     )
-    assert followup.modes_text(table, only_failing=True) == "mode 0: R-hat 1.021, ESS 157"
+    assert modes_text(table, only_failing=True) == "mode 0: R-hat 1.021, ESS 157"
 
 
 def test_the_plan_is_capped_by_max_draws(monkeypatch):

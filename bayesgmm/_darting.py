@@ -517,7 +517,7 @@ def before_follow_ups(
     expected to fall short: the chains are in one mode, without divergences or a drifting
     chain, some rows switch component rarely, and by the first run's ESS per draw the NUTS
     extension needs more draws than ``max_draws`` leaves
-    (:func:`bayesgmm._followup.extension_cut`). On 31 default fits of real data
+    (:func:`bayesgmm._followup.extension_cut`). On 47 default fits of real data
     (``BayesianGMM(K, random_seed=s)``, 2 cores) it ran 4 times: mclust's wreath (K=4) 11.1 ->
     5.2 s, gclus ozone (K=2) 12.6 -> 6.8 s and 9.8 -> 4.5 s, the same gates met; wine (K=4)
     83.5 -> 96.3 s, not met either way. Where the extension's plan fits, as on gclus body

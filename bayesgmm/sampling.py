@@ -394,7 +394,7 @@ def sample_posterior(
         gates
         (``posterior.attrs["darting_hmc"]``, and ``draws_sampler="darting_hmc"``). It runs
         right after the first run instead, before any follow-up, when such rows are seen
-        there and the extension would need more than ``max_draws`` draws per chain by the
+        there and the extension would need more draws than ``max_draws`` leaves, by the
         first run's ESS per draw (:func:`bayesgmm._darting.before_follow_ups`; the follow-ups
         run as above when it does not meet the gates). When R-hat
         or the ESS still fail after these (not divergences alone, nor several modes each

@@ -542,9 +542,11 @@ def before_follow_ups(
         return None, {}
     if not extension_cut(finished[0], max_draws, gates):
         return None, {}
-    if not switch_rows(draw_assignments(finished[0])):
+    assignments = draw_assignments(finished[0])  # (0.8 s on wreath's 4000 draws of 1000 rows)
+    if not switch_rows(assignments):
         return None, {}
-    *kept, attrs = _step(raw, finished, results, model, run, max_draws, (failing, ""))
+    reasons = (failing, "")
+    *kept, attrs = _step(raw, finished, results, model, run, max_draws, reasons, assignments)
     record = attrs["darting_hmc"]
     if record["reason"].endswith(INTERRUPTED):  # no follow-ups either: NUTS's result stays
         return finished, attrs
@@ -557,15 +559,16 @@ def before_follow_ups(
     return tuple(kept), {"follow_up": [why], **attrs}
 
 
-def _step(raw, finished, results, model, run, max_draws, reasons) -> tuple:
+def _step(raw, finished, results, model, run, max_draws, reasons, assignments=None) -> tuple:
     """:func:`refine` on results that fail the gates (``reasons``: :func:`skip_reason`'s
-    ``(failing, blocked)``)."""
+    ``(failing, blocked)``; ``assignments``: their :func:`draw_assignments`, when known)."""
     failing, blocked = reasons
     record: dict = {"kept": False}
     if blocked:
         record["reason"] = f"{failing} after NUTS; not run: {blocked}"
         return *finished, {"darting_hmc": record}
-    assignments = draw_assignments(finished[0])
+    if assignments is None:
+        assignments = draw_assignments(finished[0])
     rows = switch_rows(assignments)
     if not rows and not _divergences(finished[0]):
         record["reason"] = f"{failing} after NUTS; not run: no row switches component rarely"

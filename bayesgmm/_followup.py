@@ -559,12 +559,12 @@ def follow_up(
     )  # (the extension that may follow runs at the highest target the modes' chains reached)
     extended, ess_before = 0, None
     for round_ in range(1, ROUNDS + 1):
-        extra, reason = extension_plan(finished[0], max_draws, ess_before)
+        before = _gates(finished[0])  # (the plan's, and the extension's judge starts from them)
+        extra, reason = extension_plan(finished[0], max_draws, ess_before, gates=before)
         if not extra:
             if reason:
                 done.append(reason)
             break
-        before = _gates(finished[0])
         ess_before = before["ess"]
         longer = continue_chains(raw, compile_one, run, extra, results, round_, before)
         if longer is None:

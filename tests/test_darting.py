@@ -479,7 +479,8 @@ def test_a_blocked_step_keeps_the_nuts_result(monkeypatch):
 def _early(monkeypatch, gates=None, cut=True, switching=True, kept=True, blocked=False):
     """:func:`dart.before_follow_ups` on stubbed results: the first run's gates, whether the
     extension would be cut, whether a row switches rarely, and whether the step's run meets
-    the gates; returns its answer and how often the step ran."""
+    the gates; returns its answer and what ran, in order ("assigned": the draws' assignments
+    computed; a list: the step's run with those switch rows)."""
     values = {"r_hat": 1.03, "ess": 40.0, "divergences": 0, "n_modes": 1, "drifted": False}
     values.update(gates or {})
     monkeypatch.setattr(dart, "_gates", lambda idata: values)
@@ -488,11 +489,13 @@ def _early(monkeypatch, gates=None, cut=True, switching=True, kept=True, blocked
     assignments = np.zeros((4, 500, 6), int)
     if switching:  # row 3 away in the middle of every chain: one switch per chain
         assignments[:, 200:260, 3] = 1
-    monkeypatch.setattr(dart, "draw_assignments", lambda idata: assignments)
     ran = []
+    monkeypatch.setattr(
+        dart, "draw_assignments", lambda idata: ran.append("assigned") or assignments
+    )
 
     def runs(raw, idata, homes, rows, *args):
-        ran.append([r.row for r in rows])
+        ran.append([r.row for r in rows])  # (after the assignments, computed once)
         if kept is None:
             raise KeyboardInterrupt
         return ("draws", "switches"), (kept, "R-hat 1.004, ESS 900", {})
@@ -507,7 +510,7 @@ FIRST_RUN = ("nuts results", "nuts switches")
 
 def test_the_step_runs_first_when_the_extension_would_be_cut(monkeypatch):
     (kept, attrs), ran = _early(monkeypatch)
-    assert ran == [[3]] and kept == ("draws", "switches")
+    assert ran == ["assigned", [3]] and kept == ("draws", "switches")
     assert attrs["draws_sampler"] == "darting_hmc" and attrs["darting_hmc"]["kept"]
     assert attrs["darting_hmc"]["switch_rows"] == [3]
     assert "darting HMC before NUTS's follow-ups" in attrs["follow_up"][0]
@@ -516,14 +519,14 @@ def test_the_step_runs_first_when_the_extension_would_be_cut(monkeypatch):
 
 def test_a_first_step_that_fails_leaves_the_follow_ups_to_nuts_and_says_so(monkeypatch):
     (kept, attrs), ran = _early(monkeypatch, kept=False)
-    assert ran == [[3]] and kept is None
+    assert ran == ["assigned", [3]] and kept is None
     assert set(attrs) == {"darting_hmc_before_follow_ups"}
     assert not attrs["darting_hmc_before_follow_ups"]["kept"]
 
 
 def test_ctrl_c_in_a_first_step_keeps_the_first_run_and_skips_the_follow_ups(monkeypatch):
     (kept, attrs), ran = _early(monkeypatch, kept=None)
-    assert ran == [[3]] and kept == FIRST_RUN and "draws_sampler" not in attrs
+    assert ran == ["assigned", [3]] and kept == FIRST_RUN and "draws_sampler" not in attrs
     assert attrs["darting_hmc"]["reason"].endswith("interrupted (Ctrl-C): kept the NUTS result")
 
 
@@ -541,7 +544,7 @@ def test_ctrl_c_in_a_first_step_keeps_the_first_run_and_skips_the_follow_ups(mon
 )
 def test_otherwise_nuts_is_followed_up_first(monkeypatch, case):
     (kept, attrs), ran = _early(monkeypatch, **case)
-    assert kept is None and attrs == {} and ran == []
+    assert kept is None and attrs == {} and [r for r in ran if r != "assigned"] == []
 
 
 def test_raw_results_of_hamiltonian_chains_keep_divergences_and_energy():

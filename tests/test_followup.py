@@ -91,7 +91,7 @@ def test_the_follow_up_hands_the_ess_before_each_extension_to_the_next_plan(monk
     seen = []
     plans = iter([(100, "ESS 200"), (0, "")])
 
-    def plan(idata, max_draws, ess_before):
+    def plan(idata, max_draws, ess_before, gates=None):
         seen.append((ess_before, followup._smallest_ess(parameter_diagnostics(idata))))
         return next(plans)
 
@@ -1053,7 +1053,7 @@ def _forced_extensions(monkeypatch, diverging_calls, rounds=2):
     monkeypatch.setattr(
         followup,
         "extension_plan",
-        lambda idata, max_draws, ess_before: next(plans, (0, "")),
+        lambda idata, max_draws, ess_before, gates=None: next(plans, (0, "")),
     )
     _no_step_first(monkeypatch)
     return calls
@@ -1165,7 +1165,7 @@ def test_an_extension_stops_at_the_first_judgement_the_chains_pass(monkeypatch):
     monkeypatch.setattr(
         followup,
         "extension_plan",
-        lambda idata, max_draws, ess_before: next(plans, (0, "")),
+        lambda idata, max_draws, ess_before, gates=None: next(plans, (0, "")),
     )
     _no_step_first(monkeypatch)
     judged = []

@@ -812,19 +812,22 @@ def test_the_report_says_where_the_draws_come_from(breast_cancer_fit):
     assert _own_sampler_text(tree) == ""
 
 
-def test_where_nuts_would_fall_short_of_max_draws_the_step_comes_first():
-    """mclust's wreath (1000 x 2), K=4: the first NUTS run's ESS (26 here) asks for far more
-    than the 3000 draws per chain that ``max_draws`` leaves (the extension used to draw them
-    all and end at ESS 333); the step runs straight after the first run and meets the gates.
-    (A first run with R-hat above 1.05 would not be extended either: the step then follows
-    the first run as it always did.)"""
+def test_where_nuts_would_fall_short_of_max_draws_no_extension_is_drawn():
+    """mclust's wreath (1000 x 2), K=4: the first NUTS run's ESS (26 on an Intel Xeon) asks
+    for far more than the 3000 draws per chain that ``max_draws`` leaves (the extension used
+    to draw them all and end at ESS 333); the step runs straight after the first run and
+    meets the gates. On an AMD EPYC the same seed's first run drifts (a rule the pre-step
+    does not take): its follow-up rerun ends at R-hat 1.08, above what the extension takes
+    on, and the step follows as it always did. Either way no NUTS extension draws are spent
+    and the darting draws meet every gate."""
     import pandas as pd
 
     X = pd.read_csv(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "wreath.csv")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         idata = BayesianGMM(4, random_seed=1, progressbar=False).fit(X).idata_
-    assert get_attr(idata, "extended_draws", default=None) is None  # no NUTS extension
+    extended = get_attr(idata, "extended_draws", default=None)  # None: no follow-up ran
+    assert extended in (None, 0), get_attr(idata, "follow_up")
     assert get_attr(idata, "draws_sampler") == "darting_hmc"
     table = diagnostics(idata).set_index("check")
     assert table["passed"].all(), table

@@ -49,6 +49,9 @@ GATES = {"r_hat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "bfmi": 0.3, "dive
 # its own (carData's Davis and HSAUR3's skulls at K=2) and 0.39-0.46 for Old Faithful at K=3
 # (draws of the independence sampler, nearly independent)
 LABEL_FLIPS = 0.05
+# the largest share of a NUTS chain's draws whose trajectories may stop at the sampler's
+# maximum tree depth before the ``treedepth`` row shows (PyMC's rule for its warning)
+TREE_DEPTH_SHARE = 0.05
 # checks that judge what the draws describe, not whether the sampler converged: a comparison
 # that does not depend on labels (LOO in model selection) does not wait for them
 NOT_CONVERGENCE = ("labels",)
@@ -92,6 +95,11 @@ _ADVICE = {
     "each component's memberships) average over components and describe none of them; the "
     "mixture's density, LOO and co-clustering do not depend on labels. Use fewer components, "
     "or read only those label-free results",
+    "treedepth": "trajectories ran to the sampler's maximum length without turning back: the "
+    "chain went where some direction is far wider than the step size was tuned for (a "
+    "near-empty component whose parameters follow their prior, or components without roles of "
+    "their own), so each draw costs up to a thousand gradients and moves little. A deeper "
+    "tree only makes the draws slower: use fewer components or a simpler covariance_type",
     "interrupted": "sampling was stopped early: these are the draws finished by then; run again "
     "to completion",
 }
@@ -102,6 +110,9 @@ _NOTES = {
     "left_mode": "a finding about the model, not a sampling failure: chains left the EM mode, "
     "and the runs after it converged. A small weight means near-empty component(s): the data "
     "support fewer components (compare fewer, or a simpler covariance_type)",
+    "treedepth": "an efficiency finding, not a sampling failure: the chains converged, but "
+    "some trajectories ran to the sampler's maximum length, which made the run slow (often "
+    "near-empty components: compare fewer, or a simpler covariance_type)",
 }
 
 
@@ -443,6 +454,7 @@ def _check_rows(idata: Tree) -> list[dict]:
     converged = all(row[3] for row in rows)
     extra = (
         _left_mode_row(idata, converged),
+        _treedepth_row(idata, converged),
         _drift_row(idata),
         _stuck_row(idata),
         _labels_row(idata),
@@ -704,6 +716,29 @@ def _left_mode_row(idata: Tree, converged: bool) -> tuple | None:
     return ("left_mode", float(left.size), 0.0, converged, where)
 
 
+def _treedepth_row(idata: Tree, converged: bool) -> tuple | None:
+    """The ``treedepth`` row when more than :data:`TREE_DEPTH_SHARE` of a NUTS chain's draws
+    stopped at the maximum tree depth (nutpie's ``maxdepth_reached``, PyMC's
+    ``reached_max_treedepth``). Like ``left_mode`` it passes when the checks before it do: it
+    is then a finding about the run's cost; it fails with them otherwise."""
+    stats = get_group(idata, "sample_stats")
+    name = next((n for n in ("maxdepth_reached", "reached_max_treedepth") if n in stats), None)
+    if name is None or not _trajectories(idata):
+        return None
+    share = stats[name].astype(float).mean("draw").values
+    if not (share > TREE_DEPTH_SHARE).any():
+        return None
+    worst = int(np.argmax(share))
+    where = (
+        f"chain {worst} (of {int(np.sum(share > TREE_DEPTH_SHARE))} above the gate): "
+        f"{share[worst]:.0%} of its draws stopped at the maximum tree depth"
+    )
+    if "n_steps" in stats:
+        steps = float(stats["n_steps"].isel(chain=worst).mean())
+        where += f", {steps:.0f} leapfrog steps a draw on average"
+    return ("treedepth", float(share[worst]), TREE_DEPTH_SHARE, converged, where)
+
+
 def _restart_text(idata: Tree) -> str:
     """How the chains ran again after the first run (``left_mode_*`` attrs)."""
     source = get_attr(idata, "left_mode_restarted_from", default=None)
@@ -742,7 +777,10 @@ def diagnostics(idata: Tree) -> pd.DataFrame:
     the other checks do, since it is then a finding about the model; ``drift``
     when a chain moved to another region while drawing, :func:`log_likelihood_drift`;
     ``stuck`` when a NUTS chain's mean acceptance fell below half its target,
-    :func:`bayesgmm._stuck.stuck_chains`; ``labels`` when a chain's draws are matched to EM's
+    :func:`bayesgmm._stuck.stuck_chains`; ``treedepth`` when more than
+    :data:`TREE_DEPTH_SHARE` of a NUTS chain's draws stopped at the maximum tree depth,
+    passing, like ``left_mode``, when the other checks do (the run was then only slow);
+    ``labels`` when a chain's draws are matched to EM's
     components differently from one draw to the next in more than :data:`LABEL_FLIPS` of
     them, :func:`label_flips` (components without roles of their own: per-component results
     describe none of them);

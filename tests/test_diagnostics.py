@@ -285,6 +285,48 @@ def test_the_left_mode_row_says_whether_the_chains_were_moved_and_why(fit, rng):
     assert "too few draws to weigh" in row["worst"] and "nan" not in row["worst"].lower()
 
 
+def _deep(idata, share: tuple[float, float], name: str = "maxdepth_reached"):
+    """``idata`` whose chains' trajectories stopped at the maximum tree depth in ``share`` of
+    their draws (at 1023 leapfrog steps; the other draws at 31)."""
+    n_draws = idata.sample_stats.sizes["draw"]
+    reached = np.arange(n_draws)[None, :] < np.round(np.array(share)[:, None] * n_draws)
+    idata.sample_stats[name] = xr.DataArray(reached, dims=("chain", "draw"))
+    steps = np.where(reached, 1023, 31)
+    idata.sample_stats["n_steps"] = xr.DataArray(steps, dims=("chain", "draw"))
+    return idata
+
+
+def test_trajectories_at_the_maximum_depth_fail_beside_a_failed_run(fit, rng):
+    """Body girths K=4's slow chain ran 400-700 leapfrog steps a draw (treedepth results):
+    above 5% of a chain's draws at the maximum depth, a run that failed its gates also fails
+    the treedepth row, which names the chain, its share and its mean trajectory length, and
+    points at the model, not at a deeper tree."""
+    idata = _deep(_posterior(fit, energy=rng.standard_normal((2, 2000)), divergent=2), (0.0, 0.4))
+    failed, message = _failed(idata)
+    assert failed == {"divergences", "treedepth"}
+    assert "treedepth = 0.4 (gate 0.05; worst: chain 1 (of 1 above the gate): 40% of" in message
+    assert "428 leapfrog steps a draw" in message  # 0.4 * 1023 + 0.6 * 31
+    assert "fewer components" in message and "deeper tree only makes" in message
+
+
+def test_trajectories_at_the_maximum_depth_in_a_converged_run_are_a_finding(fit, rng):
+    """Converged chains: the row passes with a note (no warning); at or below 5% there is no
+    row; PyMC's name for the statistic counts too; independence MH draws have none."""
+    energy = rng.standard_normal((2, 2000))
+    idata = _deep(_posterior(fit, energy=energy), (0.1, 0.0))
+    failed, message = _failed(idata)
+    assert failed == set() and message == ""
+    row = diagnostics(idata).set_index("check").loc["treedepth"]
+    assert row["passed"] and row["value"] == pytest.approx(0.1)
+    assert "chain 0 (of 1 above the gate)" in row["worst"] and "efficiency" in row["advice"]
+    assert "treedepth" not in set(diagnostics(_deep(_posterior(fit), (0.05, 0.0)))["check"])
+    pymc = _deep(_posterior(fit, energy=energy), (0.0, 0.2), name="reached_max_treedepth")
+    assert diagnostics(pymc).set_index("check").loc["treedepth", "value"] == pytest.approx(0.2)
+    imh = _deep(_posterior(fit), (0.5, 0.5))
+    imh.posterior.attrs["draws_sampler"] = "independence_mh"
+    assert "treedepth" not in set(diagnostics(imh)["check"])
+
+
 def _accepting(idata, accept: np.ndarray, target: float = 0.8, start: np.ndarray | None = None):
     """``idata`` with NUTS's acceptance statistic (and which draws repeat the one before)."""
     idata.sample_stats["mean_tree_accept"] = xr.DataArray(accept, dims=("chain", "draw"))

@@ -736,6 +736,10 @@ def _treedepth_row(idata: Tree, converged: bool) -> tuple | None:
     if "n_steps" in stats:
         steps = float(stats["n_steps"].isel(chain=worst).mean())
         where += f", {steps:.0f} leapfrog steps a draw on average"
+    posterior = get_group(idata, "posterior")
+    if "weights" in posterior:  # a near-empty component is the usual cause
+        weights = posterior["weights"].isel(chain=worst).mean("draw").values
+        where += f"; its smallest mean weight {np.min(weights):.3f}"
     return ("treedepth", float(share[worst]), TREE_DEPTH_SHARE, converged, where)
 
 

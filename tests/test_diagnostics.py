@@ -307,6 +307,9 @@ def test_trajectories_at_the_maximum_depth_fail_beside_a_failed_run(fit, rng):
     assert "treedepth = 0.4 (gate 0.05; worst: chain 1 (of 1 above the gate): 40% of" in message
     assert "428 leapfrog steps a draw" in message  # 0.4 * 1023 + 0.6 * 31
     assert "fewer components" in message and "deeper tree only makes" in message
+    idata.posterior["weights"].values[1] = [0.015, 0.485, 0.5]  # chain 1: a near-empty one
+    row = diagnostics(idata).set_index("check").loc["treedepth"]
+    assert "its smallest mean weight 0.015" in row["worst"]
 
 
 def test_trajectories_at_the_maximum_depth_in_a_converged_run_are_a_finding(fit, rng):
